@@ -1,0 +1,5 @@
+import sys
+
+from heliosdb.cli import main
+
+sys.exit(main())

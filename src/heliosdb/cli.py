@@ -1,0 +1,143 @@
+"""The ``heliosdb`` command: arguments -> Settings -> node.
+
+    heliosdb serve          start a node (embedded engine unless --engine-url)
+    heliosdb keys create    create an API key and print it once
+    heliosdb keys list      list keys (never the keys themselves)
+    heliosdb keys revoke ID revoke a key
+    heliosdb config show    print the effective configuration, secrets masked
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from heliosdb import __version__
+from heliosdb.engine.datadir import DataDirInUse
+from heliosdb.engine.embedded import EngineStartError
+from heliosdb.errors import HeliosError
+from heliosdb.observability import logs
+from heliosdb.security.apikeys import KeyKind
+from heliosdb.services.container import Services
+from heliosdb.settings import Settings, load_settings, masked
+
+# flag -> dotted setting
+_FLAGS = {
+    "data_dir": "data_dir",
+    "engine_url": "engine.url",
+    "http_port": "http.port",
+    "host": "host",
+    "environment": "environment",
+    "log_level": "log_level",
+    "query_timeout": "engine.query_timeout",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (default: ./heliosdb.yaml)")
+    parser.add_argument("--data-dir", type=Path, help="node data directory")
+    parser.add_argument("--engine-url", help="postgresql:// URL of an external engine")
+    parser.add_argument("--environment", choices=["production", "development", "test"])
+    parser.add_argument("--log-level", choices=list(logs.LEVELS))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heliosdb", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"heliosdb {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start a node")
+    _common(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
+    serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it once")
+    _common(create)
+    create.add_argument("--name", required=True)
+    create.add_argument("--kind", choices=[k.value for k in KeyKind], default="secret")
+    create.add_argument("--admin", action="store_true", help="may manage keys")
+    create.add_argument(
+        "--tier", choices=["free", "developer", "professional", "enterprise"], default="developer"
+    )
+    _common(key_commands.add_parser("list", help="list keys"))
+    revoke = key_commands.add_parser("revoke", help="revoke a key")
+    _common(revoke)
+    revoke.add_argument("key_id")
+
+    config = commands.add_parser("config", help="configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="print the effective configuration")
+    _common(show)
+    show.add_argument("--host")
+    show.add_argument("--http-port", type=int)
+    show.add_argument("--query-timeout", type=float)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        dotted: getattr(args, flag) for flag, dotted in _FLAGS.items() if hasattr(args, flag)
+    }
+    return load_settings(args.config, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        logs.configure(settings.log_level)
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "keys":
+            return asyncio.run(_keys(args, settings))
+        if args.command == "config":
+            sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
+            return 0
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"heliosdb: invalid configuration: {exc}\n")
+        return 2
+    except (DataDirInUse, EngineStartError, HeliosError, OSError) as exc:
+        sys.stderr.write(f"heliosdb: {exc}\n")
+        return 1
+    return 2
+
+
+def _serve(settings: Settings) -> int:
+    import uvloop
+
+    from heliosdb.node import Node
+
+    uvloop.run(Node(settings).run())
+    return 0
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from heliosdb.node import with_services
+
+    async def work(services: Services) -> None:
+        if args.keys_command == "create":
+            created = await services.keys.create(
+                args.name, KeyKind(args.kind), is_admin=args.admin, tier=args.tier
+            )
+            sys.stdout.write(f"id:   {created.id}\nkey:  {created.key}\n")
+            sys.stdout.write("Store the key now: it is not shown again.\n")
+        elif args.keys_command == "list":
+            for row in await services.keys.list():
+                sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        elif args.keys_command == "revoke":
+            await services.keys.revoke(args.key_id)
+            sys.stdout.write(f"revoked {args.key_id}\n")
+
+    await with_services(settings, work)
+    return 0

@@ -1,0 +1,84 @@
+"""Versioned migrations of the ``helios`` system schema.
+
+They run on every start, under an advisory lock so that nodes starting together over
+one engine take turns, and each version runs once: running them twice is a no-op.
+Append new versions; never edit an applied one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+log = logging.getLogger("heliosdb.engine.migrations")
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "system schema: keys, users, settings, engine roles",
+        """
+        CREATE TABLE helios.engine_roles (
+            name text PRIMARY KEY,
+            password text NOT NULL
+        );
+        CREATE TABLE helios.api_keys (
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            name text NOT NULL,
+            kind text NOT NULL CHECK (kind IN ('secret', 'public', 'test')),
+            key_hash bytea NOT NULL UNIQUE,
+            display text NOT NULL,
+            is_admin boolean NOT NULL DEFAULT false,
+            tier text NOT NULL DEFAULT 'developer',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            revoked_at timestamptz,
+            last_used_at timestamptz
+        );
+        CREATE TABLE helios.users (
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            username text NOT NULL UNIQUE,
+            password_hash text NOT NULL,
+            access text NOT NULL CHECK (access IN ('read_write', 'read_only')),
+            is_admin boolean NOT NULL DEFAULT false,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE helios.settings (
+            key text PRIMARY KEY,
+            value jsonb NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        -- Utility statements take no parameters, so the one place a password reaches
+        -- ALTER ROLE is format('%L') inside the engine.
+        CREATE FUNCTION helios.set_role_password(role_name text, new_password text)
+        RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE format('ALTER ROLE %I WITH LOGIN PASSWORD %L', role_name, new_password);
+        END $$;
+        REVOKE ALL ON FUNCTION helios.set_role_password(text, text) FROM PUBLIC;
+        """,
+    ),
+]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply every pending migration; return the versions applied now."""
+    applied_now: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios.migrations'))")
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS helios")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS helios.schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM helios.schema_migrations")}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO helios.schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+            log.info("applied migration %d: %s", version, name)
+            applied_now.append(version)
+    return applied_now

@@ -1,0 +1,185 @@
+"""The engine as the rest of HeliosDB sees it: one pool per access level.
+
+    Engine
+      system      superuser connections for HeliosDB's own bookkeeping (keys, migrations)
+      read_write  logged in as helios_readwrite: client statements of read-write principals
+      read_only   logged in as helios_readonly: client statements of read-only principals
+
+No client-supplied statement ever runs on the system pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from asyncpg.prepared_stmt import PreparedStatement
+
+from heliosdb.engine.codecs import register_codecs
+from heliosdb.engine.datadir import DataDir
+from heliosdb.engine.embedded import SUPERUSER, EmbeddedEngine
+from heliosdb.engine.migrations import migrate
+from heliosdb.engine.quoting import quote_ident
+from heliosdb.engine.roles import ROLE_FOR_ACCESS, Access, ensure_roles
+from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import ErrorCode, HeliosError
+from heliosdb.settings import EngineSettings
+
+log = logging.getLogger("heliosdb.engine")
+
+STATEMENT_CACHE_SIZE = 256
+ACQUIRE_TIMEOUT_SECONDS = 10.0
+
+
+class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that keeps its own prepared statements (asyncpg's prepare() does not)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.statements: OrderedDict[str, PreparedStatement] = OrderedDict()
+
+    async def prepared(self, sql: str) -> PreparedStatement:
+        stmt = self.statements.get(sql)
+        if stmt is not None:
+            self.statements.move_to_end(sql)
+            return stmt
+        stmt = await self.prepare(sql)
+        self.statements[sql] = stmt
+        if len(self.statements) > STATEMENT_CACHE_SIZE:
+            self.statements.popitem(last=False)
+        return stmt
+
+    def forget(self, sql: str) -> None:
+        self.statements.pop(sql, None)
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings, data_dir: DataDir) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.embedded: EmbeddedEngine | None = None
+        self._pools: dict[Access, asyncpg.Pool] = {}
+        self._connect: dict[str, Any] = {}
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.settings.url is None
+
+    async def start(self) -> None:
+        if self.settings.url is None:
+            self.embedded = EmbeddedEngine(self.data_dir)
+            await asyncio.to_thread(self.embedded.start)
+            base = self.embedded.dsn_parts()
+            await self._ensure_database(base)
+            self._connect = {**base, "database": self.settings.database}
+        else:
+            url = self.settings.url.get_secret_value()
+            parts = urlsplit(url)
+            database = parts.path.lstrip("/") or self.settings.database
+            self._connect = {"dsn": url, "database": database}
+        admin = await asyncpg.connect(**self._connect)
+        try:
+            await migrate(admin)
+            await self._ensure_extensions(admin)
+            passwords = await ensure_roles(admin, self._connect["database"])
+        finally:
+            await admin.close()
+        timeout_ms = str(int(self.settings.query_timeout * 1000))
+        server_settings = {
+            "application_name": "heliosdb",
+            "statement_timeout": timeout_ms,
+            "IntervalStyle": "iso_8601",
+            "TimeZone": "UTC",
+        }
+        sizes = {
+            Access.SYSTEM: self.settings.system_pool_size,
+            Access.READ_WRITE: self.settings.pool_size,
+            Access.READ_ONLY: self.settings.readonly_pool_size,
+        }
+        for access, size in sizes.items():
+            login = dict(self._connect)
+            if access is not Access.SYSTEM:
+                login["user"] = ROLE_FOR_ACCESS[access]
+                login["password"] = passwords[access]
+            self._pools[access] = await asyncpg.create_pool(
+                **login,
+                min_size=min(2, size),
+                max_size=size,
+                connection_class=EngineConnection,
+                init=register_codecs,
+                server_settings=server_settings,
+                command_timeout=self.settings.query_timeout + 5,
+            )
+        log.info("engine ready (%s)", "embedded" if self.is_embedded else "external")
+
+    async def _ensure_database(self, base: dict[str, Any]) -> None:
+        conn = await asyncpg.connect(**base, database="postgres")
+        try:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", self.settings.database
+            )
+            if not exists:
+                await conn.execute(f"CREATE DATABASE {quote_ident(self.settings.database)}")
+        finally:
+            await conn.close()
+
+    async def _ensure_extensions(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+        except asyncpg.PostgresError as exc:
+            log.warning("pgvector is not available on this engine: %s", exc)
+
+    async def stop(self, *, stop_embedded: bool = True) -> None:
+        for pool in self._pools.values():
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except (TimeoutError, asyncpg.PostgresError, OSError):
+                pool.terminate()
+        self._pools.clear()
+        if self.embedded is not None and stop_embedded:
+            await asyncio.to_thread(self.embedded.stop)
+
+    def pool(self, access: Access) -> asyncpg.Pool:
+        return self._pools[access]
+
+    @asynccontextmanager
+    async def connection(self, access: Access) -> AsyncIterator[EngineConnection]:
+        try:
+            conn = await self._pools[access].acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise HeliosError(
+                ErrorCode.RESOURCE_EXHAUSTED, "all engine connections are busy; try again"
+            ) from None
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise from_engine(exc) from None
+        try:
+            yield conn
+        finally:
+            await self._pools[access].release(conn)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.connection(Access.SYSTEM) as conn:
+                return bool(await conn.fetchval("SELECT 1", timeout=2))
+        except Exception:  # noqa: BLE001 - health reports, never raises
+            return False
+
+    def pool_stats(self) -> dict[str, dict[str, int]]:
+        return {
+            access.value: {
+                "size": pool.get_size(),
+                "idle": pool.get_idle_size(),
+                "max": pool.get_max_size(),
+            }
+            for access, pool in self._pools.items()
+        }
+
+    @property
+    def superuser(self) -> str:
+        return SUPERUSER

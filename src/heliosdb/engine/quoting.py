@@ -1,0 +1,25 @@
+"""Identifier quoting: the one way a name given by a user reaches SQL text.
+
+Values never reach SQL text at all: they are always bind parameters. Names cannot be
+parameters, so they pass through :func:`quote_ident`, which quotes exactly as
+PostgreSQL's ``quote_ident()`` does for a name that needs quoting. Callers check names
+against the catalog first; quoting is what makes a forgotten check harmless.
+"""
+
+from __future__ import annotations
+
+from heliosdb.errors import invalid
+
+MAX_IDENTIFIER_BYTES = 63
+
+
+def quote_ident(name: str) -> str:
+    if not name or "\x00" in name:
+        raise invalid("identifiers must be non-empty and contain no NUL byte")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise invalid(f"identifier longer than {MAX_IDENTIFIER_BYTES} bytes: {name[:70]!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"

@@ -1,0 +1,1 @@
+"""One package per interface; they call services and never each other."""

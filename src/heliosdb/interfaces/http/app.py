@@ -1,0 +1,40 @@
+"""The REST application: routers, error funnel and middleware, assembled in one place.
+
+Request pipeline, outermost first: metrics -> body limit -> routing -> auth dependency
+-> handler -> service. Errors of every kind leave through interfaces/http/errors.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from heliosdb import __version__
+from heliosdb.interfaces.http import errors
+from heliosdb.interfaces.http.middleware import BodyLimitMiddleware, MetricsMiddleware
+from heliosdb.interfaces.http.routes import admin, keys, query
+from heliosdb.services.container import Services
+
+API_PREFIX = "/api/v1"
+ROUTERS = (query.router, keys.router, admin.router)
+
+
+def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> FastAPI:
+    app = FastAPI(
+        title="HeliosDB",
+        version=__version__,
+        description="One database, every interface: the REST API.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.listeners = listeners
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, limit=services.settings.http.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app

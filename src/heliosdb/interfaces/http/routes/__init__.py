@@ -1,0 +1,1 @@
+"""One module per endpoint family under /api/v1."""

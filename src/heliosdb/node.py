@@ -1,0 +1,132 @@
+"""The composition root: engine -> services -> interfaces, started and stopped together.
+
+This is the only module that knows every interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from heliosdb.engine import Engine
+from heliosdb.engine.datadir import DataDir, DataDirInUse, write_secret
+from heliosdb.interfaces.http.app import build_app
+from heliosdb.interfaces.http.server import HttpListener
+from heliosdb.observability.metrics import watch_pools
+from heliosdb.security.apikeys import KeyKind
+from heliosdb.services.container import Services
+from heliosdb.settings import Settings
+
+log = logging.getLogger("heliosdb.node")
+T = TypeVar("T")
+
+
+class Listener(Protocol):
+    name: str
+    state: str
+    scheme: str
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def announce(line: str) -> None:
+    """What the operator reads on stdout: one line per listener, the first admin key."""
+    sys.stdout.write(f"heliosdb: {line}\n")
+    sys.stdout.flush()
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = DataDir(settings.data_dir)
+        self.engine = Engine(settings.engine, self.data_dir)
+        self.services: Services | None = None
+        self.listeners: list[Listener] = []
+        self._stopping = asyncio.Event()
+
+    def listener_states(self) -> dict[str, Any]:
+        return {
+            listener.name: {
+                "state": listener.state,
+                "address": "{}:{}".format(*listener.address) if listener.state != "stopped" else None,
+            }
+            for listener in self.listeners
+        }
+
+    async def start(self) -> None:
+        self.data_dir.lock()
+        await self.engine.start()
+        services = Services.build(self.settings, self.engine)
+        self.services = services
+        watch_pools(self.engine.pool_stats)
+        await self._bootstrap_admin_key(services)
+        app = build_app(services, self.listener_states)
+        self.listeners = [HttpListener(app, self.settings)]
+        for listener in self.listeners:
+            await listener.start()
+            host, port = listener.address
+            announce(f"{listener.name} listening on {listener.scheme}://{host}:{port}")
+        announce("ready")
+
+    async def _bootstrap_admin_key(self, services: Services) -> None:
+        if await services.keys.has_admin():
+            return
+        created = await services.keys.create("admin", KeyKind.SECRET, is_admin=True)
+        write_secret(self.data_dir.admin_key_file, created.key)
+        announce(f"admin key (shown once; also saved to {self.data_dir.admin_key_file}): {created.key}")
+
+    async def stop(self) -> None:
+        for listener in reversed(self.listeners):
+            try:
+                await listener.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                log.exception("listener %s did not stop cleanly", listener.name)
+        await self.engine.stop()
+        self.data_dir.unlock()
+        log.info("node stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stopping.wait()
+            log.info("stop requested; draining")
+        finally:
+            await self.stop()
+
+
+async def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Run ``work`` against the node's engine, whether or not the node is running.
+
+    A running node holds the data directory; then we share its engine and leave it up.
+    """
+    data_dir = DataDir(settings.data_dir)
+    try:
+        data_dir.lock()
+        owner = True
+    except DataDirInUse:
+        owner = False
+    settings.engine.pool_size = settings.engine.readonly_pool_size = 1
+    settings.engine.system_pool_size = 1
+    engine = Engine(settings.engine, data_dir)
+    try:
+        await engine.start()
+        return await work(Services.build(settings, engine))
+    finally:
+        await engine.stop(stop_embedded=owner)
+        if owner:
+            data_dir.unlock()

@@ -1,0 +1,60 @@
+"""Prometheus metrics of the node, one registry for every interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "heliosdb_requests_total",
+    "Requests handled, by interface, route and status.",
+    ["interface", "route", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "heliosdb_request_duration_seconds",
+    "Request latency, by interface and route.",
+    ["interface", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+OPEN_CONNECTIONS = Gauge(
+    "heliosdb_open_connections",
+    "Client connections open now, by interface.",
+    ["interface"],
+    registry=REGISTRY,
+)
+AUTH_FAILURES = Counter(
+    "heliosdb_auth_failures_total",
+    "Failed authentications, by interface.",
+    ["interface"],
+    registry=REGISTRY,
+)
+
+
+class PoolCollector(Collector):
+    """Engine pool figures read at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "heliosdb_engine_pool_connections",
+            "Engine pool connections, by pool and state.",
+            labels=["pool", "state"],
+        )
+        for pool, figures in self._stats().items():
+            family.add_metric([pool, "idle"], figures["idle"])
+            family.add_metric([pool, "in_use"], figures["size"] - figures["idle"])
+            family.add_metric([pool, "max"], figures["max"])
+        yield family
+
+
+def watch_pools(stats: Callable[[], dict[str, dict[str, int]]]) -> None:
+    REGISTRY.register(PoolCollector(stats))

@@ -1,0 +1,1 @@
+"""Who is asking: principals and the credentials that prove them."""

@@ -1,0 +1,1 @@
+"""Protocol-free data models; every interface calls these, none sends SQL itself."""

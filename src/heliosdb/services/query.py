@@ -1,0 +1,114 @@
+"""SQL from clients: one parameterised statement, or a script when asked for.
+
+The statement runs on an engine connection logged in as the principal's role, so the
+engine decides what it may do. Single statements go through the extended protocol
+(which by itself refuses a second statement); scripts use the simple protocol and
+take no parameters.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from heliosdb.engine import Engine
+from heliosdb.engine.codecs import non_finite_fixer, to_param, type_name
+from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import invalid
+from heliosdb.security.principals import Principal
+
+MAX_SQL_LENGTH = 1_000_000
+_COUNT_TAIL = re.compile(r"(\d+)$")
+# Tags whose trailing number counts rows changed rather than rows returned.
+_WRITE_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE", "COPY")
+
+
+@dataclass(slots=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(slots=True)
+class QueryResult:
+    columns: list[Column]
+    rows: list[list[Any]]
+    affected_rows: int
+    status: str
+    execution_time_ms: float
+    notices: list[str] = field(default_factory=list)
+
+
+class QueryService:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def execute(
+        self, principal: Principal, sql: str, params: Sequence[Any] = (), *, script: bool = False
+    ) -> QueryResult:
+        if not isinstance(sql, str) or not sql.strip():
+            raise invalid("sql must be a non-empty string")
+        if len(sql) > MAX_SQL_LENGTH:
+            raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+        if script and params:
+            raise invalid("a script takes no params; use one statement with $1..$n instead")
+        started = time.perf_counter()
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                if script:
+                    status = await conn.execute(sql)
+                    return QueryResult([], [], _affected(status), status, _ms(started))
+                return await self._run_statement(conn, sql, params, started)
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+            except (asyncpg.InterfaceError, TimeoutError) as exc:
+                raise from_engine(exc) from None
+
+    async def _run_statement(
+        self, conn: Any, sql: str, params: Sequence[Any], started: float
+    ) -> QueryResult:
+        for attempt in (1, 2):
+            stmt = await conn.prepared(sql)
+            declared = stmt.get_parameters()
+            if len(params) != len(declared):
+                raise invalid(
+                    f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
+                )
+            args = [to_param(value, t, i + 1) for i, (value, t) in enumerate(zip(params, declared))]
+            try:
+                records = await stmt.fetch(*args)
+            except asyncpg.InvalidCachedStatementError:
+                # The schema changed under a cached statement: prepare it afresh, once.
+                conn.forget(sql)
+                if attempt == 2:
+                    raise
+                continue
+            except (asyncpg.DataError, ValueError, TypeError, OverflowError) as exc:
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise
+                raise invalid(f"a parameter does not fit its column type: {exc}") from None
+            attributes = stmt.get_attributes()
+            columns = [Column(a.name, type_name(a.type)) for a in attributes]
+            fix = non_finite_fixer([a.type.name for a in attributes])
+            rows = [list(r) for r in records]
+            if fix is not None:
+                rows = [fix(r) for r in rows]
+            status = stmt.get_statusmsg() or ""
+            return QueryResult(columns, rows, _affected(status), status, _ms(started))
+        raise AssertionError("unreachable")
+
+
+def _affected(status: str) -> int:
+    if not status.startswith(_WRITE_TAGS):
+        return 0
+    match = _COUNT_TAIL.search(status)
+    return int(match.group(1)) if match else 0
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,167 @@
+"""One Settings object: ``heliosdb.yaml`` < ``HELIOSDB_*`` environment < command-line flags.
+
+Settings are data: each field has its type, default and help text here and nowhere
+else, and ``tests/unit/test_settings.py`` checks that each is documented in
+``docs/configuration.md``. Nested fields read from the environment with a double
+underscore: ``HELIOSDB_HTTP__PORT=9000``.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class Environment(enum.StrEnum):
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+    TEST = "test"
+
+
+class HttpSettings(BaseModel):
+    port: int = Field(8080, description="REST API port; 0 picks a free port.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, description="Largest request body accepted, in bytes."
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, description="How long in-flight requests may run after a stop signal."
+    )
+
+
+class EngineSettings(BaseModel):
+    url: SecretStr | None = Field(
+        None,
+        description="postgresql:// URL of an external PostgreSQL 15+ server; "
+        "unset means the embedded engine in the data directory.",
+    )
+    database: str = Field("heliosdb", description="Engine database that holds HeliosDB data.")
+    query_timeout: float = Field(
+        30.0, description="Per-statement timeout in seconds, enforced by the engine."
+    )
+    pool_size: int = Field(10, description="Engine connections for read-write principals.")
+    readonly_pool_size: int = Field(
+        5, description="Engine connections for read-only principals."
+    )
+    system_pool_size: int = Field(
+        3, description="Engine connections for HeliosDB's own bookkeeping."
+    )
+
+
+class TlsSettings(BaseModel):
+    enabled: bool = Field(False, description="Serve TLS on every listener.")
+    cert_file: Path | None = Field(None, description="Server certificate (PEM).")
+    key_file: Path | None = Field(None, description="Server private key (PEM).")
+    client_auth: Literal["none", "optional", "require"] = Field(
+        "none", description="Whether clients must present a certificate."
+    )
+    client_ca_file: Path | None = Field(
+        None, description="CA bundle that client certificates must chain to."
+    )
+
+
+class OAuth2Settings(BaseModel):
+    enabled: bool = Field(False, description="Accept tokens from an OIDC provider.")
+    provider: str | None = Field(None, description="google, azure, okta, auth0 or custom.")
+    client_id: str | None = Field(None, description="OAuth client id.")
+    client_secret: SecretStr | None = Field(None, description="OAuth client secret.")
+    tenant_id: str | None = Field(None, description="Tenant (Azure AD).")
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"], description="Scopes."
+    )
+
+
+class AuthenticationSettings(BaseModel):
+    oauth2: OAuth2Settings = Field(default_factory=OAuth2Settings)  # type: ignore[arg-type]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HELIOSDB_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        yaml_file="heliosdb.yaml",
+    )
+
+    data_dir: Path = Field(Path("heliosdb-data"), description="Node data directory.")
+    environment: Environment = Field(
+        Environment.PRODUCTION,
+        description="production, development or test; hdb_test_ keys work only outside production.",
+    )
+    host: str = Field("127.0.0.1", description="Address every listener binds to.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
+    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
+    authentication: AuthenticationSettings = Field(
+        default_factory=AuthenticationSettings  # type: ignore[arg-type]
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; ``overrides`` are dotted flag values (``http.port``)."""
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+
+        class _FromFile(Settings):
+            model_config = SettingsConfigDict(yaml_file=str(config_file))
+
+        return _FromFile(**nested)
+    return Settings(**nested)
+
+
+def iter_fields(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str, str]]:
+    """Every leaf setting as (dotted name, help text), for docs and `config show`."""
+    out: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(iter_fields(annotation, f"{prefix}{name}."))
+        else:
+            out.append((f"{prefix}{name}", field.description or ""))
+    return out
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data with every secret replaced by ``***``."""
+    data = settings.model_dump(mode="json")
+
+    def walk(node: Any, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, SecretStr):
+                node[name] = "***"
+            elif isinstance(value, BaseModel):
+                walk(node[name], value)
+
+    walk(data, settings)
+    return data
