@@ -1,0 +1,88 @@
+"""Session fixtures: one real node (embedded engine in a temp dir, port 0) per session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.nodeproc import NodeProcess
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    data_dir: Path = tmp_path_factory.mktemp("node") / "data"
+    process = NodeProcess(data_dir, extra_args=["--environment", "test"]).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_key(node: NodeProcess) -> str:
+    assert node.admin_key is not None
+    return node.admin_key
+
+
+def _create_key(node: NodeProcess, admin_key: str, kind: str, **extra: object) -> str:
+    response = httpx.post(
+        f"{node.api}/keys",
+        json={"name": f"test-{kind}-{uuid.uuid4().hex[:6]}", "kind": kind, **extra},
+        headers={"Authorization": f"Bearer {admin_key}"},
+    )
+    response.raise_for_status()
+    key: str = response.json()["key"]
+    return key
+
+
+@pytest.fixture(scope="session")
+def rw_key(node: NodeProcess, admin_key: str) -> str:
+    """A read-write (hdb_sk_) key that is not an admin."""
+    return _create_key(node, admin_key, "secret")
+
+
+@pytest.fixture(scope="session")
+def ro_key(node: NodeProcess, admin_key: str) -> str:
+    """A read-only (hdb_pk_) key."""
+    return _create_key(node, admin_key, "public")
+
+
+@pytest.fixture(scope="session")
+def make_key(node: NodeProcess, admin_key: str):  # type: ignore[no-untyped-def]
+    def make(kind: str = "secret", **extra: object) -> str:
+        return _create_key(node, admin_key, kind, **extra)
+
+    return make
+
+
+@pytest.fixture
+async def api(node: NodeProcess, rw_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on /api/v1 authenticated with the read-write key."""
+    async with httpx.AsyncClient(
+        base_url=node.api, headers={"Authorization": f"Bearer {rw_key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin_api(node: NodeProcess, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=node.api, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def ro_api(node: NodeProcess, ro_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=node.api, headers={"Authorization": f"Bearer {ro_key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A fresh table name per test, so tests never see each other's rows."""
+    return f"t_{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,100 @@
+"""A real HeliosDB node in a subprocess, for tests and benchmarks.
+
+The node runs exactly as a user starts it (``python -m heliosdb serve``) with port 0 for
+every listener; we read the announced addresses and the admin key from its stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_LISTENING = re.compile(r"^heliosdb: (\w+) listening on (\w+)://([^:]+):(\d+)$")
+_ADMIN = re.compile(r"^heliosdb: admin key .*: (hdb_sk_\S+)$")
+READY_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass
+class NodeProcess:
+    data_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    admin_key: str | None = None
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.http_url}/api/v1"
+
+    def start(self) -> NodeProcess:
+        command = [
+            sys.executable, "-m", "heliosdb", "serve",
+            "--data-dir", str(self.data_dir),
+            "--http-port", "0",
+            "--log-level", "info",
+            *self.extra_args,
+        ]  # fmt: skip
+        self.ports = {}
+        self.output = []
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **self.env},
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not ready.wait(0.05):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("node did not start:\n" + "".join(self.output[-50:]))
+        if self.admin_key is None:
+            key_file = self.data_dir / "admin.key"
+            if key_file.exists():
+                self.admin_key = key_file.read_text().strip()
+        return self
+
+    def _read(self, ready: threading.Event) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            text = line.rstrip("\n")
+            if match := _LISTENING.match(text):
+                self.ports[match.group(1)] = int(match.group(4))
+            elif match := _ADMIN.match(text):
+                self.admin_key = match.group(1)
+            elif text == "heliosdb: ready":
+                ready.set()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """kill -9: no drain, no engine shutdown."""
+        self.stop(signal.SIGKILL)
