@@ -1,10 +1,10 @@
 """The ``heliosdb`` command: arguments -> Settings -> node.
 
-    heliosdb serve          start a node (embedded engine unless --engine-url)
-    heliosdb keys create    create an API key and print it once
-    heliosdb keys list      list keys (never the keys themselves)
-    heliosdb keys revoke ID revoke a key
-    heliosdb config show    print the effective configuration, secrets masked
+heliosdb serve          start a node (embedded engine unless --engine-url)
+heliosdb keys create    create an API key and print it once
+heliosdb keys list      list keys (never the keys themselves)
+heliosdb keys revoke ID revoke a key
+heliosdb config show    print the effective configuration, secrets masked
 """
 
 from __future__ import annotations

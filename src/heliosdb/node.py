@@ -28,7 +28,9 @@ T = TypeVar("T")
 class Listener(Protocol):
     name: str
     state: str
-    scheme: str
+
+    @property
+    def scheme(self) -> str: ...
 
     @property
     def address(self) -> tuple[str, int]: ...
@@ -57,7 +59,9 @@ class Node:
         return {
             listener.name: {
                 "state": listener.state,
-                "address": "{}:{}".format(*listener.address) if listener.state != "stopped" else None,
+                "address": "{}:{}".format(*listener.address)
+                if listener.state != "stopped"
+                else None,
             }
             for listener in self.listeners
         }
@@ -82,13 +86,15 @@ class Node:
             return
         created = await services.keys.create("admin", KeyKind.SECRET, is_admin=True)
         write_secret(self.data_dir.admin_key_file, created.key)
-        announce(f"admin key (shown once; also saved to {self.data_dir.admin_key_file}): {created.key}")
+        announce(
+            f"admin key (shown once; also saved to {self.data_dir.admin_key_file}): {created.key}"
+        )
 
     async def stop(self) -> None:
         for listener in reversed(self.listeners):
             try:
                 await listener.stop()
-            except Exception:  # noqa: BLE001 - keep stopping the rest
+            except Exception:
                 log.exception("listener %s did not stop cleanly", listener.name)
         await self.engine.stop()
         self.data_dir.unlock()

@@ -48,9 +48,7 @@ class EngineSettings(BaseModel):
         30.0, description="Per-statement timeout in seconds, enforced by the engine."
     )
     pool_size: int = Field(10, description="Engine connections for read-write principals.")
-    readonly_pool_size: int = Field(
-        5, description="Engine connections for read-only principals."
-    )
+    readonly_pool_size: int = Field(5, description="Engine connections for read-only principals.")
     system_pool_size: int = Field(
         3, description="Engine connections for HeliosDB's own bookkeeping."
     )

@@ -153,7 +153,7 @@ def _convert_scalar(value: Any, name: str) -> Any:
     if name in ("json", "jsonb"):
         return value
     if name in INT_TYPES:
-        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected an integer")
         return int(value)
     if name in FLOAT_TYPES:
@@ -191,7 +191,11 @@ def _convert_scalar(value: Any, name: str) -> Any:
         parsed_time = dt.time.fromisoformat(_text(value))
         return parsed_time if parsed_time.tzinfo else parsed_time.replace(tzinfo=dt.UTC)
     if name in ("inet", "cidr"):
-        return ipaddress.ip_interface(_text(value)) if name == "inet" else ipaddress.ip_network(_text(value))
+        return (
+            ipaddress.ip_interface(_text(value))
+            if name == "inet"
+            else ipaddress.ip_network(_text(value))
+        )
     if name == "interval":
         return _text(value)
     return value

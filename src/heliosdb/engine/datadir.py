@@ -1,11 +1,11 @@
 """The node's data directory: its layout, its exclusive lock and its secret files.
 
-    <data_dir>/
-      node.lock        flock()ed by the running node: two nodes never share a directory
-      engine/          PGDATA of the embedded engine
-      run/             the engine's Unix socket (no TCP listener)
-      engine.password  the engine superuser's password (0600)
-      admin.key        the first admin API key, written once (0600)
+<data_dir>/
+  node.lock        flock()ed by the running node: two nodes never share a directory
+  engine/          PGDATA of the embedded engine
+  run/             the engine's Unix socket (no TCP listener)
+  engine.password  the engine superuser's password (0600)
+  admin.key        the first admin API key, written once (0600)
 """
 
 from __future__ import annotations

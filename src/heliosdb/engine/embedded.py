@@ -20,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from heliosdb.engine.datadir import DataDir, write_secret
 
@@ -117,15 +118,17 @@ class EmbeddedEngine:
         result = subprocess.run(
             [str(self.bin / "pg_ctl"), "-D", str(self.data_dir.pgdata), "status"],
             capture_output=True,
-            user=self.os_user,
             check=False,
+            **self._as_engine_user(),
         )
         return result.returncode == 0
 
     def _initdb(self) -> None:
         pgdata = self.data_dir.pgdata
         if pgdata.exists() and any(pgdata.iterdir()):
-            raise EngineStartError(f"{pgdata} exists but holds no engine; remove it or pick another")
+            raise EngineStartError(
+                f"{pgdata} exists but holds no engine; remove it or pick another"
+            )
         pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._give_to_engine(pgdata)
         password = secrets.token_urlsafe(32)
@@ -169,6 +172,14 @@ class EmbeddedEngine:
         if self.data_dir.pgdata.exists():
             self._give_to_engine(self.data_dir.pgdata)
 
+    def _as_engine_user(self) -> dict[str, Any]:
+        """subprocess arguments that drop to the engine user, its group and no other."""
+        if self.os_user is None:
+            return {}
+        entry = pwd.getpwnam(self.os_user)
+        # Keeping root's group would make group bits (often ---) apply instead of others'.
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
     def _give_to_engine(self, path: Path) -> None:
         if self.os_user is None:
             return
@@ -180,8 +191,8 @@ class EmbeddedEngine:
             [str(self.bin / program), *args],
             capture_output=True,
             text=True,
-            user=self.os_user,
             cwd="/",
+            **self._as_engine_user(),
             start_new_session=True,  # a Ctrl-C to the node must not reach the engine first
             check=False,
         )

@@ -71,13 +71,17 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM helios.schema_migrations")}
+        done = {
+            r["version"] for r in await conn.fetch("SELECT version FROM helios.schema_migrations")
+        }
         for version, name, sql in MIGRATIONS:
             if version in done:
                 continue
             await conn.execute(sql)
             await conn.execute(
-                "INSERT INTO helios.schema_migrations (version, name) VALUES ($1, $2)", version, name
+                "INSERT INTO helios.schema_migrations (version, name) VALUES ($1, $2)",
+                version,
+                name,
             )
             log.info("applied migration %d: %s", version, name)
             applied_now.append(version)

@@ -159,7 +159,7 @@ class Engine:
         except (OSError, asyncpg.PostgresError) as exc:
             raise from_engine(exc) from None
         try:
-            yield conn
+            yield conn  # type: ignore[misc]  # a pool proxy forwards to EngineConnection
         finally:
             await self._pools[access].release(conn)
 

@@ -93,9 +93,14 @@ async def ensure_roles(conn: asyncpg.Connection, database: str) -> dict[Access, 
                     password,
                 )
             passwords[access] = password
-        is_superuser = await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        is_superuser = await conn.fetchval(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        )
         for statement in _grants(database):
-            if statement.startswith(("REVOKE EXECUTE ON FUNCTION", "GRANT EXECUTE ON FUNCTION")) and not is_superuser:
+            if (
+                statement.startswith(("REVOKE EXECUTE ON FUNCTION", "GRANT EXECUTE ON FUNCTION"))
+                and not is_superuser
+            ):
                 continue  # an external engine's owner may not change pg_catalog grants
             await conn.execute(statement)
     return passwords

@@ -36,4 +36,6 @@ def configure(level: str) -> None:
     logging.getLogger("heliosdb").setLevel(level.upper())
     # uvicorn's access log would duplicate our request metrics on every request.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    logging.getLogger("uvicorn.error").setLevel(
+        max(logging.WARNING, logging.getLevelName(level.upper()))
+    )

@@ -114,7 +114,10 @@ class ApiKeys:
             if row is None:
                 self._cache.pop(digest, None)
                 raise unauthenticated("invalid API key")
-            if now - self._last_used.get(row["id"], -LAST_USED_EVERY_SECONDS) >= LAST_USED_EVERY_SECONDS:
+            if (
+                now - self._last_used.get(row["id"], -LAST_USED_EVERY_SECONDS)
+                >= LAST_USED_EVERY_SECONDS
+            ):
                 self._last_used[row["id"]] = now
                 await conn.execute(
                     "UPDATE helios.api_keys SET last_used_at = now() WHERE id::text = $1", row["id"]

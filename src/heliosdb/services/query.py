@@ -79,7 +79,10 @@ class QueryService:
                 raise invalid(
                     f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
                 )
-            args = [to_param(value, t, i + 1) for i, (value, t) in enumerate(zip(params, declared))]
+            args = [
+                to_param(value, t, i + 1)
+                for i, (value, t) in enumerate(zip(params, declared, strict=True))
+            ]
             try:
                 records = await stmt.fetch(*args)
             except asyncpg.InvalidCachedStatementError:

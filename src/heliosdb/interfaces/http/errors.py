@@ -1,6 +1,6 @@
 """HeliosError -> HTTP: the one table of statuses and the spec's error body.
 
-    {"error": {"code": "NOT_FOUND", "message": "...", ...details}}
+{"error": {"code": "NOT_FOUND", "message": "...", ...details}}
 """
 
 from __future__ import annotations

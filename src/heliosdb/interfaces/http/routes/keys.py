@@ -25,9 +25,7 @@ class CreateKeyRequest(BaseModel):
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (shown once)")
-async def create_key(
-    body: CreateKeyRequest, _: AdminPrincipal, services: ServicesDep
-) -> Response:
+async def create_key(body: CreateKeyRequest, _: AdminPrincipal, services: ServicesDep) -> Response:
     created = await services.keys.create(
         body.name, KeyKind(body.kind), is_admin=body.admin, tier=body.tier
     )

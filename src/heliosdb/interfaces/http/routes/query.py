@@ -54,7 +54,7 @@ async def execute_query(
     names = [c.name for c in result.columns]
     rows: list[Any] = result.rows
     if row_format == "object":
-        rows = [dict(zip(names, row)) for row in rows]
+        rows = [dict(zip(names, row, strict=True)) for row in rows]
     return json_response(
         {
             "columns": [{"name": c.name, "type": c.type} for c in result.columns],
