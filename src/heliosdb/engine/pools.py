@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,30 +32,25 @@ from heliosdb.settings import EngineSettings
 
 log = logging.getLogger("heliosdb.engine")
 
-STATEMENT_CACHE_SIZE = 256
+STATEMENT_CACHE_SIZE = 512
 ACQUIRE_TIMEOUT_SECONDS = 10.0
 
 
 class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A connection that keeps its own prepared statements (asyncpg's prepare() does not)."""
+    """A connection whose prepared statements come from asyncpg's statement cache.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.statements: OrderedDict[str, PreparedStatement] = OrderedDict()
+    ``Connection.prepare()`` bypasses that cache and a PreparedStatement object dies with the
+    pool acquisition that made it, so we ask ``_prepare(use_cache=True)`` (what asyncpg's own
+    ``fetch()`` does): the server-side statement is reused, the wrapper is fresh each time.
+    """
 
     async def prepared(self, sql: str) -> PreparedStatement:
-        stmt = self.statements.get(sql)
-        if stmt is not None:
-            self.statements.move_to_end(sql)
-            return stmt
-        stmt = await self.prepare(sql)
-        self.statements[sql] = stmt
-        if len(self.statements) > STATEMENT_CACHE_SIZE:
-            self.statements.popitem(last=False)
+        stmt: PreparedStatement = await self._prepare(sql, use_cache=True)
         return stmt
 
     def forget(self, sql: str) -> None:
-        self.statements.pop(sql, None)
+        """Drop cached statements after the engine reported one invalid (schema changed)."""
+        self._drop_local_statement_cache()
 
 
 class Engine:
@@ -115,6 +109,7 @@ class Engine:
                 init=register_codecs,
                 server_settings=server_settings,
                 command_timeout=self.settings.query_timeout + 5,
+                statement_cache_size=STATEMENT_CACHE_SIZE,
             )
         log.info("engine ready (%s)", "embedded" if self.is_embedded else "external")
 
