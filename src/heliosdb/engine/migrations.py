@@ -57,6 +57,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         REVOKE ALL ON FUNCTION helios.set_role_password(text, text) FROM PUBLIC;
         """,
     ),
+    (
+        2,
+        "api keys: SCRAM-SHA-256 verifiers for wire-protocol password logins",
+        """
+        -- A key used as a password in a SCRAM exchange is checked against this verifier
+        -- (PostgreSQL's text format, shared salt); keys made before have none.
+        ALTER TABLE helios.api_keys ADD COLUMN scram_verifier text;
+        """,
+    ),
 ]
 
 

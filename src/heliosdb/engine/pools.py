@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,6 +54,15 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         self._drop_local_statement_cache()
 
 
+@dataclass(frozen=True, slots=True)
+class RoleLogin:
+    host: str  # a directory holding the Unix socket when it starts with "/"
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+
+
 class Engine:
     def __init__(self, settings: EngineSettings, data_dir: DataDir) -> None:
         self.settings = settings
@@ -60,6 +70,7 @@ class Engine:
         self.embedded: EmbeddedEngine | None = None
         self._pools: dict[Access, asyncpg.Pool] = {}
         self._connect: dict[str, Any] = {}
+        self._role_passwords: dict[Access, str] = {}
 
     @property
     def is_embedded(self) -> bool:
@@ -84,6 +95,7 @@ class Engine:
             passwords = await ensure_roles(admin, self._connect["database"])
         finally:
             await admin.close()
+        self._role_passwords = passwords
         timeout_ms = str(int(self.settings.query_timeout * 1000))
         server_settings = {
             "application_name": "heliosdb",
@@ -174,6 +186,20 @@ class Engine:
             }
             for access, pool in self._pools.items()
         }
+
+    def role_login(self, access: Access) -> RoleLogin:
+        """Where and as whom to open a raw protocol connection for ``access`` (engine/relay.py)."""
+        if access is Access.SYSTEM:
+            raise ValueError("raw connections carry client traffic; never as the superuser")
+        database = str(self._connect["database"])
+        role, password = ROLE_FOR_ACCESS[access], self._role_passwords[access]
+        if "dsn" not in self._connect:
+            host, port = str(self._connect["host"]), int(self._connect["port"])
+            return RoleLogin(host, port, database, role, password)
+        parts = urlsplit(str(self._connect["dsn"]))
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        host = parts.hostname or query.get("host") or "localhost"
+        return RoleLogin(host, parts.port or 5432, database, role, password)
 
     @property
     def superuser(self) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from heliosdb.engine import Engine
 from heliosdb.services.keys import ApiKeys
 from heliosdb.services.query import QueryService
+from heliosdb.services.users import Users
 from heliosdb.settings import Settings
 
 
@@ -16,6 +17,7 @@ class Services:
     engine: Engine
     keys: ApiKeys
     query: QueryService
+    users: Users
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Services:
@@ -24,4 +26,5 @@ class Services:
             engine=engine,
             keys=ApiKeys(engine, settings.environment),
             query=QueryService(engine),
+            users=Users(engine),
         )

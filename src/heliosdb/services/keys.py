@@ -6,6 +6,7 @@ round trip; a revoke on this node evicts at once, on other nodes within the TTL.
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,16 @@ from heliosdb.security.apikeys import (
     kind_of,
 )
 from heliosdb.security.principals import Principal, PrincipalKind
+from heliosdb.security.scram import Verifier, make_verifier
 from heliosdb.settings import Environment
 
 CACHE_TTL_SECONDS = 5.0
 LAST_USED_EVERY_SECONDS = 60.0
 TIERS = ("free", "developer", "professional", "enterprise")
+# Keys carry 240 random bits, so one public salt for all of them costs nothing against
+# guessing; it is what lets a SCRAM server announce the salt before it knows the key.
+API_KEY_SCRAM_SALT = b"heliosdb-api-key-scram-v1"
+API_KEY_SCRAM_ITERATIONS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,8 @@ class ApiKeys:
         self.environment = environment
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._last_used: dict[str, float] = {}
+        self._scram: list[tuple[Verifier, Principal]] = []
+        self._scram_loaded_at = 0.0
 
     async def create(
         self, name: str, kind: KeyKind, *, is_admin: bool = False, tier: str = "developer"
@@ -55,12 +63,14 @@ class ApiKeys:
         if is_admin and kind is KeyKind.PUBLIC:
             raise invalid("an admin key must be a secret (read-write) key")
         key = generate_key(kind)
+        verifier = scram_verifier_for_key(key).encode()
         async with self.engine.connection(Access.SYSTEM) as conn:
             key_id = await conn.fetchval(
-                "INSERT INTO helios.api_keys (name, kind, key_hash, display, is_admin, tier) "
-                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id::text",
-                name, kind.value, hash_key(key), display_form(key), is_admin, tier,
+                "INSERT INTO helios.api_keys (name, kind, key_hash, display, is_admin, tier, "
+                "scram_verifier) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text",
+                name, kind.value, hash_key(key), display_form(key), is_admin, tier, verifier,
             )  # fmt: skip
+        self._scram_loaded_at = 0.0
         return CreatedKey(key_id, key, name, kind, is_admin, tier)
 
     async def list(self) -> list[dict[str, Any]]:
@@ -81,6 +91,7 @@ class ApiKeys:
         if revoked is None:
             raise not_found(f"no active API key with id {key_id}")
         self._cache.pop(bytes(revoked), None)
+        self._scram = [c for c in self._scram if c[1].id != key_id]
 
     async def has_admin(self) -> bool:
         async with self.engine.connection(Access.SYSTEM) as conn:
@@ -134,6 +145,48 @@ class ApiKeys:
             self._cache.clear()
         self._cache[digest] = (now + CACHE_TTL_SECONDS, principal)
         return principal
+
+    async def scram_candidates(
+        self, *, refresh: bool = False
+    ) -> builtins.list[tuple[Verifier, Principal]]:
+        """Every usable key's SCRAM verifier (all share ``API_KEY_SCRAM_SALT``).
+
+        A SCRAM proof cannot say which key it was made with, so a wire-protocol login
+        with a key as its password is checked against each active key's verifier: one
+        HMAC per key. The list is cached; ``refresh`` reloads it (at most once a second)
+        when no cached verifier matched, so new and revoked keys are seen at once here
+        and within ``CACHE_TTL_SECONDS`` on other nodes.
+        """
+        now = time.monotonic()
+        stale = now - self._scram_loaded_at > (1.0 if refresh else CACHE_TTL_SECONDS)
+        if not stale:
+            return self._scram
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            rows = await conn.fetch(
+                "SELECT id::text, name, kind, is_admin, tier, scram_verifier "
+                "FROM helios.api_keys WHERE revoked_at IS NULL AND scram_verifier IS NOT NULL"
+            )
+        candidates = []
+        for row in rows:
+            if row["kind"] == KeyKind.TEST and self.environment is Environment.PRODUCTION:
+                continue
+            principal = Principal(
+                id=row["id"],
+                name=row["name"],
+                kind=PrincipalKind.API_KEY,
+                access=Access.READ_ONLY if row["kind"] == KeyKind.PUBLIC else Access.READ_WRITE,
+                is_admin=row["is_admin"],
+                tier=row["tier"],
+            )
+            candidates.append((Verifier.parse(row["scram_verifier"]), principal))
+        self._scram = candidates
+        self._scram_loaded_at = now
+        return candidates
+
+
+def scram_verifier_for_key(key: str) -> Verifier:
+    """The SCRAM-SHA-256 verifier of ``key`` used as a password, with the shared salt."""
+    return make_verifier(key, salt=API_KEY_SCRAM_SALT, iterations=API_KEY_SCRAM_ITERATIONS)
 
 
 def require_admin(principal: Principal) -> None:

@@ -1,0 +1,120 @@
+"""HeliosDB users: named accounts with a password, for wire-protocol logins.
+
+A user's password is stored only as a SCRAM-SHA-256 verifier (PostgreSQL's format, in
+``helios.users.password_hash``), so a SCRAM server can check it without ever holding the
+password. Read-write or read-only, like API keys; the engine role follows from that.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import asyncpg
+
+from heliosdb.engine import Access, Engine
+from heliosdb.errors import ErrorCode, HeliosError, invalid, not_found
+from heliosdb.security.principals import Principal, PrincipalKind
+from heliosdb.security.scram import ScramError, Verifier, make_verifier
+
+USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$")
+MIN_PASSWORD_LENGTH = 8
+CACHE_TTL_SECONDS = 5.0
+# Names a user may not take: they mean "the password is an API key".
+RESERVED = frozenset({"apikey"})
+
+
+class Users:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cache: dict[str, tuple[float, tuple[Verifier, Principal] | None]] = {}
+
+    async def create(
+        self, username: str, password: str, *, access: Access = Access.READ_WRITE
+    ) -> Principal:
+        if not USERNAME.match(username) or username.lower() in RESERVED:
+            raise invalid(
+                "a user name is 1 to 63 letters, digits, _ . @ -, starting with a letter or _"
+                " (and not 'apikey')"
+            )
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        if access not in (Access.READ_WRITE, Access.READ_ONLY):
+            raise invalid("access is read_write or read_only")
+        verifier = make_verifier(password).encode()
+        try:
+            async with self.engine.connection(Access.SYSTEM) as conn:
+                user_id = await conn.fetchval(
+                    "INSERT INTO helios.users (username, password_hash, access) "
+                    "VALUES ($1, $2, $3) RETURNING id::text",
+                    username,
+                    verifier,
+                    access.value,
+                )
+        except asyncpg.UniqueViolationError:
+            raise HeliosError(ErrorCode.ALREADY_EXISTS, f"user {username} already exists") from None
+        self._cache.pop(username, None)
+        return Principal(id=user_id, name=username, kind=PrincipalKind.USER, access=access)
+
+    async def set_password(self, username: str, password: str) -> None:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            done = await conn.fetchval(
+                "UPDATE helios.users SET password_hash = $2 WHERE username = $1 RETURNING 1",
+                username,
+                make_verifier(password).encode(),
+            )
+        if done is None:
+            raise not_found(f"no user {username}")
+        self._cache.pop(username, None)
+
+    async def delete(self, username: str) -> None:
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            done = await conn.fetchval(
+                "DELETE FROM helios.users WHERE username = $1 RETURNING 1", username
+            )
+        if done is None:
+            raise not_found(f"no user {username}")
+        self._cache.pop(username, None)
+
+    async def list(self) -> list[dict[str, Any]]:
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            rows = await conn.fetch(
+                "SELECT id::text, username, access, is_admin, created_at FROM helios.users "
+                "ORDER BY username"
+            )
+        return [dict(r) for r in rows]
+
+    async def verifier(self, username: str) -> tuple[Verifier, Principal] | None:
+        """The user's SCRAM verifier and principal, or None if there is no such user."""
+        now = time.monotonic()
+        cached = self._cache.get(username)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "SELECT id::text, username, password_hash, access, is_admin FROM helios.users "
+                "WHERE username = $1",
+                username,
+            )
+        found: tuple[Verifier, Principal] | None = None
+        if row is not None:
+            try:
+                verifier = Verifier.parse(row["password_hash"])
+            except ScramError:
+                verifier = None
+            if verifier is not None:
+                principal = Principal(
+                    id=row["id"],
+                    name=row["username"],
+                    kind=PrincipalKind.USER,
+                    access=Access(row["access"]),
+                    is_admin=row["is_admin"],
+                )
+                found = (verifier, principal)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[username] = (now + CACHE_TTL_SECONDS, found)
+        return found
