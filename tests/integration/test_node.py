@@ -150,3 +150,26 @@ def test_node_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
     assert results and results[0].status_code == 200
     assert results[0].json()["rows"][0][1] == "done"
     assert node.stop() == 0
+
+
+def test_node_external_engine_url_shares_data_between_nodes(
+    prod_node: NodeProcess, tmp_path: Path
+) -> None:
+    password = (prod_node.data_dir / "engine.password").read_text().strip()
+    socket_dir = prod_node.data_dir / "run"
+    url = f"postgresql://heliosdb:{password}@/heliosdb?host={socket_dir}"
+    second = NodeProcess(tmp_path / "second", extra_args=["--engine-url", url]).start()
+    try:
+        key = prod_node.admin_key or ""
+        assert query(prod_node, key, "CREATE TABLE shared_t (v text)").status_code == 200
+        assert (
+            query(prod_node, key, "INSERT INTO shared_t VALUES ('from first')").status_code == 200
+        )
+        # An admin key already exists in the shared engine, so the second node mints none.
+        assert second.admin_key is None
+        assert query(second, key, "SELECT v FROM shared_t").json()["rows"] == [["from first"]]
+        assert not (tmp_path / "second" / "engine").exists()
+        assert password not in "".join(second.output)
+    finally:
+        assert second.stop() == 0
+    assert query(prod_node, prod_node.admin_key or "", "SELECT 1").status_code == 200
