@@ -66,6 +66,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE helios.api_keys ADD COLUMN scram_verifier text;
         """,
     ),
+    (
+        3,
+        "vector indexes: one row per index; the vectors live in helios_vectors.<name>",
+        """
+        CREATE TABLE helios.vector_indexes (
+            name text PRIMARY KEY,
+            dimension integer NOT NULL CHECK (dimension BETWEEN 1 AND 16000),
+            metric text NOT NULL CHECK (metric IN ('cosine', 'l2', 'inner_product')),
+            m integer NOT NULL,
+            ef_construction integer NOT NULL,
+            ef_search integer NOT NULL,
+            metadata_fields jsonb,
+            created_by text,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 
