@@ -83,6 +83,52 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "key-value (Redis) data: schema helios_kv, keys plus one item table per type",
+        """
+        CREATE SCHEMA helios_kv;
+        CREATE SEQUENCE helios_kv.versions;
+        CREATE TABLE helios_kv.keys (
+            db smallint NOT NULL,
+            key bytea NOT NULL,
+            type text NOT NULL CHECK (type IN ('string', 'hash', 'list', 'set', 'zset')),
+            value bytea,
+            expires_at_ms bigint,
+            version bigint NOT NULL DEFAULT nextval('helios_kv.versions'),
+            key_hash bigint NOT NULL
+                GENERATED ALWAYS AS (('x' || substr(md5(key), 1, 16))::bit(64)::bigint) STORED,
+            PRIMARY KEY (db, key)
+        );
+        CREATE INDEX keys_by_hash ON helios_kv.keys (db, key_hash);
+        CREATE INDEX keys_by_expiry ON helios_kv.keys (expires_at_ms)
+            WHERE expires_at_ms IS NOT NULL;
+        CREATE TABLE helios_kv.hashes (
+            db smallint NOT NULL, key bytea NOT NULL, field bytea NOT NULL,
+            value bytea NOT NULL,
+            PRIMARY KEY (db, key, field),
+            FOREIGN KEY (db, key) REFERENCES helios_kv.keys ON DELETE CASCADE ON UPDATE CASCADE
+        );
+        CREATE TABLE helios_kv.lists (
+            db smallint NOT NULL, key bytea NOT NULL, pos bigint NOT NULL,
+            value bytea NOT NULL,
+            PRIMARY KEY (db, key, pos),
+            FOREIGN KEY (db, key) REFERENCES helios_kv.keys ON DELETE CASCADE ON UPDATE CASCADE
+        );
+        CREATE TABLE helios_kv.sets (
+            db smallint NOT NULL, key bytea NOT NULL, member bytea NOT NULL,
+            PRIMARY KEY (db, key, member),
+            FOREIGN KEY (db, key) REFERENCES helios_kv.keys ON DELETE CASCADE ON UPDATE CASCADE
+        );
+        CREATE TABLE helios_kv.zsets (
+            db smallint NOT NULL, key bytea NOT NULL, member bytea NOT NULL,
+            score double precision NOT NULL,
+            PRIMARY KEY (db, key, member),
+            FOREIGN KEY (db, key) REFERENCES helios_kv.keys ON DELETE CASCADE ON UPDATE CASCADE
+        );
+        CREATE INDEX zsets_by_score ON helios_kv.zsets (db, key, score, member);
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,165 @@
+"""Many clients' plain GETs and SETs become one engine round trip.
+
+Callers queue an operation and await its future; each worker holds one engine connection
+and, whenever it is free, takes every queued operation and runs them as one statement per
+kind (SETs first, deduplicated per key with the last one winning; then GETs). Operations
+in one batch were all in flight at once, so any order among them is a valid serial order,
+and each client still sees its own commands in order because it waits for each reply.
+If a batch fails, its operations are retried one by one so each gets its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from heliosdb.engine import Access, Engine
+from heliosdb.services.keyvalue.faults import Reason, fault
+from heliosdb.services.keyvalue.store import ITEM_TABLES, now_ms
+
+log = logging.getLogger("heliosdb.services.keyvalue")
+
+_GET = (
+    "SELECT q.i, k.type, k.value FROM unnest($1::smallint[], $2::bytea[]) "
+    "WITH ORDINALITY AS q(db, key, i) JOIN helios_kv.keys k ON k.db = q.db AND k.key = q.key "
+    "WHERE k.expires_at_ms IS NULL OR k.expires_at_ms > $3"
+)
+_SET = (
+    "WITH q AS (SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bigint[]) "
+    "AS t(db, key, value, expires_at_ms)), "
+    "prev AS (SELECT k.db, k.key, k.type FROM helios_kv.keys k JOIN q "
+    "ON k.db = q.db AND k.key = q.key WHERE k.type <> 'string' FOR UPDATE OF k), "
+    "put AS (INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
+    "SELECT db, key, 'string', value, expires_at_ms FROM q "
+    "ON CONFLICT (db, key) DO UPDATE SET type = 'string', value = EXCLUDED.value, "
+    "expires_at_ms = EXCLUDED.expires_at_ms, version = nextval('helios_kv.versions') "
+    "RETURNING 1) "
+    "SELECT db, key, type FROM prev"
+)
+
+
+@dataclass(slots=True)
+class _Op:
+    kind: str  # "get" or "set"
+    db: int
+    key: bytes
+    value: bytes | None
+    expires_at_ms: int | None
+    future: asyncio.Future[Any]
+
+
+class Coalescer:
+    def __init__(self, engine: Engine, *, workers: int, synchronous_commit: bool) -> None:
+        self.engine = engine
+        self.workers = workers
+        self.synchronous_commit = synchronous_commit
+        self._queue: deque[_Op] = deque()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for _ in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._work()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        while self._queue:
+            op = self._queue.popleft()
+            if not op.future.done():
+                op.future.cancel()
+
+    def get(self, db: int, key: bytes) -> asyncio.Future[bytes | None]:
+        return self._submit(_Op("get", db, key, None, None, self._future()))
+
+    def set(
+        self, db: int, key: bytes, value: bytes, expires_at_ms: int | None
+    ) -> asyncio.Future[None]:
+        return self._submit(_Op("set", db, key, value, expires_at_ms, self._future()))
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _submit(self, op: _Op) -> asyncio.Future[Any]:
+        self._queue.append(op)
+        self._ready.set()
+        return op.future
+
+    async def _work(self) -> None:
+        pool = self.engine.pool(Access.READ_WRITE)
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    if not self.synchronous_commit:
+                        await conn.execute("SET synchronous_commit = off")
+                    while True:
+                        if not self._queue:
+                            self._ready.clear()
+                            await self._ready.wait()
+                            continue
+                        batch = list(self._queue)
+                        self._queue.clear()
+                        await self._run(conn, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the worker must outlive a lost connection
+                log.exception("coalescing worker lost its engine connection; reconnecting")
+                await asyncio.sleep(0.5)
+
+    async def _run(self, conn: Any, batch: list[_Op]) -> None:
+        sets = [op for op in batch if op.kind == "set"]
+        gets = [op for op in batch if op.kind == "get"]
+        try:
+            if sets:
+                await self._run_sets(conn, sets)
+            if gets:
+                await self._run_gets(conn, gets)
+        except Exception as exc:  # noqa: BLE001 - answer each op on its own
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            for op in batch:
+                if not op.future.done():
+                    await self._run(conn, [op])
+
+    async def _run_sets(self, conn: Any, sets: list[_Op]) -> None:
+        latest: dict[tuple[int, bytes], _Op] = {}
+        for op in sets:
+            latest[(op.db, op.key)] = op
+        ordered = [latest[k] for k in sorted(latest)]  # one lock order: no deadlocks
+        rows = await conn.fetch(
+            _SET,
+            [op.db for op in ordered],
+            [op.key for op in ordered],
+            [op.value for op in ordered],
+            [op.expires_at_ms for op in ordered],
+        )
+        for row in rows:  # a key that held a collection: drop its items
+            await conn.execute(
+                f"DELETE FROM {ITEM_TABLES[row[2]]} WHERE db = $1 AND key = $2",  # noqa: S608
+                row[0], row[1],
+            )  # fmt: skip
+        for op in sets:
+            if not op.future.done():
+                op.future.set_result(None)
+
+    async def _run_gets(self, conn: Any, gets: list[_Op]) -> None:
+        rows = await conn.fetch(_GET, [op.db for op in gets], [op.key for op in gets], now_ms())
+        found = {r[0]: (r[1], r[2]) for r in rows}
+        for i, op in enumerate(gets, start=1):
+            if op.future.done():
+                continue
+            hit = found.get(i)
+            if hit is None:
+                op.future.set_result(None)
+            elif hit[0] != "string":
+                op.future.set_exception(fault(Reason.WRONG_TYPE))
+            else:
+                op.future.set_result(hit[1])

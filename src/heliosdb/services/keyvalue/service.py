@@ -1,0 +1,295 @@
+"""The key-value service: transactions, coalesced GET/SET, expiry sweep, pub/sub, wakeups.
+
+    KeyValue
+      transaction(access, db, write)   one engine transaction as a Tx (store.py)
+      get / set                        plain GET/SET through the Coalescer
+      publish / subscribe              channels delivered on every node (LISTEN/NOTIFY)
+      wait_for_push                    BLPOP & co. sleep until a push on any node
+      sweep                            deletes expired rows in the background
+
+Durability: writes commit with synchronous_commit on (``always``) or off (``everysec``:
+the engine's WAL writer flushes within a fraction of a second, like Redis's AOF everysec).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from heliosdb.engine import Access, Engine
+from heliosdb.services.keyvalue.coalesce import Coalescer
+from heliosdb.services.keyvalue.schema import GRANTS
+from heliosdb.services.keyvalue.store import Tx, now_ms
+
+log = logging.getLogger("heliosdb.services.keyvalue")
+
+CHANNEL = "helios_kv"
+SWEEP_INTERVAL_SECONDS = 0.25
+SWEEP_BATCH = 1000
+NOTIFY_LIMIT = 7000  # the engine caps a NOTIFY payload just under 8000 bytes
+
+Deliver = Callable[[bytes, bytes, bytes | None], None]  # (channel, message, pattern)
+
+
+def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """Redis's glob: * ? [abc] [^a-z] and backslash escapes."""
+    out = bytearray()
+    i = 0
+    while i < len(pattern):
+        c = pattern[i : i + 1]
+        if c == b"*":
+            out += b".*"
+        elif c == b"?":
+            out += b"."
+        elif c == b"\\" and i + 1 < len(pattern):
+            i += 1
+            out += re.escape(pattern[i : i + 1])
+        elif c == b"[":
+            end = pattern.find(b"]", i + 1)
+            if end == -1:
+                out += re.escape(c)
+            else:
+                body = pattern[i + 1 : end]
+                negate = body.startswith(b"^")
+                if negate:
+                    body = body[1:]
+                body = body.replace(b"\\", b"\\\\")
+                out += b"[" + (b"^" if negate else b"") + body + b"]"
+                i = end
+        else:
+            out += re.escape(c)
+        i += 1
+    try:
+        return re.compile(bytes(out) + b"\\Z", re.S)
+    except re.error:
+        return re.compile(re.escape(pattern) + b"\\Z")
+
+
+class KeyValue:
+    def __init__(
+        self, engine: Engine, *, durability: str = "everysec", coalesce_workers: int = 2
+    ) -> None:
+        self.engine = engine
+        self.durability = durability
+        self.node_id = uuid.uuid4().hex
+        self.coalescer = Coalescer(
+            engine, workers=coalesce_workers, synchronous_commit=durability == "always"
+        )
+        self._channels: dict[bytes, set[Deliver]] = {}
+        self._patterns: dict[bytes, tuple[re.Pattern[bytes], set[Deliver]]] = {}
+        self._waiters: dict[tuple[int, bytes], set[asyncio.Event]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: Any = None
+        self._listener_release: Callable[[], Any] | None = None
+        self.started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        async with self.engine.connection(Access.SYSTEM) as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_kv.grants'))")
+            for statement in GRANTS:
+                await conn.execute(statement)
+        pool = self.engine.pool(Access.READ_WRITE)
+        self._listener = await pool.acquire()
+        self._listener_release = lambda: pool.release(self._listener)
+        await self._listener.add_listener(CHANNEL, self._on_notify)
+        await self.coalescer.start()
+        self._tasks.append(asyncio.create_task(self._sweep_forever()))
+        self.started = True
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.coalescer.stop()
+        if self._listener is not None and self._listener_release is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.remove_listener(CHANNEL, self._on_notify)
+                await self._listener_release()
+            self._listener = None
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self, access: Access, db: int, *, write: bool) -> AsyncIterator[Tx]:
+        """A Tx on an engine connection of ``access``; writes commit per the durability."""
+        if write and access is Access.READ_ONLY:
+            raise AssertionError("the interface refuses writes of read-only principals")
+        async with self.engine.connection(access) as conn:
+            tx = Tx(conn, db)
+            if not write:
+                yield tx
+                return
+            begin = "BEGIN"
+            if self.durability != "always":
+                begin += "; SET LOCAL synchronous_commit TO off"
+            await conn.execute(begin)
+            try:
+                yield tx
+                if tx.pushed:
+                    await self._notify_pushes(conn, tx.pushed)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+        self._wake(tx.pushed)
+
+    async def get(self, db: int, key: bytes) -> bytes | None:
+        return await self.coalescer.get(db, key)
+
+    async def set(self, db: int, key: bytes, value: bytes, expires_at_ms: int | None) -> None:
+        await self.coalescer.set(db, key, value, expires_at_ms)
+
+    # -- blocking pops ---------------------------------------------------------------------
+
+    async def wait_for_push(self, db: int, keys: list[bytes], timeout: float | None) -> bool:
+        """Sleep until something is pushed to one of ``keys`` (True) or the timeout (False)."""
+        event = asyncio.Event()
+        slots = [(db, k) for k in keys]
+        for slot in slots:
+            self._waiters.setdefault(slot, set()).add(event)
+        try:
+            # Pushes on a node we miss (a dropped notification) are caught by the re-check.
+            await asyncio.wait_for(event.wait(), timeout=min(timeout or 1.0, 1.0))
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            for slot in slots:
+                waiting = self._waiters.get(slot)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._waiters[slot]
+
+    def _wake(self, pushed: set[tuple[int, bytes]]) -> None:
+        for slot in pushed:
+            for event in self._waiters.get(slot, ()):
+                event.set()
+
+    async def _notify_pushes(self, conn: Any, pushed: set[tuple[int, bytes]]) -> None:
+        payload = orjson.dumps(
+            {
+                "o": self.node_id,
+                "k": "push",
+                "p": [[db, base64.b64encode(key).decode()] for db, key in pushed],
+            }
+        ).decode()
+        if len(payload) < NOTIFY_LIMIT:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+    # -- pub/sub ---------------------------------------------------------------------------
+
+    def subscribe(self, channel: bytes, deliver: Deliver) -> None:
+        self._channels.setdefault(channel, set()).add(deliver)
+
+    def unsubscribe(self, channel: bytes, deliver: Deliver) -> None:
+        subscribers = self._channels.get(channel)
+        if subscribers is not None:
+            subscribers.discard(deliver)
+            if not subscribers:
+                del self._channels[channel]
+
+    def psubscribe(self, pattern: bytes, deliver: Deliver) -> None:
+        entry = self._patterns.setdefault(pattern, (glob_to_regex(pattern), set()))
+        entry[1].add(deliver)
+
+    def punsubscribe(self, pattern: bytes, deliver: Deliver) -> None:
+        entry = self._patterns.get(pattern)
+        if entry is not None:
+            entry[1].discard(deliver)
+            if not entry[1]:
+                del self._patterns[pattern]
+
+    def channels(self, pattern: bytes | None) -> list[bytes]:
+        regex = None if pattern is None else glob_to_regex(pattern)
+        return sorted(c for c in self._channels if regex is None or regex.match(c))
+
+    def subscriber_count(self, channel: bytes) -> int:
+        return len(self._channels.get(channel, ()))
+
+    def pattern_count(self) -> int:
+        return sum(len(subs) for _, subs in self._patterns.values())
+
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        """Deliver here at once and to other nodes through the engine; count local receivers."""
+        received = self._deliver(channel, message)
+        payload = orjson.dumps(
+            {
+                "o": self.node_id,
+                "k": "msg",
+                "c": base64.b64encode(channel).decode(),
+                "m": base64.b64encode(message).decode(),
+            }
+        ).decode()
+        if len(payload) < NOTIFY_LIMIT:
+            async with self.engine.connection(Access.READ_WRITE) as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        else:
+            log.warning("message of %d bytes delivered on this node only", len(message))
+        return received
+
+    def _deliver(self, channel: bytes, message: bytes) -> int:
+        count = 0
+        for deliver in list(self._channels.get(channel, ())):
+            deliver(channel, message, None)
+            count += 1
+        for pattern, (regex, subscribers) in list(self._patterns.items()):
+            if regex.match(channel):
+                for deliver in list(subscribers):
+                    deliver(channel, message, pattern)
+                    count += 1
+        return count
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = orjson.loads(payload)
+            if event.get("o") == self.node_id:
+                return
+            if event["k"] == "msg":
+                self._deliver(base64.b64decode(event["c"]), base64.b64decode(event["m"]))
+            elif event["k"] == "push":
+                self._wake({(int(db), base64.b64decode(key)) for db, key in event["p"]})
+        except Exception:  # noqa: BLE001 - a bad notification must not stop the listener
+            log.exception("ignored a malformed key-value notification")
+
+    # -- expiry ----------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Delete up to SWEEP_BATCH expired keys; return how many."""
+        async with self.engine.connection(Access.READ_WRITE) as conn:
+            result = await conn.execute(
+                "DELETE FROM helios_kv.keys WHERE (db, key) IN (SELECT db, key FROM "
+                "helios_kv.keys WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                now_ms(), SWEEP_BATCH,
+            )  # fmt: skip
+        return int(result.split()[-1])
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                while await self.sweep() >= SWEEP_BATCH:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - try again on the next tick
+                log.warning("expiry sweep failed", exc_info=True)
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+
