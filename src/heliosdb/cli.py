@@ -34,6 +34,7 @@ _FLAGS = {
     "data_dir": "data_dir",
     "engine_url": "engine.url",
     "http_port": "http.port",
+    "pg_port": "postgres.port",
     "host": "host",
     "environment": "environment",
     "log_level": "log_level",
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
+    serve.add_argument(
+        "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
+    )
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

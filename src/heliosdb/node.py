@@ -16,6 +16,7 @@ from heliosdb.engine import Engine
 from heliosdb.engine.datadir import DataDir, DataDirInUse, write_secret
 from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
+from heliosdb.interfaces.postgres.server import PostgresListener
 from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
 from heliosdb.services.container import Services
@@ -74,7 +75,7 @@ class Node:
         watch_pools(self.engine.pool_stats)
         await self._bootstrap_admin_key(services)
         app = build_app(services, self.listener_states)
-        self.listeners = [HttpListener(app, self.settings)]
+        self.listeners = [HttpListener(app, self.settings), PostgresListener(services)]
         for listener in self.listeners:
             await listener.start()
             host, port = listener.address

@@ -54,6 +54,34 @@ class EngineSettings(BaseModel):
     )
 
 
+class PostgresSettings(BaseModel):
+    port: int = Field(5432, description="PostgreSQL wire protocol port; 0 picks a free port.")
+    auth_method: Literal["scram-sha-256", "password"] = Field(
+        "scram-sha-256",
+        description="How clients prove their password: scram-sha-256, or password (cleartext; "
+        "use it only over TLS).",
+    )
+    pool_mode: Literal["session"] = Field(
+        "session",
+        description="session: one engine connection for each client session (everything works).",
+    )
+    max_connections: int = Field(
+        200, description="Client connections the PostgreSQL listener accepts at once."
+    )
+    max_connections_per_principal: int = Field(
+        100, description="Client connections one principal (API key or user) may hold at once."
+    )
+    max_startup_packet_bytes: int = Field(
+        10000, description="Largest startup or authentication packet accepted before login."
+    )
+    auth_timeout: float = Field(
+        30.0, description="Seconds a client has to finish connecting and authenticating."
+    )
+    auth_failures_per_minute: int = Field(
+        30, description="Failed logins one source address may make per minute; 0 = no limit."
+    )
+
+
 class TlsSettings(BaseModel):
     enabled: bool = Field(False, description="Serve TLS on every listener.")
     cert_file: Path | None = Field(None, description="Server certificate (PEM).")
@@ -99,6 +127,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
     authentication: AuthenticationSettings = Field(
         default_factory=AuthenticationSettings  # type: ignore[arg-type]
     )

@@ -1,0 +1,185 @@
+"""The PostgreSQL listener: the gateway's shared state and its metrics.
+
+    Gateway
+      sessions        live relayed sessions, by id
+      cancel keys     (pid, secret) announced to clients -> session
+      limiter         failed logins per source address
+      totals          counters of ended sessions (live ones are read at scrape time)
+
+The relay keeps plain integer counters on each session; the metrics collector sums
+them when Prometheus scrapes, so relaying costs no metric call per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from heliosdb.interfaces._tcp import TcpListener
+from heliosdb.interfaces.postgres.auth import FailureLimiter
+from heliosdb.interfaces.postgres.codec import CancelKey
+from heliosdb.interfaces.postgres.connection import Connection, cancel_on_engine
+from heliosdb.interfaces.postgres.relay import Session
+from heliosdb.observability.metrics import OPEN_CONNECTIONS, REGISTRY
+from heliosdb.security.principals import Principal
+from heliosdb.services.container import Services
+
+log = logging.getLogger("heliosdb.interfaces.postgres")
+
+
+class Gateway:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.engine = services.engine
+        self.settings = services.settings.postgres
+        self.database = services.settings.engine.database
+        self.limiter = FailureLimiter(self.settings.auth_failures_per_minute)
+        self.tls_context = _tls_context(services)
+        self.sessions: dict[int, Session] = {}
+        self.by_key: dict[tuple[int, bytes], Session] = {}
+        self.per_principal: Counter[str] = Counter()
+        self.connecting = 0
+        self.totals = {"bytes_in": 0, "bytes_out": 0, "round_trips": 0, "sessions": 0}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def client_count(self) -> int:
+        return len(self.sessions) + self.connecting
+
+    def principal_count(self, principal: Principal) -> int:
+        return self.per_principal[principal.id]
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        OPEN_CONNECTIONS.labels("postgres").inc()
+        self.connecting += 1
+        connection = Connection(self, reader, writer)
+        try:
+            await connection.run()
+        finally:
+            if not connection.relayed:
+                self.connecting -= 1
+            OPEN_CONNECTIONS.labels("postgres").dec()
+
+    def session_started(self, session: Session) -> None:
+        self.connecting -= 1
+        self.sessions[session.id] = session
+        self.by_key[(session.key.pid, session.key.secret)] = session
+        self.per_principal[session.principal.id] += 1
+
+    def session_ended(self, session: Session, abrupt: bool) -> None:
+        self.sessions.pop(session.id, None)
+        self.by_key.pop((session.key.pid, session.key.secret), None)
+        self.per_principal[session.principal.id] -= 1
+        if self.per_principal[session.principal.id] <= 0:
+            del self.per_principal[session.principal.id]
+        self.totals["bytes_in"] += session.bytes_in
+        self.totals["bytes_out"] += session.bytes_out
+        self.totals["round_trips"] += session.round_trips
+        self.totals["sessions"] += 1
+        if abrupt:
+            self._spawn(cancel_on_engine(self, session))
+
+    async def cancel(self, key: CancelKey) -> None:
+        session = self.by_key.get((key.pid, key.secret))
+        if session is None or not hmac.compare_digest(session.key.secret, key.secret):
+            return  # a wrong key cancels nothing, and says nothing
+        await cancel_on_engine(self, session)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def terminate_all(self) -> None:
+        for session in list(self.sessions.values()):
+            session.terminate()
+
+
+def _tls_context(services: Services) -> ssl.SSLContext | None:
+    tls = services.settings.tls
+    if not tls.enabled or tls.cert_file is None or tls.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+class _Collector(Collector):
+    def __init__(self) -> None:
+        self.gateways: list[Gateway] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        by_principal: Counter[str] = Counter()
+        totals: Counter[str] = Counter()
+        connecting = 0
+        for gateway in self.gateways:
+            connecting += gateway.connecting
+            totals.update(gateway.totals)
+            for session in gateway.sessions.values():
+                by_principal[session.principal.name] += 1
+                totals["bytes_in"] += session.bytes_in
+                totals["bytes_out"] += session.bytes_out
+                totals["round_trips"] += session.round_trips
+        states = GaugeMetricFamily(
+            "heliosdb_pg_connections",
+            "PostgreSQL client connections, by state (startup, active).",
+            labels=["state"],
+        )
+        states.add_metric(["startup"], connecting)
+        states.add_metric(["active"], sum(by_principal.values()))
+        yield states
+        principals = GaugeMetricFamily(
+            "heliosdb_pg_principal_connections",
+            "Relayed PostgreSQL sessions, by principal name.",
+            labels=["principal"],
+        )
+        for name, count in by_principal.items():
+            principals.add_metric([name], count)
+        yield principals
+        traffic = CounterMetricFamily(
+            "heliosdb_pg_bytes", "Bytes relayed, by direction.", labels=["direction"]
+        )
+        traffic.add_metric(["in"], totals["bytes_in"])
+        traffic.add_metric(["out"], totals["bytes_out"])
+        yield traffic
+        yield CounterMetricFamily(
+            "heliosdb_pg_round_trips",
+            "Client writes relayed to the engine (queries, or pipelined batches of them).",
+            value=totals["round_trips"],
+        )
+        yield CounterMetricFamily(
+            "heliosdb_pg_sessions", "Relayed sessions that ended.", value=totals["sessions"]
+        )
+
+
+_COLLECTOR = _Collector()
+REGISTRY.register(_COLLECTOR)
+
+
+class PostgresListener(TcpListener):
+    def __init__(self, services: Services) -> None:
+        self.gateway = Gateway(services)
+        settings = services.settings
+        super().__init__(
+            "postgres", "postgresql", settings.host, settings.postgres.port, self.gateway.handle
+        )
+
+    async def start(self) -> None:
+        await super().start()
+        _COLLECTOR.gateways.append(self.gateway)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.gateway.terminate_all()
+        await super().stop()
+        with contextlib.suppress(ValueError):
+            _COLLECTOR.gateways.remove(self.gateway)
