@@ -44,6 +44,7 @@ class NodeProcess:
             sys.executable, "-m", "heliosdb", "serve",
             "--data-dir", str(self.data_dir),
             "--http-port", "0",
+            "--pg-port", "0",
             "--log-level", "info",
             *self.extra_args,
         ]  # fmt: skip
