@@ -4,6 +4,9 @@ heliosdb serve          start a node (embedded engine unless --engine-url)
 heliosdb keys create    create an API key and print it once
 heliosdb keys list      list keys (never the keys themselves)
 heliosdb keys revoke ID revoke a key
+heliosdb users create U create a user for wire-protocol logins (password on stdin)
+heliosdb users list     list users
+heliosdb users delete U delete a user
 heliosdb config show    print the effective configuration, secrets masked
 """
 
@@ -79,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(revoke)
     revoke.add_argument("key_id")
 
+    users = commands.add_parser("users", help="manage users (wire-protocol password logins)")
+    user_commands = users.add_subparsers(dest="users_command", required=True)
+    create_user = user_commands.add_parser(
+        "create", help="create a user; the password is read from stdin (or prompted)"
+    )
+    _common(create_user)
+    create_user.add_argument("username")
+    create_user.add_argument("--read-only", action="store_true", help="may only read data")
+    _common(user_commands.add_parser("list", help="list users"))
+    delete_user = user_commands.add_parser("delete", help="delete a user")
+    _common(delete_user)
+    delete_user.add_argument("username")
+
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     show = config_commands.add_parser("show", help="print the effective configuration")
@@ -105,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         if args.command == "keys":
             return asyncio.run(_keys(args, settings))
+        if args.command == "users":
+            return asyncio.run(_users(args, settings))
         if args.command == "config":
             sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
             return 0
@@ -123,6 +141,39 @@ def _serve(settings: Settings) -> int:
     from heliosdb.node import Node
 
     uvloop.run(Node(settings).run())
+    return 0
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise ValueError("the passwords do not match")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _users(args: argparse.Namespace, settings: Settings) -> int:
+    from heliosdb.engine import Access
+    from heliosdb.node import with_services
+
+    password = _read_password() if args.users_command == "create" else ""
+
+    async def work(services: Services) -> None:
+        if args.users_command == "create":
+            access = Access.READ_ONLY if args.read_only else Access.READ_WRITE
+            principal = await services.users.create(args.username, password, access=access)
+            sys.stdout.write(f"created user {principal.name} ({access.value})\n")
+        elif args.users_command == "list":
+            for row in await services.users.list():
+                sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        elif args.users_command == "delete":
+            await services.users.delete(args.username)
+            sys.stdout.write(f"deleted user {args.username}\n")
+
+    await with_services(settings, work)
     return 0
 
 
