@@ -45,6 +45,7 @@ class NodeProcess:
             "--data-dir", str(self.data_dir),
             "--http-port", "0",
             "--pg-port", "0",
+            "--grpc-port", "0",
             "--log-level", "info",
             *self.extra_args,
         ]  # fmt: skip

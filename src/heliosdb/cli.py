@@ -37,6 +37,7 @@ _FLAGS = {
     "data_dir": "data_dir",
     "engine_url": "engine.url",
     "http_port": "http.port",
+    "grpc_port": "grpc.port",
     "pg_port": "postgres.port",
     "host": "host",
     "environment": "environment",
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
     serve.add_argument(
         "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
     )

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from heliosdb.engine import Engine
 from heliosdb.engine.datadir import DataDir, DataDirInUse, write_secret
+from heliosdb.interfaces.grpc.server import GrpcListener
 from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
 from heliosdb.interfaces.postgres.server import PostgresListener
@@ -75,7 +76,11 @@ class Node:
         watch_pools(self.engine.pool_stats)
         await self._bootstrap_admin_key(services)
         app = build_app(services, self.listener_states)
-        self.listeners = [HttpListener(app, self.settings), PostgresListener(services)]
+        self.listeners = [
+            HttpListener(app, self.settings),
+            PostgresListener(services),
+            GrpcListener(services, self.settings),
+        ]
         for listener in self.listeners:
             await listener.start()
             host, port = listener.address

@@ -82,6 +82,28 @@ class PostgresSettings(BaseModel):
     )
 
 
+class GrpcSettings(BaseModel):
+    port: int = Field(50051, description="gRPC API port; 0 picks a free port.")
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, description="Largest gRPC message received or sent, in bytes."
+    )
+    stream_batch_rows: int = Field(
+        1000, description="Rows ExecuteQueryStream fetches from its engine cursor at a time."
+    )
+    transaction_idle_timeout: float = Field(
+        60.0, description="Seconds an idle transaction stays open before it is rolled back."
+    )
+    transaction_max_idle_timeout: float = Field(
+        600.0, description="Largest idle timeout a client may ask for in BeginTransaction."
+    )
+    max_transactions_per_principal: int = Field(
+        4, description="Open transactions one principal (API key or user) may hold at once."
+    )
+    shutdown_grace_seconds: float = Field(
+        5.0, description="How long in-flight gRPC calls may run after a stop signal."
+    )
+
+
 class TlsSettings(BaseModel):
     enabled: bool = Field(False, description="Serve TLS on every listener.")
     cert_file: Path | None = Field(None, description="Server certificate (PEM).")
@@ -127,6 +149,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)  # type: ignore[arg-type]
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
     authentication: AuthenticationSettings = Field(
         default_factory=AuthenticationSettings  # type: ignore[arg-type]

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from heliosdb.engine import Engine
 from heliosdb.services.keys import ApiKeys
 from heliosdb.services.query import QueryService
+from heliosdb.services.streams import RowStreams
+from heliosdb.services.transactions import Transactions
 from heliosdb.services.users import Users
+from heliosdb.services.vectors import Vectors
 from heliosdb.settings import Settings
 
 
@@ -17,6 +20,9 @@ class Services:
     engine: Engine
     keys: ApiKeys
     query: QueryService
+    transactions: Transactions
+    streams: RowStreams
+    vectors: Vectors
     users: Users
 
     @classmethod
@@ -26,5 +32,14 @@ class Services:
             engine=engine,
             keys=ApiKeys(engine, settings.environment),
             query=QueryService(engine),
+            transactions=Transactions(
+                engine,
+                QueryService(engine),
+                idle_timeout=settings.grpc.transaction_idle_timeout,
+                max_idle_timeout=settings.grpc.transaction_max_idle_timeout,
+                per_principal=settings.grpc.max_transactions_per_principal,
+            ),
+            streams=RowStreams(engine),
+            vectors=Vectors(engine),
             users=Users(engine),
         )

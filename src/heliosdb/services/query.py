@@ -69,6 +69,17 @@ class QueryService:
             except (asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
 
+    async def execute_on(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> QueryResult:
+        """One statement on an engine connection the caller holds (a pinned transaction's)."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise invalid("sql must be a non-empty string")
+        if len(sql) > MAX_SQL_LENGTH:
+            raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+        try:
+            return await self._run_statement(conn, sql, params, time.perf_counter())
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise from_engine(exc) from None
+
     async def _run_statement(
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:

@@ -1,0 +1,17 @@
+"""The gRPC API (``heliosdb.v1.HeliosDB``) on a grpc.aio server, port 50051 by default.
+
+    server.py     the listener: HeliosDB, grpc.health.v1 and server reflection, TLS
+    servicer.py   one method per RPC: authenticate, call one service, render
+    auth.py       ``authorization: Bearer <key>`` metadata -> Principal
+    values.py     protobuf Value <-> Python values (the codec)
+    errors.py     the one table from HeliosError codes to gRPC status codes
+
+Every call goes through the same pipeline, built in servicer.py: error funnel ->
+authentication -> handler -> service.
+"""
+
+import os
+
+# The node forks (the embedded engine's tools) while gRPC threads run; gRPC's fork
+# handlers are for clients that fork and only log noise here.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

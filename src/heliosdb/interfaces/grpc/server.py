@@ -1,0 +1,104 @@
+"""The gRPC listener: a grpc.aio server with HeliosDB, grpc.health.v1 and reflection.
+
+TLS comes from the node's ``tls:`` settings (with client certificates when
+``tls.client_auth`` asks for them). ``grpc.so_reuseport`` is off, so a second node on
+the same port fails to start instead of sharing it silently.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from heliosdb.interfaces.grpc.servicer import HeliosDBServicer
+from heliosdb.services.container import Services
+from heliosdb.settings import Settings
+from heliosdb.v1 import heliosdb_pb2, heliosdb_pb2_grpc
+
+log = logging.getLogger("heliosdb.grpc")
+
+SERVICE_NAME = heliosdb_pb2.DESCRIPTOR.services_by_name["HeliosDB"].full_name
+
+
+class GrpcListener:
+    name = "grpc"
+
+    def __init__(self, services: Services, settings: Settings) -> None:
+        self.services = services
+        self.settings = settings
+        self.server: grpc.aio.Server | None = None
+        self.health = HealthServicer()
+        self.port = 0
+        self.state = "stopped"
+
+    @property
+    def scheme(self) -> str:
+        return "grpcs" if self.settings.tls.enabled else "grpc"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.settings.host, self.port
+
+    async def start(self) -> None:
+        limit = self.settings.grpc.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+        )
+        servicer = HeliosDBServicer(self.services)
+        heliosdb_pb2_grpc.add_HeliosDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )  # fmt: skip
+        host = self.settings.host
+        target = f"[{host}]:{self.settings.grpc.port}" if ":" in host else (
+            f"{host}:{self.settings.grpc.port}"
+        )  # fmt: skip
+        try:
+            if self.settings.tls.enabled:
+                self.port = server.add_secure_port(target, _credentials(self.settings))
+            else:
+                self.port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"gRPC cannot listen on {target}: {exc}") from None
+        if not self.port:
+            raise OSError(f"gRPC cannot listen on {target}")
+        await server.start()
+        self.server = server
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.state = "serving"
+
+    async def stop(self) -> None:
+        if self.server is None:
+            return
+        self.state = "draining"
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grpc.shutdown_grace_seconds)
+        await self.services.transactions.close_all()
+        self.server = None
+        self.state = "stopped"
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials:
+    tls = settings.tls
+    if tls.cert_file is None or tls.key_file is None:
+        raise OSError("tls.enabled needs tls.cert_file and tls.key_file")
+    key = tls.key_file.read_bytes()
+    cert = tls.cert_file.read_bytes()
+    roots = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)],
+        root_certificates=roots,
+        require_client_auth=tls.client_auth == "require",
+    )

@@ -1,0 +1,162 @@
+"""protobuf ``Value`` <-> Python values: parameters in, rows out (see the .proto's table).
+
+Parameters become the JSON forms the query service takes (engine/codecs.py): bytes as
+base64, timestamps as ISO 8601 text, JSON as the parsed value. Row values are encoded
+by column type, chosen once per result: ``json``/``jsonb`` columns as ``json_value``,
+``vector`` as ``vector_value``, arrays element by element, and everything else by its
+Python type.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict
+
+from heliosdb.engine.codecs import json_default
+from heliosdb.errors import invalid
+from heliosdb.services.query import Column
+from heliosdb.v1 import heliosdb_pb2 as pb
+
+Encoder = Callable[[Any], pb.Value]
+NULL = pb.Value(null_value=pb.NULL_VALUE)
+
+
+def param_of(value: pb.Value, position: int) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind == "timestamp_value":
+        return value.timestamp_value.ToDatetime(tzinfo=dt.UTC).isoformat()
+    if kind == "json_value":
+        try:
+            return orjson.loads(value.json_value)
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"parameter ${position}: json_value is not valid JSON: {exc}") from None
+    if kind == "array_value":
+        return [param_of(v, position) for v in value.array_value.values]
+    if kind == "vector_value":
+        return list(value.vector_value.values)
+    return getattr(value, kind)
+
+
+def params_of(values: Sequence[pb.Value]) -> list[Any]:
+    return [param_of(v, i + 1) for i, v in enumerate(values)]
+
+
+def encode_any(value: Any) -> pb.Value:
+    """A Value by Python type, for columns whose type says nothing more."""
+    if value is None:
+        return NULL
+    if isinstance(value, bool):
+        return pb.Value(bool_value=value)
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return pb.Value(int_value=value)
+        return pb.Value(string_value=str(value))
+    if isinstance(value, float):
+        return pb.Value(double_value=value)
+    if isinstance(value, str):
+        return pb.Value(string_value=value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return pb.Value(bytes_value=bytes(value))
+    if isinstance(value, dt.datetime):
+        out = pb.Value()
+        moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        out.timestamp_value.FromDatetime(moment)
+        return out
+    if isinstance(value, dt.date | dt.time):
+        return pb.Value(string_value=value.isoformat())
+    if isinstance(value, list | tuple):
+        return pb.Value(array_value=pb.ArrayValue(values=[encode_any(v) for v in value]))
+    converted = json_default(value)
+    if isinstance(converted, str):
+        return pb.Value(string_value=converted)
+    return pb.Value(json_value=orjson.dumps(converted, default=json_default).decode())
+
+
+def _encode_json(value: Any) -> pb.Value:
+    if value is None:
+        return NULL
+    return pb.Value(json_value=orjson.dumps(value, default=json_default).decode())
+
+
+def _encode_vector(value: Any) -> pb.Value:
+    if value is None:
+        return NULL
+    return pb.Value(vector_value=pb.VectorValue(values=value))
+
+
+def _encode_float(value: Any) -> pb.Value:
+    if value is None:
+        return NULL
+    # The query service writes non-finite floats as JSON-safe text; protobuf carries them.
+    return pb.Value(double_value=float(value))
+
+
+def _array_of(element: Encoder) -> Encoder:
+    def encode(value: Any) -> pb.Value:
+        if value is None:
+            return NULL
+        return pb.Value(array_value=pb.ArrayValue(values=[element(v) for v in value]))
+
+    return encode
+
+
+def encoder_for(type_name: str) -> Encoder:
+    if type_name.endswith("[]"):
+        return _array_of(encoder_for(type_name[:-2]))
+    if type_name in ("json", "jsonb"):
+        return _encode_json
+    if type_name == "vector":
+        return _encode_vector
+    if type_name in ("float4", "float8"):
+        return _encode_float
+    return encode_any
+
+
+def row_encoder(columns: Sequence[Column]) -> Callable[[Sequence[Any]], pb.Row]:
+    encoders = [encoder_for(c.type) for c in columns]
+
+    def encode(row: Sequence[Any]) -> pb.Row:
+        return pb.Row(values=[e(v) for e, v in zip(encoders, row, strict=True)])
+
+    return encode
+
+
+def columns_of(columns: Sequence[Column]) -> list[pb.Column]:
+    return [pb.Column(name=c.name, type=c.type) for c in columns]
+
+
+def dict_of(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain JSON data; whole-number doubles come back as integers."""
+    return _ints(MessageToDict(struct))  # type: ignore[no-any-return]
+
+
+def _ints(value: Any) -> Any:
+    if (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+        and abs(value) < 2**53
+    ):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+def struct_of(data: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(orjson.loads(orjson.dumps(data, default=json_default)))
+    return out

@@ -1,0 +1,208 @@
+"""Transactions that outlive one request: an engine connection pinned to an id.
+
+    begin(principal, isolation, read_only)  -> OpenTransaction (id, timeout)
+    execute(principal, id, sql, params)     runs in it (one call at a time)
+    commit / rollback(principal, id)        end it and return the connection
+
+An id is unguessable and belongs to the principal that began it: anybody else gets
+NOT_FOUND, exactly as for an id that never existed or has expired. A transaction left
+idle for longer than its timeout is rolled back by a reaper task, and each principal
+may hold only so many at once, because each one holds an engine connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from heliosdb.engine import Engine
+from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import ErrorCode, HeliosError, invalid, not_found
+from heliosdb.security.principals import Principal
+from heliosdb.services.query import QueryResult, QueryService
+
+log = logging.getLogger("heliosdb.transactions")
+
+
+class Isolation(enum.StrEnum):
+    READ_COMMITTED = "read_committed"
+    REPEATABLE_READ = "repeatable_read"
+    SERIALIZABLE = "serializable"
+
+
+@dataclass(eq=False)
+class OpenTransaction:
+    id: str
+    principal_id: str
+    isolation: Isolation
+    read_only: bool
+    idle_timeout: float
+    connection: Any
+    transaction: Any
+    exits: contextlib.AsyncExitStack
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    def expired(self, now: float) -> bool:
+        return not self.lock.locked() and now - self.last_used > self.idle_timeout
+
+
+class Transactions:
+    def __init__(
+        self,
+        engine: Engine,
+        query: QueryService,
+        *,
+        idle_timeout: float = 60.0,
+        max_idle_timeout: float = 600.0,
+        per_principal: int = 4,
+    ) -> None:
+        self.engine = engine
+        self.query = query
+        self.idle_timeout = idle_timeout
+        self.max_idle_timeout = max_idle_timeout
+        self.per_principal = per_principal
+        self._open: dict[str, OpenTransaction] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def count(self, principal: Principal | None = None) -> int:
+        if principal is None:
+            return len(self._open)
+        return sum(1 for t in self._open.values() if t.principal_id == principal.id)
+
+    async def begin(
+        self,
+        principal: Principal,
+        isolation: Isolation = Isolation.READ_COMMITTED,
+        *,
+        read_only: bool = False,
+        idle_timeout: float | None = None,
+    ) -> OpenTransaction:
+        if idle_timeout is not None and idle_timeout < 0:
+            raise invalid("idle_timeout_seconds must not be negative")
+        timeout = min(idle_timeout or self.idle_timeout, self.max_idle_timeout)
+        if self.count(principal) >= self.per_principal:
+            raise HeliosError(
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"this principal already holds {self.per_principal} open transactions; "
+                "commit or roll one back first",
+                limit=self.per_principal,
+            )
+        exits = contextlib.AsyncExitStack()
+        try:
+            conn = await exits.enter_async_context(self.engine.connection(principal.access))
+            tx = conn.transaction(isolation=isolation.value, readonly=read_only)
+            await tx.start()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            await exits.aclose()
+            raise from_engine(exc) from None
+        except BaseException:
+            await exits.aclose()
+            raise
+        opened = OpenTransaction(
+            id="tx_" + secrets.token_urlsafe(18),
+            principal_id=principal.id,
+            isolation=isolation,
+            read_only=read_only,
+            idle_timeout=timeout,
+            connection=conn,
+            transaction=tx,
+            exits=exits,
+        )
+        self._open[opened.id] = opened
+        self._ensure_reaper()
+        return opened
+
+    @contextlib.asynccontextmanager
+    async def use(self, principal: Principal, tx_id: str) -> AsyncIterator[OpenTransaction]:
+        """The transaction, held for one call; concurrent calls on one id take turns."""
+        opened = self._find(principal, tx_id)
+        async with opened.lock:
+            if opened.closed:
+                raise _unknown(tx_id)
+            try:
+                yield opened
+            finally:
+                opened.last_used = time.monotonic()
+
+    async def execute(
+        self, principal: Principal, tx_id: str, sql: str, params: Sequence[Any] = ()
+    ) -> QueryResult:
+        async with self.use(principal, tx_id) as opened:
+            return await self.query.execute_on(opened.connection, sql, params)
+
+    async def commit(self, principal: Principal, tx_id: str) -> None:
+        async with self.use(principal, tx_id) as opened:
+            try:
+                await opened.transaction.commit()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise from_engine(exc) from None
+            finally:
+                await self._close(opened)
+
+    async def rollback(self, principal: Principal, tx_id: str) -> None:
+        async with self.use(principal, tx_id) as opened:
+            await self._rollback(opened)
+
+    async def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for opened in list(self._open.values()):
+            await self._rollback(opened)
+
+    def _find(self, principal: Principal, tx_id: str) -> OpenTransaction:
+        if not isinstance(tx_id, str) or not tx_id:
+            raise invalid("a transaction id is required")
+        opened = self._open.get(tx_id)
+        if opened is None or opened.closed or opened.principal_id != principal.id:
+            raise _unknown(tx_id)
+        return opened
+
+    async def _rollback(self, opened: OpenTransaction) -> None:
+        try:
+            if not opened.closed:
+                await opened.transaction.rollback()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("rollback of %s failed: %s", opened.id, exc)
+        finally:
+            await self._close(opened)
+
+    async def _close(self, opened: OpenTransaction) -> None:
+        if opened.closed:
+            return
+        opened.closed = True
+        self._open.pop(opened.id, None)
+        await opened.exits.aclose()
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap(), name="heliosdb-tx-reaper")
+
+    async def _reap(self) -> None:
+        while self._open:
+            shortest = min(t.idle_timeout for t in self._open.values())
+            await asyncio.sleep(min(1.0, max(0.05, shortest / 4)))
+            now = time.monotonic()
+            for opened in [t for t in self._open.values() if t.expired(now)]:
+                if opened.lock.locked():
+                    continue  # a call began since: not idle after all
+                async with opened.lock:
+                    log.info("rolling back %s: idle for %.0fs", opened.id, opened.idle_timeout)
+                    await self._rollback(opened)
+
+
+def _unknown(tx_id: str) -> HeliosError:
+    return not_found(f"no open transaction {tx_id[:64]!r}: it never existed, ended or expired")

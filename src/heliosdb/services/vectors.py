@@ -1,0 +1,432 @@
+"""Vector indexes: engine tables with a pgvector column and an HNSW index.
+
+    helios.vector_indexes          one row per index (dimension, metric, HNSW parameters)
+    helios_vectors.<name>          id text PK, embedding vector(n), metadata jsonb
+                                   + HNSW index on embedding, GIN index on metadata
+
+Every data statement runs on the principal's engine role (read-only keys search, they
+cannot upsert); the tables are plain tables, so SQL on any interface can read them.
+
+Search: ``ORDER BY embedding <op> $1 LIMIT k`` with ``hnsw.ef_search`` at least k. With a
+filter, pgvector's iterative index scan (``hnsw.iterative_scan = relaxed_order``) keeps
+walking the graph until k rows pass the filter; if it still returns fewer than k (a
+filter so selective that the scan gave up), the search runs again exactly (no index),
+so it returns k rows whenever k rows match. The response says which path answered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from heliosdb.engine import Access, Engine
+from heliosdb.engine.quoting import qualified, quote_ident
+from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import ErrorCode, HeliosError, denied, invalid, not_found
+from heliosdb.security.principals import Principal
+from heliosdb.services.metadata_filters import FIELD_TYPES, compile_metadata_filter
+
+SCHEMA = "helios_vectors"
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+MAX_DIMENSION = 2000  # pgvector's HNSW limit for the vector type
+MAX_TOP_K = 1000  # pgvector's largest hnsw.ef_search
+MAX_BATCH = 10_000
+MAX_ID_LENGTH = 512
+DEFAULTS = {"m": 16, "ef_construction": 64, "ef_search": 100}
+LIMITS = {"m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1000)}
+_ENGINE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    opclass: str
+    operator: str
+
+    def score(self, distance: float) -> float:
+        """What clients rank by: cosine similarity, L2 distance, or the inner product."""
+        if self.name == "cosine":
+            return 1.0 - distance
+        if self.name == "inner_product":
+            return -distance
+        return distance
+
+
+METRICS = {
+    "cosine": Metric("cosine", "vector_cosine_ops", "<=>"),
+    "l2": Metric("l2", "vector_l2_ops", "<->"),
+    "inner_product": Metric("inner_product", "vector_ip_ops", "<#>"),
+}
+_METRIC_ALIASES = {"euclidean": "l2", "ip": "inner_product", "dot": "inner_product"}
+
+
+@dataclass(frozen=True, slots=True)
+class VectorIndex:
+    name: str
+    dimension: int
+    metric: str
+    m: int
+    ef_construction: int
+    ef_search: int
+    metadata_fields: dict[str, str] | None
+    created_at: Any = None
+
+    @property
+    def table(self) -> str:
+        return qualified(SCHEMA, self.name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dimension": self.dimension,
+            "metric": self.metric,
+            "hnsw": {"m": self.m, "ef_construction": self.ef_construction},
+            "ef_search": self.ef_search,
+            "metadata_fields": self.metadata_fields,
+            "table": f"{SCHEMA}.{self.name}",
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(slots=True)
+class VectorRecord:
+    id: str
+    vector: list[float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Match:
+    id: str
+    score: float
+    distance: float
+    vector: list[float] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class SearchResult:
+    matches: list[Match]
+    search_path: str
+    ef_search: int
+    execution_time_ms: float
+
+
+class Vectors:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- indexes ---------------------------------------------------------------------------
+
+    async def create_index(
+        self,
+        principal: Principal,
+        name: str,
+        dimension: int,
+        *,
+        metric: str = "cosine",
+        m: int | None = None,
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
+        metadata_fields: Mapping[str, str] | None = None,
+    ) -> VectorIndex:
+        _require_writer(principal)
+        index = VectorIndex(
+            name=_checked_name(name),
+            dimension=_int_in("dimension", dimension, 1, MAX_DIMENSION),
+            metric=_checked_metric(metric),
+            m=_int_in("m", m, *LIMITS["m"], default=DEFAULTS["m"]),
+            ef_construction=_int_in(
+                "ef_construction", ef_construction, *LIMITS["ef_construction"],
+                default=DEFAULTS["ef_construction"],
+            ),
+            ef_search=_int_in(
+                "ef_search", ef_search, *LIMITS["ef_search"], default=DEFAULTS["ef_search"]
+            ),
+            metadata_fields=_checked_fields(metadata_fields),
+        )  # fmt: skip
+        if index.ef_construction < 2 * index.m:
+            raise invalid("ef_construction must be at least twice m")
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO helios.vector_indexes (name, dimension, metric, m, "
+                    "ef_construction, ef_search, metadata_fields, created_by) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    index.name, index.dimension, index.metric, index.m,
+                    index.ef_construction, index.ef_search, index.metadata_fields, principal.id,
+                )  # fmt: skip
+            except asyncpg.UniqueViolationError:
+                raise HeliosError(
+                    ErrorCode.ALREADY_EXISTS, f"vector index {index.name!r} already exists"
+                ) from None
+        try:
+            await self._create_table(principal, index)
+        except BaseException:
+            async with self.engine.connection(Access.SYSTEM) as conn:
+                await conn.execute("DELETE FROM helios.vector_indexes WHERE name = $1", index.name)
+            raise
+        return await self.get_index(index.name)
+
+    async def _create_table(self, principal: Principal, index: VectorIndex) -> None:
+        metric = METRICS[index.metric]
+        table = index.table
+        # DDL takes no parameters; every name is quoted and every number is an int we checked.
+        statements = [
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}",
+            f"CREATE TABLE {table} ("
+            " id text PRIMARY KEY,"
+            f" embedding public.vector({int(index.dimension)}) NOT NULL,"
+            " metadata jsonb NOT NULL DEFAULT '{}'::jsonb,"
+            " updated_at timestamptz NOT NULL DEFAULT now())",
+            f"CREATE INDEX {quote_ident(index.name + '_hnsw')} ON {table} "
+            f"USING hnsw (embedding public.{metric.opclass}) "
+            f"WITH (m = {int(index.m)}, ef_construction = {int(index.ef_construction)})",
+            f"CREATE INDEX ON {table} USING gin (metadata jsonb_path_ops)",
+        ]
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                async with conn.transaction():
+                    for statement in statements:
+                        await conn.execute(statement)
+            except asyncpg.DuplicateTableError:
+                raise HeliosError(
+                    ErrorCode.ALREADY_EXISTS,
+                    f"a table {SCHEMA}.{index.name} already exists in the engine",
+                ) from None
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+
+    async def get_index(self, name: str) -> VectorIndex:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise not_found(f"no vector index {str(name)[:80]!r}")
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "SELECT name, dimension, metric, m, ef_construction, ef_search, "
+                "metadata_fields, created_at FROM helios.vector_indexes WHERE name = $1",
+                name,
+            )
+        if row is None:
+            raise not_found(f"no vector index {name!r}")
+        return VectorIndex(**dict(row))
+
+    async def list_indexes(self) -> list[VectorIndex]:
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            rows = await conn.fetch(
+                "SELECT name, dimension, metric, m, ef_construction, ef_search, "
+                "metadata_fields, created_at FROM helios.vector_indexes ORDER BY name"
+            )
+        return [VectorIndex(**dict(r)) for r in rows]
+
+    async def describe(self, principal: Principal, name: str) -> dict[str, Any]:
+        index = await self.get_index(name)
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                count = await conn.fetchval(f"SELECT count(*) FROM {index.table}")  # noqa: S608
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+        return {**index.as_dict(), "count": count}
+
+    async def drop_index(self, principal: Principal, name: str) -> None:
+        _require_writer(principal)
+        index = await self.get_index(name)
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                await conn.execute(f"DROP TABLE IF EXISTS {index.table}")
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            await conn.execute("DELETE FROM helios.vector_indexes WHERE name = $1", index.name)
+
+    # -- data ------------------------------------------------------------------------------
+
+    async def upsert(self, principal: Principal, name: str, records: Sequence[VectorRecord]) -> int:
+        """Insert or replace records by id (the last of duplicates in a batch wins)."""
+        _require_writer(principal)
+        index = await self.get_index(name)
+        if not records:
+            raise invalid("upsert needs at least one vector")
+        if len(records) > MAX_BATCH:
+            raise invalid(f"upsert takes at most {MAX_BATCH} vectors per request")
+        latest: dict[str, VectorRecord] = {}
+        for position, record in enumerate(records):
+            _check_record(index, record, position)
+            latest[record.id] = record
+        ids = list(latest)
+        vectors = [_vector_text(r.vector) for r in latest.values()]
+        metadata = [orjson.dumps(r.metadata).decode() for r in latest.values()]
+        sql = (
+            f"INSERT INTO {index.table} (id, embedding, metadata) "  # noqa: S608
+            "SELECT i, e::public.vector, m::jsonb "
+            "FROM unnest($1::text[], $2::text[], $3::text[]) AS u(i, e, m) "
+            "ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, "
+            "metadata = EXCLUDED.metadata, updated_at = now()"
+        )
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                await conn.execute(sql, ids, vectors, metadata)
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+        return len(ids)
+
+    async def delete(self, principal: Principal, name: str, ids: Sequence[str]) -> int:
+        _require_writer(principal)
+        index = await self.get_index(name)
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                status = await conn.execute(
+                    f"DELETE FROM {index.table} WHERE id = ANY($1::text[])",  # noqa: S608
+                    [str(i) for i in ids],
+                )
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def search(
+        self,
+        principal: Principal,
+        name: str,
+        vector: Sequence[float],
+        top_k: int = 10,
+        *,
+        filter: str | None = None,
+        include_vectors: bool = False,
+        include_metadata: bool = False,
+        exact: bool = False,
+        ef_search: int | None = None,
+    ) -> SearchResult:
+        started = time.perf_counter()
+        index = await self.get_index(name)
+        top_k = _int_in("top_k", top_k, 1, MAX_TOP_K, default=10)
+        query = _checked_vector(index, vector, "vector")
+        ef = max(top_k, _int_in("ef_search", ef_search, 1, 1000, default=index.ef_search))
+        metric = METRICS[index.metric]
+        columns = [f"embedding {metric.operator} $1::public.vector AS distance"]
+        if include_vectors:
+            columns.append("embedding")
+        if include_metadata:
+            columns.append("metadata")
+        where, params = "", [_vector_text(query), top_k]
+        if filter is not None and filter != "":
+            compiled = compile_metadata_filter(
+                filter, fields=index.metadata_fields, param_offset=len(params)
+            )
+            where, params = f" WHERE {compiled.sql}", params + compiled.params
+        sql = (
+            f"SELECT id, {', '.join(columns)} FROM {index.table}{where} "  # noqa: S608
+            "ORDER BY distance LIMIT $2"
+        )
+        path = "exact" if exact else ("hnsw_iterative" if where else "hnsw")
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                rows = await _run_search(conn, sql, params, path, ef)
+                if path != "exact" and len(rows) < top_k:
+                    path = "exact"
+                    rows = await _run_search(conn, sql, params, path, ef)
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+        matches = [
+            Match(
+                id=r["id"],
+                score=metric.score(r["distance"]),
+                distance=r["distance"],
+                vector=r["embedding"] if include_vectors else None,
+                metadata=r["metadata"] if include_metadata else None,
+            )
+            for r in sorted(rows, key=lambda r: r["distance"])
+        ]
+        return SearchResult(matches, path, ef, round((time.perf_counter() - started) * 1000, 3))
+
+
+async def _run_search(
+    conn: Any, sql: str, params: Sequence[Any], path: str, ef_search: int
+) -> list[Any]:
+    # Session settings last until the pool resets the connection on release (RESET ALL).
+    await conn.fetchval(
+        "SELECT set_config('hnsw.ef_search', $1, false), "
+        "set_config('hnsw.iterative_scan', $2, false), "
+        "set_config('enable_indexscan', $3, false)",
+        str(ef_search),
+        "relaxed_order" if path == "hnsw_iterative" else "off",
+        "off" if path == "exact" else "on",
+    )
+    stmt = await conn.prepared(sql)
+    return list(await stmt.fetch(*params))
+
+
+def _require_writer(principal: Principal) -> None:
+    if principal.read_only:
+        raise denied("a read-only key cannot change vector indexes")
+
+
+def _checked_name(name: Any) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or len(name) > 58:
+        raise invalid(
+            "an index name is 1 to 58 letters, digits or underscores, not starting with a digit"
+        )
+    return name
+
+
+def _checked_metric(metric: Any) -> str:
+    metric = _METRIC_ALIASES.get(metric, metric)
+    if metric not in METRICS:
+        raise invalid(f"metric must be one of {', '.join(METRICS)}")
+    return str(metric)
+
+
+def _checked_fields(fields: Mapping[str, str] | None) -> dict[str, str] | None:
+    if fields is None:
+        return None
+    if not isinstance(fields, Mapping):
+        raise invalid("metadata_fields must be an object of field name -> type")
+    for key, kind in fields.items():
+        if not isinstance(key, str) or not key or kind not in FIELD_TYPES:
+            raise invalid(f"metadata field types are {', '.join(FIELD_TYPES)}; got {key}: {kind}")
+    return dict(fields)
+
+
+def _int_in(name: str, value: Any, low: int, high: int, *, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _checked_vector(index: VectorIndex, vector: Any, where: str) -> list[float]:
+    if not isinstance(vector, Sequence) or isinstance(vector, str | bytes):
+        raise invalid(f"{where} must be an array of numbers")
+    if len(vector) != index.dimension:
+        raise invalid(
+            f"{where} has {len(vector)} dimensions; index {index.name!r} has {index.dimension}"
+        )
+    try:
+        values = [float(v) for v in vector if not isinstance(v, bool)]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != index.dimension:
+        raise invalid(f"{where} must contain only numbers")
+    if not all(math.isfinite(v) for v in values):
+        raise invalid(f"{where} contains NaN or infinity")
+    if index.metric == "cosine" and not any(values):
+        raise invalid(f"{where} is all zeros, which has no cosine distance")
+    return values
+
+
+def _check_record(index: VectorIndex, record: VectorRecord, position: int) -> None:
+    if not isinstance(record.id, str) or not record.id or len(record.id) > MAX_ID_LENGTH:
+        raise invalid(f"vectors[{position}].id must be a string of 1 to {MAX_ID_LENGTH} chars")
+    record.vector = _checked_vector(index, record.vector, f"vectors[{position}].vector")
+    if not isinstance(record.metadata, dict):
+        raise invalid(f"vectors[{position}].metadata must be an object")
+
+
+def _vector_text(values: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
