@@ -1,4 +1,4 @@
-"""The startup phase byte by byte, the cancel paths, and a fuzz that must not bring the node down."""
+"""The startup phase byte by byte, cancel paths, and a fuzz that must not bring the node down."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_negotiate_protocol_version(
         "no-terminator",
         "odd-fields",
         "bad-utf8",
-    ],  # fmt: skip
+    ],
 )
 def test_bad_startup_packet_fatal(pg_port: int, packet: bytes, sqlstate: str) -> None:
     with RawClient(pg_port) as client:
