@@ -1,7 +1,9 @@
 """The REST application: routers, error funnel and middleware, assembled in one place.
 
 Request pipeline, outermost first: metrics -> body limit -> routing -> auth dependency
--> handler -> service. Errors of every kind leave through interfaces/http/errors.py.
+-> handler -> service. POST /query, the hot path, takes the same steps in pure ASGI
+(routes/query.py QueryRoute) just inside the body limit. Errors of every kind leave
+through interfaces/http/errors.py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> Fa
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)
+    # Innermost first: the pure-ASGI POST /query sits inside the body limit and metrics.
+    app.add_middleware(
+        query.QueryRoute, services=services, path=API_PREFIX + query.PATH, route=query.ROUTE
+    )
     app.add_middleware(BodyLimitMiddleware, limit=services.settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -1,7 +1,13 @@
-"""Credentials on HTTP: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+"""Credentials on HTTP: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+:func:`principal_from_headers` is the one place a request's credentials become a
+Principal; the FastAPI dependency below and the pure-ASGI ``POST /query`` route
+(routes/query.py) both call it, so a new kind of credential goes there once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -13,8 +19,11 @@ from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
 from heliosdb.services.keys import require_admin
 
+# Declared for the OpenAPI document (the "Authorize" button); the headers themselves are
+# read by principal_from_headers.
 _bearer = HTTPBearer(auto_error=False, description="An API key (hdb_sk_, hdb_pk_, hdb_test_).")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+_AUTH_FAILURES = AUTH_FAILURES.labels("http")
 
 
 def services_of(request: Request) -> Services:
@@ -22,20 +31,41 @@ def services_of(request: Request) -> Services:
     return services
 
 
-async def authenticate(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    api_key: Annotated[str | None, Security(_api_key)],
-) -> Principal:
-    token = bearer.credentials if bearer is not None else api_key
+async def _services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain-def dependency on a worker thread, and that
+    # hop (plus the GIL hand-off it causes) cost more than the whole query.
+    return services_of(request)
+
+
+def token_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The presented credential: a Bearer token first, else X-API-Key (case-insensitive keys)."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return headers.get("x-api-key") or None
+
+
+async def principal_from_headers(services: Services, headers: Mapping[str, str]) -> Principal:
+    """The principal behind a request's headers, or UNAUTHENTICATED (counted in metrics)."""
+    token = token_from_headers(headers)
     if not token:
-        AUTH_FAILURES.labels("http").inc()
+        _AUTH_FAILURES.inc()
         raise unauthenticated("missing credentials: send Authorization: Bearer <key> or X-API-Key")
     try:
-        return await services_of(request).keys.authenticate(token.strip())
+        return await services.keys.authenticate(token.strip())
     except HeliosError:
-        AUTH_FAILURES.labels("http").inc()
+        _AUTH_FAILURES.inc()
         raise
+
+
+async def authenticate(
+    request: Request,
+    _bearer_doc: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    _api_key_doc: Annotated[str | None, Security(_api_key)],
+) -> Principal:
+    return await principal_from_headers(services_of(request), request.headers)
 
 
 async def authenticate_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
@@ -45,4 +75,4 @@ async def authenticate_admin(principal: Annotated[Principal, Depends(authenticat
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 AdminPrincipal = Annotated[Principal, Depends(authenticate_admin)]
-ServicesDep = Annotated[Services, Depends(services_of)]
+ServicesDep = Annotated[Services, Depends(_services)]

@@ -22,7 +22,10 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, or a clear INVALID_ARGUMENT."""
-    body = await request.body()
+    return parse_json_object(await request.body())
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise invalid("the request needs a JSON body")
     try:

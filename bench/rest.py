@@ -1,0 +1,224 @@
+"""REST ``POST /api/v1/query`` against the engine itself, measured in the same run.
+
+    .venv/bin/python bench/rest.py [--seconds 10] [--connections 32] [--threads 2]
+
+Starts a real node (embedded engine, temp data directory), fills ``bench_items`` with
+``--rows`` rows, then for each case (point select by random id, single-row insert):
+
+- REST: wrk with ``bench/wrk/query.lua`` (random ids, JSON bodies) on ``--connections``
+  HTTP connections;
+- direct: asyncpg on the node's engine over its Unix socket, one prepared statement per
+  connection, the same number of connections, each looping as fast as it can.
+
+It prints requests per second, p50 and p99 latency of each, and REST / direct.
+Absolute numbers on a shared machine mean little; the ratio is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.nodeproc import NodeProcess  # noqa: E402
+
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "query.lua"
+SELECT_SQL = "SELECT * FROM bench_items WHERE id = $1"
+INSERT_SQL = "INSERT INTO bench_inserts (name, value) VALUES ($1, $2)"
+SETUP_SQL = """
+DROP TABLE IF EXISTS bench_items, bench_inserts;
+CREATE TABLE bench_items (
+    id bigint PRIMARY KEY,
+    name text NOT NULL,
+    value double precision NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO bench_items (id, name, value)
+    SELECT g, 'item-' || g, g * 1.5 FROM generate_series(1, {rows}) AS g;
+CREATE TABLE bench_inserts (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    value double precision NOT NULL
+);
+ANALYZE bench_items;
+"""
+_RESULT = re.compile(r"^RESULT (.*)$", re.M)
+
+
+@dataclass
+class Figure:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: float) -> Figure:
+    assert node.admin_key is not None
+    env = {
+        **os.environ,
+        "HELIOSDB_KEY": node.admin_key,
+        "BENCH_CASE": case,
+        "BENCH_ROWS": str(args.rows),
+    }
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout", "10s",
+        "-s", str(WRK_SCRIPT),
+        node.http_url,
+    ]  # fmt: skip
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("FAILURE "):
+            sys.stderr.write(f"{case}: {line}\n")
+    match = _RESULT.search(out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    fields = dict(pair.split("=") for pair in match.group(1).split())
+    values = {k: int(v) for k, v in fields.items()}
+    return Figure(
+        rps=values["requests"] / (values["duration_us"] / 1e6),
+        p50_ms=values["p50_us"] / 1000,
+        p99_ms=values["p99_us"] / 1000,
+        errors=values["non2xx"] + values["socket_errors"],
+    )
+
+
+async def run_direct(data_dir: Path, case: str, args: argparse.Namespace, seconds: float) -> Figure:
+    password = (data_dir / "engine.password").read_text().strip()
+    connections = [
+        await asyncpg.connect(
+            host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
+        )
+        for _ in range(args.connections)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(conn: asyncpg.Connection, n: int) -> None:
+        nonlocal errors
+        stmt = await conn.prepare(INSERT_SQL if case == "insert" else SELECT_SQL)
+        rng = random.Random(n)
+        counter = 0
+        while True:
+            started = time.perf_counter()
+            if started >= deadline:
+                return
+            counter += 1
+            try:
+                if case == "insert":
+                    await stmt.fetch(f"item-{counter}", rng.randint(1, 1_000_000) + 0.5)
+                else:
+                    await stmt.fetch(rng.randint(1, args.rows))
+            except asyncpg.PostgresError:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
+    finally:
+        elapsed = time.perf_counter() - began
+        await asyncio.gather(*(c.close() for c in connections))
+    latencies.sort()
+    return Figure(
+        rps=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
+        errors=errors,
+    )
+
+
+def check_rest(node: NodeProcess, rows: int) -> None:
+    """One request of each case by hand, so a broken route fails loudly, not as a fast 4xx."""
+    headers = {"Authorization": f"Bearer {node.admin_key}"}
+    with httpx.Client(base_url=node.api, headers=headers, timeout=60) as client:
+        for statement in SETUP_SQL.format(rows=rows).split(";"):
+            if statement.strip():
+                client.post("/query", json={"sql": statement}).raise_for_status()
+        got = client.post("/query", json={"sql": SELECT_SQL, "params": [rows // 2]})
+        got.raise_for_status()
+        assert got.json()["rows"][0][0] == rows // 2, got.text
+        got = client.post("/query", json={"sql": INSERT_SQL, "params": ["check", 1.5]})
+        got.raise_for_status()
+        assert got.json()["affected_rows"] == 1, got.text
+
+
+def print_table(results: dict[str, tuple[Figure, Figure]], args: argparse.Namespace) -> None:
+    print(
+        f"\nPOST /api/v1/query vs asyncpg on the engine: {args.connections} connections, "
+        f"{args.seconds:g} s per run, wrk -t{args.threads}, {args.rows} rows, "
+        f"{os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'case':<14}{'REST req/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'direct q/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'REST/direct':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for case, (rest, direct) in results.items():
+        print(
+            f"{case:<14}{rest.rps:>12.0f}{rest.p50_ms:>9.2f}{rest.p99_ms:>9.2f}"
+            f"{direct.rps:>12.0f}{direct.p50_ms:>9.2f}{direct.p99_ms:>9.2f}"
+            f"{rest.rps / direct.rps:>12.2f}x"
+        )
+        if rest.errors or direct.errors:
+            print(f"  errors: REST {rest.errors}, direct {direct.errors}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
+    parser.add_argument("--cases", default="point-select,insert", help="comma-separated cases")
+    parser.add_argument("--node-arg", action="append", default=[], help="extra `serve` flag")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.stderr.write("bench/rest.py needs wrk (scripts/test-deps installs it)\n")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="hdb-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        node = NodeProcess(data_dir, extra_args=["--log-level", "warning", *args.node_arg])
+        node.start()
+        try:
+            check_rest(node, args.rows)
+            results: dict[str, tuple[Figure, Figure]] = {}
+            for case in args.cases.split(","):
+                kind = "insert" if case == "insert" else "select"
+                run_wrk(node, kind, args, 2)  # warm every pooled connection's statement cache
+                rest = run_wrk(node, kind, args, args.seconds)
+                direct = asyncio.run(run_direct(data_dir, kind, args, args.seconds))
+                results[case] = (rest, direct)
+                print(
+                    f"{case}: REST {rest.rps:.0f} req/s, direct {direct.rps:.0f} q/s",
+                    file=sys.stderr,
+                )
+            print_table(results, args)
+        finally:
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
