@@ -104,6 +104,16 @@ class GrpcSettings(BaseModel):
     )
 
 
+class RowsSettings(BaseModel):
+    default_limit: int = Field(
+        100, description="Rows GET /tables/{name}/rows returns when the request has no limit."
+    )
+    max_limit: int = Field(10000, description="Largest limit a rows request may ask for.")
+    max_insert_rows: int = Field(
+        10000, description="Most rows one POST /tables/{name}/rows may insert."
+    )
+
+
 class TlsSettings(BaseModel):
     enabled: bool = Field(False, description="Serve TLS on every listener.")
     cert_file: Path | None = Field(None, description="Server certificate (PEM).")
@@ -149,6 +159,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
+    rows: RowsSettings = Field(default_factory=RowsSettings)  # type: ignore[arg-type]
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)  # type: ignore[arg-type]
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
     authentication: AuthenticationSettings = Field(

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from heliosdb.engine import Engine
 from heliosdb.services.keys import ApiKeys
 from heliosdb.services.query import QueryService
+from heliosdb.services.rows import RowsService
 from heliosdb.services.streams import RowStreams
+from heliosdb.services.tables import TablesService
 from heliosdb.services.transactions import Transactions
 from heliosdb.services.users import Users
 from heliosdb.services.vectors import Vectors
@@ -20,6 +22,8 @@ class Services:
     engine: Engine
     keys: ApiKeys
     query: QueryService
+    tables: TablesService
+    rows: RowsService
     transactions: Transactions
     streams: RowStreams
     vectors: Vectors
@@ -32,6 +36,8 @@ class Services:
             engine=engine,
             keys=ApiKeys(engine, settings.environment),
             query=QueryService(engine),
+            tables=TablesService(engine),
+            rows=RowsService(engine, settings.rows),
             transactions=Transactions(
                 engine,
                 QueryService(engine),

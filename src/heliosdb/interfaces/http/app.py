@@ -16,11 +16,18 @@ from fastapi import FastAPI
 from heliosdb import __version__
 from heliosdb.interfaces.http import errors
 from heliosdb.interfaces.http.middleware import BodyLimitMiddleware, MetricsMiddleware
-from heliosdb.interfaces.http.routes import admin, keys, query, vectors
+from heliosdb.interfaces.http.routes import admin, keys, query, rows, tables, vectors
 from heliosdb.services.container import Services
 
 API_PREFIX = "/api/v1"
-ROUTERS = (query.router, keys.router, admin.router, vectors.router)
+ROUTERS = (
+    query.router,
+    keys.router,
+    admin.router,
+    tables.router,
+    rows.router,
+    vectors.router,
+)
 
 
 def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> FastAPI:

@@ -1,0 +1,461 @@
+"""Rows of a table as a resource: read with filters, order and a cursor; insert; update; delete.
+
+A request names its table and carries PostgREST-style parameters (parsed into a
+:class:`RowRequest` by :func:`parse_request`). Table and column names are checked against
+the catalog and quoted; filters are compiled by services/filters.py; every value is a
+bind parameter. Reads page with an opaque cursor: keyset pagination on the order keys
+plus the primary key (which makes the order total), or an offset when the table has no
+primary key. Updates and deletes without any filter are refused unless ``all`` is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+from pglast import ast, enums
+
+from heliosdb.engine import Engine
+from heliosdb.engine.codecs import json_default, non_finite_fixer, type_name
+from heliosdb.engine.quoting import quote_ident
+from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import invalid
+from heliosdb.security.principals import Principal
+from heliosdb.services import catalog
+from heliosdb.services.filters import CompiledFilter, and_all, bind_params, compile_expression
+from heliosdb.services.filters import parse_filter as parse_where
+from heliosdb.services.postgrest import OrderKey, parse_conditions, parse_order, parse_select
+from heliosdb.settings import RowsSettings
+
+RESERVED = frozenset(
+    {"select", "order", "limit", "cursor", "where", "pk", "all", "return", "schema"}
+)
+MAX_PARAMS_PER_STATEMENT = 30_000
+_CURSOR_VERSION = 1
+
+
+@dataclass(slots=True)
+class RowRequest:
+    """The parameters of one rows request, parsed but not yet checked against a table."""
+
+    schema: str | None = None
+    select: list[str] | None = None
+    conditions: list[ast.Node] = field(default_factory=list)
+    where: str | None = None
+    order: list[OrderKey] = field(default_factory=list)
+    limit: int | None = None
+    cursor: str | None = None
+    pk: str | None = None
+    all: bool = False
+    representation: bool | None = None  # return=representation / minimal; None = default
+
+    @property
+    def has_filter(self) -> bool:
+        return bool(self.conditions or self.where or self.pk is not None)
+
+
+def parse_request(pairs: Iterable[tuple[str, str]]) -> RowRequest:
+    """Query parameters (name, value) in order; repeated filter names are ANDed."""
+    request = RowRequest()
+    seen: set[str] = set()
+    filters: list[tuple[str, str]] = []
+    for name, value in pairs:
+        if name not in RESERVED:
+            filters.append((name, value))
+            continue
+        if name in seen:
+            raise invalid(f"the parameter {name!r} may be given only once")
+        seen.add(name)
+        if name == "select":
+            request.select = parse_select(value)
+        elif name == "order":
+            request.order = parse_order(value)
+        elif name == "limit":
+            request.limit = _int(value, "limit")
+        elif name == "cursor":
+            request.cursor = value
+        elif name == "where":
+            request.where = value
+        elif name == "pk":
+            request.pk = value
+        elif name == "all":
+            request.all = _bool(value, "all")
+        elif name == "return":
+            if value not in ("representation", "minimal"):
+                raise invalid("return= takes representation or minimal")
+            request.representation = value == "representation"
+        elif name == "schema":
+            request.schema = value or None
+    request.conditions = parse_conditions(filters)
+    return request
+
+
+class RowsService:
+    def __init__(self, engine: Engine, settings: RowsSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    async def read(self, principal: Principal, name: str, request: RowRequest) -> dict[str, Any]:
+        limit = self._limit(request.limit)
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                table = await self._table(conn, name, request)
+                query = _ReadQuery(table, request, limit)
+                records, attributes, _ = await _run(conn, query.sql, query.params)
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        names = query.columns
+        fix = non_finite_fixer([a.type.name for a in attributes[: len(names)]])
+        more = len(records) > limit
+        records = records[:limit]
+        rows = []
+        for record in records:
+            values = list(record)[: len(names)]
+            rows.append(dict(zip(names, fix(values) if fix else values, strict=True)))
+        next_cursor = query.next_cursor(records[-1]) if more and records else None
+        return {
+            "columns": [
+                {"name": n, "type": type_name(a.type)}
+                for n, a in zip(names, attributes, strict=False)
+            ],
+            "rows": rows,
+            "count": len(rows),
+            "next_cursor": next_cursor,
+        }
+
+    async def insert(
+        self, principal: Principal, name: str, request: RowRequest, body: Any
+    ) -> dict[str, Any]:
+        items = body if isinstance(body, list) else [body]
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise invalid("the body must be a JSON object or a non-empty array of objects")
+        if len(items) > self.settings.max_insert_rows:
+            raise invalid(f"at most {self.settings.max_insert_rows} rows per request")
+        returning = request.representation is not False
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                table = await self._table(conn, name, request)
+                keys = list(dict.fromkeys(k for item in items for k in item))
+                for key in keys:
+                    table.column(key)
+                out: list[dict[str, Any]] = []
+                affected = 0
+                async with conn.transaction():
+                    for sql, values in _insert_statements(table, keys, items, returning):
+                        records, attributes, status = await _run(
+                            conn, sql, values, cache=len(items) <= 1
+                        )
+                        affected += _affected(status)
+                        out.extend(_objects(records, attributes))
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        result: dict[str, Any] = {"affected_rows": affected}
+        if returning:
+            result["rows"] = out
+        return result
+
+    async def update(
+        self, principal: Principal, name: str, request: RowRequest, body: Any
+    ) -> dict[str, Any]:
+        if not isinstance(body, dict) or not body:
+            raise invalid("the body must be a JSON object of column: new value")
+        self._require_filter(request, "update")
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                table = await self._table(conn, name, request)
+                assignments = [f"{table.quoted(k)} = ${i}" for i, k in enumerate(body, 1)]
+                values = list(body.values())
+                where = _filter(table, request, len(values))
+                sql = f"UPDATE {table.sql_name} SET {', '.join(assignments)}"  # noqa: S608
+                sql += _where_clause(where) + _returning(table, request.representation)
+                records, attributes, status = await _run(conn, sql, values + where.params)
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        return _write_result(status, records, attributes, request.representation)
+
+    async def delete(self, principal: Principal, name: str, request: RowRequest) -> dict[str, Any]:
+        self._require_filter(request, "delete")
+        async with self.engine.connection(principal.access) as conn:
+            try:
+                table = await self._table(conn, name, request)
+                where = _filter(table, request, 0)
+                sql = f"DELETE FROM {table.sql_name}"  # noqa: S608 - a checked, quoted name
+                sql += _where_clause(where) + _returning(table, request.representation)
+                records, attributes, status = await _run(conn, sql, where.params)
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        return _write_result(status, records, attributes, request.representation)
+
+    async def _table(self, conn: Any, name: str, request: RowRequest) -> catalog.TableInfo:
+        schema, table = catalog.split_name(name, request.schema)
+        return await catalog.get_table(conn, schema, table)
+
+    def _limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self.settings.default_limit
+        if not 0 < limit <= self.settings.max_limit:
+            raise invalid(f"limit must be between 1 and {self.settings.max_limit}")
+        return limit
+
+    @staticmethod
+    def _require_filter(request: RowRequest, verb: str) -> None:
+        if request.has_filter and request.all:
+            raise invalid(f"give either filters or all=true to {verb}, not both")
+        if not request.has_filter and not request.all:
+            raise invalid(
+                f"refusing to {verb} every row: add a filter (column=op.value, where=, pk=) "
+                "or all=true"
+            )
+
+
+# -- statements -------------------------------------------------------------------------
+
+
+def _filter(table: catalog.TableInfo, request: RowRequest, offset: int) -> CompiledFilter:
+    nodes = list(request.conditions)
+    if request.where is not None:
+        nodes.append(parse_where(request.where))
+    if request.pk is not None:
+        nodes.extend(_pk_conditions(table, request.pk))
+    node = and_all(nodes)
+    if node is None:
+        return CompiledFilter("", [])
+    return compile_expression(node, table.quoted, param_offset=offset)
+
+
+def _pk_conditions(table: catalog.TableInfo, value: str) -> list[ast.Node]:
+    pk = table.primary_key
+    if not pk:
+        raise invalid(f"table {table.display_name} has no primary key; filter by columns instead")
+    parts = [value] if len(pk) == 1 else value.split(",")
+    if len(parts) != len(pk):
+        raise invalid(f"pk= takes {len(pk)} comma-separated values ({', '.join(pk)})")
+    return [
+        ast.A_Expr(
+            kind=enums.A_Expr_Kind.AEXPR_OP,
+            name=(ast.String(sval="="),),
+            lexpr=ast.ColumnRef(fields=(ast.String(sval=column),)),
+            rexpr=ast.A_Const(isnull=False, val=ast.String(sval=part)),
+        )
+        for column, part in zip(pk, parts, strict=True)
+    ]
+
+
+def _where_clause(where: CompiledFilter) -> str:
+    return f" WHERE {where.sql}" if where.sql else ""
+
+
+def _returning(table: catalog.TableInfo, representation: bool | None) -> str:
+    if not representation:
+        return ""
+    return " RETURNING " + ", ".join(quote_ident(c.name) for c in table.columns)
+
+
+def _insert_statements(
+    table: catalog.TableInfo, keys: list[str], items: list[dict[str, Any]], returning: bool
+) -> Iterable[tuple[str, list[Any]]]:
+    suffix = _returning(table, returning)
+    if not keys:
+        for _ in items:
+            yield f"INSERT INTO {table.sql_name} DEFAULT VALUES{suffix}", []
+        return
+    columns = ", ".join(quote_ident(k) for k in keys)
+    per_statement = max(1, MAX_PARAMS_PER_STATEMENT // len(keys))
+    for start in range(0, len(items), per_statement):
+        tuples: list[str] = []
+        values: list[Any] = []
+        for item in items[start : start + per_statement]:
+            slots = []
+            for key in keys:
+                if key in item:
+                    values.append(item[key])
+                    slots.append(f"${len(values)}")
+                else:
+                    slots.append("DEFAULT")
+            tuples.append(f"({', '.join(slots)})")
+        values_sql = ", ".join(tuples)
+        sql = f"INSERT INTO {table.sql_name} ({columns}) VALUES {values_sql}{suffix}"  # noqa: S608
+        yield sql, values
+
+
+class _ReadQuery:
+    """SELECT ... WHERE filters AND after-cursor ORDER BY keys LIMIT n+1."""
+
+    def __init__(self, table: catalog.TableInfo, request: RowRequest, limit: int) -> None:
+        self.table = table
+        self.columns = request.select or [c.name for c in table.columns]
+        for column in self.columns:
+            table.column(column)
+        for key in request.order:
+            table.column(key.column)
+        self.order = list(request.order)
+        pk = table.primary_key
+        self.keyset = bool(pk)
+        if self.keyset:
+            ordered = {k.column for k in self.order}
+            self.order += [OrderKey(column) for column in pk if column not in ordered]
+        self.signature = ",".join(
+            f"{k.column}:{'d' if k.descending else 'a'}:{'f' if k.effective_nulls_first else 'l'}"
+            for k in self.order
+        )
+        where = _filter(table, request, 0)
+        self.params: list[Any] = list(where.params)
+        conditions = [where.sql] if where.sql else []
+        self.offset = 0
+        if request.cursor is not None:
+            position = _decode_cursor(request.cursor, self.signature, self.keyset, len(self.order))
+            if self.keyset:
+                conditions.append(self._after(position))
+            else:
+                self.offset = int(position)
+        selected = [quote_ident(c) for c in self.columns]
+        selected += [quote_ident(k.column) for k in self.order]
+        sql = f"SELECT {', '.join(selected)} FROM {table.sql_name}"  # noqa: S608 - quoted names
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        if self.order:
+            sql += " ORDER BY " + ", ".join(_order_sql(k) for k in self.order)
+        self.params.append(limit + 1)
+        sql += f" LIMIT ${len(self.params)}"
+        if self.offset:
+            self.params.append(self.offset)
+            sql += f" OFFSET ${len(self.params)}"
+        self.sql = sql
+        self.limit = limit
+
+    def _after(self, values: list[Any]) -> str:
+        """Rows strictly after the cursor's key values in this order (nulls included)."""
+        placeholders: list[str | None] = []
+        for value in values:
+            if value is None:
+                placeholders.append(None)
+            else:
+                self.params.append(value)
+                placeholders.append(f"${len(self.params)}")
+        alternatives = []
+        for i, key in enumerate(self.order):
+            after = _after_key(quote_ident(key.column), key, placeholders[i])
+            if after is None:
+                continue
+            equal = [
+                f"{quote_ident(k.column)} = {p}" if p else f"{quote_ident(k.column)} IS NULL"
+                for k, p in zip(self.order[:i], placeholders[:i], strict=True)
+            ]
+            alternatives.append("(" + " AND ".join([*equal, after]) + ")")
+        return "(" + (" OR ".join(alternatives) or "false") + ")"
+
+    def next_cursor(self, last: Any) -> str:
+        if self.keyset:
+            position: Any = list(last)[len(self.columns) :]
+        else:
+            position = self.offset + self.limit
+        payload = {"v": _CURSOR_VERSION, "o": self.signature, "p": position}
+        raw = orjson.dumps(payload, default=json_default)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after_key(column: str, key: OrderKey, placeholder: str | None) -> str | None:
+    nulls_first = key.effective_nulls_first
+    if placeholder is None:
+        return f"{column} IS NOT NULL" if nulls_first else None
+    op = "<" if key.descending else ">"
+    if nulls_first:
+        return f"{column} {op} {placeholder}"
+    return f"({column} {op} {placeholder} OR {column} IS NULL)"
+
+
+def _order_sql(key: OrderKey) -> str:
+    sql = quote_ident(key.column) + (" DESC" if key.descending else " ASC")
+    if key.nulls_first is not None:
+        sql += " NULLS FIRST" if key.nulls_first else " NULLS LAST"
+    return sql
+
+
+def _decode_cursor(cursor: str, signature: str, keyset: bool, keys: int) -> Any:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = orjson.loads(raw)
+    except (binascii.Error, ValueError):
+        raise invalid("the cursor is not valid; use next_cursor from a previous page") from None
+    if not isinstance(payload, dict) or payload.get("v") != _CURSOR_VERSION:
+        raise invalid("the cursor is not valid; use next_cursor from a previous page")
+    if payload.get("o") != signature:
+        raise invalid("the cursor belongs to a different order; keep order= the same across pages")
+    position = payload.get("p")
+    if keyset:
+        if not isinstance(position, list) or len(position) != keys:
+            raise invalid("the cursor is not valid; use next_cursor from a previous page")
+        return position
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        raise invalid("the cursor is not valid; use next_cursor from a previous page")
+    return position
+
+
+# -- execution --------------------------------------------------------------------------
+
+
+async def _run(
+    conn: Any, sql: str, values: Sequence[Any], *, cache: bool = True
+) -> tuple[list[Any], Sequence[Any], str]:
+    """Prepare (cached), bind JSON values to the inferred types, run; retry once on DDL."""
+    for attempt in (1, 2):
+        stmt = await conn.prepared(sql) if cache else await conn.prepare(sql)
+        args = bind_params(values, stmt.get_parameters())
+        try:
+            records = await stmt.fetch(*args)
+        except asyncpg.InvalidCachedStatementError:
+            conn.forget(sql)
+            if attempt == 2:
+                raise
+            continue
+        except (asyncpg.DataError, ValueError, TypeError, OverflowError) as exc:
+            if isinstance(exc, asyncpg.PostgresError):
+                raise
+            raise invalid(f"a value does not fit its column type: {exc}") from None
+        return records, stmt.get_attributes(), stmt.get_statusmsg() or ""
+    raise AssertionError("unreachable")
+
+
+def _objects(records: list[Any], attributes: Sequence[Any]) -> list[dict[str, Any]]:
+    fix = non_finite_fixer([a.type.name for a in attributes])
+    names = [a.name for a in attributes]
+    out = []
+    for record in records:
+        values = list(record)
+        out.append(dict(zip(names, fix(values) if fix else values, strict=True)))
+    return out
+
+
+def _write_result(
+    status: str, records: list[Any], attributes: Sequence[Any], representation: bool | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"affected_rows": _affected(status)}
+    if representation:
+        result["rows"] = _objects(records, attributes)
+    return result
+
+
+def _affected(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise invalid(f"{name} must be an integer") from None
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", ""):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise invalid(f"{name} must be true or false")
