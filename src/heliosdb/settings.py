@@ -54,6 +54,28 @@ class EngineSettings(BaseModel):
     )
 
 
+class GrpcSettings(BaseModel):
+    port: int = Field(50051, description="gRPC API port; 0 picks a free port.")
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, description="Largest gRPC message received or sent, in bytes."
+    )
+    stream_batch_rows: int = Field(
+        1000, description="Rows ExecuteQueryStream fetches from its engine cursor at a time."
+    )
+    transaction_idle_timeout: float = Field(
+        60.0, description="Seconds an idle transaction stays open before it is rolled back."
+    )
+    transaction_max_idle_timeout: float = Field(
+        600.0, description="Largest idle timeout a client may ask for in BeginTransaction."
+    )
+    max_transactions_per_principal: int = Field(
+        4, description="Open transactions one principal (API key or user) may hold at once."
+    )
+    shutdown_grace_seconds: float = Field(
+        5.0, description="How long in-flight gRPC calls may run after a stop signal."
+    )
+
+
 class PostgresSettings(BaseModel):
     port: int = Field(5432, description="PostgreSQL wire protocol port; 0 picks a free port.")
     auth_method: Literal["scram-sha-256", "password"] = Field(
@@ -82,28 +104,6 @@ class PostgresSettings(BaseModel):
     )
 
 
-class GrpcSettings(BaseModel):
-    port: int = Field(50051, description="gRPC API port; 0 picks a free port.")
-    max_message_bytes: int = Field(
-        64 * 1024 * 1024, description="Largest gRPC message received or sent, in bytes."
-    )
-    stream_batch_rows: int = Field(
-        1000, description="Rows ExecuteQueryStream fetches from its engine cursor at a time."
-    )
-    transaction_idle_timeout: float = Field(
-        60.0, description="Seconds an idle transaction stays open before it is rolled back."
-    )
-    transaction_max_idle_timeout: float = Field(
-        600.0, description="Largest idle timeout a client may ask for in BeginTransaction."
-    )
-    max_transactions_per_principal: int = Field(
-        4, description="Open transactions one principal (API key or user) may hold at once."
-    )
-    shutdown_grace_seconds: float = Field(
-        5.0, description="How long in-flight gRPC calls may run after a stop signal."
-    )
-
-
 class RowsSettings(BaseModel):
     default_limit: int = Field(
         100, description="Rows GET /tables/{name}/rows returns when the request has no limit."
@@ -112,6 +112,101 @@ class RowsSettings(BaseModel):
     max_insert_rows: int = Field(
         10000, description="Most rows one POST /tables/{name}/rows may insert."
     )
+
+
+class ChangesSettings(BaseModel):
+    enabled: bool = Field(
+        True, description="Capture committed row changes from the engine's WAL (logical decoding)."
+    )
+    retention_seconds: float = Field(
+        3600.0,
+        description="How long captured events stay resumable with from_position, in seconds.",
+    )
+    poll_interval: float = Field(
+        0.005, description="Seconds the capture leader waits between checks for new WAL."
+    )
+    batch_changes: int = Field(
+        5000, description="Changes the capture leader decodes per round (whole transactions)."
+    )
+
+
+class WebSocketSettings(BaseModel):
+    port: int = Field(8081, description="WebSocket API port; 0 picks a free port.")
+    max_message_bytes: int = Field(
+        1024 * 1024, description="Largest WebSocket message a client may send, in bytes."
+    )
+    max_subscriptions: int = Field(100, description="Subscriptions one connection may hold.")
+    queue_messages: int = Field(
+        10000,
+        description="Outgoing messages buffered per connection; a subscription that overflows "
+        "it ends with a slow-consumer error.",
+    )
+    heartbeat_seconds: float = Field(
+        20.0, description="Seconds between protocol pings the server sends; 0 disables them."
+    )
+    idle_timeout: float = Field(
+        300.0,
+        description="Seconds a connection may stay without any client message before it is "
+        "closed; 0 disables the limit.",
+    )
+    auth_timeout: float = Field(
+        30.0, description="Seconds a new connection has to authenticate before it is closed."
+    )
+    credential_check_seconds: float = Field(
+        60.0, description="How often an open connection's key is checked for revocation."
+    )
+
+
+class AsyncQuerySettings(BaseModel):
+    result_ttl_seconds: float = Field(
+        3600.0, description="How long a finished async query's result is kept, in seconds."
+    )
+    max_result_rows: int = Field(
+        100_000, description="Most rows an async query may keep; larger results fail."
+    )
+    max_running_per_node: int = Field(
+        8, description="Async queries one node runs at once; more wait in the queue."
+    )
+    stream_batch_rows: int = Field(
+        1000, description="Rows POST /query/stream fetches from its engine cursor at a time."
+    )
+
+
+class RedisSettings(BaseModel):
+    port: int = Field(6379, description="Redis (RESP2/RESP3) port; 0 picks a free port.")
+    durability: Literal["always", "everysec"] = Field(
+        "everysec",
+        description="always: a write is acknowledged after the engine flushed it to disk "
+        "(synchronous_commit on); everysec: the engine flushes within a fraction of a second "
+        "(synchronous_commit off for Redis writes), like Redis's appendfsync everysec.",
+    )
+    require_auth: bool = Field(
+        True, description="Clients must AUTH (or HELLO ... AUTH) with an API key first."
+    )
+    max_clients: int = Field(10000, description="Redis connections accepted at once.")
+    idle_timeout_seconds: float = Field(
+        0, description="Close a Redis connection idle this long (0 = never), like 'timeout'."
+    )
+    max_bulk_bytes: int = Field(
+        512 * 1024 * 1024, description="Largest bulk string accepted (proto-max-bulk-len)."
+    )
+    max_query_buffer_bytes: int = Field(
+        1024 * 1024 * 1024,
+        description="Largest unparsed request a Redis client may send (client-query-buffer-limit).",
+    )
+    max_inline_bytes: int = Field(
+        64 * 1024, description="Longest inline (telnet-style) command line."
+    )
+    coalesce_workers: int = Field(
+        2,
+        description="Engine connections that batch many clients' plain GET/SET into one round "
+        "trip each.",
+    )
+
+
+class MongoSettings(BaseModel):
+    port: int = Field(27017, description="MongoDB wire protocol port; 0 picks a free port.")
+    max_connections: int = Field(10000, description="MongoDB client connections accepted at once.")
 
 
 class TlsSettings(BaseModel):
@@ -159,9 +254,18 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
+    changes: ChangesSettings = Field(default_factory=ChangesSettings)  # type: ignore[arg-type]
+    websocket: WebSocketSettings = Field(
+        default_factory=WebSocketSettings  # type: ignore[arg-type]
+    )
+    async_queries: AsyncQuerySettings = Field(
+        default_factory=AsyncQuerySettings  # type: ignore[arg-type]
+    )
     rows: RowsSettings = Field(default_factory=RowsSettings)  # type: ignore[arg-type]
-    grpc: GrpcSettings = Field(default_factory=GrpcSettings)  # type: ignore[arg-type]
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
+    mongodb: MongoSettings = Field(default_factory=MongoSettings)  # type: ignore[arg-type]
     authentication: AuthenticationSettings = Field(
         default_factory=AuthenticationSettings  # type: ignore[arg-type]
     )

@@ -129,6 +129,50 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX zsets_by_score ON helios_kv.zsets (db, key, score, member);
         """,
     ),
+    (
+        5,
+        "realtime: captured change events, capture progress, async query results",
+        """
+        -- One row per committed row change, written in commit order by the capture
+        -- leader (services/changes/capture.py); position is dense and monotonic.
+        CREATE TABLE helios.change_events (
+            position bigint PRIMARY KEY,
+            commit_lsn pg_lsn NOT NULL,
+            commit_time timestamptz NOT NULL,
+            xid bigint NOT NULL,
+            schema_name text NOT NULL,
+            table_name text NOT NULL,
+            event_type text NOT NULL,
+            payload json NOT NULL
+        );
+        CREATE INDEX change_events_commit_time ON helios.change_events USING brin (commit_time);
+        CREATE TABLE helios.change_capture (
+            slot_name text PRIMARY KEY,
+            last_lsn pg_lsn NOT NULL DEFAULT '0/0',
+            last_position bigint NOT NULL DEFAULT 0,
+            pruned_through bigint NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE helios.async_queries (
+            id uuid PRIMARY KEY,
+            principal_id text NOT NULL,
+            sql text NOT NULL,
+            params json NOT NULL,
+            status text NOT NULL
+                CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+            node text,
+            backend_pid integer,
+            backend_start timestamptz,
+            submitted_at timestamptz NOT NULL DEFAULT now(),
+            started_at timestamptz,
+            finished_at timestamptz,
+            expires_at timestamptz,
+            result json,
+            error json
+        );
+        CREATE INDEX async_queries_expires_at ON helios.async_queries (expires_at);
+        """,
+    ),
 ]
 
 

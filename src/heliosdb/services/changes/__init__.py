@@ -1,0 +1,177 @@
+"""The ``changes`` service: committed row changes, captured once, delivered on every node.
+
+    capture.py   the leader: WAL (logical slot, pgoutput) -> helios.change_events
+    hub.py       every node: helios.change_events -> subscriptions, live or from a position
+    filters.py   subscription filters evaluated on each event's row
+    pgoutput.py  the logical decoding protocol, sans-IO
+    values.py    column text -> JSON forms
+    events.py    ChangeEvent
+
+docs/realtime.md explains the design and why logical decoding was chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from heliosdb.engine import Access, Engine
+from heliosdb.engine.roles import ROLE_FOR_ACCESS
+from heliosdb.errors import ErrorCode, HeliosError, denied, invalid, not_found
+from heliosdb.security.principals import Principal
+from heliosdb.services.changes.capture import (
+    CaptureLeader,
+    ensure_capture,
+    ensure_table_captured,
+    slot_name,
+)
+from heliosdb.services.changes.events import EVENT_TYPES, ChangeEvent
+from heliosdb.services.changes.filters import RowFilter
+from heliosdb.services.changes.hub import EventSink, Hub, Subscription
+from heliosdb.settings import ChangesSettings
+
+__all__ = ["ChangeEvent", "ChangeService", "EventSink", "Subscription"]
+
+log = logging.getLogger("heliosdb.changes")
+
+DEFAULT_EVENTS = ("INSERT", "UPDATE", "DELETE")
+
+
+class ChangeService:
+    def __init__(self, engine: Engine, settings: ChangesSettings, database: str) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.slot = slot_name(database)
+        self.hub = Hub(engine)
+        self.leader = CaptureLeader(engine, settings, self.slot)
+        self.available = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if not self.settings.enabled:
+            return
+        self.available = await ensure_capture(self.engine, self.slot)
+        if not self.available:
+            return
+        start = await self.last_position()
+        self._tasks = [
+            asyncio.create_task(self.leader.run(), name="change capture"),
+            asyncio.create_task(self.hub.run(start), name="change hub"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def last_position(self) -> int:
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            value = await conn.fetchval(
+                "SELECT last_position FROM helios.change_capture WHERE slot_name = $1", self.slot
+            )
+        return int(value or 0)
+
+    async def subscribe(
+        self,
+        principal: Principal,
+        sink: EventSink,
+        *,
+        subscription_id: str,
+        table: str,
+        events: Sequence[str] | None = None,
+        filter_text: str | None = None,
+        from_position: int | None = None,
+    ) -> Subscription:
+        if not self.available:
+            raise HeliosError(
+                ErrorCode.UNAVAILABLE, "change capture is not available on this engine"
+            )
+        schema, name = _split_table(table)
+        wanted = _event_types(events)
+        columns = await self._authorize(principal, schema, name)
+        row_filter = RowFilter(filter_text, columns) if filter_text is not None else None
+        if from_position is not None:
+            await self._check_resumable(from_position)
+        await ensure_table_captured(self.engine, schema, name)
+        sub = Subscription(
+            subscription_id, principal, schema, name, wanted, row_filter, sink, cursor=0
+        )
+        self.hub.add(sub, from_position)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.hub.remove(sub)
+
+    async def still_allowed(self, principal: Principal, sub: Subscription) -> bool:
+        try:
+            await self._authorize(principal, sub.schema, sub.table)
+        except HeliosError:
+            return False
+        return True
+
+    async def _authorize(self, principal: Principal, schema: str, table: str) -> list[str]:
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "SELECT has_table_privilege($3, c.oid, 'SELECT') AS readable, "
+                "array(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                schema,
+                table,
+                ROLE_FOR_ACCESS[principal.access],
+            )
+        if row is None or (schema == "helios" and not row["readable"]):
+            raise not_found(f"table {schema}.{table} does not exist")
+        if not row["readable"]:
+            raise denied(f"this key may not read {schema}.{table}")
+        return list(row["columns"])
+
+    async def _check_resumable(self, from_position: int) -> None:
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "SELECT last_position, pruned_through FROM helios.change_capture "
+                "WHERE slot_name = $1",
+                self.slot,
+            )
+        last, pruned = (int(row["last_position"]), int(row["pruned_through"])) if row else (0, 0)
+        if from_position < pruned:
+            raise invalid(
+                f"from_position {from_position} is older than the retention window "
+                f"(events up to {pruned} were removed); read the table again to resync, "
+                "then subscribe without from_position",
+                reason="resync_required",
+                oldest_position=pruned + 1,
+            )
+        if from_position > last:
+            raise invalid(
+                f"from_position {from_position} is ahead of the newest event ({last})",
+                last_position=last,
+            )
+
+
+def _split_table(table: str) -> tuple[str, str]:
+    if not isinstance(table, str) or not table.strip():
+        raise invalid("table must be a non-empty string")
+    if "." in table:
+        schema, name = table.split(".", 1)
+        return schema, name
+    return "public", table
+
+
+def _event_types(events: Sequence[str] | None) -> frozenset[str]:
+    if events is None:
+        return frozenset(DEFAULT_EVENTS)
+    if not isinstance(events, list | tuple) or not events:
+        raise invalid("events must be a non-empty list such as ['INSERT', 'UPDATE']")
+    wanted = set()
+    for event in events:
+        if not isinstance(event, str) or event.upper() not in EVENT_TYPES:
+            raise invalid(f"unknown event type {event!r}; use {', '.join(EVENT_TYPES)}")
+        wanted.add(event.upper())
+    return frozenset(wanted)

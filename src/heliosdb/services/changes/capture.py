@@ -1,0 +1,412 @@
+"""The capture leader: the engine's WAL -> ``helios.change_events``, in commit order.
+
+    committed transaction --WAL--> logical slot (pgoutput, publication helios_changes)
+        --peek--> this leader (one per engine: advisory lock) --decode, number-->
+        helios.change_events (+ progress row, + NOTIFY, one transaction)
+        --> every node's hub (services/changes/hub.py) --> subscribers
+
+Correctness, in order of the rules:
+
+- *After commit, in commit order, nothing rolled back*: logical decoding emits a
+  transaction only when its commit record is decoded, in commit-record order; aborted
+  transactions are never emitted. Positions are numbered densely in that order.
+- *Nothing lost, nothing twice*: the slot is only *peeked*; events, the end LSN of the
+  last transaction written and the last position are committed together; only then is
+  the slot advanced. After a crash between the two, the next peek returns transactions
+  whose end LSN is at or below the stored one: they are skipped.
+- *Whichever path wrote it*: decoding reads the WAL, so REST, the PostgreSQL wire, any
+  other interface and a direct engine connection look the same.
+- *Big rows intact*: INSERT values arrive whole (detoasted); an UPDATE does not repeat
+  an unchanged TOASTed value, which we take from the old row, which REPLICA IDENTITY
+  FULL logs in full (set by the event trigger on CREATE TABLE, or on first subscribe).
+
+The publication lists schemas (every schema but ``helios`` and the catalogs; an event
+trigger adds new ones), so the leader's own writes to ``helios.change_events`` and
+async query results are not sent back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from heliosdb.engine import Access, Engine
+from heliosdb.engine.quoting import qualified, quote_ident
+from heliosdb.errors import ErrorCode, HeliosError
+from heliosdb.services.changes import pgoutput
+from heliosdb.services.changes.events import ChangeEvent
+from heliosdb.services.changes.values import BUILTIN_TYPES, TypeInfo, convert
+from heliosdb.settings import ChangesSettings
+
+log = logging.getLogger("heliosdb.changes")
+
+PUBLICATION = "helios_changes"
+CHANNEL = "helios_changes"
+_EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_PRUNE_EVERY_SECONDS = 10.0
+_ADVANCE_EVERY_SECONDS = 0.5
+_EXCLUDED_SCHEMAS = ("helios", "information_schema")
+
+_DDL_FUNCTION = """
+CREATE OR REPLACE FUNCTION helios.capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    cmd record;
+    schema_name text;
+BEGIN
+    FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        IF cmd.command_tag = 'CREATE SCHEMA' THEN
+            SELECT nspname INTO schema_name FROM pg_namespace WHERE oid = cmd.objid;
+            IF schema_name NOT LIKE 'pg\\_%' AND schema_name NOT LIKE 'helios\\_%'
+               AND schema_name NOT IN ('helios', 'information_schema') THEN
+                EXECUTE format('ALTER PUBLICATION helios_changes ADD TABLES IN SCHEMA %I',
+                               schema_name);
+            END IF;
+        ELSIF cmd.object_type = 'table' AND cmd.schema_name <> 'helios'
+              AND cmd.schema_name NOT LIKE 'helios\\_%'
+              AND cmd.schema_name NOT LIKE 'pg\\_%' THEN
+            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', cmd.objid::regclass);
+        END IF;
+    END LOOP;
+END $$
+"""
+
+
+def slot_name(database: str) -> str:
+    return "helios_changes_" + re.sub(r"[^a-z0-9_]", "_", database.lower())[:40]
+
+
+async def ensure_capture(engine: Engine, slot: str) -> bool:
+    """Publication, DDL event trigger and slot (idempotent); False when the engine can't."""
+    try:
+        async with engine.connection(Access.SYSTEM) as conn:
+            wal_level = await conn.fetchval("SHOW wal_level")
+            if wal_level != "logical":
+                log.warning("change capture is off: the engine's wal_level is %s", wal_level)
+                return False
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios.capture'))")
+                created = not await conn.fetchval(
+                    "SELECT 1 FROM pg_publication WHERE pubname = $1", PUBLICATION
+                )
+                if created:
+                    await _create_publication(conn)
+                await _publish_schemas(conn, identity_full=created)
+                await conn.execute(_DDL_FUNCTION)
+                await conn.execute("REVOKE ALL ON FUNCTION helios.capture_ddl() FROM PUBLIC")
+                if not await conn.fetchval(
+                    "SELECT 1 FROM pg_event_trigger WHERE evtname = 'helios_capture_ddl'"
+                ):
+                    await conn.execute(
+                        "CREATE EVENT TRIGGER helios_capture_ddl ON ddl_command_end WHEN TAG IN "
+                        "('CREATE SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') "
+                        "EXECUTE FUNCTION helios.capture_ddl()"
+                    )
+                await conn.execute(
+                    "INSERT INTO helios.change_capture (slot_name) VALUES ($1) "
+                    "ON CONFLICT DO NOTHING",
+                    slot,
+                )
+            # A slot cannot be created in a transaction that has written anything.
+            if not await conn.fetchval(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", slot
+            ):
+                with contextlib.suppress(asyncpg.DuplicateObjectError):
+                    await conn.execute(
+                        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot
+                    )
+        return True
+    except (asyncpg.PostgresError, HeliosError) as exc:
+        log.warning("change capture is off: %s", exc)
+        return False
+
+
+async def _create_publication(conn: Any) -> None:
+    # Stored generated columns must be published for REPLICA IDENTITY FULL tables to
+    # accept UPDATE/DELETE (PostgreSQL 18); older engines have no such option and no rule.
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                f"CREATE PUBLICATION {PUBLICATION} WITH (publish_generated_columns = stored)"
+            )
+    except asyncpg.PostgresError:
+        await conn.execute(f"CREATE PUBLICATION {PUBLICATION}")
+
+
+async def _publish_schemas(conn: Any, *, identity_full: bool) -> None:
+    missing = await conn.fetch(
+        "SELECT n.oid, n.nspname FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' "
+        "AND n.nspname NOT LIKE 'helios\\_%' "
+        "AND n.nspname <> ALL($1::text[]) AND NOT EXISTS (SELECT 1 FROM "
+        "pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid "
+        "WHERE p.pubname = $2 AND pn.pnnspid = n.oid)",
+        list(_EXCLUDED_SCHEMAS),
+        PUBLICATION,
+    )
+    for row in missing:
+        await conn.execute(
+            f"ALTER PUBLICATION helios_changes ADD TABLES IN SCHEMA {quote_ident(row['nspname'])}"
+        )
+        if identity_full:
+            tables = await conn.fetch(
+                "SELECT relname FROM pg_class WHERE relnamespace = $1 AND relkind IN ('r', 'p') "
+                "AND relpersistence = 'p' AND relreplident = 'd'",
+                row["oid"],
+            )
+            for table in tables:
+                name = qualified(row["nspname"], table["relname"])
+                await conn.execute(f"ALTER TABLE {name} REPLICA IDENTITY FULL")
+
+
+async def ensure_table_captured(engine: Engine, schema: str, table: str) -> None:
+    """Before a table's first subscriber: its schema published, its old rows logged."""
+    async with engine.connection(Access.SYSTEM) as conn:
+        row = await conn.fetchrow(
+            "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_namespace pn "
+            "JOIN pg_publication p ON p.oid = pn.pnpubid WHERE p.pubname = $3 "
+            "AND pn.pnnspid = n.oid) AS published FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            schema,
+            table,
+            PUBLICATION,
+        )
+        if row is None or schema in _EXCLUDED_SCHEMAS or schema.startswith("helios_"):
+            return
+        if not row["published"]:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios.capture'))")
+                await _publish_schemas(conn, identity_full=False)
+        if row["relreplident"] != "f":
+            await conn.execute(f"ALTER TABLE {qualified(schema, table)} REPLICA IDENTITY FULL")
+
+
+@dataclass(slots=True)
+class _Transaction:
+    xid: int
+    commit_time: dt.datetime
+    end_lsn: int = 0
+    changes: list[tuple[str, str, str, dict[str, Any] | None, dict[str, Any] | None]] = field(
+        default_factory=list
+    )
+
+
+class CaptureLeader:
+    """Runs on every node; leads (decodes) only while it holds the engine-wide lock."""
+
+    def __init__(self, engine: Engine, settings: ChangesSettings, slot: str) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.slot = slot
+        self.is_leader = False
+        self._relations: dict[int, pgoutput.Relation] = {}
+        self._types: dict[int, TypeInfo] = dict(BUILTIN_TYPES)
+
+    async def run(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await self.engine.dedicated("heliosdb-capture")
+                while not await conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext($1))", "helios.capture:" + self.slot
+                ):
+                    await asyncio.sleep(1.0)
+                self.is_leader = True
+                log.info("this node leads change capture (slot %s)", self.slot)
+                await self._lead(conn)
+            except asyncio.CancelledError:
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
+                log.warning("change capture interrupted: %s; retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self.is_leader = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        state = await conn.fetchrow(
+            "SELECT last_lsn AS lsn, last_position FROM helios.change_capture WHERE slot_name = $1",
+            self.slot,
+        )
+        if state is None:
+            raise HeliosError(ErrorCode.INTERNAL, "change capture is not set up on the engine")
+        last_lsn = int(state["lsn"])
+        position = int(state["last_position"])
+        seen_flush = -1
+        last_advance = last_prune = 0.0
+        advanced_to = -1
+        while True:
+            flush = int(await conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
+            now = time.monotonic()
+            if now - last_prune > _PRUNE_EVERY_SECONDS:
+                last_prune = now
+                await self._prune(conn)
+            if flush == seen_flush:
+                await asyncio.sleep(self.settings.poll_interval)
+                continue
+            rows = await conn.fetch(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
+                "'proto_version', '1', 'publication_names', $4)",
+                self.slot,
+                flush,
+                self.settings.batch_changes,
+                PUBLICATION,
+            )
+            transactions, last_end = await self._decode(conn, rows, last_lsn)
+            if transactions:
+                position = await self._write(conn, transactions, position)
+                last_lsn = last_end
+            # Without a limit, every transaction committed before `flush` was returned;
+            # with one, only those up to the last commit in the result.
+            limited = len(rows) >= self.settings.batch_changes
+            target = last_end if limited else flush
+            seen_flush = -1 if limited else flush
+            due = transactions or limited or now - last_advance > _ADVANCE_EVERY_SECONDS
+            if due and target != advanced_to and (not limited or last_end > 0):
+                await conn.execute(
+                    "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, target
+                )
+                advanced_to = target
+                last_advance = now
+
+    async def _decode(
+        self, conn: asyncpg.Connection, rows: list[Any], done_lsn: int
+    ) -> tuple[list[_Transaction], int]:
+        transactions: list[_Transaction] = []
+        current: _Transaction | None = None
+        last_end = done_lsn
+        for row in rows:
+            message = pgoutput.parse_message(row["data"])
+            if isinstance(message, pgoutput.Begin):
+                when = _EPOCH_2000 + dt.timedelta(microseconds=message.commit_time_us)
+                current = _Transaction(message.xid, when)
+            elif isinstance(message, pgoutput.Commit):
+                if current is not None and message.end_lsn > done_lsn and current.changes:
+                    current.end_lsn = message.end_lsn
+                    transactions.append(current)
+                last_end = max(last_end, message.end_lsn)
+                current = None
+            elif isinstance(message, pgoutput.Relation):
+                self._relations[message.oid] = message
+                await self._learn_types(conn, [c.type_oid for c in message.columns])
+            elif current is not None:
+                current.changes.extend(self._change(message))
+        return transactions, last_end
+
+    def _change(
+        self, message: pgoutput.Message
+    ) -> list[tuple[str, str, str, dict[str, Any] | None, dict[str, Any] | None]]:
+        if isinstance(message, pgoutput.Insert):
+            rel = self._relations[message.relation_oid]
+            return [(rel.schema, rel.name, "INSERT", self._row(rel, message.new, None), None)]
+        if isinstance(message, pgoutput.Update):
+            rel = self._relations[message.relation_oid]
+            old = self._row(rel, message.old, None) if message.old is not None else None
+            new = self._row(rel, message.new, old)
+            return [(rel.schema, rel.name, "UPDATE", new, old)]
+        if isinstance(message, pgoutput.Delete):
+            rel = self._relations[message.relation_oid]
+            return [(rel.schema, rel.name, "DELETE", None, self._row(rel, message.old, None))]
+        if isinstance(message, pgoutput.Truncate):
+            out: list[tuple[str, str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
+            for oid in message.relation_oids:
+                rel = self._relations[oid]
+                out.append((rel.schema, rel.name, "TRUNCATE", None, None))
+            return out
+        return []
+
+    def _row(
+        self,
+        rel: pgoutput.Relation,
+        values: tuple[pgoutput.TupleValue, ...],
+        old: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for column, value in zip(rel.columns, values, strict=False):
+            if value is pgoutput.UNCHANGED:
+                if old is not None and column.name in old:
+                    row[column.name] = old[column.name]
+                continue
+            text = value if isinstance(value, str) else None
+            row[column.name] = convert(text, self._types.get(column.type_oid, TypeInfo("text")))
+        return row
+
+    async def _learn_types(self, conn: asyncpg.Connection, oids: list[int]) -> None:
+        unknown = sorted({oid for oid in oids if oid not in self._types})
+        if not unknown:
+            return
+        rows = await conn.fetch(
+            "SELECT t.oid, b.typname, b.typdelim, e.typname AS element FROM pg_type t "
+            "JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype "
+            "ELSE t.oid END LEFT JOIN pg_type e ON e.oid = b.typelem "
+            "AND b.typcategory = 'A' WHERE t.oid = ANY($1::oid[])",
+            unknown,
+        )
+        for row in rows:
+            element = TypeInfo(row["element"]) if row["element"] else None
+            self._types[int(row["oid"])] = TypeInfo(row["typname"], element, row["typdelim"])
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        transactions: list[_Transaction],
+        position: int,
+    ) -> int:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        for tx in transactions:
+            stamp = tx.commit_time.isoformat()
+            for schema, table, kind, row, old_row in tx.changes:
+                position += 1
+                event = ChangeEvent.build(
+                    position=position,
+                    schema=schema,
+                    table=table,
+                    event_type=kind,
+                    row=row,
+                    old_row=old_row,
+                    timestamp=stamp,
+                    transaction_id=tx.xid,
+                )
+                values = (
+                    position, tx.end_lsn, tx.commit_time, tx.xid,
+                    schema, table, kind, event.payload.decode(),
+                )  # fmt: skip
+                for target, value in zip(columns, values, strict=True):
+                    target.append(value)
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO helios.change_events (position, commit_lsn, commit_time, xid, "
+                "schema_name, table_name, event_type, payload) SELECT * FROM unnest("
+                "$1::bigint[], $2::pg_lsn[], $3::timestamptz[], $4::bigint[], "
+                "$5::text[], $6::text[], $7::text[], $8::text[]::json[])",
+                *columns,
+            )
+            await conn.execute(
+                "UPDATE helios.change_capture SET last_lsn = $2::pg_lsn, last_position = $3, "
+                "updated_at = now() WHERE slot_name = $1",
+                self.slot,
+                transactions[-1].end_lsn,
+                position,
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(position))
+        return position
+
+    async def _prune(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "WITH cut AS (SELECT max(position) AS p FROM helios.change_events "
+            "WHERE commit_time < now() - make_interval(secs => $1)), "
+            "gone AS (DELETE FROM helios.change_events WHERE position <= (SELECT p FROM cut)) "
+            "UPDATE helios.change_capture SET pruned_through = (SELECT p FROM cut) "
+            "WHERE slot_name = $2 AND (SELECT p FROM cut) > pruned_through",
+            self.settings.retention_seconds,
+            self.slot,
+        )

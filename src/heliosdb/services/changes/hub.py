@@ -1,0 +1,227 @@
+"""Every node's fan-out: ``helios.change_events`` -> this node's subscriptions.
+
+The hub LISTENs on the capture channel (and looks anyway once a second, in case a
+notification was lost with a connection), reads events past the last position it
+dispatched, in order, and offers each to the subscriptions on its table. A subscription
+with ``from_position`` first catches up from the table, then joins the live stream at
+exactly the position it has read up to, so nothing is missed or repeated.
+
+A consumer (a WebSocket connection) is an :class:`EventSink` with a bounded queue:
+``offer`` never blocks the hub; when it refuses, the subscription ends with a
+slow-consumer error that says which position to resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from heliosdb.engine import Access, Engine
+from heliosdb.errors import ErrorCode, HeliosError
+from heliosdb.security.principals import Principal
+from heliosdb.services.changes.capture import CHANNEL
+from heliosdb.services.changes.events import ChangeEvent
+from heliosdb.services.changes.filters import RowFilter
+
+log = logging.getLogger("heliosdb.changes")
+
+PAGE = 2000
+_SELECT_EVENTS = (
+    "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
+    "FROM helios.change_events WHERE position > $1"
+)
+
+
+class EventSink(Protocol):
+    def offer(self, subscription: Subscription, event: ChangeEvent, match: Any) -> bool:
+        """Queue one event without waiting; False when the consumer's queue is full."""
+
+    async def wait_room(self) -> None:
+        """Wait until the consumer's queue has room (catch-up reads at the consumer's pace)."""
+
+    def end(self, subscription: Subscription, error: HeliosError) -> None:
+        """The subscription ended on the server's side (slow consumer, lost privilege)."""
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    id: str
+    principal: Principal
+    schema: str
+    table: str
+    events: frozenset[str]
+    filter: RowFilter | None
+    sink: EventSink
+    cursor: int  # the last position this subscription has been offered (or skipped)
+    catching_up: bool = False
+    active: bool = True
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def _event(row: Any) -> ChangeEvent:
+    return ChangeEvent(
+        int(row["position"]),
+        row["schema_name"],
+        row["table_name"],
+        row["event_type"],
+        row["payload"].encode(),
+    )
+
+
+class Hub:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.delivered = 0  # the last position dispatched on this node
+        self._by_table: dict[tuple[str, str], set[Subscription]] = {}
+        self._wake = asyncio.Event()
+        self.on_dispatch: Callable[[ChangeEvent], None] | None = None  # benchmarks, metrics
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def add(self, sub: Subscription, from_position: int | None) -> None:
+        if from_position is None:
+            sub.cursor = self.delivered
+        else:
+            sub.cursor = from_position
+            sub.catching_up = True
+            sub.task = asyncio.create_task(self._catch_up(sub), name=f"catch-up {sub.id}")
+        self._by_table.setdefault((sub.schema, sub.table), set()).add(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        sub.active = False
+        subs = self._by_table.get((sub.schema, sub.table))
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_table[(sub.schema, sub.table)]
+        if sub.task is not None and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+
+    def count(self) -> int:
+        return sum(len(s) for s in self._by_table.values())
+
+    def _offer(self, sub: Subscription, event: ChangeEvent) -> bool:
+        """Offer ``event`` to ``sub`` if it wants it; False if the subscription ended."""
+        if event.event_type in sub.events:
+            match: Any = None
+            wanted = True
+            if sub.filter is not None and event.event_type != "TRUNCATE":
+                data = event.data
+                new_ok = sub.filter.matches(data.get("row"))
+                old_ok = sub.filter.matches(data.get("old_row"))
+                wanted = new_ok or old_ok
+                if event.event_type == "UPDATE":
+                    match = {"row": new_ok, "old_row": old_ok}
+            if wanted and not sub.sink.offer(sub, event, match):
+                self._end(sub, _slow_consumer(sub))
+                return False
+        sub.cursor = event.position
+        return True
+
+    def _end(self, sub: Subscription, error: HeliosError) -> None:
+        self.remove(sub)
+        sub.sink.end(sub, error)
+
+    # -- live stream --------------------------------------------------------------
+
+    def dispatch(self, events: list[ChangeEvent]) -> None:
+        for event in events:
+            if event.position <= self.delivered:
+                continue
+            self.delivered = event.position
+            subs = self._by_table.get((event.schema, event.table))
+            if subs:
+                for sub in list(subs):
+                    if sub.active and not sub.catching_up and event.position > sub.cursor:
+                        self._offer(sub, event)
+            if self.on_dispatch is not None:
+                self.on_dispatch(event)
+
+    async def run(self, start_position: int) -> None:
+        self.delivered = max(self.delivered, start_position)
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await self.engine.dedicated("heliosdb-changes")
+                await conn.add_listener(CHANNEL, self._notified)
+                while True:
+                    await self._read(conn)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.CancelledError:
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
+                log.warning("change hub lost its engine connection: %s; reconnecting", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _read(self, conn: asyncpg.Connection) -> None:
+        while True:
+            rows = await conn.fetch(
+                _SELECT_EVENTS + " ORDER BY position LIMIT $2", self.delivered, PAGE
+            )
+            if rows:
+                self.dispatch([_event(r) for r in rows])
+            if len(rows) < PAGE:
+                return
+
+    # -- catch-up -----------------------------------------------------------------
+
+    async def _catch_up(self, sub: Subscription) -> None:
+        try:
+            while sub.active:
+                target = self.delivered
+                async with self.engine.connection(Access.SYSTEM) as conn:
+                    rows = await conn.fetch(
+                        _SELECT_EVENTS + " AND schema_name = $2 AND table_name = $3 "
+                        "ORDER BY position LIMIT $4",
+                        sub.cursor,
+                        sub.schema,
+                        sub.table,
+                        PAGE,
+                    )
+                for row in rows:
+                    await sub.sink.wait_room()
+                    if not sub.active or not self._offer(sub, _event(row)):
+                        return
+                if len(rows) < PAGE:
+                    # Everything of this table up to `target` has been offered.
+                    sub.cursor = max(sub.cursor, target)
+                    if self.delivered == target:
+                        sub.catching_up = False  # no await since the check: no gap
+                        return
+        except asyncio.CancelledError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
+            log.warning("catch-up of subscription %s failed: %s", sub.id, exc)
+            self._end(
+                sub,
+                HeliosError(
+                    ErrorCode.UNAVAILABLE,
+                    "the subscription could not read past events; resubscribe",
+                    from_position=sub.cursor,
+                ),
+            )
+
+
+def _slow_consumer(sub: Subscription) -> HeliosError:
+    return HeliosError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        "subscription ended: events arrived faster than the client read them and the "
+        "connection's queue is full; resubscribe with from_position to resume",
+        reason="slow_consumer",
+        from_position=sub.cursor,
+    )
