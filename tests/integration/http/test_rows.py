@@ -130,7 +130,16 @@ async def test_read_order(api: httpx.AsyncClient, people: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "order", [None, "age.desc", "age.asc.nullsfirst", "age.desc.nullslast,name", "status,age.desc"]
+    "order",
+    [
+        None,
+        "age.desc",
+        "age.asc.nullsfirst",
+        "age.desc.nullslast,name",
+        "status,age.desc",
+        "created.desc,name",
+        "created,name.desc",
+    ],
 )
 async def test_read_cursor_pages_through_everything_once(
     api: httpx.AsyncClient, people: str, order: str | None
