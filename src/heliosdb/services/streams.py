@@ -102,7 +102,7 @@ class RowStreams:
                 to_param(value, t, i + 1)
                 for i, (value, t) in enumerate(zip(params, declared, strict=True))
             ]
-            cursor = await stmt.cursor(*args, prefetch=batch_rows)
+            cursor = await stmt.cursor(*args)
         except _ENGINE_ERRORS as exc:
             raise from_engine(exc) from None
         except (ValueError, TypeError, OverflowError) as exc:
