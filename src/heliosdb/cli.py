@@ -39,6 +39,7 @@ _FLAGS = {
     "http_port": "http.port",
     "grpc_port": "grpc.port",
     "pg_port": "postgres.port",
+    "mongo_port": "mongodb.port",
     "host": "host",
     "environment": "environment",
     "log_level": "log_level",
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
     serve.add_argument(
         "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
+    )
+    serve.add_argument(
+        "--mongo-port", type=int, help="MongoDB wire port (default 27017; 0 = any free)"
     )
 
     keys = commands.add_parser("keys", help="manage API keys")

@@ -17,6 +17,7 @@ from heliosdb.engine.datadir import DataDir, DataDirInUse, write_secret
 from heliosdb.interfaces.grpc.server import GrpcListener
 from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
+from heliosdb.interfaces.mongodb.server import MongoListener
 from heliosdb.interfaces.postgres.server import PostgresListener
 from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
@@ -80,6 +81,7 @@ class Node:
             HttpListener(app, self.settings),
             PostgresListener(services),
             GrpcListener(services, self.settings),
+            MongoListener(services, self.settings),
         ]
         for listener in self.listeners:
             await listener.start()

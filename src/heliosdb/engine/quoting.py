@@ -23,3 +23,14 @@ def quote_ident(name: str) -> str:
 
 def qualified(schema: str, name: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+def quote_literal(text: str) -> str:
+    """A string constant for the few statements that take no parameters (DDL such as
+    index expressions over JSONB keys), quoted as PostgreSQL's ``quote_literal()`` does:
+    with a backslash present it uses the E'' form, right whatever
+    ``standard_conforming_strings`` says."""
+    if "\x00" in text:
+        raise invalid("text must contain no NUL byte")
+    quoted = "'" + text.replace("'", "''").replace("\\", "\\\\") + "'"
+    return "E" + quoted if "\\" in text else quoted

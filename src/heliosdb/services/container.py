@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heliosdb.engine import Engine
+from heliosdb.services.documents import DocumentStore
 from heliosdb.services.keys import ApiKeys
 from heliosdb.services.query import QueryService
 from heliosdb.services.rows import RowsService
@@ -28,6 +29,7 @@ class Services:
     streams: RowStreams
     vectors: Vectors
     users: Users
+    documents: DocumentStore
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Services:
@@ -48,4 +50,5 @@ class Services:
             streams=RowStreams(engine),
             vectors=Vectors(engine),
             users=Users(engine),
+            documents=DocumentStore(engine),
         )

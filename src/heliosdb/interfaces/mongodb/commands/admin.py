@@ -1,0 +1,182 @@
+"""Databases and collections: list, create, drop, rename, statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson.binary import Binary, UuidRepresentation
+
+from heliosdb.interfaces.mongodb.commands import _args
+from heliosdb.interfaces.mongodb.connection import Request, Session
+from heliosdb.interfaces.mongodb.errors import CommandError
+from heliosdb.interfaces.mongodb.registry import command
+from heliosdb.services.documents.matcher import matches
+
+
+def _principal(session: Session) -> Any:
+    assert session.principal is not None
+    return session.principal
+
+
+@command("listDatabases")
+async def list_databases(session: Session, request: Request) -> dict[str, Any]:
+    """Every database that holds a collection."""
+    found = await session.services.documents.list_databases(_principal(session))
+    query = _args.document(request, "filter") or {}
+    if query:
+        found = [d for d in found if matches(d, query)]
+    total = sum(d["sizeOnDisk"] for d in found)
+    if request.body.get("nameOnly"):
+        return {"databases": [{"name": d["name"]} for d in found]}
+    return {"databases": found, "totalSize": total, "totalSizeMb": total // (1024 * 1024)}
+
+
+@command("listCollections")
+async def list_collections(session: Session, request: Request) -> dict[str, Any]:
+    """The database's collections as a cursor."""
+    found = await session.services.documents.list_collections(_principal(session), request.db)
+    items = []
+    for info in found:
+        if request.body.get("nameOnly"):
+            items.append({"name": info["name"], "type": "collection"})
+        else:
+            items.append(
+                {
+                    "name": info["name"],
+                    "type": "collection",
+                    "options": info["options"],
+                    "info": {
+                        "readOnly": False,
+                        "uuid": Binary.from_uuid(info["uuid"], UuidRepresentation.STANDARD),
+                    },
+                    "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+                }
+            )
+    query = _args.document(request, "filter") or {}
+    if query:
+        items = [i for i in items if matches(i, query)]
+    namespace = f"{request.db}.$cmd.listCollections"
+    cursor_spec = _args.document(request, "cursor") or {}
+    batch_size = int(cursor_spec.get("batchSize", 0) or 0) or len(items) + 1
+    batch, cursor_id = session.state.cursors.open(namespace, session.owner, items, batch_size)
+    return {"cursor": {"id": cursor_id, "ns": namespace, "firstBatch": batch}}
+
+
+@command("create", writes=True)
+async def create(session: Session, request: Request) -> dict[str, Any]:
+    """Create a collection (views and capped collections are not supported)."""
+    name = _args.collection(request)
+    if "viewOn" in request.body:
+        raise CommandError(238, "views are not supported")
+    options = {
+        k: v
+        for k, v in request.body.items()
+        if k
+        not in (
+            request.name,
+            "lsid",
+            "$readPreference",
+            "writeConcern",
+            "$clusterTime",
+            "txnNumber",
+            "apiVersion",
+        )
+    }
+    await session.services.documents.create_collection(
+        _principal(session), request.db, name, options
+    )
+    return {}
+
+
+@command("drop", writes=True)
+async def drop(session: Session, request: Request) -> dict[str, Any]:
+    """Drop a collection (a missing one is fine, as in MongoDB 7.0)."""
+    name = _args.collection(request)
+    was = await session.services.documents.drop_collection(_principal(session), request.db, name)
+    if was is None:
+        return {}
+    return {"nIndexesWas": was, "ns": f"{request.db}.{name}"}
+
+
+@command("dropDatabase", writes=True)
+async def drop_database(session: Session, request: Request) -> dict[str, Any]:
+    """Drop every collection of the database."""
+    await session.services.documents.drop_database(_principal(session), request.db)
+    return {"dropped": request.db}
+
+
+@command("renameCollection", writes=True)
+async def rename_collection(session: Session, request: Request) -> dict[str, Any]:
+    """Rename ``db.a`` to ``db2.b`` (run on admin)."""
+    source, target = request.body.get("renameCollection"), request.body.get("to")
+    if (
+        not isinstance(source, str)
+        or not isinstance(target, str)
+        or "." not in source
+        or "." not in target
+    ):
+        raise CommandError(73, "Invalid namespace specified")
+    db, coll = source.split(".", 1)
+    to_db, to_coll = target.split(".", 1)
+    await session.services.documents.rename_collection(
+        _principal(session), db, coll, to_db, to_coll, bool(request.body.get("dropTarget"))
+    )
+    return {}
+
+
+@command("dbStats")
+async def db_stats(session: Session, request: Request) -> dict[str, Any]:
+    """Sizes and counts over the database's collections."""
+    store = session.services.documents
+    principal = _principal(session)
+    scale = max(int(request.body.get("scale", 1) or 1), 1)
+    collections = await store.list_collections(principal, request.db)
+    objects = size = storage = indexes = index_size = 0
+    for info in collections:
+        stats = await store.collection_stats(principal, request.db, info["name"])
+        objects += stats["count"]
+        size += stats["size"]
+        storage += stats["storageSize"]
+        indexes += stats["nindexes"]
+        index_size += stats["totalIndexSize"]
+    import shutil
+
+    usage = shutil.disk_usage("/")
+    return {
+        "db": request.db,
+        "collections": len(collections),
+        "views": 0,
+        "objects": objects,
+        "avgObjSize": (size / objects) if objects else 0,
+        "dataSize": size / scale,
+        "storageSize": storage / scale,
+        "indexes": indexes,
+        "indexSize": index_size / scale,
+        "totalSize": (storage + index_size) / scale,
+        "scaleFactor": scale,
+        "fsUsedSize": usage.used,
+        "fsTotalSize": usage.total,
+    }
+
+
+async def collection_stats(session: Session, db: str, name: str) -> dict[str, Any]:
+    stats = await session.services.documents.collection_stats(_principal(session), db, name)
+    count = stats["count"]
+    return {
+        "ns": f"{db}.{name}",
+        "count": count,
+        "size": stats["size"],
+        "avgObjSize": (stats["size"] // count) if count else 0,
+        "storageSize": stats["storageSize"],
+        "nindexes": stats["nindexes"],
+        "totalIndexSize": stats["totalIndexSize"],
+        "totalSize": stats["storageSize"] + stats["totalIndexSize"],
+        "indexSizes": {n: 0 for n in stats.get("indexes", [])},
+        "scaleFactor": 1,
+    }
+
+
+@command("collStats")
+async def coll_stats(session: Session, request: Request) -> dict[str, Any]:
+    """Size, count and indexes of one collection."""
+    return await collection_stats(session, request.db, _args.collection(request))

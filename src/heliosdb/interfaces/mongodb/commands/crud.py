@@ -1,0 +1,302 @@
+"""Documents: insert, find/getMore/killCursors, update, delete, findAndModify, count,
+distinct, explain. Each handler parses its arguments, calls the documents service
+once per statement, and renders MongoDB's reply shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson.int64 import Int64
+
+from heliosdb.errors import HeliosError
+from heliosdb.interfaces.mongodb import errors
+from heliosdb.interfaces.mongodb.commands import _args
+from heliosdb.interfaces.mongodb.connection import Request, Session
+from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
+from heliosdb.interfaces.mongodb.errors import CommandError
+from heliosdb.interfaces.mongodb.registry import command
+from heliosdb.services.documents import FindQuery, bsonform
+from heliosdb.services.documents.projection import project
+from heliosdb.services.documents.values import MISSING
+
+
+def _principal(session: Session) -> Any:
+    assert session.principal is not None
+    return session.principal
+
+
+@command("insert", writes=True)
+async def insert(session: Session, request: Request) -> dict[str, Any]:
+    """Insert documents, stored byte for byte as the client sent them."""
+    coll = _args.collection(request)
+    if "documents" in request.sequences:
+        raw = request.sequences["documents"]
+    else:
+        docs = request.body.get("documents")
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            raise CommandError(14, "BSON field 'insert.documents' is the wrong type")
+        raw = [bsonform.encode(d) for d in docs]
+    session.state.opcounters["insert"] += len(raw)
+    result = await session.services.documents.insert(
+        _principal(session), request.db, coll, raw, ordered=request.body.get("ordered", True)
+    )
+    reply: dict[str, Any] = {"n": result.inserted}
+    if result.errors:
+        reply["writeErrors"] = [errors.write_error(e.index, e.error) for e in result.errors]
+    return reply
+
+
+def _find_query(request: Request) -> tuple[FindQuery, int, bool]:
+    limit = _args.integer(request, "limit")
+    single = bool(request.body.get("singleBatch")) or limit < 0
+    query = FindQuery(
+        filter=_args.document(request, "filter"),
+        sort=_args.document(request, "sort"),
+        skip=_args.integer(request, "skip"),
+        limit=abs(limit),
+        projection=_args.document(request, "projection"),
+    )
+    if query.skip < 0:
+        raise CommandError(51024, "BSON field 'skip' value must be >= 0")
+    batch = _args.integer(request, "batchSize", DEFAULT_FIRST_BATCH)
+    if batch < 0:
+        raise CommandError(51024, "BSON field 'batchSize' value must be >= 0")
+    return query, batch, single
+
+
+@command("find")
+async def find(session: Session, request: Request) -> dict[str, Any]:
+    """Run a query; the first batch now, the rest through getMore."""
+    coll = _args.collection(request)
+    query, batch_size, single = _find_query(request)
+    session.state.opcounters["query"] += 1
+    items = await session.services.documents.find(_principal(session), request.db, coll, query)
+    namespace = f"{request.db}.{coll}"
+    batch, cursor_id = session.state.cursors.open(
+        namespace, session.owner, items, batch_size, single
+    )
+    return {"cursor": {"firstBatch": batch, "id": cursor_id, "ns": namespace}}
+
+
+@command("getMore")
+async def get_more(session: Session, request: Request) -> dict[str, Any]:
+    """The next batch of an open cursor."""
+    cursor_id = request.body.get("getMore")
+    if isinstance(cursor_id, bool) or not isinstance(cursor_id, int):
+        raise CommandError(14, "BSON field 'getMore.getMore' is the wrong type, expected 'long'")
+    coll = request.body.get("collection")
+    if not isinstance(coll, str):
+        raise CommandError(14, "BSON field 'getMore.collection' is the wrong type")
+    count = _args.integer(request, "batchSize", 0)
+    session.state.opcounters["getmore"] += 1
+    found = session.state.cursors.more(int(cursor_id), session.owner, count)
+    if found is None:
+        raise CommandError(43, f"cursor id {cursor_id} not found")
+    cursor, batch = found
+    return {"cursor": {"nextBatch": batch, "id": Int64(cursor.id), "ns": cursor.namespace}}
+
+
+@command("killCursors")
+async def kill_cursors(session: Session, request: Request) -> dict[str, Any]:
+    """Close cursors early."""
+    ids = request.body.get("cursors")
+    if not isinstance(ids, list):
+        raise CommandError(14, "BSON field 'killCursors.cursors' is the wrong type")
+    killed, missing = [], []
+    for cursor_id in ids:
+        if session.state.cursors.kill(int(cursor_id), session.owner):
+            killed.append(Int64(cursor_id))
+        else:
+            missing.append(Int64(cursor_id))
+    return {
+        "cursorsKilled": killed,
+        "cursorsNotFound": missing,
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+    }
+
+
+@command("update", writes=True)
+async def update(session: Session, request: Request) -> dict[str, Any]:
+    """Apply update statements: operators, replacements, upserts, multi."""
+    coll = _args.collection(request)
+    statements = _args.array(request, "updates")
+    ordered = request.body.get("ordered", True)
+    matched = modified = 0
+    upserted: list[dict[str, Any]] = []
+    write_errors: list[dict[str, Any]] = []
+    for index, statement in enumerate(statements):
+        session.state.opcounters["update"] += 1
+        if not isinstance(statement, dict) or "u" not in statement:
+            write_errors.append({"index": index, "code": 9, "errmsg": "update needs 'u'"})
+            if ordered:
+                break
+            continue
+        try:
+            result = await session.services.documents.update(
+                _principal(session),
+                request.db,
+                coll,
+                statement.get("q") or {},
+                statement["u"],
+                upsert=bool(statement.get("upsert")),
+                multi=bool(statement.get("multi")),
+                array_filters=statement.get("arrayFilters"),
+            )
+        except HeliosError as exc:
+            write_errors.append(errors.write_error(index, exc))
+            if ordered:
+                break
+            continue
+        matched += result.matched
+        modified += result.modified
+        if result.upserted_id is not MISSING:
+            upserted.append({"index": index, "_id": result.upserted_id})
+    reply: dict[str, Any] = {"n": matched + len(upserted), "nModified": modified}
+    if upserted:
+        reply["upserted"] = upserted
+    if write_errors:
+        reply["writeErrors"] = write_errors
+    return reply
+
+
+@command("delete", writes=True)
+async def delete(session: Session, request: Request) -> dict[str, Any]:
+    """Delete what each statement's filter selects (limit 1 or all)."""
+    coll = _args.collection(request)
+    statements = _args.array(request, "deletes")
+    ordered = request.body.get("ordered", True)
+    removed = 0
+    write_errors: list[dict[str, Any]] = []
+    for index, statement in enumerate(statements):
+        session.state.opcounters["delete"] += 1
+        try:
+            if not isinstance(statement, dict) or "q" not in statement:
+                raise CommandError(9, "delete needs 'q'")
+            n, _ = await session.services.documents.delete(
+                _principal(session),
+                request.db,
+                coll,
+                statement["q"],
+                limit_one=statement.get("limit", 0) == 1,
+            )
+            removed += n
+        except HeliosError as exc:
+            write_errors.append(errors.write_error(index, exc))
+            if ordered:
+                break
+        except CommandError as exc:
+            write_errors.append({"index": index, "code": exc.code, "errmsg": exc.message})
+            if ordered:
+                break
+    reply: dict[str, Any] = {"n": removed}
+    if write_errors:
+        reply["writeErrors"] = write_errors
+    return reply
+
+
+@command("findAndModify", "findandmodify", writes=True)
+async def find_and_modify(session: Session, request: Request) -> dict[str, Any]:
+    """Update or remove one document and return it (before or after)."""
+    coll = _args.collection(request)
+    query = _args.document(request, "query") or {}
+    sort = _args.document(request, "sort")
+    fields = _args.document(request, "fields")
+    store = session.services.documents
+    if request.body.get("remove"):
+        if "update" in request.body:
+            raise CommandError(9, "Cannot specify both an update and remove=true")
+        n, removed = await store.delete(
+            _principal(session), request.db, coll, query, limit_one=True, sort=sort
+        )
+        value = project(removed, fields) if removed is not None and fields else removed
+        return {"lastErrorObject": {"n": n}, "value": value}
+    if "update" not in request.body:
+        raise CommandError(9, "Either an update or remove=true must be specified")
+    result = await store.update(
+        _principal(session),
+        request.db,
+        coll,
+        query,
+        request.body["update"],
+        upsert=bool(request.body.get("upsert")),
+        multi=False,
+        array_filters=request.body.get("arrayFilters"),
+        sort=sort,
+        want_documents=True,
+    )
+    value = result.after if request.body.get("new") else result.before
+    if value is not None and fields:
+        value = project(value, fields)
+    last: dict[str, Any] = {
+        "n": result.matched or (1 if result.upserted_id is not MISSING else 0),
+        "updatedExisting": result.matched > 0,
+    }
+    if result.upserted_id is not MISSING:
+        last["upserted"] = result.upserted_id
+    return {"lastErrorObject": last, "value": value}
+
+
+@command("count")
+async def count(session: Session, request: Request) -> dict[str, Any]:
+    """How many documents match."""
+    coll = _args.collection(request)
+    n = await session.services.documents.count(
+        _principal(session),
+        request.db,
+        coll,
+        _args.document(request, "query"),
+        _args.integer(request, "skip"),
+        _args.integer(request, "limit"),
+    )
+    return {"n": n}
+
+
+@command("distinct")
+async def distinct(session: Session, request: Request) -> dict[str, Any]:
+    """The distinct values of a field (array items count one by one)."""
+    coll = _args.collection(request)
+    values = await session.services.documents.distinct(
+        _principal(session),
+        request.db,
+        coll,
+        request.body.get("key"),  # type: ignore[arg-type]
+        _args.document(request, "query"),
+    )
+    return {"values": values}
+
+
+@command("explain")
+async def explain(session: Session, request: Request) -> dict[str, Any]:
+    """The engine's plan for a find, count, distinct, update or delete filter."""
+    inner = request.body.get("explain")
+    if not isinstance(inner, dict) or not inner:
+        raise CommandError(9, "explain needs a command document")
+    name = next(iter(inner))
+    coll = inner.get(name)
+    if not isinstance(coll, str):
+        raise CommandError(73, "Invalid namespace specified")
+    if name == "find":
+        query, sort = inner.get("filter"), inner.get("sort")
+    elif name in ("count", "distinct"):
+        query, sort = inner.get("query"), None
+    elif name == "aggregate":
+        stages = inner.get("pipeline") or []
+        first = stages[0] if stages else {}
+        query, sort = first.get("$match") if isinstance(first, dict) else None, None
+    else:
+        raise CommandError(59, f"Explain for {name} is not supported")
+    plan = await session.services.documents.explain(
+        _principal(session), request.db, coll, query, sort
+    )
+    namespace = f"{request.db}.{coll}"
+    return {
+        "queryPlanner": {
+            "namespace": namespace,
+            "parsedQuery": query or {},
+            "winningPlan": {"stage": "ENGINE", "sql": plan["sql"], "enginePlan": plan["plan"]},
+            "rejectedPlans": [],
+        },
+        "command": inner,
+        "serverInfo": {"host": "heliosdb", "version": "7.0.12"},
+    }

@@ -1,0 +1,152 @@
+"""The one table from HeliosError to MongoDB's ``{ok: 0, errmsg, code, codeName}``.
+
+A service may say more precisely what went wrong with a ``kind`` detail (for example
+``duplicate_key`` or ``type_mismatch``); that picks the MongoDB code. Otherwise the
+HeliosError code does. Codes that make drivers drop the server or retry (10107, 13435,
+11600, 91, 189, 89, 9001, ...) are never used for ordinary failures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heliosdb.errors import ErrorCode, HeliosError
+
+CODE_NAMES: dict[int, str] = {
+    1: "InternalError",
+    2: "BadValue",
+    9: "FailedToParse",
+    11: "UserNotFound",
+    13: "Unauthorized",
+    14: "TypeMismatch",
+    18: "AuthenticationFailed",
+    20: "IllegalOperation",
+    26: "NamespaceNotFound",
+    27: "IndexNotFound",
+    28: "PathNotViable",
+    40: "ConflictingUpdateOperators",
+    43: "CursorNotFound",
+    48: "NamespaceExists",
+    50: "MaxTimeMSExpired",
+    52: "DollarPrefixedFieldName",
+    59: "CommandNotFound",
+    66: "ImmutableField",
+    72: "InvalidOptions",
+    73: "InvalidNamespace",
+    85: "IndexOptionsConflict",
+    86: "IndexKeySpecsConflict",
+    115: "CommandNotSupported",
+    121: "DocumentValidationFailure",
+    168: "InvalidPipelineOperator",
+    238: "NotImplemented",
+    262: "ExceededTimeLimit",
+    10334: "BSONObjectTooLarge",
+    11000: "DuplicateKey",
+    40324: "Location40324",
+}
+
+BY_KIND: dict[str, int] = {
+    "bad_value": 2,
+    "failed_to_parse": 9,
+    "type_mismatch": 14,
+    "namespace_not_found": 26,
+    "index_not_found": 27,
+    "path_not_viable": 28,
+    "conflicting_update": 40,
+    "namespace_exists": 48,
+    "dollar_prefixed": 52,
+    "immutable_field": 66,
+    "invalid_options": 72,
+    "invalid_namespace": 73,
+    "index_options_conflict": 85,
+    "index_key_specs_conflict": 86,
+    "invalid_pipeline_operator": 168,
+    "not_implemented": 238,
+    "document_too_large": 10334,
+    "duplicate_key": 11000,
+    "unknown_stage": 40324,
+}
+
+BY_CODE: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_ARGUMENT: 2,
+    ErrorCode.NOT_FOUND: 26,
+    ErrorCode.ALREADY_EXISTS: 48,
+    ErrorCode.CONFLICT: 112,  # WriteConflict
+    ErrorCode.UNAUTHENTICATED: 18,
+    ErrorCode.PERMISSION_DENIED: 13,
+    ErrorCode.RATE_LIMIT_EXCEEDED: 462,  # IngressRequestRateLimitExceeded
+    ErrorCode.PAYLOAD_TOO_LARGE: 10334,
+    ErrorCode.QUERY_TIMEOUT: 50,
+    ErrorCode.RESOURCE_EXHAUSTED: 146,  # ExceededMemoryLimit
+    ErrorCode.ENGINE_ERROR: 1,
+    ErrorCode.UNAVAILABLE: 1,
+    ErrorCode.UNIMPLEMENTED: 238,
+    ErrorCode.INTERNAL: 1,
+}
+CODE_NAMES.update(
+    {112: "WriteConflict", 462: "IngressRequestRateLimitExceeded", 146: "ExceededMemoryLimit"}
+)
+
+
+class CommandError(Exception):
+    """A MongoDB error raised by the interface itself (unknown command, bad field...)."""
+
+    def __init__(self, code: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def mongo_code(error: HeliosError) -> int:
+    kind = error.details.get("kind")
+    if isinstance(kind, str) and kind in BY_KIND:
+        return BY_KIND[kind]
+    return BY_CODE.get(error.code, 1)
+
+
+def error_document(code: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "ok": 0.0,
+        "errmsg": message,
+        "code": code,
+        "codeName": CODE_NAMES.get(code, "UnknownError"),
+        **extra,
+    }
+
+
+def from_exception(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, CommandError):
+        return error_document(exc.code, exc.message, **exc.extra)
+    if isinstance(exc, HeliosError):
+        code = mongo_code(exc)
+        extra: dict[str, Any] = {}
+        if code == 11000:
+            extra = _duplicate_fields(exc)
+        return error_document(code, exc.message, **extra)
+    return error_document(1, "internal error")
+
+
+def write_error(index: int, exc: HeliosError) -> dict[str, Any]:
+    code = mongo_code(exc)
+    out: dict[str, Any] = {"index": index, "code": code, "errmsg": exc.message}
+    if code == 11000:
+        out.update(_duplicate_fields(exc))
+    return out
+
+
+def _duplicate_fields(exc: HeliosError) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "key_pattern" in exc.details:
+        out["keyPattern"] = exc.details["key_pattern"]
+    if "key_value" in exc.details:
+        out["keyValue"] = exc.details["key_value"]
+    return out
+
+
+def unauthorized(command: str) -> CommandError:
+    return CommandError(13, f"Command {command} requires authentication")
+
+
+def command_not_found(command: str) -> CommandError:
+    return CommandError(59, f"no such command: '{command}'")

@@ -1,0 +1,170 @@
+"""Documents as the engine holds them: exact BSON bytes beside a JSONB query form.
+
+A collection row is ``(_id jsonb, bson bytea, doc jsonb)``. ``bson`` is the source of
+truth: it round-trips every BSON type, numeric width and field order exactly. ``doc``
+is the query form, derived from it on every write, which filters, sorts and indexes
+read and which SQL users see. It is relaxed Extended JSON:
+
+    double, int32, int64, Decimal128   JSON number (NaN/Infinity: {"$numberDouble": "NaN"})
+    string, bool, null                 themselves
+    document, array                    object, array (JSONB sorts object keys)
+    ObjectId                           {"$oid": "<24 hex>"}
+    Date                               {"$date": <ms since epoch>}
+    Binary                             {"$binary": {"base64": "...", "subType": "<hex>"}}
+    Regex                              {"$regex": "<pattern>", "$options": "<flags>"}
+    Timestamp                          {"$timestamp": {"t": <s>, "i": <n>}}
+    MinKey, MaxKey                     {"$minKey": 1}, {"$maxKey": 1}
+    Code                               {"$code": "..."}
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import re
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import bson
+from bson.binary import Binary, UuidRepresentation
+from bson.code import Code
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
+from bson.objectid import ObjectId
+from bson.regex import Regex
+from bson.timestamp import Timestamp
+
+# Decoding keeps every type apart: Int64 stays Int64, Binary subtypes stay Binary,
+# dates outside Python's range stay DatetimeMS, regexes stay bson Regex.
+CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=True,
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_RE_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    return bson.decode(data, CODEC_OPTIONS)
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return bson.encode(document, codec_options=CODEC_OPTIONS)
+
+
+def date_millis(value: dt.datetime | DatetimeMS) -> int:
+    if isinstance(value, DatetimeMS):
+        return int(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def query_form(value: Any) -> Any:
+    """The JSONB (relaxed Extended JSON) form of one BSON value."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return {"$numberDouble": "NaN"}
+        if math.isinf(value):
+            return {"$numberDouble": "Infinity" if value > 0 else "-Infinity"}
+        return value
+    if isinstance(value, dict):
+        return {key: query_form(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [query_form(item) for item in value]
+    if isinstance(value, ObjectId):
+        return {"$oid": str(value)}
+    if isinstance(value, (dt.datetime, DatetimeMS)):
+        return {"$date": date_millis(value)}
+    if isinstance(value, Decimal128):
+        number = value.to_decimal()
+        if not number.is_finite():
+            return {"$numberDecimal": str(number)}
+        return (
+            int(number)
+            if number == number.to_integral_value() and abs(number) < 2**63
+            else (float(number))
+        )
+    if isinstance(value, (bytes, Binary)):
+        subtype = value.subtype if isinstance(value, Binary) else 0
+        return {
+            "$binary": {
+                "base64": base64.b64encode(bytes(value)).decode(),
+                "subType": f"{subtype:02x}",
+            }
+        }
+    if isinstance(value, uuid.UUID):
+        return {"$binary": {"base64": base64.b64encode(value.bytes).decode(), "subType": "04"}}
+    if isinstance(value, Regex):
+        return {"$regex": value.pattern, "$options": _flags_text(value.flags)}
+    if isinstance(value, re.Pattern):
+        return {"$regex": value.pattern, "$options": _flags_text(value.flags)}
+    if isinstance(value, Timestamp):
+        return {"$timestamp": {"t": value.time, "i": value.inc}}
+    if isinstance(value, MinKey):
+        return {"$minKey": 1}
+    if isinstance(value, MaxKey):
+        return {"$maxKey": 1}
+    if isinstance(value, Code):
+        return {"$code": str(value)}
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _flags_text(flags: int | str) -> str:
+    if isinstance(flags, str):
+        return "".join(sorted(flags))
+    return "".join(letter for flag, letter in _RE_FLAGS if flags & flag)
+
+
+def from_query_form(value: Any) -> Any:
+    """Back from the query form (for values computed in SQL, such as $group results)."""
+    if isinstance(value, list):
+        return [from_query_form(item) for item in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key == "$oid" and isinstance(inner, str):
+                return ObjectId(inner)
+            if key == "$date" and isinstance(inner, (int, float)):
+                millis = int(inner)
+                try:
+                    return _EPOCH + dt.timedelta(milliseconds=millis)
+                except OverflowError:
+                    return DatetimeMS(millis)
+            if key == "$numberDouble":
+                return float(inner)
+            if key == "$minKey":
+                return MinKey()
+            if key == "$maxKey":
+                return MaxKey()
+        if set(value) == {"$binary"} and isinstance(value["$binary"], dict):
+            inner = value["$binary"]
+            return Binary(base64.b64decode(inner["base64"]), int(inner["subType"], 16))
+        return {key: from_query_form(item) for key, item in value.items()}
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**31:
+        return value
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value():
+            return _int_value(int(value))
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_value(value)
+    return value
+
+
+def _int_value(value: int) -> int | Int64:
+    return value if -(2**31) <= value < 2**31 else Int64(value)

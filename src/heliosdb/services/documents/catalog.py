@@ -1,0 +1,190 @@
+"""Where collections and indexes live: names, engine DDL and the catalog tables.
+
+A MongoDB database is an engine schema of the same name; a collection is a table
+``"<db>"."<collection>" (_id jsonb PRIMARY KEY, bson bytea, doc jsonb)``. The catalog
+(schema ``helios_documents``, created on first use by the read-write engine role so it
+owns it and read-only principals can read it) records which tables are collections
+and each index's MongoDB key pattern and options (as BSON: key order matters).
+
+An index ``{a: 1, "b.c": -1}`` is an engine expression index
+``((doc -> 'a'), (doc -> 'b' -> 'c') DESC)``; a unique one indexes
+``COALESCE(<expr>, 'null')`` so a missing field counts as null, as in MongoDB.
+"""
+
+# ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
+# fixed fragments; every value is a bind parameter.
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
+from heliosdb.errors import ErrorCode, HeliosError, invalid
+from heliosdb.services.documents import bsonform
+
+CATALOG_SCHEMA = "helios_documents"
+_RESERVED_DBS = {"helios", CATALOG_SCHEMA, "information_schema", "pg_catalog", "pg_toast"}
+_BAD_DB_CHARS = re.compile(r'[/\\. "$*<>:|?\x00]')
+MAX_NAME_BYTES = 63
+
+CATALOG_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA};
+CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.collections (
+    db text NOT NULL,
+    name text NOT NULL,
+    uuid uuid NOT NULL DEFAULT gen_random_uuid(),
+    options bytea,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (db, name)
+);
+CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.indexes (
+    db text NOT NULL,
+    collection text NOT NULL,
+    name text NOT NULL,
+    key bytea NOT NULL,
+    options bytea NOT NULL,
+    engine_name text NOT NULL,
+    ttl_seconds bigint,
+    PRIMARY KEY (db, collection, name)
+);
+"""
+
+
+def invalid_namespace(message: str) -> HeliosError:
+    return invalid(message, kind="invalid_namespace")
+
+
+def check_db_name(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise invalid_namespace("database names cannot be empty")
+    if _BAD_DB_CHARS.search(name):
+        raise invalid_namespace(f"Invalid database name: '{name}'")
+    if name in _RESERVED_DBS or name.startswith("pg_"):
+        raise invalid_namespace(f"database name '{name}' is reserved")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise invalid_namespace(f"database name is longer than {MAX_NAME_BYTES} bytes: {name}")
+    return name
+
+
+def check_collection_name(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise invalid_namespace("Invalid namespace specified: collection name is empty")
+    if "$" in name or "\x00" in name or name.startswith("."):
+        raise invalid_namespace(f"Invalid collection name: {name}")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise invalid_namespace(
+            f"collection name is longer than {MAX_NAME_BYTES} bytes: {name[:70]}"
+        )
+    return name
+
+
+def table(db: str, collection: str) -> str:
+    return qualified(db, collection)
+
+
+def key_expression(path: str) -> str:
+    parts = path.split(".")
+    return "(doc" + "".join(f" -> {quote_literal(p)}" for p in parts) + ")"
+
+
+@dataclass(slots=True)
+class IndexSpec:
+    name: str
+    key: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    engine_name: str = ""
+
+    @property
+    def unique(self) -> bool:
+        return bool(self.options.get("unique"))
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": 2, "key": self.key, "name": self.name}
+        out.update(self.options)
+        return out
+
+
+ID_INDEX = IndexSpec("_id_", {"_id": 1})
+
+
+def engine_index_name(db: str, collection: str, name: str) -> str:
+    digest = hashlib.sha256(f"{db}\x00{collection}\x00{name}".encode()).hexdigest()[:24]
+    return f"hx_{digest}"
+
+
+def default_index_name(key: dict[str, Any]) -> str:
+    return "_".join(f"{k}_{v}" for k, v in key.items())
+
+
+def index_ddl(db: str, collection: str, spec: IndexSpec) -> str:
+    terms = []
+    for path, direction in spec.key.items():
+        expr = key_expression(path)
+        if spec.unique:
+            expr = f"(COALESCE({expr}, 'null'::jsonb))"
+        order = " DESC" if isinstance(direction, (int, float)) and direction < 0 else ""
+        terms.append(expr + order)
+    where = ""
+    if spec.options.get("sparse"):
+        where = " WHERE " + " OR ".join(f"{key_expression(p)} IS NOT NULL" for p in spec.key)
+    unique = "UNIQUE " if spec.unique else ""
+    return (
+        f"CREATE {unique}INDEX {quote_ident(spec.engine_name)} ON {table(db, collection)} "
+        f"({', '.join(terms)}){where}"
+    )
+
+
+async def ensure_catalog(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.catalog'))")
+        await conn.execute(CATALOG_DDL)
+
+
+async def create_collection(
+    conn: asyncpg.Connection, db: str, collection: str, options: dict[str, Any] | None = None
+) -> bool:
+    """Create the table and catalog row if missing (inside the caller's transaction)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))", f"helios_documents:{db}.{collection}"
+    )
+    exists = await conn.fetchval(
+        f"SELECT 1 FROM {CATALOG_SCHEMA}.collections WHERE db = $1 AND name = $2", db, collection
+    )
+    if exists:
+        return False
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table(db, collection)} "
+        "(_id jsonb PRIMARY KEY, bson bytea NOT NULL, doc jsonb NOT NULL)"
+    )
+    await conn.execute(
+        f"INSERT INTO {CATALOG_SCHEMA}.collections (db, name, options) VALUES ($1, $2, $3)",
+        db,
+        collection,
+        bsonform.encode(options or {}),
+    )
+    return True
+
+
+async def indexes(conn: asyncpg.Connection, db: str, collection: str) -> list[IndexSpec]:
+    rows = await conn.fetch(
+        f"SELECT name, key, options, engine_name FROM {CATALOG_SCHEMA}.indexes "
+        "WHERE db = $1 AND collection = $2 ORDER BY name",
+        db,
+        collection,
+    )
+    return [
+        IndexSpec(
+            r["name"], bsonform.decode(r["key"]), bsonform.decode(r["options"]), r["engine_name"]
+        )
+        for r in rows
+    ]
+
+
+def not_found(message: str) -> HeliosError:
+    return HeliosError(ErrorCode.NOT_FOUND, message, kind="namespace_not_found")

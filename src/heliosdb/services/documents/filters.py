@@ -1,0 +1,450 @@
+"""MongoDB query filters compiled to SQL over the JSONB query form.
+
+Most of the query language maps onto SQL/JSON path predicates, which already have
+MongoDB's array semantics: in lax mode a path steps through arrays and a filter
+looks at each element. A filter compiles to a tree whose leaves are either path
+predicates (``exists($."a" ? (@ > $v1))``) or plain SQL (``_id = $3::jsonb``). Path
+predicates combine inside one jsonpath when they can; the path text is a bind
+parameter and every value is a jsonpath variable from one ``vars`` parameter, so no
+value ever reaches SQL text. Field names reach jsonpath text only as quoted strings.
+
+``_id`` is never an array, so equality and ``$in`` on it become ``_id = $n`` and use the
+primary key.
+"""
+
+# ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
+# fixed fragments; every value is a bind parameter.
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson.regex import Regex
+
+from heliosdb.errors import invalid
+from heliosdb.services.documents.bsonform import query_form
+
+TRUE_JP = "(1 == 1)"
+FALSE_JP = "(1 == 2)"
+_COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_WRAPPERS = ("$oid", "$date", "$numberDouble", "$numberDecimal", "$code", "$regex")
+_TYPE_ALIASES: dict[int, str] = {
+    1: "double",
+    2: "string",
+    3: "object",
+    4: "array",
+    5: "binData",
+    7: "objectId",
+    8: "bool",
+    9: "date",
+    10: "null",
+    11: "regex",
+    13: "javascript",
+    16: "int",
+    17: "timestamp",
+    18: "long",
+    19: "decimal",
+    -1: "minKey",
+    127: "maxKey",
+}
+_NUMBER_TYPES = {"double", "int", "long", "decimal", "number"}
+_JP_FLAGS = set("imsx")
+
+
+def bad_value(message: str) -> Exception:
+    return invalid(message, kind="bad_value")
+
+
+@dataclass
+class Params:
+    """Bind parameters of one statement: ``add`` returns the placeholder."""
+
+    values: list[Any] = field(default_factory=list)
+
+    def add(self, value: Any, cast: str) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}::{cast}"
+
+
+def quote_key(key: str) -> str:
+    """A field name as a jsonpath member accessor."""
+    return "." + json.dumps(key, ensure_ascii=False)
+
+
+def jsonpath_of(path: str) -> str:
+    if not path:
+        return ""
+    out = []
+    for part in path.split("."):
+        if not part:
+            raise bad_value(f"empty field name in path {path!r}")
+        out.append(f"[{part}]" if part.isdigit() and len(part) < 10 else quote_key(part))
+    return "".join(out)
+
+
+class _Compiler:
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.vars: dict[str, Any] = {}
+        self.vars_ref = ""
+
+    def var(self, value: Any) -> str:
+        name = f"v{len(self.vars) + 1}"
+        self.vars[name] = value
+        return "$" + name
+
+    # -- documents -------------------------------------------------------------------
+    def document(self, spec: Any, ctx: str, *, top: bool) -> list[str | _Sql]:
+        if not isinstance(spec, dict):
+            raise bad_value("a query filter must be a document")
+        parts: list[str | _Sql] = []
+        for key, value in spec.items():
+            if key in ("$and", "$or", "$nor"):
+                if not isinstance(value, list) or not value:
+                    raise bad_value(f"{key} argument must be a non-empty array")
+                branches = [self.conjunction(self.document(item, ctx, top=top)) for item in value]
+                if key == "$and":
+                    parts.extend(branches)
+                elif key == "$or":
+                    parts.append(self.disjunction(branches))
+                else:
+                    parts.append(self.negate(self.disjunction(branches)))
+            elif key == "$comment":
+                continue
+            elif key in ("$expr", "$where", "$text", "$jsonSchema"):
+                raise invalid(f"{key} is not supported", kind="not_implemented")
+            elif key.startswith("$"):
+                raise bad_value(f"unknown top level operator: {key}")
+            elif top and key == "_id" and self._plain_id(value):
+                parts.append(_Sql(f"_id = {self.params.add(query_form(value), 'jsonb')}"))
+            elif (
+                top
+                and key == "_id"
+                and isinstance(value, dict)
+                and list(value) == ["$in"]
+                and isinstance(value["$in"], list)
+                and all(self._plain_id(v) for v in value["$in"])
+            ):
+                ids = [query_form(v) for v in value["$in"]]
+                parts.append(_Sql(f"_id = ANY({self.params.add(ids, 'jsonb[]')})"))
+            else:
+                parts.append(self.field(key, value, ctx, top=top))
+        return parts
+
+    @staticmethod
+    def _plain_id(value: Any) -> bool:
+        if isinstance(value, (Regex, re.Pattern, list)):
+            return False
+        return not (isinstance(value, dict) and any(k.startswith("$") for k in value))
+
+    def field(self, path: str, value: Any, ctx: str, *, top: bool) -> str | _Sql:
+        target = ctx + jsonpath_of(path)
+        if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
+            return self.conjunction(self.operators(target, value, path, top=top))
+        return self.equals(target, value, path, top=top)
+
+    def operators(
+        self, target: str, spec: dict[str, Any], path: str, *, top: bool
+    ) -> list[str | _Sql]:
+        parts: list[str | _Sql] = []
+        for op, operand in spec.items():
+            if op == "$eq":
+                parts.append(self.equals(target, operand, path, top=top))
+            elif op == "$ne":
+                parts.append(self.negate(self.equals(target, operand, path, top=top)))
+            elif op in _COMPARISONS:
+                parts.append(self.compare(target, _COMPARISONS[op], operand))
+            elif op in ("$in", "$nin"):
+                if not isinstance(operand, list):
+                    raise bad_value(f"{op} needs an array")
+                options = [self.equals(target, item, path, top=top) for item in operand]
+                either = self.disjunction(options) if options else FALSE_JP
+                parts.append(either if op == "$in" else self.negate(either))
+            elif op == "$exists":
+                test = f"exists({target})"
+                parts.append(test if operand else f"!{test}")
+            elif op == "$type":
+                kinds = operand if isinstance(operand, list) else [operand]
+                parts.append(self.disjunction([self.type_test(target, k) for k in kinds]))
+            elif op == "$regex":
+                parts.append(self.regex(target, operand, spec.get("$options", "")))
+            elif op == "$options":
+                if "$regex" not in spec:
+                    raise bad_value("$options needs a $regex")
+            elif op == "$size":
+                if not isinstance(operand, int) or isinstance(operand, bool) or operand < 0:
+                    raise bad_value("$size needs a non-negative whole number")
+                parts.append(
+                    f'({target}.type() == "array" && {target}.size() == {self.var(operand)})'
+                )
+            elif op == "$all":
+                if not isinstance(operand, list):
+                    raise bad_value("$all needs an array")
+                if not operand:
+                    parts.append(FALSE_JP)
+                for item in operand:
+                    if isinstance(item, dict) and list(item) == ["$elemMatch"]:
+                        parts.append(self.elem_match(target, item["$elemMatch"]))
+                    else:
+                        parts.append(self.equals(target, item, path, top=top))
+            elif op == "$elemMatch":
+                parts.append(self.elem_match(target, operand))
+            elif op == "$mod":
+                parts.append(self.mod(target, operand))
+            elif op == "$not":
+                if isinstance(operand, (Regex, re.Pattern)):
+                    parts.append(self.negate(self.equals(target, operand, path, top=top)))
+                elif isinstance(operand, dict) and operand:
+                    inner = self.operators(target, operand, path, top=top)
+                    parts.append(self.negate(self.conjunction(inner)))
+                else:
+                    raise bad_value("$not needs a regex or a document")
+            elif op == "$comment":
+                continue
+            else:
+                raise bad_value(f"unknown operator: {op}")
+        return parts
+
+    # -- leaves ----------------------------------------------------------------------
+    def equals(self, target: str, value: Any, path: str, *, top: bool) -> str | _Sql:
+        if isinstance(value, (Regex, re.Pattern)):
+            flags = value.flags
+            return self.regex(target, value.pattern, flags)
+        if value is None:
+            return f"(!exists({target}) || exists({target} ? (@ == null)))"
+        form = query_form(value)
+        if isinstance(form, dict):
+            wrapped = self.wrapper_test("@", form)
+            if wrapped is not None:
+                return f"exists({target} ? ({wrapped}))"
+        if isinstance(form, (dict, list)):
+            if top:
+                lax = self.params.add("lax " + target, "jsonpath")
+                elems = self.params.add("lax " + target + "[*]", "jsonpath")
+                val = self.params.add(form, "jsonb")
+                return _Sql(
+                    f"(EXISTS (SELECT 1 FROM jsonb_path_query(doc, {lax}) AS c(v)"
+                    f" WHERE c.v = {val})"
+                    f" OR EXISTS (SELECT 1 FROM jsonb_path_query(doc, {elems}) AS e(v)"
+                    f" WHERE e.v = {val}))"
+                )
+            return self.contains("@", form, target)
+        return f"exists({target} ? (@ == {self.var(form)}))"
+
+    def contains(self, item: str, form: Any, target: str) -> str:
+        """Inside $elemMatch: a document or array operand, matched member by member."""
+        if isinstance(form, dict):
+            tests = [f'{item}.type() == "object"']
+            for key, sub in form.items():
+                member = item + quote_key(key)
+                if isinstance(sub, (dict, list)):
+                    tests.append(f"exists({member} ? ({self.contains('@', sub, member)}))")
+                else:
+                    tests.append(f"{member} == {self.var(sub)}")
+            return f"exists({target} ? ({' && '.join(tests)}))"
+        return TRUE_JP
+
+    def wrapper_test(self, item: str, form: dict[str, Any]) -> str | None:
+        if len(form) == 1:
+            ((key, inner),) = form.items()
+            if key in _WRAPPERS and not isinstance(inner, (dict, list)):
+                return f"{item}{quote_key(key)} == {self.var(inner)}"
+            if key == "$binary" and isinstance(inner, dict):
+                return (
+                    f'{item}."$binary"."base64" == {self.var(inner["base64"])} && '
+                    f'{item}."$binary"."subType" == {self.var(inner["subType"])}'
+                )
+            if key in ("$minKey", "$maxKey"):
+                return f"exists({item}{quote_key(key)})"
+        return None
+
+    def compare(self, target: str, op: str, value: Any) -> str:
+        if value is None:
+            return f"exists({target} ? (@ == null))" if "=" in op else FALSE_JP
+        form = query_form(value)
+        if isinstance(form, dict) and len(form) == 1:
+            ((key, inner),) = form.items()
+            if key in ("$oid", "$date") and not isinstance(inner, (dict, list)):
+                return f"exists({target} ? (@{quote_key(key)} {op} {self.var(inner)}))"
+            if key in ("$minKey", "$maxKey"):
+                return TRUE_JP if (key == "$minKey") == (">" in op) else FALSE_JP
+        if isinstance(form, (int, float, str)) and not isinstance(form, bool):
+            return f"exists({target} ? (@ {op} {self.var(form)}))"
+        if isinstance(form, bool):
+            return f"exists({target} ? (@ == {self.var(form)}))" if "=" in op else FALSE_JP
+        raise bad_value(f"cannot compare with {type(value).__name__} here")
+
+    def regex(self, target: str, pattern: Any, options: Any) -> str:
+        if isinstance(pattern, (Regex, re.Pattern)):
+            options = pattern.flags
+            pattern = pattern.pattern
+        if not isinstance(pattern, str):
+            raise bad_value("$regex has to be a string")
+        if isinstance(options, int):
+            options = "".join(
+                letter
+                for flag, letter in ((re.I, "i"), (re.M, "m"), (re.S, "s"), (re.X, "x"))
+                if options & flag
+            )
+        if not isinstance(options, str) or set(options) - (_JP_FLAGS | {"u"}):
+            raise bad_value(f"invalid flag in regex options: {options}")
+        flags = "".join(sorted(set(options) & _JP_FLAGS))
+        literal = json.dumps(pattern, ensure_ascii=False)
+        flag_part = f" flag {json.dumps(flags)}" if flags else ""
+        return f"exists({target} ? (@ like_regex {literal}{flag_part}))"
+
+    def type_test(self, target: str, kind: Any) -> str:
+        if isinstance(kind, (int, float)) and not isinstance(kind, bool):
+            name = _TYPE_ALIASES.get(int(kind))
+            if name is None:
+                raise bad_value(f"Invalid numerical type code: {kind}")
+            kind = name
+        if not isinstance(kind, str):
+            raise bad_value("type must be represented as a number or a string")
+        simple = {"string": "string", "bool": "boolean", "null": "null"}
+        wrapped = {
+            "objectId": "$oid",
+            "date": "$date",
+            "binData": "$binary",
+            "regex": "$regex",
+            "timestamp": "$timestamp",
+            "minKey": "$minKey",
+            "maxKey": "$maxKey",
+            "javascript": "$code",
+        }
+        if kind in _NUMBER_TYPES:
+            return f'exists({target} ? (@.type() == "number"))'
+        if kind in simple:
+            return f'exists({target} ? (@.type() == "{simple[kind]}"))'
+        if kind == "array":
+            return f'({target}.type() == "array")'
+        if kind == "object":
+            return f'exists({target} ? (@.type() == "object"))'
+        if kind in wrapped:
+            return f"exists({target} ? (exists(@{quote_key(wrapped[kind])})))"
+        raise bad_value(f"Unknown type name alias: {kind}")
+
+    def elem_match(self, target: str, spec: Any) -> str:
+        if not isinstance(spec, dict):
+            raise bad_value("$elemMatch needs an Object")
+        if spec and all(k.startswith("$") and k not in ("$and", "$or", "$nor") for k in spec):
+            inner = self.operators("@", spec, "", top=False)
+        else:
+            inner = self.document(spec, "@", top=False)
+        body = self.conjunction(inner)
+        if isinstance(body, _Sql):
+            raise bad_value("this $elemMatch form is not supported")
+        return f'({target}.type() == "array" && exists({target}[*] ? ({body})))'
+
+    def mod(self, target: str, operand: Any) -> str:
+        if (
+            not isinstance(operand, list)
+            or len(operand) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in operand)
+        ):
+            raise bad_value("malformed mod, needs to be an array of two numbers")
+        divisor, remainder = (int(x) for x in operand)
+        if divisor == 0:
+            raise bad_value("divisor cannot be 0")
+        return (
+            f'exists({target} ? (@.type() == "number" && '
+            f"@.floor() % {self.var(divisor)} == {self.var(remainder)}))"
+        )
+
+    # -- boolean structure ---------------------------------------------------------------
+    def conjunction(self, parts: list[str | _Sql]) -> str | _Sql:
+        return self._join(parts, "&&", "AND", TRUE_JP)
+
+    def disjunction(self, parts: list[str | _Sql]) -> str | _Sql:
+        return self._join(parts, "||", "OR", FALSE_JP)
+
+    def _join(self, parts: list[str | _Sql], jp: str, sql: str, empty: str) -> str | _Sql:
+        if not parts:
+            return empty
+        if len(parts) == 1:
+            return parts[0]
+        if all(isinstance(p, str) for p in parts):
+            return "(" + f" {jp} ".join(str(p) for p in parts) + ")"
+        return _Sql("(" + f" {sql} ".join(self.sql(p) for p in parts) + ")")
+
+    def negate(self, part: str | _Sql) -> str | _Sql:
+        if isinstance(part, _Sql):
+            return _Sql(f"(NOT {part.text})")
+        return f"!({part})"
+
+    def sql(self, part: str | _Sql) -> str:
+        if isinstance(part, _Sql):
+            return part.text
+        if not self.vars_ref:
+            self.vars_ref = self.params.add(self.vars, "jsonb")
+        path = self.params.add(part, "jsonpath")
+        return f"jsonb_path_match(doc, {path}, {self.vars_ref}, true)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    text: str
+
+
+def compile_filter(spec: dict[str, Any] | None, params: Params) -> str:
+    """A SQL boolean expression over the columns ``_id`` and ``doc``; TRUE when empty."""
+    if not spec:
+        return "TRUE"
+    compiler = _Compiler(params)
+    tree = compiler.conjunction(compiler.document(spec, "$", top=True))
+    if isinstance(tree, str) and tree == TRUE_JP:
+        return "TRUE"
+    return compiler.sql(tree)
+
+
+# MongoDB's order of types, for ORDER BY over the query form of a field.
+_TYPE_RANK = (
+    "CASE jsonb_typeof({x}) WHEN 'null' THEN 2 WHEN 'number' THEN 3 WHEN 'string' THEN 4 "
+    "WHEN 'array' THEN 6 WHEN 'boolean' THEN 9 WHEN 'object' THEN CASE "
+    "WHEN {x} ? '$oid' THEN 8 WHEN {x} ? '$date' THEN 10 WHEN {x} ? '$binary' THEN 7 "
+    "WHEN {x} ? '$minKey' THEN 1 WHEN {x} ? '$maxKey' THEN 13 WHEN {x} ? '$timestamp' THEN 11 "
+    "WHEN {x} ? '$regex' THEN 12 WHEN {x} ? '$numberDouble' THEN 3 ELSE 5 END ELSE 2 END"
+)
+
+
+def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
+    """An ORDER BY list ('' when there is nothing to sort by)."""
+    if not spec:
+        return ""
+    terms = []
+    for key, direction in spec.items():
+        if isinstance(direction, dict):
+            if direction.get("$meta"):
+                continue
+            raise bad_value(f"invalid sort direction for {key}")
+        if direction not in (1, -1, 1.0, -1.0):
+            raise bad_value("$sort key ordering must be 1 (for ascending) or -1 (for descending)")
+        order = "ASC" if direction > 0 else "DESC"
+        if key == "$natural":
+            continue
+        if key == "_id":
+            terms.append(f"_id {order}")
+            continue
+        x = f"(doc #> {params.add(key.split('.'), 'text[]')})"
+        terms.append(f"{_TYPE_RANK.format(x=x)} {order}, {x} {order}")
+    return ", ".join(terms)
+
+
+def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields an upsert takes from its filter: plain equalities and $eq."""
+    out: dict[str, Any] = {}
+    for key, value in (spec or {}).items():
+        if key == "$and" and isinstance(value, list):
+            for item in value:
+                out.update(equality_fields(item))
+        elif key.startswith("$"):
+            continue
+        elif isinstance(value, dict) and value and all(k.startswith("$") for k in value):
+            if "$eq" in value:
+                out[key] = value["$eq"]
+        elif not isinstance(value, (Regex, re.Pattern)):
+            out[key] = value
+    return out

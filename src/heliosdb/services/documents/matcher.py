@@ -1,0 +1,212 @@
+"""MongoDB filters evaluated in Python, for documents already fetched.
+
+The engine does the filtering of stored documents (filters.py); this evaluator serves
+what happens after a fetch: ``$match`` after a ``$group`` or ``$unwind``, ``$pull``
+conditions, ``arrayFilters`` and positional ``$`` in updates, ``$elemMatch`` projection.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bson.regex import Regex
+
+from heliosdb.services.documents.filters import bad_value
+from heliosdb.services.documents.values import (
+    MISSING,
+    candidates,
+    compare,
+    equal,
+    type_rank,
+)
+
+_TYPE_NAMES = {
+    "double": 3,
+    "int": 3,
+    "long": 3,
+    "decimal": 3,
+    "number": 3,
+    "string": 4,
+    "object": 5,
+    "array": 6,
+    "binData": 7,
+    "objectId": 8,
+    "bool": 9,
+    "date": 10,
+    "null": 2,
+    "timestamp": 11,
+    "regex": 12,
+    "minKey": 1,
+    "maxKey": 13,
+}
+_TYPE_CODES = {
+    1: "double",
+    2: "string",
+    3: "object",
+    4: "array",
+    5: "binData",
+    7: "objectId",
+    8: "bool",
+    9: "date",
+    10: "null",
+    11: "regex",
+    16: "int",
+    17: "timestamp",
+    18: "long",
+    19: "decimal",
+    -1: "minKey",
+    127: "maxKey",
+}
+
+
+def matches(document: Any, spec: dict[str, Any]) -> bool:
+    for key, value in spec.items():
+        if key == "$and":
+            if not all(matches(document, item) for item in value):
+                return False
+        elif key == "$or":
+            if not any(matches(document, item) for item in value):
+                return False
+        elif key == "$nor":
+            if any(matches(document, item) for item in value):
+                return False
+        elif key in ("$comment",):
+            continue
+        elif key.startswith("$"):
+            raise bad_value(f"unknown top level operator: {key}")
+        elif not field_matches(document, key, value):
+            return False
+    return True
+
+
+def field_matches(document: Any, path: str, value: Any) -> bool:
+    values = list(candidates(document, path))
+    if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
+        return operators_match(values, value, document, path)
+    return _equals(values, value)
+
+
+def value_matches(value: Any, spec: Any) -> bool:
+    """One value (an array element) against an operator document or a plain value."""
+    values = [value, *value] if isinstance(value, list) else [value]
+    if isinstance(spec, dict) and spec and all(k.startswith("$") for k in spec):
+        return operators_match(values, spec, {"": value}, "")
+    if isinstance(spec, dict) and isinstance(value, dict):
+        return matches(value, spec)
+    return _equals(values, spec)
+
+
+def _equals(values: list[Any], target: Any) -> bool:
+    if isinstance(target, (Regex, re.Pattern)):
+        return any(_regex(v, target.pattern, target.flags) for v in values)
+    if target is None:
+        return not values or any(v is None for v in values)
+    return any(equal(v, target) for v in values)
+
+
+def _regex(value: Any, pattern: str, flags: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if isinstance(flags, str):
+        bits = 0
+        for letter, bit in (("i", re.I), ("m", re.M), ("s", re.S), ("x", re.X)):
+            if letter in flags:
+                bits |= bit
+        flags = bits
+    try:
+        return re.search(pattern, value, flags) is not None
+    except re.error as exc:
+        raise bad_value(f"invalid regex: {exc}") from None
+
+
+def operators_match(values: list[Any], spec: dict[str, Any], document: Any, path: str) -> bool:
+    for op, operand in spec.items():
+        if op == "$eq":
+            ok = _equals(values, operand)
+        elif op == "$ne":
+            ok = not _equals(values, operand)
+        elif op in ("$gt", "$gte", "$lt", "$lte"):
+            ok = any(_compare_op(op, v, operand) for v in values)
+        elif op == "$in":
+            ok = any(_equals(values, item) for item in operand)
+        elif op == "$nin":
+            ok = not any(_equals(values, item) for item in operand)
+        elif op == "$exists":
+            ok = bool(values) == bool(operand)
+        elif op == "$type":
+            kinds = operand if isinstance(operand, list) else [operand]
+            ok = any(_has_type(values, k) for k in kinds)
+        elif op == "$regex":
+            ok = any(
+                _regex(
+                    v,
+                    getattr(operand, "pattern", operand),
+                    spec.get("$options", getattr(operand, "flags", "")),
+                )
+                for v in values
+            )
+        elif op == "$options":
+            ok = True
+        elif op == "$size":
+            ok = any(isinstance(v, list) and len(v) == operand for v in values[:1])
+        elif op == "$all":
+            ok = bool(operand) and all(
+                (
+                    any(
+                        isinstance(v, list) and any(matches_elem(e, item["$elemMatch"]) for e in v)
+                        for v in values
+                    )
+                )
+                if isinstance(item, dict) and "$elemMatch" in item
+                else _equals(values, item)
+                for item in operand
+            )
+        elif op == "$elemMatch":
+            ok = any(
+                isinstance(v, list) and any(matches_elem(e, operand) for e in v) for v in values[:1]
+            )
+        elif op == "$mod":
+            divisor, remainder = int(operand[0]), int(operand[1])
+            ok = any(
+                type_rank(v) == 3 and not isinstance(v, bool) and int(v) % divisor == remainder
+                for v in values
+            )
+        elif op == "$not":
+            if isinstance(operand, (Regex, re.Pattern)):
+                ok = not _equals(values, operand)
+            else:
+                ok = not operators_match(values, operand, document, path)
+        elif op == "$comment":
+            ok = True
+        else:
+            raise bad_value(f"unknown operator: {op}")
+        if not ok:
+            return False
+    return True
+
+
+def matches_elem(element: Any, spec: dict[str, Any]) -> bool:
+    if spec and all(k.startswith("$") and k not in ("$and", "$or", "$nor") for k in spec):
+        return operators_match([element], spec, element, "")
+    return isinstance(element, dict) and matches(element, spec)
+
+
+def _compare_op(op: str, value: Any, operand: Any) -> bool:
+    if value is MISSING:
+        return False
+    if type_rank(value) != type_rank(operand) and operand is not None:
+        return False
+    c = compare(value, operand)
+    return {"$gt": c > 0, "$gte": c >= 0, "$lt": c < 0, "$lte": c <= 0}[op]
+
+
+def _has_type(values: list[Any], kind: Any) -> bool:
+    if isinstance(kind, (int, float)) and not isinstance(kind, bool):
+        kind = _TYPE_CODES.get(int(kind), "")
+    rank = _TYPE_NAMES.get(kind)
+    if rank is None:
+        raise bad_value(f"Unknown type name alias: {kind}")
+    if kind == "array":
+        return bool(values) and isinstance(values[0], list)
+    return any(type_rank(v) == rank for v in values)

@@ -1,0 +1,187 @@
+"""The part of an aggregation pipeline the engine runs.
+
+A leading run of ``$match``, then ``$sort``/``$skip``/``$limit``, become one SELECT; a
+``$group`` right after, keyed by constants or field paths and using only ``$sum``,
+``$avg``, ``$min``, ``$max`` and ``$count``, becomes its GROUP BY; a ``$count`` becomes
+count(*). The rest of the pipeline runs in Python (pipeline.py).
+"""
+
+# ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
+# fixed fragments; every value is a bind parameter.
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from heliosdb.services.documents import bsonform
+from heliosdb.services.documents.filters import Params, compile_filter, compile_sort
+from heliosdb.services.documents.pipeline import stage_name
+
+_NUMBER = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
+_FRACTIONAL = "bool_or(jsonb_typeof({x}) = 'number' AND ({x})::text ~ '[.eE]')"
+
+
+@dataclass(slots=True)
+class Plan:
+    sql: str
+    params: list[Any]
+    remaining: list[dict[str, Any]]
+    decode: Callable[[list[Any]], list[dict[str, Any]]] = field(
+        default=lambda rows: [bsonform.decode(r["bson"]) for r in rows]
+    )
+
+
+def plan_pipeline(target: str, stages: list[dict[str, Any]]) -> Plan:
+    params = Params()
+    conditions: list[dict[str, Any]] = []
+    i = 0
+    while i < len(stages) and stage_name(stages[i]) == "$match":
+        conditions.append(stages[i]["$match"])
+        i += 1
+    query = conditions[0] if len(conditions) == 1 else ({"$and": conditions} if conditions else {})
+    sql = f"SELECT _id, bson, doc FROM {target} WHERE {compile_filter(query, params)}"
+    if i < len(stages) and stage_name(stages[i]) == "$sort":
+        spec = stages[i]["$sort"]
+        if isinstance(spec, dict) and all(isinstance(v, (int, float)) for v in spec.values()):
+            sql += f" ORDER BY {compile_sort(spec, params)}"
+            i += 1
+    offset_done = limit_done = False
+    while i < len(stages) and stage_name(stages[i]) in ("$skip", "$limit"):
+        name = stage_name(stages[i])
+        value = stages[i][name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            break
+        if name == "$skip" and not offset_done and not limit_done:
+            sql += f" OFFSET {params.add(value, 'bigint')}"
+            offset_done = True
+        elif name == "$limit" and not limit_done and value > 0:
+            sql += f" LIMIT {params.add(value, 'bigint')}"
+            limit_done = True
+        else:
+            break
+        i += 1
+    if i < len(stages) and stage_name(stages[i]) == "$count":
+        name = stages[i]["$count"]
+        if isinstance(name, str) and name:
+            return Plan(
+                f"SELECT count(*) AS n FROM ({sql}) AS s HAVING count(*) > 0",
+                params.values,
+                stages[i + 1 :],
+                _count_rows(name),
+            )
+    if i < len(stages) and stage_name(stages[i]) == "$group":
+        grouped = _group(sql, stages[i]["$group"], params)
+        if grouped is not None:
+            text, decode = grouped
+            return Plan(text, params.values, stages[i + 1 :], decode)
+    return Plan(sql, params.values, stages[i:])
+
+
+def _count_rows(name: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    return lambda rows: [{name: int(r["n"])} for r in rows]
+
+
+def _path(expr: Any) -> str | None:
+    if isinstance(expr, str) and expr.startswith("$") and not expr.startswith("$$"):
+        return expr[1:]
+    return None
+
+
+def _group(
+    base: str, spec: Any, params: Params
+) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]]] | None:
+    if not isinstance(spec, dict) or "_id" not in spec:
+        return None
+    key = spec["_id"]
+    key_sql: str | None
+    key_fields: list[str] | None = None
+    if _path(key) is not None:
+        key_sql = _value(_path(key) or "", params)
+    elif isinstance(key, dict) and key and all(_path(v) for v in key.values()):
+        key_fields = list(key)
+        key_sql = (
+            "jsonb_build_array("
+            + ", ".join(_value(_path(v) or "", params) for v in key.values())
+            + ")"
+        )
+    elif isinstance(key, (dict, list)) or (isinstance(key, str) and key.startswith("$")):
+        return None
+    else:
+        key_sql = None
+    columns: list[str] = []
+    decoders: list[tuple[str, str, str]] = []
+    for index, (name, acc) in enumerate(spec.items()):
+        if name == "_id":
+            continue
+        if not isinstance(acc, dict) or len(acc) != 1:
+            return None
+        ((op, expr),) = acc.items()
+        column = f"a{index}"
+        if op == "$count" and expr == {}:
+            columns.append(f"count(*) AS {column}")
+            decoders.append((name, column, "int"))
+        elif op == "$sum" and isinstance(expr, (int, float)) and not isinstance(expr, bool):
+            columns.append(f"count(*) * {params.add(expr, 'numeric')} AS {column}")
+            decoders.append((name, column, "float" if isinstance(expr, float) else "int"))
+        elif op in ("$sum", "$avg") and _path(expr) is not None:
+            x = _value(_path(expr) or "", params)
+            fn = "sum" if op == "$sum" else "avg"
+            columns.append(f"{fn}({_NUMBER.format(x=x)}) AS {column}")
+            columns.append(f"{_FRACTIONAL.format(x=x)} AS {column}_f")
+            decoders.append((name, column, op))
+        elif op in ("$min", "$max") and _path(expr) is not None:
+            x = _value(_path(expr) or "", params)
+            fn = "min" if op == "$min" else "max"
+            columns.append(f"{fn}({x}) FILTER (WHERE jsonb_typeof({x}) <> 'null') AS {column}")
+            decoders.append((name, column, "json"))
+        else:
+            return None
+    select = ", ".join([f"{key_sql} AS k" if key_sql else "NULL::jsonb AS k", *columns])
+    sql = f"SELECT {select} FROM ({base}) AS s"
+    sql += " GROUP BY 1" if key_sql else " HAVING count(*) > 0"
+
+    def decode(rows: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            raw_key = row["k"]
+            if key_fields is not None:
+                values = raw_key or [None] * len(key_fields)
+                group_key: Any = {
+                    f: bsonform.from_query_form(v) for f, v in zip(key_fields, values, strict=True)
+                }
+            elif key_sql is None:
+                group_key = key
+            else:
+                group_key = bsonform.from_query_form(raw_key)
+            doc: dict[str, Any] = {"_id": group_key}
+            for name, column, kind in decoders:
+                doc[name] = _decode_value(row, column, kind)
+            out.append(doc)
+        return out
+
+    return sql, decode
+
+
+def _value(path: str, params: Params) -> str:
+    return f"COALESCE(s.doc #> {params.add(path.split('.'), 'text[]')}, 'null'::jsonb)"
+
+
+def _decode_value(row: Any, column: str, kind: str) -> Any:
+    value = row[column]
+    if kind == "int":
+        return bsonform.from_query_form(int(value))
+    if kind == "float":
+        return float(value)
+    if kind == "json":
+        return bsonform.from_query_form(value)
+    if value is None:
+        return 0 if kind == "$sum" else None
+    if kind == "$avg":
+        return float(value)
+    fractional = row[column + "_f"]
+    if fractional or not isinstance(value, Decimal) or value != value.to_integral_value():
+        return float(value)
+    return bsonform.from_query_form(int(value))

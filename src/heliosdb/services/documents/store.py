@@ -1,0 +1,879 @@
+"""The documents service: MongoDB's data model over engine tables (see catalog.py).
+
+Every statement runs on an engine connection of the principal's access level, so a
+read-only key cannot write even through a path this module forgot to check. Filters,
+sorts, skips, limits and simple groups run in the engine; Python sees only the
+documents a statement selected.
+"""
+
+# ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
+# fixed fragments; every value is a bind parameter.
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+from bson.objectid import ObjectId
+
+from heliosdb.engine import Access, Engine, EngineConnection
+from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
+from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import ErrorCode, HeliosError, denied, invalid
+from heliosdb.security.principals import Principal
+from heliosdb.services.documents import bsonform, catalog, pipeline, projection
+from heliosdb.services.documents.catalog import CATALOG_SCHEMA, IndexSpec, table
+from heliosdb.services.documents.filters import (
+    Params,
+    compile_filter,
+    compile_sort,
+    equality_fields,
+)
+from heliosdb.services.documents.pushdown import plan_pipeline
+from heliosdb.services.documents.updates import (
+    apply_update,
+    check_replacement,
+    is_operator_update,
+)
+from heliosdb.services.documents.values import MISSING, candidates, equal, get_path
+
+log = logging.getLogger("heliosdb.services.documents")
+T = TypeVar("T")
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+TTL_INTERVAL_SECONDS = 60.0
+Document = dict[str, Any]
+
+
+@dataclass(slots=True)
+class WriteError:
+    index: int
+    error: HeliosError
+
+
+@dataclass(slots=True)
+class InsertResult:
+    inserted: int = 0
+    errors: list[WriteError] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UpdateResult:
+    matched: int = 0
+    modified: int = 0
+    upserted_id: Any = MISSING
+    before: Document | None = None
+    after: Document | None = None
+
+
+@dataclass(slots=True)
+class FindQuery:
+    filter: Document | None = None
+    sort: Document | None = None
+    skip: int = 0
+    limit: int = 0
+    projection: Document | None = None
+
+
+def read_only_denied(action: str = "write") -> HeliosError:
+    return denied(f"this key is read-only and may not {action}")
+
+
+class DocumentStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._catalog_ready = False
+        self._known: set[tuple[str, str]] = set()
+        self._ttl_task: asyncio.Task[None] | None = None
+
+    # -- plumbing ----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _conn(
+        self, principal: Principal, *, write: bool = False
+    ) -> AsyncIterator[EngineConnection]:
+        if write and principal.read_only:
+            raise read_only_denied()
+        async with self.engine.connection(principal.access) as conn:
+            if not self._catalog_ready and principal.access is Access.READ_WRITE:
+                await self._run(catalog.ensure_catalog(conn))
+                self._catalog_ready = True
+            yield conn
+
+    @staticmethod
+    async def _run(work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except asyncpg.PostgresError as exc:
+            raise from_engine(exc) from None
+
+    async def _ensure_collection(self, conn: EngineConnection, db: str, coll: str) -> bool:
+        if (db, coll) in self._known:
+            return False
+        created = await catalog.create_collection(conn, db, coll)
+        self._known.add((db, coll))
+        return created
+
+    async def _missing_ok(self, work: Awaitable[T], default: T) -> T:
+        try:
+            return await work
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return default
+        except asyncpg.PostgresError as exc:
+            raise from_engine(exc) from None
+
+    # -- databases and collections -----------------------------------------------------------
+    async def list_databases(self, principal: Principal) -> list[Document]:
+        async with self._conn(principal) as conn:
+            rows = await self._missing_ok(
+                conn.fetch(
+                    f"SELECT db, count(*) AS n, coalesce(sum(pg_total_relation_size("
+                    f"to_regclass(format('%I.%I', db, name)))), 0)::bigint AS size "
+                    f"FROM {CATALOG_SCHEMA}.collections GROUP BY db ORDER BY db"
+                ),
+                [],
+            )
+        return [{"name": r["db"], "sizeOnDisk": r["size"], "empty": r["size"] == 0} for r in rows]
+
+    async def list_collections(self, principal: Principal, db: str) -> list[Document]:
+        catalog.check_db_name(db)
+        async with self._conn(principal) as conn:
+            rows = await self._missing_ok(
+                conn.fetch(
+                    f"SELECT name, uuid, options FROM {CATALOG_SCHEMA}.collections "
+                    "WHERE db = $1 ORDER BY name",
+                    db,
+                ),
+                [],
+            )
+        return [
+            {
+                "name": r["name"],
+                "uuid": r["uuid"],
+                "options": bsonform.decode(r["options"]) if r["options"] else {},
+            }
+            for r in rows
+        ]
+
+    async def create_collection(
+        self, principal: Principal, db: str, coll: str, options: Document | None = None
+    ) -> None:
+        catalog.check_db_name(db)
+        catalog.check_collection_name(coll)
+        async with self._conn(principal, write=True) as conn, conn.transaction():
+            created = await self._run(catalog.create_collection(conn, db, coll, options))
+        if not created:
+            raise HeliosError(
+                ErrorCode.ALREADY_EXISTS,
+                f"Collection {db}.{coll} already exists.",
+                kind="namespace_exists",
+            )
+        self._known.add((db, coll))
+
+    async def drop_collection(self, principal: Principal, db: str, coll: str) -> int | None:
+        """Drop it; the number of indexes it had, or None when it did not exist."""
+        catalog.check_db_name(db)
+        async with self._conn(principal, write=True) as conn, conn.transaction():
+            existed = await self._run(
+                conn.fetchval(
+                    f"DELETE FROM {CATALOG_SCHEMA}.collections WHERE db = $1 AND name = $2 "
+                    "RETURNING 1",
+                    db,
+                    coll,
+                )
+            )
+            count = await self._run(
+                conn.fetchval(
+                    f"WITH d AS (DELETE FROM {CATALOG_SCHEMA}.indexes WHERE db = $1 AND "
+                    "collection = $2 RETURNING 1) SELECT count(*) FROM d",
+                    db,
+                    coll,
+                )
+            )
+            if existed:
+                await self._run(conn.execute(f"DROP TABLE IF EXISTS {table(db, coll)}"))
+        self._known.discard((db, coll))
+        return int(count) + 1 if existed else None
+
+    async def drop_database(self, principal: Principal, db: str) -> None:
+        catalog.check_db_name(db)
+        for info in await self.list_collections(principal, db):
+            await self.drop_collection(principal, db, info["name"])
+        async with self._conn(principal, write=True) as conn:
+            # Only an empty schema goes: other interfaces may keep tables there.
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(db)}")
+
+    async def rename_collection(
+        self, principal: Principal, db: str, coll: str, to_db: str, to_coll: str, drop_target: bool
+    ) -> None:
+        for name in (db, to_db):
+            catalog.check_db_name(name)
+        catalog.check_collection_name(to_coll)
+        names = {c["name"] for c in await self.list_collections(principal, db)}
+        if coll not in names:
+            raise catalog.not_found("Source collection does not exist")
+        targets = {c["name"] for c in await self.list_collections(principal, to_db)}
+        if to_coll in targets:
+            if not drop_target:
+                raise HeliosError(
+                    ErrorCode.ALREADY_EXISTS, "target namespace exists", kind="namespace_exists"
+                )
+            await self.drop_collection(principal, to_db, to_coll)
+        async with self._conn(principal, write=True) as conn, conn.transaction():
+            await self._run(conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(to_db)}"))
+            if db != to_db:
+                await self._run(
+                    conn.execute(f"ALTER TABLE {table(db, coll)} SET SCHEMA {quote_ident(to_db)}")
+                )
+            if coll != to_coll:
+                await self._run(
+                    conn.execute(
+                        f"ALTER TABLE {table(to_db, coll)} RENAME TO {quote_ident(to_coll)}"
+                    )
+                )
+            await self._run(
+                conn.execute(
+                    f"UPDATE {CATALOG_SCHEMA}.collections SET db = $3, name = $4 "
+                    "WHERE db = $1 AND name = $2",
+                    db,
+                    coll,
+                    to_db,
+                    to_coll,
+                )
+            )
+            await self._run(
+                conn.execute(
+                    f"UPDATE {CATALOG_SCHEMA}.indexes SET db = $3, collection = $4 "
+                    "WHERE db = $1 AND collection = $2",
+                    db,
+                    coll,
+                    to_db,
+                    to_coll,
+                )
+            )
+        self._known.discard((db, coll))
+
+    # -- writes -------------------------------------------------------------------------
+    async def insert(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        documents: list[bytes],
+        *,
+        ordered: bool = True,
+    ) -> InsertResult:
+        catalog.check_db_name(db)
+        catalog.check_collection_name(coll)
+        rows: list[tuple[Any, bytes, Any]] = []
+        result = InsertResult()
+        bad: dict[int, HeliosError] = {}
+        for index, raw in enumerate(documents):
+            try:
+                rows.append(_row_for_insert(raw))
+            except HeliosError as exc:
+                bad[index] = exc
+                rows.append((None, b"", None))
+        if bad and ordered:
+            first = min(bad)
+            rows = rows[:first]
+        usable = [(i, r) for i, r in enumerate(rows) if i not in bad]
+        async with self._conn(principal, write=True) as conn:
+            for attempt in (1, 2):
+                try:
+                    async with conn.transaction():
+                        await self._ensure_collection(conn, db, coll)
+                        errors = await self._insert_rows(conn, db, coll, usable, ordered)
+                    break
+                except asyncpg.UndefinedTableError:
+                    self._known.discard((db, coll))
+                    if attempt == 2:
+                        raise from_engine(asyncpg.UndefinedTableError()) from None
+                except asyncpg.PostgresError as exc:
+                    raise from_engine(exc) from None
+        for index, error in errors.items():
+            bad[index] = error
+        if ordered and bad:
+            first = min(bad)
+            bad = {first: bad[first]}
+            result.inserted = len([i for i, _ in usable if i < first])
+        else:
+            result.inserted = len(usable) - len(errors)
+        result.errors = [WriteError(i, bad[i]) for i in sorted(bad)]
+        return result
+
+    async def _insert_rows(
+        self,
+        conn: EngineConnection,
+        db: str,
+        coll: str,
+        rows: list[tuple[int, tuple[Any, bytes, Any]]],
+        ordered: bool,
+    ) -> dict[int, HeliosError]:
+        if not rows:
+            return {}
+        target = table(db, coll)
+        plain = (
+            f"INSERT INTO {target} (_id, bson, doc) "
+            "SELECT * FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[])"
+        )
+        columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
+        try:
+            async with conn.transaction():
+                await conn.execute(plain, *columns)
+            return {}
+        except asyncpg.UniqueViolationError:
+            pass
+        # Some documents collide: insert the rest, then find out why each one failed.
+        errors: dict[int, HeliosError] = {}
+        keep: list[tuple[int, tuple[Any, bytes, Any]]] = []
+        for index, row in rows:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"INSERT INTO {target} (_id, bson, doc) VALUES ($1, $2, $3)", *row
+                    )
+                keep.append((index, row))
+            except asyncpg.UniqueViolationError as exc:
+                errors[index] = await self._duplicate(conn, db, coll, exc, row)
+                if ordered:
+                    break
+        return errors
+
+    async def _duplicate(
+        self,
+        conn: EngineConnection,
+        db: str,
+        coll: str,
+        exc: asyncpg.UniqueViolationError,
+        row: tuple[Any, bytes, Any] | None,
+        document: Document | None = None,
+    ) -> HeliosError:
+        constraint = getattr(exc, "constraint_name", None) or ""
+        spec = catalog.ID_INDEX
+        for candidate in await catalog.indexes(conn, db, coll):
+            if candidate.engine_name == constraint:
+                spec = candidate
+        if document is None:
+            document = bsonform.decode(row[1]) if row else {}
+        key_value = {}
+        for path in spec.key:
+            value = get_path(document, path)
+            key_value[path] = None if value is MISSING else value
+        shown = ", ".join(f"{k}: {_show(v)}" for k, v in key_value.items())
+        return HeliosError(
+            ErrorCode.CONFLICT,
+            f"E11000 duplicate key error collection: {db}.{coll} index: {spec.name} "
+            f"dup key: {{ {shown} }}",
+            kind="duplicate_key",
+            key_pattern=dict(spec.key),
+            key_value=key_value,
+        )
+
+    async def update(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: Document | None,
+        update: Any,
+        *,
+        upsert: bool = False,
+        multi: bool = False,
+        array_filters: list[Document] | None = None,
+        sort: Document | None = None,
+        want_documents: bool = False,
+    ) -> UpdateResult:
+        catalog.check_db_name(db)
+        catalog.check_collection_name(coll)
+        if isinstance(update, list):
+            raise invalid("pipeline-style updates are not supported", kind="not_implemented")
+        if not isinstance(update, dict):
+            raise invalid("update must be a document", kind="failed_to_parse")
+        operator = is_operator_update(update)
+        if not operator:
+            check_replacement(update)
+            if multi:
+                raise invalid(
+                    "multi update is not supported for replacement-style update",
+                    kind="failed_to_parse",
+                )
+        params = Params()
+        where = compile_filter(query, params)
+        order = compile_sort(sort, params)
+        sql = f"SELECT _id, bson FROM {table(db, coll)} WHERE {where}"
+        if order:
+            sql += f" ORDER BY {order}"
+        if not multi:
+            sql += " LIMIT 1"
+        sql += " FOR UPDATE"
+        result = UpdateResult()
+        async with self._conn(principal, write=True) as conn:
+            try:
+                async with conn.transaction():
+                    try:
+                        async with conn.transaction():
+                            found = await conn.fetch(sql, *params.values)
+                    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                        found = []
+                    result.matched = len(found)
+                    changed: list[tuple[Any, bytes, Any]] = []
+                    for row in found:
+                        old = bsonform.decode(row["bson"])
+                        if operator:
+                            new = apply_update(
+                                old, update, query=query, array_filters=array_filters
+                            )
+                        else:
+                            new = _replacement(old, update)
+                        encoded = _encode_checked(new)
+                        if encoded != bytes(row["bson"]):
+                            changed.append((row["_id"], encoded, bsonform.query_form(new)))
+                        if want_documents:
+                            result.before, result.after = old, new
+                    if changed:
+                        await self._write_changes(conn, db, coll, changed)
+                    result.modified = len(changed)
+                    if not found and upsert:
+                        new = _upsert_document(query, update, operator, array_filters)
+                        await self._ensure_collection(conn, db, coll)
+                        new_row = _row_for_insert(_encode_checked(new))
+                        try:
+                            async with conn.transaction():
+                                await conn.execute(
+                                    f"INSERT INTO {table(db, coll)} (_id, bson, doc) "
+                                    "VALUES ($1, $2, $3)",
+                                    *new_row,
+                                )
+                        except asyncpg.UniqueViolationError as exc:
+                            raise await self._duplicate(conn, db, coll, exc, new_row) from None
+                        result.upserted_id = new["_id"]
+                        if want_documents:
+                            result.after = new
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        return result
+
+    async def _write_changes(
+        self, conn: EngineConnection, db: str, coll: str, changed: list[tuple[Any, bytes, Any]]
+    ) -> None:
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
+                    "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) AS s(_id, bson, doc) "
+                    "WHERE t._id = s._id",
+                    [c[0] for c in changed],
+                    [c[1] for c in changed],
+                    [c[2] for c in changed],
+                )
+        except asyncpg.UniqueViolationError as exc:
+            document = bsonform.decode(changed[0][1]) if len(changed) == 1 else None
+            raise await self._duplicate(conn, db, coll, exc, changed[0], document) from None
+
+    async def delete(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: Document | None,
+        *,
+        limit_one: bool,
+        sort: Document | None = None,
+    ) -> tuple[int, Document | None]:
+        catalog.check_db_name(db)
+        params = Params()
+        where = compile_filter(query, params)
+        target = table(db, coll)
+        if limit_one:
+            order = compile_sort(sort, params)
+            pick = f"SELECT _id FROM {target} WHERE {where}"
+            pick += f" ORDER BY {order}" if order else ""
+            sql = f"DELETE FROM {target} WHERE _id = ({pick} LIMIT 1 FOR UPDATE) RETURNING bson"
+        else:
+            sql = f"DELETE FROM {target} WHERE {where} RETURNING 1"
+        async with self._conn(principal, write=True) as conn:
+            rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+        removed = bsonform.decode(rows[0]["bson"]) if limit_one and rows else None
+        return len(rows), removed
+
+    # -- reads --------------------------------------------------------------------------
+    async def find(
+        self, principal: Principal, db: str, coll: str, query: FindQuery
+    ) -> list[bytes | Document]:
+        catalog.check_db_name(db)
+        projection.check(query.projection)
+        params = Params()
+        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query.filter, params)}"
+        order = compile_sort(query.sort, params)
+        if order:
+            sql += f" ORDER BY {order}"
+        if query.skip:
+            sql += f" OFFSET {params.add(int(query.skip), 'bigint')}"
+        if query.limit:
+            sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
+        async with self._conn(principal) as conn:
+            rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+        if not query.projection:
+            return [bytes(r["bson"]) for r in rows]
+        return [
+            projection.project(bsonform.decode(r["bson"]), query.projection, query.filter)
+            for r in rows
+        ]
+
+    async def count(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: Document | None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> int:
+        catalog.check_db_name(db)
+        params = Params()
+        inner = f"SELECT 1 FROM {table(db, coll)} WHERE {compile_filter(query, params)}"
+        if skip:
+            inner += f" OFFSET {params.add(int(skip), 'bigint')}"
+        if limit:
+            inner += f" LIMIT {params.add(abs(int(limit)), 'bigint')}"
+        async with self._conn(principal) as conn:
+            return int(
+                await self._missing_ok(
+                    conn.fetchval(f"SELECT count(*) FROM ({inner}) AS s", *params.values), 0
+                )
+            )
+
+    async def distinct(
+        self, principal: Principal, db: str, coll: str, key: str, query: Document | None
+    ) -> list[Any]:
+        if not isinstance(key, str) or not key:
+            raise invalid("'key' must be a non-empty string", kind="type_mismatch")
+        params = Params()
+        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params)}"
+        async with self._conn(principal) as conn:
+            rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+        values: list[Any] = []
+        for row in rows:
+            document = bsonform.decode(row["bson"])
+            for value in _distinct_values(document, key):
+                if not any(equal(value, seen) for seen in values):
+                    values.append(value)
+        return values
+
+    async def aggregate(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str | None,
+        stages: list[Document],
+        documents: list[Document] | None = None,
+    ) -> list[Document]:
+        """Run ``stages`` over the collection, or over ``documents`` when ``coll`` is None."""
+        catalog.check_db_name(db)
+        if coll is None:
+            return await pipeline.run(documents or [], stages, self._lookup(principal, db))
+        plan = plan_pipeline(table(db, coll), stages)
+        async with self._conn(principal) as conn:
+            rows = await self._missing_ok(conn.fetch(plan.sql, *plan.params), [])
+        docs = plan.decode(rows)
+        return await pipeline.run(docs, plan.remaining, self._lookup(principal, db))
+
+    def _lookup(self, principal: Principal, db: str) -> pipeline.Lookup:
+        async def fetch(coll: str, query: Document) -> list[Document]:
+            catalog.check_collection_name(coll)
+            found = await self.find(principal, db, coll, FindQuery(filter=query))
+            return [bsonform.decode(d) if isinstance(d, bytes) else d for d in found]
+
+        return fetch
+
+    async def explain(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: Document | None,
+        sort: Document | None = None,
+    ) -> Any:
+        params = Params()
+        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params)}"
+        order = compile_sort(sort, params)
+        if order:
+            sql += f" ORDER BY {order}"
+        async with self._conn(principal) as conn:
+            plan = await self._missing_ok(
+                conn.fetchval(f"EXPLAIN (FORMAT JSON, GENERIC_PLAN) {sql}"), None
+            )
+        return {"sql": sql, "plan": orjson.loads(plan) if isinstance(plan, str) else plan}
+
+    # -- indexes ------------------------------------------------------------------------
+    async def list_indexes(self, principal: Principal, db: str, coll: str) -> list[Document]:
+        catalog.check_db_name(db)
+        names = {c["name"] for c in await self.list_collections(principal, db)}
+        if coll not in names:
+            raise catalog.not_found(f"ns does not exist: {db}.{coll}")
+        async with self._conn(principal) as conn:
+            specs = await self._missing_ok(catalog.indexes(conn, db, coll), [])
+        return [catalog.ID_INDEX.describe(), *(s.describe() for s in specs)]
+
+    async def create_indexes(
+        self, principal: Principal, db: str, coll: str, specs: list[IndexSpec]
+    ) -> tuple[int, int, bool]:
+        catalog.check_db_name(db)
+        catalog.check_collection_name(coll)
+        async with self._conn(principal, write=True) as conn:
+            try:
+                async with conn.transaction():
+                    created = await self._ensure_collection(conn, db, coll)
+                    existing = {s.name: s for s in await catalog.indexes(conn, db, coll)}
+                    before = len(existing) + 1
+                    for spec in specs:
+                        spec.engine_name = catalog.engine_index_name(db, coll, spec.name)
+                        same = existing.get(spec.name)
+                        if same is not None:
+                            if same.key != spec.key or same.options != spec.options:
+                                raise invalid(
+                                    f"An existing index has the same name as the "
+                                    f"requested index: {spec.name}",
+                                    kind="index_key_specs_conflict",
+                                )
+                            continue
+                        for other in existing.values():
+                            if list(other.key.items()) == list(spec.key.items()):
+                                raise invalid(
+                                    f"Index already exists with a different name: {other.name}",
+                                    kind="index_options_conflict",
+                                )
+                        await conn.execute(catalog.index_ddl(db, coll, spec))
+                        ttl = spec.options.get("expireAfterSeconds")
+                        await conn.execute(
+                            f"INSERT INTO {CATALOG_SCHEMA}.indexes (db, collection, name, key, "
+                            "options, engine_name, ttl_seconds) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                            db,
+                            coll,
+                            spec.name,
+                            bsonform.encode(spec.key),
+                            bsonform.encode(spec.options),
+                            spec.engine_name,
+                            int(ttl) if ttl is not None else None,
+                        )
+                        existing[spec.name] = spec
+            except asyncpg.UniqueViolationError as exc:
+                raise HeliosError(
+                    ErrorCode.CONFLICT,
+                    f"E11000 duplicate key error collection: {db}.{coll}: {exc}",
+                    kind="duplicate_key",
+                ) from None
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        self._known.add((db, coll))
+        return before, len(existing) + 1, created
+
+    async def drop_indexes(self, principal: Principal, db: str, coll: str, which: Any) -> int:
+        catalog.check_db_name(db)
+        async with self._conn(principal, write=True) as conn:
+            try:
+                async with conn.transaction():
+                    specs = await catalog.indexes(conn, db, coll)
+                    before = len(specs) + 1
+                    if which == "*":
+                        targets = specs
+                    else:
+                        wanted = which if isinstance(which, list) else [which]
+                        targets = []
+                        for item in wanted:
+                            match = [
+                                s
+                                for s in specs
+                                if s.name == item
+                                or (
+                                    isinstance(item, dict)
+                                    and list(s.key.items()) == list(item.items())
+                                )
+                            ]
+                            if item == "_id_" or item == {"_id": 1}:
+                                raise invalid("cannot drop _id index", kind="invalid_options")
+                            if not match:
+                                raise HeliosError(
+                                    ErrorCode.NOT_FOUND,
+                                    f"index not found with name [{item}]",
+                                    kind="index_not_found",
+                                )
+                            targets.extend(match)
+                    for spec in targets:
+                        await conn.execute(
+                            f"DROP INDEX IF EXISTS {qualified(db, spec.engine_name)}"
+                        )
+                        await conn.execute(
+                            f"DELETE FROM {CATALOG_SCHEMA}.indexes WHERE db = $1 AND "
+                            "collection = $2 AND name = $3",
+                            db,
+                            coll,
+                            spec.name,
+                        )
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        return before
+
+    # -- statistics ---------------------------------------------------------------------
+    async def collection_stats(self, principal: Principal, db: str, coll: str) -> Document:
+        target = table(db, coll)
+        async with self._conn(principal) as conn:
+            row = await self._missing_ok(
+                conn.fetchrow(
+                    f"SELECT count(*) AS n, coalesce(sum(octet_length(bson)), 0)::bigint AS size, "
+                    f"pg_table_size({quote_literal(target)}::regclass) AS storage, "
+                    f"pg_indexes_size({quote_literal(target)}::regclass) AS indexes "
+                    f"FROM {target}"
+                ),
+                None,
+            )
+            specs = await self._missing_ok(catalog.indexes(conn, db, coll), [])
+        if row is None:
+            return {"count": 0, "size": 0, "storageSize": 0, "totalIndexSize": 0, "nindexes": 0}
+        return {
+            "count": row["n"],
+            "size": row["size"],
+            "storageSize": row["storage"],
+            "totalIndexSize": row["indexes"],
+            "nindexes": len(specs) + 1,
+            "indexes": ["_id_", *(s.name for s in specs)],
+        }
+
+    # -- TTL ------------------------------------------------------------------------------
+    def start_ttl(self, principal_for_ttl: Principal) -> None:
+        if self._ttl_task is None:
+            self._ttl_task = asyncio.create_task(self._ttl_loop(principal_for_ttl))
+
+    async def stop_ttl(self) -> None:
+        if self._ttl_task is not None:
+            self._ttl_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ttl_task
+            self._ttl_task = None
+
+    async def _ttl_loop(self, principal: Principal) -> None:
+        while True:
+            await asyncio.sleep(TTL_INTERVAL_SECONDS)
+            try:
+                await self.expire_documents(principal)
+            except Exception:
+                log.warning("TTL sweep failed", exc_info=True)
+
+    async def expire_documents(self, principal: Principal) -> int:
+        removed = 0
+        async with self._conn(principal, write=True) as conn:
+            rows = await self._missing_ok(
+                conn.fetch(
+                    f"SELECT db, collection, key, ttl_seconds FROM {CATALOG_SCHEMA}.indexes "
+                    "WHERE ttl_seconds IS NOT NULL"
+                ),
+                [],
+            )
+            for row in rows:
+                path = next(iter(bsonform.decode(row["key"])))
+                expr = catalog.key_expression(path)
+                status = await self._missing_ok(
+                    conn.execute(
+                        f"DELETE FROM {table(row['db'], row['collection'])} WHERE "
+                        f"jsonb_typeof({expr} -> '$date') = 'number' AND "
+                        f"({expr} ->> '$date')::numeric"
+                        " < extract(epoch FROM now()) * 1000 - $1::bigint * 1000",
+                        row["ttl_seconds"],
+                    ),
+                    "DELETE 0",
+                )
+                removed += int(status.split()[-1])
+        return removed
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, ObjectId):
+        return f"ObjectId('{value}')"
+    return repr(value)
+
+
+def _encode_checked(document: Document) -> bytes:
+    data = bsonform.encode(document)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise invalid(
+            "object to insert exceeds the maximum size of 16 MiB", kind="document_too_large"
+        )
+    return data
+
+
+def _row_for_insert(raw: bytes) -> tuple[Any, bytes, Any]:
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise invalid(
+            "object to insert exceeds the maximum size of 16 MiB", kind="document_too_large"
+        )
+    document = bsonform.decode(raw)
+    if "_id" not in document:
+        document = {"_id": ObjectId(), **document}
+        raw = bsonform.encode(document)
+    elif next(iter(document)) != "_id":
+        document = {"_id": document["_id"], **{k: v for k, v in document.items() if k != "_id"}}
+        raw = bsonform.encode(document)
+    identifier = document["_id"]
+    if isinstance(identifier, list):
+        raise invalid("The '_id' value cannot be of type array", kind="bad_value")
+    for key in document:
+        if key.startswith("$"):
+            raise invalid(
+                f"Document can't have $ prefixed field names: {key}", kind="dollar_prefixed"
+            )
+    return bsonform.query_form(identifier), raw, bsonform.query_form(document)
+
+
+def _replacement(old: Document, new: Document) -> Document:
+    if "_id" in new and not equal(new["_id"], old["_id"]):
+        raise invalid(
+            "After applying the update, the (immutable) field '_id' was found to have been altered",
+            kind="immutable_field",
+        )
+    return {"_id": old["_id"], **{k: v for k, v in new.items() if k != "_id"}}
+
+
+def _upsert_document(
+    query: Document | None,
+    update: Document,
+    operator: bool,
+    array_filters: list[Document] | None,
+) -> Document:
+    base: Document = {}
+    for path, value in equality_fields(query).items():
+        if isinstance(value, dict) and any(k.startswith("$") for k in value):
+            continue
+        target = base
+        parts = path.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = copy.deepcopy(value)
+    if operator:
+        new = apply_update(base, update, array_filters=array_filters, inserting=True)
+    else:
+        new = {**({"_id": base["_id"]} if "_id" in base else {}), **update}
+    if "_id" not in new:
+        new = {"_id": ObjectId(), **new}
+    elif next(iter(new)) != "_id":
+        new = {"_id": new["_id"], **{k: v for k, v in new.items() if k != "_id"}}
+    return new
+
+
+def _distinct_values(document: Document, key: str) -> list[Any]:
+    out = []
+    for value in candidates(document, key):
+        if not isinstance(value, list):
+            out.append(value)
+    return out
+
+
+Callback = Callable[[], Awaitable[None]]

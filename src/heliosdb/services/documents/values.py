@@ -1,0 +1,165 @@
+"""BSON values in MongoDB's comparison order, and dotted-path access to documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import re
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from bson.binary import Binary
+from bson.datetime_ms import DatetimeMS
+from bson.decimal128 import Decimal128
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
+from bson.objectid import ObjectId
+from bson.regex import Regex
+from bson.timestamp import Timestamp
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+def type_rank(value: Any) -> int:
+    if isinstance(value, MinKey):
+        return 1
+    if value is None or value is MISSING:
+        return 2
+    if isinstance(value, bool):
+        return 9
+    if isinstance(value, (int, float, Decimal128, Decimal)):
+        return 3
+    if isinstance(value, str):
+        return 4
+    if isinstance(value, dict):
+        return 5
+    if isinstance(value, (list, tuple)):
+        return 6
+    if isinstance(value, (bytes, Binary, uuid.UUID)):
+        return 7
+    if isinstance(value, ObjectId):
+        return 8
+    if isinstance(value, (dt.datetime, DatetimeMS)):
+        return 10
+    if isinstance(value, Timestamp):
+        return 11
+    if isinstance(value, (Regex, re.Pattern)):
+        return 12
+    if isinstance(value, MaxKey):
+        return 13
+    return 14
+
+
+def as_number(value: Any) -> float | int | Decimal:
+    if isinstance(value, Decimal128):
+        return value.to_decimal()
+    return value  # type: ignore[no-any-return]
+
+
+def compare(a: Any, b: Any) -> int:
+    """-1, 0 or 1 in MongoDB's order (numbers of every width compare by value)."""
+    ra, rb = type_rank(a), type_rank(b)
+    if ra != rb:
+        return -1 if ra < rb else 1
+    if ra == 3:
+        x, y = as_number(a), as_number(b)
+        if isinstance(x, float) and math.isnan(x):
+            return 0 if isinstance(y, float) and math.isnan(y) else -1
+        if isinstance(y, float) and math.isnan(y):
+            return 1
+        if isinstance(x, Decimal) or isinstance(y, Decimal):
+            x, y = Decimal(str(x)), Decimal(str(y))
+        return (x > y) - (x < y)  # type: ignore[operator]
+    if ra == 5:
+        for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=False):
+            c = compare(va, vb) or ((ka > kb) - (ka < kb))
+            if c:
+                return c
+        return (len(a) > len(b)) - (len(a) < len(b))
+    if ra == 6:
+        for va, vb in zip(a, b, strict=False):
+            c = compare(va, vb)
+            if c:
+                return c
+        return (len(a) > len(b)) - (len(a) < len(b))
+    if ra == 7:
+        ba, bb = _binary_key(a), _binary_key(b)
+        return (ba > bb) - (ba < bb)
+    if ra == 8:
+        return (a.binary > b.binary) - (a.binary < b.binary)  # type: ignore[no-any-return]
+    if ra == 10:
+        ma, mb = _millis(a), _millis(b)
+        return (ma > mb) - (ma < mb)
+    if ra == 11:
+        return (a > b) - (a < b)  # type: ignore[no-any-return]
+    if ra == 12:
+        return (a.pattern > b.pattern) - (a.pattern < b.pattern)  # type: ignore[no-any-return]
+    if ra in (1, 2, 13):
+        return 0
+    try:
+        return (a > b) - (a < b)  # type: ignore[no-any-return]
+    except TypeError:
+        return 0
+
+
+def _binary_key(value: Any) -> tuple[int, int, bytes]:
+    data = value.bytes if isinstance(value, uuid.UUID) else bytes(value)
+    subtype = (
+        value.subtype if isinstance(value, Binary) else (4 if isinstance(value, uuid.UUID) else 0)
+    )
+    return len(data), subtype, data
+
+
+def _millis(value: Any) -> int:
+    from heliosdb.services.documents.bsonform import date_millis
+
+    return date_millis(value)
+
+
+def equal(a: Any, b: Any) -> bool:
+    return type_rank(a) == type_rank(b) and compare(a, b) == 0
+
+
+sort_key = functools.cmp_to_key(compare)
+
+
+def get_path(document: Any, path: str) -> Any:
+    """The value at a dotted path without array traversal, or MISSING."""
+    current = document
+    for part in path.split("."):
+        if isinstance(current, dict):
+            current = current.get(part, MISSING)
+        elif isinstance(current, list) and part.isdigit():
+            index = int(part)
+            current = current[index] if index < len(current) else MISSING
+        else:
+            return MISSING
+        if current is MISSING:
+            return MISSING
+    return current
+
+
+def candidates(document: Any, path: str) -> Iterator[Any]:
+    """Every value a path reaches with MongoDB's array semantics (arrays and their items)."""
+    yield from _walk(document, path.split(".") if path else [])
+
+
+def _walk(current: Any, parts: list[str]) -> Iterator[Any]:
+    if not parts:
+        yield current
+        if isinstance(current, list):
+            yield from current
+        return
+    head, rest = parts[0], parts[1:]
+    if isinstance(current, dict):
+        if head in current:
+            yield from _walk(current[head], rest)
+    elif isinstance(current, list):
+        if head.isdigit() and int(head) < len(current):
+            yield from _walk(current[int(head)], rest)
+        for item in current:
+            if isinstance(item, dict):
+                yield from _walk(item, parts)
