@@ -46,6 +46,7 @@ class NodeProcess:
             "--http-port", "0",
             "--pg-port", "0",
             "--grpc-port", "0",
+            "--ws-port", "0",
             "--mongo-port", "0",
             "--log-level", "info",
             *self.extra_args,

@@ -38,6 +38,7 @@ _FLAGS = {
     "engine_url": "engine.url",
     "http_port": "http.port",
     "grpc_port": "grpc.port",
+    "ws_port": "websocket.port",
     "pg_port": "postgres.port",
     "mongo_port": "mongodb.port",
     "host": "host",
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
+    serve.add_argument(
+        "--ws-port", type=int, help="WebSocket port (default 8081; 0 = any free)"
+    )
     serve.add_argument(
         "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
     )

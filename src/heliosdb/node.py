@@ -19,6 +19,7 @@ from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
 from heliosdb.interfaces.mongodb.server import MongoListener
 from heliosdb.interfaces.postgres.server import PostgresListener
+from heliosdb.interfaces.websocket.server import WebSocketListener
 from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
 from heliosdb.services.container import Services
@@ -75,12 +76,14 @@ class Node:
         services = Services.build(self.settings, self.engine)
         self.services = services
         watch_pools(self.engine.pool_stats)
+        await services.changes.start()
         await self._bootstrap_admin_key(services)
         app = build_app(services, self.listener_states)
         self.listeners = [
             HttpListener(app, self.settings),
             PostgresListener(services),
             GrpcListener(services, self.settings),
+            WebSocketListener(services, self.settings),
             MongoListener(services, self.settings),
         ]
         for listener in self.listeners:
@@ -104,6 +107,8 @@ class Node:
                 await listener.stop()
             except Exception:
                 log.exception("listener %s did not stop cleanly", listener.name)
+        if self.services is not None:
+            await self.services.changes.stop()
         await self.engine.stop()
         self.data_dir.unlock()
         log.info("node stopped")

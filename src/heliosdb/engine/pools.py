@@ -170,7 +170,29 @@ class Engine:
         finally:
             await self._pools[access].release(conn)
 
-    async def ping(self) -> bool:
+    async def dedicated(self, application_name: str) -> asyncpg.Connection:
+        """A superuser connection outside the pools, for long-lived HeliosDB work.
+
+        Change capture holds one per node for LISTEN and, on the leader, one for logical
+        decoding: work that must keep its session (advisory lock, LISTEN) and would
+        otherwise pin a pooled connection forever. The caller closes it. No statement
+        timeout; text output in ISO forms (services/changes/values.py relies on them).
+        """
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                **self._connect,
+                server_settings={
+                    "application_name": application_name,
+                    "TimeZone": "UTC",
+                    "DateStyle": "ISO, MDY",
+                    "IntervalStyle": "iso_8601",
+                    "extra_float_digits": "1",
+                },
+                statement_cache_size=64,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise from_engine(exc) from None
+        return conn    async def ping(self) -> bool:
         try:
             async with self.connection(Access.SYSTEM) as conn:
                 return bool(await conn.fetchval("SELECT 1", timeout=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heliosdb.engine import Engine
+from heliosdb.services.changes import ChangeService
 from heliosdb.services.documents import DocumentStore
 from heliosdb.services.keys import ApiKeys
 from heliosdb.services.query import QueryService
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     engine: Engine
     keys: ApiKeys
+    changes: ChangeService
     query: QueryService
     tables: TablesService
     rows: RowsService
@@ -37,6 +39,7 @@ class Services:
             settings=settings,
             engine=engine,
             keys=ApiKeys(engine, settings.environment),
+            changes=ChangeService(engine, settings.changes, settings.engine.database),
             query=QueryService(engine),
             tables=TablesService(engine),
             rows=RowsService(engine, settings.rows),

@@ -1,0 +1,202 @@
+"""One client's WebSocket session: its principal, subscriptions and bounded outbox.
+
+Requests are handled in the order they arrive; each gets exactly one response. Outgoing
+messages leave through one writer task: responses and subscription errors first
+(``control``, small: the reader waits while it is long), then events from a queue of
+at most ``queue_messages``. The change hub offers events without waiting; when the
+queue is full the offer is refused and that subscription ends with a slow-consumer
+error (services/changes/hub.py). Nothing here grows without a limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from heliosdb.errors import ErrorCode, HeliosError, unauthenticated
+from heliosdb.interfaces.websocket import codec
+from heliosdb.interfaces.websocket.errors import CLOSE_CODES, error_object
+from heliosdb.interfaces.websocket.registry import ACTIONS
+from heliosdb.observability.metrics import AUTH_FAILURES
+from heliosdb.security.principals import Principal
+from heliosdb.services.changes import ChangeEvent, Subscription
+from heliosdb.services.container import Services
+from heliosdb.settings import WebSocketSettings
+
+log = logging.getLogger("heliosdb.websocket")
+
+CONTROL_LIMIT = 256
+_WATCH_SECONDS = 1.0
+
+
+class Connection:
+    def __init__(
+        self, ws: ServerConnection, services: Services, settings: WebSocketSettings
+    ) -> None:
+        self.ws = ws
+        self.services = services
+        self.settings = settings
+        self.principal: Principal | None = None
+        self.token: str | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self._control: deque[str] = deque()
+        self._events: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.opened = self.last_message = time.monotonic()
+        self.last_credential_check = self.opened
+
+    # -- reading ------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        writer = asyncio.create_task(self._write())
+        watchdog = asyncio.create_task(self._watch())
+        try:
+            async for message in self.ws:
+                self.last_message = time.monotonic()
+                await self.handle(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            for sub in list(self.subscriptions.values()):
+                self.services.changes.unsubscribe(sub)
+            self.subscriptions.clear()
+            for task in (writer, watchdog):
+                task.cancel()
+            for task in (writer, watchdog):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await task
+
+    async def handle(self, message: str | bytes) -> None:
+        request: codec.Request | None = None
+        try:
+            request = codec.parse_request(message)
+            entry = ACTIONS.get(request.action)
+            if entry is None:
+                raise HeliosError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"unknown action {request.action!r}; use " + ", ".join(sorted(ACTIONS)),
+                )
+            if entry.needs_auth and self.principal is None:
+                raise unauthenticated("authenticate first: send the authenticate action")
+            data = await entry.handler(self, request)
+            self.send_control(codec.encode_response(request.id, request.action, data))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one response
+            request_id = request.id if request is not None else None
+            if request is None and isinstance(exc, HeliosError):
+                request_id = exc.details.pop("id", None)
+            action = request.action if request is not None else None
+            self.send_control(codec.encode_failure(request_id, action, error_object(exc)))
+        if len(self._control) > CONTROL_LIMIT:
+            self._drained.clear()
+            await self._drained.wait()
+
+    # -- credentials --------------------------------------------------------------
+
+    async def authenticate(self, token: Any) -> Principal:
+        if not isinstance(token, str) or not token.strip():
+            AUTH_FAILURES.labels("websocket").inc()
+            raise unauthenticated("data.token must be an API key")
+        try:
+            principal = await self.services.keys.authenticate(token.strip())
+        except HeliosError:
+            AUTH_FAILURES.labels("websocket").inc()
+            raise
+        self.principal, self.token = principal, token.strip()
+        self.last_credential_check = time.monotonic()
+        for sub in list(self.subscriptions.values()):
+            if not await self.services.changes.still_allowed(principal, sub):
+                self.services.changes.unsubscribe(sub)
+                self.end(
+                    sub,
+                    HeliosError(
+                        ErrorCode.PERMISSION_DENIED,
+                        f"the new credential may not read {sub.schema}.{sub.table}",
+                    ),
+                )
+            else:
+                sub.principal = principal
+        return principal
+
+    # -- writing ------------------------------------------------------------------
+
+    def send_control(self, text: str) -> None:
+        self._control.append(text)
+        self._ready.set()
+
+    def offer(self, subscription: Subscription, event: ChangeEvent, match: Any) -> bool:
+        if len(self._events) >= self.settings.queue_messages:
+            return False
+        self._events.append(codec.encode_event(subscription.id, event.payload, match))
+        self._ready.set()
+        return True
+
+    async def wait_room(self) -> None:
+        while len(self._events) >= self.settings.queue_messages // 2:
+            self._room.clear()
+            await self._room.wait()
+
+    def end(self, subscription: Subscription, error: HeliosError) -> None:
+        self.subscriptions.pop(subscription.id, None)
+        self.send_control(codec.encode_error(subscription.id, error_object(error)))
+
+    async def _write(self) -> None:
+        limit = self.settings.queue_messages
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._control or self._events:
+                if self._control:
+                    await self.ws.send(self._control.popleft())
+                    if len(self._control) <= CONTROL_LIMIT // 2:
+                        self._drained.set()
+                    continue
+                await self.ws.send(self._events.popleft())
+                if len(self._events) < limit // 2:
+                    self._room.set()
+            self._drained.set()
+            self._room.set()
+
+    # -- limits -------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        settings = self.settings
+        while True:
+            await asyncio.sleep(_WATCH_SECONDS)
+            now = time.monotonic()
+            if self.principal is None and now - self.opened > settings.auth_timeout:
+                await self.close_with(unauthenticated("no authenticate message in time"))
+                return
+            if settings.idle_timeout and now - self.last_message > settings.idle_timeout:
+                await self.close_with(
+                    HeliosError(ErrorCode.UNAVAILABLE, "idle timeout: no message from the client"),
+                    code=1001,
+                )
+                return
+            due = now - self.last_credential_check > settings.credential_check_seconds
+            if self.principal is not None and self.token is not None and due:
+                self.last_credential_check = now
+                try:
+                    await self.services.keys.authenticate(self.token)
+                except HeliosError as exc:
+                    if exc.code is ErrorCode.UNAUTHENTICATED:
+                        await self.close_with(
+                            unauthenticated("the credential expired or was revoked")
+                        )
+                        return
+
+    async def close_with(self, error: HeliosError, code: int | None = None) -> None:
+        """Say why (an ``error`` message), then close."""
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(codec.encode_error(None, error_object(error)))
+            await self.ws.close(code or CLOSE_CODES.get(error.code, 1008), error.message[:120])

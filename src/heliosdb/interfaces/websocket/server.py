@@ -1,0 +1,75 @@
+"""The WebSocket listener: the ``websockets`` asyncio server on ``/ws``.
+
+Protocol-level limits live here: the largest message (``max_size``: a bigger one closes
+the connection with 1009), and heartbeats (a ping every ``heartbeat_seconds``; a peer
+that does not answer within the same time is closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from heliosdb.interfaces.websocket.connection import Connection
+from heliosdb.services.container import Services
+from heliosdb.settings import Settings
+
+log = logging.getLogger("heliosdb.websocket")
+
+PATH = "/ws"
+SUBPROTOCOL = "heliosdb.v1"
+
+
+class WebSocketListener:
+    name = "websocket"
+
+    def __init__(self, services: Services, settings: Settings) -> None:
+        self.services = services
+        self.settings = settings
+        self.server: Server | None = None
+        self.state = "stopped"
+
+    @property
+    def scheme(self) -> str:
+        return "ws"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None
+        host, port = next(iter(self.server.sockets)).getsockname()[:2]
+        return host, port
+
+    async def start(self) -> None:
+        ws = self.settings.websocket
+        heartbeat = ws.heartbeat_seconds or None
+        self.server = await serve(
+            self._handle,
+            self.settings.host,
+            ws.port,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            process_request=self._check_path,
+            max_size=ws.max_message_bytes,
+            ping_interval=heartbeat,
+            ping_timeout=heartbeat,
+            max_queue=64,
+            server_header=None,
+        )
+        self.state = "serving"
+
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"the WebSocket API is at {PATH}\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        await Connection(ws, self.services, self.settings.websocket).serve()
+
+    async def stop(self) -> None:
+        self.state = "draining"
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            await self.server.wait_closed()
+        self.state = "stopped"

@@ -1,0 +1,92 @@
+"""A thin test client over the `websockets` library: requests and awaited answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+TIMEOUT = 20.0
+
+
+@asynccontextmanager
+async def connect(
+    url: str, key: str | None = None, **options: Any
+) -> AsyncIterator[ClientConnection]:
+    async with websockets.connect(url, subprotocols=["heliosdb.v1"], **options) as ws:  # type: ignore[list-item]
+        if key is not None:
+            answer = await request(ws, "authenticate", {"token": key})
+            assert answer["success"], answer
+        yield ws
+
+
+async def receive(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return message
+
+
+async def request(
+    ws: ClientConnection,
+    action: str,
+    data: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Send one request; return its response (events that arrive first are kept for later)."""
+    request_id = request_id or f"{action}-{uuid.uuid4().hex[:8]}"
+    await ws.send(json.dumps({"type": "request", "id": request_id, "action": action, "data": data}))
+    pending = _pending(ws)
+    while True:
+        message = await receive(ws)
+        if message.get("type") == "response" and message.get("id") == request_id:
+            return message
+        pending.append(message)
+
+
+async def subscribe(ws: ClientConnection, table: str, **data: Any) -> str:
+    answer = await request(ws, "subscribe", {"table": table, **data})
+    assert answer["success"], answer
+    subscription_id: str = answer["data"]["subscription_id"]
+    return subscription_id
+
+
+async def next_message(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
+    pending = _pending(ws)
+    if pending:
+        return pending.pop(0)
+    return await receive(ws, timeout)
+
+
+async def events(
+    ws: ClientConnection, count: int, timeout: float = TIMEOUT
+) -> list[dict[str, Any]]:
+    """The next ``count`` event messages (other messages are an error)."""
+    out = []
+    while len(out) < count:
+        message = await next_message(ws, timeout)
+        assert message["type"] == "event", message
+        out.append(message)
+    return out
+
+
+async def quiet(ws: ClientConnection, seconds: float = 0.5) -> list[dict[str, Any]]:
+    """Whatever arrives within ``seconds`` (used after a marker proves delivery is done)."""
+    got = list(_pending(ws))
+    _pending(ws).clear()
+    try:
+        while True:
+            got.append(await receive(ws, seconds))
+    except TimeoutError:
+        return got
+
+
+_PENDING: dict[int, list[dict[str, Any]]] = {}
+
+
+def _pending(ws: ClientConnection) -> list[dict[str, Any]]:
+    return _PENDING.setdefault(id(ws), [])
