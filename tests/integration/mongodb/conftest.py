@@ -1,0 +1,58 @@
+"""Fixtures for the MongoDB listener: pymongo clients for keys on the session's node,
+and a fresh database name per test module."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo.database import Database
+
+from tests.nodeproc import NodeProcess
+
+
+def mongo_uri(port: int, password: str, user: str = "apikey", **options: str) -> str:
+    from urllib.parse import quote
+
+    query = "&".join(f"{k}={v}" for k, v in {"authSource": "admin", **options}.items())
+    return f"mongodb://{quote(user)}:{quote(password)}@127.0.0.1:{port}/?{query}"
+
+
+def connect(port: int, password: str, **options: Any) -> pymongo.MongoClient[dict[str, Any]]:
+    return pymongo.MongoClient(
+        mongo_uri(port, password), serverSelectionTimeoutMS=10_000, tz_aware=True, **options
+    )
+
+
+@pytest.fixture(scope="session")
+def mongo_port(node: NodeProcess) -> int:
+    return node.ports["mongodb"]
+
+
+@pytest.fixture(scope="session")
+def client(mongo_port: int, rw_key: str) -> Iterator[pymongo.MongoClient[dict[str, Any]]]:
+    c = connect(mongo_port, rw_key)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def ro_client(mongo_port: int, ro_key: str) -> Iterator[pymongo.MongoClient[dict[str, Any]]]:
+    c = connect(mongo_port, ro_key)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def db(client: pymongo.MongoClient[dict[str, Any]]) -> Iterator[Database[dict[str, Any]]]:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    yield client[name]
+    client.drop_database(name)
+
+
+@pytest.fixture
+def coll_name() -> str:
+    return f"c_{uuid.uuid4().hex[:8]}"
