@@ -407,10 +407,7 @@ def _checked_vector(index: VectorIndex, vector: Any, where: str) -> list[float]:
         raise invalid(
             f"{where} has {len(vector)} dimensions; index {index.name!r} has {index.dimension}"
         )
-    try:
-        values = [float(v) for v in vector if not isinstance(v, bool)]
-    except (TypeError, ValueError):
-        values = []
+    values = [float(v) for v in vector if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(values) != index.dimension:
         raise invalid(f"{where} must contain only numbers")
     if not all(math.isfinite(v) for v in values):
