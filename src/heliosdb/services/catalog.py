@@ -70,6 +70,25 @@ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm')
 """  # noqa: S608 - a constant: the filter above is our own text
 
 
+# The lean form for row requests: column names and the primary key, nothing to format.
+_LOOKUP_SQL = f"""
+SELECT c.relkind::text AS kind,
+  array(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum) AS columns,
+  array(SELECT a.attname::text
+        FROM pg_catalog.pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = c.oid AND i.indisprimary
+        ORDER BY k.n) AS primary_key
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND {_SYSTEM_SCHEMA_FILTER}
+"""  # noqa: S608 - a constant: the filter above is our own text
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnInfo:
     name: str
@@ -212,8 +231,29 @@ async def find_table(conn: Any, schema: str, name: str) -> TableInfo | None:
     )
 
 
-async def get_table(conn: Any, schema: str, name: str) -> TableInfo:
-    table = await find_table(conn, schema, name)
+async def find_table_columns(conn: Any, schema: str, name: str) -> TableInfo | None:
+    """The lean lookup for row requests: names, column names and primary key only."""
+    if is_system_schema(schema):
+        return None
+    stmt = await conn.prepared(_LOOKUP_SQL)
+    row = await stmt.fetchrow(schema, name)
+    if row is None:
+        return None
+    pk = list(row["primary_key"])
+    return TableInfo(
+        schema=schema,
+        name=name,
+        kind=row["kind"],
+        estimated_rows=0,
+        columns=[ColumnInfo(c, "", "", True, None, False, False) for c in row["columns"]],
+        indexes=[IndexInfo("", pk, True, True, "", "")] if pk else [],
+    )
+
+
+async def get_table(conn: Any, schema: str, name: str, *, detailed: bool = True) -> TableInfo:
+    """The table, or NOT_FOUND; ``detailed=False`` knows only column names and primary key."""
+    find = find_table if detailed else find_table_columns
+    table = await find(conn, schema, name)
     if table is None:
         raise not_found(f"table {schema[:100]}.{name[:100]} does not exist", table=name[:200])
     return table

@@ -193,7 +193,7 @@ class RowsService:
 
     async def _table(self, conn: Any, name: str, request: RowRequest) -> catalog.TableInfo:
         schema, table = catalog.split_name(name, request.schema)
-        return await catalog.get_table(conn, schema, table)
+        return await catalog.get_table(conn, schema, table, detailed=False)
 
     def _limit(self, limit: int | None) -> int:
         if limit is None:
