@@ -280,3 +280,14 @@ async def test_tables_need_credentials(node: NodeProcess) -> None:
         assert (await anonymous.post("/tables", json={})).status_code == 401
         assert (await anonymous.delete("/tables/x")).status_code == 401
         assert (await anonymous.get("/tables/x/rows")).status_code == 401
+
+
+async def test_openapi_documents_tables_and_rows(node: NodeProcess) -> None:
+    async with httpx.AsyncClient(base_url=node.api) as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"get", "post"} <= set(paths["/api/v1/tables"])
+    assert {"get", "delete"} <= set(paths["/api/v1/tables/{name}"])
+    assert {"get", "post", "put", "delete"} <= set(paths["/api/v1/tables/{name}/rows"])
+    assert "#/$defs/" not in response.text

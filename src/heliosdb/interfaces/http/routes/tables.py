@@ -42,6 +42,25 @@ class TableSpec(BaseModel):
     indexes: list[IndexSpec] = Field(default_factory=list)
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with nested models inlined (no "$defs" the document lacks)."""
+    schema = model.model_json_schema(by_alias=True)
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 @router.get("/tables", summary="List tables")
 async def list_tables(
     principal: CurrentPrincipal, services: ServicesDep, schema: SchemaParam = None
@@ -64,7 +83,7 @@ async def describe_table(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": TableSpec.model_json_schema(by_alias=True)}},
+            "content": {"application/json": {"schema": _inline_schema(TableSpec)}},
         }
     },
 )
