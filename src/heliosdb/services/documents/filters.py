@@ -401,7 +401,7 @@ def compile_filter(spec: dict[str, Any] | None, params: Params) -> str:
 
 
 # MongoDB's order of types, for ORDER BY over the query form of a field.
-_TYPE_RANK = (
+TYPE_RANK = (
     "CASE jsonb_typeof({x}) WHEN 'null' THEN 2 WHEN 'number' THEN 3 WHEN 'string' THEN 4 "
     "WHEN 'array' THEN 6 WHEN 'boolean' THEN 9 WHEN 'object' THEN CASE "
     "WHEN {x} ? '$oid' THEN 8 WHEN {x} ? '$date' THEN 10 WHEN {x} ? '$binary' THEN 7 "
@@ -429,7 +429,7 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
             terms.append(f"_id {order}")
             continue
         x = f"(doc #> {params.add(key.split('.'), 'text[]')})"
-        terms.append(f"{_TYPE_RANK.format(x=x)} {order}, {x} {order}")
+        terms.append(f"{TYPE_RANK.format(x=x)} {order}, {x} {order}")
     return ", ".join(terms)
 
 

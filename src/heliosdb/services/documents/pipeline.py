@@ -14,6 +14,7 @@ from typing import Any
 from bson.int64 import Int64
 
 from heliosdb.errors import invalid
+from heliosdb.services.documents import projection
 from heliosdb.services.documents.expressions import (
     accumulate_values,
     evaluate,
@@ -102,33 +103,22 @@ async def _stage(
 
 
 def _project(doc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    include_id = spec.get("_id", 1)
+    if not spec:
+        raise invalid("$project requires at least one output field", kind="failed_to_parse")
     computed = {
         k: v
         for k, v in spec.items()
-        if not (isinstance(v, (bool, int, float)) and not isinstance(v, dict))
+        if not isinstance(v, (bool, int, float)) or isinstance(v, dict)
     }
-    flags = {k: v for k, v in spec.items() if k not in computed and k != "_id"}
-    if flags and not any(flags.values()) and not computed:
-        kept = _copy_without(doc, list(flags))
-        if not include_id:
-            kept.pop("_id", None)
-        return kept
-    out: dict[str, Any] = {}
-    if include_id not in (0, False) and "_id" in doc:
-        out["_id"] = doc["_id"] if "_id" not in computed else evaluate(include_id, doc)
-    for key, value in spec.items():
-        if key == "_id":
-            continue
-        if key in flags:
-            if value:
-                found = get_path(doc, key)
-                if found is not MISSING:
-                    _put(out, key, found)
-        else:
-            result = evaluate(value, doc)
-            if result is not MISSING:
-                _put(out, key, result)
+    flags = {k: v for k, v in spec.items() if k not in computed}
+    out = projection.project(doc, flags or {"_id": 1}) if computed or flags else dict(doc)
+    if computed and not any(v for k, v in flags.items() if k != "_id"):
+        # Only computed fields (and maybe _id): start from _id alone.
+        out = {"_id": doc["_id"]} if flags.get("_id", 1) and "_id" in doc else {}
+    for key, value in computed.items():
+        result = evaluate(value, doc)
+        if result is not MISSING:
+            _put(out, key, result)
     return out
 
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from heliosdb.services.documents import bsonform
-from heliosdb.services.documents.filters import Params, compile_filter, compile_sort
+from heliosdb.services.documents.filters import TYPE_RANK, Params, compile_filter, compile_sort
 from heliosdb.services.documents.pipeline import stage_name
 
 _NUMBER = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
@@ -73,8 +73,10 @@ def plan_pipeline(target: str, stages: list[dict[str, Any]]) -> Plan:
                 _count_rows(name),
             )
     if i < len(stages) and stage_name(stages[i]) == "$group":
-        grouped = _group(sql, stages[i]["$group"], params)
+        trial = Params(list(params.values))
+        grouped = _group(sql, stages[i]["$group"], trial)
         if grouped is not None:
+            params = trial
             text, decode = grouped
             return Plan(text, params.values, stages[i + 1 :], decode)
     return Plan(sql, params.values, stages[i:])
@@ -134,8 +136,11 @@ def _group(
             decoders.append((name, column, op))
         elif op in ("$min", "$max") and _path(expr) is not None:
             x = _value(_path(expr) or "", params)
-            fn = "min" if op == "$min" else "max"
-            columns.append(f"{fn}({x}) FILTER (WHERE jsonb_typeof({x}) <> 'null') AS {column}")
+            order = "ASC" if op == "$min" else "DESC"
+            columns.append(
+                f"(array_agg({x} ORDER BY {TYPE_RANK.format(x=x)} {order}, {x} {order}) "
+                f"FILTER (WHERE jsonb_typeof({x}) <> 'null'))[1] AS {column}"
+            )
             decoders.append((name, column, "json"))
         else:
             return None

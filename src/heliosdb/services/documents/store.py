@@ -608,7 +608,7 @@ class DocumentStore:
             sql += f" ORDER BY {order}"
         async with self._conn(principal) as conn:
             plan = await self._missing_ok(
-                conn.fetchval(f"EXPLAIN (FORMAT JSON, GENERIC_PLAN) {sql}"), None
+                conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *params.values), None
             )
         return {"sql": sql, "plan": orjson.loads(plan) if isinstance(plan, str) else plan}
 

@@ -1,0 +1,260 @@
+"""aggregate pipelines, createIndexes/listIndexes/dropIndexes and explain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson import Int64
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+Coll = Collection[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def sales(db: Database[dict[str, Any]]) -> Coll:
+    coll = db.sales
+    coll.insert_many(
+        [
+            {
+                "_id": 1,
+                "item": "apple",
+                "qty": 5,
+                "price": 1.5,
+                "tags": ["fruit", "red"],
+                "store": 1,
+            },
+            {"_id": 2, "item": "pear", "qty": 2, "price": 2.0, "tags": ["fruit"], "store": 1},
+            {
+                "_id": 3,
+                "item": "apple",
+                "qty": 7,
+                "price": 1.5,
+                "tags": ["fruit", "red"],
+                "store": 2,
+            },
+            {"_id": 4, "item": "bread", "qty": 1, "price": 3.25, "tags": [], "store": 2},
+            {"_id": 5, "item": "milk", "qty": Int64(3), "price": 1.0, "store": 3},
+        ]
+    )
+    db.stores.insert_many([{"_id": 1, "city": "Oslo"}, {"_id": 2, "city": "Rome"}])
+    return coll
+
+
+def run(coll: Coll, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list(coll.aggregate(pipeline))
+
+
+def test_group_pushed_down(sales: Coll) -> None:
+    out = run(
+        sales,
+        [
+            {"$match": {"qty": {"$gte": 2}}},
+            {
+                "$group": {
+                    "_id": "$item",
+                    "total": {"$sum": "$qty"},
+                    "n": {"$sum": 1},
+                    "avg": {"$avg": "$price"},
+                    "lo": {"$min": "$qty"},
+                    "hi": {"$max": "$qty"},
+                }
+            },
+            {"$sort": {"_id": 1}},
+        ],
+    )
+    assert out == [
+        {"_id": "apple", "total": 12, "n": 2, "avg": 1.5, "lo": 5, "hi": 7},
+        {"_id": "milk", "total": 3, "n": 1, "avg": 1.0, "lo": 3, "hi": 3},
+        {"_id": "pear", "total": 2, "n": 1, "avg": 2.0, "lo": 2, "hi": 2},
+    ]
+    assert run(
+        sales, [{"$group": {"_id": None, "c": {"$count": {}}, "s": {"$sum": "$price"}}}]
+    ) == [{"_id": None, "c": 5, "s": 9.25}]
+    assert (
+        run(sales, [{"$match": {"item": "none"}}, {"$group": {"_id": None, "c": {"$sum": 1}}}])
+        == []
+    )
+
+
+def test_group_in_python(sales: Coll) -> None:
+    out = run(
+        sales,
+        [
+            {
+                "$group": {
+                    "_id": {"store": "$store"},
+                    "items": {"$push": "$item"},
+                    "kinds": {"$addToSet": "$item"},
+                    "first": {"$first": "$qty"},
+                }
+            },
+            {"$sort": {"_id.store": 1}},
+        ],
+    )
+    assert out[0] == {
+        "_id": {"store": 1},
+        "items": ["apple", "pear"],
+        "kinds": ["apple", "pear"],
+        "first": 5,
+    }
+    assert len(out) == 3
+
+
+def test_stages(sales: Coll) -> None:
+    assert run(sales, [{"$match": {"tags": "red"}}, {"$count": "n"}]) == [{"n": 2}]
+    unwound = run(
+        sales,
+        [
+            {"$unwind": "$tags"},
+            {"$group": {"_id": "$tags", "n": {"$sum": 1}}},
+            {"$sort": {"n": -1, "_id": 1}},
+        ],
+    )
+    assert unwound == [{"_id": "fruit", "n": 3}, {"_id": "red", "n": 2}]
+    projected = run(
+        sales,
+        [
+            {"$match": {"_id": 1}},
+            {
+                "$project": {
+                    "_id": 0,
+                    "item": 1,
+                    "value": {"$multiply": ["$qty", "$price"]},
+                    "upper": {"$toUpper": "$item"},
+                }
+            },
+        ],
+    )
+    assert projected == [{"item": "apple", "value": 7.5, "upper": "APPLE"}]
+    added = run(
+        sales,
+        [
+            {"$match": {"_id": 4}},
+            {"$addFields": {"big": {"$gt": ["$price", 3]}}},
+            {"$unset": ["tags", "store"]},
+        ],
+    )
+    assert added == [{"_id": 4, "item": "bread", "qty": 1, "price": 3.25, "big": True}]
+    page = run(
+        sales, [{"$sort": {"qty": -1}}, {"$skip": 1}, {"$limit": 2}, {"$project": {"qty": 1}}]
+    )
+    assert page == [{"_id": 1, "qty": 5}, {"_id": 5, "qty": 3}]
+    counted = run(sales, [{"$sortByCount": "$item"}, {"$limit": 1}])
+    assert counted == [{"_id": "apple", "count": 2}]
+    facets = run(
+        sales,
+        [
+            {
+                "$facet": {
+                    "n": [{"$count": "n"}],
+                    "top": [{"$sort": {"qty": -1}}, {"$limit": 1}, {"$project": {"item": 1}}],
+                }
+            }
+        ],
+    )
+    assert facets == [{"n": [{"n": 5}], "top": [{"_id": 3, "item": "apple"}]}]
+    root = run(sales, [{"$match": {"_id": 2}}, {"$replaceRoot": {"newRoot": {"name": "$item"}}}])
+    assert root == [{"name": "pear"}]
+    cond = run(
+        sales,
+        [
+            {"$match": {"_id": {"$in": [1, 4]}}},
+            {"$sort": {"_id": 1}},
+            {"$project": {"_id": 0, "cheap": {"$cond": [{"$lt": ["$price", 2]}, "yes", "no"]}}},
+        ],
+    )
+    assert cond == [{"cheap": "yes"}, {"cheap": "no"}]
+
+
+def test_lookup(sales: Coll) -> None:
+    out = run(
+        sales,
+        [
+            {"$match": {"_id": {"$in": [1, 5]}}},
+            {"$sort": {"_id": 1}},
+            {
+                "$lookup": {
+                    "from": "stores",
+                    "localField": "store",
+                    "foreignField": "_id",
+                    "as": "s",
+                }
+            },
+            {"$project": {"_id": 1, "s.city": 1}},
+        ],
+    )
+    assert out == [{"_id": 1, "s": [{"city": "Oslo"}]}, {"_id": 5, "s": []}]
+
+
+def test_aggregate_errors(sales: Coll) -> None:
+    with pytest.raises(OperationFailure) as failure:
+        run(sales, [{"$bogus": {}}])
+    assert failure.value.code == 40324
+    with pytest.raises(OperationFailure):
+        run(sales, [{"$project": {"x": {"$nope": 1}}}])
+
+
+def test_count_documents_and_out(sales: Coll, db: Database[dict[str, Any]]) -> None:
+    assert sales.count_documents({"store": 2}) == 2
+    assert sales.count_documents({"store": 9}) == 0
+    run(sales, [{"$match": {"store": 1}}, {"$project": {"item": 1}}, {"$out": "store1"}])
+    assert sorted(d["item"] for d in db.store1.find()) == ["apple", "pear"]
+
+
+def test_coll_stats_stage(sales: Coll) -> None:
+    out = run(sales, [{"$collStats": {"storageStats": {}}}])
+    assert out[0]["storageStats"]["count"] == 5
+
+
+def test_indexes(db: Database[dict[str, Any]]) -> None:
+    coll = db.idx
+    coll.insert_many([{"a": i, "b": i % 3, "email": f"u{i}@x"} for i in range(50)])
+    assert coll.create_index([("a", ASCENDING), ("b", DESCENDING)]) == "a_1_b_-1"
+    assert coll.create_index("email", unique=True, name="by_email") == "by_email"
+    coll.create_index("when", expireAfterSeconds=3600)
+    info = coll.index_information()
+    assert info["a_1_b_-1"]["key"] == [("a", 1), ("b", -1)]
+    assert info["by_email"]["unique"] is True
+    assert info["when_1"]["expireAfterSeconds"] == 3600
+    assert set(info) == {"_id_", "a_1_b_-1", "by_email", "when_1"}
+    again = db.command(
+        "createIndexes", "idx", indexes=[{"key": {"email": 1}, "name": "by_email", "unique": True}]
+    )
+    assert again["note"] == "all indexes already exist"
+    with pytest.raises(DuplicateKeyError) as failure:
+        coll.insert_one({"email": "u1@x"})
+    assert failure.value.details["keyValue"] == {"email": "u1@x"}
+    assert failure.value.details["keyPattern"] == {"email": 1}
+    with pytest.raises(DuplicateKeyError):
+        coll.update_one({"email": "u2@x"}, {"$set": {"email": "u3@x"}})
+    with pytest.raises(OperationFailure):
+        coll.create_index("a", name="a_1_b_-1")
+    coll.drop_index("a_1_b_-1")
+    coll.drop_index([("when", 1)])
+    assert set(coll.index_information()) == {"_id_", "by_email"}
+    with pytest.raises(OperationFailure) as missing:
+        coll.drop_index("nope")
+    assert missing.value.code == 27
+    coll.drop_indexes()
+    assert set(coll.index_information()) == {"_id_"}
+    assert list(db.never.list_indexes()) == []
+
+
+def test_unique_index_on_existing_duplicates_fails(db: Database[dict[str, Any]]) -> None:
+    db.dupidx.insert_many([{"k": 1}, {"k": 1}])
+    with pytest.raises(OperationFailure) as failure:
+        db.dupidx.create_index("k", unique=True)
+    assert failure.value.code == 11000
+
+
+def test_explain_shows_engine_plan(db: Database[dict[str, Any]]) -> None:
+    coll = db.expl
+    coll.insert_many([{"n": i} for i in range(10)])
+    plan = coll.find({"_id": 3}).explain()
+    winning = plan["queryPlanner"]["winningPlan"]
+    assert winning["stage"] == "ENGINE"
+    assert "Index" in str(winning["enginePlan"])
