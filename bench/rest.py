@@ -68,7 +68,7 @@ class Figure:
     errors: int
 
 
-def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: float) -> Figure:
+def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: int) -> Figure:
     assert node.admin_key is not None
     env = {
         **os.environ,
@@ -80,7 +80,7 @@ def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: flo
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{max(1, round(seconds))}s",
+        f"-d{seconds}s",
         "--timeout", "10s",
         "-s", str(WRK_SCRIPT),
         node.http_url,
@@ -148,6 +148,18 @@ async def run_direct(data_dir: Path, case: str, args: argparse.Namespace, second
     )
 
 
+def combine(rounds: list[Figure]) -> Figure:
+    """Throughput averaged over the rounds; latency percentiles as their median round's."""
+    ordered = sorted(rounds, key=lambda f: f.p50_ms)
+    middle = ordered[len(ordered) // 2]
+    return Figure(
+        rps=sum(f.rps for f in rounds) / len(rounds),
+        p50_ms=middle.p50_ms,
+        p99_ms=sorted(f.p99_ms for f in rounds)[len(rounds) // 2],
+        errors=sum(f.errors for f in rounds),
+    )
+
+
 def check_rest(node: NodeProcess, rows: int) -> None:
     """One request of each case by hand, so a broken route fails loudly, not as a fast 4xx."""
     headers = {"Authorization": f"Bearer {node.admin_key}"}
@@ -166,8 +178,8 @@ def check_rest(node: NodeProcess, rows: int) -> None:
 def print_table(results: dict[str, tuple[Figure, Figure]], args: argparse.Namespace) -> None:
     print(
         f"\nPOST /api/v1/query vs asyncpg on the engine: {args.connections} connections, "
-        f"{args.seconds:g} s per run, wrk -t{args.threads}, {args.rows} rows, "
-        f"{os.cpu_count()} CPUs"
+        f"{args.seconds:g} s per side in {args.rounds} alternating rounds, wrk -t{args.threads}, "
+        f"{args.rows} rows, {os.cpu_count()} CPUs"
     )
     header = (
         f"{'case':<14}{'REST req/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
@@ -185,11 +197,25 @@ def print_table(results: dict[str, tuple[Figure, Figure]], args: argparse.Namesp
             print(f"  errors: REST {rest.errors}, direct {direct.errors}")
 
 
+def free_port_flags() -> list[str]:
+    """``--<listener>-port 0`` for every listener this node has: the bench needs only HTTP,
+    but must not collide with anything else on the machine."""
+    usage = subprocess.run(
+        [sys.executable, "-m", "heliosdb", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    flags = sorted(set(re.findall(r"(--[a-z]+-port)\b", usage)))
+    return [arg for flag in flags for arg in (flag, "0")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case")
     parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
     parser.add_argument("--cases", default="point-select,insert", help="comma-separated cases")
     parser.add_argument("--node-arg", action="append", default=[], help="extra `serve` flag")
@@ -199,16 +225,23 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="hdb-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        node = NodeProcess(data_dir, extra_args=["--log-level", "warning", *args.node_arg])
+        extra = [*free_port_flags(), "--log-level", "warning", *args.node_arg]
+        node = NodeProcess(data_dir, extra_args=extra)
         node.start()
         try:
             check_rest(node, args.rows)
             results: dict[str, tuple[Figure, Figure]] = {}
             for case in args.cases.split(","):
                 kind = "insert" if case == "insert" else "select"
-                run_wrk(node, kind, args, 2)  # warm every pooled connection's statement cache
-                rest = run_wrk(node, kind, args, args.seconds)
-                direct = asyncio.run(run_direct(data_dir, kind, args, args.seconds))
+                run_wrk(node, kind, args, 1)  # warm every pooled connection's statement cache
+                # Alternate short rounds so that a change in the machine's load (other
+                # work on a shared machine) weighs on both sides alike.
+                slice_seconds = max(1, round(args.seconds / args.rounds))  # wrk takes whole seconds
+                rests, directs = [], []
+                for _ in range(args.rounds):
+                    rests.append(run_wrk(node, kind, args, slice_seconds))
+                    directs.append(asyncio.run(run_direct(data_dir, kind, args, slice_seconds)))
+                rest, direct = combine(rests), combine(directs)
                 results[case] = (rest, direct)
                 print(
                     f"{case}: REST {rest.rps:.0f} req/s, direct {direct.rps:.0f} q/s",

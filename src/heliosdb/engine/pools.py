@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -32,6 +31,7 @@ from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.settings import EngineSettings
 
 log = logging.getLogger("heliosdb.engine")
+T = TypeVar("T")
 
 STATEMENT_CACHE_SIZE = 512
 ACQUIRE_TIMEOUT_SECONDS = 10.0
@@ -49,9 +49,85 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         stmt: PreparedStatement = await self._prepare(sql, use_cache=True)
         return stmt
 
+    async def prepared_with(
+        self, sql: str, describe: Callable[[PreparedStatement], T]
+    ) -> tuple[PreparedStatement, T]:
+        """The prepared statement for ``sql`` and ``describe(stmt)``, worked out once for
+        each server-side statement (its parameter and column types cannot change under it).
+        """
+        stmt = await self.prepared(sql)
+        state = stmt._state  # type: ignore[attr-defined]  # identifies the server statement
+        described: dict[tuple[Any, str], tuple[Any, Any]] = self.__dict__.setdefault(
+            "_described", {}
+        )
+        hit = described.get((describe, sql))
+        if hit is not None and hit[0] is state:
+            return stmt, hit[1]
+        value = describe(stmt)
+        if len(described) > 2 * STATEMENT_CACHE_SIZE:
+            described.clear()
+        described[(describe, sql)] = (state, value)
+        return stmt, value
+
     def forget(self, sql: str) -> None:
         """Drop cached statements after the engine reported one invalid (schema changed)."""
         self._drop_local_statement_cache()
+
+    # Session reuse. Returning a connection to its pool normally costs a round trip that
+    # resets the session (RESET ALL, UNLISTEN *, CLOSE ALL, advisory locks). A user that
+    # knows its statement left the session as it found it calls keep_session(owner): the
+    # reset is then skipped, and run instead when the connection is next taken by anyone
+    # but ``owner`` (Engine.connection). An open transaction is always rolled back.
+    session_owner: str | None = None
+
+    def keep_session(self, owner: str) -> None:
+        self.session_owner = owner
+
+    async def claim_session(self, owner: str | None) -> None:
+        if self.session_owner is not None and self.session_owner != owner:
+            self.session_owner = None
+            await self.execute(self.get_reset_query())
+        self.session_owner = None
+
+
+async def _reset_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset (after asyncpg's own rollback of an open transaction)."""
+    if getattr(conn, "session_owner", None) is None:
+        await conn.execute(conn.get_reset_query())
+
+
+class _Lease:
+    """``async with engine.connection(access) as conn``: a pooled connection, given back."""
+
+    __slots__ = ("conn", "owner", "pool")
+
+    def __init__(self, pool: asyncpg.Pool, owner: str | None) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.conn: Any = None
+
+    async def __aenter__(self) -> EngineConnection:
+        pool = self.pool
+        try:
+            # asyncio.timeout rather than acquire(timeout=...), which runs the wait in a task
+            async with asyncio.timeout(ACQUIRE_TIMEOUT_SECONDS):
+                self.conn = await pool.acquire()
+        except TimeoutError:
+            raise HeliosError(
+                ErrorCode.RESOURCE_EXHAUSTED, "all engine connections are busy; try again"
+            ) from None
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise from_engine(exc) from None
+        try:
+            await self.conn.claim_session(self.owner)
+        except BaseException:
+            await pool.release(self.conn)
+            raise
+        conn: EngineConnection = self.conn  # a pool proxy that forwards to EngineConnection
+        return conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.pool.release(self.conn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +198,7 @@ class Engine:
                 server_settings=server_settings,
                 command_timeout=self.settings.query_timeout + 5,
                 statement_cache_size=STATEMENT_CACHE_SIZE,
+                reset=_reset_session,
             )
         log.info("engine ready (%s)", "embedded" if self.is_embedded else "external")
 
@@ -155,20 +232,13 @@ class Engine:
     def pool(self, access: Access) -> asyncpg.Pool:
         return self._pools[access]
 
-    @asynccontextmanager
-    async def connection(self, access: Access) -> AsyncIterator[EngineConnection]:
-        try:
-            conn = await self._pools[access].acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
-        except TimeoutError:
-            raise HeliosError(
-                ErrorCode.RESOURCE_EXHAUSTED, "all engine connections are busy; try again"
-            ) from None
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise from_engine(exc) from None
-        try:
-            yield conn  # type: ignore[misc]  # a pool proxy forwards to EngineConnection
-        finally:
-            await self._pools[access].release(conn)
+    def connection(self, access: Access, *, owner: str | None = None) -> _Lease:
+        """A pooled connection for ``access``, in a clean session.
+
+        ``owner`` (a principal id) may find the session its own last statement left when
+        it called ``conn.keep_session(owner)``; everyone else gets a reset session.
+        """
+        return _Lease(self._pools[access], owner)
 
     async def dedicated(self, application_name: str) -> asyncpg.Connection:
         """A superuser connection outside the pools, for long-lived HeliosDB work.
@@ -192,7 +262,9 @@ class Engine:
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise from_engine(exc) from None
-        return conn    async def ping(self) -> bool:
+        return conn
+
+    async def ping(self) -> bool:
         try:
             async with self.connection(Access.SYSTEM) as conn:
                 return bool(await conn.fetchval("SELECT 1", timeout=2))

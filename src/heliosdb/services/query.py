@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,9 @@ MAX_SQL_LENGTH = 1_000_000
 _COUNT_TAIL = re.compile(r"(\d+)$")
 # Tags whose trailing number counts rows changed rather than rows returned.
 _WRITE_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE", "COPY")
+_PLAIN_TAGS = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE")
+# Functions whose effect outlives the statement: settings and session advisory locks.
+_SESSION_FUNCTIONS = ("set_config", "advisory_lock", "dblink")
 
 
 @dataclass(slots=True)
@@ -44,6 +47,24 @@ class QueryResult:
     notices: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a prepared statement's types say about its parameters and rows, worked out once."""
+
+    parameters: tuple[Any, ...]
+    columns: tuple[Column, ...]
+    fix: Callable[[list[Any]], list[Any]] | None
+
+    @staticmethod
+    def of(stmt: Any) -> _Plan:
+        attributes = stmt.get_attributes()
+        return _Plan(
+            parameters=tuple(stmt.get_parameters()),
+            columns=tuple(Column(a.name, type_name(a.type)) for a in attributes),
+            fix=non_finite_fixer([a.type.name for a in attributes]),
+        )
+
+
 class QueryService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -58,12 +79,15 @@ class QueryService:
         if script and params:
             raise invalid("a script takes no params; use one statement with $1..$n instead")
         started = time.perf_counter()
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
             try:
                 if script:
                     status = await conn.execute(sql)
                     return QueryResult([], [], _affected(status), status, _ms(started))
-                return await self._run_statement(conn, sql, params, started)
+                result = await self._run_statement(conn, sql, params, started)
+                if _leaves_session_alone(result.status, sql):
+                    conn.keep_session(principal.id)
+                return result
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
             except (asyncpg.InterfaceError, TimeoutError) as exc:
@@ -84,8 +108,8 @@ class QueryService:
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:
         for attempt in (1, 2):
-            stmt = await conn.prepared(sql)
-            declared = stmt.get_parameters()
+            stmt, plan = await conn.prepared_with(sql, _Plan.of)
+            declared = plan.parameters
             if len(params) != len(declared):
                 raise invalid(
                     f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
@@ -106,15 +130,26 @@ class QueryService:
                 if isinstance(exc, asyncpg.PostgresError):
                     raise
                 raise invalid(f"a parameter does not fit its column type: {exc}") from None
-            attributes = stmt.get_attributes()
-            columns = [Column(a.name, type_name(a.type)) for a in attributes]
-            fix = non_finite_fixer([a.type.name for a in attributes])
             rows = [list(r) for r in records]
-            if fix is not None:
-                rows = [fix(r) for r in rows]
+            if plan.fix is not None:
+                rows = [plan.fix(r) for r in rows]
             status = stmt.get_statusmsg() or ""
-            return QueryResult(columns, rows, _affected(status), status, _ms(started))
+            return QueryResult(list(plan.columns), rows, _affected(status), status, _ms(started))
         raise AssertionError("unreachable")
+
+
+def _leaves_session_alone(status: str, sql: str) -> bool:
+    """Whether a statement that succeeded cannot have changed its session's state.
+
+    Plain reads and writes leave it alone; SET, LISTEN, DECLARE, PREPARE, BEGIN and the
+    like do not, nor do the functions that change settings or take session locks. The
+    answer only lets the same principal's next statement skip the session reset, so a
+    function that changes settings behind another name affects that principal alone.
+    """
+    if not status.startswith(_PLAIN_TAGS):
+        return False
+    lowered = sql.lower()
+    return not any(name in lowered for name in _SESSION_FUNCTIONS)
 
 
 def _affected(status: str) -> int:

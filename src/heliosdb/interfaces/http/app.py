@@ -2,8 +2,8 @@
 
 Request pipeline, outermost first: metrics -> body limit -> routing -> auth dependency
 -> handler -> service. POST /query, the hot path, takes the same steps in pure ASGI
-(routes/query.py QueryRoute) just inside the body limit. Errors of every kind leave
-through interfaces/http/errors.py.
+(routes/query.py QueryEndpoint) before the stack. Errors of every kind leave through
+interfaces/http/errors.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heliosdb import __version__
 from heliosdb.interfaces.http import errors
@@ -30,8 +31,24 @@ ROUTERS = (
 )
 
 
-def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> FastAPI:
-    app = FastAPI(
+class RestApp(FastAPI):
+    """FastAPI, with hot routes answered in pure ASGI before its middleware stack."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.hot_routes: dict[tuple[str, str], ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hot = self.hot_routes.get((scope["method"], scope["path"]))
+            if hot is not None:
+                await hot(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> RestApp:
+    app = RestApp(
         title="HeliosDB",
         version=__version__,
         description="One database, every interface: the REST API.",
@@ -44,9 +61,8 @@ def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> Fa
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)
-    # Innermost first: the pure-ASGI POST /query sits inside the body limit and metrics.
-    app.add_middleware(
-        query.QueryRoute, services=services, path=API_PREFIX + query.PATH, route=query.ROUTE
+    app.hot_routes[("POST", API_PREFIX + query.PATH)] = query.QueryEndpoint(
+        services, services.settings.http.max_body_bytes
     )
     app.add_middleware(BodyLimitMiddleware, limit=services.settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware)

@@ -62,6 +62,12 @@ def error_response(error: HeliosError, status: int | None = None) -> Response:
     )
 
 
+def internal_error_response(method: str, path: str, exc: BaseException) -> Response:
+    """A bug: logged once with its traceback; the client sees only INTERNAL."""
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return error_response(HeliosError(ErrorCode.INTERNAL, "internal error"))
+
+
 def install(app: FastAPI) -> None:
     async def on_helios(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HeliosError)
@@ -83,8 +89,7 @@ def install(app: FastAPI) -> None:
         return error_response(HeliosError(code, str(exc.detail)), exc.status_code)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(HeliosError(ErrorCode.INTERNAL, "internal error"))
+        return internal_error_response(request.method, request.url.path, exc)
 
     app.add_exception_handler(HeliosError, on_helios)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -11,6 +11,28 @@ from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.interfaces.http.errors import error_response
 from heliosdb.observability.metrics import LATENCY, OPEN_CONNECTIONS, REQUESTS
 
+OPEN_REQUESTS = OPEN_CONNECTIONS.labels("http")
+_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def record_request(route: str, status: int, seconds: float) -> None:
+    """Count one finished request and its latency (metric children cached per route/status)."""
+    children = _children.get((route, status))
+    if children is None:
+        children = (REQUESTS.labels("http", route, str(status)), LATENCY.labels("http", route))
+        if len(_children) < 10_000:
+            _children[(route, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def too_large(limit: int) -> HeliosError:
+    return HeliosError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"the request body is larger than the limit of {limit} bytes",
+        limit=limit,
+    )
+
 
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
@@ -29,15 +51,14 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        OPEN_CONNECTIONS.labels("http").inc()
+        OPEN_REQUESTS.inc()
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            OPEN_CONNECTIONS.labels("http").dec()
+            OPEN_REQUESTS.dec()
             route: Any = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels("http", path, str(status)).inc()
-            LATENCY.labels("http", path).observe(time.perf_counter() - started)
+            record_request(path, status, time.perf_counter() - started)
 
 
 class BodyLimitMiddleware:
@@ -77,12 +98,7 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = HeliosError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the request body is larger than the limit of {self.limit} bytes",
-            limit=self.limit,
-        )
-        await error_response(error)(scope, receive, send)
+        await error_response(too_large(self.limit))(scope, receive, send)
 
 
 class _TooLarge(Exception):

@@ -2,11 +2,11 @@
 
 The route is the API's hot path, so it is served twice over the same code:
 
-- :class:`QueryRoute`, a pure ASGI layer just inside the metrics and body-limit
-  middleware, answers ``POST /api/v1/query`` without FastAPI's request object,
-  dependency solving and response classes (they cost several times the query itself);
-- the FastAPI route below documents the endpoint in OpenAPI and answers it if the
-  ASGI layer is not installed.
+- :class:`QueryEndpoint`, pure ASGI, answers ``POST /api/v1/query`` before FastAPI's
+  middleware stack, request object, dependency solving and response classes (together
+  they cost several times the query itself; see docs/benchmarks.md);
+- the FastAPI route below documents the endpoint in OpenAPI and answers it when the
+  app is mounted without the hot route.
 
 Both authenticate with auth.principal_from_headers and run :func:`run_query`, so
 behaviour and error bodies are one.
@@ -14,6 +14,7 @@ behaviour and error bodies are one.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -21,12 +22,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from heliosdb.engine.codecs import json_default
 from heliosdb.errors import HeliosError, invalid
 from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep, principal_from_headers
-from heliosdb.interfaces.http.errors import error_response
+from heliosdb.interfaces.http.errors import error_response, internal_error_response
+from heliosdb.interfaces.http.middleware import OPEN_REQUESTS, record_request, too_large
 from heliosdb.interfaces.http.responses import parse_json_object, read_json_object
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
@@ -98,52 +100,80 @@ async def execute_query(
 
 
 ROUTE = next(r for r in router.routes if getattr(r, "path", None) == PATH)
+CLIENT_CLOSED = 499  # the metrics status of a request whose client left before the body
 
 
-class QueryRoute:
-    """``POST <prefix>/query`` in pure ASGI; every other request goes on to ``app``.
+class QueryEndpoint:
+    """``POST /api/v1/query`` in pure ASGI, answered ahead of FastAPI's middleware stack.
 
-    Errors other than HeliosError propagate exactly as they do from a FastAPI route (the
-    body-limit middleware and the app's error funnel handle them).
+    It takes the steps of the general pipeline itself, in the same order: metrics, body
+    size limit (by Content-Length first, then while reading), credentials, JSON body,
+    statement; every error leaves as the same body and status the FastAPI route gives.
     """
 
-    def __init__(self, app: ASGIApp, services: Services, path: str, route: Any) -> None:
-        self.app = app
+    def __init__(self, services: Services, max_body_bytes: int) -> None:
         self.services = services
-        self.path = path
-        self.route = route  # what the metrics middleware labels the request with
+        self.limit = max_body_bytes
+        self.label: str = getattr(ROUTE, "path", PATH)  # the label FastAPI's route gets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route
+        started = time.perf_counter()
+        status = 500
+        OPEN_REQUESTS.inc()
         try:
-            principal = await principal_from_headers(self.services, Headers(scope=scope))
-            body = await _read_body(receive)
-            if body is None:
-                return  # the client went away
-            payload = await run_query(self.services, principal, parse_json_object(body))
+            status = await self._respond(scope, receive, send)
+        finally:
+            OPEN_REQUESTS.dec()
+            record_request(self.label, status, time.perf_counter() - started)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> int:
+        try:
+            payload = await self._run(scope, receive)
         except HeliosError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+            response = error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - the error funnel: logged, INTERNAL
+            response = internal_error_response(scope["method"], scope["path"], exc)
+        else:
+            if payload is None:
+                return CLIENT_CLOSED
+            headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+            return 200
+        await response(scope, receive, send)
+        return response.status_code
 
-
-async def _read_body(receive: Receive) -> bytes | None:
-    message: Message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
+    async def _run(self, scope: Scope, receive: Receive) -> bytes | None:
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.limit
+            except ValueError:
+                too_big = True
+            if too_big:
+                raise too_large(self.limit)
+        principal = await principal_from_headers(self.services, headers)
+        body = await self._read_body(receive)
+        if body is None:
             return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        return await run_query(self.services, principal, parse_json_object(body))
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, None if the client went away, PAYLOAD_TOO_LARGE past the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise too_large(self.limit)
+            if not message.get("more_body", False):
+                if not chunks:
+                    return chunk
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
