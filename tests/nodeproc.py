@@ -45,6 +45,7 @@ class NodeProcess:
             "--data-dir", str(self.data_dir),
             "--http-port", "0",
             "--pg-port", "0",
+            "--pg-txn-port", "0",
             "--grpc-port", "0",
             "--ws-port", "0",
             "--mongo-port", "0",

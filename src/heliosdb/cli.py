@@ -40,6 +40,7 @@ _FLAGS = {
     "grpc_port": "grpc.port",
     "ws_port": "websocket.port",
     "pg_port": "postgres.port",
+    "pg_txn_port": "postgres.transaction_port",
     "mongo_port": "mongodb.port",
     "host": "host",
     "environment": "environment",
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
+    )
+    serve.add_argument(
+        "--pg-txn-port", type=int, help="PostgreSQL port with transaction pooling (0 = any free)"
     )
     serve.add_argument(
         "--mongo-port", type=int, help="MongoDB wire port (default 27017; 0 = any free)"

@@ -18,7 +18,7 @@ from heliosdb.interfaces.grpc.server import GrpcListener
 from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
 from heliosdb.interfaces.mongodb.server import MongoListener
-from heliosdb.interfaces.postgres.server import PostgresListener
+from heliosdb.interfaces.postgres.server import postgres_listeners
 from heliosdb.interfaces.websocket.server import WebSocketListener
 from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
@@ -81,7 +81,7 @@ class Node:
         app = build_app(services, self.listener_states)
         self.listeners = [
             HttpListener(app, self.settings),
-            PostgresListener(services),
+            *postgres_listeners(services),
             GrpcListener(services, self.settings),
             WebSocketListener(services, self.settings),
             MongoListener(services, self.settings),

@@ -83,9 +83,24 @@ class PostgresSettings(BaseModel):
         description="How clients prove their password: scram-sha-256, or password (cleartext; "
         "use it only over TLS).",
     )
-    pool_mode: Literal["session"] = Field(
+    pool_mode: Literal["session", "transaction"] = Field(
         "session",
-        description="session: one engine connection for each client session (everything works).",
+        description="session: one engine connection for each client session (everything "
+        "works); transaction: engine connections return to a pool after each transaction.",
+    )
+    transaction_port: int | None = Field(
+        None,
+        description="A second PostgreSQL port that always uses transaction pooling; unset: "
+        "none; 0 picks a free port.",
+    )
+    pool_size: int = Field(
+        20,
+        description="Transaction mode: engine connections per pool (one pool per engine role "
+        "and set of startup parameters).",
+    )
+    pool_timeout: float = Field(
+        10.0,
+        description="Transaction mode: seconds a client waits for a free engine connection.",
     )
     max_connections: int = Field(
         200, description="Client connections the PostgreSQL listener accepts at once."

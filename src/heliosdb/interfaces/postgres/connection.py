@@ -19,7 +19,7 @@ import secrets
 import struct
 from typing import TYPE_CHECKING, cast
 
-from heliosdb.engine.relay import EngineLoginError, cancel, open_session
+from heliosdb.engine.relay import EngineLoginError, open_session
 from heliosdb.interfaces.postgres import errors
 from heliosdb.interfaces.postgres.auth import AuthFailed, Channel, authenticate
 from heliosdb.interfaces.postgres.codec import (
@@ -41,6 +41,7 @@ from heliosdb.interfaces.postgres.codec import (
     parse_first_packet,
     parse_startup,
 )
+from heliosdb.interfaces.postgres.pooling import TxnClient
 from heliosdb.interfaces.postgres.relay import Session
 from heliosdb.observability.metrics import AUTH_FAILURES
 from heliosdb.security.principals import Principal
@@ -215,9 +216,25 @@ class Connection:
             )
         return principal
 
-    async def _open(self, startup: Startup, principal: Principal) -> Session:
+    async def _open(self, startup: Startup, principal: Principal) -> Session | TxnClient:
         gateway = self.gateway
+        secret = secrets.token_bytes(32 if self.minor >= 2 else 4)
+        transport = cast(asyncio.Transport, self.writer.transport)
         try:
+            if gateway.pool_mode == "transaction":
+                pool = gateway.pool_for(principal.access, startup.parameters)
+                if not pool.status:  # the first client of this pool: learn the parameters
+                    pool.release(await pool.acquire(gateway.settings.pool_timeout))
+                key = CancelKey(secrets.randbits(31), secret)
+                self._send_ready(startup, pool.status, key)
+                client = TxnClient(
+                    principal, key, pool, transport, gateway.settings.pool_timeout,
+                    gateway.session_ended,
+                )  # fmt: skip
+                gateway.session_started(client)
+                self.relayed = True
+                client.start(_buffered(self.reader))
+                return client
             engine = await open_session(gateway.engine, principal.access, startup.parameters)
         except EngineLoginError as exc:
             if exc.error:
@@ -226,22 +243,24 @@ class Connection:
             raise Refused(
                 encode_error(errors.CANNOT_CONNECT_NOW, "the engine is not available")
             ) from None
-        key = CancelKey(engine.pid, secrets.token_bytes(32 if self.minor >= 2 else 4))
-        out = bytearray(encode_auth(AUTH_OK))
-        for name, value in engine.parameters.items():
-            if name == "session_authorization":
-                value = startup.user or value
-            out += encode_parameter_status(name, value)
-        out += encode_backend_key(key) + encode_ready()
-        self.writer.write(bytes(out))
-        transport = cast(asyncio.Transport, self.writer.transport)
-        session = Session(principal, key, engine, transport, gateway.session_ended)
+        except TimeoutError:
+            raise Refused(
+                encode_error(errors.TOO_MANY_CONNECTIONS, "no engine connection became free")
+            ) from None
+        # Session mode announces the engine backend's real pid, with our own secret.
+        key = CancelKey(engine.pid, secret)
+        self._send_ready(startup, engine.parameters, key)
+        session = Session(gateway.engine, principal, key, engine, transport, gateway.session_ended)
         gateway.session_started(session)
         self.relayed = True
         session.start(_buffered(self.reader))
         return session
 
-
-async def cancel_on_engine(gateway: Gateway, session: Session) -> None:
-    engine = session.engine
-    await cancel(gateway.engine, session.principal.access, engine.pid, engine.secret)
+    def _send_ready(self, startup: Startup, status: dict[str, str], key: CancelKey) -> None:
+        out = bytearray(encode_auth(AUTH_OK))
+        for name, value in status.items():
+            if name == "session_authorization":
+                value = startup.user or value
+            out += encode_parameter_status(name, value)
+        out += encode_backend_key(key) + encode_ready()
+        self.writer.write(bytes(out))

@@ -20,7 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from heliosdb.engine.relay import EngineSession
+from heliosdb.engine import Engine
+from heliosdb.engine.relay import EngineSession, cancel
 from heliosdb.interfaces.postgres.codec import TERMINATE, CancelKey
 from heliosdb.security.principals import Principal
 
@@ -33,6 +34,7 @@ class Session:
 
     def __init__(
         self,
+        gateway_engine: Engine,
         principal: Principal,
         key: CancelKey,
         engine: EngineSession,
@@ -40,6 +42,7 @@ class Session:
         on_end: Callable[[Session, bool], None],
     ) -> None:
         self.id = next(_ids)
+        self.gateway_engine = gateway_engine
         self.principal = principal
         self.key = key
         self.engine = engine
@@ -75,6 +78,11 @@ class Session:
         else:
             self.client.close()
         self._on_end(self, abrupt)
+
+    async def cancel_running(self) -> None:
+        """Cancel what the engine backend runs now (a CancelRequest of its own key)."""
+        engine = self.engine
+        await cancel(self.gateway_engine, self.principal.access, engine.pid, engine.secret)
 
     def terminate(self) -> None:
         """Close both sides now (node shutdown)."""

@@ -24,10 +24,12 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from heliosdb.engine import Access
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.postgres.auth import FailureLimiter
 from heliosdb.interfaces.postgres.codec import CancelKey
-from heliosdb.interfaces.postgres.connection import Connection, cancel_on_engine
+from heliosdb.interfaces.postgres.connection import Connection
+from heliosdb.interfaces.postgres.pooling import EnginePool, TxnClient
 from heliosdb.interfaces.postgres.relay import Session
 from heliosdb.observability.metrics import OPEN_CONNECTIONS, REGISTRY
 from heliosdb.security.principals import Principal
@@ -37,15 +39,17 @@ log = logging.getLogger("heliosdb.interfaces.postgres")
 
 
 class Gateway:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, pool_mode: str) -> None:
         self.services = services
         self.engine = services.engine
         self.settings = services.settings.postgres
+        self.pool_mode = pool_mode
         self.database = services.settings.engine.database
         self.limiter = FailureLimiter(self.settings.auth_failures_per_minute)
         self.tls_context = _tls_context(services)
-        self.sessions: dict[int, Session] = {}
-        self.by_key: dict[tuple[int, bytes], Session] = {}
+        self.sessions: dict[int, Session | TxnClient] = {}
+        self.by_key: dict[tuple[int, bytes], Session | TxnClient] = {}
+        self.pools: dict[tuple[Access, tuple[tuple[str, str], ...]], EnginePool] = {}
         self.per_principal: Counter[str] = Counter()
         self.connecting = 0
         self.totals = {"bytes_in": 0, "bytes_out": 0, "round_trips": 0, "sessions": 0}
@@ -68,13 +72,23 @@ class Gateway:
                 self.connecting -= 1
             OPEN_CONNECTIONS.labels("postgres").dec()
 
-    def session_started(self, session: Session) -> None:
+    def pool_for(self, access: Access, parameters: dict[str, str]) -> EnginePool:
+        """The transaction-mode pool for this role and these startup parameters."""
+        wanted = {k: v for k, v in parameters.items() if k not in ("user", "database")}
+        key = (access, tuple(sorted(wanted.items())))
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = EnginePool(self.engine, access, wanted, self.settings.pool_size)
+            self.pools[key] = pool
+        return pool
+
+    def session_started(self, session: Session | TxnClient) -> None:
         self.connecting -= 1
         self.sessions[session.id] = session
         self.by_key[(session.key.pid, session.key.secret)] = session
         self.per_principal[session.principal.id] += 1
 
-    def session_ended(self, session: Session, abrupt: bool) -> None:
+    def session_ended(self, session: Session | TxnClient, abrupt: bool) -> None:
         self.sessions.pop(session.id, None)
         self.by_key.pop((session.key.pid, session.key.secret), None)
         self.per_principal[session.principal.id] -= 1
@@ -85,13 +99,13 @@ class Gateway:
         self.totals["round_trips"] += session.round_trips
         self.totals["sessions"] += 1
         if abrupt:
-            self._spawn(cancel_on_engine(self, session))
+            self._spawn(session.cancel_running())
 
     async def cancel(self, key: CancelKey) -> None:
         session = self.by_key.get((key.pid, key.secret))
         if session is None or not hmac.compare_digest(session.key.secret, key.secret):
             return  # a wrong key cancels nothing, and says nothing
-        await cancel_on_engine(self, session)
+        await session.cancel_running()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -101,6 +115,8 @@ class Gateway:
     def terminate_all(self) -> None:
         for session in list(self.sessions.values()):
             session.terminate()
+        for pool in self.pools.values():
+            pool.close()
 
 
 def _tls_context(services: Services) -> ssl.SSLContext | None:
@@ -164,13 +180,21 @@ _COLLECTOR = _Collector()
 REGISTRY.register(_COLLECTOR)
 
 
-class PostgresListener(TcpListener):
-    def __init__(self, services: Services) -> None:
-        self.gateway = Gateway(services)
-        settings = services.settings
-        super().__init__(
-            "postgres", "postgresql", settings.host, settings.postgres.port, self.gateway.handle
+def postgres_listeners(services: Services) -> list[PostgresListener]:
+    """The main listener, plus the transaction-pooling one when its port is set."""
+    settings = services.settings.postgres
+    listeners = [PostgresListener(services, "postgres", settings.port, settings.pool_mode)]
+    if settings.transaction_port is not None:
+        listeners.append(
+            PostgresListener(services, "postgres_txn", settings.transaction_port, "transaction")
         )
+    return listeners
+
+
+class PostgresListener(TcpListener):
+    def __init__(self, services: Services, name: str, port: int, pool_mode: str) -> None:
+        self.gateway = Gateway(services, pool_mode)
+        super().__init__(name, "postgresql", services.settings.host, port, self.gateway.handle)
 
     async def start(self) -> None:
         await super().start()

@@ -1,0 +1,446 @@
+"""Transaction pooling: engine connections go back to a pool between transactions.
+
+    TxnClient (client socket)  --messages-->  ServerConn (pooled engine socket)
+                               <--bytes-----  (scanned for ReadyForQuery and ParseComplete)
+
+Pools are keyed by (engine role, startup parameters), so a client always gets an engine
+connection that was started with its own parameters (application_name, TimeZone,
+options ...). A client borrows a connection when it sends its first message and gives it
+back at a ReadyForQuery with status 'I' once every Query and Sync it sent is answered.
+
+Protocol-level prepared statements survive the change of connection: each named Parse
+is renamed to a name unique on the engine (``hdb_<n>``) and remembered; a Bind or a
+statement Describe on a connection that lacks it gets the Parse sent first, and the
+extra ParseComplete is dropped from the reply. The client's last unnamed Parse is
+replayed the same way (asyncpg sends Parse/Describe/Sync, then Bind/Execute/Sync).
+
+Not carried between connections (documented in docs/postgres.md): session SET/RESET,
+LISTEN, SQL PREPARE, temp tables, session advisory locks, WITH HOLD cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+from heliosdb.engine import Access, Engine
+from heliosdb.engine.relay import EngineLoginError, EngineSession, cancel, open_session
+from heliosdb.interfaces.postgres.codec import CancelKey, encode_error
+from heliosdb.interfaces.postgres.errors import PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS
+from heliosdb.security.principals import Principal
+
+log = logging.getLogger("heliosdb.interfaces.postgres")
+
+MAX_MESSAGE_BYTES = 1 << 30
+MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
+_ids = itertools.count(1)
+_statement_names = itertools.count(1)
+_unpack = struct.Struct("!i").unpack_from
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+class ServerConn:
+    """A pooled engine connection and what this gateway knows of its state."""
+
+    def __init__(self, pool: EnginePool, engine: EngineSession) -> None:
+        self.pool = pool
+        self.engine = engine
+        self.transport = cast(asyncio.Transport, engine.writer.transport)
+        self.client: TxnClient | None = None
+        self.pending = 0  # Query and Sync messages not yet answered by ReadyForQuery
+        self.prepared: set[str] = set()
+        self.inflight: set[str] = set()
+        self.expect: deque[tuple[bool, str | None]] = deque()  # per Parse: (drop reply, name)
+        self.unnamed_owner: tuple[int, int] | None = None
+        self.carry = b""
+        self.skip = 0
+        self.closed = False
+        self.counted = True  # in the pool's size
+
+
+class _ServerSide(asyncio.Protocol):
+    def __init__(self, conn: ServerConn) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn.carry:
+            data, conn.carry = conn.carry + data, b""
+        n = len(data)
+        pos, start, skip = 0, 0, conn.skip
+        kept: list[bytes] = []
+        release_at = -1
+        while pos < n:
+            if skip:
+                take = min(skip, n - pos)
+                pos += take
+                skip -= take
+                continue
+            kind = data[pos]
+            if n - pos < 5 or (kind == 0x5A and n - pos < 6):
+                conn.carry = data[pos:]
+                n = pos
+                break
+            end = pos + 1 + _unpack(data, pos + 1)[0]
+            if kind == 0x31:  # ParseComplete
+                drop, name = conn.expect.popleft() if conn.expect else (False, None)
+                if name is not None:
+                    conn.inflight.discard(name)
+                    conn.prepared.add(name)
+                if drop:
+                    kept.append(data[start:pos])
+                    start = end
+            elif kind == 0x5A:  # ReadyForQuery
+                conn.pending -= 1
+                conn.expect.clear()
+                conn.inflight.clear()
+                if conn.pending <= 0 and data[pos + 5] == 0x49:  # 'I'
+                    release_at = end
+                    n = end
+                    break
+            if end > n:
+                skip = end - n
+                pos = n
+            else:
+                pos = end
+        conn.skip = skip
+        client = conn.client
+        if client is None:
+            return  # an idle connection's notices and notifications belong to no one
+        if kept:
+            kept.append(data[start:n])
+            out = b"".join(kept)
+        else:
+            out = data[start:n] if (start or n != len(data)) else data
+        client.bytes_out += len(out)
+        client.transport.write(out)
+        if release_at >= 0:
+            client.release()
+
+    def pause_writing(self) -> None:
+        if self.conn.client is not None:
+            self.conn.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.conn.client is not None:
+            with contextlib.suppress(RuntimeError):
+                self.conn.client.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        conn = self.conn
+        conn.closed = True
+        conn.pool.discard(conn)
+        if conn.client is not None:
+            conn.client.transport.close()
+
+
+class EnginePool:
+    """Engine connections for one (role, startup parameters) pair."""
+
+    def __init__(
+        self, engine: Engine, access: Access, parameters: dict[str, str], max_size: int
+    ) -> None:
+        self.engine = engine
+        self.access = access
+        self.parameters = parameters
+        self.max_size = max_size
+        self.idle: list[ServerConn] = []
+        self.size = 0
+        self.waiters: deque[asyncio.Future[ServerConn]] = deque()
+        self.status: dict[str, str] = {}  # ParameterStatus of the first connection
+
+    async def acquire(self, timeout: float) -> ServerConn:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+        if self.size < self.max_size:
+            self.size += 1
+            try:
+                return await self._open()
+            except BaseException:
+                self.size -= 1
+                raise
+        waiter: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            with contextlib.suppress(ValueError):
+                self.waiters.remove(waiter)
+
+    async def _open(self) -> ServerConn:
+        session = await open_session(self.engine, self.access, self.parameters)
+        conn = ServerConn(self, session)
+        if not self.status:
+            self.status = dict(session.parameters)
+        session.take_buffered()
+        conn.transport.set_protocol(_ServerSide(conn))
+        with contextlib.suppress(RuntimeError, AttributeError):
+            conn.transport.resume_reading()
+        return conn
+
+    def release(self, conn: ServerConn) -> None:
+        conn.client = None
+        if conn.closed:
+            return
+        if len(conn.prepared) > MAX_PREPARED_PER_CONNECTION:
+            conn.transport.close()  # connection_lost discards it
+            return
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self.idle.append(conn)
+
+    def discard(self, conn: ServerConn) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if conn.counted:
+            conn.counted = False
+            self.size -= 1
+        conn.closed = True
+        conn.transport.abort()
+
+    def close(self) -> None:
+        for conn in list(self.idle):
+            conn.transport.abort()
+        self.idle.clear()
+
+
+class TxnClient(asyncio.Protocol):
+    """One client in transaction mode: reads whole messages, borrows engine connections."""
+
+    def __init__(
+        self,
+        principal: Principal,
+        key: CancelKey,
+        pool: EnginePool,
+        transport: asyncio.Transport,
+        pool_timeout: float,
+        on_end: Callable[[TxnClient, bool], None],
+    ) -> None:
+        self.id = next(_ids)
+        self.principal = principal
+        self.pool = pool
+        self.transport = transport
+        self.pool_timeout = pool_timeout
+        self._on_end = on_end
+        self.key = key
+        self.server: ServerConn | None = None
+        self.buffer = bytearray()
+        self.acquiring = False
+        self.statements: dict[bytes, tuple[str, bytes]] = {}
+        self.unnamed = b""
+        self.unnamed_seq = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.round_trips = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self, buffered: bytes) -> None:
+        self.transport.set_protocol(self)
+        if buffered:
+            self.data_received(buffered)
+        with contextlib.suppress(RuntimeError, AttributeError):
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self.server is not None:
+            self.server.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.server is not None:
+            with contextlib.suppress(RuntimeError):
+                self.server.transport.resume_reading()
+
+    # client -> engine
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.round_trips += 1
+        self.buffer += data
+        self.pump()
+
+    def pump(self) -> None:
+        buffer = self.buffer
+        out = bytearray()
+        pos, n = 0, len(buffer)
+        while n - pos >= 5:
+            length = _unpack(buffer, pos + 1)[0]
+            if not 4 <= length <= MAX_MESSAGE_BYTES:
+                self._fatal(PROTOCOL_VIOLATION, "invalid message length")
+                return
+            end = pos + 1 + length
+            if end > n:
+                break
+            kind = buffer[pos]
+            if kind == 0x58:  # Terminate: the session ends here, never forwarded
+                self.terminate_client()
+                return
+            if self.server is None:
+                self._borrow()
+                break
+            out += self._translate(kind, bytes(buffer[pos:end]))
+            pos = end
+        if pos:
+            del buffer[:pos]
+        if out and self.server is not None:
+            self.server.transport.write(out)
+
+    def _translate(self, kind: int, msg: bytes) -> bytes:
+        server = self.server
+        assert server is not None
+        if kind in (0x51, 0x53):  # Query, Sync
+            server.pending += 1
+            return msg
+        if kind == 0x50:  # Parse
+            end = msg.index(b"\0", 5)
+            name = msg[5:end]
+            if not name:
+                self.unnamed = msg
+                self.unnamed_seq += 1
+                server.unnamed_owner = (self.id, self.unnamed_seq)
+                server.expect.append((False, None))
+                return msg
+            renamed = f"hdb_{next(_statement_names)}"
+            parse = _message(b"P", renamed.encode() + msg[end:])
+            self.statements[name] = (renamed, parse)
+            server.inflight.add(renamed)
+            server.expect.append((False, renamed))
+            return parse
+        if kind == 0x42:  # Bind: portal, statement, ...
+            portal_end = msg.index(b"\0", 5)
+            end = msg.index(b"\0", portal_end + 1)
+            prefix, target = self._statement(msg[portal_end + 1 : end])
+            if target is None:
+                return prefix + msg
+            body = msg[5 : portal_end + 1] + target + msg[end:]
+            return prefix + _message(b"B", body)
+        if kind == 0x44 and msg[5:6] == b"S":  # Describe statement
+            prefix, target = self._statement(msg[6:-1])
+            if target is None:
+                return prefix + msg
+            return prefix + _message(b"D", b"S" + target + b"\0")
+        if kind == 0x43 and msg[5:6] == b"S":  # Close statement
+            entry = self.statements.pop(msg[6:-1], None)
+            if entry is None:
+                return msg
+            server.prepared.discard(entry[0])
+            return _message(b"C", b"S" + entry[0].encode() + b"\0")
+        return msg
+
+    def _statement(self, name: bytes) -> tuple[bytes, bytes | None]:
+        """(Parse to send first or b"", the engine-side name or None to keep it)."""
+        server = self.server
+        assert server is not None
+        if not name:
+            if self.unnamed and server.unnamed_owner != (self.id, self.unnamed_seq):
+                server.unnamed_owner = (self.id, self.unnamed_seq)
+                server.expect.append((True, None))
+                return self.unnamed, None
+            return b"", None
+        entry = self.statements.get(name)
+        if entry is None:
+            return b"", None
+        renamed, parse = entry
+        if renamed in server.prepared or renamed in server.inflight:
+            return b"", renamed.encode()
+        server.inflight.add(renamed)
+        server.expect.append((True, renamed))
+        return parse, renamed.encode()
+
+    def _borrow(self) -> None:
+        if self.acquiring:
+            return
+        self.acquiring = True
+        self.transport.pause_reading()
+        _spawn(self._acquire())
+
+    async def _acquire(self) -> None:
+        try:
+            server = await self.pool.acquire(self.pool_timeout)
+        except TimeoutError:
+            self._fatal(
+                TOO_MANY_CONNECTIONS,
+                f"no engine connection became free within {self.pool_timeout:g} s",
+            )
+            return
+        except EngineLoginError as exc:
+            log.warning("engine login failed: %s", exc)
+            self._fatal("57P03", "the engine is not available")
+            return
+        finally:
+            self.acquiring = False
+        if self.done.done():
+            self.pool.release(server)
+            return
+        server.client = self
+        self.server = server
+        with contextlib.suppress(RuntimeError):
+            self.transport.resume_reading()
+        self.pump()
+
+    def release(self) -> None:
+        """The engine answered everything and no transaction is open: give it back."""
+        server, self.server = self.server, None
+        if server is not None:
+            self.pool.release(server)
+        if self.buffer and not self.done.done():
+            self.pump()
+
+    # endings
+
+    def _fatal(self, sqlstate: str, text: str) -> None:
+        self.transport.write(encode_error(sqlstate, text))
+        self.terminate_client()
+
+    def terminate_client(self) -> None:
+        self.transport.close()
+        self._end()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if self.done.done():
+            return
+        self.done.set_result(None)
+        server, self.server = self.server, None
+        if server is not None:
+            # Mid-transaction or mid-query: cancel what runs and drop the connection.
+            server.client = None
+            if server.pending > 0:
+                engine = server.engine
+                _spawn(cancel(self.pool.engine, self.pool.access, engine.pid, engine.secret))
+            self.pool.discard(server)
+        self._on_end(self, False)
+
+    def terminate(self) -> None:
+        self.transport.abort()
+        self._end()
+
+    async def cancel_running(self) -> None:
+        server = self.server
+        if server is not None and server.pending > 0:
+            await cancel(self.pool.engine, self.pool.access, server.engine.pid,
+                         server.engine.secret)  # fmt: skip

@@ -1,0 +1,144 @@
+"""Transaction pooling (the node's second PostgreSQL port): many clients, few engine connections.
+
+Protocol-level prepared statements (psycopg's _pg3_N, asyncpg's cache, pgbench -M prepared)
+must keep working whichever engine connection serves the next transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import subprocess
+import uuid
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.integration.postgres.conftest import engine_tool, make_dsn
+from tests.integration.postgres.rawclient import RawClient, message
+from tests.nodeproc import NodeProcess
+
+CLIENTS = 30  # more than postgres.pool_size (20): engine connections are shared
+
+
+@pytest.fixture(scope="module")
+def txn_port(node: NodeProcess) -> int:
+    return node.ports["postgres_txn"]
+
+
+@pytest.fixture(scope="module")
+def txn_dsn(txn_port: int, rw_key: str) -> str:
+    return make_dsn(txn_port, rw_key)
+
+
+async def test_txn_asyncpg_statement_cache_across_connections(txn_dsn: str) -> None:
+    async def client(i: int) -> None:
+        conn = await asyncpg.connect(txn_dsn)
+        try:
+            for j in range(15):
+                assert await conn.fetchval("SELECT $1::int * 1000 + $2::int", i, j) == i * 1000 + j
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_sleep(0.001)")
+                    row = await conn.fetchrow("SELECT $1::text AS t, $2::int AS n", str(i), j)
+                    assert (row["t"], row["n"]) == (str(i), j)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+
+
+async def test_txn_asyncpg_unnamed_statements(txn_dsn: str) -> None:
+    async def client(i: int) -> None:
+        conn = await asyncpg.connect(txn_dsn, statement_cache_size=0)
+        try:
+            for j in range(10):
+                assert await conn.fetchval("SELECT $1::int + $2::int", i, j) == i + j
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+
+
+async def test_txn_psycopg_prepared_and_pipeline(txn_dsn: str) -> None:
+    async def client(i: int) -> None:
+        async with await psycopg.AsyncConnection.connect(txn_dsn, autocommit=True) as conn:
+            for j in range(12):  # past prepare_threshold: _pg3_N named statements
+                cursor = await conn.execute("SELECT %s::int - %s::int", (i, j))
+                assert await cursor.fetchone() == (i - j,)
+            async with conn.pipeline():
+                cursors = [await conn.execute("SELECT %s::int", (k,)) for k in range(5)]
+            assert [await c.fetchone() for c in cursors] == [(k,) for k in range(5)]
+
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+
+
+def test_txn_transactions_are_isolated_and_committed(txn_dsn: str) -> None:
+    table = f"tx_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(txn_dsn, autocommit=True) as setup:
+        setup.execute(f"CREATE TABLE {table} (id int)")
+    with psycopg.connect(txn_dsn) as writer, psycopg.connect(txn_dsn) as reader:
+        writer.execute(f"INSERT INTO {table} VALUES (1)")
+        assert reader.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        reader.commit()
+        writer.commit()
+        assert reader.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+
+
+def test_txn_copy_both_ways(txn_dsn: str) -> None:
+    table = f"tc_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(txn_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int, v text)")
+        with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+            for i in range(3000):
+                copy.write_row((i, f"v{i}"))
+        with conn.cursor().copy(f"COPY {table} TO STDOUT") as copy:
+            assert sum(1 for _ in copy.rows()) == 3000
+
+
+async def test_txn_timeout_cancels_and_connection_goes_on(txn_dsn: str) -> None:
+    conn = await asyncpg.connect(txn_dsn)
+    try:
+        with pytest.raises(TimeoutError):
+            await conn.fetch("SELECT pg_sleep(30)", timeout=0.5)
+        assert await conn.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await conn.close()
+
+
+def test_txn_client_vanishing_mid_transaction_rolls_back(
+    txn_port: int, txn_dsn: str, rw_key: str
+) -> None:
+    table = f"tv_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(txn_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+    client = RawClient(txn_port)
+    client.login(rw_key)
+    client.send(message(b"Q", f"BEGIN; INSERT INTO {table} VALUES (1)".encode() + b"\0"))
+    while client.read()[0] != b"Z":
+        pass
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    with psycopg.connect(txn_dsn, autocommit=True) as conn:
+        for _ in range(5):  # whichever engine connection serves us, the row never appears
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_txn_pgbench_prepared_many_clients(txn_port: int, rw_key: str, tmp_path: Path) -> None:
+    script = tmp_path / "script.sql"
+    script.write_text(
+        "\\set n random(1, 1000)\nBEGIN;\nSELECT :n::int + 1;\nSELECT :n::text;\nEND;\n"
+    )
+    env = {**os.environ, "PGPASSWORD": rw_key}
+    for mode in ("prepared", "extended", "simple"):
+        result = subprocess.run(
+            [engine_tool("pgbench"), "-h", "127.0.0.1", "-p", str(txn_port), "-U", "apikey",
+             "-n", "-f", str(script), "-M", mode, "-c", "24", "-j", "24", "-t", "20",
+             "heliosdb"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "number of transactions actually processed: 480/480" in result.stdout
