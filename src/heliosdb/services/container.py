@@ -8,6 +8,7 @@ from heliosdb.engine import Engine
 from heliosdb.services.changes import ChangeService
 from heliosdb.services.documents import DocumentStore
 from heliosdb.services.keys import ApiKeys
+from heliosdb.services.keyvalue import KeyValue
 from heliosdb.services.query import QueryService
 from heliosdb.services.rows import RowsService
 from heliosdb.services.streams import RowStreams
@@ -31,6 +32,7 @@ class Services:
     streams: RowStreams
     vectors: Vectors
     users: Users
+    keyvalue: KeyValue
     documents: DocumentStore
 
     @classmethod
@@ -53,5 +55,10 @@ class Services:
             streams=RowStreams(engine),
             vectors=Vectors(engine),
             users=Users(engine),
+            keyvalue=KeyValue(
+                engine,
+                durability=settings.redis.durability,
+                coalesce_workers=settings.redis.coalesce_workers,
+            ),
             documents=DocumentStore(engine),
         )

@@ -137,6 +137,9 @@ class RowsService:
         if len(items) > self.settings.max_insert_rows:
             raise invalid(f"at most {self.settings.max_insert_rows} rows per request")
         returning = request.representation is not False
+        _refuse_read_parameters(request, "insert")
+        if request.has_filter or request.all:
+            raise invalid("filters, pk= and all= do not apply to an insert")
         async with self.engine.connection(principal.access) as conn:
             try:
                 table = await self._table(conn, name, request)
@@ -146,7 +149,7 @@ class RowsService:
                 out: list[dict[str, Any]] = []
                 affected = 0
                 async with conn.transaction():
-                    for sql, values in _insert_statements(table, keys, items, returning):
+                    for sql, values in _insert_statements(table, request, keys, items, returning):
                         records, attributes, status = await _run(
                             conn, sql, values, cache=len(items) <= 1
                         )
@@ -172,7 +175,7 @@ class RowsService:
                 values = list(body.values())
                 where = _filter(table, request, len(values))
                 sql = f"UPDATE {table.sql_name} SET {', '.join(assignments)}"  # noqa: S608
-                sql += _where_clause(where) + _returning(table, request.representation)
+                sql += _where_clause(where) + _returning(table, request, request.representation)
                 records, attributes, status = await _run(conn, sql, values + where.params)
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
@@ -185,7 +188,7 @@ class RowsService:
                 table = await self._table(conn, name, request)
                 where = _filter(table, request, 0)
                 sql = f"DELETE FROM {table.sql_name}"  # noqa: S608 - a checked, quoted name
-                sql += _where_clause(where) + _returning(table, request.representation)
+                sql += _where_clause(where) + _returning(table, request, request.representation)
                 records, attributes, status = await _run(conn, sql, where.params)
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
@@ -204,6 +207,7 @@ class RowsService:
 
     @staticmethod
     def _require_filter(request: RowRequest, verb: str) -> None:
+        _refuse_read_parameters(request, verb)
         if request.has_filter and request.all:
             raise invalid(f"give either filters or all=true to {verb}, not both")
         if not request.has_filter and not request.all:
@@ -214,6 +218,20 @@ class RowsService:
 
 
 # -- statements -------------------------------------------------------------------------
+
+
+def _refuse_read_parameters(request: RowRequest, verb: str) -> None:
+    used = [
+        name
+        for name, value in (
+            ("order", request.order),
+            ("limit", request.limit),
+            ("cursor", request.cursor),
+        )
+        if value
+    ]
+    if used:
+        raise invalid(f"{', '.join(used)} apply to reads only, not to {verb}")
 
 
 def _filter(table: catalog.TableInfo, request: RowRequest, offset: int) -> CompiledFilter:
@@ -250,16 +268,22 @@ def _where_clause(where: CompiledFilter) -> str:
     return f" WHERE {where.sql}" if where.sql else ""
 
 
-def _returning(table: catalog.TableInfo, representation: bool | None) -> str:
+def _returning(table: catalog.TableInfo, request: RowRequest, representation: bool | None) -> str:
+    """RETURNING the ``select=`` columns (default all) when the rows are wanted back."""
     if not representation:
         return ""
-    return " RETURNING " + ", ".join(quote_ident(c.name) for c in table.columns)
+    names = request.select or [c.name for c in table.columns]
+    return " RETURNING " + ", ".join(table.quoted(name) for name in names)
 
 
 def _insert_statements(
-    table: catalog.TableInfo, keys: list[str], items: list[dict[str, Any]], returning: bool
+    table: catalog.TableInfo,
+    request: RowRequest,
+    keys: list[str],
+    items: list[dict[str, Any]],
+    returning: bool,
 ) -> Iterable[tuple[str, list[Any]]]:
-    suffix = _returning(table, returning)
+    suffix = _returning(table, request, returning)
     if not keys:
         for _ in items:
             yield f"INSERT INTO {table.sql_name} DEFAULT VALUES{suffix}", []

@@ -332,6 +332,34 @@ async def test_insert_malformed_json(api: httpx.AsyncClient, people: str) -> Non
     assert (await api.post(f"/tables/{people}/rows")).status_code == 400
 
 
+async def test_insert_returns_selected_columns(api: httpx.AsyncClient, people: str) -> None:
+    response = await api.post(
+        f"/tables/{people}/rows", params={"select": "id,name"}, json={"name": "h"}
+    )
+    assert response.json()["rows"] == [{"id": 6, "name": "h"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("POST", {"name": "eq.x"}),
+        ("POST", {"all": "true"}),
+        ("POST", {"order": "name"}),
+        ("PUT", {"pk": "1", "limit": "1"}),
+        ("PUT", {"pk": "1", "order": "name"}),
+        ("DELETE", {"pk": "1", "cursor": "abc"}),
+        ("PUT", {"pk": "1", "select": "nope", "return": "representation"}),
+    ],
+)
+async def test_writes_refuse_parameters_that_do_not_apply(
+    api: httpx.AsyncClient, people: str, method: str, params: dict[str, str]
+) -> None:
+    body = None if method == "DELETE" else b'{"name": "x"}'
+    response = await api.request(method, f"/tables/{people}/rows", params=params, content=body)
+    assert response.status_code == 400, response.text
+    assert await names(api, people) == [p["name"] for p in PEOPLE]
+
+
 # -- updates and deletes --------------------------------------------------------------
 
 
@@ -357,11 +385,11 @@ async def test_update_by_pk_returns_representation(api: httpx.AsyncClient, peopl
 async def test_update_with_prefer_header(api: httpx.AsyncClient, people: str) -> None:
     response = await api.put(
         f"/tables/{people}/rows",
-        params={"where": "name = 'cy'"},
+        params={"where": "name = 'cy'", "select": "name,age"},
         json={"age": 26},
         headers={"Prefer": "return=representation"},
     )
-    assert response.json()["rows"][0]["age"] == 26
+    assert response.json()["rows"] == [{"name": "cy", "age": 26}]
 
 
 async def test_update_all_needs_all_true(api: httpx.AsyncClient, people: str) -> None:
