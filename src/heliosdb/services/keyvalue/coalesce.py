@@ -108,7 +108,7 @@ class Coalescer:
                         await self._run(conn, batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the worker must outlive a lost connection
+            except Exception:
                 log.exception("coalescing worker lost its engine connection; reconnecting")
                 await asyncio.sleep(0.5)
 

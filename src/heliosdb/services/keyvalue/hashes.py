@@ -14,18 +14,27 @@ from heliosdb.services.keyvalue.numbers import (
 )
 from heliosdb.services.keyvalue.store import Tx
 
+_SET = (
+    "INSERT INTO helios_kv.hashes (db, key, field, value) "
+    "SELECT $1, $2, f, v FROM unnest($3::bytea[], $4::bytea[]) AS t(f, v) "
+    "ON CONFLICT (db, key, field) DO UPDATE SET value = EXCLUDED.value RETURNING (xmax = 0)"
+)
+_SET_NX = (
+    "INSERT INTO helios_kv.hashes (db, key, field, value) "
+    "SELECT $1, $2, f, v FROM unnest($3::bytea[], $4::bytea[]) AS t(f, v) "
+    "ON CONFLICT (db, key, field) DO NOTHING RETURNING (xmax = 0)"
+)
 
-async def set_fields(tx: Tx, key: bytes, pairs: list[tuple[bytes, bytes]], *, nx: bool = False) -> int:
+
+async def set_fields(
+    tx: Tx, key: bytes, pairs: list[tuple[bytes, bytes]], *, nx: bool = False
+) -> int:
     """HSET (or HSETNX with ``nx``): how many fields were new."""
     await tx.ensure(key, "hash")
     latest = dict(pairs)
-    conflict = "DO NOTHING" if nx else "DO UPDATE SET value = EXCLUDED.value"
     rows = await tx.conn.fetch(
-        "INSERT INTO helios_kv.hashes (db, key, field, value) "
-        "SELECT $1, $2, f, v FROM unnest($3::bytea[], $4::bytea[]) AS t(f, v) "
-        f"ON CONFLICT (db, key, field) {conflict} RETURNING (xmax = 0)",
-        tx.db, key, list(latest), list(latest.values()),
-    )  # fmt: skip
+        _SET_NX if nx else _SET, tx.db, key, list(latest), list(latest.values())
+    )
     if nx and not rows:
         await tx.drop_if_empty(key, "hash")
     return sum(1 for r in rows if r[0])
@@ -92,9 +101,7 @@ async def incr_by_float(tx: Tx, key: bytes, field: bytes, delta: float) -> bytes
     return text
 
 
-async def random_fields(
-    tx: Tx, key: bytes, count: int | None
-) -> list[tuple[bytes, bytes]]:
+async def random_fields(tx: Tx, key: bytes, count: int | None) -> list[tuple[bytes, bytes]]:
     """HRANDFIELD: one field (count None), distinct fields (count > 0) or repeats (< 0)."""
     pairs = await get_all(tx, key)
     if not pairs:

@@ -27,10 +27,7 @@ async def push(
     n = len(values)
     if count == 0:
         lo, hi = 0, -1
-    if left:
-        positions = [lo - 1 - i for i in range(n)]
-    else:
-        positions = [hi + 1 + i for i in range(n)]
+    positions = [lo - 1 - i for i in range(n)] if left else [hi + 1 + i for i in range(n)]
     await tx.conn.execute(
         "INSERT INTO helios_kv.lists (db, key, pos, value) "
         "SELECT $1, $2, p, v FROM unnest($3::bigint[], $4::bytea[]) AS t(p, v)",
@@ -40,17 +37,19 @@ async def push(
     return count + n
 
 
+_POP_LEFT = (
+    "DELETE FROM helios_kv.lists WHERE db = $1 AND key = $2 AND pos IN "
+    "(SELECT pos FROM helios_kv.lists WHERE db = $1 AND key = $2 "
+    "ORDER BY pos ASC LIMIT $3) RETURNING pos, value"
+)
+_POP_RIGHT = _POP_LEFT.replace("ASC", "DESC")
+
+
 async def pop(tx: Tx, key: bytes, count: int, *, left: bool) -> list[bytes] | None:
     """Up to ``count`` values from one end; None when the key does not exist."""
     if await tx.write(key, "list") is None:
         return None
-    order = "ASC" if left else "DESC"
-    rows = await tx.conn.fetch(
-        "DELETE FROM helios_kv.lists WHERE db = $1 AND key = $2 AND pos IN "
-        "(SELECT pos FROM helios_kv.lists WHERE db = $1 AND key = $2 "
-        f"ORDER BY pos {order} LIMIT $3) RETURNING pos, value",
-        tx.db, key, count,
-    )  # fmt: skip
+    rows = await tx.conn.fetch(_POP_LEFT if left else _POP_RIGHT, tx.db, key, count)
     await tx.drop_if_empty(key, "list")
     rows = sorted(rows, key=lambda r: r[0], reverse=not left)
     return [r[1] for r in rows]
@@ -101,16 +100,14 @@ async def set_at(tx: Tx, key: bytes, idx: int, value: bytes) -> None:
         raise fault(Reason.NO_SUCH_KEY)
     if idx < 0:
         idx += await length(tx, key)
-    updated = (
-        None
-        if idx < 0
-        else await tx.conn.fetchval(
+    updated = None
+    if idx >= 0:
+        updated = await tx.conn.fetchval(
             "UPDATE helios_kv.lists SET value = $4 WHERE db = $1 AND key = $2 AND pos = "
             "(SELECT pos FROM helios_kv.lists WHERE db = $1 AND key = $2 "
             "ORDER BY pos OFFSET $3 LIMIT 1) RETURNING 1",
             tx.db, key, idx, value,
         )  # fmt: skip
-    )
     if updated is None:
         raise fault(Reason.INDEX_OUT_OF_RANGE)
 

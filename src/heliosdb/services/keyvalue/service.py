@@ -2,7 +2,7 @@
 
     KeyValue
       transaction(access, db, write)   one engine transaction as a Tx (store.py)
-      get / set                        plain GET/SET through the Coalescer
+      get_string / set_string          plain GET/SET through the Coalescer
       publish / subscribe              channels delivered on every node (LISTEN/NOTIFY)
       wait_for_push                    BLPOP & co. sleep until a push on any node
       sweep                            deletes expired rows in the background
@@ -23,9 +23,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import orjson
 
 from heliosdb.engine import Access, Engine
+from heliosdb.engine.sqlstate import from_engine
 from heliosdb.services.keyvalue.coalesce import Coalescer
 from heliosdb.services.keyvalue.schema import GRANTS
 from heliosdb.services.keyvalue.store import Tx, now_ms
@@ -127,34 +129,49 @@ class KeyValue:
     # -- transactions ----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def transaction(self, access: Access, db: int, *, write: bool) -> AsyncIterator[Tx]:
-        """A Tx on an engine connection of ``access``; writes commit per the durability."""
+    async def transaction(
+        self, access: Access, db: int, *, write: bool, atomic: bool = False
+    ) -> AsyncIterator[Tx]:
+        """A Tx on an engine connection of ``access``; writes commit per the durability.
+
+        Reads run statement by statement unless ``atomic``; writes always in one transaction.
+        """
         if write and access is Access.READ_ONLY:
             raise AssertionError("the interface refuses writes of read-only principals")
         async with self.engine.connection(access) as conn:
             tx = Tx(conn, db)
-            if not write:
-                yield tx
+            if not write and not atomic:
+                try:
+                    yield tx
+                except asyncpg.PostgresError as exc:
+                    raise from_engine(exc) from None
                 return
             begin = "BEGIN"
-            if self.durability != "always":
+            if write and self.durability != "always":
                 begin += "; SET LOCAL synchronous_commit TO off"
             await conn.execute(begin)
             try:
                 yield tx
                 if tx.pushed:
                     await self._notify_pushes(conn, tx.pushed)
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise from_engine(exc) from None
                 raise
-            await conn.execute("COMMIT")
+            try:
+                await conn.execute("COMMIT")
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
         self._wake(tx.pushed)
 
-    async def get(self, db: int, key: bytes) -> bytes | None:
+    async def get_string(self, db: int, key: bytes) -> bytes | None:
         return await self.coalescer.get(db, key)
 
-    async def set(self, db: int, key: bytes, value: bytes, expires_at_ms: int | None) -> None:
+    async def set_string(
+        self, db: int, key: bytes, value: bytes, expires_at_ms: int | None
+    ) -> None:
         await self.coalescer.set(db, key, value, expires_at_ms)
 
     # -- blocking pops ---------------------------------------------------------------------
@@ -267,7 +284,7 @@ class KeyValue:
                 self._deliver(base64.b64decode(event["c"]), base64.b64decode(event["m"]))
             elif event["k"] == "push":
                 self._wake({(int(db), base64.b64decode(key)) for db, key in event["p"]})
-        except Exception:  # noqa: BLE001 - a bad notification must not stop the listener
+        except Exception:
             log.exception("ignored a malformed key-value notification")
 
     # -- expiry ----------------------------------------------------------------------------
@@ -276,8 +293,9 @@ class KeyValue:
         """Delete up to SWEEP_BATCH expired keys; return how many."""
         async with self.engine.connection(Access.READ_WRITE) as conn:
             result = await conn.execute(
-                "DELETE FROM helios_kv.keys WHERE (db, key) IN (SELECT db, key FROM "
-                "helios_kv.keys WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                "DELETE FROM helios_kv.keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM "
+                "helios_kv.keys WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)) "
+                "AND expires_at_ms <= $1",
                 now_ms(), SWEEP_BATCH,
             )  # fmt: skip
         return int(result.split()[-1])
@@ -289,7 +307,6 @@ class KeyValue:
                     pass
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - try again on the next tick
+            except Exception:
                 log.warning("expiry sweep failed", exc_info=True)
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-

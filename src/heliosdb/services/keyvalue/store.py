@@ -23,7 +23,22 @@ ITEM_TABLES = {
     "set": "helios_kv.sets",
     "zset": "helios_kv.zsets",
 }
-LIVE = "(expires_at_ms IS NULL OR expires_at_ms > $3)"
+_PUT_TEMPLATE = (
+    "WITH prev AS (SELECT type FROM helios_kv.keys WHERE db = $1 AND key = $2 FOR UPDATE), "
+    "put AS (INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
+    "VALUES ($1, $2, 'string', $3, $4) ON CONFLICT (db, key) DO UPDATE SET "
+    "type = 'string', value = EXCLUDED.value, "
+    "expires_at_ms = CASE WHEN helios_kv.keys.expires_at_ms <= $5 THEN NULL ELSE @ttl END, "
+    "version = nextval('helios_kv.versions') RETURNING 1) "
+    "SELECT (SELECT type FROM prev) FROM put"
+)
+_PUT = _PUT_TEMPLATE.replace("@ttl", "EXCLUDED.expires_at_ms")
+_PUT_KEEP_TTL = _PUT_TEMPLATE.replace("@ttl", "helios_kv.keys.expires_at_ms")
+_VERSIONS = (
+    "SELECT key, version FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) "
+    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
+)
+_VERSIONS_LOCKED = _VERSIONS + " ORDER BY key FOR UPDATE"
 
 
 def now_ms() -> int:
@@ -55,7 +70,7 @@ class Tx:
         """The live key, read without a lock."""
         row = await self.conn.fetchrow(
             "SELECT type, value, expires_at_ms, version FROM helios_kv.keys "
-            f"WHERE db = $1 AND key = $2 AND {LIVE}",
+            "WHERE db = $1 AND key = $2 AND (expires_at_ms IS NULL OR expires_at_ms > $3)",
             self.db, key, self.now_ms,
         )  # fmt: skip
         return None if row is None else Meta(*row)
@@ -119,17 +134,8 @@ class Tx:
         self, key: bytes, value: bytes, expires_at_ms: int | None, *, keep_ttl: bool = False
     ) -> None:
         """SET semantics: replace whatever the key held (any type), TTL replaced or kept."""
-        ttl_sql = "helios_kv.keys.expires_at_ms" if keep_ttl else "EXCLUDED.expires_at_ms"
         old_type = await self.conn.fetchval(
-            "WITH prev AS (SELECT type FROM helios_kv.keys WHERE db = $1 AND key = $2 "
-            "FOR UPDATE), "
-            "put AS (INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
-            "VALUES ($1, $2, 'string', $3, $4) ON CONFLICT (db, key) DO UPDATE SET "
-            "type = 'string', value = EXCLUDED.value, "
-            f"expires_at_ms = CASE WHEN helios_kv.keys.expires_at_ms <= $5 THEN NULL "
-            f"ELSE {ttl_sql} END, "
-            "version = nextval('helios_kv.versions') RETURNING 1) "
-            "SELECT (SELECT type FROM prev) FROM put",
+            _PUT_KEEP_TTL if keep_ttl else _PUT,
             self.db, key, value, expires_at_ms, self.now_ms,
         )  # fmt: skip
         if old_type is not None and old_type != "string":
@@ -152,7 +158,8 @@ class Tx:
         """MGET: values of string keys, None for missing keys and other types."""
         rows = await self.conn.fetch(
             "SELECT key, value FROM helios_kv.keys "
-            f"WHERE db = $1 AND key = ANY($2::bytea[]) AND type = 'string' AND {LIVE}",
+            "WHERE db = $1 AND key = ANY($2::bytea[]) AND type = 'string' "
+            "AND (expires_at_ms IS NULL OR expires_at_ms > $3)",
             self.db, list(keys), self.now_ms,
         )  # fmt: skip
         found = {bytes(r[0]): r[1] for r in rows}
@@ -177,18 +184,20 @@ class Tx:
     async def count_existing(self, keys: Sequence[bytes]) -> int:
         """EXISTS: each argument counts, repeated keys count again."""
         rows = await self.conn.fetch(
-            f"SELECT key FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) AND {LIVE}",
+            "SELECT key FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) "
+            "AND (expires_at_ms IS NULL OR expires_at_ms > $3)",
             self.db, list(set(keys)), self.now_ms,
         )  # fmt: skip
         present = {bytes(r[0]) for r in rows}
         return sum(1 for k in keys if k in present)
 
-    async def versions(self, keys: Sequence[bytes]) -> dict[bytes, int | None]:
+    async def versions(
+        self, keys: Sequence[bytes], *, lock: bool = False
+    ) -> dict[bytes, int | None]:
+        """Each live key's version (None when missing); ``lock`` holds them until commit."""
         rows = await self.conn.fetch(
-            "SELECT key, version FROM helios_kv.keys "
-            f"WHERE db = $1 AND key = ANY($2::bytea[]) AND {LIVE}",
-            self.db, list(keys), self.now_ms,
-        )  # fmt: skip
+            _VERSIONS_LOCKED if lock else _VERSIONS, self.db, list(keys), self.now_ms
+        )
         found = {bytes(r[0]): r[1] for r in rows}
         return {k: found.get(k) for k in keys}
 
@@ -245,9 +254,7 @@ class Tx:
             )  # fmt: skip
         self.changed.add((dst_db, dst))
 
-    async def scan(
-        self, cursor: int, count: int, type_: str | None
-    ) -> tuple[int, list[bytes]]:
+    async def scan(self, cursor: int, count: int, type_: str | None) -> tuple[int, list[bytes]]:
         """One page in ``key_hash`` order; the cursor is the next hash as unsigned 64-bit."""
         start = cursor - 2**63
         rows = await self.conn.fetch(

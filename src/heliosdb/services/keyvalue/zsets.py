@@ -40,16 +40,15 @@ class AddOptions:
     incr: bool = False
 
 
-async def add(
-    tx: Tx, key: bytes, pairs: list[Pair], opts: AddOptions
-) -> tuple[int, float | None]:
+async def add(tx: Tx, key: bytes, pairs: list[Pair], opts: AddOptions) -> tuple[int, float | None]:
     """ZADD: (added or changed count, the new score under INCR, None if INCR was refused)."""
     if opts.xx:
         if await tx.write(key, "zset") is None:
             return 0, None
     else:
         await tx.ensure(key, "zset")
-    current = dict(zip([m for m, _ in pairs], await _scores(tx, key, [m for m, _ in pairs])))
+    members = [m for m, _ in pairs]
+    current = dict(zip(members, await _scores(tx, key, members), strict=True))
     updates: dict[bytes, float] = {}
     added = changed = 0
     result: float | None = None
@@ -147,9 +146,7 @@ def lex_in(low: LexBound, high: LexBound) -> Callable[[bytes], bool]:
     def test(member: bytes) -> bool:
         if low.infinite > 0 or high.infinite < 0:
             return False
-        above = low.infinite < 0 or (
-            member > low.value if low.exclusive else member >= low.value
-        )
+        above = low.infinite < 0 or (member > low.value if low.exclusive else member >= low.value)
         below = high.infinite > 0 or (
             member < high.value if high.exclusive else member <= high.value
         )
@@ -213,18 +210,22 @@ def combine(
         product = score * weight
         return 0.0 if math.isnan(product) else product
 
-    merge: Callable[[float, float], float] = {
-        "sum": lambda a, b: 0.0 if math.isnan(a + b) else a + b,
-        "min": min,
-        "max": max,
-    }[aggregate]
+    def merge(a: float, b: float) -> float:
+        if aggregate == "min":
+            return min(a, b)
+        if aggregate == "max":
+            return max(a, b)
+        return 0.0 if math.isnan(a + b) else a + b
+
     if op == "diff":
         first = inputs[0]
         rest = set().union(*inputs[1:]) if len(inputs) > 1 else set()
         out = {m: s for m, s in first.items() if m not in rest}
     else:
         out = {}
-        members = set().union(*inputs) if op == "union" else set(inputs[0]).intersection(*inputs[1:])
+        members = (
+            set().union(*inputs) if op == "union" else set(inputs[0]).intersection(*inputs[1:])
+        )
         for member in members:
             total: float | None = None
             for source_scores, weight in zip(inputs, weights, strict=True):

@@ -1,0 +1,17 @@
+"""One module per command family; importing this package registers every command."""
+
+from heliosdb.interfaces.redis.commands import (
+    hashes,
+    keys,
+    lists,
+    pubsub,
+    server,
+    sets,
+    strings,
+    transactions,
+    zsets,
+)
+
+__all__ = [
+    "hashes", "keys", "lists", "pubsub", "server", "sets", "strings", "transactions", "zsets",
+]  # fmt: skip

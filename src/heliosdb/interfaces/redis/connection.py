@@ -1,0 +1,333 @@
+"""One Redis client connection: read, parse, dispatch in order, reply.
+
+    Server     what every connection shares: services, settings, clients, counters
+    Client     one connection's state (RESP version, principal, db, MULTI queue, WATCHes,
+               subscriptions); RESET puts it back as it was at connect
+    serve()    the per-connection loop handed to the shared TCP listener
+
+Runs of plain GETs and SETs from a pipeline are submitted together to the service's
+coalescer (one engine round trip for many clients); everything else goes through
+``dispatch``: lookup, arity, auth, subscriber-mode rule, MULTI queueing, NOPERM, handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from heliosdb.interfaces.redis import errors
+from heliosdb.interfaces.redis.codec import (
+    OK,
+    QUEUED,
+    ProtocolError,
+    Push,
+    RequestParser,
+    encode,
+)
+from heliosdb.interfaces.redis.errors import RedisError, to_redis
+from heliosdb.interfaces.redis.registry import Call, Command, lookup
+from heliosdb.security.principals import Principal
+from heliosdb.services.container import Services
+from heliosdb.services.keyvalue import KeyValue
+from heliosdb.settings import Settings
+
+log = logging.getLogger("heliosdb.interfaces.redis")
+
+UNAUTHENTICATED_BUFFER = 10 * (16384 + 32) + 64
+QUEUE_LIMIT = 10_000
+
+
+@dataclass
+class Server:
+    services: Services
+    settings: Settings
+    kv: KeyValue
+    started: float = field(default_factory=time.time)
+    clients: dict[int, Client] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    commands_processed: int = 0
+    connections_received: int = 0
+    rejected_connections: int = 0
+    port: int = 0
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def require_auth(self) -> bool:
+        return self.settings.redis.require_auth
+
+
+@dataclass(eq=False)
+class Client:
+    id: int
+    writer: asyncio.StreamWriter | None
+    addr: str = ""
+    laddr: str = ""
+    proto: int = 2
+    db: int = 0
+    name: bytes | None = None
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    principal: Principal | None = None
+    multi: list[tuple[Command, list[bytes]]] | None = None
+    dirty: bool = False
+    watched: dict[tuple[int, bytes], int | None] = field(default_factory=dict)
+    channels: set[bytes] = field(default_factory=set)
+    patterns: set[bytes] = field(default_factory=set)
+    created: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+    last_command: str = "NULL"
+    closing: bool = False
+    killed: bool = False
+    busy: bool = False  # a batch is running: its replies and pushes go out together, in order
+    outbox: list[bytes] = field(default_factory=list)
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self.channels) + len(self.patterns)
+
+    @property
+    def subscriber_mode(self) -> bool:
+        """RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET."""
+        return self.proto == 2 and self.subscriptions > 0
+
+    def deliver(self, channel: bytes, message: bytes, pattern: bytes | None) -> None:
+        if pattern is None:
+            self.push([b"message", channel, message])
+        else:
+            self.push([b"pmessage", pattern, channel, message])
+
+    def push(self, items: list[Any]) -> None:
+        self.outbox.append(encode(Push(items), self.proto))
+        if not self.busy:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.outbox and self.writer is not None and not self.writer.is_closing():
+            self.writer.write(b"".join(self.outbox))
+        self.outbox.clear()
+
+    def info_line(self) -> str:
+        now = time.time()
+        flags = "x" if self.multi is not None else ("P" if self.subscriptions else "N")
+        return (
+            f"id={self.id} addr={self.addr} laddr={self.laddr} fd=8 "
+            f"name={(self.name or b'').decode(errors='replace')} age={int(now - self.created)} "
+            f"idle={int(now - self.last_active)} flags={flags} db={self.db} "
+            f"sub={len(self.channels)} psub={len(self.patterns)} ssub=0 "
+            f"multi={-1 if self.multi is None else len(self.multi)} watch={len(self.watched)} "
+            f"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 "
+            f"tot-mem=0 events=r cmd={self.last_command} "
+            f"user={'default' if self.principal is None else self.principal.name} redir=-1 "
+            f"resp={self.proto} lib-name={self.lib_name.decode(errors='replace')} "
+            f"lib-ver={self.lib_ver.decode(errors='replace')}"
+        )
+
+
+class Session:
+    """Runs one connection."""
+
+    def __init__(self, server: Server, client: Client) -> None:
+        self.server = server
+        self.client = client
+        redis = server.settings.redis
+        self.parser = RequestParser(
+            max_inline=redis.max_inline_bytes, max_buffer=UNAUTHENTICATED_BUFFER
+        )
+        if not server.require_auth:
+            self.parser.max_buffer = redis.max_query_buffer_bytes
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        idle = self.server.settings.redis.idle_timeout_seconds
+        while not self.client.closing:
+            try:
+                if idle > 0 and not self.client.subscriptions:
+                    data = await asyncio.wait_for(reader.read(65536), idle)
+                else:
+                    data = await reader.read(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            self.client.last_active = time.time()
+            outbox = self.client.outbox
+            self.client.busy = True
+            try:
+                self.parser.feed(data)
+                batch: list[list[bytes]] = []
+                while (args := self.parser.next()) is not None:
+                    batch.append(args)
+                    if len(batch) >= 1024:
+                        await self.run_batch(batch)
+                        batch = []
+                        if self.client.closing:
+                            break
+                if batch and not self.client.closing:
+                    await self.run_batch(batch)
+            except ProtocolError as exc:
+                outbox.append(encode(RedisError(f"ERR Protocol error: {exc}"), self.client.proto))
+                self.client.closing = True
+            finally:
+                self.client.busy = False
+            self.client.flush()
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                await writer.drain()
+        if not writer.is_closing():
+            await writer.drain()
+
+    async def run_batch(self, batch: list[list[bytes]]) -> None:
+        replies = self.client.outbox
+        i = 0
+        while i < len(batch):
+            run = self._coalescable_run(batch, i)
+            if run:
+                replies.extend(await self._run_coalesced(batch[i : i + run]))
+                i += run
+                continue
+            reply = await self.dispatch(batch[i])
+            replies.append(encode(reply, self.client.proto))
+            if len(replies) > 64:
+                self.client.flush()
+            i += 1
+            if self.client.closing:
+                break
+
+    def _coalescable_run(self, batch: list[list[bytes]], start: int) -> int:
+        """How many commands from ``start`` are plain GET/SET we may submit together."""
+        client = self.client
+        if (
+            client.multi is not None
+            or client.subscriber_mode
+            or (client.principal is None and self.server.require_auth)
+        ):
+            return 0
+        read_only = client.principal is not None and client.principal.read_only
+        seen_get = False
+        n = 0
+        for args in batch[start:]:
+            name = args[0].lower()
+            if name == b"get" and len(args) == 2:
+                seen_get = True
+            elif name == b"set" and len(args) == 3 and not seen_get and not read_only:
+                pass
+            else:
+                break
+            n += 1
+        return n
+
+    async def _run_coalesced(self, run: list[list[bytes]]) -> list[bytes]:
+        kv, db, proto = self.server.kv, self.client.db, self.client.proto
+        futures = [
+            kv.coalescer.get(db, args[1])
+            if len(args) == 2
+            else kv.coalescer.set(db, args[1], args[2], None)
+            for args in run
+        ]
+        self.server.commands_processed += len(run)
+        self.client.last_command = run[-1][0].decode(errors="replace").lower()
+        replies: list[bytes] = []
+        for args, future in zip(run, futures, strict=True):
+            try:
+                value = await future
+                replies.append(encode(OK if len(args) == 3 else value, proto))
+            except Exception as exc:  # noqa: BLE001 - each command gets its own error reply
+                replies.append(encode(to_redis(exc), proto))
+        return replies
+
+    async def dispatch(self, args: list[bytes]) -> Any:
+        client = self.client
+        self.server.commands_processed += 1
+        command = lookup(args[0])
+        try:
+            if command is None:
+                raise errors.unknown_command(args[0], args[1:])
+            command.check_arity(len(args))
+            client.last_command = command.name
+            if (
+                client.principal is None
+                and self.server.require_auth
+                and "noauth" not in command.flags
+            ):
+                raise RedisError(errors.NOAUTH)
+            if client.subscriber_mode and "pubsub" not in command.flags:
+                raise RedisError(
+                    f"ERR Can't execute '{command.name}': only (P|S)SUBSCRIBE / "
+                    "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                )
+            if client.multi is not None and "noqueue" not in command.flags:
+                if len(client.multi) >= QUEUE_LIMIT:
+                    raise RedisError("ERR too many commands queued in this transaction")
+                client.multi.append((command, args))
+                return QUEUED
+            self.check_permission(command)
+            return await self.execute(command, args)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply
+            if client.multi is not None:
+                client.dirty = True
+            return to_redis(exc)
+
+    def check_permission(self, command: Command) -> None:
+        principal = self.client.principal
+        if command.writes and principal is not None and principal.read_only:
+            raise RedisError(errors.NOPERM_WRITE.format(command.name))
+
+    async def execute(self, command: Command, args: list[bytes]) -> Any:
+        async with AsyncExitStack() as stack:
+            call = Call(command, args, self.client, self.server, stack=stack, session=self)
+            return await command.handler(call)
+
+    def authenticated(self, principal: Principal) -> None:
+        self.client.principal = principal
+        self.parser.max_buffer = self.server.settings.redis.max_query_buffer_bytes
+
+
+def new_client(server: Server, writer: asyncio.StreamWriter | None) -> Client:
+    client = Client(next(server.ids), writer)
+    if writer is not None:
+        peer = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("sockname")
+        if peer:
+            client.addr = f"{peer[0]}:{peer[1]}"
+        if sock:
+            client.laddr = f"{sock[0]}:{sock[1]}"
+    return client
+
+
+def reset_client(server: Server, client: Client) -> None:
+    """RESET: everything back to the state of a fresh connection (keeps the id)."""
+    for channel in client.channels:
+        server.kv.unsubscribe(channel, client.deliver)
+    for pattern in client.patterns:
+        server.kv.punsubscribe(pattern, client.deliver)
+    client.channels.clear()
+    client.patterns.clear()
+    client.proto = 2
+    client.db = 0
+    client.name = None
+    client.multi = None
+    client.dirty = False
+    client.watched.clear()
+    if server.require_auth:
+        client.principal = None
+
+
+async def serve(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    client = new_client(server, writer)
+    server.connections_received += 1
+    if len(server.clients) >= server.settings.redis.max_clients:
+        server.rejected_connections += 1
+        writer.write(encode(RedisError(errors.MAX_CLIENTS), 2))
+        await writer.drain()
+        return
+    server.clients[client.id] = client
+    session = Session(server, client)
+    try:
+        await session.run(reader, writer)
+    finally:
+        reset_client(server, client)
+        client.writer = None
+        server.clients.pop(client.id, None)

@@ -1,0 +1,33 @@
+"""The Redis listener: the shared TCP plumbing, one Session per connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+from heliosdb.interfaces._tcp import TcpListener
+from heliosdb.interfaces.redis import commands as _commands  # noqa: F401 - registers commands
+from heliosdb.interfaces.redis.connection import Server, serve
+from heliosdb.services.container import Services
+
+
+class RedisListener(TcpListener):
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        self.redis = Server(services=services, settings=settings, kv=services.keyvalue)
+        super().__init__(
+            "redis", "redis", settings.host, settings.redis.port, self._handle, grace_seconds=2.0
+        )
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve(self.redis, reader, writer)
+
+    async def start(self) -> None:
+        await self.redis.kv.start()
+        await super().start()
+        self.redis.port = self.address[1]
+
+    async def stop(self) -> None:
+        for client in list(self.redis.clients.values()):
+            client.closing = True
+        await super().stop()
+        await self.redis.kv.stop()
