@@ -49,6 +49,7 @@ class NodeProcess:
             "--grpc-port", "0",
             "--ws-port", "0",
             "--mongo-port", "0",
+            "--redis-port", "0",
             "--log-level", "info",
             *self.extra_args,
         ]  # fmt: skip
