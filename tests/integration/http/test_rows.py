@@ -531,6 +531,8 @@ async def test_injection_through_every_rows_parameter_fails_safely(
         {"limit": evil},
         {"pk": evil},
         {"schema": evil},
+        {"all": evil},
+        {"return": evil},
     ]
     for params in reads:
         response = await api.get(path, params=params)
