@@ -39,6 +39,7 @@ MAX_DIMENSION = 2000  # pgvector's HNSW limit for the vector type
 MAX_TOP_K = 1000  # pgvector's largest hnsw.ef_search
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
+INDEX_CACHE_SECONDS = 5.0
 DEFAULTS = {"m": 16, "ef_construction": 64, "ef_search": 100}
 LIMITS = {"m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1000)}
 _ENGINE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -122,6 +123,10 @@ class SearchResult:
 class Vectors:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Index definitions, read on every search: kept a few seconds. This node's own
+        # create/drop evict at once; another node's drop shows within the TTL (a search
+        # meanwhile fails with the engine's "no such table").
+        self._indexes: dict[str, tuple[float, VectorIndex]] = {}
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -173,6 +178,7 @@ class Vectors:
             async with self.engine.connection(Access.SYSTEM) as conn:
                 await conn.execute("DELETE FROM helios.vector_indexes WHERE name = $1", index.name)
             raise
+        self._indexes.pop(index.name, None)
         return await self.get_index(index.name)
 
     async def _create_table(self, principal: Principal, index: VectorIndex) -> None:
@@ -207,6 +213,9 @@ class Vectors:
     async def get_index(self, name: str) -> VectorIndex:
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise not_found(f"no vector index {str(name)[:80]!r}")
+        cached = self._indexes.get(name)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         async with self.engine.connection(Access.SYSTEM) as conn:
             row = await conn.fetchrow(
                 "SELECT name, dimension, metric, m, ef_construction, ef_search, "
@@ -214,8 +223,13 @@ class Vectors:
                 name,
             )
         if row is None:
+            self._indexes.pop(name, None)
             raise not_found(f"no vector index {name!r}")
-        return VectorIndex(**dict(row))
+        index = VectorIndex(**dict(row))
+        if len(self._indexes) > 10_000:
+            self._indexes.clear()
+        self._indexes[name] = (time.monotonic() + INDEX_CACHE_SECONDS, index)
+        return index
 
     async def list_indexes(self) -> list[VectorIndex]:
         async with self.engine.connection(Access.SYSTEM) as conn:
@@ -237,6 +251,7 @@ class Vectors:
     async def drop_index(self, principal: Principal, name: str) -> None:
         _require_writer(principal)
         index = await self.get_index(name)
+        self._indexes.pop(name, None)
         async with self.engine.connection(principal.access) as conn:
             try:
                 await conn.execute(f"DROP TABLE IF EXISTS {index.table}")
@@ -319,17 +334,23 @@ class Vectors:
                 filter, fields=index.metadata_fields, param_offset=len(params)
             )
             where, params = f" WHERE {compiled.sql}", params + compiled.params
-        sql = (
-            f"SELECT id, {', '.join(columns)} FROM {index.table}{where} "  # noqa: S608
-            "ORDER BY distance LIMIT $2"
-        )
+        head = f"SELECT id, {', '.join(columns)} FROM {index.table}{where} "  # noqa: S608
+        by_index = head + "ORDER BY distance LIMIT $2"
+        # Exact search orders by an expression no index serves. It is a statement of its own
+        # on purpose: the engine may keep one generic plan per statement whatever the
+        # planner settings say, so a setting could not be trusted to turn the index off.
+        brute = head + f"ORDER BY (embedding {metric.operator} $1::public.vector) + 0 LIMIT $2"
         path = "exact" if exact else ("hnsw_iterative" if where else "hnsw")
         async with self.engine.connection(principal.access) as conn:
             try:
-                rows = await _run_search(conn, sql, params, path, ef)
-                if path != "exact" and len(rows) < top_k:
-                    path = "exact"
-                    rows = await _run_search(conn, sql, params, path, ef)
+                if path == "exact":
+                    rows = await _fetch(conn, brute, params)
+                else:
+                    await _configure(conn, ef, iterative=path == "hnsw_iterative")
+                    rows = await _fetch(conn, by_index, params)
+                    if len(rows) < top_k:
+                        path = "exact"
+                        rows = await _fetch(conn, brute, params)
             except _ENGINE_ERRORS as exc:
                 raise from_engine(exc) from None
         matches = [
@@ -345,18 +366,17 @@ class Vectors:
         return SearchResult(matches, path, ef, round((time.perf_counter() - started) * 1000, 3))
 
 
-async def _run_search(
-    conn: Any, sql: str, params: Sequence[Any], path: str, ef_search: int
-) -> list[Any]:
-    # Session settings last until the pool resets the connection on release (RESET ALL).
+async def _configure(conn: Any, ef_search: int, *, iterative: bool) -> None:
+    """pgvector's settings for this search; they last until the pool resets the session."""
     await conn.fetchval(
         "SELECT set_config('hnsw.ef_search', $1, false), "
-        "set_config('hnsw.iterative_scan', $2, false), "
-        "set_config('enable_indexscan', $3, false)",
+        "set_config('hnsw.iterative_scan', $2, false)",
         str(ef_search),
-        "relaxed_order" if path == "hnsw_iterative" else "off",
-        "off" if path == "exact" else "on",
+        "relaxed_order" if iterative else "off",
     )
+
+
+async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
     stmt = await conn.prepared(sql)
     return list(await stmt.fetch(*params))
 

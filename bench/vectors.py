@@ -1,0 +1,258 @@
+"""Vector search through HeliosDB against raw pgvector on the same engine, in one run.
+
+    .venv/bin/python bench/vectors.py [--count 100000] [--dim 128] [--queries 200]
+                                      [--concurrency 8] [--ef-search 100]
+
+Starts a real node, creates a cosine index and loads ``--count`` vectors generated with
+a fixed seed (overlapping Gaussian clusters; metadata ``category`` = i % 10) through
+``/vectors/upsert``. Then, unfiltered and with ``category = 3`` (10% of rows), it runs
+the same query vectors through:
+
+- REST ``POST /api/v1/vectors/search`` (httpx, ``--concurrency`` in flight);
+- gRPC ``VectorSearch`` (grpc.aio, same concurrency);
+- raw pgvector: asyncpg on the engine's socket, one prepared ``ORDER BY embedding <=> $1
+  LIMIT 10`` per connection, ``hnsw.ef_search`` set once per session (and
+  ``hnsw.iterative_scan = relaxed_order`` for the filtered case);
+- exact: the same statement with index scans off (ground truth for the engine's view).
+
+Recall@10 is against numpy brute force. It prints QPS, recall and each path's QPS as a
+ratio to raw pgvector. Absolute numbers on a shared machine mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
+from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
+from tests.nodeproc import NodeProcess  # noqa: E402
+
+INDEX = "bench_vectors"
+FILTER = "category = 3"
+K = 10
+
+
+def generate(count: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(100, dim))
+    points = centres[rng.integers(0, 100, size=count)] + rng.normal(size=(count, dim))
+    return points.astype(np.float32)
+
+
+def truth(data: np.ndarray, queries: np.ndarray, allowed: np.ndarray | None) -> list[set[int]]:
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    out = []
+    for query in queries:
+        distance = 1 - unit @ (query / np.linalg.norm(query))
+        if allowed is not None:
+            distance = np.where(allowed, distance, np.inf)
+        out.append({int(i) for i in np.argsort(distance)[:K]})
+    return out
+
+
+async def timed(
+    queries: np.ndarray,
+    concurrency: int,
+    search: Callable[[int, list[float]], Awaitable[list[int]]],
+) -> tuple[float, list[list[int]]]:
+    results: list[list[int]] = [[] for _ in queries]
+    position = 0
+
+    async def worker(slot: int) -> None:
+        nonlocal position
+        while position < len(queries):
+            i = position
+            position += 1
+            results[i] = await search(slot, queries[i].tolist())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(s) for s in range(concurrency)))
+    return len(queries) / (time.perf_counter() - started), results
+
+
+def recall(found: list[list[int]], expected: list[set[int]]) -> float:
+    return sum(len(set(f) & e) for f, e in zip(found, expected, strict=True)) / (K * len(found))
+
+
+async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespace) -> float:
+    created = await api.post(
+        "/vectors/indexes",
+        json={"name": INDEX, "dimension": args.dim, "metric": "cosine",
+              "m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search},
+    )  # fmt: skip
+    created.raise_for_status()
+    started = time.perf_counter()
+    batches = [range(s, min(s + args.batch, len(data))) for s in range(0, len(data), args.batch)]
+
+    async def send(batch: range) -> None:
+        body = {
+            "index_name": INDEX,
+            "vectors": [
+                {"id": str(i), "vector": data[i].tolist(), "metadata": {"category": i % 10}}
+                for i in batch
+            ],
+        }
+        response = await api.post("/vectors/upsert", json=body)
+        response.raise_for_status()
+
+    for start in range(0, len(batches), 2):  # two batches in flight: one per core
+        await asyncio.gather(*(send(b) for b in batches[start : start + 2]))
+    return time.perf_counter() - started
+
+
+async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> None:
+    data = generate(args.count, args.dim, seed=42)
+    queries = generate(args.queries, args.dim, seed=4242)
+    allowed = np.arange(args.count) % 10 == 3
+    expected = {"none": truth(data, queries, None), "10%": truth(data, queries, allowed)}
+    headers = {"Authorization": f"Bearer {node.admin_key}"}
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(
+        base_url=node.api, headers=headers, timeout=600, limits=limits
+    ) as api:
+        seconds = await load(api, data, args)
+        print(f"loaded {args.count} x {args.dim} in {seconds:.1f} s", file=sys.stderr)
+        password = (data_dir / "engine.password").read_text().strip()
+        raw = [
+            await asyncpg.connect(host=str(data_dir / "run"), user="heliosdb",
+                                  password=password, database="heliosdb")
+            for _ in range(args.concurrency)
+        ]  # fmt: skip
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.ports['grpc']}")
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        metadata = [("authorization", f"Bearer {node.admin_key}")]
+        rows: list[tuple[str, str, float, float]] = []
+        try:
+            for label, text in (("none", None), ("10%", FILTER)):
+                paths: set[str] = set()
+
+                async def rest(
+                    slot: int, vector: list[float], text: str | None = text, paths: set[str] = paths
+                ) -> list[int]:
+                    body: dict[str, Any] = {"index_name": INDEX, "vector": vector, "top_k": K}
+                    if text:
+                        body["filter"] = text
+                    answer = (await api.post("/vectors/search", json=body)).json()
+                    paths.add(answer["metrics"]["search_path"])
+                    return [int(r["id"]) for r in answer["results"]]
+
+                async def via_grpc(
+                    slot: int, vector: list[float], text: str | None = text
+                ) -> list[int]:
+                    request = pb.VectorSearchRequest(index_name=INDEX, vector=vector, top_k=K)
+                    if text:
+                        request.filter = text
+                    answer = await stub.VectorSearch(request, metadata=metadata)
+                    return [int(m.id) for m in answer.results]
+
+                where = " WHERE metadata @> '{\"category\": 3}'" if text else ""
+                sql = (
+                    f"SELECT id FROM helios_vectors.{INDEX}{where} "  # noqa: S608
+                    "ORDER BY embedding <=> $1::vector LIMIT 10"
+                )
+                iterative = "relaxed_order" if text else "off"
+                for conn in raw:
+                    await conn.execute(
+                        f"SET hnsw.ef_search = {int(args.ef_search)}; "
+                        f"SET hnsw.iterative_scan = {iterative}"
+                    )
+
+                async def direct(slot: int, vector: list[float], sql: str = sql) -> list[int]:
+                    records = await raw[slot].fetch(sql, _text(vector))
+                    return [int(r["id"]) for r in records]
+
+                exact_sql = sql.replace("$1::vector LIMIT", "$1::vector) + 0 LIMIT").replace(
+                    "ORDER BY embedding", "ORDER BY (embedding"
+                )
+
+                async def brute(slot: int, vector: list[float], sql: str = exact_sql) -> list[int]:
+                    return await direct(slot, vector, sql)
+
+                await timed(queries[:20], args.concurrency, direct)  # warm the caches
+                await timed(queries[:20], args.concurrency, rest)
+                await timed(queries[:20], args.concurrency, via_grpc)
+                figures: dict[str, tuple[float, float]] = {}
+                for _ in range(args.rounds):  # alternate, so load changes hit every side
+                    for name, search in (("raw", direct), ("rest", rest), ("grpc", via_grpc)):
+                        qps, found = await timed(queries, args.concurrency, search)
+                        score = recall(found, expected[label])
+                        old = figures.get(name, (0.0, 0.0))
+                        figures[name] = (old[0] + qps / args.rounds, score)
+                exact_queries = queries[: max(10, args.queries // 10)]
+                qps, found = await timed(exact_queries, args.concurrency, brute)
+                figures["exact"] = (qps, recall(found, expected[label][: len(exact_queries)]))
+                for name, (qps, score) in figures.items():
+                    rows.append((label, name, qps, score))
+                print(f"filter {label}: REST search paths {sorted(paths)}", file=sys.stderr)
+        finally:
+            await channel.close()
+            for conn in raw:
+                await conn.close()
+    print(
+        f"\nvector search, {args.count} x {args.dim} cosine, HNSW m={args.m} "
+        f"ef_construction={args.ef_construction} ef_search={args.ef_search}, top {K}, "
+        f"{args.queries} queries, concurrency {args.concurrency}"
+    )
+    header = f"{'filter':<8}{'path':<8}{'QPS':>10}{'recall@10':>12}{'vs raw':>9}"
+    print(header)
+    print("-" * len(header))
+    raw_qps = {label: qps for label, name, qps, _ in rows if name == "raw"}
+    for label, name, qps, score in rows:
+        print(f"{label:<8}{name:<8}{qps:>10.0f}{score:>12.3f}{qps / raw_qps[label]:>8.2f}x")
+
+
+def _text(vector: list[float]) -> str:
+    return "[" + ",".join(repr(v) for v in vector) + "]"
+
+
+def free_port_flags() -> list[str]:
+    usage = subprocess.run(
+        [sys.executable, "-m", "heliosdb", "serve", "--help"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    flags = sorted(set(re.findall(r"(--[a-z]+-port)\b", usage)))
+    return [arg for flag in flags for arg in (flag, "0")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construction", type=int, default=64)
+    parser.add_argument("--ef-search", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hdb-bench-vectors-") as tmp:
+        data_dir = Path(tmp) / "data"
+        node = NodeProcess(data_dir, extra_args=[*free_port_flags(), "--log-level", "warning"])
+        node.start()
+        try:
+            asyncio.run(bench(node, data_dir, args))
+        finally:
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
