@@ -80,6 +80,11 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
     # but ``owner`` (Engine.connection). An open transaction is always rolled back.
     session_owner: str | None = None
 
+    def get_reset_query(self) -> str:
+        # asyncpg's reset leaves temporary tables, which another principal could read.
+        reset: str = super().get_reset_query()
+        return reset + "\nDISCARD TEMP;"
+
     def keep_session(self, owner: str) -> None:
         self.session_owner = owner
 
