@@ -6,7 +6,7 @@ is the query form, derived from it on every write, which filters, sorts and inde
 read and which SQL users see. It is relaxed Extended JSON:
 
     double, int32, int64, Decimal128   JSON number (NaN/Infinity: {"$numberDouble": "NaN"})
-    string, bool, null                 themselves
+    string, bool, null                 themselves (NUL, which JSONB cannot hold, as U+FFFD)
     document, array                    object, array (JSONB sorts object keys)
     ObjectId                           {"$oid": "<24 hex>"}
     Date                               {"$date": <ms since epoch>}
@@ -70,7 +70,10 @@ def date_millis(value: dt.datetime | DatetimeMS) -> int:
 
 def query_form(value: Any) -> Any:
     """The JSONB (relaxed Extended JSON) form of one BSON value."""
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        # JSONB text cannot hold NUL; the BSON bytes keep the exact string.
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return int(value)
