@@ -14,6 +14,7 @@ password is not valid under SASLprep), so a verifier made here matches what they
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -194,6 +195,13 @@ class ServerExchange:
         raise ScramError("wrong password")
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_salted_password(password: str, salt: bytes, iterations: int) -> bytes:
+    # HeliosDB logs in to the engine with the same few role passwords, salts and iteration
+    # counts again and again; PBKDF2 would cost milliseconds of event-loop time each.
+    return salted_password(password, salt, iterations)
+
+
 class ClientExchange:
     """The client side, for HeliosDB's own logins (the engine roles)."""
 
@@ -212,7 +220,7 @@ class ClientExchange:
         nonce, salt, iterations = attrs.get("r", ""), attrs.get("s"), attrs.get("i")
         if not nonce.startswith(self._nonce) or salt is None or iterations is None:
             raise ScramError("malformed server-first")
-        salted = salted_password(self.password, base64.b64decode(salt), int(iterations))
+        salted = _cached_salted_password(self.password, base64.b64decode(salt), int(iterations))
         client_key = _hmac(salted, b"Client Key")
         stored_key = hashlib.sha256(client_key).digest()
         without_proof = f"c=biws,r={nonce}"
