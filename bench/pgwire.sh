@@ -9,7 +9,8 @@
 # mode, and the default TPC-B-like script in simple mode, with CLIENTS clients for
 # SECONDS each against:
 #   direct     the engine's Unix socket (what a local client gets without any proxy)
-#   heliosdb   the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
+#   helios-ses the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
+#   helios-txn the node's transaction-pooling port (--pg-txn-port), pool of 20 per role
 #   pgbouncer  PgBouncer on TCP, transaction pooling, over the same Unix socket
 # and prints TPS and the ratios. pgbench is the engine's own build (same major version).
 # Absolute numbers on a shared 2-core machine mean little; the ratios are the figures.
@@ -42,7 +43,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-$PYTHON -m heliosdb serve --data-dir "$WORK/data" --http-port 0 --pg-port 0 \
+# Every listener on a free port, whichever listeners this node has.
+PORT_FLAGS=()
+for flag in $($PYTHON -m heliosdb serve --help | grep -o -- '--[a-z-]*-port' | sort -u); do
+    PORT_FLAGS+=("$flag" 0)
+done
+$PYTHON -m heliosdb serve --data-dir "$WORK/data" "${PORT_FLAGS[@]}" \
     --environment test --log-level warning > "$WORK/node.log" 2>&1 &
 NODE_PID=$!
 for _ in $(seq 1 600); do
@@ -51,6 +57,7 @@ for _ in $(seq 1 600); do
     sleep 0.2
 done
 PG_PORT=$(sed -n 's/^heliosdb: postgres listening on postgresql:\/\/[^:]*:\([0-9]*\)$/\1/p' "$WORK/node.log")
+TXN_PORT=$(sed -n 's/^heliosdb: postgres_txn listening on postgresql:\/\/[^:]*:\([0-9]*\)$/\1/p' "$WORK/node.log")
 KEY=$(cat "$WORK/data/admin.key")
 SOCKET_DIR="$WORK/data/run"
 ENGINE_PASSWORD=$(cat "$WORK/data/engine.password")
@@ -85,6 +92,7 @@ run() {  # target mode script -> tps
     case $target in
         direct) conn=(-h "$SOCKET_DIR" -p 5432 -U heliosdb); password=$ENGINE_PASSWORD ;;
         heliosdb) conn=(-h 127.0.0.1 -p "$PG_PORT" -U apikey); password=$KEY ;;
+        helios-txn) conn=(-h 127.0.0.1 -p "$TXN_PORT" -U apikey); password=$KEY ;;
         pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U heliosdb); password=x ;;
     esac
     PGPASSWORD=$password "$PGBENCH" "${conn[@]}" -n $script -M "$mode" -c "$CLIENTS" \
@@ -96,17 +104,23 @@ echo "loading pgbench tables (scale $SCALE) through HeliosDB..."
 PGPASSWORD=$KEY "$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U apikey -i -q -s "$SCALE" heliosdb \
     > "$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; exit 1; }
 
-printf '\n%-22s %12s %12s %12s %10s %10s %12s\n' case direct heliosdb pgbouncer \
-    helios/dir bncr/dir helios/bncr
+# Settle the freshly loaded tables before measuring.
+PGPASSWORD=$ENGINE_PASSWORD "$BIN/psql" -X -q -h "$SOCKET_DIR" -U heliosdb heliosdb \
+    -c "VACUUM ANALYZE" -c "CHECKPOINT" > /dev/null
+
+printf '\n%-22s %9s %9s %9s %9s %10s %10s %10s %11s\n' case direct helios-ses helios-txn \
+    pgbouncer bncr/dir ses/dir ses/bncr txn/bncr
 for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "tpcb-like simple::simple"; do
     IFS=: read -r name script mode <<< "$case"
     direct=$(run direct "$mode" "$script")
     helios=$(run heliosdb "$mode" "$script")
+    txn=$(run helios-txn "$mode" "$script")
     bouncer=$(run pgbouncer "$mode" "$script")
-    printf '%-22s %12.0f %12.0f %12.0f %10.2f %10.2f %12.2f\n' "$name" "${direct:-0}" \
-        "${helios:-0}" "${bouncer:-0}" \
-        "$(echo "${helios:-0} / ${direct:-1}" | bc -l)" \
+    printf '%-22s %9.0f %9.0f %9.0f %9.0f %10.2f %10.2f %10.2f %11.2f\n' "$name" \
+        "${direct:-0}" "${helios:-0}" "${txn:-0}" "${bouncer:-0}" \
         "$(echo "${bouncer:-0} / ${direct:-1}" | bc -l)" \
-        "$(echo "${helios:-0} / ${bouncer:-1}" | bc -l)"
+        "$(echo "${helios:-0} / ${direct:-1}" | bc -l)" \
+        "$(echo "${helios:-0} / ${bouncer:-1}" | bc -l)" \
+        "$(echo "${txn:-0} / ${bouncer:-1}" | bc -l)"
 done
 echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, scale $SCALE)"
