@@ -127,6 +127,11 @@ class RowsSettings(BaseModel):
     max_insert_rows: int = Field(
         10000, description="Most rows one POST /tables/{name}/rows may insert."
     )
+    catalog_cache_seconds: float = Field(
+        2.0,
+        description="How long a node reuses a table's column list and primary key for row "
+        "requests; 0 reads the catalog on every request.",
+    )
 
 
 class ChangesSettings(BaseModel):

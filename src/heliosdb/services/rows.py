@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -24,7 +26,7 @@ from heliosdb.engine import Engine
 from heliosdb.engine.codecs import json_default, non_finite_fixer, type_name
 from heliosdb.engine.quoting import quote_ident
 from heliosdb.engine.sqlstate import from_engine
-from heliosdb.errors import invalid
+from heliosdb.errors import HeliosError, invalid
 from heliosdb.security.principals import Principal
 from heliosdb.services import catalog
 from heliosdb.services.filters import CompiledFilter, and_all, bind_params, compile_expression
@@ -36,6 +38,10 @@ RESERVED = frozenset(
     {"select", "order", "limit", "cursor", "where", "pk", "all", "return", "schema"}
 )
 MAX_PARAMS_PER_STATEMENT = 30_000
+CATALOG_CACHE_ENTRIES = 1024
+# Engine errors that say a cached table description is out of date.
+_STALE_SQLSTATES = frozenset({"42P01", "42703"})
+T = TypeVar("T")
 _CURSOR_VERSION = 1
 
 
@@ -99,18 +105,22 @@ class RowsService:
     def __init__(self, engine: Engine, settings: RowsSettings) -> None:
         self.engine = engine
         self.settings = settings
+        # (schema, name) -> (expiry on the monotonic clock, lean description)
+        self._tables: OrderedDict[tuple[str, str], tuple[float, catalog.TableInfo]] = OrderedDict()
 
     async def read(self, principal: Principal, name: str, request: RowRequest) -> dict[str, Any]:
         limit = self._limit(request.limit)
         async with self.engine.connection(principal.access) as conn:
-            try:
-                table = await self._table(conn, name, request)
+
+            async def work(table: catalog.TableInfo) -> tuple[_ReadQuery, list[Any], Any]:
                 query = _ReadQuery(table, request, limit)
                 records, attributes, _ = await _run(conn, query.sql, query.params)
-            except asyncpg.PostgresError as exc:
-                raise from_engine(exc) from None
-        names = query.columns
-        fix = non_finite_fixer([a.type.name for a in attributes[: len(names)]])
+                return query, records, attributes
+
+            query, records, attributes = await self._with_table(conn, name, request, work)
+        shown = len(attributes) - query.hidden
+        names = [a.name for a in attributes[:shown]]
+        fix = non_finite_fixer([a.type.name for a in attributes[:shown]])
         more = len(records) > limit
         records = records[:limit]
         rows = []
@@ -140,10 +150,10 @@ class RowsService:
         _refuse_read_parameters(request, "insert")
         if request.has_filter or request.all:
             raise invalid("filters, pk= and all= do not apply to an insert")
+        keys = list(dict.fromkeys(k for item in items for k in item))
         async with self.engine.connection(principal.access) as conn:
-            try:
-                table = await self._table(conn, name, request)
-                keys = list(dict.fromkeys(k for item in items for k in item))
+
+            async def work(table: catalog.TableInfo) -> tuple[int, list[dict[str, Any]]]:
                 for key in keys:
                     table.column(key)
                 out: list[dict[str, Any]] = []
@@ -155,8 +165,9 @@ class RowsService:
                         )
                         affected += _affected(status)
                         out.extend(_objects(records, attributes))
-            except asyncpg.PostgresError as exc:
-                raise from_engine(exc) from None
+                return affected, out
+
+            affected, out = await self._with_table(conn, name, request, work)
         result: dict[str, Any] = {"affected_rows": affected}
         if returning:
             result["rows"] = out
@@ -168,35 +179,82 @@ class RowsService:
         if not isinstance(body, dict) or not body:
             raise invalid("the body must be a JSON object of column: new value")
         self._require_filter(request, "update")
+        values = list(body.values())
         async with self.engine.connection(principal.access) as conn:
-            try:
-                table = await self._table(conn, name, request)
+
+            async def work(table: catalog.TableInfo) -> tuple[list[Any], Any, str]:
                 assignments = [f"{table.quoted(k)} = ${i}" for i, k in enumerate(body, 1)]
-                values = list(body.values())
                 where = _filter(table, request, len(values))
                 sql = f"UPDATE {table.sql_name} SET {', '.join(assignments)}"  # noqa: S608
                 sql += _where_clause(where) + _returning(table, request, request.representation)
-                records, attributes, status = await _run(conn, sql, values + where.params)
-            except asyncpg.PostgresError as exc:
-                raise from_engine(exc) from None
+                return await _run(conn, sql, values + where.params)
+
+            records, attributes, status = await self._with_table(conn, name, request, work)
         return _write_result(status, records, attributes, request.representation)
 
     async def delete(self, principal: Principal, name: str, request: RowRequest) -> dict[str, Any]:
         self._require_filter(request, "delete")
         async with self.engine.connection(principal.access) as conn:
-            try:
-                table = await self._table(conn, name, request)
+
+            async def work(table: catalog.TableInfo) -> tuple[list[Any], Any, str]:
                 where = _filter(table, request, 0)
                 sql = f"DELETE FROM {table.sql_name}"  # noqa: S608 - a checked, quoted name
                 sql += _where_clause(where) + _returning(table, request, request.representation)
-                records, attributes, status = await _run(conn, sql, where.params)
-            except asyncpg.PostgresError as exc:
-                raise from_engine(exc) from None
+                return await _run(conn, sql, where.params)
+
+            records, attributes, status = await self._with_table(conn, name, request, work)
         return _write_result(status, records, attributes, request.representation)
 
-    async def _table(self, conn: Any, name: str, request: RowRequest) -> catalog.TableInfo:
-        schema, table = catalog.split_name(name, request.schema)
-        return await catalog.get_table(conn, schema, table, detailed=False)
+    async def _with_table(
+        self,
+        conn: Any,
+        name: str,
+        request: RowRequest,
+        work: Callable[[catalog.TableInfo], Awaitable[T]],
+    ) -> T:
+        """Run ``work`` with the table's description, from the cache when it is fresh.
+
+        A cached description may be out of date (DDL by another request or node). The
+        engine notices (undefined table or column, changed result type) and so does the
+        description (a column it does not know): then ``work``, which failed before
+        changing anything, runs once more with a description read afresh.
+        """
+        key = catalog.split_name(name, request.schema)
+        table = self._cached(key)
+        try:
+            if table is not None:
+                try:
+                    return await work(table)
+                except (HeliosError, asyncpg.PostgresError) as exc:
+                    if not _looks_stale(exc):
+                        raise
+                    self._tables.pop(key, None)
+            table = await catalog.get_table(conn, *key, detailed=False)
+            self._remember(key, table)
+            return await work(table)
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == "42P01":
+                self._tables.pop(key, None)
+            raise from_engine(exc) from None
+
+    def _cached(self, key: tuple[str, str]) -> catalog.TableInfo | None:
+        entry = self._tables.get(key)
+        if entry is None:
+            return None
+        expires, table = entry
+        if expires < time.monotonic():
+            del self._tables[key]
+            return None
+        return table
+
+    def _remember(self, key: tuple[str, str], table: catalog.TableInfo) -> None:
+        ttl = self.settings.catalog_cache_seconds
+        if ttl <= 0:
+            return
+        self._tables[key] = (time.monotonic() + ttl, table)
+        self._tables.move_to_end(key)
+        while len(self._tables) > CATALOG_CACHE_ENTRIES:
+            self._tables.popitem(last=False)
 
     def _limit(self, limit: int | None) -> int:
         if limit is None:
@@ -218,6 +276,12 @@ class RowsService:
 
 
 # -- statements -------------------------------------------------------------------------
+
+
+def _looks_stale(exc: BaseException) -> bool:
+    if isinstance(exc, HeliosError):
+        return "column" in exc.details  # a column the cached description does not know
+    return getattr(exc, "sqlstate", None) in _STALE_SQLSTATES
 
 
 def _refuse_read_parameters(request: RowRequest, verb: str) -> None:
@@ -272,8 +336,9 @@ def _returning(table: catalog.TableInfo, request: RowRequest, representation: bo
     """RETURNING the ``select=`` columns (default all) when the rows are wanted back."""
     if not representation:
         return ""
-    names = request.select or [c.name for c in table.columns]
-    return " RETURNING " + ", ".join(table.quoted(name) for name in names)
+    if request.select is None:
+        return " RETURNING *"
+    return " RETURNING " + ", ".join(table.quoted(name) for name in request.select)
 
 
 def _insert_statements(
@@ -312,8 +377,8 @@ class _ReadQuery:
 
     def __init__(self, table: catalog.TableInfo, request: RowRequest, limit: int) -> None:
         self.table = table
-        self.columns = request.select or [c.name for c in table.columns]
-        for column in self.columns:
+        self.columns = request.select
+        for column in self.columns or ():
             table.column(column)
         for key in request.order:
             table.column(key.column)
@@ -337,8 +402,11 @@ class _ReadQuery:
                 conditions.append(self._after(position))
             else:
                 self.offset = int(position)
-        selected = [quote_ident(c) for c in self.columns]
+        # Every column is "*" rather than a list, so a column added since the table
+        # was described shows up at once (the engine re-prepares the statement).
+        selected = [quote_ident(c) for c in self.columns] if self.columns else ["*"]
         selected += [quote_ident(k.column) for k in self.order]
+        self.hidden = len(self.order)
         sql = f"SELECT {', '.join(selected)} FROM {table.sql_name}"  # noqa: S608 - quoted names
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
@@ -375,7 +443,7 @@ class _ReadQuery:
 
     def next_cursor(self, last: Any) -> str:
         if self.keyset:
-            position: Any = list(last)[len(self.columns) :]
+            position: Any = list(last)[len(last) - self.hidden :]
         else:
             position = self.offset + self.limit
         payload = {"v": _CURSOR_VERSION, "o": self.signature, "p": position}

@@ -567,3 +567,46 @@ async def test_injection_through_every_rows_parameter_fails_safely(
     rows = (await api.get(path)).json()["rows"]
     assert [r["name"] for r in rows] == [p["name"] for p in PEOPLE] + [evil]
     assert (await api.get(f"/tables/{people}")).status_code == 200
+
+
+# -- schema changes under the node's table cache ---------------------------------------
+
+
+async def sql(api: httpx.AsyncClient, statement: str) -> None:
+    response = await api.post("/query", json={"sql": statement})
+    assert response.status_code == 200, response.text
+
+
+async def test_added_column_is_seen_at_once(api: httpx.AsyncClient, people: str) -> None:
+    assert await names(api, people, {"limit": 1}) == ["ann"]  # the table is now cached
+    await sql(api, f"ALTER TABLE {people} ADD COLUMN nick text DEFAULT 'n'")
+    rows = (await api.get(f"/tables/{people}/rows", params={"limit": 1})).json()["rows"]
+    assert rows[0]["nick"] == "n"
+    inserted = await api.post(f"/tables/{people}/rows", json={"name": "new", "nick": "x"})
+    assert inserted.status_code == 201, inserted.text
+    assert inserted.json()["rows"][0]["nick"] == "x"
+    assert await names(api, people, {"nick": "eq.x"}) == ["new"]
+
+
+async def test_dropped_column_and_table_are_seen_at_once(
+    api: httpx.AsyncClient, people: str
+) -> None:
+    assert await names(api, people, {"select": "name,age", "limit": 1}) == ["ann"]
+    await sql(api, f"ALTER TABLE {people} DROP COLUMN age")
+    response = await api.get(f"/tables/{people}/rows", params={"select": "name,age"})
+    assert response.status_code == 400
+    assert "unknown column" in response.json()["error"]["message"]
+    assert "age" not in (await api.get(f"/tables/{people}/rows")).json()["rows"][0]
+    await sql(api, f"DROP TABLE {people}")
+    assert (await api.get(f"/tables/{people}/rows")).status_code == 404
+    assert (await api.post(f"/tables/{people}/rows", json={"name": "x"})).status_code == 404
+
+
+async def test_recreated_table_is_seen_at_once(api: httpx.AsyncClient, people: str) -> None:
+    assert len(await names(api, people)) == 5
+    await sql(api, f"DROP TABLE {people}")
+    await sql(api, f"CREATE TABLE {people} (name text PRIMARY KEY, score int)")
+    inserted = await api.post(f"/tables/{people}/rows", json={"name": "z", "score": 1})
+    assert inserted.status_code == 201, inserted.text
+    body = (await api.get(f"/tables/{people}/rows")).json()
+    assert body["rows"] == [{"name": "z", "score": 1}]
