@@ -1,0 +1,238 @@
+"""gRPC ``ExecuteQuery`` point selects against the same statement run directly on the engine.
+
+    .venv/bin/python bench/grpc.py [--seconds 10] [--concurrency 32] [--processes 2]
+
+Starts a real node (embedded engine, temp data directory), fills ``bench_items`` with
+``--rows`` rows, then alternates short rounds of:
+
+- gRPC: ``--processes`` client processes (grpc.aio, one channel each) keeping
+  ``--concurrency`` calls in flight in all, each ``SELECT * FROM bench_items WHERE id = $1``
+  with a random id;
+- direct: asyncpg on the node's engine over its Unix socket, ``--concurrency``
+  connections, one prepared statement each, looping as fast as they can.
+
+It prints calls per second, p50 and p99 latency of each, and gRPC / direct (target: at
+least 0.5x). Absolute numbers on a shared machine mean little; the ratio is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder comes first on sys.path, and this file is grpc.py:
+# take the folder out so that ``import grpc`` finds grpcio, not this benchmark.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+
+from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
+from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
+from tests.nodeproc import NodeProcess  # noqa: E402
+
+SELECT_SQL = "SELECT * FROM bench_items WHERE id = $1"
+SETUP_SQL = [
+    "DROP TABLE IF EXISTS bench_items",
+    "CREATE TABLE bench_items (id bigint PRIMARY KEY, name text NOT NULL, "
+    "value double precision NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+    "INSERT INTO bench_items (id, name, value) "
+    "SELECT g, 'item-' || g, g * 1.5 FROM generate_series(1, {rows}) AS g",
+    "ANALYZE bench_items",
+]
+
+
+@dataclass
+class Figure:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def figure(latencies: list[float], elapsed: float, errors: int) -> Figure:
+    latencies.sort()
+    return Figure(
+        rps=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
+        errors=errors,
+    )
+
+
+async def _grpc_client(
+    target: str, key: str, concurrency: int, seconds: float, rows: int, seed: int
+) -> tuple[list[float], int, float]:
+    metadata = (("authorization", f"Bearer {key}"),)
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        deadline = time.perf_counter() + seconds
+
+        async def worker(n: int) -> None:
+            nonlocal errors
+            rng = random.Random(seed * 1000 + n)
+            while True:
+                started = time.perf_counter()
+                if started >= deadline:
+                    return
+                request = pb.QueryRequest(
+                    sql=SELECT_SQL, params=[pb.Value(int_value=rng.randint(1, rows))]
+                )
+                try:
+                    response = await stub.ExecuteQuery(request, metadata=metadata)
+                    if len(response.rows) != 1:
+                        errors += 1
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return latencies, errors, time.perf_counter() - began
+
+
+def _grpc_process(args: tuple[str, str, int, float, int, int]) -> tuple[list[float], int, float]:
+    return asyncio.run(_grpc_client(*args))
+
+
+def run_grpc(node: NodeProcess, args: argparse.Namespace, seconds: float) -> Figure:
+    assert node.admin_key is not None
+    target = f"127.0.0.1:{node.ports['grpc']}"
+    share = max(1, args.concurrency // args.processes)
+    jobs = [(target, node.admin_key, share, seconds, args.rows, i) for i in range(args.processes)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.processes) as pool:
+        results = pool.map(_grpc_process, jobs)
+    latencies = [x for lat, _, _ in results for x in lat]
+    elapsed = max(e for _, _, e in results)
+    return figure(latencies, elapsed, sum(err for _, err, _ in results))
+
+
+async def run_direct(data_dir: Path, args: argparse.Namespace, seconds: float) -> Figure:
+    password = (data_dir / "engine.password").read_text().strip()
+    connections = [
+        await asyncpg.connect(
+            host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
+        )
+        for _ in range(args.concurrency)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(conn: asyncpg.Connection, n: int) -> None:
+        nonlocal errors
+        stmt = await conn.prepare(SELECT_SQL)
+        rng = random.Random(n)
+        while True:
+            started = time.perf_counter()
+            if started >= deadline:
+                return
+            try:
+                await stmt.fetch(rng.randint(1, args.rows))
+            except asyncpg.PostgresError:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
+    finally:
+        elapsed = time.perf_counter() - began
+        await asyncio.gather(*(c.close() for c in connections))
+    return figure(latencies, elapsed, errors)
+
+
+def setup(node: NodeProcess, rows: int) -> None:
+    assert node.admin_key is not None
+    metadata = (("authorization", f"Bearer {node.admin_key}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{node.ports['grpc']}") as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        for sql in SETUP_SQL:
+            stub.ExecuteQuery(pb.QueryRequest(sql=sql.format(rows=rows)), metadata=metadata)
+        check = stub.ExecuteQuery(
+            pb.QueryRequest(sql=SELECT_SQL, params=[pb.Value(int_value=rows // 2)]),
+            metadata=metadata,
+        )
+        assert check.rows[0].values[0].int_value == rows // 2
+
+
+def combine(rounds: list[Figure]) -> Figure:
+    ordered = sorted(rounds, key=lambda f: f.p50_ms)
+    return Figure(
+        rps=sum(f.rps for f in rounds) / len(rounds),
+        p50_ms=ordered[len(ordered) // 2].p50_ms,
+        p99_ms=sorted(f.p99_ms for f in rounds)[len(rounds) // 2],
+        errors=sum(f.errors for f in rounds),
+    )
+
+
+def free_port_flags() -> list[str]:
+    usage = subprocess.run(
+        [sys.executable, "-m", "heliosdb", "serve", "--help"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    flags = sorted(set(re.findall(r"(--[a-z]+-port)\b", usage)))
+    return [arg for flag in flags for arg in (flag, "0")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="total per side")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
+    parser.add_argument("--processes", type=int, default=2, help="gRPC client processes")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hdb-bench-grpc-") as tmp:
+        data_dir = Path(tmp) / "data"
+        node = NodeProcess(data_dir, extra_args=[*free_port_flags(), "--log-level", "warning"])
+        node.start()
+        try:
+            setup(node, args.rows)
+            run_grpc(node, args, 1)  # warm every pooled connection's statement cache
+            slice_seconds = args.seconds / args.rounds
+            grpcs, directs = [], []
+            for _ in range(args.rounds):
+                grpcs.append(run_grpc(node, args, slice_seconds))
+                directs.append(asyncio.run(run_direct(data_dir, args, slice_seconds)))
+            via, direct = combine(grpcs), combine(directs)
+        finally:
+            node.stop()
+    print(
+        f"\ngRPC ExecuteQuery point select vs asyncpg on the engine: {args.concurrency} in "
+        f"flight, {args.processes} client processes, {args.seconds:g} s per side in "
+        f"{args.rounds} alternating rounds, {args.rows} rows, {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'gRPC calls/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'direct q/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'gRPC/direct':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    print(
+        f"{via.rps:>13.0f}{via.p50_ms:>9.2f}{via.p99_ms:>9.2f}"
+        f"{direct.rps:>12.0f}{direct.p50_ms:>9.2f}{direct.p99_ms:>9.2f}"
+        f"{via.rps / direct.rps:>12.2f}x"
+    )
+    if via.errors or direct.errors:
+        print(f"errors: gRPC {via.errors}, direct {direct.errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
