@@ -258,3 +258,20 @@ def test_explain_shows_engine_plan(db: Database[dict[str, Any]]) -> None:
     winning = plan["queryPlanner"]["winningPlan"]
     assert winning["stage"] == "ENGINE"
     assert "Index" in str(winning["enginePlan"])
+
+
+def test_queries_use_secondary_indexes(db: Database[dict[str, Any]]) -> None:
+    coll = db.planned
+    coll.insert_many(
+        [{"n": i, "s": f"k{i}", "tags": [i, i + 1] if i % 100 == 0 else i} for i in range(3000)]
+    )
+    coll.create_index("n")
+    coll.create_index("s")
+    coll.create_index("tags")
+    for query in ({"n": 5}, {"n": {"$gt": 2990}}, {"s": "k7"}, {"n": {"$in": [1, 2]}}):
+        plan = str(coll.find(query).explain()["queryPlanner"]["winningPlan"]["enginePlan"])
+        assert "hx_" in plan, (query, plan)
+    # Array semantics hold on indexed paths: arrays are found through the multikey index.
+    assert sorted(d["n"] for d in coll.find({"tags": 101})) == [100, 101]
+    assert coll.count_documents({"tags": {"$gte": 2999}}) == 1
+    assert coll.count_documents({"n": {"$gte": 10, "$lt": 20}}) == 10

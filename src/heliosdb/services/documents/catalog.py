@@ -121,22 +121,55 @@ def default_index_name(key: dict[str, Any]) -> str:
     return "_".join(f"{k}_{v}" for k, v in key.items())
 
 
-def index_ddl(db: str, collection: str, spec: IndexSpec) -> str:
+def index_expression(path: str, unique: bool) -> str:
+    """The indexed expression for one key path; filters.py compares against the same text."""
+    expr = key_expression(path)
+    return f"(COALESCE({expr}, 'null'::jsonb))" if unique else expr
+
+
+def array_predicate(path: str) -> str:
+    """True where the path meets an array: such documents need MongoDB's array rules,
+    so a partial index over exactly this predicate lets a query find them cheaply."""
+    parts = path.split(".")
+    tests = [
+        f"jsonb_typeof({key_expression('.'.join(parts[: i + 1]))}) = 'array'"
+        for i in range(len(parts))
+    ]
+    return "(" + " OR ".join(tests) + ")"
+
+
+def multikey_index_name(engine_name: str) -> str:
+    return engine_name + "_m"
+
+
+def index_ddl(db: str, collection: str, spec: IndexSpec) -> list[str]:
     terms = []
     for path, direction in spec.key.items():
-        expr = key_expression(path)
-        if spec.unique:
-            expr = f"(COALESCE({expr}, 'null'::jsonb))"
+        expr = index_expression(path, spec.unique)
         order = " DESC" if isinstance(direction, (int, float)) and direction < 0 else ""
         terms.append(expr + order)
     where = ""
     if spec.options.get("sparse"):
         where = " WHERE " + " OR ".join(f"{key_expression(p)} IS NOT NULL" for p in spec.key)
     unique = "UNIQUE " if spec.unique else ""
-    return (
+    leading = next(iter(spec.key))
+    return [
         f"CREATE {unique}INDEX {quote_ident(spec.engine_name)} ON {table(db, collection)} "
-        f"({', '.join(terms)}){where}"
-    )
+        f"({', '.join(terms)}){where}",
+        f"CREATE INDEX {quote_ident(multikey_index_name(spec.engine_name))} ON "
+        f"{table(db, collection)} ((1)) WHERE {array_predicate(leading)}",
+    ]
+
+
+def leading_keys(specs: list[IndexSpec]) -> dict[str, str]:
+    """Indexed expression by leading key path, for filters.py's index-friendly conditions."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        if spec.options.get("sparse"):
+            continue
+        path = next(iter(spec.key))
+        out.setdefault(path, index_expression(path, spec.unique))
+    return out
 
 
 async def ensure_catalog(conn: asyncpg.Connection) -> None:

@@ -389,15 +389,84 @@ class _Sql:
     text: str
 
 
-def compile_filter(spec: dict[str, Any] | None, params: Params) -> str:
-    """A SQL boolean expression over the columns ``_id`` and ``doc``; TRUE when empty."""
+def compile_filter(
+    spec: dict[str, Any] | None, params: Params, indexed: dict[str, str] | None = None
+) -> str:
+    """A SQL boolean expression over the columns ``_id`` and ``doc``; TRUE when empty.
+
+    ``indexed`` maps a key path to the expression an engine index holds (catalog.py).
+    For equality, ``$in`` and numeric or date ranges on such a path the result also
+    carries an index-friendly condition, ``(<expr> = $v OR <path meets an array>)``:
+    implied by the exact predicate, so it only narrows the rows the engine looks at,
+    through a BitmapOr of the expression index and the partial multikey index.
+    """
     if not spec:
         return "TRUE"
     compiler = _Compiler(params)
     tree = compiler.conjunction(compiler.document(spec, "$", top=True))
     if isinstance(tree, str) and tree == TRUE_JP:
         return "TRUE"
-    return compiler.sql(tree)
+    exact = compiler.sql(tree)
+    hints = _index_conditions(spec, params, indexed or {})
+    return " AND ".join([*hints, exact])
+
+
+_RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, str]) -> list[str]:
+    from heliosdb.services.documents.catalog import array_predicate
+
+    out = []
+    for path, value in spec.items():
+        expr = indexed.get(path)
+        if expr is None or path == "_id":
+            continue
+        conds = _sargable(expr, value, params)
+        if conds:
+            out.append(f"(({' AND '.join(conds)}) OR {array_predicate(path)})")
+    return out
+
+
+def _index_value(value: Any, *, ranges: bool) -> Any:
+    """The query form of a value an index condition may use, or None."""
+    if isinstance(value, (Regex, re.Pattern)) or value is None:
+        return None
+    form = query_form(value)
+    if isinstance(form, bool):
+        return None if ranges else form
+    if isinstance(form, (int, float)):
+        return form
+    if isinstance(form, str):
+        return None if ranges else form  # string order depends on collation: equality only
+    if isinstance(form, dict) and len(form) == 1:
+        key = next(iter(form))
+        if key == "$date" or (key == "$oid" and not ranges):
+            return form
+    return None
+
+
+def _sargable(expr: str, value: Any, params: Params) -> list[str]:
+    if not (isinstance(value, dict) and value and all(k.startswith("$") for k in value)):
+        form = _index_value(value, ranges=False)
+        return [] if form is None else [f"{expr} = {params.add(form, 'jsonb')}"]
+    conds = []
+    for op, operand in value.items():
+        if op == "$eq":
+            form = _index_value(operand, ranges=False)
+            if form is not None:
+                conds.append(f"{expr} = {params.add(form, 'jsonb')}")
+        elif op == "$in" and isinstance(operand, list) and operand:
+            forms = [_index_value(v, ranges=False) for v in operand]
+            if all(f is not None for f in forms):
+                conds.append(f"{expr} = ANY({params.add(forms, 'jsonb[]')})")
+        elif op in _RANGE_SQL:
+            form = _index_value(operand, ranges=True)
+            if form is not None:
+                conds.append(f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}")
+                if isinstance(form, (int, float)) and op in ("$gt", "$gte"):
+                    conds.append(f"{expr} < 'false'::jsonb")  # numbers sort below booleans
+    return conds
 
 
 # MongoDB's order of types, for ORDER BY over the query form of a field.

@@ -34,7 +34,9 @@ class Plan:
     )
 
 
-def plan_pipeline(target: str, stages: list[dict[str, Any]]) -> Plan:
+def plan_pipeline(
+    target: str, stages: list[dict[str, Any]], indexed: dict[str, str] | None = None
+) -> Plan:
     params = Params()
     conditions: list[dict[str, Any]] = []
     i = 0
@@ -42,7 +44,7 @@ def plan_pipeline(target: str, stages: list[dict[str, Any]]) -> Plan:
         conditions.append(stages[i]["$match"])
         i += 1
     query = conditions[0] if len(conditions) == 1 else ({"$and": conditions} if conditions else {})
-    sql = f"SELECT _id, bson, doc FROM {target} WHERE {compile_filter(query, params)}"
+    sql = f"SELECT _id, bson, doc FROM {target} WHERE {compile_filter(query, params, indexed)}"
     if i < len(stages) and stage_name(stages[i]) == "$sort":
         spec = stages[i]["$sort"]
         if isinstance(spec, dict) and all(isinstance(v, (int, float)) for v in spec.values()):

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ log = logging.getLogger("heliosdb.services.documents")
 T = TypeVar("T")
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 TTL_INTERVAL_SECONDS = 60.0
+INDEX_CACHE_SECONDS = 5.0
 Document = dict[str, Any]
 
 
@@ -91,6 +93,7 @@ class DocumentStore:
         self._catalog_ready = False
         self._known: set[tuple[str, str]] = set()
         self._ttl_task: asyncio.Task[None] | None = None
+        self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 
     # -- plumbing ----------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -126,6 +129,29 @@ class DocumentStore:
             return default
         except asyncpg.PostgresError as exc:
             raise from_engine(exc) from None
+
+    async def _index_map(self, conn: EngineConnection, db: str, coll: str) -> dict[str, str]:
+        """Indexed expressions by leading path (cached briefly; stale only costs speed)."""
+        now = time.monotonic()
+        cached = self._indexed.get((db, coll))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            specs = await catalog.indexes(conn, db, coll)
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            specs = []
+        found = catalog.leading_keys(specs)
+        if len(self._indexed) > 10_000:
+            self._indexed.clear()
+        self._indexed[(db, coll)] = (now + INDEX_CACHE_SECONDS, found)
+        return found
+
+    async def _indexes_for(self, principal: Principal, db: str, coll: str) -> dict[str, str]:
+        cached = self._indexed.get((db, coll))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        async with self._conn(principal) as conn:
+            return await self._index_map(conn, db, coll)
 
     # -- databases and collections -----------------------------------------------------------
     async def list_databases(self, principal: Principal) -> list[Document]:
@@ -198,6 +224,7 @@ class DocumentStore:
             if existed:
                 await self._run(conn.execute(f"DROP TABLE IF EXISTS {table(db, coll)}"))
         self._known.discard((db, coll))
+        self._indexed.pop((db, coll), None)
         return int(count) + 1 if existed else None
 
     async def drop_database(self, principal: Principal, db: str) -> None:
@@ -404,8 +431,9 @@ class DocumentStore:
                     "multi update is not supported for replacement-style update",
                     kind="failed_to_parse",
                 )
+        indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        where = compile_filter(query, params)
+        where = compile_filter(query, params, indexed)
         order = compile_sort(sort, params)
         sql = f"SELECT _id, bson FROM {table(db, coll)} WHERE {where}"
         if order:
@@ -488,8 +516,9 @@ class DocumentStore:
         sort: Document | None = None,
     ) -> tuple[int, Document | None]:
         catalog.check_db_name(db)
+        indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        where = compile_filter(query, params)
+        where = compile_filter(query, params, indexed)
         target = table(db, coll)
         if limit_one:
             order = compile_sort(sort, params)
@@ -509,8 +538,10 @@ class DocumentStore:
     ) -> list[bytes | Document]:
         catalog.check_db_name(db)
         projection.check(query.projection)
+        indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query.filter, params)}"
+        where = compile_filter(query.filter, params, indexed)
+        sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
         order = compile_sort(query.sort, params)
         if order:
             sql += f" ORDER BY {order}"
@@ -537,8 +568,9 @@ class DocumentStore:
         limit: int = 0,
     ) -> int:
         catalog.check_db_name(db)
+        indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        inner = f"SELECT 1 FROM {table(db, coll)} WHERE {compile_filter(query, params)}"
+        inner = f"SELECT 1 FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
         if skip:
             inner += f" OFFSET {params.add(int(skip), 'bigint')}"
         if limit:
@@ -555,8 +587,9 @@ class DocumentStore:
     ) -> list[Any]:
         if not isinstance(key, str) or not key:
             raise invalid("'key' must be a non-empty string", kind="type_mismatch")
+        indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params)}"
+        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
         values: list[Any] = []
@@ -579,7 +612,8 @@ class DocumentStore:
         catalog.check_db_name(db)
         if coll is None:
             return await pipeline.run(documents or [], stages, self._lookup(principal, db))
-        plan = plan_pipeline(table(db, coll), stages)
+        indexed = await self._indexes_for(principal, db, coll)
+        plan = plan_pipeline(table(db, coll), stages, indexed)
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(conn.fetch(plan.sql, *plan.params), [])
         docs = plan.decode(rows)
@@ -601,8 +635,9 @@ class DocumentStore:
         query: Document | None,
         sort: Document | None = None,
     ) -> Any:
+        indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params)}"
+        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
         order = compile_sort(sort, params)
         if order:
             sql += f" ORDER BY {order}"
@@ -650,7 +685,8 @@ class DocumentStore:
                                     f"Index already exists with a different name: {other.name}",
                                     kind="index_options_conflict",
                                 )
-                        await conn.execute(catalog.index_ddl(db, coll, spec))
+                        for statement in catalog.index_ddl(db, coll, spec):
+                            await conn.execute(statement)
                         ttl = spec.options.get("expireAfterSeconds")
                         await conn.execute(
                             f"INSERT INTO {CATALOG_SCHEMA}.indexes (db, collection, name, key, "
@@ -673,6 +709,7 @@ class DocumentStore:
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         self._known.add((db, coll))
+        self._indexed.pop((db, coll), None)
         return before, len(existing) + 1, created
 
     async def drop_indexes(self, principal: Principal, db: str, coll: str, which: Any) -> int:
@@ -707,9 +744,11 @@ class DocumentStore:
                                 )
                             targets.extend(match)
                     for spec in targets:
-                        await conn.execute(
-                            f"DROP INDEX IF EXISTS {qualified(db, spec.engine_name)}"
-                        )
+                        for name in (
+                            spec.engine_name,
+                            catalog.multikey_index_name(spec.engine_name),
+                        ):
+                            await conn.execute(f"DROP INDEX IF EXISTS {qualified(db, name)}")
                         await conn.execute(
                             f"DELETE FROM {CATALOG_SCHEMA}.indexes WHERE db = $1 AND "
                             "collection = $2 AND name = $3",
@@ -719,6 +758,7 @@ class DocumentStore:
                         )
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
+        self._indexed.pop((db, coll), None)
         return before
 
     # -- statistics ---------------------------------------------------------------------
