@@ -1,0 +1,62 @@
+"""The filter compiler: values never reach SQL or jsonpath text; errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+from bson import ObjectId
+
+from heliosdb.errors import HeliosError
+from heliosdb.services.documents.filters import Params, compile_filter, compile_sort
+
+
+def test_values_are_parameters() -> None:
+    params = Params()
+    sql = compile_filter({"name": "x'; DROP TABLE t; --", "n": {"$gt": 5}}, params)
+    assert "DROP" not in sql and "'" not in sql.replace("'false'", "")
+    assert "DROP" not in str(params.values[1:])  # only inside the vars object
+    assert params.values[0] == {"v1": "x'; DROP TABLE t; --", "v2": 5}
+
+
+def test_field_names_are_quoted_in_the_path() -> None:
+    params = Params()
+    compile_filter({'we"ird': 1}, params)
+    assert params.values[1] == 'exists($."we\\"ird" ? (@ == $v1))'
+
+
+def test_id_equality_uses_the_primary_key() -> None:
+    params = Params()
+    oid = ObjectId()
+    assert compile_filter({"_id": oid}, params) == "_id = $1::jsonb"
+    assert params.values == [{"$oid": str(oid)}]
+
+
+def test_indexed_paths_add_an_implied_condition() -> None:
+    params = Params()
+    sql = compile_filter({"a": 3}, params, {"a": "(doc -> 'a')"})
+    assert sql.startswith("(((doc -> 'a') = $3::jsonb) OR (jsonb_typeof((doc -> 'a')) = 'array'))")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"a": {"$bogus": 1}},
+        {"$foo": []},
+        {"a": {"$size": -1}},
+        {"a": {"$mod": [0, 1]}},
+        {"a": {"$type": "nope"}},
+        {"$or": []},
+        {"a": {"$in": 5}},
+        {"a": {"$regex": 5}},
+    ],
+)
+def test_bad_filters(spec: dict[str, object]) -> None:
+    with pytest.raises(HeliosError):
+        compile_filter(spec, Params())
+
+
+def test_sort_terms() -> None:
+    params = Params()
+    assert compile_sort({"_id": -1}, params) == "_id DESC"
+    assert "ASC" in compile_sort({"a.b": 1}, params) and params.values == [["a", "b"]]
+    with pytest.raises(HeliosError):
+        compile_sort({"a": 2}, Params())
