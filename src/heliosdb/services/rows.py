@@ -110,14 +110,16 @@ class RowsService:
 
     async def read(self, principal: Principal, name: str, request: RowRequest) -> dict[str, Any]:
         limit = self._limit(request.limit)
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
 
             async def work(table: catalog.TableInfo) -> tuple[_ReadQuery, list[Any], Any]:
                 query = _ReadQuery(table, request, limit)
                 records, attributes, _ = await _run(conn, query.sql, query.params)
                 return query, records, attributes
 
-            query, records, attributes = await self._with_table(conn, name, request, work)
+            query, records, attributes = await self._with_table(
+                conn, principal, name, request, work
+            )
         shown = len(attributes) - query.hidden
         names = [a.name for a in attributes[:shown]]
         fix = non_finite_fixer([a.type.name for a in attributes[:shown]])
@@ -151,7 +153,7 @@ class RowsService:
         if request.has_filter or request.all:
             raise invalid("filters, pk= and all= do not apply to an insert")
         keys = list(dict.fromkeys(k for item in items for k in item))
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
 
             async def work(table: catalog.TableInfo) -> tuple[int, list[dict[str, Any]]]:
                 for key in keys:
@@ -167,7 +169,7 @@ class RowsService:
                         out.extend(_objects(records, attributes))
                 return affected, out
 
-            affected, out = await self._with_table(conn, name, request, work)
+            affected, out = await self._with_table(conn, principal, name, request, work)
         result: dict[str, Any] = {"affected_rows": affected}
         if returning:
             result["rows"] = out
@@ -180,7 +182,7 @@ class RowsService:
             raise invalid("the body must be a JSON object of column: new value")
         self._require_filter(request, "update")
         values = list(body.values())
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
 
             async def work(table: catalog.TableInfo) -> tuple[list[Any], Any, str]:
                 assignments = [f"{table.quoted(k)} = ${i}" for i, k in enumerate(body, 1)]
@@ -189,12 +191,14 @@ class RowsService:
                 sql += _where_clause(where) + _returning(table, request, request.representation)
                 return await _run(conn, sql, values + where.params)
 
-            records, attributes, status = await self._with_table(conn, name, request, work)
+            records, attributes, status = await self._with_table(
+                conn, principal, name, request, work
+            )
         return _write_result(status, records, attributes, request.representation)
 
     async def delete(self, principal: Principal, name: str, request: RowRequest) -> dict[str, Any]:
         self._require_filter(request, "delete")
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
 
             async def work(table: catalog.TableInfo) -> tuple[list[Any], Any, str]:
                 where = _filter(table, request, 0)
@@ -202,12 +206,15 @@ class RowsService:
                 sql += _where_clause(where) + _returning(table, request, request.representation)
                 return await _run(conn, sql, where.params)
 
-            records, attributes, status = await self._with_table(conn, name, request, work)
+            records, attributes, status = await self._with_table(
+                conn, principal, name, request, work
+            )
         return _write_result(status, records, attributes, request.representation)
 
     async def _with_table(
         self,
         conn: Any,
+        principal: Principal,
         name: str,
         request: RowRequest,
         work: Callable[[catalog.TableInfo], Awaitable[T]],
@@ -218,20 +225,27 @@ class RowsService:
         engine notices (undefined table or column, changed result type) and so does the
         description (a column it does not know): then ``work``, which failed before
         changing anything, runs once more with a description read afresh.
+
+        The statements here change no session state, so the session is kept for the
+        principal's next request (no reset round trip; see Engine.connection).
         """
         key = catalog.split_name(name, request.schema)
         table = self._cached(key)
         try:
             if table is not None:
                 try:
-                    return await work(table)
+                    result = await work(table)
+                    conn.keep_session(principal.id)
+                    return result
                 except (HeliosError, asyncpg.PostgresError) as exc:
                     if not _looks_stale(exc):
                         raise
                     self._tables.pop(key, None)
             table = await catalog.get_table(conn, *key, detailed=False)
             self._remember(key, table)
-            return await work(table)
+            result = await work(table)
+            conn.keep_session(principal.id)
+            return result
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) == "42P01":
                 self._tables.pop(key, None)

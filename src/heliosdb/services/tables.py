@@ -35,9 +35,11 @@ class TablesService:
     async def list_tables(
         self, principal: Principal, schema: str | None = None
     ) -> list[dict[str, Any]]:
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
             try:
-                return await catalog.list_tables(conn, schema)
+                tables = await catalog.list_tables(conn, schema)
+                conn.keep_session(principal.id)  # catalog reads change no session state
+                return tables
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
 
@@ -45,16 +47,17 @@ class TablesService:
         self, principal: Principal, name: str, schema: str | None = None
     ) -> dict[str, Any]:
         schema_name, table_name = catalog.split_name(name, schema)
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
             try:
                 table = await catalog.get_table(conn, schema_name, table_name)
+                conn.keep_session(principal.id)
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         return table.describe()
 
     async def create(self, principal: Principal, spec: Any) -> dict[str, Any]:
         statements, schema, name = compile_create(spec)
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
             try:
                 async with conn.transaction():
                     for statement in statements:
@@ -68,7 +71,7 @@ class TablesService:
         self, principal: Principal, name: str, schema: str | None = None, *, cascade: bool = False
     ) -> dict[str, Any]:
         schema_name, table_name = catalog.split_name(name, schema)
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
             try:
                 async with conn.transaction():
                     table = await catalog.get_table(conn, schema_name, table_name)
