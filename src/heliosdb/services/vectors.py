@@ -328,29 +328,40 @@ class Vectors:
             columns.append("embedding")
         if include_metadata:
             columns.append("metadata")
-        where, params = "", [_vector_text(query), top_k]
-        if filter is not None and filter != "":
+        filtered = filter is not None and filter != ""
+        path = "exact" if exact else ("hnsw_iterative" if filtered else "hnsw")
+        iterative = "relaxed_order" if path == "hnsw_iterative" else "off"
+        params: list[Any] = [_vector_text(query), top_k, str(ef), iterative]
+        # pgvector reads its settings when the index scan starts. An uncorrelated subquery
+        # in WHERE becomes an InitPlan that the engine runs as a one-time filter before
+        # the scan below it starts, so the settings travel in the search statement itself
+        # instead of costing a round trip of their own. They last for the session, until
+        # the pool resets it.
+        conditions = [
+            "(SELECT set_config('hnsw.ef_search', $3, false) "
+            "|| set_config('hnsw.iterative_scan', $4, false)) IS NOT NULL"
+        ]
+        if filtered:
             compiled = compile_metadata_filter(
-                filter, fields=index.metadata_fields, param_offset=len(params)
+                str(filter), fields=index.metadata_fields, param_offset=len(params)
             )
-            where, params = f" WHERE {compiled.sql}", params + compiled.params
-        head = f"SELECT id, {', '.join(columns)} FROM {index.table}{where} "  # noqa: S608
+            conditions.append(compiled.sql)
+            params += compiled.params
+        head = (
+            f"SELECT id, {', '.join(columns)} FROM {index.table} "  # noqa: S608
+            f"WHERE {' AND '.join(conditions)} "
+        )
         by_index = head + "ORDER BY distance LIMIT $2"
         # Exact search orders by an expression no index serves. It is a statement of its own
         # on purpose: the engine may keep one generic plan per statement whatever the
         # planner settings say, so a setting could not be trusted to turn the index off.
         brute = head + f"ORDER BY (embedding {metric.operator} $1::public.vector) + 0 LIMIT $2"
-        path = "exact" if exact else ("hnsw_iterative" if where else "hnsw")
         async with self.engine.connection(principal.access) as conn:
             try:
-                if path == "exact":
+                rows = await _fetch(conn, brute if path == "exact" else by_index, params)
+                if path != "exact" and len(rows) < top_k:
+                    path = "exact"
                     rows = await _fetch(conn, brute, params)
-                else:
-                    await _configure(conn, ef, iterative=path == "hnsw_iterative")
-                    rows = await _fetch(conn, by_index, params)
-                    if len(rows) < top_k:
-                        path = "exact"
-                        rows = await _fetch(conn, brute, params)
             except _ENGINE_ERRORS as exc:
                 raise from_engine(exc) from None
         matches = [
@@ -364,16 +375,6 @@ class Vectors:
             for r in sorted(rows, key=lambda r: r["distance"])
         ]
         return SearchResult(matches, path, ef, round((time.perf_counter() - started) * 1000, 3))
-
-
-async def _configure(conn: Any, ef_search: int, *, iterative: bool) -> None:
-    """pgvector's settings for this search; they last until the pool resets the session."""
-    await conn.fetchval(
-        "SELECT set_config('hnsw.ef_search', $1, false), "
-        "set_config('hnsw.iterative_scan', $2, false)",
-        str(ef_search),
-        "relaxed_order" if iterative else "off",
-    )
 
 
 async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
