@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,6 +12,26 @@ import httpx
 import pytest
 
 from tests.nodeproc import NodeProcess
+
+_OWN_BASETEMP = "_heliosdb_own_basetemp"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep test data out of /tmp/pytest-of-<user>.
+
+    Every pytest session resets that directory to mode 0700, which takes away the search
+    bit the engine's OS user needs (when tests run as root) from nodes of any session
+    already running. A base directory of our own is left alone.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="heliosdb-pytest-")
+        setattr(config, _OWN_BASETEMP, config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = getattr(config, _OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
