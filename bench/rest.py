@@ -175,11 +175,17 @@ def check_rest(node: NodeProcess, rows: int) -> None:
         assert got.json()["affected_rows"] == 1, got.text
 
 
-def print_table(results: dict[str, tuple[Figure, Figure]], args: argparse.Namespace) -> None:
+def print_table(
+    results: dict[str, tuple[Figure, Figure]], args: argparse.Namespace, load: tuple[float, float]
+) -> None:
     print(
         f"\nPOST /api/v1/query vs asyncpg on the engine: {args.connections} connections, "
         f"{args.seconds:g} s per side in {args.rounds} alternating rounds, wrk -t{args.threads}, "
         f"{args.rows} rows, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"load average (1 min) of the machine before and after: {load[0]:.2f} / {load[1]:.2f}"
+        " (other work on the machine weighs on both sides, on REST's longer chain more)"
     )
     header = (
         f"{'case':<14}{'REST req/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
@@ -230,6 +236,7 @@ def main() -> int:
         node.start()
         try:
             check_rest(node, args.rows)
+            load_before = os.getloadavg()[0]
             results: dict[str, tuple[Figure, Figure]] = {}
             for case in args.cases.split(","):
                 kind = "insert" if case == "insert" else "select"
@@ -247,7 +254,7 @@ def main() -> int:
                     f"{case}: REST {rest.rps:.0f} req/s, direct {direct.rps:.0f} q/s",
                     file=sys.stderr,
                 )
-            print_table(results, args)
+            print_table(results, args, (load_before, os.getloadavg()[0]))
         finally:
             node.stop()
     return 0
