@@ -13,6 +13,10 @@ Starts a real node (embedded engine, temp data directory), fills ``bench_items``
 
 It prints calls per second, p50 and p99 latency of each, and gRPC / direct (target: at
 least 0.5x). Absolute numbers on a shared machine mean little; the ratio is the figure.
+
+With ``--stream-rows N`` it then streams ``generate_series(1, N)`` through
+``ExecuteQueryStream`` and prints rows per second and the node's resident memory before,
+at its peak and after: a server-side cursor keeps it flat whatever N is.
 """
 
 from __future__ import annotations
@@ -171,6 +175,37 @@ def setup(node: NodeProcess, rows: int) -> None:
         assert check.rows[0].values[0].int_value == rows // 2
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_stream(node: NodeProcess, rows: int) -> None:
+    assert node.admin_key is not None and node.process is not None
+    pid = node.process.pid
+    metadata = (("authorization", f"Bearer {node.admin_key}"),)
+    before = peak = rss_mb(pid)
+    seen = 0
+    started = time.perf_counter()
+    with grpc.insecure_channel(f"127.0.0.1:{node.ports['grpc']}") as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        request = pb.QueryRequest(
+            sql="SELECT g, 'row ' || g AS label FROM (SELECT generate_series(1, $1) AS g) s",
+            params=[pb.Value(int_value=rows)],
+        )
+        for _ in stub.ExecuteQueryStream(request, metadata=metadata):
+            seen += 1
+            if seen % 50_000 == 0:
+                peak = max(peak, rss_mb(pid))
+    elapsed = time.perf_counter() - started
+    print(
+        f"\nExecuteQueryStream: {seen} rows in {elapsed:.1f} s ({seen / elapsed:.0f} rows/s); "
+        f"node RSS {before:.0f} MB before, {peak:.0f} MB peak, {rss_mb(pid):.0f} MB after"
+    )
+
+
 def combine(rounds: list[Figure]) -> Figure:
     ordered = sorted(rounds, key=lambda f: f.p50_ms)
     return Figure(
@@ -197,6 +232,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
     parser.add_argument("--processes", type=int, default=2, help="gRPC client processes")
     parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
+    parser.add_argument("--stream-rows", type=int, default=0, help="also stream N rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hdb-bench-grpc-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -211,6 +247,8 @@ def main() -> int:
                 grpcs.append(run_grpc(node, args, slice_seconds))
                 directs.append(asyncio.run(run_direct(data_dir, args, slice_seconds)))
             via, direct = combine(grpcs), combine(directs)
+            if args.stream_rows:
+                run_stream(node, args.stream_rows)
         finally:
             node.stop()
     print(
