@@ -114,9 +114,13 @@ class _Lease:
     async def __aenter__(self) -> EngineConnection:
         pool = self.pool
         try:
-            # asyncio.timeout rather than acquire(timeout=...), which runs the wait in a task
-            async with asyncio.timeout(ACQUIRE_TIMEOUT_SECONDS):
+            if not pool._queue.empty():  # type: ignore[attr-defined]
+                # A free connection is waiting in the pool: nothing to time out.
                 self.conn = await pool.acquire()
+            else:
+                # asyncio.timeout, not acquire(timeout=...), which runs the wait in a task
+                async with asyncio.timeout(ACQUIRE_TIMEOUT_SECONDS):
+                    self.conn = await pool.acquire()
         except TimeoutError:
             raise HeliosError(
                 ErrorCode.RESOURCE_EXHAUSTED, "all engine connections are busy; try again"

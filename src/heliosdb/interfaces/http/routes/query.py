@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -144,7 +143,11 @@ class QueryEndpoint:
         return response.status_code
 
     async def _run(self, scope: Scope, receive: Receive) -> bytes | None:
-        headers = Headers(scope=scope)
+        # ASGI header names are lower case; a plain dict (first value wins, as in Starlette's
+        # Headers) is cheaper than Headers on this path.
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         length = headers.get("content-length")
         if length is not None:
             try:
