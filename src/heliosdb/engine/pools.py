@@ -46,7 +46,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
     """
 
     async def prepared(self, sql: str) -> PreparedStatement:
-        stmt: PreparedStatement = await self._prepare(sql, use_cache=True)
+        stmt: PreparedStatement = await self._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
         return stmt
 
     async def prepared_with(
@@ -71,7 +71,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
 
     def forget(self, sql: str) -> None:
         """Drop cached statements after the engine reported one invalid (schema changed)."""
-        self._drop_local_statement_cache()
+        self._drop_local_statement_cache()  # type: ignore[attr-defined]
 
     # Session reuse. Returning a connection to its pool normally costs a round trip that
     # resets the session (RESET ALL, UNLISTEN *, CLOSE ALL, advisory locks). A user that
