@@ -3,15 +3,13 @@
 A request names its table and carries PostgREST-style parameters (parsed into a
 :class:`RowRequest` by :func:`parse_request`). Table and column names are checked against
 the catalog and quoted; filters are compiled by services/filters.py; every value is a
-bind parameter. Reads page with an opaque cursor: keyset pagination on the order keys
-plus the primary key (which makes the order total), or an offset when the table has no
-primary key. Updates and deletes without any filter are refused unless ``all`` is set.
+bind parameter. Reads page with an opaque cursor (services/pagination.py). Updates and
+deletes without any filter are refused unless ``all`` is set. Table descriptions are
+cached per node for a moment and read afresh when the engine says they are stale.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -19,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 from pglast import ast, enums
 
 from heliosdb.engine import Engine
-from heliosdb.engine.codecs import json_default, non_finite_fixer, type_name
+from heliosdb.engine.codecs import non_finite_fixer, type_name
 from heliosdb.engine.quoting import quote_ident
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import HeliosError, invalid
@@ -31,6 +28,7 @@ from heliosdb.security.principals import Principal
 from heliosdb.services import catalog
 from heliosdb.services.filters import CompiledFilter, and_all, bind_params, compile_expression
 from heliosdb.services.filters import parse_filter as parse_where
+from heliosdb.services.pagination import ReadQuery
 from heliosdb.services.postgrest import OrderKey, parse_conditions, parse_order, parse_select
 from heliosdb.settings import RowsSettings
 
@@ -42,7 +40,6 @@ CATALOG_CACHE_ENTRIES = 1024
 # Engine errors that say a cached table description is out of date.
 _STALE_SQLSTATES = frozenset({"42P01", "42703"})
 T = TypeVar("T")
-_CURSOR_VERSION = 1
 
 
 @dataclass(slots=True)
@@ -112,8 +109,15 @@ class RowsService:
         limit = self._limit(request.limit)
         async with self.engine.connection(principal.access, owner=principal.id) as conn:
 
-            async def work(table: catalog.TableInfo) -> tuple[_ReadQuery, list[Any], Any]:
-                query = _ReadQuery(table, request, limit)
+            async def work(table: catalog.TableInfo) -> tuple[ReadQuery, list[Any], Any]:
+                query = ReadQuery(
+                    table,
+                    select=request.select,
+                    order=request.order,
+                    where=_filter(table, request, 0),
+                    cursor=request.cursor,
+                    limit=limit,
+                )
                 records, attributes, _ = await _run(conn, query.sql, query.params)
                 return query, records, attributes
 
@@ -384,122 +388,6 @@ def _insert_statements(
         values_sql = ", ".join(tuples)
         sql = f"INSERT INTO {table.sql_name} ({columns}) VALUES {values_sql}{suffix}"  # noqa: S608
         yield sql, values
-
-
-class _ReadQuery:
-    """SELECT ... WHERE filters AND after-cursor ORDER BY keys LIMIT n+1."""
-
-    def __init__(self, table: catalog.TableInfo, request: RowRequest, limit: int) -> None:
-        self.table = table
-        self.columns = request.select
-        for column in self.columns or ():
-            table.column(column)
-        for key in request.order:
-            table.column(key.column)
-        self.order = list(request.order)
-        pk = table.primary_key
-        self.keyset = bool(pk)
-        if self.keyset:
-            ordered = {k.column for k in self.order}
-            self.order += [OrderKey(column) for column in pk if column not in ordered]
-        self.signature = ",".join(
-            f"{k.column}:{'d' if k.descending else 'a'}:{'f' if k.effective_nulls_first else 'l'}"
-            for k in self.order
-        )
-        where = _filter(table, request, 0)
-        self.params: list[Any] = list(where.params)
-        conditions = [where.sql] if where.sql else []
-        self.offset = 0
-        if request.cursor is not None:
-            position = _decode_cursor(request.cursor, self.signature, self.keyset, len(self.order))
-            if self.keyset:
-                conditions.append(self._after(position))
-            else:
-                self.offset = int(position)
-        # Every column is "*" rather than a list, so a column added since the table
-        # was described shows up at once (the engine re-prepares the statement).
-        selected = [quote_ident(c) for c in self.columns] if self.columns else ["*"]
-        selected += [quote_ident(k.column) for k in self.order]
-        self.hidden = len(self.order)
-        sql = f"SELECT {', '.join(selected)} FROM {table.sql_name}"  # noqa: S608 - quoted names
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        if self.order:
-            sql += " ORDER BY " + ", ".join(_order_sql(k) for k in self.order)
-        self.params.append(limit + 1)
-        sql += f" LIMIT ${len(self.params)}"
-        if self.offset:
-            self.params.append(self.offset)
-            sql += f" OFFSET ${len(self.params)}"
-        self.sql = sql
-        self.limit = limit
-
-    def _after(self, values: list[Any]) -> str:
-        """Rows strictly after the cursor's key values in this order (nulls included)."""
-        placeholders: list[str | None] = []
-        for value in values:
-            if value is None:
-                placeholders.append(None)
-            else:
-                self.params.append(value)
-                placeholders.append(f"${len(self.params)}")
-        alternatives = []
-        for i, key in enumerate(self.order):
-            after = _after_key(quote_ident(key.column), key, placeholders[i])
-            if after is None:
-                continue
-            equal = [
-                f"{quote_ident(k.column)} = {p}" if p else f"{quote_ident(k.column)} IS NULL"
-                for k, p in zip(self.order[:i], placeholders[:i], strict=True)
-            ]
-            alternatives.append("(" + " AND ".join([*equal, after]) + ")")
-        return "(" + (" OR ".join(alternatives) or "false") + ")"
-
-    def next_cursor(self, last: Any) -> str:
-        if self.keyset:
-            position: Any = list(last)[len(last) - self.hidden :]
-        else:
-            position = self.offset + self.limit
-        payload = {"v": _CURSOR_VERSION, "o": self.signature, "p": position}
-        raw = orjson.dumps(payload, default=json_default)
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _after_key(column: str, key: OrderKey, placeholder: str | None) -> str | None:
-    nulls_first = key.effective_nulls_first
-    if placeholder is None:
-        return f"{column} IS NOT NULL" if nulls_first else None
-    op = "<" if key.descending else ">"
-    if nulls_first:
-        return f"{column} {op} {placeholder}"
-    return f"({column} {op} {placeholder} OR {column} IS NULL)"
-
-
-def _order_sql(key: OrderKey) -> str:
-    sql = quote_ident(key.column) + (" DESC" if key.descending else " ASC")
-    if key.nulls_first is not None:
-        sql += " NULLS FIRST" if key.nulls_first else " NULLS LAST"
-    return sql
-
-
-def _decode_cursor(cursor: str, signature: str, keyset: bool, keys: int) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = orjson.loads(raw)
-    except (binascii.Error, ValueError):
-        raise invalid("the cursor is not valid; use next_cursor from a previous page") from None
-    if not isinstance(payload, dict) or payload.get("v") != _CURSOR_VERSION:
-        raise invalid("the cursor is not valid; use next_cursor from a previous page")
-    if payload.get("o") != signature:
-        raise invalid("the cursor belongs to a different order; keep order= the same across pages")
-    position = payload.get("p")
-    if keyset:
-        if not isinstance(position, list) or len(position) != keys:
-            raise invalid("the cursor is not valid; use next_cursor from a previous page")
-        return position
-    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        raise invalid("the cursor is not valid; use next_cursor from a previous page")
-    return position
 
 
 # -- execution --------------------------------------------------------------------------
