@@ -32,13 +32,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import grpc
-import httpx
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder comes first on sys.path, and bench/grpc.py would
+# shadow grpcio: take the folder out.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
 
 from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
