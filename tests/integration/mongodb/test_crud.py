@@ -327,3 +327,19 @@ def test_collections_and_databases(
     with pytest.raises(OperationFailure) as failure:
         client["helios"].c.insert_one({})
     assert failure.value.code == 73
+
+
+def test_concurrent_increments_are_not_lost(db: Database[dict[str, Any]]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    coll = db.counters
+    coll.insert_many([{"_id": "one", "n": 0}, {"_id": "two", "n": 0}])
+
+    def bump(_: int) -> None:
+        coll.update_one({"_id": "one"}, {"$inc": {"n": 1}})
+        coll.update_many({}, {"$inc": {"n": 1}})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(bump, range(40)))
+    assert coll.find_one({"_id": "one"})["n"] == 80
+    assert coll.find_one({"_id": "two"})["n"] == 40

@@ -65,6 +65,7 @@ BY_KIND: dict[str, int] = {
     "document_too_large": 10334,
     "duplicate_key": 11000,
     "unknown_stage": 40324,
+    "write_conflict": 112,
 }
 
 BY_CODE: dict[ErrorCode, int] = {

@@ -50,6 +50,7 @@ T = TypeVar("T")
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 TTL_INTERVAL_SECONDS = 60.0
 INDEX_CACHE_SECONDS = 5.0
+MAX_UPDATE_ATTEMPTS = 20
 Document = dict[str, Any]
 
 
@@ -311,19 +312,13 @@ class DocumentStore:
             first = min(bad)
             rows = rows[:first]
         usable = [(i, r) for i, r in enumerate(rows) if i not in bad]
+        errors: dict[int, HeliosError] = {}
         async with self._conn(principal, write=True) as conn:
-            for attempt in (1, 2):
-                try:
-                    async with conn.transaction():
-                        await self._ensure_collection(conn, db, coll)
-                        errors = await self._insert_rows(conn, db, coll, usable, ordered)
-                    break
-                except asyncpg.UndefinedTableError:
-                    self._known.discard((db, coll))
-                    if attempt == 2:
-                        raise from_engine(asyncpg.UndefinedTableError()) from None
-                except asyncpg.PostgresError as exc:
-                    raise from_engine(exc) from None
+            try:
+                if usable:
+                    errors = await self._insert_rows(conn, db, coll, usable, ordered)
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
         for index, error in errors.items():
             bad[index] = error
         if ordered and bad:
@@ -343,34 +338,76 @@ class DocumentStore:
         rows: list[tuple[int, tuple[Any, bytes, Any]]],
         ordered: bool,
     ) -> dict[int, HeliosError]:
-        if not rows:
-            return {}
+        """Insert in one statement; on collisions, work out which documents failed."""
         target = table(db, coll)
+        columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
         plain = (
             f"INSERT INTO {target} (_id, bson, doc) "
             "SELECT * FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[])"
         )
-        columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
         try:
-            async with conn.transaction():
+            try:
                 await conn.execute(plain, *columns)
-            return {}
+                return {}
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                self._known.discard((db, coll))
+                async with conn.transaction():
+                    await self._ensure_collection(conn, db, coll)
+                    await conn.execute(plain, *columns)
+                return {}
         except asyncpg.UniqueViolationError:
             pass
-        # Some documents collide: insert the rest, then find out why each one failed.
-        errors: dict[int, HeliosError] = {}
-        keep: list[tuple[int, tuple[Any, bytes, Any]]] = []
+        async with conn.transaction():
+            return await self._insert_colliding(conn, db, coll, rows, ordered)
+
+    async def _insert_colliding(
+        self,
+        conn: EngineConnection,
+        db: str,
+        coll: str,
+        rows: list[tuple[int, tuple[Any, bytes, Any]]],
+        ordered: bool,
+    ) -> dict[int, HeliosError]:
+        target = table(db, coll)
+        columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
+        # Everything that does not collide goes in; RETURNING says which did.
+        inserted = await conn.fetch(
+            f"INSERT INTO {target} (_id, bson, doc) SELECT s._id, s.bson, s.doc FROM "
+            "unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) WITH ORDINALITY AS s(_id, bson, doc, n) "
+            "ORDER BY s.n ON CONFLICT DO NOTHING RETURNING _id",
+            *columns,
+        )
+        done: dict[bytes, int] = {}
+        for r in inserted:
+            key = orjson.dumps(r["_id"], option=orjson.OPT_SORT_KEYS)
+            done[key] = done.get(key, 0) + 1
+        failed: list[tuple[int, tuple[Any, bytes, Any]]] = []
         for index, row in rows:
+            key = orjson.dumps(row[0], option=orjson.OPT_SORT_KEYS)
+            if done.get(key, 0) > 0:
+                done[key] -= 1
+            else:
+                failed.append((index, row))
+        if ordered and failed:
+            first = failed[0][0]
+            failed_at = {index for index, _ in failed}
+            await conn.execute(
+                f"DELETE FROM {target} WHERE _id = ANY($1::jsonb[])",
+                [row[0] for index, row in rows if index > first and index not in failed_at],
+            )
+            failed = failed[:1]
+        errors: dict[int, HeliosError] = {}
+        for index, row in failed:
             try:
                 async with conn.transaction():
                     await conn.execute(
                         f"INSERT INTO {target} (_id, bson, doc) VALUES ($1, $2, $3)", *row
                     )
-                keep.append((index, row))
             except asyncpg.UniqueViolationError as exc:
                 errors[index] = await self._duplicate(conn, db, coll, exc, row)
-                if ordered:
-                    break
+                continue
+            # It went in on its own: it collided only with a document of this batch
+            # that a later failure took back out. Keep it.
         return errors
 
     async def _duplicate(
@@ -435,23 +472,32 @@ class DocumentStore:
         params = Params()
         where = compile_filter(query, params, indexed)
         order = compile_sort(sort, params)
-        sql = f"SELECT _id, bson FROM {table(db, coll)} WHERE {where}"
+        # Optimistic: read without locks, write back only rows still at the version read
+        # (xmin), and redo the rows another writer changed in between. No transaction
+        # is held open while Python applies the update.
+        sql = f"SELECT _id, bson, xmin::text::bigint AS v FROM {table(db, coll)} WHERE {where}"
         if order:
             sql += f" ORDER BY {order}"
         if not multi:
             sql += " LIMIT 1"
-        sql += " FOR UPDATE"
+        retry_sql = sql.replace(
+            f" WHERE {where}", f" WHERE ({where}) AND _id = ANY(${len(params.values) + 1}::jsonb[])"
+        )
         result = UpdateResult()
         async with self._conn(principal, write=True) as conn:
             try:
-                async with conn.transaction():
+                retry: list[Any] | None = None
+                for attempt in range(MAX_UPDATE_ATTEMPTS):
                     try:
-                        async with conn.transaction():
+                        if retry is None:
                             found = await conn.fetch(sql, *params.values)
+                        else:
+                            found = await conn.fetch(retry_sql, *params.values, retry)
                     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
                         found = []
-                    result.matched = len(found)
-                    changed: list[tuple[Any, bytes, Any]] = []
+                    if attempt == 0:
+                        result.matched = len(found)
+                    changed: list[tuple[Any, bytes, Any, int]] = []
                     for row in found:
                         old = bsonform.decode(row["bson"])
                         if operator:
@@ -462,48 +508,78 @@ class DocumentStore:
                             new = _replacement(old, update)
                         encoded = _encode_checked(new)
                         if encoded != bytes(row["bson"]):
-                            changed.append((row["_id"], encoded, bsonform.query_form(new)))
+                            changed.append(
+                                (row["_id"], encoded, bsonform.query_form(new), row["v"])
+                            )
                         if want_documents:
                             result.before, result.after = old, new
-                    if changed:
-                        await self._write_changes(conn, db, coll, changed)
-                    result.modified = len(changed)
-                    if not found and upsert:
-                        new = _upsert_document(query, update, operator, array_filters)
-                        await self._ensure_collection(conn, db, coll)
-                        new_row = _row_for_insert(_encode_checked(new))
-                        try:
-                            async with conn.transaction():
-                                await conn.execute(
-                                    f"INSERT INTO {table(db, coll)} (_id, bson, doc) "
-                                    "VALUES ($1, $2, $3)",
-                                    *new_row,
-                                )
-                        except asyncpg.UniqueViolationError as exc:
-                            raise await self._duplicate(conn, db, coll, exc, new_row) from None
-                        result.upserted_id = new["_id"]
-                        if want_documents:
-                            result.after = new
+                    written = await self._write_changes(conn, db, coll, changed) if changed else []
+                    result.modified += len(written)
+                    if len(written) == len(changed):
+                        break
+                    # Another writer got there first: redo just those documents.
+                    done = {orjson.dumps(w, option=orjson.OPT_SORT_KEYS) for w in written}
+                    retry = [
+                        c[0]
+                        for c in changed
+                        if orjson.dumps(c[0], option=orjson.OPT_SORT_KEYS) not in done
+                    ]
+                else:
+                    raise HeliosError(
+                        ErrorCode.CONFLICT,
+                        "the documents kept changing under this update; try again",
+                        kind="write_conflict",
+                    )
+                if not found and upsert:
+                    new = _upsert_document(query, update, operator, array_filters)
+                    new_row = _row_for_insert(_encode_checked(new))
+                    await self._insert_one(conn, db, coll, new_row)
+                    result.upserted_id = new["_id"]
+                    if want_documents:
+                        result.after = new
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         return result
 
-    async def _write_changes(
-        self, conn: EngineConnection, db: str, coll: str, changed: list[tuple[Any, bytes, Any]]
+    async def _insert_one(
+        self, conn: EngineConnection, db: str, coll: str, row: tuple[Any, bytes, Any]
     ) -> None:
+        sql = f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)"
         try:
-            async with conn.transaction():
-                await conn.execute(
-                    f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
-                    "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) AS s(_id, bson, doc) "
-                    "WHERE t._id = s._id",
-                    [c[0] for c in changed],
-                    [c[1] for c in changed],
-                    [c[2] for c in changed],
-                )
+            try:
+                await conn.execute(sql, *row)
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                self._known.discard((db, coll))
+                async with conn.transaction():
+                    await self._ensure_collection(conn, db, coll)
+                    await conn.execute(sql, *row)
+        except asyncpg.UniqueViolationError as exc:
+            raise await self._duplicate(conn, db, coll, exc, row) from None
+
+    async def _write_changes(
+        self,
+        conn: EngineConnection,
+        db: str,
+        coll: str,
+        changed: list[tuple[Any, bytes, Any, int]],
+    ) -> list[Any]:
+        """Write new versions of rows still at the version read; the _ids written."""
+        try:
+            rows = await conn.fetch(
+                f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
+                "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[], $4::bigint[]) "
+                "AS s(_id, bson, doc, v) WHERE t._id = s._id AND t.xmin::text::bigint = s.v "
+                "RETURNING t._id",
+                [c[0] for c in changed],
+                [c[1] for c in changed],
+                [c[2] for c in changed],
+                [c[3] for c in changed],
+            )
         except asyncpg.UniqueViolationError as exc:
             document = bsonform.decode(changed[0][1]) if len(changed) == 1 else None
-            raise await self._duplicate(conn, db, coll, exc, changed[0], document) from None
+            row = changed[0][:3] if len(changed) == 1 else None
+            raise await self._duplicate(conn, db, coll, exc, row, document) from None
+        return [r["_id"] for r in rows]
 
     async def delete(
         self,
