@@ -104,14 +104,17 @@ def _item(text: str) -> ast.Node:
     column, dot, rest = text.partition(".")
     if not dot:
         raise invalid(f"expected column.operator.value inside a logic group, got {text!r}")
-    return _comparison(column, rest)
+    return _comparison(column, rest, in_group=True)
 
 
-def _comparison(column_spec: str, value: str) -> ast.Node:
+def _comparison(column_spec: str, value: str, *, in_group: bool = False) -> ast.Node:
     negated = False
     if value.startswith("not."):
         negated, value = True, value[4:]
     op, dot, operand = value.partition(".")
+    if in_group and op != "in":
+        # Inside or=(...) a value holding , or ) is written in double quotes.
+        operand = _unquote(operand)
     if not dot:
         raise invalid(
             f"the filter on {column_spec!r} must be operator.value, such as eq.1 or in.(1,2)"
@@ -176,13 +179,13 @@ def _list(operand: str) -> list[str]:
     inner = text[1:-1]
     if not inner.strip():
         raise invalid("in.() needs at least one value")
-    values = []
-    for raw in split_top_level(inner, ","):
-        item = raw.strip()
-        if len(item) >= 2 and item.startswith('"') and item.endswith('"'):
-            item = item[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        values.append(item)
-    return values
+    return [_unquote(raw.strip()) for raw in split_top_level(inner, ",")]
+
+
+def _unquote(item: str) -> str:
+    if len(item) >= 2 and item.startswith('"') and item.endswith('"'):
+        return item[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return item
 
 
 def _text(value: str) -> ast.Node:

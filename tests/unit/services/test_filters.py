@@ -225,6 +225,13 @@ def test_postgrest_rejects(name: str, value: str) -> None:
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
 
+def test_postgrest_quoted_values_inside_groups() -> None:
+    from heliosdb.services.filters import compile_expression
+
+    node = parse_condition("or", '(name.eq."a,b)",name.like."x*")')
+    assert compile_expression(node, resolve).params == ["a,b)", "x%"]
+
+
 def test_parse_order_and_select() -> None:
     keys = parse_order("age.desc.nullslast,name")
     assert [(k.column, k.descending, k.nulls_first) for k in keys] == [
