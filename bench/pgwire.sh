@@ -104,7 +104,15 @@ echo "loading pgbench tables (scale $SCALE) through HeliosDB..."
 PGPASSWORD=$KEY "$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U apikey -i -q -s "$SCALE" heliosdb \
     > "$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; exit 1; }
 
-# Settle the freshly loaded tables before measuring.
+# Settle the freshly loaded tables before measuring. The node's change capture decodes
+# the load too; wait until a query through HeliosDB answers at once again.
+for _ in $(seq 1 120); do
+    start=$(date +%s%N)
+    PGPASSWORD=$KEY PGCONNECT_TIMEOUT=60 "$BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" \
+        -U apikey heliosdb -c "SELECT 1" > /dev/null
+    [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 300 ] && break
+    sleep 1
+done
 PGPASSWORD=$ENGINE_PASSWORD "$BIN/psql" -X -q -h "$SOCKET_DIR" -U heliosdb heliosdb \
     -c "VACUUM ANALYZE" -c "CHECKPOINT" > /dev/null
 

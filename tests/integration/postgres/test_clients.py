@@ -20,7 +20,7 @@ from tests.integration.postgres.conftest import engine_tool, libpq_conninfo
 
 
 def _env(password: str) -> dict[str, str]:
-    return {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+    return {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "60"}
 
 
 def _psql(psql: str, port: int, key: str, *args: str, stdin: str = "") -> str:
