@@ -50,7 +50,7 @@ class RawClient:
         return kind, self.file.read(length - 4)
 
     def read_until_closed(self) -> list[tuple[bytes, bytes]]:
-        out = []
+        out: list[tuple[bytes, bytes]] = []
         while True:
             kind, body = self.read()
             if not kind:

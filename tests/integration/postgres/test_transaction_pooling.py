@@ -44,7 +44,7 @@ async def test_txn_asyncpg_statement_cache_across_connections(txn_dsn: str) -> N
                 async with conn.transaction():
                     await conn.execute("SELECT pg_sleep(0.001)")
                     row = await conn.fetchrow("SELECT $1::text AS t, $2::int AS n", str(i), j)
-                    assert (row["t"], row["n"]) == (str(i), j)
+                    assert row is not None and (row["t"], row["n"]) == (str(i), j)
         finally:
             await conn.close()
 
