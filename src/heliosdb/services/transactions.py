@@ -73,6 +73,7 @@ class Transactions:
         self.max_idle_timeout = max_idle_timeout
         self.per_principal = per_principal
         self._open: dict[str, OpenTransaction] = {}
+        self._starting: dict[str, int] = {}  # begins in flight, counted against the limit
         self._reaper: asyncio.Task[None] | None = None
 
     def count(self, principal: Principal | None = None) -> int:
@@ -91,7 +92,7 @@ class Transactions:
         if idle_timeout is not None and idle_timeout < 0:
             raise invalid("idle_timeout_seconds must not be negative")
         timeout = min(idle_timeout or self.idle_timeout, self.max_idle_timeout)
-        if self.count(principal) >= self.per_principal:
+        if self.count(principal) + self._starting.get(principal.id, 0) >= self.per_principal:
             raise HeliosError(
                 ErrorCode.RESOURCE_EXHAUSTED,
                 f"this principal already holds {self.per_principal} open transactions; "
@@ -99,6 +100,7 @@ class Transactions:
                 limit=self.per_principal,
             )
         exits = contextlib.AsyncExitStack()
+        self._starting[principal.id] = self._starting.get(principal.id, 0) + 1
         try:
             conn = await exits.enter_async_context(self.engine.connection(principal.access))
             tx = conn.transaction(isolation=isolation.value, readonly=read_only)
@@ -109,6 +111,10 @@ class Transactions:
         except BaseException:
             await exits.aclose()
             raise
+        finally:
+            left = self._starting.pop(principal.id) - 1
+            if left:
+                self._starting[principal.id] = left
         opened = OpenTransaction(
             id="tx_" + secrets.token_urlsafe(18),
             principal_id=principal.id,
