@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from heliosdb.interfaces.redis.errors import RedisError, to_redis
 from heliosdb.interfaces.redis.registry import Call, Command, lookup
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
-from heliosdb.services.keyvalue import KeyValue
+from heliosdb.services.keyvalue import KeyValue, Tx
 from heliosdb.settings import Settings
 
 log = logging.getLogger("heliosdb.interfaces.redis")
@@ -276,6 +277,13 @@ class Session:
             raise RedisError(errors.NOPERM_WRITE.format(command.name))
 
     async def execute(self, command: Command, args: list[bytes]) -> Any:
+        if command.writes and "blocking" not in command.flags:
+            # Many clients' writes share one engine transaction (group commit).
+            def work(tx: Tx) -> Awaitable[Any]:
+                call = Call(command, args, self.client, self.server, shared_tx=tx, session=self)
+                return command.handler(call)
+
+            return await self.server.kv.write(self.client.db, work)
         async with AsyncExitStack() as stack:
             call = Call(command, args, self.client, self.server, stack=stack, session=self)
             return await command.handler(call)

@@ -11,16 +11,22 @@ If a batch fails, its operations are retried one by one so each gets its own ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from heliosdb.engine import Access, Engine
+from heliosdb.engine.sqlstate import from_engine
 from heliosdb.services.keyvalue.faults import Reason, fault
-from heliosdb.services.keyvalue.store import ITEM_TABLES, now_ms
+from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
 log = logging.getLogger("heliosdb.services.keyvalue")
+MAX_BATCH = 512
 
 _GET = (
     "SELECT q.i, k.type, k.value FROM unnest($1::smallint[], $2::bytea[]) "
@@ -41,38 +47,55 @@ _SET = (
 )
 
 
+TxWork = Callable[[Tx], Awaitable[Any]]
+Pushed = set[tuple[int, bytes]]
+
+
 @dataclass(slots=True)
 class _Op:
-    kind: str  # "get" or "set"
+    kind: str  # "get", "set" or "tx"
     db: int
     key: bytes
     value: bytes | None
     expires_at_ms: int | None
     future: asyncio.Future[Any]
+    work: TxWork | None = None
 
 
 class Coalescer:
-    def __init__(self, engine: Engine, *, workers: int, synchronous_commit: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        workers: int,
+        synchronous_commit: bool,
+        before_commit: Callable[[Any, Pushed], Awaitable[None]] | None = None,
+        after_commit: Callable[[Pushed], None] | None = None,
+    ) -> None:
         self.engine = engine
+        self.before_commit = before_commit
+        self.after_commit = after_commit
         self.workers = workers
         self.synchronous_commit = synchronous_commit
         self._queue: deque[_Op] = deque()
+        self._tx_queue: deque[_Op] = deque()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        for _ in range(self.workers):
-            self._tasks.append(asyncio.create_task(self._work()))
+        for index in range(max(1, self.workers)):
+            self._tasks.append(asyncio.create_task(self._work(index)))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        while self._queue:
-            op = self._queue.popleft()
-            if not op.future.done():
-                op.future.cancel()
+        for queue in (self._queue, self._tx_queue):
+            while queue:
+                op = queue.popleft()
+                if not op.future.done():
+                    op.future.cancel()
 
     def get(self, db: int, key: bytes) -> asyncio.Future[bytes | None]:
         return self._submit(_Op("get", db, key, None, None, self._future()))
@@ -82,16 +105,21 @@ class Coalescer:
     ) -> asyncio.Future[None]:
         return self._submit(_Op("set", db, key, value, expires_at_ms, self._future()))
 
+    def run(self, db: int, work: TxWork) -> asyncio.Future[Any]:
+        """Run ``work`` inside the next group transaction (with other clients' writes)."""
+        return self._submit(_Op("tx", db, b"", None, None, self._future(), work))
+
     @staticmethod
     def _future() -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
-        self._queue.append(op)
+        (self._tx_queue if op.kind == "tx" else self._queue).append(op)
         self._ready.set()
         return op.future
 
-    async def _work(self) -> None:
+    async def _work(self, index: int) -> None:
+        """Worker 0 also runs the group transactions: one writer, so groups never deadlock."""
         pool = self.engine.pool(Access.READ_WRITE)
         while True:
             try:
@@ -99,12 +127,15 @@ class Coalescer:
                     if not self.synchronous_commit:
                         await conn.execute("SET synchronous_commit = off")
                     while True:
-                        if not self._queue:
+                        if index == 0 and self._tx_queue:
+                            queue = self._tx_queue
+                        elif self._queue:
+                            queue = self._queue
+                        else:
                             self._ready.clear()
                             await self._ready.wait()
                             continue
-                        batch = list(self._queue)
-                        self._queue.clear()
+                        batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
                         await self._run(conn, batch)
             except asyncio.CancelledError:
                 raise
@@ -115,6 +146,12 @@ class Coalescer:
     async def _run(self, conn: Any, batch: list[_Op]) -> None:
         sets = [op for op in batch if op.kind == "set"]
         gets = [op for op in batch if op.kind == "get"]
+        txs = [op for op in batch if op.kind == "tx"]
+        if txs:
+            await self._run_txs(conn, txs)
+        batch = sets + gets
+        if not batch:
+            return
         try:
             if sets:
                 await self._run_sets(conn, sets)
@@ -128,6 +165,51 @@ class Coalescer:
             for op in batch:
                 if not op.future.done():
                     await self._run(conn, [op])
+
+    async def _run_txs(self, conn: Any, ops: list[_Op]) -> None:
+        """One engine transaction for many clients' write commands (group commit).
+
+        A command failing with a HeliosDB error (WRONGTYPE, ...) answers only its client;
+        an engine error rolls the group back and each command is retried on its own.
+        """
+        outcomes: list[tuple[bool, Any]] = []
+        pushed: Pushed = set()
+        try:
+            await conn.execute("BEGIN")
+            for op in ops:
+                assert op.work is not None
+                tx = Tx(conn, op.db)
+                try:
+                    outcomes.append((True, await op.work(tx)))
+                    pushed |= tx.pushed
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this client's own error reply
+                    outcomes.append((False, exc))
+            if pushed and self.before_commit is not None:
+                await self.before_commit(conn, pushed)
+            await conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            if len(ops) == 1:
+                if not ops[0].future.done():
+                    ops[0].future.set_exception(from_engine(exc))
+                if not isinstance(exc, asyncpg.PostgresError):
+                    raise  # the connection is gone: the worker reconnects
+                return
+            for op in ops:
+                await self._run_txs(conn, [op])
+            return
+        for op, (ok, value) in zip(ops, outcomes, strict=True):
+            if op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
+        if pushed and self.after_commit is not None:
+            self.after_commit(pushed)
 
     async def _run_sets(self, conn: Any, sets: list[_Op]) -> None:
         latest: dict[tuple[int, bytes], _Op] = {}

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -84,7 +84,11 @@ class KeyValue:
         self.durability = durability
         self.node_id = uuid.uuid4().hex
         self.coalescer = Coalescer(
-            engine, workers=coalesce_workers, synchronous_commit=durability == "always"
+            engine,
+            workers=coalesce_workers,
+            synchronous_commit=durability == "always",
+            before_commit=self._notify_pushes,
+            after_commit=self._wake,
         )
         self._channels: dict[bytes, set[Deliver]] = {}
         self._patterns: dict[bytes, tuple[re.Pattern[bytes], set[Deliver]]] = {}
@@ -165,6 +169,10 @@ class KeyValue:
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         self._wake(tx.pushed)
+
+    async def write(self, db: int, work: Callable[[Tx], Awaitable[Any]]) -> Any:
+        """Run one write command in the next group transaction; its result or its error."""
+        return await self.coalescer.run(db, work)
 
     async def get_string(self, db: int, key: bytes) -> bytes | None:
         return await self.coalescer.get(db, key)
