@@ -54,6 +54,7 @@ _NEGATED_TESTS = {
 _JSON_STEP = re.compile(r"(->>|->)")
 _LOGIC = re.compile(r"^(not\.)?(and|or)$")
 MAX_CONDITIONS = 200
+MAX_ORDER_KEYS = 16  # the keyset condition grows with the square of the key count
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +211,11 @@ def parse_order(value: str | None) -> list[OrderKey]:
     """``a.asc,b.desc.nullslast`` -> order keys (column names still unchecked)."""
     if value is None or not value.strip():
         return []
+    parts = value.split(",")
+    if len(parts) > MAX_ORDER_KEYS:
+        raise invalid(f"order= takes at most {MAX_ORDER_KEYS} columns")
     keys = []
-    for part in value.split(","):
+    for part in parts:
         column, *modifiers = part.strip().split(".")
         if not column:
             raise invalid("order= takes column[.asc|.desc][.nullsfirst|.nullslast], ...")

@@ -242,6 +242,8 @@ def test_parse_order_and_select() -> None:
     assert parse_select("*") is None
     with pytest.raises(HeliosError):
         parse_order("age.sideways")
+    with pytest.raises(HeliosError):
+        parse_order(",".join(["age"] * 17))
 
 
 def test_split_top_level_respects_quotes_and_parentheses() -> None:
