@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-PEOPLE = [
+PEOPLE: list[dict[str, Any]] = [
     {"name": "ann", "age": 30, "status": "active", "data": {"city": "Oslo", "n": 1}},
     {"name": "bob", "age": None, "status": "inactive", "data": {"city": "Rome", "n": 2}},
     {"name": "cy", "age": 25, "status": "active", "data": {"city": "Oslo", "n": 3}},
