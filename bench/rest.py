@@ -66,6 +66,13 @@ class Figure:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float  # CPU time of the node (REST) or of the client (direct) per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: int) -> Figure:
@@ -85,7 +92,10 @@ def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: int
         "-s", str(WRK_SCRIPT),
         node.http_url,
     ]  # fmt: skip
+    assert node.process is not None
+    cpu_before = cpu_seconds(node.process.pid)
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(node.process.pid) - cpu_before
     for line in out.splitlines():
         if line.startswith("FAILURE "):
             sys.stderr.write(f"{case}: {line}\n")
@@ -99,6 +109,7 @@ def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: int
         p50_ms=values["p50_us"] / 1000,
         p99_ms=values["p99_us"] / 1000,
         errors=values["non2xx"] + values["socket_errors"],
+        cpu_us=cpu / max(1, values["requests"]) * 1e6,
     )
 
 
@@ -134,10 +145,12 @@ async def run_direct(data_dir: Path, case: str, args: argparse.Namespace, second
             latencies.append(time.perf_counter() - started)
 
     began = time.perf_counter()
+    cpu_before = time.process_time()
     try:
         await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
     finally:
         elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu_before
         await asyncio.gather(*(c.close() for c in connections))
     latencies.sort()
     return Figure(
@@ -145,6 +158,7 @@ async def run_direct(data_dir: Path, case: str, args: argparse.Namespace, second
         p50_ms=latencies[len(latencies) // 2] * 1000,
         p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
         errors=errors,
+        cpu_us=cpu / max(1, len(latencies)) * 1e6,
     )
 
 
@@ -157,6 +171,7 @@ def combine(rounds: list[Figure]) -> Figure:
         p50_ms=middle.p50_ms,
         p99_ms=sorted(f.p99_ms for f in rounds)[len(rounds) // 2],
         errors=sum(f.errors for f in rounds),
+        cpu_us=sum(f.cpu_us for f in rounds) / len(rounds),
     )
 
 
@@ -201,6 +216,11 @@ def print_table(
         )
         if rest.errors or direct.errors:
             print(f"  errors: REST {rest.errors}, direct {direct.errors}")
+    print("\nCPU time per request: the node's (REST) and the asyncpg client's (direct)")
+    for case, (rest, direct) in results.items():
+        print(
+            f"{case:<14}REST node {rest.cpu_us:>6.0f} us   direct client {direct.cpu_us:>6.0f} us"
+        )
 
 
 def free_port_flags() -> list[str]:
