@@ -23,6 +23,8 @@ import unicodedata
 from dataclasses import dataclass
 
 MECHANISM = "SCRAM-SHA-256"
+MECHANISM_PLUS = "SCRAM-SHA-256-PLUS"
+BINDING_TYPE = "tls-server-end-point"
 DEFAULT_ITERATIONS = 4096
 SALT_BYTES = 16
 NONCE_BYTES = 18
@@ -125,7 +127,11 @@ def _attributes(message: str) -> list[tuple[str, str]]:
 
 
 class ServerExchange:
-    """The server side of one SCRAM-SHA-256 exchange (no channel binding).
+    """The server side of one SCRAM-SHA-256 exchange.
+
+    ``binding`` is the tls-server-end-point data of the server certificate when the
+    connection is TLS and the server offered SCRAM-SHA-256-PLUS; ``plus`` says the client
+    chose the PLUS mechanism (RFC 5802 section 6 consistency rules apply).
 
     ``first(client_first)`` returns server-first; ``final(client_final, candidates)``
     returns the index of the verifier in ``candidates`` that the proof matches (the
@@ -133,9 +139,14 @@ class ServerExchange:
     candidates share the salt and iteration count announced in server-first.
     """
 
-    def __init__(self, salt: bytes, iterations: int) -> None:
+    def __init__(
+        self, salt: bytes, iterations: int, *, binding: bytes | None = None, plus: bool = False
+    ) -> None:
         self.salt = salt
         self.iterations = iterations
+        self.binding = binding
+        self.plus = plus
+        self._binding_data = b""
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
@@ -151,9 +162,18 @@ class ServerExchange:
         if len(parts) != 3:
             raise ScramError("malformed client-first")
         flag, authzid, bare = parts
-        if flag not in ("n", "y") or authzid:
-            # p= (channel binding) was not offered; authzid is not supported.
-            raise ScramError("unsupported channel binding or authzid")
+        if authzid:
+            raise ScramError("authzid is not supported")
+        if self.plus:
+            # The PLUS mechanism demands binding data of the one type we implement.
+            if flag != f"p={BINDING_TYPE}" or self.binding is None:
+                raise ScramError("channel binding type not supported")
+            self._binding_data = self.binding
+        elif flag == "y" and self.binding is not None:
+            # The client could bind and thinks we cannot, yet we offered PLUS: a downgrade.
+            raise ScramError("channel binding downgrade")
+        elif flag not in ("n", "y"):
+            raise ScramError("channel binding requires the SCRAM-SHA-256-PLUS mechanism")
         attrs = _attributes(bare)
         if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r" or not attrs[1][1]:
             raise ScramError("malformed client-first")
@@ -175,7 +195,7 @@ class ServerExchange:
         if not sep:
             raise ScramError("client-final has no proof")
         attrs = dict(_attributes(without_proof))
-        expected_binding = base64.b64encode(self._gs2.encode()).decode()
+        expected_binding = base64.b64encode(self._gs2.encode() + self._binding_data).decode()
         if attrs.get("c") != expected_binding or attrs.get("r") != self._nonce:
             raise ScramError("channel binding or nonce mismatch")
         try:
@@ -234,3 +254,43 @@ class ClientExchange:
         expected = b"v=" + base64.b64encode(self._server_signature)
         if not hmac.compare_digest(server_final.strip(), expected):
             raise ScramError("the server's signature does not match")
+
+
+# Signature algorithm OIDs (DER content bytes) -> the hash RFC 5929 tells us to use;
+# MD5 and SHA-1 signatures use SHA-256.
+_SIGNATURE_HASHES = {
+    bytes.fromhex("2a864886f70d010104"): "sha256",  # md5WithRSAEncryption
+    bytes.fromhex("2a864886f70d010105"): "sha256",  # sha1WithRSAEncryption
+    bytes.fromhex("2a864886f70d01010b"): "sha256",  # sha256WithRSAEncryption
+    bytes.fromhex("2a864886f70d01010c"): "sha384",  # sha384WithRSAEncryption
+    bytes.fromhex("2a864886f70d01010d"): "sha512",  # sha512WithRSAEncryption
+    bytes.fromhex("2a8648ce3d040301"): "sha256",  # ecdsa-with-SHA1
+    bytes.fromhex("2a8648ce3d040302"): "sha256",  # ecdsa-with-SHA256
+    bytes.fromhex("2a8648ce3d040303"): "sha384",  # ecdsa-with-SHA384
+    bytes.fromhex("2a8648ce3d040304"): "sha512",  # ecdsa-with-SHA512
+}
+
+
+def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of content, end of content) of the DER item at ``pos``."""
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    return tag, pos, pos + length
+
+
+def server_end_point(certificate_der: bytes) -> bytes | None:
+    """tls-server-end-point binding data (RFC 5929) of a certificate, or None when its
+    signature algorithm has no defined hash (then SCRAM-SHA-256-PLUS is not offered)."""
+    try:
+        _, start, _ = _der_item(certificate_der, 0)  # Certificate SEQUENCE
+        _, _, tbs_end = _der_item(certificate_der, start)  # tbsCertificate
+        _, alg_start, _ = _der_item(certificate_der, tbs_end)  # signatureAlgorithm
+        tag, oid_start, oid_end = _der_item(certificate_der, alg_start)
+    except IndexError:
+        return None
+    name = _SIGNATURE_HASHES.get(certificate_der[oid_start:oid_end]) if tag == 0x06 else None
+    return hashlib.new(name, certificate_der).digest() if name else None

@@ -77,3 +77,29 @@ def test_server_rejects_tampered_final() -> None:
     for bad in (final.replace(b"c=biws", b"c=eSws"), final[:-4] + b"AAA=", b"c=biws", b"junk"):
         with pytest.raises(ScramError):
             server.final(bad, [verifier])
+
+
+def test_plus_mechanism_requires_binding_and_matching_data() -> None:
+    verifier = scram.make_verifier("pw", salt=b"salt")
+    binding = b"\x01" * 32
+    client = ClientExchange("pw")
+    server = ServerExchange(verifier.salt, 4096, binding=binding, plus=True)
+    bare = client.first()[3:]
+    server_first = server.first(b"p=tls-server-end-point,," + bare)
+    # The proof covers the binding, so a client-final from a plain exchange fails...
+    with pytest.raises(ScramError):
+        server.final(client.final(server_first), [verifier])
+    # ...and the plus mechanism refuses a client that does not bind.
+    with pytest.raises(ScramError):
+        ServerExchange(b"salt", 4096, binding=binding, plus=True).first(b"n,," + bare)
+
+
+def test_plus_offered_but_client_says_y_is_a_downgrade() -> None:
+    server = ServerExchange(b"salt", 4096, binding=b"\x02" * 32, plus=False)
+    with pytest.raises(ScramError):
+        server.first(b"y,,n=,r=abc")
+    assert ServerExchange(b"salt", 4096).first(b"y,,n=,r=abc").startswith(b"r=abc")
+
+
+def test_server_end_point_of_unknown_signature_is_none() -> None:
+    assert scram.server_end_point(b"\x30\x03\x02\x01\x00") is None

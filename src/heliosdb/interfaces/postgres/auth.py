@@ -33,6 +33,7 @@ from heliosdb.interfaces.postgres.codec import (
 from heliosdb.security.principals import Principal
 from heliosdb.security.scram import (
     MECHANISM,
+    MECHANISM_PLUS,
     ScramError,
     ServerExchange,
     Verifier,
@@ -104,11 +105,17 @@ class FailureLimiter:
         self._recent(address).append(time.monotonic())
 
 
-async def authenticate(channel: Channel, user: str, method: str, services: Services) -> Principal:
-    """Run ``method``'s exchange for ``user``; the principal, or AuthFailed."""
+async def authenticate(
+    channel: Channel, user: str, method: str, services: Services, binding: bytes | None = None
+) -> Principal:
+    """Run ``method``'s exchange for ``user``; the principal, or AuthFailed.
+
+    ``binding``: the server certificate's tls-server-end-point data on a TLS connection;
+    SCRAM-SHA-256-PLUS is offered (first) only then.
+    """
     if method == "password":
         return await _cleartext(channel, user, services)
-    return await _scram(channel, user, services)
+    return await _scram(channel, user, services, binding)
 
 
 async def _user_entry(user: str, services: Services) -> tuple[Verifier, Principal] | None:
@@ -117,16 +124,21 @@ async def _user_entry(user: str, services: Services) -> tuple[Verifier, Principa
     return await services.users.verifier(user)
 
 
-async def _scram(channel: Channel, user: str, services: Services) -> Principal:
-    channel.send(encode_sasl_mechanisms(MECHANISM))
+async def _scram(
+    channel: Channel, user: str, services: Services, binding: bytes | None
+) -> Principal:
+    offered = (MECHANISM_PLUS, MECHANISM) if binding is not None else (MECHANISM,)
+    channel.send(encode_sasl_mechanisms(*offered))
     mechanism, client_first = parse_sasl_initial(await channel.read_password_message())
-    if mechanism != MECHANISM:
+    if mechanism not in offered:
         raise ProtocolViolation("client selected an invalid SASL authentication mechanism")
     entry = await _user_entry(user, services)
-    if entry is not None:
-        exchange = ServerExchange(entry[0].salt, entry[0].iterations)
-    else:
-        exchange = ServerExchange(API_KEY_SCRAM_SALT, API_KEY_SCRAM_ITERATIONS)
+    salt, iterations = (
+        (entry[0].salt, entry[0].iterations)
+        if entry is not None
+        else (API_KEY_SCRAM_SALT, API_KEY_SCRAM_ITERATIONS)
+    )
+    exchange = ServerExchange(salt, iterations, binding=binding, plus=mechanism == MECHANISM_PLUS)
     try:
         server_first = exchange.first(client_first)
     except ScramError:

@@ -83,7 +83,8 @@ class Connection:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) else "local"
-        self.tls = False
+        self.tls = False  # an SSLRequest was answered (a second one is a protocol error)
+        self.tls_active = False
         self.minor = 0
         self.relayed = False
 
@@ -151,6 +152,7 @@ class Connection:
         await self.writer.drain()
         await self.writer.start_tls(context)
         self.tls = True
+        self.tls_active = True
 
     async def _login(self, startup: Startup) -> Principal:
         gateway, settings = self.gateway, self.gateway.settings
@@ -202,7 +204,10 @@ class Connection:
             )
         channel = Channel(self.reader, self.writer, settings.max_startup_packet_bytes)
         try:
-            principal = await authenticate(channel, user, settings.auth_method, gateway.services)
+            binding = gateway.channel_binding if self.tls_active else None
+            principal = await authenticate(
+                channel, user, settings.auth_method, gateway.services, binding
+            )
         except AuthFailed:
             AUTH_FAILURES.labels("postgres").inc()
             gateway.limiter.record(self.address)

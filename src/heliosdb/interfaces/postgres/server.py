@@ -33,6 +33,7 @@ from heliosdb.interfaces.postgres.pooling import EnginePool, TxnClient
 from heliosdb.interfaces.postgres.relay import Session
 from heliosdb.observability.metrics import OPEN_CONNECTIONS, REGISTRY
 from heliosdb.security.principals import Principal
+from heliosdb.security.scram import server_end_point
 from heliosdb.services.container import Services
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
@@ -47,6 +48,7 @@ class Gateway:
         self.database = services.settings.engine.database
         self.limiter = FailureLimiter(self.settings.auth_failures_per_minute)
         self.tls_context = _tls_context(services)
+        self.channel_binding = _channel_binding(services) if self.tls_context else None
         self.sessions: dict[int, Session | TxnClient] = {}
         self.by_key: dict[tuple[int, bytes], Session | TxnClient] = {}
         self.pools: dict[tuple[Access, tuple[tuple[str, str], ...]], EnginePool] = {}
@@ -126,6 +128,18 @@ def _tls_context(services: Services) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     return context
+
+
+def _channel_binding(services: Services) -> bytes | None:
+    """tls-server-end-point data of the node's certificate (the first in the file)."""
+    cert_file = services.settings.tls.cert_file
+    if cert_file is None:
+        return None
+    pem = cert_file.read_text()
+    end = pem.find("-----END CERTIFICATE-----")
+    if end < 0:
+        return None
+    return server_end_point(ssl.PEM_cert_to_DER_cert(pem[: end + 25]))
 
 
 class _Collector(Collector):
