@@ -129,8 +129,10 @@ class _Lease:
             raise from_engine(exc) from None
         try:
             await self.conn.claim_session(self.owner)
-        except BaseException:
+        except BaseException as exc:
             await pool.release(self.conn)
+            if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                raise from_engine(exc) from None
             raise
         conn: EngineConnection = self.conn  # a pool proxy that forwards to EngineConnection
         return conn
