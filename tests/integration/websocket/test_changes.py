@@ -9,7 +9,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.integration.websocket.wsclient import connect, events, next_message, request, subscribe
+from tests.integration.websocket.wsclient import connect, events, request, subscribe
 
 
 async def _create(api: httpx.AsyncClient, table: str, columns: str) -> None:
