@@ -1,0 +1,48 @@
+"""Two nodes over one engine: each sees every event, with the same positions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.integration.websocket.wsclient import connect, events, subscribe
+from tests.nodeproc import NodeProcess
+
+
+@pytest.fixture(scope="module")
+def second(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    password = (node.data_dir / "engine.password").read_text().strip()
+    url = f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
+    data_dir: Path = tmp_path_factory.mktemp("second") / "data"
+    process = NodeProcess(
+        data_dir, extra_args=["--engine-url", url, "--environment", "test"]
+    ).start()
+    yield process
+    process.stop()
+
+
+def _sql(node: NodeProcess, key: str, sql: str) -> None:
+    response = httpx.post(
+        f"{node.api}/query", json={"sql": sql}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_every_node_sees_every_event(
+    node: NodeProcess, second: NodeProcess, ws_url: str, rw_key: str, table_name: str
+) -> None:
+    second_url = f"ws://127.0.0.1:{second.ports['websocket']}/ws"
+    _sql(node, rw_key, f"CREATE TABLE {table_name} (id int PRIMARY KEY, origin text)")
+    async with connect(ws_url, rw_key) as first_ws, connect(second_url, rw_key) as second_ws:
+        await subscribe(first_ws, table_name)
+        await subscribe(second_ws, table_name)
+        _sql(node, rw_key, f"INSERT INTO {table_name} VALUES (1, 'first')")
+        _sql(second, rw_key, f"INSERT INTO {table_name} VALUES (2, 'second')")
+        on_first = await events(first_ws, 2)
+        on_second = await events(second_ws, 2)
+    assert [m["data"] for m in on_first] == [m["data"] for m in on_second]
+    assert [m["data"]["row"]["origin"] for m in on_first] == ["first", "second"]
