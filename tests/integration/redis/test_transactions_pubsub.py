@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import redis
 
+from tests.integration.postgres.conftest import create_user
 from tests.integration.redis.conftest import connect
+from tests.nodeproc import NodeProcess
 
 K = Callable[[str], str]
 
@@ -169,3 +171,24 @@ def test_connection_commands(r: redis.Redis) -> None:
     assert r.command_count() > 100
     with pytest.raises(redis.ResponseError, match=r"^Client names cannot contain spaces"):
         r.client_setname("a b")
+
+
+def test_auth_with_heliosdb_user(node: NodeProcess, redis_port: int, k: K) -> None:
+    name = create_user(node, "correct horse battery")
+    client = connect(redis_port, "correct horse battery", username=name)
+    try:
+        assert client.set(k("u"), "1") is True
+    finally:
+        client.close()
+    wrong = connect(redis_port, "wrong password", username=name)
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
+    wrong.close()
+    reader = create_user(node, "read only password", read_only=True)
+    ro = connect(redis_port, "read only password", username=reader)
+    try:
+        assert ro.get(k("u")) == b"1"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            ro.set(k("u"), "2")
+    finally:
+        ro.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import hmac
 import os
 import platform
 import re
@@ -17,6 +19,9 @@ from heliosdb.interfaces.redis.commands.args import integer, text, word
 from heliosdb.interfaces.redis.connection import reset_client
 from heliosdb.interfaces.redis.errors import RedisError
 from heliosdb.interfaces.redis.registry import COMMANDS, Call, Command, command
+from heliosdb.security.apikeys import kind_of
+from heliosdb.security.principals import Principal
+from heliosdb.security.scram import make_verifier
 
 REDIS_VERSION = "7.4.0"
 DATABASES = 16
@@ -63,12 +68,34 @@ async def select(call: Call) -> Any:
 
 
 async def _authenticate(call: Call, user: bytes | None, password: bytes) -> None:
-    try:
-        principal = await call.server.services.keys.authenticate(text(password))
-    except HeliosError:
-        raise RedisError(errors.WRONGPASS) from None
+    """An API key as the password (any user name), or a HeliosDB user and its password."""
+    secret = text(password)
+    principal: Principal | None = None
+    if kind_of(secret) is not None:
+        try:
+            principal = await call.server.services.keys.authenticate(secret)
+        except HeliosError:
+            principal = None
+    elif user is not None and text(user) not in ("default", "apikey"):
+        principal = await _user_login(call, text(user), secret)
+    if principal is None:
+        raise RedisError(errors.WRONGPASS)
     assert call.session is not None
     call.session.authenticated(principal)
+
+
+async def _user_login(call: Call, username: str, password: str) -> Principal | None:
+    found = await call.server.services.users.verifier(username)
+    if found is None:
+        return None
+    verifier, principal = found
+    # PBKDF2 costs milliseconds of CPU: off the event loop.
+    candidate = await asyncio.to_thread(
+        make_verifier, password, salt=verifier.salt, iterations=verifier.iterations
+    )
+    if not hmac.compare_digest(candidate.stored_key, verifier.stored_key):
+        return None
+    return principal
 
 
 @command("auth", -2, "noauth fast")
