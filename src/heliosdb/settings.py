@@ -111,6 +111,11 @@ class PostgresSettings(BaseModel):
     max_startup_packet_bytes: int = Field(
         10000, description="Largest startup or authentication packet accepted before login."
     )
+    idle_timeout: float = Field(
+        0.0,
+        description="Seconds a client connection may stay idle (nothing sent either way) "
+        "before it is closed with FATAL 57P05; 0 = never.",
+    )
     auth_timeout: float = Field(
         30.0, description="Seconds a client has to finish connecting and authenticating."
     )

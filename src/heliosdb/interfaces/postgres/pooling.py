@@ -131,6 +131,7 @@ class _ServerSide(asyncio.Protocol):
         else:
             out = data[start:n] if (start or n != len(data)) else data
         client.bytes_out += len(out)
+        client.awaiting = False
         client.transport.write(out)
         if release_at >= 0:
             client.release()
@@ -166,6 +167,7 @@ class EnginePool:
         self.size = 0
         self.waiters: deque[asyncio.Future[ServerConn]] = deque()
         self.status: dict[str, str] = {}  # ParameterStatus of the first connection
+        self.waits = 0  # acquisitions that had to wait for a connection
 
     async def acquire(self, timeout: float) -> ServerConn:
         while self.idle:
@@ -181,6 +183,7 @@ class EnginePool:
                 raise
         waiter: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
+        self.waits += 1
         try:
             return await asyncio.wait_for(waiter, timeout)
         finally:
@@ -255,6 +258,7 @@ class TxnClient(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.round_trips = 0
+        self.awaiting = False  # the client spoke last: a statement may be running
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def start(self, buffered: bytes) -> None:
@@ -278,6 +282,7 @@ class TxnClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self.round_trips += 1
+        self.awaiting = True
         self.buffer += data
         self.pump()
 
@@ -434,6 +439,11 @@ class TxnClient(asyncio.Protocol):
                 _spawn(cancel(self.pool.engine, self.pool.access, engine.pid, engine.secret))
             self.pool.discard(server)
         self._on_end(self, False)
+
+    def expire(self, error: bytes) -> None:
+        """Tell the (idle) client why, then end the session."""
+        self.transport.write(error)
+        self.terminate_client()
 
     def terminate(self) -> None:
         self.transport.abort()

@@ -51,6 +51,7 @@ class Session:
         self.bytes_in = 0
         self.bytes_out = 0
         self.round_trips = 0
+        self.awaiting = False  # the client spoke last: a statement may be running
         self.tail = b""
         self._on_end = on_end
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -84,6 +85,12 @@ class Session:
         engine = self.engine
         await cancel(self.gateway_engine, self.principal.access, engine.pid, engine.secret)
 
+    def expire(self, error: bytes) -> None:
+        """Tell the (idle) client why, then close both sides."""
+        self.client.write(error)
+        self.server.close()
+        self.end(client_left=False)
+
     def terminate(self) -> None:
         """Close both sides now (node shutdown)."""
         self.client.abort()
@@ -102,6 +109,7 @@ class _ClientSide(asyncio.Protocol):
         session = self.session
         session.bytes_in += len(data)
         session.round_trips += 1
+        session.awaiting = True
         session.tail = data[-5:]
         self.server.write(data)
 
@@ -127,7 +135,9 @@ class _EngineSide(asyncio.Protocol):
         self.client = session.client
 
     def data_received(self, data: bytes) -> None:
-        self.session.bytes_out += len(data)
+        session = self.session
+        session.bytes_out += len(data)
+        session.awaiting = False
         self.client.write(data)
 
     def pause_writing(self) -> None:

@@ -27,8 +27,9 @@ from prometheus_client.registry import Collector
 from heliosdb.engine import Access
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.postgres.auth import FailureLimiter
-from heliosdb.interfaces.postgres.codec import CancelKey
+from heliosdb.interfaces.postgres.codec import CancelKey, encode_error
 from heliosdb.interfaces.postgres.connection import Connection
+from heliosdb.interfaces.postgres.errors import IDLE_TIMEOUT
 from heliosdb.interfaces.postgres.pooling import EnginePool, TxnClient
 from heliosdb.interfaces.postgres.relay import Session
 from heliosdb.observability.metrics import OPEN_CONNECTIONS, REGISTRY
@@ -114,6 +115,34 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def sweep_idle(self) -> None:
+        """Close client connections idle for ``idle_timeout`` seconds: nothing sent either
+        way, and the engine spoke last (so no statement of theirs is running).
+
+        Relaying keeps no clock: the sweep compares each session's byte counters with
+        what it saw last time, so idle tracking costs nothing per message.
+        """
+        timeout = self.settings.idle_timeout
+        interval = min(max(timeout / 4, 0.05), 5.0)
+        seen: dict[int, tuple[int, int, float]] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for session in list(self.sessions.values()):
+                counters = (session.bytes_in, session.bytes_out)
+                last = seen.get(session.id)
+                if last is None or last[:2] != counters or session.awaiting:
+                    seen[session.id] = (*counters, now)
+                elif now - last[2] >= timeout:
+                    session.expire(
+                        encode_error(
+                            IDLE_TIMEOUT, "terminating connection due to idle-session timeout"
+                        )
+                    )
+            for gone in seen.keys() - self.sessions.keys():
+                del seen[gone]
+
     def terminate_all(self) -> None:
         for session in list(self.sessions.values()):
             session.terminate()
@@ -188,6 +217,18 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "heliosdb_pg_sessions", "Relayed sessions that ended.", value=totals["sessions"]
         )
+        waits = CounterMetricFamily(
+            "heliosdb_pg_pool_waits",
+            "Transaction-mode clients that waited for an engine connection, by engine role.",
+            labels=["role"],
+        )
+        by_role: Counter[str] = Counter()
+        for gateway in self.gateways:
+            for pool in gateway.pools.values():
+                by_role[pool.access.value] += pool.waits
+        for role, count in by_role.items():
+            waits.add_metric([role], count)
+        yield waits
 
 
 _COLLECTOR = _Collector()
@@ -208,13 +249,18 @@ def postgres_listeners(services: Services) -> list[PostgresListener]:
 class PostgresListener(TcpListener):
     def __init__(self, services: Services, name: str, port: int, pool_mode: str) -> None:
         self.gateway = Gateway(services, pool_mode)
+        self._sweeper: asyncio.Task[None] | None = None
         super().__init__(name, "postgresql", services.settings.host, port, self.gateway.handle)
 
     async def start(self) -> None:
         await super().start()
         _COLLECTOR.gateways.append(self.gateway)
+        if self.gateway.settings.idle_timeout > 0:
+            self._sweeper = asyncio.create_task(self.gateway.sweep_idle())
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
         self.gateway.terminate_all()
