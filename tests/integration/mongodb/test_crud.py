@@ -343,3 +343,17 @@ def test_concurrent_increments_are_not_lost(db: Database[dict[str, Any]]) -> Non
         list(pool.map(bump, range(40)))
     assert coll.find_one({"_id": "one"})["n"] == 80
     assert coll.find_one({"_id": "two"})["n"] == 40
+
+
+def test_pipeline_update(db: Database[dict[str, Any]]) -> None:
+    coll = db.pipe
+    coll.insert_one({"_id": 1, "a": 2, "b": 3, "tmp": 1})
+    coll.update_one({"_id": 1}, [{"$set": {"total": {"$add": ["$a", "$b"]}}}, {"$unset": "tmp"}])
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "a": 2, "b": 3, "total": 5}
+    coll.update_one({"_id": 2}, [{"$set": {"made": True}}], upsert=True)
+    assert coll.find_one({"_id": 2}) == {"_id": 2, "made": True}
+    with pytest.raises(OperationFailure):
+        coll.update_one({"_id": 1}, [{"$group": {"_id": 1}}])
+    with pytest.raises(OperationFailure) as failure:
+        coll.find_one({"$expr": {"$gt": ["$a", "$b"]}})
+    assert failure.value.code == 238

@@ -456,12 +456,13 @@ class DocumentStore:
     ) -> UpdateResult:
         catalog.check_db_name(db)
         catalog.check_collection_name(coll)
-        if isinstance(update, list):
-            raise invalid("pipeline-style updates are not supported", kind="not_implemented")
-        if not isinstance(update, dict):
+        staged = isinstance(update, list)
+        if staged:
+            _check_update_pipeline(update)
+        elif not isinstance(update, dict):
             raise invalid("update must be a document", kind="failed_to_parse")
-        operator = is_operator_update(update)
-        if not operator:
+        operator = not staged and is_operator_update(update)
+        if not operator and not staged:
             check_replacement(update)
             if multi:
                 raise invalid(
@@ -500,7 +501,9 @@ class DocumentStore:
                     changed: list[tuple[Any, bytes, Any, int]] = []
                     for row in found:
                         old = bsonform.decode(row["bson"])
-                        if operator:
+                        if staged:
+                            new = await _pipeline_update(old, update)
+                        elif operator:
                             new = apply_update(
                                 old, update, query=query, array_filters=array_filters
                             )
@@ -531,7 +534,11 @@ class DocumentStore:
                         kind="write_conflict",
                     )
                 if not found and upsert:
-                    new = _upsert_document(query, update, operator, array_filters)
+                    if staged:
+                        seed = _upsert_document(query, {}, False, None)
+                        new = await _pipeline_update(seed, update)
+                    else:
+                        new = _upsert_document(query, update, operator, array_filters)
                     new_row = _row_for_insert(_encode_checked(new))
                     await self._insert_one(conn, db, coll, new_row)
                     result.upserted_id = new["_id"]
@@ -956,6 +963,33 @@ def _replacement(old: Document, new: Document) -> Document:
             kind="immutable_field",
         )
     return {"_id": old["_id"], **{k: v for k, v in new.items() if k != "_id"}}
+
+
+_UPDATE_STAGES = ("$addFields", "$set", "$project", "$unset", "$replaceRoot", "$replaceWith")
+
+
+def _check_update_pipeline(stages: list[Any]) -> None:
+    for stage in stages:
+        name = pipeline.stage_name(stage)
+        if name not in _UPDATE_STAGES:
+            raise invalid(
+                f"{name} is not allowed to be used within an update", kind="invalid_options"
+            )
+
+
+async def _pipeline_update(old: Document, stages: list[Document]) -> Document:
+    async def no_lookup(coll: str, query: Document) -> list[Document]:
+        return []
+
+    (new,) = await pipeline.run([old], stages, no_lookup)
+    if "_id" in old and not equal(new.get("_id", old["_id"]), old["_id"]):
+        raise invalid(
+            "After applying the update, the (immutable) field '_id' was found to have been altered",
+            kind="immutable_field",
+        )
+    return (
+        {"_id": old["_id"], **{k: v for k, v in new.items() if k != "_id"}} if "_id" in old else new
+    )
 
 
 def _upsert_document(
