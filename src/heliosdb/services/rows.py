@@ -254,6 +254,8 @@ class RowsService:
             if getattr(exc, "sqlstate", None) == "42P01":
                 self._tables.pop(key, None)
             raise from_engine(exc) from None
+        except (asyncpg.InterfaceError, TimeoutError) as exc:
+            raise from_engine(exc) from None
 
     def _cached(self, key: tuple[str, str]) -> catalog.TableInfo | None:
         entry = self._tables.get(key)

@@ -40,7 +40,7 @@ class TablesService:
                 tables = await catalog.list_tables(conn, schema)
                 conn.keep_session(principal.id)  # catalog reads change no session state
                 return tables
-            except asyncpg.PostgresError as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
 
     async def describe(
@@ -51,7 +51,7 @@ class TablesService:
             try:
                 table = await catalog.get_table(conn, schema_name, table_name)
                 conn.keep_session(principal.id)
-            except asyncpg.PostgresError as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
         return table.describe()
 
@@ -63,7 +63,7 @@ class TablesService:
                     for statement in statements:
                         await conn.execute(statement)
                     table = await catalog.get_table(conn, schema, name)
-            except asyncpg.PostgresError as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
         return table.describe()
 
@@ -78,7 +78,7 @@ class TablesService:
                     keyword = {"v": "VIEW", "m": "MATERIALIZED VIEW"}.get(table.kind, "TABLE")
                     suffix = " CASCADE" if cascade else ""
                     await conn.execute(f"DROP {keyword} {table.sql_name}{suffix}")
-            except asyncpg.PostgresError as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
         return {"dropped": True, "schema": schema_name, "name": table_name}
 
