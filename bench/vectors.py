@@ -248,7 +248,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hdb-bench-vectors-") as tmp:
         data_dir = Path(tmp) / "data"
-        node = NodeProcess(data_dir, extra_args=[*free_port_flags(), "--log-level", "warning"])
+        # Loading inserts into a growing HNSW graph: give a batch more than the usual 30 s.
+        flags = [*free_port_flags(), "--log-level", "warning", "--query-timeout", "600"]
+        node = NodeProcess(data_dir, extra_args=flags)
         node.start()
         try:
             asyncio.run(bench(node, data_dir, args))
