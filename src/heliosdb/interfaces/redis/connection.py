@@ -277,7 +277,7 @@ class Session:
             raise RedisError(errors.NOPERM_WRITE.format(command.name))
 
     async def execute(self, command: Command, args: list[bytes]) -> Any:
-        if command.writes and "blocking" not in command.flags:
+        if command.writes and not command.flags & {"blocking", "batched"}:
             # Many clients' writes share one engine transaction (group commit).
             def work(tx: Tx) -> Awaitable[Any]:
                 call = Call(command, args, self.client, self.server, shared_tx=tx, session=self)

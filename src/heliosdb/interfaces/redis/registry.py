@@ -8,6 +8,7 @@ Flags:
     pubsub    allowed in RESP2 subscriber mode
     noqueue   not queued inside MULTI (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET)
     blocking  may wait for another client (BLPOP & co.)
+    batched   a write the service batches itself (INCR & co.), not run in a group transaction
     admin     changes the server or other clients
     fast      O(1)-ish (COMMAND INFO shows it)
 """

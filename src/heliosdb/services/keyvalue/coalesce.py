@@ -22,7 +22,9 @@ import asyncpg
 
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.sqlstate import from_engine
+from heliosdb.errors import HeliosError
 from heliosdb.services.keyvalue.faults import Reason, fault
+from heliosdb.services.keyvalue.numbers import add_int, parse_int
 from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
 log = logging.getLogger("heliosdb.services.keyvalue")
@@ -60,6 +62,7 @@ class _Op:
     expires_at_ms: int | None
     future: asyncio.Future[Any]
     work: TxWork | None = None
+    delta: int = 0
 
 
 class Coalescer:
@@ -109,12 +112,16 @@ class Coalescer:
         """Run ``work`` inside the next group transaction (with other clients' writes)."""
         return self._submit(_Op("tx", db, b"", None, None, self._future(), work))
 
+    def incr(self, db: int, key: bytes, delta: int) -> asyncio.Future[int]:
+        """INCRBY in the next group transaction; all counters of a group cost two statements."""
+        return self._submit(_Op("incr", db, key, None, None, self._future(), delta=delta))
+
     @staticmethod
     def _future() -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
-        (self._tx_queue if op.kind == "tx" else self._queue).append(op)
+        (self._tx_queue if op.kind in ("tx", "incr") else self._queue).append(op)
         self._ready.set()
         return op.future
 
@@ -146,7 +153,7 @@ class Coalescer:
     async def _run(self, conn: Any, batch: list[_Op]) -> None:
         sets = [op for op in batch if op.kind == "set"]
         gets = [op for op in batch if op.kind == "get"]
-        txs = [op for op in batch if op.kind == "tx"]
+        txs = [op for op in batch if op.kind in ("tx", "incr")]
         if txs:
             await self._run_txs(conn, txs)
         batch = sets + gets
@@ -172,20 +179,24 @@ class Coalescer:
         A command failing with a HeliosDB error (WRONGTYPE, ...) answers only its client;
         an engine error rolls the group back and each command is retried on its own.
         """
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: dict[int, tuple[bool, Any]] = {}
         pushed: Pushed = set()
         try:
             await conn.execute("BEGIN")
+            counters = [op for op in ops if op.kind == "incr"]
+            if counters:
+                outcomes.update(await _apply_counters(conn, counters))
             for op in ops:
-                assert op.work is not None
+                if op.work is None:
+                    continue
                 tx = Tx(conn, op.db)
                 try:
-                    outcomes.append((True, await op.work(tx)))
+                    outcomes[id(op)] = (True, await op.work(tx))
                     pushed |= tx.pushed
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - this client's own error reply
-                    outcomes.append((False, exc))
+                    outcomes[id(op)] = (False, exc)
             if pushed and self.before_commit is not None:
                 await self.before_commit(conn, pushed)
             await conn.execute("COMMIT")
@@ -201,7 +212,8 @@ class Coalescer:
             for op in ops:
                 await self._run_txs(conn, [op])
             return
-        for op, (ok, value) in zip(ops, outcomes, strict=True):
+        for op in ops:
+            ok, value = outcomes[id(op)]
             if op.future.done():
                 continue
             if ok:
@@ -245,3 +257,61 @@ class Coalescer:
                 op.future.set_exception(fault(Reason.WRONG_TYPE))
             else:
                 op.future.set_result(hit[1])
+
+
+_LOCK_COUNTERS = (
+    "SELECT k.db, k.key, k.type, k.value, k.expires_at_ms FROM helios_kv.keys k "
+    "JOIN unnest($1::smallint[], $2::bytea[]) AS q(db, key) ON k.db = q.db AND k.key = q.key "
+    "ORDER BY k.db, k.key FOR UPDATE OF k"
+)
+_DROP_EXPIRED = (
+    "DELETE FROM helios_kv.keys k USING unnest($1::smallint[], $2::bytea[]) AS q(db, key) "
+    "WHERE k.db = q.db AND k.key = q.key"
+)
+_PUT_COUNTERS = (
+    "INSERT INTO helios_kv.keys (db, key, type, value) "
+    "SELECT db, key, 'string', value FROM unnest($1::smallint[], $2::bytea[], $3::bytea[]) "
+    "AS t(db, key, value) ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value, "
+    "version = nextval('helios_kv.versions')"
+)
+
+
+async def _apply_counters(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
+    """Every INCRBY of a group: lock the keys, add in arrival order, write each key once."""
+    wanted = sorted({(op.db, op.key) for op in ops})
+    rows = await conn.fetch(_LOCK_COUNTERS, [d for d, _ in wanted], [k for _, k in wanted])
+    now = now_ms()
+    current: dict[tuple[int, bytes], tuple[str, bytes | None]] = {}
+    expired: list[tuple[int, bytes]] = []
+    for db, key, type_, value, expires_at_ms in rows:
+        if expires_at_ms is not None and expires_at_ms <= now:
+            expired.append((db, bytes(key)))
+        else:
+            current[(db, bytes(key))] = (type_, value)
+    if expired:
+        await conn.execute(_DROP_EXPIRED, [d for d, _ in expired], [k for _, k in expired])
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    changed: dict[tuple[int, bytes], bytes] = {}
+    for op in ops:
+        slot = (op.db, op.key)
+        type_, value = current.get(slot, ("string", None))
+        try:
+            if type_ != "string":
+                raise fault(Reason.WRONG_TYPE)
+            result = add_int(0 if value is None else parse_int(value), op.delta)
+        except HeliosError as exc:
+            outcomes[id(op)] = (False, exc)
+            continue
+        text = str(result).encode()
+        current[slot] = ("string", text)
+        changed[slot] = text
+        outcomes[id(op)] = (True, result)
+    if changed:
+        slots = sorted(changed)
+        await conn.execute(
+            _PUT_COUNTERS,
+            [d for d, _ in slots],
+            [k for _, k in slots],
+            [changed[s] for s in slots],
+        )
+    return outcomes

@@ -174,6 +174,10 @@ class KeyValue:
         """Run one write command in the next group transaction; its result or its error."""
         return await self.coalescer.run(db, work)
 
+    async def incr_by(self, db: int, key: bytes, delta: int) -> int:
+        """INCRBY, batched with other clients' counters (group commit)."""
+        return await self.coalescer.incr(db, key, delta)
+
     async def get_string(self, db: int, key: bytes) -> bytes | None:
         return await self.coalescer.get(db, key)
 

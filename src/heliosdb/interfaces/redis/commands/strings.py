@@ -192,27 +192,33 @@ async def setrange(call: Call) -> Any:
     return await strings.set_range(await call.tx(), call.args[1], offset, call.args[3])
 
 
-@command("incr", 2, "write fast", (1, 1, 1))
+@command("incr", 2, "write fast batched", (1, 1, 1))
 async def incr(call: Call) -> Any:
-    return await strings.incr_by(await call.tx(), call.args[1], 1)
+    return await _incr_by(call, 1)
 
 
-@command("decr", 2, "write fast", (1, 1, 1))
+@command("decr", 2, "write fast batched", (1, 1, 1))
 async def decr(call: Call) -> Any:
-    return await strings.incr_by(await call.tx(), call.args[1], -1)
+    return await _incr_by(call, -1)
 
 
-@command("incrby", 3, "write fast", (1, 1, 1))
+@command("incrby", 3, "write fast batched", (1, 1, 1))
 async def incrby(call: Call) -> Any:
-    return await strings.incr_by(await call.tx(), call.args[1], integer(call.args[2]))
+    return await _incr_by(call, integer(call.args[2]))
 
 
-@command("decrby", 3, "write fast", (1, 1, 1))
+@command("decrby", 3, "write fast batched", (1, 1, 1))
 async def decrby(call: Call) -> Any:
     delta = integer(call.args[2])
     if delta == -(2**63):
         raise RedisError("ERR decrement would overflow")
-    return await strings.incr_by(await call.tx(), call.args[1], -delta)
+    return await _incr_by(call, -delta)
+
+
+async def _incr_by(call: Call, delta: int) -> int:
+    if call.in_exec:
+        return await strings.incr_by(await call.tx(), call.args[1], delta)
+    return await call.kv.incr_by(call.client.db, call.args[1], delta)
 
 
 @command("incrbyfloat", 3, "write fast", (1, 1, 1))
