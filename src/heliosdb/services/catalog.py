@@ -16,8 +16,11 @@ from heliosdb.engine.quoting import qualified, quote_ident
 from heliosdb.errors import invalid, not_found
 
 DEFAULT_SCHEMA = "public"
+# helios and helios_* hold HeliosDB's own tables (keys, key-value and document catalogs):
+# readable through SQL where the role allows, but not tables of the tables/rows API.
 _SYSTEM_SCHEMA_FILTER = (
-    "n.nspname <> 'helios' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'"
+    "n.nspname <> 'helios' AND n.nspname NOT LIKE 'helios\\_%' "
+    "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'"
 )
 _RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view"}
 

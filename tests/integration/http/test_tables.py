@@ -296,3 +296,12 @@ async def test_openapi_documents_tables_and_rows(node: NodeProcess) -> None:
     assert {"get", "delete"} <= set(paths["/api/v1/tables/{name}"])
     assert {"get", "post", "put", "delete"} <= set(paths["/api/v1/tables/{name}/rows"])
     assert "#/$defs/" not in response.text
+
+
+async def test_tables_hides_heliosdb_internal_schemas(api: httpx.AsyncClient) -> None:
+    listed = await api.get("/tables")
+    assert listed.status_code == 200
+    assert not [t for t in listed.text.split('"') if t.startswith("helios_")]
+    for name in ("helios_kv.keys", "helios.api_keys"):
+        assert (await api.get(f"/tables/{name}")).status_code == 404
+        assert (await api.get(f"/tables/{name}/rows")).status_code == 404
