@@ -354,6 +354,18 @@ def test_pipeline_update(db: Database[dict[str, Any]]) -> None:
     assert coll.find_one({"_id": 2}) == {"_id": 2, "made": True}
     with pytest.raises(OperationFailure):
         coll.update_one({"_id": 1}, [{"$group": {"_id": 1}}])
+
+
+def test_expr(db: Database[dict[str, Any]]) -> None:
+    coll = db.exprs
+    coll.insert_many([{"_id": 1, "a": 5, "b": 3}, {"_id": 2, "a": 1, "b": 4}, {"_id": 3, "a": 2}])
+    assert ids(coll.find({"$expr": {"$gt": ["$a", "$b"]}})) == [1, 3]  # missing b is null
+    assert ids(coll.find({"$expr": {"$lt": [{"$add": ["$a", "$b"]}, 6]}})) == [2, 3]  # null < 6
+    assert ids(coll.find({"$expr": {"$and": [{"$eq": ["$a", 1]}, {"$ne": ["$b", 5]}]}})) == [2]
+    assert ids(coll.find({"a": {"$gte": 2}, "$expr": {"$in": ["$a", [2, 9]]}})) == [3]
     with pytest.raises(OperationFailure) as failure:
-        coll.find_one({"$expr": {"$gt": ["$a", "$b"]}})
+        coll.find_one({"$expr": {"$regexMatch": {"input": "$a", "regex": "x"}}})
+    assert failure.value.code == 238
+    with pytest.raises(OperationFailure) as failure:
+        coll.find_one({"$where": "this.a > 1"})
     assert failure.value.code == 238

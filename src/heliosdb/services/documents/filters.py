@@ -114,6 +114,8 @@ class _Compiler:
                     parts.append(self.negate(self.disjunction(branches)))
             elif key == "$comment":
                 continue
+            elif key == "$expr" and top:
+                parts.append(_Sql(_ExprCompiler(self.params).boolean(value)))
             elif key in ("$expr", "$where", "$text", "$jsonSchema"):
                 raise invalid(f"{key} is not supported", kind="not_implemented")
             elif key.startswith("$"):
@@ -517,3 +519,71 @@ def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
         elif not isinstance(value, (Regex, re.Pattern)):
             out[key] = value
     return out
+
+
+class _ExprCompiler:
+    """``$expr`` (aggregation expressions in a filter) compiled to SQL over the query form.
+
+    Field paths become ``doc #> path``; literals become parameters. Comparisons follow
+    MongoDB's order across types (type rank first, then the value), missing fields
+    compare as null. Supported: $eq $ne $gt $gte $lt $lte $and $or $not $in, and
+    $add $subtract $multiply $divide over numbers; anything else is NotImplemented.
+    """
+
+    _CMP = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+    _ARITH = {"$add": "+", "$subtract": "-", "$multiply": "*", "$divide": "/"}
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def boolean(self, expr: Any) -> str:
+        if isinstance(expr, dict) and len(expr) == 1:
+            ((op, arg),) = expr.items()
+            if op in ("$and", "$or") and isinstance(arg, list):
+                joiner = " AND " if op == "$and" else " OR "
+                return "(" + (joiner.join(self.boolean(a) for a in arg) or "TRUE") + ")"
+            if op == "$not":
+                inner = arg[0] if isinstance(arg, list) and len(arg) == 1 else arg
+                return f"(NOT {self.boolean(inner)})"
+        value = self.value(expr)
+        # Truthiness: false, null, missing and 0 are false.
+        return (
+            f"(COALESCE({value}, 'null'::jsonb) NOT IN ('false'::jsonb, 'null'::jsonb, '0'::jsonb))"
+        )
+
+    def value(self, expr: Any) -> str:
+        if isinstance(expr, str) and expr.startswith("$$"):
+            raise invalid(f"$expr variable {expr} is not supported", kind="not_implemented")
+        if isinstance(expr, str) and expr.startswith("$"):
+            return f"(doc #> {self.params.add(expr[1:].split('.'), 'text[]')})"
+        if isinstance(expr, dict) and len(expr) == 1 and next(iter(expr)).startswith("$"):
+            ((op, arg),) = expr.items()
+            if op == "$literal":
+                return self.params.add(query_form(arg), "jsonb")
+            if op in self._CMP and isinstance(arg, list) and len(arg) == 2:
+                a, b = (f"COALESCE({self.value(x)}, 'null'::jsonb)" for x in arg)
+                sql = self._CMP[op]
+                left = f"ROW({TYPE_RANK.format(x=a)}, {a})"
+                right = f"ROW({TYPE_RANK.format(x=b)}, {b})"
+                return f"to_jsonb({left} {sql} {right})"
+            if op in self._ARITH and isinstance(arg, list) and len(arg) >= 2:
+                terms = [f"({self.value(x)})::numeric" for x in arg]
+                if op in ("$subtract", "$divide") and len(terms) != 2:
+                    raise bad_value(f"{op} takes exactly 2 arguments")
+                joined = f" {self._ARITH[op]} ".join(
+                    f"NULLIF({t}, 0)" if op == "$divide" and i else t for i, t in enumerate(terms)
+                )
+                return f"to_jsonb({joined})"
+            if op in ("$and", "$or", "$not"):
+                return f"to_jsonb({self.boolean(expr)})"
+            if op == "$in" and isinstance(arg, list) and len(arg) == 2:
+                item, array = (self.value(x) for x in arg)
+                return f"to_jsonb(jsonb_build_array({item}) <@ {array})"
+            raise invalid(f"$expr operator {op} is not supported", kind="not_implemented")
+        if isinstance(expr, list) and not any(
+            isinstance(x, (dict, list)) or (isinstance(x, str) and x.startswith("$")) for x in expr
+        ):
+            return self.params.add(query_form(expr), "jsonb")
+        if isinstance(expr, (dict, list)):
+            raise invalid("$expr documents and arrays are not supported", kind="not_implemented")
+        return self.params.add(query_form(expr), "jsonb")
