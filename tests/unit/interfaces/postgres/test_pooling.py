@@ -1,0 +1,81 @@
+"""The transaction pooler's scan of engine replies, fed in every possible chunking."""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from heliosdb.interfaces.postgres.pooling import _ServerSide
+
+
+def _msg(kind: bytes, body: bytes = b"") -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.released = 0
+        self.bytes_out = 0
+        self.awaiting = True
+        self.transport = SimpleNamespace(write=self.received.extend)
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) -> Any:
+    return SimpleNamespace(
+        client=client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
+        carry=b"", skip=0, closed=False,
+    )  # fmt: skip
+
+
+# An injected Parse (dropped ParseComplete), the client's own Parse, a big DataRow, then
+# ReadyForQuery idle: the reply the client sees lacks exactly the first ParseComplete.
+REPLY = [
+    _msg(b"1"),
+    _msg(b"1"),
+    _msg(b"2"),
+    _msg(b"T", b"\0\x01" + b"x" * 20),
+    _msg(b"D", b"\0\x01" + b"y" * 3000),
+    _msg(b"C", b"SELECT 1\0"),
+    _msg(b"Z", b"I"),
+]
+STREAM = b"".join(REPLY)
+EXPECTED = b"".join(REPLY[1:])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 6, 7, 64, 4096, len(STREAM)])
+def test_scan_drops_injected_parse_complete_in_any_chunking(size: int) -> None:
+    client = _Client()
+    conn = _conn(client, [(True, "hdb_1"), (False, "hdb_2")], pending=1)
+    side = _ServerSide(conn)
+    for start in range(0, len(STREAM), size):
+        side.data_received(STREAM[start : start + size])
+    assert bytes(client.received) == EXPECTED
+    assert client.released == 1
+    assert conn.prepared == {"hdb_1", "hdb_2"}
+    assert conn.pending == 0 and not conn.expect
+
+
+def test_scan_keeps_connection_inside_a_transaction_and_for_unanswered_syncs() -> None:
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    _ServerSide(conn).data_received(_msg(b"C", b"BEGIN\0") + _msg(b"Z", b"T"))
+    assert client.released == 0  # transaction open
+    conn.pending = 2
+    _ServerSide(conn).data_received(_msg(b"C", b"COMMIT\0") + _msg(b"Z", b"I"))
+    assert client.released == 0  # one more Sync still to be answered
+    _ServerSide(conn).data_received(_msg(b"Z", b"I"))
+    assert client.released == 1
+
+
+def test_scan_of_an_idle_connection_forwards_nothing() -> None:
+    conn = _conn(None, [], pending=0)  # type: ignore[arg-type]
+    _ServerSide(conn).data_received(_msg(b"N", b"Snotice\0\0"))
+    assert conn.carry == b"" and conn.skip == 0
