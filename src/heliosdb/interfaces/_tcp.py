@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("heliosdb.interfaces.tcp")
@@ -33,6 +34,7 @@ class TcpListener:
         handle: Handler,
         *,
         grace_seconds: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
         self._scheme = scheme
@@ -40,6 +42,8 @@ class TcpListener:
         self.port = port
         self.handle = handle
         self.grace_seconds = grace_seconds
+        # TLS from the first byte (protocols without an in-band upgrade, such as MongoDB).
+        self.ssl_context = ssl_context
         self.state = "stopped"
         self.socket: socket.socket | None = None
         self.server: asyncio.Server | None = None
@@ -67,7 +71,9 @@ class TcpListener:
         sock.listen(2048)
         sock.setblocking(False)
         self.socket = sock
-        self.server = await asyncio.start_server(self._serve, sock=sock, limit=STREAM_LIMIT)
+        self.server = await asyncio.start_server(
+            self._serve, sock=sock, limit=STREAM_LIMIT, ssl=self.ssl_context
+        )
         self.state = "serving"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 
 from heliosdb.engine import Access
 from heliosdb.interfaces._tcp import TcpListener
@@ -21,6 +22,23 @@ TTL_PRINCIPAL = Principal(
 )
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS on the whole connection when the node serves TLS (mongodb://...?tls=true)."""
+    tls = settings.tls
+    if not tls.enabled or tls.cert_file is None or tls.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.client_ca_file is not None:
+        context.load_verify_locations(str(tls.client_ca_file))
+    context.verify_mode = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "require": ssl.CERT_REQUIRED,
+    }[tls.client_auth]
+    return context
+
+
 class MongoListener(TcpListener):
     def __init__(self, services: Services, settings: Settings) -> None:
         self.state_shared = ServerState(services)
@@ -32,6 +50,7 @@ class MongoListener(TcpListener):
             settings.host,
             settings.mongodb.port,
             functools.partial(self._serve_client),
+            ssl_context=tls_context(settings),
         )
 
     async def start(self) -> None:
