@@ -77,6 +77,7 @@ class Node:
         self.services = services
         watch_pools(self.engine.pool_stats)
         await services.changes.start()
+        await services.async_queries.start()
         await self._bootstrap_admin_key(services)
         app = build_app(services, self.listener_states)
         self.listeners = [
@@ -108,6 +109,7 @@ class Node:
             except Exception:
                 log.exception("listener %s did not stop cleanly", listener.name)
         if self.services is not None:
+            await self.services.async_queries.stop()
             await self.services.changes.stop()
         await self.engine.stop()
         self.data_dir.unlock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heliosdb.engine import Engine
+from heliosdb.services.asyncqueries import AsyncQueries
 from heliosdb.services.changes import ChangeService
 from heliosdb.services.documents import DocumentStore
 from heliosdb.services.keys import ApiKeys
@@ -25,6 +26,7 @@ class Services:
     engine: Engine
     keys: ApiKeys
     changes: ChangeService
+    async_queries: AsyncQueries
     query: QueryService
     tables: TablesService
     rows: RowsService
@@ -42,6 +44,7 @@ class Services:
             engine=engine,
             keys=ApiKeys(engine, settings.environment),
             changes=ChangeService(engine, settings.changes, settings.engine.database),
+            async_queries=AsyncQueries(engine, QueryService(engine), settings.async_queries),
             query=QueryService(engine),
             tables=TablesService(engine),
             rows=RowsService(engine, settings.rows),

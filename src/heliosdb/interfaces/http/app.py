@@ -17,12 +17,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from heliosdb import __version__
 from heliosdb.interfaces.http import errors
 from heliosdb.interfaces.http.middleware import BodyLimitMiddleware, MetricsMiddleware
-from heliosdb.interfaces.http.routes import admin, keys, query, rows, tables, vectors
+from heliosdb.interfaces.http.routes import (
+    admin,
+    async_queries,
+    keys,
+    query,
+    rows,
+    stream,
+    tables,
+    vectors,
+)
 from heliosdb.services.container import Services
 
 API_PREFIX = "/api/v1"
 ROUTERS = (
     query.router,
+    async_queries.router,
+    stream.router,
     keys.router,
     admin.router,
     tables.router,
