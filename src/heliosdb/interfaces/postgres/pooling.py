@@ -42,6 +42,7 @@ MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
 _ids = itertools.count(1)
 _statement_names = itertools.count(1)
 _unpack = struct.Struct("!i").unpack_from
+_REWRITTEN = frozenset(b"PBDC")  # Parse, Bind, Describe, Close: statement names change
 
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -289,7 +290,7 @@ class TxnClient(asyncio.Protocol):
     def pump(self) -> None:
         buffer = self.buffer
         out = bytearray()
-        pos, n = 0, len(buffer)
+        pos, start, n = 0, 0, len(buffer)  # buffer[start:pos] passes through unchanged
         while n - pos >= 5:
             length = _unpack(buffer, pos + 1)[0]
             if not 4 <= length <= MAX_MESSAGE_BYTES:
@@ -302,11 +303,20 @@ class TxnClient(asyncio.Protocol):
             if kind == 0x58:  # Terminate: the session ends here, never forwarded
                 self.terminate_client()
                 return
-            if self.server is None:
+            server = self.server
+            if server is None:
                 self._borrow()
                 break
-            out += self._translate(kind, bytes(buffer[pos:end]))
+            if kind in _REWRITTEN:
+                if pos > start:
+                    out += buffer[start:pos]
+                out += self._translate(kind, bytes(buffer[pos:end]))
+                start = end
+            elif kind == 0x51 or kind == 0x53:  # Query, Sync: each gets a ReadyForQuery
+                server.pending += 1
             pos = end
+        if pos > start:
+            out += buffer[start:pos]
         if pos:
             del buffer[:pos]
         if out and self.server is not None:
@@ -315,9 +325,6 @@ class TxnClient(asyncio.Protocol):
     def _translate(self, kind: int, msg: bytes) -> bytes:
         server = self.server
         assert server is not None
-        if kind in (0x51, 0x53):  # Query, Sync
-            server.pending += 1
-            return msg
         if kind == 0x50:  # Parse
             end = msg.index(b"\0", 5)
             name = msg[5:end]
