@@ -118,6 +118,17 @@ async def authenticate(
     return await _scram(channel, user, services, binding)
 
 
+async def authenticate_certificate(name: str, user: str, services: Services) -> Principal:
+    """A verified client certificate whose subject CN is a HeliosDB user logs in as that
+    user with no password, but only under that user name (PostgreSQL's ``cert`` rule)."""
+    if name != user:
+        raise AuthFailed
+    entry = await _user_entry(user, services)
+    if entry is None:
+        raise AuthFailed
+    return entry[1]
+
+
 async def _user_entry(user: str, services: Services) -> tuple[Verifier, Principal] | None:
     if user == API_KEY_USER:
         return None

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, cast
 
 from heliosdb.engine.relay import EngineLoginError, open_session
 from heliosdb.interfaces.postgres import errors
-from heliosdb.interfaces.postgres.auth import AuthFailed, Channel, authenticate
+from heliosdb.interfaces.postgres.auth import (
+    AuthFailed,
+    Channel,
+    authenticate,
+    authenticate_certificate,
+)
 from heliosdb.interfaces.postgres.codec import (
     AUTH_OK,
     CANCEL_REQUEST,
@@ -202,15 +207,26 @@ class Connection:
                     "too many failed authentication attempts; try again later",
                 )
             )
+        certified = self._certificate_name()
         channel = Channel(self.reader, self.writer, settings.max_startup_packet_bytes)
         try:
-            binding = gateway.channel_binding if self.tls_active else None
-            principal = await authenticate(
-                channel, user, settings.auth_method, gateway.services, binding
-            )
+            if certified is not None:
+                principal = await authenticate_certificate(certified, user, gateway.services)
+            else:
+                binding = gateway.channel_binding if self.tls_active else None
+                principal = await authenticate(
+                    channel, user, settings.auth_method, gateway.services, binding
+                )
         except AuthFailed:
             AUTH_FAILURES.labels("postgres").inc()
             gateway.limiter.record(self.address)
+            if certified is not None:
+                raise Refused(
+                    encode_error(
+                        errors.INVALID_AUTHORIZATION,
+                        f'certificate authentication failed for user "{user}"',
+                    )
+                ) from None
             raise Refused(errors.password_failed(user)) from None
         if gateway.principal_count(principal) >= settings.max_connections_per_principal:
             raise Refused(
@@ -220,6 +236,19 @@ class Connection:
                 )
             )
         return principal
+
+    def _certificate_name(self) -> str | None:
+        """The subject CN of a verified TLS client certificate, if the client sent one."""
+        if not self.tls_active:
+            return None
+        certificate = self.writer.get_extra_info("peercert")
+        if not certificate:
+            return None
+        for rdn in certificate.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return None
 
     async def _open(self, startup: Startup, principal: Principal) -> Session | TxnClient:
         gateway = self.gateway

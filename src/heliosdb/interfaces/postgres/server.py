@@ -156,6 +156,12 @@ def _tls_context(services: Services) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.client_auth != "none" and tls.client_ca_file is not None:
+        # Client certificates chained to this CA log in as the HeliosDB user they name.
+        context.load_verify_locations(cafile=str(tls.client_ca_file))
+        context.verify_mode = (
+            ssl.CERT_REQUIRED if tls.client_auth == "require" else ssl.CERT_OPTIONAL
+        )
     return context
 
 
