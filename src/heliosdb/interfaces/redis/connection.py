@@ -135,6 +135,7 @@ class Session:
     def __init__(self, server: Server, client: Client) -> None:
         self.server = server
         self.client = client
+        self.reader: asyncio.StreamReader | None = None
         redis = server.settings.redis
         self.parser = RequestParser(
             max_inline=redis.max_inline_bytes, max_buffer=UNAUTHENTICATED_BUFFER
@@ -142,7 +143,12 @@ class Session:
         if not server.require_auth:
             self.parser.max_buffer = redis.max_query_buffer_bytes
 
+    def peer_gone(self) -> bool:
+        """The client hung up (seen even while a blocking command is not reading)."""
+        return self.reader is not None and self.reader.at_eof()
+
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
         idle = self.server.settings.redis.idle_timeout_seconds
         while not self.client.closing:
             try:

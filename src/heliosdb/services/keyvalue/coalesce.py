@@ -29,6 +29,7 @@ from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
 log = logging.getLogger("heliosdb.services.keyvalue")
 MAX_BATCH = 512
+GROUPED = ("tx", "incr", "push")  # kinds that run in the group transaction of worker 0
 
 _GET = (
     "SELECT q.i, k.type, k.value FROM unnest($1::smallint[], $2::bytea[]) "
@@ -63,6 +64,9 @@ class _Op:
     future: asyncio.Future[Any]
     work: TxWork | None = None
     delta: int = 0
+    values: list[bytes] | None = None
+    left: bool = False
+    only_existing: bool = False
 
 
 class Coalescer:
@@ -116,12 +120,20 @@ class Coalescer:
         """INCRBY in the next group transaction; all counters of a group cost two statements."""
         return self._submit(_Op("incr", db, key, None, None, self._future(), delta=delta))
 
+    def push(
+        self, db: int, key: bytes, values: list[bytes], *, left: bool, only_existing: bool
+    ) -> asyncio.Future[int]:
+        """LPUSH/RPUSH(X) in the next group transaction; a group's pushes cost a few statements."""
+        op = _Op("push", db, key, None, None, self._future(), values=values, left=left)
+        op.only_existing = only_existing
+        return self._submit(op)
+
     @staticmethod
     def _future() -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
-        (self._tx_queue if op.kind in ("tx", "incr") else self._queue).append(op)
+        (self._tx_queue if op.kind in GROUPED else self._queue).append(op)
         self._ready.set()
         return op.future
 
@@ -153,7 +165,7 @@ class Coalescer:
     async def _run(self, conn: Any, batch: list[_Op]) -> None:
         sets = [op for op in batch if op.kind == "set"]
         gets = [op for op in batch if op.kind == "get"]
-        txs = [op for op in batch if op.kind in ("tx", "incr")]
+        txs = [op for op in batch if op.kind in GROUPED]
         if txs:
             await self._run_txs(conn, txs)
         batch = sets + gets
@@ -186,6 +198,10 @@ class Coalescer:
             counters = [op for op in ops if op.kind == "incr"]
             if counters:
                 outcomes.update(await _apply_counters(conn, counters))
+            pushes = [op for op in ops if op.kind == "push"]
+            if pushes:
+                outcomes.update(await _apply_pushes(conn, pushes))
+                pushed |= {(op.db, op.key) for op in pushes if outcomes[id(op)][0]}
             for op in ops:
                 if op.work is None:
                     continue
@@ -314,4 +330,84 @@ async def _apply_counters(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, An
             [k for _, k in slots],
             [changed[s] for s in slots],
         )
+    return outcomes
+
+
+_LIST_ENDS = (
+    "SELECT l.db, l.key, min(l.pos), max(l.pos), count(*) FROM helios_kv.lists l "
+    "JOIN unnest($1::smallint[], $2::bytea[]) AS q(db, key) ON l.db = q.db AND l.key = q.key "
+    "GROUP BY l.db, l.key"
+)
+_NEW_LISTS = (
+    "INSERT INTO helios_kv.keys (db, key, type) "
+    "SELECT db, key, 'list' FROM unnest($1::smallint[], $2::bytea[]) AS t(db, key)"
+)
+_TOUCH = (
+    "UPDATE helios_kv.keys k SET version = nextval('helios_kv.versions') "
+    "FROM unnest($1::smallint[], $2::bytea[]) AS q(db, key) WHERE k.db = q.db AND k.key = q.key"
+)
+_PUT_ITEMS = (
+    "INSERT INTO helios_kv.lists (db, key, pos, value) "
+    "SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bigint[], $4::bytea[])"
+)
+
+
+async def _apply_pushes(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
+    """Every LPUSH/RPUSH of a group: lock the keys, place items in arrival order, one insert."""
+    wanted = sorted({(op.db, op.key) for op in ops})
+    dbs, keys = [d for d, _ in wanted], [k for _, k in wanted]
+    rows = await conn.fetch(_LOCK_COUNTERS, dbs, keys)
+    now = now_ms()
+    types: dict[tuple[int, bytes], str] = {}
+    expired: list[tuple[int, bytes]] = []
+    for db, key, type_, _value, expires_at_ms in rows:
+        if expires_at_ms is not None and expires_at_ms <= now:
+            expired.append((db, bytes(key)))
+        else:
+            types[(db, bytes(key))] = type_
+    if expired:
+        await conn.execute(_DROP_EXPIRED, [d for d, _ in expired], [k for _, k in expired])
+    ends: dict[tuple[int, bytes], list[int]] = {}
+    lists = [slot for slot, t in types.items() if t == "list"]
+    if lists:
+        for db, key, lo, hi, count in await conn.fetch(
+            _LIST_ENDS, [d for d, _ in lists], [k for _, k in lists]
+        ):
+            ends[(db, bytes(key))] = [lo, hi, count]
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    created: list[tuple[int, bytes]] = []
+    items: tuple[list[int], list[bytes], list[int], list[bytes]] = ([], [], [], [])
+    for op in ops:
+        slot = (op.db, op.key)
+        type_ = types.get(slot)
+        if type_ is not None and type_ != "list":
+            outcomes[id(op)] = (False, fault(Reason.WRONG_TYPE))
+            continue
+        if type_ is None:
+            if op.only_existing:
+                outcomes[id(op)] = (True, 0)
+                continue
+            types[slot] = "list"
+            created.append(slot)
+            ends[slot] = [0, -1, 0]
+        end = ends[slot]
+        for value in op.values or []:
+            if op.left:
+                end[0] -= 1
+                position = end[0]
+            else:
+                end[1] += 1
+                position = end[1]
+            end[2] += 1
+            for column, item in zip(items, (op.db, op.key, position, value), strict=True):
+                column.append(item)  # type: ignore[attr-defined]
+        outcomes[id(op)] = (True, end[2])
+    if created:
+        await conn.execute(_NEW_LISTS, [d for d, _ in created], [k for _, k in created])
+    grew = {(op.db, op.key) for op in ops if outcomes[id(op)] != (True, 0) and outcomes[id(op)][0]}
+    touched = sorted(grew - set(created))
+    if touched:
+        await conn.execute(_TOUCH, [d for d, _ in touched], [k for _, k in touched])
+    if items[0]:
+        await conn.execute(_PUT_ITEMS, *items)
     return outcomes

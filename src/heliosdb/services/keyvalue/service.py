@@ -178,6 +178,12 @@ class KeyValue:
         """INCRBY, batched with other clients' counters (group commit)."""
         return await self.coalescer.incr(db, key, delta)
 
+    async def push(
+        self, db: int, key: bytes, values: list[bytes], *, left: bool, only_existing: bool
+    ) -> int:
+        """LPUSH/RPUSH(X), batched with other clients' pushes (group commit)."""
+        return await self.coalescer.push(db, key, values, left=left, only_existing=only_existing)
+
     async def get_string(self, db: int, key: bytes) -> bytes | None:
         return await self.coalescer.get(db, key)
 

@@ -18,10 +18,14 @@ Attempt = Callable[[Tx], Awaitable[Any]]
 
 
 def _push(name: str, left: bool, only_existing: bool) -> None:
-    @command(name, -3, "write fast", (1, 1, 1))
+    @command(name, -3, "write fast batched", (1, 1, 1))
     async def push(call: Call) -> Any:
-        return await lists.push(
-            await call.tx(), call.args[1], call.args[2:], left=left, only_existing=only_existing
+        if call.in_exec:
+            return await lists.push(
+                await call.tx(), call.args[1], call.args[2:], left=left, only_existing=only_existing
+            )
+        return await call.kv.push(
+            call.client.db, call.args[1], call.args[2:], left=left, only_existing=only_existing
         )
 
 
@@ -153,7 +157,8 @@ async def blocking(call: Call, keys: list[bytes], wait: float | None, attempt: A
         if remaining is not None and remaining <= 0:
             return NULL_ARRAY
         await call.kv.wait_for_push(call.client.db, keys, remaining)
-        if call.client.closing:
+        if call.client.closing or (call.session is not None and call.session.peer_gone()):
+            call.client.closing = True
             return NULL_ARRAY
 
 
