@@ -1,0 +1,65 @@
+"""Two nodes over one engine: keys, pub/sub messages, WATCH and blocking pops cross nodes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+
+from tests.integration.redis.conftest import connect
+from tests.nodeproc import NodeProcess
+
+K = Callable[[str], str]
+
+
+@pytest.fixture(scope="module")
+def second(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    password = (node.data_dir / "engine.password").read_text().strip()
+    url = f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
+    data_dir: Path = tmp_path_factory.mktemp("redis-second") / "data"
+    process = NodeProcess(
+        data_dir, extra_args=["--engine-url", url, "--environment", "test"]
+    ).start()
+    yield process
+    process.stop()
+
+
+def test_two_nodes_share_keys_messages_watch_and_wakeups(
+    r2: redis.Redis, second: NodeProcess, rw_key: str, k: K
+) -> None:
+    other = connect(second.ports["redis"], rw_key)
+    try:
+        r2.set(k("shared"), "from first")
+        assert other.get(k("shared")) == b"from first"
+
+        pubsub = other.pubsub()
+        pubsub.subscribe(k("ch"))
+        assert pubsub.get_message(timeout=10)["type"] == "subscribe"
+        r2.publish(k("ch"), "across nodes")
+        message = pubsub.get_message(timeout=10)
+        assert message is not None and message["data"] == b"across nodes"
+        pubsub.close()
+
+        with r2.pipeline() as pipe:
+            pipe.watch(k("w"))
+            other.set(k("w"), "changed on the second node")
+            pipe.multi()
+            pipe.set(k("w"), "mine")
+            with pytest.raises(redis.WatchError):
+                pipe.execute()
+
+        results: list[Any] = []
+        waiter = threading.Thread(target=lambda: results.append(other.blpop([k("q")], timeout=20)))
+        waiter.start()
+        time.sleep(0.5)
+        r2.rpush(k("q"), "job")
+        waiter.join(25)
+        assert results and results[0][1] == b"job"
+    finally:
+        other.close()
