@@ -50,7 +50,8 @@ T = TypeVar("T")
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 TTL_INTERVAL_SECONDS = 60.0
 INDEX_CACHE_SECONDS = 5.0
-MAX_UPDATE_ATTEMPTS = 20
+MAX_UPDATE_ATTEMPTS = 8
+OPTIMISTIC_ATTEMPTS = 2
 Document = dict[str, Any]
 
 
@@ -485,38 +486,36 @@ class DocumentStore:
             f" WHERE {where}", f" WHERE ({where}) AND _id = ANY(${len(params.values) + 1}::jsonb[])"
         )
         result = UpdateResult()
+
+        async def apply(old: Document) -> Document:
+            if staged:
+                return await _pipeline_update(old, update)
+            if operator:
+                return apply_update(old, update, query=query, array_filters=array_filters)
+            return _replacement(old, update)
+
         async with self._conn(principal, write=True) as conn:
             try:
                 retry: list[Any] | None = None
                 for attempt in range(MAX_UPDATE_ATTEMPTS):
-                    try:
-                        if retry is None:
-                            found = await conn.fetch(sql, *params.values)
-                        else:
-                            found = await conn.fetch(retry_sql, *params.values, retry)
-                    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-                        found = []
+                    statement = sql if retry is None else retry_sql
+                    args = [*params.values] + ([] if retry is None else [retry])
+                    if attempt < OPTIMISTIC_ATTEMPTS:
+                        found, changed, written = await self._update_round(
+                            conn, db, coll, statement, args, apply, result
+                        )
+                    else:
+                        # Contended: lock the rows (in _id order, so two updates cannot
+                        # deadlock) so this round cannot lose again.
+                        if not order:
+                            statement = statement.replace(" LIMIT 1", "") + " ORDER BY _id"
+                            statement += "" if multi else " LIMIT 1"
+                        async with conn.transaction():
+                            found, changed, written = await self._update_round(
+                                conn, db, coll, statement + " FOR UPDATE", args, apply, result
+                            )
                     if attempt == 0:
                         result.matched = len(found)
-                    changed: list[tuple[Any, bytes, Any, int]] = []
-                    for row in found:
-                        old = bsonform.decode(row["bson"])
-                        if staged:
-                            new = await _pipeline_update(old, update)
-                        elif operator:
-                            new = apply_update(
-                                old, update, query=query, array_filters=array_filters
-                            )
-                        else:
-                            new = _replacement(old, update)
-                        encoded = _encode_checked(new)
-                        if encoded != bytes(row["bson"]):
-                            changed.append(
-                                (row["_id"], encoded, bsonform.query_form(new), row["v"])
-                            )
-                        if want_documents:
-                            result.before, result.after = old, new
-                    written = await self._write_changes(conn, db, coll, changed) if changed else []
                     result.modified += len(written)
                     if len(written) == len(changed):
                         break
@@ -548,6 +547,32 @@ class DocumentStore:
                 raise from_engine(exc) from None
         return result
 
+    async def _update_round(
+        self,
+        conn: EngineConnection,
+        db: str,
+        coll: str,
+        statement: str,
+        args: list[Any],
+        apply: Callable[[Document], Awaitable[Document]],
+        result: UpdateResult,
+    ) -> tuple[list[Any], list[tuple[Any, bytes, Any, int]], list[Any]]:
+        """Read matching rows, apply the update, write back what changed; what happened."""
+        try:
+            found = await conn.fetch(statement, *args)
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return [], [], []
+        changed: list[tuple[Any, bytes, Any, int]] = []
+        for row in found:
+            old = bsonform.decode(row["bson"])
+            new = await apply(old)
+            encoded = _encode_checked(new)
+            if encoded != bytes(row["bson"]):
+                changed.append((row["_id"], encoded, bsonform.query_form(new), row["v"]))
+            result.before, result.after = old, new
+        written = await self._write_changes(conn, db, coll, changed) if changed else []
+        return list(found), changed, written
+
     async def _insert_one(
         self, conn: EngineConnection, db: str, coll: str, row: tuple[Any, bytes, Any]
     ) -> None:
@@ -571,6 +596,7 @@ class DocumentStore:
         changed: list[tuple[Any, bytes, Any, int]],
     ) -> list[Any]:
         """Write new versions of rows still at the version read; the _ids written."""
+        changed = sorted(changed, key=lambda c: orjson.dumps(c[0], option=orjson.OPT_SORT_KEYS))
         try:
             rows = await conn.fetch(
                 f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
@@ -582,6 +608,8 @@ class DocumentStore:
                 [c[2] for c in changed],
                 [c[3] for c in changed],
             )
+        except asyncpg.DeadlockDetectedError:
+            return []  # nothing was written; the caller's next round redoes them
         except asyncpg.UniqueViolationError as exc:
             document = bsonform.decode(changed[0][1]) if len(changed) == 1 else None
             row = changed[0][:3] if len(changed) == 1 else None
