@@ -262,3 +262,53 @@ def test_sqlalchemy_orm_round_trip(rw_dsn: str) -> None:
         _Base.metadata.drop_all(engine)
     finally:
         engine.dispose()
+
+
+# Alembic (a migration through the gateway, with its version table)
+
+
+def test_alembic_upgrade_and_downgrade(rw_dsn: str, tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    table = _name()
+    version_table = f"alembic_{uuid.uuid4().hex[:8]}"
+    scripts = tmp_path / "migrations"
+    (scripts / "versions").mkdir(parents=True)
+    (scripts / "env.py").write_text(
+        "from alembic import context\n"
+        "import sqlalchemy as sa\n"
+        "config = context.config\n"
+        "engine = sa.create_engine(config.get_main_option('sqlalchemy.url'))\n"
+        "with engine.connect() as connection:\n"
+        "    context.configure(connection=connection,\n"
+        "                      version_table=config.get_main_option('version_table'))\n"
+        "    with context.begin_transaction():\n"
+        "        context.run_migrations()\n"
+        "engine.dispose()\n"
+    )
+    (scripts / "versions" / "0001_first.py").write_text(
+        "import sqlalchemy as sa\n"
+        "from alembic import op\n"
+        "revision = '0001'\n"
+        "down_revision = None\n"
+        "def upgrade():\n"
+        f"    op.create_table('{table}', sa.Column('id', sa.Integer, primary_key=True),\n"
+        "                    sa.Column('name', sa.Text))\n"
+        "def downgrade():\n"
+        f"    op.drop_table('{table}')\n"
+    )
+    config = Config()
+    config.set_main_option("script_location", str(scripts))
+    config.set_main_option(
+        "sqlalchemy.url", rw_dsn.replace("postgresql://", "postgresql+psycopg://")
+    )
+    config.set_main_option("version_table", version_table)
+    command.upgrade(config, "head")
+    with psycopg.connect(rw_dsn) as conn:
+        assert conn.execute(f"SELECT version_num FROM {version_table}").fetchone() == ("0001",)
+        conn.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'x')")
+        conn.commit()
+    command.downgrade(config, "base")
+    with psycopg.connect(rw_dsn) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)

@@ -219,7 +219,7 @@ _first_packets = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=_first_packets, rest=st.lists(st.binary(max_size=48), max_size=3))
 def test_fuzz_startup_bytes(pg_port: int, first: bytes, rest: list[bytes]) -> None:
     with RawClient(pg_port, timeout=20) as client:
@@ -231,7 +231,7 @@ def test_fuzz_startup_bytes(pg_port: int, first: bytes, rest: list[bytes]) -> No
             pass
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(answer=st.binary(max_size=80))
 def test_fuzz_auth_answers(pg_port: int, answer: bytes) -> None:
     with RawClient(pg_port, timeout=20) as client:
