@@ -69,11 +69,13 @@ def encode_failure(request_id: str | None, action: str | None, error: dict[str, 
     ).decode()
 
 
-def encode_event(subscription_id: str, payload: bytes, match: Any = None) -> str:
-    """An event around its pre-encoded ``data`` (encoded once for all subscribers)."""
+def encode_event(subscription_id: str, payload: bytes, match: Any = None) -> bytes:
+    """An event around its pre-encoded ``data`` (encoded once for all subscribers).
+
+    UTF-8 bytes, sent as a text frame without decoding them again."""
     head = b'{"type":"event","subscription_id":' + orjson.dumps(subscription_id)
     tail = b',"filter_match":' + orjson.dumps(match) if match is not None else b""
-    return (head + b',"data":' + payload + tail + b"}").decode()
+    return head + b',"data":' + payload + tail + b"}"
 
 
 def encode_error(subscription_id: str | None, error: dict[str, Any]) -> str:

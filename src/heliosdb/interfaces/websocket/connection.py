@@ -47,7 +47,7 @@ class Connection:
         self.token: str | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._control: deque[str] = deque()
-        self._events: deque[str] = deque()
+        self._events: deque[bytes] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -161,7 +161,7 @@ class Connection:
                     if len(self._control) <= CONTROL_LIMIT // 2:
                         self._drained.set()
                     continue
-                await self.ws.send(self._events.popleft())
+                await self.ws.send(self._events.popleft(), text=True)
                 if len(self._events) < limit // 2:
                     self._room.set()
             self._drained.set()

@@ -33,6 +33,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ PUBLICATION = "helios_changes"
 CHANNEL = "helios_changes"
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
-_ADVANCE_EVERY_SECONDS = 0.5
+_ADVANCE_EVERY_SECONDS = 0.1
 _EXCLUDED_SCHEMAS = ("helios", "information_schema")
 
 _DDL_FUNCTION = """
@@ -208,6 +209,9 @@ class CaptureLeader:
         self.is_leader = False
         self._relations: dict[int, pgoutput.Relation] = {}
         self._types: dict[int, TypeInfo] = dict(BUILTIN_TYPES)
+        # This node's hub takes the events straight from here, saving the round trip
+        # through NOTIFY and a read (other nodes read them from the table).
+        self.on_written: Callable[[list[ChangeEvent]], None] | None = None
 
     async def run(self) -> None:
         while True:
@@ -270,7 +274,9 @@ class CaptureLeader:
             limited = len(rows) >= self.settings.batch_changes
             target = last_end if limited else flush
             seen_flush = -1 if limited else flush
-            due = transactions or limited or now - last_advance > _ADVANCE_EVERY_SECONDS
+            # Advancing costs a decoding pass of its own; transactions peeked again before
+            # it are skipped by their end LSN, so it runs at most every 100 ms.
+            due = limited or now - last_advance > _ADVANCE_EVERY_SECONDS
             if due and target != advanced_to and (not limited or last_end > 0):
                 await conn.execute(
                     "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, target
@@ -362,6 +368,7 @@ class CaptureLeader:
         position: int,
     ) -> int:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        events: list[ChangeEvent] = []
         for tx in transactions:
             stamp = tx.commit_time.isoformat()
             for schema, table, kind, row, old_row in tx.changes:
@@ -376,28 +383,30 @@ class CaptureLeader:
                     timestamp=stamp,
                     transaction_id=tx.xid,
                 )
+                events.append(event)
                 values = (
                     position, tx.end_lsn, tx.commit_time, tx.xid,
                     schema, table, kind, event.payload.decode(),
                 )  # fmt: skip
                 for target, value in zip(columns, values, strict=True):
                     target.append(value)
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO helios.change_events (position, commit_lsn, commit_time, xid, "
-                "schema_name, table_name, event_type, payload) SELECT * FROM unnest("
-                "$1::bigint[], $2::pg_lsn[], $3::timestamptz[], $4::bigint[], "
-                "$5::text[], $6::text[], $7::text[], $8::text[]::json[])",
-                *columns,
-            )
-            await conn.execute(
-                "UPDATE helios.change_capture SET last_lsn = $2::pg_lsn, last_position = $3, "
-                "updated_at = now() WHERE slot_name = $1",
-                self.slot,
-                transactions[-1].end_lsn,
-                position,
-            )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(position))
+        # One statement, so one round trip and one implicit transaction: the events,
+        # the progress row and the notification commit together or not at all.
+        await conn.execute(
+            "WITH events AS (INSERT INTO helios.change_events (position, commit_lsn, "
+            "commit_time, xid, schema_name, table_name, event_type, payload) SELECT * FROM "
+            "unnest($1::bigint[], $2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], "
+            "$6::text[], $7::text[], $8::text[]::json[])), progress AS (UPDATE "
+            "helios.change_capture SET last_lsn = $10::pg_lsn, last_position = $11, "
+            "updated_at = now() WHERE slot_name = $9) SELECT pg_notify($12, $11::text)",
+            *columns,
+            self.slot,
+            transactions[-1].end_lsn,
+            position,
+            CHANNEL,
+        )
+        if self.on_written is not None:
+            self.on_written(events)
         return position
 
     async def _prune(self, conn: asyncpg.Connection) -> None:

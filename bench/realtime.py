@@ -1,0 +1,228 @@
+"""Realtime benchmark: commit-to-delivery latency of change events over the WebSocket API.
+
+    .venv/bin/python bench/realtime.py                 # about 2 minutes
+    .venv/bin/python bench/realtime.py --rates 1000 10000 --seconds 10 --subscribers 100
+
+Starts a real node (embedded engine, temporary data directory), opens ``--subscribers``
+WebSocket connections that each subscribe to one table, then for each rate writes rows
+straight into the engine (asyncpg, multi-row INSERTs every 10 ms, so the engine, not
+HeliosDB, takes the writes) for ``--seconds``. Latency is the time from the engine's
+commit timestamp (in each event) to the moment a subscriber has parsed the event, over
+every (event, subscriber) pair. An event is lost if any subscriber does not receive it
+(or its subscription ends, e.g. as a slow consumer) within 30 s after the writer stops.
+The highest loss-free rate is the highest rate tried with nothing lost; with
+``--search`` rates double from the last loss-free one until one loses events.
+
+Also prints the engine's own insert rate for the same statements (the ratio's
+denominator: how much of what the engine can commit reaches every subscriber).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import httpx
+import orjson
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.nodeproc import NodeProcess
+
+TICK = 0.01
+# The table name is the benchmark's own; values are parameters.
+_INSERT = (
+    "INSERT INTO {table} (id, pad) SELECT g, 'x' FROM generate_series($1::bigint, $2::bigint) g"
+)
+
+
+class Subscriber:
+    def __init__(self, url: str, key: str, table: str) -> None:
+        self.url, self.key, self.table = url, key, table
+        self.latencies: list[float] = []
+        self.seen: set[int] = set()
+        self.errors: list[Any] = []
+        self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        async with websockets.connect(
+            self.url,
+            subprotocols=["heliosdb.v1"],
+            max_size=None,
+            max_queue=None,  # type: ignore[list-item]
+        ) as ws:
+            await ws.send(
+                orjson.dumps(
+                    {"id": "a", "action": "authenticate", "data": {"token": self.key}}
+                ).decode()
+            )
+            await ws.recv()
+            await ws.send(
+                orjson.dumps(
+                    {
+                        "id": "s",
+                        "action": "subscribe",
+                        "data": {"table": self.table, "events": ["INSERT"]},
+                    }
+                ).decode()
+            )
+            await ws.recv()
+            self.ready.set()
+            async for raw in ws:
+                now = time.time()
+                message = orjson.loads(raw)
+                if message["type"] == "event":
+                    data = message["data"]
+                    committed = dt.datetime.fromisoformat(data["timestamp"]).timestamp()
+                    self.latencies.append(now - committed)
+                    self.seen.add(data["row"]["id"])
+                elif message["type"] == "error":
+                    self.errors.append(message["error"])
+
+
+async def write(dsn: str, table: str, rate: int, seconds: float, first_id: int) -> int:
+    """Insert ``rate`` rows per second for ``seconds``; return how many were committed."""
+    conn = await asyncpg.connect(dsn)
+    per_tick = max(1, round(rate * TICK))
+    next_id = first_id
+    started = time.perf_counter()
+    try:
+        ticks = int(seconds / TICK)
+        for tick in range(ticks):
+            await conn.execute(
+                _INSERT.format(table=table),
+                next_id,
+                next_id + per_tick - 1,
+            )
+            next_id += per_tick
+            delay = started + (tick + 1) * TICK - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        await conn.close()
+    return next_id - first_id
+
+
+async def engine_rate(dsn: str, table: str, seconds: float = 3.0) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, pad text)")
+        count, started, next_id = 0, time.perf_counter(), 1
+        while time.perf_counter() - started < seconds:
+            await conn.execute(
+                _INSERT.format(table=table),
+                next_id,
+                next_id + 99,
+            )
+            next_id += 100
+            count += 100
+        return count / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def run_rate(
+    node: NodeProcess, dsn: str, key: str, rate: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    table = f"rt_{rate}_{int(time.time())}"
+    async with httpx.AsyncClient(
+        base_url=node.api, headers={"Authorization": f"Bearer {key}"}
+    ) as api:
+        response = await api.post(
+            "/query", json={"sql": f"CREATE TABLE {table} (id bigint PRIMARY KEY, pad text)"}
+        )
+        response.raise_for_status()
+    url = f"ws://127.0.0.1:{node.ports['websocket']}/ws"
+    subscribers = [Subscriber(url, key, table) for _ in range(args.subscribers)]
+    for sub in subscribers:
+        sub.task = asyncio.create_task(sub.run())
+    await asyncio.gather(*(s.ready.wait() for s in subscribers))
+    written = await write(dsn, table, rate, args.seconds, 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(len(s.seen) >= written or s.errors for s in subscribers):
+            break
+        await asyncio.sleep(0.1)
+    for sub in subscribers:
+        assert sub.task is not None
+        sub.task.cancel()
+    await asyncio.gather(*(s.task for s in subscribers if s.task), return_exceptions=True)
+    latencies = [x for s in subscribers for x in s.latencies]
+    lost = sum(written - len(s.seen) for s in subscribers)
+    return {
+        "rate": rate,
+        "written": written,
+        "deliveries": len(latencies),
+        "lost": lost,
+        "slow_consumer_errors": sum(len(s.errors) for s in subscribers),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="heliosdb-bench-realtime-"))
+    node = NodeProcess(
+        data_dir / "data", extra_args=["--environment", "test", *shlex.split(args.node_args)]
+    ).start()
+    try:
+        password = (node.data_dir / "engine.password").read_text().strip()
+        dsn = f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
+        key = node.admin_key or ""
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
+        results = []
+        rates = list(args.rates)
+        best = 0
+        i = 0
+        while i < len(rates):
+            result = await run_rate(node, dsn, key, rates[i], args)
+            results.append(result)
+            print(
+                f"rate {result['rate']:>6}/s: written {result['written']:>7}, deliveries "
+                f"{result['deliveries']:>9}, lost {result['lost']:>8}, slow-consumer ends "
+                f"{result['slow_consumer_errors']:>3}, p50 {result['p50_ms']:>7} ms, "
+                f"p99 {result['p99_ms']:>7} ms",
+                flush=True,
+            )
+            if result["lost"] == 0 and not result["slow_consumer_errors"]:
+                best = max(best, rates[i])
+                if args.search and i == len(rates) - 1:
+                    rates.append(rates[i] * 2)
+            i += 1
+        print(f"highest loss-free rate tried: {best}/s with {args.subscribers} subscribers")
+        # Last, so its rows (captured too) do not queue ahead of the measured ones.
+        base = await engine_rate(dsn, "rt_engine_baseline")
+        print(f"engine alone: {base:,.0f} rows/s committed (100-row INSERTs, one connection)")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        node.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument(
+        "--search", action="store_true", help="double the rate until events are lost"
+    )
+    parser.add_argument("--node-args", default="", help="extra `heliosdb serve` flags, one string")
+    asyncio.run(main(parser.parse_args()))
