@@ -29,7 +29,7 @@ from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
 log = logging.getLogger("heliosdb.services.keyvalue")
 MAX_BATCH = 512
-GROUPED = ("tx", "incr", "push")  # kinds that run in the group transaction of worker 0
+GROUPED = ("tx", "incr", "push", "add")  # kinds that run in the group transaction of worker 0
 
 _GET = (
     "SELECT q.i, k.type, k.value FROM unnest($1::smallint[], $2::bytea[]) "
@@ -67,6 +67,8 @@ class _Op:
     values: list[bytes] | None = None
     left: bool = False
     only_existing: bool = False
+    type: str = ""
+    elements: list[tuple[bytes, Any]] | None = None
 
 
 class Coalescer:
@@ -126,6 +128,13 @@ class Coalescer:
         """LPUSH/RPUSH(X) in the next group transaction; a group's pushes cost a few statements."""
         op = _Op("push", db, key, None, None, self._future(), values=values, left=left)
         op.only_existing = only_existing
+        return self._submit(op)
+
+    def add(
+        self, db: int, key: bytes, type_: str, elements: list[tuple[bytes, Any]]
+    ) -> asyncio.Future[int]:
+        """HSET / SADD / ZADD: elements (field or member, value or score or None) -> new count."""
+        op = _Op("add", db, key, None, None, self._future(), type=type_, elements=elements)
         return self._submit(op)
 
     @staticmethod
@@ -198,6 +207,10 @@ class Coalescer:
             counters = [op for op in ops if op.kind == "incr"]
             if counters:
                 outcomes.update(await _apply_counters(conn, counters))
+            adds = [op for op in ops if op.kind == "add"]
+            if adds:
+                outcomes.update(await _apply_adds(conn, adds))
+                pushed |= {(op.db, op.key) for op in adds if op.type == "zset"}
             pushes = [op for op in ops if op.kind == "push"]
             if pushes:
                 outcomes.update(await _apply_pushes(conn, pushes))
@@ -338,9 +351,9 @@ _LIST_ENDS = (
     "JOIN unnest($1::smallint[], $2::bytea[]) AS q(db, key) ON l.db = q.db AND l.key = q.key "
     "GROUP BY l.db, l.key"
 )
-_NEW_LISTS = (
+_NEW_KEYS = (
     "INSERT INTO helios_kv.keys (db, key, type) "
-    "SELECT db, key, 'list' FROM unnest($1::smallint[], $2::bytea[]) AS t(db, key)"
+    "SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::text[]) AS t(db, key, type)"
 )
 _TOUCH = (
     "UPDATE helios_kv.keys k SET version = nextval('helios_kv.versions') "
@@ -403,11 +416,106 @@ async def _apply_pushes(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]
                 column.append(item)  # type: ignore[attr-defined]
         outcomes[id(op)] = (True, end[2])
     if created:
-        await conn.execute(_NEW_LISTS, [d for d, _ in created], [k for _, k in created])
+        await conn.execute(
+            _NEW_KEYS, [d for d, _ in created], [k for _, k in created], ["list"] * len(created)
+        )
     grew = {(op.db, op.key) for op in ops if outcomes[id(op)] != (True, 0) and outcomes[id(op)][0]}
     touched = sorted(grew - set(created))
     if touched:
         await conn.execute(_TOUCH, [d for d, _ in touched], [k for _, k in touched])
     if items[0]:
         await conn.execute(_PUT_ITEMS, *items)
+    return outcomes
+
+
+_EXISTING = {
+    "hash": "SELECT t.db, t.key, t.field FROM helios_kv.hashes t",
+    "set": "SELECT t.db, t.key, t.member FROM helios_kv.sets t",
+    "zset": "SELECT t.db, t.key, t.member FROM helios_kv.zsets t",
+}
+_EXISTING_JOIN = (
+    " JOIN unnest($1::smallint[], $2::bytea[], $3::bytea[]) AS q(db, key, element) "
+    "ON t.db = q.db AND t.key = q.key AND t.{} = q.element"
+)
+_PUT_ELEMENTS = {
+    "hash": "INSERT INTO helios_kv.hashes (db, key, field, value) "
+    "SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bytea[]) "
+    "ON CONFLICT (db, key, field) DO UPDATE SET value = EXCLUDED.value",
+    "set": "INSERT INTO helios_kv.sets (db, key, member) "
+    "SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[]) ON CONFLICT DO NOTHING",
+    "zset": "INSERT INTO helios_kv.zsets (db, key, member, score) "
+    "SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::float8[]) "
+    "ON CONFLICT (db, key, member) DO UPDATE SET score = EXCLUDED.score",
+}
+
+
+async def _apply_adds(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
+    """Every plain HSET / SADD / ZADD of a group: lock, count new elements, one upsert per type."""
+    wanted = sorted({(op.db, op.key) for op in ops})
+    rows = await conn.fetch(_LOCK_COUNTERS, [d for d, _ in wanted], [k for _, k in wanted])
+    now = now_ms()
+    types: dict[tuple[int, bytes], str] = {}
+    expired: list[tuple[int, bytes]] = []
+    for db, key, type_, _value, expires_at_ms in rows:
+        if expires_at_ms is not None and expires_at_ms <= now:
+            expired.append((db, bytes(key)))
+        else:
+            types[(db, bytes(key))] = type_
+    if expired:
+        await conn.execute(_DROP_EXPIRED, [d for d, _ in expired], [k for _, k in expired])
+    present: set[tuple[int, bytes, bytes]] = set()
+    for type_ in ("hash", "set", "zset"):
+        probe = [
+            (op.db, op.key, element)
+            for op in ops
+            if op.type == type_ and types.get((op.db, op.key)) == type_
+            for element, _ in op.elements or []
+        ]
+        if probe:
+            column = "field" if type_ == "hash" else "member"
+            found = await conn.fetch(
+                _EXISTING[type_] + _EXISTING_JOIN.format(column),
+                [p[0] for p in probe], [p[1] for p in probe], [p[2] for p in probe],
+            )  # fmt: skip
+            present |= {(r[0], bytes(r[1]), bytes(r[2])) for r in found}
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    created: list[tuple[int, bytes, str]] = []
+    touched: set[tuple[int, bytes]] = set()
+    latest: dict[str, dict[tuple[int, bytes, bytes], Any]] = {"hash": {}, "set": {}, "zset": {}}
+    for op in ops:
+        slot = (op.db, op.key)
+        type_ = types.get(slot)
+        if type_ is not None and type_ != op.type:
+            outcomes[id(op)] = (False, fault(Reason.WRONG_TYPE))
+            continue
+        if type_ is None:
+            types[slot] = op.type
+            created.append((op.db, op.key, op.type))
+        else:
+            touched.add(slot)
+        added = 0
+        for element, value in op.elements or []:
+            row = (op.db, op.key, element)
+            if row not in present:
+                present.add(row)
+                added += 1
+            latest[op.type][row] = value
+        outcomes[id(op)] = (True, added)
+    if created:
+        await conn.execute(
+            _NEW_KEYS, [c[0] for c in created], [c[1] for c in created], [c[2] for c in created]
+        )
+    if touched:
+        ordered = sorted(touched)
+        await conn.execute(_TOUCH, [d for d, _ in ordered], [k for _, k in ordered])
+    for type_, rows_by_element in latest.items():
+        if not rows_by_element:
+            continue
+        elements = sorted(rows_by_element)
+        columns: list[list[Any]] = [
+            [e[0] for e in elements], [e[1] for e in elements], [e[2] for e in elements],
+        ]  # fmt: skip
+        if type_ != "set":
+            columns.append([rows_by_element[e] for e in elements])
+        await conn.execute(_PUT_ELEMENTS[type_], *columns)
     return outcomes

@@ -184,6 +184,10 @@ class KeyValue:
         """LPUSH/RPUSH(X), batched with other clients' pushes (group commit)."""
         return await self.coalescer.push(db, key, values, left=left, only_existing=only_existing)
 
+    async def add(self, db: int, key: bytes, type_: str, elements: list[tuple[bytes, Any]]) -> int:
+        """Plain HSET / SADD / ZADD, batched with other clients' (group commit): new elements."""
+        return await self.coalescer.add(db, key, type_, elements)
+
     async def get_string(self, db: int, key: bytes) -> bytes | None:
         return await self.coalescer.get(db, key)
 

@@ -21,14 +21,21 @@ def _pairs(call: Call, name: str) -> list[tuple[bytes, bytes]]:
     return list(zip(args[::2], args[1::2], strict=True))
 
 
-@command("hset", -4, "write fast", (1, 1, 1))
+async def _set_fields(call: Call, name: str) -> int:
+    pairs = _pairs(call, name)
+    if call.in_exec:
+        return await hashes.set_fields(await call.tx(), call.args[1], pairs)
+    return await call.kv.add(call.client.db, call.args[1], "hash", list(pairs))
+
+
+@command("hset", -4, "write fast batched", (1, 1, 1))
 async def hset(call: Call) -> Any:
-    return await hashes.set_fields(await call.tx(), call.args[1], _pairs(call, "hset"))
+    return await _set_fields(call, "hset")
 
 
-@command("hmset", -4, "write fast", (1, 1, 1))
+@command("hmset", -4, "write fast batched", (1, 1, 1))
 async def hmset(call: Call) -> Any:
-    await hashes.set_fields(await call.tx(), call.args[1], _pairs(call, "hmset"))
+    await _set_fields(call, "hmset")
     return OK
 
 

@@ -14,9 +14,13 @@ from heliosdb.interfaces.redis.registry import Call, command
 from heliosdb.services.keyvalue import sets
 
 
-@command("sadd", -3, "write fast", (1, 1, 1))
+@command("sadd", -3, "write fast batched", (1, 1, 1))
 async def sadd(call: Call) -> Any:
-    return await sets.add(await call.tx(), call.args[1], call.args[2:])
+    if call.in_exec:
+        return await sets.add(await call.tx(), call.args[1], call.args[2:])
+    return await call.kv.add(
+        call.client.db, call.args[1], "set", [(m, None) for m in call.args[2:]]
+    )
 
 
 @command("srem", -3, "write fast", (1, 1, 1))

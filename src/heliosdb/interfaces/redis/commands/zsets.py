@@ -31,7 +31,7 @@ def with_scores(call: Call, pairs: list[Pair]) -> list[Any]:
     return [x for m, s in pairs for x in (m, Double(s))]
 
 
-@command("zadd", -4, "write fast", (1, 1, 1))
+@command("zadd", -4, "write fast batched", (1, 1, 1))
 async def zadd(call: Call) -> Any:
     args = call.args[2:]
     flags: set[bytes] = set()
@@ -52,6 +52,8 @@ async def zadd(call: Call) -> Any:
         if score is None:
             raise RedisError(errors.NOT_FLOAT)
         pairs.append((member, score))
+    if not flags and not call.in_exec:
+        return await call.kv.add(call.client.db, call.args[1], "zset", list(pairs))
     opts = zsets.AddOptions(**{f.decode().lower(): True for f in flags})
     count, result = await zsets.add(await call.tx(), call.args[1], pairs, opts)
     if opts.incr:
