@@ -142,3 +142,30 @@ def test_txn_pgbench_prepared_many_clients(txn_port: int, rw_key: str, tmp_path:
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "number of transactions actually processed: 480/480" in result.stdout
+
+
+async def test_txn_session_state_pins_the_client(txn_dsn: str) -> None:
+    """SET, LISTEN and temp tables keep working: the client keeps its engine connection."""
+    busy = [await asyncpg.connect(txn_dsn) for _ in range(CLIENTS)]
+    conn = await asyncpg.connect(txn_dsn)
+    other = await asyncpg.connect(txn_dsn)
+    try:
+        await conn.execute("SET TimeZone = 'Asia/Kathmandu'")
+        await conn.execute("CREATE TEMP TABLE scratch (a int)")
+        received: asyncio.Queue[str] = asyncio.Queue()
+        channel = f"ch_{uuid.uuid4().hex[:8]}"
+        await conn.add_listener(channel, lambda *args: received.put_nowait(args[3]))
+        for i in range(10):
+            # Other clients keep every pooled connection changing hands meanwhile.
+            await asyncio.gather(*(b.fetchval("SELECT $1::int", i) for b in busy))
+            assert await conn.fetchval("SHOW TimeZone") == "Asia/Kathmandu"
+            await conn.execute("INSERT INTO scratch VALUES ($1)", i)
+        assert await conn.fetchval("SELECT count(*) FROM scratch") == 10
+        await other.execute(f"NOTIFY {channel}, 'pinned'")
+        assert await asyncio.wait_for(received.get(), 10) == "pinned"
+        # And the state never leaks to anyone else.
+        for b in busy:
+            assert await b.fetchval("SHOW TimeZone") != "Asia/Kathmandu"
+    finally:
+        for c in (*busy, conn, other):
+            await c.close()

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -42,7 +43,16 @@ MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
 _ids = itertools.count(1)
 _statement_names = itertools.count(1)
 _unpack = struct.Struct("!i").unpack_from
-_REWRITTEN = frozenset(b"PBDC")  # Parse, Bind, Describe, Close: statement names change
+_REWRITTEN = frozenset(b"PBDC")
+# Statements that leave state in the session, which would leak to the next client or be
+# lost with the next connection: a client that runs one is pinned to its connection.
+# (RESET, UNLISTEN, DISCARD and SET LOCAL/TRANSACTION leave none.)
+_SESSION_STATE = re.compile(
+    rb"(?:^|;)\s*(?:SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)|LISTEN\b|PREPARE\b|LOAD\b"
+    rb"|CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\b|DECLARE\b[^;]*\bWITH\s+HOLD\b)"
+    rb"|pg_advisory_lock",
+    re.IGNORECASE,
+)  # Parse, Bind, Describe, Close: statement names change
 
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -75,6 +85,9 @@ class ServerConn:
         self.skip = 0
         self.closed = False
         self.counted = True  # in the pool's size
+        # The client made session state here (SET, LISTEN, temp table ...): it keeps this
+        # connection until it leaves, and the connection is closed then, not pooled.
+        self.pinned = False
 
 
 class _ServerSide(asyncio.Protocol):
@@ -113,7 +126,7 @@ class _ServerSide(asyncio.Protocol):
                 conn.pending -= 1
                 conn.expect.clear()
                 conn.inflight.clear()
-                if conn.pending <= 0 and data[pos + 5] == 0x49:  # 'I'
+                if conn.pending <= 0 and data[pos + 5] == 0x49 and not conn.pinned:  # 'I'
                     release_at = end
                     n = end
                     break
@@ -314,6 +327,12 @@ class TxnClient(asyncio.Protocol):
                 start = end
             elif kind == 0x51 or kind == 0x53:  # Query, Sync: each gets a ReadyForQuery
                 server.pending += 1
+                if (
+                    kind == 0x51
+                    and not server.pinned
+                    and _SESSION_STATE.search(buffer[pos + 5 : end])
+                ):
+                    server.pinned = True
             pos = end
         if pos > start:
             out += buffer[start:pos]
@@ -328,6 +347,8 @@ class TxnClient(asyncio.Protocol):
         if kind == 0x50:  # Parse
             end = msg.index(b"\0", 5)
             name = msg[5:end]
+            if not server.pinned and _SESSION_STATE.search(msg[end + 1 :]):
+                server.pinned = True
             if not name:
                 self.unnamed = msg
                 self.unnamed_seq += 1

@@ -31,7 +31,7 @@ class _Client:
 def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) -> Any:
     return SimpleNamespace(
         client=client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
-        carry=b"", skip=0, closed=False,
+        carry=b"", skip=0, closed=False, pinned=False,
     )  # fmt: skip
 
 
@@ -79,3 +79,32 @@ def test_scan_of_an_idle_connection_forwards_nothing() -> None:
     conn = _conn(None, [], pending=0)  # type: ignore[arg-type]
     _ServerSide(conn).data_received(_msg(b"N", b"Snotice\0\0"))
     assert conn.carry == b"" and conn.skip == 0
+
+
+def test_scan_never_releases_a_pinned_connection() -> None:
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    conn.pinned = True
+    _ServerSide(conn).data_received(_msg(b"C", b"SET\0") + _msg(b"Z", b"I"))
+    assert client.released == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "pins"),
+    [
+        (b"SET TimeZone = 'UTC'", True),
+        (b"BEGIN; set search_path = x", True),
+        (b"LISTEN ch", True),
+        (b"CREATE TEMP TABLE t (a int)", True),
+        (b"SELECT pg_advisory_lock(1)", True),
+        (b"DECLARE c CURSOR WITH HOLD FOR SELECT 1", True),
+        (b"SET LOCAL TimeZone = 'UTC'", False),
+        (b"UPDATE t SET a = 1", False),
+        (b"SELECT pg_advisory_xact_lock(1)", False),
+        (b"SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;", False),
+    ],
+)
+def test_session_state_statements_pin(query: bytes, pins: bool) -> None:
+    from heliosdb.interfaces.postgres.pooling import _SESSION_STATE
+
+    assert bool(_SESSION_STATE.search(query)) is pins
