@@ -54,6 +54,7 @@ CHANNEL = "helios_changes"
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
+_QUIET_AFTER_SECONDS = 2.0
 _EXCLUDED_SCHEMAS = ("helios", "information_schema")
 
 _DDL_FUNCTION = """
@@ -246,7 +247,7 @@ class CaptureLeader:
         last_lsn = int(state["lsn"])
         position = int(state["last_position"])
         seen_flush = -1
-        last_advance = last_prune = 0.0
+        last_advance = last_prune = last_activity = 0.0
         advanced_to = -1
         while True:
             flush = int(await conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
@@ -255,8 +256,12 @@ class CaptureLeader:
                 last_prune = now
                 await self._prune(conn)
             if flush == seen_flush:
-                await asyncio.sleep(self.settings.poll_interval)
+                # Quiet engine: look ten times less often (at most every 50 ms).
+                quiet = now - last_activity > _QUIET_AFTER_SECONDS
+                interval = self.settings.poll_interval
+                await asyncio.sleep(max(interval, min(interval * 10, 0.05)) if quiet else interval)
                 continue
+            last_activity = now
             rows = await conn.fetch(
                 "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
                 "'proto_version', '1', 'publication_names', $4)",
