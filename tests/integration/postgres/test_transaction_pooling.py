@@ -169,3 +169,14 @@ async def test_txn_session_state_pins_the_client(txn_dsn: str) -> None:
     finally:
         for c in (*busy, conn, other):
             await c.close()
+
+
+async def test_txn_deallocate_all_then_cached_statement_still_works(txn_dsn: str) -> None:
+    conn = await asyncpg.connect(txn_dsn)
+    try:
+        for i in range(3):
+            assert await conn.fetchval("SELECT $1::int + 100", i) == i + 100
+        await conn.execute("DEALLOCATE ALL")  # asyncpg's cache still names the statement
+        assert await conn.fetchval("SELECT $1::int + 100", 7) == 107
+    finally:
+        await conn.close()

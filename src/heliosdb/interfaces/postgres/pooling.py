@@ -52,6 +52,9 @@ _SESSION_STATE = re.compile(
     rb"|CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\b|DECLARE\b[^;]*\bWITH\s+HOLD\b)"
     rb"|pg_advisory_lock",
     re.IGNORECASE,
+)
+_FORGET_STATEMENTS = re.compile(
+    rb"(?:^|;)\s*(?:DEALLOCATE\s+ALL|DISCARD\s+ALL)\b", re.I
 )  # Parse, Bind, Describe, Close: statement names change
 
 
@@ -327,12 +330,8 @@ class TxnClient(asyncio.Protocol):
                 start = end
             elif kind == 0x51 or kind == 0x53:  # Query, Sync: each gets a ReadyForQuery
                 server.pending += 1
-                if (
-                    kind == 0x51
-                    and not server.pinned
-                    and _SESSION_STATE.search(buffer[pos + 5 : end])
-                ):
-                    server.pinned = True
+                if kind == 0x51:
+                    self._check_query(server, bytes(buffer[pos + 5 : end]))
             pos = end
         if pos > start:
             out += buffer[start:pos]
@@ -381,6 +380,14 @@ class TxnClient(asyncio.Protocol):
             server.prepared.discard(entry[0])
             return _message(b"C", b"S" + entry[0].encode() + b"\0")
         return msg
+
+    def _check_query(self, server: ServerConn, text: bytes) -> None:
+        if not server.pinned and _SESSION_STATE.search(text):
+            server.pinned = True
+        if _FORGET_STATEMENTS.search(text):
+            # The engine forgets every prepared statement of this connection.
+            server.prepared.clear()
+            server.unnamed_owner = None
 
     def _statement(self, name: bytes) -> tuple[bytes, bytes | None]:
         """(Parse to send first or b"", the engine-side name or None to keep it)."""
