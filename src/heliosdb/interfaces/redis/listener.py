@@ -7,6 +7,7 @@ import asyncio
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.redis import commands as _commands  # noqa: F401 - registers commands
 from heliosdb.interfaces.redis.connection import Server, serve
+from heliosdb.security.tls import server_context
 from heliosdb.services.container import Services
 
 
@@ -14,8 +15,15 @@ class RedisListener(TcpListener):
     def __init__(self, services: Services) -> None:
         settings = services.settings
         self.redis = Server(services=services, settings=settings, kv=services.keyvalue)
+        context = server_context(settings.tls)
         super().__init__(
-            "redis", "redis", settings.host, settings.redis.port, self._handle, grace_seconds=2.0
+            "redis",
+            "rediss" if context is not None else "redis",
+            settings.host,
+            settings.redis.port,
+            self._handle,
+            grace_seconds=2.0,
+            ssl_context=context,
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
