@@ -173,6 +173,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX async_queries_expires_at ON helios.async_queries (expires_at);
         """,
     ),
+    (
+        6,
+        "api keys and users: SCRAM-SHA-1 verifiers for MongoDB logins",
+        """
+        -- MongoDB's SCRAM-SHA-1 runs over hex(md5("<user>:mongo:<password>")), which a
+        -- SCRAM-SHA-256 verifier cannot answer; keys and users made before have none.
+        ALTER TABLE helios.api_keys ADD COLUMN scram_sha1_verifier text;
+        ALTER TABLE helios.users ADD COLUMN scram_sha1_verifier text;
+        """,
+    ),
 ]
 
 

@@ -23,6 +23,9 @@ import unicodedata
 from dataclasses import dataclass
 
 MECHANISM = "SCRAM-SHA-256"
+# MongoDB drivers also speak SCRAM-SHA-1, over the password hex(md5("<user>:mongo:<password>")).
+SHA1_MECHANISM = "SCRAM-SHA-1"
+_HASHES = {MECHANISM: "sha256", SHA1_MECHANISM: "sha1"}
 MECHANISM_PLUS = "SCRAM-SHA-256-PLUS"
 BINDING_TYPE = "tls-server-end-point"
 DEFAULT_ITERATIONS = 4096
@@ -40,11 +43,12 @@ class Verifier:
     salt: bytes
     stored_key: bytes
     server_key: bytes
+    mechanism: str = MECHANISM
 
     def encode(self) -> str:
         b64 = base64.b64encode
         return (
-            f"{MECHANISM}${self.iterations}:{b64(self.salt).decode()}$"
+            f"{self.mechanism}${self.iterations}:{b64(self.salt).decode()}$"
             f"{b64(self.stored_key).decode()}:{b64(self.server_key).decode()}"
         )
 
@@ -54,13 +58,14 @@ class Verifier:
             mechanism, params, keys = text.split("$")
             iterations, salt = params.split(":")
             stored, server = keys.split(":")
-            if mechanism != MECHANISM:
+            if mechanism not in _HASHES:
                 raise ValueError(mechanism)
             return cls(
                 int(iterations),
                 base64.b64decode(salt, validate=True),
                 base64.b64decode(stored, validate=True),
                 base64.b64decode(server, validate=True),
+                mechanism,
             )
         except ValueError as exc:
             raise ScramError("not a SCRAM-SHA-256 verifier") from exc
@@ -95,25 +100,40 @@ def saslprep(password: str) -> bytes:
         return raw
 
 
-def _hmac(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, "sha256")
+def _hmac(key: bytes, message: bytes, hash_name: str = "sha256") -> bytes:
+    return hmac.digest(key, message, hash_name)
 
 
-def salted_password(password: str, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", saslprep(password), salt, iterations)
+def salted_password(
+    password: str, salt: bytes, iterations: int, mechanism: str = MECHANISM
+) -> bytes:
+    # SCRAM-SHA-1 (MongoDB) takes its password already digested; no SASLprep then.
+    data = saslprep(password) if mechanism == MECHANISM else password.encode()
+    return hashlib.pbkdf2_hmac(_HASHES[mechanism], data, salt, iterations)
+
+
+def mongodb_sha1_password(user: str, password: str) -> str:
+    """What MongoDB's SCRAM-SHA-1 uses as the password: hex(md5("<user>:mongo:<pw>"))."""
+    return hashlib.md5(f"{user}:mongo:{password}".encode(), usedforsecurity=False).hexdigest()
 
 
 def make_verifier(
-    password: str, *, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS
+    password: str,
+    *,
+    salt: bytes | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    mechanism: str = MECHANISM,
 ) -> Verifier:
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
-    salted = salted_password(password, salt, iterations)
-    client_key = _hmac(salted, b"Client Key")
+    salted = salted_password(password, salt, iterations, mechanism)
+    hash_name = _HASHES[mechanism]
+    client_key = _hmac(salted, b"Client Key", hash_name)
     return Verifier(
         iterations,
         salt,
-        hashlib.sha256(client_key).digest(),
-        _hmac(salted, b"Server Key"),
+        hashlib.new(hash_name, client_key).digest(),
+        _hmac(salted, b"Server Key", hash_name),
+        mechanism,
     )
 
 
@@ -140,10 +160,17 @@ class ServerExchange:
     """
 
     def __init__(
-        self, salt: bytes, iterations: int, *, binding: bytes | None = None, plus: bool = False
+        self,
+        salt: bytes,
+        iterations: int,
+        *,
+        binding: bytes | None = None,
+        plus: bool = False,
+        mechanism: str = MECHANISM,
     ) -> None:
         self.salt = salt
         self.iterations = iterations
+        self.hash_name = _HASHES[mechanism]
         self.binding = binding
         self.plus = plus
         self._binding_data = b""
@@ -202,15 +229,17 @@ class ServerExchange:
             proof = base64.b64decode(proof_part, validate=True)
         except ValueError as exc:
             raise ScramError("malformed proof") from exc
-        if len(proof) != hashlib.sha256().digest_size:
+        size = hashlib.new(self.hash_name).digest_size
+        if len(proof) != size:
             raise ScramError("malformed proof")
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
         proof_int = int.from_bytes(proof, "big")
         for index, verifier in enumerate(candidates):
-            signature = _hmac(verifier.stored_key, auth_message)
-            client_key = (proof_int ^ int.from_bytes(signature, "big")).to_bytes(32, "big")
-            if hmac.compare_digest(hashlib.sha256(client_key).digest(), verifier.stored_key):
-                server_signature = _hmac(verifier.server_key, auth_message)
+            signature = _hmac(verifier.stored_key, auth_message, self.hash_name)
+            client_key = (proof_int ^ int.from_bytes(signature, "big")).to_bytes(size, "big")
+            digest = hashlib.new(self.hash_name, client_key).digest()
+            if hmac.compare_digest(digest, verifier.stored_key):
+                server_signature = _hmac(verifier.server_key, auth_message, self.hash_name)
                 return index, b"v=" + base64.b64encode(server_signature)
         raise ScramError("wrong password")
 

@@ -22,7 +22,12 @@ from heliosdb.security.apikeys import (
     kind_of,
 )
 from heliosdb.security.principals import Principal, PrincipalKind
-from heliosdb.security.scram import Verifier, make_verifier
+from heliosdb.security.scram import (
+    SHA1_MECHANISM,
+    Verifier,
+    make_verifier,
+    mongodb_sha1_password,
+)
 from heliosdb.settings import Environment
 
 CACHE_TTL_SECONDS = 5.0
@@ -32,6 +37,8 @@ TIERS = ("free", "developer", "professional", "enterprise")
 # guessing; it is what lets a SCRAM server announce the salt before it knows the key.
 API_KEY_SCRAM_SALT = b"heliosdb-api-key-scram-v1"
 API_KEY_SCRAM_ITERATIONS = 4096
+API_KEY_USER = "apikey"
+API_KEY_SCRAM_SHA1_ITERATIONS = 10000  # MongoDB's own count for SCRAM-SHA-1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,8 @@ class ApiKeys:
         self._last_used: dict[str, float] = {}
         self._scram: list[tuple[Verifier, Principal]] = []
         self._scram_loaded_at = 0.0
+        self._scram_sha1: list[tuple[Verifier, Principal]] = []
+        self._scram_sha1_loaded_at = 0.0
 
     async def create(
         self, name: str, kind: KeyKind, *, is_admin: bool = False, tier: str = "developer"
@@ -64,13 +73,17 @@ class ApiKeys:
             raise invalid("an admin key must be a secret (read-write) key")
         key = generate_key(kind)
         verifier = scram_verifier_for_key(key).encode()
+        sha1_verifier = scram_verifier_for_key(key, SHA1_MECHANISM).encode()
         async with self.engine.connection(Access.SYSTEM) as conn:
             key_id = await conn.fetchval(
                 "INSERT INTO helios.api_keys (name, kind, key_hash, display, is_admin, tier, "
-                "scram_verifier) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text",
+                "scram_verifier, scram_sha1_verifier) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text",
                 name, kind.value, hash_key(key), display_form(key), is_admin, tier, verifier,
+                sha1_verifier,
             )  # fmt: skip
         self._scram_loaded_at = 0.0
+        self._scram_sha1_loaded_at = 0.0
         return CreatedKey(key_id, key, name, kind, is_admin, tier)
 
     async def list(self) -> list[dict[str, Any]]:
@@ -92,6 +105,7 @@ class ApiKeys:
             raise not_found(f"no active API key with id {key_id}")
         self._cache.pop(bytes(revoked), None)
         self._scram = [c for c in self._scram if c[1].id != key_id]
+        self._scram_sha1 = [c for c in self._scram_sha1 if c[1].id != key_id]
 
     async def has_admin(self) -> bool:
         async with self.engine.connection(Access.SYSTEM) as conn:
@@ -147,7 +161,7 @@ class ApiKeys:
         return principal
 
     async def scram_candidates(
-        self, *, refresh: bool = False
+        self, *, refresh: bool = False, mechanism: str = "SCRAM-SHA-256"
     ) -> builtins.list[tuple[Verifier, Principal]]:
         """Every usable key's SCRAM verifier (all share ``API_KEY_SCRAM_SALT``).
 
@@ -157,14 +171,17 @@ class ApiKeys:
         when no cached verifier matched, so new and revoked keys are seen at once here
         and within ``CACHE_TTL_SECONDS`` on other nodes.
         """
+        sha1 = mechanism == SHA1_MECHANISM
         now = time.monotonic()
-        stale = now - self._scram_loaded_at > (1.0 if refresh else CACHE_TTL_SECONDS)
+        loaded_at = self._scram_sha1_loaded_at if sha1 else self._scram_loaded_at
+        stale = now - loaded_at > (1.0 if refresh else CACHE_TTL_SECONDS)
         if not stale:
-            return self._scram
+            return self._scram_sha1 if sha1 else self._scram
+        column = "scram_sha1_verifier" if sha1 else "scram_verifier"
         async with self.engine.connection(Access.SYSTEM) as conn:
             rows = await conn.fetch(
-                "SELECT id::text, name, kind, is_admin, tier, scram_verifier "
-                "FROM helios.api_keys WHERE revoked_at IS NULL AND scram_verifier IS NOT NULL"
+                f"SELECT id::text, name, kind, is_admin, tier, {column} AS scram_verifier "  # noqa: S608
+                f"FROM helios.api_keys WHERE revoked_at IS NULL AND {column} IS NOT NULL"
             )
         candidates = []
         for row in rows:
@@ -179,13 +196,23 @@ class ApiKeys:
                 tier=row["tier"],
             )
             candidates.append((Verifier.parse(row["scram_verifier"]), principal))
-        self._scram = candidates
-        self._scram_loaded_at = now
+        if sha1:
+            self._scram_sha1, self._scram_sha1_loaded_at = candidates, now
+        else:
+            self._scram, self._scram_loaded_at = candidates, now
         return candidates
 
 
-def scram_verifier_for_key(key: str) -> Verifier:
-    """The SCRAM-SHA-256 verifier of ``key`` used as a password, with the shared salt."""
+def scram_verifier_for_key(key: str, mechanism: str = "SCRAM-SHA-256") -> Verifier:
+    """The SCRAM verifier of ``key`` used as a password, with the shared salt. For
+    SCRAM-SHA-1 (MongoDB) the password is MongoDB's digest for the user ``apikey``."""
+    if mechanism == SHA1_MECHANISM:
+        return make_verifier(
+            mongodb_sha1_password(API_KEY_USER, key),
+            salt=API_KEY_SCRAM_SALT,
+            iterations=API_KEY_SCRAM_SHA1_ITERATIONS,
+            mechanism=SHA1_MECHANISM,
+        )
     return make_verifier(key, salt=API_KEY_SCRAM_SALT, iterations=API_KEY_SCRAM_ITERATIONS)
 
 

@@ -16,7 +16,13 @@ import asyncpg
 from heliosdb.engine import Access, Engine
 from heliosdb.errors import ErrorCode, HeliosError, invalid, not_found
 from heliosdb.security.principals import Principal, PrincipalKind
-from heliosdb.security.scram import ScramError, Verifier, make_verifier
+from heliosdb.security.scram import (
+    SHA1_MECHANISM,
+    ScramError,
+    Verifier,
+    make_verifier,
+    mongodb_sha1_password,
+)
 
 USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$")
 MIN_PASSWORD_LENGTH = 8
@@ -46,11 +52,12 @@ class Users:
         try:
             async with self.engine.connection(Access.SYSTEM) as conn:
                 user_id = await conn.fetchval(
-                    "INSERT INTO helios.users (username, password_hash, access) "
-                    "VALUES ($1, $2, $3) RETURNING id::text",
+                    "INSERT INTO helios.users (username, password_hash, access, "
+                    "scram_sha1_verifier) VALUES ($1, $2, $3, $4) RETURNING id::text",
                     username,
                     verifier,
                     access.value,
+                    sha1_verifier(username, password),
                 )
         except asyncpg.UniqueViolationError:
             raise HeliosError(ErrorCode.ALREADY_EXISTS, f"user {username} already exists") from None
@@ -62,9 +69,11 @@ class Users:
             raise invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         async with self.engine.connection(Access.SYSTEM) as conn:
             done = await conn.fetchval(
-                "UPDATE helios.users SET password_hash = $2 WHERE username = $1 RETURNING 1",
+                "UPDATE helios.users SET password_hash = $2, scram_sha1_verifier = $3 "
+                "WHERE username = $1 RETURNING 1",
                 username,
                 make_verifier(password).encode(),
+                sha1_verifier(username, password),
             )
         if done is None:
             raise not_found(f"no user {username}")
@@ -118,3 +127,30 @@ class Users:
             self._cache.clear()
         self._cache[username] = (now + CACHE_TTL_SECONDS, found)
         return found
+
+    async def sha1_verifier_of(self, username: str) -> tuple[Verifier, Principal] | None:
+        """The user's SCRAM-SHA-1 verifier (MongoDB logins) and principal, or None."""
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "SELECT id::text, username, scram_sha1_verifier, access, is_admin "
+                "FROM helios.users WHERE username = $1 AND scram_sha1_verifier IS NOT NULL",
+                username,
+            )
+        if row is None:
+            return None
+        principal = Principal(
+            id=row["id"],
+            name=row["username"],
+            kind=PrincipalKind.USER,
+            access=Access(row["access"]),
+            is_admin=row["is_admin"],
+        )
+        return Verifier.parse(row["scram_sha1_verifier"]), principal
+
+
+def sha1_verifier(username: str, password: str) -> str:
+    """The SCRAM-SHA-1 verifier MongoDB drivers authenticate against (10000 iterations,
+    MongoDB's count, over its hex(md5("<user>:mongo:<password>")) digest)."""
+    return make_verifier(
+        mongodb_sha1_password(username, password), iterations=10000, mechanism=SHA1_MECHANISM
+    ).encode()

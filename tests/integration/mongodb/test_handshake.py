@@ -200,3 +200,54 @@ def test_malformed_message_closes_connection(
         sock.sendall(garbage)
         assert sock.recv(100) == b""
     assert client.admin.command("ping")["ok"] == 1.0
+
+
+def test_scram_sha_1_with_api_key(mongo_port: int, make_key: Any) -> None:
+    key = make_key("secret")  # made after the SCRAM-SHA-1 migration: has both verifiers
+    with pymongo.MongoClient(
+        mongo_uri(mongo_port, key, authMechanism="SCRAM-SHA-1"), serverSelectionTimeoutMS=10_000
+    ) as c:
+        assert c.admin.command("ping")["ok"] == 1.0
+        assert c.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"]
+    with (
+        pymongo.MongoClient(
+            mongo_uri(mongo_port, key + "x", authMechanism="SCRAM-SHA-1"),
+            serverSelectionTimeoutMS=10_000,
+        ) as c,
+        pytest.raises(OperationFailure) as failure,
+    ):
+        c.admin.command("ping")
+    assert failure.value.code == 18
+
+
+def test_sasl_supported_mechs(client: pymongo.MongoClient[dict[str, Any]]) -> None:
+    hello = client.admin.command("hello", saslSupportedMechs="admin.apikey")
+    assert hello["saslSupportedMechs"] == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-1", None])
+def test_heliosdb_user_login(node: Any, mongo_port: int, mechanism: str | None) -> None:
+    import subprocess
+    import sys
+    import uuid
+
+    name, password = f"mu_{uuid.uuid4().hex[:8]}", "correct horse battery"
+    subprocess.run(
+        [sys.executable, "-m", "heliosdb", "users", "create", name, "--data-dir",
+         str(node.data_dir)],
+        input=password + "\n", text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    options = {"authMechanism": mechanism} if mechanism else {}
+    uri = mongo_uri(mongo_port, password, user=name, **options)
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as c:
+        c.userdb.items.insert_one({"by": name})
+        assert c.userdb.items.count_documents({"by": name}) == 1
+    with (
+        pymongo.MongoClient(
+            mongo_uri(mongo_port, "wrong password", user=name, **options),
+            serverSelectionTimeoutMS=10_000,
+        ) as c,
+        pytest.raises(OperationFailure) as failure,
+    ):
+        c.admin.command("ping")
+    assert failure.value.code == 18

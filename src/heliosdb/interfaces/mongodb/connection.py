@@ -73,6 +73,7 @@ class Session:
     pending_final: bytes | None = None
     pending_verifier: Verifier | None = None
     pending_principal: Principal | None = None
+    scram_mechanism: str = "SCRAM-SHA-256"
     compressors: list[str] = field(default_factory=list)
 
     @property

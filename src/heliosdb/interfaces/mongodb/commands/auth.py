@@ -3,6 +3,7 @@
 The user is a HeliosDB user, or ``apikey`` with an API key as the password. Both
 kinds of verifier are SCRAM-SHA-256 over SASLprep(password), exactly what MongoDB
 drivers compute, so one ServerExchange (security/scram.py) serves every protocol.
+SCRAM-SHA-1 uses the separate verifiers over MongoDB's hex(md5("user:mongo:pw")).
 A proof for ``apikey`` is checked against every active key's verifier (they share one
 salt). Unknown users go through the same steps with a throwaway salt and fail at the
 end with the same message as a wrong password.
@@ -19,10 +20,14 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
 from heliosdb.security.principals import Principal
-from heliosdb.security.scram import ScramError, ServerExchange, Verifier
-from heliosdb.services.keys import API_KEY_SCRAM_ITERATIONS, API_KEY_SCRAM_SALT
+from heliosdb.security.scram import SHA1_MECHANISM, ScramError, ServerExchange, Verifier
+from heliosdb.services.keys import (
+    API_KEY_SCRAM_ITERATIONS,
+    API_KEY_SCRAM_SALT,
+    API_KEY_SCRAM_SHA1_ITERATIONS,
+)
 
-MECHANISMS = ("SCRAM-SHA-256",)
+MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 API_KEY_USER = "apikey"
 CONVERSATION_ID = 1
 
@@ -59,19 +64,25 @@ async def _start(session: Session, mechanism: Any, payload: Any, db: str) -> dic
         )
     client_first = _payload(payload)
     user = _user_of(client_first)
+    sha1 = mechanism == SHA1_MECHANISM
     if user == API_KEY_USER:
-        exchange = ServerExchange(API_KEY_SCRAM_SALT, API_KEY_SCRAM_ITERATIONS)
+        iterations = API_KEY_SCRAM_SHA1_ITERATIONS if sha1 else API_KEY_SCRAM_ITERATIONS
+        exchange = ServerExchange(API_KEY_SCRAM_SALT, iterations, mechanism=mechanism)
         session.pending_verifier = None
     else:
-        entry = await session.services.users.verifier(user)
+        users = session.services.users
+        entry = await (users.sha1_verifier_of(user) if sha1 else users.verifier(user))
         if entry is None:
-            exchange = ServerExchange(secrets.token_bytes(16), API_KEY_SCRAM_ITERATIONS)
+            exchange = ServerExchange(
+                secrets.token_bytes(16), API_KEY_SCRAM_SHA1_ITERATIONS, mechanism=mechanism
+            )
             session.pending_verifier = None
             session.pending_principal = None
         else:
-            exchange = ServerExchange(entry[0].salt, entry[0].iterations)
+            exchange = ServerExchange(entry[0].salt, entry[0].iterations, mechanism=mechanism)
             session.pending_verifier = entry[0]
             session.pending_principal = entry[1]
+    session.scram_mechanism = mechanism
     try:
         server_first = exchange.first(client_first)
     except ScramError:
@@ -93,7 +104,9 @@ async def _finish(session: Session, client_final: bytes) -> bytes:
     try:
         if user == API_KEY_USER:
             for refresh in (False, True):
-                candidates = await session.services.keys.scram_candidates(refresh=refresh)
+                candidates = await session.services.keys.scram_candidates(
+                    refresh=refresh, mechanism=session.scram_mechanism
+                )
                 try:
                     index, server_final = exchange.final(client_final, [v for v, _ in candidates])
                 except ScramError:
