@@ -187,3 +187,5 @@ def test_unknown_command_and_arity(r: redis.Redis) -> None:
     assert str(err.value) == "wrong number of arguments for 'get' command"
     with pytest.raises(redis.ResponseError, match="not supported"):
         r.execute_command("EVAL", "return 1", 0)
+    with pytest.raises(redis.ResponseError, match="not supported"):
+        r.execute_command("XADD", "s", "*", "f", "v")

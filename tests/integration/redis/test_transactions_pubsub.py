@@ -192,3 +192,24 @@ def test_auth_with_heliosdb_user(node: NodeProcess, redis_port: int, k: K) -> No
             ro.set(k("u"), "2")
     finally:
         ro.close()
+
+
+def test_redis_py_lock_runs_without_lua(r: redis.Redis, r2: redis.Redis, k: K) -> None:
+    lock = r.lock(k("lock"), timeout=10, blocking_timeout=0.2)
+    assert lock.acquire() is True
+    assert r2.lock(k("lock"), blocking_timeout=0.2).acquire() is False
+    assert lock.extend(5) is True
+    assert 10_000 < r.pttl(k("lock")) <= 15_000
+    assert lock.reacquire() is True
+    lock.release()
+    assert r.exists(k("lock")) == 0
+    with pytest.raises(redis.exceptions.LockError):
+        lock.release()
+    stolen = r.lock(k("lock2"), timeout=10)
+    assert stolen.acquire() is True
+    r2.set(k("lock2"), "someone else")
+    with pytest.raises(redis.exceptions.LockNotOwnedError):
+        stolen.release()
+    with pytest.raises(redis.exceptions.NoScriptError):
+        r.evalsha("0" * 40, 0)
+    assert r.script_exists("0" * 40) == [False]

@@ -5,6 +5,7 @@ from heliosdb.interfaces.redis.commands import (
     keys,
     lists,
     pubsub,
+    scripting,
     server,
     sets,
     strings,
@@ -13,5 +14,6 @@ from heliosdb.interfaces.redis.commands import (
 )
 
 __all__ = [
-    "hashes", "keys", "lists", "pubsub", "server", "sets", "strings", "transactions", "zsets",
+    "hashes", "keys", "lists", "pubsub", "scripting", "server", "sets", "strings",
+    "transactions", "zsets",
 ]  # fmt: skip

@@ -486,7 +486,7 @@ async def memory(call: Call) -> Any:
 
 
 for _unsupported in (
-    "eval", "evalsha", "eval_ro", "evalsha_ro", "script", "function", "fcall", "fcall_ro",
+    "eval_ro", "evalsha_ro", "function", "fcall", "fcall_ro",
     "xadd", "xread", "xrange", "xrevrange", "xlen", "xgroup", "xreadgroup", "xack",
     "xinfo", "xdel", "xtrim", "cluster", "module", "acl", "monitor", "sync", "psync",
     "replicaof", "slaveof", "failover", "debug", "shutdown", "migrate", "restore", "dump",
