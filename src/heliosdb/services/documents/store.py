@@ -104,11 +104,14 @@ class DocumentStore:
     ) -> AsyncIterator[EngineConnection]:
         if write and principal.read_only:
             raise read_only_denied()
-        async with self.engine.connection(principal.access) as conn:
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
             if not self._catalog_ready and principal.access is Access.READ_WRITE:
                 await self._run(catalog.ensure_catalog(conn))
                 self._catalog_ready = True
             yield conn
+            # Plain statements and transactions: the session is as it was taken, so the
+            # next lease by this principal may skip the reset round trip.
+            conn.keep_session(principal.id)
 
     @staticmethod
     async def _run(work: Awaitable[T]) -> T:
