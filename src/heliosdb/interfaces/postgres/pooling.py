@@ -186,11 +186,18 @@ class EnginePool:
         self.status: dict[str, str] = {}  # ParameterStatus of the first connection
         self.waits = 0  # acquisitions that had to wait for a connection
 
-    async def acquire(self, timeout: float) -> ServerConn:
+    def take_idle(self) -> ServerConn | None:
+        """An idle connection right now, without waiting (the common, cheap case)."""
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def acquire(self, timeout: float) -> ServerConn:
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         if self.size < self.max_size:
             self.size += 1
             try:
@@ -321,8 +328,12 @@ class TxnClient(asyncio.Protocol):
                 return
             server = self.server
             if server is None:
-                self._borrow()
-                break
+                server = self.pool.take_idle()
+                if server is None:
+                    self._borrow()
+                    break
+                server.client = self
+                self.server = server
             if kind in _REWRITTEN:
                 if pos > start:
                     out += buffer[start:pos]
