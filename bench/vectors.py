@@ -4,7 +4,8 @@
                                       [--concurrency 8] [--ef-search 100]
 
 Starts a real node, creates a cosine index and loads ``--count`` vectors generated with
-a fixed seed (overlapping Gaussian clusters; metadata ``category`` = i % 10) through
+a fixed seed (clusters in 16 latent dimensions projected to ``--dim``; metadata
+``category`` = i % 10) through
 ``/vectors/upsert``. Then, unfiltered and with ``category = 3`` (10% of rows), it runs
 the same query vectors through:
 
@@ -52,11 +53,19 @@ FILTER = "category = 3"
 K = 10
 
 
-def generate(count: int, dim: int, seed: int) -> np.ndarray:
+def generate(count: int, dim: int, seed: int, latent: int = 16) -> np.ndarray:
+    """Embedding-like data: clusters in a ``latent``-dimensional space, projected to ``dim``.
+
+    Real embeddings have a low intrinsic dimension; i.i.d. Gaussian noise in 128
+    dimensions has none, and no approximate index finds its neighbours well. The
+    projection is fixed (its own seed) so data and queries share it.
+    """
+    projection = np.random.default_rng(0).normal(size=(latent, dim))
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(100, dim))
-    points = centres[rng.integers(0, 100, size=count)] + rng.normal(size=(count, dim))
-    return points.astype(np.float32)
+    centres = rng.normal(size=(100, latent)) * 2
+    points = centres[rng.integers(0, 100, size=count)] + rng.normal(size=(count, latent))
+    noise = 0.05 * rng.normal(size=(count, dim))
+    return (points @ projection + noise).astype(np.float32)
 
 
 def truth(data: np.ndarray, queries: np.ndarray, allowed: np.ndarray | None) -> list[set[int]]:
