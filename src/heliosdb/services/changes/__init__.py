@@ -46,7 +46,7 @@ class ChangeService:
         self.slot = slot_name(database)
         self.hub = Hub(engine)
         self.leader = CaptureLeader(engine, settings, self.slot)
-        self.leader.on_written = self.hub.dispatch
+        self.leader.on_written = self.hub.dispatch_written
         self.available = False
         self._tasks: list[asyncio.Task[None]] = []
 

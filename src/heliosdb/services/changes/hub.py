@@ -143,6 +143,18 @@ class Hub:
             if self.on_dispatch is not None:
                 self.on_dispatch(event)
 
+    def dispatch_written(self, events: list[ChangeEvent]) -> None:
+        """Events this node's capture leader just committed.
+
+        Only when they follow on from what this hub has dispatched: after a leader change
+        the table may hold events this hub has not read yet, so then the reader goes
+        first (in order, from the table) and these are read again there.
+        """
+        if events and events[0].position == self.delivered + 1:
+            self.dispatch(events)
+        else:
+            self._wake.set()
+
     async def run(self, start_position: int) -> None:
         self.delivered = max(self.delivered, start_position)
         while True:
