@@ -185,6 +185,10 @@ class Connection:
         while True:
             await asyncio.sleep(_WATCH_SECONDS)
             now = time.monotonic()
+            if self.subscriptions:
+                # A subscriber may just listen; the heartbeat (protocol pings) tells
+                # whether it is still there.
+                self.last_message = now
             if self.principal is None and now - self.opened > settings.auth_timeout:
                 await self.close_with(unauthenticated("no authenticate message in time"))
                 return
