@@ -55,6 +55,9 @@ class WebSocketListener:
             ping_interval=heartbeat,
             ping_timeout=heartbeat,
             max_queue=64,
+            # permessage-deflate would compress every event once per subscriber: the
+            # fan-out's largest cost. Events are small JSON; bandwidth is not the limit.
+            compression=None,
             server_header=None,
         )
         self.state = "serving"
