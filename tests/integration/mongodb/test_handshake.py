@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import bson
 import pymongo
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pymongo.errors import OperationFailure
 from pymongo.write_concern import WriteConcern
 
@@ -251,3 +254,22 @@ def test_heliosdb_user_login(node: Any, mongo_port: int, mechanism: str | None) 
     ):
         c.admin.command("ping")
     assert failure.value.code == 18
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    op_code=st.sampled_from([2013, 2004, 2012, 1, 2002]),
+    payload=st.binary(max_size=200),
+)
+def test_random_messages_never_take_the_node_down(
+    mongo_port: int, client: pymongo.MongoClient[dict[str, Any]], op_code: int, payload: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", mongo_port), timeout=10) as sock:
+        sock.sendall(struct.pack("<iiii", 16 + len(payload), 1, 0, op_code) + payload)
+        sock.settimeout(5)
+        # A reply or a close; no answer only for a valid moreToCome message.
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            sock.recv(1 << 16)
+    assert client.admin.command("ping")["ok"] == 1.0
