@@ -37,10 +37,11 @@ _FLAGS = {
     "data_dir": "data_dir",
     "engine_url": "engine.url",
     "http_port": "http.port",
-    "grpc_port": "grpc.port",
-    "ws_port": "websocket.port",
     "pg_port": "postgres.port",
     "pg_txn_port": "postgres.transaction_port",
+    "grpc_port": "grpc.port",
+    "ws_port": "websocket.port",
+    "redis_port": "redis.port",
     "mongo_port": "mongodb.port",
     "host": "host",
     "environment": "environment",
@@ -67,16 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
-    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
-    serve.add_argument(
-        "--ws-port", type=int, help="WebSocket port (default 8081; 0 = any free)"
-    )
     serve.add_argument(
         "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
     )
     serve.add_argument(
         "--pg-txn-port", type=int, help="PostgreSQL port with transaction pooling (0 = any free)"
     )
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
+    serve.add_argument("--ws-port", type=int, help="WebSocket port (default 8081; 0 = any free)")
+    serve.add_argument("--redis-port", type=int, help="Redis port (default 6379; 0 = any free)")
     serve.add_argument(
         "--mongo-port", type=int, help="MongoDB wire port (default 27017; 0 = any free)"
     )

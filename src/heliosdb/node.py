@@ -20,6 +20,7 @@ from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
 from heliosdb.interfaces.mongodb.server import MongoListener
 from heliosdb.interfaces.postgres.server import postgres_listeners
+from heliosdb.interfaces.redis.listener import RedisListener
 from heliosdb.interfaces.websocket.server import WebSocketListener
 from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
@@ -86,6 +87,7 @@ class Node:
             *postgres_listeners(services),
             GrpcListener(services, self.settings),
             WebSocketListener(services, self.settings),
+            RedisListener(services),
             MongoListener(services, self.settings),
         ]
         for listener in self.listeners:
