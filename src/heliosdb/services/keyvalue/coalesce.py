@@ -346,10 +346,14 @@ async def _apply_counters(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, An
     return outcomes
 
 
+# Positions are contiguous (lists.py), so the length is last - first + 1: two index probes.
 _LIST_ENDS = (
-    "SELECT l.db, l.key, min(l.pos), max(l.pos), count(*) FROM helios_kv.lists l "
-    "JOIN unnest($1::smallint[], $2::bytea[]) AS q(db, key) ON l.db = q.db AND l.key = q.key "
-    "GROUP BY l.db, l.key"
+    "SELECT q.db, q.key, "
+    "(SELECT pos FROM helios_kv.lists l WHERE l.db = q.db AND l.key = q.key "
+    "ORDER BY pos LIMIT 1) AS lo, "
+    "(SELECT pos FROM helios_kv.lists l WHERE l.db = q.db AND l.key = q.key "
+    "ORDER BY pos DESC LIMIT 1) AS hi "
+    "FROM unnest($1::smallint[], $2::bytea[]) AS q(db, key)"
 )
 _NEW_KEYS = (
     "INSERT INTO helios_kv.keys (db, key, type) "
@@ -383,10 +387,10 @@ async def _apply_pushes(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]
     ends: dict[tuple[int, bytes], list[int]] = {}
     lists = [slot for slot, t in types.items() if t == "list"]
     if lists:
-        for db, key, lo, hi, count in await conn.fetch(
+        for db, key, lo, hi in await conn.fetch(
             _LIST_ENDS, [d for d, _ in lists], [k for _, k in lists]
         ):
-            ends[(db, bytes(key))] = [lo, hi, count]
+            ends[(db, bytes(key))] = [0, -1, 0] if lo is None else [lo, hi, hi - lo + 1]
     outcomes: dict[int, tuple[bool, Any]] = {}
     created: list[tuple[int, bytes]] = []
     items: tuple[list[int], list[bytes], list[int], list[bytes]] = ([], [], [], [])

@@ -19,14 +19,9 @@ async def push(
             return 0
     else:
         await tx.ensure(key, "list")
-    row = await tx.conn.fetchrow(
-        "SELECT min(pos), max(pos), count(*) FROM helios_kv.lists WHERE db = $1 AND key = $2",
-        tx.db, key,
-    )  # fmt: skip
-    lo, hi, count = row[0], row[1], int(row[2])
+    lo, hi = await _ends(tx, key)
+    count = hi - lo + 1
     n = len(values)
-    if count == 0:
-        lo, hi = 0, -1
     positions = [lo - 1 - i for i in range(n)] if left else [hi + 1 + i for i in range(n)]
     await tx.conn.execute(
         "INSERT INTO helios_kv.lists (db, key, pos, value) "
@@ -37,6 +32,10 @@ async def push(
     return count + n
 
 
+_ENDS = (
+    "SELECT (SELECT pos FROM helios_kv.lists WHERE db = $1 AND key = $2 ORDER BY pos LIMIT 1), "
+    "(SELECT pos FROM helios_kv.lists WHERE db = $1 AND key = $2 ORDER BY pos DESC LIMIT 1)"
+)
 _POP_LEFT = (
     "DELETE FROM helios_kv.lists WHERE db = $1 AND key = $2 AND pos IN "
     "(SELECT pos FROM helios_kv.lists WHERE db = $1 AND key = $2 "
@@ -58,11 +57,20 @@ async def pop(tx: Tx, key: bytes, count: int, *, left: bool) -> list[bytes] | No
 async def length(tx: Tx, key: bytes) -> int:
     if await tx.read(key, "list") is None:
         return 0
-    return int(
-        await tx.conn.fetchval(
-            "SELECT count(*) FROM helios_kv.lists WHERE db = $1 AND key = $2", tx.db, key
-        )
-    )
+    lo, hi = await _ends(tx, key)
+    return hi - lo + 1
+
+
+async def _ends(tx: Tx, key: bytes) -> tuple[int, int]:
+    """First and last position; (0, -1) for no items.
+
+    Positions are always contiguous (pushes and pops work at the ends, edits in the middle
+    rewrite 0..n-1), so the length is last - first + 1 and costs two index probes.
+    """
+    row = await tx.conn.fetchrow(_ENDS, tx.db, key)
+    if row[0] is None:
+        return 0, -1
+    return int(row[0]), int(row[1])
 
 
 async def range_(tx: Tx, key: bytes, start: int, stop: int) -> list[bytes]:
