@@ -54,6 +54,7 @@ CHANNEL = "helios_changes"
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
+_YIELD_EVERY_MESSAGES = 256
 _QUIET_AFTER_SECONDS = 2.0
 _EXCLUDED_SCHEMAS = ("helios", "information_schema")
 
@@ -295,7 +296,11 @@ class CaptureLeader:
         transactions: list[_Transaction] = []
         current: _Transaction | None = None
         last_end = done_lsn
-        for row in rows:
+        for count, row in enumerate(rows, start=1):
+            if count % _YIELD_EVERY_MESSAGES == 0:
+                # One big transaction arrives whole (the peek limit stops only at commits);
+                # decoding it must not hold the event loop that serves every client.
+                await asyncio.sleep(0)
             message = pgoutput.parse_message(row["data"])
             if isinstance(message, pgoutput.Begin):
                 when = _EPOCH_2000 + dt.timedelta(microseconds=message.commit_time_us)
@@ -378,6 +383,8 @@ class CaptureLeader:
             stamp = tx.commit_time.isoformat()
             for schema, table, kind, row, old_row in tx.changes:
                 position += 1
+                if position % _YIELD_EVERY_MESSAGES == 0:
+                    await asyncio.sleep(0)  # as in _decode: big transactions share the loop
                 event = ChangeEvent.build(
                     position=position,
                     schema=schema,
