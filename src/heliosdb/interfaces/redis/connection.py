@@ -41,6 +41,7 @@ log = logging.getLogger("heliosdb.interfaces.redis")
 
 UNAUTHENTICATED_BUFFER = 10 * (16384 + 32) + 64
 QUEUE_LIMIT = 10_000
+OUTPUT_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -105,11 +106,17 @@ class Client:
     def push(self, items: list[Any]) -> None:
         self.outbox.append(encode(Push(items), self.proto))
         if not self.busy:
-            self.flush()
+            self.flush(limit=True)
 
-    def flush(self) -> None:
+    def flush(self, *, limit: bool = False) -> None:
         if self.outbox and self.writer is not None and not self.writer.is_closing():
             self.writer.write(b"".join(self.outbox))
+            if limit and self.writer.transport.get_write_buffer_size() > OUTPUT_LIMIT:
+                # A client that does not read (a stuck subscriber) is dropped, as Redis's
+                # client-output-buffer-limit does, before it can exhaust the node's memory.
+                log.warning("closing Redis client %d: over %d bytes unread", self.id, OUTPUT_LIMIT)
+                self.closing = True
+                self.writer.transport.abort()
         self.outbox.clear()
 
     def info_line(self) -> str:
