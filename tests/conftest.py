@@ -43,6 +43,19 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 
 @pytest.fixture(scope="session")
+def second_node(
+    node: NodeProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
+    """A second node sharing the first node's engine, as nodes behind a load balancer do."""
+    data_dir: Path = tmp_path_factory.mktemp("second") / "data"
+    process = NodeProcess(
+        data_dir, extra_args=["--engine-url", node.engine_url, "--environment", "test"]
+    ).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
 def admin_key(node: NodeProcess) -> str:
     assert node.admin_key is not None
     return node.admin_key

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 _LISTENING = re.compile(r"^heliosdb: (\w+) listening on (\w+)://([^:]+):(\d+)$")
 _ADMIN = re.compile(r"^heliosdb: admin key .*: (hdb_sk_\S+)$")
@@ -34,6 +35,13 @@ class NodeProcess:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def engine_url(self) -> str:
+        """A superuser URL for the node's embedded engine, for tests that look underneath
+        HeliosDB or start a second node on the same engine (``--engine-url``)."""
+        password = quote((self.data_dir / "engine.password").read_text().strip())
+        return f"postgresql://heliosdb:{password}@/heliosdb?host={self.data_dir / 'run'}"
 
     @property
     def api(self) -> str:

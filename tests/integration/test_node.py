@@ -156,9 +156,8 @@ def test_node_external_engine_url_shares_data_between_nodes(
     prod_node: NodeProcess, tmp_path: Path
 ) -> None:
     password = (prod_node.data_dir / "engine.password").read_text().strip()
-    socket_dir = prod_node.data_dir / "run"
-    url = f"postgresql://heliosdb:{password}@/heliosdb?host={socket_dir}"
-    second = NodeProcess(tmp_path / "second", extra_args=["--engine-url", url]).start()
+    second = NodeProcess(tmp_path / "second", extra_args=["--engine-url", prod_node.engine_url])
+    second.start()
     try:
         key = prod_node.admin_key or ""
         assert query(prod_node, key, "CREATE TABLE shared_t (v text)").status_code == 200

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import asyncpg
 import httpx
-import pytest
 
 from tests.nodeproc import NodeProcess
 
@@ -79,10 +75,7 @@ async def test_cancel_stops_the_statement_on_the_engine(
     await _wait(api, query_id, ("running",))
     response = await api.delete(f"/query/async/{query_id}")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    password = (node.data_dir / "engine.password").read_text().strip()
-    conn = await asyncpg.connect(
-        f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
-    )
+    conn = await asyncpg.connect(node.engine_url)
     try:
         for _ in range(200):
             active = await conn.fetchval(
@@ -102,27 +95,17 @@ async def test_cancel_stops_the_statement_on_the_engine(
     assert again.json()["status"] == "cancelled"
 
 
-@pytest.fixture(scope="module")
-def second(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    password = (node.data_dir / "engine.password").read_text().strip()
-    url = f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
-    data_dir: Path = tmp_path_factory.mktemp("async-second") / "data"
-    process = NodeProcess(data_dir, extra_args=["--engine-url", url, "--environment", "test"])
-    yield process.start()
-    process.stop()
-
-
 async def test_finished_results_survive_a_restart_and_any_node_answers(
-    api: httpx.AsyncClient, second: NodeProcess, rw_key: str
+    api: httpx.AsyncClient, second_node: NodeProcess, rw_key: str
 ) -> None:
     headers = {"Authorization": f"Bearer {rw_key}"}
-    async with httpx.AsyncClient(base_url=second.api, headers=headers, timeout=30) as other:
+    async with httpx.AsyncClient(base_url=second_node.api, headers=headers, timeout=30) as other:
         response = await other.post("/query/async", json={"sql": "SELECT 'kept' AS v"})
         query_id = response.json()["query_id"]
         await _wait(other, query_id, TERMINAL)
-    second.stop()
-    second.start()
-    async with httpx.AsyncClient(base_url=second.api, headers=headers, timeout=30) as other:
+    second_node.stop()
+    second_node.start()
+    async with httpx.AsyncClient(base_url=second_node.api, headers=headers, timeout=30) as other:
         after = (await other.get(f"/query/async/{query_id}")).json()
     assert after["status"] == "succeeded" and after["result"]["rows"] == [["kept"]]
     on_first = (await api.get(f"/query/async/{query_id}")).json()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -79,10 +78,7 @@ async def test_client_disconnect_cancels_the_statement(
         async for line in response.aiter_lines():
             if line.startswith("["):
                 break  # leave with the statement still producing rows
-    password = (node.data_dir / "engine.password").read_text().strip()
-    conn = await asyncpg.connect(
-        f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
-    )
+    conn = await asyncpg.connect(node.engine_url)
     try:
         for _ in range(400):
             running = await conn.fetchval(

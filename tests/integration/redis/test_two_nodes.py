@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
@@ -18,22 +16,10 @@ from tests.nodeproc import NodeProcess
 K = Callable[[str], str]
 
 
-@pytest.fixture(scope="module")
-def second(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    password = (node.data_dir / "engine.password").read_text().strip()
-    url = f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
-    data_dir: Path = tmp_path_factory.mktemp("redis-second") / "data"
-    process = NodeProcess(
-        data_dir, extra_args=["--engine-url", url, "--environment", "test"]
-    ).start()
-    yield process
-    process.stop()
-
-
 def test_two_nodes_share_keys_messages_watch_and_wakeups(
-    r2: redis.Redis, second: NodeProcess, rw_key: str, k: K
+    r2: redis.Redis, second_node: NodeProcess, rw_key: str, k: K
 ) -> None:
-    other = connect(second.ports["redis"], rw_key)
+    other = connect(second_node.ports["redis"], rw_key)
     try:
         r2.set(k("shared"), "from first")
         assert other.get(k("shared")) == b"from first"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -20,8 +19,7 @@ def ws_url(node: NodeProcess) -> str:
 @pytest.fixture(scope="session")
 def engine_dsn(node: NodeProcess) -> str:
     """A direct superuser connection to the node's embedded engine (bypassing HeliosDB)."""
-    password = (node.data_dir / "engine.password").read_text().strip()
-    return f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
+    return node.engine_url
 
 
 @pytest.fixture

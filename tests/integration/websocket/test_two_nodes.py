@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote
-
 import asyncpg
 import httpx
-import pytest
 
 from tests.integration.websocket.wsclient import connect, events, subscribe
 from tests.nodeproc import NodeProcess
-
-
-@pytest.fixture(scope="module")
-def second(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    password = (node.data_dir / "engine.password").read_text().strip()
-    url = f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
-    data_dir: Path = tmp_path_factory.mktemp("second") / "data"
-    process = NodeProcess(
-        data_dir, extra_args=["--engine-url", url, "--environment", "test"]
-    ).start()
-    yield process
-    process.stop()
 
 
 def _sql(node: NodeProcess, key: str, sql: str) -> None:
@@ -34,15 +17,15 @@ def _sql(node: NodeProcess, key: str, sql: str) -> None:
 
 
 async def test_every_node_sees_every_event(
-    node: NodeProcess, second: NodeProcess, ws_url: str, rw_key: str, table_name: str
+    node: NodeProcess, second_node: NodeProcess, ws_url: str, rw_key: str, table_name: str
 ) -> None:
-    second_url = f"ws://127.0.0.1:{second.ports['websocket']}/ws"
+    second_url = f"ws://127.0.0.1:{second_node.ports['websocket']}/ws"
     _sql(node, rw_key, f"CREATE TABLE {table_name} (id int PRIMARY KEY, origin text)")
     async with connect(ws_url, rw_key) as first_ws, connect(second_url, rw_key) as second_ws:
         await subscribe(first_ws, table_name)
         await subscribe(second_ws, table_name)
         _sql(node, rw_key, f"INSERT INTO {table_name} VALUES (1, 'first')")
-        _sql(second, rw_key, f"INSERT INTO {table_name} VALUES (2, 'second')")
+        _sql(second_node, rw_key, f"INSERT INTO {table_name} VALUES (2, 'second')")
         on_first = await events(first_ws, 2)
         on_second = await events(second_ws, 2)
     assert [m["data"] for m in on_first] == [m["data"] for m in on_second]
@@ -50,13 +33,10 @@ async def test_every_node_sees_every_event(
 
 
 async def test_losing_the_capture_leader_loses_no_event(
-    node: NodeProcess, second: NodeProcess, ws_url: str, rw_key: str, table_name: str
+    node: NodeProcess, second_node: NodeProcess, ws_url: str, rw_key: str, table_name: str
 ) -> None:
-    second_url = f"ws://127.0.0.1:{second.ports['websocket']}/ws"
-    password = (node.data_dir / "engine.password").read_text().strip()
-    engine = await asyncpg.connect(
-        f"postgresql://heliosdb:{quote(password)}@/heliosdb?host={node.data_dir / 'run'}"
-    )
+    second_url = f"ws://127.0.0.1:{second_node.ports['websocket']}/ws"
+    engine = await asyncpg.connect(node.engine_url)
     _sql(node, rw_key, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
     try:
         async with connect(ws_url, rw_key) as first_ws, connect(second_url, rw_key) as second_ws:
@@ -72,7 +52,7 @@ async def test_losing_the_capture_leader_loses_no_event(
             )
             assert killed == 1
             for i in range(2, 12):
-                _sql(second, rw_key, f"INSERT INTO {table_name} VALUES ({i})")
+                _sql(second_node, rw_key, f"INSERT INTO {table_name} VALUES ({i})")
             on_first = await events(first_ws, 11, timeout=60)
             on_second = await events(second_ws, 11, timeout=60)
     finally:
