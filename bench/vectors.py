@@ -34,10 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder comes first on sys.path, and bench/grpc.py would
-# shadow grpcio: take the folder out.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # for tests.nodeproc, when run as a script
 
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402

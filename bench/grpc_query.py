@@ -1,6 +1,6 @@
 """gRPC ``ExecuteQuery`` point selects against the same statement run directly on the engine.
 
-    .venv/bin/python bench/grpc.py [--seconds 10] [--concurrency 32] [--processes 2]
+    .venv/bin/python bench/grpc_query.py [--seconds 10] [--concurrency 32] [--processes 2]
 
 Starts a real node (embedded engine, temp data directory), fills ``bench_items`` with
 ``--rows`` rows, then alternates short rounds of:
@@ -35,10 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder comes first on sys.path, and this file is grpc.py:
-# take the folder out so that ``import grpc`` finds grpcio, not this benchmark.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # for tests.nodeproc, when run as a script
 
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
