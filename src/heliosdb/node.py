@@ -78,6 +78,7 @@ class Node:
         services = Services.build(self.settings, self.engine)
         self.services = services
         watch_pools(self.engine.pool_stats)
+        await services.keys.start()
         await services.changes.start()
         await services.async_queries.start()
         await self._bootstrap_admin_key(services)
@@ -118,6 +119,7 @@ class Node:
         if self.services is not None:
             await self.services.async_queries.stop()
             await self.services.changes.stop()
+            await self.services.keys.stop()
         await self.engine.stop()
         self.data_dir.unlock()
         log.info("node stopped")

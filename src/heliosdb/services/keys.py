@@ -31,6 +31,9 @@ from heliosdb.security.scram import (
 from heliosdb.settings import Environment
 
 CACHE_TTL_SECONDS = 5.0
+# Revokes are announced on this channel so every node sharing the engine drops its cached
+# keys at once; the TTL above only bounds what a lost notification can cost.
+REVOKED_CHANNEL = "helios_api_key_revoked"
 LAST_USED_EVERY_SECONDS = 60.0
 TIERS = ("free", "developer", "professional", "enterprise")
 # Keys carry 240 random bits, so one public salt for all of them costs nothing against
@@ -60,6 +63,27 @@ class ApiKeys:
         self._scram: list[tuple[Verifier, Principal]] = []
         self._scram_loaded_at = 0.0
         self._scram_sha1: list[tuple[Verifier, Principal]] = []
+        self._scram_sha1_loaded_at = 0.0
+        self._listener: Any = None
+
+    async def start(self) -> None:
+        """Listen for revokes made on any node (or by `heliosdb keys revoke`)."""
+        self._listener = await self.engine.dedicated("heliosdb-keys")
+        await self._listener.add_listener(REVOKED_CHANNEL, self._on_revoked)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
+
+    def _on_revoked(self, *_: object) -> None:
+        # The payload carries nothing: any engine role may LISTEN, so say only that
+        # something was revoked, and forget every cached key (revokes are rare).
+        self.forget_cached()
+
+    def forget_cached(self) -> None:
+        self._cache.clear()
+        self._scram_loaded_at = 0.0
         self._scram_sha1_loaded_at = 0.0
 
     async def create(
@@ -101,6 +125,8 @@ class ApiKeys:
                 "WHERE id::text = $1 AND revoked_at IS NULL RETURNING key_hash",
                 key_id,
             )
+            if revoked is not None:
+                await conn.execute("SELECT pg_notify($1, '')", REVOKED_CHANNEL)
         if revoked is None:
             raise not_found(f"no active API key with id {key_id}")
         self._cache.pop(bytes(revoked), None)

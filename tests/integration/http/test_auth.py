@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
@@ -102,3 +105,19 @@ async def test_admin_key_statements_do_not_run_as_superuser(admin_api: httpx.Asy
     assert response.json()["rows"] == [["helios_readwrite", False]]
     hidden = await admin_api.post("/query", json={"sql": "SELECT count(*) FROM helios.api_keys"})
     assert hidden.status_code == 403
+
+
+async def test_auth_revoke_reaches_every_node_sharing_the_engine(
+    second_node: NodeProcess, admin_api: httpx.AsyncClient
+) -> None:
+    created = (await admin_api.post("/keys", json={"name": "two-nodes"})).json()
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    async with httpx.AsyncClient(base_url=second_node.api, headers=headers) as other:
+        assert (await other.post("/query", json={"sql": "SELECT 1"})).status_code == 200
+        assert (await admin_api.delete(f"/keys/{created['id']}")).status_code == 200
+        deadline = time.monotonic() + 2  # well inside the 5 s cache TTL
+        status = 200
+        while status == 200 and time.monotonic() < deadline:
+            status = (await other.post("/query", json={"sql": "SELECT 1"})).status_code
+            await asyncio.sleep(0.05)
+    assert status == 401
