@@ -92,28 +92,28 @@ def make_key(node: NodeProcess, admin_key: str):  # type: ignore[no-untyped-def]
     return make
 
 
+def _client(node: NodeProcess, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=node.api, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
 @pytest.fixture
 async def api(node: NodeProcess, rw_key: str) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on /api/v1 authenticated with the read-write key."""
-    async with httpx.AsyncClient(
-        base_url=node.api, headers={"Authorization": f"Bearer {rw_key}"}, timeout=30
-    ) as client:
+    async with _client(node, rw_key) as client:
         yield client
 
 
 @pytest.fixture
 async def admin_api(node: NodeProcess, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=node.api, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
-    ) as client:
+    async with _client(node, admin_key) as client:
         yield client
 
 
 @pytest.fixture
 async def ro_api(node: NodeProcess, ro_key: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=node.api, headers={"Authorization": f"Bearer {ro_key}"}, timeout=30
-    ) as client:
+    async with _client(node, ro_key) as client:
         yield client
 
 
