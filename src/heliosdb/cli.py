@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--tier", choices=["free", "developer", "professional", "enterprise"], default="developer"
     )
+    create.add_argument(
+        "--expires-in", type=float, metavar="SECONDS", help="the key expires this long from now"
+    )
     _common(key_commands.add_parser("list", help="list keys"))
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     _common(revoke)
@@ -197,9 +200,15 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     async def work(services: Services) -> None:
         if args.keys_command == "create":
             created = await services.keys.create(
-                args.name, KeyKind(args.kind), is_admin=args.admin, tier=args.tier
+                args.name,
+                KeyKind(args.kind),
+                is_admin=args.admin,
+                tier=args.tier,
+                expires_in_seconds=args.expires_in,
             )
             sys.stdout.write(f"id:   {created.id}\nkey:  {created.key}\n")
+            if created.expires_at is not None:
+                sys.stdout.write(f"expires: {created.expires_at.isoformat()}\n")
             sys.stdout.write("Store the key now: it is not shown again.\n")
         elif args.keys_command == "list":
             for row in await services.keys.list():

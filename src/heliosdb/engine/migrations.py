@@ -183,6 +183,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE helios.users ADD COLUMN scram_sha1_verifier text;
         """,
     ),
+    (
+        7,
+        "api keys: an optional expiry",
+        """
+        -- A key past expires_at authenticates nowhere; open WebSocket sessions are told
+        -- and closed (services/keys.py, interfaces/websocket/connection.py).
+        ALTER TABLE helios.api_keys ADD COLUMN expires_at timestamptz;
+        """,
+    ),
 ]
 
 

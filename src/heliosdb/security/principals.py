@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ class Principal:
     access: Access  # READ_WRITE or READ_ONLY: the engine role its statements run as
     is_admin: bool = False
     tier: str = "developer"
+    expires_at: dt.datetime | None = None  # when the credential stops being valid, if ever
 
     @property
     def read_only(self) -> bool:

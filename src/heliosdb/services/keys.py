@@ -1,12 +1,14 @@
 """API keys: create, list, revoke, and turn a presented key into a Principal.
 
-Verified keys are cached for a few seconds so a request does not cost an extra engine
-round trip; a revoke on this node evicts at once, on other nodes within the TTL.
+Verified keys are cached for a few seconds (never past a key's expiry) so a request does
+not cost an extra engine round trip; a revoke evicts at once on every node (NOTIFY).
+A key may carry an expiry (``expires_at``): past it, it authenticates nowhere.
 """
 
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,7 @@ class CreatedKey:
     kind: KeyKind
     is_admin: bool
     tier: str
+    expires_at: dt.datetime | None = None
 
 
 class ApiKeys:
@@ -65,6 +68,9 @@ class ApiKeys:
         self._scram_sha1: list[tuple[Verifier, Principal]] = []
         self._scram_sha1_loaded_at = 0.0
         self._listener: Any = None
+        # Bumped on every revoke seen (here or by NOTIFY): long-lived sessions (WebSocket)
+        # re-check their key when it moves instead of polling the engine.
+        self.revocations = 0
 
     async def start(self) -> None:
         """Listen for revokes made on any node (or by `heliosdb keys revoke`)."""
@@ -82,12 +88,19 @@ class ApiKeys:
         self.forget_cached()
 
     def forget_cached(self) -> None:
+        self.revocations += 1
         self._cache.clear()
         self._scram_loaded_at = 0.0
         self._scram_sha1_loaded_at = 0.0
 
     async def create(
-        self, name: str, kind: KeyKind, *, is_admin: bool = False, tier: str = "developer"
+        self,
+        name: str,
+        kind: KeyKind,
+        *,
+        is_admin: bool = False,
+        tier: str = "developer",
+        expires_in_seconds: float | None = None,
     ) -> CreatedKey:
         if not name or len(name) > 200:
             raise invalid("a key needs a name of 1 to 200 characters")
@@ -95,26 +108,31 @@ class ApiKeys:
             raise invalid(f"tier must be one of {', '.join(TIERS)}")
         if is_admin and kind is KeyKind.PUBLIC:
             raise invalid("an admin key must be a secret (read-write) key")
+        if expires_in_seconds is not None and not 0 < expires_in_seconds <= 10 * 365 * 86400:
+            raise invalid("expires_in_seconds must be between 0 and ten years")
         key = generate_key(kind)
         verifier = scram_verifier_for_key(key).encode()
         sha1_verifier = scram_verifier_for_key(key, SHA1_MECHANISM).encode()
         async with self.engine.connection(Access.SYSTEM) as conn:
-            key_id = await conn.fetchval(
+            row = await conn.fetchrow(
                 "INSERT INTO helios.api_keys (name, kind, key_hash, display, is_admin, tier, "
-                "scram_verifier, scram_sha1_verifier) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text",
+                "scram_verifier, scram_sha1_verifier, expires_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                "now() + make_interval(secs => $9::float8)) RETURNING id::text, expires_at",
                 name, kind.value, hash_key(key), display_form(key), is_admin, tier, verifier,
-                sha1_verifier,
+                sha1_verifier, expires_in_seconds,
             )  # fmt: skip
+        assert row is not None
         self._scram_loaded_at = 0.0
         self._scram_sha1_loaded_at = 0.0
-        return CreatedKey(key_id, key, name, kind, is_admin, tier)
+        return CreatedKey(row["id"], key, name, kind, is_admin, tier, row["expires_at"])
 
     async def list(self) -> list[dict[str, Any]]:
         async with self.engine.connection(Access.SYSTEM) as conn:
             rows = await conn.fetch(
                 "SELECT id::text, name, kind, display, is_admin, tier, created_at, "
-                "revoked_at, last_used_at FROM helios.api_keys ORDER BY created_at, id"
+                "revoked_at, last_used_at, expires_at FROM helios.api_keys "
+                "ORDER BY created_at, id"
             )
         return [dict(r) for r in rows]
 
@@ -130,6 +148,7 @@ class ApiKeys:
         if revoked is None:
             raise not_found(f"no active API key with id {key_id}")
         self._cache.pop(bytes(revoked), None)
+        self.revocations += 1
         self._scram = [c for c in self._scram if c[1].id != key_id]
         self._scram_sha1 = [c for c in self._scram_sha1 if c[1].id != key_id]
 
@@ -137,7 +156,8 @@ class ApiKeys:
         async with self.engine.connection(Access.SYSTEM) as conn:
             return bool(
                 await conn.fetchval(
-                    "SELECT 1 FROM helios.api_keys WHERE is_admin AND revoked_at IS NULL LIMIT 1"
+                    "SELECT 1 FROM helios.api_keys WHERE is_admin AND revoked_at IS NULL "
+                    "AND (expires_at IS NULL OR expires_at > now()) LIMIT 1"
                 )
             )
 
@@ -158,8 +178,10 @@ class ApiKeys:
             return cached[1]
         async with self.engine.connection(Access.SYSTEM) as conn:
             row = await conn.fetchrow(
-                "SELECT id::text, name, kind, is_admin, tier FROM helios.api_keys "
-                "WHERE key_hash = $1 AND revoked_at IS NULL",
+                "SELECT id::text, name, kind, is_admin, tier, expires_at, "
+                "extract(epoch FROM expires_at - now())::float8 AS expires_in "
+                "FROM helios.api_keys WHERE key_hash = $1 AND revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > now())",
                 digest,
             )
             if row is None:
@@ -180,10 +202,14 @@ class ApiKeys:
             access=Access.READ_ONLY if row["kind"] == KeyKind.PUBLIC else Access.READ_WRITE,
             is_admin=row["is_admin"],
             tier=row["tier"],
+            expires_at=row["expires_at"],
         )
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + CACHE_TTL_SECONDS, principal)
+        ttl = CACHE_TTL_SECONDS
+        if row["expires_in"] is not None:
+            ttl = min(ttl, row["expires_in"])
+        self._cache[digest] = (now + ttl, principal)
         return principal
 
     async def scram_candidates(
@@ -207,7 +233,8 @@ class ApiKeys:
         async with self.engine.connection(Access.SYSTEM) as conn:
             rows = await conn.fetch(
                 f"SELECT id::text, name, kind, is_admin, tier, {column} AS scram_verifier "  # noqa: S608
-                f"FROM helios.api_keys WHERE revoked_at IS NULL AND {column} IS NOT NULL"
+                f"FROM helios.api_keys WHERE revoked_at IS NULL AND {column} IS NOT NULL "
+                "AND (expires_at IS NULL OR expires_at > now())"
             )
         candidates = []
         for row in rows:

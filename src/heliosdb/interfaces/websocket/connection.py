@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections import deque
@@ -56,6 +57,7 @@ class Connection:
         self._drained.set()
         self.opened = self.last_message = time.monotonic()
         self.last_credential_check = self.opened
+        self.revocations_seen = services.keys.revocations
 
     # -- reading ------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class Connection:
             raise
         self.principal, self.token = principal, token.strip()
         self.last_credential_check = time.monotonic()
+        self.revocations_seen = self.services.keys.revocations
         for sub in list(self.subscriptions.values()):
             if not await self.services.changes.still_allowed(principal, sub):
                 self.services.changes.unsubscribe(sub)
@@ -198,17 +201,48 @@ class Connection:
                     code=1001,
                 )
                 return
-            due = now - self.last_credential_check > settings.credential_check_seconds
-            if self.principal is not None and self.token is not None and due:
-                self.last_credential_check = now
-                try:
-                    await self.services.keys.authenticate(self.token)
-                except HeliosError as exc:
-                    if exc.code is ErrorCode.UNAUTHENTICATED:
-                        await self.close_with(
-                            unauthenticated("the credential expired or was revoked")
-                        )
-                        return
+            if self.principal is not None and await self._credential_ended(now):
+                return
+
+    async def _credential_ended(self, now: float) -> bool:
+        """Past its expiry, or revoked: say so, close, and return True."""
+        assert self.principal is not None
+        expires_at = self.principal.expires_at
+        if expires_at is not None and dt.datetime.now(dt.UTC) >= expires_at:
+            await self.close_with(
+                HeliosError(
+                    ErrorCode.UNAUTHENTICATED,
+                    f"the credential expired at {expires_at.isoformat()}; connect again "
+                    "and authenticate with a valid key (authenticate before expires_at "
+                    "to keep the subscriptions)",
+                    reason="credential_expired",
+                    expired_at=expires_at.isoformat(),
+                )
+            )
+            return True
+        # A revoke anywhere bumps `revocations` (NOTIFY): re-check at once, and in any
+        # case every credential_check_seconds.
+        revoked_somewhere = self.services.keys.revocations != self.revocations_seen
+        due = now - self.last_credential_check > self.settings.credential_check_seconds
+        if self.token is None or not (revoked_somewhere or due):
+            return False
+        self.last_credential_check = now
+        self.revocations_seen = self.services.keys.revocations
+        try:
+            await self.services.keys.authenticate(self.token)
+        except HeliosError as exc:
+            if exc.code is not ErrorCode.UNAUTHENTICATED:
+                return False  # the engine is unreachable: not the credential's fault
+            await self.close_with(
+                HeliosError(
+                    ErrorCode.UNAUTHENTICATED,
+                    "the credential was revoked (or expired); connect again and "
+                    "authenticate with a valid key",
+                    reason="credential_revoked",
+                )
+            )
+            return True
+        return False
 
     async def close_with(self, error: HeliosError, code: int | None = None) -> None:
         """Say why (an ``error`` message), then close."""

@@ -22,12 +22,19 @@ class CreateKeyRequest(BaseModel):
     )
     admin: bool = False
     tier: Literal["free", "developer", "professional", "enterprise"] = "developer"
+    expires_in_seconds: float | None = Field(
+        None, gt=0, description="The key stops authenticating this many seconds from now."
+    )
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (shown once)")
 async def create_key(body: CreateKeyRequest, _: AdminPrincipal, services: ServicesDep) -> Response:
     created = await services.keys.create(
-        body.name, KeyKind(body.kind), is_admin=body.admin, tier=body.tier
+        body.name,
+        KeyKind(body.kind),
+        is_admin=body.admin,
+        tier=body.tier,
+        expires_in_seconds=body.expires_in_seconds,
     )
     return json_response(
         {
@@ -37,6 +44,7 @@ async def create_key(body: CreateKeyRequest, _: AdminPrincipal, services: Servic
             "kind": created.kind.value,
             "admin": created.is_admin,
             "tier": created.tier,
+            "expires_at": created.expires_at,
         },
         status=201,
     )

@@ -16,6 +16,7 @@ async def authenticate(conn: Connection, request: Request) -> dict[str, Any]:
         "authenticated": True,
         "principal": {"name": principal.name, "kind": principal.kind.value},
         "read_only": principal.read_only,
+        "expires_at": principal.expires_at.isoformat() if principal.expires_at else None,
         "subscriptions": sorted(conn.subscriptions),
     }
 
