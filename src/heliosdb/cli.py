@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(create_user)
     create_user.add_argument("username")
     create_user.add_argument("--read-only", action="store_true", help="may only read data")
+    create_user.add_argument(
+        "--md5",
+        action="store_true",
+        help="also store an MD5 verifier (PostgreSQL clients limited to MD5, "
+        "postgres.auth_method: md5)",
+    )
     _common(user_commands.add_parser("list", help="list users"))
     delete_user = user_commands.add_parser("delete", help="delete a user")
     _common(delete_user)
@@ -181,7 +187,9 @@ async def _users(args: argparse.Namespace, settings: Settings) -> int:
     async def work(services: Services) -> None:
         if args.users_command == "create":
             access = Access.READ_ONLY if args.read_only else Access.READ_WRITE
-            principal = await services.users.create(args.username, password, access=access)
+            principal = await services.users.create(
+                args.username, password, access=access, md5=args.md5
+            )
             sys.stdout.write(f"created user {principal.name} ({access.value})\n")
         elif args.users_command == "list":
             for row in await services.users.list():

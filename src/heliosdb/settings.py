@@ -78,10 +78,11 @@ class GrpcSettings(BaseModel):
 
 class PostgresSettings(BaseModel):
     port: int = Field(5432, description="PostgreSQL wire protocol port; 0 picks a free port.")
-    auth_method: Literal["scram-sha-256", "password"] = Field(
+    auth_method: Literal["scram-sha-256", "md5", "password"] = Field(
         "scram-sha-256",
-        description="How clients prove their password: scram-sha-256, or password (cleartext; "
-        "use it only over TLS).",
+        description="How clients prove their password: scram-sha-256; md5 (legacy clients; "
+        "only users created with --md5 can log in, API keys cannot); or password "
+        "(cleartext; use it only over TLS).",
     )
     pool_mode: Literal["session", "transaction"] = Field(
         "session",

@@ -192,6 +192,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE helios.api_keys ADD COLUMN expires_at timestamptz;
         """,
     ),
+    (
+        8,
+        "users: MD5 verifiers; cross-node cancel requests of the PostgreSQL gateway",
+        """
+        -- PostgreSQL's md5 + hex(md5(password || user)), only for users created with --md5
+        -- (the PostgreSQL gateway's postgres.auth_method: md5). NULL: SCRAM only.
+        ALTER TABLE helios.users ADD COLUMN md5_verifier text;
+        -- A CancelRequest that reached a node not holding the session: every node reads
+        -- it on NOTIFY helios_pg_cancel (payload: the id only, since any role may LISTEN).
+        CREATE TABLE helios.pg_cancel_requests (
+            id bigserial PRIMARY KEY,
+            pid integer NOT NULL,
+            secret bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 

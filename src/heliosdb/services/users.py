@@ -15,6 +15,7 @@ import asyncpg
 
 from heliosdb.engine import Access, Engine
 from heliosdb.errors import ErrorCode, HeliosError, invalid, not_found
+from heliosdb.security.md5 import md5_verifier
 from heliosdb.security.principals import Principal, PrincipalKind
 from heliosdb.security.scram import (
     SHA1_MECHANISM,
@@ -37,8 +38,15 @@ class Users:
         self._cache: dict[str, tuple[float, tuple[Verifier, Principal] | None]] = {}
 
     async def create(
-        self, username: str, password: str, *, access: Access = Access.READ_WRITE
+        self,
+        username: str,
+        password: str,
+        *,
+        access: Access = Access.READ_WRITE,
+        md5: bool = False,
     ) -> Principal:
+        """``md5``: also store an MD5 verifier, for PostgreSQL clients that only speak MD5
+        (the gateway's ``postgres.auth_method: md5``)."""
         if not USERNAME.match(username) or username.lower() in RESERVED:
             raise invalid(
                 "a user name is 1 to 63 letters, digits, _ . @ -, starting with a letter or _"
@@ -53,11 +61,13 @@ class Users:
             async with self.engine.connection(Access.SYSTEM) as conn:
                 user_id = await conn.fetchval(
                     "INSERT INTO helios.users (username, password_hash, access, "
-                    "scram_sha1_verifier) VALUES ($1, $2, $3, $4) RETURNING id::text",
+                    "scram_sha1_verifier, md5_verifier) VALUES ($1, $2, $3, $4, $5) "
+                    "RETURNING id::text",
                     username,
                     verifier,
                     access.value,
                     sha1_verifier(username, password),
+                    md5_verifier(password, username) if md5 else None,
                 )
         except asyncpg.UniqueViolationError:
             raise HeliosError(ErrorCode.ALREADY_EXISTS, f"user {username} already exists") from None
@@ -69,11 +79,13 @@ class Users:
             raise invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         async with self.engine.connection(Access.SYSTEM) as conn:
             done = await conn.fetchval(
-                "UPDATE helios.users SET password_hash = $2, scram_sha1_verifier = $3 "
+                "UPDATE helios.users SET password_hash = $2, scram_sha1_verifier = $3, "
+                "md5_verifier = CASE WHEN md5_verifier IS NULL THEN NULL ELSE $4 END "
                 "WHERE username = $1 RETURNING 1",
                 username,
                 make_verifier(password).encode(),
                 sha1_verifier(username, password),
+                md5_verifier(password, username),
             )
         if done is None:
             raise not_found(f"no user {username}")
@@ -127,6 +139,26 @@ class Users:
             self._cache.clear()
         self._cache[username] = (now + CACHE_TTL_SECONDS, found)
         return found
+
+    async def md5_entry(self, username: str) -> tuple[str | None, Principal] | None:
+        """The user's MD5 verifier (None: the user has only SCRAM verifiers) and principal,
+        or None if there is no such user."""
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "SELECT id::text, username, md5_verifier, access, is_admin "
+                "FROM helios.users WHERE username = $1",
+                username,
+            )
+        if row is None:
+            return None
+        principal = Principal(
+            id=row["id"],
+            name=row["username"],
+            kind=PrincipalKind.USER,
+            access=Access(row["access"]),
+            is_admin=row["is_admin"],
+        )
+        return row["md5_verifier"], principal
 
     async def sha1_verifier_of(self, username: str) -> tuple[Verifier, Principal] | None:
         """The user's SCRAM-SHA-1 verifier (MongoDB logins) and principal, or None."""

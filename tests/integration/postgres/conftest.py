@@ -26,10 +26,13 @@ def libpq_conninfo(port: int, user: str = "apikey") -> str:
     return f"host=127.0.0.1 port={port} user={user} dbname={DATABASE}"
 
 
-def create_user(node: NodeProcess, password: str, *, read_only: bool = False) -> str:
-    name = f"user_{uuid.uuid4().hex[:8]}"
+def create_user(
+    node: NodeProcess, password: str, *, read_only: bool = False, md5: bool = False, name: str = ""
+) -> str:
+    name = name or f"user_{uuid.uuid4().hex[:8]}"
     command = [sys.executable, "-m", "heliosdb", "users", "create", name]
     command += ["--data-dir", str(node.data_dir)] + (["--read-only"] if read_only else [])
+    command += ["--md5"] if md5 else []
     subprocess.run(command, input=password + "\n", text=True, check=True, capture_output=True)
     return name
 

@@ -8,6 +8,10 @@ The startup ``user`` picks what the password is:
 SCRAM-SHA-256 (default) checks the proof against the user's verifier, or against every
 active key's verifier (keys share one salt, so the salt can be announced before the
 key is known). Cleartext (``auth_method: password``) receives the password itself.
+MD5 (``auth_method: md5``) needs md5(password ‖ user name), which HeliosDB holds only
+for users created with ``--md5``: API keys are stored as a SHA-256 hash and SCRAM
+verifiers, from which no MD5 answer can be checked, so MD5 is refused for them (and
+for SCRAM-only users) before any password step, with one message for all of them.
 Failures never say which part was wrong; the caller sends FATAL 28P01.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import secrets
 import struct
 import time
 from collections import deque
@@ -22,6 +27,7 @@ from collections import deque
 from heliosdb.errors import HeliosError
 from heliosdb.interfaces.postgres.codec import (
     AUTH_CLEARTEXT,
+    AUTH_MD5,
     AUTH_SASL_CONTINUE,
     AUTH_SASL_FINAL,
     ProtocolViolation,
@@ -30,6 +36,7 @@ from heliosdb.interfaces.postgres.codec import (
     parse_password,
     parse_sasl_initial,
 )
+from heliosdb.security.md5 import md5_matches
 from heliosdb.security.principals import Principal
 from heliosdb.security.scram import (
     MECHANISM,
@@ -48,6 +55,11 @@ FAILURE_WINDOW_SECONDS = 60.0
 
 class AuthFailed(Exception):
     """Wrong or missing credentials (reported as FATAL 28P01, nothing more)."""
+
+
+class Md5Unavailable(Exception):
+    """MD5 was configured, but this login has no MD5 verifier (an API key, or a user
+    created without ``--md5``): reported as FATAL 28000 with the reason."""
 
 
 class Channel:
@@ -115,6 +127,8 @@ async def authenticate(
     """
     if method == "password":
         return await _cleartext(channel, user, services)
+    if method == "md5":
+        return await _md5(channel, user, services)
     return await _scram(channel, user, services, binding)
 
 
@@ -179,6 +193,19 @@ async def _match_key(
         except ScramError:
             continue
     raise ScramError("no key matches")
+
+
+async def _md5(channel: Channel, user: str, services: Services) -> Principal:
+    entry = None if user == API_KEY_USER else await services.users.md5_entry(user)
+    verifier, principal = entry if entry is not None else (None, None)
+    if verifier is None or principal is None:
+        raise Md5Unavailable
+    salt = secrets.token_bytes(4)
+    channel.send(encode_auth(AUTH_MD5, salt))
+    response = parse_password(await channel.read_password_message())
+    if not md5_matches(verifier, salt, response):
+        raise AuthFailed
+    return principal
 
 
 async def _cleartext(channel: Channel, user: str, services: Services) -> Principal:

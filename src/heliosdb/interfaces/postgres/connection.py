@@ -24,6 +24,7 @@ from heliosdb.interfaces.postgres import errors
 from heliosdb.interfaces.postgres.auth import (
     AuthFailed,
     Channel,
+    Md5Unavailable,
     authenticate,
     authenticate_certificate,
 )
@@ -217,6 +218,10 @@ class Connection:
                 principal = await authenticate(
                     channel, user, settings.auth_method, gateway.services, binding
                 )
+        except Md5Unavailable:
+            AUTH_FAILURES.labels("postgres").inc()
+            gateway.limiter.record(self.address)
+            raise Refused(errors.md5_unavailable(user)) from None
         except AuthFailed:
             AUTH_FAILURES.labels("postgres").inc()
             gateway.limiter.record(self.address)

@@ -44,5 +44,18 @@ def password_failed(user: str) -> bytes:
     return encode_error(INVALID_PASSWORD, f'password authentication failed for user "{user}"')
 
 
+def md5_unavailable(user: str) -> bytes:
+    """MD5 asked of a login that has no MD5 verifier; the same words whoever ``user`` is,
+    so the answer does not tell a SCRAM-only user from an unknown name."""
+    return encode_error(
+        INVALID_AUTHORIZATION,
+        f'MD5 authentication is not available for user "{user}"',
+        hint="This server asks for MD5 passwords (postgres.auth_method: md5). MD5 works "
+        "only for HeliosDB users created with `heliosdb users create --md5`: API keys are "
+        "stored as SHA-256 hashes and SCRAM verifiers, from which no MD5 answer can be "
+        "checked. Log in with SCRAM-SHA-256 on a server that offers it.",
+    )
+
+
 def fatal(exc: HeliosError) -> bytes:
     return encode_error(SQLSTATE.get(exc.code, "XX000"), exc.message)
