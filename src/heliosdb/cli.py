@@ -8,6 +8,7 @@ heliosdb users create U create a user for wire-protocol logins (password on stdi
 heliosdb users list     list users
 heliosdb users delete U delete a user
 heliosdb config show    print the effective configuration, secrets masked
+heliosdb changes prune  run the change-event retention sweep now
 """
 
 from __future__ import annotations
@@ -118,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(delete_user)
     delete_user.add_argument("username")
 
+    changes = commands.add_parser("changes", help="captured change events")
+    change_commands = changes.add_subparsers(dest="changes_command", required=True)
+    prune = change_commands.add_parser(
+        "prune",
+        help="remove events older than the retention window now (the leader does this every 10 s)",
+    )
+    _common(prune)
+    prune.add_argument(
+        "--retention-seconds",
+        type=float,
+        help="keep events committed this recently (default: changes.retention_seconds)",
+    )
+
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     show = config_commands.add_parser("show", help="print the effective configuration")
@@ -146,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_keys(args, settings))
         if args.command == "users":
             return asyncio.run(_users(args, settings))
+        if args.command == "changes":
+            return asyncio.run(_changes(args, settings))
         if args.command == "config":
             sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
             return 0
@@ -197,6 +213,17 @@ async def _users(args: argparse.Namespace, settings: Settings) -> int:
         elif args.users_command == "delete":
             await services.users.delete(args.username)
             sys.stdout.write(f"deleted user {args.username}\n")
+
+    await with_services(settings, work)
+    return 0
+
+
+async def _changes(args: argparse.Namespace, settings: Settings) -> int:
+    from heliosdb.node import with_services
+
+    async def work(services: Services) -> None:
+        pruned = await services.changes.prune(args.retention_seconds)
+        sys.stdout.write(f"pruned through position {pruned}\n")
 
     await with_services(settings, work)
     return 0

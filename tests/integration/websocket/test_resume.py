@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import asyncpg
+import re
+import subprocess
+import sys
+
 import httpx
 
 from tests.integration.websocket.wsclient import connect, events, request, subscribe
+from tests.nodeproc import NodeProcess
 
 
 async def _sql(api: httpx.AsyncClient, sql: str) -> None:
@@ -51,25 +55,67 @@ async def test_many_missed_events_catch_up_in_order(
     assert [m["data"]["row"]["id"] for m in got] == list(range(1, 4501))
 
 
-async def test_from_position_past_retention_asks_to_resync(
-    ws_url: str, rw_key: str, api: httpx.AsyncClient, engine_dsn: str, table_name: str
+def _prune(node: NodeProcess, retention_seconds: float) -> int:
+    """The retention sweep, run now through the operator's command against the live node."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "heliosdb", "changes", "prune",
+            "--data-dir", str(node.data_dir),
+            "--retention-seconds", str(retention_seconds),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"pruned through position (\d+)", done.stdout)
+    assert match, done.stdout
+    return int(match.group(1))
+
+
+async def test_retention_window_resync_outside_and_catch_up_inside(
+    node: NodeProcess, ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
 ) -> None:
     await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
-    conn = await asyncpg.connect(engine_dsn)
-    try:
-        # What the retention sweep records after removing old events.
-        await conn.execute("UPDATE helios.change_capture SET pruned_through = 1")
-        async with connect(ws_url, rw_key) as ws:
-            answer = await request(ws, "subscribe", {"table": table_name, "from_position": 0})
-            assert answer["success"] is False
-            assert answer["error"]["code"] == "INVALID_ARGUMENT"
-            assert answer["error"]["reason"] == "resync_required"
-            assert "resync" in answer["error"]["message"]
-            ahead = await request(ws, "subscribe", {"table": table_name, "from_position": 10**15})
-            assert ahead["error"]["code"] == "INVALID_ARGUMENT"
-            for bad in (-1, "3", True, 1.5):
-                answer = await request(ws, "subscribe", {"table": table_name, "from_position": bad})
-                assert answer["error"]["code"] == "INVALID_ARGUMENT", bad
-    finally:
-        await conn.execute("UPDATE helios.change_capture SET pruned_through = 0")
-        await conn.close()
+    async with connect(ws_url, rw_key) as ws:
+        await subscribe(ws, table_name)
+        await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
+        (first,) = await events(ws, 1)
+    seen = first["data"]["position"]
+    for i in (2, 3):
+        await _sql(api, f"INSERT INTO {table_name} VALUES ({i})")
+    # A window of an hour keeps them: every missed event arrives, in order.
+    assert _prune(node, 3600) < seen
+    async with connect(ws_url, rw_key) as ws:
+        await subscribe(ws, table_name, from_position=seen)
+        got = await events(ws, 2)
+    assert [m["data"]["row"]["id"] for m in got] == [2, 3]
+    # A window of 0 s: the sweep removes everything committed so far.
+    pruned = _prune(node, 0)
+    assert pruned >= got[-1]["data"]["position"]
+    for i in (4, 5):
+        await _sql(api, f"INSERT INTO {table_name} VALUES ({i})")
+    async with connect(ws_url, rw_key) as ws:
+        answer = await request(ws, "subscribe", {"table": table_name, "from_position": seen})
+        assert answer["success"] is False, answer
+        error = answer["error"]
+        assert error["code"] == "INVALID_ARGUMENT" and error["reason"] == "resync_required"
+        assert "resync" in error["message"] and error["oldest_position"] == pruned + 1
+        # A client that had read everything up to the sweep misses nothing after it.
+        await subscribe(ws, table_name, from_position=error["oldest_position"] - 1)
+        after = await events(ws, 2)
+    assert [m["data"]["row"]["id"] for m in after] == [4, 5]
+    assert after[0]["data"]["position"] > pruned
+
+
+async def test_from_position_must_be_a_known_position(
+    ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
+) -> None:
+    await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
+    async with connect(ws_url, rw_key) as ws:
+        ahead = await request(ws, "subscribe", {"table": table_name, "from_position": 10**15})
+        assert ahead["error"]["code"] == "INVALID_ARGUMENT"
+        for bad in (-1, "3", True, 1.5):
+            answer = await request(ws, "subscribe", {"table": table_name, "from_position": bad})
+            assert answer["error"]["code"] == "INVALID_ARGUMENT", bad

@@ -25,6 +25,7 @@ from heliosdb.services.changes.capture import (
     CaptureLeader,
     ensure_capture,
     ensure_table_captured,
+    prune,
     slot_name,
 )
 from heliosdb.services.changes.events import EVENT_TYPES, ChangeEvent
@@ -44,7 +45,7 @@ class ChangeService:
         self.engine = engine
         self.settings = settings
         self.slot = slot_name(database)
-        self.hub = Hub(engine)
+        self.hub = Hub(engine, self.slot)
         self.leader = CaptureLeader(engine, settings, self.slot)
         self.leader.on_written = self.hub.dispatch_written
         self.available = False
@@ -104,6 +105,16 @@ class ChangeService:
         )
         self.hub.add(sub, from_position)
         return sub
+
+    async def prune(self, retention_seconds: float | None = None) -> int:
+        """Run the retention sweep now (``heliosdb changes prune``); the new pruned_through."""
+        seconds = (
+            self.settings.retention_seconds if retention_seconds is None else retention_seconds
+        )
+        if seconds < 0:
+            raise invalid("the retention must be zero or more seconds")
+        async with self.engine.connection(Access.SYSTEM) as conn:
+            return await prune(conn, self.slot, seconds)
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.hub.remove(sub)

@@ -422,12 +422,25 @@ class CaptureLeader:
         return position
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            "WITH cut AS (SELECT max(position) AS p FROM helios.change_events "
-            "WHERE commit_time < now() - make_interval(secs => $1)), "
-            "gone AS (DELETE FROM helios.change_events WHERE position <= (SELECT p FROM cut)) "
-            "UPDATE helios.change_capture SET pruned_through = (SELECT p FROM cut) "
-            "WHERE slot_name = $2 AND (SELECT p FROM cut) > pruned_through",
-            self.settings.retention_seconds,
-            self.slot,
-        )
+        await prune(conn, self.slot, self.settings.retention_seconds)
+
+
+async def prune(conn: Any, slot: str, retention_seconds: float) -> int:
+    """The retention sweep: delete the events committed more than ``retention_seconds``
+    ago (a prefix of positions) and record how far; returns ``pruned_through``.
+
+    The leader runs it every 10 s; ``heliosdb changes prune`` runs it on demand.
+    """
+    value = await conn.fetchval(
+        "WITH cut AS (SELECT max(position) AS p FROM helios.change_events "
+        "WHERE commit_time < now() - make_interval(secs => $1::float8)), "
+        "gone AS (DELETE FROM helios.change_events WHERE position <= (SELECT p FROM cut)), "
+        "moved AS (UPDATE helios.change_capture SET pruned_through = (SELECT p FROM cut) "
+        "WHERE slot_name = $2 AND (SELECT p FROM cut) > pruned_through "
+        "RETURNING pruned_through) "
+        "SELECT coalesce((SELECT pruned_through FROM moved), "
+        "(SELECT pruned_through FROM helios.change_capture WHERE slot_name = $2), 0)",
+        retention_seconds,
+        slot,
+    )
+    return int(value)

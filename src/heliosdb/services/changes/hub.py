@@ -36,6 +36,12 @@ _SELECT_EVENTS = (
     "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
     "FROM helios.change_events WHERE position > $1"
 )
+_CATCH_UP = (
+    "SELECT c.pruned_through, e.* FROM helios.change_capture c LEFT JOIN LATERAL ("
+    "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
+    "FROM helios.change_events WHERE position > $1 AND schema_name = $2 "
+    "AND table_name = $3 ORDER BY position LIMIT $4) e ON true WHERE c.slot_name = $5"
+)
 
 
 class EventSink(Protocol):
@@ -75,8 +81,9 @@ def _event(row: Any) -> ChangeEvent:
 
 
 class Hub:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, slot: str) -> None:
         self.engine = engine
+        self.slot = slot
         self.delivered = 0  # the last position dispatched on this node
         self._by_table: dict[tuple[str, str], set[Subscription]] = {}
         self._wake = asyncio.Event()
@@ -185,10 +192,22 @@ class Hub:
             rows = await conn.fetch(
                 _SELECT_EVENTS + " ORDER BY position LIMIT $2", self.delivered, PAGE
             )
+            if rows and self.delivered and rows[0]["position"] > self.delivered + 1:
+                self._lost(self.delivered, int(rows[0]["position"]) - 1)
             if rows:
                 self.dispatch([_event(r) for r in rows])
             if len(rows) < PAGE:
                 return
+
+    def _lost(self, after: int, through: int) -> None:
+        """Events were swept before this hub read them (a retention shorter than this
+        node's lag): every subscription here would miss them, so each ends, asking to
+        resync, rather than skip them silently."""
+        log.warning("events %d..%d were swept before this node read them", after + 1, through)
+        for subs in list(self._by_table.values()):
+            for sub in list(subs):
+                sub.cursor = min(sub.cursor, after)
+                self._end(sub, _resync(sub, through))
 
     # -- catch-up -----------------------------------------------------------------
 
@@ -197,14 +216,15 @@ class Hub:
             while sub.active:
                 target = self.delivered
                 async with self.engine.connection(Access.SYSTEM) as conn:
+                    # One statement, one snapshot: the page and how far the retention
+                    # sweep has deleted, so a sweep that overtakes a slow catch-up is seen.
                     rows = await conn.fetch(
-                        _SELECT_EVENTS + " AND schema_name = $2 AND table_name = $3 "
-                        "ORDER BY position LIMIT $4",
-                        sub.cursor,
-                        sub.schema,
-                        sub.table,
-                        PAGE,
+                        _CATCH_UP, sub.cursor, sub.schema, sub.table, PAGE, self.slot
                     )
+                if rows and rows[0]["pruned_through"] > sub.cursor:
+                    self._end(sub, _resync(sub, int(rows[0]["pruned_through"])))
+                    return
+                rows = [r for r in rows if r["position"] is not None]
                 for row in rows:
                     await sub.sink.wait_room()
                     if not sub.active or not self._offer(sub, _event(row)):
@@ -227,6 +247,17 @@ class Hub:
                     from_position=sub.cursor,
                 ),
             )
+
+
+def _resync(sub: Subscription, pruned_through: int) -> HeliosError:
+    return HeliosError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"subscription ended: events after position {sub.cursor} were removed by the "
+        "retention sweep before they were read; read the table again to resync, then "
+        "subscribe without from_position",
+        reason="resync_required",
+        oldest_position=pruned_through + 1,
+    )
 
 
 def _slow_consumer(sub: Subscription) -> HeliosError:
