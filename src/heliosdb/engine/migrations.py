@@ -209,6 +209,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        9,
+        "key-value: HSCAN/SSCAN/ZSCAN cursors in element-hash order; large pub/sub messages",
+        """
+        -- HSCAN/SSCAN/ZSCAN page a collection in the order of a 64-bit hash of the field or
+        -- member (the cursor is the next hash), as SCAN does with keys.key_hash, so a cursor
+        -- survives concurrent adds and removes (services/keyvalue/scans.py).
+        CREATE INDEX hashes_by_hash ON helios_kv.hashes
+            (db, key, (('x' || substr(md5(field), 1, 16))::bit(64)::bigint));
+        CREATE INDEX sets_by_hash ON helios_kv.sets
+            (db, key, (('x' || substr(md5(member), 1, 16))::bit(64)::bigint));
+        CREATE INDEX zsets_by_hash ON helios_kv.zsets
+            (db, key, (('x' || substr(md5(member), 1, 16))::bit(64)::bigint));
+        -- A PUBLISH too big for a NOTIFY payload: the message is stored here and its id is
+        -- notified; every node reads it by id; rows are swept after a minute.
+        CREATE TABLE helios_kv.messages (
+            id bigserial PRIMARY KEY,
+            channel bytea NOT NULL,
+            message bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 

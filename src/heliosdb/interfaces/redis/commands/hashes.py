@@ -10,8 +10,10 @@ from heliosdb.interfaces.redis.commands.args import integer, real, word
 from heliosdb.interfaces.redis.commands.keys import _cursor
 from heliosdb.interfaces.redis.errors import RedisError
 from heliosdb.interfaces.redis.registry import Call, command
-from heliosdb.services.keyvalue import hashes
+from heliosdb.services.keyvalue import hashes, scans
 from heliosdb.services.keyvalue.service import glob_to_regex
+
+MAX_SCAN_COUNT = 100_000
 
 
 def _pairs(call: Call, name: str) -> list[tuple[bytes, bytes]]:
@@ -125,18 +127,22 @@ async def hrandfield(call: Call) -> Any:
 
 @command("hscan", -3, "read", (1, 1, 1))
 async def hscan(call: Call) -> Any:
-    _cursor(call.args[2])
-    match, novalues = scan_options(call.args[3:], allow_novalues=True)
-    pairs = await hashes.get_all(await call.tx(), call.args[1])
+    cursor = _cursor(call.args[2])
+    match, count, novalues = scan_options(call.args[3:], allow_novalues=True)
+    following, rows = await scans.scan_elements(
+        await call.tx(), call.args[1], "hash", cursor, count
+    )
     out: list[bytes] = []
-    for f, v in pairs:
+    for f, v in rows:
         if match is None or match.match(f):
             out.extend([f] if novalues else [f, v])
-    return [b"0", out]
+    return [str(following).encode(), out]
 
 
-def scan_options(args: list[bytes], *, allow_novalues: bool = False) -> tuple[Any, bool]:
+def scan_options(args: list[bytes], *, allow_novalues: bool = False) -> tuple[Any, int, bool]:
+    """MATCH, COUNT (a hint, default 10) and NOVALUES of HSCAN / SSCAN / ZSCAN."""
     match = None
+    count = 10
     novalues = False
     i = 0
     while i < len(args):
@@ -150,9 +156,10 @@ def scan_options(args: list[bytes], *, allow_novalues: bool = False) -> tuple[An
         if option == b"MATCH":
             match = glob_to_regex(args[i + 1])
         elif option == b"COUNT":
-            if integer(args[i + 1]) < 1:
+            count = integer(args[i + 1])
+            if count < 1:
                 raise RedisError(errors.SYNTAX)
         else:
             raise RedisError(errors.SYNTAX)
         i += 2
-    return match, novalues
+    return match, min(count, MAX_SCAN_COUNT), novalues

@@ -11,7 +11,7 @@ from heliosdb.interfaces.redis.commands.hashes import scan_options
 from heliosdb.interfaces.redis.commands.keys import _cursor
 from heliosdb.interfaces.redis.errors import RedisError
 from heliosdb.interfaces.redis.registry import Call, command
-from heliosdb.services.keyvalue import sets
+from heliosdb.services.keyvalue import scans, sets
 
 
 @command("sadd", -3, "write fast batched", (1, 1, 1))
@@ -110,7 +110,8 @@ async def sintercard(call: Call) -> Any:
 
 @command("sscan", -3, "read", (1, 1, 1))
 async def sscan(call: Call) -> Any:
-    _cursor(call.args[2])
-    match, _ = scan_options(call.args[3:])
-    members = await sets.members(await call.tx(), call.args[1])
-    return [b"0", [m for m in members if match is None or match.match(m)]]
+    cursor = _cursor(call.args[2])
+    match, count, _ = scan_options(call.args[3:])
+    following, rows = await scans.scan_elements(await call.tx(), call.args[1], "set", cursor, count)
+    page = [m for (m,) in rows if match is None or match.match(m)]
+    return [str(following).encode(), page]

@@ -20,7 +20,7 @@ from heliosdb.interfaces.redis.commands.keys import _cursor
 from heliosdb.interfaces.redis.commands.lists import blocking, mpop_args
 from heliosdb.interfaces.redis.errors import RedisError
 from heliosdb.interfaces.redis.registry import Call, command
-from heliosdb.services.keyvalue import Tx, zsets
+from heliosdb.services.keyvalue import Tx, scans, zsets
 from heliosdb.services.keyvalue.numbers import float_or_none
 from heliosdb.services.keyvalue.zsets import Pair
 
@@ -392,11 +392,13 @@ async def zrandmember(call: Call) -> Any:
 
 @command("zscan", -3, "read", (1, 1, 1))
 async def zscan(call: Call) -> Any:
-    _cursor(call.args[2])
-    match, _ = scan_options(call.args[3:])
-    pairs = await zsets.ordered(await call.tx(), call.args[1])
+    cursor = _cursor(call.args[2])
+    match, count, _ = scan_options(call.args[3:])
+    following, rows = await scans.scan_elements(
+        await call.tx(), call.args[1], "zset", cursor, count
+    )
     out: list[bytes] = []
-    for m, s in pairs:
+    for m, s in rows:
         if match is None or match.match(m):
             out.extend([m, format_double(s)])
-    return [b"0", out]
+    return [str(following).encode(), out]
