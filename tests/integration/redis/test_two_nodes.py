@@ -49,3 +49,26 @@ def test_two_nodes_share_keys_messages_watch_and_wakeups(
         assert results and results[0][1] == b"job"
     finally:
         other.close()
+
+
+def test_large_messages_reach_other_nodes_in_order(
+    r2: redis.Redis, second_node: NodeProcess, rw_key: str, k: K
+) -> None:
+    other = connect(second_node.ports["redis"], rw_key, 3)
+    try:
+        pubsub = other.pubsub()
+        pubsub.subscribe(k("big"))
+        assert pubsub.get_message(timeout=10)["type"] == "subscribe"
+        large = bytes(range(256)) * 4096  # 1 MiB, every byte value: far past a NOTIFY payload
+        r2.publish(k("big"), large)
+        r2.publish(k("big"), "small after large")
+        r2.publish(k("big"), b"x" * 20_000)
+        received = []
+        for _ in range(3):
+            message = pubsub.get_message(timeout=10)
+            assert message is not None and message["type"] == "message"
+            received.append(message["data"])
+        assert received == [large, b"small after large", b"x" * 20_000]
+        pubsub.close()
+    finally:
+        other.close()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,7 +38,14 @@ log = logging.getLogger("heliosdb.services.keyvalue")
 CHANNEL = "helios_kv"
 SWEEP_INTERVAL_SECONDS = 0.25
 SWEEP_BATCH = 1000
+MESSAGE_SWEEP_ROUNDS = 40  # stored messages are swept every 40 expiry sweeps (10 s)
 NOTIFY_LIMIT = 7000  # the engine caps a NOTIFY payload just under 8000 bytes
+MESSAGE_TTL_SECONDS = 60  # stored (large) messages are read by every node well before this
+_STORE_MESSAGE = "INSERT INTO helios_kv.messages (channel, message) VALUES ($1, $2) RETURNING id"
+_READ_MESSAGE = "SELECT channel, message FROM helios_kv.messages WHERE id = $1"
+_SWEEP_MESSAGES = (
+    "DELETE FROM helios_kv.messages WHERE created_at < now() - make_interval(secs => $1)"
+)
 
 Deliver = Callable[[bytes, bytes, bytes | None], None]  # (channel, message, pattern)
 
@@ -93,6 +101,8 @@ class KeyValue:
         self._channels: dict[bytes, set[Deliver]] = {}
         self._patterns: dict[bytes, tuple[re.Pattern[bytes], set[Deliver]]] = {}
         self._waiters: dict[tuple[int, bytes], set[asyncio.Event]] = {}
+        self._inbox: deque[tuple[bytes, bytes] | int] = deque()
+        self._reader: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Any = None
         self._listener_release: Callable[[], Any] | None = None
@@ -119,6 +129,8 @@ class KeyValue:
         if not self.started:
             return
         self.started = False
+        if self._reader is not None:
+            self._tasks.append(self._reader)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -268,7 +280,11 @@ class KeyValue:
         return sum(len(subs) for _, subs in self._patterns.values())
 
     async def publish(self, channel: bytes, message: bytes) -> int:
-        """Deliver here at once and to other nodes through the engine; count local receivers."""
+        """Deliver here at once and to other nodes through the engine; count local receivers.
+
+        A message too big for a NOTIFY payload is stored in helios_kv.messages and only its
+        id is notified; the other nodes read it from there (swept after MESSAGE_TTL).
+        """
         received = self._deliver(channel, message)
         payload = orjson.dumps(
             {
@@ -278,11 +294,11 @@ class KeyValue:
                 "m": base64.b64encode(message).decode(),
             }
         ).decode()
-        if len(payload) < NOTIFY_LIMIT:
-            async with self.engine.connection(Access.READ_WRITE) as conn:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        else:
-            log.warning("message of %d bytes delivered on this node only", len(message))
+        async with self.engine.connection(Access.READ_WRITE) as conn:
+            if len(payload) >= NOTIFY_LIMIT:
+                message_id = await conn.fetchval(_STORE_MESSAGE, channel, message)
+                payload = orjson.dumps({"o": self.node_id, "k": "big", "i": message_id}).decode()
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         return received
 
     def _deliver(self, channel: bytes, message: bytes) -> int:
@@ -302,12 +318,42 @@ class KeyValue:
             event = orjson.loads(payload)
             if event.get("o") == self.node_id:
                 return
-            if event["k"] == "msg":
-                self._deliver(base64.b64decode(event["c"]), base64.b64decode(event["m"]))
-            elif event["k"] == "push":
+            if event["k"] == "push":
                 self._wake({(int(db), base64.b64decode(key)) for db, key in event["p"]})
+                return
+            if event["k"] == "msg":
+                message: tuple[bytes, bytes] | int = (
+                    base64.b64decode(event["c"]),
+                    base64.b64decode(event["m"]),
+                )
+            else:
+                message = int(event["i"])
         except Exception:
             log.exception("ignored a malformed key-value notification")
+            return
+        if not self._inbox and isinstance(message, tuple):
+            self._deliver(*message)
+            return
+        # A stored message is read first; later ones wait behind it to keep the order.
+        self._inbox.append(message)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_inbox())
+
+    async def _read_inbox(self) -> None:
+        while self._inbox:
+            message = self._inbox[0]
+            if isinstance(message, int):
+                try:
+                    async with self.engine.connection(Access.READ_WRITE) as conn:
+                        row = await conn.fetchrow(_READ_MESSAGE, message)
+                except Exception:
+                    log.warning("could not read stored message %d", message, exc_info=True)
+                    row = None
+                if row is not None:
+                    self._deliver(bytes(row[0]), bytes(row[1]))
+            else:
+                self._deliver(*message)
+            self._inbox.popleft()
 
     # -- expiry ----------------------------------------------------------------------------
 
@@ -322,13 +368,23 @@ class KeyValue:
             )  # fmt: skip
         return int(result.split()[-1])
 
+    async def sweep_messages(self) -> int:
+        """Delete stored pub/sub messages older than MESSAGE_TTL_SECONDS; return how many."""
+        async with self.engine.connection(Access.READ_WRITE) as conn:
+            result = await conn.execute(_SWEEP_MESSAGES, float(MESSAGE_TTL_SECONDS))
+        return int(result.split()[-1])
+
     async def _sweep_forever(self) -> None:
+        rounds = 0
         while True:
             try:
                 while await self.sweep() >= SWEEP_BATCH:
                     pass
+                if rounds % MESSAGE_SWEEP_ROUNDS == 0:
+                    await self.sweep_messages()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("expiry sweep failed", exc_info=True)
+            rounds += 1
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
