@@ -233,6 +233,26 @@ class RedisSettings(BaseModel):
 class MongoSettings(BaseModel):
     port: int = Field(27017, description="MongoDB wire protocol port; 0 picks a free port.")
     max_connections: int = Field(10000, description="MongoDB client connections accepted at once.")
+    transaction_lifetime_limit_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A multi-document transaction not committed or aborted this many seconds "
+        "after it started is aborted and its engine connection freed (MongoDB's "
+        "transactionLifetimeLimitSeconds; setParameter changes it at run time).",
+    )
+    transaction_lock_timeout_ms: int = Field(
+        5,
+        ge=0,
+        description="How long a statement in a transaction waits for a row another open "
+        "transaction holds before failing with WriteConflict (MongoDB's "
+        "maxTransactionLockRequestTimeoutMillis); 0 waits without limit.",
+    )
+    max_transactions_per_principal: int = Field(
+        4,
+        ge=1,
+        description="Open multi-document transactions one principal may hold at once on a "
+        "node (each holds an engine connection until it ends).",
+    )
 
 
 class TlsSettings(BaseModel):

@@ -60,6 +60,8 @@ def test_mongosh_script(mongo_port: int, rw_key: str, tmp_path: Path) -> None:
     assert out["count"] == 2
     assert out["stats"] == 3
     assert out["deleted"] == 1
+    assert (out["txnInside"], out["txnOutside"]) == (2, 0)
+    assert (out["txnCommitted"], out["txnAborted"]) == (2, 2)
     assert out["dropped"] == 1
 
 
@@ -80,3 +82,4 @@ def test_node_driver(mongo_port: int, rw_key: str, tmp_path: Path) -> None:
     assert out["duplicate"] == {"code": 11000, "keyValue": {"_id": 1}}
     assert out["count"] == 4 and out["estimated"] == 4
     assert sorted(out["distinct"]) == ["apple", "fig", "pear"]
+    assert out["transaction"] == {"inside": 5, "outside": 4, "after": 5, "aborted": 5}

@@ -19,6 +19,7 @@ from typing import Any
 from heliosdb.errors import HeliosError
 from heliosdb.interfaces.mongodb import codec, errors, registry
 from heliosdb.interfaces.mongodb.cursors import CursorStore
+from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal
 from heliosdb.security.scram import ServerExchange, Verifier
 from heliosdb.services.container import Services
@@ -45,6 +46,7 @@ class ServerState:
 
     services: Services
     cursors: CursorStore = field(default_factory=CursorStore)
+    sessions: SessionTable = field(default_factory=lambda: SessionTable(60.0, 5, 4))
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -170,7 +172,16 @@ async def dispatch(session: Session, request: Request) -> dict[str, Any]:
                 f"{{ {request.name}: ... }}: the key is read-only",
             )
         session.state.opcounters["command"] += 1
-        reply = await entry.handler(session, request)
+        body = request.body
+        if "txnNumber" in body and "lsid" in body:
+            # A transaction's statement or a retryable write: sessions decide.
+            reply = await session.state.sessions.run(session, request, entry.handler)
+        elif "autocommit" in body or "startTransaction" in body:
+            raise errors.CommandError(
+                50768, "'autocommit' and 'startTransaction' need a txnNumber and an lsid"
+            )
+        else:
+            reply = await entry.handler(session, request)
     except (HeliosError, errors.CommandError) as exc:
         return errors.from_exception(exc)
     except Exception:

@@ -85,7 +85,17 @@ BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 1,
 }
 CODE_NAMES.update(
-    {112: "WriteConflict", 462: "IngressRequestRateLimitExceeded", 146: "ExceededMemoryLimit"}
+    {
+        112: "WriteConflict",
+        462: "IngressRequestRateLimitExceeded",
+        146: "ExceededMemoryLimit",
+        225: "TransactionTooOld",
+        251: "NoSuchTransaction",
+        256: "TransactionCommitted",
+        261: "TooManyLogicalSessions",
+        263: "OperationNotSupportedInTransaction",
+        50768: "Location50768",
+    }
 )
 
 

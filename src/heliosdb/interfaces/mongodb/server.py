@@ -10,6 +10,7 @@ from heliosdb.engine import Access
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.mongodb import registry
 from heliosdb.interfaces.mongodb.connection import ServerState, serve
+from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal, PrincipalKind
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
@@ -43,6 +44,11 @@ class MongoListener(TcpListener):
     def __init__(self, services: Services, settings: Settings) -> None:
         self.state_shared = ServerState(services)
         self.state_shared.max_connections = settings.mongodb.max_connections
+        self.state_shared.sessions = SessionTable(
+            settings.mongodb.transaction_lifetime_limit_seconds,
+            settings.mongodb.transaction_lock_timeout_ms,
+            settings.mongodb.max_transactions_per_principal,
+        )
         registry.load()
         super().__init__(
             "mongodb",
@@ -61,6 +67,8 @@ class MongoListener(TcpListener):
     async def stop(self) -> None:
         await self.state_shared.services.documents.stop_ttl()
         await super().stop()
+        # Open transactions roll back and give their engine connections back.
+        await self.state_shared.sessions.end_all()
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

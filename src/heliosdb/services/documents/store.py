@@ -29,7 +29,7 @@ from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, denied, invalid
 from heliosdb.security.principals import Principal
-from heliosdb.services.documents import bsonform, catalog, pipeline, projection
+from heliosdb.services.documents import bsonform, catalog, pipeline, projection, transactions
 from heliosdb.services.documents.catalog import CATALOG_SCHEMA, IndexSpec, table
 from heliosdb.services.documents.filters import (
     Params,
@@ -104,6 +104,11 @@ class DocumentStore:
     ) -> AsyncIterator[EngineConnection]:
         if write and principal.read_only:
             raise read_only_denied()
+        pinned = transactions.current()
+        if pinned is not None:
+            # A client transaction: its connection, its engine transaction.
+            yield pinned.conn
+            return
         async with self.engine.connection(principal.access, owner=principal.id) as conn:
             if not self._catalog_ready and principal.access is Access.READ_WRITE:
                 await self._run(catalog.ensure_catalog(conn))
@@ -112,6 +117,22 @@ class DocumentStore:
             # Plain statements and transactions: the session is as it was taken, so the
             # next lease by this principal may skip the reset round trip.
             conn.keep_session(principal.id)
+
+    async def begin(
+        self, principal: Principal, *, lock_timeout_ms: int = 0
+    ) -> transactions.DocumentTransaction:
+        """Open a client transaction on a connection of the principal's access level
+        (see transactions.py); the caller commits or rolls it back."""
+        lease = self.engine.connection(principal.access, owner=principal.id)
+        txn = await transactions.begin(lease, principal, lock_timeout_ms)
+        if not self._catalog_ready and principal.access is Access.READ_WRITE:
+            try:
+                await self._run(catalog.ensure_catalog(txn.conn))
+            except BaseException:
+                await txn.rollback()
+                raise
+            self._catalog_ready = True
+        return txn
 
     @staticmethod
     async def _run(work: Awaitable[T]) -> T:
@@ -128,7 +149,11 @@ class DocumentStore:
         return created
 
     async def _missing_ok(self, work: Awaitable[T], default: T) -> T:
+        pinned = transactions.current()
         try:
+            if pinned is not None:
+                async with pinned.conn.transaction():  # a savepoint: see transactions.py
+                    return await work
             return await work
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             return default
@@ -142,7 +167,8 @@ class DocumentStore:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            specs = await catalog.indexes(conn, db, coll)
+            async with transactions.guard(conn):
+                specs = await catalog.indexes(conn, db, coll)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             specs = []
         found = catalog.leading_keys(specs)
@@ -239,7 +265,8 @@ class DocumentStore:
         async with self._conn(principal, write=True) as conn:
             # Only an empty schema goes: other interfaces may keep tables there.
             with contextlib.suppress(asyncpg.PostgresError):
-                await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(db)}")
+                async with transactions.guard(conn):
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(db)}")
 
     async def rename_collection(
         self, principal: Principal, db: str, coll: str, to_db: str, to_coll: str, drop_target: bool
@@ -351,7 +378,8 @@ class DocumentStore:
         )
         try:
             try:
-                await conn.execute(plain, *columns)
+                async with transactions.guard(conn):
+                    await conn.execute(plain, *columns)
                 return {}
             except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
                 self._known.discard((db, coll))
@@ -562,7 +590,8 @@ class DocumentStore:
     ) -> tuple[list[Any], list[tuple[Any, bytes, Any, int]], list[Any]]:
         """Read matching rows, apply the update, write back what changed; what happened."""
         try:
-            found = await conn.fetch(statement, *args)
+            async with transactions.guard(conn):
+                found = await conn.fetch(statement, *args)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             return [], [], []
         changed: list[tuple[Any, bytes, Any, int]] = []
@@ -582,7 +611,8 @@ class DocumentStore:
         sql = f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)"
         try:
             try:
-                await conn.execute(sql, *row)
+                async with transactions.guard(conn):
+                    await conn.execute(sql, *row)
             except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
                 self._known.discard((db, coll))
                 async with conn.transaction():
@@ -601,16 +631,17 @@ class DocumentStore:
         """Write new versions of rows still at the version read; the _ids written."""
         changed = sorted(changed, key=lambda c: orjson.dumps(c[0], option=orjson.OPT_SORT_KEYS))
         try:
-            rows = await conn.fetch(
-                f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
-                "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[], $4::bigint[]) "
-                "AS s(_id, bson, doc, v) WHERE t._id = s._id AND t.xmin::text::bigint = s.v "
-                "RETURNING t._id",
-                [c[0] for c in changed],
-                [c[1] for c in changed],
-                [c[2] for c in changed],
-                [c[3] for c in changed],
-            )
+            async with transactions.guard(conn):
+                rows = await conn.fetch(
+                    f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
+                    "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[], $4::bigint[]) "
+                    "AS s(_id, bson, doc, v) WHERE t._id = s._id AND t.xmin::text::bigint = s.v "
+                    "RETURNING t._id",
+                    [c[0] for c in changed],
+                    [c[1] for c in changed],
+                    [c[2] for c in changed],
+                    [c[3] for c in changed],
+                )
         except asyncpg.DeadlockDetectedError:
             return []  # nothing was written; the caller's next round redoes them
         except asyncpg.UniqueViolationError as exc:

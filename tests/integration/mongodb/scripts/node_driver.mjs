@@ -25,6 +25,20 @@ try {
 out.count = await coll.countDocuments();
 out.estimated = await coll.estimatedDocumentCount();
 out.distinct = await coll.distinct("item");
+const session = client.startSession();
+const transaction = {};
+await session.withTransaction(async () => {
+  await coll.insertOne({ _id: 10, item: "kiwi" }, { session });
+  transaction.inside = await coll.countDocuments({}, { session });
+  transaction.outside = await coll.countDocuments();
+});
+transaction.after = await coll.countDocuments();
+session.startTransaction();
+await coll.deleteMany({}, { session });
+await session.abortTransaction();
+transaction.aborted = await coll.countDocuments();
+await session.endSession();
+out.transaction = transaction;
 await db.dropDatabase();
 await client.close();
 console.log(JSON.stringify(out));

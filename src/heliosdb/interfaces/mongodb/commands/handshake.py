@@ -103,10 +103,13 @@ async def getnonce(session: Session, request: Request) -> dict[str, Any]:
 @command("getParameter")
 async def get_parameter(session: Session, request: Request) -> dict[str, Any]:
     """Server parameters; featureCompatibilityVersion is what clients ask for."""
+    sessions = session.state.sessions
     params: dict[str, Any] = {
         "featureCompatibilityVersion": {"version": "7.0"},
         "authenticationMechanisms": list(auth.MECHANISMS),
         "maxBSONDepth": 100,
+        "transactionLifetimeLimitSeconds": int(sessions.lifetime_seconds),
+        "maxTransactionLockRequestTimeoutMillis": sessions.lock_timeout_ms,
     }
     which = request.body.get("getParameter")
     if which == "*" or (isinstance(which, dict) and which.get("allParameters")):
@@ -115,6 +118,32 @@ async def get_parameter(session: Session, request: Request) -> dict[str, Any]:
     if not wanted:
         raise CommandError(72, "no option found to get")
     return wanted
+
+
+@command("setParameter")
+async def set_parameter(session: Session, request: Request) -> dict[str, Any]:
+    """Change a run-time parameter of this node (admin keys only): the transaction
+    lifetime limit and lock wait."""
+    assert session.principal is not None
+    if not session.principal.is_admin:
+        raise CommandError(13, "setParameter needs an admin key")
+    sessions = session.state.sessions
+    settable = {
+        "transactionLifetimeLimitSeconds": "lifetime_seconds",
+        "maxTransactionLockRequestTimeoutMillis": "lock_timeout_ms",
+    }
+    given = {k: v for k, v in request.body.items() if k in settable}
+    if not given:
+        raise CommandError(72, "no option found to set, use help:true to see options")
+    reply: dict[str, Any] = {}
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise CommandError(2, f"{name} must be a number >= 0")
+        if name == "transactionLifetimeLimitSeconds" and value < 1:
+            raise CommandError(2, f"{name} must be at least 1")
+        reply["was"] = getattr(sessions, settable[name])
+        setattr(sessions, settable[name], int(value))
+    return reply
 
 
 @command("getCmdLineOpts")

@@ -1,5 +1,6 @@
-"""Logical sessions and transactions. Sessions need no server state here; this
-server presents itself as a standalone, on which drivers do not start transactions."""
+"""Logical sessions and transactions. The transaction statements themselves (anything
+carrying ``lsid`` + ``txnNumber``, commit and abort included) are routed through
+transactions.py by the dispatcher; these handlers are what is left."""
 
 from __future__ import annotations
 
@@ -13,15 +14,41 @@ from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
 
 
+def _lsids(request: Request) -> list[Any]:
+    ids = request.body.get(request.name)
+    if isinstance(ids, dict):
+        ids = [ids]
+    if not isinstance(ids, list):
+        raise CommandError(14, f"BSON field '{request.name}' is the wrong type, expected 'array'")
+    # killSessions takes {id, uid} documents too; endSessions plain {id} documents.
+    return ids
+
+
 @command("endSessions", auth=False)
 async def end_sessions(session: Session, request: Request) -> dict[str, Any]:
-    """Sessions hold nothing on this server: nothing to end."""
+    """End sessions: their open transactions abort."""
+    if session.principal is not None:
+        await session.state.sessions.end(session.owner, _lsids(request))
     return {}
 
 
-@command("killSessions", "killAllSessions", "refreshSessions")
+@command("killSessions")
 async def kill_sessions(session: Session, request: Request) -> dict[str, Any]:
-    """Sessions hold nothing on this server: nothing to kill or refresh."""
+    """Kill sessions of this principal: their open transactions abort."""
+    await session.state.sessions.end(session.owner, _lsids(request))
+    return {}
+
+
+@command("killAllSessions")
+async def kill_all_sessions(session: Session, request: Request) -> dict[str, Any]:
+    """Kill every session of this principal on this node."""
+    await session.state.sessions.end_all(session.owner)
+    return {}
+
+
+@command("refreshSessions")
+async def refresh_sessions(session: Session, request: Request) -> dict[str, Any]:
+    """Sessions are kept alive by use: nothing to refresh."""
     return {}
 
 
@@ -33,5 +60,7 @@ async def start_session(session: Session, request: Request) -> dict[str, Any]:
 
 @command("commitTransaction", "abortTransaction")
 async def transactions(session: Session, request: Request) -> dict[str, Any]:
-    """Transactions need a replica set; this server is a standalone."""
-    raise CommandError(20, "Transaction numbers are only allowed on a replica set member or mongos")
+    """Reached only without lsid/txnNumber: there is no transaction to finish."""
+    raise CommandError(
+        251, f"{request.name} needs the lsid and txnNumber of a transaction on this session"
+    )
