@@ -20,10 +20,10 @@ from heliosdb.errors import HeliosError, invalid
 from heliosdb.interfaces.grpc.auth import authenticate
 from heliosdb.interfaces.grpc.errors import STATUS, abort, from_unexpected
 from heliosdb.interfaces.grpc.values import (
-    columns_of,
     dict_of,
     params_of,
     row_encoder,
+    shape_of,
     struct_of,
 )
 from heliosdb.observability.metrics import LATENCY, REQUESTS
@@ -56,24 +56,28 @@ Handler = Callable[[Any, Any, Context], Awaitable[R]]
 
 def _unary(method: Handler[R]) -> Handler[R]:
     name = method.__name__
+    # The metric children of the common case, looked up once rather than per call.
+    succeeded = REQUESTS.labels("grpc", name, "OK")
+    latency = LATENCY.labels("grpc", name)
 
     @functools.wraps(method)
     async def call(self: Any, request: Any, context: Context) -> R:
         started = time.perf_counter()
-        status = "OK"
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
         except HeliosError as exc:
-            status = STATUS[exc.code].name
+            REQUESTS.labels("grpc", name, STATUS[exc.code].name).inc()
+            latency.observe(time.perf_counter() - started)
             await abort(context, exc)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            status = "INTERNAL"
+            REQUESTS.labels("grpc", name, "INTERNAL").inc()
+            latency.observe(time.perf_counter() - started)
             await abort(context, from_unexpected(name, exc))
-        finally:
-            REQUESTS.labels("grpc", name, status).inc()
-            LATENCY.labels("grpc", name).observe(time.perf_counter() - started)
+        succeeded.inc()
+        latency.observe(time.perf_counter() - started)
+        return response
 
     return call
 
@@ -257,14 +261,15 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
 
 
 def _query_response(result: QueryResult) -> pb.QueryResponse:
-    encode = row_encoder(result.columns)
-    return pb.QueryResponse(
-        columns=columns_of(result.columns),
-        rows=[encode(r) for r in result.rows],
-        affected_rows=result.affected_rows,
-        metrics=pb.QueryMetrics(
-            execution_time_ms=result.execution_time_ms,
-            rows_returned=len(result.rows),
-            command=result.status,
-        ),
-    )
+    shape = shape_of(result.columns)
+    response = pb.QueryResponse()
+    response.CopyFrom(shape.template)
+    rows, fill = response.rows, shape.fill
+    for row in result.rows:
+        fill(rows.add().values, row)
+    response.affected_rows = result.affected_rows
+    metrics = response.metrics
+    metrics.execution_time_ms = result.execution_time_ms
+    metrics.rows_returned = len(result.rows)
+    metrics.command = result.status
+    return response

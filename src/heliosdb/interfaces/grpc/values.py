@@ -5,6 +5,11 @@ base64, timestamps as ISO 8601 text, JSON as the parsed value. Row values are en
 by column type, chosen once per result: ``json``/``jsonb`` columns as ``json_value``,
 ``vector`` as ``vector_value``, arrays element by element, and everything else by its
 Python type.
+
+Rows are built in place (``values.add(int_value=...)`` on the row's repeated field, one
+adder per column chosen once per result shape) rather than as free-standing ``Value``
+messages copied into the row: per row that is several times cheaper, and gRPC's hot
+paths (ExecuteQuery, ExecuteQueryStream) spend most of their own Python time here.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import base64
 import datetime as dt
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,11 +31,19 @@ from heliosdb.services.query import Column
 from heliosdb.v1 import heliosdb_pb2 as pb
 
 Encoder = Callable[[Any], pb.Value]
+Adder = Callable[[Any, Any], None]  # (a repeated Value field, a Python value) -> appended
 NULL = pb.Value(null_value=pb.NULL_VALUE)
+NULL_VALUE = pb.NULL_VALUE
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+# Parameter kinds that are the Python value as it is.
+_PLAIN_KINDS = frozenset({"int_value", "string_value", "double_value", "bool_value"})
 
 
 def param_of(value: pb.Value, position: int) -> Any:
     kind = value.WhichOneof("kind")
+    if kind in _PLAIN_KINDS:
+        return getattr(value, kind)
     if kind is None or kind == "null_value":
         return None
     if kind == "bytes_value":
@@ -123,17 +137,125 @@ def encoder_for(type_name: str) -> Encoder:
     return encode_any
 
 
+def _add_int(values: Any, value: Any) -> None:
+    if value is None:
+        values.add(null_value=NULL_VALUE)
+    else:
+        values.add(int_value=value)
+
+
+def _add_text(values: Any, value: Any) -> None:
+    if value is None:
+        values.add(null_value=NULL_VALUE)
+    else:
+        values.add(string_value=value)
+
+
+def _add_bool(values: Any, value: Any) -> None:
+    if value is None:
+        values.add(null_value=NULL_VALUE)
+    else:
+        values.add(bool_value=value)
+
+
+def _add_float(values: Any, value: Any) -> None:
+    if value is None:
+        values.add(null_value=NULL_VALUE)
+    else:
+        values.add(double_value=float(value))  # float("NaN") for the JSON-safe text form
+
+
+def _add_timestamp(values: Any, value: Any) -> None:
+    if value is None:
+        values.add(null_value=NULL_VALUE)
+        return
+    # What Timestamp.FromDatetime computes, without its per-call calendar work.
+    delta = value - (_EPOCH if value.tzinfo is not None else _NAIVE_EPOCH)
+    stamp = values.add().timestamp_value
+    stamp.seconds = delta.days * 86400 + delta.seconds
+    stamp.nanos = delta.microseconds * 1000
+
+
+def _add_with(encode: Encoder) -> Adder:
+    def add(values: Any, value: Any) -> None:
+        values.append(encode(value))
+
+    return add
+
+
+_ADDERS: dict[str, Adder] = {
+    **dict.fromkeys(("int2", "int4", "int8", "oid"), _add_int),
+    **dict.fromkeys(("text", "varchar", "bpchar", "name", "citext", "unknown"), _add_text),
+    "bool": _add_bool,
+    "float4": _add_float,
+    "float8": _add_float,
+    "timestamp": _add_timestamp,
+    "timestamptz": _add_timestamp,
+}
+
+
+def adder_for(type_name: str) -> Adder:
+    """Appends a column's value to a row's repeated ``values`` field in place."""
+    return _ADDERS.get(type_name) or _add_with(encoder_for(type_name))
+
+
+RowFiller = Callable[[Any, Sequence[Any]], None]
+
+
+def row_filler(columns: Sequence[Column]) -> RowFiller:
+    """``fill(row.values, row)``: one result row's values appended to a Row in place."""
+    adders = [adder_for(c.type) for c in columns]
+    if len(adders) == 1:
+        (only,) = adders
+
+        def fill_one(values: Any, row: Sequence[Any]) -> None:
+            only(values, row[0])
+
+        return fill_one
+
+    def fill(values: Any, row: Sequence[Any]) -> None:
+        for add, value in zip(adders, row, strict=True):
+            add(values, value)
+
+    return fill
+
+
 def row_encoder(columns: Sequence[Column]) -> Callable[[Sequence[Any]], pb.Row]:
-    encoders = [encoder_for(c.type) for c in columns]
+    fill = row_filler(columns)
 
     def encode(row: Sequence[Any]) -> pb.Row:
-        return pb.Row(values=[e(v) for e, v in zip(encoders, row, strict=True)])
+        out = pb.Row()
+        fill(out.values, row)
+        return out
 
     return encode
 
 
 def columns_of(columns: Sequence[Column]) -> list[pb.Column]:
     return [pb.Column(name=c.name, type=c.type) for c in columns]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultShape:
+    """What a result's columns decide, worked out once per distinct column list."""
+
+    template: pb.QueryResponse  # only ``columns`` set: copied into each response
+    fill: RowFiller
+
+
+_SHAPES: dict[tuple[tuple[str, str], ...], ResultShape] = {}
+_MAX_SHAPES = 1024
+
+
+def shape_of(columns: Sequence[Column]) -> ResultShape:
+    key = tuple([(c.name, c.type) for c in columns])
+    shape = _SHAPES.get(key)
+    if shape is None:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()
+        shape = ResultShape(pb.QueryResponse(columns=columns_of(columns)), row_filler(columns))
+        _SHAPES[key] = shape
+    return shape
 
 
 def dict_of(struct: struct_pb2.Struct) -> dict[str, Any]:

@@ -10,7 +10,14 @@ import uuid
 import pytest
 
 from heliosdb.errors import HeliosError
-from heliosdb.interfaces.grpc.values import dict_of, encoder_for, param_of, row_encoder, struct_of
+from heliosdb.interfaces.grpc.values import (
+    dict_of,
+    encoder_for,
+    param_of,
+    row_encoder,
+    shape_of,
+    struct_of,
+)
 from heliosdb.services.query import Column
 from heliosdb.v1 import heliosdb_pb2 as pb
 
@@ -74,3 +81,41 @@ def test_row_encoder_keeps_non_finite_floats() -> None:
 def test_struct_round_trip_keeps_integers() -> None:
     data = {"n": 3, "f": 1.5, "s": "x", "b": True, "l": [1, "a"], "o": {"k": None}}
     assert dict_of(struct_of(data)) == data
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=dt.UTC),
+        dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime(2024, 1, 1),
+        dt.datetime.max,
+    ],
+)
+def test_row_encoder_timestamps_match_from_datetime(moment: dt.datetime) -> None:
+    expected = pb.Value()
+    expected.timestamp_value.FromDatetime(
+        moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    )
+    row = row_encoder([Column("t", "timestamptz")])([moment])
+    assert row.values[0] == expected
+
+
+def test_row_encoder_typed_columns_and_nulls() -> None:
+    columns = [
+        Column(n, t) for n, t in [("i", "int8"), ("s", "text"), ("b", "bool"), ("n", "numeric")]
+    ]
+    row = row_encoder(columns)([7, "x", False, decimal.Decimal("1.5")])
+    assert [v.WhichOneof("kind") for v in row.values] == [
+        "int_value", "string_value", "bool_value", "string_value"
+    ]  # fmt: skip
+    nulls = row_encoder(columns)([None, None, None, None])
+    assert all(v.WhichOneof("kind") == "null_value" for v in nulls.values)
+
+
+def test_shape_of_is_worked_out_once_per_column_list() -> None:
+    first = shape_of([Column("a", "int4")])
+    assert shape_of([Column("a", "int4")]) is first
+    assert shape_of([Column("a", "text")]) is not first
+    assert [c.name for c in first.template.columns] == ["a"]
