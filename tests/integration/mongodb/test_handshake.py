@@ -119,11 +119,18 @@ def test_unacknowledged_write_gets_no_reply(client: pymongo.MongoClient[dict[str
     client.drop_database("unack")
 
 
-def test_zlib_compression(mongo_port: int, rw_key: str) -> None:
-    with connect(mongo_port, rw_key, compressors="zlib") as c:
-        c.zl.items.insert_many([{"i": i, "text": "x" * 100} for i in range(100)])
-        assert len(list(c.zl.items.find({}))) == 100
-        c.drop_database("zl")
+@pytest.mark.parametrize("compressor", ["zlib", "snappy", "zstd"])
+def test_compression(mongo_port: int, rw_key: str, compressor: str) -> None:
+    name = f"cz_{compressor}"
+    with connect(mongo_port, rw_key, compressors=compressor) as c:
+        before = c.admin.command("serverStatus")["network"]["compression"][compressor]
+        c[name].items.insert_many([{"i": i, "text": "x" * 100} for i in range(100)])
+        assert [d["i"] for d in c[name].items.find({}).sort("i", 1)] == list(range(100))
+        after = c.admin.command("serverStatus")["network"]["compression"][compressor]
+        # The node received and sent compressed messages with this compressor.
+        assert after["decompressor"]["bytesIn"] > before["decompressor"]["bytesIn"]
+        assert after["compressor"]["bytesOut"] > before["compressor"]["bytesOut"]
+        c.drop_database(name)
 
 
 def _message(request_id: int, op_code: int, body: bytes) -> bytes:

@@ -4,8 +4,10 @@
     OP_MSG      2013: uint32 flagBits, sections (kind 0 body, kind 1 document sequence),
                 optional CRC-32C checksum
     OP_QUERY    2004: legacy handshake only (``<db>.$cmd``), answered with OP_REPLY (1)
-    OP_COMPRESSED 2012: originalOpcode, uncompressedSize, compressorId, payload (zlib,
-                and snappy/zstd when their libraries are installed)
+    OP_COMPRESSED 2012: originalOpcode, uncompressedSize, compressorId, payload:
+                snappy (python-snappy), zlib, zstd (the standard library's
+                compression.zstd, or its backports.zstd on Python < 3.14), the same
+                libraries pymongo uses for ``compressors=``
 
 Document sequences (kind 1) stay raw BSON bytes under their identifier so inserts can
 store the client's exact bytes.
@@ -33,19 +35,25 @@ CHECKSUM_PRESENT = 1
 MORE_TO_COME = 2
 EXHAUST_ALLOWED = 1 << 16
 _KNOWN_FLAGS = CHECKSUM_PRESENT | MORE_TO_COME | EXHAUST_ALLOWED
-COMPRESSORS: dict[str, int] = {"zlib": 2}
-try:  # optional compressors, used when their libraries are present
-    import snappy  # type: ignore[import-not-found]
+SNAPPY, ZLIB, ZSTD = 1, 2, 3
+# Every compressor is a declared dependency; the guards only keep a broken install
+# talking (drivers then pick another compressor or none).
+COMPRESSORS: dict[str, int] = {"zlib": ZLIB}
+try:
+    import snappy  # type: ignore[import-untyped]
 
-    COMPRESSORS["snappy"] = 1
+    COMPRESSORS["snappy"] = SNAPPY
 except ImportError:  # pragma: no cover
     snappy = None
 try:
-    import zstandard  # type: ignore[import-not-found]
-
-    COMPRESSORS["zstd"] = 3
-except ImportError:  # pragma: no cover
-    zstandard = None
+    from compression import zstd  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # Python < 3.14
+    try:
+        from backports import zstd  # type: ignore[no-redef, unused-ignore]
+    except ImportError:  # pragma: no cover
+        zstd = None
+if zstd is not None:
+    COMPRESSORS["zstd"] = ZSTD
 
 
 class ProtocolError(Exception):
@@ -85,8 +93,10 @@ def parse_message(header: Header, payload: bytes) -> Message:
         if len(payload) < 9:
             raise ProtocolError("short OP_COMPRESSED")
         original, size, compressor = struct.unpack_from("<iiB", payload)
-        data = _decompress(compressor, payload[9:])
-        if len(data) != size or size > MAX_MESSAGE_BYTES:
+        if size < 0 or size > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"OP_COMPRESSED uncompressed size {size} out of range")
+        data = _decompress(compressor, payload[9:], size)
+        if len(data) != size:
             raise ProtocolError("OP_COMPRESSED size mismatch")
         inner = Header(size + HEADER.size, header.request_id, header.response_to, original)
         if original == OP_COMPRESSED:
@@ -101,28 +111,47 @@ def parse_message(header: Header, payload: bytes) -> Message:
     raise ProtocolError(f"unsupported opcode {header.op_code}")
 
 
-def _decompress(compressor: int, data: bytes) -> bytes:
+def _decompress(compressor: int, data: bytes, size: int) -> bytes:
+    """Inflate to at most ``size`` + 1 bytes: a message claiming a small size cannot
+    make the node allocate a large one (the caller rejects any size mismatch)."""
     try:
         if compressor == 0:
             return data
-        if compressor == 2:
-            return zlib.decompress(data)
-        if compressor == 1 and snappy is not None:
+        if compressor == ZLIB:
+            return zlib.decompressobj().decompress(data, size + 1)
+        if compressor == SNAPPY and snappy is not None:
+            if _snappy_length(data) != size:
+                raise ProtocolError("OP_COMPRESSED size mismatch")
             return bytes(snappy.uncompress(data))
-        if compressor == 3 and zstandard is not None:
-            return bytes(zstandard.ZstdDecompressor().decompress(data, MAX_MESSAGE_BYTES))
+        if compressor == ZSTD and zstd is not None:
+            return bytes(zstd.ZstdDecompressor().decompress(data, max_length=size + 1))
+    except ProtocolError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any codec failure is a bad message
         raise ProtocolError(f"cannot decompress: {exc}") from None
     raise ProtocolError(f"unknown compressor {compressor}")
 
 
+def _snappy_length(data: bytes) -> int:
+    """The uncompressed length a raw snappy block declares (its leading varint)."""
+    length = shift = 0
+    for index, byte in enumerate(data[:5]):
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return length
+        shift += 7
+        if index == 4:
+            break
+    raise ProtocolError("malformed snappy length")
+
+
 def _compress(compressor: int, data: bytes) -> bytes:
-    if compressor == 2:
-        return zlib.compress(data)
-    if compressor == 1 and snappy is not None:
+    if compressor == ZLIB:
+        return zlib.compress(data, 1)  # replies: speed over ratio
+    if compressor == SNAPPY and snappy is not None:
         return bytes(snappy.compress(data))
-    if compressor == 3 and zstandard is not None:
-        return bytes(zstandard.ZstdCompressor().compress(data))
+    if compressor == ZSTD and zstd is not None:
+        return bytes(zstd.compress(data))
     return data
 
 

@@ -58,6 +58,9 @@ class ServerState:
         )
     )
     max_connections: int = 1000
+    # serverStatus network.compression: compressed bytes received and sent, by compressor id
+    compressed_in: dict[int, int] = field(default_factory=dict)
+    compressed_out: dict[int, int] = field(default_factory=dict)
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
@@ -125,11 +128,17 @@ async def serve(
             if reply is None or message.more_to_come:
                 continue
             compressor = message.compressor if message.compressor else None
-            writer.write(
-                codec.encode_reply(
-                    next(state.request_ids), message.request_id, reply, message.op_code, compressor
-                )
+            data = codec.encode_reply(
+                next(state.request_ids), message.request_id, reply, message.op_code, compressor
             )
+            if compressor is not None:
+                state.compressed_in[compressor] = (
+                    state.compressed_in.get(compressor, 0) + header.length
+                )
+                state.compressed_out[compressor] = state.compressed_out.get(compressor, 0) + len(
+                    data
+                )
+            writer.write(data)
             await writer.drain()
     finally:
         state.current -= 1

@@ -116,3 +116,41 @@ def test_op_compressed_zlib_both_ways() -> None:
     with pytest.raises(ProtocolError):
         bad = struct.pack("<iiB", codec.OP_MSG, 10, 2) + b"not zlib"
         codec.parse_message(codec.Header(16 + len(bad), 3, 0, codec.OP_COMPRESSED), bad)
+
+
+def _compressed(compressor: int, packed_inner: bytes, size: int) -> codec.Message:
+    payload = struct.pack("<iiB", codec.OP_MSG, size, compressor) + packed_inner
+    return codec.parse_message(codec.Header(16 + len(payload), 3, 0, codec.OP_COMPRESSED), payload)
+
+
+@pytest.mark.parametrize("name", ["snappy", "zlib", "zstd"])
+def test_op_compressed_every_compressor_both_ways(name: str) -> None:
+    number = codec.COMPRESSORS[name]
+    inner = op_msg(0, body({"ping": 1, "$db": "admin", "pad": "x" * 500}))[16:]
+    message = _compressed(number, codec._compress(number, inner), len(inner))
+    assert message.body["ping"] == 1 and message.compressor == number
+    reply = codec.encode_reply(1, 3, {"ok": 1.0, "pad": "y" * 500}, codec.OP_MSG, number)
+    original, size, compressor = struct.unpack_from("<iiB", reply, 16)
+    assert (original, compressor) == (codec.OP_MSG, number)
+    assert len(reply) < 16 + 9 + size  # it did compress
+    unpacked = codec._decompress(number, reply[25:], size)
+    assert bson.decode(unpacked[5:])["pad"] == "y" * 500
+
+
+@pytest.mark.parametrize("name", ["snappy", "zlib", "zstd"])
+def test_op_compressed_size_must_match(name: str) -> None:
+    number = codec.COMPRESSORS[name]
+    inner = op_msg(0, body({"ping": 1, "$db": "admin", "pad": "x" * 5000}))[16:]
+    packed = codec._compress(number, inner)
+    for claimed in (len(inner) - 1, len(inner) + 1, 10):
+        with pytest.raises(ProtocolError):
+            _compressed(number, packed, claimed)
+    with pytest.raises(ProtocolError):
+        _compressed(number, packed, codec.MAX_MESSAGE_BYTES + 1)
+    with pytest.raises(ProtocolError):
+        _compressed(number, b"\xff\xff\xff\xff\xff\xff garbage", 100)
+
+
+def test_op_compressed_unknown_compressor_closes() -> None:
+    with pytest.raises(ProtocolError):
+        _compressed(9, b"abc", 3)

@@ -208,6 +208,15 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
             "totalCreated": state.total_created,
         },
         "opcounters": {k: Int64(v) for k, v in state.opcounters.items()},
+        "network": {
+            "compression": {
+                name: {
+                    "compressor": {"bytesOut": Int64(state.compressed_out.get(number, 0))},
+                    "decompressor": {"bytesIn": Int64(state.compressed_in.get(number, 0))},
+                }
+                for name, number in codec.COMPRESSORS.items()
+            }
+        },
         "metrics": {"cursor": {"open": {"total": Int64(len(state.cursors))}}},
         "storageEngine": {"name": "heliosdb"},
     }
