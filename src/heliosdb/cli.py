@@ -32,12 +32,14 @@ from heliosdb.observability import logs
 from heliosdb.security.apikeys import KeyKind
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings, load_settings, masked
+from heliosdb.workers import share_metrics
 
 # flag -> dotted setting
 _FLAGS = {
     "data_dir": "data_dir",
     "engine_url": "engine.url",
     "http_port": "http.port",
+    "http_workers": "http.workers",
     "pg_port": "postgres.port",
     "pg_txn_port": "postgres.transaction_port",
     "grpc_port": "grpc.port",
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
+    serve.add_argument(
+        "--http-workers", type=int, help="processes serving the REST API (default 1)"
+    )
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
     serve.add_argument(
         "--pg-port", type=int, help="PostgreSQL wire port (default 5432; 0 = any free)"
@@ -80,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-port", type=int, help="Redis port (default 6379; 0 = any free)")
     serve.add_argument(
         "--mongo-port", type=int, help="MongoDB wire port (default 27017; 0 = any free)"
+    )
+
+    commands.add_parser(
+        "http-worker", help="internal: a REST worker process of `serve` (settings on stdin)"
     )
 
     keys = commands.add_parser("keys", help="manage API keys")
@@ -151,6 +160,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "http-worker":
+        return _http_worker()
     try:
         settings = settings_from(args)
         logs.configure(settings.log_level)
@@ -177,9 +188,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     import uvloop
 
+    share_metrics(settings)  # before heliosdb.node imports prometheus_client
     from heliosdb.node import Node
 
     uvloop.run(Node(settings).run())
+    return 0
+
+
+def _http_worker() -> int:
+    import uvloop
+
+    from heliosdb.node import http_worker_node
+
+    worker = http_worker_node()
+    logs.configure(worker.settings.log_level)
+    uvloop.run(worker.run())
     return 0
 
 

@@ -26,6 +26,7 @@ from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
+from heliosdb.workers import HttpWorkers, announce_ready, read_worker_settings, stdin_closed
 
 log = logging.getLogger("heliosdb.node")
 T = TypeVar("T")
@@ -59,6 +60,7 @@ class Node:
         self.engine = Engine(settings.engine, self.data_dir)
         self.services: Services | None = None
         self.listeners: list[Listener] = []
+        self.workers: HttpWorkers | None = None
         self._stopping = asyncio.Event()
 
     def listener_states(self) -> dict[str, Any]:
@@ -95,6 +97,11 @@ class Node:
             await listener.start()
             host, port = listener.address
             announce(f"{listener.name} listening on {listener.scheme}://{host}:{port}")
+        if self.settings.http.workers > 1:
+            http_port = self.listeners[0].address[1]
+            self.workers = HttpWorkers(self.settings, http_port, self.listener_states())
+            await self.workers.start()
+            announce(f"http served by {self.settings.http.workers} processes")
         # Everything built so far lives as long as the node: move it out of the cyclic
         # GC's sight, so collections scan only what requests allocate (a full collection
         # of the startup heap took tens of milliseconds: a latency spike on every one).
@@ -111,6 +118,8 @@ class Node:
         )
 
     async def stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         for listener in reversed(self.listeners):
             try:
                 await listener.stop()
@@ -137,6 +146,51 @@ class Node:
             log.info("stop requested; draining")
         finally:
             await self.stop()
+
+
+class HttpWorkerNode:
+    """One REST worker process of a node (workers.py): the REST API on the node's port,
+    over the engine the node runs, until the node stops it or goes away."""
+
+    def __init__(self, settings: Settings, listeners: dict[str, Any]) -> None:
+        self.settings = settings
+        self.listeners = listeners
+        self.engine = Engine(settings.engine, DataDir(settings.data_dir))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        services: Services | None = None
+        listener: HttpListener | None = None
+        try:
+            await self.engine.start(attach=True)
+            services = Services.build(self.settings, self.engine)
+            watch_pools(self.engine.pool_stats)
+            await services.keys.start()
+            await services.async_queries.start()
+            listener = HttpListener(build_app(services, lambda: self.listeners), self.settings)
+            await listener.start()
+            gc.freeze()
+            announce_ready()
+            orphaned = asyncio.create_task(stdin_closed())
+            signalled = asyncio.create_task(stopping.wait())
+            await asyncio.wait((orphaned, signalled), return_when=asyncio.FIRST_COMPLETED)
+            orphaned.cancel()
+            signalled.cancel()
+        finally:
+            if listener is not None:
+                await listener.stop()
+            if services is not None:
+                await services.async_queries.stop()
+                await services.keys.stop()
+            await self.engine.stop()
+
+
+def http_worker_node() -> HttpWorkerNode:
+    settings, listeners = read_worker_settings()
+    return HttpWorkerNode(settings, listeners)
 
 
 async def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:

@@ -9,6 +9,7 @@ underscore: ``HELIOSDB_HTTP__PORT=9000``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,13 @@ class HttpSettings(BaseModel):
     )
     shutdown_grace_seconds: float = Field(
         10.0, description="How long in-flight requests may run after a stop signal."
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving the REST API on its port (SO_REUSEPORT); one Python "
+        "process uses one core at most, so set it to the number of cores the node may use.",
     )
 
 
@@ -364,13 +372,23 @@ def iter_fields(model: type[BaseModel] = Settings, prefix: str = "") -> list[tup
 
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data with every secret replaced by ``***``."""
+    return _plain(settings, lambda secret: "***")
+
+
+def revealed(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets included: only for a pipe to a
+    process of the same node (``Settings.model_validate`` reads it back as it was)."""
+    return _plain(settings, SecretStr.get_secret_value)
+
+
+def _plain(settings: Settings, secret: Callable[[SecretStr], str]) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
 
     def walk(node: Any, model: BaseModel) -> None:
         for name in type(model).model_fields:
             value = getattr(model, name)
             if isinstance(value, SecretStr):
-                node[name] = "***"
+                node[name] = secret(value)
             elif isinstance(value, BaseModel):
                 walk(node[name], value)
 

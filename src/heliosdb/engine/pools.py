@@ -168,17 +168,27 @@ class Engine:
         self._pools: dict[Access, asyncpg.Pool] = {}
         self._connect: dict[str, Any] = {}
         self._role_passwords: dict[Access, str] = {}
+        self._attached = False
 
     @property
     def is_embedded(self) -> bool:
         return self.settings.url is None
 
-    async def start(self) -> None:
+    async def start(self, *, attach: bool = False) -> None:
+        """Start (or adopt) the engine and open the pools.
+
+        ``attach``: another process of this node runs the embedded engine and has set it
+        up; only connect to it (a REST worker process, see workers.py). Stopping then
+        never stops the engine.
+        """
+        self._attached = attach
         if self.settings.url is None:
             self.embedded = EmbeddedEngine(self.data_dir)
-            await asyncio.to_thread(self.embedded.start)
+            if not attach:
+                await asyncio.to_thread(self.embedded.start)
             base = self.embedded.dsn_parts()
-            await self._ensure_database(base)
+            if not attach:
+                await self._ensure_database(base)
             self._connect = {**base, "database": self.settings.database}
         else:
             url = self.settings.url.get_secret_value()
@@ -187,8 +197,9 @@ class Engine:
             self._connect = {"dsn": url, "database": database}
         admin = await asyncpg.connect(**self._connect)
         try:
-            await migrate(admin)
-            await self._ensure_extensions(admin)
+            if not attach:
+                await migrate(admin)
+                await self._ensure_extensions(admin)
             passwords = await ensure_roles(admin, self._connect["database"])
         finally:
             await admin.close()
@@ -247,7 +258,7 @@ class Engine:
             except (TimeoutError, asyncpg.PostgresError, OSError):
                 pool.terminate()
         self._pools.clear()
-        if self.embedded is not None and stop_embedded:
+        if self.embedded is not None and stop_embedded and not self._attached:
             await asyncio.to_thread(self.embedded.stop)
 
     def pool(self, access: Access) -> asyncpg.Pool:

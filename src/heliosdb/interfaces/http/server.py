@@ -132,6 +132,8 @@ class HttpListener:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=int(settings.http.shutdown_grace_seconds),
+            # X-Forwarded-For from a local client must not rewrite the client address.
+            proxy_headers=False,
             **options,  # type: ignore[arg-type]
         )
         self.server = _Server(self.config)
@@ -153,6 +155,10 @@ class HttpListener:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.settings.http.workers > 1:
+            # The node's worker processes bind the same port; the kernel spreads new
+            # connections across them (workers.py).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.settings.host, self.settings.http.port))
         sock.listen(2048)
         sock.setblocking(False)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from heliosdb import __version__
 from heliosdb.interfaces.http.auth import ServicesDep
 from heliosdb.interfaces.http.responses import json_response
-from heliosdb.observability.metrics import REGISTRY
+from heliosdb.observability.metrics import exposition
 
 router = APIRouter(tags=["admin"])
 
@@ -52,4 +52,4 @@ async def info() -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,171 @@
+"""The node's REST worker processes: more than one core for the REST API.
+
+One Python process runs on one core at most, and the REST API is stateless over the
+engine (keys, async queries and their cancellation all live in the engine), so a node
+with ``http.workers: N`` runs N processes on the HTTP port: the node itself and N-1
+workers, each binding the port with SO_REUSEPORT so that the kernel spreads new
+connections across them. A worker is a headless node sharing the engine (as a second
+node with ``--engine-url`` would) that serves only the REST API (node.HttpWorkerNode).
+
+The node starts each worker as ``heliosdb http-worker`` and writes the effective
+settings, secrets included, to its stdin: never argv or the environment, which other
+users may read. The worker then waits for stdin to close, which happens when the node
+stops it or dies (even by kill -9), so a worker never outlives its node. A worker that
+dies is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from heliosdb.settings import Settings, revealed
+
+log = logging.getLogger("heliosdb.workers")
+
+READY = b"ready\n"
+START_TIMEOUT_SECONDS = 60.0
+RESTART_DELAY_SECONDS = 1.0
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_metrics(settings: Settings) -> None:
+    """Before prometheus_client is imported: keep metric values in files every process
+    of the node writes and /metrics adds up (prometheus_client's multiprocess mode)."""
+    if settings.http.workers <= 1:
+        return
+    directory = Path(settings.data_dir).resolve() / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # a previous run's, maybe killed
+        stale.unlink()
+    os.environ[METRICS_DIR_VARIABLE] = str(directory)
+
+
+def worker_pid_gone(pid: int) -> None:
+    """Drop a finished worker's live gauges (open connections) from the shared metrics."""
+    if METRICS_DIR_VARIABLE in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def read_worker_settings() -> tuple[Settings, dict[str, Any]]:
+    """In a worker: the settings and listener table its node wrote on stdin."""
+    message = orjson.loads(sys.stdin.buffer.readline())
+    return Settings.model_validate(message["settings"]), message["listeners"]
+
+
+async def stdin_closed() -> None:
+    """Wait until the node closes our stdin (it stopped us, or it died)."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+
+    class _Watch(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not closed.done():
+                closed.set_result(None)
+
+    transport, _ = await loop.connect_read_pipe(_Watch, sys.stdin)
+    try:
+        await closed
+    finally:
+        transport.close()
+
+
+def announce_ready() -> None:
+    sys.stdout.buffer.write(READY)
+    sys.stdout.buffer.flush()
+
+
+class HttpWorkers:
+    """Starts, watches and stops the node's N-1 REST worker processes."""
+
+    def __init__(self, settings: Settings, port: int, listeners: dict[str, Any]) -> None:
+        worker_settings = settings.model_copy(deep=True)
+        worker_settings.http.port = port
+        self.message = orjson.dumps({"settings": revealed(worker_settings), "listeners": listeners})
+        self.count = settings.http.workers - 1
+        self.grace = settings.http.shutdown_grace_seconds
+        self.processes: list[asyncio.subprocess.Process | None] = [None] * self.count
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p is not None and p.returncode is None]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._spawn(index) for index in range(self.count)))
+        self._watchers = [
+            asyncio.create_task(self._watch(index), name=f"http worker {index + 1}")
+            for index in range(self.count)
+        ]
+
+    async def _spawn(self, index: int) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "heliosdb",
+            "http-worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.processes[index] = process
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(self.message + b"\n")
+        await process.stdin.drain()
+        try:
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                line = await process.stdout.readline()
+        except TimeoutError:
+            line = b""
+        if line != READY:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"REST worker {index + 1} did not start (exit {process.returncode})")
+        log.info("REST worker %d serving (pid %d)", index + 1, process.pid)
+
+    async def _watch(self, index: int) -> None:
+        while not self._stopping:
+            process = self.processes[index]
+            assert process is not None
+            code = await process.wait()
+            worker_pid_gone(process.pid)
+            if self._stopping:
+                return
+            log.error("REST worker %d (pid %d) exited with %s; starting it again",
+                      index + 1, process.pid, code)  # fmt: skip
+            await asyncio.sleep(RESTART_DELAY_SECONDS)
+            try:
+                await self._spawn(index)
+            except (RuntimeError, OSError):
+                log.exception("REST worker %d could not be started again", index + 1)
+
+    async def stop(self) -> None:
+        """Ask every worker to drain and stop (SIGTERM), as the node itself does."""
+        self._stopping = True
+        for watcher in self._watchers:
+            watcher.cancel()
+        live = [p for p in self.processes if p is not None and p.returncode is None]
+        for process in live:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        for process in live:
+            try:
+                async with asyncio.timeout(self.grace + 10):
+                    await process.wait()
+            except TimeoutError:
+                log.warning("REST worker pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                await process.wait()
+            if process.stdin is not None:
+                process.stdin.close()
+            worker_pid_gone(process.pid)
