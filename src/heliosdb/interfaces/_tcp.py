@@ -35,6 +35,7 @@ class TcpListener:
         *,
         grace_seconds: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        protocol_class: type[asyncio.StreamReaderProtocol] = asyncio.StreamReaderProtocol,
     ) -> None:
         self.name = name
         self._scheme = scheme
@@ -44,6 +45,8 @@ class TcpListener:
         self.grace_seconds = grace_seconds
         # TLS from the first byte (protocols without an in-band upgrade, such as MongoDB).
         self.ssl_context = ssl_context
+        # A StreamReaderProtocol subclass may take bytes in the read callback itself (Redis).
+        self.protocol_class = protocol_class
         self.state = "stopped"
         self.socket: socket.socket | None = None
         self.server: asyncio.Server | None = None
@@ -71,9 +74,13 @@ class TcpListener:
         sock.listen(2048)
         sock.setblocking(False)
         self.socket = sock
-        self.server = await asyncio.start_server(
-            self._serve, sock=sock, limit=STREAM_LIMIT, ssl=self.ssl_context
-        )
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+            return self.protocol_class(reader, self._serve, loop=loop)
+
+        self.server = await loop.create_server(protocol, sock=sock, ssl=self.ssl_context)
         self.state = "serving"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -40,6 +40,9 @@ from heliosdb.settings import Settings
 log = logging.getLogger("heliosdb.interfaces.redis")
 
 UNAUTHENTICATED_BUFFER = 10 * (16384 + 32) + 64
+READ_CHUNK = 65536
+BACKLOG_LIMIT = 4 * 1024 * 1024  # received while busy: past this, stop reading the socket
+IDLE, FAST, SLOW = "idle", "fast", "slow"  # nothing running / coalesced run out / task runs
 QUEUE_LIMIT = 10_000
 OUTPUT_LIMIT = 64 * 1024 * 1024
 
@@ -137,61 +140,192 @@ class Client:
 
 
 class Session:
-    """Runs one connection."""
+    """Runs one connection.
+
+    Bytes arrive through :class:`RedisProtocol`, which hands them to :meth:`received` as
+    the event loop reads them. An idle session takes a leading run of plain GET/SET straight
+    to the coalescer and writes their replies when the batch is done, with no task switch
+    (the hot path of many clients doing one command each). Everything else wakes the
+    connection's task (:meth:`run`), which runs commands one by one through ``dispatch``.
+    One run of commands is in flight at a time, so replies keep the commands' order.
+    """
 
     def __init__(self, server: Server, client: Client) -> None:
         self.server = server
         self.client = client
         self.reader: asyncio.StreamReader | None = None
+        self.transport: asyncio.Transport | None = None
         redis = server.settings.redis
         self.parser = RequestParser(
             max_inline=redis.max_inline_bytes, max_buffer=UNAUTHENTICATED_BUFFER
         )
         if not server.require_auth:
             self.parser.max_buffer = redis.max_query_buffer_bytes
+        self.state = IDLE
+        self.backlog: list[bytes] = []  # received, not yet parsed
+        self.backlog_bytes = 0
+        self.paused = False
+        self.ready: list[list[bytes]] = []  # parsed, not yet run
+        self.error: ProtocolError | None = None
+        self.eof = False
+        self.wakeup = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
 
     def peer_gone(self) -> bool:
         """The client hung up (seen even while a blocking command is not reading)."""
-        return self.reader is not None and self.reader.at_eof()
+        return self.eof or (self.reader is not None and self.reader.at_eof())
+
+    # -- called by the protocol, on the event loop's read callbacks --------------------------
+
+    def received(self, data: bytes) -> None:
+        self.backlog.append(data)
+        self.backlog_bytes += len(data)
+        if self.state is IDLE:
+            self.advance()
+        elif self.backlog_bytes > BACKLOG_LIMIT and not self.paused and self.transport:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def peer_closed(self) -> None:
+        self.eof = True
+        self.wakeup.set()
+
+    def advance(self) -> None:
+        """Idle: start on whatever has arrived (coalesced GET/SET here, the rest in run())."""
+        if self.client.closing:
+            self.wakeup.set()
+            return
+        self.fill()
+        if self.error is not None:
+            self.state = SLOW
+            self.wakeup.set()
+            return
+        ready = self.ready
+        if not ready:
+            if self.eof:
+                self.wakeup.set()
+            return
+        run = self._coalescable_run(ready, 0)
+        if run == 0:
+            self.state = SLOW
+            self.wakeup.set()
+            return
+        self.state = FAST
+        if run == len(ready):
+            self.ready = []
+        else:
+            ready, self.ready = ready[:run], ready[run:]
+        self.client.last_active = time.time()
+        _submit_run(self, ready)
+
+    def fast_done(self, replies: bytes) -> None:
+        """The coalesced run is answered: write its replies, go on with what came meanwhile."""
+        client = self.client
+        if client.writer is not None and not client.writer.is_closing():
+            if client.outbox:
+                client.outbox.append(replies)
+                client.flush()
+            else:
+                client.writer.write(replies)
+        self.state = IDLE
+        self.advance()
+
+    def fill(self) -> None:
+        """Parse received bytes into ``ready`` (64 KiB at a time, up to 1024 commands)."""
+        parser, ready = self.parser, self.ready
+        try:
+            while len(ready) < 1024:
+                while (args := parser.next()) is not None:
+                    ready.append(args)
+                    if len(ready) >= 1024:
+                        return
+                if not self.backlog:
+                    break
+                data = self.backlog.pop(0)
+                if len(data) > READ_CHUNK:
+                    self.backlog.insert(0, data[READ_CHUNK:])
+                    data = data[:READ_CHUNK]
+                self.backlog_bytes -= len(data)
+                parser.feed(data)
+        except ProtocolError as exc:
+            self.error = exc
+        finally:
+            if self.paused and self.backlog_bytes <= BACKLOG_LIMIT // 2 and self.transport:
+                self.paused = False
+                self.transport.resume_reading()
+
+    # -- the connection's task ---------------------------------------------------------------
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
+        self.transport = writer.transport  # type: ignore[assignment]
+        protocol = writer.transport.get_protocol()
+        if isinstance(protocol, RedisProtocol):
+            protocol.attach(self)
+        else:  # a plain stream (tests): read here and feed the same path
+            self._pump = asyncio.create_task(self._read_stream(reader))
         idle = self.server.settings.redis.idle_timeout_seconds
-        while not self.client.closing:
-            try:
-                if idle > 0 and not self.client.subscriptions:
-                    data = await asyncio.wait_for(reader.read(65536), idle)
-                else:
-                    data = await reader.read(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            self.client.last_active = time.time()
-            outbox = self.client.outbox
-            self.client.busy = True
-            try:
-                self.parser.feed(data)
-                batch: list[list[bytes]] = []
-                while (args := self.parser.next()) is not None:
-                    batch.append(args)
-                    if len(batch) >= 1024:
-                        await self.run_batch(batch)
-                        batch = []
-                        if self.client.closing:
-                            break
-                if batch and not self.client.closing:
-                    await self.run_batch(batch)
-            except ProtocolError as exc:
-                outbox.append(encode(RedisError(f"ERR Protocol error: {exc}"), self.client.proto))
-                self.client.closing = True
-            finally:
-                self.client.busy = False
-            self.client.flush()
-            if writer.transport.get_write_buffer_size() > 1 << 20:
-                await writer.drain()
+        client = self.client
+        try:
+            while not client.closing:
+                if self.state is not SLOW:
+                    if self.eof and self.state is IDLE and not self.ready and not self.backlog:
+                        break
+                    self.wakeup.clear()
+                    if idle > 0 and not client.subscriptions:
+                        try:
+                            await asyncio.wait_for(self.wakeup.wait(), idle)
+                        except TimeoutError:
+                            if time.time() - client.last_active >= idle and self.state is IDLE:
+                                break
+                    else:
+                        await self.wakeup.wait()
+                    continue
+                client.last_active = time.time()
+                await self.run_ready()
+                client.flush()
+                if writer.transport.get_write_buffer_size() > 1 << 20:
+                    await writer.drain()
+                self.state = IDLE
+                if not client.closing:
+                    self.advance()
+        finally:
+            client.closing = True
+            if isinstance(protocol, RedisProtocol):
+                protocol.attach(None)
+            if self._pump is not None:
+                self._pump.cancel()
         if not writer.is_closing():
             await writer.drain()
+
+    async def run_ready(self) -> None:
+        """Run every parsed and received command (the connection's task, state SLOW)."""
+        client = self.client
+        client.busy = True
+        try:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if not self.ready:
+                    self.fill()
+                    if not self.ready:
+                        if self.error is not None:
+                            continue
+                        break
+                batch, self.ready = self.ready, []
+                await self.run_batch(batch)
+                if client.closing:
+                    break
+        except ProtocolError as exc:
+            client.outbox.append(encode(RedisError(f"ERR Protocol error: {exc}"), client.proto))
+            client.closing = True
+        finally:
+            client.busy = False
+
+    async def _read_stream(self, reader: asyncio.StreamReader) -> None:
+        while data := await reader.read(READ_CHUNK):
+            self.received(data)
+        self.peer_closed()
 
     async def run_batch(self, batch: list[list[bytes]]) -> None:
         replies = self.client.outbox
@@ -304,6 +438,121 @@ class Session:
     def authenticated(self, principal: Principal) -> None:
         self.client.principal = principal
         self.parser.max_buffer = self.server.settings.redis.max_query_buffer_bytes
+
+
+class RedisProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol whose bytes go straight to the connection's Session.
+
+    Reading stays in the event loop's callback, so a coalesced GET/SET costs no task
+    switch; the StreamReader only learns about EOF (for ``peer_gone``). Bytes that arrive
+    before the session is attached are kept and handed over at ``attach``.
+    """
+
+    session: Session | None = None
+    early: list[bytes] | None = None
+    early_eof = False
+
+    def attach(self, session: Session | None) -> None:
+        self.session = session
+        if session is not None:
+            for data in self.early or ():
+                session.received(data)
+            self.early = None
+            if self.early_eof:
+                session.peer_closed()
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is not None:
+            session.received(data)
+        elif self.early is None:
+            self.early = [data]
+        else:
+            self.early.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.early_eof = True
+        if self.session is not None:
+            self.session.peer_closed()
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.early_eof = True
+        if self.session is not None:
+            self.session.peer_closed()
+        super().connection_lost(exc)
+
+
+class _Replies:
+    """The replies of one coalesced run, written together when the last one is known."""
+
+    __slots__ = ("parts", "remaining", "session")
+
+    def __init__(self, session: Session, n: int) -> None:
+        self.session = session
+        self.parts: list[bytes] = [b""] * n
+        self.remaining = n
+
+    def answer(self, index: int, reply: bytes) -> None:
+        self.parts[index] = reply
+        self.remaining -= 1
+        if self.remaining == 0:
+            parts = self.parts
+            self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+class _Slot:
+    """Where the coalescer puts one command's answer (in place of an asyncio.Future)."""
+
+    __slots__ = ("_done", "index", "is_set", "proto", "replies")
+
+    def __init__(self, replies: _Replies, index: int, is_set: bool, proto: int) -> None:
+        self.replies = replies
+        self.index = index
+        self.is_set = is_set
+        self.proto = proto
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any, /) -> None:
+        self._done = True
+        if self.is_set:
+            reply = _OK
+        elif value is None:
+            reply = b"_\r\n" if self.proto == 3 else b"$-1\r\n"
+        else:
+            reply = b"$%d\r\n%s\r\n" % (len(value), value)
+        self.replies.answer(self.index, reply)
+
+    def set_exception(self, exc: BaseException, /) -> None:
+        self._done = True
+        self.replies.answer(self.index, encode(to_redis(exc), self.proto))
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self.set_exception(RedisError("ERR server is shutting down"))
+        return True
+
+
+_OK = b"+OK\r\n"
+
+
+def _submit_run(session: Session, run: list[list[bytes]]) -> None:
+    """Hand a run of plain GET key / SET key value to the coalescer; replies via _Slot."""
+    client = session.client
+    coalescer = session.server.kv.coalescer
+    db, proto = client.db, client.proto
+    replies = _Replies(session, len(run))
+    session.server.commands_processed += len(run)
+    for index, args in enumerate(run):
+        if len(args) == 2:
+            coalescer.get_into(db, args[1], _Slot(replies, index, False, proto))
+        else:
+            coalescer.set_into(db, args[1], args[2], None, _Slot(replies, index, True, proto))
+    client.last_command = "get" if len(run[-1]) == 2 else "set"
 
 
 def new_client(server: Server, writer: asyncio.StreamWriter | None) -> Client:

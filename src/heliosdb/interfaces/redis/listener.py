@@ -6,7 +6,7 @@ import asyncio
 
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.redis import commands as _commands  # noqa: F401 - registers commands
-from heliosdb.interfaces.redis.connection import Server, serve
+from heliosdb.interfaces.redis.connection import RedisProtocol, Server, serve
 from heliosdb.security.tls import server_context
 from heliosdb.services.container import Services
 
@@ -24,6 +24,7 @@ class RedisListener(TcpListener):
             self._handle,
             grace_seconds=2.0,
             ssl_context=context,
+            protocol_class=RedisProtocol,
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

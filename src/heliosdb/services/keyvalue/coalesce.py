@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import asyncpg
 
@@ -32,9 +32,8 @@ MAX_BATCH = 512
 GROUPED = ("tx", "incr", "push", "add")  # kinds that run in the group transaction of worker 0
 
 _GET = (
-    "SELECT q.i, k.type, k.value FROM unnest($1::smallint[], $2::bytea[]) "
-    "WITH ORDINALITY AS q(db, key, i) JOIN helios_kv.keys k ON k.db = q.db AND k.key = q.key "
-    "WHERE k.expires_at_ms IS NULL OR k.expires_at_ms > $3"
+    "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) "
+    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
 )
 _SET = (
     "WITH q AS (SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bigint[]) "
@@ -51,6 +50,17 @@ _SET = (
 
 
 TxWork = Callable[[Tx], Awaitable[Any]]
+
+
+class Sink(Protocol):
+    """Where an operation's answer goes: an asyncio.Future, or a caller's own slot."""
+
+    def done(self) -> bool: ...
+    def set_result(self, value: Any, /) -> None: ...
+    def set_exception(self, exc: BaseException, /) -> None: ...
+    def cancel(self) -> bool: ...
+
+
 Pushed = set[tuple[int, bytes]]
 
 
@@ -61,7 +71,7 @@ class _Op:
     key: bytes
     value: bytes | None
     expires_at_ms: int | None
-    future: asyncio.Future[Any]
+    future: Sink
     work: TxWork | None = None
     delta: int = 0
     values: list[bytes] | None = None
@@ -114,6 +124,18 @@ class Coalescer:
     ) -> asyncio.Future[None]:
         return self._submit(_Op("set", db, key, value, expires_at_ms, self._future()))
 
+    def get_into(self, db: int, key: bytes, sink: Sink) -> None:
+        """GET without a Future: the value (or None, or the error) goes to ``sink``."""
+        self._queue.append(_Op("get", db, key, None, None, sink))
+        self._ready.set()
+
+    def set_into(
+        self, db: int, key: bytes, value: bytes, expires_at_ms: int | None, sink: Sink
+    ) -> None:
+        """SET without a Future: None (or the error) goes to ``sink``."""
+        self._queue.append(_Op("set", db, key, value, expires_at_ms, sink))
+        self._ready.set()
+
     def run(self, db: int, work: TxWork) -> asyncio.Future[Any]:
         """Run ``work`` inside the next group transaction (with other clients' writes)."""
         return self._submit(_Op("tx", db, b"", None, None, self._future(), work))
@@ -144,7 +166,7 @@ class Coalescer:
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
         (self._tx_queue if op.kind in GROUPED else self._queue).append(op)
         self._ready.set()
-        return op.future
+        return cast("asyncio.Future[Any]", op.future)
 
     async def _work(self, index: int) -> None:
         """Worker 0 also runs the group transactions: one writer, so groups never deadlock."""
@@ -152,8 +174,12 @@ class Coalescer:
         while True:
             try:
                 async with pool.acquire() as conn:
+                    # Batches vary in size: a custom plan per execution would cost more
+                    # planning than these index lookups and upserts take to run.
+                    settings = "SET plan_cache_mode = force_generic_plan"
                     if not self.synchronous_commit:
-                        await conn.execute("SET synchronous_commit = off")
+                        settings += "; SET synchronous_commit = off"
+                    await conn.execute(settings)
                     while True:
                         if index == 0 and self._tx_queue:
                             queue = self._tx_queue
@@ -274,18 +300,24 @@ class Coalescer:
                 op.future.set_result(None)
 
     async def _run_gets(self, conn: Any, gets: list[_Op]) -> None:
-        rows = await conn.fetch(_GET, [op.db for op in gets], [op.key for op in gets], now_ms())
-        found = {r[0]: (r[1], r[2]) for r in rows}
-        for i, op in enumerate(gets, start=1):
-            if op.future.done():
-                continue
-            hit = found.get(i)
-            if hit is None:
-                op.future.set_result(None)
-            elif hit[0] != "string":
-                op.future.set_exception(fault(Reason.WRONG_TYPE))
-            else:
-                op.future.set_result(hit[1])
+        """One ``key = ANY(...)`` index scan per database for every GET of the batch."""
+        now = now_ms()
+        by_db: dict[int, list[_Op]] = {}
+        for op in gets:
+            by_db.setdefault(op.db, []).append(op)
+        for db, ops in by_db.items():
+            rows = await conn.fetch(_GET, db, [op.key for op in ops], now)
+            found = {bytes(r[0]): (r[1], r[2]) for r in rows}
+            for op in ops:
+                if op.future.done():
+                    continue
+                hit = found.get(op.key)
+                if hit is None:
+                    op.future.set_result(None)
+                elif hit[0] != "string":
+                    op.future.set_exception(fault(Reason.WRONG_TYPE))
+                else:
+                    op.future.set_result(hit[1])
 
 
 _LOCK_COUNTERS = (
