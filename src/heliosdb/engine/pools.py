@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -49,25 +49,58 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         stmt: PreparedStatement = await self._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
         return stmt
 
-    async def prepared_with(
-        self, sql: str, describe: Callable[[PreparedStatement], T]
-    ) -> tuple[PreparedStatement, T]:
-        """The prepared statement for ``sql`` and ``describe(stmt)``, worked out once for
-        each server-side statement (its parameter and column types cannot change under it).
+    async def run_prepared(
+        self,
+        sql: str,
+        bind: Callable[[PreparedStatement], Sequence[Any]],
+        *,
+        cache: bool = True,
+        what: str = "a parameter",
+    ) -> tuple[list[asyncpg.Record], PreparedStatement]:
+        """Prepare ``sql`` (from the statement cache unless ``cache`` is false), bind the
+        arguments ``bind(stmt)`` makes for its parameter types, and fetch.
+
+        A cached statement the engine reports invalid (the schema changed under it) is
+        prepared afresh, once. A value the codecs refuse for its type is the client's
+        error (INVALID_ARGUMENT, naming ``what`` it was); engine errors propagate.
         """
-        stmt = await self.prepared(sql)
+        for attempt in (1, 2):
+            stmt = await self.prepared(sql) if cache else await self.prepare(sql)
+            args = bind(stmt)
+            try:
+                records: list[asyncpg.Record] = await stmt.fetch(*args)
+            except asyncpg.InvalidCachedStatementError:
+                self.forget(sql)
+                if attempt == 2:
+                    raise
+                continue
+            except (asyncpg.DataError, ValueError, TypeError, OverflowError) as exc:
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise
+                raise HeliosError(
+                    ErrorCode.INVALID_ARGUMENT, f"{what} does not fit its column type: {exc}"
+                ) from None
+            return records, stmt
+        raise AssertionError("unreachable")
+
+    def describe(
+        self, stmt: PreparedStatement, sql: str, describe: Callable[[PreparedStatement], T]
+    ) -> T:
+        """``describe(stmt)``, worked out once for each server-side statement (its
+        parameter and column types cannot change under it)."""
         state = stmt._state  # type: ignore[attr-defined]  # identifies the server statement
         described: dict[tuple[Any, str], tuple[Any, Any]] = self.__dict__.setdefault(
             "_described", {}
         )
         hit = described.get((describe, sql))
         if hit is not None and hit[0] is state:
-            return stmt, hit[1]
+            value: T = hit[1]
+            return value
         value = describe(stmt)
         if len(described) > 2 * STATEMENT_CACHE_SIZE:
             described.clear()
         described[(describe, sql)] = (state, value)
-        return stmt, value
+        return value
 
     def forget(self, sql: str) -> None:
         """Drop cached statements after the engine reported one invalid (schema changed)."""

@@ -107,35 +107,28 @@ class QueryService:
     async def _run_statement(
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:
-        for attempt in (1, 2):
-            stmt, plan = await conn.prepared_with(sql, _Plan.of)
+        plan: _Plan | None = None
+
+        def bind(stmt: Any) -> list[Any]:
+            nonlocal plan
+            plan = conn.describe(stmt, sql, _Plan.of)
             declared = plan.parameters
             if len(params) != len(declared):
                 raise invalid(
                     f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
                 )
-            args = [
+            return [
                 to_param(value, t, i + 1)
                 for i, (value, t) in enumerate(zip(params, declared, strict=True))
             ]
-            try:
-                records = await stmt.fetch(*args)
-            except asyncpg.InvalidCachedStatementError:
-                # The schema changed under a cached statement: prepare it afresh, once.
-                conn.forget(sql)
-                if attempt == 2:
-                    raise
-                continue
-            except (asyncpg.DataError, ValueError, TypeError, OverflowError) as exc:
-                if isinstance(exc, asyncpg.PostgresError):
-                    raise
-                raise invalid(f"a parameter does not fit its column type: {exc}") from None
-            rows = [list(r) for r in records]
-            if plan.fix is not None:
-                rows = [plan.fix(r) for r in rows]
-            status = stmt.get_statusmsg() or ""
-            return QueryResult(list(plan.columns), rows, _affected(status), status, _ms(started))
-        raise AssertionError("unreachable")
+
+        records, stmt = await conn.run_prepared(sql, bind)
+        assert plan is not None
+        rows = [list(r) for r in records]
+        if plan.fix is not None:
+            rows = [plan.fix(r) for r in rows]
+        status = stmt.get_statusmsg() or ""
+        return QueryResult(list(plan.columns), rows, _affected(status), status, _ms(started))
 
 
 def _leaves_session_alone(status: str, sql: str) -> bool:

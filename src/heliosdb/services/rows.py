@@ -398,23 +398,11 @@ def _insert_statements(
 async def _run(
     conn: Any, sql: str, values: Sequence[Any], *, cache: bool = True
 ) -> tuple[list[Any], Sequence[Any], str]:
-    """Prepare (cached), bind JSON values to the inferred types, run; retry once on DDL."""
-    for attempt in (1, 2):
-        stmt = await conn.prepared(sql) if cache else await conn.prepare(sql)
-        args = bind_params(values, stmt.get_parameters())
-        try:
-            records = await stmt.fetch(*args)
-        except asyncpg.InvalidCachedStatementError:
-            conn.forget(sql)
-            if attempt == 2:
-                raise
-            continue
-        except (asyncpg.DataError, ValueError, TypeError, OverflowError) as exc:
-            if isinstance(exc, asyncpg.PostgresError):
-                raise
-            raise invalid(f"a value does not fit its column type: {exc}") from None
-        return records, stmt.get_attributes(), stmt.get_statusmsg() or ""
-    raise AssertionError("unreachable")
+    """Run ``sql`` with JSON ``values`` bound to the types the engine infers for them."""
+    records, stmt = await conn.run_prepared(
+        sql, lambda stmt: bind_params(values, stmt.get_parameters()), cache=cache, what="a value"
+    )
+    return records, stmt.get_attributes(), stmt.get_statusmsg() or ""
 
 
 def _objects(records: list[Any], attributes: Sequence[Any]) -> list[dict[str, Any]]:
