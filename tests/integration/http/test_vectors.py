@@ -161,6 +161,26 @@ async def test_vectors_search_recall_against_brute_force(
     assert hits / (10 * len(queries)) >= 0.9
 
 
+async def test_vectors_search_settings_end_with_the_statement(
+    api: httpx.AsyncClient, loaded: str, data: np.ndarray
+) -> None:
+    """ef_search and the iterative scan are set inside the search statement, transaction-
+    local: the pooled session (kept for the same key without a reset) never keeps them."""
+    for i in range(8):
+        found = await search(
+            api, index_name=loaded, vector=data[i].tolist(), top_k=5, ef_search=123,
+            filter="category = 'hats'",
+        )  # fmt: skip
+        assert found["metrics"]["ef_search"] == 123
+        response = await api.post(
+            "/query",
+            json={"sql": "SELECT current_setting('hnsw.ef_search') AS ef, "
+                         "current_setting('hnsw.iterative_scan') AS scan"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.json()["rows"][0] == ["40", "off"]
+
+
 async def test_vectors_search_ranks_and_scores(
     api: httpx.AsyncClient, loaded: str, data: np.ndarray
 ) -> None:
