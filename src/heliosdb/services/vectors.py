@@ -31,7 +31,11 @@ from heliosdb.engine.quoting import qualified, quote_ident
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, denied, invalid, not_found
 from heliosdb.security.principals import Principal
-from heliosdb.services.metadata_filters import FIELD_TYPES, compile_metadata_filter
+from heliosdb.services.metadata_filters import (
+    FIELD_TYPES,
+    CompiledFilter,
+    compile_metadata_filter,
+)
 
 SCHEMA = "helios_vectors"
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -40,6 +44,7 @@ MAX_TOP_K = 1000  # pgvector's largest hnsw.ef_search
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
 INDEX_CACHE_SECONDS = 5.0
+MAX_CACHED_FILTERS = 1024
 DEFAULTS = {"m": 16, "ef_construction": 64, "ef_search": 100}
 LIMITS = {"m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1000)}
 _ENGINE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -127,6 +132,9 @@ class Vectors:
         # create/drop evict at once; another node's drop shows within the TTL (a search
         # meanwhile fails with the engine's "no such table").
         self._indexes: dict[str, tuple[float, VectorIndex]] = {}
+        # Compiled filters by (text, declared fields, first parameter number): parsing one
+        # with pglast and walking its tree costs more than the rest of a search's own work.
+        self._filters: dict[tuple[str, Any, int], CompiledFilter] = {}
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -345,9 +353,7 @@ class Vectors:
             "|| set_config('hnsw.iterative_scan', $4, true)) IS NOT NULL"
         ]
         if filtered:
-            compiled = compile_metadata_filter(
-                str(filter), fields=index.metadata_fields, param_offset=len(params)
-            )
+            compiled = self._compiled_filter(str(filter), index, len(params))
             conditions.append(compiled.sql)
             params += compiled.params
         head = (
@@ -379,6 +385,17 @@ class Vectors:
             for r in sorted(rows, key=lambda r: r["distance"])
         ]
         return SearchResult(matches, path, ef, round((time.perf_counter() - started) * 1000, 3))
+
+    def _compiled_filter(self, text: str, index: VectorIndex, offset: int) -> CompiledFilter:
+        fields = index.metadata_fields
+        key = (text, tuple(sorted(fields.items())) if fields else None, offset)
+        compiled = self._filters.get(key)
+        if compiled is None:
+            compiled = compile_metadata_filter(text, fields=fields, param_offset=offset)
+            if len(self._filters) >= MAX_CACHED_FILTERS:
+                self._filters.clear()
+            self._filters[key] = compiled
+        return compiled
 
 
 async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
