@@ -70,8 +70,8 @@ class Figure:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process and its live children (the node's REST worker
-    processes, --http-workers) have used so far."""
+    """User + system CPU time a process and its live children (the node's worker
+    processes, --workers) have used so far."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -39,7 +39,7 @@ _FLAGS = {
     "data_dir": "data_dir",
     "engine_url": "engine.url",
     "http_port": "http.port",
-    "http_workers": "http.workers",
+    "workers": "workers",
     "pg_port": "postgres.port",
     "pg_txn_port": "postgres.transaction_port",
     "grpc_port": "grpc.port",
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
     serve.add_argument(
-        "--http-workers", type=int, help="processes serving the REST API (default 1)"
+        "--workers", type=int, help="processes serving the REST and WebSocket APIs (default 1)"
     )
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
     serve.add_argument(
@@ -87,9 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mongo-port", type=int, help="MongoDB wire port (default 27017; 0 = any free)"
     )
 
-    commands.add_parser(
-        "http-worker", help="internal: a REST worker process of `serve` (settings on stdin)"
-    )
+    commands.add_parser("worker", help="internal: a worker process of `serve` (settings on stdin)")
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -160,8 +158,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "http-worker":
-        return _http_worker()
+    if args.command == "worker":
+        return _worker()
     try:
         settings = settings_from(args)
         logs.configure(settings.log_level)
@@ -195,12 +193,12 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _http_worker() -> int:
+def _worker() -> int:
     import uvloop
 
-    from heliosdb.node import http_worker_node
+    from heliosdb.node import worker_node
 
-    worker = http_worker_node()
+    worker = worker_node()
     logs.configure(worker.settings.log_level)
     uvloop.run(worker.run())
     return 0

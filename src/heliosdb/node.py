@@ -26,7 +26,7 @@ from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
-from heliosdb.workers import HttpWorkers, announce_ready, read_worker_settings, stdin_closed
+from heliosdb.workers import Workers, announce_ready, read_worker_settings, stdin_closed
 
 log = logging.getLogger("heliosdb.node")
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class Node:
         self.engine = Engine(settings.engine, self.data_dir)
         self.services: Services | None = None
         self.listeners: list[Listener] = []
-        self.workers: HttpWorkers | None = None
+        self.workers: Workers | None = None
         self._stopping = asyncio.Event()
 
     def listener_states(self) -> dict[str, Any]:
@@ -97,11 +97,11 @@ class Node:
             await listener.start()
             host, port = listener.address
             announce(f"{listener.name} listening on {listener.scheme}://{host}:{port}")
-        if self.settings.http.workers > 1:
-            http_port = self.listeners[0].address[1]
-            self.workers = HttpWorkers(self.settings, http_port, self.listener_states())
+        if self.settings.workers > 1:
+            ports = {listener.name: listener.address[1] for listener in self.listeners}
+            self.workers = Workers(self.settings, ports, self.listener_states())
             await self.workers.start()
-            announce(f"http served by {self.settings.http.workers} processes")
+            announce(f"http and websocket served by {self.settings.workers} processes")
         # Everything built so far lives as long as the node: move it out of the cyclic
         # GC's sight, so collections scan only what requests allocate (a full collection
         # of the startup heap took tens of milliseconds: a latency spike on every one).
@@ -148,9 +148,9 @@ class Node:
             await self.stop()
 
 
-class HttpWorkerNode:
-    """One REST worker process of a node (workers.py): the REST API on the node's port,
-    over the engine the node runs, until the node stops it or goes away."""
+class WorkerNode:
+    """One worker process of a node (workers.py): the REST and WebSocket APIs on the
+    node's ports, over the engine the node runs, until the node stops it or goes away."""
 
     def __init__(self, settings: Settings, listeners: dict[str, Any]) -> None:
         self.settings = settings
@@ -163,15 +163,22 @@ class HttpWorkerNode:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         services: Services | None = None
-        listener: HttpListener | None = None
+        listeners: list[Listener] = []
         try:
             await self.engine.start(attach=True)
             services = Services.build(self.settings, self.engine)
             watch_pools(self.engine.pool_stats)
             await services.keys.start()
+            await services.changes.start()
             await services.async_queries.start()
-            listener = HttpListener(build_app(services, lambda: self.listeners), self.settings)
-            await listener.start()
+            app = build_app(services, lambda: self.listeners)
+            served: tuple[Listener, ...] = (
+                HttpListener(app, self.settings),
+                WebSocketListener(services, self.settings),
+            )
+            for listener in served:
+                await listener.start()
+                listeners.append(listener)
             gc.freeze()
             announce_ready()
             orphaned = asyncio.create_task(stdin_closed())
@@ -180,17 +187,18 @@ class HttpWorkerNode:
             orphaned.cancel()
             signalled.cancel()
         finally:
-            if listener is not None:
+            for listener in reversed(listeners):
                 await listener.stop()
             if services is not None:
                 await services.async_queries.stop()
+                await services.changes.stop()
                 await services.keys.stop()
             await self.engine.stop()
 
 
-def http_worker_node() -> HttpWorkerNode:
+def worker_node() -> WorkerNode:
     settings, listeners = read_worker_settings()
-    return HttpWorkerNode(settings, listeners)
+    return WorkerNode(settings, listeners)
 
 
 async def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:

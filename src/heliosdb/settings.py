@@ -36,13 +36,6 @@ class HttpSettings(BaseModel):
     shutdown_grace_seconds: float = Field(
         10.0, description="How long in-flight requests may run after a stop signal."
     )
-    workers: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="Processes serving the REST API on its port (SO_REUSEPORT); one Python "
-        "process uses one core at most, so set it to the number of cores the node may use.",
-    )
 
 
 class EngineSettings(BaseModel):
@@ -304,6 +297,14 @@ class Settings(BaseSettings):
         description="production, development or test; hdb_test_ keys work only outside production.",
     )
     host: str = Field("127.0.0.1", description="Address every listener binds to.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving the REST and WebSocket APIs on their ports "
+        "(SO_REUSEPORT); one Python process uses one core at most, so set it to the number "
+        "of cores the node may use.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
     http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]

@@ -1,13 +1,15 @@
-"""The node's REST worker processes: more than one core for the REST API.
+"""The node's worker processes: more than one core for the REST and WebSocket APIs.
 
-One Python process runs on one core at most, and the REST API is stateless over the
-engine (keys, async queries and their cancellation all live in the engine), so a node
-with ``http.workers: N`` runs N processes on the HTTP port: the node itself and N-1
-workers, each binding the port with SO_REUSEPORT so that the kernel spreads new
-connections across them. A worker is a headless node sharing the engine (as a second
-node with ``--engine-url`` would) that serves only the REST API (node.HttpWorkerNode).
+One Python process runs on one core at most. The REST API keeps no state in a process
+(keys, async queries and their cancellation live in the engine), and a WebSocket
+session lives on one connection and gets its events from the engine's change log like
+any node's, so a node with ``workers: N`` runs both in N processes: the node itself
+and N-1 workers, each binding the two ports with SO_REUSEPORT so that the kernel
+spreads new connections across them. A worker is a headless node sharing the engine
+(as a second node with ``--engine-url`` would) that serves only those two APIs
+(node.WorkerNode).
 
-The node starts each worker as ``heliosdb http-worker`` and writes the effective
+The node starts each worker as ``heliosdb worker`` and writes the effective
 settings, secrets included, to its stdin: never argv or the environment, which other
 users may read. The worker then waits for stdin to close, which happens when the node
 stops it or dies (even by kill -9), so a worker never outlives its node. A worker that
@@ -40,7 +42,7 @@ METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 def share_metrics(settings: Settings) -> None:
     """Before prometheus_client is imported: keep metric values in files every process
     of the node writes and /metrics adds up (prometheus_client's multiprocess mode)."""
-    if settings.http.workers <= 1:
+    if settings.workers <= 1:
         return
     directory = Path(settings.data_dir).resolve() / "metrics"
     directory.mkdir(parents=True, exist_ok=True)
@@ -85,14 +87,17 @@ def announce_ready() -> None:
     sys.stdout.buffer.flush()
 
 
-class HttpWorkers:
-    """Starts, watches and stops the node's N-1 REST worker processes."""
+class Workers:
+    """Starts, watches and stops the node's N-1 worker processes."""
 
-    def __init__(self, settings: Settings, port: int, listeners: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, ports: dict[str, int], listeners: dict[str, Any]
+    ) -> None:
         worker_settings = settings.model_copy(deep=True)
-        worker_settings.http.port = port
+        worker_settings.http.port = ports["http"]  # the ports the node bound (maybe 0 asked)
+        worker_settings.websocket.port = ports["websocket"]
         self.message = orjson.dumps({"settings": revealed(worker_settings), "listeners": listeners})
-        self.count = settings.http.workers - 1
+        self.count = settings.workers - 1
         self.grace = settings.http.shutdown_grace_seconds
         self.processes: list[asyncio.subprocess.Process | None] = [None] * self.count
         self._watchers: list[asyncio.Task[None]] = []
@@ -105,7 +110,7 @@ class HttpWorkers:
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(index) for index in range(self.count)))
         self._watchers = [
-            asyncio.create_task(self._watch(index), name=f"http worker {index + 1}")
+            asyncio.create_task(self._watch(index), name=f"worker {index + 1}")
             for index in range(self.count)
         ]
 
@@ -114,7 +119,7 @@ class HttpWorkers:
             sys.executable,
             "-m",
             "heliosdb",
-            "http-worker",
+            "worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -130,8 +135,8 @@ class HttpWorkers:
         if line != READY:
             process.kill()
             await process.wait()
-            raise RuntimeError(f"REST worker {index + 1} did not start (exit {process.returncode})")
-        log.info("REST worker %d serving (pid %d)", index + 1, process.pid)
+            raise RuntimeError(f"worker {index + 1} did not start (exit {process.returncode})")
+        log.info("worker %d serving (pid %d)", index + 1, process.pid)
 
     async def _watch(self, index: int) -> None:
         while not self._stopping:
@@ -141,13 +146,13 @@ class HttpWorkers:
             worker_pid_gone(process.pid)
             if self._stopping:
                 return
-            log.error("REST worker %d (pid %d) exited with %s; starting it again",
+            log.error("worker %d (pid %d) exited with %s; starting it again",
                       index + 1, process.pid, code)  # fmt: skip
             await asyncio.sleep(RESTART_DELAY_SECONDS)
             try:
                 await self._spawn(index)
             except (RuntimeError, OSError):
-                log.exception("REST worker %d could not be started again", index + 1)
+                log.exception("worker %d could not be started again", index + 1)
 
     async def stop(self) -> None:
         """Ask every worker to drain and stop (SIGTERM), as the node itself does."""
@@ -163,7 +168,7 @@ class HttpWorkers:
                 async with asyncio.timeout(self.grace + 10):
                     await process.wait()
             except TimeoutError:
-                log.warning("REST worker pid %d did not stop in time; killing it", process.pid)
+                log.warning("worker pid %d did not stop in time; killing it", process.pid)
                 process.kill()
                 await process.wait()
             if process.stdin is not None:

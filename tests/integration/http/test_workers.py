@@ -1,22 +1,26 @@
-"""REST worker processes: ``--http-workers 3`` serves the REST API from three processes.
+"""Worker processes: ``--workers 3`` serves the REST and WebSocket APIs from three processes.
 
-The node and its two workers share the HTTP port (SO_REUSEPORT) and the engine; any of
-them may answer a request, and the answer must not depend on which did.
+The node and its two workers share the two ports (SO_REUSEPORT) and the engine; any of
+them may answer a request or hold a subscription, and what a client sees must not
+depend on which did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.integration.websocket.wsclient import connect, events, subscribe
 from tests.nodeproc import NodeProcess
 
 WORKERS = 3
@@ -27,7 +31,7 @@ CONNECTIONS = 24  # fresh connections: with three processes, all landing on one 
 def workers_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data_dir: Path = tmp_path_factory.mktemp("workers") / "data"
     node = NodeProcess(
-        data_dir, extra_args=["--environment", "test", "--http-workers", str(WORKERS)]
+        data_dir, extra_args=["--environment", "test", "--workers", str(WORKERS)]
     ).start()
     yield node
     if node.process is not None and node.process.poll() is None:
@@ -47,7 +51,7 @@ def worker_pids(node: NodeProcess) -> set[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"http-worker" in cmdline:
+        if ppid == parent and b"worker" in cmdline.split(b"\0"):
             pids.add(int(entry.name))
     return pids
 
@@ -59,19 +63,32 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
         time.sleep(0.1)
 
 
-def fresh_requests(node: NodeProcess, key: str, count: int = CONNECTIONS) -> list[int]:
+def fresh_requests(
+    node: NodeProcess, key: str, count: int = CONNECTIONS, sql: str = "SELECT 1"
+) -> list[int]:
     """``count`` queries, each on a new connection (so each may reach another process)."""
     statuses = []
     for _ in range(count):
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
-            response = client.post(f"{node.api}/query", json={"sql": "SELECT 1"})
+            response = client.post(f"{node.api}/query", json={"sql": sql})
             statuses.append(response.status_code)
     return statuses
 
 
 def test_the_node_starts_its_workers(workers_node: NodeProcess) -> None:
     assert len(worker_pids(workers_node)) == WORKERS - 1
-    assert f"heliosdb: http served by {WORKERS} processes\n" in workers_node.output
+    assert f"heliosdb: http and websocket served by {WORKERS} processes\n" in workers_node.output
+
+
+def serving_pids(port: int) -> set[int]:
+    """The processes holding established connections on ``port`` (server side)."""
+    sockets = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", sockets)}
 
 
 def test_connections_are_spread_over_the_processes(workers_node: NodeProcess) -> None:
@@ -83,16 +100,10 @@ def test_connections_are_spread_over_the_processes(workers_node: NodeProcess) ->
     try:
         for client in clients:  # each client holds its connection open
             assert client.get(f"{workers_node.api}/health").status_code == 200
-        sockets = subprocess.run(
-            ["ss", "-Htnp", "state", "established", f"( sport = :{workers_node.ports['http']} )"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        serving = serving_pids(workers_node.ports["http"])
     finally:
         for client in clients:
             client.close()
-    serving = {int(pid) for pid in re.findall(r"pid=(\d+)", sockets)}
     assert serving <= worker_pids(workers_node) | {workers_node.process.pid}
     assert len(serving) >= 2
 
@@ -116,6 +127,26 @@ def test_metrics_add_up_every_process(workers_node: NodeProcess) -> None:
     assert fresh_requests(workers_node, workers_node.admin_key) == [200] * CONNECTIONS
     # Whichever process answers the scrape, it counts every process's requests.
     assert {served() for _ in range(6)} == {before + CONNECTIONS}
+
+
+async def test_websocket_subscribers_on_every_process_get_the_events(
+    workers_node: NodeProcess,
+) -> None:
+    assert workers_node.admin_key is not None and workers_node.process is not None
+    key, table = workers_node.admin_key, f"workers_{uuid.uuid4().hex[:8]}"
+    url = f"ws://127.0.0.1:{workers_node.ports['websocket']}/ws"
+    create = f"CREATE TABLE {table} (id int PRIMARY KEY)"
+    assert fresh_requests(workers_node, key, 1, create) == [200]
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(connect(url, key)) for _ in range(12)]
+        for ws in sockets:
+            await subscribe(ws, table)
+        assert len(serving_pids(workers_node.ports["websocket"])) >= 2
+        insert = f"INSERT INTO {table} VALUES (1), (2)"
+        assert fresh_requests(workers_node, key, 1, insert) == [200]
+        for ws in sockets:
+            got = await events(ws, 2)
+            assert [m["data"]["row"]["id"] for m in got] == [1, 2]
 
 
 def test_a_revoked_key_is_refused_by_every_process(workers_node: NodeProcess) -> None:

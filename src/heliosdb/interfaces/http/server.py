@@ -155,7 +155,7 @@ class HttpListener:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.settings.http.workers > 1:
+        if self.settings.workers > 1:
             # The node's worker processes bind the same port; the kernel spreads new
             # connections across them (workers.py).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

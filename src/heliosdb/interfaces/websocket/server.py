@@ -59,6 +59,8 @@ class WebSocketListener:
             # fan-out's largest cost. Events are small JSON; bandwidth is not the limit.
             compression=None,
             server_header=None,
+            # The node's worker processes bind the same port (workers.py).
+            reuse_port=self.settings.workers > 1,
         )
         self.state = "serving"
 
