@@ -1,30 +1,36 @@
 """Vector search through HeliosDB against raw pgvector on the same engine, in one run.
 
     .venv/bin/python bench/vectors.py [--count 100000] [--dim 128] [--queries 200]
-                                      [--concurrency 8] [--ef-search 100]
+                                      [--concurrency 8] [--ef-search 100 [200 ...]]
 
 Starts a real node, creates a cosine index and loads ``--count`` vectors generated with
 a fixed seed (clusters in 16 latent dimensions projected to ``--dim``; metadata
-``category`` = i % 10) through
-``/vectors/upsert``. Then, unfiltered and with ``category = 3`` (10% of rows), it runs
-the same query vectors through:
+``category`` = i % 10) through ``/vectors/upsert``. Then, for each ``--ef-search``
+(the index's default; changed in its catalog row between values), unfiltered and with
+``category = 3`` (10% of rows), it runs the same query vectors through:
 
-- REST ``POST /api/v1/vectors/search`` (httpx, ``--concurrency`` in flight);
+- REST ``POST /api/v1/vectors/search``: wrk (``bench/wrk/vectors.lua``, a C load
+  generator, ``--concurrency`` connections) for queries per second, because a Python
+  HTTP client spends more CPU per request than the node does and would measure itself;
+  recall from one pass of the same searches with httpx;
 - gRPC ``VectorSearch`` (grpc.aio, same concurrency);
-- raw pgvector: asyncpg on the engine's socket, one prepared ``ORDER BY embedding <=> $1
-  LIMIT 10`` per connection, ``hnsw.ef_search`` set once per session (and
+- raw pgvector: asyncpg on the engine's socket, ``ORDER BY embedding <=> $1 LIMIT 10``
+  on ``--concurrency`` connections, ``hnsw.ef_search`` set once per session (and
   ``hnsw.iterative_scan = relaxed_order`` for the filtered case);
 - exact: the same statement with index scans off (ground truth for the engine's view).
 
-Recall@10 is against numpy brute force. It prints QPS, recall and each path's QPS as a
-ratio to raw pgvector. Absolute numbers on a shared machine mean little.
+Recall@10 is against numpy brute force. It prints QPS, recall, each path's QPS as a
+ratio to raw pgvector, and the node's CPU time per search (REST and gRPC), which the
+machine's other load does not distort. Absolute QPS on a shared machine mean little.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,12 +46,15 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 
+from heliosdb.services.vectors import INDEX_CACHE_SECONDS  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 
 INDEX = "bench_vectors"
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "vectors.lua"
 FILTER = "category = 3"
 K = 10
 
@@ -104,7 +113,8 @@ async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespac
     created = await api.post(
         "/vectors/indexes",
         json={"name": INDEX, "dimension": args.dim, "metric": "cosine",
-              "m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search},
+              "m": args.m, "ef_construction": args.ef_construction,
+              "ef_search": args.ef_search[0]},
     )  # fmt: skip
     created.raise_for_status()
     started = time.perf_counter()
@@ -126,6 +136,53 @@ async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespac
     return time.perf_counter() - started
 
 
+def node_cpu(node: NodeProcess) -> float:
+    """CPU seconds (user + system) the node process has used so far."""
+    assert node.process is not None
+    fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """REST searches from wrk for ``--rest-seconds``: (requests per second, node CPU µs each)."""
+    assert node.admin_key is not None
+    env = {**os.environ, "HELIOSDB_KEY": node.admin_key, "BENCH_BODIES": str(bodies)}
+    command = [
+        "wrk", "-t2", f"-c{args.concurrency}", f"-d{args.rest_seconds}s", "--timeout", "30s",
+        "-s", str(WRK_SCRIPT), node.http_url,
+    ]  # fmt: skip
+    before = node_cpu(node)
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    cpu = node_cpu(node) - before
+    for line in out.splitlines():
+        if line.startswith("FAILURE "):
+            sys.stderr.write(f"REST: {line}\n")
+    match = re.search(r"^RESULT (.*)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    values = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+    if values["non2xx"] or values["socket_errors"]:
+        sys.stderr.write(f"REST: {values['non2xx']} non-2xx, {values['socket_errors']} errors\n")
+    requests = max(1, values["requests"])
+    return requests / (values["duration_us"] / 1e6), cpu / requests * 1e6
+
+
+async def set_index_ef_search(data_dir: Path, ef_search: int) -> None:
+    """The index's default ef_search, changed in its catalog row as an administrator would;
+    then the node's index cache (a few seconds) is waited out."""
+    password = (data_dir / "engine.password").read_text().strip()
+    conn = await asyncpg.connect(
+        host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
+    )
+    try:
+        await conn.execute(
+            "UPDATE helios.vector_indexes SET ef_search = $1 WHERE name = $2", ef_search, INDEX
+        )
+    finally:
+        await conn.close()
+    await asyncio.sleep(INDEX_CACHE_SECONDS + 0.5)
+
+
 async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> None:
     data = generate(args.count, args.dim, seed=42)
     queries = generate(args.queries, args.dim, seed=4242)
@@ -133,6 +190,7 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
     expected = {"none": truth(data, queries, None), "10%": truth(data, queries, allowed)}
     headers = {"Authorization": f"Bearer {node.admin_key}"}
     limits = httpx.Limits(max_connections=args.concurrency)
+    rows: list[tuple[int, str, str, float, float, float | None]] = []
     async with httpx.AsyncClient(
         base_url=node.api, headers=headers, timeout=600, limits=limits
     ) as api:
@@ -147,84 +205,132 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.ports['grpc']}")
         stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
         metadata = [("authorization", f"Bearer {node.admin_key}")]
-        rows: list[tuple[str, str, float, float]] = []
         try:
-            for label, text in (("none", None), ("10%", FILTER)):
-                paths: set[str] = set()
-
-                async def rest(
-                    slot: int, vector: list[float], text: str | None = text, paths: set[str] = paths
-                ) -> list[int]:
-                    body: dict[str, Any] = {"index_name": INDEX, "vector": vector, "top_k": K}
-                    if text:
-                        body["filter"] = text
-                    answer = (await api.post("/vectors/search", json=body)).json()
-                    paths.add(answer["metrics"]["search_path"])
-                    return [int(r["id"]) for r in answer["results"]]
-
-                async def via_grpc(
-                    slot: int, vector: list[float], text: str | None = text
-                ) -> list[int]:
-                    request = pb.VectorSearchRequest(index_name=INDEX, vector=vector, top_k=K)
-                    if text:
-                        request.filter = text
-                    answer = await stub.VectorSearch(request, metadata=metadata)
-                    return [int(m.id) for m in answer.results]
-
-                where = " WHERE metadata @> '{\"category\": 3}'" if text else ""
-                sql = (
-                    f"SELECT id FROM helios_vectors.{INDEX}{where} "  # noqa: S608
-                    "ORDER BY embedding <=> $1::vector LIMIT 10"
-                )
-                iterative = "relaxed_order" if text else "off"
-                for conn in raw:
-                    await conn.execute(
-                        f"SET hnsw.ef_search = {int(args.ef_search)}; "
-                        f"SET hnsw.iterative_scan = {iterative}"
-                    )
-
-                async def direct(slot: int, vector: list[float], sql: str = sql) -> list[int]:
-                    records = await raw[slot].fetch(sql, _text(vector))
-                    return [int(r["id"]) for r in records]
-
-                exact_sql = sql.replace("$1::vector LIMIT", "$1::vector) + 0 LIMIT").replace(
-                    "ORDER BY embedding", "ORDER BY (embedding"
-                )
-
-                async def brute(slot: int, vector: list[float], sql: str = exact_sql) -> list[int]:
-                    return await direct(slot, vector, sql)
-
-                await timed(queries[:20], args.concurrency, direct)  # warm the caches
-                await timed(queries[:20], args.concurrency, rest)
-                await timed(queries[:20], args.concurrency, via_grpc)
-                figures: dict[str, tuple[float, float]] = {}
-                for _ in range(args.rounds):  # alternate, so load changes hit every side
-                    for name, search in (("raw", direct), ("rest", rest), ("grpc", via_grpc)):
-                        qps, found = await timed(queries, args.concurrency, search)
-                        score = recall(found, expected[label])
-                        old = figures.get(name, (0.0, 0.0))
-                        figures[name] = (old[0] + qps / args.rounds, score)
-                exact_queries = queries[: max(10, args.queries // 10)]
-                qps, found = await timed(exact_queries, args.concurrency, brute)
-                figures["exact"] = (qps, recall(found, expected[label][: len(exact_queries)]))
-                for name, (qps, score) in figures.items():
-                    rows.append((label, name, qps, score))
-                print(f"filter {label}: REST search paths {sorted(paths)}", file=sys.stderr)
+            for ef_search in args.ef_search:
+                if ef_search != args.ef_search[0]:
+                    await set_index_ef_search(data_dir, ef_search)
+                for label, text in (("none", None), ("10%", FILTER)):
+                    rows += await bench_case(
+                        node, args, api, stub, metadata, raw, queries, expected[label],
+                        label, text, ef_search,
+                    )  # fmt: skip
         finally:
             await channel.close()
             for conn in raw:
                 await conn.close()
     print(
         f"\nvector search, {args.count} x {args.dim} cosine, HNSW m={args.m} "
-        f"ef_construction={args.ef_construction} ef_search={args.ef_search}, top {K}, "
-        f"{args.queries} queries, concurrency {args.concurrency}"
+        f"ef_construction={args.ef_construction}, top {K}, {args.queries} queries, "
+        f"concurrency {args.concurrency}; REST from wrk ({args.rest_seconds} s per round), "
+        "gRPC from grpc.aio; node CPU per search from the node process's utime + stime"
     )
-    header = f"{'filter':<8}{'path':<8}{'QPS':>10}{'recall@10':>12}{'vs raw':>9}"
+    header = (
+        f"{'ef':>4}  {'filter':<8}{'path':<8}{'QPS':>9}{'recall@10':>11}{'vs raw':>9}"
+        f"{'node µs':>10}"
+    )
     print(header)
     print("-" * len(header))
-    raw_qps = {label: qps for label, name, qps, _ in rows if name == "raw"}
-    for label, name, qps, score in rows:
-        print(f"{label:<8}{name:<8}{qps:>10.0f}{score:>12.3f}{qps / raw_qps[label]:>8.2f}x")
+    raw_qps = {(ef, label): qps for ef, label, name, qps, _, _ in rows if name == "raw"}
+    for ef, label, name, qps, score, cpu in rows:
+        print(
+            f"{ef:>4}  {label:<8}{name:<8}{qps:>9.0f}{score:>11.3f}"
+            f"{qps / raw_qps[ef, label]:>8.2f}x{'' if cpu is None else f'{cpu:>10.0f}'}"
+        )
+
+
+async def bench_case(
+    node: NodeProcess,
+    args: argparse.Namespace,
+    api: httpx.AsyncClient,
+    stub: heliosdb_pb2_grpc.HeliosDBStub,
+    metadata: list[tuple[str, str]],
+    raw: list[asyncpg.Connection],
+    queries: np.ndarray,
+    expected: list[set[int]],
+    label: str,
+    text: str | None,
+    ef_search: int,
+) -> list[tuple[int, str, str, float, float, float | None]]:
+    """One filter at one ef_search: raw, REST, gRPC and exact, as rows of the table."""
+    paths: set[str] = set()
+
+    async def rest(slot: int, vector: list[float]) -> list[int]:
+        answer = (await api.post("/vectors/search", json=body(vector))).json()
+        paths.add(answer["metrics"]["search_path"])
+        return [int(r["id"]) for r in answer["results"]]
+
+    def body(vector: list[float]) -> dict[str, Any]:
+        out: dict[str, Any] = {"index_name": INDEX, "vector": vector, "top_k": K}
+        if text:
+            out["filter"] = text
+        return out
+
+    async def via_grpc(slot: int, vector: list[float]) -> list[int]:
+        request = pb.VectorSearchRequest(index_name=INDEX, vector=vector, top_k=K)
+        if text:
+            request.filter = text
+        answer = await stub.VectorSearch(request, metadata=metadata)
+        return [int(m.id) for m in answer.results]
+
+    where = " WHERE metadata @> '{\"category\": 3}'" if text else ""
+    sql = (
+        f"SELECT id FROM helios_vectors.{INDEX}{where} "  # noqa: S608
+        "ORDER BY embedding <=> $1::vector LIMIT 10"
+    )
+    iterative = "relaxed_order" if text else "off"
+    for conn in raw:
+        await conn.execute(
+            f"SET hnsw.ef_search = {int(ef_search)}; SET hnsw.iterative_scan = {iterative}"
+        )
+
+    async def direct(slot: int, vector: list[float], sql: str = sql) -> list[int]:
+        records = await raw[slot].fetch(sql, _text(vector))
+        return [int(r["id"]) for r in records]
+
+    exact_sql = sql.replace("$1::vector LIMIT", "$1::vector) + 0 LIMIT").replace(
+        "ORDER BY embedding", "ORDER BY (embedding"
+    )
+
+    async def brute(slot: int, vector: list[float]) -> list[int]:
+        return await direct(slot, vector, exact_sql)
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as handle:
+        for query in queries:
+            handle.write(orjson.dumps(body(query.tolist())) + b"\n")
+    bodies = Path(handle.name)
+    try:
+        await timed(queries[:20], args.concurrency, direct)  # warm the caches
+        await timed(queries[:20], args.concurrency, via_grpc)
+        # REST recall from the same searches wrk times (one untimed pass with httpx).
+        _, rest_found = await timed(queries, args.concurrency, rest)
+        figures: dict[str, list[Any]] = {
+            "raw": [0.0, 0.0, None],
+            "rest": [0.0, recall(rest_found, expected), 0.0],
+            "grpc": [0.0, 0.0, 0.0],
+        }
+        for _ in range(args.rounds):  # alternate, so load changes hit every side
+            qps, found = await timed(queries, args.concurrency, direct)
+            figures["raw"][0] += qps / args.rounds
+            figures["raw"][1] = recall(found, expected)
+            qps, cpu = await asyncio.to_thread(run_wrk, node, bodies, args)
+            figures["rest"][0] += qps / args.rounds
+            figures["rest"][2] += cpu / args.rounds
+            before = node_cpu(node)
+            qps, found = await timed(queries, args.concurrency, via_grpc)
+            figures["grpc"][2] += (node_cpu(node) - before) / len(queries) * 1e6 / args.rounds
+            figures["grpc"][0] += qps / args.rounds
+            figures["grpc"][1] = recall(found, expected)
+    finally:
+        bodies.unlink()
+    exact_queries = queries[: max(10, args.queries // 10)]
+    qps, found = await timed(exact_queries, args.concurrency, brute)
+    figures["exact"] = [qps, recall(found, expected[: len(exact_queries)]), None]
+    print(
+        f"ef_search {ef_search}, filter {label}: REST search paths {sorted(paths)}", file=sys.stderr
+    )
+    return [
+        (ef_search, label, name, qps, score, cpu) for name, (qps, score, cpu) in figures.items()
+    ]
 
 
 def _text(vector: list[float]) -> str:
@@ -250,8 +356,15 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=64)
-    parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument(
+        "--ef-search", type=int, nargs="+", default=[100],
+        help="one or more: the index is created with the first, then changed to each next",
+    )  # fmt: skip
+    parser.add_argument("--rest-seconds", type=int, default=5, help="wrk run per round")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.stderr.write("bench/vectors.py needs wrk (scripts/test-deps installs it)\n")
+        return 1
     with tempfile.TemporaryDirectory(prefix="hdb-bench-vectors-") as tmp:
         data_dir = Path(tmp) / "data"
         # Loading inserts into a growing HNSW graph: give a batch more than the usual 30 s.
