@@ -61,6 +61,8 @@ class Figure:
     p50_ms: float
     p99_ms: float
     errors: int
+    node_us: float = 0.0  # node CPU (utime + stime) per call
+    client_us: float = 0.0  # the load generator's CPU per call
 
 
 def figure(latencies: list[float], elapsed: float, errors: int) -> Figure:
@@ -73,9 +75,14 @@ def figure(latencies: list[float], elapsed: float, errors: int) -> Figure:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _grpc_client(
     target: str, key: str, concurrency: int, seconds: float, rows: int, seed: int
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], int, float, float]:
     metadata = (("authorization", f"Bearer {key}"),)
     latencies: list[float] = []
     errors = 0
@@ -101,12 +108,14 @@ async def _grpc_client(
                     errors += 1
                 latencies.append(time.perf_counter() - started)
 
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        return latencies, errors, time.perf_counter() - began
+        return latencies, errors, time.perf_counter() - began, time.process_time() - cpu
 
 
-def _grpc_process(args: tuple[str, str, int, float, int, int]) -> tuple[list[float], int, float]:
+def _grpc_process(
+    args: tuple[str, str, int, float, int, int],
+) -> tuple[list[float], int, float, float]:
     return asyncio.run(_grpc_client(*args))
 
 
@@ -116,11 +125,18 @@ def run_grpc(node: NodeProcess, args: argparse.Namespace, seconds: float) -> Fig
     share = max(1, args.concurrency // args.processes)
     jobs = [(target, node.admin_key, share, seconds, args.rows, i) for i in range(args.processes)]
     context = multiprocessing.get_context("spawn")
+    assert node.process is not None
     with context.Pool(args.processes) as pool:
+        pool.map(_grpc_process, [(target, node.admin_key, 1, 0.2, args.rows, 0)] * args.processes)
+        before = cpu_seconds(node.process.pid)
         results = pool.map(_grpc_process, jobs)
-    latencies = [x for lat, _, _ in results for x in lat]
-    elapsed = max(e for _, _, e in results)
-    return figure(latencies, elapsed, sum(err for _, err, _ in results))
+        node_cpu = cpu_seconds(node.process.pid) - before
+    latencies = [x for lat, _, _, _ in results for x in lat]
+    elapsed = max(e for _, _, e, _ in results)
+    out = figure(latencies, elapsed, sum(err for _, err, _, _ in results))
+    out.node_us = node_cpu / max(1, len(latencies)) * 1e6
+    out.client_us = sum(c for _, _, _, c in results) / max(1, len(latencies)) * 1e6
+    return out
 
 
 async def run_direct(data_dir: Path, args: argparse.Namespace, seconds: float) -> Figure:
@@ -185,6 +201,7 @@ def run_stream(node: NodeProcess, rows: int) -> None:
     metadata = (("authorization", f"Bearer {node.admin_key}"),)
     before = peak = rss_mb(pid)
     seen = 0
+    node_before, client_before = cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     with grpc.insecure_channel(f"127.0.0.1:{node.ports['grpc']}") as channel:
         stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
@@ -197,9 +214,12 @@ def run_stream(node: NodeProcess, rows: int) -> None:
             if seen % 50_000 == 0:
                 peak = max(peak, rss_mb(pid))
     elapsed = time.perf_counter() - started
+    node_us = (cpu_seconds(pid) - node_before) / max(1, seen) * 1e6
+    client_us = (time.process_time() - client_before) / max(1, seen) * 1e6
     print(
         f"\nExecuteQueryStream: {seen} rows in {elapsed:.1f} s ({seen / elapsed:.0f} rows/s); "
-        f"node RSS {before:.0f} MB before, {peak:.0f} MB peak, {rss_mb(pid):.0f} MB after"
+        f"node RSS {before:.0f} MB before, {peak:.0f} MB peak, {rss_mb(pid):.0f} MB after; "
+        f"CPU per row: node {node_us:.1f} µs, client {client_us:.1f} µs"
     )
 
 
@@ -210,6 +230,8 @@ def combine(rounds: list[Figure]) -> Figure:
         p50_ms=ordered[len(ordered) // 2].p50_ms,
         p99_ms=sorted(f.p99_ms for f in rounds)[len(rounds) // 2],
         errors=sum(f.errors for f in rounds),
+        node_us=sum(f.node_us for f in rounds) / len(rounds),
+        client_us=sum(f.client_us for f in rounds) / len(rounds),
     )
 
 
@@ -263,6 +285,10 @@ def main() -> int:
         f"{via.rps:>13.0f}{via.p50_ms:>9.2f}{via.p99_ms:>9.2f}"
         f"{direct.rps:>12.0f}{direct.p50_ms:>9.2f}{direct.p99_ms:>9.2f}"
         f"{via.rps / direct.rps:>12.2f}x"
+    )
+    print(
+        f"CPU per gRPC call: node {via.node_us:.0f} µs, grpc.aio client {via.client_us:.0f} µs "
+        "(both share the machine's cores with the engine)"
     )
     if via.errors or direct.errors:
         print(f"errors: gRPC {via.errors}, direct {direct.errors}")
