@@ -138,6 +138,24 @@ def test_wrong_type(r: redis.Redis, k: K) -> None:
     assert r.type(k("l")) == b"string"
 
 
+def test_set_batch_replacing_collections(r: redis.Redis, k: K) -> None:
+    """Plain SETs of new keys, strings and collections in one coalesced batch."""
+    r.hset(k("h"), mapping={"f": "v"})
+    r.rpush(k("l"), "old")
+    r.set(k("s"), "old")
+    with r.pipeline(transaction=False) as pipe:
+        for name in ("new", "h", "s", "l"):
+            pipe.set(k(name), f"{name}!")
+        pipe.get(k("h"))
+        assert pipe.execute() == [True, True, True, True, b"h!"]
+    assert [r.type(k(n)) for n in ("new", "h", "s", "l")] == [b"string"] * 4
+    assert [r.get(k(n)) for n in ("new", "h", "s", "l")] == [b"new!", b"h!", b"s!", b"l!"]
+    r.delete(k("l"), k("h"))
+    r.rpush(k("l"), "fresh")
+    assert r.lrange(k("l"), 0, -1) == [b"fresh"]  # the old items went with the SET
+    assert r.hgetall(k("h")) == {}
+
+
 def test_scan_returns_every_key_while_keys_change(r: redis.Redis, k: K) -> None:
     with r.pipeline(transaction=False) as pipe:
         for i in range(300):

@@ -48,6 +48,18 @@ _SET = (
     "SELECT db, key, type FROM prev"
 )
 
+# The common case in one plain upsert: keys that are new or already strings. A key of another
+# type is left alone here (the row count tells), and the batch goes through _SET instead.
+_SET_STRINGS = (
+    "INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
+    "SELECT db, key, 'string', value, expires_at_ms "
+    "FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bigint[]) "
+    "AS t(db, key, value, expires_at_ms) "
+    "ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value, "
+    "expires_at_ms = EXCLUDED.expires_at_ms, version = nextval('helios_kv.versions') "
+    "WHERE helios_kv.keys.type = 'string'"
+)
+
 
 TxWork = Callable[[Tx], Awaitable[Any]]
 
@@ -283,12 +295,17 @@ class Coalescer:
         for op in sets:
             latest[(op.db, op.key)] = op
         ordered = [latest[k] for k in sorted(latest)]  # one lock order: no deadlocks
-        rows = await conn.fetch(
-            _SET,
+        columns = (
             [op.db for op in ordered],
             [op.key for op in ordered],
             [op.value for op in ordered],
             [op.expires_at_ms for op in ordered],
+        )
+        status = await conn.execute(_SET_STRINGS, *columns)
+        rows = (
+            []
+            if int(status.rsplit(" ", 1)[1]) == len(ordered)
+            else await conn.fetch(_SET, *columns)
         )
         for row in rows:  # a key that held a collection: drop its items
             await conn.execute(
