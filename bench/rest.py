@@ -1,8 +1,9 @@
 """REST ``POST /api/v1/query`` against the engine itself, measured in the same run.
 
-    .venv/bin/python bench/rest.py [--seconds 10] [--connections 32] [--threads 2]
+    .venv/bin/python bench/rest.py [--seconds 10] [--connections 32] [--threads 2] [--workers N]
 
-Starts a real node (embedded engine, temp data directory), fills ``bench_items`` with
+Starts a real node (embedded engine, temp data directory, ``--workers`` REST processes:
+one per core unless told), fills ``bench_items`` with
 ``--rows`` rows, then for each case (point select by random id, single-row insert):
 
 - REST: wrk with ``bench/wrk/query.lua`` (random ids, JSON bodies) on ``--connections``
@@ -206,7 +207,7 @@ def print_table(
     print(
         f"\nPOST /api/v1/query vs asyncpg on the engine: {args.connections} connections, "
         f"{args.seconds:g} s per side in {args.rounds} alternating rounds, wrk -t{args.threads}, "
-        f"{args.rows} rows, {os.cpu_count()} CPUs"
+        f"{args.rows} rows, {os.cpu_count()} CPUs, node with --workers {args.workers}"
     )
     print(
         f"load average (1 min) of the machine before and after: {load[0]:.2f} / {load[1]:.2f}"
@@ -254,6 +255,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case")
     parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
     parser.add_argument("--cases", default="point-select,insert", help="comma-separated cases")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the node's REST worker processes (default: one per core, as docs advise)",
+    )
     parser.add_argument("--node-arg", action="append", default=[], help="extra `serve` flag")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -261,7 +268,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="hdb-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        extra = [*free_port_flags(), "--log-level", "warning", *args.node_arg]
+        extra = [*free_port_flags(), "--log-level", "warning", "--workers", str(args.workers)]
+        extra += args.node_arg
         node = NodeProcess(data_dir, extra_args=extra)
         node.start()
         try:
