@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import redis
 
 from tests.integration.redis.conftest import connect
@@ -61,3 +62,47 @@ def test_errors_in_a_group_touch_only_their_client(r2: redis.Redis, k: K) -> Non
     assert isinstance(results[2], redis.ResponseError) and results[3] == 1
     assert all(isinstance(x, redis.ResponseError) for x in results[4:])
     assert r2.hgetall(k("h")) == {b"f": b"v"}
+
+
+def test_pipelined_batched_writes_keep_order_and_errors(r2: redis.Redis, k: K) -> None:
+    """Runs of INCR/LPUSH/HSET/SADD/ZADD are submitted together; replies keep the order."""
+    with r2.pipeline(transaction=False) as pipe:
+        pipe.lpush(k("l"), "a")
+        pipe.incr(k("l"))  # WRONGTYPE: the list exists by then
+        pipe.incr(k("c"))
+        pipe.incrby(k("c"), 10)
+        pipe.execute_command("INCRBY", k("c"), "x")
+        pipe.decrby(k("c"), 2)
+        pipe.rpush(k("l"), "b", "c")
+        pipe.lpushx(k("none"), "x")
+        pipe.hset(k("h"), mapping={"f": "1", "g": "2"})
+        pipe.execute_command("HMSET", k("h"), "f", "3")
+        pipe.sadd(k("s"), "m", "n", "m")
+        pipe.zadd(k("z"), {"m": 1})
+        pipe.zadd(k("z"), {"m": 5}, nx=True)
+        pipe.execute_command("ZADD", k("z"), "notafloat", "m")
+        pipe.execute_command("HSET", k("h"), "odd")
+        pipe.get(k("c"))
+        results = pipe.execute(raise_on_error=False)
+    assert results[0] == 1
+    assert isinstance(results[1], redis.ResponseError) and str(results[1]).startswith("WRONGTYPE")
+    assert results[2:4] == [1, 11]
+    assert str(results[4]) == "value is not an integer or out of range"
+    assert results[5:12] == [9, 3, 0, 2, True, 2, 1]
+    assert results[12] == 0
+    assert str(results[13]) == "value is not a valid float"
+    assert str(results[14]) == "wrong number of arguments for 'hset' command"
+    assert results[15] == b"9"
+    assert r2.lrange(k("l"), 0, -1) == [b"a", b"b", b"c"]
+    assert r2.hgetall(k("h")) == {b"f": b"3", b"g": b"2"}
+    assert r2.zscore(k("z"), "m") == 1.0
+
+
+def test_batched_writes_of_a_read_only_key_are_refused(redis_port: int, ro_key: str, k: K) -> None:
+    client = connect(redis_port, ro_key)
+    try:
+        for args in (("INCR", k("c")), ("LPUSH", k("l"), "a"), ("SADD", k("s"), "m")):
+            with pytest.raises(redis.exceptions.NoPermissionError, match="no permissions"):
+                client.execute_command(*args)
+    finally:
+        client.close()

@@ -170,6 +170,7 @@ class Session:
         self.eof = False
         self.wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
+        self.starting = False
 
     def peer_gone(self) -> bool:
         """The client hung up (seen even while a blocking command is not reading)."""
@@ -206,6 +207,9 @@ class Session:
                 self.wakeup.set()
             return
         run = self._coalescable_run(ready, 0)
+        batched = None if run else self._batched_run(ready)
+        if batched is not None:
+            run = len(batched)
         if run == 0:
             self.state = SLOW
             self.wakeup.set()
@@ -216,7 +220,10 @@ class Session:
         else:
             ready, self.ready = ready[:run], ready[run:]
         self.client.last_active = time.time()
-        _submit_run(self, ready)
+        if batched is None:
+            _submit_run(self, ready)
+        else:
+            _start_batched(self, batched, ready)
 
     def fast_done(self, replies: bytes) -> None:
         """The coalesced run is answered: write its replies, go on with what came meanwhile."""
@@ -228,7 +235,10 @@ class Session:
             else:
                 client.writer.write(replies)
         self.state = IDLE
-        self.advance()
+        if self.starting:  # answered while being started (errors): no recursion
+            asyncio.get_running_loop().call_soon(self.advance)
+        else:
+            self.advance()
 
     def fill(self) -> None:
         """Parse received bytes into ``ready`` (64 KiB at a time, up to 1024 commands)."""
@@ -343,6 +353,34 @@ class Session:
             i += 1
             if self.client.closing:
                 break
+
+    def _batched_run(self, ready: list[list[bytes]]) -> list[Command] | None:
+        """Leading commands the service batches itself (INCR, LPUSH, HSET, SADD, plain
+        ZADD ...), all of one kind so the group applies them in the order sent; None if the
+        first is not one (or needs the full dispatch: arity, auth, NOPERM, MULTI ...)."""
+        client = self.client
+        if (
+            client.multi is not None
+            or client.subscriber_mode
+            or client.principal is None
+            or client.principal.read_only
+        ):
+            return None
+        run: list[Command] = []
+        kind = None
+        for args in ready:
+            name = args[0].lower()
+            this = BATCHED_KINDS.get(name)
+            if this is None or (kind is not None and this != kind):
+                break
+            if name == b"zadd" and len(args) > 2 and args[2].upper() in ZADD_FLAGS:
+                break  # ZADD with options runs its own transaction
+            command = lookup(name)
+            if command is None or not command.arity_ok(len(args)):
+                break
+            kind = this
+            run.append(command)
+        return run or None
 
     def _coalescable_run(self, batch: list[list[bytes]], start: int) -> int:
         """How many commands from ``start`` are plain GET/SET we may submit together."""
@@ -538,6 +576,59 @@ class _Slot:
 
 
 _OK = b"+OK\r\n"
+# Commands whose handler (outside MULTI) awaits one coalescer operation of this kind.
+BATCHED_KINDS = {
+    b"incr": "incr", b"decr": "incr", b"incrby": "incr", b"decrby": "incr",
+    b"lpush": "push", b"rpush": "push", b"lpushx": "push", b"rpushx": "push",
+    b"hset": "add", b"hmset": "add", b"sadd": "add", b"zadd": "add",
+}  # fmt: skip
+ZADD_FLAGS = {b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"}
+
+
+class _Stepper:
+    """Runs one handler coroutine without a Task: each future it awaits resumes it.
+
+    The batched handlers parse their words and await one coalescer future; a Task per
+    command (and the connection task's dispatch) costs more than the command's share of
+    the engine round trip.
+    """
+
+    __slots__ = ("coro", "index", "proto", "replies")
+
+    def __init__(self, coro: Any, replies: _Replies, index: int, proto: int) -> None:
+        self.coro = coro
+        self.replies = replies
+        self.index = index
+        self.proto = proto
+
+    def step(self, _done: Any = None) -> None:
+        try:
+            waiting = self.coro.send(None)
+        except StopIteration as stop:
+            self.replies.answer(self.index, encode(stop.value, self.proto))
+            return
+        except Exception as exc:  # noqa: BLE001 - the command's own error reply
+            self.replies.answer(self.index, encode(to_redis(exc), self.proto))
+            return
+        if isinstance(waiting, asyncio.Future):
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(self.step)
+        else:  # a bare yield (asyncio.sleep(0)): resume on the next loop turn
+            asyncio.get_running_loop().call_soon(self.step)
+
+
+def _start_batched(session: Session, commands: list[Command], run: list[list[bytes]]) -> None:
+    client, server = session.client, session.server
+    replies = _Replies(session, len(run))
+    server.commands_processed += len(run)
+    client.last_command = commands[-1].name
+    session.starting = True
+    try:
+        for index, (command, args) in enumerate(zip(commands, run, strict=True)):
+            call = Call(command, args, client, server, session=session)
+            _Stepper(command.handler(call), replies, index, client.proto).step()
+    finally:
+        session.starting = False
 
 
 def _submit_run(session: Session, run: list[list[bytes]]) -> None:

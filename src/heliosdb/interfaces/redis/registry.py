@@ -45,8 +45,11 @@ class Command:
     def writes(self) -> bool:
         return "write" in self.flags
 
+    def arity_ok(self, argc: int) -> bool:
+        return argc == self.arity if self.arity > 0 else argc >= -self.arity
+
     def check_arity(self, argc: int) -> None:
-        if (self.arity > 0 and argc != self.arity) or (self.arity < 0 and argc < -self.arity):
+        if not self.arity_ok(argc):
             raise wrong_arity(self.name)
 
 
