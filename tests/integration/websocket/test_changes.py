@@ -285,3 +285,23 @@ async def test_reauthenticate_keeps_subscriptions(
     await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
     (message,) = await events(ws, 1)
     assert message["subscription_id"] == sub
+
+
+async def test_big_transaction_arrives_whole_in_order_after_commit(
+    ws: ClientConnection, api: httpx.AsyncClient, table_name: str
+) -> None:
+    # More rows than the capture fetches, writes or hands over in memory at a time
+    # (services/changes/capture.py): the transaction is written in chunks and read back
+    # in pages, yet arrives once, whole and in order, with one transaction id.
+    await _create(api, table_name, "id int PRIMARY KEY, pad text")
+    await subscribe(ws, table_name)
+    count = 8000
+    await _sql(
+        api,
+        f"INSERT INTO {table_name} SELECT g, repeat('x', 100) FROM generate_series(1, {count}) g",
+    )
+    got = await events(ws, count, timeout=120)
+    assert [m["data"]["row"]["id"] for m in got] == list(range(1, count + 1))
+    assert len({m["data"]["transaction_id"] for m in got}) == 1
+    positions = [m["data"]["position"] for m in got]
+    assert positions == list(range(positions[0], positions[0] + count))

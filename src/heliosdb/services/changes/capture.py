@@ -13,7 +13,10 @@ Correctness, in order of the rules:
 - *Nothing lost, nothing twice*: the slot is only *peeked*; events, the end LSN of the
   last transaction written and the last position are committed together; only then is
   the slot advanced. After a crash between the two, the next peek returns transactions
-  whose end LSN is at or below the stored one: they are skipped.
+  whose commit LSN is below the stored end LSN: they are skipped.
+- *Any transaction size in bounded memory*: the peek is read through a cursor and the
+  events are INSERTed in chunks, all in one engine transaction that commits with the
+  progress row (see ``_round``); the engine spills the peek's result to disk.
 - *Whichever path wrote it*: decoding reads the WAL, so REST, the PostgreSQL wire, any
   other interface and a direct engine connection look the same.
 - *Big rows intact*: INSERT values arrive whole (detoasted); an UPDATE does not repeat
@@ -55,6 +58,26 @@ _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
 _YIELD_EVERY_MESSAGES = 256
+_FETCH_MESSAGES = 2000  # decoded messages fetched from the peek's cursor at a time
+_WRITE_EVENTS = 2000  # events per INSERT
+_HANDOFF_EVENTS = 5000  # more in one round: the local hub reads them from the table
+_PEEK = (
+    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
+    "'proto_version', '1', 'publication_names', $4)"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO helios.change_events (position, commit_lsn, commit_time, xid, schema_name, "
+    "table_name, event_type, payload) SELECT * FROM unnest($1::bigint[], $2::pg_lsn[], "
+    "$3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[]::json[])"
+)
+_INSERT_EVENTS_WITH_PROGRESS = (
+    "WITH events AS (INSERT INTO helios.change_events (position, commit_lsn, commit_time, "
+    "xid, schema_name, table_name, event_type, payload) SELECT * FROM unnest($1::bigint[], "
+    "$2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
+    "$8::text[]::json[])), progress AS (UPDATE helios.change_capture SET "
+    "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
+    "SELECT pg_notify($12, $11::text)"
+)
 _QUIET_AFTER_SECONDS = 2.0
 _EXCLUDED_SCHEMAS = ("helios", "information_schema")
 
@@ -192,13 +215,23 @@ async def ensure_table_captured(engine: Engine, schema: str, table: str) -> None
 
 
 @dataclass(slots=True)
-class _Transaction:
-    xid: int
-    commit_time: dt.datetime
-    end_lsn: int = 0
-    changes: list[tuple[str, str, str, dict[str, Any] | None, dict[str, Any] | None]] = field(
-        default_factory=list
-    )
+class _Round:
+    """One peek's worth of work, written as it is decoded (bounded memory)."""
+
+    done_lsn: int  # end LSN of the last transaction already in helios.change_events
+    position: int  # the last position assigned
+    messages: int = 0
+    last_end: int = 0  # the highest end LSN seen (written or skipped)
+    written_end: int = 0  # end LSN of the last transaction written in this round
+    xid: int = 0
+    commit_lsn: int = 0
+    stamp: str = ""
+    commit_time: dt.datetime = _EPOCH_2000
+    live: bool = False  # the current transaction is new (not written before a crash)
+    first_position: int = 0  # the current transaction's first position
+    # not yet INSERTed: (event, commit LSN, commit time)
+    pending: list[tuple[ChangeEvent, int, dt.datetime]] = field(default_factory=list)
+    handoff: list[ChangeEvent] | None = field(default_factory=list)  # None: too many
 
 
 class CaptureLeader:
@@ -263,21 +296,13 @@ class CaptureLeader:
                 await asyncio.sleep(max(interval, min(interval * 10, 0.05)) if quiet else interval)
                 continue
             last_activity = now
-            rows = await conn.fetch(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
-                "'proto_version', '1', 'publication_names', $4)",
-                self.slot,
-                flush,
-                self.settings.batch_changes,
-                PUBLICATION,
-            )
-            transactions, last_end = await self._decode(conn, rows, last_lsn)
-            if transactions:
-                position = await self._write(conn, transactions, position)
-                last_lsn = last_end
+            done = await self._round(conn, flush, _Round(last_lsn, position))
+            last_end = max(done.last_end, last_lsn)
+            if done.written_end:
+                last_lsn, position = done.written_end, done.position
             # Without a limit, every transaction committed before `flush` was returned;
             # with one, only those up to the last commit in the result.
-            limited = len(rows) >= self.settings.batch_changes
+            limited = done.messages >= self.settings.batch_changes
             target = last_end if limited else flush
             seen_flush = -1 if limited else flush
             # Advancing costs a decoding pass of its own; transactions peeked again before
@@ -290,33 +315,80 @@ class CaptureLeader:
                 advanced_to = target
                 last_advance = now
 
+    async def _round(self, conn: asyncpg.Connection, flush: int, rnd: _Round) -> _Round:
+        """Peek up to ``flush`` through a cursor and write the events as they decode.
+
+        The peek's result (whole transactions; one may be huge) stays in the engine,
+        which spills it to disk; this node holds at most one fetch of messages and one
+        chunk of events. Everything is one engine transaction: the events, then the
+        progress row and the NOTIFY, commit together, so no event is visible (or
+        delivered) before the whole round, and its transactions, are written.
+        """
+        async with conn.transaction():
+            cursor = await conn.cursor(
+                _PEEK, self.slot, flush, self.settings.batch_changes, PUBLICATION
+            )
+            while True:
+                rows = await cursor.fetch(_FETCH_MESSAGES)
+                for row in rows:
+                    rnd.messages += 1
+                    if rnd.messages % _YIELD_EVERY_MESSAGES == 0:
+                        # Decoding a big transaction must not hold the event loop that
+                        # serves every client.
+                        await asyncio.sleep(0)
+                    await self._decode(conn, pgoutput.parse_message(row["data"]), rnd)
+                    if len(rnd.pending) >= _WRITE_EVENTS:
+                        await self._insert(conn, rnd.pending)
+                        rnd.pending = []
+                if len(rows) < _FETCH_MESSAGES:
+                    break
+            if rnd.written_end:
+                await self._insert(conn, rnd.pending, progress=rnd)
+                rnd.pending = []
+        if rnd.written_end and self.on_written is not None:
+            # The local hub takes a small round from memory; a big one it reads from
+            # the table in pages, like any other node.
+            self.on_written(rnd.handoff or [])
+        return rnd
+
     async def _decode(
-        self, conn: asyncpg.Connection, rows: list[Any], done_lsn: int
-    ) -> tuple[list[_Transaction], int]:
-        transactions: list[_Transaction] = []
-        current: _Transaction | None = None
-        last_end = done_lsn
-        for count, row in enumerate(rows, start=1):
-            if count % _YIELD_EVERY_MESSAGES == 0:
-                # One big transaction arrives whole (the peek limit stops only at commits);
-                # decoding it must not hold the event loop that serves every client.
-                await asyncio.sleep(0)
-            message = pgoutput.parse_message(row["data"])
-            if isinstance(message, pgoutput.Begin):
-                when = _EPOCH_2000 + dt.timedelta(microseconds=message.commit_time_us)
-                current = _Transaction(message.xid, when)
-            elif isinstance(message, pgoutput.Commit):
-                if current is not None and message.end_lsn > done_lsn and current.changes:
-                    current.end_lsn = message.end_lsn
-                    transactions.append(current)
-                last_end = max(last_end, message.end_lsn)
-                current = None
-            elif isinstance(message, pgoutput.Relation):
-                self._relations[message.oid] = message
-                await self._learn_types(conn, [c.type_oid for c in message.columns])
-            elif current is not None:
-                current.changes.extend(self._change(message))
-        return transactions, last_end
+        self, conn: asyncpg.Connection, message: pgoutput.Message, rnd: _Round
+    ) -> None:
+        if isinstance(message, pgoutput.Begin):
+            # Transactions come in commit order, so one whose commit precedes the end of
+            # the last one written was written before (a crash between write and advance).
+            rnd.live = message.final_lsn >= rnd.done_lsn
+            rnd.xid = message.xid
+            rnd.commit_lsn = message.final_lsn
+            rnd.first_position = rnd.position + 1
+            rnd.commit_time = _EPOCH_2000 + dt.timedelta(microseconds=message.commit_time_us)
+            rnd.stamp = rnd.commit_time.isoformat()
+        elif isinstance(message, pgoutput.Commit):
+            if rnd.live and message.end_lsn > rnd.done_lsn and rnd.position >= rnd.first_position:
+                rnd.written_end = message.end_lsn
+            rnd.last_end = max(rnd.last_end, message.end_lsn)
+            rnd.live = False
+        elif isinstance(message, pgoutput.Relation):
+            self._relations[message.oid] = message
+            await self._learn_types(conn, [c.type_oid for c in message.columns])
+        elif rnd.live:
+            for schema, table, kind, row, old_row in self._change(message):
+                rnd.position += 1
+                event = ChangeEvent.build(
+                    position=rnd.position,
+                    schema=schema,
+                    table=table,
+                    event_type=kind,
+                    row=row,
+                    old_row=old_row,
+                    timestamp=rnd.stamp,
+                    transaction_id=rnd.xid,
+                )
+                rnd.pending.append((event, rnd.commit_lsn, rnd.commit_time))
+                if rnd.handoff is not None:
+                    rnd.handoff.append(event)
+                    if len(rnd.handoff) > _HANDOFF_EVENTS:
+                        rnd.handoff = None
 
     def _change(
         self, message: pgoutput.Message
@@ -371,55 +443,33 @@ class CaptureLeader:
             element = TypeInfo(row["element"]) if row["element"] else None
             self._types[int(row["oid"])] = TypeInfo(row["typname"], element, row["typdelim"])
 
-    async def _write(
+    async def _insert(
         self,
         conn: asyncpg.Connection,
-        transactions: list[_Transaction],
-        position: int,
-    ) -> int:
+        events: list[tuple[ChangeEvent, int, dt.datetime]],
+        progress: _Round | None = None,
+    ) -> None:
+        """One chunk of events; with ``progress``, also the progress row and the NOTIFY
+        (one statement: for a small round, the whole write is one round trip)."""
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        events: list[ChangeEvent] = []
-        for tx in transactions:
-            stamp = tx.commit_time.isoformat()
-            for schema, table, kind, row, old_row in tx.changes:
-                position += 1
-                if position % _YIELD_EVERY_MESSAGES == 0:
-                    await asyncio.sleep(0)  # as in _decode: big transactions share the loop
-                event = ChangeEvent.build(
-                    position=position,
-                    schema=schema,
-                    table=table,
-                    event_type=kind,
-                    row=row,
-                    old_row=old_row,
-                    timestamp=stamp,
-                    transaction_id=tx.xid,
-                )
-                events.append(event)
-                values = (
-                    position, tx.end_lsn, tx.commit_time, tx.xid,
-                    schema, table, kind, event.payload.decode(),
-                )  # fmt: skip
-                for target, value in zip(columns, values, strict=True):
-                    target.append(value)
-        # One statement, so one round trip and one implicit transaction: the events,
-        # the progress row and the notification commit together or not at all.
+        for event, commit_lsn, commit_time in events:
+            values = (
+                event.position, commit_lsn, commit_time, event.transaction_id,
+                event.schema, event.table, event.event_type, event.payload.decode(),
+            )  # fmt: skip
+            for target, value in zip(columns, values, strict=True):
+                target.append(value)
+        if progress is None:
+            await conn.execute(_INSERT_EVENTS, *columns)
+            return
         await conn.execute(
-            "WITH events AS (INSERT INTO helios.change_events (position, commit_lsn, "
-            "commit_time, xid, schema_name, table_name, event_type, payload) SELECT * FROM "
-            "unnest($1::bigint[], $2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], "
-            "$6::text[], $7::text[], $8::text[]::json[])), progress AS (UPDATE "
-            "helios.change_capture SET last_lsn = $10::pg_lsn, last_position = $11, "
-            "updated_at = now() WHERE slot_name = $9) SELECT pg_notify($12, $11::text)",
+            _INSERT_EVENTS_WITH_PROGRESS,
             *columns,
             self.slot,
-            transactions[-1].end_lsn,
-            position,
+            progress.written_end,
+            progress.position,
             CHANNEL,
         )
-        if self.on_written is not None:
-            self.on_written(events)
-        return position
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         await prune(conn, self.slot, self.settings.retention_seconds)

@@ -23,6 +23,7 @@ class ChangeEvent:
     table: str
     event_type: str
     payload: bytes
+    transaction_id: int = 0
     _data: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -55,4 +56,4 @@ class ChangeEvent:
             "transaction_id": transaction_id,
             "position": position,
         }
-        return cls(position, schema, table, event_type, orjson.dumps(data), data)
+        return cls(position, schema, table, event_type, orjson.dumps(data), transaction_id, data)
