@@ -35,3 +35,14 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object")
     return data
+
+
+def statement_of(body: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``sql`` and ``params`` of a query body (/query, /query/async, /query/stream)."""
+    sql = body.get("sql")
+    params = body.get("params", [])
+    if not isinstance(sql, str):
+        raise invalid("sql must be a string")
+    if not isinstance(params, list):
+        raise invalid("params must be a JSON array")
+    return sql, params

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from heliosdb.errors import invalid
 from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep
-from heliosdb.interfaces.http.responses import json_response, read_json_object
+from heliosdb.interfaces.http.responses import json_response, read_json_object, statement_of
 
 router = APIRouter(tags=["query"])
 
@@ -17,12 +16,7 @@ async def submit_async_query(
     request: Request, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
     body = await read_json_object(request)
-    sql = body.get("sql")
-    params = body.get("params", [])
-    if not isinstance(sql, str):
-        raise invalid("sql must be a string")
-    if not isinstance(params, list):
-        raise invalid("params must be a JSON array")
+    sql, params = statement_of(body)
     return json_response(await services.async_queries.submit(principal, sql, params), 202)
 
 

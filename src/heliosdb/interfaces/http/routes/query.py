@@ -28,7 +28,7 @@ from heliosdb.errors import HeliosError, invalid
 from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep, principal_from_headers
 from heliosdb.interfaces.http.errors import error_response, internal_error_response
 from heliosdb.interfaces.http.middleware import OPEN_REQUESTS, record_request, too_large
-from heliosdb.interfaces.http.responses import parse_json_object, read_json_object
+from heliosdb.interfaces.http.responses import parse_json_object, read_json_object, statement_of
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
 
@@ -48,14 +48,9 @@ class QueryRequest(BaseModel):
 
 async def run_query(services: Services, principal: Principal, body: dict[str, Any]) -> bytes:
     """Check the request body, run the statement, and render the JSON response body."""
-    sql = body.get("sql")
-    params = body.get("params", [])
+    sql, params = statement_of(body)
     script = body.get("script", False)
     row_format = body.get("row_format", "array")
-    if not isinstance(sql, str):
-        raise invalid("sql must be a string")
-    if not isinstance(params, list):
-        raise invalid("params must be a JSON array")
     if not isinstance(script, bool):
         raise invalid("script must be true or false")
     if row_format not in ("array", "object"):

@@ -22,10 +22,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from heliosdb.engine.codecs import json_default, non_finite_fixer
-from heliosdb.errors import HeliosError, invalid
+from heliosdb.errors import HeliosError
 from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep
 from heliosdb.interfaces.http.errors import error_body
-from heliosdb.interfaces.http.responses import read_json_object
+from heliosdb.interfaces.http.responses import read_json_object, statement_of
 
 router = APIRouter(tags=["query"])
 
@@ -37,12 +37,7 @@ async def stream_query(
     request: Request, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
     body = await read_json_object(request)
-    sql = body.get("sql")
-    params = body.get("params", [])
-    if not isinstance(sql, str):
-        raise invalid("sql must be a string")
-    if not isinstance(params, list):
-        raise invalid("params must be a JSON array")
+    sql, params = statement_of(body)
     batch = services.settings.async_queries.stream_batch_rows
     stack = contextlib.AsyncExitStack()
     started = time.perf_counter()
