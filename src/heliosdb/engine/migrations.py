@@ -232,6 +232,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        10,
+        "key-value: pub/sub subscriptions of every node (PUBLISH counts receivers on all nodes)",
+        """
+        -- Each node with Redis subscribers keeps here how many of its clients listen to
+        -- each channel and pattern, and beats every few seconds; rows of a node that stopped
+        -- beating are ignored, then deleted (services/keyvalue/subscriptions.py).
+        CREATE TABLE helios_kv.pubsub_nodes (
+            node_id text PRIMARY KEY,
+            seen_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE helios_kv.subscriptions (
+            node_id text NOT NULL REFERENCES helios_kv.pubsub_nodes ON DELETE CASCADE,
+            pattern boolean NOT NULL,
+            name bytea NOT NULL,
+            receivers integer NOT NULL CHECK (receivers > 0),
+            PRIMARY KEY (node_id, pattern, name)
+        );
+        CREATE INDEX subscriptions_by_name ON helios_kv.subscriptions (name, node_id);
+        """,
+    ),
 ]
 
 

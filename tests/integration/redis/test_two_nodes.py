@@ -72,3 +72,33 @@ def test_large_messages_reach_other_nodes_in_order(
         pubsub.close()
     finally:
         other.close()
+
+
+def test_publish_counts_receivers_on_every_node(
+    r2: redis.Redis, second_node: NodeProcess, rw_key: str, k: K
+) -> None:
+    other = connect(second_node.ports["redis"], rw_key)
+    try:
+        pubsub = other.pubsub()
+        pubsub.subscribe(k("counted"))
+        pubsub.psubscribe(k("count*"))
+        for _ in range(2):
+            assert pubsub.get_message(timeout=10)["type"] in ("subscribe", "psubscribe")
+        local = r2.pubsub()
+        local.subscribe(k("counted"))
+        assert local.get_message(timeout=10)["type"] == "subscribe"
+        # Confirmed subscriptions on either node count at once: 2 channel, 1 pattern.
+        assert r2.publish(k("counted"), "m") == 3
+        assert other.publish(k("counted"), "m") == 3
+        assert r2.pubsub_numsub(k("counted")) == [(k("counted").encode(), 2)]
+        assert k("counted").encode() in r2.pubsub_channels(k("*"))
+        assert r2.pubsub_numpat() >= 1
+        assert r2.publish(k("counting"), "only the pattern") == 1
+        pubsub.close()  # the second node's subscribers leave: recorded in the background
+        deadline = time.monotonic() + 20
+        while r2.publish(k("counted"), "m") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r2.publish(k("counted"), "m") == 1
+        local.close()
+    finally:
+        other.close()

@@ -32,6 +32,7 @@ from heliosdb.engine.sqlstate import from_engine
 from heliosdb.services.keyvalue.coalesce import Coalescer
 from heliosdb.services.keyvalue.schema import GRANTS
 from heliosdb.services.keyvalue.store import Tx, now_ms
+from heliosdb.services.keyvalue.subscriptions import Remote, SubscriptionBook
 
 log = logging.getLogger("heliosdb.services.keyvalue")
 
@@ -84,6 +85,17 @@ def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
         return re.compile(re.escape(pattern) + b"\\Z")
 
 
+def _receivers(remote: Remote, channel: bytes) -> int:
+    """Receivers of ``channel`` among other nodes' rows: its subscribers, matching patterns."""
+    count = 0
+    for is_pattern, name, receivers in remote:
+        if not is_pattern:
+            count += receivers if name == channel else 0
+        elif glob_to_regex(name).match(channel):
+            count += receivers
+    return count
+
+
 class KeyValue:
     def __init__(
         self, engine: Engine, *, durability: str = "everysec", coalesce_workers: int = 2
@@ -102,6 +114,8 @@ class KeyValue:
         self._patterns: dict[bytes, tuple[re.Pattern[bytes], set[Deliver]]] = {}
         self._waiters: dict[tuple[int, bytes], set[asyncio.Event]] = {}
         self._inbox: deque[tuple[bytes, bytes] | int] = deque()
+        self.book = SubscriptionBook(engine, self.node_id, self._local_count)
+        self.book.local_names = self._local_names
         self._reader: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Any = None
@@ -123,6 +137,7 @@ class KeyValue:
         await self._listener.add_listener(CHANNEL, self._on_notify)
         await self.coalescer.start()
         self._tasks.append(asyncio.create_task(self._sweep_forever()))
+        self._tasks.append(asyncio.create_task(self.book.beat_forever()))
         self.started = True
 
     async def stop(self) -> None:
@@ -135,6 +150,7 @@ class KeyValue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.book.leave()
         await self.coalescer.stop()
         if self._listener is not None and self._listener_release is not None:
             with contextlib.suppress(Exception):
@@ -250,6 +266,7 @@ class KeyValue:
 
     def subscribe(self, channel: bytes, deliver: Deliver) -> None:
         self._channels.setdefault(channel, set()).add(deliver)
+        self.book.changed(False, channel)
 
     def unsubscribe(self, channel: bytes, deliver: Deliver) -> None:
         subscribers = self._channels.get(channel)
@@ -257,10 +274,12 @@ class KeyValue:
             subscribers.discard(deliver)
             if not subscribers:
                 del self._channels[channel]
+            self.book.changed(False, channel)
 
     def psubscribe(self, pattern: bytes, deliver: Deliver) -> None:
         entry = self._patterns.setdefault(pattern, (glob_to_regex(pattern), set()))
         entry[1].add(deliver)
+        self.book.changed(True, pattern)
 
     def punsubscribe(self, pattern: bytes, deliver: Deliver) -> None:
         entry = self._patterns.get(pattern)
@@ -268,19 +287,50 @@ class KeyValue:
             entry[1].discard(deliver)
             if not entry[1]:
                 del self._patterns[pattern]
+            self.book.changed(True, pattern)
 
-    def channels(self, pattern: bytes | None) -> list[bytes]:
+    async def subscriptions_recorded(self) -> None:
+        """Wait until every node can count this node's current subscribers."""
+        await self.book.flush()
+
+    def _local_count(self, pattern: bool, name: bytes) -> int:
+        if pattern:
+            entry = self._patterns.get(name)
+            return 0 if entry is None else len(entry[1])
+        return len(self._channels.get(name, ()))
+
+    def _local_names(self) -> list[tuple[bool, bytes]]:
+        return [(False, c) for c in self._channels] + [(True, p) for p in self._patterns]
+
+    async def channels(self, pattern: bytes | None) -> list[bytes]:
+        """Channels with a subscriber on any node (PUBSUB CHANNELS)."""
         regex = None if pattern is None else glob_to_regex(pattern)
-        return sorted(c for c in self._channels if regex is None or regex.match(c))
+        names = set(self._channels) | {n for p, n, _ in await self.book.remote() if not p}
+        return sorted(c for c in names if regex is None or regex.match(c))
 
-    def subscriber_count(self, channel: bytes) -> int:
-        return len(self._channels.get(channel, ()))
+    async def subscriber_counts(self, channels: list[bytes]) -> list[int]:
+        """Subscribers of each channel on every node, patterns aside (PUBSUB NUMSUB)."""
+        remote: dict[bytes, int] = {}
+        if channels:
+            for is_pattern, name, receivers in await self.book.remote():
+                if not is_pattern:
+                    remote[name] = remote.get(name, 0) + receivers
+        return [len(self._channels.get(c, ())) + remote.get(c, 0) for c in channels]
 
-    def pattern_count(self) -> int:
-        return sum(len(subs) for _, subs in self._patterns.values())
+    async def pattern_count(self) -> int:
+        """Distinct patterns subscribed on any node (PUBSUB NUMPAT)."""
+        remote = {n for p, n, _ in await self.book.remote() if p}
+        return len(set(self._patterns) | remote)
+
+    def local_channel_count(self) -> int:
+        return len(self._channels)
+
+    def local_pattern_count(self) -> int:
+        return len(self._patterns)
 
     async def publish(self, channel: bytes, message: bytes) -> int:
-        """Deliver here at once and to other nodes through the engine; count local receivers.
+        """Deliver here at once and to other nodes through the engine; return the receivers
+        on every node (this node's exactly, the others' as they last recorded them).
 
         A message too big for a NOTIFY payload is stored in helios_kv.messages and only its
         id is notified; the other nodes read it from there (swept after MESSAGE_TTL).
@@ -298,8 +348,8 @@ class KeyValue:
             if len(payload) >= NOTIFY_LIMIT:
                 message_id = await conn.fetchval(_STORE_MESSAGE, channel, message)
                 payload = orjson.dumps({"o": self.node_id, "k": "big", "i": message_id}).decode()
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        return received
+            remote = await self.book.notify_and_count(conn, CHANNEL, payload, channel)
+        return received + _receivers(remote, channel)
 
     def _deliver(self, channel: bytes, message: bytes) -> int:
         count = 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from heliosdb.interfaces.redis.codec import NO_REPLY
 from heliosdb.interfaces.redis.commands.args import word
 from heliosdb.interfaces.redis.errors import unknown_subcommand
 from heliosdb.interfaces.redis.registry import Call, command
+
+log = logging.getLogger("heliosdb.interfaces.redis")
 
 
 def _confirm(call: Call, kind: bytes, name: bytes | None) -> None:
@@ -22,7 +25,16 @@ async def subscribe(call: Call) -> Any:
             call.client.channels.add(channel)
             call.kv.subscribe(channel, call.client.deliver)
         _confirm(call, b"subscribe", channel)
+    await _recorded(call)
     return NO_REPLY
+
+
+async def _recorded(call: Call) -> None:
+    """Confirmations go out once every node can count the new subscriber (PUBLISH)."""
+    try:
+        await call.kv.subscriptions_recorded()
+    except Exception:
+        log.warning("pub/sub subscription not recorded in the engine yet", exc_info=True)
 
 
 @command("psubscribe", -2, "pubsub noqueue")
@@ -32,6 +44,7 @@ async def psubscribe(call: Call) -> Any:
             call.client.patterns.add(pattern)
             call.kv.psubscribe(pattern, call.client.deliver)
         _confirm(call, b"psubscribe", pattern)
+    await _recorded(call)
     return NO_REPLY
 
 
@@ -70,14 +83,13 @@ async def publish(call: Call) -> Any:
 async def pubsub(call: Call) -> Any:
     sub = word(call.args[1])
     if sub == b"CHANNELS" and len(call.args) <= 3:
-        return call.kv.channels(call.args[2] if len(call.args) == 3 else None)
+        return await call.kv.channels(call.args[2] if len(call.args) == 3 else None)
     if sub == b"NUMSUB":
-        out: list[Any] = []
-        for channel in call.args[2:]:
-            out.extend([channel, call.kv.subscriber_count(channel)])
-        return out
+        channels = call.args[2:]
+        counts = await call.kv.subscriber_counts(channels)
+        return [x for pair in zip(channels, counts, strict=True) for x in pair]
     if sub == b"NUMPAT" and len(call.args) == 2:
-        return call.kv.pattern_count()
+        return await call.kv.pattern_count()
     if sub == b"SHARDCHANNELS":
         return []
     if sub == b"SHARDNUMSUB":
