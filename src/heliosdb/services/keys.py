@@ -195,15 +195,7 @@ class ApiKeys:
                 await conn.execute(
                     "UPDATE helios.api_keys SET last_used_at = now() WHERE id::text = $1", row["id"]
                 )
-        principal = Principal(
-            id=row["id"],
-            name=row["name"],
-            kind=PrincipalKind.API_KEY,
-            access=Access.READ_ONLY if row["kind"] == KeyKind.PUBLIC else Access.READ_WRITE,
-            is_admin=row["is_admin"],
-            tier=row["tier"],
-            expires_at=row["expires_at"],
-        )
+        principal = _principal(row)
         if len(self._cache) > 10_000:
             self._cache.clear()
         ttl = CACHE_TTL_SECONDS
@@ -232,7 +224,8 @@ class ApiKeys:
         column = "scram_sha1_verifier" if sha1 else "scram_verifier"
         async with self.engine.connection(Access.SYSTEM) as conn:
             rows = await conn.fetch(
-                f"SELECT id::text, name, kind, is_admin, tier, {column} AS scram_verifier "  # noqa: S608
+                f"SELECT id::text, name, kind, is_admin, tier, expires_at, "  # noqa: S608
+                f"{column} AS scram_verifier "
                 f"FROM helios.api_keys WHERE revoked_at IS NULL AND {column} IS NOT NULL "
                 "AND (expires_at IS NULL OR expires_at > now())"
             )
@@ -240,20 +233,26 @@ class ApiKeys:
         for row in rows:
             if row["kind"] == KeyKind.TEST and self.environment is Environment.PRODUCTION:
                 continue
-            principal = Principal(
-                id=row["id"],
-                name=row["name"],
-                kind=PrincipalKind.API_KEY,
-                access=Access.READ_ONLY if row["kind"] == KeyKind.PUBLIC else Access.READ_WRITE,
-                is_admin=row["is_admin"],
-                tier=row["tier"],
-            )
-            candidates.append((Verifier.parse(row["scram_verifier"]), principal))
+            candidates.append((Verifier.parse(row["scram_verifier"]), _principal(row)))
         if sha1:
             self._scram_sha1, self._scram_sha1_loaded_at = candidates, now
         else:
             self._scram, self._scram_loaded_at = candidates, now
         return candidates
+
+
+def _principal(row: Any) -> Principal:
+    """The principal of a ``helios.api_keys`` row (id, name, kind, is_admin, tier,
+    expires_at)."""
+    return Principal(
+        id=row["id"],
+        name=row["name"],
+        kind=PrincipalKind.API_KEY,
+        access=Access.READ_ONLY if row["kind"] == KeyKind.PUBLIC else Access.READ_WRITE,
+        is_admin=row["is_admin"],
+        tier=row["tier"],
+        expires_at=row["expires_at"],
+    )
 
 
 def scram_verifier_for_key(key: str, mechanism: str = "SCRAM-SHA-256") -> Verifier:
