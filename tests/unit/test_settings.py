@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from heliosdb.cli import _FLAGS
-from heliosdb.settings import Settings, iter_fields, load_settings
+from heliosdb.settings import Settings, iter_fields, load_settings, masked, revealed
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 DOCUMENTED = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", DOCS.read_text(), re.M))
@@ -54,3 +54,15 @@ def test_defaults() -> None:
     assert settings.http.port == 8080
     assert settings.engine.query_timeout == 30.0
     assert settings.environment == "production"
+
+
+def test_revealed_settings_read_back_exactly_with_their_secrets() -> None:
+    # What the node writes to its worker processes' stdin (workers.py).
+    settings = load_settings(
+        None, **{"engine.url": "postgresql://u:s3cret@/db?host=/run", "workers": 3}
+    )
+    again = Settings.model_validate(revealed(settings))
+    assert again == settings
+    assert again.engine.url is not None
+    assert again.engine.url.get_secret_value() == "postgresql://u:s3cret@/db?host=/run"
+    assert "s3cret" not in str(masked(settings))
