@@ -133,6 +133,13 @@ async def engine_rate(dsn: str, table: str, seconds: float = 3.0) -> float:
         await conn.close()
 
 
+def node_cpu_seconds(node: NodeProcess) -> float:
+    """utime + stime of the node process (load on the machine does not inflate it)."""
+    assert node.process is not None
+    fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -154,12 +161,14 @@ async def run_rate(
     for sub in subscribers:
         sub.task = asyncio.create_task(sub.run())
     await asyncio.gather(*(s.ready.wait() for s in subscribers))
+    cpu_before = node_cpu_seconds(node)
     written = await write(dsn, table, rate, args.seconds, 1)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if all(len(s.seen) >= written or s.errors for s in subscribers):
             break
         await asyncio.sleep(0.1)
+    cpu = node_cpu_seconds(node) - cpu_before
     for sub in subscribers:
         assert sub.task is not None
         sub.task.cancel()
@@ -174,6 +183,9 @@ async def run_rate(
         "slow_consumer_errors": sum(len(s.errors) for s in subscribers),
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "node_cpu_s": round(cpu, 2),
+        # capture, fan-out and sending, per (event, subscriber) pair delivered
+        "cpu_us_per_delivery": round(cpu / max(1, len(latencies)) * 1e6, 2),
     }
 
 
@@ -198,7 +210,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"rate {result['rate']:>6}/s: written {result['written']:>7}, deliveries "
                 f"{result['deliveries']:>9}, lost {result['lost']:>8}, slow-consumer ends "
                 f"{result['slow_consumer_errors']:>3}, p50 {result['p50_ms']:>7} ms, "
-                f"p99 {result['p99_ms']:>7} ms",
+                f"p99 {result['p99_ms']:>7} ms, node CPU {result['node_cpu_s']} s "
+                f"({result['cpu_us_per_delivery']} µs per delivery)",
                 flush=True,
             )
             if result["lost"] == 0 and not result["slow_consumer_errors"]:

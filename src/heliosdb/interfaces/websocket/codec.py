@@ -69,13 +69,40 @@ def encode_failure(request_id: str | None, action: str | None, error: dict[str, 
     ).decode()
 
 
-def encode_event(subscription_id: str, payload: bytes, match: Any = None) -> bytes:
+_MATCH_TAILS = {
+    None: b"}",
+    (True, True): b',"filter_match":{"row":true,"old_row":true}}',
+    (True, False): b',"filter_match":{"row":true,"old_row":false}}',
+    (False, True): b',"filter_match":{"row":false,"old_row":true}}',
+    (False, False): b',"filter_match":{"row":false,"old_row":false}}',
+}
+
+
+def encode_event(subscription_id: str, payload: bytes, match: tuple[bool, bool] | None) -> bytes:
     """An event around its pre-encoded ``data`` (encoded once for all subscribers).
 
-    UTF-8 bytes, sent as a text frame without decoding them again."""
-    head = b'{"type":"event","subscription_id":' + orjson.dumps(subscription_id)
-    tail = b',"filter_match":' + orjson.dumps(match) if match is not None else b""
-    return head + b',"data":' + payload + tail + b"}"
+    ``match`` (filtered UPDATEs): whether the filter matched the new and the old row."""
+    return b"".join(
+        (
+            b'{"type":"event","subscription_id":',
+            orjson.dumps(subscription_id),
+            b',"data":',
+            payload,
+            _MATCH_TAILS[match],
+        )
+    )
+
+
+def text_frame(data: bytes) -> bytes:
+    """A whole unmasked server-to-client text frame (RFC 6455 section 5.2): what the
+    ``websockets`` protocol would serialize, built once per event and subscription
+    shape and written as is to every subscriber's transport."""
+    size = len(data)
+    if size < 126:
+        return bytes((0x81, size)) + data
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + data
+    return b"\x81\x7f" + size.to_bytes(8, "big") + data
 
 
 def encode_error(subscription_id: str | None, error: dict[str, Any]) -> str:

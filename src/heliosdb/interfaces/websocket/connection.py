@@ -34,7 +34,8 @@ from heliosdb.settings import WebSocketSettings
 log = logging.getLogger("heliosdb.websocket")
 
 CONTROL_LIMIT = 256
-_BATCH_MESSAGES = 64
+_BATCH_MESSAGES = 512
+_BATCH_BYTES = 256 * 1024
 _WATCH_SECONDS = 1.0
 
 
@@ -49,7 +50,8 @@ class Connection:
         self.token: str | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._control: deque[str] = deque()
-        self._events: deque[bytes] = deque()
+        self._events: deque[bytes] = deque()  # whole WebSocket frames
+        self._queue_limit = settings.queue_messages
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -138,11 +140,21 @@ class Connection:
         self._control.append(text)
         self._ready.set()
 
-    def offer(self, subscription: Subscription, event: ChangeEvent, match: Any) -> bool:
-        if len(self._events) >= self.settings.queue_messages:
+    def offer(
+        self, subscription: Subscription, event: ChangeEvent, match: tuple[bool, bool] | None
+    ) -> bool:
+        if len(self._events) >= self._queue_limit:
             return False
-        self._events.append(codec.encode_event(subscription.id, event.payload, match))
-        self._ready.set()
+        # The whole frame, built once per event for every subscriber with the same
+        # subscription id and filter match (e.g. many clients subscribing as "sub-1").
+        key = (subscription.id, match)
+        frame = event.encoded.get(key)
+        if frame is None:
+            frame = codec.text_frame(codec.encode_event(subscription.id, event.payload, match))
+            event.encoded[key] = frame
+        self._events.append(frame)
+        if not self._ready.is_set():
+            self._ready.set()
         return True
 
     async def wait_room(self) -> None:
@@ -165,9 +177,13 @@ class Connection:
                     if len(self._control) <= CONTROL_LIMIT // 2:
                         self._drained.set()
                     continue
-                batch = [self._events.popleft()]
-                while self._events and len(batch) < _BATCH_MESSAGES:
-                    batch.append(self._events.popleft())
+                events = self._events
+                batch = [events.popleft()]
+                size = len(batch[0])
+                while events and len(batch) < _BATCH_MESSAGES and size < _BATCH_BYTES:
+                    frame = events.popleft()
+                    batch.append(frame)
+                    size += len(frame)
                 await self._send_events(batch)
                 if len(self._events) < limit // 2:
                     self._room.set()
@@ -175,11 +191,12 @@ class Connection:
             self._room.set()
 
     async def _send_events(self, batch: list[bytes]) -> None:
-        # What websockets' own send() does for one message, for several: the frames go
-        # out in one write and one flow-control wait, not one each.
+        # Whole frames (codec.text_frame), written in one write under websockets' send
+        # context: it checks the connection is open and, after, waits for the transport
+        # to drain (flow control), as its own send() does. No per-frame work in the
+        # library: no Frame objects, no per-frame write.
         async with self.ws.send_context():
-            for data in batch:
-                self.ws.protocol.send_text(data)
+            self.ws.transport.write(b"".join(batch))
 
     # -- limits -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Sequence
 
 from heliosdb.engine import Access, Engine
@@ -50,6 +51,10 @@ class ChangeService:
         self.leader.on_written = self.hub.dispatch_written
         self.available = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Subscriptions with the same filter on the same table share one compiled filter,
+        # which the hub evaluates once per event for all of them.
+        self._filters: weakref.WeakValueDictionary[tuple[str, str, str, tuple[str, ...]], RowFilter]
+        self._filters = weakref.WeakValueDictionary()
 
     async def start(self) -> None:
         if not self.settings.enabled:
@@ -96,7 +101,9 @@ class ChangeService:
         schema, name = _split_table(table)
         wanted = _event_types(events)
         columns = await self._authorize(principal, schema, name)
-        row_filter = RowFilter(filter_text, columns) if filter_text is not None else None
+        row_filter = (
+            self._filter(schema, name, filter_text, columns) if filter_text is not None else None
+        )
         if from_position is not None:
             await self._check_resumable(from_position)
         await ensure_table_captured(self.engine, schema, name)
@@ -115,6 +122,14 @@ class ChangeService:
             raise invalid("the retention must be zero or more seconds")
         async with self.engine.connection(Access.SYSTEM) as conn:
             return await prune(conn, self.slot, seconds)
+
+    def _filter(self, schema: str, table: str, text: str, columns: list[str]) -> RowFilter:
+        key = (schema, table, text, tuple(columns))
+        row_filter = self._filters.get(key)
+        if row_filter is None:
+            row_filter = RowFilter(text, columns)
+            self._filters[key] = row_filter
+        return row_filter
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.hub.remove(sub)

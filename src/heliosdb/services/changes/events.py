@@ -25,6 +25,10 @@ class ChangeEvent:
     payload: bytes
     transaction_id: int = 0
     _data: dict[str, Any] | None = field(default=None, repr=False)
+    # Consumers' encodings of this event, by their own key (the WebSocket interface keys
+    # its frames by subscription id and filter match), built once for every subscriber
+    # with the same key.
+    encoded: dict[Any, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def data(self) -> dict[str, Any]:

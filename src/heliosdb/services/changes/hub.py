@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +33,14 @@ from heliosdb.services.changes.filters import RowFilter
 log = logging.getLogger("heliosdb.changes")
 
 PAGE = 2000
+_OFFERS_PER_SLICE = 2000  # offers between two yields to the event loop
+_INBOX_SLICE = 500  # events taken from the inbox at a time
+
+
+def _drain(queue: deque[ChangeEvent], count: int) -> list[ChangeEvent]:
+    return [queue.popleft() for _ in range(min(count, len(queue)))]
+
+
 _SELECT_EVENTS = (
     "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
     "FROM helios.change_events WHERE position > $1"
@@ -45,8 +54,13 @@ _CATCH_UP = (
 
 
 class EventSink(Protocol):
-    def offer(self, subscription: Subscription, event: ChangeEvent, match: Any) -> bool:
-        """Queue one event without waiting; False when the consumer's queue is full."""
+    def offer(
+        self, subscription: Subscription, event: ChangeEvent, match: tuple[bool, bool] | None
+    ) -> bool:
+        """Queue one event without waiting; False when the consumer's queue is full.
+
+        ``match`` is, for a filtered UPDATE, whether the filter matched (new row, old row).
+        """
 
     async def wait_room(self) -> None:
         """Wait until the consumer's queue has room (catch-up reads at the consumer's pace)."""
@@ -87,6 +101,9 @@ class Hub:
         self.delivered = 0  # the last position dispatched on this node
         self._by_table: dict[tuple[str, str], set[Subscription]] = {}
         self._wake = asyncio.Event()
+        self._inbox: deque[ChangeEvent] = deque()  # from this node's leader, in order
+        self._queued = 0  # the newest position queued in the inbox
+        self._need_read = True
         self.on_dispatch: Callable[[ChangeEvent], None] | None = None  # benchmarks, metrics
 
     # -- subscriptions ------------------------------------------------------------
@@ -113,18 +130,27 @@ class Hub:
     def count(self) -> int:
         return sum(len(s) for s in self._by_table.values())
 
-    def _offer(self, sub: Subscription, event: ChangeEvent) -> bool:
-        """Offer ``event`` to ``sub`` if it wants it; False if the subscription ended."""
+    def _offer(
+        self, sub: Subscription, event: ChangeEvent, memo: dict[int, tuple[bool, bool]]
+    ) -> bool:
+        """Offer ``event`` to ``sub`` if it wants it; False if the subscription ended.
+
+        ``memo`` holds this event's result per filter: subscriptions with the same filter
+        on a table share one compiled RowFilter (ChangeService), evaluated once per event.
+        """
         if event.event_type in sub.events:
-            match: Any = None
+            match: tuple[bool, bool] | None = None
             wanted = True
-            if sub.filter is not None and event.event_type != "TRUNCATE":
-                data = event.data
-                new_ok = sub.filter.matches(data.get("row"))
-                old_ok = sub.filter.matches(data.get("old_row"))
-                wanted = new_ok or old_ok
+            row_filter = sub.filter
+            if row_filter is not None and event.event_type != "TRUNCATE":
+                result = memo.get(id(row_filter))
+                if result is None:
+                    data = event.data
+                    result = (row_filter.matches(data["row"]), row_filter.matches(data["old_row"]))
+                    memo[id(row_filter)] = result
+                wanted = result[0] or result[1]
                 if event.event_type == "UPDATE":
-                    match = {"row": new_ok, "old_row": old_ok}
+                    match = result
             if wanted and not sub.sink.offer(sub, event, match):
                 self._end(sub, _slow_consumer(sub))
                 return False
@@ -137,30 +163,48 @@ class Hub:
 
     # -- live stream --------------------------------------------------------------
 
-    def dispatch(self, events: list[ChangeEvent]) -> None:
+    def _dispatch_one(self, event: ChangeEvent) -> int:
+        """Offer one event to this node's live subscriptions; the number of offers."""
+        self.delivered = event.position
+        subs = self._by_table.get((event.schema, event.table))
+        offers = 0
+        if subs:
+            memo: dict[int, tuple[bool, bool]] = {}
+            for sub in list(subs) if len(subs) > 1 else subs:
+                if sub.active and not sub.catching_up and event.position > sub.cursor:
+                    self._offer(sub, event, memo)
+                    offers += 1
+        if self.on_dispatch is not None:
+            self.on_dispatch(event)
+        return offers
+
+    async def _dispatch(self, events: Iterable[ChangeEvent]) -> None:
+        """Dispatch in order, yielding to the event loop every few thousand offers, so
+        connections write (and requests are served) while a big batch fans out."""
+        offers = 0
         for event in events:
             if event.position <= self.delivered:
                 continue
-            self.delivered = event.position
-            subs = self._by_table.get((event.schema, event.table))
-            if subs:
-                for sub in list(subs):
-                    if sub.active and not sub.catching_up and event.position > sub.cursor:
-                        self._offer(sub, event)
-            if self.on_dispatch is not None:
-                self.on_dispatch(event)
+            offers += self._dispatch_one(event)
+            if offers >= _OFFERS_PER_SLICE:
+                offers = 0
+                await asyncio.sleep(0)
 
     def dispatch_written(self, events: list[ChangeEvent]) -> None:
-        """Events this node's capture leader just committed.
+        """Events this node's capture leader just committed (or none: read the table).
 
-        Only when they follow on from what this hub has dispatched: after a leader change
-        the table may hold events this hub has not read yet, so then the reader goes
-        first (in order, from the table) and these are read again there.
+        They are queued only when they follow on from what this hub has dispatched or
+        queued: after a leader change the table may hold events this hub has not read
+        yet, so then the reader goes first (in order, from the table) and these are read
+        again there.
         """
-        if events and events[0].position == self.delivered + 1:
-            self.dispatch(events)
+        last = self._inbox[-1].position if self._inbox else self.delivered
+        if events and events[0].position == last + 1:
+            self._inbox.extend(events)
+            self._queued = events[-1].position
         else:
-            self._wake.set()
+            self._need_read = True
+        self._wake.set()
 
     async def run(self, start_position: int) -> None:
         self.delivered = max(self.delivered, start_position)
@@ -169,11 +213,20 @@ class Hub:
             try:
                 conn = await self.engine.dedicated("heliosdb-changes")
                 await conn.add_listener(CHANNEL, self._notified)
+                self._need_read = True
                 while True:
-                    await self._read(conn)
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
+                    while self._inbox:
+                        await self._dispatch(_drain(self._inbox, _INBOX_SLICE))
+                    if self._need_read:
+                        self._need_read = False
+                        await self._read(conn)
+                    if self._inbox or self._need_read:
+                        continue
+                    try:
                         await asyncio.wait_for(self._wake.wait(), 1.0)
+                    except TimeoutError:
+                        self._need_read = True  # in case a notification was lost
             except asyncio.CancelledError:
                 raise
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
@@ -184,8 +237,16 @@ class Hub:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
 
-    def _notified(self, *_: Any) -> None:
-        self._wake.set()
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        # The payload is the newest position written; the leader's own node usually has
+        # it queued already (dispatch_written), and then needs no read.
+        try:
+            newest = int(str(payload))
+        except ValueError:
+            newest = -1
+        if newest < 0 or newest > max(self._queued, self.delivered):
+            self._need_read = True
+            self._wake.set()
 
     async def _read(self, conn: asyncpg.Connection) -> None:
         while True:
@@ -195,7 +256,7 @@ class Hub:
             if rows and self.delivered and rows[0]["position"] > self.delivered + 1:
                 self._lost(self.delivered, int(rows[0]["position"]) - 1)
             if rows:
-                self.dispatch([_event(r) for r in rows])
+                await self._dispatch([_event(r) for r in rows])
             if len(rows) < PAGE:
                 return
 
@@ -227,7 +288,7 @@ class Hub:
                 rows = [r for r in rows if r["position"] is not None]
                 for row in rows:
                     await sub.sink.wait_room()
-                    if not sub.active or not self._offer(sub, _event(row)):
+                    if not sub.active or not self._offer(sub, _event(row), {}):
                         return
                 if len(rows) < PAGE:
                     # Everything of this table up to `target` has been offered.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from heliosdb.errors import HeliosError
 from heliosdb.interfaces.websocket import codec
@@ -34,14 +36,30 @@ def test_parse_request_refuses(text: str) -> None:
 
 
 def test_encode_event_wraps_the_shared_payload() -> None:
-    message = json.loads(codec.encode_event("s-1", b'{"row": {"id": 1}}', {"row": True}))
+    message = json.loads(codec.encode_event("s-1", b'{"row": {"id": 1}}', (True, False)))
     assert message == {
         "type": "event",
         "subscription_id": "s-1",
         "data": {"row": {"id": 1}},
-        "filter_match": {"row": True},
+        "filter_match": {"row": True, "old_row": False},
     }
-    assert "filter_match" not in json.loads(codec.encode_event("s", b"{}"))
+    assert "filter_match" not in json.loads(codec.encode_event("s", b"{}", None))
+    assert json.loads(codec.encode_event('"\\', b"{}", None))["subscription_id"] == '"\\'
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+def test_text_frame_is_what_websockets_serializes(size: int) -> None:
+    data = b"x" * size
+    expected = Frame(Opcode.TEXT, data).serialize(mask=False)
+    assert codec.text_frame(data) == expected
+    # and websockets' own reader takes it back as one whole text frame
+    reader = StreamReader()
+    reader.feed_data(codec.text_frame(data))
+    parser = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as done:
+        next(parser)
+    frame = done.value.value
+    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == data
 
 
 def test_encode_responses() -> None:
