@@ -106,3 +106,17 @@ def test_batched_writes_of_a_read_only_key_are_refused(redis_port: int, ro_key: 
                 client.execute_command(*args)
     finally:
         client.close()
+
+
+def test_pipeline_of_large_replies_waits_for_the_reader(r2: redis.Redis, k: K) -> None:
+    """Replies past the write limit make the connection wait for the client; none is lost."""
+    big = b"v" * (1 << 20)
+    r2.set(k("big"), big)
+    with r2.pipeline(transaction=False) as pipe:
+        for i in range(40):
+            pipe.get(k("big"))
+            pipe.set(k(f"n{i}"), i)
+        results = pipe.execute()
+    assert results[0::2] == [big] * 40
+    assert results[1::2] == [True] * 40
+    assert r2.get(k("n39")) == b"39"

@@ -42,6 +42,7 @@ log = logging.getLogger("heliosdb.interfaces.redis")
 UNAUTHENTICATED_BUFFER = 10 * (16384 + 32) + 64
 READ_CHUNK = 65536
 BACKLOG_LIMIT = 4 * 1024 * 1024  # received while busy: past this, stop reading the socket
+WRITE_LIMIT = 1 << 20  # replies the client has not read: past this, wait before running more
 IDLE, FAST, SLOW = "idle", "fast", "slow"  # nothing running / coalesced run out / task runs
 QUEUE_LIMIT = 10_000
 OUTPUT_LIMIT = 64 * 1024 * 1024
@@ -206,6 +207,10 @@ class Session:
             if self.eof:
                 self.wakeup.set()
             return
+        if self.transport is not None and self.transport.get_write_buffer_size() > WRITE_LIMIT:
+            self.state = SLOW  # the client is not reading its replies: the task waits for it
+            self.wakeup.set()
+            return
         run = self._coalescable_run(ready, 0)
         batched = None if run else self._batched_run(ready)
         if batched is not None:
@@ -292,9 +297,11 @@ class Session:
                         await self.wakeup.wait()
                     continue
                 client.last_active = time.time()
+                if writer.transport.get_write_buffer_size() > WRITE_LIMIT:
+                    await writer.drain()
                 await self.run_ready()
                 client.flush()
-                if writer.transport.get_write_buffer_size() > 1 << 20:
+                if writer.transport.get_write_buffer_size() > WRITE_LIMIT:
                     await writer.drain()
                 self.state = IDLE
                 if not client.closing:
@@ -607,7 +614,7 @@ class _Stepper:
         except StopIteration as stop:
             self.replies.answer(self.index, encode(stop.value, self.proto))
             return
-        except Exception as exc:  # noqa: BLE001 - the command's own error reply
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - its own error reply
             self.replies.answer(self.index, encode(to_redis(exc), self.proto))
             return
         if isinstance(waiting, asyncio.Future):
