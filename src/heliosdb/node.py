@@ -101,7 +101,7 @@ class Node:
             ports = {listener.name: listener.address[1] for listener in self.listeners}
             self.workers = Workers(self.settings, ports, self.listener_states())
             await self.workers.start()
-            announce(f"http and websocket served by {self.settings.workers} processes")
+            announce(f"http, websocket and redis served by {self.settings.workers} processes")
         # Everything built so far lives as long as the node: move it out of the cyclic
         # GC's sight, so collections scan only what requests allocate (a full collection
         # of the startup heap took tens of milliseconds: a latency spike on every one).
@@ -149,8 +149,8 @@ class Node:
 
 
 class WorkerNode:
-    """One worker process of a node (workers.py): the REST and WebSocket APIs on the
-    node's ports, over the engine the node runs, until the node stops it or goes away."""
+    """One worker process of a node (workers.py): the REST, WebSocket and Redis APIs on
+    the node's ports, over the engine the node runs, until the node stops it or goes away."""
 
     def __init__(self, settings: Settings, listeners: dict[str, Any]) -> None:
         self.settings = settings
@@ -175,6 +175,7 @@ class WorkerNode:
             served: tuple[Listener, ...] = (
                 HttpListener(app, self.settings),
                 WebSocketListener(services, self.settings),
+                RedisListener(services),
             )
             for listener in served:
                 await listener.start()

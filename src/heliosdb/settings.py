@@ -301,7 +301,7 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="Processes serving the REST and WebSocket APIs on their ports "
+        description="Processes serving the REST, WebSocket and Redis APIs on their ports "
         "(SO_REUSEPORT); one Python process uses one core at most, so set it to the number "
         "of cores the node may use.",
     )

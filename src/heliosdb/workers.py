@@ -1,13 +1,14 @@
-"""The node's worker processes: more than one core for the REST and WebSocket APIs.
+"""The node's worker processes: more than one core for the REST, WebSocket and Redis APIs.
 
 One Python process runs on one core at most. The REST API keeps no state in a process
-(keys, async queries and their cancellation live in the engine), and a WebSocket
-session lives on one connection and gets its events from the engine's change log like
-any node's, so a node with ``workers: N`` runs both in N processes: the node itself
-and N-1 workers, each binding the two ports with SO_REUSEPORT so that the kernel
-spreads new connections across them. A worker is a headless node sharing the engine
-(as a second node with ``--engine-url`` would) that serves only those two APIs
-(node.WorkerNode).
+(keys, async queries and their cancellation live in the engine); a WebSocket session
+lives on one connection and gets its events from the engine's change log like any
+node's; Redis keys, WATCH versions, blocking-pop wake-ups and pub/sub messages all go
+through the engine, as they do between nodes. So a node with ``workers: N`` runs these
+three in N processes: the node itself and N-1 workers, each binding their ports with
+SO_REUSEPORT so that the kernel spreads new connections across them. A worker is a
+headless node sharing the engine (as a second node with ``--engine-url`` would) that
+serves only those APIs (node.WorkerNode).
 
 The node starts each worker as ``heliosdb worker`` and writes the effective
 settings, secrets included, to its stdin: never argv or the environment, which other
@@ -96,6 +97,7 @@ class Workers:
         worker_settings = settings.model_copy(deep=True)
         worker_settings.http.port = ports["http"]  # the ports the node bound (maybe 0 asked)
         worker_settings.websocket.port = ports["websocket"]
+        worker_settings.redis.port = ports["redis"]
         self.message = orjson.dumps({"settings": revealed(worker_settings), "listeners": listeners})
         self.count = settings.workers - 1
         self.grace = settings.http.shutdown_grace_seconds

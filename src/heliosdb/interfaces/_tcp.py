@@ -36,6 +36,7 @@ class TcpListener:
         grace_seconds: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
         protocol_class: type[asyncio.StreamReaderProtocol] = asyncio.StreamReaderProtocol,
+        reuse_port: bool = False,
     ) -> None:
         self.name = name
         self._scheme = scheme
@@ -47,6 +48,8 @@ class TcpListener:
         self.ssl_context = ssl_context
         # A StreamReaderProtocol subclass may take bytes in the read callback itself (Redis).
         self.protocol_class = protocol_class
+        # Other processes of the node bind the same port (workers.py).
+        self.reuse_port = reuse_port
         self.state = "stopped"
         self.socket: socket.socket | None = None
         self.server: asyncio.Server | None = None
@@ -70,6 +73,8 @@ class TcpListener:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.host, self.port))
         sock.listen(2048)
         sock.setblocking(False)

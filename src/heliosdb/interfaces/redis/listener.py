@@ -25,6 +25,7 @@ class RedisListener(TcpListener):
             grace_seconds=2.0,
             ssl_context=context,
             protocol_class=RedisProtocol,
+            reuse_port=settings.workers > 1,
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -15,11 +15,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.integration.redis.conftest import connect as connect_redis
 from tests.integration.websocket.wsclient import connect, events, subscribe
 from tests.nodeproc import NodeProcess
 
@@ -77,7 +79,8 @@ def fresh_requests(
 
 def test_the_node_starts_its_workers(workers_node: NodeProcess) -> None:
     assert len(worker_pids(workers_node)) == WORKERS - 1
-    assert f"heliosdb: http and websocket served by {WORKERS} processes\n" in workers_node.output
+    announced = f"heliosdb: http, websocket and redis served by {WORKERS} processes\n"
+    assert announced in workers_node.output
 
 
 def serving_pids(port: int) -> set[int]:
@@ -147,6 +150,38 @@ async def test_websocket_subscribers_on_every_process_get_the_events(
         for ws in sockets:
             got = await events(ws, 2)
             assert [m["data"]["row"]["id"] for m in got] == [1, 2]
+
+
+def test_redis_clients_on_every_process_share_keys_messages_and_wakeups(
+    workers_node: NodeProcess,
+) -> None:
+    port, prefix = workers_node.ports["redis"], f"workers:{uuid.uuid4().hex[:8]}"
+    clients = [connect_redis(port, workers_node.admin_key) for _ in range(12)]
+    try:
+        for client in clients:  # each holds its own connection
+            assert client.ping()
+        assert len(serving_pids(port)) >= 2
+        clients[0].set(f"{prefix}:k", "v")
+        assert {client.get(f"{prefix}:k") for client in clients} == {b"v"}
+
+        subscribers = [client.pubsub() for client in clients[:6]]
+        for subscriber in subscribers:
+            subscriber.subscribe(f"{prefix}:ch")
+            assert subscriber.get_message(timeout=10)["type"] == "subscribe"  # type: ignore[index]
+        assert clients[-1].publish(f"{prefix}:ch", "hello") == len(subscribers)
+        for subscriber in subscribers:
+            message = subscriber.get_message(timeout=10)
+            assert message is not None and message["data"] == b"hello"
+            subscriber.close()
+
+        with ThreadPoolExecutor(len(clients) // 2) as pool:
+            popped = [pool.submit(client.blpop, [f"{prefix}:list"], 20) for client in clients[:5]]
+            time.sleep(0.5)  # the poppers block first
+            clients[-1].rpush(f"{prefix}:list", *range(5))
+            assert sorted(int(p.result()[1]) for p in popped) == list(range(5))  # type: ignore[index]
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_a_revoked_key_is_refused_by_every_process(workers_node: NodeProcess) -> None:
