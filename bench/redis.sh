@@ -8,6 +8,8 @@
 # redis-benchmark -t set,get,incr,lpush,hset,zadd -n REQUESTS -c CLIENTS at -P 1 and -P 16
 # against each, and prints requests per second and the HeliosDB / redis-server ratio per
 # command. Absolute numbers on a shared 2-core machine mean little; the ratios are the figures.
+# Node settings come from the environment as usual: HELIOSDB_WORKERS=2 bench/redis.sh runs
+# the node's Redis listener in two processes (docs/architecture.md, "Worker processes").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
