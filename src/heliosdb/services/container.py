@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from heliosdb.engine import Engine
 from heliosdb.services.asyncqueries import AsyncQueries
+from heliosdb.services.cancels import CancelRelay
 from heliosdb.services.changes import ChangeService
 from heliosdb.services.documents import DocumentStore
 from heliosdb.services.keys import ApiKeys
@@ -36,6 +37,7 @@ class Services:
     users: Users
     keyvalue: KeyValue
     documents: DocumentStore
+    cancels: CancelRelay
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Services:
@@ -64,4 +66,5 @@ class Services:
                 coalesce_workers=settings.redis.coalesce_workers,
             ),
             documents=DocumentStore(engine),
+            cancels=CancelRelay(engine),
         )

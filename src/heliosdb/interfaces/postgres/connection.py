@@ -141,7 +141,7 @@ class Connection:
                 gss_answered = True
                 self.writer.write(b"N")
             elif code == CANCEL_REQUEST:
-                await self.gateway.cancel(parse_cancel(body))
+                await self.gateway.cancel(parse_cancel(body), self.address)
                 return None
             elif code in (SSL_REQUEST, GSSENC_REQUEST):
                 raise ProtocolViolation("unexpected encryption request")

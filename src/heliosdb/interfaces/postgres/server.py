@@ -2,7 +2,8 @@
 
     Gateway
       sessions        live relayed sessions, by id
-      cancel keys     (pid, secret) announced to clients -> session
+      cancel keys     (pid, secret) announced to clients -> session; a key this node does
+                      not hold is published to every node (services/cancels.py)
       limiter         failed logins per source address
       totals          counters of ended sessions (live ones are read at scrape time)
 
@@ -39,6 +40,10 @@ from heliosdb.services.container import Services
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
 
+# CancelRequests with a key this node does not hold cost a row and a NOTIFY each: at
+# most this many per source address per minute are passed on to the other nodes.
+FORWARDED_CANCELS_PER_MINUTE = 120
+
 
 class Gateway:
     def __init__(self, services: Services, pool_mode: str) -> None:
@@ -48,6 +53,7 @@ class Gateway:
         self.pool_mode = pool_mode
         self.database = services.settings.engine.database
         self.limiter = FailureLimiter(self.settings.auth_failures_per_minute)
+        self.forward_limiter = FailureLimiter(FORWARDED_CANCELS_PER_MINUTE)
         self.tls_context = _tls_context(services)
         self.channel_binding = _channel_binding(services) if self.tls_context else None
         self.sessions: dict[int, Session | TxnClient] = {}
@@ -104,11 +110,29 @@ class Gateway:
         if abrupt:
             self._spawn(session.cancel_running())
 
-    async def cancel(self, key: CancelKey) -> None:
-        session = self.by_key.get((key.pid, key.secret))
-        if session is None or not hmac.compare_digest(session.key.secret, key.secret):
-            return  # a wrong key cancels nothing, and says nothing
+    async def cancel(self, key: CancelKey, address: str) -> None:
+        """A CancelRequest from ``address``: cancel our session with this key, or ask the
+        other nodes sharing the engine (behind a load balancer the cancel connection may
+        land on any node). A wrong key cancels nothing anywhere, and says nothing."""
+        if await self.cancel_local(key.pid, key.secret):
+            return
+        if self.forward_limiter.blocked(address):
+            return
+        self.forward_limiter.record(address)
+        try:
+            await self.services.cancels.publish(key.pid, key.secret)
+        except Exception:
+            log.warning("could not pass a cancel request on to the other nodes", exc_info=True)
+
+    async def cancel_local(self, pid: int, secret: bytes) -> bool:
+        session = self.by_key.get((pid, secret))
+        if session is None or not hmac.compare_digest(session.key.secret, secret):
+            return False
         await session.cancel_running()
+        return True
+
+    async def cancel_published(self, pid: int, secret: bytes) -> None:
+        await self.cancel_local(pid, secret)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -261,12 +285,17 @@ class PostgresListener(TcpListener):
     async def start(self) -> None:
         await super().start()
         _COLLECTOR.gateways.append(self.gateway)
+        try:
+            await self.gateway.services.cancels.subscribe(self.gateway.cancel_published)
+        except Exception:  # noqa: BLE001 - local cancels work without it
+            log.warning("cancel requests of other nodes will not reach %s", self.name)
         if self.gateway.settings.idle_timeout > 0:
             self._sweeper = asyncio.create_task(self.gateway.sweep_idle())
 
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.gateway.services.cancels.unsubscribe(self.gateway.cancel_published)
         if self.server is not None:
             self.server.close()
         self.gateway.terminate_all()
