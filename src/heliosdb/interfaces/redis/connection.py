@@ -5,9 +5,14 @@
                subscriptions); RESET puts it back as it was at connect
     serve()    the per-connection loop handed to the shared TCP listener
 
-Runs of plain GETs and SETs from a pipeline are submitted together to the service's
-coalescer (one engine round trip for many clients); everything else goes through
-``dispatch``: lookup, arity, auth, subscriber-mode rule, MULTI queueing, NOPERM, handler.
+    Session    one connection's flow: idle, a coalesced run out (hotpath.py), or its task
+               running commands through ``dispatch`` (lookup, arity, auth, subscriber-mode
+               rule, MULTI queueing, NOPERM, handler)
+
+Leading runs of plain GET/SET, or of one kind of batched write (INCR, LPUSH, HSET ...), go
+from the read callback to the service's coalescer (one engine round trip for many clients);
+anything else wakes the connection's task. One run is in flight at a time, so replies keep
+the order of the commands.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ from heliosdb.interfaces.redis.codec import (
     encode,
 )
 from heliosdb.interfaces.redis.errors import RedisError, to_redis
+from heliosdb.interfaces.redis.hotpath import (
+    BATCHED_KINDS,
+    ZADD_FLAGS,
+    RedisProtocol,
+    start_batched,
+    submit_run,
+)
 from heliosdb.interfaces.redis.registry import Call, Command, lookup
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
@@ -226,9 +238,9 @@ class Session:
             ready, self.ready = ready[:run], ready[run:]
         self.client.last_active = time.time()
         if batched is None:
-            _submit_run(self, ready)
+            submit_run(self, ready)
         else:
-            _start_batched(self, batched, ready)
+            start_batched(self, batched, ready)
 
     def fast_done(self, replies: bytes) -> None:
         """The coalesced run is answered: write its replies, go on with what came meanwhile."""
@@ -483,174 +495,6 @@ class Session:
     def authenticated(self, principal: Principal) -> None:
         self.client.principal = principal
         self.parser.max_buffer = self.server.settings.redis.max_query_buffer_bytes
-
-
-class RedisProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol whose bytes go straight to the connection's Session.
-
-    Reading stays in the event loop's callback, so a coalesced GET/SET costs no task
-    switch; the StreamReader only learns about EOF (for ``peer_gone``). Bytes that arrive
-    before the session is attached are kept and handed over at ``attach``.
-    """
-
-    session: Session | None = None
-    early: list[bytes] | None = None
-    early_eof = False
-
-    def attach(self, session: Session | None) -> None:
-        self.session = session
-        if session is not None:
-            for data in self.early or ():
-                session.received(data)
-            self.early = None
-            if self.early_eof:
-                session.peer_closed()
-
-    def data_received(self, data: bytes) -> None:
-        session = self.session
-        if session is not None:
-            session.received(data)
-        elif self.early is None:
-            self.early = [data]
-        else:
-            self.early.append(data)
-
-    def eof_received(self) -> bool | None:
-        self.early_eof = True
-        if self.session is not None:
-            self.session.peer_closed()
-        return super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.early_eof = True
-        if self.session is not None:
-            self.session.peer_closed()
-        super().connection_lost(exc)
-
-
-class _Replies:
-    """The replies of one coalesced run, written together when the last one is known."""
-
-    __slots__ = ("parts", "remaining", "session")
-
-    def __init__(self, session: Session, n: int) -> None:
-        self.session = session
-        self.parts: list[bytes] = [b""] * n
-        self.remaining = n
-
-    def answer(self, index: int, reply: bytes) -> None:
-        self.parts[index] = reply
-        self.remaining -= 1
-        if self.remaining == 0:
-            parts = self.parts
-            self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
-
-
-class _Slot:
-    """Where the coalescer puts one command's answer (in place of an asyncio.Future)."""
-
-    __slots__ = ("_done", "index", "is_set", "proto", "replies")
-
-    def __init__(self, replies: _Replies, index: int, is_set: bool, proto: int) -> None:
-        self.replies = replies
-        self.index = index
-        self.is_set = is_set
-        self.proto = proto
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def set_result(self, value: Any, /) -> None:
-        self._done = True
-        if self.is_set:
-            reply = _OK
-        elif value is None:
-            reply = b"_\r\n" if self.proto == 3 else b"$-1\r\n"
-        else:
-            reply = b"$%d\r\n%s\r\n" % (len(value), value)
-        self.replies.answer(self.index, reply)
-
-    def set_exception(self, exc: BaseException, /) -> None:
-        self._done = True
-        self.replies.answer(self.index, encode(to_redis(exc), self.proto))
-
-    def cancel(self) -> bool:
-        if self._done:
-            return False
-        self.set_exception(RedisError("ERR server is shutting down"))
-        return True
-
-
-_OK = b"+OK\r\n"
-# Commands whose handler (outside MULTI) awaits one coalescer operation of this kind.
-BATCHED_KINDS = {
-    b"incr": "incr", b"decr": "incr", b"incrby": "incr", b"decrby": "incr",
-    b"lpush": "push", b"rpush": "push", b"lpushx": "push", b"rpushx": "push",
-    b"hset": "add", b"hmset": "add", b"sadd": "add", b"zadd": "add",
-}  # fmt: skip
-ZADD_FLAGS = {b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"}
-
-
-class _Stepper:
-    """Runs one handler coroutine without a Task: each future it awaits resumes it.
-
-    The batched handlers parse their words and await one coalescer future; a Task per
-    command (and the connection task's dispatch) costs more than the command's share of
-    the engine round trip.
-    """
-
-    __slots__ = ("coro", "index", "proto", "replies")
-
-    def __init__(self, coro: Any, replies: _Replies, index: int, proto: int) -> None:
-        self.coro = coro
-        self.replies = replies
-        self.index = index
-        self.proto = proto
-
-    def step(self, _done: Any = None) -> None:
-        try:
-            waiting = self.coro.send(None)
-        except StopIteration as stop:
-            self.replies.answer(self.index, encode(stop.value, self.proto))
-            return
-        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - its own error reply
-            self.replies.answer(self.index, encode(to_redis(exc), self.proto))
-            return
-        if isinstance(waiting, asyncio.Future):
-            waiting._asyncio_future_blocking = False
-            waiting.add_done_callback(self.step)
-        else:  # a bare yield (asyncio.sleep(0)): resume on the next loop turn
-            asyncio.get_running_loop().call_soon(self.step)
-
-
-def _start_batched(session: Session, commands: list[Command], run: list[list[bytes]]) -> None:
-    client, server = session.client, session.server
-    replies = _Replies(session, len(run))
-    server.commands_processed += len(run)
-    client.last_command = commands[-1].name
-    session.starting = True
-    try:
-        for index, (command, args) in enumerate(zip(commands, run, strict=True)):
-            call = Call(command, args, client, server, session=session)
-            _Stepper(command.handler(call), replies, index, client.proto).step()
-    finally:
-        session.starting = False
-
-
-def _submit_run(session: Session, run: list[list[bytes]]) -> None:
-    """Hand a run of plain GET key / SET key value to the coalescer; replies via _Slot."""
-    client = session.client
-    coalescer = session.server.kv.coalescer
-    db, proto = client.db, client.proto
-    replies = _Replies(session, len(run))
-    session.server.commands_processed += len(run)
-    for index, args in enumerate(run):
-        if len(args) == 2:
-            coalescer.get_into(db, args[1], _Slot(replies, index, False, proto))
-        else:
-            coalescer.set_into(db, args[1], args[2], None, _Slot(replies, index, True, proto))
-    client.last_command = "get" if len(run[-1]) == 2 else "set"
 
 
 def new_client(server: Server, writer: asyncio.StreamWriter | None) -> Client:

@@ -6,7 +6,8 @@ import asyncio
 
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.redis import commands as _commands  # noqa: F401 - registers commands
-from heliosdb.interfaces.redis.connection import RedisProtocol, Server, serve
+from heliosdb.interfaces.redis.connection import Server, serve
+from heliosdb.interfaces.redis.hotpath import RedisProtocol
 from heliosdb.security.tls import server_context
 from heliosdb.services.container import Services
 
