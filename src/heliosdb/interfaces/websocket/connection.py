@@ -20,6 +20,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from heliosdb.errors import ErrorCode, HeliosError, unauthenticated
 from heliosdb.interfaces.websocket import codec
@@ -36,6 +37,7 @@ log = logging.getLogger("heliosdb.websocket")
 CONTROL_LIMIT = 256
 _BATCH_MESSAGES = 512
 _BATCH_BYTES = 256 * 1024
+_WRITE_BUFFER_BYTES = 64 * 1024  # above this, wait for the transport to drain
 _WATCH_SECONDS = 1.0
 
 
@@ -191,12 +193,19 @@ class Connection:
             self._room.set()
 
     async def _send_events(self, batch: list[bytes]) -> None:
-        # Whole frames (codec.text_frame), written in one write under websockets' send
-        # context: it checks the connection is open and, after, waits for the transport
-        # to drain (flow control), as its own send() does. No per-frame work in the
-        # library: no Frame objects, no per-frame write.
-        async with self.ws.send_context():
-            self.ws.transport.write(b"".join(batch))
+        # Whole frames (codec.text_frame), one transport write for the batch: no Frame
+        # objects, no per-frame write. While the connection is open and its transport
+        # buffer small, that is all; otherwise websockets' send context does what its own
+        # send() does: raise if the connection closed, wait for the drain (flow control).
+        ws = self.ws
+        data = b"".join(batch)
+        if ws.protocol.state is State.OPEN and (
+            ws.transport.get_write_buffer_size() < _WRITE_BUFFER_BYTES
+        ):
+            ws.transport.write(data)  # the socket keeps up: no wait
+            return
+        async with ws.send_context():  # closed: raises; else waits for the drain
+            ws.transport.write(data)
 
     # -- limits -------------------------------------------------------------------
 
