@@ -30,6 +30,7 @@ OP_QUERY = 2004
 OP_COMPRESSED = 2012
 OP_MSG = 2013
 HEADER = struct.Struct("<iiii")
+_INT32 = struct.Struct("<i")
 MAX_MESSAGE_BYTES = 48_000_000
 CHECKSUM_PRESENT = 1
 MORE_TO_COME = 2
@@ -155,11 +156,14 @@ def _compress(compressor: int, data: bytes) -> bytes:
     return data
 
 
-def _document_at(data: bytes, offset: int) -> tuple[bytes, int]:
-    if offset + 4 > len(data):
+def _document_at(data: bytes, offset: int, end: int | None = None) -> tuple[bytes, int]:
+    """The BSON document at ``offset``, which must end by ``end`` (default: the data's end;
+    a bound instead of a slice, so a batch of documents is not copied once per document)."""
+    limit = len(data) if end is None else end
+    if offset + 4 > limit:
         raise ProtocolError("truncated document")
-    (size,) = struct.unpack_from("<i", data, offset)
-    if size < 5 or offset + size > len(data) or data[offset + size - 1] != 0:
+    (size,) = _INT32.unpack_from(data, offset)
+    if size < 5 or offset + size > limit or data[offset + size - 1] != 0:
         raise ProtocolError("malformed document length")
     return data[offset : offset + size], offset + size
 
@@ -195,7 +199,7 @@ def _parse_op_msg(header: Header, payload: bytes) -> Message:
         if kind == 0:
             if body is not None:
                 raise ProtocolError("more than one body section")
-            raw, offset = _document_at(payload[:end], offset)
+            raw, offset = _document_at(payload, offset, end)
             body = _decode(raw)
         elif kind == 1:
             if offset + 4 > end:
@@ -211,7 +215,7 @@ def _parse_op_msg(header: Header, payload: bytes) -> Message:
             position = name_end + 1
             docs: list[bytes] = []
             while position < stop:
-                raw, position = _document_at(payload[:stop], position)
+                raw, position = _document_at(payload, position, stop)
                 docs.append(raw)
             if identifier in sequences:
                 raise ProtocolError(f"duplicate document sequence {identifier}")

@@ -16,6 +16,7 @@ An index ``{a: 1, "b.c": -1}`` is an engine expression index
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -59,7 +60,19 @@ def invalid_namespace(message: str) -> HeliosError:
     return invalid(message, kind="invalid_namespace")
 
 
+_GOOD_DB_NAMES: set[str] = set()
+
+
 def check_db_name(name: Any) -> str:
+    if isinstance(name, str) and name in _GOOD_DB_NAMES:  # checked again by every statement
+        return str(name)
+    _check_db_name(name)
+    if len(_GOOD_DB_NAMES) < 10_000:
+        _GOOD_DB_NAMES.add(name)
+    return str(name)
+
+
+def _check_db_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise invalid_namespace("database names cannot be empty")
     if _BAD_DB_CHARS.search(name):
@@ -68,7 +81,6 @@ def check_db_name(name: Any) -> str:
         raise invalid_namespace(f"database name '{name}' is reserved")
     if len(name.encode()) > MAX_NAME_BYTES:
         raise invalid_namespace(f"database name is longer than {MAX_NAME_BYTES} bytes: {name}")
-    return name
 
 
 def check_collection_name(name: Any) -> str:
@@ -83,7 +95,9 @@ def check_collection_name(name: Any) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def table(db: str, collection: str) -> str:
+    """The collection's quoted table name (cached: every statement asks for it)."""
     return qualified(db, collection)
 
 

@@ -518,11 +518,16 @@ class DocumentStore:
         )
         result = UpdateResult()
 
-        async def apply(old: Document) -> Document:
+        async def apply(old: Document, raw: bytes) -> Document:
             if staged:
                 return await _pipeline_update(old, update)
             if operator:
-                return apply_update(old, update, query=query, array_filters=array_filters)
+                # A second decode of the stored bytes is a private copy to change in place:
+                # cheaper than deepcopy, and ``old`` stays as it was for findAndModify.
+                fresh = bsonform.decode(raw)
+                return apply_update(
+                    fresh, update, query=query, array_filters=array_filters, in_place=True
+                )
             return _replacement(old, update)
 
         async with self._conn(principal, write=True) as conn:
@@ -585,7 +590,7 @@ class DocumentStore:
         coll: str,
         statement: str,
         args: list[Any],
-        apply: Callable[[Document], Awaitable[Document]],
+        apply: Callable[[Document, bytes], Awaitable[Document]],
         result: UpdateResult,
     ) -> tuple[list[Any], list[tuple[Any, bytes, Any, int]], list[Any]]:
         """Read matching rows, apply the update, write back what changed; what happened."""
@@ -596,10 +601,11 @@ class DocumentStore:
             return [], [], []
         changed: list[tuple[Any, bytes, Any, int]] = []
         for row in found:
-            old = bsonform.decode(row["bson"])
-            new = await apply(old)
+            raw = row["bson"]
+            old = bsonform.decode(raw)
+            new = await apply(old, raw)
             encoded = _encode_checked(new)
-            if encoded != bytes(row["bson"]):
+            if encoded != raw:
                 changed.append((row["_id"], encoded, bsonform.query_form(new), row["v"]))
             result.before, result.after = old, new
         written = await self._write_changes(conn, db, coll, changed) if changed else []
@@ -629,9 +635,21 @@ class DocumentStore:
         changed: list[tuple[Any, bytes, Any, int]],
     ) -> list[Any]:
         """Write new versions of rows still at the version read; the _ids written."""
-        changed = sorted(changed, key=lambda c: orjson.dumps(c[0], option=orjson.OPT_SORT_KEYS))
         try:
             async with transactions.guard(conn):
+                if len(changed) == 1:
+                    # One row (update_one, the common case): a plain keyed UPDATE, with no
+                    # arrays to encode and unnest.
+                    (one,) = changed
+                    status = await conn.execute(
+                        f"UPDATE {table(db, coll)} SET bson = $2, doc = $3 "
+                        "WHERE _id = $1 AND xmin::text::bigint = $4",
+                        *one,
+                    )
+                    return [one[0]] if status.endswith(" 1") else []
+                changed = sorted(
+                    changed, key=lambda c: orjson.dumps(c[0], option=orjson.OPT_SORT_KEYS)
+                )
                 rows = await conn.fetch(
                     f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
                     "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[], $4::bigint[]) "

@@ -65,11 +65,13 @@ def apply_update(
     query: dict[str, Any] | None = None,
     array_filters: list[dict[str, Any]] | None = None,
     inserting: bool = False,
+    in_place: bool = False,
 ) -> dict[str, Any]:
-    """A new document with ``update``'s operators applied (``document`` is not changed)."""
+    """A new document with ``update``'s operators applied (``document`` is not changed,
+    unless ``in_place``: then the caller's private copy is changed and returned)."""
     import copy
 
-    out = copy.deepcopy(document)
+    out = document if in_place else copy.deepcopy(document)
     seen: list[str] = []
     for op, fields in update.items():
         if op not in OPERATORS:
