@@ -18,6 +18,7 @@ primary key.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -404,13 +405,87 @@ def compile_filter(
     """
     if not spec:
         return "TRUE"
+    start = len(params.values)
+    shape = _shape(spec, indexed, start)
+    if shape is not None:
+        hit = _SHAPES.get(shape)
+        if hit is not None:
+            return _replay(hit, list(spec.values()), params)
     compiler = _Compiler(params)
     tree = compiler.conjunction(compiler.document(spec, "$", top=True))
     if isinstance(tree, str) and tree == TRUE_JP:
         return "TRUE"
     exact = compiler.sql(tree)
     hints = _index_conditions(spec, params, indexed or {})
-    return " AND ".join([*hints, exact])
+    sql = " AND ".join([*hints, exact])
+    if shape is not None:
+        _remember(shape, sql, list(spec.values()), params.values[start:], compiler.vars)
+    return sql
+
+
+# Same-shaped filters, compiled once. A shape is a filter of plain equalities on scalar
+# values (``{_id: "d1"}``, ``{k: "x", n: 5}``): its SQL text depends only on the field
+# names, the value types and the indexes, and each of its parameters is either fixed
+# text (a jsonpath), one of the filter's values, or the jsonpath variables built from
+# them. ``_remember`` works that out from a real compilation, by object identity, and
+# gives up (no caching) whenever it is ambiguous.
+_SCALARS = (str, int, float, bool)
+_MAX_SHAPES = 2048
+_SHAPES: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
+
+
+def _shape(
+    spec: dict[str, Any], indexed: dict[str, str] | None, start: int
+) -> tuple[Any, ...] | None:
+    key: list[Any] = [start]
+    for name, value in spec.items():
+        kind = type(value)
+        if name.startswith("$") or kind not in _SCALARS:
+            return None
+        if (kind is str and "\x00" in value) or (kind is float and not math.isfinite(value)):
+            return None  # their query forms are new objects
+        key.append((name, kind, indexed.get(name) if indexed else None))
+    return tuple(key)
+
+
+def _remember(
+    shape: tuple[Any, ...],
+    sql: str,
+    leaves: list[Any],
+    added: list[Any],
+    variables: dict[str, Any],
+) -> None:
+    if len({id(v) for v in leaves}) != len(leaves):
+        return  # two values are one object (small ints): identity cannot tell them apart
+    where = {id(v): i for i, v in enumerate(leaves)}
+    recipe: list[tuple[str, Any]] = []
+    for value in added:
+        if value is variables:
+            names = [(name, where.get(id(v))) for name, v in variables.items()]
+            if any(i is None for _, i in names):
+                return
+            recipe.append(("vars", names))
+        elif id(value) in where:
+            recipe.append(("leaf", where[id(value)]))
+        elif isinstance(value, str):
+            recipe.append(("text", value))
+        else:
+            return
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[shape] = (sql, recipe)
+
+
+def _replay(hit: tuple[str, list[tuple[str, Any]]], leaves: list[Any], params: Params) -> str:
+    sql, recipe = hit
+    for kind, arg in recipe:
+        if kind == "vars":
+            params.values.append({name: leaves[i] for name, i in arg})
+        elif kind == "leaf":
+            params.values.append(leaves[arg])
+        else:
+            params.values.append(arg)
+    return sql
 
 
 _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
