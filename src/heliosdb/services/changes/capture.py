@@ -57,9 +57,9 @@ CHANNEL = "helios_changes"
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
-_YIELD_EVERY_MESSAGES = 256
+_YIELD_EVERY_MESSAGES = 128
 _FETCH_MESSAGES = 2000  # decoded messages fetched from the peek's cursor at a time
-_WRITE_EVENTS = 2000  # events per INSERT
+_WRITE_EVENTS = 500  # events per INSERT (asyncpg encodes one synchronously)
 _HANDOFF_EVENTS = 5000  # more in one round: the local hub reads them from the table
 _PEEK = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
