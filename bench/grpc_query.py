@@ -26,19 +26,23 @@ import asyncio
 import multiprocessing
 import os
 import random
-import re
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.nodeproc, when run as a script
 
-import asyncpg  # noqa: E402
 import grpc  # noqa: E402
+from bench.common import (  # noqa: E402
+    Figure,
+    combine,
+    cpu_seconds,
+    figure,
+    free_port_flags,
+    run_direct,
+)
 
 from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
@@ -53,31 +57,6 @@ SETUP_SQL = [
     "SELECT g, 'item-' || g, g * 1.5 FROM generate_series(1, {rows}) AS g",
     "ANALYZE bench_items",
 ]
-
-
-@dataclass
-class Figure:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    node_us: float = 0.0  # node CPU (utime + stime) per call
-    client_us: float = 0.0  # the load generator's CPU per call
-
-
-def figure(latencies: list[float], elapsed: float, errors: int) -> Figure:
-    latencies.sort()
-    return Figure(
-        rps=len(latencies) / elapsed,
-        p50_ms=latencies[len(latencies) // 2] * 1000,
-        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
-        errors=errors,
-    )
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _grpc_client(
@@ -139,39 +118,15 @@ def run_grpc(node: NodeProcess, args: argparse.Namespace, seconds: float) -> Fig
     return out
 
 
-async def run_direct(data_dir: Path, args: argparse.Namespace, seconds: float) -> Figure:
-    password = (data_dir / "engine.password").read_text().strip()
-    connections = [
-        await asyncpg.connect(
-            host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
-        )
-        for _ in range(args.concurrency)
-    ]
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(conn: asyncpg.Connection, n: int) -> None:
-        nonlocal errors
-        stmt = await conn.prepare(SELECT_SQL)
-        rng = random.Random(n)
-        while True:
-            started = time.perf_counter()
-            if started >= deadline:
-                return
-            try:
-                await stmt.fetch(rng.randint(1, args.rows))
-            except asyncpg.PostgresError:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
-
-    began = time.perf_counter()
-    try:
-        await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
-    finally:
-        elapsed = time.perf_counter() - began
-        await asyncio.gather(*(c.close() for c in connections))
-    return figure(latencies, elapsed, errors)
+async def run_engine(data_dir: Path, args: argparse.Namespace, seconds: float) -> Figure:
+    """The same statement straight on the engine (bench/common.py run_direct)."""
+    return await run_direct(
+        data_dir,
+        SELECT_SQL,
+        lambda rng, n: (rng.randint(1, args.rows),),
+        connections=args.concurrency,
+        seconds=seconds,
+    )
 
 
 def setup(node: NodeProcess, rows: int) -> None:
@@ -223,27 +178,6 @@ def run_stream(node: NodeProcess, rows: int) -> None:
     )
 
 
-def combine(rounds: list[Figure]) -> Figure:
-    ordered = sorted(rounds, key=lambda f: f.p50_ms)
-    return Figure(
-        rps=sum(f.rps for f in rounds) / len(rounds),
-        p50_ms=ordered[len(ordered) // 2].p50_ms,
-        p99_ms=sorted(f.p99_ms for f in rounds)[len(rounds) // 2],
-        errors=sum(f.errors for f in rounds),
-        node_us=sum(f.node_us for f in rounds) / len(rounds),
-        client_us=sum(f.client_us for f in rounds) / len(rounds),
-    )
-
-
-def free_port_flags() -> list[str]:
-    usage = subprocess.run(
-        [sys.executable, "-m", "heliosdb", "serve", "--help"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    flags = sorted(set(re.findall(r"(--[a-z]+-port)\b", usage)))
-    return [arg for flag in flags for arg in (flag, "0")]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="total per side")
@@ -264,7 +198,7 @@ def main() -> int:
             grpcs, directs = [], []
             for _ in range(args.rounds):
                 grpcs.append(run_grpc(node, args, slice_seconds))
-                directs.append(asyncio.run(run_direct(data_dir, args, slice_seconds)))
+                directs.append(asyncio.run(run_engine(data_dir, args, slice_seconds)))
             via, direct = combine(grpcs), combine(directs)
             if args.stream_rows:
                 run_stream(node, args.stream_rows)

@@ -20,21 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import Figure, combine, cpu_seconds, free_port_flags, run_direct  # noqa: E402
 
 from tests.nodeproc import NodeProcess  # noqa: E402
 
@@ -59,31 +57,6 @@ CREATE TABLE bench_inserts (
 ANALYZE bench_items;
 """
 _RESULT = re.compile(r"^RESULT (.*)$", re.M)
-
-
-@dataclass
-class Figure:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    cpu_us: float  # CPU time of the node (REST) or of the client (direct) per request
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process and its live children (the node's worker
-    processes, --workers) have used so far."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: int) -> Figure:
@@ -120,69 +93,26 @@ def run_wrk(node: NodeProcess, case: str, args: argparse.Namespace, seconds: int
         p50_ms=values["p50_us"] / 1000,
         p99_ms=values["p99_us"] / 1000,
         errors=values["non2xx"] + values["socket_errors"],
-        cpu_us=cpu / max(1, values["requests"]) * 1e6,
+        node_us=cpu / max(1, values["requests"]) * 1e6,
     )
 
 
-async def run_direct(data_dir: Path, case: str, args: argparse.Namespace, seconds: float) -> Figure:
-    password = (data_dir / "engine.password").read_text().strip()
-    connections = [
-        await asyncpg.connect(
-            host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
+async def run_engine(data_dir: Path, case: str, args: argparse.Namespace, seconds: float) -> Figure:
+    """The same statements straight on the engine (bench/common.py run_direct)."""
+    if case == "insert":
+        return await run_direct(
+            data_dir,
+            INSERT_SQL,
+            lambda rng, n: (f"item-{n}", rng.randint(1, 1_000_000) + 0.5),
+            connections=args.connections,
+            seconds=seconds,
         )
-        for _ in range(args.connections)
-    ]
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(conn: asyncpg.Connection, n: int) -> None:
-        nonlocal errors
-        stmt = await conn.prepare(INSERT_SQL if case == "insert" else SELECT_SQL)
-        rng = random.Random(n)
-        counter = 0
-        while True:
-            started = time.perf_counter()
-            if started >= deadline:
-                return
-            counter += 1
-            try:
-                if case == "insert":
-                    await stmt.fetch(f"item-{counter}", rng.randint(1, 1_000_000) + 0.5)
-                else:
-                    await stmt.fetch(rng.randint(1, args.rows))
-            except asyncpg.PostgresError:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
-
-    began = time.perf_counter()
-    cpu_before = time.process_time()
-    try:
-        await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
-    finally:
-        elapsed = time.perf_counter() - began
-        cpu = time.process_time() - cpu_before
-        await asyncio.gather(*(c.close() for c in connections))
-    latencies.sort()
-    return Figure(
-        rps=len(latencies) / elapsed,
-        p50_ms=latencies[len(latencies) // 2] * 1000,
-        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
-        errors=errors,
-        cpu_us=cpu / max(1, len(latencies)) * 1e6,
-    )
-
-
-def combine(rounds: list[Figure]) -> Figure:
-    """Throughput averaged over the rounds; latency percentiles as their median round's."""
-    ordered = sorted(rounds, key=lambda f: f.p50_ms)
-    middle = ordered[len(ordered) // 2]
-    return Figure(
-        rps=sum(f.rps for f in rounds) / len(rounds),
-        p50_ms=middle.p50_ms,
-        p99_ms=sorted(f.p99_ms for f in rounds)[len(rounds) // 2],
-        errors=sum(f.errors for f in rounds),
-        cpu_us=sum(f.cpu_us for f in rounds) / len(rounds),
+    return await run_direct(
+        data_dir,
+        SELECT_SQL,
+        lambda rng, n: (rng.randint(1, args.rows),),
+        connections=args.connections,
+        seconds=seconds,
     )
 
 
@@ -230,21 +160,9 @@ def print_table(
     print("\nCPU time per request: the node's (REST) and the asyncpg client's (direct)")
     for case, (rest, direct) in results.items():
         print(
-            f"{case:<14}REST node {rest.cpu_us:>6.0f} us   direct client {direct.cpu_us:>6.0f} us"
+            f"{case:<14}REST node {rest.node_us:>6.0f} us   "
+            f"direct client {direct.client_us:>6.0f} us"
         )
-
-
-def free_port_flags() -> list[str]:
-    """``--<listener>-port 0`` for every listener this node has: the bench needs only HTTP,
-    but must not collide with anything else on the machine."""
-    usage = subprocess.run(
-        [sys.executable, "-m", "heliosdb", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    flags = sorted(set(re.findall(r"(--[a-z]+-port)\b", usage)))
-    return [arg for flag in flags for arg in (flag, "0")]
 
 
 def main() -> int:
@@ -285,7 +203,7 @@ def main() -> int:
                 rests, directs = [], []
                 for _ in range(args.rounds):
                     rests.append(run_wrk(node, kind, args, slice_seconds))
-                    directs.append(asyncio.run(run_direct(data_dir, kind, args, slice_seconds)))
+                    directs.append(asyncio.run(run_engine(data_dir, kind, args, slice_seconds)))
                 rest, direct = combine(rests), combine(directs)
                 results[case] = (rest, direct)
                 print(

@@ -47,6 +47,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+from bench.common import cpu_seconds, free_port_flags  # noqa: E402
 
 from heliosdb.services.vectors import INDEX_CACHE_SECONDS  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
@@ -137,10 +138,9 @@ async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespac
 
 
 def node_cpu(node: NodeProcess) -> float:
-    """CPU seconds (user + system) the node process has used so far."""
+    """CPU seconds (user + system) the node has used so far."""
     assert node.process is not None
-    fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(node.process.pid)
 
 
 def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[float, float]:
@@ -335,15 +335,6 @@ async def bench_case(
 
 def _text(vector: list[float]) -> str:
     return "[" + ",".join(repr(v) for v in vector) + "]"
-
-
-def free_port_flags() -> list[str]:
-    usage = subprocess.run(
-        [sys.executable, "-m", "heliosdb", "serve", "--help"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    flags = sorted(set(re.findall(r"(--[a-z]+-port)\b", usage)))
-    return [arg for flag in flags for arg in (flag, "0")]
 
 
 def main() -> int:
