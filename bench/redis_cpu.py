@@ -7,7 +7,8 @@ distort the way it distorts requests per second.
 Starts a node (embedded engine, temp data directory, redis.durability everysec), warms it
 up, then runs redis-benchmark once per test and prints requests per second, the node
 process's CPU microseconds per command (utime + stime from /proc) and the engine's (every
-process of the embedded PostgreSQL, including change capture's decoding).
+process of the embedded PostgreSQL, including change capture's decoding), then the same
+for a redis-server (Debian package; appendonly yes, appendfsync everysec) run the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,72 @@ def engine_cpu_seconds(data_dir: Path) -> float:
     return total
 
 
+def measure(port: int, auth: list[str], options: argparse.Namespace, test: str) -> str:
+    """Run one redis-benchmark test; its requests per second."""
+    command = ["redis-benchmark", "-p", str(port), *auth, "-c", str(options.clients), "-q"]
+    command += ["-t", test, "-n", str(options.requests), "-P", str(options.pipeline)]
+    command += ["-r", "100000", "--csv"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in output.splitlines() if line.startswith('"')][1:]
+    return lines[0].split(",")[1].strip('"') if lines else "-"
+
+
+def helios_cpu(options: argparse.Namespace, work: Path) -> dict[str, tuple[str, float, float]]:
+    """Per test: requests per second, node and engine CPU microseconds per command."""
+    node = NodeProcess(
+        work / "data",
+        extra_args=["--environment", "test", "--log-level", "warning"],
+        env={"HELIOSDB_REDIS__DURABILITY": "everysec"},
+    ).start()
+    try:
+        assert node.process is not None and node.admin_key is not None
+        port, auth = node.ports["redis"], ["-a", node.admin_key]
+        warm = ["redis-benchmark", "-p", str(port), *auth, "-c", str(options.clients), "-q"]
+        subprocess.run([*warm, "-t", options.tests, "-n", "3000"], capture_output=True, check=True)
+        figures = {}
+        for test in options.tests.split(","):
+            node_before = cpu_seconds(node.process.pid)
+            engine_before = engine_cpu_seconds(work / "data")
+            rps = measure(port, auth, options, test)
+            node_us = cpu_seconds(node.process.pid) - node_before
+            engine_us = engine_cpu_seconds(work / "data") - engine_before
+            n = options.requests / 1e6
+            figures[test] = (rps, node_us / n, engine_us / n)
+        return figures
+    finally:
+        node.stop()
+
+
+def redis_server_cpu(options: argparse.Namespace, work: Path) -> dict[str, tuple[str, float]]:
+    """Per test: redis-server's requests per second and CPU microseconds per command."""
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    (work / "redis").mkdir()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(work / "redis"),
+         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            ping = subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True)
+            if ping.stdout.strip() == b"PONG":
+                break
+            time.sleep(0.1)
+        figures = {}
+        for test in options.tests.split(","):
+            before = cpu_seconds(process.pid)
+            rps = measure(port, [], options, test)
+            figures[test] = (rps, (cpu_seconds(process.pid) - before) / (options.requests / 1e6))
+        return figures
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=50000)
@@ -65,36 +133,21 @@ def main() -> None:
     parser.add_argument("--tests", default="set,get")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="heliosdb-redis-cpu."))
-    node = NodeProcess(
-        work / "data",
-        extra_args=["--environment", "test", "--log-level", "warning"],
-        env={"HELIOSDB_REDIS__DURABILITY": "everysec"},
-    ).start()
     try:
-        assert node.process is not None and node.admin_key is not None
-        base = ["redis-benchmark", "-p", str(node.ports["redis"]), "-a", node.admin_key]
-        base += ["-c", str(options.clients), "-q"]
-        subprocess.run([*base, "-t", options.tests, "-n", "3000"], capture_output=True, check=True)
-        print(f"{'test':8} {'P':>3} {'req/s':>10} {'node us/cmd':>12} {'engine us/cmd':>14}")
-        for test in options.tests.split(","):
-            node_before = cpu_seconds(node.process.pid)
-            engine_before = engine_cpu_seconds(work / "data")
-            command = [*base, "-t", test, "-n", str(options.requests)]
-            command += ["-P", str(options.pipeline), "-r", "100000", "--csv"]
-            started = time.monotonic()
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            elapsed = time.monotonic() - started
-            node_us = 1e6 * (cpu_seconds(node.process.pid) - node_before) / options.requests
-            engine_us = 1e6 * (engine_cpu_seconds(work / "data") - engine_before) / options.requests
-            lines = [line for line in output.splitlines() if line.startswith('"')][1:]
-            rps = (
-                lines[0].split(",")[1].strip('"') if lines else f"{options.requests / elapsed:.0f}"
-            )
-            figures = f"{rps:>10} {node_us:>12.1f} {engine_us:>14.1f}"
-            print(f"{test.upper():8} {options.pipeline:>3} {figures}")
+        helios = helios_cpu(options, work)
+        peer = redis_server_cpu(options, work)
     finally:
-        node.stop()
         shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"{'test':8} {'P':>3} {'req/s':>10} {'node us':>8} {'engine us':>10} "
+        f"{'redis req/s':>12} {'redis us':>9}"
+    )
+    for test, (rps, node_us, engine_us) in helios.items():
+        peer_rps, peer_us = peer[test]
+        print(
+            f"{test.upper():8} {options.pipeline:>3} {rps:>10} {node_us:>8.1f} "
+            f"{engine_us:>10.1f} {peer_rps:>12} {peer_us:>9.1f}"
+        )
 
 
 if __name__ == "__main__":
