@@ -1,12 +1,16 @@
 """Vector search through HeliosDB against raw pgvector on the same engine, in one run.
 
     .venv/bin/python bench/vectors.py [--count 100000] [--dim 128] [--queries 200]
-                                      [--concurrency 8] [--ef-search 100 [200 ...]]
+                                      [--concurrency 8] [--ef-construction N]
+                                      [--ef-search default|N [N ...]]
 
 Starts a real node, creates a cosine index and loads ``--count`` vectors generated with
 a fixed seed (clusters in 16 latent dimensions projected to ``--dim``; metadata
-``category`` = i % 10) through ``/vectors/upsert``. Then, for each ``--ef-search``
-(the index's default; changed in its catalog row between values), unfiltered and with
+``category`` = i % 10) through ``/vectors/upsert`` (HNSW ``--m``, and
+``--ef-construction`` or the service's default). Then, for each ``--ef-search`` (the
+index's setting, changed in its catalog row between values; ``default``, the default,
+leaves it unset, so each search's beam follows top_k as ``default_ef_search`` says, and
+raw pgvector runs with that same beam), unfiltered and with
 ``category = 3`` (10% of rows), it runs the same query vectors through:
 
 - REST ``POST /api/v1/vectors/search``: wrk (``bench/wrk/vectors.lua``, a C load
@@ -49,7 +53,11 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from bench.common import cpu_seconds, free_port_flags  # noqa: E402
 
-from heliosdb.services.vectors import INDEX_CACHE_SECONDS  # noqa: E402
+from heliosdb.services.vectors import (  # noqa: E402
+    DEFAULTS,
+    INDEX_CACHE_SECONDS,
+    default_ef_search,
+)
 from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
@@ -111,12 +119,11 @@ def recall(found: list[list[int]], expected: list[set[int]]) -> float:
 
 
 async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespace) -> float:
-    created = await api.post(
-        "/vectors/indexes",
-        json={"name": INDEX, "dimension": args.dim, "metric": "cosine",
-              "m": args.m, "ef_construction": args.ef_construction,
-              "ef_search": args.ef_search[0]},
-    )  # fmt: skip
+    options: dict[str, Any] = {"name": INDEX, "dimension": args.dim, "metric": "cosine",
+                               "m": args.m, "ef_construction": args.ef_construction}  # fmt: skip
+    if args.ef_search[0] is not None:
+        options["ef_search"] = args.ef_search[0]
+    created = await api.post("/vectors/indexes", json=options)
     created.raise_for_status()
     started = time.perf_counter()
     batches = [range(s, min(s + args.batch, len(data))) for s in range(0, len(data), args.batch)]
@@ -167,7 +174,7 @@ def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[
     return requests / (values["duration_us"] / 1e6), cpu / requests * 1e6
 
 
-async def set_index_ef_search(data_dir: Path, ef_search: int) -> None:
+async def set_index_ef_search(data_dir: Path, ef_search: int | None) -> None:
     """The index's default ef_search, changed in its catalog row as an administrator would;
     then the node's index cache (a few seconds) is waited out."""
     password = (data_dir / "engine.password").read_text().strip()
@@ -190,7 +197,7 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
     expected = {"none": truth(data, queries, None), "10%": truth(data, queries, allowed)}
     headers = {"Authorization": f"Bearer {node.admin_key}"}
     limits = httpx.Limits(max_connections=args.concurrency)
-    rows: list[tuple[int, str, str, float, float, float | None]] = []
+    rows: list[tuple[str, str, str, float, float, float | None]] = []
     async with httpx.AsyncClient(
         base_url=node.api, headers=headers, timeout=600, limits=limits
     ) as api:
@@ -225,7 +232,7 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
         "gRPC from grpc.aio; node CPU per search from the node process's utime + stime"
     )
     header = (
-        f"{'ef':>4}  {'filter':<8}{'path':<8}{'QPS':>9}{'recall@10':>11}{'vs raw':>9}"
+        f"{'ef':>12}  {'filter':<8}{'path':<8}{'QPS':>9}{'recall@10':>11}{'vs raw':>9}"
         f"{'node µs':>10}"
     )
     print(header)
@@ -233,7 +240,7 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
     raw_qps = {(ef, label): qps for ef, label, name, qps, _, _ in rows if name == "raw"}
     for ef, label, name, qps, score, cpu in rows:
         print(
-            f"{ef:>4}  {label:<8}{name:<8}{qps:>9.0f}{score:>11.3f}"
+            f"{ef:>12}  {label:<8}{name:<8}{qps:>9.0f}{score:>11.3f}"
             f"{qps / raw_qps[ef, label]:>8.2f}x{'' if cpu is None else f'{cpu:>10.0f}'}"
         )
 
@@ -249,14 +256,18 @@ async def bench_case(
     expected: list[set[int]],
     label: str,
     text: str | None,
-    ef_search: int,
-) -> list[tuple[int, str, str, float, float, float | None]]:
+    ef_setting: int | None,
+) -> list[tuple[str, str, str, float, float, float | None]]:
     """One filter at one ef_search: raw, REST, gRPC and exact, as rows of the table."""
     paths: set[str] = set()
+    beams: set[tuple[int, str]] = set()
+    ef_search = default_ef_search(K) if ef_setting is None else ef_setting
+    ef_label = f"default={ef_search}" if ef_setting is None else str(ef_search)
 
     async def rest(slot: int, vector: list[float]) -> list[int]:
         answer = (await api.post("/vectors/search", json=body(vector))).json()
         paths.add(answer["metrics"]["search_path"])
+        beams.add((answer["metrics"]["ef_search"], answer["metrics"]["ef_search_source"]))
         return [int(r["id"]) for r in answer["results"]]
 
     def body(vector: list[float]) -> dict[str, Any]:
@@ -326,11 +337,15 @@ async def bench_case(
     qps, found = await timed(exact_queries, args.concurrency, brute)
     figures["exact"] = [qps, recall(found, expected[: len(exact_queries)]), None]
     print(
-        f"ef_search {ef_search}, filter {label}: REST search paths {sorted(paths)}", file=sys.stderr
+        f"ef_search {ef_label}, filter {label}: REST search paths {sorted(paths)}, "
+        f"ef_search (value, source) {sorted(beams)}",
+        file=sys.stderr,
     )
-    return [
-        (ef_search, label, name, qps, score, cpu) for name, (qps, score, cpu) in figures.items()
-    ]
+    return [(ef_label, label, name, qps, score, cpu) for name, (qps, score, cpu) in figures.items()]
+
+
+def _ef_setting(text: str) -> int | None:
+    return None if text == "default" else int(text)
 
 
 def _text(vector: list[float]) -> str:
@@ -346,10 +361,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=64)
+    parser.add_argument("--ef-construction", type=int, default=DEFAULTS["ef_construction"])
     parser.add_argument(
-        "--ef-search", type=int, nargs="+", default=[100],
-        help="one or more: the index is created with the first, then changed to each next",
+        "--ef-search", type=_ef_setting, nargs="+", default=[None],
+        help="one or more of 'default' (unset: follows top_k) or a number: the index is "
+        "created with the first, then changed to each next",
     )  # fmt: skip
     parser.add_argument("--rest-seconds", type=int, default=5, help="wrk run per round")
     args = parser.parse_args()

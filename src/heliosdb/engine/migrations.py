@@ -253,6 +253,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX subscriptions_by_name ON helios_kv.subscriptions (name, node_id);
         """,
     ),
+    (
+        11,
+        "vector indexes: ef_search may be unset (the search beam then follows top_k)",
+        """
+        -- NULL: the index sets no ef_search; each search uses one that follows its top_k
+        -- (services/vectors.py default_ef_search). Indexes made before keep theirs.
+        ALTER TABLE helios.vector_indexes ALTER COLUMN ef_search DROP NOT NULL;
+        """,
+    ),
 ]
 
 

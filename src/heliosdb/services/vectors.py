@@ -7,7 +7,11 @@
 Every data statement runs on the principal's engine role (read-only keys search, they
 cannot upsert); the tables are plain tables, so SQL on any interface can read them.
 
-Search: ``ORDER BY embedding <op> $1 LIMIT k`` with ``hnsw.ef_search`` at least k. With a
+Search: ``ORDER BY embedding <op> $1 LIMIT k`` with ``hnsw.ef_search`` at least k: the
+request's ``ef_search`` if it sets one, else the index's if it was created with one, else
+one that follows k (``default_ef_search``: max(EF_SEARCH_FLOOR, EF_SEARCH_PER_K * k), at
+most pgvector's 1000), chosen by measurement so the defaults give recall@10 >= 0.95 (see
+docs/vectors.md). The response says which ef_search ran and where it came from. With a
 filter, pgvector's iterative index scan (``hnsw.iterative_scan = relaxed_order``) keeps
 walking the graph until k rows pass the filter; if it still returns fewer than k (a
 filter so selective that the scan gave up), the search runs again exactly (no index),
@@ -40,12 +44,16 @@ from heliosdb.services.metadata_filters import (
 SCHEMA = "helios_vectors"
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MAX_DIMENSION = 2000  # pgvector's HNSW limit for the vector type
-MAX_TOP_K = 1000  # pgvector's largest hnsw.ef_search
+MAX_EF_SEARCH = 1000  # pgvector's largest hnsw.ef_search
+MAX_TOP_K = MAX_EF_SEARCH
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
 INDEX_CACHE_SECONDS = 5.0
 MAX_CACHED_FILTERS = 1024
-DEFAULTS = {"m": 16, "ef_construction": 64, "ef_search": 100}
+DEFAULTS = {"m": 16, "ef_construction": 128}
+# ef_search when neither the request nor the index sets one: it follows top_k.
+EF_SEARCH_FLOOR = 400
+EF_SEARCH_PER_K = 8
 LIMITS = {"m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1000)}
 _ENGINE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -80,7 +88,7 @@ class VectorIndex:
     metric: str
     m: int
     ef_construction: int
-    ef_search: int
+    ef_search: int | None  # None: the default, which follows top_k (default_ef_search)
     metadata_fields: dict[str, str] | None
     created_at: Any = None
 
@@ -123,6 +131,8 @@ class SearchResult:
     search_path: str
     ef_search: int
     execution_time_ms: float
+    # Where ef_search came from: "request", "index" or "default" (followed top_k).
+    ef_search_source: str = "default"
 
 
 class Vectors:
@@ -160,9 +170,9 @@ class Vectors:
                 "ef_construction", ef_construction, *LIMITS["ef_construction"],
                 default=DEFAULTS["ef_construction"],
             ),
-            ef_search=_int_in(
-                "ef_search", ef_search, *LIMITS["ef_search"], default=DEFAULTS["ef_search"]
-            ),
+            ef_search=None
+            if ef_search is None
+            else _int_in("ef_search", ef_search, *LIMITS["ef_search"]),
             metadata_fields=_checked_fields(metadata_fields),
         )  # fmt: skip
         if index.ef_construction < 2 * index.m:
@@ -330,7 +340,13 @@ class Vectors:
         index = await self.get_index(name)
         top_k = _int_in("top_k", top_k, 1, MAX_TOP_K, default=10)
         query = _checked_vector(index, vector, "vector")
-        ef = max(top_k, _int_in("ef_search", ef_search, 1, 1000, default=index.ef_search))
+        if ef_search is not None:
+            ef, source = _int_in("ef_search", ef_search, *LIMITS["ef_search"]), "request"
+        elif index.ef_search is not None:
+            ef, source = index.ef_search, "index"
+        else:
+            ef, source = default_ef_search(top_k), "default"
+        ef = max(top_k, ef)
         metric = METRICS[index.metric]
         columns = [f"embedding {metric.operator} $1::public.vector AS distance"]
         if include_vectors:
@@ -384,7 +400,8 @@ class Vectors:
             )
             for r in sorted(rows, key=lambda r: r["distance"])
         ]
-        return SearchResult(matches, path, ef, round((time.perf_counter() - started) * 1000, 3))
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        return SearchResult(matches, path, ef, elapsed, source)
 
     def _compiled_filter(self, text: str, index: VectorIndex, offset: int) -> CompiledFilter:
         fields = index.metadata_fields
@@ -396,6 +413,13 @@ class Vectors:
                 self._filters.clear()
             self._filters[key] = compiled
         return compiled
+
+
+def default_ef_search(top_k: int) -> int:
+    """The HNSW beam when neither the request nor the index sets one: it follows top_k,
+    since recall@k at a fixed beam falls as k grows (pgvector returns at most ef_search
+    rows, and a beam of a few k misses many of the k nearest)."""
+    return min(MAX_EF_SEARCH, max(EF_SEARCH_FLOOR, EF_SEARCH_PER_K * top_k))
 
 
 async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:

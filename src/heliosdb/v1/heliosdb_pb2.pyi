@@ -189,16 +189,18 @@ class VectorMatch(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., distance: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class VectorSearchMetrics(_message.Message):
-    __slots__ = ("execution_time_ms", "search_path", "ef_search", "results")
+    __slots__ = ("execution_time_ms", "search_path", "ef_search", "results", "ef_search_source")
     EXECUTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_PATH_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_SOURCE_FIELD_NUMBER: _ClassVar[int]
     execution_time_ms: float
     search_path: str
     ef_search: int
     results: int
-    def __init__(self, execution_time_ms: _Optional[float] = ..., search_path: _Optional[str] = ..., ef_search: _Optional[int] = ..., results: _Optional[int] = ...) -> None: ...
+    ef_search_source: str
+    def __init__(self, execution_time_ms: _Optional[float] = ..., search_path: _Optional[str] = ..., ef_search: _Optional[int] = ..., results: _Optional[int] = ..., ef_search_source: _Optional[str] = ...) -> None: ...
 
 class VectorSearchResponse(_message.Message):
     __slots__ = ("results", "metrics")

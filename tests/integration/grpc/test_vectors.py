@@ -10,6 +10,7 @@ import httpx
 import pytest
 from google.protobuf import struct_pb2
 
+from heliosdb.services.vectors import default_ef_search
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
 from tests.integration.grpc.conftest import bearer
@@ -58,6 +59,9 @@ async def test_vector_upsert_then_search(stub: Stub, rw_key: str, index: str) ->
     assert found.results[0].score == pytest.approx(0.1, abs=1e-5)  # l2: the distance
     assert found.metrics.search_path == "hnsw"
     assert found.metrics.results == 2
+    # The index sets no ef_search: the beam follows top_k, and the metrics say so.
+    assert found.metrics.ef_search == default_ef_search(2)
+    assert found.metrics.ef_search_source == "default"
     assert not found.results[0].vector
     assert not found.results[0].HasField("metadata")
 
@@ -155,3 +159,31 @@ async def test_vector_search_without_credentials_unauthenticated(stub: Stub, ind
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.VectorSearch(pb.VectorSearchRequest(index_name=index, vector=[0, 0, 0]))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_vector_search_index_ef_search_wins(
+    stub: Stub, node: NodeProcess, rw_key: str
+) -> None:
+    name = f"g_{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {rw_key}"}
+    response = httpx.post(
+        f"{node.api}/vectors/indexes",
+        json={"name": name, "dimension": 3, "metric": "l2", "ef_search": 70},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    try:
+        await stub.VectorUpsert(
+            pb.VectorUpsertRequest(
+                index_name=name, vectors=[pb.VectorRecord(id="a", vector=[1, 2, 3])]
+            ),
+            metadata=bearer(rw_key),
+        )
+        found = await stub.VectorSearch(
+            pb.VectorSearchRequest(index_name=name, vector=[1, 2, 3], top_k=10),
+            metadata=bearer(rw_key),
+        )
+        assert [m.id for m in found.results] == ["a"]
+        assert (found.metrics.ef_search, found.metrics.ef_search_source) == (70, "index")
+    finally:
+        httpx.delete(f"{node.api}/vectors/indexes/{name}", headers=headers)

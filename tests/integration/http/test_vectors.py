@@ -9,6 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
+from heliosdb.services.vectors import DEFAULTS, default_ef_search
+
 DIM = 32
 COUNT = 2000
 CATEGORIES = ["shoes", "hats", "bags", "coats"]
@@ -179,6 +181,66 @@ async def test_vectors_search_settings_end_with_the_statement(
         )  # fmt: skip
         assert response.status_code == 200, response.text
         assert response.json()["rows"][0] == ["40", "off"]
+
+
+async def test_vectors_default_ef_search_follows_top_k(
+    api: httpx.AsyncClient, loaded: str, data: np.ndarray
+) -> None:
+    """An index created without ef_search searches with a beam that follows top_k; an
+    index's own ef_search and a request's ef_search win over it; the metrics say which."""
+    described = (await api.get(f"/vectors/indexes/{loaded}")).json()
+    assert described["ef_search"] is None
+    assert described["hnsw"]["ef_construction"] == DEFAULTS["ef_construction"]
+    vector = data[3].tolist()
+    beams = []
+    for top_k in (1, 10, 60, 200, 1000):
+        found = await search(api, index_name=loaded, vector=vector, top_k=top_k)
+        metrics = found["metrics"]
+        assert metrics["ef_search_source"] == "default"
+        assert metrics["ef_search"] == default_ef_search(top_k) >= top_k
+        assert metrics["results"] == top_k
+        beams.append(metrics["ef_search"])
+    assert beams == sorted(beams) and beams[-1] == 1000 and beams[0] < beams[-1]
+    assert beams[1] >= 100  # top 10 never gets less than the old fixed default
+    found = await search(api, index_name=loaded, vector=vector, top_k=60, ef_search=70)
+    assert (found["metrics"]["ef_search"], found["metrics"]["ef_search_source"]) == (
+        70,
+        "request",
+    )
+    # A request beam below top_k is raised to top_k: pgvector returns at most ef_search rows.
+    found = await search(api, index_name=loaded, vector=vector, top_k=60, ef_search=20)
+    assert (found["metrics"]["ef_search"], found["metrics"]["results"]) == (60, 60)
+
+    name = index_name()
+    created = await create(api, name, ef_search=50)
+    try:
+        assert created["ef_search"] == 50
+        upserted = await api.post(
+            "/vectors/upsert",
+            json={"index_name": name, "vectors": [
+                {"id": str(i), "vector": data[i].tolist()} for i in range(100)]},
+        )  # fmt: skip
+        assert upserted.status_code == 200, upserted.text
+        for top_k, beam in ((10, 50), (80, 80)):
+            found = await search(api, index_name=name, vector=vector, top_k=top_k)
+            metrics = found["metrics"]
+            assert (metrics["ef_search"], metrics["ef_search_source"]) == (beam, "index")
+        found = await search(api, index_name=name, vector=vector, top_k=10, ef_search=300)
+        assert (found["metrics"]["ef_search"], found["metrics"]["ef_search_source"]) == (
+            300,
+            "request",
+        )
+    finally:
+        await api.delete(f"/vectors/indexes/{name}")
+    for bad in (0, 1001, "100", 2.5, True):
+        response = await api.post(
+            "/vectors/search",
+            json={"index_name": loaded, "vector": vector, "top_k": 5, "ef_search": bad},
+        )
+        assert response.status_code == 400, (bad, response.text)
+    response = await api.post("/vectors/indexes", json={"name": index_name(), "dimension": DIM,
+                                                        "ef_search": 0})  # fmt: skip
+    assert response.status_code == 400, response.text
 
 
 async def test_vectors_search_ranks_and_scores(

@@ -228,6 +228,7 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
                 search_path=result.search_path,
                 ef_search=result.ef_search,
                 results=len(matches),
+                ef_search_source=result.ef_search_source,
             ),
         )
 

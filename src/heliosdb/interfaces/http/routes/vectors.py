@@ -122,6 +122,7 @@ async def search(request: Request, principal: CurrentPrincipal, services: Servic
                 "execution_time_ms": result.execution_time_ms,
                 "search_path": result.search_path,
                 "ef_search": result.ef_search,
+                "ef_search_source": result.ef_search_source,
                 "results": len(results),
             },
         }
