@@ -37,6 +37,7 @@ PAGE = 2000
 # lets each connection's writer send what it has, one socket write each, so fewer,
 # larger slices cost fewer writes; more would delay other requests for longer.
 _OFFERS_PER_SLICE = 10_000
+_EVENTS_PER_SLICE = 250  # and events (each decoded, and framed at least once)
 _INBOX_SLICE = 2000  # events taken from the inbox at a time
 
 
@@ -192,13 +193,14 @@ class Hub:
     async def _dispatch(self, events: Iterable[ChangeEvent]) -> None:
         """Dispatch in order, yielding to the event loop every few thousand offers, so
         connections write (and requests are served) while a big batch fans out."""
-        offers = 0
+        offers = count = 0
         for event in events:
             if event.position <= self.delivered:
                 continue
             offers += self._dispatch_one(event)
-            if offers >= _OFFERS_PER_SLICE:
-                offers = 0
+            count += 1
+            if offers >= _OFFERS_PER_SLICE or count >= _EVENTS_PER_SLICE:
+                offers = count = 0
                 await asyncio.sleep(0)
 
     def dispatch_written(self, events: list[ChangeEvent]) -> None:
