@@ -257,9 +257,9 @@ def test_tls_client_certificate_of_untrusted_ca_refused(
         sslcert=str(pki.other_cert),
         sslkey=str(pki.other_key),
     )
-    with pytest.raises(psycopg.OperationalError) as info:
+    # The handshake fails (under TLS 1.3 libpq may only see the connection close).
+    with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=15)
-    assert "certificate" in str(info.value).lower() or "ssl" in str(info.value).lower()
 
 
 def test_tls_client_certificate_for_another_user_refused(

@@ -56,6 +56,23 @@ _SESSION_STATE = re.compile(
 _FORGET_STATEMENTS = re.compile(
     rb"(?:^|;)\s*(?:DEALLOCATE\s+ALL|DISCARD\s+ALL)\b", re.I
 )  # Parse, Bind, Describe, Close: statement names change
+# The first word of every statement the two patterns above look for. Most queries are one
+# statement starting with another word (SELECT, INSERT, BEGIN ...): one anchored match
+# clears them, instead of two searches through the whole text.
+_NOTABLE_START = re.compile(
+    rb"\s*(?:SET|LISTEN|PREPARE|LOAD|CREATE|DECLARE|DEALLOCATE|DISCARD)\b", re.I
+)
+
+
+def _plain_statement(text: bytes) -> bool:
+    """True if ``text`` (a query, NUL-terminated) is one statement that can neither leave
+    session state nor forget prepared statements, known without the full searches."""
+    semicolon = text.find(b";")
+    if 0 <= semicolon < len(text) - 2:
+        return False  # maybe several statements
+    if b"dvisory" in text or b"DVISORY" in text:
+        return False  # maybe pg_advisory_lock(...)
+    return _NOTABLE_START.match(text) is None
 
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -307,6 +324,25 @@ class TxnClient(asyncio.Protocol):
         self.bytes_in += len(data)
         self.round_trips += 1
         self.awaiting = True
+        if (
+            not self.buffer
+            and not self.acquiring
+            and len(data) >= 5
+            and data[0] == 0x51  # Query
+            and _unpack(data, 1)[0] == len(data) - 1
+        ):
+            # The common case, one whole simple Query: forward it as it came, no buffering.
+            server = self.server
+            if server is None:
+                server = self.pool.take_idle()
+                if server is not None:
+                    server.client = self
+                    self.server = server
+            if server is not None:
+                server.pending += 1
+                self._check_query(server, data[5:])
+                server.transport.write(data)
+                return
         self.buffer += data
         self.pump()
 
@@ -357,7 +393,8 @@ class TxnClient(asyncio.Protocol):
         if kind == 0x50:  # Parse
             end = msg.index(b"\0", 5)
             name = msg[5:end]
-            if not server.pinned and _SESSION_STATE.search(msg[end + 1 :]):
+            query = msg[end + 1 :]
+            if not server.pinned and not _plain_statement(query) and _SESSION_STATE.search(query):
                 server.pinned = True
             if not name:
                 self.unnamed = msg
@@ -393,6 +430,8 @@ class TxnClient(asyncio.Protocol):
         return msg
 
     def _check_query(self, server: ServerConn, text: bytes) -> None:
+        if _plain_statement(text):
+            return
         if not server.pinned and _SESSION_STATE.search(text):
             server.pinned = True
         if _FORGET_STATEMENTS.search(text):

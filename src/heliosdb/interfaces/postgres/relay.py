@@ -52,7 +52,7 @@ class Session:
         self.bytes_out = 0
         self.round_trips = 0
         self.awaiting = False  # the client spoke last: a statement may be running
-        self.tail = b""
+        self.said_goodbye = False  # the client's last bytes were a Terminate
         self._on_end = on_end
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -73,7 +73,7 @@ class Session:
         if self.done.done():
             return
         self.done.set_result(None)
-        abrupt = client_left and self.tail != TERMINATE
+        abrupt = client_left and not self.said_goodbye
         if client_left:
             self.server.close()
         else:
@@ -110,7 +110,7 @@ class _ClientSide(asyncio.Protocol):
         session.bytes_in += len(data)
         session.round_trips += 1
         session.awaiting = True
-        session.tail = data[-5:]
+        session.said_goodbye = data.endswith(TERMINATE)
         self.server.write(data)
 
     def pause_writing(self) -> None:
