@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import copy
 import logging
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -89,6 +90,47 @@ def read_only_denied(action: str = "write") -> HeliosError:
     return denied(f"this key is read-only and may not {action}")
 
 
+class _Statement:
+    """A pooled engine connection of the principal's access level for one statement (or
+    a client transaction's own connection, see transactions.py). A class rather than an
+    ``asynccontextmanager``: it runs on every statement, and the generator costs more."""
+
+    __slots__ = ("lease", "principal", "store")
+
+    def __init__(self, store: DocumentStore, principal: Principal) -> None:
+        self.store = store
+        self.principal = principal
+        self.lease: Any = None
+
+    async def __aenter__(self) -> EngineConnection:
+        pinned = transactions.current()
+        if pinned is not None:
+            return pinned.conn  # a client transaction: its connection, its transaction
+        principal = self.principal
+        lease = self.store.engine.connection(principal.access, owner=principal.id)
+        conn: EngineConnection = await lease.__aenter__()
+        self.lease = lease
+        if not self.store._catalog_ready and principal.access is Access.READ_WRITE:
+            try:
+                await self.store._run(catalog.ensure_catalog(conn))
+            except BaseException:
+                self.lease = None
+                await lease.__aexit__(*sys.exc_info())
+                raise
+            self.store._catalog_ready = True
+        return conn
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        if exc_info[0] is None:
+            # The statement left the session as it found it: the next lease by this
+            # principal may skip the reset round trip.
+            lease.conn.keep_session(self.principal.id)
+        await lease.__aexit__(*exc_info)
+
+
 class DocumentStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -98,25 +140,11 @@ class DocumentStore:
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 
     # -- plumbing ----------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _conn(
-        self, principal: Principal, *, write: bool = False
-    ) -> AsyncIterator[EngineConnection]:
+    def _conn(self, principal: Principal, *, write: bool = False) -> _Statement:
+        """``async with self._conn(principal) as conn``: the connection for a statement."""
         if write and principal.read_only:
             raise read_only_denied()
-        pinned = transactions.current()
-        if pinned is not None:
-            # A client transaction: its connection, its engine transaction.
-            yield pinned.conn
-            return
-        async with self.engine.connection(principal.access, owner=principal.id) as conn:
-            if not self._catalog_ready and principal.access is Access.READ_WRITE:
-                await self._run(catalog.ensure_catalog(conn))
-                self._catalog_ready = True
-            yield conn
-            # Plain statements and transactions: the session is as it was taken, so the
-            # next lease by this principal may skip the reset round trip.
-            conn.keep_session(principal.id)
+        return _Statement(self, principal)
 
     async def begin(
         self, principal: Principal, *, lock_timeout_ms: int = 0
