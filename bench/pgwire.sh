@@ -115,6 +115,16 @@ for _ in $(seq 1 120); do
 done
 PGPASSWORD=$ENGINE_PASSWORD "$BIN/psql" -X -q -h "$SOCKET_DIR" -U heliosdb heliosdb \
     -c "VACUUM ANALYZE" -c "CHECKPOINT" > /dev/null
+# Answering quickly is not enough: change capture may still be decoding the load in the
+# node's process, which would tax whichever case runs first. Wait until the node's own
+# CPU use (utime + stime, in clock ticks) stays under 10% of a core for 2 s.
+node_ticks() { awk '{print $14 + $15}' "/proc/$NODE_PID/stat"; }
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+for _ in $(seq 1 150); do
+    before=$(node_ticks)
+    sleep 2
+    [ $(( $(node_ticks) - before )) -lt $(( TICKS_PER_SECOND / 5 )) ] && break
+done
 
 printf '\n%-22s %9s %9s %9s %9s %10s %10s %10s %11s\n' case direct helios-ses helios-txn \
     pgbouncer bncr/dir ses/dir ses/bncr txn/bncr
