@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
 
 import httpx
 
+from tests.integration.websocket.rawclient import RawClient
 from tests.integration.websocket.wsclient import connect, events, request, subscribe
 from tests.nodeproc import NodeProcess
 
@@ -119,3 +121,49 @@ async def test_from_position_must_be_a_known_position(
         for bad in (-1, "3", True, 1.5):
             answer = await request(ws, "subscribe", {"table": table_name, "from_position": bad})
             assert answer["error"]["code"] == "INVALID_ARGUMENT", bad
+
+
+async def test_sweep_overtaking_a_catch_up_ends_it_asking_to_resync(
+    node: NodeProcess, ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
+) -> None:
+    await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY, pad text)")
+    missed = 12000
+    async with connect(ws_url, rw_key) as ws:
+        everything = await subscribe(ws, table_name)
+        await _sql(api, f"INSERT INTO {table_name} VALUES (0, '')")
+        (first,) = await events(ws, 1)
+        answer = await request(ws, "unsubscribe", {"subscription_id": everything})
+        assert answer["success"], answer
+        await subscribe(ws, table_name, filter=f"id = {missed}")
+        await _sql(
+            api,
+            f"INSERT INTO {table_name} SELECT g, repeat('p', 2000) "
+            f"FROM generate_series(1, {missed}) g",
+        )
+        # Captured (in the event table) once the last row's event has been delivered.
+        (last,) = await events(ws, 1, timeout=120)
+        assert last["data"]["row"]["id"] == missed
+    # A client that resumes, then stops reading: its catch-up (read from the event table
+    # at the client's pace) stalls with most of the missed events still unread.
+    slow = await asyncio.to_thread(RawClient, ws_url)
+    try:
+        slow.send(
+            {"type": "request", "id": "a", "action": "authenticate", "data": {"token": rw_key}}
+        )
+        assert (await asyncio.to_thread(slow.receive))["success"] is True
+        resume = {"table": table_name, "from_position": first["data"]["position"]}
+        slow.send({"type": "request", "id": "s", "action": "subscribe", "data": resume})
+        assert (await asyncio.to_thread(slow.receive))["success"] is True
+        _prune(node, 0)  # meanwhile the sweep removes them
+        seen = 0
+        while True:
+            message = await asyncio.to_thread(slow.receive)
+            if message["type"] != "event":
+                break
+            seen += 1
+    finally:
+        slow.close()
+    assert message["type"] == "error" and message["subscription_id"] == "s", message
+    assert message["error"]["code"] == "INVALID_ARGUMENT", message
+    assert message["error"]["reason"] == "resync_required"
+    assert seen < missed
