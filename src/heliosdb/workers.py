@@ -105,10 +105,6 @@ class Workers:
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p is not None and p.returncode is None]
-
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(index) for index in range(self.count)))
         self._watchers = [
