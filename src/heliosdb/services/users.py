@@ -127,13 +127,7 @@ class Users:
             except ScramError:
                 verifier = None
             if verifier is not None:
-                principal = Principal(
-                    id=row["id"],
-                    name=row["username"],
-                    kind=PrincipalKind.USER,
-                    access=Access(row["access"]),
-                    is_admin=row["is_admin"],
-                )
+                principal = _principal(row)
                 found = (verifier, principal)
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -151,14 +145,7 @@ class Users:
             )
         if row is None:
             return None
-        principal = Principal(
-            id=row["id"],
-            name=row["username"],
-            kind=PrincipalKind.USER,
-            access=Access(row["access"]),
-            is_admin=row["is_admin"],
-        )
-        return row["md5_verifier"], principal
+        return row["md5_verifier"], _principal(row)
 
     async def sha1_verifier_of(self, username: str) -> tuple[Verifier, Principal] | None:
         """The user's SCRAM-SHA-1 verifier (MongoDB logins) and principal, or None."""
@@ -170,14 +157,18 @@ class Users:
             )
         if row is None:
             return None
-        principal = Principal(
-            id=row["id"],
-            name=row["username"],
-            kind=PrincipalKind.USER,
-            access=Access(row["access"]),
-            is_admin=row["is_admin"],
-        )
-        return Verifier.parse(row["scram_sha1_verifier"]), principal
+        return Verifier.parse(row["scram_sha1_verifier"]), _principal(row)
+
+
+def _principal(row: Any) -> Principal:
+    """The principal of a ``helios.users`` row (id, username, access, is_admin)."""
+    return Principal(
+        id=row["id"],
+        name=row["username"],
+        kind=PrincipalKind.USER,
+        access=Access(row["access"]),
+        is_admin=row["is_admin"],
+    )
 
 
 def sha1_verifier(username: str, password: str) -> str:

@@ -354,20 +354,29 @@ _PUT_COUNTERS = (
 )
 
 
-async def _apply_counters(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
-    """Every INCRBY of a group: lock the keys, add in arrival order, write each key once."""
+async def _lock_live(
+    conn: Any, ops: list[_Op]
+) -> dict[tuple[int, bytes], tuple[str, bytes | None]]:
+    """Lock the group's keys (in a fixed order); drop the expired ones; the live ones'
+    (type, string value)."""
     wanted = sorted({(op.db, op.key) for op in ops})
     rows = await conn.fetch(_LOCK_COUNTERS, [d for d, _ in wanted], [k for _, k in wanted])
     now = now_ms()
-    current: dict[tuple[int, bytes], tuple[str, bytes | None]] = {}
+    live: dict[tuple[int, bytes], tuple[str, bytes | None]] = {}
     expired: list[tuple[int, bytes]] = []
     for db, key, type_, value, expires_at_ms in rows:
         if expires_at_ms is not None and expires_at_ms <= now:
             expired.append((db, bytes(key)))
         else:
-            current[(db, bytes(key))] = (type_, value)
+            live[(db, bytes(key))] = (type_, value)
     if expired:
         await conn.execute(_DROP_EXPIRED, [d for d, _ in expired], [k for _, k in expired])
+    return live
+
+
+async def _apply_counters(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
+    """Every INCRBY of a group: lock the keys, add in arrival order, write each key once."""
+    current = await _lock_live(conn, ops)
     outcomes: dict[int, tuple[bool, Any]] = {}
     changed: dict[tuple[int, bytes], bytes] = {}
     for op in ops:
@@ -420,19 +429,7 @@ _PUT_ITEMS = (
 
 async def _apply_pushes(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
     """Every LPUSH/RPUSH of a group: lock the keys, place items in arrival order, one insert."""
-    wanted = sorted({(op.db, op.key) for op in ops})
-    dbs, keys = [d for d, _ in wanted], [k for _, k in wanted]
-    rows = await conn.fetch(_LOCK_COUNTERS, dbs, keys)
-    now = now_ms()
-    types: dict[tuple[int, bytes], str] = {}
-    expired: list[tuple[int, bytes]] = []
-    for db, key, type_, _value, expires_at_ms in rows:
-        if expires_at_ms is not None and expires_at_ms <= now:
-            expired.append((db, bytes(key)))
-        else:
-            types[(db, bytes(key))] = type_
-    if expired:
-        await conn.execute(_DROP_EXPIRED, [d for d, _ in expired], [k for _, k in expired])
+    types = {slot: type_ for slot, (type_, _) in (await _lock_live(conn, ops)).items()}
     ends: dict[tuple[int, bytes], list[int]] = {}
     lists = [slot for slot, t in types.items() if t == "list"]
     if lists:
@@ -504,30 +501,19 @@ _PUT_ELEMENTS = {
 
 async def _apply_adds(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
     """Every plain HSET / SADD / ZADD of a group: lock, count new elements, one upsert per type."""
-    wanted = sorted({(op.db, op.key) for op in ops})
-    rows = await conn.fetch(_LOCK_COUNTERS, [d for d, _ in wanted], [k for _, k in wanted])
-    now = now_ms()
-    types: dict[tuple[int, bytes], str] = {}
-    expired: list[tuple[int, bytes]] = []
-    for db, key, type_, _value, expires_at_ms in rows:
-        if expires_at_ms is not None and expires_at_ms <= now:
-            expired.append((db, bytes(key)))
-        else:
-            types[(db, bytes(key))] = type_
-    if expired:
-        await conn.execute(_DROP_EXPIRED, [d for d, _ in expired], [k for _, k in expired])
+    types = {slot: type_ for slot, (type_, _) in (await _lock_live(conn, ops)).items()}
     present: set[tuple[int, bytes, bytes]] = set()
-    for type_ in ("hash", "set", "zset"):
+    for kind in ("hash", "set", "zset"):
         probe = [
             (op.db, op.key, element)
             for op in ops
-            if op.type == type_ and types.get((op.db, op.key)) == type_
+            if op.type == kind and types.get((op.db, op.key)) == kind
             for element, _ in op.elements or []
         ]
         if probe:
-            column = "field" if type_ == "hash" else "member"
+            column = "field" if kind == "hash" else "member"
             found = await conn.fetch(
-                _EXISTING[type_] + _EXISTING_JOIN.format(column),
+                _EXISTING[kind] + _EXISTING_JOIN.format(column),
                 [p[0] for p in probe], [p[1] for p in probe], [p[2] for p in probe],
             )  # fmt: skip
             present |= {(r[0], bytes(r[1]), bytes(r[2])) for r in found}
