@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+POINT_SELECT_SQL = "SELECT * FROM bench_items WHERE id = $1"  # the tables bench/ fills
+
 
 @dataclass
 class Figure:
@@ -134,3 +136,16 @@ async def run_direct(
     result = figure(latencies, elapsed, errors)
     result.client_us = cpu / max(1, len(latencies)) * 1e6
     return result
+
+
+async def run_point_selects(
+    data_dir: Path, rows: int, *, connections: int, seconds: float
+) -> Figure:
+    """The point select of the REST and gRPC benchmarks, by random id, on the engine."""
+    return await run_direct(
+        data_dir,
+        POINT_SELECT_SQL,
+        lambda rng, n: (rng.randint(1, rows),),
+        connections=connections,
+        seconds=seconds,
+    )

@@ -36,19 +36,20 @@ sys.path.insert(0, str(ROOT))  # for tests.nodeproc, when run as a script
 
 import grpc  # noqa: E402
 from bench.common import (  # noqa: E402
+    POINT_SELECT_SQL,
     Figure,
     combine,
     cpu_seconds,
     figure,
     free_port_flags,
-    run_direct,
+    run_point_selects,
 )
 
 from heliosdb.v1 import heliosdb_pb2 as pb  # noqa: E402
 from heliosdb.v1 import heliosdb_pb2_grpc  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 
-SELECT_SQL = "SELECT * FROM bench_items WHERE id = $1"
+SELECT_SQL = POINT_SELECT_SQL
 SETUP_SQL = [
     "DROP TABLE IF EXISTS bench_items",
     "CREATE TABLE bench_items (id bigint PRIMARY KEY, name text NOT NULL, "
@@ -119,13 +120,9 @@ def run_grpc(node: NodeProcess, args: argparse.Namespace, seconds: float) -> Fig
 
 
 async def run_engine(data_dir: Path, args: argparse.Namespace, seconds: float) -> Figure:
-    """The same statement straight on the engine (bench/common.py run_direct)."""
-    return await run_direct(
-        data_dir,
-        SELECT_SQL,
-        lambda rng, n: (rng.randint(1, args.rows),),
-        connections=args.concurrency,
-        seconds=seconds,
+    """The same statement straight on the engine (bench/common.py)."""
+    return await run_point_selects(
+        data_dir, args.rows, connections=args.concurrency, seconds=seconds
     )
 
 

@@ -32,12 +32,20 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure, combine, cpu_seconds, free_port_flags, run_direct  # noqa: E402
+from bench.common import (  # noqa: E402
+    POINT_SELECT_SQL,
+    Figure,
+    combine,
+    cpu_seconds,
+    free_port_flags,
+    run_direct,
+    run_point_selects,
+)
 
 from tests.nodeproc import NodeProcess  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "query.lua"
-SELECT_SQL = "SELECT * FROM bench_items WHERE id = $1"
+SELECT_SQL = POINT_SELECT_SQL
 INSERT_SQL = "INSERT INTO bench_inserts (name, value) VALUES ($1, $2)"
 SETUP_SQL = """
 DROP TABLE IF EXISTS bench_items, bench_inserts;
@@ -107,12 +115,8 @@ async def run_engine(data_dir: Path, case: str, args: argparse.Namespace, second
             connections=args.connections,
             seconds=seconds,
         )
-    return await run_direct(
-        data_dir,
-        SELECT_SQL,
-        lambda rng, n: (rng.randint(1, args.rows),),
-        connections=args.connections,
-        seconds=seconds,
+    return await run_point_selects(
+        data_dir, args.rows, connections=args.connections, seconds=seconds
     )
 
 
