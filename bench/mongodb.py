@@ -1,18 +1,24 @@
 """MongoDB wire protocol against the engine itself, measured in the same run.
 
-    .venv/bin/python bench/mongodb.py [--docs 20000] [--ops 2000] [--groups 20]
+    .venv/bin/python bench/mongodb.py [--docs 20000] [--ops 1000] [--groups 10]
 
 Starts a real node (embedded engine, temp data directory) and, for each case, runs the
-same work twice, one client at a time:
+same work twice, one client at a time (so the figure is latency per operation):
 
 - MongoDB: pymongo through the node's MongoDB port (API key, SCRAM-SHA-256);
-- direct: asyncpg on the node's engine over its Unix socket, on a table of the same
-  shape (``id text PRIMARY KEY, doc jsonb``), with the SQL one would write by hand.
+- direct: asyncpg on the node's engine over its Unix socket, one prepared statement
+  per case, on a table of the shape a collection has (``_id jsonb PRIMARY KEY, bson
+  bytea, doc jsonb``: the exact BSON beside its JSONB query form, see docs/mongodb.md)
+  holding the same documents, with the SQL one would write by hand for the same result.
+  The client encodes and decodes BSON as pymongo does.
 
 Cases: insert_many (batches of 1000), find by _id, find by an indexed field,
-update_one ($inc), and a $group aggregation over the whole collection. It prints
-operations per second of each and MongoDB / direct. Absolute numbers on a shared
-machine mean little; the ratio is the figure.
+update_one ($inc), and a $group aggregation over the whole collection. The direct
+update is one ``jsonb_set`` of the query form (it does not rewrite the BSON, which
+HeliosDB must). Both tables are under change capture, as every user table is.
+
+Prints operations per second of each side, MongoDB / direct, and the CPU per operation
+of the node process and of the engine (all its processes) during each side.
 """
 
 from __future__ import annotations
@@ -29,21 +35,24 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import bson
 import orjson
 import pymongo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import connect_engine, cpu_seconds  # noqa: E402
+
 from tests.nodeproc import NodeProcess  # noqa: E402
 
 BATCH = 1000
 DIRECT_SETUP = """
 DROP TABLE IF EXISTS bench_mongo_direct;
-CREATE TABLE bench_mongo_direct (id text PRIMARY KEY, doc jsonb NOT NULL);
+CREATE TABLE bench_mongo_direct (_id jsonb PRIMARY KEY, bson bytea NOT NULL, doc jsonb NOT NULL);
 CREATE INDEX ON bench_mongo_direct ((doc -> 'k'));
 """
+CASES = ("insert_many (docs)", "find by _id", "find by indexed field", "update_one", "$group")
 
 
 def document(i: int) -> dict[str, Any]:
@@ -51,130 +60,151 @@ def document(i: int) -> dict[str, Any]:
             "tags": ["a", "b"], "price": i * 1.5}  # fmt: skip
 
 
-def timed(label: str, count: int, work: Callable[[], None]) -> float:
-    started = time.perf_counter()
-    work()
-    rate = count / (time.perf_counter() - started)
-    print(f"  mongodb {label:<22} {rate:>10.0f} ops/s", flush=True)
-    return rate
+class Meter:
+    """Wall time and the CPU of the node and of the engine over one case."""
+
+    def __init__(self, node_pid: int, engine_pid: int) -> None:
+        self.node_pid = node_pid
+        self.engine_pid = engine_pid
+        self.rows: dict[tuple[str, str], tuple[float, float, float]] = {}
+
+    def _cpu(self) -> tuple[float, float]:
+        return cpu_seconds(self.node_pid), cpu_seconds(self.engine_pid)
+
+    def start(self) -> tuple[float, float, float]:
+        return (time.perf_counter(), *self._cpu())
+
+    def stop(self, side: str, case: str, count: int, began: tuple[float, float, float]) -> None:
+        node, engine = self._cpu()
+        elapsed = time.perf_counter() - began[0]
+        rate = count / elapsed
+        node_us = (node - began[1]) / count * 1e6
+        engine_us = (engine - began[2]) / count * 1e6
+        self.rows[(side, case)] = (rate, node_us, engine_us)
+        print(
+            f"  {side:<8}{case:<22}{rate:>10.0f} ops/s  node {node_us:>7.0f} us/op"
+            f"  engine {engine_us:>7.0f} us/op",
+            flush=True,
+        )
 
 
-async def timed_async(label: str, count: int, work: Callable[[], Awaitable[None]]) -> float:
-    started = time.perf_counter()
-    await work()
-    rate = count / (time.perf_counter() - started)
-    print(f"  direct  {label:<22} {rate:>10.0f} ops/s", flush=True)
-    return rate
-
-
-def run_mongo(port: int, key: str, docs: int, ops: int, groups: int) -> dict[str, float]:
+def run_mongo(meter: Meter, port: int, key: str, docs: int, ops: int, groups: int) -> None:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         f"mongodb://apikey:{key}@127.0.0.1:{port}/?authSource=admin"
     )
     coll = client.bench.items
     coll.drop()
     ids = [random.randrange(docs) for _ in range(ops)]
-    rates: dict[str, float] = {}
+    pipeline = [{"$group": {"_id": "$g", "total": {"$sum": "$n"}}}]
+
+    def timed(case: str, count: int, work: Callable[[], Any]) -> None:
+        began = meter.start()
+        work()
+        meter.stop("mongodb", case, count, began)
 
     def insert() -> None:
         for start in range(0, docs, BATCH):
             coll.insert_many([document(i) for i in range(start, min(start + BATCH, docs))])
 
-    rates["insert_many (docs)"] = timed("insert_many (docs)", docs, insert)
+    timed(CASES[0], docs, insert)
     coll.create_index("k")
-    rates["find by _id"] = timed(
-        "find by _id", ops, lambda: [coll.find_one({"_id": f"d{i}"}) for i in ids]
+    timed(CASES[1], ops, lambda: [coll.find_one({"_id": f"d{i}"}) for i in ids])
+    timed(CASES[2], ops, lambda: [coll.find_one({"k": f"key-{i}"}) for i in ids])
+    timed(
+        CASES[3], ops, lambda: [coll.update_one({"_id": f"d{i}"}, {"$inc": {"n": 1}}) for i in ids]
     )
-    rates["find by indexed field"] = timed(
-        "find by indexed field", ops, lambda: [coll.find_one({"k": f"key-{i}"}) for i in ids]
-    )
-    rates["update_one"] = timed(
-        "update_one",
-        ops,
-        lambda: [coll.update_one({"_id": f"d{i}"}, {"$inc": {"n": 1}}) for i in ids],
-    )
-    pipeline = [{"$group": {"_id": "$g", "total": {"$sum": "$n"}}}]
-    rates["$group"] = timed(
-        "$group", groups, lambda: [list(coll.aggregate(pipeline)) for _ in range(groups)]
-    )
+    timed(CASES[4], groups, lambda: [list(coll.aggregate(pipeline)) for _ in range(groups)])
     client.close()
-    return rates
 
 
-async def run_direct(data_dir: Path, docs: int, ops: int, groups: int) -> dict[str, float]:
-    password = (data_dir / "engine.password").read_text().strip()
-    conn = await asyncpg.connect(
-        host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
-    )
+async def run_direct(meter: Meter, data_dir: Path, docs: int, ops: int, groups: int) -> None:
+    conn = await connect_engine(data_dir)
     await conn.execute(DIRECT_SETUP)
     ids = [random.randrange(docs) for _ in range(ops)]
-    rates: dict[str, float] = {}
     insert = await conn.prepare(
-        "INSERT INTO bench_mongo_direct (id, doc) "
-        "SELECT * FROM unnest($1::text[], $2::text[]::jsonb[])"
+        "INSERT INTO bench_mongo_direct (_id, bson, doc) "
+        "SELECT * FROM unnest($1::text[]::jsonb[], $2::bytea[], $3::text[]::jsonb[])"
     )
-    by_id = await conn.prepare("SELECT doc::text FROM bench_mongo_direct WHERE id = $1")
+    by_id = await conn.prepare("SELECT bson FROM bench_mongo_direct WHERE _id = $1::text::jsonb")
     by_key = await conn.prepare(
-        "SELECT doc::text FROM bench_mongo_direct WHERE doc -> 'k' = to_jsonb($1::text) LIMIT 1"
+        "SELECT bson FROM bench_mongo_direct WHERE doc -> 'k' = to_jsonb($1::text) LIMIT 1"
     )
     update = await conn.prepare(
         "UPDATE bench_mongo_direct SET doc = jsonb_set(doc, '{n}', "
-        "to_jsonb((doc ->> 'n')::bigint + 1)) WHERE id = $1"
+        "to_jsonb((doc ->> 'n')::bigint + 1)) WHERE _id = $1::text::jsonb"
     )
     group = await conn.prepare(
-        "SELECT doc -> 'g', sum((doc ->> 'n')::numeric) FROM bench_mongo_direct GROUP BY 1"
+        "SELECT doc -> 'g' AS g, sum((doc ->> 'n')::numeric) AS total "
+        "FROM bench_mongo_direct GROUP BY 1"
     )
+
+    async def timed(case: str, count: int, work: Callable[[], Awaitable[None]]) -> None:
+        began = meter.start()
+        await work()
+        meter.stop("direct", case, count, began)
 
     async def do_insert() -> None:
         for start in range(0, docs, BATCH):
             batch = [document(i) for i in range(start, min(start + BATCH, docs))]
-            await insert.fetch([d["_id"] for d in batch], [orjson.dumps(d).decode() for d in batch])
+            await insert.fetch(
+                [orjson.dumps(d["_id"]).decode() for d in batch],
+                [bson.encode(d) for d in batch],
+                [orjson.dumps(d).decode() for d in batch],
+            )
 
-    async def each(statement: Any, keys: list[str]) -> None:
+    async def find(statement: Any, keys: list[str]) -> None:
         for key in keys:
-            await statement.fetch(key)
+            bson.decode(await statement.fetchval(key))
+
+    async def do_update() -> None:
+        for i in ids:
+            await update.fetch(orjson.dumps(f"d{i}").decode())
 
     async def do_group() -> None:
         for _ in range(groups):
-            await group.fetch()
+            [{"_id": orjson.loads(r["g"]), "total": int(r["total"])} for r in await group.fetch()]
 
-    rates["insert_many (docs)"] = await timed_async("insert_many (docs)", docs, do_insert)
+    await timed(CASES[0], docs, do_insert)
     await conn.execute("ANALYZE bench_mongo_direct")
-    rates["find by _id"] = await timed_async(
-        "find by _id", ops, lambda: each(by_id, [f"d{i}" for i in ids])
-    )
-    rates["find by indexed field"] = await timed_async(
-        "find by indexed field", ops, lambda: each(by_key, [f"key-{i}" for i in ids])
-    )
-    rates["update_one"] = await timed_async(
-        "update_one", ops, lambda: each(update, [f"d{i}" for i in ids])
-    )
-    rates["$group"] = await timed_async("$group", groups, do_group)
+    await timed(CASES[1], ops, lambda: find(by_id, [f'"d{i}"' for i in ids]))
+    await timed(CASES[2], ops, lambda: find(by_key, [f"key-{i}" for i in ids]))
+    await timed(CASES[3], ops, do_update)
+    await timed(CASES[4], groups, do_group)
     await conn.execute("DROP TABLE bench_mongo_direct")
     await conn.close()
-    return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=20_000)
-    parser.add_argument("--ops", type=int, default=2_000)
-    parser.add_argument("--groups", type=int, default=20)
+    parser.add_argument("--ops", type=int, default=1_000)
+    parser.add_argument("--groups", type=int, default=10)
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-mongo-"))
-    node = NodeProcess(temp / "data", env={**os.environ, "HELIOSDB_REDIS__PORT": "0"})
+    data = temp / "data"
+    node = NodeProcess(data, env={**os.environ, "HELIOSDB_REDIS__PORT": "0"})
     node.start()
     try:
-        assert node.admin_key is not None
+        assert node.admin_key is not None and node.process is not None
+        engine_pid = int((data / "engine" / "postmaster.pid").read_text().split()[0])
+        meter = Meter(node.process.pid, engine_pid)
         print(f"MongoDB port {node.ports['mongodb']}: {args.docs} docs, {args.ops} ops")
-        mongo = run_mongo(node.ports["mongodb"], node.admin_key, args.docs, args.ops, args.groups)
-        direct = asyncio.run(run_direct(temp / "data", args.docs, args.ops, args.groups))
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        run_mongo(meter, node.ports["mongodb"], node.admin_key, args.docs, args.ops, args.groups)
+        asyncio.run(run_direct(meter, data, args.docs, args.ops, args.groups))
+        print(f"load average {os.getloadavg()[0]:.1f}")
     finally:
         node.stop()
         shutil.rmtree(temp, ignore_errors=True)
-    print(f"\n{'case':<24}{'mongodb/s':>12}{'direct/s':>12}{'ratio':>8}")
-    for case, rate in mongo.items():
-        print(f"{case:<24}{rate:>12.0f}{direct[case]:>12.0f}{rate / direct[case]:>8.2f}")
+    print(
+        f"\n{'case':<24}{'mongodb/s':>11}{'direct/s':>10}{'ratio':>7}   node us/op   engine us/op"
+    )
+    for case in CASES:
+        mongo, direct = meter.rows[("mongodb", case)], meter.rows[("direct", case)]
+        print(
+            f"{case:<24}{mongo[0]:>11.0f}{direct[0]:>10.0f}{mongo[0] / direct[0]:>7.2f}"
+            f"   {mongo[1]:>5.0f}/{direct[1]:<5.0f}  {mongo[2]:>6.0f}/{direct[2]:<6.0f}"
+        )
 
 
 if __name__ == "__main__":
