@@ -21,7 +21,9 @@ from heliosdb.services.documents.filters import TYPE_RANK, Params, compile_filte
 from heliosdb.services.documents.pipeline import stage_name
 
 _NUMBER = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
-_FRACTIONAL = "bool_or(jsonb_typeof({x}) = 'number' AND ({x})::text ~ '[.eE]')"
+# A JSONB number prints a decimal point exactly when its scale is above zero (numeric
+# output never uses an exponent), which is how a double summed into a group shows.
+_FRACTIONAL = "bool_or(CASE WHEN jsonb_typeof({x}) = 'number' THEN scale(({x})::numeric) > 0 END)"
 
 
 @dataclass(slots=True)
@@ -94,21 +96,55 @@ def _path(expr: Any) -> str | None:
     return None
 
 
+class _Values:
+    """Each field path a group reads, taken out of the document once per row (a fenced
+    subquery: the engine would otherwise look the path up again for every mention).
+    A path is JSON null where the field is missing, or SQL NULL when ``raw``."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.columns: dict[tuple[str, bool], str] = {}
+
+    def ref(self, path: str, *, raw: bool = False) -> str:
+        column = self.columns.get((path, raw))
+        if column is None:
+            column = self.columns[(path, raw)] = f"v{len(self.columns)}"
+        return column
+
+    def select(self, base: str) -> str:
+        if not self.columns:
+            return base
+        terms = []
+        for (path, raw), column in self.columns.items():
+            value = f"s.doc #> {self.params.add(path.split('.'), 'text[]')}"
+            terms.append(
+                f"{value} AS {column}" if raw else f"COALESCE({value}, 'null'::jsonb) AS {column}"
+            )
+        return f"SELECT {', '.join(terms)} FROM ({base}) AS s OFFSET 0"
+
+
 def _group(
     base: str, spec: Any, params: Params
 ) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]]] | None:
     if not isinstance(spec, dict) or "_id" not in spec:
         return None
+    values = _Values(params)
     key = spec["_id"]
     key_sql: str | None
     key_fields: list[str] | None = None
     if _path(key) is not None:
-        key_sql = _value(_path(key) or "", params)
+        key_sql = values.ref(_path(key) or "")
     elif isinstance(key, dict) and key and all(_path(v) for v in key.values()):
         key_fields = list(key)
+        # A missing field is left out of the key document (MongoDB's rule for an
+        # expression object): each part is [] when missing, else [value].
+        parts = [values.ref(_path(v) or "", raw=True) for v in key.values()]
         key_sql = (
             "jsonb_build_array("
-            + ", ".join(_value(_path(v) or "", params) for v in key.values())
+            + ", ".join(
+                f"CASE WHEN {p} IS NULL THEN '[]'::jsonb ELSE jsonb_build_array({p}) END"
+                for p in parts
+            )
             + ")"
         )
     elif isinstance(key, (dict, list)) or (isinstance(key, str) and key.startswith("$")):
@@ -131,13 +167,13 @@ def _group(
             columns.append(f"count(*) * {params.add(expr, 'numeric')} AS {column}")
             decoders.append((name, column, "float" if isinstance(expr, float) else "int"))
         elif op in ("$sum", "$avg") and _path(expr) is not None:
-            x = _value(_path(expr) or "", params)
+            x = values.ref(_path(expr) or "")
             fn = "sum" if op == "$sum" else "avg"
             columns.append(f"{fn}({_NUMBER.format(x=x)}) AS {column}")
             columns.append(f"{_FRACTIONAL.format(x=x)} AS {column}_f")
             decoders.append((name, column, op))
         elif op in ("$min", "$max") and _path(expr) is not None:
-            x = _value(_path(expr) or "", params)
+            x = values.ref(_path(expr) or "")
             order = "ASC" if op == "$min" else "DESC"
             columns.append(
                 f"(array_agg({x} ORDER BY {TYPE_RANK.format(x=x)} {order}, {x} {order}) "
@@ -147,7 +183,7 @@ def _group(
         else:
             return None
     select = ", ".join([f"{key_sql} AS k" if key_sql else "NULL::jsonb AS k", *columns])
-    sql = f"SELECT {select} FROM ({base}) AS s"
+    sql = f"SELECT {select} FROM ({values.select(base)}) AS v"
     sql += " GROUP BY 1" if key_sql else " HAVING count(*) > 0"
 
     def decode(rows: list[Any]) -> list[dict[str, Any]]:
@@ -155,9 +191,11 @@ def _group(
         for row in rows:
             raw_key = row["k"]
             if key_fields is not None:
-                values = raw_key or [None] * len(key_fields)
+                found = raw_key or [[]] * len(key_fields)
                 group_key: Any = {
-                    f: bsonform.from_query_form(v) for f, v in zip(key_fields, values, strict=True)
+                    f: bsonform.from_query_form(v[0])
+                    for f, v in zip(key_fields, found, strict=True)
+                    if v
                 }
             elif key_sql is None:
                 group_key = key
@@ -170,10 +208,6 @@ def _group(
         return out
 
     return sql, decode
-
-
-def _value(path: str, params: Params) -> str:
-    return f"COALESCE(s.doc #> {params.add(path.split('.'), 'text[]')}, 'null'::jsonb)"
 
 
 def _decode_value(row: Any, column: str, kind: str) -> Any:
