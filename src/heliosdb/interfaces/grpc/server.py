@@ -1,19 +1,24 @@
 """The gRPC listener: a grpc.aio server with HeliosDB, grpc.health.v1 and reflection.
 
-TLS comes from the node's ``tls:`` settings (with client certificates when
-``tls.client_auth`` asks for them). ``grpc.so_reuseport`` is off, so a second node on
-the same port fails to start instead of sharing it silently.
+By default (``grpc.native_unary``, without TLS) the public port is the HTTP/2 front of
+front.py, which serves HeliosDB's unary calls itself and relays every other stream to
+the grpc.aio server on a private Unix socket. With TLS (the node's ``tls:`` settings,
+client certificates when ``tls.client_auth`` asks for them) grpc.aio serves the port.
+``grpc.so_reuseport`` is off, so a second node on the same port fails to start instead
+of sharing it silently.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from heliosdb.interfaces.grpc.front import Front, private_address
 from heliosdb.interfaces.grpc.servicer import HeliosDBServicer
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
@@ -31,6 +36,8 @@ class GrpcListener:
         self.services = services
         self.settings = settings
         self.server: grpc.aio.Server | None = None
+        self.front: Front | None = None
+        self.private_path: str | None = None
         self.health = HealthServicer()
         self.port = 0
         self.state = "stopped"
@@ -64,6 +71,22 @@ class GrpcListener:
         target = f"[{host}]:{self.settings.grpc.port}" if ":" in host else (
             f"{host}:{self.settings.grpc.port}"
         )  # fmt: skip
+        if self.settings.grpc.native_unary and not self.settings.tls.enabled:
+            private, private_path = private_address(self.settings.data_dir)
+            if not server.add_insecure_port(private):
+                raise OSError(f"gRPC cannot listen on {private}")
+            await server.start()
+            self.server = server
+            self.private_path = private_path
+            self.front = Front(servicer, limit, private_path)
+            try:
+                self.port = await self.front.start(host, self.settings.grpc.port)
+            except OSError as exc:
+                await server.stop(None)
+                self.server = self.front = None
+                raise OSError(f"gRPC cannot listen on {target}: {exc}") from None
+            await self._serving()
+            return
         try:
             if self.settings.tls.enabled:
                 self.port = server.add_secure_port(target, _credentials(self.settings))
@@ -75,6 +98,9 @@ class GrpcListener:
             raise OSError(f"gRPC cannot listen on {target}")
         await server.start()
         self.server = server
+        await self._serving()
+
+    async def _serving(self) -> None:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.state = "serving"
@@ -84,7 +110,13 @@ class GrpcListener:
             return
         self.state = "draining"
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.grpc.shutdown_grace_seconds)
+        grace = self.settings.grpc.shutdown_grace_seconds
+        if self.front is not None:
+            await self.front.stop(grace)
+            self.front = None
+        await self.server.stop(grace)
+        if self.private_path is not None:
+            Path(self.private_path).unlink(missing_ok=True)
         await self.services.transactions.close_all()
         self.server = None
         self.state = "stopped"

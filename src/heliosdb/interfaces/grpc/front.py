@@ -1,0 +1,424 @@
+"""The gRPC port's front: HeliosDB's unary calls served here, every other stream proxied.
+
+grpc.aio costs about 500 µs of CPU per unary call on a small machine before any work is
+done (its completion queue, poller thread and per-call tasks), several times what the
+call itself needs. So the public port is this small HTTP/2 server (connection.py):
+
+- a unary ``heliosdb.v1.HeliosDB`` call (ExecuteQuery, the transaction calls, vector
+  search and upsert, HealthCheck) in plain ``application/grpc`` is read here, handed to
+  the very servicer method grpc.aio would call (servicer.py: same authentication,
+  metrics, error funnel) with a small :class:`CallContext`, and answered in one write;
+- every other stream (ExecuteQueryStream, ``grpc.health.v1``, server reflection, compressed
+  messages, unknown methods) is relayed frame by frame to the grpc.aio server, which
+  listens on a private Unix socket; flow control is end to end, so a streamed result is
+  held back by the client's window exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+
+from heliosdb.interfaces.grpc import http2 as h2
+from heliosdb.interfaces.grpc.connection import Http2Connection, Stream
+from heliosdb.interfaces.grpc.http2 import Headers
+from heliosdb.v1 import heliosdb_pb2
+
+log = logging.getLogger("heliosdb.grpc")
+
+# Headers that describe one hop, never forwarded (RFC 9113 8.2.2).
+_HOP_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"upgrade"))
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_OK_TRAILERS = h2.encode_headers([(b"grpc-status", b"0")])
+_IDENTITY = (None, b"identity")
+_ONE_MESSAGE = "a unary request carries exactly one uncompressed message"
+
+
+@dataclass(frozen=True, slots=True)
+class NativeMethod:
+    handler: Callable[[Any, Any], Awaitable[Any]]  # the servicer's bound method
+    request_type: Any
+
+
+def native_methods(servicer: Any) -> dict[bytes, NativeMethod]:
+    """Every unary RPC of ``heliosdb.v1.HeliosDB``, by its HTTP/2 ``:path``."""
+    service = heliosdb_pb2.DESCRIPTOR.services_by_name["HeliosDB"]
+    return {
+        f"/{service.full_name}/{method.name}".encode(): NativeMethod(
+            getattr(servicer, method.name), message_factory.GetMessageClass(method.input_type)
+        )
+        for method in service.methods
+        if not method.client_streaming and not method.server_streaming
+    }
+
+
+def private_address(data_dir: Path) -> tuple[str, str]:
+    """Where grpc.aio listens for relayed streams: a Unix socket in the node's run
+    directory (or a private temporary one when that path is too long for a socket), as
+    grpc spells it and as asyncio does."""
+    run = data_dir.resolve() / "run"
+    path = run / "grpc.sock"
+    if len(str(path)) > 100:
+        path = Path(tempfile.mkdtemp(prefix="heliosdb-grpc-")) / "grpc.sock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    return f"unix:{path}", str(path)
+
+
+class CallContext:
+    """What servicer.py asks of a call's context: its metadata, and aborting it."""
+
+    __slots__ = ("_headers", "_metadata", "status")
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+        self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
+        self.status: grpc.Status | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        if self._metadata is None:
+            self._metadata = tuple(
+                (name.decode("latin-1"), _metadata_value(name, value))
+                for name, value in self._headers
+                if not name.startswith(b":") and name not in (b"te", b"content-type")
+            )
+        return self._metadata
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        self.status = status
+        raise grpc.aio.AbortError()
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> None:
+        self.status = _PlainStatus(code, details, tuple(trailing_metadata))
+        raise grpc.aio.AbortError()
+
+
+class _PlainStatus(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[Any, ...]):
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+def _metadata_value(name: bytes, value: bytes) -> str | bytes:
+    if name.endswith(b"-bin"):
+        return base64.b64decode(value + b"=" * (-len(value) % 4))
+    return value.decode("latin-1")
+
+
+class FrontConnection(Http2Connection):
+    """One client connection to the gRPC port."""
+
+    def __init__(self, front: Front) -> None:
+        super().__init__()
+        self.front = front
+        self.upstream: Upstream | None = None
+        self.calls: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.front.connections.add(self)
+
+    def on_closed(self) -> None:
+        self.front.connections.discard(self)
+        for task in self.calls:
+            task.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def on_goaway(self) -> None:
+        pass
+
+    # -- streams from the client --------------------------------------------------------
+
+    def on_headers(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
+        if stream.peer is not None:  # trailers of a relayed request
+            self._upstream().send_headers(stream.peer, h2.encode_headers(headers), end_stream)
+            return
+        if stream.call is not None:
+            return  # trailers after a unary request carry nothing a call reads
+        method = self._native(headers)
+        if method is None:
+            self._relay(stream, headers, end_stream)
+            return
+        stream.call = _NativeCall(method, headers)
+        if end_stream:
+            self._start(stream)
+
+    def _native(self, headers: Headers) -> NativeMethod | None:
+        path = content_type = encoding = None
+        for name, value in headers:
+            if name == b":path":
+                path = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-encoding":
+                encoding = value
+        method = self.front.methods.get(path) if path is not None else None
+        if method is None or encoding not in _IDENTITY:
+            return None
+        if content_type not in (b"application/grpc", b"application/grpc+proto"):
+            return None
+        return method
+
+    def on_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
+        if stream.peer is not None:
+            self._upstream().send_data(stream.peer, data, end_stream)
+            return
+        call: _NativeCall | None = stream.call
+        if call is None:
+            return
+        if data:
+            call.body.append(data)
+            call.size += len(data)
+            self.consume(stream, len(data))
+            if call.size > self.front.max_message_bytes + 5:
+                stream.call = None
+                self._finish(stream, _status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                             "request message larger than max"))  # fmt: skip
+                return
+        if end_stream:
+            self._start(stream)
+
+    def on_reset(self, stream: Stream, code: int) -> None:
+        if stream.peer is not None and self.upstream is not None:
+            self.upstream.reset(stream.peer, h2.CANCEL)
+        call: _NativeCall | None = stream.call
+        if call is not None and call.task is not None:
+            call.task.cancel()
+
+    def on_sent(self, stream: Stream, n: int) -> None:
+        if stream.peer is not None and self.upstream is not None:
+            self.upstream.consume(stream.peer, n)
+
+    # -- native unary calls -------------------------------------------------------------
+
+    def _start(self, stream: Stream) -> None:
+        call: _NativeCall = stream.call
+        task = self._loop.create_task(self._run(stream, call))
+        call.task = task
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    async def _run(self, stream: Stream, call: _NativeCall) -> None:
+        body = b"".join(call.body) if len(call.body) != 1 else call.body[0]
+        if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5]) != len(body) - 5:
+            self._finish(stream, _status(grpc.StatusCode.INTERNAL, _ONE_MESSAGE))
+            return
+        context = CallContext(call.headers)
+        try:
+            request = call.method.request_type.FromString(body[5:])
+            timeout = _timeout(call.headers)
+            if timeout is None:
+                response = await call.method.handler(request, context)
+            else:
+                async with asyncio.timeout(timeout):
+                    response = await call.method.handler(request, context)
+        except grpc.aio.AbortError:
+            assert context.status is not None
+            self._finish(stream, context.status)
+            return
+        except TimeoutError:
+            self._finish(stream, _status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad request body; the servicer funnels the rest
+            log.debug("gRPC request not decoded: %s", exc)
+            self._finish(stream, _status(grpc.StatusCode.INTERNAL, "cannot decode the request"))
+            return
+        if stream.id not in self.streams or self.closed:
+            return  # reset by the client meanwhile
+        payload = response.SerializeToString()
+        if len(payload) > self.front.max_message_bytes:
+            self._finish(stream, _status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                         "response message larger than max"))  # fmt: skip
+            return
+        message = b"\x00" + len(payload).to_bytes(4) + payload
+        max_frame = self.peer_max_frame
+        if len(message) <= min(stream.window, self.send_window, max_frame) and not stream.queue:
+            # The common case, in one write: headers, the message, the trailers.
+            stream.window -= len(message)
+            self.send_window -= len(message)
+            self.write(
+                h2.frame(h2.HEADERS, h2.END_HEADERS, stream.id, self.front.response_block)
+                + h2.frame(h2.DATA, 0, stream.id, message)
+                + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS)
+            )
+            self._ended_by_us(stream)
+            return
+        self.send_headers(stream, self.front.response_block)
+        self.send_data(stream, message)
+        self.send_headers(stream, _OK_TRAILERS, end_stream=True)
+
+    def _finish(self, stream: Stream, status: grpc.Status) -> None:
+        """A trailers-only response carrying ``status``."""
+        if stream.id not in self.streams or self.closed:
+            return
+        fields = [
+            (b"grpc-status", str(status.code.value[0]).encode()),
+            (b"grpc-message", _percent(status.details or "")),
+        ]
+        for key, value in status.trailing_metadata or ():
+            if key.endswith("-bin"):
+                raw = value if isinstance(value, bytes) else value.encode()
+                fields.append((key.encode(), base64.b64encode(raw).rstrip(b"=")))
+            else:
+                text = value if isinstance(value, str) else value.decode()
+                fields.append((key.encode(), text.encode()))
+        self.send_headers(stream, h2.response_headers(fields), end_stream=True)
+
+    # -- relayed streams ----------------------------------------------------------------
+
+    def _upstream(self) -> Upstream:
+        if self.upstream is None or self.upstream.closed or self.upstream.draining:
+            self.upstream = Upstream(self)
+            self._loop.create_task(self.upstream.connect(self.front.private_path))
+        return self.upstream
+
+    def _relay(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
+        upstream = self._upstream()
+        forwarded = [(n, v) for n, v in headers if n not in _HOP_HEADERS]
+        stream.peer = upstream.open_stream(stream, h2.encode_headers(forwarded), end_stream)
+
+
+class _NativeCall:
+    __slots__ = ("body", "headers", "method", "size", "task")
+
+    def __init__(self, method: NativeMethod, headers: Headers) -> None:
+        self.method = method
+        self.headers = headers
+        self.body: list[bytes] = []
+        self.size = 0
+        self.task: asyncio.Task[None] | None = None
+
+
+class Upstream(Http2Connection):
+    """The client side of the relay: one connection to grpc.aio per front connection."""
+
+    client_side = True
+
+    def __init__(self, front: FrontConnection) -> None:
+        super().__init__()
+        self.front = front
+        self.next_stream = 1
+        self.draining = False
+
+    async def connect(self, path: str) -> None:
+        try:
+            await self._loop.create_unix_connection(lambda: self, path)
+        except OSError as exc:
+            log.warning("gRPC relay cannot reach the grpc.aio server: %s", exc)
+            self.connection_lost(exc)
+
+    def open_stream(self, front_stream: Stream, block: bytes, end_stream: bool) -> Stream:
+        stream = Stream(self.next_stream, self.peer_initial_window)
+        self.next_stream += 2
+        stream.peer = front_stream
+        self.streams[stream.id] = stream
+        if end_stream:
+            stream.ended_by_us = True
+        self.write(h2.headers_frames(stream.id, block, end_stream, self.peer_max_frame))
+        return stream
+
+    def _ended_by_us(self, stream: Stream) -> None:
+        stream.ended_by_us = True
+        if stream.ended_by_peer:
+            self.streams.pop(stream.id, None)
+
+    def on_headers(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
+        if stream.peer is not None:
+            self.front.send_headers(stream.peer, h2.encode_headers(headers), end_stream)
+
+    def on_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
+        if stream.peer is not None:
+            self.front.send_data(stream.peer, data, end_stream)
+            if not data:
+                return
+            # Credit comes back as the client takes the bytes (FrontConnection.on_sent).
+
+    def on_sent(self, stream: Stream, n: int) -> None:
+        if stream.peer is not None:
+            self.front.consume(stream.peer, n)
+
+    def on_reset(self, stream: Stream, code: int) -> None:
+        if stream.peer is not None:
+            if self.transport is None:
+                code = h2.REFUSED_STREAM  # grpc.aio never answered: the client may retry
+            elif code == h2.NO_ERROR:
+                code = h2.INTERNAL_ERROR
+            self.front.reset(stream.peer, code)
+
+    def on_goaway(self) -> None:
+        # No new streams here; the ones open finish, later ones get a new connection.
+        self.draining = True
+
+
+class Front:
+    """The listening side: accepted connections, the native method table, the relay's
+    address."""
+
+    def __init__(self, servicer: Any, max_message_bytes: int, private_path: str) -> None:
+        self.methods = native_methods(servicer)
+        self.max_message_bytes = max_message_bytes
+        self.private_path = private_path
+        self.response_block = h2.response_headers()
+        self.connections: set[FrontConnection] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: FrontConnection(self), host, port)
+        ports = {s.getsockname()[1] for s in server.sockets}
+        if len(ports) > 1:  # port 0 on a name with several addresses: one port for all
+            first = server.sockets[0].getsockname()[1]
+            server.close()
+            server = await loop.create_server(lambda: FrontConnection(self), host, first)
+        self.server = server
+        port_: int = server.sockets[0].getsockname()[1]
+        return port_
+
+    async def stop(self, grace: float) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.write(h2.goaway(conn.last_peer_stream, h2.NO_ERROR))
+        calls = [t for conn in self.connections for t in conn.calls]
+        if calls:
+            await asyncio.wait(calls, timeout=grace)
+        for conn in list(self.connections):
+            conn.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+            self.server = None
+
+
+def _status(code: grpc.StatusCode, details: str) -> grpc.Status:
+    return _PlainStatus(code, details, ())
+
+
+def _timeout(headers: Headers) -> float | None:
+    for name, value in headers:
+        if name == b"grpc-timeout":
+            unit = _TIMEOUT_UNITS.get(value[-1:])
+            if unit is None or not value[:-1].isdigit():
+                return None
+            return int(value[:-1]) * unit
+    return None
+
+
+def _percent(text: str) -> bytes:
+    """grpc-message: UTF-8, with bytes outside printable ASCII and '%' percent-encoded."""
+    raw = text.encode()
+    if all(0x20 <= b <= 0x7E and b != 0x25 for b in raw):
+        return raw
+    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
