@@ -262,6 +262,115 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE helios.vector_indexes ALTER COLUMN ef_search DROP NOT NULL;
         """,
     ),
+    (
+        12,
+        "key-value: one-call group writes for LPUSH/RPUSH and HSET/SADD/ZADD (coalescer)",
+        """
+        -- The coalescer's group of many clients' pushes (or adds) is one call instead of a
+        -- transaction of four to six statements (services/keyvalue/coalesce.py): lock the
+        -- keys in order, drop the expired ones, create or touch the key rows, write the
+        -- items. Keys of another type are left alone (their state tells the caller, which
+        -- answers WRONGTYPE). p_notify, when set, is NOTIFYd on helios_kv (wakes BLPOP &
+        -- co. on every node).
+        CREATE FUNCTION helios_kv.push_group(
+            p_db smallint[], p_key bytea[], i_slot integer[], i_left boolean[],
+            i_value bytea[], p_now bigint, p_notify text
+        ) RETURNS TABLE (slot integer, state text, lo bigint, hi bigint)
+        LANGUAGE plpgsql AS $f$
+        #variable_conflict use_column
+        BEGIN
+            PERFORM 1 FROM helios_kv.keys k JOIN unnest(p_db, p_key) AS q(db, key)
+                ON k.db = q.db AND k.key = q.key ORDER BY k.db, k.key FOR UPDATE OF k;
+            DELETE FROM helios_kv.keys k USING unnest(p_db, p_key) AS q(db, key)
+                WHERE k.db = q.db AND k.key = q.key AND k.expires_at_ms <= p_now;
+            RETURN QUERY
+            WITH s AS (
+                SELECT q.n::integer AS slot, q.db, q.key, k.type,
+                    (SELECT l.pos FROM helios_kv.lists l WHERE l.db = q.db AND l.key = q.key
+                     ORDER BY l.pos LIMIT 1) AS lo,
+                    (SELECT l.pos FROM helios_kv.lists l WHERE l.db = q.db AND l.key = q.key
+                     ORDER BY l.pos DESC LIMIT 1) AS hi
+                FROM unnest(p_db, p_key) WITH ORDINALITY AS q(db, key, n)
+                LEFT JOIN helios_kv.keys k ON k.db = q.db AND k.key = q.key
+            ), made AS (
+                INSERT INTO helios_kv.keys (db, key, type)
+                SELECT s.db, s.key, 'list' FROM s WHERE s.type IS NULL
+            ), touched AS (
+                UPDATE helios_kv.keys k SET version = nextval('helios_kv.versions')
+                FROM s WHERE s.type = 'list' AND k.db = s.db AND k.key = s.key
+            ), items AS (
+                SELECT i.slot, i.left_, i.value, row_number() OVER (
+                    PARTITION BY i.slot, i.left_ ORDER BY i.n) AS rn
+                FROM unnest(i_slot, i_left, i_value) WITH ORDINALITY AS i(slot, left_, value, n)
+            ), put AS (
+                INSERT INTO helios_kv.lists (db, key, pos, value)
+                SELECT s.db, s.key, CASE WHEN items.left_ THEN coalesce(s.lo, 0) - items.rn
+                    ELSE coalesce(s.hi, -1) + items.rn END, items.value
+                FROM items JOIN s ON s.slot = items.slot
+                WHERE s.type IS NULL OR s.type = 'list'
+            )
+            SELECT s.slot, coalesce(s.type, 'new'), s.lo, s.hi FROM s;
+            IF p_notify IS NOT NULL THEN
+                PERFORM pg_notify('helios_kv', p_notify);
+            END IF;
+        END
+        $f$;
+        CREATE FUNCTION helios_kv.add_group(
+            p_db smallint[], p_key bytea[], p_type text[], e_slot integer[],
+            e_element bytea[], e_value bytea[], e_score double precision[], p_now bigint,
+            p_notify text
+        ) RETURNS TABLE (slot integer, state text, added bytea[])
+        LANGUAGE plpgsql AS $f$
+        #variable_conflict use_column
+        BEGIN
+            PERFORM 1 FROM helios_kv.keys k JOIN unnest(p_db, p_key) AS q(db, key)
+                ON k.db = q.db AND k.key = q.key ORDER BY k.db, k.key FOR UPDATE OF k;
+            DELETE FROM helios_kv.keys k USING unnest(p_db, p_key) AS q(db, key)
+                WHERE k.db = q.db AND k.key = q.key AND k.expires_at_ms <= p_now;
+            RETURN QUERY
+            WITH s AS (
+                SELECT q.n::integer AS slot, q.db, q.key, q.want, k.type
+                FROM unnest(p_db, p_key, p_type) WITH ORDINALITY AS q(db, key, want, n)
+                LEFT JOIN helios_kv.keys k ON k.db = q.db AND k.key = q.key
+            ), made AS (
+                INSERT INTO helios_kv.keys (db, key, type)
+                SELECT s.db, s.key, s.want FROM s WHERE s.type IS NULL
+            ), touched AS (
+                UPDATE helios_kv.keys k SET version = nextval('helios_kv.versions')
+                FROM s WHERE s.type = s.want AND k.db = s.db AND k.key = s.key
+            ), e AS (
+                SELECT s.db, s.key, s.want, u.element, u.value, u.score
+                FROM unnest(e_slot, e_element, e_value, e_score) AS u(slot, element, value, score)
+                JOIN s ON s.slot = u.slot WHERE s.type IS NULL OR s.type = s.want
+            ), h AS (
+                INSERT INTO helios_kv.hashes AS t (db, key, field, value)
+                SELECT e.db, e.key, e.element, e.value FROM e WHERE e.want = 'hash'
+                ON CONFLICT (db, key, field) DO UPDATE SET value = EXCLUDED.value
+                RETURNING t.db, t.key, t.field AS element, t.xmax = 0 AS fresh
+            ), m AS (
+                INSERT INTO helios_kv.sets AS t (db, key, member)
+                SELECT e.db, e.key, e.element FROM e WHERE e.want = 'set'
+                ON CONFLICT DO NOTHING
+                RETURNING t.db, t.key, t.member AS element, true AS fresh
+            ), z AS (
+                INSERT INTO helios_kv.zsets AS t (db, key, member, score)
+                SELECT e.db, e.key, e.element, e.score FROM e WHERE e.want = 'zset'
+                ON CONFLICT (db, key, member) DO UPDATE SET score = EXCLUDED.score
+                RETURNING t.db, t.key, t.member AS element, t.xmax = 0 AS fresh
+            ), news AS (
+                SELECT * FROM h UNION ALL SELECT * FROM m UNION ALL SELECT * FROM z
+            )
+            SELECT s.slot, coalesce(s.type, 'new'), ARRAY(
+                SELECT news.element FROM news
+                WHERE news.db = s.db AND news.key = s.key AND news.fresh)
+            FROM s;
+            IF p_notify IS NOT NULL THEN
+                PERFORM pg_notify('helios_kv', p_notify);
+            END IF;
+        END
+        $f$;
+        """,
+    ),
 ]
 
 

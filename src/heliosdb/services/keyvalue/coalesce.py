@@ -102,8 +102,10 @@ class Coalescer:
         synchronous_commit: bool,
         before_commit: Callable[[Any, Pushed], Awaitable[None]] | None = None,
         after_commit: Callable[[Pushed], None] | None = None,
+        push_payload: Callable[[Pushed], str | None] | None = None,
     ) -> None:
         self.engine = engine
+        self.push_payload = push_payload  # the NOTIFY text for pushes (one-call groups)
         self.before_commit = before_commit
         self.after_commit = after_commit
         self.workers = workers
@@ -112,6 +114,8 @@ class Coalescer:
         self._tx_queue: deque[_Op] = deque()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0  # engine batches run (INFO stats; group size = operations / batches)
+        self.operations = 0
 
     async def start(self) -> None:
         for index in range(max(1, self.workers)):
@@ -202,6 +206,8 @@ class Coalescer:
                             await self._ready.wait()
                             continue
                         batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+                        self.batches += 1
+                        self.operations += len(batch)
                         await self._run(conn, batch)
             except asyncio.CancelledError:
                 raise
@@ -213,6 +219,8 @@ class Coalescer:
         sets = [op for op in batch if op.kind == "set"]
         gets = [op for op in batch if op.kind == "get"]
         txs = [op for op in batch if op.kind in GROUPED]
+        if txs:
+            txs = await self._run_fast(conn, txs)
         if txs:
             await self._run_txs(conn, txs)
         batch = sets + gets
@@ -231,6 +239,44 @@ class Coalescer:
             for op in batch:
                 if not op.future.done():
                     await self._run(conn, [op])
+
+    async def _run_fast(self, conn: Any, ops: list[_Op]) -> list[_Op]:
+        """The group's INCRs, pushes and adds, one engine call per kind (no BEGIN/COMMIT
+        round trips); returns what needs the group transaction (``tx`` work, and whatever
+        the one-call forms leave: repeated counters, LPUSHX, a failed call ...)."""
+        rest: list[_Op] = []
+        kinds: dict[str, list[_Op]] = {"incr": [], "push": [], "add": []}
+        for op in ops:
+            kinds[op.kind].append(op) if op.kind in kinds else rest.append(op)
+        for kind, group in kinds.items():
+            if not group:
+                continue
+            try:
+                if kind == "incr":
+                    outcomes, left, pushed = await _fast_counters(conn, group)
+                elif kind == "push":
+                    outcomes, left, pushed = await _fast_pushes(conn, group, self.push_payload)
+                else:
+                    outcomes, left, pushed = await _fast_adds(conn, group, self.push_payload)
+            except Exception as exc:  # noqa: BLE001 - the group transaction answers each one
+                if not isinstance(exc, asyncpg.PostgresError):
+                    log.warning(
+                        "one-call %s group failed (%r); using the group transaction", kind, exc
+                    )
+                rest.extend(group)
+                continue
+            rest.extend(left)
+            for op in group:
+                outcome = outcomes.get(id(op))
+                if outcome is None or op.future.done():
+                    continue
+                if outcome[0]:
+                    op.future.set_result(outcome[1])
+                else:
+                    op.future.set_exception(outcome[1])
+            if pushed and self.after_commit is not None:
+                self.after_commit(pushed)
+        return rest
 
     async def _run_txs(self, conn: Any, ops: list[_Op]) -> None:
         """One engine transaction for many clients' write commands (group commit).
@@ -558,3 +604,144 @@ async def _apply_adds(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
             columns.append([rows_by_element[e] for e in elements])
         await conn.execute(_PUT_ELEMENTS[type_], *columns)
     return outcomes
+
+
+# INCRBY of keys that are new, or live strings holding a base-10 int64 whose sum stays in
+# range, in one upsert; the keys it does not return (another type, expired, not an integer,
+# overflow) take the group transaction, which answers their errors.
+_INCR_FAST = (
+    "INSERT INTO helios_kv.keys AS k (db, key, type, value) "
+    "SELECT db, key, 'string', convert_to(delta::text, 'UTF8') "
+    "FROM unnest($1::smallint[], $2::bytea[], $3::bigint[]) AS t(db, key, delta) "
+    "ON CONFLICT (db, key) DO UPDATE SET value = convert_to((encode(k.value, 'escape')::numeric "
+    "+ convert_from(EXCLUDED.value, 'UTF8')::numeric)::text, 'UTF8'), "
+    "version = nextval('helios_kv.versions') "
+    "WHERE k.type = 'string' AND (k.expires_at_ms IS NULL OR k.expires_at_ms > $4) "
+    "AND CASE WHEN length(k.value) <= 20 AND encode(k.value, 'escape') ~ '^-?(0|[1-9][0-9]*)$' "
+    "THEN encode(k.value, 'escape')::numeric + convert_from(EXCLUDED.value, 'UTF8')::numeric "
+    "BETWEEN -9223372036854775808 AND 9223372036854775807 ELSE false END "
+    "RETURNING k.db, k.key, k.value"
+)
+_PUSH_GROUP = "SELECT * FROM helios_kv.push_group($1, $2, $3, $4, $5, $6, $7)"
+_ADD_GROUP = "SELECT * FROM helios_kv.add_group($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+Fast = tuple[dict[int, tuple[bool, Any]], list[_Op], Pushed]
+
+
+async def _fast_counters(conn: Any, ops: list[_Op]) -> Fast:
+    """One upsert for the first INCRBY of each key; repeats go to the group transaction."""
+    first: dict[tuple[int, bytes], _Op] = {}
+    rest: list[_Op] = []
+    for op in ops:
+        if (op.db, op.key) in first:
+            rest.append(op)
+        else:
+            first[(op.db, op.key)] = op
+    slots = sorted(first)  # one lock order: no deadlocks
+    rows = await conn.fetch(
+        _INCR_FAST,
+        [d for d, _ in slots],
+        [k for _, k in slots],
+        [first[s].delta for s in slots],
+        now_ms(),
+    )
+    done = {(r[0], bytes(r[1])): int(r[2]) for r in rows}
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    for slot, op in first.items():
+        if slot in done:
+            outcomes[id(op)] = (True, done[slot])
+        else:
+            rest.append(op)
+    return outcomes, rest, set()
+
+
+async def _fast_pushes(
+    conn: Any, ops: list[_Op], payload: Callable[[Pushed], str | None] | None
+) -> Fast:
+    """Every LPUSH/RPUSH of a group in one call of helios_kv.push_group (LPUSHX: not here)."""
+    if any(op.only_existing for op in ops):
+        return {}, ops, set()
+    slots = sorted({(op.db, op.key) for op in ops})
+    index = {slot: n for n, slot in enumerate(slots, 1)}
+    items: tuple[list[int], list[bool], list[bytes]] = ([], [], [])
+    for op in ops:
+        n = index[(op.db, op.key)]
+        for value in op.values or []:
+            items[0].append(n)
+            items[1].append(op.left)
+            items[2].append(value)
+    rows = await conn.fetch(
+        _PUSH_GROUP,
+        [d for d, _ in slots],
+        [k for _, k in slots],
+        *items,
+        now_ms(),
+        None if payload is None else payload(set(slots)),
+    )
+    state: dict[int, tuple[str, int]] = {}
+    for n, kind, lo, hi in rows:
+        state[n] = (kind, hi - lo + 1 if kind == "list" and lo is not None else 0)
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    lengths = {n: length for n, (_, length) in state.items()}
+    pushed: Pushed = set()
+    for op in ops:
+        n = index[(op.db, op.key)]
+        if state[n][0] not in ("list", "new"):
+            outcomes[id(op)] = (False, fault(Reason.WRONG_TYPE))
+            continue
+        lengths[n] += len(op.values or [])
+        outcomes[id(op)] = (True, lengths[n])
+        pushed.add((op.db, op.key))
+    return outcomes, [], pushed
+
+
+async def _fast_adds(
+    conn: Any, ops: list[_Op], payload: Callable[[Pushed], str | None] | None
+) -> Fast:
+    """Every plain HSET / SADD / ZADD of a group in one call of helios_kv.add_group."""
+    wants: dict[tuple[int, bytes], str] = {}
+    for op in ops:
+        if wants.setdefault((op.db, op.key), op.type) != op.type:
+            return {}, ops, set()  # one key, two types in one group: the transaction sorts it
+    slots = sorted(wants)
+    index = {slot: n for n, slot in enumerate(slots, 1)}
+    latest: dict[tuple[int, bytes], Any] = {}
+    for op in ops:
+        n = index[(op.db, op.key)]
+        for element, value in op.elements or []:
+            latest[(n, element)] = value
+    elements = sorted(latest)
+    zsets = {(op.db, op.key) for op in ops if op.type == "zset"}
+    rows = await conn.fetch(
+        _ADD_GROUP,
+        [d for d, _ in slots],
+        [k for _, k in slots],
+        [wants[s] for s in slots],
+        [n for n, _ in elements],
+        [e for _, e in elements],
+        [latest[e] if wants[slots[e[0] - 1]] == "hash" else None for e in elements],
+        [latest[e] if wants[slots[e[0] - 1]] == "zset" else None for e in elements],
+        now_ms(),
+        None if payload is None or not zsets else payload(zsets),
+    )
+    state: dict[int, str] = {}
+    fresh: set[tuple[int, bytes]] = set()
+    for n, kind, added in rows:
+        state[n] = kind
+        fresh.update((n, bytes(element)) for element in added)
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    pushed: Pushed = set()
+    for op in ops:
+        n = index[(op.db, op.key)]
+        if state[n] not in ("new", op.type):
+            outcomes[id(op)] = (False, fault(Reason.WRONG_TYPE))
+            continue
+        count = 0
+        for element, _ in op.elements or []:
+            if (n, element) in fresh:
+                fresh.discard((n, element))
+                count += 1
+        outcomes[id(op)] = (True, count)
+        if op.type == "zset":
+            pushed.add((op.db, op.key))
+    return outcomes, [], pushed

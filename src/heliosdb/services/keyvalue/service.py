@@ -109,6 +109,7 @@ class KeyValue:
             synchronous_commit=durability == "always",
             before_commit=self._notify_pushes,
             after_commit=self._wake,
+            push_payload=self._push_payload,
         )
         self._channels: dict[bytes, set[Deliver]] = {}
         self._patterns: dict[bytes, tuple[re.Pattern[bytes], set[Deliver]]] = {}
@@ -251,7 +252,8 @@ class KeyValue:
             for event in self._waiters.get(slot, ()):
                 event.set()
 
-    async def _notify_pushes(self, conn: Any, pushed: set[tuple[int, bytes]]) -> None:
+    def _push_payload(self, pushed: set[tuple[int, bytes]]) -> str | None:
+        """The NOTIFY that wakes other nodes' blocked pops; None when too big to send."""
         payload = orjson.dumps(
             {
                 "o": self.node_id,
@@ -259,7 +261,11 @@ class KeyValue:
                 "p": [[db, base64.b64encode(key).decode()] for db, key in pushed],
             }
         ).decode()
-        if len(payload) < NOTIFY_LIMIT:
+        return payload if len(payload) < NOTIFY_LIMIT else None
+
+    async def _notify_pushes(self, conn: Any, pushed: set[tuple[int, bytes]]) -> None:
+        payload = self._push_payload(pushed)
+        if payload is not None:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
     # -- pub/sub ---------------------------------------------------------------------------

@@ -361,6 +361,8 @@ async def _info_sections(call: Call) -> dict[str, list[tuple[str, Any]]]:
             ("rejected_connections", server.rejected_connections),
             ("pubsub_channels", call.kv.local_channel_count()),
             ("pubsub_patterns", call.kv.local_pattern_count()),
+            ("helios_coalesced_batches", call.kv.coalescer.batches),
+            ("helios_coalesced_commands", call.kv.coalescer.operations),
         ],
         "Replication": [("role", "master"), ("connected_slaves", 0)],
         "Keyspace": keyspace,
