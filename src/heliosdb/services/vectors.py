@@ -50,6 +50,7 @@ MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
 INDEX_CACHE_SECONDS = 5.0
 MAX_CACHED_FILTERS = 1024
+MAX_CACHED_STATEMENTS = 1024
 DEFAULTS = {"m": 16, "ef_construction": 128}
 # ef_search when neither the request nor the index sets one: it follows top_k.
 EF_SEARCH_FLOOR = 400
@@ -145,6 +146,9 @@ class Vectors:
         # Compiled filters by (text, declared fields, first parameter number): parsing one
         # with pglast and walking its tree costs more than the rest of a search's own work.
         self._filters: dict[tuple[str, Any, int], CompiledFilter] = {}
+        # Search statements (by index, by exact scan) by their shape: building the text
+        # (quoting, joining) on every search cost more than reading a dict.
+        self._statements: dict[tuple[str, str, bool, bool, str | None], tuple[str, str]] = {}
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -348,15 +352,62 @@ class Vectors:
             ef, source = default_ef_search(top_k), "default"
         ef = max(top_k, ef)
         metric = METRICS[index.metric]
-        columns = [f"embedding {metric.operator} $1::public.vector AS distance"]
-        if include_vectors:
-            columns.append("embedding")
-        if include_metadata:
-            columns.append("metadata")
         filtered = filter is not None and filter != ""
         path = "exact" if exact else ("hnsw_iterative" if filtered else "hnsw")
         iterative = "relaxed_order" if path == "hnsw_iterative" else "off"
         params: list[Any] = [_vector_text(query), top_k, str(ef), iterative]
+        condition = None
+        if filtered:
+            compiled = self._compiled_filter(str(filter), index, len(params))
+            condition = compiled.sql
+            params += compiled.params
+        by_index, brute = self._statement(index, include_vectors, include_metadata, condition)
+        async with self.engine.connection(principal.access, owner=principal.id) as conn:
+            try:
+                rows = await _fetch(conn, brute if path == "exact" else by_index, params)
+                if path != "exact" and len(rows) < top_k:
+                    path = "exact"
+                    rows = await _fetch(conn, brute, params)
+            except _ENGINE_ERRORS as exc:
+                raise from_engine(exc) from None
+            conn.keep_session(principal.id)  # the settings above were statement-local
+        # relaxed_order (a filtered scan) may return rows slightly out of distance order.
+        rows.sort(key=_distance)
+        score = metric.score
+        # Columns by position: id, distance, then embedding and metadata as requested.
+        matches = [
+            Match(
+                id=r[0],
+                score=score(r[1]),
+                distance=r[1],
+                vector=r[2] if include_vectors else None,
+                metadata=r[-1] if include_metadata else None,
+            )
+            for r in rows
+        ]
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        return SearchResult(matches, path, ef, elapsed, source)
+
+    def _statement(
+        self,
+        index: VectorIndex,
+        include_vectors: bool,
+        include_metadata: bool,
+        condition: str | None,
+    ) -> tuple[str, str]:
+        """The search statement by the index and the exact one (``ORDER BY distance +
+        0``) for an index, the columns asked for and the compiled filter's SQL; $1 is the
+        query vector, $2 k, $3 ef_search, $4 the iterative scan mode, $5... the filter's."""
+        key = (index.name, index.metric, include_vectors, include_metadata, condition)
+        cached = self._statements.get(key)
+        if cached is not None:
+            return cached
+        operator = METRICS[index.metric].operator
+        columns = [f"embedding {operator} $1::public.vector AS distance"]
+        if include_vectors:
+            columns.append("embedding")
+        if include_metadata:
+            columns.append("metadata")
         # pgvector reads its settings when the index scan starts. An uncorrelated subquery
         # in WHERE becomes an InitPlan that the engine runs as a one-time filter before
         # the scan below it starts, so the settings travel in the search statement itself
@@ -368,40 +419,23 @@ class Vectors:
             "(SELECT set_config('hnsw.ef_search', $3, true) "
             "|| set_config('hnsw.iterative_scan', $4, true)) IS NOT NULL"
         ]
-        if filtered:
-            compiled = self._compiled_filter(str(filter), index, len(params))
-            conditions.append(compiled.sql)
-            params += compiled.params
+        if condition is not None:
+            conditions.append(condition)
         head = (
             f"SELECT id, {', '.join(columns)} FROM {index.table} "  # noqa: S608
             f"WHERE {' AND '.join(conditions)} "
         )
-        by_index = head + "ORDER BY distance LIMIT $2"
-        # Exact search orders by an expression no index serves. It is a statement of its own
-        # on purpose: the engine may keep one generic plan per statement whatever the
+        # Exact search orders by an expression no index serves. It is a statement of its
+        # own on purpose: the engine may keep one generic plan per statement whatever the
         # planner settings say, so a setting could not be trusted to turn the index off.
-        brute = head + f"ORDER BY (embedding {metric.operator} $1::public.vector) + 0 LIMIT $2"
-        async with self.engine.connection(principal.access, owner=principal.id) as conn:
-            try:
-                rows = await _fetch(conn, brute if path == "exact" else by_index, params)
-                if path != "exact" and len(rows) < top_k:
-                    path = "exact"
-                    rows = await _fetch(conn, brute, params)
-            except _ENGINE_ERRORS as exc:
-                raise from_engine(exc) from None
-            conn.keep_session(principal.id)  # the settings above were statement-local
-        matches = [
-            Match(
-                id=r["id"],
-                score=metric.score(r["distance"]),
-                distance=r["distance"],
-                vector=r["embedding"] if include_vectors else None,
-                metadata=r["metadata"] if include_metadata else None,
-            )
-            for r in sorted(rows, key=lambda r: r["distance"])
-        ]
-        elapsed = round((time.perf_counter() - started) * 1000, 3)
-        return SearchResult(matches, path, ef, elapsed, source)
+        statements = (
+            head + "ORDER BY distance LIMIT $2",
+            head + f"ORDER BY (embedding {operator} $1::public.vector) + 0 LIMIT $2",
+        )
+        if len(self._statements) >= MAX_CACHED_STATEMENTS:
+            self._statements.clear()
+        self._statements[key] = statements
+        return statements
 
     def _compiled_filter(self, text: str, index: VectorIndex, offset: int) -> CompiledFilter:
         fields = index.metadata_fields
@@ -420,6 +454,11 @@ def default_ef_search(top_k: int) -> int:
     since recall@k at a fixed beam falls as k grows (pgvector returns at most ef_search
     rows, and a beam of a few k misses many of the k nearest)."""
     return min(MAX_EF_SEARCH, max(EF_SEARCH_FLOOR, EF_SEARCH_PER_K * top_k))
+
+
+def _distance(row: Any) -> float:
+    distance: float = row[1]
+    return distance
 
 
 async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -473,14 +512,32 @@ def _checked_vector(index: VectorIndex, vector: Any, where: str) -> list[float]:
         raise invalid(
             f"{where} has {len(vector)} dimensions; index {index.name!r} has {index.dimension}"
         )
-    values = [float(v) for v in vector if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(values) != index.dimension:
-        raise invalid(f"{where} must contain only numbers")
-    if not all(math.isfinite(v) for v in values):
-        raise invalid(f"{where} contains NaN or infinity")
+    kinds = set(map(type, vector))
+    if kinds == _FLOAT and type(vector) is list:
+        # The common case (a JSON array of floats, a protobuf repeated float made a list):
+        # one C-speed pass for the types, one for finiteness. A sum is NaN or infinite
+        # when any term is, or when finite terms overflow (then each is looked at).
+        values: list[float] = vector
+        if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
+            raise invalid(f"{where} contains NaN or infinity")
+    else:
+        if not kinds <= _NUMBER:  # bool is an int to Python, but not a number here
+            numeric = (float, int)
+            if not all(isinstance(v, numeric) and type(v) is not bool for v in vector):
+                raise invalid(f"{where} must contain only numbers")
+        try:
+            values = [float(v) for v in vector]
+        except OverflowError:
+            raise invalid(f"{where} contains a number too large for a vector") from None
+        if not all(map(math.isfinite, values)):
+            raise invalid(f"{where} contains NaN or infinity")
     if index.metric == "cosine" and not any(values):
         raise invalid(f"{where} is all zeros, which has no cosine distance")
     return values
+
+
+_FLOAT = {float}
+_NUMBER = {float, int}
 
 
 def _check_record(index: VectorIndex, record: VectorRecord, position: int) -> None:

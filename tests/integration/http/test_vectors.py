@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from heliosdb.services.vectors import DEFAULTS, default_ef_search
@@ -457,3 +458,118 @@ async def test_vectors_search_bad_input_rejected(api: httpx.AsyncClient, loaded:
     for body, status in cases:
         response = await api.post("/vectors/search", json=body)
         assert response.status_code == status, (body, response.text)
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        ([True] + [1.0] * (DIM - 1), "only numbers"),
+        ([None] + [1.0] * (DIM - 1), "only numbers"),
+        (["1.0"] + [1.0] * (DIM - 1), "only numbers"),
+        ([[1.0]] + [1.0] * (DIM - 1), "only numbers"),
+        ([0] * DIM, "all zeros"),
+    ],
+)
+async def test_vectors_search_vector_elements_checked(
+    api: httpx.AsyncClient, loaded: str, vector: list[Any], message: str
+) -> None:
+    response = await api.post("/vectors/search", json={"index_name": loaded, "vector": vector})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"]
+
+
+async def test_vectors_search_integers_and_huge_numbers(
+    api: httpx.AsyncClient, loaded: str, data: np.ndarray
+) -> None:
+    as_ints = [round(v * 1000) for v in data[3].tolist()]  # JSON integers are numbers too
+    found = await search(api, index_name=loaded, vector=as_ints, top_k=1)
+    assert found["results"][0]["id"] == "3"
+    # Finite JSON numbers whose sum overflows a float are still finite.
+    big = [1e308, 1e308] + [1.0] * (DIM - 2)
+    response = await api.post("/vectors/search", json={"index_name": loaded, "vector": big})
+    assert response.status_code in (200, 400), response.text  # the engine's float4 may refuse
+    if response.status_code == 400:
+        assert "NaN" not in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("include_vectors", "include_metadata", "filter_text"),
+    [(True, False, None), (False, True, None), (True, False, "even"), (False, True, "even"),
+     (True, True, "even"), (False, False, "even")],
+)  # fmt: skip
+async def test_vectors_search_returns_exactly_the_columns_asked_for(
+    api: httpx.AsyncClient,
+    loaded: str,
+    data: np.ndarray,
+    include_vectors: bool,
+    include_metadata: bool,
+    filter_text: str | None,
+) -> None:
+    body: dict[str, Any] = {"index_name": loaded, "vector": data[10].tolist(), "top_k": 3,
+                            "include_vectors": include_vectors,
+                            "include_metadata": include_metadata}  # fmt: skip
+    if filter_text:
+        body["filter"] = filter_text
+    for _ in range(2):  # the second search runs the cached statement
+        results = (await search(api, **body))["results"]
+        assert results[0]["id"] == "10"
+        for result in results:
+            i = int(result["id"])
+            assert set(result) == {"id", "score", "distance"} | (
+                {"vector"} if include_vectors else set()
+            ) | ({"metadata"} if include_metadata else set())
+            if include_vectors:
+                assert np.allclose(result["vector"], data[i], atol=1e-6)
+            if include_metadata:
+                assert result["metadata"] == {"category": CATEGORIES[i % 4], "price": i,
+                                              "even": i % 2 == 0}  # fmt: skip
+            if filter_text:
+                assert i % 2 == 0
+
+
+async def test_vectors_search_hot_route_and_asgi_answer_alike(
+    api: httpx.AsyncClient, loaded: str, data: np.ndarray
+) -> None:
+    """A body with Content-Length takes the listener's lane; a chunked one (no length)
+    goes through ASGI: same results, same errors."""
+    payload = orjson.dumps({"index_name": loaded, "vector": data[4].tolist(), "top_k": 5})
+
+    async def chunked(raw: bytes) -> Any:
+        for start in range(0, len(raw), 100):
+            yield raw[start : start + 100]
+
+    lane = await api.post("/vectors/search", content=payload)
+    asgi = await api.post("/vectors/search", content=chunked(payload))
+    assert lane.status_code == asgi.status_code == 200, (lane.text, asgi.text)
+    assert lane.headers["content-type"] == asgi.headers["content-type"] == "application/json"
+    assert [r["id"] for r in lane.json()["results"]] == [r["id"] for r in asgi.json()["results"]]
+    for bad, code in ((b"{", "INVALID_ARGUMENT"), (b"[1]", "INVALID_ARGUMENT"),
+                      (b'{"index_name": "x", "nope": 1}', "INVALID_ARGUMENT")):  # fmt: skip
+        answers = [
+            await api.post("/vectors/search", content=bad),
+            await api.post("/vectors/search", content=chunked(bad)),
+        ]
+        assert [a.status_code for a in answers] == [400, 400]
+        assert answers[0].json() == answers[1].json()
+        assert answers[0].json()["error"]["code"] == code
+
+
+async def test_vectors_search_credentials_and_body_limit(
+    node: Any, api: httpx.AsyncClient, loaded: str, data: np.ndarray
+) -> None:
+    body = {"index_name": loaded, "vector": data[1].tolist()}
+    async with httpx.AsyncClient(base_url=node.api) as anonymous:
+        response = await anonymous.post("/vectors/search", json=body)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        wrong = await anonymous.post(
+            "/vectors/search", json=body, headers={"Authorization": "Bearer hdb_sk_nope"}
+        )
+        assert wrong.status_code == 401
+    huge = {"index_name": loaded, "vector": [1.0] * (3 * 1024 * 1024)}  # > 10 MiB of JSON
+    response = await api.post("/vectors/search", json=huge)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert (await api.post("/vectors/search", json=body)).status_code == 200
+    metrics = (await api.get("/metrics")).text
+    assert 'route="/vectors/search",status="200"' in metrics

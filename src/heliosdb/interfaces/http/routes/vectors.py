@@ -9,21 +9,44 @@ POST   /vectors/upsert            {index_name, vectors: [{id, vector, metadata}]
 POST   /vectors/delete            {index_name, ids}
 POST   /vectors/search            {index_name, vector, top_k, filter, include_vectors,
                                   include_metadata, exact, ef_search}
+
+Search is a hot path: :class:`SearchEndpoint` answers it ahead of FastAPI's middleware
+stack, request object and dependency solving (in the listener's lane when the app has
+one, else in pure ASGI), as routes/query.py does for /query; the FastAPI route below
+documents it in OpenAPI and answers when the app is mounted without the hot route. Both
+run :func:`run_search`, so behaviour and error bodies are one.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Set as AbstractSet
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
-from heliosdb.errors import invalid
-from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep
-from heliosdb.interfaces.http.responses import json_response, read_json_object
+from heliosdb.engine.codecs import json_default
+from heliosdb.errors import HeliosError, invalid
+from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep, principal_from_headers
+from heliosdb.interfaces.http.errors import error_response, internal_error_response
+from heliosdb.interfaces.http.middleware import OPEN_REQUESTS, record_request, too_large
+from heliosdb.interfaces.http.responses import (
+    json_response,
+    parse_json_object,
+    read_json_object,
+)
+from heliosdb.security.principals import Principal
+from heliosdb.services.container import Services
 from heliosdb.services.vectors import VectorRecord
 
 router = APIRouter(prefix="/vectors", tags=["vectors"])
+SEARCH_PATH = "/vectors/search"  # under the API prefix
+_SEARCH_FIELDS = frozenset(("index_name", "vector", "top_k", "filter", "include_vectors",
+                            "include_metadata", "exact", "ef_search"))  # fmt: skip
+_FLAGS = ("include_vectors", "include_metadata", "exact")
 
 
 @router.post("/indexes", summary="Create a vector index", status_code=201)
@@ -89,9 +112,14 @@ async def delete(request: Request, principal: CurrentPrincipal, services: Servic
 @router.post("/search", summary="Vector similarity search")
 async def search(request: Request, principal: CurrentPrincipal, services: ServicesDep) -> Response:
     body = await read_json_object(request)
-    _only(body, {"index_name", "vector", "top_k", "filter", "include_vectors",
-                 "include_metadata", "exact", "ef_search"})  # fmt: skip
-    flags = {k: body.get(k, False) for k in ("include_vectors", "include_metadata", "exact")}
+    return Response(await run_search(services, principal, body), media_type="application/json")
+
+
+async def run_search(services: Services, principal: Principal, body: dict[str, Any]) -> bytes:
+    """Check a search body, search, and render the JSON response body."""
+    if not _SEARCH_FIELDS.issuperset(body):
+        _only(body, _SEARCH_FIELDS)
+    flags = {k: body.get(k, False) for k in _FLAGS}
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise invalid(f"{key} must be true or false")
@@ -115,7 +143,7 @@ async def search(request: Request, principal: CurrentPrincipal, services: Servic
         if match.metadata is not None:
             item["metadata"] = match.metadata
         results.append(item)
-    return json_response(
+    return orjson.dumps(
         {
             "results": results,
             "metrics": {
@@ -125,8 +153,115 @@ async def search(request: Request, principal: CurrentPrincipal, services: Servic
                 "ef_search_source": result.ef_search_source,
                 "results": len(results),
             },
-        }
+        },
+        default=json_default,
+        option=orjson.OPT_NON_STR_KEYS,
     )
+
+
+SEARCH_ROUTE = next(r for r in router.routes if getattr(r, "path", None) == SEARCH_PATH)
+CLIENT_CLOSED = 499  # the metrics status of a request whose client left before the body
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class SearchEndpoint:
+    """``POST /api/v1/vectors/search`` ahead of FastAPI's middleware stack, by two doors:
+
+    - :meth:`answer`, the listener's lane (interfaces/http/server.py), which has read
+      the headers and the whole body (its Content-Length within ``limit``);
+    - ``__call__``, pure ASGI, for every request the lane does not take.
+
+    Both take the general pipeline's steps in its order: metrics, body size limit (by
+    Content-Length first, then while reading), credentials, JSON body, search; every
+    error leaves with the body and status the FastAPI route gives.
+    """
+
+    def __init__(self, services: Services, max_body_bytes: int, path: str) -> None:
+        self.services = services
+        self.limit = max_body_bytes
+        self.path = path  # as the client sent it, for the log of an unexpected error
+        self.label: str = getattr(SEARCH_ROUTE, "path", SEARCH_PATH)  # FastAPI's label
+
+    async def answer(self, headers: dict[str, str], body: bytes) -> Answer:
+        started = time.perf_counter()
+        status = 500
+        OPEN_REQUESTS.inc()
+        try:
+            result = await self._answer(headers, body, None)
+            status = result[0]
+            return result
+        finally:
+            OPEN_REQUESTS.dec()
+            record_request(self.label, status, time.perf_counter() - started)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+        OPEN_REQUESTS.inc()
+        try:
+            # ASGI header names are lower case; the first value wins, as in Starlette.
+            headers: dict[str, str] = {}
+            for name, value in scope["headers"]:
+                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            status, response_headers, payload = await self._answer(headers, None, receive)
+            if status != CLIENT_CLOSED:
+                start = {"type": "http.response.start", "status": status}
+                await send({**start, "headers": response_headers})
+                await send({"type": "http.response.body", "body": payload})
+        finally:
+            OPEN_REQUESTS.dec()
+            record_request(self.label, status, time.perf_counter() - started)
+
+    async def _answer(
+        self, headers: dict[str, str], body: bytes | None, receive: Receive | None
+    ) -> Answer:
+        try:
+            payload = await self._run(headers, body, receive)
+        except HeliosError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - the error funnel: logged, INTERNAL
+            response = internal_error_response("POST", self.path, exc)
+        else:
+            if payload is None:
+                return CLIENT_CLOSED, [], b""
+            return 200, [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))], payload
+        return response.status_code, response.raw_headers, bytes(response.body)
+
+    async def _run(
+        self, headers: dict[str, str], body: bytes | None, receive: Receive | None
+    ) -> bytes | None:
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.limit
+            except ValueError:
+                too_big = True
+            if too_big:
+                raise too_large(self.limit)
+        principal = await principal_from_headers(self.services, headers)
+        if body is None:
+            assert receive is not None
+            body = await self._read_body(receive)
+            if body is None:
+                return None
+        return await run_search(self.services, principal, parse_json_object(body))
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, None if the client went away, PAYLOAD_TOO_LARGE past the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise too_large(self.limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _index_name(body: dict[str, Any]) -> str:
@@ -153,7 +288,7 @@ def _record(item: Any, position: int) -> VectorRecord:
     )
 
 
-def _only(body: dict[str, Any], allowed: set[str]) -> None:
+def _only(body: dict[str, Any], allowed: AbstractSet[str]) -> None:
     unknown = set(body) - allowed
     if unknown:
         raise invalid(f"unknown fields: {', '.join(sorted(unknown))}")
