@@ -3,6 +3,7 @@
     .venv/bin/python bench/vectors.py [--count 100000] [--dim 128] [--queries 200]
                                       [--concurrency 8] [--ef-construction N]
                                       [--ef-search default|N [N ...]]
+                                      [--workers N] [--data-dir DIR]
 
 Starts a real node, creates a cosine index and loads ``--count`` vectors generated with
 a fixed seed (clusters in 16 latent dimensions projected to ``--dim``; metadata
@@ -18,14 +19,21 @@ raw pgvector runs with that same beam), unfiltered and with
   HTTP client spends more CPU per request than the node does and would measure itself;
   recall from one pass of the same searches with httpx;
 - gRPC ``VectorSearch`` (grpc.aio, same concurrency);
-- raw pgvector: asyncpg on the engine's socket, ``ORDER BY embedding <=> $1 LIMIT 10``
-  on ``--concurrency`` connections, ``hnsw.ef_search`` set once per session (and
-  ``hnsw.iterative_scan = relaxed_order`` for the filtered case);
+- raw pgvector: asyncpg on the engine's socket, the statement HeliosDB runs
+  (``SELECT id, embedding <=> $1 AS distance ... [WHERE metadata @> $2] ORDER BY distance
+  LIMIT 10``, prepared once per connection) on ``--concurrency`` connections, with the
+  same ``hnsw.ef_search`` and ``hnsw.iterative_scan`` (``relaxed_order`` for the
+  filtered case) set once per session;
 - exact: the same statement with index scans off (ground truth for the engine's view).
 
 Recall@10 is against numpy brute force. It prints QPS, recall, each path's QPS as a
-ratio to raw pgvector, and the node's CPU time per search (REST and gRPC), which the
-machine's other load does not distort. Absolute QPS on a shared machine mean little.
+ratio to raw pgvector, the node's CPU time per search (REST and gRPC) and the engine's
+(its backends' CPU, every side): CPU figures the machine's other load does not distort.
+Absolute QPS on a shared machine mean little.
+
+``--workers N`` runs the node with N REST processes (gRPC stays in one). ``--data-dir``
+keeps the node's data there and reuses an index already loaded with ``--count`` vectors
+(the 100,000-vector HNSW build takes many minutes on a busy machine).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +60,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-from bench.common import cpu_seconds, free_port_flags  # noqa: E402
+from bench.common import connect_engine, cpu_seconds, free_port_flags  # noqa: E402
 
 from heliosdb.services.vectors import (  # noqa: E402
     DEFAULTS,
@@ -119,14 +128,18 @@ def recall(found: list[list[int]], expected: list[set[int]]) -> float:
 
 
 async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespace) -> float:
-    options: dict[str, Any] = {"name": INDEX, "dimension": args.dim, "metric": "cosine",
-                               "m": args.m, "ef_construction": args.ef_construction}  # fmt: skip
-    if args.ef_search[0] is not None:
-        options["ef_search"] = args.ef_search[0]
-    created = await api.post("/vectors/indexes", json=options)
-    created.raise_for_status()
-    started = time.perf_counter()
     batches = [range(s, min(s + args.batch, len(data))) for s in range(0, len(data), args.batch)]
+    existing = await api.get(f"/vectors/indexes/{INDEX}")
+    if existing.status_code == 200:
+        count = existing.json()["count"]
+        print(f"reusing {INDEX} ({count} of {len(data)} vectors)", file=sys.stderr)
+        await set_index_ef_search(args.data_dir, args.ef_search[0])
+        # Batches go two at a time, in order: every batch before the last two is whole.
+        # The upsert is idempotent, so loading goes on from there.
+        batches = batches[max(0, count // args.batch - 2) :] if count < len(data) else []
+    else:
+        await create_index(api, args)
+    started = time.perf_counter()
 
     async def send(batch: range) -> None:
         body = {
@@ -144,23 +157,49 @@ async def load(api: httpx.AsyncClient, data: np.ndarray, args: argparse.Namespac
     return time.perf_counter() - started
 
 
+async def create_index(api: httpx.AsyncClient, args: argparse.Namespace) -> None:
+    options: dict[str, Any] = {"name": INDEX, "dimension": args.dim, "metric": "cosine",
+                               "m": args.m, "ef_construction": args.ef_construction}  # fmt: skip
+    if args.ef_search[0] is not None:
+        options["ef_search"] = args.ef_search[0]
+    created = await api.post("/vectors/indexes", json=options)
+    created.raise_for_status()
+
+
 def node_cpu(node: NodeProcess) -> float:
-    """CPU seconds (user + system) the node has used so far."""
+    """CPU seconds (user + system) the node and its worker processes have used so far."""
     assert node.process is not None
     return cpu_seconds(node.process.pid)
 
 
-def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[float, float]:
-    """REST searches from wrk for ``--rest-seconds``: (requests per second, node CPU µs each)."""
+def engine_cpu(data_dir: Path) -> float:
+    """CPU seconds the embedded engine has used so far: the postmaster, its live backends
+    and the children it has reaped."""
+    postmaster = int((data_dir / "engine" / "postmaster.pid").read_text().split()[0])
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[float, int]:
+    """REST searches from wrk for ``--rest-seconds``: (requests per second, requests)."""
     assert node.admin_key is not None
     env = {**os.environ, "HELIOSDB_KEY": node.admin_key, "BENCH_BODIES": str(bodies)}
     command = [
         "wrk", "-t2", f"-c{args.concurrency}", f"-d{args.rest_seconds}s", "--timeout", "30s",
         "-s", str(WRK_SCRIPT), node.http_url,
     ]  # fmt: skip
-    before = node_cpu(node)
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    cpu = node_cpu(node) - before
     for line in out.splitlines():
         if line.startswith("FAILURE "):
             sys.stderr.write(f"REST: {line}\n")
@@ -171,23 +210,47 @@ def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[
     if values["non2xx"] or values["socket_errors"]:
         sys.stderr.write(f"REST: {values['non2xx']} non-2xx, {values['socket_errors']} errors\n")
     requests = max(1, values["requests"])
-    return requests / (values["duration_us"] / 1e6), cpu / requests * 1e6
+    return requests / (values["duration_us"] / 1e6), requests
 
 
 async def set_index_ef_search(data_dir: Path, ef_search: int | None) -> None:
     """The index's default ef_search, changed in its catalog row as an administrator would;
     then the node's index cache (a few seconds) is waited out."""
-    password = (data_dir / "engine.password").read_text().strip()
-    conn = await asyncpg.connect(
-        host=str(data_dir / "run"), user="heliosdb", password=password, database="heliosdb"
-    )
+    conn = await connect_engine(data_dir)
     try:
-        await conn.execute(
-            "UPDATE helios.vector_indexes SET ef_search = $1 WHERE name = $2", ef_search, INDEX
-        )
+        status = await conn.execute(
+            "UPDATE helios.vector_indexes SET ef_search = $1 WHERE name = $2 "
+            "AND ef_search IS DISTINCT FROM $1",
+            ef_search, INDEX,
+        )  # fmt: skip
     finally:
         await conn.close()
-    await asyncio.sleep(INDEX_CACHE_SECONDS + 0.5)
+    if status != "UPDATE 0":
+        await asyncio.sleep(INDEX_CACHE_SECONDS + 0.5)
+
+
+@dataclass
+class Side:
+    """One path's figures for one case, summed over the rounds."""
+
+    qps: float = 0.0
+    recall: float = 0.0
+    searches: int = 0
+    node_cpu: float = 0.0  # seconds
+    engine_cpu: float = 0.0  # seconds
+    client_cpu: float | None = None  # seconds (this process), None: not measured here
+
+    def add(self, qps: float, searches: int, node: float, engine: float) -> None:
+        self.qps += qps
+        self.searches += searches
+        self.node_cpu += node
+        self.engine_cpu += engine
+
+    def per_search(self, seconds: float | None) -> float | None:
+        return None if seconds is None else seconds / max(1, self.searches) * 1e6
+
+
+Row = tuple[str, str, str, Side]
 
 
 async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> None:
@@ -197,18 +260,13 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
     expected = {"none": truth(data, queries, None), "10%": truth(data, queries, allowed)}
     headers = {"Authorization": f"Bearer {node.admin_key}"}
     limits = httpx.Limits(max_connections=args.concurrency)
-    rows: list[tuple[str, str, str, float, float, float | None]] = []
+    rows: list[Row] = []
     async with httpx.AsyncClient(
         base_url=node.api, headers=headers, timeout=600, limits=limits
     ) as api:
         seconds = await load(api, data, args)
         print(f"loaded {args.count} x {args.dim} in {seconds:.1f} s", file=sys.stderr)
-        password = (data_dir / "engine.password").read_text().strip()
-        raw = [
-            await asyncpg.connect(host=str(data_dir / "run"), user="heliosdb",
-                                  password=password, database="heliosdb")
-            for _ in range(args.concurrency)
-        ]  # fmt: skip
+        raw = [await connect_engine(data_dir) for _ in range(args.concurrency)]
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.ports['grpc']}")
         stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
         metadata = [("authorization", f"Bearer {node.admin_key}")]
@@ -218,8 +276,8 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
                     await set_index_ef_search(data_dir, ef_search)
                 for label, text in (("none", None), ("10%", FILTER)):
                     rows += await bench_case(
-                        node, args, api, stub, metadata, raw, queries, expected[label],
-                        label, text, ef_search,
+                        node, data_dir, args, api, stub, metadata, raw, queries,
+                        expected[label], label, text, ef_search,
                     )  # fmt: skip
         finally:
             await channel.close()
@@ -228,25 +286,36 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
     print(
         f"\nvector search, {args.count} x {args.dim} cosine, HNSW m={args.m} "
         f"ef_construction={args.ef_construction}, top {K}, {args.queries} queries, "
-        f"concurrency {args.concurrency}; REST from wrk ({args.rest_seconds} s per round), "
-        "gRPC from grpc.aio; node CPU per search from the node process's utime + stime"
+        f"concurrency {args.concurrency}, node --workers {args.workers}; REST from wrk "
+        f"({args.rest_seconds} s per round), gRPC from grpc.aio, raw from asyncpg; "
+        f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f} at the end.\n"
+        "CPU per search (µs): node = the node's processes, engine = its backends, "
+        "client = this script (raw and gRPC)"
     )
     header = (
-        f"{'ef':>12}  {'filter':<8}{'path':<8}{'QPS':>9}{'recall@10':>11}{'vs raw':>9}"
-        f"{'node µs':>10}"
+        f"{'ef':>12}  {'filter':<8}{'path':<7}{'QPS':>8}{'recall@10':>11}{'vs raw':>8}"
+        f"{'node µs':>9}{'engine µs':>11}{'client µs':>11}"
     )
     print(header)
     print("-" * len(header))
-    raw_qps = {(ef, label): qps for ef, label, name, qps, _, _ in rows if name == "raw"}
-    for ef, label, name, qps, score, cpu in rows:
+    raw_qps = {(ef, label): side.qps for ef, label, name, side in rows if name == "raw"}
+
+    def cell(value: float | None, width: int) -> str:
+        return " " * width if value is None else f"{value:>{width}.0f}"
+
+    for ef, label, name, side in rows:
+        node_us = None if name in ("raw", "exact") else side.per_search(side.node_cpu)
         print(
-            f"{ef:>12}  {label:<8}{name:<8}{qps:>9.0f}{score:>11.3f}"
-            f"{qps / raw_qps[ef, label]:>8.2f}x{'' if cpu is None else f'{cpu:>10.0f}'}"
+            f"{ef:>12}  {label:<8}{name:<7}{side.qps:>8.0f}{side.recall:>11.3f}"
+            f"{side.qps / raw_qps[ef, label]:>7.2f}x{cell(node_us, 9)}"
+            f"{cell(side.per_search(side.engine_cpu), 11)}"
+            f"{cell(side.per_search(side.client_cpu), 11)}"
         )
 
 
 async def bench_case(
     node: NodeProcess,
+    data_dir: Path,
     args: argparse.Namespace,
     api: httpx.AsyncClient,
     stub: heliosdb_pb2_grpc.HeliosDBStub,
@@ -257,7 +326,7 @@ async def bench_case(
     label: str,
     text: str | None,
     ef_setting: int | None,
-) -> list[tuple[str, str, str, float, float, float | None]]:
+) -> list[Row]:
     """One filter at one ef_search: raw, REST, gRPC and exact, as rows of the table."""
     paths: set[str] = set()
     beams: set[tuple[int, str]] = set()
@@ -283,65 +352,77 @@ async def bench_case(
         answer = await stub.VectorSearch(request, metadata=metadata)
         return [int(m.id) for m in answer.results]
 
-    where = " WHERE metadata @> '{\"category\": 3}'" if text else ""
+    # The statement HeliosDB runs (services/vectors.py), less the settings it carries:
+    # raw pgvector sets them once per session instead.
+    where = " WHERE metadata @> $2::jsonb" if text else ""
+    arguments: tuple[Any, ...] = ({"category": 3},) if text else ()
     sql = (
-        f"SELECT id FROM helios_vectors.{INDEX}{where} "  # noqa: S608
-        "ORDER BY embedding <=> $1::vector LIMIT 10"
+        f"SELECT id, embedding <=> $1::vector AS distance FROM helios_vectors.{INDEX}"  # noqa: S608
+        f"{where} ORDER BY distance LIMIT {K}"
     )
+    exact_sql = sql.replace("ORDER BY distance", "ORDER BY (embedding <=> $1::vector) + 0")
     iterative = "relaxed_order" if text else "off"
     for conn in raw:
+        await conn.set_type_codec(
+            "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            schema="pg_catalog",
+        )  # fmt: skip
         await conn.execute(
             f"SET hnsw.ef_search = {int(ef_search)}; SET hnsw.iterative_scan = {iterative}"
         )
+    statements = [await conn.prepare(sql) for conn in raw]
+    exact_statements = [await conn.prepare(exact_sql) for conn in raw]
 
-    async def direct(slot: int, vector: list[float], sql: str = sql) -> list[int]:
-        records = await raw[slot].fetch(sql, _text(vector))
+    async def direct(slot: int, vector: list[float]) -> list[int]:
+        records = await statements[slot].fetch(_text(vector), *arguments)
         return [int(r["id"]) for r in records]
 
-    exact_sql = sql.replace("$1::vector LIMIT", "$1::vector) + 0 LIMIT").replace(
-        "ORDER BY embedding", "ORDER BY (embedding"
-    )
-
     async def brute(slot: int, vector: list[float]) -> list[int]:
-        return await direct(slot, vector, exact_sql)
+        records = await exact_statements[slot].fetch(_text(vector), *arguments)
+        return [int(r["id"]) for r in records]
+
+    async def measured(
+        side: Side, search: Callable[[int, list[float]], Awaitable[list[int]]]
+    ) -> list[list[int]]:
+        node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
+        client_before = time.process_time()
+        qps, found = await timed(queries, args.concurrency, search)
+        side.add(qps / args.rounds, len(queries), node_cpu(node) - node_before,
+                 engine_cpu(data_dir) - engine_before)  # fmt: skip
+        side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
+        return found
 
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as handle:
         for query in queries:
             handle.write(orjson.dumps(body(query.tolist())) + b"\n")
     bodies = Path(handle.name)
+    figures = {"raw": Side(), "rest": Side(), "grpc": Side()}
     try:
         await timed(queries[:20], args.concurrency, direct)  # warm the caches
         await timed(queries[:20], args.concurrency, via_grpc)
         # REST recall from the same searches wrk times (one untimed pass with httpx).
         _, rest_found = await timed(queries, args.concurrency, rest)
-        figures: dict[str, list[Any]] = {
-            "raw": [0.0, 0.0, None],
-            "rest": [0.0, recall(rest_found, expected), 0.0],
-            "grpc": [0.0, 0.0, 0.0],
-        }
+        figures["rest"].recall = recall(rest_found, expected)
         for _ in range(args.rounds):  # alternate, so load changes hit every side
-            qps, found = await timed(queries, args.concurrency, direct)
-            figures["raw"][0] += qps / args.rounds
-            figures["raw"][1] = recall(found, expected)
-            qps, cpu = await asyncio.to_thread(run_wrk, node, bodies, args)
-            figures["rest"][0] += qps / args.rounds
-            figures["rest"][2] += cpu / args.rounds
-            before = node_cpu(node)
-            qps, found = await timed(queries, args.concurrency, via_grpc)
-            figures["grpc"][2] += (node_cpu(node) - before) / len(queries) * 1e6 / args.rounds
-            figures["grpc"][0] += qps / args.rounds
-            figures["grpc"][1] = recall(found, expected)
+            found = await measured(figures["raw"], direct)
+            figures["raw"].recall = recall(found, expected)
+            node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
+            qps, requests = await asyncio.to_thread(run_wrk, node, bodies, args)
+            figures["rest"].add(qps / args.rounds, requests, node_cpu(node) - node_before,
+                                engine_cpu(data_dir) - engine_before)  # fmt: skip
+            found = await measured(figures["grpc"], via_grpc)
+            figures["grpc"].recall = recall(found, expected)
     finally:
         bodies.unlink()
     exact_queries = queries[: max(10, args.queries // 10)]
     qps, found = await timed(exact_queries, args.concurrency, brute)
-    figures["exact"] = [qps, recall(found, expected[: len(exact_queries)]), None]
+    figures["exact"] = Side(qps=qps, recall=recall(found, expected[: len(exact_queries)]))
     print(
         f"ef_search {ef_label}, filter {label}: REST search paths {sorted(paths)}, "
         f"ef_search (value, source) {sorted(beams)}",
         file=sys.stderr,
     )
-    return [(ef_label, label, name, qps, score, cpu) for name, (qps, score, cpu) in figures.items()]
+    return [(ef_label, label, name, side) for name, side in figures.items()]
 
 
 def _ef_setting(text: str) -> int | None:
@@ -349,7 +430,7 @@ def _ef_setting(text: str) -> int | None:
 
 
 def _text(vector: list[float]) -> str:
-    return "[" + ",".join(repr(v) for v in vector) + "]"
+    return orjson.dumps(vector).decode()  # pgvector's text form, as HeliosDB sends it
 
 
 def main() -> int:
@@ -368,18 +449,28 @@ def main() -> int:
         "created with the first, then changed to each next",
     )  # fmt: skip
     parser.add_argument("--rest-seconds", type=int, default=5, help="wrk run per round")
+    parser.add_argument("--workers", type=int, default=1, help="the node's REST processes")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="keep the node's data here and reuse an index already loaded (default: a "
+        "temporary directory)",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("bench/vectors.py needs wrk (scripts/test-deps installs it)\n")
         return 1
     with tempfile.TemporaryDirectory(prefix="hdb-bench-vectors-") as tmp:
-        data_dir = Path(tmp) / "data"
+        args.data_dir = args.data_dir or Path(tmp) / "data"
         # Loading inserts into a growing HNSW graph: give a batch more than the usual 30 s.
-        flags = [*free_port_flags(), "--log-level", "warning", "--query-timeout", "600"]
-        node = NodeProcess(data_dir, extra_args=flags)
+        flags = [*free_port_flags(), "--log-level", "warning", "--query-timeout", "600",
+                 "--workers", str(args.workers)]  # fmt: skip
+        node = NodeProcess(args.data_dir, extra_args=flags)
         node.start()
         try:
-            asyncio.run(bench(node, data_dir, args))
+            asyncio.run(bench(node, args.data_dir, args))
+        except BaseException:
+            sys.stderr.write("node output (last lines):\n" + "".join(node.output[-30:]))
+            raise
         finally:
             node.stop()
     return 0
