@@ -1,18 +1,30 @@
 """gRPC ``ExecuteQuery`` point selects against the same statement run directly on the engine.
 
-    .venv/bin/python bench/grpc_query.py [--seconds 10] [--concurrency 32] [--processes 2]
+    .venv/bin/python bench/grpc_query.py [--seconds 10] [--concurrency 32] [--client h2load]
 
 Starts a real node (embedded engine, temp data directory), fills ``bench_items`` with
 ``--rows`` rows, then alternates short rounds of:
 
-- gRPC: ``--processes`` client processes (grpc.aio, one channel each) keeping
-  ``--concurrency`` calls in flight in all, each ``SELECT * FROM bench_items WHERE id = $1``
-  with a random id;
+- gRPC, ``--client h2load`` (the default when it is installed: ``apt-get install
+  nghttp2-client``): nghttp2's HTTP/2 load generator, written in C, so the load
+  generator takes little of the CPU the node and the engine need. It POSTs one fixed
+  request body (a length-prefixed ``QueryRequest``; h2load cannot vary a body, so every
+  call selects the same id) to ``/heliosdb.v1.HeliosDB/ExecuteQuery`` with
+  ``content-type: application/grpc``, ``te: trailers`` and the admin key, ``--concurrency``
+  calls in flight over ``--connections`` connections. h2load only sees HTTP statuses, and
+  a failed gRPC call is an HTTP 200 too, so the run is checked twice: the node's own count
+  of ExecuteQuery calls that ended OK (``/metrics``) must have grown by exactly the number
+  of calls h2load counted, and a few calls made before and after with the real grpcio
+  client must return the right rows.
+- gRPC, ``--client python``: ``--processes`` grpc.aio client processes (one channel each)
+  keeping ``--concurrency`` calls in flight in all, each with a random id. The Python
+  client costs about as much CPU per call as the node, on the same cores.
 - direct: asyncpg on the node's engine over its Unix socket, ``--concurrency``
-  connections, one prepared statement each, looping as fast as they can.
+  connections, one prepared statement each, random ids, looping as fast as they can.
 
-It prints calls per second, p50 and p99 latency of each, and gRPC / direct (target: at
-least 0.5x). Absolute numbers on a shared machine mean little; the ratio is the figure.
+It prints calls per second, p50 and p99 latency of each, gRPC / direct (target: at
+least 0.5x), and the CPU time per call of the node and of the load generator. Absolute
+numbers on a shared machine mean little; the ratio and the CPU per call are the figures.
 
 With ``--stream-rows N`` it then streams ``generate_series(1, N)`` through
 ``ExecuteQueryStream`` and prints rows per second and the node's resident memory before,
@@ -26,9 +38,14 @@ import asyncio
 import multiprocessing
 import os
 import random
+import re
+import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +136,86 @@ def run_grpc(node: NodeProcess, args: argparse.Namespace, seconds: float) -> Fig
     return out
 
 
+def _ok_calls(node: NodeProcess) -> int:
+    """ExecuteQuery calls the node has answered with status OK, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['http']}/api/v1/metrics") as reply:
+        text = reply.read().decode()
+    match = re.search(
+        r'^heliosdb_requests_total\{interface="grpc",route="ExecuteQuery",status="OK"\} (\S+)$',
+        text,
+        re.MULTILINE,
+    )
+    return int(float(match.group(1))) if match else 0
+
+
+def _h2load_command(node: NodeProcess, args: argparse.Namespace, body: Path) -> list[str]:
+    assert node.admin_key is not None
+    connections = min(args.connections, args.concurrency)
+    return [
+        "h2load", "-t", "1", "-c", str(connections),
+        "-m", str(max(1, args.concurrency // connections)), "-d", str(body),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "-H", f"authorization: Bearer {node.admin_key}",
+        f"http://127.0.0.1:{node.ports['grpc']}/heliosdb.v1.HeliosDB/ExecuteQuery",
+    ]  # fmt: skip
+
+
+def run_h2load(
+    node: NodeProcess, args: argparse.Namespace, seconds: float, body: Path, rate: float
+) -> Figure:
+    """``rate * seconds`` calls (h2load -n: every call it starts, it waits for, so its
+    count and the node's can be compared exactly)."""
+    assert node.process is not None
+    log = body.with_suffix(".log")
+    calls = max(args.concurrency * 10, round(rate * seconds))
+    command = [*_h2load_command(node, args, body), "-n", str(calls)]
+    ok_before = _ok_calls(node)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = cpu_seconds(node.process.pid)
+    began = time.perf_counter()
+    out = subprocess.run([*command, "--log-file", str(log)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - began
+    node_cpu = cpu_seconds(node.process.pid) - before
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    ok_calls = _ok_calls(node) - ok_before
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
+    if out.returncode != 0 or done is None:
+        raise SystemExit(f"h2load failed:\n{out.stdout}\n{out.stderr}")
+    succeeded = int(done.group(2))
+    latencies = [
+        int(line.split("\t")[2]) / 1e6
+        for line in log.read_text().splitlines()
+        if line.count("\t") == 2 and line.split("\t")[1] == "200"
+    ]
+    duration = re.search(r"finished in ([\d.]+)s", out.stdout)
+    result = figure(latencies, float(duration.group(1)) if duration else elapsed, 0)
+    result.errors = int(done.group(1)) - succeeded + abs(ok_calls - succeeded)
+    if ok_calls != succeeded:
+        print(f"!! h2load counted {succeeded} calls, the node answered {ok_calls} with OK")
+    result.node_us = node_cpu / max(1, succeeded) * 1e6
+    result.client_us = client_cpu / max(1, succeeded) * 1e6
+    return result
+
+
+def check_with_grpcio(node: NodeProcess, rows: int, calls: int = 20) -> None:
+    """A few calls through the real grpcio client, each checked row by row."""
+    assert node.admin_key is not None
+    metadata = (("authorization", f"Bearer {node.admin_key}"),)
+    rng = random.Random(7)
+    with grpc.insecure_channel(f"127.0.0.1:{node.ports['grpc']}") as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        for _ in range(calls):
+            wanted = rng.randint(1, rows)
+            reply = stub.ExecuteQuery(
+                pb.QueryRequest(sql=SELECT_SQL, params=[pb.Value(int_value=wanted)]),
+                metadata=metadata,
+            )
+            row = reply.rows[0].values
+            assert len(reply.rows) == 1 and row[0].int_value == wanted, reply
+            assert row[1].string_value == f"item-{wanted}", reply
+
+
 async def run_engine(data_dir: Path, args: argparse.Namespace, seconds: float) -> Figure:
     """The same statement straight on the engine (bench/common.py)."""
     return await run_point_selects(
@@ -145,6 +242,27 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def request_body(path: Path, rows: int) -> Path:
+    """The one request h2load sends: a gRPC length-prefixed ``QueryRequest``."""
+    message = pb.QueryRequest(
+        sql=SELECT_SQL, params=[pb.Value(int_value=rows // 3)]
+    ).SerializeToString()
+    path.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    return path
+
+
+def settle(node: NodeProcess, limit: float = 60.0) -> None:
+    """Wait until the node is idle: change capture of the rows just loaded costs CPU that
+    would otherwise be counted against the first calls."""
+    assert node.process is not None
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = cpu_seconds(node.process.pid)
+        time.sleep(1)
+        if cpu_seconds(node.process.pid) - before < 0.05:
+            return
 
 
 def run_stream(node: NodeProcess, rows: int) -> None:
@@ -180,7 +298,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="total per side")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
-    parser.add_argument("--processes", type=int, default=2, help="gRPC client processes")
+    parser.add_argument(
+        "--client",
+        choices=("h2load", "python"),
+        default="h2load" if shutil.which("h2load") else "python",
+        help="load generator: h2load (apt-get install nghttp2-client) or grpc.aio processes",
+    )
+    parser.add_argument("--connections", type=int, default=4, help="h2load connections")
+    parser.add_argument("--processes", type=int, default=2, help="grpc.aio client processes")
     parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
     parser.add_argument("--stream-rows", type=int, default=0, help="also stream N rows")
     args = parser.parse_args()
@@ -190,21 +315,42 @@ def main() -> int:
         node.start()
         try:
             setup(node, args.rows)
-            run_grpc(node, args, 1)  # warm every pooled connection's statement cache
+            settle(node)
+            body = request_body(Path(tmp) / "request.bin", args.rows)
+
+            rate = 500.0  # calls per second, until the first round measures it
+
+            def run_via(seconds: float) -> Figure:
+                nonlocal rate
+                if args.client == "h2load":
+                    result = run_h2load(node, args, seconds, body, rate)
+                    rate = result.rps
+                    return result
+                return run_grpc(node, args, seconds)
+
+            check_with_grpcio(node, args.rows)
+            run_via(1)  # warm every pooled connection's statement cache
             slice_seconds = args.seconds / args.rounds
             grpcs, directs = [], []
             for _ in range(args.rounds):
-                grpcs.append(run_grpc(node, args, slice_seconds))
+                grpcs.append(run_via(slice_seconds))
                 directs.append(asyncio.run(run_engine(data_dir, args, slice_seconds)))
+            check_with_grpcio(node, args.rows)
             via, direct = combine(grpcs), combine(directs)
             if args.stream_rows:
                 run_stream(node, args.stream_rows)
         finally:
             node.stop()
+    client = (
+        f"h2load, {min(args.connections, args.concurrency)} connections, one fixed id"
+        if args.client == "h2load"
+        else f"{args.processes} grpc.aio client processes, random ids"
+    )
     print(
         f"\ngRPC ExecuteQuery point select vs asyncpg on the engine: {args.concurrency} in "
-        f"flight, {args.processes} client processes, {args.seconds:g} s per side in "
-        f"{args.rounds} alternating rounds, {args.rows} rows, {os.cpu_count()} CPUs"
+        f"flight ({client}), {args.seconds:g} s per side in {args.rounds} alternating "
+        f"rounds, {args.rows} rows, {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     header = (
         f"{'gRPC calls/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
@@ -218,8 +364,9 @@ def main() -> int:
         f"{via.rps / direct.rps:>12.2f}x"
     )
     print(
-        f"CPU per gRPC call: node {via.node_us:.0f} µs, grpc.aio client {via.client_us:.0f} µs "
-        "(both share the machine's cores with the engine)"
+        f"CPU per gRPC call: node {via.node_us:.0f} µs, {args.client} client "
+        f"{via.client_us:.0f} µs; per direct statement: asyncpg client {direct.client_us:.0f} µs "
+        "(all share the machine's cores with the engine)"
     )
     if via.errors or direct.errors:
         print(f"errors: gRPC {via.errors}, direct {direct.errors}")
