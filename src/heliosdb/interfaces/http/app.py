@@ -1,8 +1,9 @@
 """The REST application: routers, error funnel and middleware, assembled in one place.
 
 Request pipeline, outermost first: metrics -> body limit -> routing -> auth dependency
--> handler -> service. POST /query, the hot path, takes the same steps in pure ASGI
-(routes/query.py QueryEndpoint) before the stack. Errors of every kind leave through
+-> handler -> service. POST /query, the hot path, takes the same steps itself
+(routes/query.py QueryEndpoint): in the listener's lane before ASGI (server.py), or in
+pure ASGI before the stack for requests the lane does not take. Errors of every kind leave through
 interfaces/http/errors.py.
 """
 
@@ -27,6 +28,7 @@ from heliosdb.interfaces.http.routes import (
     tables,
     vectors,
 )
+from heliosdb.interfaces.http.server import Lane
 from heliosdb.services.container import Services
 
 API_PREFIX = "/api/v1"
@@ -43,11 +45,13 @@ ROUTERS = (
 
 
 class RestApp(FastAPI):
-    """FastAPI, with hot routes answered in pure ASGI before its middleware stack."""
+    """FastAPI, with hot routes answered in pure ASGI before its middleware stack, and
+    by the listener's lane (``lanes``, raw POST path -> route; server.py) before ASGI."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.hot_routes: dict[tuple[str, str], ASGIApp] = {}
+        self.lanes: dict[bytes, Lane] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -72,9 +76,15 @@ def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> Re
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)
-    app.hot_routes[("POST", API_PREFIX + query.PATH)] = query.QueryEndpoint(
-        services, services.settings.http.max_body_bytes
+    endpoint = query.QueryEndpoint(
+        services, services.settings.http.max_body_bytes, API_PREFIX + query.PATH
     )
+    app.hot_routes[("POST", API_PREFIX + query.PATH)] = endpoint
+    app.lanes[(API_PREFIX + query.PATH).encode()] = endpoint
+    search_path = API_PREFIX + vectors.SEARCH_PATH
+    search = vectors.SearchEndpoint(services, services.settings.http.max_body_bytes, search_path)
+    app.hot_routes[("POST", search_path)] = search
+    app.lanes[search_path.encode()] = search
     app.add_middleware(BodyLimitMiddleware, limit=services.settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -95,54 +95,77 @@ async def execute_query(
 
 ROUTE = next(r for r in router.routes if getattr(r, "path", None) == PATH)
 CLIENT_CLOSED = 499  # the metrics status of a request whose client left before the body
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class QueryEndpoint:
-    """``POST /api/v1/query`` in pure ASGI, answered ahead of FastAPI's middleware stack.
+    """``POST /api/v1/query`` ahead of FastAPI's middleware stack, by two doors:
 
-    It takes the steps of the general pipeline itself, in the same order: metrics, body
-    size limit (by Content-Length first, then while reading), credentials, JSON body,
+    - :meth:`answer`, the listener's lane (server.py): uvicorn's protocol has read the
+      headers and the whole body (its Content-Length within the limit);
+    - ``__call__``, pure ASGI, for every request the lane does not take.
+
+    Both take the steps of the general pipeline in the same order: metrics, body size
+    limit (by Content-Length first, then while reading), credentials, JSON body,
     statement; every error leaves as the same body and status the FastAPI route gives.
     """
 
-    def __init__(self, services: Services, max_body_bytes: int) -> None:
+    def __init__(self, services: Services, max_body_bytes: int, path: str = PATH) -> None:
         self.services = services
         self.limit = max_body_bytes
+        self.path = path  # as the client sent it, for the log of an unexpected error
         self.label: str = getattr(ROUTE, "path", PATH)  # the label FastAPI's route gets
+
+    async def answer(self, headers: dict[str, str], body: bytes) -> Answer:
+        started = time.perf_counter()
+        status = 500
+        OPEN_REQUESTS.inc()
+        try:
+            result = await self._answer(headers, body, None)
+            status = result[0]
+            return result
+        finally:
+            OPEN_REQUESTS.dec()
+            record_request(self.label, status, time.perf_counter() - started)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
         OPEN_REQUESTS.inc()
         try:
-            status = await self._respond(scope, receive, send)
+            # ASGI header names are lower case; a plain dict (first value wins, as in
+            # Starlette's Headers) is cheaper than Headers on this path.
+            headers: dict[str, str] = {}
+            for name, value in scope["headers"]:
+                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            status, response_headers, payload = await self._answer(headers, None, receive)
+            if status != CLIENT_CLOSED:
+                start = {"type": "http.response.start", "status": status}
+                await send({**start, "headers": response_headers})
+                await send({"type": "http.response.body", "body": payload})
         finally:
             OPEN_REQUESTS.dec()
             record_request(self.label, status, time.perf_counter() - started)
 
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _answer(
+        self, headers: dict[str, str], body: bytes | None, receive: Receive | None
+    ) -> Answer:
+        """Run the request; every error rendered as the error funnel renders it."""
         try:
-            payload = await self._run(scope, receive)
+            payload = await self._run(headers, body, receive)
         except HeliosError as exc:
             response = error_response(exc)
         except Exception as exc:  # noqa: BLE001 - the error funnel: logged, INTERNAL
-            response = internal_error_response(scope["method"], scope["path"], exc)
+            response = internal_error_response("POST", self.path, exc)
         else:
             if payload is None:
-                return CLIENT_CLOSED
-            headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
-            return 200
-        await response(scope, receive, send)
-        return response.status_code
+                return CLIENT_CLOSED, [], b""
+            return 200, [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))], payload
+        return response.status_code, response.raw_headers, bytes(response.body)
 
-    async def _run(self, scope: Scope, receive: Receive) -> bytes | None:
-        # ASGI header names are lower case; a plain dict (first value wins, as in Starlette's
-        # Headers) is cheaper than Headers on this path.
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    async def _run(
+        self, headers: dict[str, str], body: bytes | None, receive: Receive | None
+    ) -> bytes | None:
         length = headers.get("content-length")
         if length is not None:
             try:
@@ -152,9 +175,11 @@ class QueryEndpoint:
             if too_big:
                 raise too_large(self.limit)
         principal = await principal_from_headers(self.services, headers)
-        body = await self._read_body(receive)
         if body is None:
-            return None
+            assert receive is not None
+            body = await self._read_body(receive)
+            if body is None:
+                return None
         return await run_query(self.services, principal, parse_json_object(body))
 
     async def _read_body(self, receive: Receive) -> bytes | None:
