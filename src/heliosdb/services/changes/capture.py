@@ -57,6 +57,9 @@ CHANNEL = "helios_changes"
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
+# WAL an advance may pass without events before a standby snapshot is logged anyway (writes
+# to tables outside the publication, such as helios_kv's, are decoded by every peek too).
+_SNAPSHOT_AFTER_BYTES = 256 * 1024
 _YIELD_EVERY_MESSAGES = 128
 _FETCH_MESSAGES = 2000  # decoded messages fetched from the peek's cursor at a time
 _WRITE_EVENTS = 500  # events per INSERT (asyncpg encodes one synchronously)
@@ -284,8 +287,10 @@ class CaptureLeader:
         seen_flush = -1
         last_advance = last_prune = last_activity = 0.0
         advanced_to = -1
-        # Whether a round wrote events since the last standby snapshot (see below).
+        # Whether a round wrote events since the last standby snapshot, and where that
+        # snapshot was logged (see below).
         wrote = False
+        snapshot_lsn = int(await conn.fetchval("SELECT pg_current_wal_lsn()"))
         while True:
             flush = int(await conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
             now = time.monotonic()
@@ -318,11 +323,13 @@ class CaptureLeader:
                 )
                 advanced_to = target
                 last_advance = now
-                if wrote and self._log_snapshots:
+                if self._log_snapshots and (
+                    wrote or target - snapshot_lsn >= _SNAPSHOT_AFTER_BYTES
+                ):
                     wrote = False
-                    await self._log_snapshot(conn)
+                    snapshot_lsn = await self._log_snapshot(conn) or target
 
-    async def _log_snapshot(self, conn: asyncpg.Connection) -> None:
+    async def _log_snapshot(self, conn: asyncpg.Connection) -> int | None:
         """Let the slot's restart point follow the advance.
 
         Every peek (and advance) decodes the WAL from the slot's *restart* LSN, not from
@@ -331,14 +338,19 @@ class CaptureLeader:
         So each peek re-decoded up to 15 s of WAL (the events' own inserts included):
         tens of milliseconds, growing until the next such record. One written after
         each advance that follows new events (not after a quiet one, so a quiet engine
-        stays quiet) keeps the restart point within about two advances (~200 ms).
+        stays quiet) keeps the restart point within about two advances (~200 ms). Writes
+        that publish nothing (helios_kv's Redis data, for one) are decoded by every peek
+        too, so one is also logged once an advance has passed 256 KiB of WAL without
+        events (the record itself is far smaller, so it never triggers the next one).
+        Returns the record's LSN.
         """
         try:
-            await conn.execute("SELECT pg_log_standby_snapshot()")
+            return int(await conn.fetchval("SELECT pg_log_standby_snapshot()"))
         except (asyncpg.UndefinedFunctionError, asyncpg.InsufficientPrivilegeError) as exc:
             # PostgreSQL before 16, or a role not allowed: peeks cost more, nothing else.
             log.info("change capture cannot log standby snapshots: %s", exc)
             self._log_snapshots = False
+            return None
 
     async def _round(self, conn: asyncpg.Connection, flush: int, rnd: _Round) -> _Round:
         """Peek up to ``flush`` through a cursor and write the events as they decode.
