@@ -213,24 +213,23 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
             include_vectors=request.include_vectors,
             include_metadata=request.include_metadata,
         )
-        matches = []
+        # Filled in place: a message built from keyword messages is copied into its
+        # parent, which cost three times as much for ten matches.
+        response = pb.VectorSearchResponse()
+        add = response.results.add
         for match in result.matches:
-            out = pb.VectorMatch(id=match.id, score=match.score, distance=match.distance)
+            out = add(id=match.id, score=match.score, distance=match.distance)
             if match.vector is not None:
                 out.vector.extend(match.vector)
             if match.metadata is not None:
                 out.metadata.CopyFrom(struct_of(match.metadata))
-            matches.append(out)
-        return pb.VectorSearchResponse(
-            results=matches,
-            metrics=pb.VectorSearchMetrics(
-                execution_time_ms=result.execution_time_ms,
-                search_path=result.search_path,
-                ef_search=result.ef_search,
-                results=len(matches),
-                ef_search_source=result.ef_search_source,
-            ),
-        )
+        metrics = response.metrics
+        metrics.execution_time_ms = result.execution_time_ms
+        metrics.search_path = result.search_path
+        metrics.ef_search = result.ef_search
+        metrics.results = len(result.matches)
+        metrics.ef_search_source = result.ef_search_source
+        return response
 
     @_unary
     async def VectorUpsert(
