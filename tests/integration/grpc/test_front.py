@@ -1,0 +1,145 @@
+"""The gRPC port's HTTP/2 front (front.py): native unary calls at their edges, and the
+streams it relays to grpc.aio. Real grpcio clients, and raw sockets for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import grpc
+import pytest
+
+from heliosdb.interfaces.grpc import http2 as h2
+from heliosdb.v1 import heliosdb_pb2 as pb
+from heliosdb.v1 import heliosdb_pb2_grpc
+from tests.integration.grpc.conftest import bearer, query, values
+
+Stub = heliosdb_pb2_grpc.HeliosDBStub
+
+RUNNING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+    "AND state IN ('active', 'idle in transaction') AND query LIKE $1"
+)
+
+
+async def _wait_statement_gone(stub: Stub, key: str, marker: str) -> None:
+    for _ in range(300):  # until the engine has let go of it; no assumption on how fast
+        response = await query(stub, key, RUNNING, [pb.Value(string_value=f"%{marker}%")])
+        if values(response.rows[0]) == [0]:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("the abandoned call's statement still runs on the engine")
+
+
+async def test_unary_deadline_exceeded_cancels_the_statement(stub: Stub, rw_key: str) -> None:
+    marker = f"deadline_{uuid.uuid4().hex}"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ExecuteQuery(
+            pb.QueryRequest(sql=f"SELECT pg_sleep(30), '{marker}'"),
+            metadata=bearer(rw_key),
+            timeout=0.5,
+        )
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await _wait_statement_gone(stub, rw_key, marker)
+
+
+async def test_unary_cancelled_by_client_cancels_the_statement(stub: Stub, rw_key: str) -> None:
+    marker = f"cancelled_{uuid.uuid4().hex}"
+    call = stub.ExecuteQuery(
+        pb.QueryRequest(sql=f"SELECT pg_sleep(30), '{marker}'"), metadata=bearer(rw_key)
+    )
+    for _ in range(100):
+        response = await query(stub, rw_key, RUNNING, [pb.Value(string_value=f"%{marker}%")])
+        if values(response.rows[0]) == [1]:
+            break
+        await asyncio.sleep(0.05)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await _wait_statement_gone(stub, rw_key, marker)
+
+
+async def test_unary_response_larger_than_client_window(stub: Stub, rw_key: str) -> None:
+    # 3 MB: many frames, more than the client's first windows, so it waits for credit.
+    response = await query(
+        stub, rw_key, "SELECT repeat('x', $1::int) AS big", [pb.Value(int_value=3_000_000)]
+    )
+    assert response.rows[0].values[0].string_value == "x" * 3_000_000
+
+
+async def test_unary_request_of_many_frames(stub: Stub, rw_key: str) -> None:
+    text = "y" * 2_500_000
+    response = await query(stub, rw_key, "SELECT length($1::text)", [pb.Value(string_value=text)])
+    assert values(response.rows[0]) == [2_500_000]
+
+
+async def test_many_concurrent_calls_on_one_channel(stub: Stub, rw_key: str) -> None:
+    calls = [query(stub, rw_key, "SELECT $1::int * 2", [pb.Value(int_value=i)]) for i in range(200)]
+    responses = await asyncio.gather(*calls)
+    assert [values(r.rows[0])[0] for r in responses] == [i * 2 for i in range(200)]
+
+
+async def test_compressed_call_relayed_to_grpc_aio(stub: Stub, rw_key: str) -> None:
+    response = await stub.ExecuteQuery(
+        pb.QueryRequest(sql="SELECT 'gzip' AS way"),
+        metadata=bearer(rw_key),
+        compression=grpc.Compression.Gzip,
+    )
+    assert values(response.rows[0]) == ["gzip"]
+
+
+async def test_unknown_method_unimplemented(channel: grpc.aio.Channel) -> None:
+    method = channel.unary_unary("/heliosdb.v1.HeliosDB/NoSuchCall")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await method(b"")
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_malformed_request_message_internal(channel: grpc.aio.Channel, rw_key: str) -> None:
+    method = channel.unary_unary("/heliosdb.v1.HeliosDB/ExecuteQuery")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await method(b"\xff\xff\xff", metadata=bearer(rw_key))
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+async def test_errors_on_native_calls_carry_metadata_and_rich_status(
+    stub: Stub, rw_key: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await query(stub, rw_key, "SELECT 1/0 AS ünïcode")
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "division by zero" in (error.details() or "")
+    metadata = dict(error.trailing_metadata() or ())
+    assert metadata["heliosdb-error-code"] == "INVALID_ARGUMENT"
+    assert isinstance(metadata["grpc-status-details-bin"], bytes)
+
+
+def _raw_exchange(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        received = b""
+        while chunk := sock.recv(65_536):
+            received += chunk
+    return received
+
+
+async def test_not_http2_closed_with_goaway(grpc_target: str, stub: Stub, rw_key: str) -> None:
+    port = int(grpc_target.rsplit(":", 1)[1])
+    received = await asyncio.to_thread(_raw_exchange, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    kinds = [kind for kind, *_ in h2.FrameReader(1 << 24).feed(received)]
+    assert h2.GOAWAY in kinds
+    assert values((await query(stub, rw_key, "SELECT 1")).rows[0]) == [1]  # still serving
+
+
+async def test_protocol_error_mid_connection_goaway(
+    grpc_target: str, stub: Stub, rw_key: str
+) -> None:
+    port = int(grpc_target.rsplit(":", 1)[1])
+    bad = h2.PREFACE + h2.settings_frame({}) + h2.frame(h2.CONTINUATION, 0, 1, b"??")
+    received = await asyncio.to_thread(_raw_exchange, port, bad)
+    frames = h2.FrameReader(1 << 24).feed(received)
+    goaways = [payload for kind, _, _, payload in frames if kind == h2.GOAWAY]
+    assert goaways and int.from_bytes(goaways[0][4:8]) == h2.PROTOCOL_ERROR
+    assert values((await query(stub, rw_key, "SELECT 2")).rows[0]) == [2]
