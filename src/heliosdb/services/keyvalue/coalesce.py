@@ -631,12 +631,8 @@ Fast = tuple[dict[int, tuple[bool, Any]], list[_Op], Pushed]
 async def _fast_counters(conn: Any, ops: list[_Op]) -> Fast:
     """One upsert for the first INCRBY of each key; repeats go to the group transaction."""
     first: dict[tuple[int, bytes], _Op] = {}
-    rest: list[_Op] = []
     for op in ops:
-        if (op.db, op.key) in first:
-            rest.append(op)
-        else:
-            first[(op.db, op.key)] = op
+        first.setdefault((op.db, op.key), op)
     slots = sorted(first)  # one lock order: no deadlocks
     rows = await conn.fetch(
         _INCR_FAST,
@@ -650,9 +646,8 @@ async def _fast_counters(conn: Any, ops: list[_Op]) -> Fast:
     for slot, op in first.items():
         if slot in done:
             outcomes[id(op)] = (True, done[slot])
-        else:
-            rest.append(op)
-    return outcomes, rest, set()
+    # In arrival order: one client's pipelined INCRs of a key must apply in the order sent.
+    return outcomes, [op for op in ops if id(op) not in outcomes], set()
 
 
 async def _fast_pushes(
