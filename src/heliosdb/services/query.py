@@ -29,6 +29,7 @@ _WRITE_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE", "COPY")
 _PLAIN_TAGS = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE")
 # Functions whose effect outlives the statement: settings and session advisory locks.
 _SESSION_FUNCTIONS = ("set_config", "advisory_lock", "dblink")
+_SESSION_FUNCTION = re.compile("|".join(_SESSION_FUNCTIONS), re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -139,10 +140,7 @@ def _leaves_session_alone(status: str, sql: str) -> bool:
     answer only lets the same principal's next statement skip the session reset, so a
     function that changes settings behind another name affects that principal alone.
     """
-    if not status.startswith(_PLAIN_TAGS):
-        return False
-    lowered = sql.lower()
-    return not any(name in lowered for name in _SESSION_FUNCTIONS)
+    return status.startswith(_PLAIN_TAGS) and _SESSION_FUNCTION.search(sql) is None
 
 
 def _affected(status: str) -> int:
