@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -90,14 +91,14 @@ async def test_compressed_call_relayed_to_grpc_aio(stub: Stub, rw_key: str) -> N
 
 
 async def test_unknown_method_unimplemented(channel: grpc.aio.Channel) -> None:
-    method = channel.unary_unary("/heliosdb.v1.HeliosDB/NoSuchCall")
+    method = channel.unary_unary("/heliosdb.v1.HeliosDB/NoSuchCall", None, None)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await method(b"")
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_malformed_request_message_internal(channel: grpc.aio.Channel, rw_key: str) -> None:
-    method = channel.unary_unary("/heliosdb.v1.HeliosDB/ExecuteQuery")
+    method = channel.unary_unary("/heliosdb.v1.HeliosDB/ExecuteQuery", None, None)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await method(b"\xff\xff\xff", metadata=bearer(rw_key))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
@@ -111,7 +112,7 @@ async def test_errors_on_native_calls_carry_metadata_and_rich_status(
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "division by zero" in (error.details() or "")
-    metadata = dict(error.trailing_metadata() or ())
+    metadata: dict[str, Any] = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
     assert metadata["heliosdb-error-code"] == "INVALID_ARGUMENT"
     assert isinstance(metadata["grpc-status-details-bin"], bytes)
 
