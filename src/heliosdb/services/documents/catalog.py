@@ -26,7 +26,7 @@ import asyncpg
 
 from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.errors import ErrorCode, HeliosError, invalid
-from heliosdb.services.documents import bsonform
+from heliosdb.services.documents import bsonform, inplace
 
 CATALOG_SCHEMA = "helios_documents"
 _RESERVED_DBS = {"helios", CATALOG_SCHEMA, "information_schema", "pg_catalog", "pg_toast"}
@@ -190,6 +190,7 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.catalog'))")
         await conn.execute(CATALOG_DDL)
+        await conn.execute(inplace.FUNCTION_DDL)
 
 
 async def create_collection(

@@ -30,7 +30,14 @@ from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, denied, invalid
 from heliosdb.security.principals import Principal
-from heliosdb.services.documents import bsonform, catalog, pipeline, projection, transactions
+from heliosdb.services.documents import (
+    bsonform,
+    catalog,
+    inplace,
+    pipeline,
+    projection,
+    transactions,
+)
 from heliosdb.services.documents.catalog import CATALOG_SCHEMA, IndexSpec, table
 from heliosdb.services.documents.filters import (
     Params,
@@ -558,7 +565,17 @@ class DocumentStore:
                 )
             return _replacement(old, update)
 
+        in_place = (
+            inplace.plan(update)
+            if operator and not multi and not array_filters and not sort and not want_documents
+            else None
+        )
         async with self._conn(principal, write=True) as conn:
+            if in_place is not None:
+                counts = await self._update_in_place(conn, table(db, coll), where, params, in_place)
+                if counts is not None and (counts[0] or not upsert):
+                    result.matched, result.modified = counts
+                    return result
             try:
                 retry: list[Any] | None = None
                 for attempt in range(MAX_UPDATE_ATTEMPTS):
@@ -610,6 +627,35 @@ class DocumentStore:
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         return result
+
+    async def _update_in_place(
+        self,
+        conn: EngineConnection,
+        target: str,
+        where: str,
+        params: Params,
+        plan: inplace.InPlace,
+    ) -> tuple[int, int] | None:
+        """(matched, modified) of an update the engine applied in one statement, or None
+        when the general path must run (and report any error) instead."""
+        sql = inplace.statement(target, where, len(params.values) + 1)
+        try:
+            async with transactions.guard(conn):
+                row = await conn.fetchrow(
+                    sql, *params.values, plan.ops, plan.keys, plan.elements, plan.values
+                )
+        except (
+            asyncpg.UndefinedTableError,
+            asyncpg.InvalidSchemaNameError,
+            asyncpg.UndefinedFunctionError,
+            asyncpg.UniqueViolationError,
+        ):
+            return None
+        except asyncpg.PostgresError as exc:
+            raise from_engine(exc) from None
+        if row is None or row["unsupported"]:
+            return None
+        return int(row["matched"]), int(row["modified"])
 
     async def _update_round(
         self,
