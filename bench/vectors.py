@@ -247,7 +247,9 @@ class Side:
         self.engine_cpu += engine
 
     def per_search(self, seconds: float | None) -> float | None:
-        return None if seconds is None else seconds / max(1, self.searches) * 1e6
+        if seconds is None or not self.searches:
+            return None  # not measured (exact search: QPS and recall only)
+        return seconds / self.searches * 1e6
 
 
 Row = tuple[str, str, str, Side]
