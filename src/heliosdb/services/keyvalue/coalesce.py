@@ -115,6 +115,10 @@ class Coalescer:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0  # engine batches run (INFO stats; group size = operations / batches)
+        # Worker 0 runs every batch it can, so batches are as big as the load makes them;
+        # the other workers take GETs and SETs only while it is in a group transaction
+        # (a slow one must not hold up reads) or has no engine connection.
+        self._lead_state = "down"  # worker 0: "idle", "plain", "tx" or "down"
         self.operations = 0
 
     async def start(self) -> None:
@@ -199,9 +203,14 @@ class Coalescer:
                     while True:
                         if index == 0 and self._tx_queue:
                             queue = self._tx_queue
-                        elif self._queue:
+                            self._lead("tx")
+                        elif self._queue and (index == 0 or self._lead_state in ("tx", "down")):
                             queue = self._queue
+                            if index == 0:
+                                self._lead("plain")
                         else:
+                            if index == 0:
+                                self._lead("idle")
                             self._ready.clear()
                             await self._ready.wait()
                             continue
@@ -213,7 +222,15 @@ class Coalescer:
                 raise
             except Exception:
                 log.exception("coalescing worker lost its engine connection; reconnecting")
+                if index == 0:
+                    self._lead("down")
                 await asyncio.sleep(0.5)
+
+    def _lead(self, state: str) -> None:
+        """Worker 0's state; the others wake when it can no longer take GETs and SETs."""
+        self._lead_state = state
+        if state in ("tx", "down") and self._queue:
+            self._ready.set()
 
     async def _run(self, conn: Any, batch: list[_Op]) -> None:
         sets = [op for op in batch if op.kind == "set"]
