@@ -188,3 +188,20 @@ async def test_query_lane_counts_in_metrics(node: NodeProcess, api: httpx.AsyncC
     for _ in range(3):
         assert (await api.post("/query", json={"sql": "SELECT 1"})).status_code == 200
     assert count() == before + 3
+
+
+async def test_query_expired_key_is_refused_though_just_used(
+    node: NodeProcess, admin_api: httpx.AsyncClient
+) -> None:
+    """Verified keys are remembered for a moment (auth.py), never past their expiry."""
+    created = await admin_api.post("/keys", json={"name": "brief", "expires_in_seconds": 2})
+    assert created.status_code in (200, 201), created.text
+    headers = {"Authorization": f"Bearer {created.json()['key']}"}
+    async with httpx.AsyncClient(base_url=node.api, headers=headers) as client:
+        assert (await client.post("/query", json={"sql": "SELECT 1"})).status_code == 200
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await client.post("/query", json={"sql": "SELECT 1"})).status_code == 200:
+            assert asyncio.get_running_loop().time() < deadline, "the key never expired"
+            await asyncio.sleep(0.1)
+        refused = await client.post("/query", json={"sql": "SELECT 1"})
+    assert refused.status_code == 401

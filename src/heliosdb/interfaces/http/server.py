@@ -69,6 +69,14 @@ class _CoalescingTransport(asyncio.Transport):
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
 
+    def write_now(self, data: bytes) -> None:
+        """Send ``data``, a whole response, at once (after anything still pending)."""
+        if self._pending:
+            self._pending.append(data)
+            self._flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
@@ -162,7 +170,7 @@ class _LaneCycle:
             status, headers, payload = 500, [(b"content-length", b"0")], b""
             self.keep_alive = False
         self.response_complete = True
-        transport = protocol.transport
+        transport = protocol.coalescing
         if self.disconnected or transport.is_closing():
             return
         parts = [STATUS_LINE[status]]
@@ -173,7 +181,7 @@ class _LaneCycle:
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", payload)
-        transport.write(b"".join(parts))
+        transport.write_now(b"".join(parts))
         if not self.keep_alive:
             transport.close()
         protocol.on_response_complete()
@@ -183,7 +191,8 @@ class _HttpProtocol(HttpToolsProtocol):
     lanes: ClassVar[dict[bytes, Lane]] = {}  # raw POST path -> lane (HttpListener sets it)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_CoalescingTransport(transport, self.loop))
+        self.coalescing = _CoalescingTransport(transport, self.loop)
+        super().connection_made(self.coalescing)
 
     def on_headers_complete(self) -> None:
         lane = self.lanes.get(self.url)
