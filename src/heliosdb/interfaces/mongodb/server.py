@@ -65,10 +65,10 @@ class MongoListener(TcpListener):
         self.state_shared.services.documents.start_ttl(TTL_PRINCIPAL)
 
     async def stop(self) -> None:
-        await self.state_shared.services.documents.stop_ttl()
         await super().stop()
         # Open transactions roll back and give their engine connections back.
         await self.state_shared.sessions.end_all()
+        await self.state_shared.services.documents.close()
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -45,6 +45,7 @@ from heliosdb.services.documents.filters import (
     compile_sort,
     equality_fields,
 )
+from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pushdown import plan_pipeline
 from heliosdb.services.documents.updates import (
     apply_update,
@@ -114,8 +115,21 @@ class _Statement:
         if pinned is not None:
             return pinned.conn  # a client transaction: its connection, its transaction
         principal = self.principal
+        lease = self.store._parking.take(principal.access)
+        if lease is not None:
+            conn: EngineConnection = lease.conn
+            try:
+                # The principal that left it needs no reset; anyone else gets one.
+                await conn.claim_session(principal.id)
+            except BaseException as exc:
+                await lease.__aexit__(*sys.exc_info())
+                if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+                    raise from_engine(exc) from None
+                raise
+            self.lease = lease
+            return conn
         lease = self.store.engine.connection(principal.access, owner=principal.id)
-        conn: EngineConnection = await lease.__aenter__()
+        conn = await lease.__aenter__()
         self.lease = lease
         if not self.store._catalog_ready and principal.access is Access.READ_WRITE:
             try:
@@ -134,7 +148,12 @@ class _Statement:
         if exc_info[0] is None:
             # The statement left the session as it found it: the next lease by this
             # principal may skip the reset round trip.
-            lease.conn.keep_session(self.principal.id)
+            conn = lease.conn
+            conn.keep_session(self.principal.id)
+            if not conn.is_in_transaction() and self.store._parking.keep(
+                self.principal.access, lease
+            ):
+                return  # kept for the next statement (parking.py)
         await lease.__aexit__(*exc_info)
 
 
@@ -144,6 +163,7 @@ class DocumentStore:
         self._catalog_ready = False
         self._known: set[tuple[str, str]] = set()
         self._ttl_task: asyncio.Task[None] | None = None
+        self._parking = Parking()
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 
     # -- plumbing ----------------------------------------------------------------------
@@ -1034,6 +1054,11 @@ class DocumentStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ttl_task
             self._ttl_task = None
+
+    async def close(self) -> None:
+        """Stop the TTL sweep and give back the connection kept between statements."""
+        await self.stop_ttl()
+        await self._parking.close()
 
     async def _ttl_loop(self, principal: Principal) -> None:
         while True:
