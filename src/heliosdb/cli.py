@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="REST port (default 8080; 0 = any free)")
     serve.add_argument(
-        "--workers", type=int, help="processes serving REST, WebSocket and Redis (default 1)"
+        "--workers",
+        type=int,
+        help="processes serving REST, WebSocket, Redis and PostgreSQL (default 1)",
     )
     serve.add_argument("--query-timeout", type=float, help="per-statement timeout, seconds")
     serve.add_argument(

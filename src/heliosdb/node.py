@@ -149,8 +149,9 @@ class Node:
 
 
 class WorkerNode:
-    """One worker process of a node (workers.py): the REST, WebSocket and Redis APIs on
-    the node's ports, over the engine the node runs, until the node stops it or goes away."""
+    """One worker process of a node (workers.py): the REST, WebSocket, Redis and PostgreSQL
+    APIs on the node's ports, over the engine the node runs, until the node stops it or
+    goes away."""
 
     def __init__(self, settings: Settings, listeners: dict[str, Any]) -> None:
         self.settings = settings
@@ -176,6 +177,7 @@ class WorkerNode:
                 HttpListener(app, self.settings),
                 WebSocketListener(services, self.settings),
                 RedisListener(services),
+                *postgres_listeners(services, primary=False),
             )
             for listener in served:
                 await listener.start()

@@ -307,8 +307,8 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="Processes serving the REST, WebSocket and Redis APIs on their ports "
-        "(SO_REUSEPORT); one Python process uses one core at most, so set it to the number "
+        description="Processes serving the REST, WebSocket, Redis and PostgreSQL APIs on their "
+        "ports (SO_REUSEPORT); one Python process uses one core at most, so set it to the number "
         "of cores the node may use.",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")

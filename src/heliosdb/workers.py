@@ -1,4 +1,5 @@
-"""The node's worker processes: more than one core for the REST, WebSocket and Redis APIs.
+"""The node's worker processes: more than one core for the REST, WebSocket and Redis APIs
+(and the PostgreSQL gateway, whose client limits are counted in the engine: docs/postgres.md).
 
 One Python process runs on one core at most. The REST API keeps no state in a process
 (keys, async queries and their cancellation live in the engine); a WebSocket session
@@ -98,6 +99,9 @@ class Workers:
         worker_settings.http.port = ports["http"]  # the ports the node bound (maybe 0 asked)
         worker_settings.websocket.port = ports["websocket"]
         worker_settings.redis.port = ports["redis"]
+        worker_settings.postgres.port = ports["postgres"]
+        if "postgres_txn" in ports:
+            worker_settings.postgres.transaction_port = ports["postgres_txn"]
         self.message = orjson.dumps({"settings": revealed(worker_settings), "listeners": listeners})
         self.count = settings.workers - 1
         self.grace = settings.http.shutdown_grace_seconds

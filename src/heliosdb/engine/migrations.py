@@ -371,6 +371,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         $f$;
         """,
     ),
+    (
+        13,
+        "PostgreSQL gateway: client counts of a node's processes (workers > 1)",
+        """
+        -- services/pgclients.py: each process of a node records its clients per principal;
+        -- admitting one locks the node's row first, so limits hold across processes.
+        CREATE TABLE helios.pg_gateway_nodes (
+            node text PRIMARY KEY
+        );
+        CREATE TABLE helios.pg_gateway_clients (
+            node text NOT NULL,
+            pid integer NOT NULL,
+            principal text NOT NULL,
+            clients integer NOT NULL,
+            PRIMARY KEY (node, pid, principal)
+        );
+        """,
+    ),
 ]
 
 

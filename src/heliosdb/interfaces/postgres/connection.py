@@ -93,6 +93,7 @@ class Connection:
         self.tls_active = False
         self.minor = 0
         self.relayed = False
+        self.admitted: Principal | None = None  # counted against the limits: leave() once
 
     async def run(self) -> None:
         settings = self.gateway.settings
@@ -233,13 +234,10 @@ class Connection:
                     )
                 ) from None
             raise Refused(errors.password_failed(user)) from None
-        if gateway.principal_count(principal) >= settings.max_connections_per_principal:
-            raise Refused(
-                encode_error(
-                    errors.TOO_MANY_CONNECTIONS,
-                    f'too many connections for "{principal.name}"',
-                )
-            )
+        refusal = await gateway.admit(principal)
+        if refusal is not None:
+            raise Refused(refusal)
+        self.admitted = principal
         return principal
 
     def _certificate_name(self) -> str | None:

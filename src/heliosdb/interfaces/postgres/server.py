@@ -30,13 +30,14 @@ from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.postgres.auth import FailureLimiter
 from heliosdb.interfaces.postgres.codec import CancelKey, encode_error
 from heliosdb.interfaces.postgres.connection import Connection
-from heliosdb.interfaces.postgres.errors import IDLE_TIMEOUT
+from heliosdb.interfaces.postgres.errors import IDLE_TIMEOUT, TOO_MANY_CONNECTIONS
 from heliosdb.interfaces.postgres.pooling import EnginePool, TxnClient
 from heliosdb.interfaces.postgres.relay import Session
 from heliosdb.observability.metrics import OPEN_CONNECTIONS, REGISTRY
 from heliosdb.security.principals import Principal
 from heliosdb.security.scram import server_end_point
 from heliosdb.services.container import Services
+from heliosdb.services.pgclients import GatewayClients, Refusal, node_identity
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
 
@@ -46,7 +47,7 @@ FORWARDED_CANCELS_PER_MINUTE = 120
 
 
 class Gateway:
-    def __init__(self, services: Services, pool_mode: str) -> None:
+    def __init__(self, services: Services, pool_mode: str, name: str = "postgres") -> None:
         self.services = services
         self.engine = services.engine
         self.settings = services.settings.postgres
@@ -60,6 +61,12 @@ class Gateway:
         self.by_key: dict[tuple[int, bytes], Session | TxnClient] = {}
         self.pools: dict[tuple[Access, tuple[tuple[str, str], ...]], EnginePool] = {}
         self.per_principal: Counter[str] = Counter()
+        # Several processes serve this port (workers > 1): client limits are counted in
+        # the engine (services/pgclients.py); one process counts them in per_principal.
+        self.shared: GatewayClients | None = None
+        if services.settings.workers > 1:
+            node = f"{node_identity(services.settings.data_dir)}:{name}"
+            self.shared = GatewayClients(self.engine, node)
         self.connecting = 0
         self.totals = {"bytes_in": 0, "bytes_out": 0, "round_trips": 0, "sessions": 0}
         self._background: set[asyncio.Task[None]] = set()
@@ -67,8 +74,28 @@ class Gateway:
     def client_count(self) -> int:
         return len(self.sessions) + self.connecting
 
-    def principal_count(self, principal: Principal) -> int:
-        return self.per_principal[principal.id]
+    async def admit(self, principal: Principal) -> bytes | None:
+        """None if ``principal`` may open one more session (then ``leave`` must follow),
+        else the FATAL reply that refuses it."""
+        settings = self.settings
+        if self.shared is None:
+            if self.per_principal[principal.id] < settings.max_connections_per_principal:
+                return None
+            refusal: Refusal | None = Refusal.PRINCIPAL_FULL
+        else:
+            refusal = await self.shared.admit(
+                principal.id, settings.max_connections, settings.max_connections_per_principal
+            )
+            if refusal is None:
+                return None
+        if refusal is Refusal.NODE_FULL:
+            return encode_error(TOO_MANY_CONNECTIONS, "sorry, too many clients already")
+        return encode_error(TOO_MANY_CONNECTIONS, f'too many connections for "{principal.name}"')
+
+    def leave(self, principal: Principal) -> None:
+        """An admitted client is gone (its session ended, or never started)."""
+        if self.shared is not None:
+            self._spawn(self.shared.leave(principal.id))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         OPEN_CONNECTIONS.labels("postgres").inc()
@@ -79,6 +106,8 @@ class Gateway:
         finally:
             if not connection.relayed:
                 self.connecting -= 1
+                if connection.admitted is not None:
+                    self.leave(connection.admitted)
             OPEN_CONNECTIONS.labels("postgres").dec()
 
     def pool_for(self, access: Access, parameters: dict[str, str]) -> EnginePool:
@@ -107,6 +136,7 @@ class Gateway:
         self.totals["bytes_out"] += session.bytes_out
         self.totals["round_trips"] += session.round_trips
         self.totals["sessions"] += 1
+        self.leave(session.principal)
         if abrupt:
             self._spawn(session.cancel_running())
 
@@ -265,24 +295,41 @@ _COLLECTOR = _Collector()
 REGISTRY.register(_COLLECTOR)
 
 
-def postgres_listeners(services: Services) -> list[PostgresListener]:
-    """The main listener, plus the transaction-pooling one when its port is set."""
+def postgres_listeners(services: Services, *, primary: bool = True) -> list[PostgresListener]:
+    """The main listener, plus the transaction-pooling one when its port is set.
+
+    ``primary``: in the node process (not a worker), which resets the node's shared
+    client counts before its workers start."""
     settings = services.settings.postgres
-    listeners = [PostgresListener(services, "postgres", settings.port, settings.pool_mode)]
+    listeners = [PostgresListener(services, "postgres", settings.port, settings.pool_mode, primary)]
     if settings.transaction_port is not None:
         listeners.append(
-            PostgresListener(services, "postgres_txn", settings.transaction_port, "transaction")
+            PostgresListener(
+                services, "postgres_txn", settings.transaction_port, "transaction", primary
+            )
         )
     return listeners
 
 
 class PostgresListener(TcpListener):
-    def __init__(self, services: Services, name: str, port: int, pool_mode: str) -> None:
-        self.gateway = Gateway(services, pool_mode)
+    def __init__(
+        self, services: Services, name: str, port: int, pool_mode: str, primary: bool = True
+    ) -> None:
+        self.gateway = Gateway(services, pool_mode, name)
+        self.primary = primary
         self._sweeper: asyncio.Task[None] | None = None
-        super().__init__(name, "postgresql", services.settings.host, port, self.gateway.handle)
+        super().__init__(
+            name,
+            "postgresql",
+            services.settings.host,
+            port,
+            self.gateway.handle,
+            reuse_port=services.settings.workers > 1,  # the node's workers serve it too
+        )
 
     async def start(self) -> None:
+        if self.primary and self.gateway.shared is not None:
+            await self.gateway.shared.reset()
         await super().start()
         _COLLECTOR.gateways.append(self.gateway)
         try:
