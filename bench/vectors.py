@@ -238,10 +238,12 @@ class Side:
     searches: int = 0
     node_cpu: float = 0.0  # seconds
     engine_cpu: float = 0.0  # seconds
+    seconds: float = 0.0  # wall time the searches took
     client_cpu: float | None = None  # seconds (this process), None: not measured here
 
-    def add(self, qps: float, searches: int, node: float, engine: float) -> None:
-        self.qps += qps
+    def add(self, qps: float, searches: int, node: float, engine: float, rounds: int) -> None:
+        self.seconds += searches / qps
+        self.qps += qps / rounds  # the mean over the rounds
         self.searches += searches
         self.node_cpu += node
         self.engine_cpu += engine
@@ -253,6 +255,18 @@ class Side:
 
 
 Row = tuple[str, str, str, Side]
+IDLE_SECONDS = 5.0
+
+
+async def idle_cpu(node: NodeProcess, data_dir: Path) -> tuple[float, float]:
+    """CPU seconds per second the node and the engine use with no search running (the
+    node's background work: change capture, sweepers), over ``IDLE_SECONDS``."""
+    node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
+    await asyncio.sleep(IDLE_SECONDS)
+    return (
+        (node_cpu(node) - node_before) / IDLE_SECONDS,
+        (engine_cpu(data_dir) - engine_before) / IDLE_SECONDS,
+    )
 
 
 async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> None:
@@ -268,6 +282,8 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
     ) as api:
         seconds = await load(api, data, args)
         print(f"loaded {args.count} x {args.dim} in {seconds:.1f} s", file=sys.stderr)
+        await asyncio.sleep(3)  # let the load's aftermath settle, then the idle rates
+        idle = await idle_cpu(node, data_dir)
         raw = [await connect_engine(data_dir) for _ in range(args.concurrency)]
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.ports['grpc']}")
         stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
@@ -291,12 +307,13 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
         f"concurrency {args.concurrency}, node --workers {args.workers}; REST from wrk "
         f"({args.rest_seconds} s per round), gRPC from grpc.aio, raw from asyncpg; "
         f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f} at the end.\n"
-        "CPU per search (µs): node = the node's processes, engine = its backends, "
-        "client = this script (raw and gRPC)"
+        "CPU per search (µs): node = the node's processes, node net = less its idle "
+        f"rate ({idle[0] * 1000:.0f} ms/s), engine = its backends (idle "
+        f"{idle[1] * 1000:.0f} ms/s), client = this script (raw and gRPC)"
     )
     header = (
         f"{'ef':>12}  {'filter':<8}{'path':<7}{'QPS':>8}{'recall@10':>11}{'vs raw':>8}"
-        f"{'node µs':>9}{'engine µs':>11}{'client µs':>11}"
+        f"{'node µs':>9}{'node net':>10}{'engine µs':>11}{'client µs':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -306,10 +323,13 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
         return " " * width if value is None else f"{value:>{width}.0f}"
 
     for ef, label, name, side in rows:
-        node_us = None if name in ("raw", "exact") else side.per_search(side.node_cpu)
+        node_us = net_us = None
+        if name in ("rest", "grpc"):
+            node_us = side.per_search(side.node_cpu)
+            net_us = side.per_search(side.node_cpu - idle[0] * side.seconds)
         print(
             f"{ef:>12}  {label:<8}{name:<7}{side.qps:>8.0f}{side.recall:>11.3f}"
-            f"{side.qps / raw_qps[ef, label]:>7.2f}x{cell(node_us, 9)}"
+            f"{side.qps / raw_qps[ef, label]:>7.2f}x{cell(node_us, 9)}{cell(net_us, 10)}"
             f"{cell(side.per_search(side.engine_cpu), 11)}"
             f"{cell(side.per_search(side.client_cpu), 11)}"
         )
@@ -389,8 +409,8 @@ async def bench_case(
         node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
         client_before = time.process_time()
         qps, found = await timed(queries, args.concurrency, search)
-        side.add(qps / args.rounds, len(queries), node_cpu(node) - node_before,
-                 engine_cpu(data_dir) - engine_before)  # fmt: skip
+        side.add(qps, len(queries), node_cpu(node) - node_before,
+                 engine_cpu(data_dir) - engine_before, args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
         return found
 
@@ -410,8 +430,8 @@ async def bench_case(
             figures["raw"].recall = recall(found, expected)
             node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
             qps, requests = await asyncio.to_thread(run_wrk, node, bodies, args)
-            figures["rest"].add(qps / args.rounds, requests, node_cpu(node) - node_before,
-                                engine_cpu(data_dir) - engine_before)  # fmt: skip
+            figures["rest"].add(qps, requests, node_cpu(node) - node_before,
+                                engine_cpu(data_dir) - engine_before, args.rounds)  # fmt: skip
             found = await measured(figures["grpc"], via_grpc)
             figures["grpc"].recall = recall(found, expected)
     finally:
