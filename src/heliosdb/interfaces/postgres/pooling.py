@@ -75,6 +75,16 @@ def _plain_statement(text: bytes) -> bool:
     return _NOTABLE_START.match(text) is None
 
 
+def _plain_query(data: bytes) -> bool:
+    """``_plain_statement`` of a whole Query message (kind, length, text), without
+    copying the text out of it."""
+    if data.find(b";", 5, len(data) - 2) >= 0:
+        return False  # maybe several statements
+    if b"dvisory" in data or b"DVISORY" in data:
+        return False  # maybe pg_advisory_lock(...)
+    return _NOTABLE_START.match(data, 5) is None
+
+
 _tasks: set[asyncio.Task[None]] = set()
 
 
@@ -115,6 +125,36 @@ class _ServerSide(asyncio.Protocol):
         self.conn = conn
 
     def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if not (conn.carry or conn.skip or conn.expect):
+            # The common reply: whole messages, no ParseComplete to account for, at most
+            # one ReadyForQuery and that one last. One walk over the message boundaries.
+            n = len(data)
+            pos = ready = 0
+            readies = 0
+            while pos + 5 <= n:
+                if data[pos] == 0x5A:  # ReadyForQuery
+                    readies += 1
+                    ready = pos
+                pos += 1 + _unpack(data, pos + 1)[0]
+            if pos == n and (not readies or (readies == 1 and ready == n - 6)):
+                client = conn.client
+                if readies:
+                    conn.pending -= 1
+                    if conn.inflight:
+                        conn.inflight.clear()
+                if client is None:
+                    return
+                client.bytes_out += n
+                client.awaiting = False
+                client.transport.write(data)
+                if readies and conn.pending <= 0 and data[-1] == 0x49 and not conn.pinned:
+                    client.release()
+                return
+        self._scan(data)
+
+    def _scan(self, data: bytes) -> None:
+        """Any reply: split chunks, dropped ParseCompletes, several ReadyForQuery."""
         conn = self.conn
         if conn.carry:
             data, conn.carry = conn.carry + data, b""
@@ -324,12 +364,13 @@ class TxnClient(asyncio.Protocol):
         self.bytes_in += len(data)
         self.round_trips += 1
         self.awaiting = True
+        n = len(data)
         if (
-            not self.buffer
-            and not self.acquiring
-            and len(data) >= 5
+            n >= 6
             and data[0] == 0x51  # Query
-            and _unpack(data, 1)[0] == len(data) - 1
+            and not self.buffer
+            and not self.acquiring
+            and _unpack(data, 1)[0] == n - 1
         ):
             # The common case, one whole simple Query: forward it as it came, no buffering.
             server = self.server
@@ -340,7 +381,8 @@ class TxnClient(asyncio.Protocol):
                     self.server = server
             if server is not None:
                 server.pending += 1
-                self._check_query(server, data[5:])
+                if not _plain_query(data):
+                    self._check_query(server, data[5:])
                 server.transport.write(data)
                 return
         self.buffer += data

@@ -108,3 +108,76 @@ def test_session_state_statements_pin(query: bytes, pins: bool) -> None:
     from heliosdb.interfaces.postgres.pooling import _SESSION_STATE
 
     assert bool(_SESSION_STATE.search(query)) is pins
+
+
+# A plain reply (no Parse to account for): the scan's fast path takes whole chunks that
+# end in their only ReadyForQuery; anything else goes the general way. Both must agree.
+PLAIN = [
+    _msg(b"T", b"\0\x01" + b"x" * 20),
+    _msg(b"D", b"\0\x01" + b"y" * 300),
+    _msg(b"C", b"SELECT 1\0"),
+    _msg(b"Z", b"I"),
+]
+PLAIN_STREAM = b"".join(PLAIN)
+
+
+@pytest.mark.parametrize("size", [1, 4, 5, 6, 7, 33, 64, len(PLAIN_STREAM) - 1, len(PLAIN_STREAM)])
+def test_plain_reply_in_any_chunking_is_forwarded_whole_and_releases_once(size: int) -> None:
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    side = _ServerSide(conn)
+    for start in range(0, len(PLAIN_STREAM), size):
+        side.data_received(PLAIN_STREAM[start : start + size])
+    assert bytes(client.received) == PLAIN_STREAM
+    assert client.released == 1
+    assert conn.pending == 0 and conn.carry == b"" and conn.skip == 0
+
+
+def test_two_pipelined_replies_in_one_chunk_release_after_the_second() -> None:
+    client = _Client()
+    conn = _conn(client, [], pending=2)
+    _ServerSide(conn).data_received(PLAIN_STREAM + PLAIN_STREAM)
+    assert bytes(client.received) == PLAIN_STREAM * 2
+    assert client.released == 1 and conn.pending == 0
+
+
+def test_ready_for_query_inside_a_transaction_does_not_release_on_the_fast_path() -> None:
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    _ServerSide(conn).data_received(_msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T"))
+    assert client.released == 0 and conn.pending == 0
+
+
+def test_a_message_after_ready_for_query_is_not_lost() -> None:
+    """A notification right behind the ReadyForQuery: released at the ReadyForQuery, the
+    rest belongs to no client (the connection is idle in the pool)."""
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    tail = _msg(b"A", b"\0\0\0\x01ch\0payload\0")
+    _ServerSide(conn).data_received(PLAIN_STREAM + tail)
+    assert bytes(client.received) == PLAIN_STREAM
+    assert client.released == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+        b"SELECT 1",
+        b"  set TimeZone = 'UTC'",
+        b"SELECT 1; SELECT 2",
+        b"SELECT pg_advisory_lock(1)",
+        b"SELECT PG_ADVISORY_LOCK(1)",
+        b"LISTEN ch;",
+        b"discard all",
+        b"BEGIN",
+        b";",
+        b"",
+    ],
+)
+def test_plain_query_agrees_with_plain_statement(query: bytes) -> None:
+    from heliosdb.interfaces.postgres.pooling import _plain_query, _plain_statement
+
+    text = query + b"\0"
+    message = _msg(b"Q", text)
+    assert _plain_query(message) is _plain_statement(text)
