@@ -178,10 +178,34 @@ class _Lease:
             # trip. Nothing in this path waits, so no cancellation can cut it in half.
             holder = getattr(conn, "_holder", None)
             if holder is not None and holder._pool is self.pool and conn._con is not None:
-                conn._con._on_release()
+                raw = conn._con
+                raw._on_release()
+                if _clean(holder, raw):
+                    # What holder.release() comes to for a clean, kept session, without
+                    # its timeout scope and reset coroutines (nothing there to wait for).
+                    holder._timeout = None
+                    holder._release()
+                    holder._setup_inactive_callback()
+                    return
                 await holder.release(None)
                 return
         await self.pool.release(conn)
+
+
+def _clean(holder: Any, raw: Any) -> bool:
+    """Whether a pool holder's connection may go back as it is: open, not cancelling,
+    not due for replacement, no transaction or listeners for asyncpg's reset to undo."""
+    protocol = raw._protocol
+    return bool(
+        not raw.is_closed()
+        and protocol.queries_count < holder._max_queries
+        and holder._generation == holder._pool._generation
+        and not protocol._is_cancelling()
+        and not protocol.is_in_transaction()
+        and raw._top_xact is None
+        and not raw._listeners
+        and not raw._log_listeners
+    )
 
 
 @dataclass(frozen=True, slots=True)
