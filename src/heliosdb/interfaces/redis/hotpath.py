@@ -2,8 +2,9 @@
 
     RedisProtocol   hands received bytes to the connection's Session (no StreamReader)
     submit_run      a run of plain GET key / SET key value -> Coalescer.get_into/set_into
-    start_batched   a run of INCR/LPUSH/HSET/SADD/plain ZADD ... (one kind) -> their handlers,
-                    stepped without a Task (each awaits one coalescer future)
+    start_batched   a run of INCR/LPUSH/HSET/SADD/plain ZADD ... (one kind) -> the coalescer
+                    directly for the common forms, else their handlers, stepped without a
+                    Task (each awaits one coalescer future)
     _Replies        the run's replies, written together when the last one is known
 
 Many clients doing one command each is the common load; a Task switch, a dispatch and a
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from heliosdb.interfaces.redis.codec import encode
 from heliosdb.interfaces.redis.errors import RedisError, to_redis
 from heliosdb.interfaces.redis.registry import Call, Command
+from heliosdb.services.keyvalue.numbers import float_or_none
 
 if TYPE_CHECKING:
     from heliosdb.interfaces.redis.connection import Session
@@ -131,6 +133,63 @@ BATCHED_KINDS = {
 ZADD_FLAGS = {b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"}
 
 
+class _IntSlot:
+    """Where the coalescer puts an INCR/LPUSH/HSET/SADD/ZADD answer (an integer)."""
+
+    __slots__ = ("_done", "index", "proto", "replies")
+
+    def __init__(self, replies: _Replies, index: int, proto: int) -> None:
+        self.replies = replies
+        self.index = index
+        self.proto = proto
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any, /) -> None:
+        self._done = True
+        self.replies.answer(self.index, b":%d\r\n" % value)
+
+    def set_exception(self, exc: BaseException, /) -> None:
+        self._done = True
+        self.replies.answer(self.index, encode(to_redis(exc), self.proto))
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self.set_exception(RedisError("ERR server is shutting down"))
+        return True
+
+
+def _submit_direct(session: Session, args: list[bytes], slot: _IntSlot) -> bool:
+    """The common forms straight to the coalescer (what their handlers would do outside
+    MULTI); False for anything else (INCRBY, HMSET, a ZADD score to parse as an error ...),
+    which runs its handler."""
+    name = args[0].lower()
+    coalescer = session.server.kv.coalescer
+    db = session.client.db
+    if name == b"incr" or name == b"decr":
+        coalescer.incr_into(db, args[1], 1 if name == b"incr" else -1, slot)
+    elif name == b"lpush" or name == b"rpush":
+        coalescer.push_into(db, args[1], args[2:], name == b"lpush", slot)
+    elif name == b"sadd":
+        coalescer.add_into(db, args[1], "set", [(m, None) for m in args[2:]], slot)
+    elif name == b"hset" and len(args) % 2 == 0:
+        coalescer.add_into(db, args[1], "hash", list(zip(args[2::2], args[3::2])), slot)  # noqa: B905
+    elif name == b"zadd" and len(args) % 2 == 0:
+        pairs = []
+        for raw, member in zip(args[2::2], args[3::2]):  # noqa: B905 - even length checked
+            score = float_or_none(raw)
+            if score is None:
+                return False
+            pairs.append((member, score))
+        coalescer.add_into(db, args[1], "zset", pairs, slot)
+    else:
+        return False
+    return True
+
+
 class _Stepper:
     """Runs one handler coroutine without a Task: each future it awaits resumes it.
 
@@ -171,6 +230,8 @@ def start_batched(session: Session, commands: list[Command], run: list[list[byte
     session.starting = True
     try:
         for index, (command, args) in enumerate(zip(commands, run, strict=True)):
+            if _submit_direct(session, args, _IntSlot(replies, index, client.proto)):
+                continue
             call = Call(command, args, client, server, session=session)
             _Stepper(command.handler(call), replies, index, client.proto).step()
     finally:
