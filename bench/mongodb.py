@@ -15,7 +15,8 @@ same work twice, one client at a time (so the figure is latency per operation):
 Cases: insert_many (batches of 1000), find by _id, find by an indexed field,
 update_one ($inc), and a $group aggregation over the whole collection. The direct
 update is one ``jsonb_set`` of the query form (it does not rewrite the BSON, which
-HeliosDB must). Both tables are under change capture, as every user table is.
+HeliosDB must). Both tables are under change capture, as every user table is; before
+each case the benchmark waits until the node is idle (capture of the last case done).
 
 Prints operations per second of each side, MongoDB / direct, and the CPU per operation
 of the node process and of the engine (all its processes) during each side.
@@ -71,7 +72,18 @@ class Meter:
     def _cpu(self) -> tuple[float, float]:
         return cpu_seconds(self.node_pid), cpu_seconds(self.engine_pid)
 
+    def settle(self, limit: float = 30.0) -> None:
+        """Wait until the node is idle: change capture of the previous case (every write
+        becomes an event, decoded by the node) must not be billed to the next one."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = cpu_seconds(self.node_pid)
+            time.sleep(0.5)
+            if cpu_seconds(self.node_pid) - before < 0.05:
+                return
+
     def start(self) -> tuple[float, float, float]:
+        self.settle()
         return (time.perf_counter(), *self._cpu())
 
     def stop(self, side: str, case: str, count: int, began: tuple[float, float, float]) -> None:
