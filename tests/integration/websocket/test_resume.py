@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
-import sys
 
 import httpx
 
 from tests.integration.websocket.rawclient import RawClient
-from tests.integration.websocket.wsclient import connect, events, request, subscribe
+from tests.integration.websocket.wsclient import connect, events, prune, request, subscribe
 from tests.nodeproc import NodeProcess
 
 
@@ -57,25 +54,6 @@ async def test_many_missed_events_catch_up_in_order(
     assert [m["data"]["row"]["id"] for m in got] == list(range(1, 4501))
 
 
-def _prune(node: NodeProcess, retention_seconds: float) -> int:
-    """The retention sweep, run now through the operator's command against the live node."""
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "heliosdb", "changes", "prune",
-            "--data-dir", str(node.data_dir),
-            "--retention-seconds", str(retention_seconds),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    match = re.search(r"pruned through position (\d+)", done.stdout)
-    assert match, done.stdout
-    return int(match.group(1))
-
-
 async def test_retention_window_resync_outside_and_catch_up_inside(
     node: NodeProcess, ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
 ) -> None:
@@ -88,13 +66,13 @@ async def test_retention_window_resync_outside_and_catch_up_inside(
     for i in (2, 3):
         await _sql(api, f"INSERT INTO {table_name} VALUES ({i})")
     # A window of an hour keeps them: every missed event arrives, in order.
-    assert _prune(node, 3600) < seen
+    assert prune(node, 3600) < seen
     async with connect(ws_url, rw_key) as ws:
         await subscribe(ws, table_name, from_position=seen)
         got = await events(ws, 2)
     assert [m["data"]["row"]["id"] for m in got] == [2, 3]
     # A window of 0 s: the sweep removes everything committed so far.
-    pruned = _prune(node, 0)
+    pruned = prune(node, 0)
     assert pruned >= got[-1]["data"]["position"]
     for i in (4, 5):
         await _sql(api, f"INSERT INTO {table_name} VALUES ({i})")
@@ -154,7 +132,7 @@ async def test_sweep_overtaking_a_catch_up_ends_it_asking_to_resync(
         resume = {"table": table_name, "from_position": first["data"]["position"]}
         slow.send({"type": "request", "id": "s", "action": "subscribe", "data": resume})
         assert (await asyncio.to_thread(slow.receive))["success"] is True
-        _prune(node, 0)  # meanwhile the sweep removes them
+        prune(node, 0)  # meanwhile the sweep removes them
         seen = 0
         while True:
             message = await asyncio.to_thread(slow.receive)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +15,29 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.nodeproc import NodeProcess
+
 TIMEOUT = 20.0
+
+
+def prune(node: NodeProcess, retention_seconds: float) -> int:
+    """The retention sweep, run now through the operator's command against the live node;
+    returns the position it has pruned through."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "heliosdb", "changes", "prune",
+            "--data-dir", str(node.data_dir),
+            "--retention-seconds", str(retention_seconds),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"pruned through position (\d+)", done.stdout)
+    assert match, done.stdout
+    return int(match.group(1))
 
 
 @asynccontextmanager

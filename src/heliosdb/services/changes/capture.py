@@ -269,7 +269,8 @@ class CaptureLeader:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
                 log.warning("change capture interrupted: %s; retrying", exc)
                 await asyncio.sleep(1.0)
-            except Exception:  # noqa: BLE001 - the leader must outlive any one failure
+            except Exception:  # e.g. asyncpg's InternalClientError when the session is
+                # ended mid-operation: the leader must outlive any one failure
                 log.exception("change capture failed; retrying")
                 await asyncio.sleep(1.0)
             finally:

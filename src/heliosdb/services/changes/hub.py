@@ -245,6 +245,9 @@ class Hub:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
                 log.warning("change hub lost its engine connection: %s; reconnecting", exc)
                 await asyncio.sleep(1.0)
+            except Exception:  # e.g. asyncpg's InternalClientError: the hub must go on
+                log.exception("change hub failed; reconnecting")
+                await asyncio.sleep(1.0)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
