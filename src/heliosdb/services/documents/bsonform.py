@@ -70,6 +70,22 @@ def date_millis(value: dt.datetime | DatetimeMS) -> int:
 
 def query_form(value: Any) -> Any:
     """The JSONB (relaxed Extended JSON) form of one BSON value."""
+    # The plain types first, by exact type (every stored document passes through here).
+    kind = type(value)
+    if kind is str:
+        return value if "\x00" not in value else value.replace("\x00", "\ufffd")
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _query_form_other(value)
+    if kind is dict:
+        return {key: query_form(item) for key, item in value.items()}
+    if kind is list:
+        return [query_form(item) for item in value]
+    return _query_form_other(value)
+
+
+def _query_form_other(value: Any) -> Any:
     if isinstance(value, str):
         # JSONB text cannot hold NUL; the BSON bytes keep the exact string.
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
