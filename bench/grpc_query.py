@@ -1,6 +1,7 @@
 """gRPC ``ExecuteQuery`` point selects against the same statement run directly on the engine.
 
     .venv/bin/python bench/grpc_query.py [--seconds 10] [--concurrency 32] [--client h2load]
+        [--workers 2]
 
 Starts a real node (embedded engine, temp data directory), fills ``bench_items`` with
 ``--rows`` rows, then alternates short rounds of:
@@ -306,12 +307,20 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=4, help="h2load connections")
     parser.add_argument("--processes", type=int, default=2, help="grpc.aio client processes")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="node processes serving gRPC (--workers)"
+    )
     parser.add_argument("--rows", type=int, default=10_000, help="rows in bench_items")
     parser.add_argument("--stream-rows", type=int, default=0, help="also stream N rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hdb-bench-grpc-") as tmp:
         data_dir = Path(tmp) / "data"
-        node = NodeProcess(data_dir, extra_args=[*free_port_flags(), "--log-level", "warning"])
+        node = NodeProcess(
+            data_dir,
+            extra_args=[
+                *free_port_flags(), "--log-level", "warning", "--workers", str(args.workers)
+            ],
+        )  # fmt: skip
         node.start()
         try:
             setup(node, args.rows)
@@ -348,7 +357,8 @@ def main() -> int:
     )
     print(
         f"\ngRPC ExecuteQuery point select vs asyncpg on the engine: {args.concurrency} in "
-        f"flight ({client}), {args.seconds:g} s per side in {args.rounds} alternating "
+        f"flight ({client}), node processes {args.workers}, {args.seconds:g} s per side in "
+        f"{args.rounds} alternating "
         f"rounds, {args.rows} rows, {os.cpu_count()} CPUs, load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )

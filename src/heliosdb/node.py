@@ -153,9 +153,10 @@ class WorkerNode:
     APIs on the node's ports, over the engine the node runs, until the node stops it or
     goes away."""
 
-    def __init__(self, settings: Settings, listeners: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, listeners: dict[str, Any], process: int = 1) -> None:
         self.settings = settings
         self.listeners = listeners
+        self.process = process  # 1..workers-1; the node itself is 0
         self.engine = Engine(settings.engine, DataDir(settings.data_dir))
 
     async def run(self) -> None:
@@ -179,6 +180,9 @@ class WorkerNode:
                 RedisListener(services),
                 *postgres_listeners(services, primary=False),
             )
+            if self.settings.grpc.native_unary and not self.settings.tls.enabled:
+                # gRPC's front routes a call naming a transaction to the process holding it.
+                served += (GrpcListener(services, self.settings, self.process),)
             for listener in served:
                 await listener.start()
                 listeners.append(listener)
@@ -200,8 +204,8 @@ class WorkerNode:
 
 
 def worker_node() -> WorkerNode:
-    settings, listeners = read_worker_settings()
-    return WorkerNode(settings, listeners)
+    settings, listeners, process = read_worker_settings()
+    return WorkerNode(settings, listeners, process)
 
 
 async def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:

@@ -1,5 +1,7 @@
 """The node's worker processes: more than one core for the REST, WebSocket and Redis APIs
-(and the PostgreSQL gateway, whose client limits are counted in the engine: docs/postgres.md).
+(and the PostgreSQL gateway, whose client limits are counted in the engine: docs/postgres.md;
+and gRPC, whose transactions stay in the process that began them: the front of whichever
+process a call reaches relays it there, interfaces/grpc/front.py).
 
 One Python process runs on one core at most. The REST API keeps no state in a process
 (keys, async queries and their cancellation live in the engine); a WebSocket session
@@ -61,10 +63,10 @@ def worker_pid_gone(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def read_worker_settings() -> tuple[Settings, dict[str, Any]]:
-    """In a worker: the settings and listener table its node wrote on stdin."""
+def read_worker_settings() -> tuple[Settings, dict[str, Any], int]:
+    """In a worker: the settings, listener table and worker number its node wrote on stdin."""
     message = orjson.loads(sys.stdin.buffer.readline())
-    return Settings.model_validate(message["settings"]), message["listeners"]
+    return Settings.model_validate(message["settings"]), message["listeners"], message["process"]
 
 
 async def stdin_closed() -> None:
@@ -99,10 +101,12 @@ class Workers:
         worker_settings.http.port = ports["http"]  # the ports the node bound (maybe 0 asked)
         worker_settings.websocket.port = ports["websocket"]
         worker_settings.redis.port = ports["redis"]
+        if "grpc" in ports:
+            worker_settings.grpc.port = ports["grpc"]
         worker_settings.postgres.port = ports["postgres"]
         if "postgres_txn" in ports:
             worker_settings.postgres.transaction_port = ports["postgres_txn"]
-        self.message = orjson.dumps({"settings": revealed(worker_settings), "listeners": listeners})
+        self.message = {"settings": revealed(worker_settings), "listeners": listeners}
         self.count = settings.workers - 1
         self.grace = settings.http.shutdown_grace_seconds
         self.processes: list[asyncio.subprocess.Process | None] = [None] * self.count
@@ -127,7 +131,8 @@ class Workers:
         )
         self.processes[index] = process
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(self.message + b"\n")
+        # Each worker learns its number (1..N-1): gRPC transaction ids carry it.
+        process.stdin.write(orjson.dumps({**self.message, "process": index + 1}) + b"\n")
         await process.stdin.drain()
         try:
             async with asyncio.timeout(START_TIMEOUT_SECONDS):

@@ -30,10 +30,12 @@ MAX_HEADER_LIST = 64 * 1024
 class Stream:
     __slots__ = (
         "call",
+        "credited",
         "ended_by_peer",
         "ended_by_us",
         "id",
         "peer",
+        "peer_conn",
         "queue",
         "unacked",
         "window",
@@ -47,6 +49,8 @@ class Stream:
         self.ended_by_peer = False
         self.ended_by_us = False
         self.peer: Stream | None = None  # the proxied stream on the other connection
+        self.peer_conn: Http2Connection | None = None  # ... and that connection
+        self.credited = False  # what it receives was credited already (not on relay)
         self.call: Any = None  # a native call (front.py)
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,32 +47,53 @@ _ONE_MESSAGE = "a unary request carries exactly one uncompressed message"
 
 @dataclass(frozen=True, slots=True)
 class NativeMethod:
-    handler: Callable[[Any, Any], Awaitable[Any]]  # the servicer's bound method
+    handler: Callable[[Any, Any], Awaitable[Any]] | None  # the servicer's; None: relay it
     request_type: Any
+    transaction: Callable[[Any], str] | None = None  # the transaction id a request names
 
 
-def native_methods(servicer: Any) -> dict[bytes, NativeMethod]:
-    """Every unary RPC of ``heliosdb.v1.HeliosDB``, by its HTTP/2 ``:path``."""
+def _query_transaction(request: Any) -> str:
+    return str(request.transaction_id.id) if request.HasField("transaction_id") else ""
+
+
+_TRANSACTION_OF: dict[str, Callable[[Any], str]] = {
+    "ExecuteQuery": _query_transaction,
+    "ExecuteQueryStream": _query_transaction,
+    "CommitTransaction": lambda request: str(request.id),
+    "RollbackTransaction": lambda request: str(request.id),
+}
+
+
+def native_methods(servicer: Any, *, routed: bool = False) -> dict[bytes, NativeMethod]:
+    """Every unary RPC of ``heliosdb.v1.HeliosDB``, by its HTTP/2 ``:path``; ``routed``
+    (gRPC in several processes): ExecuteQueryStream too, read here only to be relayed to
+    the process holding its transaction."""
     service = heliosdb_pb2.DESCRIPTOR.services_by_name["HeliosDB"]
-    return {
-        f"/{service.full_name}/{method.name}".encode(): NativeMethod(
-            getattr(servicer, method.name), message_factory.GetMessageClass(method.input_type)
+    table = {}
+    for method in service.methods:
+        if method.client_streaming:
+            continue
+        if method.server_streaming and not (routed and method.name in _TRANSACTION_OF):
+            continue
+        handler = None if method.server_streaming else getattr(servicer, method.name)
+        table[f"/{service.full_name}/{method.name}".encode()] = NativeMethod(
+            handler,
+            message_factory.GetMessageClass(method.input_type),
+            _TRANSACTION_OF.get(method.name) if routed else None,
         )
-        for method in service.methods
-        if not method.client_streaming and not method.server_streaming
-    }
+    return table
 
 
-def private_address(data_dir: Path) -> tuple[str, str]:
-    """Where grpc.aio listens for relayed streams: a Unix socket in the node's run
-    directory (or a private temporary one when that path is too long for a socket), as
-    grpc spells it and as asyncio does."""
+def private_address(data_dir: Path, process: int = 0) -> tuple[str, str]:
+    """Where process ``process`` of a node runs the grpc.aio server relayed streams go to:
+    a Unix socket in the node's run directory (or, when that path is too long for a
+    socket, one in the temporary directory named after it), as grpc spells it and as
+    asyncio does. Every process of the node works out the others' the same way."""
     run = data_dir.resolve() / "run"
-    path = run / "grpc.sock"
+    path = run / f"grpc-{process}.sock"
     if len(str(path)) > 100:
-        path = Path(tempfile.mkdtemp(prefix="heliosdb-grpc-")) / "grpc.sock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
+        digest = hashlib.sha256(str(run).encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"heliosdb-grpc-{digest}-{process}.sock"
     return f"unix:{path}", str(path)
 
 
@@ -123,19 +146,24 @@ class FrontConnection(Http2Connection):
     def __init__(self, front: Front) -> None:
         super().__init__()
         self.front = front
-        self.upstream: Upstream | None = None
+        self.upstreams: dict[str, Upstream] = {}  # by Unix socket path
         self.calls: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Each answer is one small write: Nagle's wait for the previous one's ACK
+            # would hold it back for the peer's delayed-ACK timer.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.front.connections.add(self)
 
     def on_closed(self) -> None:
         self.front.connections.discard(self)
         for task in self.calls:
             task.cancel()
-        if self.upstream is not None:
-            self.upstream.close()
+        for upstream in self.upstreams.values():
+            upstream.close()
 
     def on_goaway(self) -> None:
         pass
@@ -143,14 +171,14 @@ class FrontConnection(Http2Connection):
     # -- streams from the client --------------------------------------------------------
 
     def on_headers(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
-        if stream.peer is not None:  # trailers of a relayed request
-            self._upstream().send_headers(stream.peer, h2.encode_headers(headers), end_stream)
+        if stream.peer is not None and stream.peer_conn is not None:  # a relayed request's trailers
+            stream.peer_conn.send_headers(stream.peer, h2.encode_headers(headers), end_stream)
             return
         if stream.call is not None:
             return  # trailers after a unary request carry nothing a call reads
         method = self._native(headers)
         if method is None:
-            self._relay(stream, headers, end_stream)
+            self._relay(stream, headers, end_stream, self.front.private_path)
             return
         stream.call = _NativeCall(method, headers)
         if end_stream:
@@ -173,8 +201,8 @@ class FrontConnection(Http2Connection):
         return method
 
     def on_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
-        if stream.peer is not None:
-            self._upstream().send_data(stream.peer, data, end_stream)
+        if stream.peer is not None and stream.peer_conn is not None:
+            stream.peer_conn.send_data(stream.peer, data, end_stream)
             return
         call: _NativeCall | None = stream.call
         if call is None:
@@ -192,15 +220,15 @@ class FrontConnection(Http2Connection):
             self._start(stream)
 
     def on_reset(self, stream: Stream, code: int) -> None:
-        if stream.peer is not None and self.upstream is not None:
-            self.upstream.reset(stream.peer, h2.CANCEL)
+        if stream.peer is not None and stream.peer_conn is not None:
+            stream.peer_conn.reset(stream.peer, h2.CANCEL)
         call: _NativeCall | None = stream.call
         if call is not None and call.task is not None:
             call.task.cancel()
 
     def on_sent(self, stream: Stream, n: int) -> None:
-        if stream.peer is not None and self.upstream is not None:
-            self.upstream.consume(stream.peer, n)
+        if stream.peer is not None and stream.peer_conn is not None:
+            stream.peer_conn.consume(stream.peer, n)
 
     # -- native unary calls -------------------------------------------------------------
 
@@ -219,12 +247,20 @@ class FrontConnection(Http2Connection):
         context = CallContext(call.headers)
         try:
             request = call.method.request_type.FromString(body[5:])
+            owner = self.front.owner_of(call.method, request)
+            if owner is not None:
+                # Another process holds the transaction (or a stream is to be served by
+                # grpc.aio): the call goes there whole.
+                self._relay(stream, call.headers, False, owner, body)
+                return
+            handler = call.method.handler
+            assert handler is not None  # owner_of relays the methods without one
             timeout = _timeout(call.headers)
             if timeout is None:
-                response = await call.method.handler(request, context)
+                response = await handler(request, context)
             else:
                 async with asyncio.timeout(timeout):
-                    response = await call.method.handler(request, context)
+                    response = await handler(request, context)
         except grpc.aio.AbortError:
             assert context.status is not None
             self._finish(stream, context.status)
@@ -279,16 +315,29 @@ class FrontConnection(Http2Connection):
 
     # -- relayed streams ----------------------------------------------------------------
 
-    def _upstream(self) -> Upstream:
-        if self.upstream is None or self.upstream.closed or self.upstream.draining:
-            self.upstream = Upstream(self)
-            self._loop.create_task(self.upstream.connect(self.front.private_path))
-        return self.upstream
+    def _upstream(self, path: str) -> Upstream:
+        upstream = self.upstreams.get(path)
+        if upstream is None or upstream.closed or upstream.draining:
+            upstream = self.upstreams[path] = Upstream(self)
+            self._loop.create_task(upstream.connect(path))
+        return upstream
 
-    def _relay(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
-        upstream = self._upstream()
+    def _relay(
+        self, stream: Stream, headers: Headers, end_stream: bool, path: str, body: bytes = b""
+    ) -> None:
+        """Relay ``stream`` to the grpc.aio server at ``path``; ``body``: the request
+        bytes already read here (and credited to the client)."""
+        if stream.id not in self.streams or self.closed:
+            return
+        upstream = self._upstream(path)
         forwarded = [(n, v) for n, v in headers if n not in _HOP_HEADERS]
-        stream.peer = upstream.open_stream(stream, h2.encode_headers(forwarded), end_stream)
+        block = h2.encode_headers(forwarded)
+        stream.call = None
+        stream.peer_conn = upstream
+        stream.peer = upstream.open_stream(stream, block, end_stream and not body)
+        if body:
+            stream.peer.credited = True
+            upstream.send_data(stream.peer, body, True)
 
 
 class _NativeCall:
@@ -324,6 +373,7 @@ class Upstream(Http2Connection):
         stream = Stream(self.next_stream, self.peer_initial_window)
         self.next_stream += 2
         stream.peer = front_stream
+        stream.peer_conn = self.front
         self.streams[stream.id] = stream
         if end_stream:
             stream.ended_by_us = True
@@ -347,7 +397,7 @@ class Upstream(Http2Connection):
             # Credit comes back as the client takes the bytes (FrontConnection.on_sent).
 
     def on_sent(self, stream: Stream, n: int) -> None:
-        if stream.peer is not None:
+        if stream.peer is not None and not stream.credited:
             self.front.consume(stream.peer, n)
 
     def on_reset(self, stream: Stream, code: int) -> None:
@@ -364,25 +414,52 @@ class Upstream(Http2Connection):
 
 
 class Front:
-    """The listening side: accepted connections, the native method table, the relay's
-    address."""
+    """The listening side: accepted connections, the native method table, where relayed
+    streams go. ``process`` / ``processes``: this process's number and how many serve the
+    port (``workers``), or None for a node serving gRPC from one process."""
 
-    def __init__(self, servicer: Any, max_message_bytes: int, private_path: str) -> None:
-        self.methods = native_methods(servicer)
+    def __init__(
+        self,
+        servicer: Any,
+        max_message_bytes: int,
+        data_dir: Path,
+        *,
+        process: int | None = None,
+        processes: int = 1,
+    ) -> None:
+        self.process = process
+        self.processes = processes
+        self.data_dir = data_dir
+        self.methods = native_methods(servicer, routed=process is not None)
         self.max_message_bytes = max_message_bytes
-        self.private_path = private_path
+        self.private_path = private_address(data_dir, process or 0)[1]
         self.response_block = h2.response_headers()
         self.connections: set[FrontConnection] = set()
         self.server: asyncio.Server | None = None
 
+    def owner_of(self, method: NativeMethod, request: Any) -> str | None:
+        """Where a call must be relayed: the private socket of the process holding the
+        transaction it names, or this process's grpc.aio for a stream; None: serve here."""
+        if method.transaction is not None:
+            number, dot, _ = method.transaction(request).partition(".")
+            owner = int(number) if dot and number.isdigit() else self.process
+            if owner != self.process and owner is not None and owner < self.processes:
+                return private_address(self.data_dir, owner)[1]
+        return self.private_path if method.handler is None else None
+
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: FrontConnection(self), host, port)
+        shared = self.process is not None  # every process of the node binds the port
+        server = await loop.create_server(
+            lambda: FrontConnection(self), host, port, reuse_port=shared or None
+        )
         ports = {s.getsockname()[1] for s in server.sockets}
         if len(ports) > 1:  # port 0 on a name with several addresses: one port for all
             first = server.sockets[0].getsockname()[1]
             server.close()
-            server = await loop.create_server(lambda: FrontConnection(self), host, first)
+            server = await loop.create_server(
+                lambda: FrontConnection(self), host, first, reuse_port=shared or None
+            )
         self.server = server
         port_: int = server.sockets[0].getsockname()[1]
         return port_

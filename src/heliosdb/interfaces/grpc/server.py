@@ -32,9 +32,12 @@ SERVICE_NAME = heliosdb_pb2.DESCRIPTOR.services_by_name["HeliosDB"].full_name
 class GrpcListener:
     name = "grpc"
 
-    def __init__(self, services: Services, settings: Settings) -> None:
+    def __init__(self, services: Services, settings: Settings, process: int = 0) -> None:
+        """``process``: which of the node's processes this is (0: the node itself, 1..:
+        its workers) when the node serves gRPC from several (``workers``, see front.py)."""
         self.services = services
         self.settings = settings
+        self.process = process
         self.server: grpc.aio.Server | None = None
         self.front: Front | None = None
         self.private_path: str | None = None
@@ -59,7 +62,9 @@ class GrpcListener:
                 ("grpc.max_send_message_length", limit),
             ]
         )
-        servicer = HeliosDBServicer(self.services)
+        front = self.settings.grpc.native_unary and not self.settings.tls.enabled
+        shared = front and self.settings.workers > 1
+        servicer = HeliosDBServicer(self.services, self.process if shared else None)
         heliosdb_pb2_grpc.add_HeliosDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -71,14 +76,22 @@ class GrpcListener:
         target = f"[{host}]:{self.settings.grpc.port}" if ":" in host else (
             f"{host}:{self.settings.grpc.port}"
         )  # fmt: skip
-        if self.settings.grpc.native_unary and not self.settings.tls.enabled:
-            private, private_path = private_address(self.settings.data_dir)
+        if front:
+            private, private_path = private_address(self.settings.data_dir, self.process)
+            Path(private_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(private_path).unlink(missing_ok=True)
             if not server.add_insecure_port(private):
                 raise OSError(f"gRPC cannot listen on {private}")
             await server.start()
             self.server = server
             self.private_path = private_path
-            self.front = Front(servicer, limit, private_path)
+            self.front = Front(
+                servicer,
+                limit,
+                self.settings.data_dir,
+                process=self.process if shared else None,
+                processes=self.settings.workers,
+            )
             try:
                 self.port = await self.front.start(host, self.settings.grpc.port)
             except OSError as exc:

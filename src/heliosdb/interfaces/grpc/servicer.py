@@ -108,9 +108,21 @@ def _streaming(
 
 
 class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc]
-    def __init__(self, services: Services) -> None:
+    """``process``: this process's number when the node serves gRPC from several
+    (``workers``); its transaction ids then start with ``<process>.`` so the front of
+    whichever process a call reaches can send it to the one holding the transaction."""
+
+    def __init__(self, services: Services, process: int | None = None) -> None:
         self.services = services
         self.batch_rows = services.settings.grpc.stream_batch_rows
+        self.prefix = "" if process is None else f"{process}."
+
+    def _local(self, transaction_id: str) -> str:
+        """A transaction id as this process's service knows it (one of another process's,
+        unchanged, is then simply not found here)."""
+        if self.prefix and transaction_id.startswith(self.prefix) and transaction_id != self.prefix:
+            return transaction_id[len(self.prefix) :]
+        return transaction_id
 
     async def principal(self, context: Context) -> Principal:
         return await authenticate(self.services.keys, context)
@@ -123,7 +135,7 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
         params = params_of(request.params)
         if request.HasField("transaction_id"):
             result = await self.services.transactions.execute(
-                principal, request.transaction_id.id, request.sql, params
+                principal, self._local(request.transaction_id.id), request.sql, params
             )
         else:
             result = await self.services.query.execute(principal, request.sql, params)
@@ -139,7 +151,9 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
             connection = None
             if request.HasField("transaction_id"):
                 opened = await stack.enter_async_context(
-                    self.services.transactions.use(principal, request.transaction_id.id)
+                    self.services.transactions.use(
+                        principal, self._local(request.transaction_id.id)
+                    )
                 )
                 connection = opened.connection
             stream = await stack.enter_async_context(
@@ -175,7 +189,7 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
             idle_timeout=request.idle_timeout_seconds or None,
         )
         return pb.TransactionResponse(
-            transaction_id=pb.TransactionId(id=opened.id),
+            transaction_id=pb.TransactionId(id=self.prefix + opened.id),
             isolation_level=_ISOLATION_BACK[opened.isolation],
             read_only=opened.read_only,
             idle_timeout_seconds=int(opened.idle_timeout),
@@ -186,7 +200,7 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
         self, request: pb.TransactionId, context: Context
     ) -> pb.CommitResponse:
         principal = await self.principal(context)
-        await self.services.transactions.commit(principal, request.id)
+        await self.services.transactions.commit(principal, self._local(request.id))
         return pb.CommitResponse(transaction_id=request, committed=True)
 
     @_unary
@@ -194,7 +208,7 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
         self, request: pb.TransactionId, context: Context
     ) -> pb.RollbackResponse:
         principal = await self.principal(context)
-        await self.services.transactions.rollback(principal, request.id)
+        await self.services.transactions.rollback(principal, self._local(request.id))
         return pb.RollbackResponse(transaction_id=request, rolled_back=True)
 
     # -- vectors ---------------------------------------------------------------------------
