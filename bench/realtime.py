@@ -40,13 +40,21 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 import orjson
+import uvloop
 import websockets
 from websockets.typing import Subprotocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import cpu_seconds
+
 from tests.nodeproc import NodeProcess
 
 TICK = 0.01
+# What the lean client looks for in an event frame (the node's own encoding, see
+# interfaces/websocket/codec.py; the benchmark's rows are {"id": n, "pad": "x"}).
+_EVENT = b'{"type":"event",'
+_ROW_ID = b'"row":{"id":'
+_STAMP = b'"timestamp":"'
 # The table name is the benchmark's own; values are parameters.
 _INSERT = (
     "INSERT INTO {table} (id, pad) SELECT g, 'x' FROM generate_series($1::bigint, $2::bigint) g"
@@ -109,10 +117,13 @@ class Subscriber:
 class LeanSubscriber(asyncio.Protocol):
     """The same subscriber on a minimal WebSocket client (``--lean-clients``): the
     handshake by hand, then server frames parsed straight from the socket's bytes in
-    ``data_received``. It costs a few µs per event instead of the ``websockets``
-    client's tens, so on a small machine the figures show the node's latency, not the
-    benchmark's own parsing. Frames it sends are masked (with a zero key, which RFC 6455
-    allows), as a client's must be."""
+    ``data_received``, with the time taken once per read, before any parsing. An event
+    frame is not parsed as JSON: the row id and the commit timestamp are found by
+    position in the node's encoding (about 1 µs per event instead of the ``websockets``
+    client's tens), so that on a small machine, where 100 subscribers' reads share the
+    cores with the node, the figures show the node's latency, not the benchmark's own
+    parsing. Frames it sends are masked (with a zero key, which RFC 6455 allows), as a
+    client's must be."""
 
     def __init__(self, url: str, key: str, table: str) -> None:
         self.url, self.key, self.table = url, key, table
@@ -124,7 +135,7 @@ class LeanSubscriber(asyncio.Protocol):
         self._buffer = bytearray()
         self._handshaken = False
         self._answers = 0
-        self._commit_times: dict[str, float] = {}
+        self._commit_times: dict[bytes, float] = {}
         self._closed = asyncio.Event()
         self._transport: asyncio.Transport | None = None
 
@@ -186,7 +197,10 @@ class LeanSubscriber(asyncio.Protocol):
             if total - start < size:
                 break
             if opcode == 1:
-                self._message(orjson.loads(memoryview(buffer)[start : start + size]), now)
+                if buffer.startswith(_EVENT, start):
+                    self._event(buffer, start, start + size, now)
+                else:
+                    self._message(orjson.loads(memoryview(buffer)[start : start + size]), now)
             elif opcode == 9:  # ping: answer pong with the same data, masked
                 payload = bytes(buffer[start : start + size])
                 assert self._transport is not None
@@ -195,6 +209,20 @@ class LeanSubscriber(asyncio.Protocol):
                 self._closed.set()
             offset = start + size
         del buffer[:offset]
+
+    def _event(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        at = buffer.find(_ROW_ID, start, end) + len(_ROW_ID)
+        row_id = int(buffer[at : buffer.find(b",", at, end)])
+        at = buffer.find(_STAMP, at, end) + len(_STAMP)
+        stamp = bytes(buffer[at : buffer.find(b'"', at, end)])
+        committed = self._commit_times.get(stamp)
+        if committed is None:
+            if len(self._commit_times) > 10_000:
+                self._commit_times.clear()
+            committed = dt.datetime.fromisoformat(stamp.decode()).timestamp()
+            self._commit_times[stamp] = committed
+        self.latencies.append(now - committed)
+        self.seen.add(row_id)
 
     def _message(self, message: dict[str, Any], now: float) -> None:
         kind = message["type"]
@@ -265,9 +293,31 @@ async def engine_rate(dsn: str, table: str, seconds: float = 3.0) -> float:
 
 
 def node_cpu_seconds(node: NodeProcess) -> float:
-    """utime + stime of the node process (load on the machine does not inflate it)."""
+    """utime + stime of the node process and its worker processes (load on the machine
+    does not inflate it)."""
     assert node.process is not None
-    fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return cpu_seconds(node.process.pid)
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU: the writer and every subscriber."""
+    times = os.times()
+    return times.user + times.system
+
+
+async def capture_cpu_seconds(dsn: str) -> float:
+    """CPU time of the capture leader's engine session (decoding, writing the events)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        pid = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'heliosdb-capture' "
+            "AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+        )
+    finally:
+        await conn.close()
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -294,6 +344,8 @@ async def run_rate(
         sub.task = asyncio.create_task(sub.run())
     await asyncio.gather(*(s.ready.wait() for s in subscribers))
     cpu_before = node_cpu_seconds(node)
+    own_before = own_cpu_seconds()
+    capture_before = await capture_cpu_seconds(dsn)
     written = await write(dsn, table, rate, args.seconds, 1)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -301,6 +353,8 @@ async def run_rate(
             break
         await asyncio.sleep(0.1)
     cpu = node_cpu_seconds(node) - cpu_before
+    own = own_cpu_seconds() - own_before
+    capture = await capture_cpu_seconds(dsn) - capture_before
     for sub in subscribers:
         assert sub.task is not None
         sub.task.cancel()
@@ -318,6 +372,10 @@ async def run_rate(
         "node_cpu_s": round(cpu, 2),
         # capture, fan-out and sending, per (event, subscriber) pair delivered
         "cpu_us_per_delivery": round(cpu / max(1, len(latencies)) * 1e6, 2),
+        # the benchmark process (writer + subscribers), per delivery
+        "client_us_per_delivery": round(own / max(1, len(latencies)) * 1e6, 2),
+        # the capture leader's engine session, per change (0 if it changed hands)
+        "capture_us_per_change": round(max(0.0, capture) / max(1, written) * 1e6, 1),
     }
 
 
@@ -343,7 +401,9 @@ async def main(args: argparse.Namespace) -> None:
                 f"{result['deliveries']:>9}, lost {result['lost']:>8}, slow-consumer ends "
                 f"{result['slow_consumer_errors']:>3}, p50 {result['p50_ms']:>7} ms, "
                 f"p99 {result['p99_ms']:>7} ms, node CPU {result['node_cpu_s']} s "
-                f"({result['cpu_us_per_delivery']} µs per delivery)",
+                f"({result['cpu_us_per_delivery']} µs per delivery); benchmark process "
+                f"{result['client_us_per_delivery']} µs per delivery; capture engine "
+                f"session {result['capture_us_per_change']} µs per change",
                 flush=True,
             )
             if result["lost"] == 0 and not result["slow_consumer_errors"]:
@@ -375,4 +435,5 @@ if __name__ == "__main__":
         help="subscribers on a minimal WebSocket client instead of the websockets library",
     )
     parser.add_argument("--node-args", default="", help="extra `heliosdb serve` flags, one string")
-    asyncio.run(main(parser.parse_args()))
+    # uvloop, as the node uses: the subscribers' reads cost the benchmark less CPU.
+    uvloop.run(main(parser.parse_args()))
