@@ -1,11 +1,18 @@
-"""Many clients' plain GETs and SETs become one engine round trip.
+"""Many clients' commands become one engine round trip per kind.
 
-Callers queue an operation and await its future; each worker holds one engine connection
-and, whenever it is free, takes every queued operation and runs them as one statement per
-kind (SETs first, deduplicated per key with the last one winning; then GETs). Operations
-in one batch were all in flight at once, so any order among them is a valid serial order,
-and each client still sees its own commands in order because it waits for each reply.
-If a batch fails, its operations are retried one by one so each gets its own answer.
+Callers queue an operation and await its future (or hand a sink); each worker holds one
+engine connection and, whenever it is free, takes every queued operation and runs them as
+one statement per kind (SETs first, deduplicated per key with the last one winning; then
+GETs). Operations in one batch were all in flight at once, so any order among them is a
+valid serial order, and each client still sees its own commands in order because it
+waits for each reply. If a batch fails, its operations are retried one by one so each
+gets its own answer.
+
+Worker 0 also runs the write groups (INCRBY, pushes, HSET/SADD/ZADD, and any other write
+command as ``tx`` work): first one call per kind (``_run_fast``: an upsert for counters,
+helios_kv.push_group / add_group), then, for whatever those leave and the ``tx`` work, one
+group transaction. The other workers take GET/SET batches only while worker 0 is in a
+group transaction or reconnecting, so batches stay as large as the load makes them.
 """
 
 from __future__ import annotations
@@ -285,7 +292,7 @@ class Coalescer:
         rest: list[_Op] = []
         kinds: dict[str, list[_Op]] = {"incr": [], "push": [], "add": []}
         for op in ops:
-            kinds[op.kind].append(op) if op.kind in kinds else rest.append(op)
+            kinds.get(op.kind, rest).append(op)
         for kind, group in kinds.items():
             if not group:
                 continue
