@@ -100,20 +100,13 @@ def private_address(data_dir: Path, process: int = 0) -> tuple[str, str]:
 class CallContext:
     """What servicer.py asks of a call's context: its metadata, and aborting it."""
 
-    __slots__ = ("_headers", "_metadata", "status")
+    __slots__ = ("_metadata", "status")
 
-    def __init__(self, headers: Headers) -> None:
-        self._headers = headers
-        self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
+    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+        self._metadata = metadata
         self.status: grpc.Status | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        if self._metadata is None:
-            self._metadata = tuple(
-                (name.decode("latin-1"), _metadata_value(name, value))
-                for name, value in self._headers
-                if not name.startswith(b":") and name not in (b"te", b"content-type")
-            )
         return self._metadata
 
     async def abort_with_status(self, status: grpc.Status) -> None:
@@ -134,6 +127,15 @@ class _PlainStatus(grpc.Status):
         self.trailing_metadata = trailing_metadata
 
 
+def metadata_of(headers: Headers) -> tuple[tuple[str, str | bytes], ...]:
+    """A call's metadata as grpc.aio gives it: custom headers, ``-bin`` values decoded."""
+    return tuple(
+        (name.decode("latin-1"), _metadata_value(name, value))
+        for name, value in headers
+        if not name.startswith(b":") and name not in (b"te", b"content-type")
+    )
+
+
 def _metadata_value(name: bytes, value: bytes) -> str | bytes:
     if name.endswith(b"-bin"):
         return base64.b64decode(value + b"=" * (-len(value) % 4))
@@ -147,6 +149,9 @@ class FrontConnection(Http2Connection):
         super().__init__()
         self.front = front
         self.upstreams: dict[str, Upstream] = {}  # by Unix socket path
+        # What the last header block meant: a client repeating the same block (the
+        # decoder answers it with the same list) is not parsed again.
+        self._seen: tuple[Headers, NativeMethod | None, Any, float | None] | None = None
         self.calls: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,6 +190,25 @@ class FrontConnection(Http2Connection):
             self._start(stream)
 
     def _native(self, headers: Headers) -> NativeMethod | None:
+        seen = self._seen
+        if seen is not None and seen[0] is headers:
+            return seen[1]
+        method = self._parse_native(headers)
+        self._seen = (headers, method, None, None)
+        return method
+
+    def _metadata(
+        self, headers: Headers
+    ) -> tuple[tuple[tuple[str, str | bytes], ...], float | None]:
+        seen = self._seen
+        if seen is not None and seen[0] is headers and seen[2] is not None:
+            return seen[2], seen[3]
+        metadata, timeout = metadata_of(headers), _timeout(headers)
+        if seen is not None and seen[0] is headers:
+            self._seen = (headers, seen[1], metadata, timeout)
+        return metadata, timeout
+
+    def _parse_native(self, headers: Headers) -> NativeMethod | None:
         path = content_type = encoding = None
         for name, value in headers:
             if name == b":path":
@@ -244,7 +268,8 @@ class FrontConnection(Http2Connection):
         if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5]) != len(body) - 5:
             self._finish(stream, _status(grpc.StatusCode.INTERNAL, _ONE_MESSAGE))
             return
-        context = CallContext(call.headers)
+        metadata, timeout = self._metadata(call.headers)
+        context = CallContext(metadata)
         try:
             request = call.method.request_type.FromString(body[5:])
             owner = self.front.owner_of(call.method, request)
@@ -255,7 +280,6 @@ class FrontConnection(Http2Connection):
                 return
             handler = call.method.handler
             assert handler is not None  # owner_of relays the methods without one
-            timeout = _timeout(call.headers)
             if timeout is None:
                 response = await handler(request, context)
             else:
