@@ -573,3 +573,20 @@ async def test_vectors_search_credentials_and_body_limit(
     assert (await api.post("/vectors/search", json=body)).status_code == 200
     metrics = (await api.get("/metrics")).text
     assert 'route="/vectors/search",status="200"' in metrics
+
+
+async def test_vectors_search_top_k_varies_on_cached_statements(
+    api: httpx.AsyncClient, loaded: str, data: np.ndarray
+) -> None:
+    """k is part of each cached statement's text: alternating k never reuses another's."""
+    for top_k in (3, 7, 3, 1, 7, 50):
+        for filter_text in (None, "category = 'hats'"):
+            body: dict[str, Any] = {"index_name": loaded, "vector": data[2].tolist(),
+                                    "top_k": top_k}  # fmt: skip
+            if filter_text:
+                body["filter"] = filter_text
+            for exact in (False, True):
+                results = (await search(api, **body, exact=exact))["results"]
+                assert len(results) == top_k, (top_k, filter_text, exact)
+                if filter_text:
+                    assert all(int(r["id"]) % 4 == 1 for r in results)
