@@ -13,7 +13,7 @@ from typing import Any
 import bson
 import httpx
 import pytest
-from bson import Binary, Decimal128, Int64, ObjectId, Regex
+from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -36,10 +36,18 @@ BASE: dict[str, Any] = {
     "re": Regex("^a.c$", "i"),
     "nul": None,
     "t": True,
+    "ts": Timestamp(5, 1),
+    "lo": MinKey(),
+    "hi": MaxKey(),
+    "code": Code("x"),
+    "scoped": Code("y", {"a": 1}),
+    "int64": Int64(-(2**40)),
 }
 
 CASES: list[dict[str, Any]] = [
     {"$inc": {"a": 1}},
+    {"$inc": {"int64": -5}, "$set": {"scoped": 1}},
+    {"$set": {"hi": 1, "ts": "t"}, "$inc": {"near": 1}},
     {"$inc": {"a": -5, "big": 3}},
     {"$inc": {"near": 5}},  # int32 overflows into int64
     {"$inc": {"a": Int64(1)}},  # an int64 increment widens
@@ -98,7 +106,8 @@ async def test_engine_function_applies_update(coll: Coll, api: httpx.AsyncClient
     coll.insert_one({"_id": 1, "a": 1, "d": 2.5})
     sql = (
         "SELECT f.nb, f.nd FROM {t}, LATERAL helios_documents.bson_update(bson, doc, 'i', "
-        "ARRAY[$1], ARRAY[decode($2, 'hex')], ARRAY['1'::jsonb]) AS f"
+        "ARRAY[$1], ARRAY[convert_to($1, 'UTF8') || '\\x00'::bytea], ARRAY[decode($2, 'hex')], "
+        "ARRAY['1'::jsonb]) AS f"
     )
     table = f'"{coll.database.name}"."{coll.name}"'
     done = await api.post(
@@ -120,7 +129,8 @@ async def test_engine_function_walks_every_type(coll: Coll, api: httpx.AsyncClie
     stored = raw(coll, 1)
     sql = (
         "SELECT encode(f.nb, 'hex') FROM {t}, LATERAL helios_documents.bson_update(bson, doc, "
-        "'s', ARRAY['zz'], ARRAY[decode($1, 'hex')], ARRAY['1'::jsonb]) AS f"
+        "'s', ARRAY['zz'], ARRAY['\\x7a7a00'::bytea], ARRAY[decode($1, 'hex')], "
+        "ARRAY['1'::jsonb]) AS f"
     )
     table = f'"{coll.database.name}"."{coll.name}"'
     element = bson.encode({"zz": 1})[4:-1]

@@ -29,79 +29,85 @@ from heliosdb.services.documents import bsonform
 SCHEMA = "helios_documents"
 
 # Top-level elements: type byte, key (cstring), value; the size of a value by its type.
+# Written for few evaluations per element (each PL/pgSQL statement costs far more than
+# the expression it runs): one key comparison, one NUL search, one CASE for the size.
+_I32 = (
+    "(get_byte(nb, {o}) | (get_byte(nb, {o} + 1) << 8) | (get_byte(nb, {o} + 2) << 16)"
+    " | (get_byte(nb, {o} + 3) << 24))"
+)
+_I64 = " | ".join(
+    f"(get_byte(nb, vs + {j})::bigint << {8 * j})" if j else "get_byte(nb, vs)::bigint"
+    for j in range(8)
+)
+_SIZE = (
+    "CASE t WHEN 2 THEN 4 + {i32} WHEN 16 THEN 4 WHEN 1 THEN 8 WHEN 18 THEN 8 WHEN 9 THEN 8 "
+    "WHEN 17 THEN 8 WHEN 3 THEN {i32} WHEN 4 THEN {i32} WHEN 8 THEN 1 WHEN 7 THEN 12 "
+    "WHEN 10 THEN 0 WHEN 19 THEN 16 WHEN 5 THEN 5 + {i32} WHEN 13 THEN 4 + {i32} "
+    "WHEN 14 THEN 4 + {i32} WHEN 15 THEN {i32} WHEN 12 THEN 16 + {i32} WHEN 6 THEN 0 "
+    "WHEN 127 THEN 0 WHEN 255 THEN 0 ELSE -1 END"
+).format(i32=_I32.format(o="vs"))
+
+
+def _set_bytes(target: str, at: str, value: str, count: int) -> str:
+    """One expression writing ``count`` little-endian bytes of ``value`` at ``at``."""
+    out = target
+    for j in range(count):
+        out = f"set_byte({out}, {at} + {j}, (({value} >> {8 * j}) & 255)::int)"
+    return out
+
+
 FUNCTION_DDL = rf"""
 CREATE OR REPLACE FUNCTION {SCHEMA}.bson_update(
-    b bytea, d jsonb, ops text, keys text[], elems bytea[], vals jsonb[],
+    b bytea, d jsonb, ops text, keys text[], kzs bytea[], elems bytea[], vals jsonb[],
     OUT nb bytea, OUT nd jsonb
 ) LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
-    i int; p int; t int; ke int; vs int; ve int; j int; w int;
-    kb bytea; kl int; el bytea; op text; hit boolean;
-    cur numeric; res numeric; r bigint;
+    i int; p int; t int; vs int; ve int; w int; size int;
+    kz bytea; kl int; el bytea; hit boolean; res numeric; r bigint;
 BEGIN
     nb := b; nd := d;
     IF octet_length(b) > 1048576 THEN nb := NULL; RETURN; END IF;
     FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
-        kb := convert_to(keys[i], 'UTF8'); kl := octet_length(kb);
-        el := elems[i]; op := substr(ops, i, 1);
+        kz := kzs[i]; kl := octet_length(kz) - 1; el := elems[i];
         p := 4; hit := false;
         LOOP
             t := get_byte(nb, p);
             EXIT WHEN t = 0;
-            ke := p + 1;
-            WHILE get_byte(nb, ke) <> 0 LOOP ke := ke + 1; END LOOP;
-            vs := ke + 1;
-            IF t IN (1, 9, 17, 18) THEN ve := vs + 8;
-            ELSIF t = 16 THEN ve := vs + 4;
-            ELSIF t = 7 THEN ve := vs + 12;
-            ELSIF t = 8 THEN ve := vs + 1;
-            ELSIF t IN (6, 10, 127, 255) THEN ve := vs;
-            ELSIF t = 19 THEN ve := vs + 16;
-            ELSIF t IN (2, 3, 4, 5, 12, 13, 14, 15) THEN
-                -- (every operator but arithmetic binds alike: parenthesise each shift)
-                ve := vs + (get_byte(nb, vs) | (get_byte(nb, vs + 1) << 8)
-                            | (get_byte(nb, vs + 2) << 16) | (get_byte(nb, vs + 3) << 24));
-                IF t IN (2, 13, 14) THEN ve := ve + 4;
-                ELSIF t = 5 THEN ve := ve + 5;
-                ELSIF t = 12 THEN ve := ve + 16;
-                END IF;
-            ELSIF t = 11 THEN
-                ve := vs;
-                WHILE get_byte(nb, ve) <> 0 LOOP ve := ve + 1; END LOOP;
-                ve := ve + 1;
-                WHILE get_byte(nb, ve) <> 0 LOOP ve := ve + 1; END LOOP;
-                ve := ve + 1;
+            IF substring(nb FROM p + 2 FOR kl + 1) = kz THEN
+                hit := true; vs := p + kl + 2;
             ELSE
-                nb := NULL; RETURN;
+                vs := position('\x00'::bytea IN substring(nb FROM p + 2 FOR 1024));
+                IF vs = 0 THEN nb := NULL; RETURN; END IF;
+                vs := p + vs + 1;
             END IF;
-            IF ke - p - 1 = kl AND substring(nb FROM p + 2 FOR kl) = kb THEN
-                hit := true;
-                EXIT;
+            IF t = 11 THEN
+                ve := vs + position('\x00'::bytea IN substring(nb FROM vs + 1));
+                ve := ve + position('\x00'::bytea IN substring(nb FROM ve + 1));
+            ELSE
+                size := {_SIZE};
+                IF size < 0 THEN nb := NULL; RETURN; END IF;
+                ve := vs + size;
             END IF;
+            EXIT WHEN hit;
             p := ve;
         END LOOP;
-        IF hit AND op = 'i' THEN
-            IF t NOT IN (16, 18) THEN nb := NULL; RETURN; END IF;
-            cur := 0;
-            FOR j IN REVERSE (CASE WHEN t = 16 THEN 3 ELSE 7 END) .. 0 LOOP
-                cur := cur * 256 + get_byte(nb, vs + j);
-            END LOOP;
-            IF t = 16 AND cur >= 2147483648 THEN cur := cur - 4294967296;
-            ELSIF t = 18 AND cur >= 9223372036854775808 THEN cur := cur - 18446744073709551616;
+        IF hit AND substr(ops, i, 1) = 'i' THEN
+            IF t = 16 THEN res := {_I32.format(o="vs")};
+            ELSIF t = 18 THEN res := {_I64};
+            ELSE nb := NULL; RETURN;
             END IF;
-            res := cur + (vals[i])::numeric;
+            res := res + (vals[i])::numeric;
             IF res < -9223372036854775808 OR res > 9223372036854775807 THEN
                 nb := NULL; RETURN;
             END IF;
-            w := CASE WHEN t = 18 OR get_byte(el, 0) = 18
-                      OR res < -2147483648 OR res > 2147483647 THEN 8 ELSE 4 END;
             r := res::bigint;
-            el := set_byte('\x00'::bytea, 0, CASE WHEN w = 8 THEN 18 ELSE 16 END)
-                  || kb || '\x00'::bytea
-                  || CASE WHEN w = 8 THEN '\x0000000000000000'::bytea ELSE '\x00000000'::bytea END;
-            FOR j IN 0 .. w - 1 LOOP
-                el := set_byte(el, kl + 2 + j, ((r >> (8 * j)) & 255)::int);
-            END LOOP;
+            IF t = 18 OR get_byte(el, 0) = 18 OR res < -2147483648 OR res > 2147483647 THEN
+                el := '\x12'::bytea || kz || '\x0000000000000000'::bytea;
+                el := {_set_bytes("el", "kl + 2", "r", 8)};
+            ELSE
+                el := '\x10'::bytea || kz || '\x00000000'::bytea;
+                el := {_set_bytes("el", "kl + 2", "r", 4)};
+            END IF;
             nd := jsonb_set(nd, ARRAY[keys[i]], to_jsonb(res));
         ELSE
             nd := jsonb_set(nd, ARRAY[keys[i]], vals[i]);
@@ -114,9 +120,9 @@ BEGIN
             nb := substring(nb FROM 1 FOR octet_length(nb) - 1) || el || '\x00'::bytea;
         END IF;
     END LOOP;
-    j := octet_length(nb);
-    IF j > 16777216 THEN nb := NULL; RETURN; END IF;
-    FOR i IN 0 .. 3 LOOP nb := set_byte(nb, i, (j >> (8 * i)) & 255); END LOOP;
+    w := octet_length(nb);
+    IF w > 16777216 THEN nb := NULL; RETURN; END IF;
+    nb := {_set_bytes("nb", "0", "w", 4)};
 END
 $fn$;
 """
@@ -131,6 +137,7 @@ class InPlace:
 
     ops: str
     keys: list[str]
+    keys_z: list[bytes]  # each key's UTF-8 bytes and the NUL that ends it in BSON
     elements: list[bytes]
     values: list[str]  # JSON text of each query-form value (an SQL NULL is no JSON null)
 
@@ -141,6 +148,7 @@ def plan(update: Any) -> InPlace | None:
         return None
     ops: list[str] = []
     keys: list[str] = []
+    keys_z: list[bytes] = []
     elements: list[bytes] = []
     values: list[Any] = []
     for op, fields in update.items():
@@ -164,19 +172,20 @@ def plan(update: Any) -> InPlace | None:
                 return None
             ops.append(code)
             keys.append(key)
+            keys_z.append(key.encode() + b"\x00")
             elements.append(bsonform.encode({key: value})[4:-1])
             form = int(value) if code == "i" else bsonform.query_form(value)
             values.append(orjson.dumps(form).decode())
-    return InPlace("".join(ops), keys, elements, values)
+    return InPlace("".join(ops), keys, keys_z, elements, values)
 
 
 def statement(target: str, where: str, first: int) -> str:
     """Lock the first matching row, compute its new forms, write them if they changed;
-    (matched, modified, unsupported). ``first`` is the number of the first of the four
+    (matched, modified, unsupported). ``first`` is the number of the first of the five
     parameters that carry the ``InPlace`` arguments (the filter's come before)."""
     args = (
-        f"${first}::text, ${first + 1}::text[], ${first + 2}::bytea[], "
-        f"${first + 3}::text[]::jsonb[]"
+        f"${first}::text, ${first + 1}::text[], ${first + 2}::bytea[], ${first + 3}::bytea[], "
+        f"${first + 4}::text[]::jsonb[]"
     )
     return (
         f"WITH m AS (SELECT _id, bson, doc FROM {target} WHERE {where} LIMIT 1 FOR UPDATE), "

@@ -662,7 +662,13 @@ class DocumentStore:
         try:
             async with transactions.guard(conn):
                 row = await conn.fetchrow(
-                    sql, *params.values, plan.ops, plan.keys, plan.elements, plan.values
+                    sql,
+                    *params.values,
+                    plan.ops,
+                    plan.keys,
+                    plan.keys_z,
+                    plan.elements,
+                    plan.values,
                 )
         except (
             asyncpg.UndefinedTableError,
