@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import ssl
 from collections.abc import Generator
@@ -25,9 +24,9 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from heliosdb.interfaces.http.errors import internal_error_response
 from heliosdb.settings import Settings
 
-log = logging.getLogger("heliosdb.http")
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -148,11 +147,20 @@ class _LaneCycle:
     """One lane request: stands in for uvicorn's RequestResponseCycle in its protocol
     (which reads ``response_complete`` and sets ``disconnected``, ``keep_alive``)."""
 
-    __slots__ = ("chunks", "disconnected", "headers", "keep_alive", "lane", "response_complete")
+    __slots__ = (
+        "chunks",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "lane",
+        "path",
+        "response_complete",
+    )
     message_event = _NoEvent
 
-    def __init__(self, lane: Lane, headers: dict[str, str], keep_alive: bool) -> None:
+    def __init__(self, lane: Lane, path: bytes, headers: dict[str, str], keep_alive: bool) -> None:
         self.lane = lane
+        self.path = path
         self.headers = headers
         self.keep_alive = keep_alive
         self.chunks: list[bytes] = []
@@ -164,10 +172,9 @@ class _LaneCycle:
         self.chunks = []
         try:
             status, headers, payload = await self.lane.answer(self.headers, body)
-        except BaseException:
-            # answer() renders every error itself; this is a bug (or cancellation).
-            log.exception("unhandled error in a lane route")
-            status, headers, payload = 500, [(b"content-length", b"0")], b""
+        except Exception as exc:  # noqa: BLE001 - answer() renders errors itself: a bug
+            response = internal_error_response("POST", self.path.decode("latin-1"), exc)
+            status, headers, payload = 500, response.raw_headers, bytes(response.body)
             self.keep_alive = False
         self.response_complete = True
         transport = protocol.coalescing
@@ -199,7 +206,8 @@ class _HttpProtocol(HttpToolsProtocol):
         if lane is not None:
             headers = self._lane_headers(lane)
             if headers is not None:
-                self.cycle = _LaneCycle(lane, headers, self.parser.should_keep_alive())  # type: ignore[assignment]
+                keep_alive = self.parser.should_keep_alive()
+                self.cycle = _LaneCycle(lane, self.url, headers, keep_alive)  # type: ignore[assignment]
                 return
         super().on_headers_complete()
 
