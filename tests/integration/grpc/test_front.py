@@ -144,3 +144,37 @@ async def test_protocol_error_mid_connection_goaway(
     goaways = [payload for kind, _, _, payload in frames if kind == h2.GOAWAY]
     assert goaways and int.from_bytes(goaways[0][4:8]) == h2.PROTOCOL_ERROR
     assert values((await query(stub, rw_key, "SELECT 2")).rows[0]) == [2]
+
+
+async def test_stream_larger_than_windows_read_slowly(stub: Stub, rw_key: str) -> None:
+    # 40 MB in 400 rows of 100 kB: far past every window, so the server waits on the
+    # client's credit again and again; each row must still arrive, whole and in order.
+    call = stub.ExecuteQueryStream(
+        pb.QueryRequest(
+            sql="SELECT g, repeat(chr(64 + g % 26), 100000) FROM generate_series(1, 400) g"
+        ),
+        metadata=bearer(rw_key),
+    )
+    seen = 0
+    async for row in call:
+        seen += 1
+        number, text = values(row)
+        assert number == seen and text == chr(64 + seen % 26) * 100_000
+        if seen % 100 == 0:
+            await asyncio.sleep(0.2)
+    assert seen == 400
+
+
+async def test_stream_deadline_exceeded_mid_way(stub: Stub, rw_key: str) -> None:
+    call = stub.ExecuteQueryStream(
+        pb.QueryRequest(
+            sql="SELECT g, CASE WHEN g > 100 THEN pg_sleep(5) END FROM generate_series(1, 100000) g"
+        ),
+        metadata=bearer(rw_key),
+        timeout=1.5,
+    )
+    received = 0
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            received += 1
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -31,6 +31,7 @@ class Stream:
     __slots__ = (
         "call",
         "credited",
+        "drained",
         "ended_by_peer",
         "ended_by_us",
         "id",
@@ -51,6 +52,7 @@ class Stream:
         self.peer: Stream | None = None  # the proxied stream on the other connection
         self.peer_conn: Http2Connection | None = None  # ... and that connection
         self.credited = False  # what it receives was credited already (not on relay)
+        self.drained: asyncio.Future[None] | None = None  # woken when the queue empties
         self.call: Any = None  # a native call (front.py)
 
 
@@ -118,6 +120,14 @@ class Http2Connection(asyncio.Protocol):
             self.write(h2.rst_stream(stream.id, code))
         self.blocked.pop(stream.id, None)
         stream.queue.clear()
+        self._wake(stream)
+
+    @staticmethod
+    def _wake(stream: Stream) -> None:
+        if stream.drained is not None:
+            waiter, stream.drained = stream.drained, None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def consume(self, stream: Stream, n: int) -> None:
         """Credit ``n`` received bytes back to the peer, in batches of half a window."""
@@ -157,6 +167,7 @@ class Http2Connection(asyncio.Protocol):
                 self.on_sent(stream, n)
             if last and end:
                 self._ended_by_us(stream)
+        self._wake(stream)
 
     def _ended_by_us(self, stream: Stream) -> None:
         stream.ended_by_us = True

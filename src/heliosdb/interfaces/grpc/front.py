@@ -22,7 +22,7 @@ import hashlib
 import logging
 import socket
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,10 @@ _ONE_MESSAGE = "a unary request carries exactly one uncompressed message"
 
 @dataclass(frozen=True, slots=True)
 class NativeMethod:
-    handler: Callable[[Any, Any], Awaitable[Any]] | None  # the servicer's; None: relay it
+    handler: Callable[[Any, Any], Any]  # the servicer's method
     request_type: Any
     transaction: Callable[[Any], str] | None = None  # the transaction id a request names
+    streaming: bool = False  # answers with a stream of messages (an async iterator)
 
 
 def _query_transaction(request: Any) -> str:
@@ -65,23 +66,20 @@ _TRANSACTION_OF: dict[str, Callable[[Any], str]] = {
 
 
 def native_methods(servicer: Any, *, routed: bool = False) -> dict[bytes, NativeMethod]:
-    """Every unary RPC of ``heliosdb.v1.HeliosDB``, by its HTTP/2 ``:path``; ``routed``
-    (gRPC in several processes): ExecuteQueryStream too, read here only to be relayed to
-    the process holding its transaction."""
+    """Every RPC of ``heliosdb.v1.HeliosDB`` (unary, or a stream of answers), by its
+    HTTP/2 ``:path``; ``routed``: gRPC runs in several processes, so the transaction a
+    request names decides which one serves it."""
     service = heliosdb_pb2.DESCRIPTOR.services_by_name["HeliosDB"]
-    table = {}
-    for method in service.methods:
-        if method.client_streaming:
-            continue
-        if method.server_streaming and not (routed and method.name in _TRANSACTION_OF):
-            continue
-        handler = None if method.server_streaming else getattr(servicer, method.name)
-        table[f"/{service.full_name}/{method.name}".encode()] = NativeMethod(
-            handler,
+    return {
+        f"/{service.full_name}/{method.name}".encode(): NativeMethod(
+            getattr(servicer, method.name),
             message_factory.GetMessageClass(method.input_type),
             _TRANSACTION_OF.get(method.name) if routed else None,
+            method.server_streaming,
         )
-    return table
+        for method in service.methods
+        if not method.client_streaming
+    }
 
 
 def private_address(data_dir: Path, process: int = 0) -> tuple[str, str]:
@@ -100,14 +98,20 @@ def private_address(data_dir: Path, process: int = 0) -> tuple[str, str]:
 class CallContext:
     """What servicer.py asks of a call's context: its metadata, and aborting it."""
 
-    __slots__ = ("_metadata", "status")
+    __slots__ = ("_metadata", "initial", "status")
 
     def __init__(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
         self._metadata = metadata
         self.status: grpc.Status | None = None
+        # Set by the front for a streamed answer: sends the response headers at once.
+        self.initial: Callable[[Sequence[tuple[str, str | bytes]]], None] | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._metadata
+
+    async def send_initial_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        if self.initial is not None:
+            self.initial(metadata)
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         self.status = status
@@ -274,12 +278,13 @@ class FrontConnection(Http2Connection):
             request = call.method.request_type.FromString(body[5:])
             owner = self.front.owner_of(call.method, request)
             if owner is not None:
-                # Another process holds the transaction (or a stream is to be served by
-                # grpc.aio): the call goes there whole.
+                # Another process holds the transaction: the call goes there whole.
                 self._relay(stream, call.headers, False, owner, body)
                 return
             handler = call.method.handler
-            assert handler is not None  # owner_of relays the methods without one
+            if call.method.streaming:
+                await self._run_stream(stream, handler(request, context), context, timeout)
+                return
             if timeout is None:
                 response = await handler(request, context)
             else:
@@ -320,8 +325,59 @@ class FrontConnection(Http2Connection):
         self.send_data(stream, message)
         self.send_headers(stream, _OK_TRAILERS, end_stream=True)
 
-    def _finish(self, stream: Stream, status: grpc.Status) -> None:
-        """A trailers-only response carrying ``status``."""
+    async def _run_stream(
+        self,
+        stream: Stream,
+        messages: AsyncGenerator[Any, None],
+        context: CallContext,
+        timeout: float | None,
+    ) -> None:
+        """A streamed answer: the messages made in one turn of the event loop leave in one
+        DATA frame; while the client's window is shut the handler waits (and with it the
+        engine cursor), so memory stays flat whatever the result's size."""
+        out = _Outbox(self, stream, context)
+        context.initial = out.headers
+        try:
+            await self._send_stream(stream, messages, out, timeout)
+        finally:
+            await messages.aclose()  # a cancel may have come while it was not running
+
+    async def _send_stream(
+        self,
+        stream: Stream,
+        messages: AsyncGenerator[Any, None],
+        out: _Outbox,
+        timeout: float | None,
+    ) -> None:
+        context = out.context
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in messages:
+                    payload = message.SerializeToString()
+                    if len(payload) > self.front.max_message_bytes:
+                        raise grpc.aio.AbortError()
+                    out.add(b"\x00" + len(payload).to_bytes(4) + payload)
+                    if stream.queue or out.size >= 65_536:
+                        await out.drain()
+        except grpc.aio.AbortError:
+            status = context.status or _status(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "response message larger than max"
+            )
+            out.flush()
+            self._finish(stream, status, headers_sent=out.headers_sent)
+            return
+        except TimeoutError:
+            out.flush()
+            deadline = _status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            self._finish(stream, deadline, headers_sent=out.headers_sent)
+            return
+        out.flush()
+        if stream.id in self.streams and not self.closed:
+            out.headers(())
+            self.send_headers(stream, _OK_TRAILERS, end_stream=True)
+
+    def _finish(self, stream: Stream, status: grpc.Status, *, headers_sent: bool = False) -> None:
+        """The trailers carrying ``status`` (trailers-only unless headers went out)."""
         if stream.id not in self.streams or self.closed:
             return
         fields = [
@@ -335,7 +391,8 @@ class FrontConnection(Http2Connection):
             else:
                 text = value if isinstance(value, str) else value.decode()
                 fields.append((key.encode(), text.encode()))
-        self.send_headers(stream, h2.response_headers(fields), end_stream=True)
+        block = h2.encode_headers(fields) if headers_sent else h2.response_headers(fields)
+        self.send_headers(stream, block, end_stream=True)
 
     # -- relayed streams ----------------------------------------------------------------
 
@@ -362,6 +419,55 @@ class FrontConnection(Http2Connection):
         if body:
             stream.peer.credited = True
             upstream.send_data(stream.peer, body, True)
+
+
+class _Outbox:
+    """A streamed answer's messages, gathered until the event loop's turn ends."""
+
+    __slots__ = ("conn", "context", "headers_sent", "pending", "scheduled", "size", "stream")
+
+    def __init__(self, conn: FrontConnection, stream: Stream, context: CallContext) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.context = context
+        self.pending: list[bytes] = []
+        self.size = 0
+        self.scheduled = False
+        self.headers_sent = False
+
+    def headers(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        if self.headers_sent or self.stream.id not in self.conn.streams:
+            return
+        self.headers_sent = True
+        extra = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in metadata]
+        self.conn.send_headers(self.stream, h2.response_headers(extra))
+
+    def add(self, message: bytes) -> None:
+        self.pending.append(message)
+        self.size += len(message)
+        if not self.scheduled:
+            self.scheduled = True
+            self.conn._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending.clear()
+        self.size = 0
+        if self.stream.id in self.conn.streams and not self.conn.closed:
+            self.headers(())
+            self.conn.send_data(self.stream, data)
+
+    async def drain(self) -> None:
+        """Send what is gathered; wait while the peer's window keeps it queued."""
+        self.flush()
+        stream = self.stream
+        while stream.queue and stream.id in self.conn.streams and not self.conn.closed:
+            waiter = self.conn._loop.create_future()
+            stream.drained = waiter
+            await waiter
 
 
 class _NativeCall:
@@ -463,13 +569,13 @@ class Front:
 
     def owner_of(self, method: NativeMethod, request: Any) -> str | None:
         """Where a call must be relayed: the private socket of the process holding the
-        transaction it names, or this process's grpc.aio for a stream; None: serve here."""
+        transaction it names; None: serve it here."""
         if method.transaction is not None:
             number, dot, _ = method.transaction(request).partition(".")
             owner = int(number) if dot and number.isdigit() else self.process
             if owner != self.process and owner is not None and owner < self.processes:
                 return private_address(self.data_dir, owner)[1]
-        return self.private_path if method.handler is None else None
+        return None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
