@@ -134,9 +134,10 @@ done
 PGPASSWORD=$ENGINE_PASSWORD "$BIN/psql" -X -q -h "$SOCKET_DIR" -U heliosdb heliosdb \
     -c "VACUUM ANALYZE" -c "CHECKPOINT" > /dev/null
 # Answering quickly is not enough: change capture may still be decoding the load in the
-# node's process, which would tax whichever case runs first. Wait until the node's own
-# CPU use (utime + stime, in clock ticks) stays under 10% of a core for 2 s.
-node_ticks() { awk '{print $14 + $15}' "/proc/$NODE_PID/stat"; }
+# node's processes, which would tax whichever case runs first. Wait until the node's own
+# CPU use (utime + stime of all its processes, in clock ticks) stays under 10% of a core
+# for 2 s.
+node_ticks() { ticks $(node_pids); }  # every node process: workers decode changes too
 TICKS_PER_SECOND=$(getconf CLK_TCK)
 for _ in $(seq 1 150); do
     before=$(node_ticks)
