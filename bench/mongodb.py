@@ -1,6 +1,6 @@
 """MongoDB wire protocol against the engine itself, measured in the same run.
 
-    .venv/bin/python bench/mongodb.py [--docs 20000] [--ops 1000] [--groups 10]
+    .venv/bin/python bench/mongodb.py [--docs 20000] [--ops 1000] [--groups 10] [--rounds 3]
 
 Starts a real node (embedded engine, temp data directory) and, for each case, runs the
 same work twice, one client at a time (so the figure is latency per operation):
@@ -18,8 +18,10 @@ update is one ``jsonb_set`` of the query form (it does not rewrite the BSON, whi
 HeliosDB must). Both tables are under change capture, as every user table is; before
 each case the benchmark waits until the node is idle (capture of the last case done).
 
+Every case but insert_many runs ``--rounds`` times on each side and the best round of
+each side counts (the machine is shared: other work only ever makes a round slower).
 Prints operations per second of each side, MongoDB / direct, and the CPU per operation
-of the node process and of the engine (all its processes) during each side.
+of the node process and of the engine (all its processes) during that round.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def document(i: int) -> dict[str, Any]:
 class Meter:
     """Wall time and the CPU of the node and of the engine over one case."""
 
-    def __init__(self, node_pid: int, engine_pid: int) -> None:
+    def __init__(self, node_pid: int, engine_pid: int, rounds: int) -> None:
+        self.rounds = rounds
         self.node_pid = node_pid
         self.engine_pid = engine_pid
         self.rows: dict[tuple[str, str], tuple[float, float, float]] = {}
@@ -92,7 +95,9 @@ class Meter:
         rate = count / elapsed
         node_us = (node - began[1]) / count * 1e6
         engine_us = (engine - began[2]) / count * 1e6
-        self.rows[(side, case)] = (rate, node_us, engine_us)
+        best = self.rows.get((side, case))
+        if best is None or rate > best[0]:
+            self.rows[(side, case)] = (rate, node_us, engine_us)
         print(
             f"  {side:<8}{case:<22}{rate:>10.0f} ops/s  node {node_us:>7.0f} us/op"
             f"  engine {engine_us:>7.0f} us/op",
@@ -110,9 +115,10 @@ def run_mongo(meter: Meter, port: int, key: str, docs: int, ops: int, groups: in
     pipeline = [{"$group": {"_id": "$g", "total": {"$sum": "$n"}}}]
 
     def timed(case: str, count: int, work: Callable[[], Any]) -> None:
-        began = meter.start()
-        work()
-        meter.stop("mongodb", case, count, began)
+        for _ in range(1 if case == CASES[0] else meter.rounds):
+            began = meter.start()
+            work()
+            meter.stop("mongodb", case, count, began)
 
     def insert() -> None:
         for start in range(0, docs, BATCH):
@@ -151,9 +157,10 @@ async def run_direct(meter: Meter, data_dir: Path, docs: int, ops: int, groups: 
     )
 
     async def timed(case: str, count: int, work: Callable[[], Awaitable[None]]) -> None:
-        began = meter.start()
-        await work()
-        meter.stop("direct", case, count, began)
+        for _ in range(1 if case == CASES[0] else meter.rounds):
+            began = meter.start()
+            await work()
+            meter.stop("direct", case, count, began)
 
     async def do_insert() -> None:
         for start in range(0, docs, BATCH):
@@ -191,6 +198,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--ops", type=int, default=1_000)
     parser.add_argument("--groups", type=int, default=10)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of each case but insert; the best counts"
+    )
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-mongo-"))
     data = temp / "data"
@@ -199,7 +209,7 @@ def main() -> None:
     try:
         assert node.admin_key is not None and node.process is not None
         engine_pid = int((data / "engine" / "postmaster.pid").read_text().split()[0])
-        meter = Meter(node.process.pid, engine_pid)
+        meter = Meter(node.process.pid, engine_pid, max(1, args.rounds))
         print(f"MongoDB port {node.ports['mongodb']}: {args.docs} docs, {args.ops} ops")
         print(f"load average {os.getloadavg()[0]:.1f}")
         run_mongo(meter, node.ports["mongodb"], node.admin_key, args.docs, args.ops, args.groups)
