@@ -20,10 +20,10 @@ from heliosdb.services.documents import bsonform
 from heliosdb.services.documents.filters import TYPE_RANK, Params, compile_filter, compile_sort
 from heliosdb.services.documents.pipeline import stage_name
 
+# A double's query form keeps its decimal point (2.0 is the JSONB number 2.0, scale 1),
+# and a numeric sum has the largest scale of its terms: a sum with a scale above zero
+# had a double in it, so MongoDB's result is a double.
 _NUMBER = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
-# A JSONB number prints a decimal point exactly when its scale is above zero (numeric
-# output never uses an exponent), which is how a double summed into a group shows.
-_FRACTIONAL = "bool_or(CASE WHEN jsonb_typeof({x}) = 'number' THEN scale(({x})::numeric) > 0 END)"
 
 
 @dataclass(slots=True)
@@ -170,7 +170,6 @@ def _group(
             x = values.ref(_path(expr) or "")
             fn = "sum" if op == "$sum" else "avg"
             columns.append(f"{fn}({_NUMBER.format(x=x)}) AS {column}")
-            columns.append(f"{_FRACTIONAL.format(x=x)} AS {column}_f")
             decoders.append((name, column, op))
         elif op in ("$min", "$max") and _path(expr) is not None:
             x = values.ref(_path(expr) or "")
@@ -210,6 +209,11 @@ def _group(
     return sql, decode
 
 
+def _scale(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
 def _decode_value(row: Any, column: str, kind: str) -> Any:
     value = row[column]
     if kind == "int":
@@ -222,7 +226,6 @@ def _decode_value(row: Any, column: str, kind: str) -> Any:
         return 0 if kind == "$sum" else None
     if kind == "$avg":
         return float(value)
-    fractional = row[column + "_f"]
-    if fractional or not isinstance(value, Decimal) or value != value.to_integral_value():
+    if not isinstance(value, Decimal) or _scale(value) > 0:
         return float(value)
     return bsonform.from_query_form(int(value))
