@@ -180,7 +180,7 @@ class WorkerNode:
                 RedisListener(services),
                 *postgres_listeners(services, primary=False),
             )
-            if self.settings.grpc.native_unary and not self.settings.tls.enabled:
+            if self.settings.grpc.front and not self.settings.tls.enabled:
                 # gRPC's front routes a call naming a transaction to the process holding it.
                 served += (GrpcListener(services, self.settings, self.process),)
             for listener in served:

@@ -57,11 +57,12 @@ class EngineSettings(BaseModel):
 
 class GrpcSettings(BaseModel):
     port: int = Field(50051, description="gRPC API port; 0 picks a free port.")
-    native_unary: bool = Field(
+    front: bool = Field(
         True,
-        description="Serve unary heliosdb.v1.HeliosDB calls on HeliosDB's own HTTP/2 front "
-        "(less CPU per call than grpc.aio) and relay every other stream to grpc.aio; "
-        "false: grpc.aio serves the port alone. With TLS, grpc.aio serves the port.",
+        description="Serve heliosdb.v1.HeliosDB calls on HeliosDB's own HTTP/2 front (a "
+        "fraction of grpc.aio's CPU per call) and relay every other stream (health, "
+        "reflection) to grpc.aio; false: grpc.aio serves the port alone. With TLS, grpc.aio "
+        "serves the port.",
     )
     max_message_bytes: int = Field(
         64 * 1024 * 1024, description="Largest gRPC message received or sent, in bytes."

@@ -1,6 +1,9 @@
-"""The gRPC API (``heliosdb.v1.HeliosDB``) on a grpc.aio server, port 50051 by default.
+"""The gRPC API (``heliosdb.v1.HeliosDB``), port 50051 by default.
 
     server.py     the listener: HeliosDB, grpc.health.v1 and server reflection, TLS
+    front.py      the port's own HTTP/2 server: HeliosDB calls, the rest relayed to grpc.aio
+    connection.py one HTTP/2 connection: frames, settings, flow-control windows
+    http2.py      HTTP/2 frames and HPACK header blocks (the codec, sans-IO)
     servicer.py   one method per RPC: authenticate, call one service, render
     auth.py       ``authorization: Bearer <key>`` metadata -> Principal
     values.py     protobuf Value <-> Python values (the codec)

@@ -1,17 +1,21 @@
-"""The gRPC port's front: HeliosDB's unary calls served here, every other stream proxied.
+"""The gRPC port's front: HeliosDB's calls served here, every other stream relayed.
 
 grpc.aio costs about 500 µs of CPU per unary call on a small machine before any work is
 done (its completion queue, poller thread and per-call tasks), several times what the
-call itself needs. So the public port is this small HTTP/2 server (connection.py):
+call itself needs, and about 100 µs per streamed row. So the public port is this small
+HTTP/2 server (connection.py):
 
-- a unary ``heliosdb.v1.HeliosDB`` call (ExecuteQuery, the transaction calls, vector
-  search and upsert, HealthCheck) in plain ``application/grpc`` is read here, handed to
-  the very servicer method grpc.aio would call (servicer.py: same authentication,
-  metrics, error funnel) with a small :class:`CallContext`, and answered in one write;
-- every other stream (ExecuteQueryStream, ``grpc.health.v1``, server reflection, compressed
-  messages, unknown methods) is relayed frame by frame to the grpc.aio server, which
-  listens on a private Unix socket; flow control is end to end, so a streamed result is
-  held back by the client's window exactly as before.
+- a ``heliosdb.v1.HeliosDB`` call in plain ``application/grpc`` is read here and handed
+  to the very servicer method grpc.aio would call (servicer.py: same authentication,
+  metrics, error funnel) with a small :class:`CallContext`; a unary answer leaves in one
+  write, a stream's messages in one DATA frame per loop turn, waiting on the client's
+  window (so the engine cursor behind it waits too);
+- every other stream (``grpc.health.v1``, server reflection, compressed messages,
+  unknown methods) is relayed frame by frame to the grpc.aio server, which listens on a
+  private Unix socket; flow control is end to end;
+- with the node in several processes (``workers``), a call naming a transaction that
+  another process holds is relayed whole to that process's grpc.aio (transaction ids
+  start with their process's number).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The gRPC listener: a grpc.aio server with HeliosDB, grpc.health.v1 and reflection.
 
-By default (``grpc.native_unary``, without TLS) the public port is the HTTP/2 front of
-front.py, which serves HeliosDB's unary calls itself and relays every other stream to
-the grpc.aio server on a private Unix socket. With TLS (the node's ``tls:`` settings,
+By default (``grpc.front``, without TLS) the public port is the HTTP/2 front of
+front.py, which serves HeliosDB's calls itself and relays every other stream (health,
+reflection) to the grpc.aio server on a private Unix socket. With TLS (the node's ``tls:`` settings,
 client certificates when ``tls.client_auth`` asks for them) grpc.aio serves the port.
 ``grpc.so_reuseport`` is off, so a second node on the same port fails to start instead
 of sharing it silently.
@@ -62,7 +62,7 @@ class GrpcListener:
                 ("grpc.max_send_message_length", limit),
             ]
         )
-        front = self.settings.grpc.native_unary and not self.settings.tls.enabled
+        front = self.settings.grpc.front and not self.settings.tls.enabled
         shared = front and self.settings.workers > 1
         servicer = HeliosDBServicer(self.services, self.process if shared else None)
         heliosdb_pb2_grpc.add_HeliosDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
