@@ -43,7 +43,6 @@ MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
 _ids = itertools.count(1)
 _statement_names = itertools.count(1)
 _unpack = struct.Struct("!i").unpack_from
-_REWRITTEN = frozenset(b"PBDC")
 # Statements that leave state in the session, which would leak to the next client or be
 # lost with the next connection: a client that runs one is pinned to its connection.
 # (RESET, UNLISTEN, DISCARD and SET LOCAL/TRANSACTION leave none.)
@@ -385,13 +384,19 @@ class TxnClient(asyncio.Protocol):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
                 return
-        self.buffer += data
-        self.pump()
+        if self.buffer:
+            self.buffer += data
+            self.pump()
+        else:
+            self.pump(data)  # whole messages are taken from the chunk itself, not copied
 
-    def pump(self) -> None:
-        buffer = self.buffer
+    def pump(self, chunk: bytes | None = None) -> None:
+        """Forward the whole messages of ``chunk`` (or of the buffer), rewriting statement
+        names; an incomplete tail waits in the buffer."""
+        buffer: bytes | bytearray = self.buffer if chunk is None else chunk
         out = bytearray()
         pos, start, n = 0, 0, len(buffer)  # buffer[start:pos] passes through unchanged
+        server = self.server
         while n - pos >= 5:
             length = _unpack(buffer, pos + 1)[0]
             if not 4 <= length <= MAX_MESSAGE_BYTES:
@@ -404,7 +409,6 @@ class TxnClient(asyncio.Protocol):
             if kind == 0x58:  # Terminate: the session ends here, never forwarded
                 self.terminate_client()
                 return
-            server = self.server
             if server is None:
                 server = self.pool.take_idle()
                 if server is None:
@@ -412,7 +416,13 @@ class TxnClient(asyncio.Protocol):
                     break
                 server.client = self
                 self.server = server
-            if kind in _REWRITTEN:
+            if (
+                kind == 0x42
+                or kind == 0x50
+                or (  # Bind, Parse, statement Describe/Close
+                    (kind == 0x44 or kind == 0x43) and length > 4 and buffer[pos + 5] == 0x53
+                )
+            ):
                 if pos > start:
                     out += buffer[start:pos]
                 out += self._translate(kind, bytes(buffer[pos:end]))
@@ -424,10 +434,13 @@ class TxnClient(asyncio.Protocol):
             pos = end
         if pos > start:
             out += buffer[start:pos]
-        if pos:
-            del buffer[:pos]
-        if out and self.server is not None:
-            self.server.transport.write(out)
+        if chunk is None:
+            if pos:
+                del self.buffer[:pos]
+        elif pos < n:
+            self.buffer += chunk[pos:]
+        if out and server is not None:
+            server.transport.write(out)
 
     def _translate(self, kind: int, msg: bytes) -> bytes:
         server = self.server

@@ -181,3 +181,59 @@ def test_plain_query_agrees_with_plain_statement(query: bytes) -> None:
     text = query + b"\0"
     message = _msg(b"Q", text)
     assert _plain_query(message) is _plain_statement(text)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _txn_client() -> tuple[Any, Any]:
+    """A transaction-mode client and its engine connection, over recording transports
+    (call inside a running event loop)."""
+    from heliosdb.engine import Access
+    from heliosdb.interfaces.postgres.codec import CancelKey
+    from heliosdb.interfaces.postgres.pooling import EnginePool, ServerConn, TxnClient
+    from heliosdb.security.principals import Principal, PrincipalKind
+
+    pool = EnginePool.__new__(EnginePool)
+    pool.idle, pool.waiters, pool.size, pool.max_size = [], deque(), 1, 20
+    conn = ServerConn.__new__(ServerConn)
+    conn.__dict__.update(
+        pool=pool, transport=_Transport(), client=None, pending=0, prepared=set(),
+        inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
+        counted=True, pinned=False,
+    )  # fmt: skip
+    pool.idle.append(conn)
+    kind = next(iter(PrincipalKind))
+    principal = Principal(id="p", name="p", kind=kind, access=Access.READ_ONLY)
+    client = TxnClient(principal, CancelKey(1, b"k"), pool, _Transport(), 1.0, lambda *_: None)  # type: ignore[arg-type]
+    return client, conn
+
+
+BIND = _msg(b"B", b"\0P_1\0\0\0\0\x01\0\0\0\x011\0\0")
+PREPARE = _msg(b"P", b"P_1\0SELECT $1\0\0\0") + _msg(b"S")
+EXECUTE = BIND + _msg(b"D", b"P\0") + _msg(b"E", b"\0\0\0\0\0") + _msg(b"S")
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 6, 9, 17, len(EXECUTE) - 1, len(EXECUTE)])
+async def test_client_messages_in_any_chunking_reach_the_engine_renamed(size: int) -> None:
+    client, conn = _txn_client()
+    client.data_received(PREPARE)
+    renamed = next(iter(client.statements.values()))[0].encode()
+    assert conn.transport.written.startswith(b"P") and renamed in conn.transport.written
+    conn.transport.written.clear()
+    for start in range(0, len(EXECUTE), size):
+        client.data_received(EXECUTE[start : start + size])
+    rebound = _msg(b"B", b"\0" + renamed + b"\0\0\0\0\x01\0\0\0\x011\0\0")
+    assert bytes(conn.transport.written) == rebound + EXECUTE[len(BIND) :]
+    assert conn.pending == 2 and not client.buffer
