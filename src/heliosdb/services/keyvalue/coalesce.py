@@ -36,6 +36,7 @@ from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
 log = logging.getLogger("heliosdb.services.keyvalue")
 MAX_BATCH = 512
+HELPER_BATCH = 16  # GET/SETs queued while worker 0 runs a batch that another worker takes
 GROUPED = ("tx", "incr", "push", "add")  # kinds that run in the group transaction of worker 0
 
 _GET = (
@@ -123,8 +124,10 @@ class Coalescer:
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0  # engine batches run (INFO stats; group size = operations / batches)
         # Worker 0 runs every batch it can, so batches are as big as the load makes them;
-        # the other workers take GETs and SETs only while it is in a group transaction
-        # (a slow one must not hold up reads) or has no engine connection.
+        # the other workers take GETs and SETs while it is in a group transaction (a slow
+        # one must not hold up reads) or has no engine connection, or once HELPER_BATCH
+        # of them wait while it runs a batch (a second batch in flight hides the engine's
+        # latency on a busy machine without splitting batches small on a quiet one).
         self._lead_state = "down"  # worker 0: "idle", "plain", "tx" or "down"
         self.operations = 0
 
@@ -154,14 +157,14 @@ class Coalescer:
     def get_into(self, db: int, key: bytes, sink: Sink) -> None:
         """GET without a Future: the value (or None, or the error) goes to ``sink``."""
         self._queue.append(_Op("get", db, key, None, None, sink))
-        self._ready.set()
+        self._wake_plain()
 
     def set_into(
         self, db: int, key: bytes, value: bytes, expires_at_ms: int | None, sink: Sink
     ) -> None:
         """SET without a Future: None (or the error) goes to ``sink``."""
         self._queue.append(_Op("set", db, key, value, expires_at_ms, sink))
-        self._ready.set()
+        self._wake_plain()
 
     def run(self, db: int, work: TxWork) -> asyncio.Future[Any]:
         """Run ``work`` inside the next group transaction (with other clients' writes)."""
@@ -208,9 +211,19 @@ class Coalescer:
         return asyncio.get_running_loop().create_future()
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
-        (self._tx_queue if op.kind in GROUPED else self._queue).append(op)
-        self._ready.set()
+        if op.kind in GROUPED:
+            self._tx_queue.append(op)
+            self._ready.set()
+        else:
+            self._queue.append(op)
+            self._wake_plain()
         return cast("asyncio.Future[Any]", op.future)
+
+    def _wake_plain(self) -> None:
+        """Wake the workers for a queued GET/SET, unless worker 0 is running a GET/SET
+        batch (it looks at the queue when done) and too few wait for another worker."""
+        if self._lead_state != "plain" or len(self._queue) >= HELPER_BATCH:
+            self._ready.set()
 
     async def _work(self, index: int) -> None:
         """Worker 0 also runs the group transactions: one writer, so groups never deadlock."""
@@ -232,7 +245,11 @@ class Coalescer:
                         if index == 0 and self._tx_queue:
                             queue = self._tx_queue
                             self._lead("tx")
-                        elif self._queue and (index == 0 or self._lead_state in ("tx", "down")):
+                        elif self._queue and (
+                            index == 0
+                            or self._lead_state in ("tx", "down")
+                            or len(self._queue) >= HELPER_BATCH
+                        ):
                             queue = self._queue
                             if index == 0:
                                 self._lead("plain")
