@@ -209,6 +209,9 @@ class Http2Connection(asyncio.Protocol):
             if kind != h2.CONTINUATION or stream_id != self._continuing[0]:
                 raise ProtocolError("expected CONTINUATION")
             self._continuing[2].append(payload)
+            if sum(map(len, self._continuing[2])) > 2 * MAX_HEADER_LIST:
+                # A header block that never ends would hold memory forever.
+                raise ProtocolError("header block too large", h2.ENHANCE_YOUR_CALM)
             if flags & h2.END_HEADERS:
                 sid, first_flags, parts = self._continuing
                 self._continuing = None
