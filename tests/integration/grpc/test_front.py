@@ -193,3 +193,21 @@ async def test_endless_header_block_closed(grpc_target: str, stub: Stub, rw_key:
     goaways = [payload for kind, _, _, payload in frames if kind == h2.GOAWAY]
     assert goaways and int.from_bytes(goaways[0][4:8]) == h2.ENHANCE_YOUR_CALM
     assert values((await query(stub, rw_key, "SELECT 3")).rows[0]) == [3]
+
+
+async def test_data_past_the_stream_window_closed(
+    grpc_target: str, stub: Stub, rw_key: str
+) -> None:
+    port = int(grpc_target.rsplit(":", 1)[1])
+    block = h2.encode_headers(
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/grpc.health.v1.Health/Watch"),
+         (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    )  # fmt: skip
+    frames = [h2.frame(h2.HEADERS, h2.END_HEADERS, 1, block)]
+    frames += [h2.frame(h2.DATA, 0, 1, b"\x00" * 16_000) for _ in range(70)]  # 1.12 MB
+    payload = h2.PREFACE + h2.settings_frame({}) + h2.window_update(0, 1 << 24) + b"".join(frames)
+    received = await asyncio.to_thread(_raw_exchange, port, payload)
+    found = h2.FrameReader(1 << 24).feed(received)
+    goaways = [payload for kind, _, _, payload in found if kind == h2.GOAWAY]
+    assert goaways and int.from_bytes(goaways[0][4:8]) == h2.FLOW_CONTROL_ERROR
+    assert values((await query(stub, rw_key, "SELECT 4")).rows[0]) == [4]

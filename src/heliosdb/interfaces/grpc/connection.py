@@ -34,6 +34,7 @@ class Stream:
         "drained",
         "ended_by_peer",
         "ended_by_us",
+        "held",
         "id",
         "peer",
         "peer_conn",
@@ -46,6 +47,7 @@ class Stream:
         self.id = stream_id
         self.window = window  # what the peer still accepts from us
         self.unacked = 0  # received and used, not yet credited back
+        self.held = 0  # received, not yet used
         self.queue: deque[tuple[bool, bytes, bool]] = deque()  # (is_headers, bytes, end)
         self.ended_by_peer = False
         self.ended_by_us = False
@@ -135,6 +137,7 @@ class Http2Connection(asyncio.Protocol):
         if self.unacked >= RECEIVE_WINDOW // 2:
             self.write(h2.window_update(0, self.unacked))
             self.unacked = 0
+        stream.held -= n
         stream.unacked += n
         if stream.unacked >= RECEIVE_WINDOW // 2 and not stream.ended_by_peer:
             self.write(h2.window_update(stream.id, stream.unacked))
@@ -275,6 +278,11 @@ class Http2Connection(asyncio.Protocol):
                 self.write(h2.window_update(0, self.unacked))
                 self.unacked = 0
             return
+        stream.held += len(payload)
+        if stream.held + stream.unacked > RECEIVE_WINDOW:
+            # More than the window this side gave: a peer ignoring flow control would
+            # otherwise make a relay buffer without bound.
+            raise ProtocolError("stream window exceeded", h2.FLOW_CONTROL_ERROR)
         if padding:
             self.consume(stream, padding)
         if end:
