@@ -107,6 +107,32 @@ def test_find_filters(people: Coll, query: dict[str, Any], expected: list[int]) 
     assert ids(people.find(query)) == expected
 
 
+def test_find_scalar_equality_array_rules(db: Database[dict[str, Any]]) -> None:
+    # A field equal to the value or an array holding it; a nested array does not match.
+    coll = db.scalar_eq
+    coll.insert_many(
+        [
+            {"_id": 1, "k": "x"},
+            {"_id": 2, "k": ["y", "x"]},
+            {"_id": 3, "k": [["x"]]},
+            {"_id": 4, "k": [{"a": "x"}]},
+            {"_id": 5, "k": "y"},
+            {"_id": 6, "n": [1.0, 7]},
+            {"_id": 7, "n": 1},
+        ]
+    )
+    for indexed in (False, True):
+        if indexed:
+            coll.create_index("k")
+        assert [d["_id"] for d in coll.find({"k": "x"}).sort("_id", 1)] == [1, 2]
+        assert [d["_id"] for d in coll.find({"n": 1}).sort("_id", 1)] == [6, 7]
+        # The same filter after a stage that runs in Python (pipeline.py's matcher).
+        python = coll.aggregate(
+            [{"$project": {"k": 1}}, {"$match": {"k": "x"}}, {"$sort": {"_id": 1}}]
+        )
+        assert [d["_id"] for d in python] == [1, 2]
+
+
 def test_find_bad_operator_is_bad_value(people: Coll) -> None:
     with pytest.raises(OperationFailure) as failure:
         people.find_one({"age": {"$bogus": 1}})

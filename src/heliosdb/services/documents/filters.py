@@ -25,6 +25,7 @@ from typing import Any
 
 from bson.regex import Regex
 
+from heliosdb.engine.quoting import quote_literal
 from heliosdb.errors import invalid
 from heliosdb.services.documents.bsonform import query_form
 
@@ -133,6 +134,18 @@ class _Compiler:
             ):
                 ids = [query_form(v) for v in value["$in"]]
                 parts.append(_Sql(f"_id = ANY({self.params.add(ids, 'jsonb[]')})"))
+            elif top and key and "." not in key and _plain_scalar(value):
+                # A top-level field equal to a number, string or boolean: plain SQL (the
+                # field is the value, or an array holding it) costs the engine less than
+                # the path predicate, and leaves nested arrays alone as MongoDB does.
+                form = self.params.add(query_form(value), "jsonb")
+                x = f"(doc -> {quote_literal(key)})"
+                parts.append(
+                    _Sql(
+                        f"({x} = {form} OR (jsonb_typeof({x}) = 'array' "
+                        f"AND {x} @> jsonb_build_array({form})))"
+                    )
+                )
             else:
                 parts.append(self.field(key, value, ctx, top=top))
         return parts
@@ -390,6 +403,15 @@ class _Compiler:
 @dataclass(frozen=True, slots=True)
 class _Sql:
     text: str
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value
+    if kind is float:
+        return math.isfinite(value)
+    return kind is int or kind is bool
 
 
 def compile_filter(

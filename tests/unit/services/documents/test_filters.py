@@ -12,15 +12,30 @@ from heliosdb.services.documents.filters import Params, compile_filter, compile_
 def test_values_are_parameters() -> None:
     params = Params()
     sql = compile_filter({"name": "x'; DROP TABLE t; --", "n": {"$gt": 5}}, params)
-    assert "DROP" not in sql and "'" not in sql.replace("'false'", "")
-    assert "DROP" not in str(params.values[1:])  # only inside the vars object
-    assert params.values[0] == {"v1": "x'; DROP TABLE t; --", "v2": 5}
+    assert "DROP" not in sql
+    assert "DROP" not in str(params.values[1:])  # a parameter of its own
+    assert params.values[:2] == ["x'; DROP TABLE t; --", {"v1": 5}]
 
 
 def test_field_names_are_quoted_in_the_path() -> None:
     params = Params()
-    compile_filter({'we"ird': 1}, params)
-    assert params.values[1] == 'exists($."we\\"ird" ? (@ == $v1))'
+    compile_filter({'we"ird': {"$gt": 1}}, params)
+    assert params.values[1] == 'exists($."we\\"ird" ? (@ > $v1))'
+    assert "(doc -> 'it''s') = $1::jsonb" in compile_filter({"it's": 1}, Params())
+
+
+def test_top_level_scalar_equality_is_plain_sql() -> None:
+    # The field is the value, or an array holding it (not a nested array: MongoDB's rule).
+    params = Params()
+    sql = compile_filter({"k": "x", "n": 2.5, "b": True}, params)
+    assert "jsonb_path_match" not in sql
+    assert "(doc -> 'k') @> jsonb_build_array($1::jsonb)" in sql
+    assert params.values == ["x", 2.5, True]
+    # Dotted paths, null and other kinds of values keep the path predicates.
+    for spec in ({"a.b": 1}, {"a": None}, {"a": [1]}, {"a": {"x": 1}}, {"a": float("nan")}):
+        assert "jsonb_path_match" in compile_filter(spec, Params()) or "EXISTS" in compile_filter(
+            spec, Params()
+        )
 
 
 def test_id_equality_uses_the_primary_key() -> None:
@@ -33,7 +48,7 @@ def test_id_equality_uses_the_primary_key() -> None:
 def test_indexed_paths_add_an_implied_condition() -> None:
     params = Params()
     sql = compile_filter({"a": 3}, params, {"a": "(doc -> 'a')"})
-    assert sql.startswith("(((doc -> 'a') = $3::jsonb) OR (jsonb_typeof((doc -> 'a')) = 'array'))")
+    assert sql.startswith("(((doc -> 'a') = $2::jsonb) OR (jsonb_typeof((doc -> 'a')) = 'array'))")
 
 
 @pytest.mark.parametrize(
