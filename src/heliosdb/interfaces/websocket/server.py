@@ -13,7 +13,7 @@ from http import HTTPStatus
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from heliosdb.interfaces.websocket.connection import Connection
+from heliosdb.interfaces.websocket.connection import Connection, Flusher
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
 
@@ -31,6 +31,7 @@ class WebSocketListener:
         self.settings = settings
         self.server: Server | None = None
         self.state = "stopped"
+        self.flusher = Flusher()  # one per event loop: this listener's connections
 
     @property
     def scheme(self) -> str:
@@ -70,7 +71,7 @@ class WebSocketListener:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        await Connection(ws, self.services, self.settings.websocket).serve()
+        await Connection(ws, self.services, self.settings.websocket, self.flusher).serve()
 
     async def stop(self) -> None:
         self.state = "draining"
