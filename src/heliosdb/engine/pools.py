@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from asyncpg.prepared_stmt import PreparedStatement
 
 from heliosdb.engine.codecs import register_codecs
@@ -37,6 +38,29 @@ STATEMENT_CACHE_SIZE = 512
 ACQUIRE_TIMEOUT_SECONDS = 10.0
 
 
+class Statement:
+    """What run_prepared ran: a cached server-side statement's parameter and column types
+    and the command status of its run (the part of asyncpg's PreparedStatement callers use;
+    a PreparedStatement itself when run_prepared was told not to cache)."""
+
+    __slots__ = ("_state", "status")
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+        self.status: bytes | None = None
+
+    def get_parameters(self) -> tuple[Any, ...]:
+        parameters: tuple[Any, ...] = self._state._get_parameters()
+        return parameters
+
+    def get_attributes(self) -> tuple[Any, ...]:
+        attributes: tuple[Any, ...] = self._state._get_attributes()
+        return attributes
+
+    def get_statusmsg(self) -> str | None:
+        return None if self.status is None else self.status.decode()
+
+
 class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
     """A connection whose prepared statements come from asyncpg's statement cache.
 
@@ -52,40 +76,58 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
     async def run_prepared(
         self,
         sql: str,
-        bind: Callable[[PreparedStatement], Sequence[Any]],
+        bind: Callable[[Statement], Sequence[Any]],
         *,
         cache: bool = True,
         what: str = "a parameter",
-    ) -> tuple[list[asyncpg.Record], PreparedStatement]:
+    ) -> tuple[list[asyncpg.Record], Statement]:
         """Prepare ``sql`` (from the statement cache unless ``cache`` is false), bind the
         arguments ``bind(stmt)`` makes for its parameter types, and fetch.
 
         A cached statement the engine reports invalid (the schema changed under it) is
         prepared afresh, once. A value the codecs refuse for its type is the client's
         error (INVALID_ARGUMENT, naming ``what`` it was); engine errors propagate.
+
+        A cached statement runs as ``Connection.fetch()`` runs it, straight from asyncpg's
+        statement cache through ``bind_execute`` (command_timeout and the server's
+        statement_timeout apply alike), without a PreparedStatement wrapper per call.
         """
         for attempt in (1, 2):
-            stmt = await self.prepared(sql) if cache else await self.prepare(sql)
+            prepared: PreparedStatement | None = None  # keeps an uncached statement alive
+            if cache:
+                state = self._stmt_cache.get((sql, self._protocol.get_record_class(), False))  # type: ignore[attr-defined]
+                if state is None or state.closed:
+                    state = await self._get_statement(sql, None, named=True)  # type: ignore[attr-defined]
+            else:
+                prepared = await self.prepare(sql)
+                state = prepared._state  # type: ignore[attr-defined]
+            stmt = Statement(state)
             args = bind(stmt)
             try:
-                records: list[asyncpg.Record] = await stmt.fetch(*args)
+                records, stmt.status, _ = await self._protocol.bind_execute(  # type: ignore[attr-defined]
+                    state, args, "", 0, True, None
+                )
             except asyncpg.InvalidCachedStatementError:
                 self.forget(sql)
                 if attempt == 2:
                     raise
                 continue
+            except asyncpg.exceptions.OutdatedSchemaCacheError:
+                # What PreparedStatement does when a type changed under the cache.
+                await self.reload_schema_state()
+                state.mark_closed()
+                raise
             except (asyncpg.DataError, ValueError, TypeError, OverflowError) as exc:
                 if isinstance(exc, asyncpg.PostgresError):
                     raise
                 raise HeliosError(
                     ErrorCode.INVALID_ARGUMENT, f"{what} does not fit its column type: {exc}"
                 ) from None
+            del prepared
             return records, stmt
         raise AssertionError("unreachable")
 
-    def describe(
-        self, stmt: PreparedStatement, sql: str, describe: Callable[[PreparedStatement], T]
-    ) -> T:
+    def describe(self, stmt: Statement, sql: str, describe: Callable[[Statement], T]) -> T:
         """``describe(stmt)``, worked out once for each server-side statement (its
         parameter and column types cannot change under it)."""
         state = stmt._state  # type: ignore[attr-defined]  # identifies the server statement
@@ -112,6 +154,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
     # reset is then skipped, and run instead when the connection is next taken by anyone
     # but ``owner`` (Engine.connection). An open transaction is always rolled back.
     session_owner: str | None = None
+    idle_since = 0.0  # loop time its pool holder last took it back (_arm_idle_check)
 
     def get_reset_query(self) -> str:
         # asyncpg's reset leaves temporary tables, which another principal could read.
@@ -147,9 +190,33 @@ class _Lease:
     async def __aenter__(self) -> EngineConnection:
         pool = self.pool
         try:
-            if not pool._queue.empty():  # type: ignore[attr-defined]
-                # A free connection is waiting in the pool: nothing to time out.
-                self.conn = await pool.acquire()
+            queue = pool._queue  # type: ignore[attr-defined]
+            if not queue.empty() and not pool._closing and pool._initialized:  # type: ignore[attr-defined]
+                # A free connection is waiting: take it from the queue ourselves, without
+                # Pool.acquire's awaitable, _acquire and _acquire_impl frames (what
+                # _acquire_impl does, minus its Queue.get(): nothing to wait for).
+                holder = queue.get_nowait()
+                raw = holder._con
+                if (
+                    raw is not None
+                    and holder._setup is None
+                    and holder._generation == pool._generation  # type: ignore[attr-defined]
+                    and not raw.is_closed()
+                ):
+                    # holder.acquire() for a live connection of this generation, leaving
+                    # its idle timer armed (_idle_check looks again when it fires).
+                    holder._proxy = proxy = PoolConnectionProxy(holder, raw)
+                    holder._in_use = pool._loop.create_future()  # type: ignore[attr-defined]
+                    holder._timeout = None
+                    self.conn = proxy
+                else:
+                    try:
+                        self.conn = await holder.acquire()
+                    except BaseException:
+                        queue.put_nowait(holder)
+                        pool._schedule_min_size_maintenance()  # type: ignore[attr-defined]
+                        raise
+                    holder._timeout = None
             else:
                 # asyncio.timeout, not acquire(timeout=...), which runs the wait in a task
                 async with asyncio.timeout(ACQUIRE_TIMEOUT_SECONDS):
@@ -160,36 +227,77 @@ class _Lease:
             ) from None
         except (OSError, asyncpg.PostgresError) as exc:
             raise from_engine(exc) from None
-        try:
-            await self.conn.claim_session(self.owner)
-        except BaseException as exc:
-            await pool.release(self.conn)
-            if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
-                raise from_engine(exc) from None
-            raise
         conn: EngineConnection = self.conn  # a pool proxy that forwards to EngineConnection
+        raw_conn: EngineConnection = self.conn._con
+        if raw_conn.session_owner is not None and raw_conn.session_owner != self.owner:
+            try:
+                await raw_conn.claim_session(self.owner)
+            except BaseException as exc:
+                await self._release_slow()
+                if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                    raise from_engine(exc) from None
+                raise
+        raw_conn.session_owner = None
         return conn
+
+    async def _release_slow(self) -> None:
+        """Pool.release(), after taking down our idle timer (holder.release() arms its own)."""
+        if self.conn._con is not None:  # still ours (not detached by a close)
+            self.conn._holder._maybe_cancel_inactive_callback()
+        await self.pool.release(self.conn)
 
     async def __aexit__(self, *exc_info: object) -> None:
         conn = self.conn
-        if conn.session_owner is not None and not conn.is_in_transaction():
+        raw = conn._con
+        if (
+            raw is not None
+            and raw.session_owner is not None
+            and raw._top_xact is None
+            and not raw._protocol.is_in_transaction()
+        ):
             # Nothing to reset: give the connection back without Pool.release's shield(),
             # whose extra task and loop turns cost more than the statement's own round
             # trip. Nothing in this path waits, so no cancellation can cut it in half.
-            holder = getattr(conn, "_holder", None)
-            if holder is not None and holder._pool is self.pool and conn._con is not None:
-                raw = conn._con
+            holder = conn._holder
+            if holder._pool is self.pool:
                 raw._on_release()
                 if _clean(holder, raw):
                     # What holder.release() comes to for a clean, kept session, without
-                    # its timeout scope and reset coroutines (nothing there to wait for).
+                    # its timeout scope and reset coroutines (nothing there to wait for),
+                    # and without re-arming the idle timer each time (_arm_idle_check).
                     holder._timeout = None
                     holder._release()
-                    holder._setup_inactive_callback()
+                    _arm_idle_check(holder, raw)
                     return
+                holder._maybe_cancel_inactive_callback()
                 await holder.release(None)
                 return
-        await self.pool.release(conn)
+        await self._release_slow()
+
+
+def _arm_idle_check(holder: Any, raw: EngineConnection) -> None:
+    """Note when ``holder`` went idle; one timer per holder checks it (asyncpg's own
+    inactivity timer, re-armed and cancelled on every lease, costs a TimerHandle and heap
+    work per statement)."""
+    loop = holder._pool._loop
+    raw.idle_since = loop.time()
+    if holder._inactive_callback is None and holder._max_inactive_time:
+        holder._inactive_callback = loop.call_later(holder._max_inactive_time, _idle_check, holder)
+
+
+def _idle_check(holder: Any) -> None:
+    """The idle timer fired: close the connection as asyncpg would if it has been idle for
+    max_inactive_connection_lifetime, else look again when it will have been."""
+    holder._inactive_callback = None
+    raw = holder._con
+    if raw is None or holder._in_use is not None:
+        return  # gone, or leased: its release arms a timer again
+    loop = holder._pool._loop
+    left = getattr(raw, "idle_since", 0.0) + holder._max_inactive_time - loop.time()
+    if left > 0:
+        holder._inactive_callback = loop.call_later(left, _idle_check, holder)
+        return
+    holder._deactivate_inactive_connection()
 
 
 def _clean(holder: Any, raw: Any) -> bool:
