@@ -7,6 +7,7 @@ A key may carry an expiry (``expires_at``): past it, it authenticates nowhere.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import datetime as dt
 import time
@@ -65,6 +66,7 @@ class ApiKeys:
         self._last_used: dict[str, float] = {}
         self._scram: list[tuple[Verifier, Principal]] = []
         self._scram_loaded_at = 0.0
+        self._scram_loading = asyncio.Lock()
         self._scram_sha1: list[tuple[Verifier, Principal]] = []
         self._scram_sha1_loaded_at = 0.0
         self._listener: Any = None
@@ -211,16 +213,30 @@ class ApiKeys:
 
         A SCRAM proof cannot say which key it was made with, so a wire-protocol login
         with a key as its password is checked against each active key's verifier: one
-        HMAC per key. The list is cached; ``refresh`` reloads it (at most once a second)
-        when no cached verifier matched, so new and revoked keys are seen at once here
-        and within ``CACHE_TTL_SECONDS`` on other nodes.
+        HMAC per key. The list is cached; ``refresh`` reloads it when no cached verifier
+        matched (at most once a second; a caller inside that second waits for the next
+        load), so a key made on any node or process logs in at once, and a revoked one
+        stops within ``CACHE_TTL_SECONDS`` on other nodes.
         """
         sha1 = mechanism == SHA1_MECHANISM
-        now = time.monotonic()
+        asked = time.monotonic()
         loaded_at = self._scram_sha1_loaded_at if sha1 else self._scram_loaded_at
-        stale = now - loaded_at > (1.0 if refresh else CACHE_TTL_SECONDS)
-        if not stale:
+        if refresh:
+            # A login that matched nothing cached may use a key made since the last load
+            # (on another node or process). Reloads stay at most one a second, so failed
+            # logins cannot keep the engine busy; a login inside that second waits for the
+            # next load rather than being refused.
+            await asyncio.sleep(max(0.0, loaded_at + 1.0 - asked))
+        elif asked - loaded_at <= CACHE_TTL_SECONDS:
             return self._scram_sha1 if sha1 else self._scram
+        async with self._scram_loading:
+            loaded_at = self._scram_sha1_loaded_at if sha1 else self._scram_loaded_at
+            if loaded_at >= asked:  # someone else's load began after we asked
+                return self._scram_sha1 if sha1 else self._scram
+            return await self._load_scram(sha1)
+
+    async def _load_scram(self, sha1: bool) -> builtins.list[tuple[Verifier, Principal]]:
+        now = time.monotonic()
         column = "scram_sha1_verifier" if sha1 else "scram_verifier"
         async with self.engine.connection(Access.SYSTEM) as conn:
             rows = await conn.fetch(
