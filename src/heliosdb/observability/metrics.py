@@ -8,7 +8,10 @@ mode: counters, histograms and gauges live in files every process writes, and
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -43,6 +46,61 @@ AUTH_FAILURES = Counter(
     ["interface"],
     registry=REGISTRY,
 )
+
+
+class OpenGauge:
+    """``inc()``/``dec()`` of one labelled gauge child, straight on its value object (what
+    Gauge.inc/dec come to, without their mode and observability checks per call)."""
+
+    __slots__ = ("dec", "inc")
+
+    def __init__(self, child: Any) -> None:
+        self.inc: Callable[[], None] = partial(child._value.inc, 1)
+        self.dec: Callable[[], None] = partial(child._value.inc, -1)
+
+
+def open_gauge(interface: str) -> OpenGauge:
+    return OpenGauge(OPEN_CONNECTIONS.labels(interface))
+
+
+class RequestRecorder:
+    """Counts one finished request of ``interface`` and observes its latency in as few
+    calls as prometheus_client allows: the labelled children are looked up once per
+    (route, status), and each update goes to their value objects directly (what
+    Counter.inc and Histogram.observe come to, minus argument checks and the bucket loop;
+    a bisect finds the bucket). The values are the metrics' own (locked, or file-backed
+    with worker processes), so /metrics reads the same."""
+
+    __slots__ = ("_children", "_interface")
+
+    MAX_CHILDREN = 10_000  # routes are templates, but stay bounded all the same
+
+    def __init__(self, interface: str) -> None:
+        self._interface = interface
+        self._children: dict[tuple[str, object], tuple[Any, Any, list[Any]]] = {}
+
+    def record(self, route: str, status: object, seconds: float) -> None:
+        hit = self._children.get((route, status))
+        if hit is None:
+            hit = self._child(route, status)
+        count, total, buckets = hit
+        count(1)
+        total(seconds)
+        buckets[bisect_left(_BOUNDS, seconds)](1)
+
+    def _child(self, route: str, status: object) -> tuple[Any, Any, list[Any]]:
+        latency = LATENCY.labels(self._interface, route)
+        hit = (
+            REQUESTS.labels(self._interface, route, str(status))._value.inc,
+            latency._sum.inc,
+            [bucket.inc for bucket in latency._buckets],
+        )
+        if len(self._children) < self.MAX_CHILDREN:
+            self._children[(route, status)] = hit
+        return hit
+
+
+_BOUNDS: tuple[float, ...] = tuple(LATENCY._upper_bounds)  # every child's, +Inf last
 
 
 class PoolCollector(Collector):

@@ -9,21 +9,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.interfaces.http.errors import error_response
-from heliosdb.observability.metrics import LATENCY, OPEN_CONNECTIONS, REQUESTS
+from heliosdb.observability.metrics import RequestRecorder, open_gauge
 
-OPEN_REQUESTS = OPEN_CONNECTIONS.labels("http")
-_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+OPEN_REQUESTS = open_gauge("http")
+_requests = RequestRecorder("http")
 
 
 def record_request(route: str, status: int, seconds: float) -> None:
-    """Count one finished request and its latency (metric children cached per route/status)."""
-    children = _children.get((route, status))
-    if children is None:
-        children = (REQUESTS.labels("http", route, str(status)), LATENCY.labels("http", route))
-        if len(_children) < 10_000:
-            _children[(route, status)] = children
-    children[0].inc()
-    children[1].observe(seconds)
+    """Count one finished request and its latency (observability.metrics.RequestRecorder)."""
+    _requests.record(route, status, seconds)
 
 
 def too_large(limit: int) -> HeliosError:
