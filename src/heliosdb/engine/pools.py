@@ -191,7 +191,7 @@ class _Lease:
         pool = self.pool
         try:
             queue = pool._queue  # type: ignore[attr-defined]
-            if not queue.empty() and not pool._closing and pool._initialized:  # type: ignore[attr-defined]
+            if not queue.empty() and pool._initialized and not (pool._closing or pool._closed):  # type: ignore[attr-defined]
                 # A free connection is waiting: take it from the queue ourselves, without
                 # Pool.acquire's awaitable, _acquire and _acquire_impl frames (what
                 # _acquire_impl does, minus its Queue.get(): nothing to wait for).

@@ -470,8 +470,8 @@ def _distance(row: Any) -> float:
 
 
 async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
-    stmt = await conn.prepared(sql)
-    return list(await stmt.fetch(*params))
+    records: list[Any] = (await conn.run_prepared(sql, lambda stmt: params))[0]
+    return records
 
 
 def _require_writer(principal: Principal) -> None:

@@ -150,3 +150,17 @@ async def test_run_prepared_reprepares_after_ddl_and_maps_bad_values(engine: Eng
                 await conn.run_prepared("SELECT pg_sleep($1)", lambda s: [5.0])
         finally:
             await conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_a_closed_pool_lends_nothing(node: NodeProcess) -> None:
+    engine = Engine(EngineSettings(), DataDir(node.data_dir))
+    await engine.start(attach=True)
+    async with engine.connection(Access.READ_ONLY) as conn:
+        await conn.fetchval("SELECT 1")  # one free connection waits in the queue
+    pool = engine.pool(Access.READ_ONLY)
+    lease = engine.connection(Access.READ_ONLY)
+    await engine.stop()
+    with pytest.raises(asyncpg.InterfaceError):
+        async with lease:
+            pass
+    assert pool.get_size() == 0
