@@ -26,7 +26,7 @@ from heliosdb.interfaces.grpc.values import (
     shape_of,
     struct_of,
 )
-from heliosdb.observability.metrics import LATENCY, REQUESTS
+from heliosdb.observability.metrics import REQUESTS, RequestRecorder
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
 from heliosdb.services.query import QueryResult
@@ -52,13 +52,11 @@ _ISOLATION_BACK = {
 }
 
 Handler = Callable[[Any, Any, Context], Awaitable[R]]
+_requests = RequestRecorder("grpc")
 
 
 def _unary(method: Handler[R]) -> Handler[R]:
     name = method.__name__
-    # The metric children of the common case, looked up once rather than per call.
-    succeeded = REQUESTS.labels("grpc", name, "OK")
-    latency = LATENCY.labels("grpc", name)
 
     @functools.wraps(method)
     async def call(self: Any, request: Any, context: Context) -> R:
@@ -66,17 +64,14 @@ def _unary(method: Handler[R]) -> Handler[R]:
         try:
             response = await method(self, request, context)
         except HeliosError as exc:
-            REQUESTS.labels("grpc", name, STATUS[exc.code].name).inc()
-            latency.observe(time.perf_counter() - started)
+            _requests.record(name, STATUS[exc.code].name, time.perf_counter() - started)
             await abort(context, exc)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            REQUESTS.labels("grpc", name, "INTERNAL").inc()
-            latency.observe(time.perf_counter() - started)
+            _requests.record(name, "INTERNAL", time.perf_counter() - started)
             await abort(context, from_unexpected(name, exc))
-        succeeded.inc()
-        latency.observe(time.perf_counter() - started)
+        _requests.record(name, "OK", time.perf_counter() - started)
         return response
 
     return call
