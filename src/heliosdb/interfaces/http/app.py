@@ -1,10 +1,10 @@
 """The REST application: routers, error funnel and middleware, assembled in one place.
 
 Request pipeline, outermost first: metrics -> body limit -> routing -> auth dependency
--> handler -> service. POST /query, the hot path, takes the same steps itself
-(routes/query.py QueryEndpoint): in the listener's lane before ASGI (server.py), or in
-pure ASGI before the stack for requests the lane does not take. Errors of every kind leave through
-interfaces/http/errors.py.
+-> handler -> service. The hot routes, POST /query and POST /vectors/search, take the
+same steps themselves (hotroutes.py): in the listener's lane before ASGI (server.py),
+or in pure ASGI before the stack for requests the lane does not take. Errors of every
+kind leave through interfaces/http/errors.py.
 """
 
 from __future__ import annotations
@@ -76,15 +76,10 @@ def build_app(services: Services, listeners: Callable[[], dict[str, Any]]) -> Re
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)
-    endpoint = query.QueryEndpoint(
-        services, services.settings.http.max_body_bytes, API_PREFIX + query.PATH
-    )
-    app.hot_routes[("POST", API_PREFIX + query.PATH)] = endpoint
-    app.lanes[(API_PREFIX + query.PATH).encode()] = endpoint
-    search_path = API_PREFIX + vectors.SEARCH_PATH
-    search = vectors.SearchEndpoint(services, services.settings.http.max_body_bytes, search_path)
-    app.hot_routes[("POST", search_path)] = search
-    app.lanes[search_path.encode()] = search
+    for module, path in ((query, query.PATH), (vectors, vectors.SEARCH_PATH)):
+        route = module.hot_route(services, services.settings.http.max_body_bytes, API_PREFIX + path)
+        app.hot_routes[("POST", API_PREFIX + path)] = route
+        app.lanes[(API_PREFIX + path).encode()] = route
     app.add_middleware(BodyLimitMiddleware, limit=services.settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

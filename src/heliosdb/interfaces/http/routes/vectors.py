@@ -10,32 +10,29 @@ POST   /vectors/delete            {index_name, ids}
 POST   /vectors/search            {index_name, vector, top_k, filter, include_vectors,
                                   include_metadata, exact, ef_search}
 
-Search is a hot path: :class:`SearchEndpoint` answers it ahead of FastAPI's middleware
-stack, request object and dependency solving (in the listener's lane when the app has
-one, else in pure ASGI), as routes/query.py does for /query; the FastAPI route below
-documents it in OpenAPI and answers when the app is mounted without the hot route. Both
-run :func:`run_search`, so behaviour and error bodies are one.
+Search is a hot path: :func:`hot_route` answers it ahead of FastAPI's middleware stack,
+request object and dependency solving (in the listener's lane when the app has one,
+else in pure ASGI; interfaces/http/hotroutes.py), as routes/query.py does for /query;
+the FastAPI route below documents it in OpenAPI and answers when the app is mounted
+without the hot route. Both run :func:`run_search`, so behaviour and error bodies are
+one.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
 
 from heliosdb.engine.codecs import json_default
-from heliosdb.errors import HeliosError, invalid
-from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep, principal_from_headers
-from heliosdb.interfaces.http.errors import error_response, internal_error_response
-from heliosdb.interfaces.http.middleware import OPEN_REQUESTS, record_request, too_large
+from heliosdb.errors import invalid
+from heliosdb.interfaces.http.auth import CurrentPrincipal, ServicesDep
+from heliosdb.interfaces.http.hotroutes import HotRoute
 from heliosdb.interfaces.http.responses import (
     json_response,
-    parse_json_object,
     read_json_object,
 )
 from heliosdb.security.principals import Principal
@@ -160,108 +157,13 @@ async def run_search(services: Services, principal: Principal, body: dict[str, A
 
 
 SEARCH_ROUTE = next(r for r in router.routes if getattr(r, "path", None) == SEARCH_PATH)
-CLIENT_CLOSED = 499  # the metrics status of a request whose client left before the body
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-class SearchEndpoint:
-    """``POST /api/v1/vectors/search`` ahead of FastAPI's middleware stack, by two doors:
-
-    - :meth:`answer`, the listener's lane (interfaces/http/server.py), which has read
-      the headers and the whole body (its Content-Length within ``limit``);
-    - ``__call__``, pure ASGI, for every request the lane does not take.
-
-    Both take the general pipeline's steps in its order: metrics, body size limit (by
-    Content-Length first, then while reading), credentials, JSON body, search; every
-    error leaves with the body and status the FastAPI route gives.
-    """
-
-    def __init__(self, services: Services, max_body_bytes: int, path: str) -> None:
-        self.services = services
-        self.limit = max_body_bytes
-        self.path = path  # as the client sent it, for the log of an unexpected error
-        self.label: str = getattr(SEARCH_ROUTE, "path", SEARCH_PATH)  # FastAPI's label
-
-    async def answer(self, headers: dict[str, str], body: bytes) -> Answer:
-        started = time.perf_counter()
-        status = 500
-        OPEN_REQUESTS.inc()
-        try:
-            result = await self._answer(headers, body, None)
-            status = result[0]
-            return result
-        finally:
-            OPEN_REQUESTS.dec()
-            record_request(self.label, status, time.perf_counter() - started)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        status = 500
-        OPEN_REQUESTS.inc()
-        try:
-            # ASGI header names are lower case; the first value wins, as in Starlette.
-            headers: dict[str, str] = {}
-            for name, value in scope["headers"]:
-                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-            status, response_headers, payload = await self._answer(headers, None, receive)
-            if status != CLIENT_CLOSED:
-                start = {"type": "http.response.start", "status": status}
-                await send({**start, "headers": response_headers})
-                await send({"type": "http.response.body", "body": payload})
-        finally:
-            OPEN_REQUESTS.dec()
-            record_request(self.label, status, time.perf_counter() - started)
-
-    async def _answer(
-        self, headers: dict[str, str], body: bytes | None, receive: Receive | None
-    ) -> Answer:
-        try:
-            payload = await self._run(headers, body, receive)
-        except HeliosError as exc:
-            response = error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - the error funnel: logged, INTERNAL
-            response = internal_error_response("POST", self.path, exc)
-        else:
-            if payload is None:
-                return CLIENT_CLOSED, [], b""
-            return 200, [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))], payload
-        return response.status_code, response.raw_headers, bytes(response.body)
-
-    async def _run(
-        self, headers: dict[str, str], body: bytes | None, receive: Receive | None
-    ) -> bytes | None:
-        length = headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.limit
-            except ValueError:
-                too_big = True
-            if too_big:
-                raise too_large(self.limit)
-        principal = await principal_from_headers(self.services, headers)
-        if body is None:
-            assert receive is not None
-            body = await self._read_body(receive)
-            if body is None:
-                return None
-        return await run_search(self.services, principal, parse_json_object(body))
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole body, None if the client went away, PAYLOAD_TOO_LARGE past the limit."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message: Message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise too_large(self.limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+def hot_route(services: Services, max_body_bytes: int, path: str) -> HotRoute:
+    """``POST /api/v1/vectors/search`` ahead of FastAPI (hotroutes.py), under FastAPI's
+    label."""
+    label = getattr(SEARCH_ROUTE, "path", SEARCH_PATH)
+    return HotRoute(services, max_body_bytes, path, label, run_search)
 
 
 def _index_name(body: dict[str, Any]) -> str:
