@@ -305,3 +305,24 @@ async def test_big_transaction_arrives_whole_in_order_after_commit(
     assert len({m["data"]["transaction_id"] for m in got}) == 1
     positions = [m["data"]["position"] for m in got]
     assert positions == list(range(positions[0], positions[0] + count))
+
+
+async def test_decoding_stays_out_of_the_engine_log(
+    ws: ClientConnection, api: httpx.AsyncClient, node: NodeProcess, table_name: str
+) -> None:
+    """Every peek and advance of the capture slot would log two LOG lines; under steady
+    writes that is hundreds of lines a second in the engine's server.log."""
+    server_log = node.data_dir / "engine" / "server.log"
+
+    def decoding_lines() -> list[str]:
+        lines = server_log.read_text(errors="replace").splitlines()
+        return [line for line in lines if "logical decoding" in line]
+
+    await _create(api, table_name, "id int PRIMARY KEY")
+    sub = await subscribe(ws, table_name, events=["INSERT"])
+    before = decoding_lines()
+    for row in range(20):
+        await _sql(api, f"INSERT INTO {table_name} VALUES ($1)", [row])
+    received = await events(ws, 20)
+    assert {m["subscription_id"] for m in received} == {sub}
+    assert decoding_lines() == before, decoding_lines()[len(before) :]

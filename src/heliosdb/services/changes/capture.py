@@ -281,6 +281,7 @@ class CaptureLeader:
                     await asyncio.sleep(1.0)
                 self.is_leader = True
                 log.info("this node leads change capture (slot %s)", self.slot)
+                await _quiet_decoding_log(conn)
                 await self._lead(conn)
             except asyncio.CancelledError:
                 raise
@@ -590,3 +591,16 @@ async def prune(conn: Any, slot: str, retention_seconds: float) -> int:
         slot,
     )
     return int(value)
+
+
+async def _quiet_decoding_log(conn: asyncpg.Connection) -> None:
+    """Keep this session's lines out of the engine's log: every peek and advance logs
+    "starting logical decoding" and "found consistent point" at LOG, hundreds of lines a
+    second under steady writes. For the server log, LOG ranks above ERROR, so only FATAL
+    and PANIC still go there; this session's errors reach the node, which logs them
+    itself. Needs a superuser (the embedded engine's); elsewhere the engine's own
+    configuration decides."""
+    try:
+        await conn.execute("SET log_min_messages = fatal")
+    except asyncpg.InsufficientPrivilegeError:
+        log.info("change capture: cannot set log_min_messages; decoding is logged")
