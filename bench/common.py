@@ -58,9 +58,10 @@ def combine(rounds: list[Figure]) -> Figure:
     )
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     """User + system CPU time a process and its live children (the node's worker
-    processes, --workers) have used so far."""
+    processes, --workers; the engine's backends) have used so far, and with ``reaped``
+    also the children it has already waited for."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,9 +70,18 @@ def cpu_seconds(pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
+        if int(entry.name) == pid:
+            total += sum(int(f) for f in fields[11 : 15 if reaped else 13])
+        elif int(fields[1]) == pid:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def engine_cpu_seconds(data_dir: Path) -> float:
+    """CPU time the node's embedded engine has used so far: its postmaster, its live
+    backends and the backends it has reaped."""
+    postmaster = int((data_dir / "engine" / "postmaster.pid").read_text().split()[0])
+    return cpu_seconds(postmaster, reaped=True)
 
 
 def free_port_flags() -> list[str]:

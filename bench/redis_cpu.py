@@ -17,7 +17,6 @@ With ``--env HELIOSDB_WORKERS=2`` the node figure adds up its worker processes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import socket
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import engine_cpu_seconds
 
 from tests.nodeproc import NodeProcess
 
@@ -68,28 +69,6 @@ def coalesced(port: int, auth: list[str]) -> tuple[int, int]:
     return int(fields.get("helios_coalesced_batches", 0)), int(
         fields.get("helios_coalesced_commands", 0)
     )
-
-
-def engine_cpu_seconds(data_dir: Path) -> float:
-    """The embedded PostgreSQL's postmaster (found by its data directory) and its children."""
-    parents: dict[str, str] = {}
-    postmaster = None
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                parents[pid] = f.read().rsplit(")", 1)[1].split()[1]
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read()
-        except OSError:
-            continue
-        if b"postgres" in command and str(data_dir).encode() in command:
-            postmaster = pid
-    total = 0.0
-    for pid, parent in parents.items():
-        if postmaster is not None and postmaster in (pid, parent):
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(pid)
-    return total
 
 
 def measure(port: int, auth: list[str], options: argparse.Namespace, test: str) -> str:

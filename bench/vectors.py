@@ -60,7 +60,12 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-from bench.common import connect_engine, cpu_seconds, free_port_flags  # noqa: E402
+from bench.common import (  # noqa: E402
+    connect_engine,
+    cpu_seconds,
+    engine_cpu_seconds,
+    free_port_flags,
+)
 
 from heliosdb.services.vectors import (  # noqa: E402
     DEFAULTS,
@@ -172,25 +177,6 @@ def node_cpu(node: NodeProcess) -> float:
     return cpu_seconds(node.process.pid)
 
 
-def engine_cpu(data_dir: Path) -> float:
-    """CPU seconds the embedded engine has used so far: the postmaster, its live backends
-    and the children it has reaped."""
-    postmaster = int((data_dir / "engine" / "postmaster.pid").read_text().split()[0])
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == postmaster:
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        elif int(fields[1]) == postmaster:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def run_wrk(node: NodeProcess, bodies: Path, args: argparse.Namespace) -> tuple[float, int]:
     """REST searches from wrk for ``--rest-seconds``: (requests per second, requests)."""
     assert node.admin_key is not None
@@ -261,11 +247,11 @@ IDLE_SECONDS = 5.0
 async def idle_cpu(node: NodeProcess, data_dir: Path) -> tuple[float, float]:
     """CPU seconds per second the node and the engine use with no search running (the
     node's background work: change capture, sweepers), over ``IDLE_SECONDS``."""
-    node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
+    node_before, engine_before = node_cpu(node), engine_cpu_seconds(data_dir)
     await asyncio.sleep(IDLE_SECONDS)
     return (
         (node_cpu(node) - node_before) / IDLE_SECONDS,
-        (engine_cpu(data_dir) - engine_before) / IDLE_SECONDS,
+        (engine_cpu_seconds(data_dir) - engine_before) / IDLE_SECONDS,
     )
 
 
@@ -406,11 +392,11 @@ async def bench_case(
     async def measured(
         side: Side, search: Callable[[int, list[float]], Awaitable[list[int]]]
     ) -> list[list[int]]:
-        node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
+        node_before, engine_before = node_cpu(node), engine_cpu_seconds(data_dir)
         client_before = time.process_time()
         qps, found = await timed(queries, args.concurrency, search)
         side.add(qps, len(queries), node_cpu(node) - node_before,
-                 engine_cpu(data_dir) - engine_before, args.rounds)  # fmt: skip
+                 engine_cpu_seconds(data_dir) - engine_before, args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
         return found
 
@@ -428,10 +414,11 @@ async def bench_case(
         for _ in range(args.rounds):  # alternate, so load changes hit every side
             found = await measured(figures["raw"], direct)
             figures["raw"].recall = recall(found, expected)
-            node_before, engine_before = node_cpu(node), engine_cpu(data_dir)
+            node_before, engine_before = node_cpu(node), engine_cpu_seconds(data_dir)
             qps, requests = await asyncio.to_thread(run_wrk, node, bodies, args)
-            figures["rest"].add(qps, requests, node_cpu(node) - node_before,
-                                engine_cpu(data_dir) - engine_before, args.rounds)  # fmt: skip
+            engine_used = engine_cpu_seconds(data_dir) - engine_before
+            figures["rest"].add(qps, requests, node_cpu(node) - node_before, engine_used,
+                                args.rounds)  # fmt: skip
             found = await measured(figures["grpc"], via_grpc)
             figures["grpc"].recall = recall(found, expected)
     finally:
