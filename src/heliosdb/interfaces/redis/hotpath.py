@@ -87,42 +87,6 @@ class _Replies:
             self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
-class _Slot:
-    """Where the coalescer puts one command's answer (in place of an asyncio.Future)."""
-
-    __slots__ = ("_done", "index", "is_set", "proto", "replies")
-
-    def __init__(self, replies: _Replies, index: int, is_set: bool, proto: int) -> None:
-        self.replies = replies
-        self.index = index
-        self.is_set = is_set
-        self.proto = proto
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def set_result(self, value: Any, /) -> None:
-        self._done = True
-        if self.is_set:
-            reply = _OK
-        elif value is None:
-            reply = b"_\r\n" if self.proto == 3 else b"$-1\r\n"
-        else:
-            reply = b"$%d\r\n%s\r\n" % (len(value), value)
-        self.replies.answer(self.index, reply)
-
-    def set_exception(self, exc: BaseException, /) -> None:
-        self._done = True
-        self.replies.answer(self.index, encode(to_redis(exc), self.proto))
-
-    def cancel(self) -> bool:
-        if self._done:
-            return False
-        self.set_exception(RedisError("ERR server is shutting down"))
-        return True
-
-
 _OK = b"+OK\r\n"
 # Commands whose handler (outside MULTI) awaits one coalescer operation of this kind.
 BATCHED_KINDS = {
@@ -134,7 +98,8 @@ ZADD_FLAGS = {b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"}
 
 
 class _IntSlot:
-    """Where the coalescer puts an INCR/LPUSH/HSET/SADD/ZADD answer (an integer)."""
+    """Where the coalescer puts one command's answer, in place of an asyncio.Future: an
+    integer (INCR/LPUSH/HSET/SADD/ZADD)."""
 
     __slots__ = ("_done", "index", "proto", "replies")
 
@@ -160,6 +125,26 @@ class _IntSlot:
             return False
         self.set_exception(RedisError("ERR server is shutting down"))
         return True
+
+
+class _Slot(_IntSlot):
+    """A GET's answer (a bulk string or nil) or a SET's (OK)."""
+
+    __slots__ = ("is_set",)
+
+    def __init__(self, replies: _Replies, index: int, is_set: bool, proto: int) -> None:
+        super().__init__(replies, index, proto)
+        self.is_set = is_set
+
+    def set_result(self, value: Any, /) -> None:
+        self._done = True
+        if self.is_set:
+            reply = _OK
+        elif value is None:
+            reply = b"_\r\n" if self.proto == 3 else b"$-1\r\n"
+        else:
+            reply = b"$%d\r\n%s\r\n" % (len(value), value)
+        self.replies.answer(self.index, reply)
 
 
 def _submit_direct(session: Session, args: list[bytes], slot: _IntSlot) -> bool:
