@@ -112,3 +112,32 @@ class NodeProcess:
     def kill(self) -> None:
         """kill -9: no drain, no engine shutdown."""
         self.stop(signal.SIGKILL)
+
+    def worker_pids(self) -> set[int]:
+        """The node's worker processes (``--workers``): its children running ``heliosdb
+        worker``."""
+        assert self.process is not None
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.process.pid and b"worker" in cmdline.split(b"\0"):
+                pids.add(int(entry.name))
+        return pids
+
+
+def serving_pids(port: int) -> list[int]:
+    """For each established connection on ``port``, the process holding its server side."""
+    sockets = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [int(pid) for pid in re.findall(r"pid=(\d+)", sockets)]

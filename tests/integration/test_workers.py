@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ import pytest
 
 from tests.integration.redis.conftest import connect as connect_redis
 from tests.integration.websocket.wsclient import connect, events, subscribe
-from tests.nodeproc import NodeProcess
+from tests.nodeproc import NodeProcess, serving_pids
 
 WORKERS = 3
 CONNECTIONS = 24  # fresh connections: with three processes, all landing on one is ~1e-11
@@ -38,24 +37,6 @@ def workers_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProce
     yield node
     if node.process is not None and node.process.poll() is None:
         node.stop()
-
-
-def worker_pids(node: NodeProcess) -> set[int]:
-    assert node.process is not None
-    parent = node.process.pid
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"worker" in cmdline.split(b"\0"):
-            pids.add(int(entry.name))
-    return pids
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
@@ -78,20 +59,9 @@ def fresh_requests(
 
 
 def test_the_node_starts_its_workers(workers_node: NodeProcess) -> None:
-    assert len(worker_pids(workers_node)) == WORKERS - 1
+    assert len(workers_node.worker_pids()) == WORKERS - 1
     announced = f"heliosdb: http, websocket and redis served by {WORKERS} processes\n"
     assert announced in workers_node.output
-
-
-def serving_pids(port: int) -> set[int]:
-    """The processes holding established connections on ``port`` (server side)."""
-    sockets = subprocess.run(
-        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {int(pid) for pid in re.findall(r"pid=(\d+)", sockets)}
 
 
 def test_connections_are_spread_over_the_processes(workers_node: NodeProcess) -> None:
@@ -103,11 +73,11 @@ def test_connections_are_spread_over_the_processes(workers_node: NodeProcess) ->
     try:
         for client in clients:  # each client holds its connection open
             assert client.get(f"{workers_node.api}/health").status_code == 200
-        serving = serving_pids(workers_node.ports["http"])
+        serving = set(serving_pids(workers_node.ports["http"]))
     finally:
         for client in clients:
             client.close()
-    assert serving <= worker_pids(workers_node) | {workers_node.process.pid}
+    assert serving <= workers_node.worker_pids() | {workers_node.process.pid}
     assert len(serving) >= 2
 
 
@@ -144,7 +114,7 @@ async def test_websocket_subscribers_on_every_process_get_the_events(
         sockets = [await stack.enter_async_context(connect(url, key)) for _ in range(12)]
         for ws in sockets:
             await subscribe(ws, table)
-        assert len(serving_pids(workers_node.ports["websocket"])) >= 2
+        assert len(set(serving_pids(workers_node.ports["websocket"]))) >= 2
         insert = f"INSERT INTO {table} VALUES (1), (2)"
         assert fresh_requests(workers_node, key, 1, insert) == [200]
         for ws in sockets:
@@ -160,7 +130,7 @@ def test_redis_clients_on_every_process_share_keys_messages_and_wakeups(
     try:
         for client in clients:  # each holds its own connection
             assert client.ping()
-        assert len(serving_pids(port)) >= 2
+        assert len(set(serving_pids(port))) >= 2
         clients[0].set(f"{prefix}:k", "v")
         assert {client.get(f"{prefix}:k") for client in clients} == {b"v"}
 
@@ -197,16 +167,16 @@ def test_a_revoked_key_is_refused_by_every_process(workers_node: NodeProcess) ->
 
 def test_a_worker_that_dies_is_started_again(workers_node: NodeProcess) -> None:
     assert workers_node.admin_key is not None
-    before = worker_pids(workers_node)
+    before = workers_node.worker_pids()
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(worker_pids(workers_node) - {victim}) == WORKERS - 1)
+    wait_for(lambda: len(workers_node.worker_pids() - {victim}) == WORKERS - 1)
     assert fresh_requests(workers_node, workers_node.admin_key) == [200] * CONNECTIONS
 
 
 def test_workers_do_not_outlive_a_killed_node(workers_node: NodeProcess) -> None:
     assert workers_node.process is not None
-    workers = worker_pids(workers_node)
+    workers = workers_node.worker_pids()
     assert workers
     workers_node.kill()
 

@@ -5,9 +5,7 @@ a CancelRequest reaches the session whichever process it lands on."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.integration.postgres.conftest import make_dsn
-from tests.nodeproc import NodeProcess
+from tests.nodeproc import NodeProcess, serving_pids
 
 PER_PRINCIPAL = 8  # with 8 connections, all landing on one of two processes is 1 in 128
 
@@ -36,32 +34,6 @@ def workers_node(
     yield process
     if process.process is not None and process.process.poll() is None:
         process.stop()
-
-
-def worker_pid(node: NodeProcess) -> int:
-    assert node.process is not None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == node.process.pid and b"worker" in cmdline:
-            return int(entry.name)
-    raise AssertionError("no worker process")
-
-
-def serving_pids(port: int) -> list[int]:
-    """For each established connection on ``port``, the process holding its server side."""
-    sockets = subprocess.run(
-        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [int(pid) for pid in re.findall(r"pid=(\d+)", sockets)]
 
 
 def new_key(make_key: Callable[..., str]) -> str:
@@ -158,7 +130,7 @@ def test_a_dead_workers_clients_stop_counting(
     """kill -9 a worker holding sessions: once it is gone they count for nothing."""
     port = workers_node.ports["postgres"]
     dsn = make_dsn(port, new_key(make_key))
-    worker = worker_pid(workers_node)
+    worker = min(workers_node.worker_pids())
     with ExitStack() as stack:
         for _ in range(5):  # until the worker holds some of them (each try: 255 in 256)
             open_sessions(stack, dsn, PER_PRINCIPAL)
