@@ -60,5 +60,13 @@ class RawClient:
                     raise ConnectionError("the server closed the connection")
             self._read()
 
+    def skip_events(self) -> tuple[int, dict[str, Any]]:
+        """Read past the events waiting here: (how many there were, the first message
+        that is not one)."""
+        seen = 0
+        while (message := self.receive())["type"] == "event":
+            seen += 1
+        return seen, message
+
     def close(self) -> None:
         self.sock.close()

@@ -133,12 +133,7 @@ async def test_sweep_overtaking_a_catch_up_ends_it_asking_to_resync(
         slow.send({"type": "request", "id": "s", "action": "subscribe", "data": resume})
         assert (await asyncio.to_thread(slow.receive))["success"] is True
         prune(node, 0)  # meanwhile the sweep removes them
-        seen = 0
-        while True:
-            message = await asyncio.to_thread(slow.receive)
-            if message["type"] != "event":
-                break
-            seen += 1
+        seen, message = await asyncio.to_thread(slow.skip_events)
     finally:
         slow.close()
     assert message["type"] == "error" and message["subscription_id"] == "s", message
