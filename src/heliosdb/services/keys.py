@@ -34,6 +34,10 @@ from heliosdb.security.scram import (
 from heliosdb.settings import Environment
 
 CACHE_TTL_SECONDS = 5.0
+# A hot path (REST) checks the last second's verified keys before hashing and awaiting
+# authenticate(): ApiKeys.recent.
+RECENT_SECONDS = 1.0
+_RECENT_LIMIT = 1_000
 # Revokes are announced on this channel so every node sharing the engine drops its cached
 # keys at once; the TTL above only bounds what a lost notification can cost.
 REVOKED_CHANNEL = "helios_api_key_revoked"
@@ -64,6 +68,10 @@ class ApiKeys:
         self.environment = environment
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._last_used: dict[str, float] = {}
+        # key -> (until, the revocation count when it was verified, principal); any revoke
+        # this process hears of (its own, or NOTIFY from any node or worker) moves
+        # ``revocations`` and so forgets them all.
+        self._recent: dict[str, tuple[float, int, Principal]] = {}
         self._scram: list[tuple[Verifier, Principal]] = []
         self._scram_loaded_at = 0.0
         self._scram_loading = asyncio.Lock()
@@ -163,8 +171,28 @@ class ApiKeys:
                 )
             )
 
+    def recent(self, key: str) -> Principal | None:
+        """The principal ``key`` authenticated as in the last second, if no revoke has been
+        heard of since and it has not expired: no hashing, no await."""
+        hit = self._recent.get(key)
+        if hit is not None and hit[0] > time.monotonic() and hit[1] == self.revocations:
+            return hit[2]
+        return None
+
     async def authenticate(self, key: str) -> Principal:
         """The principal behind ``key``, or UNAUTHENTICATED without saying which part failed."""
+        revocations = self.revocations  # a revoke while we wait must not be remembered past
+        principal = await self._authenticate(key)
+        until = time.monotonic() + RECENT_SECONDS
+        if principal.expires_at is not None:
+            left = (principal.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+            until = min(until, time.monotonic() + left)
+        if len(self._recent) >= _RECENT_LIMIT:
+            self._recent.clear()
+        self._recent[key] = (until, revocations, principal)
+        return principal
+
+    async def _authenticate(self, key: str) -> Principal:
         kind = kind_of(key)
         if kind is None or len(key) > MAX_KEY_LENGTH:
             raise unauthenticated("invalid API key")

@@ -7,8 +7,6 @@ Principal; the FastAPI dependency below and the pure-ASGI ``POST /query`` route
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -19,7 +17,7 @@ from heliosdb.errors import HeliosError, unauthenticated
 from heliosdb.observability.metrics import AUTH_FAILURES
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
-from heliosdb.services.keys import ApiKeys, require_admin
+from heliosdb.services.keys import require_admin
 
 # Declared for the OpenAPI document (the "Authorize" button); the headers themselves are
 # read by principal_from_headers.
@@ -55,40 +53,15 @@ async def principal_from_headers(services: Services, headers: Mapping[str, str])
     if not token:
         _AUTH_FAILURES.inc()
         raise unauthenticated("missing credentials: send Authorization: Bearer <key> or X-API-Key")
-    keys = services.keys
-    now = time.monotonic()
-    hit = _recent.get(token)
-    if hit is not None and hit[0] > now and hit[1] is keys and hit[2] == keys.revocations:
-        return hit[3]
-    revocations = keys.revocations  # a revoke while we wait must not be remembered past
+    token = token.strip()
+    principal = services.keys.recent(token)
+    if principal is not None:
+        return principal
     try:
-        principal = await keys.authenticate(token.strip())
+        return await services.keys.authenticate(token)
     except HeliosError:
         _AUTH_FAILURES.inc()
         raise
-    _remember(token, principal, keys, revocations, now)
-    return principal
-
-
-# The last second's verified credentials, so a request on a hot path does not hash its
-# key and wait on ApiKeys again: token -> (until, ApiKeys, its revocation count then,
-# principal). Any revoke this process hears of (its own, or NOTIFY from any node or
-# worker) moves ApiKeys.revocations and so forgets them all, as ApiKeys forgets its cache.
-_recent: dict[str, tuple[float, ApiKeys, int, Principal]] = {}
-RECENT_SECONDS = 1.0
-_RECENT_LIMIT = 1_000
-
-
-def _remember(
-    token: str, principal: Principal, keys: ApiKeys, revocations: int, now: float
-) -> None:
-    until = now + RECENT_SECONDS
-    if principal.expires_at is not None:
-        left = (principal.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
-        until = min(until, now + left)
-    if len(_recent) >= _RECENT_LIMIT:
-        _recent.clear()
-    _recent[token] = (until, keys, revocations, principal)
 
 
 async def authenticate(
