@@ -180,3 +180,49 @@ async def test_txn_deallocate_all_then_cached_statement_still_works(txn_dsn: str
         assert await conn.fetchval("SELECT $1::int + 100", 7) == 107
     finally:
         await conn.close()
+
+
+def _parse(sql: str, name: str = "") -> bytes:
+    return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+
+
+def _bind_execute(statement: str = "") -> bytes:
+    bind = message(b"B", b"\0" + statement.encode() + b"\0" + b"\0\0" + b"\0\0" + b"\0\0")
+    return bind + message(b"E", b"\0\0\0\0\0")
+
+
+SYNC = message(b"S", b"")
+
+
+def _replies(client: RawClient, readies: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    while readies:
+        kind, body = client.read()
+        assert kind, out
+        out.append((kind, body))
+        readies -= kind == b"Z"
+    return out
+
+
+def test_txn_messages_after_the_last_sync_keep_the_connection(txn_port: int, rw_key: str) -> None:
+    """A batch sent after a Sync, before that Sync is answered, is answered on the same engine
+    connection: the ReadyForQuery of the first Sync does not give the connection back while
+    the engine still owes replies (or holds the unnamed statement) the next Sync will end."""
+    with RawClient(txn_port) as client, RawClient(txn_port) as other:
+        client.login(rw_key)
+        other.login(rw_key)
+        for i in range(20):
+            client.send(_parse(f"SELECT {i}") + _bind_execute() + SYNC
+                        + _parse(f"SELECT {i} + 1000") + _bind_execute())  # fmt: skip
+            first = _replies(client, 1)
+            assert [k for k, _ in first] == [b"1", b"2", b"D", b"C", b"Z"], first
+            # Another client's transaction meanwhile: it must get an engine connection
+            # that owes it nothing, and must not take this client's.
+            other.send(message(b"Q", b"BEGIN\0"))
+            assert [k for k, _ in _replies(other, 1)] == [b"C", b"Z"]
+            client.send(SYNC)
+            second = _replies(client, 1)
+            assert [k for k, _ in second] == [b"1", b"2", b"D", b"C", b"Z"], second
+            assert second[2][1].endswith(str(i + 1000).encode())
+            other.send(message(b"Q", b"COMMIT\0"))
+            assert [k for k, _ in _replies(other, 1)] == [b"C", b"Z"]

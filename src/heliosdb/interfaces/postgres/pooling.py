@@ -6,7 +6,8 @@
 Pools are keyed by (engine role, startup parameters), so a client always gets an engine
 connection that was started with its own parameters (application_name, TimeZone,
 options ...). A client borrows a connection when it sends its first message and gives it
-back at a ReadyForQuery with status 'I' once every Query and Sync it sent is answered.
+back at a ReadyForQuery with status 'I' once every Query and Sync it sent is answered
+and it sent nothing after its last Sync (a pipelined batch still owes its replies there).
 
 Protocol-level prepared statements survive the change of connection: each named Parse
 is renamed to a name unique on the engine (``hdb_<n>``) and remembered; a Bind or a
@@ -84,6 +85,10 @@ def _plain_query(data: bytes) -> bool:
     return _NOTABLE_START.match(data, 5) is None
 
 
+# Client messages that leave no reply owed after them: Flush, and COPY data, done and
+# fail (answered within the COPY's own Query or Sync).
+_UNANSWERED = frozenset(b"Hdcf")
+
 _tasks: set[asyncio.Task[None]] = set()
 
 
@@ -106,6 +111,10 @@ class ServerConn:
         self.transport = cast(asyncio.Transport, engine.writer.transport)
         self.client: TxnClient | None = None
         self.pending = 0  # Query and Sync messages not yet answered by ReadyForQuery
+        # The client sent extended-protocol messages (Parse, Bind, Execute ...) after its
+        # last Sync: their replies come after the ReadyForQuery of that Sync, and the
+        # unnamed statement or portal they made lives here; the connection stays.
+        self.unsynced = False
         self.prepared: set[str] = set()
         self.inflight: set[str] = set()
         self.expect: deque[tuple[bool, str | None]] = deque()  # per Parse: (drop reply, name)
@@ -147,7 +156,13 @@ class _ServerSide(asyncio.Protocol):
                 client.bytes_out += n
                 client.awaiting = False
                 client.transport.write(data)
-                if readies and conn.pending <= 0 and data[-1] == 0x49 and not conn.pinned:
+                if (
+                    readies
+                    and conn.pending <= 0
+                    and data[-1] == 0x49
+                    and not conn.pinned
+                    and not conn.unsynced
+                ):
                     client.release()
                 return
         self._scan(data)
@@ -185,7 +200,12 @@ class _ServerSide(asyncio.Protocol):
                 conn.pending -= 1
                 conn.expect.clear()
                 conn.inflight.clear()
-                if conn.pending <= 0 and data[pos + 5] == 0x49 and not conn.pinned:  # 'I'
+                if (
+                    conn.pending <= 0
+                    and data[pos + 5] == 0x49  # 'I'
+                    and not conn.pinned
+                    and not conn.unsynced
+                ):
                     release_at = end
                     n = end
                     break
@@ -208,6 +228,10 @@ class _ServerSide(asyncio.Protocol):
         client.transport.write(out)
         if release_at >= 0:
             client.release()
+            if release_at < len(data):
+                # Owed to no client (nothing is, once every Sync is answered): only an
+                # asynchronous notice could follow. Read past it to keep the framing.
+                self._scan(data[release_at:])
 
     def pause_writing(self) -> None:
         if self.conn.client is not None:
@@ -380,6 +404,7 @@ class TxnClient(asyncio.Protocol):
                     self.server = server
             if server is not None:
                 server.pending += 1
+                server.unsynced = False
                 if not _plain_query(data):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
@@ -427,10 +452,13 @@ class TxnClient(asyncio.Protocol):
                     out += buffer[start:pos]
                 out += self._translate(kind, bytes(buffer[pos:end]))
                 start = end
-            elif kind == 0x51 or kind == 0x53:  # Query, Sync: each gets a ReadyForQuery
+            if kind == 0x51 or kind == 0x53:  # Query, Sync: each gets a ReadyForQuery
                 server.pending += 1
+                server.unsynced = False
                 if kind == 0x51:
                     self._check_query(server, bytes(buffer[pos + 5 : end]))
+            elif kind not in _UNANSWERED:
+                server.unsynced = True
             pos = end
         if pos > start:
             out += buffer[start:pos]

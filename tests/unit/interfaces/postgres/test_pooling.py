@@ -23,16 +23,22 @@ class _Client:
         self.bytes_out = 0
         self.awaiting = True
         self.transport = SimpleNamespace(write=self.received.extend)
+        self.conn: Any = None
 
     def release(self) -> None:
         self.released += 1
+        if self.conn is not None:
+            self.conn.client = None  # as EnginePool.release does
 
 
 def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) -> Any:
-    return SimpleNamespace(
+    conn = SimpleNamespace(
         client=client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
-        carry=b"", skip=0, closed=False, pinned=False,
+        carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
     )  # fmt: skip
+    if client is not None:
+        client.conn = conn
+    return conn
 
 
 # An injected Parse (dropped ParseComplete), the client's own Parse, a big DataRow, then
@@ -211,7 +217,7 @@ def _txn_client() -> tuple[Any, Any]:
     conn.__dict__.update(
         pool=pool, transport=_Transport(), client=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
-        counted=True, pinned=False,
+        counted=True, pinned=False, unsynced=False,
     )  # fmt: skip
     pool.idle.append(conn)
     kind = next(iter(PrincipalKind))
@@ -237,3 +243,54 @@ async def test_client_messages_in_any_chunking_reach_the_engine_renamed(size: in
     rebound = _msg(b"B", b"\0" + renamed + b"\0\0\0\0\x01\0\0\0\x011\0\0")
     assert bytes(conn.transport.written) == rebound + EXECUTE[len(BIND) :]
     assert conn.pending == 2 and not client.buffer
+
+
+@pytest.mark.parametrize("size", [1, 5, 6, 7, 40, len(PLAIN_STREAM), 4096])
+def test_replies_owed_after_the_last_sync_keep_the_connection(size: int) -> None:
+    """The client sent Parse/Bind/Execute after its last Sync: the ReadyForQuery of that
+    Sync does not release, and the later replies reach the same client."""
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    conn.unsynced = True
+    later = b"".join(PLAIN[:3])  # the unsynced batch's rows, before its own Sync
+    stream = PLAIN_STREAM + later
+    side = _ServerSide(conn)
+    for start in range(0, len(stream), size):
+        side.data_received(stream[start : start + size])
+    assert bytes(client.received) == stream and client.released == 0
+    conn.pending, conn.unsynced = 1, False  # the client's Sync went to this connection
+    side.data_received(_msg(b"Z", b"I"))
+    assert client.released == 1
+
+
+@pytest.mark.parametrize("cut", [1, 3, 5, 6, 9])
+def test_a_partial_message_after_the_releasing_ready_keeps_the_framing(cut: int) -> None:
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    notice = _msg(b"N", b"SNOTICE\0Mhello\0\0")
+    side = _ServerSide(conn)
+    side.data_received(PLAIN_STREAM + notice[:cut])
+    assert bytes(client.received) == PLAIN_STREAM and client.released == 1
+    side.data_received(notice[cut:])
+    assert conn.carry == b"" and conn.skip == 0
+    # The next client's reply is read from its first byte.
+    second = _Client()
+    conn.client, second.conn, conn.pending = second, conn, 1
+    side.data_received(PLAIN_STREAM)
+    assert bytes(second.received) == PLAIN_STREAM and second.released == 1
+
+
+async def test_client_batches_mark_the_connection_unsynced_until_their_sync() -> None:
+    client, conn = _txn_client()
+    client.data_received(_msg(b"P", b"\0SELECT 1\0\0\0") + _msg(b"S"))
+    assert conn.pending == 1 and not conn.unsynced
+    client.data_received(_msg(b"P", b"\0SELECT 2\0\0\0") + BIND)
+    assert conn.unsynced
+    client.data_received(_msg(b"H"))
+    assert conn.unsynced and conn.pending == 1
+    client.data_received(_msg(b"S"))
+    assert conn.pending == 2 and not conn.unsynced
+    client.data_received(_msg(b"H"))
+    assert not conn.unsynced
+    client.data_received(_msg(b"Q", b"SELECT 3\0"))
+    assert conn.pending == 3 and not conn.unsynced
