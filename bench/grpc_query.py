@@ -39,20 +39,17 @@ import asyncio
 import multiprocessing
 import os
 import random
-import re
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.nodeproc, when run as a script
 
 import grpc  # noqa: E402
+from bench import h2load_grpc  # noqa: E402
 from bench.common import (  # noqa: E402
     POINT_SELECT_SQL,
     Figure,
@@ -137,65 +134,18 @@ def run_grpc(node: NodeProcess, args: argparse.Namespace, seconds: float) -> Fig
     return out
 
 
-def _ok_calls(node: NodeProcess) -> int:
-    """ExecuteQuery calls the node has answered with status OK, from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['http']}/api/v1/metrics") as reply:
-        text = reply.read().decode()
-    match = re.search(
-        r'^heliosdb_requests_total\{interface="grpc",route="ExecuteQuery",status="OK"\} (\S+)$',
-        text,
-        re.MULTILINE,
-    )
-    return int(float(match.group(1))) if match else 0
-
-
-def _h2load_command(node: NodeProcess, args: argparse.Namespace, body: Path) -> list[str]:
-    assert node.admin_key is not None
-    connections = min(args.connections, args.concurrency)
-    return [
-        "h2load", "-t", "1", "-c", str(connections),
-        "-m", str(max(1, args.concurrency // connections)), "-d", str(body),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
-        "-H", f"authorization: Bearer {node.admin_key}",
-        f"http://127.0.0.1:{node.ports['grpc']}/heliosdb.v1.HeliosDB/ExecuteQuery",
-    ]  # fmt: skip
-
-
 def run_h2load(
     node: NodeProcess, args: argparse.Namespace, seconds: float, body: Path, rate: float
 ) -> Figure:
     """``rate * seconds`` calls (h2load -n: every call it starts, it waits for, so its
-    count and the node's can be compared exactly)."""
-    assert node.process is not None
-    log = body.with_suffix(".log")
+    count and the node's can be compared exactly; bench/h2load_grpc.py)."""
     calls = max(args.concurrency * 10, round(rate * seconds))
-    command = [*_h2load_command(node, args, body), "-n", str(calls)]
-    ok_before = _ok_calls(node)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before = cpu_seconds(node.process.pid)
-    began = time.perf_counter()
-    out = subprocess.run([*command, "--log-file", str(log)], capture_output=True, text=True)
-    elapsed = time.perf_counter() - began
-    node_cpu = cpu_seconds(node.process.pid) - before
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
-    ok_calls = _ok_calls(node) - ok_before
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
-    if out.returncode != 0 or done is None:
-        raise SystemExit(f"h2load failed:\n{out.stdout}\n{out.stderr}")
-    succeeded = int(done.group(2))
-    latencies = [
-        int(line.split("\t")[2]) / 1e6
-        for line in log.read_text().splitlines()
-        if line.count("\t") == 2 and line.split("\t")[1] == "200"
-    ]
-    duration = re.search(r"finished in ([\d.]+)s", out.stdout)
-    result = figure(latencies, float(duration.group(1)) if duration else elapsed, 0)
-    result.errors = int(done.group(1)) - succeeded + abs(ok_calls - succeeded)
-    if ok_calls != succeeded:
-        print(f"!! h2load counted {succeeded} calls, the node answered {ok_calls} with OK")
-    result.node_us = node_cpu / max(1, succeeded) * 1e6
-    result.client_us = client_cpu / max(1, succeeded) * 1e6
+    done = h2load_grpc.run(node, "ExecuteQuery", body, calls, concurrency=args.concurrency,
+                           connections=args.connections)  # fmt: skip
+    result = figure(done.latencies, done.seconds, 0)
+    result.errors = done.failed + done.mismatch
+    result.node_us = done.node_cpu / max(1, done.succeeded) * 1e6
+    result.client_us = done.client_cpu / max(1, done.succeeded) * 1e6
     return result
 
 
@@ -247,11 +197,9 @@ def rss_mb(pid: int) -> float:
 
 def request_body(path: Path, rows: int) -> Path:
     """The one request h2load sends: a gRPC length-prefixed ``QueryRequest``."""
-    message = pb.QueryRequest(
-        sql=SELECT_SQL, params=[pb.Value(int_value=rows // 3)]
-    ).SerializeToString()
-    path.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
-    return path
+    return h2load_grpc.write_frame(
+        path, pb.QueryRequest(sql=SELECT_SQL, params=[pb.Value(int_value=rows // 3)])
+    )
 
 
 def settle(node: NodeProcess, limit: float = 60.0) -> None:

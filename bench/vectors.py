@@ -18,7 +18,15 @@ raw pgvector runs with that same beam), unfiltered and with
   generator, ``--concurrency`` connections) for queries per second, because a Python
   HTTP client spends more CPU per request than the node does and would measure itself;
   recall from one pass of the same searches with httpx;
-- gRPC ``VectorSearch`` (grpc.aio, same concurrency);
+- gRPC ``VectorSearch`` from h2load (bench/h2load_grpc.py, a C HTTP/2 load generator,
+  ``--concurrency`` connections) for queries per second and the node's CPU per search:
+  the grpc.aio Python client spends 0.8-0.9 ms of CPU per search on the same cores, more
+  than the node does. h2load sends one fixed request, so it runs once per vector for the
+  first ``--probes`` query vectors, each for an equal share of ``--rest-seconds``, and
+  its ratio is to raw pgvector running the very same searches in the same order
+  (``raw/p``); every run is checked against the node's count of OK calls;
+- gRPC ``VectorSearch`` from grpc.aio (the real Python client, same concurrency): the
+  recall of the gRPC path (both gRPC rows show it), and its QPS for reference;
 - raw pgvector: asyncpg on the engine's socket, the statement HeliosDB runs
   (``SELECT id, embedding <=> $1 AS distance ... [WHERE metadata @> $2] ORDER BY distance
   LIMIT 10``, prepared once per connection) on ``--concurrency`` connections, with the
@@ -27,11 +35,12 @@ raw pgvector runs with that same beam), unfiltered and with
 - exact: the same statement with index scans off (ground truth for the engine's view).
 
 Recall@10 is against numpy brute force. It prints QPS, recall, each path's QPS as a
-ratio to raw pgvector, the node's CPU time per search (REST and gRPC) and the engine's
-(its backends' CPU, every side): CPU figures the machine's other load does not distort.
+ratio to raw pgvector (gRPC from h2load: to ``raw/p``), the node's CPU time per search
+(REST and gRPC) and the engine's (its backends' CPU, every side): CPU figures the
+machine's other load does not distort.
 Absolute QPS on a shared machine mean little.
 
-``--workers N`` runs the node with N REST processes (gRPC stays in one). ``--data-dir``
+``--workers N`` runs the node with N processes serving REST and gRPC. ``--data-dir``
 keeps the node's data there and reuses an index already loaded with ``--count`` vectors
 (the 100,000-vector HNSW build takes many minutes on a busy machine).
 """
@@ -60,6 +69,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+from bench import h2load_grpc  # noqa: E402
 from bench.common import (  # noqa: E402
     connect_engine,
     cpu_seconds,
@@ -291,31 +301,37 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
         f"\nvector search, {args.count} x {args.dim} cosine, HNSW m={args.m} "
         f"ef_construction={args.ef_construction}, top {K}, {args.queries} queries, "
         f"concurrency {args.concurrency}, node --workers {args.workers}; REST from wrk "
-        f"({args.rest_seconds} s per round), gRPC from grpc.aio, raw from asyncpg; "
-        f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f} at the end.\n"
+        f"({args.rest_seconds} s per round), gRPC from h2load ({args.rest_seconds} s per "
+        f"round over {args.probes} query vectors; recall from grpc.aio) and from grpc.aio, "
+        f"raw from asyncpg (raw/p: the {args.probes} vectors h2load sent, as often, in the "
+        f"same order); {args.rounds} rounds; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.\n"
         "CPU per search (µs): node = the node's processes, node net = less its idle "
         f"rate ({idle[0] * 1000:.0f} ms/s), engine = its backends (idle "
-        f"{idle[1] * 1000:.0f} ms/s), client = this script (raw and gRPC)"
+        f"{idle[1] * 1000:.0f} ms/s), client = the load generator (this script; h2load "
+        "for gRPC)"
     )
     header = (
-        f"{'ef':>12}  {'filter':<8}{'path':<7}{'QPS':>8}{'recall@10':>11}{'vs raw':>8}"
+        f"{'ef':>12}  {'filter':<8}{'path':<9}{'QPS':>8}{'recall@10':>11}{'vs raw':>8}"
         f"{'node µs':>9}{'node net':>10}{'engine µs':>11}{'client µs':>11}"
     )
     print(header)
     print("-" * len(header))
-    raw_qps = {(ef, label): side.qps for ef, label, name, side in rows if name == "raw"}
+    raw_qps = {(ef, label, name): side.qps for ef, label, name, side in rows}
 
     def cell(value: float | None, width: int) -> str:
         return " " * width if value is None else f"{value:>{width}.0f}"
 
     for ef, label, name, side in rows:
         node_us = net_us = None
-        if name in ("rest", "grpc"):
+        peer = "raw/p" if name == "grpc" else "raw"
+        if name in ("rest", "grpc", "grpc.aio"):
             node_us = side.per_search(side.node_cpu)
             net_us = side.per_search(side.node_cpu - idle[0] * side.seconds)
+        found = " " * 11 if name == "raw/p" else f"{side.recall:>11.3f}"  # same as raw's
         print(
-            f"{ef:>12}  {label:<8}{name:<7}{side.qps:>8.0f}{side.recall:>11.3f}"
-            f"{side.qps / raw_qps[ef, label]:>7.2f}x{cell(node_us, 9)}{cell(net_us, 10)}"
+            f"{ef:>12}  {label:<8}{name:<9}{side.qps:>8.0f}{found}"
+            f"{side.qps / raw_qps[ef, label, peer]:>7.2f}x{cell(node_us, 9)}{cell(net_us, 10)}"
             f"{cell(side.per_search(side.engine_cpu), 11)}"
             f"{cell(side.per_search(side.client_cpu), 11)}"
         )
@@ -353,11 +369,14 @@ async def bench_case(
             out["filter"] = text
         return out
 
-    async def via_grpc(slot: int, vector: list[float]) -> list[int]:
+    def request_of(vector: list[float]) -> pb.VectorSearchRequest:
         request = pb.VectorSearchRequest(index_name=INDEX, vector=vector, top_k=K)
         if text:
             request.filter = text
-        answer = await stub.VectorSearch(request, metadata=metadata)
+        return request
+
+    async def via_grpc(slot: int, vector: list[float]) -> list[int]:
+        answer = await stub.VectorSearch(request_of(vector), metadata=metadata)
         return [int(m.id) for m in answer.results]
 
     # The statement HeliosDB runs (services/vectors.py), less the settings it carries:
@@ -390,12 +409,14 @@ async def bench_case(
         return [int(r["id"]) for r in records]
 
     async def measured(
-        side: Side, search: Callable[[int, list[float]], Awaitable[list[int]]]
+        side: Side,
+        search: Callable[[int, list[float]], Awaitable[list[int]]],
+        vectors: np.ndarray = queries,
     ) -> list[list[int]]:
         node_before, engine_before = node_cpu(node), engine_cpu_seconds(data_dir)
         client_before = time.process_time()
-        qps, found = await timed(queries, args.concurrency, search)
-        side.add(qps, len(queries), node_cpu(node) - node_before,
+        qps, found = await timed(vectors, args.concurrency, search)
+        side.add(qps, len(vectors), node_cpu(node) - node_before,
                  engine_cpu_seconds(data_dir) - engine_before, args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
         return found
@@ -404,10 +425,44 @@ async def bench_case(
         for query in queries:
             handle.write(orjson.dumps(body(query.tolist())) + b"\n")
     bodies = Path(handle.name)
-    figures = {"raw": Side(), "rest": Side(), "grpc": Side()}
+    probes = queries[: args.probes]
+    frames = [
+        h2load_grpc.write_frame(bodies.with_suffix(f".{i}.grpc"), request_of(probe.tolist()))
+        for i, probe in enumerate(probes)
+    ]
+    figures = {"raw": Side(), "rest": Side(), "grpc": Side(), "raw/p": Side(),
+               "grpc.aio": Side()}  # fmt: skip
+
+    def run_h2load(calls: int, side: Side | None) -> None:
+        """Each probe vector's frame from h2load, ``calls`` searches each, counted in
+        ``side`` (None: a warm-up)."""
+        engine_before = engine_cpu_seconds(data_dir)
+        runs = [
+            h2load_grpc.run(
+                node,
+                "VectorSearch",
+                frame,
+                calls,
+                concurrency=args.concurrency,
+                connections=args.concurrency,
+            )
+            for frame in frames
+        ]
+        engine_used = engine_cpu_seconds(data_dir) - engine_before
+        if side is None:
+            return
+        done = sum(r.succeeded for r in runs)
+        if sum(r.failed + r.mismatch for r in runs):
+            sys.stderr.write(f"gRPC (h2load): {sum(r.failed for r in runs)} failed, "
+                             f"{sum(r.mismatch for r in runs)} not OK\n")  # fmt: skip
+        side.add(done / sum(r.seconds for r in runs), done, sum(r.node_cpu for r in runs),
+                 engine_used, args.rounds)  # fmt: skip
+        side.client_cpu = (side.client_cpu or 0.0) + sum(r.client_cpu for r in runs)
+
     try:
         await timed(queries[:20], args.concurrency, direct)  # warm the caches
         await timed(queries[:20], args.concurrency, via_grpc)
+        await asyncio.to_thread(run_h2load, args.concurrency, None)
         # REST recall from the same searches wrk times (one untimed pass with httpx).
         _, rest_found = await timed(queries, args.concurrency, rest)
         figures["rest"].recall = recall(rest_found, expected)
@@ -419,10 +474,18 @@ async def bench_case(
             engine_used = engine_cpu_seconds(data_dir) - engine_before
             figures["rest"].add(qps, requests, node_cpu(node) - node_before, engine_used,
                                 args.rounds)  # fmt: skip
-            found = await measured(figures["grpc"], via_grpc)
-            figures["grpc"].recall = recall(found, expected)
+            # h2load's searches, then the same on the engine: each probe vector ``calls``
+            # times, probe after probe.
+            calls = max(4 * args.concurrency,
+                        round(figures["raw"].qps * args.rest_seconds / len(probes)))  # fmt: skip
+            await asyncio.to_thread(run_h2load, calls, figures["grpc"])
+            await measured(figures["raw/p"], direct, np.repeat(probes, calls, axis=0))
+            found = await measured(figures["grpc.aio"], via_grpc)
+            figures["grpc.aio"].recall = figures["grpc"].recall = recall(found, expected)
     finally:
         bodies.unlink()
+        for frame in frames:
+            frame.unlink()
     exact_queries = queries[: max(10, args.queries // 10)]
     qps, found = await timed(exact_queries, args.concurrency, brute)
     figures["exact"] = Side(qps=qps, recall=recall(found, expected[: len(exact_queries)]))
@@ -457,17 +520,25 @@ def main() -> int:
         help="one or more of 'default' (unset: follows top_k) or a number: the index is "
         "created with the first, then changed to each next",
     )  # fmt: skip
-    parser.add_argument("--rest-seconds", type=int, default=5, help="wrk run per round")
-    parser.add_argument("--workers", type=int, default=1, help="the node's REST processes")
+    parser.add_argument(
+        "--rest-seconds", type=int, default=5,
+        help="REST (wrk) and gRPC (h2load) run per round, each",
+    )  # fmt: skip
+    parser.add_argument(
+        "--probes", type=int, default=8,
+        help="query vectors h2load sends (one fixed request per h2load run)",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="the node's processes")
     parser.add_argument(
         "--data-dir", type=Path, default=None,
         help="keep the node's data here and reuse an index already loaded (default: a "
         "temporary directory)",
     )  # fmt: skip
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.stderr.write("bench/vectors.py needs wrk (scripts/test-deps installs it)\n")
-        return 1
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            sys.stderr.write(f"bench/vectors.py needs {tool} (apt-get install {package})\n")
+            return 1
     with tempfile.TemporaryDirectory(prefix="hdb-bench-vectors-") as tmp:
         args.data_dir = args.data_dir or Path(tmp) / "data"
         # Loading inserts into a growing HNSW graph: give a batch more than the usual 30 s.

@@ -1,0 +1,123 @@
+"""Unary gRPC calls from h2load (nghttp2's HTTP/2 load generator, written in C).
+
+A Python gRPC client spends about as much CPU per call as the node answering it, on the
+same cores, so it measures itself as much as the node. h2load costs a few tens of µs per
+call, but it sends one fixed body: the request here is one prebuilt gRPC message (a
+length-prefixed protobuf) POSTed with ``content-type: application/grpc``, ``te: trailers``
+and the admin key. h2load sees only HTTP statuses and a failed gRPC call is an HTTP 200
+too, so every run is checked against the node's own count of calls of that method that
+ended OK (``/metrics``): the two must agree exactly (``H2Run.mismatch``). Callers check
+the answers' contents with a real gRPC client before and after.
+
+Used by bench/grpc_query.py (ExecuteQuery) and bench/vectors.py (VectorSearch).
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import cpu_seconds
+
+from tests.nodeproc import NodeProcess
+
+SERVICE = "heliosdb.v1.HeliosDB"
+
+
+def write_frame(path: Path, message: Any) -> Path:
+    """``message`` as the one gRPC request frame h2load sends (``-d path``)."""
+    payload = message.SerializeToString()
+    path.write_bytes(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    return path
+
+
+def ok_calls(node: NodeProcess, method: str) -> int:
+    """Calls of ``method`` the node has answered with status OK, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['http']}/api/v1/metrics") as reply:
+        text = reply.read().decode()
+    match = re.search(
+        rf'^heliosdb_requests_total\{{interface="grpc",route="{method}",status="OK"\}} (\S+)$',
+        text,
+        re.MULTILINE,
+    )
+    return int(float(match.group(1))) if match else 0
+
+
+def command(
+    node: NodeProcess, method: str, body: Path, concurrency: int, connections: int
+) -> list[str]:
+    assert node.admin_key is not None
+    connections = min(connections, concurrency)
+    return [
+        "h2load", "-t", "1", "-c", str(connections),
+        "-m", str(max(1, concurrency // connections)), "-d", str(body),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "-H", f"authorization: Bearer {node.admin_key}",
+        f"http://127.0.0.1:{node.ports['grpc']}/{SERVICE}/{method}",
+    ]  # fmt: skip
+
+
+@dataclass
+class H2Run:
+    """One h2load run: ``calls`` calls, every one it started waited for (``-n``)."""
+
+    succeeded: int
+    failed: int  # started but not answered with HTTP 200
+    mismatch: int  # |h2load's count of answered calls - the node's count of OK calls|
+    seconds: float  # h2load's own "finished in"
+    node_cpu: float  # seconds, the node's processes
+    client_cpu: float  # seconds, h2load
+    latencies: list[float] = field(default_factory=list)  # seconds, one per call answered
+
+
+def run(
+    node: NodeProcess,
+    method: str,
+    body: Path,
+    calls: int,
+    *,
+    concurrency: int,
+    connections: int,
+) -> H2Run:
+    """``calls`` calls of ``method`` with the request in ``body``."""
+    assert node.process is not None
+    log = body.with_suffix(".log")
+    argv = [*command(node, method, body, concurrency, connections), "-n", str(calls)]
+    ok_before = ok_calls(node, method)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = cpu_seconds(node.process.pid)
+    began = time.perf_counter()
+    out = subprocess.run([*argv, "--log-file", str(log)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - began
+    node_cpu = cpu_seconds(node.process.pid) - before
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    ok = ok_calls(node, method) - ok_before
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
+    if out.returncode != 0 or done is None:
+        raise SystemExit(f"h2load failed:\n{out.stdout}\n{out.stderr}")
+    succeeded = int(done.group(2))
+    latencies = [
+        int(line.split("\t")[2]) / 1e6
+        for line in log.read_text().splitlines()
+        if line.count("\t") == 2 and line.split("\t")[1] == "200"
+    ]
+    log.unlink()
+    duration = re.search(r"finished in ([\d.]+)s", out.stdout)
+    if ok != succeeded:
+        print(f"!! h2load counted {succeeded} {method} calls, the node answered {ok} with OK")
+    return H2Run(
+        succeeded=succeeded,
+        failed=int(done.group(1)) - succeeded,
+        mismatch=abs(ok - succeeded),
+        seconds=float(duration.group(1)) if duration else elapsed,
+        node_cpu=node_cpu,
+        client_cpu=client_cpu,
+        latencies=latencies,
+    )
