@@ -389,6 +389,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        14,
+        "gRPC: open transactions per principal, counted across processes and nodes",
+        """
+        -- services/transactions.py: one row per transaction BeginTransaction opened, by the
+        -- engine backend holding it; it counts while pg_stat_activity shows that backend
+        -- (pid, backend_start) still in that transaction (xact_start).
+        CREATE TABLE helios.open_transactions (
+            principal text NOT NULL,
+            pid integer NOT NULL,
+            backend_start timestamptz NOT NULL,
+            xact_start timestamptz NOT NULL,
+            PRIMARY KEY (principal, pid, backend_start, xact_start)
+        );
+        """,
+    ),
 ]
 
 

@@ -8,6 +8,17 @@ An id is unguessable and belongs to the principal that began it: anybody else ge
 NOT_FOUND, exactly as for an id that never existed or has expired. A transaction left
 idle for longer than its timeout is rolled back by a reaper task, and each principal
 may hold only so many at once, because each one holds an engine connection.
+
+The limit holds across every process on the engine (a node's ``workers`` each hold their
+own transactions, and so does every node sharing the engine). A begun transaction is
+recorded in ``helios.open_transactions`` by the engine backend holding it (pid,
+backend_start, and the transaction's start time, xact_start); a row counts while
+``pg_stat_activity`` shows that backend still inside that very transaction. So however a
+transaction ends (commit, rollback, the idle reaper, its process killed with the engine
+connection) it stops counting without a write; stale rows are dropped by the next begin
+of their principal. Admission locks the principal (a transaction-level advisory lock on
+the system connection) while it counts and records, so two processes cannot both take
+the last slot.
 """
 
 from __future__ import annotations
@@ -24,13 +35,30 @@ from typing import Any
 
 import asyncpg
 
-from heliosdb.engine import Engine
+from heliosdb.engine import Access, Engine
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, invalid, not_found
 from heliosdb.security.principals import Principal
 from heliosdb.services.query import QueryResult, QueryService
 
 log = logging.getLogger("heliosdb.transactions")
+
+# Admission (services/transactions.py, migration 14); all on a SYSTEM connection.
+_LOCK_PRINCIPAL = "SELECT pg_advisory_xact_lock(hashtext('helios.open_transactions'), hashtext($1))"
+_STILL_OPEN = (
+    "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.pid "
+    "AND a.backend_start = t.backend_start AND a.xact_start = t.xact_start)"
+)
+_COUNT_OPEN = (
+    "WITH gone AS (DELETE FROM helios.open_transactions t "  # noqa: S608 - constant text
+    f"WHERE t.principal = $1 AND NOT {_STILL_OPEN}) "
+    f"SELECT count(*) FROM helios.open_transactions t WHERE t.principal = $1 AND {_STILL_OPEN}"
+)
+_RECORD_OPEN = (
+    "INSERT INTO helios.open_transactions (principal, pid, backend_start, xact_start) "
+    "SELECT $1, pid, backend_start, xact_start FROM pg_stat_activity "
+    "WHERE pid = $2 AND xact_start IS NOT NULL ON CONFLICT DO NOTHING"
+)
 
 
 class Isolation(enum.StrEnum):
@@ -92,19 +120,18 @@ class Transactions:
         if idle_timeout is not None and idle_timeout < 0:
             raise invalid("idle_timeout_seconds must not be negative")
         timeout = min(idle_timeout or self.idle_timeout, self.max_idle_timeout)
+        # This process's own count first: no engine round trip to refuse what it holds.
         if self.count(principal) + self._starting.get(principal.id, 0) >= self.per_principal:
-            raise HeliosError(
-                ErrorCode.RESOURCE_EXHAUSTED,
-                f"this principal already holds {self.per_principal} open transactions; "
-                "commit or roll one back first",
-                limit=self.per_principal,
-            )
+            raise self._full()
         exits = contextlib.AsyncExitStack()
         self._starting[principal.id] = self._starting.get(principal.id, 0) + 1
         try:
             conn = await exits.enter_async_context(self.engine.connection(principal.access))
             tx = conn.transaction(isolation=isolation.value, readonly=read_only)
             await tx.start()
+            if not await self._admit(principal.id, conn.get_server_pid()):
+                await tx.rollback()
+                raise self._full()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             await exits.aclose()
             raise from_engine(exc) from None
@@ -128,6 +155,29 @@ class Transactions:
         self._open[opened.id] = opened
         self._ensure_reaper()
         return opened
+
+    def _full(self) -> HeliosError:
+        return HeliosError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"this principal already holds {self.per_principal} open transactions; "
+            "commit or roll one back first",
+            limit=self.per_principal,
+        )
+
+    async def _admit(self, principal_id: str, backend_pid: int) -> bool:
+        """Record the transaction just begun on engine backend ``backend_pid`` unless the
+        principal holds the limit already, counted on the whole engine (see above)."""
+        async with self.engine.connection(Access.SYSTEM) as system, system.transaction():
+            await system.execute(_LOCK_PRINCIPAL, principal_id)
+            held: int = await system.fetchval(_COUNT_OPEN, principal_id)
+            if held >= self.per_principal:
+                return False
+            status = await system.execute(_RECORD_OPEN, principal_id, backend_pid)
+            if status != "INSERT 0 1":
+                # The engine does not show the backend's transaction (track_activities
+                # off): it cannot be counted across processes, only in this one.
+                log.warning("open transaction on backend %d not recorded", backend_pid)
+        return True
 
     @contextlib.asynccontextmanager
     async def use(self, principal: Principal, tx_id: str) -> AsyncIterator[OpenTransaction]:

@@ -1,11 +1,13 @@
 """gRPC in a node's worker processes (``--workers 2``): the node and its worker share the
 port; a transaction lives in the process that began it, and a call naming it is routed
-there from whichever process it reaches (front.py)."""
+there from whichever process it reaches (front.py); the per-principal limit on open
+transactions holds across the processes (counted in the engine, services/transactions.py).
+The node runs on the session node's engine, so keys made there work here."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -21,11 +23,15 @@ ATTEMPTS = 60  # fresh connections until two land on different processes (~1e-18
 
 
 @pytest.fixture(scope="module")
-def workers_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def workers_node(
+    node: NodeProcess, admin_key: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
     data_dir: Path = tmp_path_factory.mktemp("grpc-workers") / "data"
-    node = NodeProcess(data_dir, extra_args=["--environment", "test", "--workers", "2"]).start()
-    yield node
-    node.stop()
+    args = ["--engine-url", node.engine_url, "--environment", "test", "--workers", "2"]
+    process = NodeProcess(data_dir, extra_args=args).start()
+    process.admin_key = process.admin_key or admin_key
+    yield process
+    process.stop()
 
 
 def _channel(node: NodeProcess) -> grpc.aio.Channel:
@@ -136,3 +142,43 @@ async def test_unknown_transaction_ids_not_found(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CommitTransaction(pb.TransactionId(id=tid), metadata=bearer(key))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _begin(stub: Stub, key: str) -> str:
+    begun = await stub.BeginTransaction(pb.BeginTransactionRequest(), metadata=bearer(key))
+    return str(begun.transaction_id.id)
+
+
+async def _refused(stub: Stub, key: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _begin(stub, key)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_transaction_limit_holds_across_processes(
+    two_processes: tuple[Stub, Stub], make_key: Callable[..., str]
+) -> None:
+    """The limit (grpc.max_transactions_per_principal, 4) counts what the principal holds
+    on both processes: two each, and neither process takes a fifth; a slot ended on one
+    process (rollback, commit) is free again on the other."""
+    key = make_key("secret")
+    here, there = two_processes
+    opened = [await _begin(stub, key) for stub in (here, there, here, there)]
+    assert {tid.split(".")[0] for tid in opened} == {"0", "1"}
+    await _refused(here, key)
+    await _refused(there, key)
+    await here.RollbackTransaction(pb.TransactionId(id=opened[1]), metadata=bearer(key))
+    opened[1] = await _begin(here, key)  # the slot another process's transaction held
+    await _refused(there, key)
+    await there.CommitTransaction(pb.TransactionId(id=opened[0]), metadata=bearer(key))
+    opened[0] = await _begin(there, key)
+    await _refused(here, key)
+    other = make_key("secret")  # another principal is not affected
+    await there.RollbackTransaction(
+        pb.TransactionId(id=await _begin(there, other)), metadata=bearer(other)
+    )
+    for tid in opened:
+        await here.RollbackTransaction(pb.TransactionId(id=tid), metadata=bearer(key))
+    await here.RollbackTransaction(
+        pb.TransactionId(id=await _begin(here, key)), metadata=bearer(key)
+    )
