@@ -182,11 +182,11 @@ def test_a_message_after_ready_for_query_is_not_lost() -> None:
     ],
 )
 def test_plain_query_agrees_with_plain_statement(query: bytes) -> None:
-    from heliosdb.interfaces.postgres.pooling import _plain_query, _plain_statement
+    from heliosdb.interfaces.postgres.pooling import _plain_statement
 
     text = query + b"\0"
     message = _msg(b"Q", text)
-    assert _plain_query(message) is _plain_statement(text)
+    assert _plain_statement(message, 5) is _plain_statement(text)
 
 
 class _Transport:
