@@ -64,6 +64,16 @@ _NOTABLE_START = re.compile(
 )
 
 
+# Usual first words, none of them one of _NOTABLE_START's (nor whitespace): a query that
+# starts with one needs no regular expression to be known plain.
+_USUAL_STARTS = tuple(
+    spelling
+    for word in (b"SELECT", b"INSERT", b"UPDATE", b"DELETE", b"BEGIN", b"COMMIT", b"END")
+    for spelling in (word, word.lower(), word.capitalize())
+)
+_READY = b"Z\0\0\0\x05"  # a ReadyForQuery message before its status byte
+
+
 def _plain_statement(text: bytes, start: int = 0) -> bool:
     """True if ``text[start:]`` (a query, NUL-terminated; start 5: the text of a whole
     Query message, not copied out) is one statement that can neither leave session state
@@ -75,7 +85,7 @@ def _plain_statement(text: bytes, start: int = 0) -> bool:
         text.find(b";", start, len(text) - 2) < 0  # else maybe several statements
         and text.find(b"dvisory") < 0  # else maybe pg_advisory_lock(...)
         and text.find(b"DVISORY") < 0
-        and _NOTABLE_START.match(text, start) is None
+        and (text.startswith(_USUAL_STARTS, start) or _NOTABLE_START.match(text, start) is None)
     )
 
 
@@ -130,18 +140,19 @@ class _ServerSide(asyncio.Protocol):
         conn = self.conn
         if not (conn.carry or conn.skip or conn.expect):
             # The common reply: whole messages, no ParseComplete to account for, at most
-            # one ReadyForQuery and that one last. One walk over the message boundaries.
+            # one ReadyForQuery and that one last. One walk over the message boundaries,
+            # no look at their kinds but the last one's.
             n = len(data)
-            pos = ready = 0
-            readies = 0
+            pos = last = 0
             while pos + 5 <= n:
-                if data[pos] == 0x5A:  # ReadyForQuery
-                    readies += 1
-                    ready = pos
+                last = pos
                 pos += 1 + _unpack(data, pos + 1)[0]
-            if pos == n and (not readies or (readies == 1 and ready == n - 6)):
+            # No ReadyForQuery before the last message (those bytes inside another message
+            # only send the chunk the general way).
+            if pos == n and data.find(_READY, 0, last) < 0:
                 client = conn.client
-                if readies:
+                ready = data[last] == 0x5A
+                if ready:
                     conn.pending -= 1
                     if conn.inflight:
                         conn.inflight.clear()
@@ -151,7 +162,7 @@ class _ServerSide(asyncio.Protocol):
                 client.awaiting = False
                 client.transport.write(data)
                 if (
-                    readies
+                    ready
                     and conn.pending <= 0
                     and data[-1] == 0x49
                     and not conn.pinned
@@ -378,10 +389,10 @@ class TxnClient(asyncio.Protocol):
     # client -> engine
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
+        n = len(data)
+        self.bytes_in += n
         self.round_trips += 1
         self.awaiting = True
-        n = len(data)
         if (
             n >= 6
             and data[0] == 0x51  # Query

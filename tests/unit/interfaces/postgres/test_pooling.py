@@ -294,3 +294,28 @@ async def test_client_batches_mark_the_connection_unsynced_until_their_sync() ->
     assert not conn.unsynced
     client.data_received(_msg(b"Q", b"SELECT 3\0"))
     assert conn.pending == 3 and not conn.unsynced
+
+
+def test_usual_first_words_are_never_notable() -> None:
+    from heliosdb.interfaces.postgres.pooling import _NOTABLE_START, _USUAL_STARTS
+
+    for word in _USUAL_STARTS:
+        assert _NOTABLE_START.match(word + b" x") is None
+        assert _NOTABLE_START.match(word + b"\0") is None
+
+
+@pytest.mark.parametrize("size", [3, 6, 11, 4096])
+def test_ready_for_query_bytes_inside_a_row_are_not_a_ready_for_query(size: int) -> None:
+    """A binary column holding exactly a ReadyForQuery's bytes: forwarded as data, and the
+    connection is released only at the real ReadyForQuery."""
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    fake = _msg(b"Z", b"I")
+    row = _msg(b"D", b"\0\x01" + struct.pack("!i", len(fake)) + fake)
+    stream = row + row + _msg(b"C", b"SELECT 2\0") + _msg(b"Z", b"I")
+    side = _ServerSide(conn)
+    for start in range(0, len(stream) - 6, size):
+        side.data_received(stream[start : min(start + size, len(stream) - 6)])
+    assert client.released == 0 and conn.pending == 1
+    side.data_received(stream[-6:])
+    assert bytes(client.received) == stream and client.released == 1 and conn.pending == 0
