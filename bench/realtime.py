@@ -29,6 +29,7 @@ import base64
 import contextlib
 import datetime as dt
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -56,11 +57,13 @@ TICK = 0.01
 # Linux's SO_TIMESTAMPNS (also the control message's type): the kernel's receive time of
 # a read, as a timespec of two 64-bit integers; Python's socket module has no name for it.
 _SO_TIMESTAMPNS = 35
+_RECEIVE_BUFFER = 4 << 20  # at most net.core.rmem_max (Linux doubles it)
 # What the lean client looks for in an event frame (the node's own encoding, see
 # interfaces/websocket/codec.py; the benchmark's rows are {"id": n, "pad": "x"}).
 _EVENT = b'{"type":"event",'
-_ROW_ID = b'"row":{"id":'
-_STAMP = b'"timestamp":"'
+_ROW_IDS = re.compile(rb'"row":\{"id":(\d+)')
+_STAMPS = re.compile(rb'"timestamp":"([^"]*)"')
+_POSITIONS = re.compile(rb'"position":(\d+)')
 # The table name is the benchmark's own; values are parameters.
 _INSERT = (
     "INSERT INTO {table} (id, pad) SELECT g, 'x' FROM generate_series($1::bigint, $2::bigint) g"
@@ -75,6 +78,7 @@ class Subscriber:
         self.errors: list[Any] = []
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.arrivals: dict[int, list[float]] | None = None  # --stages: lean clients only
 
     async def run(self) -> None:
         async with websockets.connect(
@@ -148,6 +152,8 @@ class LeanSubscriber:
         self._commit_times: dict[bytes, float] = {}
         self._closed = asyncio.Event()
         self._sock: socket.socket | None = None
+        # --stages: position -> [commit time, first arrival, last arrival], shared by all
+        self.arrivals: dict[int, list[float]] | None = None
 
     async def run(self) -> None:
         host, port = self.url.split("//", 1)[1].split("/", 1)[0].split(":")
@@ -156,6 +162,10 @@ class LeanSubscriber:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Room for seconds of events: when this process falls behind reading (it shares
+        # the CPUs with the node), TCP flow control must not hold the node's writes back,
+        # or the node's latency would include the benchmark's own backlog.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
         self._sock = sock
         try:
             await loop.sock_connect(sock, (host, int(port)))
@@ -217,6 +227,7 @@ class LeanSubscriber:
             self._send({"id": "a", "action": "authenticate", "data": {"token": self.key}})
         offset, total = 0, len(buffer)
         now = received if received is not None else time.time()
+        events_from = -1  # where this read's run of event frames starts
         while total - offset >= 2:
             opcode, size = buffer[offset] & 0x0F, buffer[offset + 1] & 0x7F
             start = offset + 2
@@ -232,11 +243,16 @@ class LeanSubscriber:
                 start += 8
             if total - start < size:
                 break
+            if opcode == 1 and buffer.startswith(_EVENT, start):
+                if events_from < 0:
+                    events_from = offset
+                offset = start + size
+                continue
+            if events_from >= 0:
+                self._events(buffer, events_from, offset, now)
+                events_from = -1
             if opcode == 1:
-                if buffer.startswith(_EVENT, start):
-                    self._event(buffer, start, start + size, now)
-                else:
-                    self._message(orjson.loads(memoryview(buffer)[start : start + size]), now)
+                self._message(orjson.loads(memoryview(buffer)[start : start + size]), now)
             elif opcode == 9:  # ping: answer pong with the same data, masked
                 payload = bytes(buffer[start : start + size])
                 assert self._sock is not None
@@ -244,21 +260,33 @@ class LeanSubscriber:
             elif opcode == 8:
                 self._closed.set()
             offset = start + size
+        if events_from >= 0:
+            self._events(buffer, events_from, offset, now)
         del buffer[:offset]
 
-    def _event(self, buffer: bytearray, start: int, end: int, now: float) -> None:
-        at = buffer.find(_ROW_ID, start, end) + len(_ROW_ID)
-        row_id = int(buffer[at : buffer.find(b",", at, end)])
-        at = buffer.find(_STAMP, at, end) + len(_STAMP)
-        stamp = bytes(buffer[at : buffer.find(b'"', at, end)])
-        committed = self._commit_times.get(stamp)
-        if committed is None:
-            if len(self._commit_times) > 10_000:
-                self._commit_times.clear()
-            committed = dt.datetime.fromisoformat(stamp.decode()).timestamp()
-            self._commit_times[stamp] = committed
-        self.latencies.append(now - committed)
-        self.seen.add(row_id)
+    def _events(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        """A run of whole event frames: their row ids and commit times found by pattern
+        in one pass each (C, not a Python step per event), the latencies added per
+        distinct commit time (the rows of one INSERT share it)."""
+        region = memoryview(buffer)[start:end]
+        ids = _ROW_IDS.findall(region)
+        stamps = _STAMPS.findall(region)
+        self.seen.update(map(int, ids))
+        for stamp in dict.fromkeys(stamps):
+            committed = self._commit_times.get(stamp)
+            if committed is None:
+                if len(self._commit_times) > 10_000:
+                    self._commit_times.clear()
+                committed = dt.datetime.fromisoformat(stamp.decode()).timestamp()
+                self._commit_times[stamp] = committed
+            self.latencies.extend([now - committed] * stamps.count(stamp))
+        if self.arrivals is not None:
+            for stamp, position in zip(stamps, _POSITIONS.findall(region), strict=True):
+                times = self.arrivals.get(int(position))
+                if times is None:
+                    self.arrivals[int(position)] = [self._commit_times[stamp], now, now]
+                else:
+                    times[1], times[2] = min(times[1], now), max(times[2], now)
 
     def _message(self, message: dict[str, Any], now: float) -> None:
         kind = message["type"]
@@ -339,19 +367,85 @@ def own_cpu_seconds() -> float:
 
 
 async def capture_cpu_seconds(dsn: str) -> float:
-    """CPU time of the capture leader's engine session (decoding, writing the events)."""
+    """CPU time of the capture's engine sessions (the walsender decoding the WAL, the
+    leader's session writing the events; other nodes' idle sessions cost nothing)."""
     conn = await asyncpg.connect(dsn)
     try:
-        pid = await conn.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'heliosdb-capture' "
-            "AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'heliosdb-capture'"
         )
     finally:
         await conn.close()
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for row in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{row['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def print_stages(prefix: str, arrivals: dict[int, list[float]]) -> None:
+    """Each stage's p50/p99 over the run's events (``--stages``; see
+    services/changes/stagetimes.py): where the commit-to-delivery time goes."""
+    leader: dict[int, tuple[float, ...]] = {}
+    dispatched: dict[int, float] = {}
+    flushed: dict[int, float] = {}
+    for path in Path(prefix).parent.glob(Path(prefix).name + ".*"):
+        hubs: list[tuple[int, float]] = []
+        flushes: list[tuple[int, float]] = []
+        for line in path.read_text().splitlines():
+            kind, *fields = line.split()
+            if kind == "leader":
+                first, last = int(fields[0]), int(fields[1])
+                times = tuple(float(x) for x in fields[2:])
+                for position in range(first, last + 1):
+                    leader[position] = times
+            elif kind == "hub":
+                hubs.append((int(fields[0]), float(fields[1])))
+            elif kind == "flush":
+                flushes.append((int(fields[0]), float(fields[2])))
+        # per process: the first record at or past each position; across processes, the
+        # latest (the slowest process decides when the last subscriber has it)
+        for records, into in ((hubs, dispatched), (flushes, flushed)):
+            records.sort()
+            i = 0
+            for position in sorted(arrivals):
+                while i < len(records) and records[i][0] < position:
+                    i += 1
+                if i < len(records):
+                    into[position] = max(into.get(position, 0.0), records[i][1])
+    stages: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "commit -> leader reads WAL position",
+            "WAL position -> peek sent",
+            "peek",
+            "decode + write events",
+            "written -> hub dispatched",
+            "dispatched -> sockets written",
+            "written -> last subscriber's arrival",
+            "commit -> first arrival",
+            "commit -> last arrival",
+        )
+    }
+    names = list(stages)
+    for position, (commit, first, last) in arrivals.items():
+        times = leader.get(position)
+        if times is None or position not in dispatched or position not in flushed:
+            continue
+        polled, sent, back, written = times
+        marks = (commit, polled, sent, back, written, dispatched[position], flushed[position], last)
+        for name, a, b in zip(names, marks, marks[1:], strict=False):
+            stages[name].append(b - a)
+        stages[names[-2]].append(first - commit)
+        stages[names[-1]].append(last - commit)
+    print(f"stages over {len(stages[names[0]])} events (ms):")
+    for name, values in stages.items():
+        print(
+            f"  {name:<40} p50 {percentile(values, 0.5) * 1000:8.2f}"
+            f"  p99 {percentile(values, 0.99) * 1000:8.2f}"
+            f"  max {max(values, default=float('nan')) * 1000:8.2f}"
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -373,6 +467,10 @@ async def run_rate(
     url = f"ws://127.0.0.1:{node.ports['websocket']}/ws"
     kind = LeanSubscriber if args.lean_clients else Subscriber
     subscribers = [kind(url, key, table) for _ in range(args.subscribers)]
+    arrivals: dict[int, list[float]] = {}
+    if args.stages:
+        for sub in subscribers:
+            sub.arrivals = arrivals
     for sub in subscribers:
         sub.task = asyncio.create_task(sub.run())
     await asyncio.gather(*(s.ready.wait() for s in subscribers))
@@ -394,6 +492,8 @@ async def run_rate(
     await asyncio.gather(*(s.task for s in subscribers if s.task), return_exceptions=True)
     latencies = [x for s in subscribers for x in s.latencies]
     lost = sum(written - len(s.seen) for s in subscribers)
+    if args.stages:
+        print_stages(args.stages, arrivals)
     return {
         "rate": rate,
         "written": written,
@@ -414,8 +514,14 @@ async def run_rate(
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="heliosdb-bench-realtime-"))
+    env = {}
+    if args.stages:
+        args.stages = str(data_dir / "stages")
+        env["HELIOSDB_CHANGES_STAGES"] = args.stages
     node = NodeProcess(
-        data_dir / "data", extra_args=["--environment", "test", *shlex.split(args.node_args)]
+        data_dir / "data",
+        extra_args=["--environment", "test", *shlex.split(args.node_args)],
+        env=env,
     ).start()
     try:
         password = (node.data_dir / "engine.password").read_text().strip()
@@ -466,6 +572,12 @@ if __name__ == "__main__":
         "--lean-clients",
         action="store_true",
         help="subscribers on a minimal WebSocket client instead of the websockets library",
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_const",
+        const="on",
+        help="with --lean-clients: time each stage (commit, leader, hub, socket, client)",
     )
     parser.add_argument("--node-args", default="", help="extra `heliosdb serve` flags, one string")
     # uvloop, as the node uses: the subscribers' reads cost the benchmark less CPU.

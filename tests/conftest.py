@@ -46,10 +46,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 def second_node(
     node: NodeProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
-    """A second node sharing the first node's engine, as nodes behind a load balancer do."""
+    """A second node sharing the first node's engine, as nodes behind a load balancer do.
+
+    When it leads change capture it polls the slot (changes.stream false), so the tests
+    that hand the lead between the nodes cover both ways of reading it."""
     data_dir: Path = tmp_path_factory.mktemp("second") / "data"
     process = NodeProcess(
-        data_dir, extra_args=["--engine-url", node.engine_url, "--environment", "test"]
+        data_dir,
+        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
+        env={"HELIOSDB_CHANGES__STREAM": "false"},
     ).start()
     yield process
     process.stop()

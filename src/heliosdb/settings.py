@@ -156,6 +156,12 @@ class ChangesSettings(BaseModel):
         3600.0,
         description="How long captured events stay resumable with from_position, in seconds.",
     )
+    stream: bool = Field(
+        True,
+        description="Take changes from a replication stream (the engine pushes each "
+        "transaction as it commits); false, or an engine that refuses replication "
+        "connections: poll the slot every poll_interval.",
+    )
     poll_interval: float = Field(
         0.005, description="Seconds the capture leader waits between checks for new WAL."
     )

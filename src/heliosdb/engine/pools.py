@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -30,6 +30,9 @@ from heliosdb.engine.roles import ROLE_FOR_ACCESS, Access, ensure_roles
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from heliosdb.engine.replication import ReplicationStream
 
 log = logging.getLogger("heliosdb.engine")
 T = TypeVar("T")
@@ -460,6 +463,26 @@ class Engine:
         except (OSError, asyncpg.PostgresError) as exc:
             raise from_engine(exc) from None
         return conn
+
+    async def replication_stream(
+        self, slot: str, start_lsn: int, options: dict[str, str]
+    ) -> ReplicationStream:
+        """A superuser walsender session streaming the logical ``slot`` (change capture).
+
+        Raises ReplicationError (UNAVAILABLE) when the engine refuses one (no replication
+        line in pg_hba.conf, a role without REPLICATION, the slot in use elsewhere)."""
+        # psycopg (libpq) only here: asyncpg has no replication protocol.
+        from psycopg.conninfo import make_conninfo
+
+        from heliosdb.engine.replication import ReplicationStream
+
+        parts = dict(self._connect)
+        dsn = str(parts.pop("dsn", ""))
+        parts["dbname"] = parts.pop("database")
+        conninfo = make_conninfo(
+            dsn, **parts, replication="database", application_name="heliosdb-capture"
+        )
+        return await ReplicationStream.open(conninfo, slot, start_lsn, options)
 
     async def ping(self) -> bool:
         try:

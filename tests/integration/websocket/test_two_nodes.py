@@ -185,3 +185,51 @@ async def test_resume_on_the_other_node_gets_every_missed_event_in_order(
         assert answer["success"] is False, answer
         assert answer["error"]["reason"] == "resync_required"
         assert answer["error"]["oldest_position"] == pruned + 1
+
+
+async def _walsenders(engine_url: str) -> int:
+    """The capture's replication (walsender) sessions: one while a node leads by stream."""
+    engine = await asyncpg.connect(engine_url)
+    try:
+        count: int = await engine.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' "
+            "AND application_name = 'heliosdb-capture'"
+        )
+    finally:
+        await engine.close()
+    return count
+
+
+async def test_the_lead_passes_between_a_polling_and_a_streaming_leader_without_loss(
+    node: NodeProcess, second_node: NodeProcess, ws_url: str, rw_key: str, table_name: str
+) -> None:
+    """The second node polls the slot when it leads (changes.stream false, see
+    tests/conftest.py); the first streams it. Both give the same events, in order, and
+    each takes over where the other stopped, even from a stalled streaming leader whose
+    replication session still holds the slot."""
+    second_url = f"ws://127.0.0.1:{second_node.ports['websocket']}/ws"
+    _sql(node, rw_key, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
+    async with connect(ws_url, rw_key) as first_ws, connect(second_url, rw_key) as second_ws:
+        await subscribe(first_ws, table_name)
+        await subscribe(second_ws, table_name)
+        with _paused(second_node):
+            await _lead_from(node.engine_url)  # only the first (streaming) can take it
+            _sql(node, rw_key, f"INSERT INTO {table_name} VALUES (1)")
+            await events(first_ws, 1, timeout=60)
+            assert await _walsenders(node.engine_url) == 1
+        with _paused(node):  # its replication session stays, holding the slot
+            await _lead_from(node.engine_url)  # only the second (polling) can take it
+            for i in range(2, 5):
+                _sql(second_node, rw_key, f"INSERT INTO {table_name} VALUES ({i})")
+            on_second = await events(second_ws, 4, timeout=60)
+            assert await _walsenders(node.engine_url) == 0
+        with _paused(second_node):
+            await _lead_from(node.engine_url)
+            for i in range(5, 8):
+                _sql(node, rw_key, f"INSERT INTO {table_name} VALUES ({i})")
+            on_first = await events(first_ws, 6, timeout=60)
+        on_second += await events(second_ws, 3, timeout=60)
+    assert [m["data"]["row"]["id"] for m in on_second] == list(range(1, 8))
+    assert [m["data"] for m in on_second[1:]] == [m["data"] for m in on_first]
+    positions = [m["data"]["position"] for m in on_second]
+    assert positions == list(range(positions[0], positions[0] + 7))

@@ -36,7 +36,7 @@ from heliosdb.interfaces.websocket.errors import CLOSE_CODES, error_object
 from heliosdb.interfaces.websocket.registry import ACTIONS
 from heliosdb.observability.metrics import AUTH_FAILURES
 from heliosdb.security.principals import Principal
-from heliosdb.services.changes import ChangeEvent, Subscription
+from heliosdb.services.changes import ChangeEvent, Subscription, stagetimes
 from heliosdb.services.container import Services
 from heliosdb.settings import WebSocketSettings
 
@@ -67,11 +67,15 @@ class Flusher:
     def _run(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
+        started = time.time()
         for connection in pending:
             try:
                 connection.flush()
             except Exception:  # one connection's failure must not hold up the others
                 log.exception("writing events to a WebSocket connection failed")
+        if stagetimes.enabled() and pending:
+            delivered = pending[0].services.changes.hub.delivered
+            stagetimes.record("flush", delivered, started, time.time(), len(pending))
 
 
 class Connection:

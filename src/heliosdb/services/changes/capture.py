@@ -41,11 +41,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import psycopg
 
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.quoting import qualified, quote_ident
+from heliosdb.engine.replication import ReplicationError, ReplicationStream
 from heliosdb.errors import ErrorCode, HeliosError
-from heliosdb.services.changes import pgoutput
+from heliosdb.services.changes import pgoutput, stagetimes
 from heliosdb.services.changes.events import ChangeEvent
 from heliosdb.services.changes.values import BUILTIN_TYPES, TypeInfo, convert
 from heliosdb.settings import ChangesSettings
@@ -67,6 +69,9 @@ _HANDOFF_EVENTS = 5000  # more in one round: the local hub reads them from the t
 # A round of at most this many decoded messages is peeked and written in two statements,
 # without a transaction or a cursor (see _round); a bigger one takes the cursor path.
 _SMALL_ROUND = 500
+# A streamed batch ends at the first commit after this long (or when the stream has
+# nothing more waiting): under steady writes, events wait at most this for their write.
+_STREAM_BATCH_SECONDS = 0.002
 _PEEK = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '1', 'publication_names', $4)"
@@ -242,6 +247,7 @@ class _Round:
     # not yet INSERTed: (event, commit LSN, commit time)
     pending: list[tuple[ChangeEvent, int, dt.datetime]] = field(default_factory=list)
     handoff: list[ChangeEvent] | None = field(default_factory=list)  # None: too many
+    polled: float = 0.0  # when the WAL flush position that started this round was read
 
 
 def poll_pause(interval: float, quiet_seconds: float) -> float:
@@ -282,10 +288,26 @@ class CaptureLeader:
                 self.is_leader = True
                 log.info("this node leads change capture (slot %s)", self.slot)
                 await _quiet_decoding_log(conn)
-                await self._lead(conn)
+                # A walsender left by the previous leader (its node stalled or cut off;
+                # its lock session is gone, so it can write nothing more) holds the slot.
+                await conn.execute(
+                    "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots "
+                    "WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                    self.slot,
+                )
+                if self.settings.stream:
+                    await self._lead_streaming(conn)
+                else:
+                    await self._lead(conn)
             except asyncio.CancelledError:
                 raise
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                psycopg.Error,
+                OSError,
+                HeliosError,
+            ) as exc:
                 log.warning("change capture interrupted: %s; retrying", exc)
                 await asyncio.sleep(1.0)
             except Exception:  # e.g. asyncpg's InternalClientError when the session is
@@ -298,15 +320,115 @@ class CaptureLeader:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
 
-    async def _lead(self, conn: asyncpg.Connection) -> None:
+    async def _progress(self, conn: asyncpg.Connection) -> tuple[int, int]:
+        """The end LSN of the last transaction written, and the last position."""
         state = await conn.fetchrow(
             "SELECT last_lsn AS lsn, last_position FROM helios.change_capture WHERE slot_name = $1",
             self.slot,
         )
         if state is None:
             raise HeliosError(ErrorCode.INTERNAL, "change capture is not set up on the engine")
-        last_lsn = int(state["lsn"])
-        position = int(state["last_position"])
+        return int(state["lsn"]), int(state["last_position"])
+
+    async def _lead_streaming(self, conn: asyncpg.Connection) -> None:
+        """Lead from a replication stream: the engine pushes each transaction as it
+        commits. Falls back to polling (:meth:`_lead`) when the engine will not stream
+        (no replication connection allowed)."""
+        last_lsn, position = await self._progress(conn)
+        try:
+            stream = await self.engine.replication_stream(
+                self.slot, last_lsn, {"proto_version": "1", "publication_names": PUBLICATION}
+            )
+        except ReplicationError as exc:
+            if not exc.refused:
+                raise
+            log.info("change capture polls the slot: the engine will not stream it: %s", exc)
+            await self._lead(conn)
+            return
+        try:
+            await self._follow(conn, stream, last_lsn, position)
+        finally:
+            stream.close()
+
+    async def _follow(
+        self, conn: asyncpg.Connection, stream: ReplicationStream, last_lsn: int, position: int
+    ) -> None:
+        """Decode what the stream sends; write each batch of whole transactions (all that
+        had arrived, or ``batch_changes`` messages) as one round, then confirm it.
+
+        The same guarantees as the polling rounds: a batch's events, its end LSN and last
+        position commit together (one statement, or for a big batch one engine
+        transaction of chunks); only then is the slot confirmed past it; transactions
+        whose end precedes the stored end LSN (sent again after a crash) are skipped.
+        """
+        rnd = _Round(last_lsn, position)
+        in_transaction = False  # between a Begin and its Commit
+        chunked = False  # an engine transaction is open: a chunk of this batch is written
+        last_prune = started = time.monotonic()
+        while True:
+            data = stream.read_nowait()
+            if data is None:
+                if rnd.messages and not in_transaction:
+                    rnd = await self._finish(conn, stream, rnd, chunked)
+                    chunked = False
+                    last_lsn, position = rnd.done_lsn, rnd.position
+                if time.monotonic() - last_prune > _PRUNE_EVERY_SECONDS and not chunked:
+                    last_prune = time.monotonic()
+                    await self._prune(conn)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stream.wait(), _PRUNE_EVERY_SECONDS)
+                continue
+            if not rnd.messages:
+                rnd.polled = time.time()
+                started = time.monotonic()
+            rnd.messages += 1
+            if rnd.messages % _YIELD_EVERY_MESSAGES == 0:
+                await asyncio.sleep(0)
+            message = pgoutput.parse_message(data)
+            await self._decode(conn, message, rnd)
+            if isinstance(message, pgoutput.Begin):
+                in_transaction = True
+            elif isinstance(message, pgoutput.Commit):
+                in_transaction = False
+                # Under steady writes the stream rarely runs dry between transactions
+                # (a read ends inside the next one): a batch also ends once it is old.
+                if (
+                    rnd.messages >= self.settings.batch_changes
+                    or time.monotonic() - started > _STREAM_BATCH_SECONDS
+                ):
+                    rnd = await self._finish(conn, stream, rnd, chunked)
+                    chunked = False
+            elif len(rnd.pending) >= _WRITE_EVENTS:
+                if not chunked:
+                    await conn.execute("BEGIN")
+                    chunked = True
+                await self._insert(conn, rnd.pending)
+                rnd.pending = []
+
+    async def _finish(
+        self, conn: asyncpg.Connection, stream: ReplicationStream, rnd: _Round, chunked: bool
+    ) -> _Round:
+        """Write a streamed batch (whole transactions), hand it to this node's hub,
+        confirm it to the engine; the next batch's round."""
+        writing = time.time()
+        if rnd.written_end:
+            await self._insert(conn, rnd.pending, progress=rnd)
+        if chunked:
+            await conn.execute("COMMIT")
+        if rnd.written_end:
+            if stagetimes.enabled():
+                first = rnd.position - len(rnd.handoff or ()) + 1
+                now = time.time()
+                stagetimes.record("leader", first, rnd.position, rnd.polled, writing, writing, now)
+            if self.on_written is not None:
+                self.on_written(rnd.handoff or [])
+        done_lsn = max(rnd.written_end, rnd.done_lsn)
+        # Every transaction up to the last end seen is written or had nothing to write.
+        stream.confirm(max(rnd.last_end, done_lsn))
+        return _Round(done_lsn, rnd.position)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        last_lsn, position = await self._progress(conn)
         seen_flush = -1
         last_advance = last_prune = last_activity = 0.0
         advanced_to = -1
@@ -316,6 +438,7 @@ class CaptureLeader:
         snapshot_lsn = int(await conn.fetchval("SELECT pg_current_wal_lsn()"))
         while True:
             flush = int(await conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
+            polled = time.time()
             now = time.monotonic()
             if now - last_prune > _PRUNE_EVERY_SECONDS:
                 last_prune = now
@@ -328,7 +451,7 @@ class CaptureLeader:
             if flush == seen_flush:
                 await asyncio.sleep(pause)
                 continue
-            done = await self._round(conn, flush, _Round(last_lsn, position))
+            done = await self._round(conn, flush, _Round(last_lsn, position, polled=polled))
             if done.messages:
                 last_activity = now
             last_end = max(done.last_end, last_lsn)
@@ -391,6 +514,7 @@ class CaptureLeader:
         engine backend and then the node to be scheduled, the largest part of the
         commit-to-delivery time. A bigger round is peeked again through the cursor.
         """
+        start, sent = rnd.position, time.time()
         rows = await conn.fetch(
             _PEEK + " LIMIT $5",
             self.slot,
@@ -399,6 +523,7 @@ class CaptureLeader:
             PUBLICATION,
             _SMALL_ROUND + 1,
         )
+        back = time.time()
         if len(rows) > _SMALL_ROUND:
             await self._big_round(conn, flush, rnd)
         else:
@@ -411,6 +536,9 @@ class CaptureLeader:
                 # One statement: nothing visible before all of it is written.
                 await self._insert(conn, rnd.pending, progress=rnd)
                 rnd.pending = []
+        if rnd.written_end and stagetimes.enabled():
+            written = time.time()
+            stagetimes.record("leader", start + 1, rnd.position, rnd.polled, sent, back, written)
         if rnd.written_end and self.on_written is not None:
             # The local hub takes a small round from memory; a big one it reads from
             # the table in pages, like any other node.

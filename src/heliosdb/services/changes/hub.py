@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import asyncpg
 from heliosdb.engine import Access, Engine
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.security.principals import Principal
+from heliosdb.services.changes import stagetimes
 from heliosdb.services.changes.capture import CHANNEL
 from heliosdb.services.changes.events import ChangeEvent
 from heliosdb.services.changes.filters import RowFilter
@@ -201,7 +203,11 @@ class Hub:
             count += 1
             if offers >= _OFFERS_PER_SLICE or count >= _EVENTS_PER_SLICE:
                 offers = count = 0
+                if stagetimes.enabled():
+                    stagetimes.record("hub", self.delivered, time.time())
                 await asyncio.sleep(0)
+        if stagetimes.enabled():
+            stagetimes.record("hub", self.delivered, time.time())
 
     def dispatch_written(self, events: list[ChangeEvent]) -> None:
         """Events this node's capture leader just committed (or none: read the table).
