@@ -374,8 +374,9 @@ class TxnClient(asyncio.Protocol):
         self.transport.set_protocol(self)
         if buffered:
             self.data_received(buffered)
-        with contextlib.suppress(RuntimeError, AttributeError):
-            self.transport.resume_reading()
+        if not self.acquiring:  # else reading resumes when the borrow ends
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         if self.server is not None:
@@ -440,7 +441,9 @@ class TxnClient(asyncio.Protocol):
                 self.terminate_client()
                 return
             if server is None:
-                server = self.pool.take_idle()
+                # While a borrow is under way the messages wait for its connection: one
+                # taken here too would be overwritten by it, its replies sent astray.
+                server = None if self.acquiring else self.pool.take_idle()
                 if server is None:
                     self._borrow()
                     break

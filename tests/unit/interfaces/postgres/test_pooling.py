@@ -319,3 +319,18 @@ def test_ready_for_query_bytes_inside_a_row_are_not_a_ready_for_query(size: int)
     assert client.released == 0 and conn.pending == 1
     side.data_received(stream[-6:])
     assert bytes(client.received) == stream and client.released == 1 and conn.pending == 0
+
+
+async def test_messages_during_a_borrow_wait_for_its_connection() -> None:
+    """A client whose first messages wait for a connection being opened: an idle one that
+    appears meanwhile is not taken as a second connection; the messages stay in order."""
+    client, conn = _txn_client()
+    client.pool.idle.clear()
+    client.acquiring = True  # a borrow is under way
+    query = _msg(b"Q", b"SELECT 1\0")
+    client.pool.idle.append(conn)  # another client's connection comes back meanwhile
+    client.data_received(query)
+    client.data_received(PREPARE)
+    assert client.server is None and conn.client is None and not conn.transport.written
+    assert bytes(client.buffer) == query + PREPARE
+    assert client.pool.idle == [conn]
