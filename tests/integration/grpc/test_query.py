@@ -6,6 +6,7 @@ import datetime as dt
 import math
 
 import grpc
+import httpx
 import orjson
 import pytest
 from google.protobuf import descriptor_pb2
@@ -17,6 +18,7 @@ from grpc_status import rpc_status
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
 from tests.integration.grpc.conftest import query, values
+from tests.nodeproc import NodeProcess
 
 Stub = heliosdb_pb2_grpc.HeliosDBStub
 
@@ -136,15 +138,38 @@ async def test_execute_query_x_api_key_metadata_accepted(stub: Stub, rw_key: str
     assert values(response.rows[0]) == [1]
 
 
+async def test_revoked_key_refused_on_the_next_call(
+    stub: Stub, node: NodeProcess, admin_key: str
+) -> None:
+    """A key that just worked on this channel (the same header block, remembered as
+    verified for a second) is refused on the very next call once revoked."""
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    created = httpx.post(
+        f"{node.api}/keys", json={"name": "grpc-revoke", "kind": "secret"}, headers=headers
+    )
+    created.raise_for_status()
+    key = created.json()["key"]
+    for _ in range(3):
+        assert values((await query(stub, key, "SELECT 1")).rows[0]) == [1]
+    httpx.delete(f"{node.api}/keys/{created.json()['id']}", headers=headers).raise_for_status()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await query(stub, key, "SELECT 1")
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_execute_query_read_only_key_cannot_write(
     stub: Stub, rw_key: str, ro_key: str, table_name: str
 ) -> None:
+    """Keys alternating on one channel (header blocks and verified keys remembered by the
+    front) each keep their own rights."""
     await query(stub, rw_key, f"CREATE TABLE {table_name} (id int)")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await query(stub, ro_key, f"INSERT INTO {table_name} VALUES (1)")
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for n in range(3):
+        await query(stub, rw_key, f"INSERT INTO {table_name} VALUES ({n})")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await query(stub, ro_key, f"INSERT INTO {table_name} VALUES ({n})")
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     readable = await query(stub, ro_key, f"SELECT count(*) FROM {table_name}")
-    assert values(readable.rows[0]) == [0]
+    assert values(readable.rows[0]) == [3]
 
 
 async def test_execute_query_engine_error_carries_code_and_details(stub: Stub, rw_key: str) -> None:

@@ -35,6 +35,7 @@ import grpc
 from google.protobuf import message_factory
 
 from heliosdb.interfaces.grpc import http2 as h2
+from heliosdb.interfaces.grpc.auth import credential_in
 from heliosdb.interfaces.grpc.connection import Http2Connection, Stream
 from heliosdb.interfaces.grpc.http2 import Headers
 from heliosdb.v1 import heliosdb_pb2
@@ -47,6 +48,7 @@ _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b
 _OK_TRAILERS = h2.encode_headers([(b"grpc-status", b"0")])
 _IDENTITY = (None, b"identity")
 _ONE_MESSAGE = "a unary request carries exactly one uncompressed message"
+Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +102,19 @@ def private_address(data_dir: Path, process: int = 0) -> tuple[str, str]:
 
 
 class CallContext:
-    """What servicer.py asks of a call's context: its metadata, and aborting it."""
+    """What servicer.py asks of a call's context: its metadata, and aborting it; and the
+    credential the metadata presents (auth.py reads it instead of parsing the metadata)."""
 
-    __slots__ = ("_metadata", "initial", "status")
+    __slots__ = ("_metadata", "credential", "initial", "status")
 
-    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+    def __init__(self, metadata: Metadata, credential: str | None) -> None:
         self._metadata = metadata
+        self.credential = credential
         self.status: grpc.Status | None = None
         # Set by the front for a streamed answer: sends the response headers at once.
         self.initial: Callable[[Sequence[tuple[str, str | bytes]]], None] | None = None
 
-    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def invocation_metadata(self) -> Metadata:
         return self._metadata
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
@@ -135,7 +139,7 @@ class _PlainStatus(grpc.Status):
         self.trailing_metadata = trailing_metadata
 
 
-def metadata_of(headers: Headers) -> tuple[tuple[str, str | bytes], ...]:
+def metadata_of(headers: Headers) -> Metadata:
     """A call's metadata as grpc.aio gives it: custom headers, ``-bin`` values decoded."""
     return tuple(
         (name.decode("latin-1"), _metadata_value(name, value))
@@ -159,7 +163,7 @@ class FrontConnection(Http2Connection):
         self.upstreams: dict[str, Upstream] = {}  # by Unix socket path
         # What the last header block meant: a client repeating the same block (the
         # decoder answers it with the same list) is not parsed again.
-        self._seen: tuple[Headers, NativeMethod | None, Any, float | None] | None = None
+        self._seen: tuple[Headers, NativeMethod | None, _CallHeaders | None] | None = None
         self.calls: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,19 +206,18 @@ class FrontConnection(Http2Connection):
         if seen is not None and seen[0] is headers:
             return seen[1]
         method = self._parse_native(headers)
-        self._seen = (headers, method, None, None)
+        self._seen = (headers, method, None)
         return method
 
-    def _metadata(
-        self, headers: Headers
-    ) -> tuple[tuple[tuple[str, str | bytes], ...], float | None]:
+    def _call_headers(self, headers: Headers) -> _CallHeaders:
         seen = self._seen
         if seen is not None and seen[0] is headers and seen[2] is not None:
-            return seen[2], seen[3]
-        metadata, timeout = metadata_of(headers), _timeout(headers)
+            return seen[2]
+        metadata = metadata_of(headers)
+        parsed = _CallHeaders(metadata, credential_in(metadata), _timeout(headers))
         if seen is not None and seen[0] is headers:
-            self._seen = (headers, seen[1], metadata, timeout)
-        return metadata, timeout
+            self._seen = (headers, seen[1], parsed)
+        return parsed
 
     def _parse_native(self, headers: Headers) -> NativeMethod | None:
         path = content_type = encoding = None
@@ -276,8 +279,9 @@ class FrontConnection(Http2Connection):
         if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5]) != len(body) - 5:
             self._finish(stream, _status(grpc.StatusCode.INTERNAL, _ONE_MESSAGE))
             return
-        metadata, timeout = self._metadata(call.headers)
-        context = CallContext(metadata)
+        parsed = self._call_headers(call.headers)
+        timeout = parsed.timeout
+        context = CallContext(parsed.metadata, parsed.credential)
         try:
             request = call.method.request_type.FromString(body[5:])
             owner = self.front.owner_of(call.method, request)
@@ -472,6 +476,15 @@ class _Outbox:
             waiter = self.conn._loop.create_future()
             stream.drained = waiter
             await waiter
+
+
+@dataclass(frozen=True, slots=True)
+class _CallHeaders:
+    """What a request's header block says to a native call."""
+
+    metadata: Metadata
+    credential: str | None
+    timeout: float | None
 
 
 class _NativeCall:
