@@ -1,22 +1,24 @@
 """The capture leader: the engine's WAL -> ``helios.change_events``, in commit order.
 
     committed transaction --WAL--> logical slot (pgoutput, publication helios_changes)
-        --peek--> this leader (one per engine: advisory lock) --decode, number-->
-        helios.change_events (+ progress row, + NOTIFY, one transaction)
-        --> every node's hub (services/changes/hub.py) --> subscribers
+        --replication stream (or, polling, peek)--> this leader (one per engine:
+        advisory lock) --decode, number--> helios.change_events (+ progress row,
+        + NOTIFY, one transaction) --> every node's hub (services/changes/hub.py)
+        --> subscribers
 
 Correctness, in order of the rules:
 
 - *After commit, in commit order, nothing rolled back*: logical decoding emits a
   transaction only when its commit record is decoded, in commit-record order; aborted
   transactions are never emitted. Positions are numbered densely in that order.
-- *Nothing lost, nothing twice*: the slot is only *peeked*; events, the end LSN of the
-  last transaction written and the last position are committed together; only then is
-  the slot advanced. After a crash between the two, the next peek returns transactions
-  whose commit LSN is below the stored end LSN: they are skipped.
-- *Any transaction size in bounded memory*: the peek is read through a cursor and the
-  events are INSERTed in chunks, all in one engine transaction that commits with the
-  progress row (see ``_round``); the engine spills the peek's result to disk.
+- *Nothing lost, nothing twice*: events, the end LSN of the last transaction written
+  and the last position are committed together; only then is the stream confirmed
+  past them (polling: the slot is only *peeked*, then advanced). After a crash between
+  the two, the stream (or next peek) sends transactions whose commit LSN is below the
+  stored end LSN again: they are skipped.
+- *Any transaction size in bounded memory*: events are INSERTed in chunks, all in one
+  engine transaction that commits with the progress row (``_follow``; polling, the
+  peek is read through a cursor, see ``_big_round``, and the engine spills its result).
 - *Whichever path wrote it*: decoding reads the WAL, so REST, the PostgreSQL wire, any
   other interface and a direct engine connection look the same.
 - *Big rows intact*: INSERT values arrive whole (detoasted); an UPDATE does not repeat
