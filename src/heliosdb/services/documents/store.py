@@ -94,6 +94,14 @@ class FindQuery:
     projection: Document | None = None
 
 
+async def _fetch(conn: EngineConnection, sql: str, values: list[Any]) -> list[Any]:
+    """Rows of ``sql``: the hot statements (find, aggregate, in-place update) go through
+    ``run_prepared``, straight from asyncpg's statement cache, without the timeout and
+    pool-proxy layers of ``Connection.fetch``; engine errors propagate as from fetch."""
+    records, _ = await conn.run_prepared(sql, lambda _stmt: values)
+    return records
+
+
 def read_only_denied(action: str = "write") -> HeliosError:
     return denied(f"this key is read-only and may not {action}")
 
@@ -661,14 +669,10 @@ class DocumentStore:
         sql = inplace.statement(target, where, len(params.values) + 1)
         try:
             async with transactions.guard(conn):
-                row = await conn.fetchrow(
+                rows = await _fetch(
+                    conn,
                     sql,
-                    *params.values,
-                    plan.ops,
-                    plan.keys,
-                    plan.keys_z,
-                    plan.elements,
-                    plan.values,
+                    [*params.values, plan.ops, plan.keys, plan.keys_z, plan.elements, plan.values],
                 )
         except (
             asyncpg.UndefinedTableError,
@@ -679,9 +683,9 @@ class DocumentStore:
             return None
         except asyncpg.PostgresError as exc:
             raise from_engine(exc) from None
-        if row is None or row["unsupported"]:
+        if not rows or rows[0]["unsupported"]:
             return None
-        return int(row["matched"]), int(row["modified"])
+        return int(rows[0]["matched"]), int(rows[0]["modified"])
 
     async def _update_round(
         self,
@@ -813,7 +817,7 @@ class DocumentStore:
         if query.limit:
             sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
         async with self._conn(principal) as conn:
-            rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+            rows = await self._missing_ok(_fetch(conn, sql, params.values), [])
         if not query.projection:
             return [bytes(r["bson"]) for r in rows]
         return [
@@ -878,7 +882,7 @@ class DocumentStore:
         indexed = await self._indexes_for(principal, db, coll)
         plan = plan_pipeline(table(db, coll), stages, indexed)
         async with self._conn(principal) as conn:
-            rows = await self._missing_ok(conn.fetch(plan.sql, *plan.params), [])
+            rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
         docs = plan.decode(rows)
         return await pipeline.run(docs, plan.remaining, self._lookup(principal, db))
 
