@@ -11,7 +11,9 @@ No client-supplied statement ever runs on the system pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -180,36 +182,104 @@ async def _reset_session(conn: asyncpg.Connection) -> None:
         await conn.execute(conn.get_reset_query())
 
 
+class _Waiting:
+    """The leases of one pool waiting for a free connection, and the one timer that fails
+    those waiting longer than ACQUIRE_TIMEOUT_SECONDS.
+
+    A waiting lease waits in the pool queue's own line (what ``Queue.get()`` does, so a
+    connection given back by any path wakes the first in line), without Pool.acquire's
+    awaitable, ``_acquire``, ``_acquire_impl``, ``Queue.get`` and ``holder.acquire`` frames
+    and without an ``asyncio.timeout`` scope (a timer armed and cancelled, the running
+    loop and task looked up) per wait: the deadlines are kept in order here and one timer
+    looks at the oldest.
+    """
+
+    __slots__ = ("deadlines", "timer")
+
+    def __init__(self) -> None:
+        self.deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def wait(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        """Return once ``queue`` holds a free connection; TimeoutError after
+        ACQUIRE_TIMEOUT_SECONDS of waiting."""
+        deadline = loop.time() + ACQUIRE_TIMEOUT_SECONDS
+        deadlines = self.deadlines
+        getters: deque[asyncio.Future[None]] = queue._getters  # type: ignore[attr-defined]
+        while queue.empty():
+            getter = loop.create_future()
+            getters.append(getter)
+            deadlines.append((deadline, getter))
+            if self.timer is None:
+                self.timer = loop.call_at(deadline, self._expire, loop)
+            try:
+                await getter
+            except BaseException:
+                # As Queue.get(): out of line, and a wake-up we cannot take goes on.
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    getters.remove(getter)
+                if not queue.empty() and not getter.cancelled():
+                    queue._wakeup_next(getters)  # type: ignore[attr-defined]
+                raise
+            finally:
+                # Lines are served in order, so the served are at the front.
+                while deadlines and deadlines[0][1].done():
+                    deadlines.popleft()
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
+        deadlines = self.deadlines
+        now = loop.time()
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+            getter = deadlines.popleft()[1]
+            if not getter.done():
+                getter.set_exception(TimeoutError())
+        if deadlines:
+            self.timer = loop.call_at(deadlines[0][0], self._expire, loop)
+
+
 class _Lease:
     """``async with engine.connection(access) as conn``: a pooled connection, given back."""
 
-    __slots__ = ("conn", "owner", "pool")
+    __slots__ = ("conn", "owner", "pool", "waiting")
 
-    def __init__(self, pool: asyncpg.Pool, owner: str | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, owner: str | None, waiting: _Waiting) -> None:
         self.pool = pool
         self.owner = owner
+        self.waiting = waiting
         self.conn: Any = None
 
+    @property
+    def raw(self) -> EngineConnection:
+        """The leased connection itself, for use inside the ``async with`` block only: the
+        pool's proxy that the block gets forwards every attribute through ``__getattr__``
+        (a failed lookup, an AttributeError and a second lookup per call)."""
+        raw: EngineConnection = self.conn._con
+        return raw
+
     async def __aenter__(self) -> EngineConnection:
-        pool = self.pool
+        pool: Any = self.pool
         try:
-            queue = pool._queue  # type: ignore[attr-defined]
-            if not queue.empty() and pool._initialized and not (pool._closing or pool._closed):  # type: ignore[attr-defined]
+            queue = pool._queue
+            if queue.empty() and pool._initialized and not (pool._closing or pool._closed):
+                await self.waiting.wait(pool._loop, queue)
+            if not queue.empty() and pool._initialized and not (pool._closing or pool._closed):
                 # A free connection is waiting: take it from the queue ourselves, without
                 # Pool.acquire's awaitable, _acquire and _acquire_impl frames (what
-                # _acquire_impl does, minus its Queue.get(): nothing to wait for).
+                # _acquire_impl does once its Queue.get() has a holder).
                 holder = queue.get_nowait()
                 raw = holder._con
                 if (
                     raw is not None
                     and holder._setup is None
-                    and holder._generation == pool._generation  # type: ignore[attr-defined]
+                    and holder._generation == pool._generation
                     and not raw.is_closed()
                 ):
                     # holder.acquire() for a live connection of this generation, leaving
                     # its idle timer armed (_idle_check looks again when it fires).
                     holder._proxy = proxy = PoolConnectionProxy(holder, raw)
-                    holder._in_use = pool._loop.create_future()  # type: ignore[attr-defined]
+                    holder._in_use = pool._loop.create_future()
                     holder._timeout = None
                     self.conn = proxy
                 else:
@@ -217,11 +287,12 @@ class _Lease:
                         self.conn = await holder.acquire()
                     except BaseException:
                         queue.put_nowait(holder)
-                        pool._schedule_min_size_maintenance()  # type: ignore[attr-defined]
+                        pool._schedule_min_size_maintenance()
                         raise
                     holder._timeout = None
             else:
-                # asyncio.timeout, not acquire(timeout=...), which runs the wait in a task
+                # Not open (yet, or any more): Pool.acquire says why. asyncio.timeout, not
+                # acquire(timeout=...), which runs the wait in a task.
                 async with asyncio.timeout(ACQUIRE_TIMEOUT_SECONDS):
                     self.conn = await pool.acquire()
         except TimeoutError:
@@ -334,6 +405,7 @@ class Engine:
         self.data_dir = data_dir
         self.embedded: EmbeddedEngine | None = None
         self._pools: dict[Access, asyncpg.Pool] = {}
+        self._waiting = {access: _Waiting() for access in Access}
         self._connect: dict[str, Any] = {}
         self._role_passwords: dict[Access, str] = {}
         self._attached = False
@@ -438,7 +510,7 @@ class Engine:
         ``owner`` (a principal id) may find the session its own last statement left when
         it called ``conn.keep_session(owner)``; everyone else gets a reset session.
         """
-        return _Lease(self._pools[access], owner)
+        return _Lease(self._pools[access], owner, self._waiting[access])
 
     async def dedicated(self, application_name: str) -> asyncpg.Connection:
         """A superuser connection outside the pools, for long-lived HeliosDB work.

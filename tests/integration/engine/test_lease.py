@@ -6,16 +6,18 @@ process attaches: the pools are real asyncpg pools on the node's PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from heliosdb.engine import pools
 from heliosdb.engine.datadir import DataDir
 from heliosdb.engine.pools import Engine, _idle_check
 from heliosdb.engine.roles import Access
 from heliosdb.engine.sqlstate import from_engine
-from heliosdb.errors import HeliosError
+from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.settings import EngineSettings
 from tests.nodeproc import NodeProcess
 
@@ -164,3 +166,70 @@ async def test_a_closed_pool_lends_nothing(node: NodeProcess) -> None:
         async with lease:
             pass
     assert pool.get_size() == 0
+
+
+async def _hold_all(
+    engine: Engine, access: Access, release: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """Tasks that lease every connection of ``access``'s pool until ``release`` is set."""
+    size = engine.pool(access).get_max_size()
+    leased = asyncio.Semaphore(0)
+
+    async def hold() -> None:
+        async with engine.connection(access) as conn:
+            await conn.fetchval("SELECT 1")
+            leased.release()
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold()) for _ in range(size)]
+    for _ in range(size):
+        await leased.acquire()
+    return tasks
+
+
+async def test_waiting_leases_get_released_connections_in_order(engine: Engine) -> None:
+    release = asyncio.Event()
+    holders = await _hold_all(engine, Access.READ_ONLY, release)
+    order: list[int] = []
+
+    async def wait(n: int) -> None:
+        async with engine.connection(Access.READ_ONLY) as conn:
+            order.append(n)
+            assert await conn.fetchval("SELECT $1::int", n) == n
+
+    waiters = [asyncio.create_task(wait(n)) for n in range(3)]
+    await asyncio.sleep(0.05)
+    assert order == []  # every connection is leased: they wait
+    waiters[1].cancel()  # a waiter that goes away takes no connection with it
+    release.set()
+    await asyncio.gather(*holders)
+    await asyncio.gather(waiters[0], waiters[2])
+    assert order == [0, 2]
+    assert engine.pool(Access.READ_ONLY).get_idle_size() == engine.pool(Access.READ_ONLY).get_size()
+
+
+async def test_a_lease_waiting_past_the_limit_is_refused(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "ACQUIRE_TIMEOUT_SECONDS", 0.2)
+    release = asyncio.Event()
+    holders = await _hold_all(engine, Access.READ_ONLY, release)
+    try:
+        with pytest.raises(HeliosError) as refused:
+            async with engine.connection(Access.READ_ONLY):
+                pass
+        assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
+        # One waiting after the refusal still gets the next connection given back.
+        late = asyncio.create_task(_fetch_one(engine))
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await late == 1
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+
+
+async def _fetch_one(engine: Engine) -> int:
+    async with engine.connection(Access.READ_ONLY) as conn:
+        value: int = await conn.fetchval("SELECT 1")
+        return value
