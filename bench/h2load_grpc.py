@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, engine_cpu_seconds
 
 from tests.nodeproc import NodeProcess
 
@@ -73,6 +73,7 @@ class H2Run:
     seconds: float  # h2load's own "finished in"
     node_cpu: float  # seconds, the node's processes
     client_cpu: float  # seconds, h2load
+    engine_cpu: float  # seconds, the node's embedded engine (0.0 unless ``engine``)
     latencies: list[float] = field(default_factory=list)  # seconds, one per call answered
 
 
@@ -84,18 +85,23 @@ def run(
     *,
     concurrency: int,
     connections: int,
+    engine: Path | None = None,
 ) -> H2Run:
-    """``calls`` calls of ``method`` with the request in ``body``."""
+    """``calls`` calls of ``method`` with the request in ``body``; with ``engine`` (the
+    node's data directory) also the engine's CPU. Every CPU figure covers the calls only,
+    not the /metrics reads that check them."""
     assert node.process is not None
     log = body.with_suffix(".log")
     argv = [*command(node, method, body, concurrency, connections), "-n", str(calls)]
     ok_before = ok_calls(node, method)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    engine_before = engine_cpu_seconds(engine) if engine is not None else 0.0
     before = cpu_seconds(node.process.pid)
     began = time.perf_counter()
     out = subprocess.run([*argv, "--log-file", str(log)], capture_output=True, text=True)
     elapsed = time.perf_counter() - began
     node_cpu = cpu_seconds(node.process.pid) - before
+    engine_cpu = engine_cpu_seconds(engine) - engine_before if engine is not None else 0.0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     ok = ok_calls(node, method) - ok_before
@@ -119,5 +125,6 @@ def run(
         seconds=float(duration.group(1)) if duration else elapsed,
         node_cpu=node_cpu,
         client_cpu=client_cpu,
+        engine_cpu=engine_cpu,
         latencies=latencies,
     )

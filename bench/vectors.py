@@ -23,8 +23,10 @@ raw pgvector runs with that same beam), unfiltered and with
   the grpc.aio Python client spends 0.8-0.9 ms of CPU per search on the same cores, more
   than the node does. h2load sends one fixed request, so it runs once per vector for the
   first ``--probes`` query vectors, each for an equal share of ``--rest-seconds``, and
-  its ratio is to raw pgvector running the very same searches in the same order
-  (``raw/p``); every run is checked against the node's count of OK calls;
+  its ratio is to raw pgvector running the very same searches the same way (``raw/p``:
+  probe after probe, each probe's searches split evenly over the connections as h2load
+  splits ``-n`` over its clients); every run is checked against the node's count of OK
+  calls;
 - gRPC ``VectorSearch`` from grpc.aio (the real Python client, same concurrency): the
   recall of the gRPC path (both gRPC rows show it), and its QPS for reference;
 - raw pgvector: asyncpg on the engine's socket, the statement HeliosDB runs
@@ -122,12 +124,21 @@ async def timed(
     queries: np.ndarray,
     concurrency: int,
     search: Callable[[int, list[float]], Awaitable[list[int]]],
+    *,
+    shares: bool = False,
 ) -> tuple[float, list[list[int]]]:
+    """Queries per second of ``search`` over ``queries`` on ``concurrency`` workers, each
+    taking the next query as it finishes one, or with ``shares`` working through its own
+    equal share (as h2load's clients do with ``-n``)."""
     results: list[list[int]] = [[] for _ in queries]
     position = 0
 
     async def worker(slot: int) -> None:
         nonlocal position
+        if shares:
+            for i in range(slot, len(queries), concurrency):
+                results[i] = await search(slot, queries[i].tolist())
+            return
         while position < len(queries):
             i = position
             position += 1
@@ -409,17 +420,30 @@ async def bench_case(
         return [int(r["id"]) for r in records]
 
     async def measured(
-        side: Side,
-        search: Callable[[int, list[float]], Awaitable[list[int]]],
-        vectors: np.ndarray = queries,
+        side: Side, search: Callable[[int, list[float]], Awaitable[list[int]]]
     ) -> list[list[int]]:
         node_before, engine_before = node_cpu(node), engine_cpu_seconds(data_dir)
         client_before = time.process_time()
-        qps, found = await timed(vectors, args.concurrency, search)
-        side.add(qps, len(vectors), node_cpu(node) - node_before,
+        qps, found = await timed(queries, args.concurrency, search)
+        side.add(qps, len(queries), node_cpu(node) - node_before,
                  engine_cpu_seconds(data_dir) - engine_before, args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
         return found
+
+    async def raw_as_h2load(calls: int) -> None:
+        """Raw pgvector doing what h2load just did: probe after probe, ``calls`` searches
+        each, split evenly over the connections."""
+        side = figures["raw/p"]
+        engine_before, client_before = engine_cpu_seconds(data_dir), time.process_time()
+        seconds = 0.0
+        for probe in probes:
+            qps, _ = await timed(np.repeat(probe[None], calls, axis=0), args.concurrency,
+                                 direct, shares=True)  # fmt: skip
+            seconds += calls / qps
+        done = calls * len(probes)
+        side.add(done / seconds, done, 0.0, engine_cpu_seconds(data_dir) - engine_before,
+                 args.rounds)  # fmt: skip
+        side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
 
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as handle:
         for query in queries:
@@ -436,7 +460,6 @@ async def bench_case(
     def run_h2load(calls: int, side: Side | None) -> None:
         """Each probe vector's frame from h2load, ``calls`` searches each, counted in
         ``side`` (None: a warm-up)."""
-        engine_before = engine_cpu_seconds(data_dir)
         runs = [
             h2load_grpc.run(
                 node,
@@ -445,10 +468,10 @@ async def bench_case(
                 calls,
                 concurrency=args.concurrency,
                 connections=args.concurrency,
+                engine=data_dir,
             )
             for frame in frames
         ]
-        engine_used = engine_cpu_seconds(data_dir) - engine_before
         if side is None:
             return
         done = sum(r.succeeded for r in runs)
@@ -456,7 +479,7 @@ async def bench_case(
             sys.stderr.write(f"gRPC (h2load): {sum(r.failed for r in runs)} failed, "
                              f"{sum(r.mismatch for r in runs)} not OK\n")  # fmt: skip
         side.add(done / sum(r.seconds for r in runs), done, sum(r.node_cpu for r in runs),
-                 engine_used, args.rounds)  # fmt: skip
+                 sum(r.engine_cpu for r in runs), args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + sum(r.client_cpu for r in runs)
 
     try:
@@ -479,7 +502,7 @@ async def bench_case(
             calls = max(4 * args.concurrency,
                         round(figures["raw"].qps * args.rest_seconds / len(probes)))  # fmt: skip
             await asyncio.to_thread(run_h2load, calls, figures["grpc"])
-            await measured(figures["raw/p"], direct, np.repeat(probes, calls, axis=0))
+            await raw_as_h2load(calls)
             found = await measured(figures["grpc.aio"], via_grpc)
             figures["grpc.aio"].recall = figures["grpc"].recall = recall(found, expected)
     finally:
