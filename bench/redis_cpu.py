@@ -3,13 +3,15 @@ distort the way it distorts requests per second.
 
     .venv/bin/python bench/redis_cpu.py [--requests N] [--clients C] [--pipeline P]
                                         [--tests set,get,...] [--env NAME=VALUE ...]
-                                        [--no-peer]
+                                        [--keyspace K] [--no-peer]
 
 Starts a node (embedded engine, temp data directory, redis.durability everysec), warms it
 up, then runs redis-benchmark once per test and prints requests per second, the node
 process's CPU microseconds per command (utime + stime from /proc) and the engine's (every
 process of the embedded PostgreSQL, including change capture's decoding), then the same
 for a redis-server (Debian package; appendonly yes, appendfsync everysec) run the same way.
+Keys are drawn from K random ones (redis-benchmark -r K; default 100000); ``--keyspace 0``
+uses the one literal key redis-benchmark uses without -r, as bench/redis.sh does.
 "group" is the coalescer's mean batch size (commands per engine batch, from INFO stats).
 With ``--env HELIOSDB_WORKERS=2`` the node figure adds up its worker processes.
 """
@@ -75,7 +77,9 @@ def measure(port: int, auth: list[str], options: argparse.Namespace, test: str) 
     """Run one redis-benchmark test; its requests per second."""
     command = ["redis-benchmark", "-p", str(port), *auth, "-c", str(options.clients), "-q"]
     command += ["-t", test, "-n", str(options.requests), "-P", str(options.pipeline)]
-    command += ["-r", "100000", "--csv"]
+    if options.keyspace:
+        command += ["-r", str(options.keyspace)]
+    command += ["--csv"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     lines = [line for line in output.splitlines() if line.startswith('"')][1:]
     return lines[0].split(",")[1].strip('"') if lines else "-"
@@ -153,6 +157,9 @@ def main() -> None:
     parser.add_argument("--tests", default="set,get")
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for the node (repeatable)"
+    )
+    parser.add_argument(
+        "--keyspace", type=int, default=100000, help="random keys (0: one key, as redis.sh)"
     )
     parser.add_argument("--no-peer", action="store_true", help="skip redis-server")
     options = parser.parse_args()

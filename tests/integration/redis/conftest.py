@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -14,6 +16,18 @@ from tests.nodeproc import NodeProcess
 @pytest.fixture(scope="session")
 def redis_port(node: NodeProcess) -> int:
     return node.ports["redis"]
+
+
+def sql_rows(node: NodeProcess, key: str, sql: str, params: list[Any]) -> list[list[Any]]:
+    """Rows of one SQL statement through the node's REST API (Redis data read as tables)."""
+    response = httpx.post(
+        f"{node.api}/query",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"sql": sql, "params": params},
+    )
+    assert response.status_code == 200, response.text
+    rows: list[list[Any]] = response.json()["rows"]
+    return rows
 
 
 def connect(port: int, password: str | None, protocol: int = 2, **extra: object) -> redis.Redis:

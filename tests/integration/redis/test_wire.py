@@ -8,10 +8,10 @@ import socket
 import subprocess
 from collections.abc import Callable
 
-import httpx
 import pytest
 import redis
 
+from tests.integration.redis.conftest import sql_rows
 from tests.nodeproc import NodeProcess
 
 K = Callable[[str], str]
@@ -94,28 +94,18 @@ def test_values_are_rows_readable_through_sql(
     r2.set(k("s"), "hello")
     r2.hset(k("h"), "f", "v")
     r2.zadd(k("z"), {"m": 2.5})
-    response = httpx.post(
-        f"{node.api}/query",
-        headers={"Authorization": f"Bearer {rw_key}"},
-        json={
-            "sql": "SELECT convert_from(k.key, 'UTF8') AS key, k.type, "
-            "convert_from(k.value, 'UTF8') AS value FROM helios_kv.keys k "
-            "WHERE k.db = 0 AND k.key = ANY(ARRAY[convert_to($1, 'UTF8'), "
-            "convert_to($2, 'UTF8')]) ORDER BY 1",
-            "params": [k("h"), k("s")],
-        },
+    rows = sql_rows(
+        node,
+        rw_key,
+        "SELECT convert_from(k.key, 'UTF8') AS key, k.type, "
+        "convert_from(k.value, 'UTF8') AS value FROM helios_kv.keys k "
+        "WHERE k.db = 0 AND k.key = ANY(ARRAY[convert_to($1, 'UTF8'), "
+        "convert_to($2, 'UTF8')]) ORDER BY 1",
+        [k("h"), k("s")],
     )
-    assert response.status_code == 200, response.text
-    assert response.json()["rows"] == [[k("h"), "hash", None], [k("s"), "string", "hello"]]
-    response = httpx.post(
-        f"{node.api}/query",
-        headers={"Authorization": f"Bearer {rw_key}"},
-        json={
-            "sql": "SELECT score FROM helios_kv.zsets WHERE key = convert_to($1, 'UTF8')",
-            "params": [k("z")],
-        },
-    )
-    assert response.json()["rows"] == [[2.5]]
+    assert rows == [[k("h"), "hash", None], [k("s"), "string", "hello"]]
+    sql = "SELECT score FROM helios_kv.zsets WHERE key = convert_to($1, 'UTF8')"
+    assert sql_rows(node, rw_key, sql, [k("z")]) == [[2.5]]
 
 
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-tools is not installed")

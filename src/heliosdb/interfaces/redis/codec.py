@@ -214,43 +214,47 @@ class RequestParser:
         else:
             self._inline += data
 
+    def has_data(self) -> bool:
+        """Bytes fed and not yet returned as a command (maybe only part of one)."""
+        return self._reader.has_data() if self._multibulk else bool(self._inline)
+
     def next(self) -> list[bytes] | None:
         """The next complete command, None when more bytes are needed."""
         while True:
-            if not self._multibulk:
-                if not self._inline:
+            if self._multibulk:
+                try:
+                    message = self._reader.gets()
+                except hiredis.ProtocolError as exc:
+                    raise ProtocolError(_hiredis_message(str(exc))) from None
+                if message is False:
                     return None
-                if self._inline[:1] == b"*":
-                    self._multibulk = True
-                    data = bytes(self._inline)
-                    self._inline.clear()
-                    self.feed(data)
-                    continue
-                end = self._inline.find(b"\n")
-                if end == -1:
-                    if len(self._inline) > self.max_inline:
-                        raise ProtocolError("too big inline request")
-                    return None
-                line = bytes(self._inline[:end]).rstrip(b"\r")
-                del self._inline[: end + 1]
-                args = split_inline(line)
-                if args:
-                    return args
-                continue
-            try:
-                message = self._reader.gets()
-            except hiredis.ProtocolError as exc:
-                raise ProtocolError(_hiredis_message(str(exc))) from None
-            if message is False:
-                return None
-            self._pending = 0
-            if message is None:
-                continue  # *-1 / *0: Redis skips it
-            if not isinstance(message, list) or not all(isinstance(a, bytes) for a in message):
+                self._pending = 0
+                if type(message) is list and message and _BULKS.issuperset(map(type, message)):
+                    return message
+                if message is None or message == []:
+                    continue  # *-1 / *0: Redis skips it
                 raise ProtocolError(f"expected '$', got '{_type_of(message)}'")
-            if not message:
+            if not self._inline:
+                return None
+            if self._inline[:1] == b"*":
+                self._multibulk = True
+                data = bytes(self._inline)
+                self._inline.clear()
+                self.feed(data)
                 continue
-            return message
+            end = self._inline.find(b"\n")
+            if end == -1:
+                if len(self._inline) > self.max_inline:
+                    raise ProtocolError("too big inline request")
+                return None
+            line = bytes(self._inline[:end]).rstrip(b"\r")
+            del self._inline[: end + 1]
+            args = split_inline(line)
+            if args:
+                return args
+
+
+_BULKS = frozenset({bytes})  # a request's words: bulk strings only
 
 
 def _hiredis_message(text: str) -> str:

@@ -192,6 +192,13 @@ class Session:
     # -- called by the protocol, on the event loop's read callbacks --------------------------
 
     def received(self, data: bytes) -> None:
+        if self.state is IDLE and not self.backlog and len(data) <= READ_CHUNK:
+            try:  # the common case: straight to the parser
+                self.parser.feed(data)
+            except ProtocolError as exc:
+                self.error = exc
+            self.advance()
+            return
         self.backlog.append(data)
         self.backlog_bytes += len(data)
         if self.state is IDLE:
@@ -244,18 +251,29 @@ class Session:
 
     def fast_done(self, replies: bytes) -> None:
         """The coalesced run is answered: write its replies, go on with what came meanwhile."""
-        client = self.client
-        if client.writer is not None and not client.writer.is_closing():
+        client, transport = self.client, self.transport
+        if client.writer is not None and transport is not None and not transport.is_closing():
             if client.outbox:
                 client.outbox.append(replies)
                 client.flush()
             else:
-                client.writer.write(replies)
+                transport.write(replies)
         self.state = IDLE
         if self.starting:  # answered while being started (errors): no recursion
             asyncio.get_running_loop().call_soon(self.advance)
-        else:
+        elif (
+            self.ready
+            or self.backlog
+            or self.parser.has_data()
+            or self.eof
+            or client.closing
+            or self.error is not None
+        ):
             self.advance()
+
+    def answer(self, index: int, reply: bytes) -> None:
+        """The reply of a run of one command (what _Replies does for longer runs)."""
+        self.fast_done(reply)
 
     def fill(self) -> None:
         """Parse received bytes into ``ready`` (64 KiB at a time, up to 1024 commands)."""
@@ -404,13 +422,14 @@ class Session:
     def _coalescable_run(self, batch: list[list[bytes]], start: int) -> int:
         """How many commands from ``start`` are plain GET/SET we may submit together."""
         client = self.client
+        principal = client.principal
         if (
             client.multi is not None
-            or client.subscriber_mode
-            or (client.principal is None and self.server.require_auth)
+            or (client.proto == 2 and (client.channels or client.patterns))  # subscriber mode
+            or (principal is None and self.server.require_auth)
         ):
             return 0
-        read_only = client.principal is not None and client.principal.read_only
+        read_only = principal is not None and principal.read_only
         seen_get = False
         n = 0
         for args in batch[start:]:

@@ -5,7 +5,8 @@
     start_batched   a run of INCR/LPUSH/HSET/SADD/plain ZADD ... (one kind) -> the coalescer
                     directly for the common forms, else their handlers, stepped without a
                     Task (each awaits one coalescer future)
-    _Replies        the run's replies, written together when the last one is known
+    _Replies        the run's replies, written together when the last one is known (a run
+                    of one command answers through Session.answer instead)
 
 Many clients doing one command each is the common load; a Task switch, a dispatch and a
 Future per command would cost more than the command's share of the engine round trip.
@@ -103,7 +104,7 @@ class _IntSlot:
 
     __slots__ = ("_done", "index", "proto", "replies")
 
-    def __init__(self, replies: _Replies, index: int, proto: int) -> None:
+    def __init__(self, replies: _Replies | Session, index: int, proto: int) -> None:
         self.replies = replies
         self.index = index
         self.proto = proto
@@ -132,7 +133,7 @@ class _Slot(_IntSlot):
 
     __slots__ = ("is_set",)
 
-    def __init__(self, replies: _Replies, index: int, is_set: bool, proto: int) -> None:
+    def __init__(self, replies: _Replies | Session, index: int, is_set: bool, proto: int) -> None:
         super().__init__(replies, index, proto)
         self.is_set = is_set
 
@@ -185,7 +186,7 @@ class _Stepper:
 
     __slots__ = ("coro", "index", "proto", "replies")
 
-    def __init__(self, coro: Any, replies: _Replies, index: int, proto: int) -> None:
+    def __init__(self, coro: Any, replies: _Replies | Session, index: int, proto: int) -> None:
         self.coro = coro
         self.replies = replies
         self.index = index
@@ -209,7 +210,7 @@ class _Stepper:
 
 def start_batched(session: Session, commands: list[Command], run: list[list[bytes]]) -> None:
     client, server = session.client, session.server
-    replies = _Replies(session, len(run))
+    replies = session if len(run) == 1 else _Replies(session, len(run))
     server.commands_processed += len(run)
     client.last_command = commands[-1].name
     session.starting = True
@@ -228,7 +229,7 @@ def submit_run(session: Session, run: list[list[bytes]]) -> None:
     client = session.client
     coalescer = session.server.kv.coalescer
     db, proto = client.db, client.proto
-    replies = _Replies(session, len(run))
+    replies = session if len(run) == 1 else _Replies(session, len(run))
     session.server.commands_processed += len(run)
     for index, args in enumerate(run):
         if len(args) == 2:

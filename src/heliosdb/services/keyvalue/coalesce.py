@@ -289,10 +289,9 @@ class Coalescer:
         if not batch:
             return
         try:
-            if sets:
-                await self._run_sets(conn, sets)
+            written = await self._run_sets(conn, sets) if sets else {}
             if gets:
-                await self._run_gets(conn, gets)
+                await self._run_gets(conn, gets, written)
         except Exception as exc:  # noqa: BLE001 - answer each op on its own
             if len(batch) == 1:
                 if not batch[0].future.done():
@@ -398,7 +397,9 @@ class Coalescer:
         if pushed and self.after_commit is not None:
             self.after_commit(pushed)
 
-    async def _run_sets(self, conn: Any, sets: list[_Op]) -> None:
+    async def _run_sets(self, conn: Any, sets: list[_Op]) -> dict[tuple[int, bytes], _Op]:
+        """Every SET of the batch in one upsert, each key once (its last SET's value: the
+        others were overwritten within the batch); the SET that wrote each key."""
         latest: dict[tuple[int, bytes], _Op] = {}
         for op in sets:
             latest[(op.db, op.key)] = op
@@ -423,16 +424,30 @@ class Coalescer:
         for op in sets:
             if not op.future.done():
                 op.future.set_result(None)
+        return latest
 
-    async def _run_gets(self, conn: Any, gets: list[_Op]) -> None:
-        """One ``key = ANY(...)`` index scan per database for every GET of the batch."""
+    async def _run_gets(
+        self, conn: Any, gets: list[_Op], written: dict[tuple[int, bytes], _Op]
+    ) -> None:
+        """One ``key = ANY(...)`` index scan per database for every GET of the batch, each
+        key looked up once; a key this batch's SETs wrote is answered with their value (the
+        SETs ran first: any order of one batch's commands is a valid serial order)."""
         now = now_ms()
         by_db: dict[int, list[_Op]] = {}
         for op in gets:
             by_db.setdefault(op.db, []).append(op)
         for db, ops in by_db.items():
-            rows = await conn.fetch(_GET, db, [op.key for op in ops], now)
-            found = {bytes(r[0]): (r[1], r[2]) for r in rows}
+            found: dict[bytes, tuple[str, bytes]] = {}
+            wanted = []
+            for key in dict.fromkeys([op.key for op in ops]):
+                set_op = written.get((db, key))
+                if set_op is None:
+                    wanted.append(key)
+                elif set_op.expires_at_ms is None or set_op.expires_at_ms > now:
+                    found[key] = ("string", cast(bytes, set_op.value))
+            if wanted:
+                for r in await conn.fetch(_GET, db, wanted, now):
+                    found[bytes(r[0])] = (r[1], r[2])
             for op in ops:
                 if op.future.done():
                     continue

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import logging
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,9 +38,19 @@ from heliosdb.services.keyvalue.subscriptions import Remote, SubscriptionBook
 log = logging.getLogger("heliosdb.services.keyvalue")
 
 CHANNEL = "helios_kv"
-SWEEP_INTERVAL_SECONDS = 0.25
+SWEEP_INTERVAL_SECONDS = 0.25  # the shortest pause between expiry sweeps
+SWEEP_IDLE_SECONDS = 2.0  # the longest: a key given a TTL after a sweep is gone this late
 SWEEP_BATCH = 1000
-MESSAGE_SWEEP_ROUNDS = 40  # stored messages are swept every 40 expiry sweeps (10 s)
+MESSAGE_SWEEP_SECONDS = 10.0  # stored messages are swept this often
+# Up to SWEEP_BATCH expired keys deleted, and when the next live key expires (the sweep
+# sleeps until then: an idle node borrows an engine connection every SWEEP_IDLE_SECONDS).
+_SWEEP = (
+    "WITH gone AS (DELETE FROM helios_kv.keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM "
+    "helios_kv.keys WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)) "
+    "AND expires_at_ms <= $1 RETURNING 1) "
+    "SELECT (SELECT count(*) FROM gone), "
+    "(SELECT min(expires_at_ms) FROM helios_kv.keys WHERE expires_at_ms > $1)"
+)
 NOTIFY_LIMIT = 7000  # the engine caps a NOTIFY payload just under 8000 bytes
 MESSAGE_TTL_SECONDS = 60  # stored (large) messages are read by every node well before this
 _STORE_MESSAGE = "INSERT INTO helios_kv.messages (channel, message) VALUES ($1, $2) RETURNING id"
@@ -413,16 +424,12 @@ class KeyValue:
 
     # -- expiry ----------------------------------------------------------------------------
 
-    async def sweep(self) -> int:
-        """Delete up to SWEEP_BATCH expired keys; return how many."""
+    async def sweep(self) -> tuple[int, int | None]:
+        """Delete up to SWEEP_BATCH expired keys: how many, and when (unix ms) the next
+        live key with a TTL expires (None: no key has one)."""
         async with self.engine.connection(Access.READ_WRITE) as conn:
-            result = await conn.execute(
-                "DELETE FROM helios_kv.keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM "
-                "helios_kv.keys WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)) "
-                "AND expires_at_ms <= $1",
-                now_ms(), SWEEP_BATCH,
-            )  # fmt: skip
-        return int(result.split()[-1])
+            deleted, next_ms = (await conn.fetch(_SWEEP, now_ms(), SWEEP_BATCH))[0]
+        return int(deleted), next_ms
 
     async def sweep_messages(self) -> int:
         """Delete stored pub/sub messages older than MESSAGE_TTL_SECONDS; return how many."""
@@ -431,16 +438,23 @@ class KeyValue:
         return int(result.split()[-1])
 
     async def _sweep_forever(self) -> None:
-        rounds = 0
+        """Sweep when the next key expires (within SWEEP_INTERVAL_SECONDS of it), and at
+        least every SWEEP_IDLE_SECONDS for keys given a TTL since (on any node). Expired
+        keys are invisible to every command whether or not the sweep has deleted them."""
+        messages_swept = 0.0
         while True:
+            delay = SWEEP_IDLE_SECONDS
             try:
-                while await self.sweep() >= SWEEP_BATCH:
-                    pass
-                if rounds % MESSAGE_SWEEP_ROUNDS == 0:
+                deleted, next_ms = await self.sweep()
+                while deleted >= SWEEP_BATCH:
+                    deleted, next_ms = await self.sweep()
+                if next_ms is not None:
+                    delay = min(max((next_ms - now_ms()) / 1000, SWEEP_INTERVAL_SECONDS), delay)
+                if time.monotonic() - messages_swept >= MESSAGE_SWEEP_SECONDS:
+                    messages_swept = time.monotonic()
                     await self.sweep_messages()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("expiry sweep failed", exc_info=True)
-            rounds += 1
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            await asyncio.sleep(delay)
