@@ -326,3 +326,34 @@ async def test_decoding_stays_out_of_the_engine_log(
     received = await events(ws, 20)
     assert {m["subscription_id"] for m in received} == {sub}
     assert decoding_lines() == before, decoding_lines()[len(before) :]
+
+
+async def test_the_slot_moves_past_delivered_events_once_they_are_durable(
+    ws: ClientConnection, api: httpx.AsyncClient, engine_dsn: str, table_name: str
+) -> None:
+    # The streaming leader writes events without waiting for the WAL flush and confirms
+    # the slot only past what is flushed (capture.py, _Durability): on a quiet stream,
+    # within about a second. A slot that never moved would keep all WAL forever.
+    await _create(api, table_name, "id int PRIMARY KEY")
+    await subscribe(ws, table_name)
+    await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
+    (event,) = await events(ws, 1)
+    conn = await asyncpg.connect(engine_dsn)
+    try:
+        commit_lsn = await conn.fetchval(
+            "SELECT commit_lsn FROM helios.change_events WHERE position = $1",
+            event["data"]["position"],
+        )
+        for _ in range(300):
+            confirmed = await conn.fetchval(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots "
+                "WHERE slot_name LIKE 'helios_changes_%'"
+            )
+            if confirmed > commit_lsn:
+                break
+            await asyncio.sleep(0.1)
+        assert confirmed > commit_lsn
+        # ... and only past what the engine has flushed.
+        assert confirmed <= await conn.fetchval("SELECT pg_current_wal_flush_lsn()")
+    finally:
+        await conn.close()

@@ -38,6 +38,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ _SMALL_ROUND = 500
 # A streamed batch ends at the first commit after this long (or when the stream has
 # nothing more waiting): under steady writes, events wait at most this for their write.
 _STREAM_BATCH_SECONDS = 0.002
+# A quiet stream confirms the last batches after this long (see _Durability).
+_IDLE_CONFIRM_SECONDS = 1.0
 _PEEK = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '1', 'publication_names', $4)"
@@ -89,7 +92,7 @@ _INSERT_EVENTS_WITH_PROGRESS = (
     "$2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
     "$8::text[]::json[])), progress AS (UPDATE helios.change_capture SET "
     "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
-    "SELECT pg_notify($12, $11::text)"
+    "SELECT pg_notify($12, $11::text), pg_current_wal_insert_lsn()"
 )
 # The WAL poll adapts to activity: every ``changes.poll_interval`` (5 ms) while changes
 # publish, then, once nothing has published for a while, a tenth of that quiet time, up
@@ -252,6 +255,49 @@ class _Round:
     polled: float = 0.0  # when the WAL flush position that started this round was read
 
 
+class _Durability:
+    """Which stream position may be confirmed: only one whose events are durable.
+
+    The streaming leader's session commits without waiting for the WAL flush
+    (``synchronous_commit = off``: the source transactions are durable already, and a
+    flush wait per batch was one more wait on the way to every subscriber). The slot
+    must still never be confirmed past a transaction whose events could vanish in an
+    engine crash, or they would never be sent again. Each write returns the WAL insert
+    position during its statement, which lies past the commit of every *earlier* write;
+    so an earlier batch's end may be confirmed once the engine has flushed the WAL that
+    far, which the stream shows (logical decoding only sends flushed WAL: a message
+    about a record at or past that position), or, when the stream is quiet, a query
+    of the insert and flush positions.
+    """
+
+    __slots__ = ("_open", "_waiting")
+
+    def __init__(self) -> None:
+        self._waiting: deque[tuple[int, int]] = deque()  # (WAL bound, position to confirm)
+        self._open = 0  # the newest position to confirm, whose bound is not known yet
+
+    def written(self, position: int) -> None:
+        """A batch ends at ``position``: written, or with nothing to write."""
+        self._open = max(self._open, position)
+
+    def bound(self, inserted: int) -> None:
+        """The WAL insert position seen after every batch so far has committed."""
+        if self._open:
+            self._waiting.append((inserted, self._open))
+            self._open = 0
+
+    def pending(self) -> bool:
+        return bool(self._open or self._waiting)
+
+    def due(self, flushed: int) -> int:
+        """The newest position to confirm now that the WAL is flushed to ``flushed``
+        (0: none)."""
+        position = 0
+        while self._waiting and self._waiting[0][0] <= flushed:
+            position = self._waiting.popleft()[1]
+        return position
+
+
 def poll_pause(interval: float, quiet_seconds: float) -> float:
     """How long the leader waits before looking at the WAL again.
 
@@ -348,6 +394,9 @@ class CaptureLeader:
             await self._lead(conn)
             return
         try:
+            # The batch's write need not wait for its WAL flush: _Durability holds the
+            # confirmation back until the engine has flushed past it.
+            await conn.execute("SET synchronous_commit = off")
             await self._follow(conn, stream, last_lsn, position)
         finally:
             stream.close()
@@ -364,6 +413,7 @@ class CaptureLeader:
         whose end precedes the stored end LSN (sent again after a crash) are skipped.
         """
         rnd = _Round(last_lsn, position)
+        durability = _Durability()
         in_transaction = False  # between a Begin and its Commit
         chunked = False  # an engine transaction is open: a chunk of this batch is written
         last_prune = started = time.monotonic()
@@ -371,14 +421,23 @@ class CaptureLeader:
             data = stream.read_nowait()
             if data is None:
                 if rnd.messages and not in_transaction:
-                    rnd = await self._finish(conn, stream, rnd, chunked)
+                    rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
-                    last_lsn, position = rnd.done_lsn, rnd.position
+                stream.confirm(durability.due(stream.received))
                 if time.monotonic() - last_prune > _PRUNE_EVERY_SECONDS and not chunked:
                     last_prune = time.monotonic()
                     await self._prune(conn)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stream.wait(), _PRUNE_EVERY_SECONDS)
+                try:
+                    await asyncio.wait_for(stream.wait(), _IDLE_CONFIRM_SECONDS)
+                except TimeoutError:
+                    if durability.pending() and not chunked:
+                        row = await conn.fetchrow(
+                            "SELECT pg_current_wal_insert_lsn() AS inserted, "
+                            "pg_current_wal_flush_lsn() AS flushed"
+                        )
+                        assert row is not None
+                        durability.bound(int(row["inserted"]))
+                        stream.confirm(durability.due(int(row["flushed"])))
                 continue
             if not rnd.messages:
                 rnd.polled = time.time()
@@ -398,7 +457,7 @@ class CaptureLeader:
                     rnd.messages >= self.settings.batch_changes
                     or time.monotonic() - started > _STREAM_BATCH_SECONDS
                 ):
-                    rnd = await self._finish(conn, stream, rnd, chunked)
+                    rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
             elif len(rnd.pending) >= _WRITE_EVENTS:
                 if not chunked:
@@ -408,13 +467,18 @@ class CaptureLeader:
                 rnd.pending = []
 
     async def _finish(
-        self, conn: asyncpg.Connection, stream: ReplicationStream, rnd: _Round, chunked: bool
+        self,
+        conn: asyncpg.Connection,
+        stream: ReplicationStream,
+        rnd: _Round,
+        chunked: bool,
+        durability: _Durability,
     ) -> _Round:
         """Write a streamed batch (whole transactions), hand it to this node's hub,
-        confirm it to the engine; the next batch's round."""
+        confirm what is durable to the engine; the next batch's round."""
         writing = time.time()
         if rnd.written_end:
-            await self._insert(conn, rnd.pending, progress=rnd)
+            durability.bound(await self._insert(conn, rnd.pending, progress=rnd))
         if chunked:
             await conn.execute("COMMIT")
         if rnd.written_end:
@@ -426,7 +490,8 @@ class CaptureLeader:
                 self.on_written(rnd.handoff or [])
         done_lsn = max(rnd.written_end, rnd.done_lsn)
         # Every transaction up to the last end seen is written or had nothing to write.
-        stream.confirm(max(rnd.last_end, done_lsn))
+        durability.written(max(rnd.last_end, done_lsn))
+        stream.confirm(durability.due(stream.received))
         return _Round(done_lsn, rnd.position)
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
@@ -675,9 +740,11 @@ class CaptureLeader:
         conn: asyncpg.Connection,
         events: list[tuple[ChangeEvent, int, dt.datetime]],
         progress: _Round | None = None,
-    ) -> None:
+    ) -> int:
         """One chunk of events; with ``progress``, also the progress row and the NOTIFY
-        (one statement: for a small round, the whole write is one round trip)."""
+        (one statement: for a small round, the whole write is one round trip), and then
+        the engine's WAL insert position as the statement ran (past the commit of every
+        earlier write)."""
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         for event, commit_lsn, commit_time in events:
             values = (
@@ -688,15 +755,17 @@ class CaptureLeader:
                 target.append(value)
         if progress is None:
             await conn.execute(_INSERT_EVENTS, *columns)
-            return
-        await conn.execute(
+            return 0
+        inserted = await conn.fetchval(
             _INSERT_EVENTS_WITH_PROGRESS,
             *columns,
             self.slot,
             progress.written_end,
             progress.position,
             CHANNEL,
+            column=1,
         )
+        return int(inserted)
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         await prune(conn, self.slot, self.settings.retention_seconds)
