@@ -164,3 +164,42 @@ def _run(port: int, password: str, write: Callable[[redis.Redis], object]) -> No
         write(client)
     finally:
         client.close()
+
+
+def test_counters_of_one_key_summed_in_one_group(r: redis.Redis, k: K) -> None:
+    """INCRBYs of a key that all go one way are applied as their total; each reply is the
+    value after it, in the order sent; mixed directions and overflow answer as one by one."""
+    with r.pipeline(transaction=False) as pipe:
+        for _ in range(20):
+            pipe.incr(k("up"))
+        pipe.incrby(k("up"), 0).incrby(k("up"), 10).decr(k("down")).decrby(k("down"), 4)
+        pipe.incr(k("mixed")).decr(k("mixed")).incrby(k("mixed"), 7).decrby(k("mixed"), 2)
+        assert pipe.execute() == [*range(1, 21), 20, 30, -1, -5, 1, 0, 7, 5]
+    r.set(k("edge"), 2**63 - 3)
+    r.set(k("low"), -(2**63) + 1)
+    with r.pipeline(transaction=False) as pipe:
+        pipe.incr(k("edge")).incr(k("edge")).incr(k("edge")).incr(k("edge"))
+        pipe.decr(k("low")).decr(k("low")).incrby(k("big"), 2**62).incrby(k("big"), 2**62)
+        results = pipe.execute(raise_on_error=False)
+    assert results[:2] == [2**63 - 2, 2**63 - 1]
+    assert [str(x) for x in results[2:4]] == ["increment or decrement would overflow"] * 2
+    assert results[4] == -(2**63)
+    assert str(results[5]) == "increment or decrement would overflow"
+    assert results[6] == 2**62
+    assert str(results[7]) == "increment or decrement would overflow"
+    assert r.get(k("edge")) == str(2**63 - 1).encode()
+    assert r.get(k("big")) == str(2**62).encode()
+    assert [r.get(k(n)) for n in ("up", "down", "mixed")] == [b"30", b"-5", b"5"]
+
+
+def test_many_clients_counting_one_key(redis_port: int, rw_key: str, k: K) -> None:
+    def client(n: int) -> list[int]:
+        conn = connect(redis_port, rw_key)
+        try:
+            return [int(conn.incr(k("hot"))) for _ in range(25)]
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        seen = [value for values in pool.map(client, range(16)) for value in values]
+    assert sorted(seen) == list(range(1, 16 * 25 + 1))  # each INCR saw its own value

@@ -3,14 +3,14 @@
 Callers queue an operation and await its future (or hand a sink); each worker holds one
 engine connection and, whenever it is free, takes every queued operation and runs them as
 one statement per kind (SETs first, deduplicated per key with the last one winning; then
-GETs). Operations in one batch were all in flight at once, so any order among them is a
+GETs, each key read once, and a key the SETs wrote answered with their value). Operations in one batch were all in flight at once, so any order among them is a
 valid serial order, and each client still sees its own commands in order because it
 waits for each reply. If a batch fails, its operations are retried one by one so each
 gets its own answer.
 
 Worker 0 also runs the write groups (INCRBY, pushes, HSET/SADD/ZADD, and any other write
 command as ``tx`` work): first one call per kind (``_run_fast``: an upsert for counters,
-helios_kv.push_group / add_group), then, for whatever those leave and the ``tx`` work, one
+each key's INCRBYs summed when they all go one way; helios_kv.push_group / add_group), then, for whatever those leave and the ``tx`` work, one
 group transaction. The other workers take GET/SET batches only while worker 0 is in a
 group transaction or reconnecting, so batches stay as large as the load makes them.
 """
@@ -171,7 +171,7 @@ class Coalescer:
         return self._submit(_Op("tx", db, b"", None, None, self._future(), work))
 
     def incr(self, db: int, key: bytes, delta: int) -> asyncio.Future[int]:
-        """INCRBY in the next group transaction; all counters of a group cost two statements."""
+        """INCRBY in the next group: one upsert for all its counters (_fast_counters)."""
         return self._submit(_Op("incr", db, key, None, None, self._future(), delta=delta))
 
     def push(
@@ -683,9 +683,10 @@ async def _apply_adds(conn: Any, ops: list[_Op]) -> dict[int, tuple[bool, Any]]:
     return outcomes
 
 
-# INCRBY of keys that are new, or live strings holding a base-10 int64 whose sum stays in
-# range, in one upsert; the keys it does not return (another type, expired, not an integer,
-# overflow) take the group transaction, which answers their errors.
+# INCRBY of keys that are new, or live strings holding a base-10 int64 whose sum with the
+# group's total for the key stays in range, in one upsert; the keys it does not return
+# (another type, expired, not an integer, overflow) take the group transaction, which
+# answers their errors.
 _INCR_FAST = (
     "INSERT INTO helios_kv.keys AS k (db, key, type, value) "
     "SELECT db, key, 'string', convert_to(delta::text, 'UTF8') "
@@ -705,24 +706,36 @@ _ADD_GROUP = "SELECT * FROM helios_kv.add_group($1, $2, $3, $4, $5, $6, $7, $8, 
 Fast = tuple[dict[int, tuple[bool, Any]], list[_Op], Pushed]
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
 async def _fast_counters(conn: Any, ops: list[_Op]) -> Fast:
-    """One upsert for the first INCRBY of each key; repeats go to the group transaction."""
-    first: dict[tuple[int, bytes], _Op] = {}
+    """One upsert for every key's INCRBYs when they all go one way (so the total, checked
+    in range by the upsert, bounds every value in between): each one's reply is the value
+    before the group plus the deltas up to it, in arrival order. A key whose INCRBYs go
+    both ways has its first one here and the rest in the group transaction."""
+    by_key: dict[tuple[int, bytes], list[_Op]] = {}
     for op in ops:
-        first.setdefault((op.db, op.key), op)
-    slots = sorted(first)  # one lock order: no deadlocks
+        by_key.setdefault((op.db, op.key), []).append(op)
+    taken: dict[tuple[int, bytes], list[_Op]] = {}
+    for slot, group in by_key.items():
+        deltas = [op.delta for op in group]
+        one_way = min(deltas) >= 0 or max(deltas) <= 0
+        taken[slot] = group if one_way and INT64[0] <= sum(deltas) <= INT64[1] else group[:1]
+    slots = sorted(taken)  # one lock order: no deadlocks
+    totals = [sum(op.delta for op in taken[s]) for s in slots]
     rows = await conn.fetch(
-        _INCR_FAST,
-        [d for d, _ in slots],
-        [k for _, k in slots],
-        [first[s].delta for s in slots],
-        now_ms(),
+        _INCR_FAST, [d for d, _ in slots], [k for _, k in slots], totals, now_ms()
     )
     done = {(r[0], bytes(r[1])): int(r[2]) for r in rows}
     outcomes: dict[int, tuple[bool, Any]] = {}
-    for slot, op in first.items():
-        if slot in done:
-            outcomes[id(op)] = (True, done[slot])
+    for slot, total in zip(slots, totals, strict=True):
+        if slot not in done:
+            continue
+        value = done[slot] - total
+        for op in taken[slot]:
+            value += op.delta
+            outcomes[id(op)] = (True, value)
     # In arrival order: one client's pipelined INCRs of a key must apply in the order sent.
     return outcomes, [op for op in ops if id(op) not in outcomes], set()
 
