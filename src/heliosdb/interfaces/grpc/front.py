@@ -260,6 +260,7 @@ class FrontConnection(Http2Connection):
         call: _NativeCall | None = stream.call
         if call is not None and call.task is not None:
             call.task.cancel()
+            self.calls.discard(call.task)  # a task cancelled before it ran never ends _run
 
     def on_sent(self, stream: Stream, n: int) -> None:
         if stream.peer is not None and stream.peer_conn is not None:
@@ -271,67 +272,71 @@ class FrontConnection(Http2Connection):
         call: _NativeCall = stream.call
         task = self._loop.create_task(self._run(stream, call))
         call.task = task
-        self.calls.add(task)
-        task.add_done_callback(self.calls.discard)
+        self.calls.add(task)  # taken out by _run itself: no done callback per call
 
     async def _run(self, stream: Stream, call: _NativeCall) -> None:
-        body = b"".join(call.body) if len(call.body) != 1 else call.body[0]
-        if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5]) != len(body) - 5:
-            self._finish(stream, _status(grpc.StatusCode.INTERNAL, _ONE_MESSAGE))
-            return
-        parsed = self._call_headers(call.headers)
-        timeout = parsed.timeout
-        context = CallContext(parsed.metadata, parsed.credential)
         try:
-            request = call.method.request_type.FromString(body[5:])
-            owner = self.front.owner_of(call.method, request)
-            if owner is not None:
-                # Another process holds the transaction: the call goes there whole.
-                self._relay(stream, call.headers, False, owner, body)
+            body = b"".join(call.body) if len(call.body) != 1 else call.body[0]
+            if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5]) != len(body) - 5:
+                self._finish(stream, _status(grpc.StatusCode.INTERNAL, _ONE_MESSAGE))
                 return
-            handler = call.method.handler
-            if call.method.streaming:
-                await self._run_stream(stream, handler(request, context), context, timeout)
-                return
-            if timeout is None:
-                response = await handler(request, context)
-            else:
-                async with asyncio.timeout(timeout):
+            parsed = self._call_headers(call.headers)
+            timeout = parsed.timeout
+            context = CallContext(parsed.metadata, parsed.credential)
+            try:
+                request = call.method.request_type.FromString(body[5:])
+                owner = self.front.owner_of(call.method, request)
+                if owner is not None:
+                    # Another process holds the transaction: the call goes there whole.
+                    self._relay(stream, call.headers, False, owner, body)
+                    return
+                handler = call.method.handler
+                if call.method.streaming:
+                    await self._run_stream(stream, handler(request, context), context, timeout)
+                    return
+                if timeout is None:
                     response = await handler(request, context)
-        except grpc.aio.AbortError:
-            assert context.status is not None
-            self._finish(stream, context.status)
-            return
-        except TimeoutError:
-            self._finish(stream, _status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-            return
-        except Exception as exc:  # noqa: BLE001 - a bad request body; the servicer funnels the rest
-            log.debug("gRPC request not decoded: %s", exc)
-            self._finish(stream, _status(grpc.StatusCode.INTERNAL, "cannot decode the request"))
-            return
-        if stream.id not in self.streams or self.closed:
-            return  # reset by the client meanwhile
-        payload = response.SerializeToString()
-        if len(payload) > self.front.max_message_bytes:
-            self._finish(stream, _status(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                         "response message larger than max"))  # fmt: skip
-            return
-        message = b"\x00" + len(payload).to_bytes(4) + payload
-        max_frame = self.peer_max_frame
-        if len(message) <= min(stream.window, self.send_window, max_frame) and not stream.queue:
-            # The common case, in one write: headers, the message, the trailers.
-            stream.window -= len(message)
-            self.send_window -= len(message)
-            self.write(
-                h2.frame(h2.HEADERS, h2.END_HEADERS, stream.id, self.front.response_block)
-                + h2.frame(h2.DATA, 0, stream.id, message)
-                + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS)
-            )
-            self._ended_by_us(stream)
-            return
-        self.send_headers(stream, self.front.response_block)
-        self.send_data(stream, message)
-        self.send_headers(stream, _OK_TRAILERS, end_stream=True)
+                else:
+                    async with asyncio.timeout(timeout):
+                        response = await handler(request, context)
+            except grpc.aio.AbortError:
+                assert context.status is not None
+                self._finish(stream, context.status)
+                return
+            except TimeoutError:
+                self._finish(
+                    stream, _status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - a bad request body; the servicer funnels the rest
+                log.debug("gRPC request not decoded: %s", exc)
+                self._finish(stream, _status(grpc.StatusCode.INTERNAL, "cannot decode the request"))
+                return
+            if stream.id not in self.streams or self.closed:
+                return  # reset by the client meanwhile
+            payload = response.SerializeToString()
+            if len(payload) > self.front.max_message_bytes:
+                self._finish(stream, _status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                             "response message larger than max"))  # fmt: skip
+                return
+            message = b"\x00" + len(payload).to_bytes(4) + payload
+            max_frame = self.peer_max_frame
+            if len(message) <= min(stream.window, self.send_window, max_frame) and not stream.queue:
+                # The common case, in one write: headers, the message, the trailers.
+                stream.window -= len(message)
+                self.send_window -= len(message)
+                self.write(
+                    h2.frame(h2.HEADERS, h2.END_HEADERS, stream.id, self.front.response_block)
+                    + h2.frame(h2.DATA, 0, stream.id, message)
+                    + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS)
+                )
+                self._ended_by_us(stream)
+                return
+            self.send_headers(stream, self.front.response_block)
+            self.send_data(stream, message)
+            self.send_headers(stream, _OK_TRAILERS, end_stream=True)
+        finally:
+            self.calls.discard(call.task)  # type: ignore[arg-type]
 
     async def _run_stream(
         self,

@@ -111,6 +111,10 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
         self.services = services
         self.batch_rows = services.settings.grpc.stream_batch_rows
         self.prefix = "" if process is None else f"{process}."
+        # ``await self.principal(context)``: authenticate itself, one coroutine per call.
+        self.principal: Callable[[Context], Awaitable[Principal]] = functools.partial(
+            authenticate, services.keys
+        )
 
     def _local(self, transaction_id: str) -> str:
         """A transaction id as this process's service knows it (one of another process's,
@@ -118,9 +122,6 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
         if self.prefix and transaction_id.startswith(self.prefix) and transaction_id != self.prefix:
             return transaction_id[len(self.prefix) :]
         return transaction_id
-
-    async def principal(self, context: Context) -> Principal:
-        return await authenticate(self.services.keys, context)
 
     # -- queries ---------------------------------------------------------------------------
 
