@@ -49,6 +49,8 @@ class ChangeService:
         self.hub = Hub(engine, self.slot)
         self.leader = CaptureLeader(engine, settings, self.slot)
         self.leader.on_written = self.hub.dispatch_written
+        self.leader.on_writing = self.hub.expect_written
+        self.leader.on_stopped = self.hub.leader_stopped
         self.available = False
         self._tasks: list[asyncio.Task[None]] = []
         # Subscriptions with the same filter on the same table share one compiled filter,

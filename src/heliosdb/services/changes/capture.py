@@ -323,6 +323,10 @@ class CaptureLeader:
         # This node's hub takes the events straight from here, saving the round trip
         # through NOTIFY and a read (other nodes read them from the table).
         self.on_written: Callable[[list[ChangeEvent]], None] | None = None
+        # Before each write, the last position it writes (its NOTIFY needs no read on
+        # this node: the events follow from memory); and when this node stops leading.
+        self.on_writing: Callable[[int], None] | None = None
+        self.on_stopped: Callable[[], None] | None = None
 
     async def run(self) -> None:
         while True:
@@ -363,6 +367,8 @@ class CaptureLeader:
                 log.exception("change capture failed; retrying")
                 await asyncio.sleep(1.0)
             finally:
+                if self.is_leader and self.on_stopped is not None:
+                    self.on_stopped()
                 self.is_leader = False
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -478,6 +484,7 @@ class CaptureLeader:
         confirm what is durable to the engine; the next batch's round."""
         writing = time.time()
         if rnd.written_end:
+            self._announce(rnd)
             durability.bound(await self._insert(conn, rnd.pending, progress=rnd))
         if chunked:
             await conn.execute("COMMIT")
@@ -601,6 +608,7 @@ class CaptureLeader:
                 await self._decode(conn, pgoutput.parse_message(row["data"]), rnd)
             if rnd.written_end:
                 # One statement: nothing visible before all of it is written.
+                self._announce(rnd)
                 await self._insert(conn, rnd.pending, progress=rnd)
                 rnd.pending = []
         if rnd.written_end and stagetimes.enabled():
@@ -611,6 +619,10 @@ class CaptureLeader:
             # the table in pages, like any other node.
             self.on_written(rnd.handoff or [])
         return rnd
+
+    def _announce(self, rnd: _Round) -> None:
+        if rnd.handoff is not None and self.on_writing is not None:
+            self.on_writing(rnd.position)
 
     async def _big_round(self, conn: asyncpg.Connection, flush: int, rnd: _Round) -> None:
         """Peek up to ``flush`` through a cursor and write the events as they decode.

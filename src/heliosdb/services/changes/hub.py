@@ -109,6 +109,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._inbox: deque[ChangeEvent] = deque()  # from this node's leader, in order
         self._queued = 0  # the newest position queued in the inbox
+        self._expected = 0  # the newest position this node's leader is writing
         self._need_read = True
         self.on_dispatch: Callable[[ChangeEvent], None] | None = None  # benchmarks, metrics
 
@@ -225,6 +226,18 @@ class Hub:
             self._need_read = True
         self._wake.set()
 
+    def expect_written(self, position: int) -> None:
+        """This node's leader is about to write events through ``position`` and will
+        hand them over (dispatch_written): their NOTIFY needs no read of the table."""
+        self._expected = position
+
+    def leader_stopped(self) -> None:
+        """This node's leader failed or stopped: a write it announced may have
+        committed without a hand-over, so the table is read (and every NOTIFY is again)."""
+        self._expected = 0
+        self._need_read = True
+        self._wake.set()
+
     async def run(self, start_position: int) -> None:
         self.delivered = max(self.delivered, start_position)
         while True:
@@ -260,13 +273,14 @@ class Hub:
                         await asyncio.wait_for(conn.close(), 2)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        # The payload is the newest position written; the leader's own node usually has
-        # it queued already (dispatch_written), and then needs no read.
+        # The payload is the newest position written; the leader's own node has it
+        # queued already (dispatch_written), or will as soon as the leader's write
+        # returns (expect_written): the NOTIFY may arrive first. Then no read.
         try:
             newest = int(str(payload))
         except ValueError:
             newest = -1
-        if newest < 0 or newest > max(self._queued, self.delivered):
+        if newest < 0 or newest > max(self._queued, self.delivered, self._expected):
             self._need_read = True
             self._wake.set()
 

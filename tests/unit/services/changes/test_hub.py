@@ -1,0 +1,46 @@
+"""The hub's rule for reading the event table after a NOTIFY (services/changes/hub.py):
+events this node's own leader is writing come from memory, whichever arrives first."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from heliosdb.engine import Engine
+from heliosdb.services.changes.events import ChangeEvent
+from heliosdb.services.changes.hub import Hub
+
+
+def _event(position: int) -> ChangeEvent:
+    return ChangeEvent(position, "public", "t", "INSERT", b"{}")
+
+
+def _hub() -> Hub:
+    hub = Hub(cast(Engine, None), "slot")  # the engine is only used by run()
+    hub._need_read = False
+    return hub
+
+
+def test_a_notify_for_what_the_local_leader_is_writing_needs_no_read() -> None:
+    hub = _hub()
+    hub.expect_written(3)
+    hub._notified(None, 0, "helios_changes", "3")  # the NOTIFY before the hand-over
+    assert not hub._need_read
+    hub.dispatch_written([_event(1), _event(2), _event(3)])
+    assert not hub._need_read and hub._queued == 3
+
+
+def test_a_notify_past_what_the_local_leader_writes_is_read() -> None:
+    hub = _hub()
+    hub.expect_written(3)
+    hub._notified(None, 0, "helios_changes", "4")  # another node's leader wrote 4
+    assert hub._need_read
+
+
+def test_when_the_local_leader_stops_the_table_is_read_and_notifies_count_again() -> None:
+    hub = _hub()
+    hub.expect_written(3)  # the write may have committed without a hand-over
+    hub.leader_stopped()
+    assert hub._need_read
+    hub._need_read = False
+    hub._notified(None, 0, "helios_changes", "3")
+    assert hub._need_read
