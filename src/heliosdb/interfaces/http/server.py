@@ -180,9 +180,7 @@ class _LaneCycle:
         transport = protocol.coalescing
         if self.disconnected or transport.is_closing():
             return
-        parts = [STATUS_LINE[status]]
-        for name, value in protocol.server_state.default_headers:
-            parts += (name, b": ", value, b"\r\n")
+        parts = [STATUS_LINE[status], _default_headers(protocol.server_state.default_headers)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
@@ -194,12 +192,42 @@ class _LaneCycle:
         protocol.on_response_complete()
 
 
+_joined_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _default_headers(defaults: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (the date, which its server loop replaces every second)
+    as response header lines, joined once per new list."""
+    global _joined_defaults
+    if _joined_defaults[0] is not defaults:
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+        _joined_defaults = (defaults, lines)
+    return _joined_defaults[1]
+
+
 class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the lane, an ASGI scope built only for requests
+    ASGI answers, and one keep-alive timer per connection instead of one per response."""
+
     lanes: ClassVar[dict[bytes, Lane]] = {}  # raw POST path -> lane (HttpListener sets it)
+    idle_since: float | None = None  # loop time the last response left; None: busy
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.coalescing = _CoalescingTransport(transport, self.loop)
         super().connection_made(self.coalescing)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    def on_message_begin(self) -> None:
+        # uvicorn's, minus the ASGI scope (a dict and a copy of the app state): built in
+        # on_headers_complete when ASGI answers the request.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
 
     def on_headers_complete(self) -> None:
         lane = self.lanes.get(self.url)
@@ -209,7 +237,45 @@ class _HttpProtocol(HttpToolsProtocol):
                 keep_alive = self.parser.should_keep_alive()
                 self.cycle = _LaneCycle(lane, self.url, headers, keep_alive)  # type: ignore[assignment]
                 return
+        # uvicorn's own scope, around the request line and headers already read
+        url, headers_read, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers_read, expect
+        self.scope["headers"] = headers_read
         super().on_headers_complete()
+
+    # Keep-alive: uvicorn arms a timer after every response and cancels it when the next
+    # request's bytes arrive (a TimerHandle made and cancelled per request). Here a
+    # connection notes when it went idle, and one timer looks again when it fires.
+    def _unset_keepalive_if_required(self) -> None:
+        self.idle_since = None  # bytes came in: busy until the next response is complete
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with the keep-alive timer above.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._check_keep_alive
+            )
+
+    def _check_keep_alive(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.idle_since is None:
+            return  # busy: the next complete response arms the timer again
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._check_keep_alive)
+        else:
+            self.timeout_keep_alive_handler()
 
     def _lane_headers(self, lane: Lane) -> dict[str, str] | None:
         """The request's headers if the lane takes it, else None (ASGI answers it)."""
