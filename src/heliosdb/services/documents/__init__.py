@@ -4,6 +4,7 @@ store.py        DocumentStore, the service interfaces call
 catalog.py      names, engine tables and indexes, the helios_documents catalog
 bsonform.py     exact BSON bytes and the JSONB query form beside them
 filters.py      query filters and sorts compiled to SQL
+lookups.py      concurrent finds by _id batched into one statement
 matcher.py      the same filters evaluated in Python on fetched documents
 updates.py      update operators
 projection.py   find() projections

@@ -122,7 +122,7 @@ class _Compiler:
                 raise invalid(f"{key} is not supported", kind="not_implemented")
             elif key.startswith("$"):
                 raise bad_value(f"unknown top level operator: {key}")
-            elif top and key == "_id" and self._plain_id(value):
+            elif top and key == "_id" and plain_id(value):
                 parts.append(_Sql(f"_id = {self.params.add(query_form(value), 'jsonb')}"))
             elif (
                 top
@@ -130,7 +130,7 @@ class _Compiler:
                 and isinstance(value, dict)
                 and list(value) == ["$in"]
                 and isinstance(value["$in"], list)
-                and all(self._plain_id(v) for v in value["$in"])
+                and all(plain_id(v) for v in value["$in"])
             ):
                 ids = [query_form(v) for v in value["$in"]]
                 parts.append(_Sql(f"_id = ANY({self.params.add(ids, 'jsonb[]')})"))
@@ -149,12 +149,6 @@ class _Compiler:
             else:
                 parts.append(self.field(key, value, ctx, top=top))
         return parts
-
-    @staticmethod
-    def _plain_id(value: Any) -> bool:
-        if isinstance(value, (Regex, re.Pattern, list)):
-            return False
-        return not (isinstance(value, dict) and any(k.startswith("$") for k in value))
 
     def field(self, path: str, value: Any, ctx: str, *, top: bool) -> str | _Sql:
         target = ctx + jsonpath_of(path)
@@ -398,6 +392,13 @@ class _Compiler:
             self.vars_ref = self.params.add(self.vars, "jsonb")
         path = self.params.add(part, "jsonpath")
         return f"jsonb_path_match(doc, {path}, {self.vars_ref}, true)"
+
+
+def plain_id(value: Any) -> bool:
+    """An ``_id`` value that equality on the primary key answers (``_id = $n``)."""
+    if isinstance(value, (Regex, re.Pattern, list)):
+        return False
+    return not (isinstance(value, dict) and any(k.startswith("$") for k in value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import sys
 import time
@@ -44,7 +45,9 @@ from heliosdb.services.documents.filters import (
     compile_filter,
     compile_sort,
     equality_fields,
+    plain_id,
 )
+from heliosdb.services.documents.lookups import IdLookups
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pushdown import plan_pipeline
 from heliosdb.services.documents.updates import (
@@ -173,6 +176,7 @@ class DocumentStore:
         self._ttl_task: asyncio.Task[None] | None = None
         self._parking = Parking()
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._lookups = IdLookups()
 
     # -- plumbing ----------------------------------------------------------------------
     def _conn(self, principal: Principal, *, write: bool = False) -> _Statement:
@@ -805,6 +809,27 @@ class DocumentStore:
     ) -> list[bytes | Document]:
         catalog.check_db_name(db)
         projection.check(query.projection)
+        spec = query.filter
+        if (
+            spec is not None
+            and len(spec) == 1
+            and "_id" in spec
+            and plain_id(spec["_id"])
+            and not query.sort
+            and not query.skip
+            and transactions.current() is None
+        ):
+            found = await self._find_by_id(principal, db, coll, query)
+        else:
+            found = await self._find_rows(principal, db, coll, query)
+        if not query.projection:
+            return list(found)
+        return [projection.project(bsonform.decode(r), query.projection, spec) for r in found]
+
+    async def _find_rows(
+        self, principal: Principal, db: str, coll: str, query: FindQuery
+    ) -> list[bytes]:
+        """The stored BSON of every document ``query`` selects, in one statement."""
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         where = compile_filter(query.filter, params, indexed)
@@ -818,12 +843,33 @@ class DocumentStore:
             sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(_fetch(conn, sql, params.values), [])
-        if not query.projection:
-            return [bytes(r["bson"]) for r in rows]
-        return [
-            projection.project(bsonform.decode(r["bson"]), query.projection, query.filter)
-            for r in rows
-        ]
+        return [bytes(r["bson"]) for r in rows]
+
+    async def _find_by_id(
+        self, principal: Principal, db: str, coll: str, query: FindQuery
+    ) -> list[bytes]:
+        """A find of one plain ``_id``: alone when no other is in flight for this
+        collection and principal, else in the next batch (lookups.py)."""
+        target = table(db, coll)
+        key = (principal.id, target, principal.access)
+        lookups = self._lookups
+        if lookups.busy(key):
+            assert query.filter is not None
+            return await lookups.queue(key, bsonform.query_form(query.filter["_id"]))
+        lookups.begin(key)
+        try:
+            return await self._find_rows(principal, db, coll, query)
+        finally:
+            lookups.end(key, functools.partial(self._lookup_batch, principal), target)
+
+    def lookup_batches(self) -> tuple[int, int]:
+        """(statements that served batched finds by _id, the finds they served)."""
+        return self._lookups.batches, self._lookups.batched
+
+    async def _lookup_batch(self, principal: Principal, sql: str, values: list[Any]) -> list[Any]:
+        async with self._conn(principal) as conn:
+            rows: list[Any] = await self._missing_ok(_fetch(conn, sql, values), [])
+            return rows
 
     async def count(
         self,

@@ -193,6 +193,7 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
     """Uptime, connections, operation counters of this node's MongoDB listener."""
     state = session.state
     uptime = time.monotonic() - state.started_monotonic
+    batches = session.services.documents.lookup_batches()
     return {
         "host": socket.gethostname(),
         "version": VERSION,
@@ -219,6 +220,10 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
         },
         "metrics": {"cursor": {"open": {"total": Int64(len(state.cursors))}}},
         "storageEngine": {"name": "heliosdb"},
+        # Finds by _id that concurrent clients shared a statement for (lookups.py).
+        "heliosdb": {
+            "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True))
+        },
     }
 
 
