@@ -326,9 +326,7 @@ class FrontConnection(Http2Connection):
                 stream.window -= len(message)
                 self.send_window -= len(message)
                 self.write(
-                    h2.frame(h2.HEADERS, h2.END_HEADERS, stream.id, self.front.response_block)
-                    + h2.frame(h2.DATA, 0, stream.id, message)
-                    + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS)
+                    h2.unary_frames(stream.id, self.front.response_block, message, _OK_TRAILERS)
                 )
                 self._ended_by_us(stream)
                 return

@@ -63,6 +63,25 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(n >> 16, n & 0xFFFF, kind, flags, stream_id) + payload
 
 
+_HEADERS_ONLY = bytes((HEADERS, END_HEADERS))
+_DATA_PLAIN = bytes((DATA, 0))
+_HEADERS_LAST = bytes((HEADERS, END_HEADERS | END_STREAM))
+
+
+def unary_frames(stream_id: int, head: bytes, message: bytes, trailers: bytes) -> bytes:
+    """A whole unary answer: HEADERS ``head``, one DATA frame ``message``, then HEADERS
+    ``trailers`` ending the stream (what three ``frame()`` calls make, in one join). The
+    caller checks that the message fits one frame and the windows."""
+    sid = stream_id.to_bytes(4)
+    return b"".join(
+        (
+            len(head).to_bytes(3), _HEADERS_ONLY, sid, head,
+            len(message).to_bytes(3), _DATA_PLAIN, sid, message,
+            len(trailers).to_bytes(3), _HEADERS_LAST, sid, trailers,
+        )
+    )  # fmt: skip
+
+
 def headers_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int) -> bytes:
     """HEADERS (and CONTINUATION frames when the block is larger than ``max_frame``)."""
     flags = END_STREAM if end_stream else 0

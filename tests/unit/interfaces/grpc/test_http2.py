@@ -15,6 +15,16 @@ def test_frame_round_trips_through_reader() -> None:
     assert reader.feed(data) == [(h2.HEADERS, h2.END_HEADERS, 3, b"abc"), (h2.DATA, 1, 3, b"xy")]
 
 
+@pytest.mark.parametrize("stream_id", [1, 255, 65_537, 2**31 - 1])
+def test_unary_frames_are_the_three_frames(stream_id: int) -> None:
+    head, message, trailers = h2.response_headers(), b"\x00\x00\x00\x00\x03abc", b"\x00t"
+    assert h2.unary_frames(stream_id, head, message, trailers) == (
+        h2.frame(h2.HEADERS, h2.END_HEADERS, stream_id, head)
+        + h2.frame(h2.DATA, 0, stream_id, message)
+        + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream_id, trailers)
+    )
+
+
 def test_reader_keeps_partial_frames_until_complete() -> None:
     data = h2.frame(h2.DATA, 0, 1, b"x" * 100)
     reader = h2.FrameReader()
