@@ -405,6 +405,62 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        15,
+        "key-value: items follow their key row through triggers instead of foreign keys",
+        """
+        -- A foreign key checks every inserted item against its key row (a query and a row
+        -- lock per item: most of an LPUSH group's engine time) and cascades a deleted key
+        -- to all four item tables. HeliosDB writes a key row before its items in the same
+        -- transaction, with the row locked; these triggers keep the cascades, for the key's
+        -- own type only (services/keyvalue/schema.py).
+        ALTER TABLE helios_kv.hashes DROP CONSTRAINT hashes_db_key_fkey;
+        ALTER TABLE helios_kv.lists DROP CONSTRAINT lists_db_key_fkey;
+        ALTER TABLE helios_kv.sets DROP CONSTRAINT sets_db_key_fkey;
+        ALTER TABLE helios_kv.zsets DROP CONSTRAINT zsets_db_key_fkey;
+        CREATE FUNCTION helios_kv.drop_items() RETURNS trigger LANGUAGE plpgsql AS $f$
+        BEGIN
+            CASE OLD.type
+            WHEN 'hash' THEN
+                DELETE FROM helios_kv.hashes WHERE db = OLD.db AND key = OLD.key;
+            WHEN 'list' THEN
+                DELETE FROM helios_kv.lists WHERE db = OLD.db AND key = OLD.key;
+            WHEN 'set' THEN
+                DELETE FROM helios_kv.sets WHERE db = OLD.db AND key = OLD.key;
+            WHEN 'zset' THEN
+                DELETE FROM helios_kv.zsets WHERE db = OLD.db AND key = OLD.key;
+            ELSE
+            END CASE;
+            RETURN NULL;
+        END
+        $f$;
+        CREATE FUNCTION helios_kv.move_items() RETURNS trigger LANGUAGE plpgsql AS $f$
+        BEGIN
+            CASE OLD.type
+            WHEN 'hash' THEN
+                UPDATE helios_kv.hashes SET db = NEW.db, key = NEW.key
+                WHERE db = OLD.db AND key = OLD.key;
+            WHEN 'list' THEN
+                UPDATE helios_kv.lists SET db = NEW.db, key = NEW.key
+                WHERE db = OLD.db AND key = OLD.key;
+            WHEN 'set' THEN
+                UPDATE helios_kv.sets SET db = NEW.db, key = NEW.key
+                WHERE db = OLD.db AND key = OLD.key;
+            WHEN 'zset' THEN
+                UPDATE helios_kv.zsets SET db = NEW.db, key = NEW.key
+                WHERE db = OLD.db AND key = OLD.key;
+            ELSE
+            END CASE;
+            RETURN NULL;
+        END
+        $f$;
+        CREATE TRIGGER items_follow_delete AFTER DELETE ON helios_kv.keys
+            FOR EACH ROW WHEN (OLD.type <> 'string') EXECUTE FUNCTION helios_kv.drop_items();
+        CREATE TRIGGER items_follow_rename AFTER UPDATE OF db, key ON helios_kv.keys
+            FOR EACH ROW WHEN (OLD.type <> 'string' AND (OLD.db, OLD.key) <> (NEW.db, NEW.key))
+            EXECUTE FUNCTION helios_kv.move_items();
+        """,
+    ),
 ]
 
 

@@ -6,11 +6,13 @@
     helios_kv.sets     (db, key, member)
     helios_kv.zsets    (db, key, member) -> score
 
-Collections reference their key row (ON DELETE/UPDATE CASCADE), so deleting or renaming a
-key is one statement. ``version`` changes on every write (WATCH compares it);
-``expires_at_ms`` is unix time in milliseconds and every read filters on it; ``key_hash``
-orders SCAN so a cursor survives concurrent inserts and deletes.
-The DDL is engine migration 3 (engine/migrations.py); grants are applied at start.
+Collections follow their key row: triggers on helios_kv.keys (migration 15; foreign keys
+until then, whose per-item check cost more than the insert) delete or move a collection's
+items with its row, so deleting or renaming a key is one statement. ``version`` changes on
+every write (WATCH compares it); ``expires_at_ms`` is unix time in milliseconds and every
+read filters on it; ``key_hash`` orders SCAN so a cursor survives concurrent inserts and
+deletes. The DDL is engine migrations 4, 9, 12 and 15 (engine/migrations.py); grants are
+applied at start.
 """
 
 from __future__ import annotations
