@@ -51,7 +51,7 @@ from heliosdb.engine.quoting import qualified, quote_ident
 from heliosdb.engine.replication import ReplicationError, ReplicationStream
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.changes import pgoutput, stagetimes
-from heliosdb.services.changes.events import ChangeEvent
+from heliosdb.services.changes.events import ChangeEvent, encode_notice
 from heliosdb.services.changes.values import BUILTIN_TYPES, TypeInfo, convert
 from heliosdb.settings import ChangesSettings
 
@@ -92,7 +92,7 @@ _INSERT_EVENTS_WITH_PROGRESS = (
     "$2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
     "$8::text[]::json[])), progress AS (UPDATE helios.change_capture SET "
     "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
-    "SELECT pg_notify($12, $11::text), pg_current_wal_insert_lsn()"
+    "SELECT pg_notify($12, $13), pg_current_wal_insert_lsn()"
 )
 # The WAL poll adapts to activity: every ``changes.poll_interval`` (5 ms) while changes
 # publish, then, once nothing has published for a while, a tenth of that quiet time, up
@@ -775,6 +775,7 @@ class CaptureLeader:
             progress.written_end,
             progress.position,
             CHANNEL,
+            encode_notice(progress.position, progress.handoff),
             column=1,
         )
         return int(inserted)

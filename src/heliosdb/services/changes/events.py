@@ -61,3 +61,45 @@ class ChangeEvent:
             "position": position,
         }
         return cls(position, schema, table, event_type, orjson.dumps(data), transaction_id, data)
+
+
+# A NOTIFY payload must stay under 8000 bytes; smaller batches travel in it whole.
+NOTICE_BYTES = 7900
+
+
+def encode_notice(newest: int, events: list[ChangeEvent] | None) -> str:
+    """The capture NOTIFY's payload: the newest position written and, when they fit,
+    the events themselves, so other processes and nodes dispatch them without reading
+    the table. Lines: the position, then per event a JSON header ``[schema, table,
+    event_type, position]`` and its payload (orjson writes no raw newline)."""
+    head = str(newest)
+    if not events:
+        return head
+    parts = [head.encode()]
+    size = len(parts[0])
+    for event in events:
+        header = orjson.dumps([event.schema, event.table, event.event_type, event.position])
+        size += len(header) + len(event.payload) + 2
+        if size > NOTICE_BYTES:
+            return head
+        parts += (header, event.payload)
+    try:
+        return b"\n".join(parts).decode()
+    except UnicodeDecodeError:  # payloads are orjson's UTF-8: not expected
+        return head
+
+
+def parse_notice(text: str) -> tuple[int, list[ChangeEvent] | None]:
+    """``encode_notice``'s inverse: (newest position or -1, the events or None)."""
+    lines = text.split("\n")
+    try:
+        newest = int(lines[0])
+    except ValueError:
+        return -1, None
+    if len(lines) < 3:
+        return newest, None
+    events = []
+    for i in range(1, len(lines) - 1, 2):
+        schema, table, event_type, position = orjson.loads(lines[i])
+        events.append(ChangeEvent(position, schema, table, event_type, lines[i + 1].encode()))
+    return newest, events

@@ -29,7 +29,7 @@ from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.security.principals import Principal
 from heliosdb.services.changes import stagetimes
 from heliosdb.services.changes.capture import CHANNEL
-from heliosdb.services.changes.events import ChangeEvent
+from heliosdb.services.changes.events import ChangeEvent, parse_notice
 from heliosdb.services.changes.filters import RowFilter
 
 log = logging.getLogger("heliosdb.changes")
@@ -273,14 +273,16 @@ class Hub:
                         await asyncio.wait_for(conn.close(), 2)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        # The payload is the newest position written; the leader's own node has it
-        # queued already (dispatch_written), or will as soon as the leader's write
-        # returns (expect_written): the NOTIFY may arrive first. Then no read.
-        try:
-            newest = int(str(payload))
-        except ValueError:
-            newest = -1
-        if newest < 0 or newest > max(self._queued, self.delivered, self._expected):
+        # The payload is the newest position written, and the events when they fit
+        # (events.encode_notice). The leader's own node has them queued already
+        # (dispatch_written), or will as soon as the leader's write returns
+        # (expect_written): the NOTIFY may arrive first. Then nothing to do.
+        newest, events = parse_notice(str(payload))
+        if 0 <= newest <= max(self._queued, self.delivered, self._expected):
+            return
+        if events:
+            self.dispatch_written(events)  # or a read, when they do not follow on
+        else:
             self._need_read = True
             self._wake.set()
 

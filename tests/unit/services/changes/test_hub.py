@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import cast
 
 from heliosdb.engine import Engine
-from heliosdb.services.changes.events import ChangeEvent
+from heliosdb.services.changes.events import ChangeEvent, encode_notice
 from heliosdb.services.changes.hub import Hub
 
 
@@ -44,3 +44,12 @@ def test_when_the_local_leader_stops_the_table_is_read_and_notifies_count_again(
     hub._need_read = False
     hub._notified(None, 0, "helios_changes", "3")
     assert hub._need_read
+
+
+def test_events_in_a_notify_that_follow_on_are_queued_without_a_read() -> None:
+    hub = _hub()
+    hub.delivered = 2
+    hub._notified(None, 0, "helios_changes", encode_notice(4, [_event(3), _event(4)]))
+    assert not hub._need_read and hub._queued == 4
+    hub._notified(None, 0, "helios_changes", encode_notice(7, [_event(6), _event(7)]))
+    assert hub._need_read  # 5 is missing: read the table, in order
