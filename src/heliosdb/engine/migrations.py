@@ -434,23 +434,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             RETURN NULL;
         END
         $f$;
+        -- RENAME and SWAPDB only: one dynamic statement (planned per key) does.
         CREATE FUNCTION helios_kv.move_items() RETURNS trigger LANGUAGE plpgsql AS $f$
         BEGIN
-            CASE OLD.type
-            WHEN 'hash' THEN
-                UPDATE helios_kv.hashes SET db = NEW.db, key = NEW.key
-                WHERE db = OLD.db AND key = OLD.key;
-            WHEN 'list' THEN
-                UPDATE helios_kv.lists SET db = NEW.db, key = NEW.key
-                WHERE db = OLD.db AND key = OLD.key;
-            WHEN 'set' THEN
-                UPDATE helios_kv.sets SET db = NEW.db, key = NEW.key
-                WHERE db = OLD.db AND key = OLD.key;
-            WHEN 'zset' THEN
-                UPDATE helios_kv.zsets SET db = NEW.db, key = NEW.key
-                WHERE db = OLD.db AND key = OLD.key;
-            ELSE
-            END CASE;
+            EXECUTE format(
+                'UPDATE helios_kv.%I SET db = $1, key = $2 WHERE db = $3 AND key = $4',
+                CASE OLD.type WHEN 'hash' THEN 'hashes' WHEN 'list' THEN 'lists'
+                    WHEN 'set' THEN 'sets' ELSE 'zsets' END
+            ) USING NEW.db, NEW.key, OLD.db, OLD.key;
             RETURN NULL;
         END
         $f$;
