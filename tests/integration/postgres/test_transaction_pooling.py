@@ -226,3 +226,35 @@ def test_txn_messages_after_the_last_sync_keep_the_connection(txn_port: int, rw_
             assert second[2][1].endswith(str(i + 1000).encode())
             other.send(message(b"Q", b"COMMIT\0"))
             assert [k for k, _ in _replies(other, 1)] == [b"C", b"Z"]
+
+
+def test_txn_extended_protocol_copy_in_gives_the_connection_back(
+    txn_port: int, txn_dsn: str, rw_key: str
+) -> None:
+    """COPY FROM STDIN through Parse/Bind/Execute/Sync, then CopyData, CopyDone, Sync (as
+    libpq sends it): the engine answers one ReadyForQuery for the two Syncs, and the
+    connection still goes back to the pool (the next client to borrow one gets it)."""
+    table = f"tx_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(txn_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+    with RawClient(txn_port) as client, RawClient(txn_port) as other:
+        client.login(rw_key)
+        other.login(rw_key)
+        for i in range(3):
+            client.send(_parse("SELECT pg_backend_pid()") + _bind_execute()
+                        + _parse(f"COPY {table} FROM STDIN") + _bind_execute() + SYNC)  # fmt: skip
+            replies = []
+            while not replies or replies[-1][0] != b"G":
+                replies.append(client.read())
+            assert [k for k, _ in replies] == [b"1", b"2", b"D", b"C", b"1", b"2", b"G"]
+            pid = replies[2][1][6:]
+            client.send(message(b"d", f"{i}\n".encode()) + message(b"c", b"") + SYNC)
+            assert [k for k, _ in _replies(client, 1)] == [b"C", b"Z"]
+            # Released: the next borrower gets this same engine connection (the pool
+            # hands out the most recently returned one).
+            other.send(message(b"Q", b"SELECT pg_backend_pid()\0"))
+            reply = _replies(other, 1)
+            assert [k for k, _ in reply] == [b"T", b"D", b"C", b"Z"]
+            assert reply[1][1][6:] == pid
+    with psycopg.connect(txn_dsn) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (3,)

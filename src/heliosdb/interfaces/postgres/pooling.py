@@ -119,6 +119,9 @@ class ServerConn:
         # last Sync: their replies come after the ReadyForQuery of that Sync, and the
         # unnamed statement or portal they made lives here; the connection stays.
         self.unsynced = False
+        # Syncs sent since the last Execute (no Query since): if that Execute started a
+        # COPY FROM STDIN, the engine ignores them (and answers the Sync after CopyDone).
+        self.copy_syncs = 0
         self.prepared: set[str] = set()
         self.inflight: set[str] = set()
         self.expect: deque[tuple[bool, str | None]] = deque()  # per Parse: (drop reply, name)
@@ -411,6 +414,7 @@ class TxnClient(asyncio.Protocol):
             if server is not None:
                 server.pending += 1
                 server.unsynced = False
+                server.copy_syncs = 0
                 if not _plain_statement(data, 5):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
@@ -464,9 +468,20 @@ class TxnClient(asyncio.Protocol):
                 server.pending += 1
                 server.unsynced = False
                 if kind == 0x51:
+                    server.copy_syncs = 0
                     self._check_query(server, bytes(buffer[pos + 5 : end]))
+                else:
+                    server.copy_syncs += 1
             elif kind not in _UNANSWERED:
                 server.unsynced = True
+                if kind == 0x45:  # Execute
+                    server.copy_syncs = 0
+            elif kind == 0x63 or kind == 0x66:  # CopyDone, CopyFail
+                # The Syncs sent during the COPY get no ReadyForQuery (the engine ignores
+                # them in COPY FROM STDIN; libpq sends one after Execute and one after
+                # CopyDone): without this the connection would never be released.
+                server.pending -= server.copy_syncs
+                server.copy_syncs = 0
             pos = end
         if pos > start:
             out += buffer[start:pos]

@@ -35,6 +35,7 @@ def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) 
     conn = SimpleNamespace(
         client=client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
         carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
+        copy_syncs=0,
     )  # fmt: skip
     if client is not None:
         client.conn = conn
@@ -217,7 +218,7 @@ def _txn_client() -> tuple[Any, Any]:
     conn.__dict__.update(
         pool=pool, transport=_Transport(), client=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
-        counted=True, pinned=False, unsynced=False,
+        counted=True, pinned=False, unsynced=False, copy_syncs=0,
     )  # fmt: skip
     pool.idle.append(conn)
     kind = next(iter(PrincipalKind))
@@ -334,3 +335,21 @@ async def test_messages_during_a_borrow_wait_for_its_connection() -> None:
     assert client.server is None and conn.client is None and not conn.transport.written
     assert bytes(client.buffer) == query + PREPARE
     assert client.pool.idle == [conn]
+
+
+async def test_syncs_sent_during_an_extended_copy_in_expect_no_ready_for_query() -> None:
+    """libpq sends Sync after Execute and again after CopyDone; the engine ignores the
+    first (it arrives in COPY FROM STDIN) and answers only the second."""
+    client, conn = _txn_client()
+    copy = (
+        _msg(b"P", b"\0COPY t FROM STDIN\0\0\0")
+        + _msg(b"B", b"\0\0" + b"\0\0" * 3)
+        + _msg(b"E", b"\0\0\0\0\0")
+    )
+    client.data_received(copy + _msg(b"S"))
+    assert conn.pending == 1
+    client.data_received(_msg(b"d", b"1\n") + _msg(b"c") + _msg(b"S"))
+    assert conn.pending == 1  # one ReadyForQuery to come
+    client.data_received(_msg(b"Q", b"COPY t FROM STDIN\0"))  # a simple-query COPY
+    client.data_received(_msg(b"d", b"2\n") + _msg(b"c"))
+    assert conn.pending == 2
