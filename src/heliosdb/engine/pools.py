@@ -268,17 +268,15 @@ class _Lease:
                 # A free connection is waiting: take it from the queue ourselves, without
                 # Pool.acquire's awaitable, _acquire and _acquire_impl frames (what
                 # _acquire_impl does once its Queue.get() has a holder).
-                holder = queue.get_nowait()
+                holder, live = _take(queue)
                 raw = holder._con
-                if (
-                    raw is not None
-                    and holder._setup is None
-                    and holder._generation == pool._generation
-                    and not raw.is_closed()
-                ):
+                if live and holder._setup is None and holder._generation == pool._generation:
                     # holder.acquire() for a live connection of this generation, leaving
                     # its idle timer armed (_idle_check looks again when it fires).
-                    holder._proxy = proxy = PoolConnectionProxy(holder, raw)
+                    proxy: Any = _PROXY_NEW(PoolConnectionProxy)
+                    proxy._con = raw  # PoolConnectionProxy(holder, raw), its calls inlined
+                    proxy._holder = holder
+                    raw._proxy = holder._proxy = proxy  # a free connection has none
                     holder._in_use = pool._loop.create_future()
                     holder._timeout = None
                     self.conn = proxy
@@ -334,19 +332,60 @@ class _Lease:
             # trip. Nothing in this path waits, so no cancellation can cut it in half.
             holder = conn._holder
             if holder._pool is self.pool:
-                raw._on_release()
                 if _clean(holder, raw):
                     # What holder.release() comes to for a clean, kept session, without
                     # its timeout scope and reset coroutines (nothing there to wait for),
                     # and without re-arming the idle timer each time (_arm_idle_check).
+                    raw._pool_release_ctr += 1  # _on_release(), no listeners to warn of
                     holder._timeout = None
-                    holder._release()
+                    _give_back(holder, raw, self.pool._queue)
                     _arm_idle_check(holder, raw)
                     return
+                raw._on_release()
                 holder._maybe_cancel_inactive_callback()
                 await holder.release(None)
                 return
         await self._release_slow()
+
+
+# The pool queue's operations for the lease paths above, inlined: asyncpg's queue is an
+# unbounded LifoQueue (no putters, never full) that prefers live connections; each
+# Queue method is several Python calls (empty, qsize, _get, is_connected, _wakeup_next).
+_PROXY_NEW = object.__new__
+
+
+def _take(queue: Any) -> tuple[Any, bool]:
+    """``queue.get_nowait()`` on a queue that is not empty: the last live holder (asyncpg's
+    ``_get``), else the last one; and whether it is live."""
+    holders: list[Any] = queue._queue
+    for i in range(len(holders) - 1, -1, -1):
+        con = holders[i]._con
+        if con is not None and not con.is_closed():
+            return holders.pop(i), True
+    return holders.pop(), False
+
+
+def _give_back(holder: Any, raw: Any, queue: Any) -> None:
+    """``holder._release()`` for a leased holder: its lease done, its proxy detached, and
+    back in the queue (``put_nowait``), waking the first lease waiting in line."""
+    in_use = holder._in_use
+    if not in_use.done():
+        in_use.set_result(None)
+    holder._in_use = None
+    proxy = holder._proxy
+    if proxy is not None:
+        proxy._con = None  # proxy._detach()
+        raw._proxy = None
+        holder._proxy = None
+    queue._queue.append(holder)
+    queue._unfinished_tasks += 1
+    queue._finished.clear()
+    getters = queue._getters
+    while getters:
+        getter = getters.popleft()
+        if not getter.done():
+            getter.set_result(None)
+            break
 
 
 def _arm_idle_check(holder: Any, raw: EngineConnection) -> None:

@@ -220,6 +220,7 @@ async def test_a_lease_waiting_past_the_limit_is_refused(
                 pass
         assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
         # One waiting after the refusal still gets the next connection given back.
+        monkeypatch.setattr(pools, "ACQUIRE_TIMEOUT_SECONDS", 30.0)
         late = asyncio.create_task(_fetch_one(engine))
         await asyncio.sleep(0.05)
         release.set()
