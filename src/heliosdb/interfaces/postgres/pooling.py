@@ -71,7 +71,9 @@ _USUAL_STARTS = tuple(
     for word in (b"SELECT", b"INSERT", b"UPDATE", b"DELETE", b"BEGIN", b"COMMIT", b"END")
     for spelling in (word, word.lower(), word.capitalize())
 )
-_READY = b"Z\0\0\0\x05"  # a ReadyForQuery message before its status byte
+# A ReadyForQuery message before its status byte. A compiled pattern's search takes its
+# bounds without the tuple parsing bytes.find does on every call.
+_READY = re.compile(b"Z\0\0\0\x05").search
 
 
 def _plain_statement(text: bytes, start: int = 0) -> bool:
@@ -152,7 +154,7 @@ class _ServerSide(asyncio.Protocol):
                 pos += 1 + _unpack(data, pos + 1)[0]
             # No ReadyForQuery before the last message (those bytes inside another message
             # only send the chunk the general way).
-            if pos == n and data.find(_READY, 0, last) < 0:
+            if pos == n and _READY(data, 0, last) is None:
                 client = conn.client
                 ready = data[last] == 0x5A
                 if ready:

@@ -110,7 +110,9 @@ class _ClientSide(asyncio.Protocol):
         session.bytes_in += len(data)
         session.round_trips += 1
         session.awaiting = True
-        session.said_goodbye = data.endswith(TERMINATE)
+        # Not data.endswith(TERMINATE): bytes methods taking optional bounds build a format
+        # string and parse a tuple on every call; most chunks end in another byte than 4.
+        session.said_goodbye = data[-1] == 4 and data[-5:] == TERMINATE
         self.server.write(data)
 
     def pause_writing(self) -> None:
