@@ -13,6 +13,61 @@ import asyncpg
 
 log = logging.getLogger("heliosdb.engine.migrations")
 
+# Migration 16: helios_kv.add_group for groups of one type (all HSET, all SADD or all ZADD),
+# one function per type: add_group runs the upserts of all three item tables every call.
+_KV_ADD_ONE_TYPE = """
+        CREATE FUNCTION helios_kv.add_{type}_group(
+            p_db smallint[], p_key bytea[], p_type text[], e_slot integer[],
+            e_element bytea[], e_value bytea[], e_score double precision[], p_now bigint,
+            p_notify text
+        ) RETURNS TABLE (slot integer, state text, added bytea[])
+        LANGUAGE plpgsql AS $f$
+        #variable_conflict use_column
+        BEGIN
+            PERFORM 1 FROM helios_kv.keys k JOIN unnest(p_db, p_key) AS q(db, key)
+                ON k.db = q.db AND k.key = q.key ORDER BY k.db, k.key FOR UPDATE OF k;
+            DELETE FROM helios_kv.keys k USING unnest(p_db, p_key) AS q(db, key)
+                WHERE k.db = q.db AND k.key = q.key AND k.expires_at_ms <= p_now;
+            RETURN QUERY
+            WITH s AS (
+                SELECT q.n::integer AS slot, q.db, q.key, k.type
+                FROM unnest(p_db, p_key) WITH ORDINALITY AS q(db, key, n)
+                LEFT JOIN helios_kv.keys k ON k.db = q.db AND k.key = q.key
+            ), made AS (
+                INSERT INTO helios_kv.keys (db, key, type)
+                SELECT s.db, s.key, '{type}' FROM s WHERE s.type IS NULL
+            ), touched AS (
+                UPDATE helios_kv.keys k SET version = nextval('helios_kv.versions')
+                FROM s WHERE s.type = '{type}' AND k.db = s.db AND k.key = s.key
+            ), e AS (
+                SELECT s.db, s.key, u.element, u.value, u.score
+                FROM unnest(e_slot, e_element, e_value, e_score) AS u(slot, element, value, score)
+                JOIN s ON s.slot = u.slot WHERE s.type IS NULL OR s.type = '{type}'
+            ), news AS (
+                INSERT INTO helios_kv.{table} AS t (db, key, {column}{extra})
+                SELECT e.db, e.key, e.element{extra_value} FROM e
+                ON CONFLICT (db, key, {column}) DO {conflict}
+                RETURNING t.db, t.key, t.{column} AS element, {fresh} AS fresh
+            )
+            SELECT s.slot, coalesce(s.type, 'new'), ARRAY(
+                SELECT news.element FROM news
+                WHERE news.db = s.db AND news.key = s.key AND news.fresh)
+            FROM s;
+            IF p_notify IS NOT NULL THEN
+                PERFORM pg_notify('helios_kv', p_notify);
+            END IF;
+        END
+        $f$;
+"""
+_KV_ADD_TYPES = (
+    dict(type="hash", table="hashes", column="field", extra=", value", extra_value=", e.value",
+         conflict="UPDATE SET value = EXCLUDED.value", fresh="t.xmax = 0"),
+    dict(type="set", table="sets", column="member", extra="", extra_value="",
+         conflict="NOTHING", fresh="true"),
+    dict(type="zset", table="zsets", column="member", extra=", score", extra_value=", e.score",
+         conflict="UPDATE SET score = EXCLUDED.score", fresh="t.xmax = 0"),
+)  # fmt: skip
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -451,6 +506,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FOR EACH ROW WHEN (OLD.type <> 'string' AND (OLD.db, OLD.key) <> (NEW.db, NEW.key))
             EXECUTE FUNCTION helios_kv.move_items();
         """,
+    ),
+    (
+        16,
+        "key-value: add_hash_group / add_set_group / add_zset_group for one-type groups",
+        "".join(_KV_ADD_ONE_TYPE.format(**kind) for kind in _KV_ADD_TYPES),
     ),
 ]
 

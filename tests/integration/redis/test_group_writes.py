@@ -109,6 +109,27 @@ def test_adds_in_one_group_count_each_new_element_once(r2: redis.Redis, k: K) ->
     assert r2.zrange(k("z"), 0, -1, withscores=True) == [(b"c", 1.0), (b"b", 2.0), (b"a", 5.0)]
 
 
+def test_adds_of_one_type_and_of_several_in_one_group(r2: redis.Redis, k: K) -> None:
+    """All HSET, all SADD or all ZADD: the one-type calls (add_hash_group ...); mixed: the
+    general add_group. Same answers either way."""
+    r2.sadd(k("s"), "a")
+    r2.zadd(k("z"), {"a": 1})
+    for mixed in (False, True):
+        n = "m" if mixed else "o"
+        with r2.pipeline(transaction=False) as pipe:
+            pipe.hset(k(f"h{n}"), "f", "1").hset(k(f"h{n}"), mapping={"f": "2", "g": "3"})
+            if mixed:
+                pipe.sadd(k("s"), "a", "b").zadd(k("z"), {"a": 2, "c": 3}).hset(k("s"), "f", "v")
+            replies = pipe.execute(raise_on_error=False)
+        assert replies[:2] == [1, 1]
+        if mixed:
+            assert replies[2:4] == [1, 1]
+            assert str(replies[4]).startswith("WRONGTYPE")
+        assert r2.hgetall(k(f"h{n}")) == {b"f": b"2", b"g": b"3"}
+    assert r2.smembers(k("s")) == {b"a", b"b"}
+    assert r2.zrange(k("z"), 0, -1, withscores=True) == [(b"a", 2.0), (b"c", 3.0)]
+
+
 def test_adds_to_expired_and_wrong_typed_keys(r2: redis.Redis, k: K) -> None:
     r2.hset(k("gone"), mapping={"a": "1", "b": "2"})
     r2.rpush(k("list"), "x")

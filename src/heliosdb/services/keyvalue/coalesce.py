@@ -3,16 +3,17 @@
 Callers queue an operation and await its future (or hand a sink); each worker holds one
 engine connection and, whenever it is free, takes every queued operation and runs them as
 one statement per kind (SETs first, deduplicated per key with the last one winning; then
-GETs, each key read once, and a key the SETs wrote answered with their value). Operations in one batch were all in flight at once, so any order among them is a
-valid serial order, and each client still sees its own commands in order because it
-waits for each reply. If a batch fails, its operations are retried one by one so each
-gets its own answer.
+GETs, each key read once, and a key the SETs wrote answered with their value). Operations
+in one batch were all in flight at once, so any order among them is a valid serial order,
+and each client still sees its own commands in order because it waits for each reply. If
+a batch fails, its operations are retried one by one so each gets its own answer.
 
 Worker 0 also runs the write groups (INCRBY, pushes, HSET/SADD/ZADD, and any other write
 command as ``tx`` work): first one call per kind (``_run_fast``: an upsert for counters,
-each key's INCRBYs summed when they all go one way; helios_kv.push_group / add_group), then, for whatever those leave and the ``tx`` work, one
-group transaction. The other workers take GET/SET batches only while worker 0 is in a
-group transaction or reconnecting, so batches stay as large as the load makes them.
+each key's INCRBYs summed when they all go one way; helios_kv.push_group; add_group or its
+one-type forms), then, for whatever those leave and the ``tx`` work, one group
+transaction. The other workers take GET/SET batches only while worker 0 is in a group
+transaction or reconnecting, so batches stay as large as the load makes them.
 """
 
 from __future__ import annotations
@@ -702,6 +703,10 @@ _INCR_FAST = (
 )
 _PUSH_GROUP = "SELECT * FROM helios_kv.push_group($1, $2, $3, $4, $5, $6, $7)"
 _ADD_GROUP = "SELECT * FROM helios_kv.add_group($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# A group of one type (all HSET, all SADD or all ZADD) upserts only its own item table.
+_ADD_ONE_TYPE = {
+    kind: _ADD_GROUP.replace("add_group", f"add_{kind}_group") for kind in ("hash", "set", "zset")
+}
 
 Fast = tuple[dict[int, tuple[bool, Any]], list[_Op], Pushed]
 
@@ -783,7 +788,8 @@ async def _fast_pushes(
 async def _fast_adds(
     conn: Any, ops: list[_Op], payload: Callable[[Pushed], str | None] | None
 ) -> Fast:
-    """Every plain HSET / SADD / ZADD of a group in one call of helios_kv.add_group."""
+    """Every plain HSET / SADD / ZADD of a group in one call of helios_kv.add_group (or
+    of add_hash_group / add_set_group / add_zset_group when the group is of one type)."""
     wants: dict[tuple[int, bytes], str] = {}
     for op in ops:
         if wants.setdefault((op.db, op.key), op.type) != op.type:
@@ -797,8 +803,9 @@ async def _fast_adds(
             latest[(n, element)] = value
     elements = sorted(latest)
     zsets = {(op.db, op.key) for op in ops if op.type == "zset"}
+    kinds = set(wants.values())
     rows = await conn.fetch(
-        _ADD_GROUP,
+        _ADD_ONE_TYPE[kinds.pop()] if len(kinds) == 1 else _ADD_GROUP,
         [d for d, _ in slots],
         [k for _, k in slots],
         [wants[s] for s in slots],
