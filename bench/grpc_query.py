@@ -140,7 +140,7 @@ def run_h2load(
     """``rate * seconds`` calls (h2load -n: every call it starts, it waits for, so its
     count and the node's can be compared exactly; bench/h2load_grpc.py)."""
     calls = max(args.concurrency * 10, round(rate * seconds))
-    done = h2load_grpc.run(node, "ExecuteQuery", body, calls, concurrency=args.concurrency,
+    done = h2load_grpc.run(node, "ExecuteQuery", [body], calls, concurrency=args.concurrency,
                            connections=args.connections)  # fmt: skip
     result = figure(done.latencies, done.seconds, 0)
     result.errors = done.failed + done.mismatch

@@ -19,6 +19,7 @@ import resource
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,64 +66,82 @@ def command(
 
 @dataclass
 class H2Run:
-    """One h2load run: ``calls`` calls, every one it started waited for (``-n``)."""
+    """One h2load run: ``calls`` calls per request body, every one started waited for."""
 
     succeeded: int
     failed: int  # started but not answered with HTTP 200
     mismatch: int  # |h2load's count of answered calls - the node's count of OK calls|
-    seconds: float  # h2load's own "finished in"
+    seconds: float  # h2load's own "finished in" (the longest, with several bodies)
     node_cpu: float  # seconds, the node's processes
     client_cpu: float  # seconds, h2load
     engine_cpu: float  # seconds, the node's embedded engine (0.0 unless ``engine``)
     latencies: list[float] = field(default_factory=list)  # seconds, one per call answered
 
 
+_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
 def run(
     node: NodeProcess,
     method: str,
-    body: Path,
+    bodies: Sequence[Path],
     calls: int,
     *,
     concurrency: int,
     connections: int,
     engine: Path | None = None,
 ) -> H2Run:
-    """``calls`` calls of ``method`` with the request in ``body``; with ``engine`` (the
-    node's data directory) also the engine's CPU. Every CPU figure covers the calls only,
-    not the /metrics reads that check them."""
+    """``calls`` calls of ``method`` with the request in each of ``bodies``: one h2load
+    (``concurrency`` calls in flight over ``connections`` connections) per body, all at
+    once; with ``engine`` (the node's data directory) also the engine's CPU. Every CPU
+    figure covers the calls only, not the /metrics reads that check them."""
     assert node.process is not None
-    log = body.with_suffix(".log")
-    argv = [*command(node, method, body, concurrency, connections), "-n", str(calls)]
+    logs = [body.with_suffix(".log") for body in bodies]
+    argvs = [
+        [*command(node, method, body, concurrency, connections), "-n", str(calls),
+         "--log-file", str(log)]
+        for body, log in zip(bodies, logs, strict=True)
+    ]  # fmt: skip
     ok_before = ok_calls(node, method)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     engine_before = engine_cpu_seconds(engine) if engine is not None else 0.0
     before = cpu_seconds(node.process.pid)
     began = time.perf_counter()
-    out = subprocess.run([*argv, "--log-file", str(log)], capture_output=True, text=True)
+    processes = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for a in argvs]  # fmt: skip
+    outs = [(p.communicate(), p.returncode) for p in processes]
     elapsed = time.perf_counter() - began
     node_cpu = cpu_seconds(node.process.pid) - before
     engine_cpu = engine_cpu_seconds(engine) - engine_before if engine is not None else 0.0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     ok = ok_calls(node, method) - ok_before
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
-    if out.returncode != 0 or done is None:
-        raise SystemExit(f"h2load failed:\n{out.stdout}\n{out.stderr}")
-    succeeded = int(done.group(2))
-    latencies = [
-        int(line.split("\t")[2]) / 1e6
-        for line in log.read_text().splitlines()
-        if line.count("\t") == 2 and line.split("\t")[1] == "200"
-    ]
-    log.unlink()
-    duration = re.search(r"finished in ([\d.]+)s", out.stdout)
+    succeeded = failed = 0
+    seconds = 0.0
+    for (stdout, stderr), code in outs:
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", stdout)
+        if code != 0 or done is None:
+            raise SystemExit(f"h2load failed:\n{stdout}\n{stderr}")
+        succeeded += int(done.group(2))
+        failed += int(done.group(1)) - int(done.group(2))
+        duration = re.search(r"finished in ([\d.]+)(s|ms|us),", stdout)
+        seconds = max(seconds, float(duration.group(1)) * _UNITS[duration.group(2)]
+                      if duration else elapsed)  # fmt: skip
+    latencies = []
+    for log in logs:
+        latencies += [
+            int(line.split("\t")[2]) / 1e6
+            for line in log.read_text().splitlines()
+            if line.count("\t") == 2 and line.split("\t")[1] == "200"
+        ]
+        log.unlink()
     if ok != succeeded:
         print(f"!! h2load counted {succeeded} {method} calls, the node answered {ok} with OK")
     return H2Run(
         succeeded=succeeded,
-        failed=int(done.group(1)) - succeeded,
+        failed=failed,
         mismatch=abs(ok - succeeded),
-        seconds=float(duration.group(1)) if duration else elapsed,
+        seconds=seconds,
         node_cpu=node_cpu,
         client_cpu=client_cpu,
         engine_cpu=engine_cpu,

@@ -18,15 +18,15 @@ raw pgvector runs with that same beam), unfiltered and with
   generator, ``--concurrency`` connections) for queries per second, because a Python
   HTTP client spends more CPU per request than the node does and would measure itself;
   recall from one pass of the same searches with httpx;
-- gRPC ``VectorSearch`` from h2load (bench/h2load_grpc.py, a C HTTP/2 load generator,
-  ``--concurrency`` connections) for queries per second and the node's CPU per search:
-  the grpc.aio Python client spends 0.8-0.9 ms of CPU per search on the same cores, more
-  than the node does. h2load sends one fixed request, so it runs once per vector for the
-  first ``--probes`` query vectors, each for an equal share of ``--rest-seconds``, and
-  its ratio is to raw pgvector running the very same searches the same way (``raw/p``:
-  probe after probe, each probe's searches split evenly over the connections as h2load
-  splits ``-n`` over its clients); every run is checked against the node's count of OK
-  calls;
+- gRPC ``VectorSearch`` from h2load (bench/h2load_grpc.py, a C HTTP/2 load generator)
+  for queries per second and the node's CPU per search: the grpc.aio Python client
+  spends 0.8-0.9 ms of CPU per search on the same cores, more than the node does. h2load
+  sends one fixed request, so one h2load process per query vector runs for the first
+  ``--probes`` (8) query vectors, all at once, with ``--concurrency / --probes``
+  connections each, about ``--rest-seconds`` long; its ratio is to raw pgvector running
+  the very same searches the same way (``raw/p``: as many connections per vector, each
+  with its share of that vector's searches); every run is checked against the node's
+  count of OK calls;
 - gRPC ``VectorSearch`` from grpc.aio (the real Python client, same concurrency): the
   recall of the gRPC path (both gRPC rows show it), and its QPS for reference;
 - raw pgvector: asyncpg on the engine's socket, the statement HeliosDB runs
@@ -124,21 +124,14 @@ async def timed(
     queries: np.ndarray,
     concurrency: int,
     search: Callable[[int, list[float]], Awaitable[list[int]]],
-    *,
-    shares: bool = False,
 ) -> tuple[float, list[list[int]]]:
     """Queries per second of ``search`` over ``queries`` on ``concurrency`` workers, each
-    taking the next query as it finishes one, or with ``shares`` working through its own
-    equal share (as h2load's clients do with ``-n``)."""
+    taking the next query as it finishes one."""
     results: list[list[int]] = [[] for _ in queries]
     position = 0
 
     async def worker(slot: int) -> None:
         nonlocal position
-        if shares:
-            for i in range(slot, len(queries), concurrency):
-                results[i] = await search(slot, queries[i].tolist())
-            return
         while position < len(queries):
             i = position
             position += 1
@@ -313,9 +306,9 @@ async def bench(node: NodeProcess, data_dir: Path, args: argparse.Namespace) -> 
         f"ef_construction={args.ef_construction}, top {K}, {args.queries} queries, "
         f"concurrency {args.concurrency}, node --workers {args.workers}; REST from wrk "
         f"({args.rest_seconds} s per round), gRPC from h2load ({args.rest_seconds} s per "
-        f"round over {args.probes} query vectors; recall from grpc.aio) and from grpc.aio, "
-        f"raw from asyncpg (raw/p: the {args.probes} vectors h2load sent, as often, in the "
-        f"same order); {args.rounds} rounds; load average "
+        f"round, one h2load per query vector for {args.probes} vectors at once; recall from "
+        f"grpc.aio) and from grpc.aio, raw from asyncpg (raw/p: the searches h2load made, "
+        f"the same way); {args.rounds} rounds; load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.\n"
         "CPU per search (µs): node = the node's processes, node net = less its idle "
         f"rate ({idle[0] * 1000:.0f} ms/s), engine = its backends (idle "
@@ -431,18 +424,22 @@ async def bench_case(
         return found
 
     async def raw_as_h2load(calls: int) -> None:
-        """Raw pgvector doing what h2load just did: probe after probe, ``calls`` searches
-        each, split evenly over the connections."""
+        """Raw pgvector doing what h2load just did: on each of ``per_probe`` connections
+        per probe vector, its share of that probe's ``calls`` searches, all at once."""
         side = figures["raw/p"]
         engine_before, client_before = engine_cpu_seconds(data_dir), time.process_time()
-        seconds = 0.0
-        for probe in probes:
-            qps, _ = await timed(np.repeat(probe[None], calls, axis=0), args.concurrency,
-                                 direct, shares=True)  # fmt: skip
-            seconds += calls / qps
-        done = calls * len(probes)
-        side.add(done / seconds, done, 0.0, engine_cpu_seconds(data_dir) - engine_before,
-                 args.rounds)  # fmt: skip
+        share = calls // per_probe
+
+        async def worker(slot: int) -> None:
+            vector = probes[slot // per_probe].tolist()
+            for _ in range(share):
+                await direct(slot, vector)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(s) for s in range(len(probes) * per_probe)))
+        done = share * per_probe * len(probes)
+        side.add(done / (time.perf_counter() - started), done, 0.0,
+                 engine_cpu_seconds(data_dir) - engine_before, args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
 
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as handle:
@@ -450,6 +447,7 @@ async def bench_case(
             handle.write(orjson.dumps(body(query.tolist())) + b"\n")
     bodies = Path(handle.name)
     probes = queries[: args.probes]
+    per_probe = max(1, args.concurrency // len(probes))  # connections per probe vector
     frames = [
         h2load_grpc.write_frame(bodies.with_suffix(f".{i}.grpc"), request_of(probe.tolist()))
         for i, probe in enumerate(probes)
@@ -458,34 +456,29 @@ async def bench_case(
                "grpc.aio": Side()}  # fmt: skip
 
     def run_h2load(calls: int, side: Side | None) -> None:
-        """Each probe vector's frame from h2load, ``calls`` searches each, counted in
-        ``side`` (None: a warm-up)."""
-        runs = [
-            h2load_grpc.run(
-                node,
-                "VectorSearch",
-                frame,
-                calls,
-                concurrency=args.concurrency,
-                connections=args.concurrency,
-                engine=data_dir,
-            )
-            for frame in frames
-        ]
+        """One h2load per probe vector, all at once, each with ``per_probe`` connections
+        and ``calls`` searches, counted in ``side`` (None: a warm-up)."""
+        run = h2load_grpc.run(node, "VectorSearch", frames, calls, concurrency=per_probe,
+                              connections=per_probe, engine=data_dir)  # fmt: skip
         if side is None:
             return
-        done = sum(r.succeeded for r in runs)
-        if sum(r.failed + r.mismatch for r in runs):
-            sys.stderr.write(f"gRPC (h2load): {sum(r.failed for r in runs)} failed, "
-                             f"{sum(r.mismatch for r in runs)} not OK\n")  # fmt: skip
-        side.add(done / sum(r.seconds for r in runs), done, sum(r.node_cpu for r in runs),
-                 sum(r.engine_cpu for r in runs), args.rounds)  # fmt: skip
-        side.client_cpu = (side.client_cpu or 0.0) + sum(r.client_cpu for r in runs)
+        if args.verbose:
+            sys.stderr.write(
+                f"h2load {label}: {run.succeeded} in {run.seconds:.2f} s, p50 "
+                f"{sorted(run.latencies)[len(run.latencies) // 2] * 1000:.0f} ms, node "
+                f"{run.node_cpu / run.succeeded * 1e6:.0f} µs, engine "
+                f"{run.engine_cpu / run.succeeded * 1e6:.0f} µs per search\n"
+            )
+        if run.failed or run.mismatch:
+            sys.stderr.write(f"gRPC (h2load): {run.failed} failed, {run.mismatch} not OK\n")
+        side.add(run.succeeded / run.seconds, run.succeeded, run.node_cpu, run.engine_cpu,
+                 args.rounds)  # fmt: skip
+        side.client_cpu = (side.client_cpu or 0.0) + run.client_cpu
 
     try:
         await timed(queries[:20], args.concurrency, direct)  # warm the caches
         await timed(queries[:20], args.concurrency, via_grpc)
-        await asyncio.to_thread(run_h2load, args.concurrency, None)
+        await asyncio.to_thread(run_h2load, 2 * per_probe, None)
         # REST recall from the same searches wrk times (one untimed pass with httpx).
         _, rest_found = await timed(queries, args.concurrency, rest)
         figures["rest"].recall = recall(rest_found, expected)
@@ -499,8 +492,9 @@ async def bench_case(
                                 args.rounds)  # fmt: skip
             # h2load's searches, then the same on the engine: each probe vector ``calls``
             # times, probe after probe.
-            calls = max(4 * args.concurrency,
-                        round(figures["raw"].qps * args.rest_seconds / len(probes)))  # fmt: skip
+            raw_rate = figures["raw"].searches / figures["raw"].seconds  # so far
+            calls = per_probe * max(4, round(raw_rate * args.rest_seconds / len(frames)
+                                             / per_probe))  # fmt: skip
             await asyncio.to_thread(run_h2load, calls, figures["grpc"])
             await raw_as_h2load(calls)
             found = await measured(figures["grpc.aio"], via_grpc)
@@ -549,9 +543,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--probes", type=int, default=8,
-        help="query vectors h2load sends (one fixed request per h2load run)",
+        help="query vectors h2load sends: one h2load process per vector (it sends one fixed "
+        "request), all at once, with --concurrency / --probes connections each",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="the node's processes")
+    parser.add_argument("--verbose", action="store_true", help="each h2load run's figures")
     parser.add_argument(
         "--data-dir", type=Path, default=None,
         help="keep the node's data here and reuse an index already loaded (default: a "
