@@ -281,10 +281,12 @@ class LeanSubscriber:
                 self._commit_times[stamp] = committed
             self.latencies.extend([now - committed] * stamps.count(stamp))
         if self.arrivals is not None:
-            for stamp, position in zip(stamps, _POSITIONS.findall(region), strict=True):
+            positions = _POSITIONS.findall(region)
+            for stamp, position, row_id in zip(stamps, positions, ids, strict=True):
                 times = self.arrivals.get(int(position))
                 if times is None:
-                    self.arrivals[int(position)] = [self._commit_times[stamp], now, now]
+                    committed = self._commit_times[stamp]
+                    self.arrivals[int(position)] = [committed, now, now, int(row_id)]
                 else:
                     times[1], times[2] = min(times[1], now), max(times[2], now)
 
@@ -312,8 +314,16 @@ class LeanSubscriber:
             self.errors.append(message["error"])
 
 
-async def write(dsn: str, table: str, rate: int, seconds: float, first_id: int) -> int:
-    """Insert ``rate`` rows per second for ``seconds``; return how many were committed."""
+async def write(
+    dsn: str,
+    table: str,
+    rate: int,
+    seconds: float,
+    first_id: int,
+    returned: list[float] | None = None,
+) -> int:
+    """Insert ``rate`` rows per second for ``seconds``; return how many were committed.
+    ``returned`` gets the time each INSERT's commit returned (its WAL flushed)."""
     conn = await asyncpg.connect(dsn)
     per_tick = max(1, round(rate * TICK))
     next_id = first_id
@@ -326,6 +336,8 @@ async def write(dsn: str, table: str, rate: int, seconds: float, first_id: int) 
                 next_id,
                 next_id + per_tick - 1,
             )
+            if returned is not None:
+                returned.append(time.time())
             next_id += per_tick
             delay = started + (tick + 1) * TICK - time.perf_counter()
             if delay > 0:
@@ -384,7 +396,9 @@ async def capture_cpu_seconds(dsn: str) -> float:
     return total
 
 
-def print_stages(prefix: str, arrivals: dict[int, list[float]]) -> None:
+def print_stages(
+    prefix: str, arrivals: dict[int, list[float]], returned: list[float], per_insert: int
+) -> None:
     """Each stage's p50/p99 over the run's events (``--stages``; see
     services/changes/stagetimes.py): where the commit-to-delivery time goes."""
     leader: dict[int, tuple[float, ...]] = {}
@@ -417,10 +431,11 @@ def print_stages(prefix: str, arrivals: dict[int, list[float]]) -> None:
     stages: dict[str, list[float]] = {
         name: []
         for name in (
-            "commit -> leader reads WAL position",
-            "WAL position -> peek sent",
-            "peek",
-            "decode + write events",
+            "commit -> writer's COMMIT returned",
+            "commit -> leader has it (poll: reads WAL)",
+            "decode, batch end (poll: -> peek sent)",
+            "peek (poll only)",
+            "write events (poll: + decode)",
             "written -> hub dispatched",
             "dispatched -> sockets written",
             "written -> last subscriber's arrival",
@@ -429,20 +444,23 @@ def print_stages(prefix: str, arrivals: dict[int, list[float]]) -> None:
         )
     }
     names = list(stages)
-    for position, (commit, first, last) in arrivals.items():
+    for position, (commit, first, last, row_id) in arrivals.items():
         times = leader.get(position)
         if times is None or position not in dispatched or position not in flushed:
             continue
+        insert = int(row_id - 1) // per_insert
+        if insert < len(returned):
+            stages[names[0]].append(returned[insert] - commit)
         polled, sent, back, written = times
         marks = (commit, polled, sent, back, written, dispatched[position], flushed[position], last)
-        for name, a, b in zip(names, marks, marks[1:], strict=False):
+        for name, a, b in zip(names[1:], marks, marks[1:], strict=False):
             stages[name].append(b - a)
         stages[names[-2]].append(first - commit)
         stages[names[-1]].append(last - commit)
-    print(f"stages over {len(stages[names[0]])} events (ms):")
+    print(f"stages over {len(stages[names[1]])} events (ms):")
     for name, values in stages.items():
         print(
-            f"  {name:<40} p50 {percentile(values, 0.5) * 1000:8.2f}"
+            f"  {name:<42} p50 {percentile(values, 0.5) * 1000:8.2f}"
             f"  p99 {percentile(values, 0.99) * 1000:8.2f}"
             f"  max {max(values, default=float('nan')) * 1000:8.2f}"
         )
@@ -477,7 +495,8 @@ async def run_rate(
     cpu_before = node_cpu_seconds(node)
     own_before = own_cpu_seconds()
     capture_before = await capture_cpu_seconds(dsn)
-    written = await write(dsn, table, rate, args.seconds, 1)
+    returned: list[float] = []
+    written = await write(dsn, table, rate, args.seconds, 1, returned)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if all(len(s.seen) >= written or s.errors for s in subscribers):
@@ -493,7 +512,7 @@ async def run_rate(
     latencies = [x for s in subscribers for x in s.latencies]
     lost = sum(written - len(s.seen) for s in subscribers)
     if args.stages:
-        print_stages(args.stages, arrivals)
+        print_stages(args.stages, arrivals, returned, max(1, round(rate * TICK)))
     return {
         "rate": rate,
         "written": written,
