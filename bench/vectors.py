@@ -23,10 +23,11 @@ raw pgvector runs with that same beam), unfiltered and with
   spends 0.8-0.9 ms of CPU per search on the same cores, more than the node does. h2load
   sends one fixed request, so one h2load process per query vector runs for the first
   ``--probes`` (8) query vectors, all at once, with ``--concurrency / --probes``
-  connections each, about ``--rest-seconds`` long; its ratio is to raw pgvector running
-  the very same searches the same way (``raw/p``: as many connections per vector, each
-  with its share of that vector's searches); every run is checked against the node's
-  count of OK calls;
+  connections each, for ``--rest-seconds`` (``-D``: every connection busy to the end);
+  its ratio is to raw pgvector running the very same searches the same way (``raw/p``:
+  as many connections per vector, each searching for it over and over for as long);
+  every run is checked against the node's count of OK calls (which may exceed h2load's
+  by the calls in flight when h2load stopped);
 - gRPC ``VectorSearch`` from grpc.aio (the real Python client, same concurrency): the
   recall of the gRPC path (both gRPC rows show it), and its QPS for reference;
 - raw pgvector: asyncpg on the engine's socket, the statement HeliosDB runs
@@ -423,21 +424,23 @@ async def bench_case(
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
         return found
 
-    async def raw_as_h2load(calls: int) -> None:
-        """Raw pgvector doing what h2load just did: on each of ``per_probe`` connections
-        per probe vector, its share of that probe's ``calls`` searches, all at once."""
+    async def raw_as_h2load(seconds: float) -> None:
+        """Raw pgvector doing what h2load just did: ``per_probe`` connections per probe
+        vector, each searching for it again and again for ``seconds``."""
         side = figures["raw/p"]
         engine_before, client_before = engine_cpu_seconds(data_dir), time.process_time()
-        share = calls // per_probe
+        done = 0
+        deadline = time.perf_counter() + seconds
 
         async def worker(slot: int) -> None:
+            nonlocal done
             vector = probes[slot // per_probe].tolist()
-            for _ in range(share):
+            while time.perf_counter() < deadline:
                 await direct(slot, vector)
+                done += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(s) for s in range(len(probes) * per_probe)))
-        done = share * per_probe * len(probes)
         side.add(done / (time.perf_counter() - started), done, 0.0,
                  engine_cpu_seconds(data_dir) - engine_before, args.rounds)  # fmt: skip
         side.client_cpu = (side.client_cpu or 0.0) + time.process_time() - client_before
@@ -455,11 +458,11 @@ async def bench_case(
     figures = {"raw": Side(), "rest": Side(), "grpc": Side(), "raw/p": Side(),
                "grpc.aio": Side()}  # fmt: skip
 
-    def run_h2load(calls: int, side: Side | None) -> None:
+    def run_h2load(seconds: float, side: Side | None) -> None:
         """One h2load per probe vector, all at once, each with ``per_probe`` connections
-        and ``calls`` searches, counted in ``side`` (None: a warm-up)."""
-        run = h2load_grpc.run(node, "VectorSearch", frames, calls, concurrency=per_probe,
-                              connections=per_probe, engine=data_dir)  # fmt: skip
+        searching for ``seconds``, counted in ``side`` (None: a warm-up)."""
+        run = h2load_grpc.run(node, "VectorSearch", frames, 0, concurrency=per_probe,
+                              connections=per_probe, engine=data_dir, seconds=seconds)  # fmt: skip
         if side is None:
             return
         if args.verbose:
@@ -478,7 +481,7 @@ async def bench_case(
     try:
         await timed(queries[:20], args.concurrency, direct)  # warm the caches
         await timed(queries[:20], args.concurrency, via_grpc)
-        await asyncio.to_thread(run_h2load, 2 * per_probe, None)
+        await asyncio.to_thread(run_h2load, 1, None)
         # REST recall from the same searches wrk times (one untimed pass with httpx).
         _, rest_found = await timed(queries, args.concurrency, rest)
         figures["rest"].recall = recall(rest_found, expected)
@@ -492,11 +495,8 @@ async def bench_case(
                                 args.rounds)  # fmt: skip
             # h2load's searches, then the same on the engine: each probe vector ``calls``
             # times, probe after probe.
-            raw_rate = figures["raw"].searches / figures["raw"].seconds  # so far
-            calls = per_probe * max(4, round(raw_rate * args.rest_seconds / len(frames)
-                                             / per_probe))  # fmt: skip
-            await asyncio.to_thread(run_h2load, calls, figures["grpc"])
-            await raw_as_h2load(calls)
+            await asyncio.to_thread(run_h2load, args.rest_seconds, figures["grpc"])
+            await raw_as_h2load(args.rest_seconds)
             found = await measured(figures["grpc.aio"], via_grpc)
             figures["grpc.aio"].recall = figures["grpc"].recall = recall(found, expected)
     finally:
