@@ -206,7 +206,8 @@ class _Waiting:
         deadline = loop.time() + ACQUIRE_TIMEOUT_SECONDS
         deadlines = self.deadlines
         getters: deque[asyncio.Future[None]] = queue._getters  # type: ignore[attr-defined]
-        while queue.empty():
+        holders: list[Any] = queue._queue  # type: ignore[attr-defined]
+        while not holders:  # queue.empty()
             getter = loop.create_future()
             getters.append(getter)
             deadlines.append((deadline, getter))
@@ -242,29 +243,25 @@ class _Waiting:
 class _Lease:
     """``async with engine.connection(access) as conn``: a pooled connection, given back."""
 
-    __slots__ = ("conn", "owner", "pool", "waiting")
+    __slots__ = ("conn", "owner", "pool", "raw", "waiting")
 
     def __init__(self, pool: asyncpg.Pool, owner: str | None, waiting: _Waiting) -> None:
         self.pool = pool
         self.owner = owner
         self.waiting = waiting
         self.conn: Any = None
-
-    @property
-    def raw(self) -> EngineConnection:
-        """The leased connection itself, for use inside the ``async with`` block only: the
-        pool's proxy that the block gets forwards every attribute through ``__getattr__``
-        (a failed lookup, an AttributeError and a second lookup per call)."""
-        raw: EngineConnection = self.conn._con
-        return raw
+        # The leased connection itself, for use inside the ``async with`` block only: the
+        # pool's proxy that the block gets forwards every attribute through __getattr__
+        # (a failed lookup, an AttributeError and a second lookup per call).
+        self.raw: EngineConnection = None  # type: ignore[assignment]
 
     async def __aenter__(self) -> EngineConnection:
         pool: Any = self.pool
         try:
             queue = pool._queue
-            if queue.empty() and pool._initialized and not (pool._closing or pool._closed):
+            if not queue._queue and pool._initialized and not (pool._closing or pool._closed):
                 await self.waiting.wait(pool._loop, queue)
-            if not queue.empty() and pool._initialized and not (pool._closing or pool._closed):
+            if queue._queue and pool._initialized and not (pool._closing or pool._closed):
                 # A free connection is waiting: take it from the queue ourselves, without
                 # Pool.acquire's awaitable, _acquire and _acquire_impl frames (what
                 # _acquire_impl does once its Queue.get() has a holder).
@@ -310,6 +307,7 @@ class _Lease:
                     raise from_engine(exc) from None
                 raise
         raw_conn.session_owner = None
+        self.raw = raw_conn
         return conn
 
     async def _release_slow(self) -> None:

@@ -41,7 +41,7 @@ class Column:
 
 @dataclass(slots=True)
 class QueryResult:
-    columns: list[Column]
+    columns: Sequence[Column]  # shared with the statement's plan: not to be changed
     rows: list[list[Any]]
     affected_rows: int
     status: str
@@ -111,28 +111,43 @@ class QueryService:
     async def _run_statement(
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:
-        plan: _Plan | None = None
+        binder = _Binder(conn, sql, params)
+        records, stmt = await conn.run_prepared(sql, binder.bind)
+        return binder.result(records, stmt, started)
 
-        def bind(stmt: Any) -> list[Any]:
-            nonlocal plan
-            plan = conn.describe(stmt, sql, _Plan.of)
-            declared = plan.parameters
-            if len(params) != len(declared):
-                raise invalid(
-                    f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
-                )
-            return [
-                to_param(value, t, i + 1)
-                for i, (value, t) in enumerate(zip(params, declared, strict=True))
-            ]
 
-        records, stmt = await conn.run_prepared(sql, bind)
+class _Binder:
+    """One statement's parameters bound for its prepared types, and its rows as a result
+    (the plan worked out once per server-side statement)."""
+
+    __slots__ = ("conn", "params", "plan", "sql")
+
+    def __init__(self, conn: Any, sql: str, params: Sequence[Any]) -> None:
+        self.conn = conn
+        self.sql = sql
+        self.params = params
+        self.plan: _Plan | None = None
+
+    def bind(self, stmt: Any) -> list[Any]:
+        self.plan = plan = self.conn.describe(stmt, self.sql, _Plan.of)
+        declared = plan.parameters
+        params = self.params
+        if len(params) != len(declared):
+            raise invalid(
+                f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
+            )
+        return [
+            to_param(value, t, i + 1)
+            for i, (value, t) in enumerate(zip(params, declared, strict=True))
+        ]
+
+    def result(self, records: list[Any], stmt: Any, started: float) -> QueryResult:
+        plan = self.plan
         assert plan is not None
-        rows = [list(r) for r in records]
-        if plan.fix is not None:
-            rows = [plan.fix(r) for r in rows]
+        fix = plan.fix
+        rows = [list(r) for r in records] if fix is None else [fix(list(r)) for r in records]
         status = stmt.get_statusmsg() or ""
-        return QueryResult(list(plan.columns), rows, _affected(status), status, _ms(started))
+        return QueryResult(plan.columns, rows, _affected(status), status, _ms(started))
 
 
 def _leaves_session_alone(status: str, sql: str) -> bool:

@@ -155,8 +155,10 @@ class _LaneCycle:
         "lane",
         "path",
         "response_complete",
+        "task",
     )
     message_event = _NoEvent
+    task: asyncio.Task[None]
 
     def __init__(self, lane: Lane, path: bytes, headers: dict[str, str], keep_alive: bool) -> None:
         self.lane = lane
@@ -168,41 +170,48 @@ class _LaneCycle:
         self.response_complete = False
 
     async def run(self, protocol: _HttpProtocol) -> None:
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.chunks = []
         try:
-            status, headers, payload = await self.lane.answer(self.headers, body)
-        except Exception as exc:  # noqa: BLE001 - answer() renders errors itself: a bug
-            response = internal_error_response("POST", self.path.decode("latin-1"), exc)
-            status, headers, payload = 500, response.raw_headers, bytes(response.body)
-            self.keep_alive = False
-        self.response_complete = True
-        transport = protocol.coalescing
-        if self.disconnected or transport.is_closing():
-            return
-        parts = [STATUS_LINE[status], _default_headers(protocol.server_state.default_headers)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", payload)
-        transport.write_now(b"".join(parts))
-        if not self.keep_alive:
-            transport.close()
-        protocol.on_response_complete()
+            body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+            self.chunks = []
+            try:
+                status, headers, payload = await self.lane.answer(self.headers, body)
+            except Exception as exc:  # noqa: BLE001 - answer() renders errors itself: a bug
+                response = internal_error_response("POST", self.path.decode("latin-1"), exc)
+                status, headers, payload = 500, response.raw_headers, bytes(response.body)
+                self.keep_alive = False
+            self.response_complete = True
+            transport = protocol.coalescing
+            if self.disconnected or transport._transport.is_closing():
+                return
+            defaults = protocol.server_state.default_headers
+            if _joined_defaults[0] is not defaults:
+                _join_defaults(defaults)
+            parts = [STATUS_LINE[status], _joined_defaults[1]]
+            for name, value in headers:
+                parts += (name, b": ", value, b"\r\n")
+            if not self.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts += (b"\r\n", payload)
+            transport.write_now(b"".join(parts))
+            if not self.keep_alive:
+                transport.close()
+            protocol.on_response_complete()
+        finally:
+            # Out of uvicorn's set of running requests (what its shutdown waits for) here,
+            # not by a done callback (a loop turn more). A task cancelled before it ever
+            # ran stays in the set: only past shutdown's grace period, when none waits.
+            protocol.tasks.discard(self.task)
 
 
 _joined_defaults: tuple[object, bytes] = (None, b"")
 
 
-def _default_headers(defaults: list[tuple[bytes, bytes]]) -> bytes:
+def _join_defaults(defaults: list[tuple[bytes, bytes]]) -> None:
     """uvicorn's default headers (the date, which its server loop replaces every second)
     as response header lines, joined once per new list."""
     global _joined_defaults
-    if _joined_defaults[0] is not defaults:
-        lines = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
-        _joined_defaults = (defaults, lines)
-    return _joined_defaults[1]
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+    _joined_defaults = (defaults, lines)
 
 
 class _HttpProtocol(HttpToolsProtocol):
@@ -253,10 +262,11 @@ class _HttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         # uvicorn's, with the keep-alive timer above.
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self.coalescing._transport.is_closing():  # the transport under the coalescing one
             return
         self.idle_since = None
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -310,8 +320,7 @@ class _HttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         cycle: Any = self.cycle
         if type(cycle) is _LaneCycle:
-            task = self.loop.create_task(cycle.run(self))
-            task.add_done_callback(self.tasks.discard)
+            cycle.task = task = self.loop.create_task(cycle.run(self))
             self.tasks.add(task)
             return
         super().on_message_complete()

@@ -13,6 +13,7 @@ Both run :func:`run_query`, so behaviour and error bodies are one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from heliosdb.interfaces.http.hotroutes import HotRoute
 from heliosdb.interfaces.http.responses import read_json_object, statement_of
 from heliosdb.security.principals import Principal
 from heliosdb.services.container import Services
+from heliosdb.services.query import Column
 
 router = APIRouter(tags=["query"])
 PATH = "/query"
@@ -58,7 +60,7 @@ async def run_query(services: Services, principal: Principal, body: dict[str, An
         rows = [dict(zip(names, row, strict=True)) for row in rows]
     return orjson.dumps(
         {
-            "columns": [{"name": c.name, "type": c.type} for c in result.columns],
+            "columns": _columns_json(result.columns),
             "rows": rows,
             "affected_rows": result.affected_rows,
             "command": result.status,
@@ -70,6 +72,23 @@ async def run_query(services: Services, principal: Principal, body: dict[str, An
         default=json_default,
         option=orjson.OPT_NON_STR_KEYS,
     )
+
+
+_rendered: dict[int, tuple[Sequence[Column], list[dict[str, str]]]] = {}
+
+
+def _columns_json(columns: Sequence[Column]) -> list[dict[str, str]]:
+    """The ``columns`` of a response; a prepared statement's (a tuple its plan keeps) made
+    once, as orjson only reads them."""
+    hit = _rendered.get(id(columns))
+    if hit is not None and hit[0] is columns:
+        return hit[1]
+    rendered = [{"name": c.name, "type": c.type} for c in columns]
+    if isinstance(columns, tuple):
+        if len(_rendered) >= 4096:
+            _rendered.clear()
+        _rendered[id(columns)] = (columns, rendered)  # kept alive: its id is not reused
+    return rendered
 
 
 @router.post(
