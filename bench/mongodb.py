@@ -30,7 +30,8 @@ tables are under change capture, as every user table is; before each case the
 benchmark waits until the node is idle (capture of the last case done).
 
 Every case but insert_many runs ``--rounds`` times on each side and the best round of
-each side counts (the machine is shared: other work only ever makes a round slower).
+each side counts (the machine is shared: other work only ever makes a round slower);
+the sides take turns round by round, so a change in the machine's load falls on both.
 Prints operations per second of each side, MongoDB / direct, and the CPU per operation
 of the node process, of the engine (all its processes) and of the client (this
 process) during that round.
@@ -49,8 +50,9 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +95,7 @@ def shares(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
 class Meter:
     """Wall time and the CPU of the node, the engine and the client over one case."""
 
-    def __init__(self, node_pid: int, data_dir: Path, rounds: int) -> None:
-        self.rounds = rounds
+    def __init__(self, node_pid: int, data_dir: Path) -> None:
         self.node_pid = node_pid
         self.data_dir = data_dir
         self.rows: dict[tuple[str, str], tuple[float, float, float, float]] = {}
@@ -135,26 +136,6 @@ class Meter:
             f"  engine {engine_us:>6.0f}  client {client_us:>6.0f} us/op",
             flush=True,
         )
-
-    def rounds_of(self, case: str) -> int:
-        return 1 if case == CASES[0] else self.rounds
-
-
-async def run_case(
-    meter: Meter,
-    side: str,
-    clients: Sequence[Any],
-    case: str,
-    count: int,
-    work: Callable[[Any, Any], Awaitable[None]],
-    items: Sequence[Any],
-) -> None:
-    """``work(client, share)`` on every client at once, ``items`` dealt out among them."""
-    for _ in range(meter.rounds_of(case)):
-        began = meter.start()
-        parts = shares(items, len(clients))
-        await asyncio.gather(*(work(c, p) for c, p in zip(clients, parts, strict=True)))
-        meter.stop(side, case, count, began)
 
 
 class LeanClient:
@@ -210,93 +191,131 @@ class LeanClient:
         await self.writer.wait_closed()
 
 
-async def run_lean(
-    meter: Meter, port: int, key: str, docs: int, ids: list[int], groups: int, connections: int
-) -> None:
-    clients = [await LeanClient.connect(port, key) for _ in range(connections)]
-    first = clients[0]
-    with contextlib.suppress(RuntimeError):  # the collection may not exist yet
-        await first.command("bench", {"drop": "items"})
+class Side:
+    """One side of the comparison: ``run(case)`` does one round of a case, each of its
+    clients working through its share of the items, all at once."""
 
-    def timed(case: str, count: int, work: Callable[[LeanClient, Any], Awaitable[None]],
-              items: Sequence[Any]) -> Awaitable[None]:  # fmt: skip
-        return run_case(meter, "mongodb", clients, case, count, work, items)
+    name = ""
 
-    async def insert(client: LeanClient, starts: Sequence[int]) -> None:
-        for start in starts:
-            batch = [bson.encode(document(i)) for i in range(start, min(start + BATCH, docs))]
-            await client.command(
-                "bench", {"insert": "items", "ordered": True}, ("documents", batch)
+    def __init__(self, loop: asyncio.AbstractEventLoop, clients: list[Any]) -> None:
+        self.loop = loop
+        self.clients = clients
+        self.work: dict[str, tuple[Callable[[Any, Any], Any], Sequence[Any]]] = {}
+
+    def run(self, case: str) -> None:
+        work, items = self.work[case]
+        parts = shares(items, len(self.clients))
+
+        async def together() -> None:
+            await asyncio.gather(*(work(c, p) for c, p in zip(self.clients, parts, strict=True)))
+
+        self.loop.run_until_complete(together())
+
+    def after_insert(self) -> None:
+        """Create the index the indexed find uses (and statistics)."""
+
+    def close(self) -> None:
+        """Close the clients."""
+
+
+class LeanSide(Side):
+    name = "mongodb"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, port: int, key: str, work: Work) -> None:
+        clients = [loop.run_until_complete(LeanClient.connect(port, key)) for _ in work.clients]
+        super().__init__(loop, clients)
+        with contextlib.suppress(RuntimeError):  # the collection may not exist yet
+            loop.run_until_complete(clients[0].command("bench", {"drop": "items"}))
+        docs = work.docs
+
+        async def insert(client: LeanClient, starts: Sequence[int]) -> None:
+            for start in starts:
+                batch = [bson.encode(document(i)) for i in range(start, min(start + BATCH, docs))]
+                await client.command(
+                    "bench", {"insert": "items", "ordered": True}, ("documents", batch)
+                )
+
+        async def find(client: LeanClient, filters: Sequence[dict[str, Any]]) -> None:
+            for query in filters:
+                reply = await client.command(
+                    "bench", {"find": "items", "filter": query, "limit": 1, "singleBatch": True}
+                )
+                assert reply["cursor"]["firstBatch"]
+
+        async def update(client: LeanClient, keys: Sequence[int]) -> None:
+            for i in keys:
+                statement = bson.encode({"q": {"_id": f"d{i}"}, "u": INCREMENT})
+                await client.command(
+                    "bench", {"update": "items", "ordered": True}, ("updates", [statement])
+                )
+
+        async def group(client: LeanClient, runs: Sequence[int]) -> None:
+            for _ in runs:
+                reply = await client.command(
+                    "bench", {"aggregate": "items", "pipeline": PIPELINE, "cursor": {}}
+                )
+                assert reply["cursor"]["id"] == 0
+
+        self.work = {
+            CASES[0]: (insert, range(0, docs, BATCH)),
+            CASES[1]: (find, [{"_id": f"d{i}"} for i in work.ids]),
+            CASES[2]: (find, [{"k": f"key-{i}"} for i in work.ids]),
+            CASES[3]: (update, work.ids),
+            CASES[4]: (group, range(work.groups)),
+        }
+
+    def after_insert(self) -> None:
+        self.loop.run_until_complete(
+            self.clients[0].command(
+                "bench", {"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k_1"}]}
             )
+        )
 
-    async def find(client: LeanClient, filters: Sequence[dict[str, Any]]) -> None:
-        for query in filters:
-            reply = await client.command(
-                "bench", {"find": "items", "filter": query, "limit": 1, "singleBatch": True}
-            )
-            assert reply["cursor"]["firstBatch"]
-
-    async def update(client: LeanClient, keys: Sequence[int]) -> None:
-        for i in keys:
-            statement = bson.encode({"q": {"_id": f"d{i}"}, "u": INCREMENT})
-            await client.command(
-                "bench", {"update": "items", "ordered": True}, ("updates", [statement])
-            )
-
-    async def group(client: LeanClient, runs: Sequence[int]) -> None:
-        for _ in runs:
-            reply = await client.command(
-                "bench", {"aggregate": "items", "pipeline": PIPELINE, "cursor": {}}
-            )
-            assert reply["cursor"]["id"] == 0
-
-    await timed(CASES[0], docs, insert, range(0, docs, BATCH))
-    await first.command(
-        "bench", {"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k_1"}]}
-    )
-    await timed(CASES[1], len(ids), find, [{"_id": f"d{i}"} for i in ids])
-    await timed(CASES[2], len(ids), find, [{"k": f"key-{i}"} for i in ids])
-    await timed(CASES[3], len(ids), update, ids)
-    await timed(CASES[4], groups, group, range(groups))
-    for client in clients:
-        await client.close()
+    def close(self) -> None:
+        for client in self.clients:
+            self.loop.run_until_complete(client.close())
 
 
-def run_pymongo(
-    meter: Meter, port: int, key: str, docs: int, ids: list[int], groups: int, connections: int
-) -> None:
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        f"mongodb://apikey:{key}@127.0.0.1:{port}/?authSource=admin", maxPoolSize=connections
-    )
-    coll = client.bench.items
-    coll.drop()
-    pool = ThreadPoolExecutor(connections)
+class PymongoSide(Side):
+    """pymongo's own client: one MongoClient, a thread per connection."""
 
-    def timed(case: str, count: int, work: Callable[[Any], Any], items: Sequence[Any]) -> None:
-        for _ in range(meter.rounds_of(case)):
-            began = meter.start()
-            list(pool.map(work, shares(items, connections)))
-            meter.stop("mongodb", case, count, began)
+    name = "mongodb"
 
-    def insert(starts: Sequence[int]) -> None:
-        for start in starts:
-            coll.insert_many([document(i) for i in range(start, min(start + BATCH, docs))])
+    def __init__(self, loop: asyncio.AbstractEventLoop, port: int, key: str, work: Work) -> None:
+        super().__init__(loop, list(work.clients))
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            f"mongodb://apikey:{key}@127.0.0.1:{port}/?authSource=admin",
+            maxPoolSize=len(work.clients),
+        )
+        self.pool = ThreadPoolExecutor(len(work.clients))
+        coll = self.coll = self.client.bench.items
+        coll.drop()
+        docs = work.docs
 
-    timed(CASES[0], docs, insert, range(0, docs, BATCH))
-    coll.create_index("k")
-    timed(CASES[1], len(ids), lambda part: [coll.find_one({"_id": f"d{i}"}) for i in part], ids)
-    timed(CASES[2], len(ids), lambda part: [coll.find_one({"k": f"key-{i}"}) for i in part], ids)
-    timed(
-        CASES[3],
-        len(ids),
-        lambda part: [coll.update_one({"_id": f"d{i}"}, INCREMENT) for i in part],
-        ids,
-    )
-    timed(
-        CASES[4], groups, lambda part: [list(coll.aggregate(PIPELINE)) for _ in part], range(groups)
-    )
-    pool.shutdown()
-    client.close()
+        def insert(starts: Sequence[int]) -> None:
+            for start in starts:
+                coll.insert_many([document(i) for i in range(start, min(start + BATCH, docs))])
+
+        self.calls: dict[str, tuple[Callable[[Any], Any], Sequence[Any]]] = {
+            CASES[0]: (insert, range(0, docs, BATCH)),
+            CASES[1]: (lambda part: [coll.find_one({"_id": f"d{i}"}) for i in part], work.ids),
+            CASES[2]: (lambda part: [coll.find_one({"k": f"key-{i}"}) for i in part], work.ids),
+            CASES[3]: (lambda part: [coll.update_one({"_id": f"d{i}"}, INCREMENT) for i in part],
+                       work.ids),
+            CASES[4]: (lambda part: [list(coll.aggregate(PIPELINE)) for _ in part],
+                       range(work.groups)),
+        }  # fmt: skip
+
+    def run(self, case: str) -> None:
+        call, items = self.calls[case]
+        list(self.pool.map(call, shares(items, len(self.clients))))
+
+    def after_insert(self) -> None:
+        self.coll.create_index("k")
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.client.close()
 
 
 class DirectClient:
@@ -331,56 +350,88 @@ class DirectClient:
             self.statements[name] = await self.conn.prepare(getattr(self, name))
 
 
-async def run_direct(
-    meter: Meter, data_dir: Path, docs: int, ids: list[int], groups: int, connections: int
-) -> None:
-    clients = [await DirectClient.connect(data_dir) for _ in range(connections)]
-    await clients[0].conn.execute(DIRECT_SETUP)
-    for client in clients:
-        await client.prepare()
-    plan = inplace.plan(INCREMENT)
-    assert plan is not None
-    update_args = (plan.ops, plan.keys, plan.keys_z, plan.elements, plan.values)
+class DirectSide(Side):
+    name = "direct"
 
-    def timed(case: str, count: int, work: Callable[[DirectClient, Any], Awaitable[None]],
-              items: Sequence[Any]) -> Awaitable[None]:  # fmt: skip
-        return run_case(meter, "direct", clients, case, count, work, items)
+    def __init__(self, loop: asyncio.AbstractEventLoop, data_dir: Path, work: Work) -> None:
+        clients = [loop.run_until_complete(DirectClient.connect(data_dir)) for _ in work.clients]
+        super().__init__(loop, clients)
+        loop.run_until_complete(clients[0].conn.execute(DIRECT_SETUP))
+        for client in clients:
+            loop.run_until_complete(client.prepare())
+        plan = inplace.plan(INCREMENT)
+        assert plan is not None
+        update_args = (plan.ops, plan.keys, plan.keys_z, plan.elements, plan.values)
+        docs = work.docs
 
-    async def insert(client: DirectClient, starts: Sequence[int]) -> None:
-        for start in starts:
-            batch = [document(i) for i in range(start, min(start + BATCH, docs))]
-            await client.statements["INSERT"].fetch(
-                [orjson.dumps(d["_id"]).decode() for d in batch],
-                [bson.encode(d) for d in batch],
-                [orjson.dumps(d).decode() for d in batch],
-            )
+        async def insert(client: DirectClient, starts: Sequence[int]) -> None:
+            for start in starts:
+                batch = [document(i) for i in range(start, min(start + BATCH, docs))]
+                await client.statements["INSERT"].fetch(
+                    [orjson.dumps(d["_id"]).decode() for d in batch],
+                    [bson.encode(d) for d in batch],
+                    [orjson.dumps(d).decode() for d in batch],
+                )
 
-    async def by_id(client: DirectClient, keys: Sequence[str]) -> None:
-        for key in keys:
-            bson.decode(await client.statements["BY_ID"].fetchval(key))
+        async def by_id(client: DirectClient, keys: Sequence[str]) -> None:
+            for key in keys:
+                bson.decode(await client.statements["BY_ID"].fetchval(key))
 
-    async def by_key(client: DirectClient, keys: Sequence[str]) -> None:
-        for key in keys:
-            bson.decode(await client.statements["BY_KEY"].fetchval(key))
+        async def by_key(client: DirectClient, keys: Sequence[str]) -> None:
+            for key in keys:
+                bson.decode(await client.statements["BY_KEY"].fetchval(key))
 
-    async def update(client: DirectClient, keys: Sequence[int]) -> None:
-        for i in keys:
-            await client.statements["UPDATE"].fetch(orjson.dumps(f"d{i}").decode(), *update_args)
+        async def update(client: DirectClient, keys: Sequence[int]) -> None:
+            for i in keys:
+                await client.statements["UPDATE"].fetch(
+                    orjson.dumps(f"d{i}").decode(), *update_args
+                )
 
-    async def group(client: DirectClient, runs: Sequence[int]) -> None:
-        for _ in runs:
-            rows = await client.statements["GROUP"].fetch()
-            [{"_id": orjson.loads(r["g"]), "total": int(r["total"])} for r in rows]
+        async def group(client: DirectClient, runs: Sequence[int]) -> None:
+            for _ in runs:
+                rows = await client.statements["GROUP"].fetch()
+                [{"_id": orjson.loads(r["g"]), "total": int(r["total"])} for r in rows]
 
-    await timed(CASES[0], docs, insert, range(0, docs, BATCH))
-    await clients[0].conn.execute("ANALYZE bench_mongo_direct")
-    await timed(CASES[1], len(ids), by_id, [f'"d{i}"' for i in ids])
-    await timed(CASES[2], len(ids), by_key, [f"key-{i}" for i in ids])
-    await timed(CASES[3], len(ids), update, ids)
-    await timed(CASES[4], groups, group, range(groups))
-    await clients[0].conn.execute("DROP TABLE bench_mongo_direct")
-    for client in clients:
-        await client.conn.close()
+        self.work = {
+            CASES[0]: (insert, range(0, docs, BATCH)),
+            CASES[1]: (by_id, [f'"d{i}"' for i in work.ids]),
+            CASES[2]: (by_key, [f"key-{i}" for i in work.ids]),
+            CASES[3]: (update, work.ids),
+            CASES[4]: (group, range(work.groups)),
+        }
+
+    def after_insert(self) -> None:
+        self.loop.run_until_complete(self.clients[0].conn.execute("ANALYZE bench_mongo_direct"))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.clients[0].conn.execute("DROP TABLE bench_mongo_direct"))
+        for client in self.clients:
+            self.loop.run_until_complete(client.conn.close())
+
+
+@dataclass(frozen=True)
+class Work:
+    docs: int
+    ids: list[int]
+    groups: int
+    clients: range  # one per connection
+
+    def count(self, case: str) -> int:
+        return {CASES[0]: self.docs, CASES[4]: self.groups}.get(case, len(self.ids))
+
+
+def compare(meter: Meter, sides: list[Side], work: Work, rounds: int) -> None:
+    """Each case on each side in turn, round by round (so a change in the machine's load
+    falls on both sides alike); insert_many once per side."""
+    for case in CASES:
+        for _ in range(1 if case == CASES[0] else rounds):
+            for side in sides:
+                began = meter.start()
+                side.run(case)
+                meter.stop(side.name, case, work.count(case), began)
+        if case == CASES[0]:
+            for side in sides:
+                side.after_insert()
 
 
 def main() -> None:
@@ -391,35 +442,39 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of each case but insert; the best counts"
     )
-    parser.add_argument("--connections", type=int, default=1, help="clients at once on each side")
+    parser.add_argument("--connections", type=int, default=1, help="clients at once per side")
     parser.add_argument(
         "--client", choices=("pymongo", "lean"), default="pymongo", help="the MongoDB client"
     )
     args = parser.parse_args()
-    connections = max(1, args.connections)
+    work = Work(
+        args.docs,
+        [random.randrange(args.docs) for _ in range(args.ops)],
+        args.groups,
+        range(max(1, args.connections)),
+    )
     temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-mongo-"))
     data = temp / "data"
     node = NodeProcess(data, env={**os.environ, "HELIOSDB_REDIS__PORT": "0"})
     node.start()
-    ids = [random.randrange(args.docs) for _ in range(args.ops)]
+    loop = asyncio.new_event_loop()
     try:
         assert node.admin_key is not None and node.process is not None
-        meter = Meter(node.process.pid, data, max(1, args.rounds))
+        meter = Meter(node.process.pid, data)
         port = node.ports["mongodb"]
         print(
             f"MongoDB port {port}: {args.docs} docs, {args.ops} ops, "
-            f"{connections} connection(s) per side, client {args.client}"
+            f"{len(work.clients)} connection(s) per side, client {args.client}"
         )
         print(f"load average {os.getloadavg()[0]:.1f}")
-        if args.client == "lean":
-            asyncio.run(
-                run_lean(meter, port, node.admin_key, args.docs, ids, args.groups, connections)
-            )
-        else:
-            run_pymongo(meter, port, node.admin_key, args.docs, ids, args.groups, connections)
-        asyncio.run(run_direct(meter, data, args.docs, ids, args.groups, connections))
+        kind = LeanSide if args.client == "lean" else PymongoSide
+        sides: list[Side] = [kind(loop, port, node.admin_key, work), DirectSide(loop, data, work)]
+        compare(meter, sides, work, max(1, args.rounds))
+        for side in sides:
+            side.close()
         print(f"load average {os.getloadavg()[0]:.1f}")
     finally:
+        loop.close()
         node.stop()
         shutil.rmtree(temp, ignore_errors=True)
     print(
