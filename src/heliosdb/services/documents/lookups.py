@@ -74,6 +74,11 @@ class IdLookups:
         self._waiting.setdefault(key, []).append((form, future))
         return future
 
+    async def close(self) -> None:
+        """Let the batches in flight finish (before the engine's pools close)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def _drain(self, key: Key, run: Run, target: str) -> None:
         sql = batch_sql(target)
         try:

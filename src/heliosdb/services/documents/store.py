@@ -1112,8 +1112,9 @@ class DocumentStore:
             self._ttl_task = None
 
     async def close(self) -> None:
-        """Stop the TTL sweep and give back the connection kept between statements."""
+        """Stop the TTL sweep, finish batched lookups, give back the kept connection."""
         await self.stop_ttl()
+        await self._lookups.close()
         await self._parking.close()
 
     async def _ttl_loop(self, principal: Principal) -> None:
