@@ -43,6 +43,22 @@ def test_inline_commands_and_quoting() -> None:
         split_inline(b'SET "k')
 
 
+def test_empty_arrays_are_skipped_and_has_data_tells_pending_bytes() -> None:
+    parser = RequestParser(max_inline=64 * 1024, max_buffer=1 << 20)
+    assert not parser.has_data()
+    parser.feed(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPI")
+    assert parser.next() == [b"PING"]
+    assert parser.has_data()  # the start of the next command
+    assert parser.next() is None
+    parser.feed(b"NG\r\n")
+    assert parser.next() == [b"PING"]
+    assert not parser.has_data()
+    inline = RequestParser(max_inline=64 * 1024, max_buffer=1 << 20)
+    inline.feed(b"PING\r\nEC")
+    assert inline.next() == [b"PING"]
+    assert inline.has_data()
+
+
 def test_inline_then_multibulk() -> None:
     assert parse_all(b"PING\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"], [b"PING"]]
 
@@ -53,6 +69,8 @@ def test_inline_then_multibulk() -> None:
         (b"*1\r\n$x\r\n", "invalid bulk length"),
         (b"*1\r\n:1\r\n", "expected '$', got ':'"),
         (b"*x\r\n", "invalid multibulk length"),
+        (b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n", "expected '$', got '*'"),
+        (b"*2\r\n$3\r\nGET\r\n:5\r\n", "expected '$', got ':'"),
     ],
 )
 def test_protocol_errors(data: bytes, message: str) -> None:
