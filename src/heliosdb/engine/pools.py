@@ -589,7 +589,11 @@ class Engine:
         dsn = str(parts.pop("dsn", ""))
         parts["dbname"] = parts.pop("database")
         conninfo = make_conninfo(
-            dsn, **parts, replication="database", application_name="heliosdb-capture"
+            dsn,
+            **parts,
+            replication="database",
+            application_name="heliosdb-capture",
+            connect_timeout=10,  # libpq's connect runs in a thread: never hang it forever
         )
         return await ReplicationStream.open(conninfo, slot, start_lsn, options)
 
