@@ -444,19 +444,28 @@ def print_stages(
         )
     }
     names = list(stages)
-    for position, (commit, first, last, row_id) in arrivals.items():
-        times = leader.get(position)
-        if times is None or position not in dispatched or position not in flushed:
+    for position, (commit, first_at, last_at, row_id) in arrivals.items():
+        round_times = leader.get(position)
+        if round_times is None or position not in dispatched or position not in flushed:
             continue
         insert = int(row_id - 1) // per_insert
         if insert < len(returned):
             stages[names[0]].append(returned[insert] - commit)
-        polled, sent, back, written = times
-        marks = (commit, polled, sent, back, written, dispatched[position], flushed[position], last)
+        polled, sent, back, written = round_times
+        marks = (
+            commit,
+            polled,
+            sent,
+            back,
+            written,
+            dispatched[position],
+            flushed[position],
+            last_at,
+        )
         for name, a, b in zip(names[1:], marks, marks[1:], strict=False):
             stages[name].append(b - a)
-        stages[names[-2]].append(first - commit)
-        stages[names[-1]].append(last - commit)
+        stages[names[-2]].append(first_at - commit)
+        stages[names[-1]].append(last_at - commit)
     print(f"stages over {len(stages[names[1]])} events (ms):")
     for name, values in stages.items():
         print(
