@@ -439,6 +439,7 @@ def print_stages(
             "written -> hub dispatched",
             "dispatched -> sockets written",
             "written -> last subscriber's arrival",
+            "commit -> sockets written (the node's part)",
             "commit -> first arrival",
             "commit -> last arrival",
         )
@@ -464,6 +465,7 @@ def print_stages(
         )
         for name, a, b in zip(names[1:], marks, marks[1:], strict=False):
             stages[name].append(b - a)
+        stages[names[-3]].append(flushed[position] - commit)
         stages[names[-2]].append(first_at - commit)
         stages[names[-1]].append(last_at - commit)
     print(f"stages over {len(stages[names[1]])} events (ms):")
