@@ -104,6 +104,8 @@ def test_scan_never_releases_a_pinned_connection() -> None:
         (b"LISTEN ch", True),
         (b"CREATE TEMP TABLE t (a int)", True),
         (b"SELECT pg_advisory_lock(1)", True),
+        (b"SELECT pg_try_advisory_lock_shared(1)", True),
+        (b"select Pg_AdVisory_Lock(1)", True),
         (b"DECLARE c CURSOR WITH HOLD FOR SELECT 1", True),
         (b"SET LOCAL TimeZone = 'UTC'", False),
         (b"UPDATE t SET a = 1", False),
@@ -175,6 +177,8 @@ def test_a_message_after_ready_for_query_is_not_lost() -> None:
         b"SELECT 1; SELECT 2",
         b"SELECT pg_advisory_lock(1)",
         b"SELECT PG_ADVISORY_LOCK(1)",
+        b"select pg_aDvIsOrY_lock(1)",
+        b"SELECT pg_try_advisory_lock(1)",
         b"LISTEN ch;",
         b"discard all",
         b"BEGIN",
@@ -188,6 +192,20 @@ def test_plain_query_agrees_with_plain_statement(query: bytes) -> None:
     text = query + b"\0"
     message = _msg(b"Q", text)
     assert _plain_statement(message, 5) is _plain_statement(text)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"SELECT pg_advisory_lock(1)",
+        b"select pg_aDvIsOrY_lock(1)",
+        b"SELECT pg_try_advisory_lock(2)",
+    ],
+)
+def test_session_advisory_locks_in_any_spelling_are_not_plain(query: bytes) -> None:
+    from heliosdb.interfaces.postgres.pooling import _plain_statement
+
+    assert _plain_statement(query + b"\0") is False
 
 
 class _Transport:
