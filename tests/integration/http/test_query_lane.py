@@ -194,7 +194,8 @@ async def test_query_expired_key_is_refused_though_just_used(
     node: NodeProcess, admin_api: httpx.AsyncClient
 ) -> None:
     """Verified keys are remembered for a moment (auth.py), never past their expiry."""
-    created = await admin_api.post("/keys", json={"name": "brief", "expires_in_seconds": 2})
+    # Long enough for its first use to arrive in time on a loaded machine (2 s was not).
+    created = await admin_api.post("/keys", json={"name": "brief", "expires_in_seconds": 4})
     assert created.status_code in (200, 201), created.text
     headers = {"Authorization": f"Bearer {created.json()['key']}"}
     async with httpx.AsyncClient(base_url=node.api, headers=headers) as client:
