@@ -396,3 +396,22 @@ def test_expr(db: Database[dict[str, Any]]) -> None:
     with pytest.raises(OperationFailure) as failure:
         coll.find_one({"$where": "this.a > 1"})
     assert failure.value.code == 238
+
+
+def test_insert_concurrent_into_new_collection(db: Database[dict[str, Any]]) -> None:
+    """Clients that all create the same collection by inserting into it at once: each
+    waits for the one creating it instead of finding no table (a creator's collection
+    counted as known before its transaction had committed; the race is timing-bound, so
+    this passes by luck without the fix too, but must never fail with it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        for round_ in range(4):
+            coll = db[f"racing_{round_}"]
+
+            def insert(part: int, coll: Coll = coll) -> None:
+                coll.insert_many([{"_id": part * 100 + i} for i in range(50)])
+                coll.insert_one({"_id": part * 100 + 99})
+
+            list(pool.map(insert, range(6)))
+            assert coll.count_documents({}) == 6 * 51

@@ -209,11 +209,25 @@ class DocumentStore:
             raise from_engine(exc) from None
 
     async def _ensure_collection(self, conn: EngineConnection, db: str, coll: str) -> bool:
+        """Create the collection unless known (inside the caller's transaction; the caller
+        adds it to ``_known`` once that transaction has committed)."""
         if (db, coll) in self._known:
             return False
-        created = await catalog.create_collection(conn, db, coll)
-        self._known.add((db, coll))
-        return created
+        return await catalog.create_collection(conn, db, coll)
+
+    async def _create_and_run(
+        self, conn: EngineConnection, db: str, coll: str, sql: str, args: list[Any]
+    ) -> None:
+        """``sql`` again after it found no table: create the collection and run it in one
+        transaction. ``_known`` is not asked: another client may be creating the same
+        collection right now and known it before committing; create_collection's lock
+        waits for that creator, then finds its table."""
+        self._known.discard((db, coll))
+        async with conn.transaction():
+            await catalog.create_collection(conn, db, coll)
+            await conn.execute(sql, *args)
+        if transactions.current() is None:
+            self._known.add((db, coll))
 
     async def _missing_ok(self, work: Awaitable[T], default: T) -> T:
         pinned = transactions.current()
@@ -449,10 +463,7 @@ class DocumentStore:
                     await conn.execute(plain, *columns)
                 return {}
             except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-                self._known.discard((db, coll))
-                async with conn.transaction():
-                    await self._ensure_collection(conn, db, coll)
-                    await conn.execute(plain, *columns)
+                await self._create_and_run(conn, db, coll, plain, columns)
                 return {}
         except asyncpg.UniqueViolationError:
             pass
@@ -728,10 +739,7 @@ class DocumentStore:
                 async with transactions.guard(conn):
                     await conn.execute(sql, *row)
             except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-                self._known.discard((db, coll))
-                async with conn.transaction():
-                    await self._ensure_collection(conn, db, coll)
-                    await conn.execute(sql, *row)
+                await self._create_and_run(conn, db, coll, sql, list(row))
         except asyncpg.UniqueViolationError as exc:
             raise await self._duplicate(conn, db, coll, exc, row) from None
 
