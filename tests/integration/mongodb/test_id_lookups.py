@@ -43,12 +43,11 @@ async def test_concurrent_finds_by_id_answer_as_alone(mongo_port: int, rw_key: s
     name = f"lk_{uuid.uuid4().hex[:8]}"
     try:
         coll = client[name].items
-        await coll.insert_many(
-            [
-                {"_id": i, "n": Int64(n), "d": Decimal128(str(n)), "x": {"z": 1, "a": 2}}
-                for n, i in enumerate(IDS)
-            ]
-        )
+        documents: list[Any] = [
+            {"_id": i, "n": Int64(n), "d": Decimal128(str(n)), "x": {"z": 1, "a": 2}}
+            for n, i in enumerate(IDS)
+        ]
+        await coll.insert_many(documents)
         status = await client.admin.command("serverStatus")
         before = status["heliosdb"]["idLookups"]["batched"]
         # The ordinary statement answers a find that has a sort (never batched).
