@@ -91,7 +91,7 @@ async def events(
     ws: ClientConnection, count: int, timeout: float = TIMEOUT
 ) -> list[dict[str, Any]]:
     """The next ``count`` event messages (other messages are an error)."""
-    out = []
+    out: list[dict[str, Any]] = []
     while len(out) < count:
         message = await next_message(ws, timeout)
         assert message["type"] == "event", message
