@@ -320,22 +320,3 @@ def test_queries_use_secondary_indexes(db: Database[dict[str, Any]]) -> None:
     assert sorted(d["n"] for d in coll.find({"tags": 101})) == [100, 101]
     assert coll.count_documents({"tags": {"$gte": 2999}}) == 1
     assert coll.count_documents({"n": {"$gte": 10, "$lt": 20}}) == 10
-
-
-def test_indexed_scalar_equality_is_one_condition(db: Database[dict[str, Any]]) -> None:
-    """A top-level scalar equality on an indexed field compiles to the index's own
-    expression once (no second, index-only copy), and still finds arrays holding it;
-    on a unique index (a COALESCE expression) the index condition is still added."""
-    coll = db.onecond
-    coll.insert_many([{"_id": i, "k": f"k{i}", "u": i} for i in range(3000)])
-    coll.insert_many([{"_id": 5000, "k": ["k5", "x"], "u": 5000}, {"_id": 5001, "k": ["y"]}])
-    coll.create_index("k")
-    coll.create_index("u", unique=True)
-    winning = coll.find({"k": "k5"}).explain()["queryPlanner"]["winningPlan"]
-    assert winning["sql"].count("(doc -> 'k') = $") == 1, winning["sql"]
-    assert "hx_" in str(winning["enginePlan"])
-    assert sorted(d["_id"] for d in coll.find({"k": "k5"})) == [5, 5000]
-    assert [d["_id"] for d in coll.find({"k": "y"})] == [5001]
-    unique = coll.find({"u": 7}).explain()["queryPlanner"]["winningPlan"]
-    assert "COALESCE" in unique["sql"] and "hx_" in str(unique["enginePlan"])
-    assert [d["_id"] for d in coll.find({"u": 7})] == [7]

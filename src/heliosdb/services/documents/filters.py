@@ -515,17 +515,12 @@ _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
 def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, str]) -> list[str]:
-    from heliosdb.services.documents.catalog import array_predicate, key_expression
+    from heliosdb.services.documents.catalog import array_predicate
 
     out = []
     for path, value in spec.items():
         expr = indexed.get(path)
         if expr is None or path == "_id":
-            continue
-        if "." not in path and _plain_scalar(value) and expr == key_expression(path):
-            # The exact condition (_Compiler.document) is already ``<expr> = $v OR <array
-            # holding $v>`` over the indexed expression itself: the engine answers it from
-            # the expression index and the multikey index without a second copy.
             continue
         conds = _sargable(expr, value, params)
         if conds:
