@@ -517,6 +517,12 @@ _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, str]) -> list[str]:
     from heliosdb.services.documents.catalog import array_predicate
 
+    # Kept even where the exact condition is already ``<expr> = $v OR <array holding
+    # $v>`` (a top-level scalar equality): without this copy the engine estimates the
+    # OR at the multikey predicate's default 0.5% of the table, and under a LIMIT (every
+    # find_one) a sequential scan that stops at the first match then looks cheaper than
+    # the index: 20 ms instead of 0.1 ms over 20,000 documents. ANDed with it, the
+    # estimate is about one row and the plan is the BitmapOr of the two indexes.
     out = []
     for path, value in spec.items():
         expr = indexed.get(path)
