@@ -88,7 +88,10 @@ class QueryService:
                 if script:
                     status = await conn.execute(sql)
                     return QueryResult([], [], _affected(status), status, _ms(started))
-                result = await self._run_statement(conn, sql, params, started)
+                # _run_statement's steps, here: a coroutine level is paid on every resumption
+                binder = _Binder(conn, sql, params)
+                records, stmt = await conn.run_prepared(sql, binder.bind)
+                result = binder.result(records, stmt, started)
                 if _leaves_session_alone(result.status, sql):
                     conn.keep_session(principal.id)
                 return result
