@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.values import MutexValue
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -77,24 +78,36 @@ class RequestRecorder:
 
     def __init__(self, interface: str) -> None:
         self._interface = interface
-        self._children: dict[tuple[str, object], tuple[Any, Any, list[Any]]] = {}
+        self._children: dict[tuple[str, object], tuple[Any, Any, list[Any], bool]] = {}
 
     def record(self, route: str, status: object, seconds: float) -> None:
         hit = self._children.get((route, status))
         if hit is None:
             hit = self._child(route, status)
-        count, total, buckets = hit
-        count(1)
-        total(seconds)
-        buckets[bisect_left(_BOUNDS, seconds)](1)
+        count, total, buckets, in_process = hit
+        bucket = buckets[bisect_left(_BOUNDS, seconds)]
+        if in_process:
+            # MutexValue.inc, inlined: three Python calls less per request
+            with count._lock:
+                count._value += 1
+            with total._lock:
+                total._value += seconds
+            with bucket._lock:
+                bucket._value += 1
+        else:  # file-backed values (worker processes) write through their own inc()
+            count.inc(1)
+            total.inc(seconds)
+            bucket.inc(1)
 
-    def _child(self, route: str, status: object) -> tuple[Any, Any, list[Any]]:
+    def _child(self, route: str, status: object) -> tuple[Any, Any, list[Any], bool]:
         latency = LATENCY.labels(self._interface, route)
-        hit = (
-            REQUESTS.labels(self._interface, route, str(status))._value.inc,
-            latency._sum.inc,
-            [bucket.inc for bucket in latency._buckets],
+        values = (
+            REQUESTS.labels(self._interface, route, str(status))._value,
+            latency._sum,
+            list(latency._buckets),
         )
+        in_process = all(type(v) is MutexValue for v in (values[0], values[1], *values[2]))
+        hit = (*values, in_process)
         if len(self._children) < self.MAX_CHILDREN:
             self._children[(route, status)] = hit
         return hit
