@@ -15,12 +15,16 @@ read and which SQL users see. It is relaxed Extended JSON:
     Timestamp                          {"$timestamp": {"t": <s>, "i": <n>}}
     MinKey, MaxKey                     {"$minKey": 1}, {"$maxKey": 1}
     Code                               {"$code": "..."}
+
+The ``_id`` column holds the query form of the document's ``_id``; a null ``_id`` is
+JSON ``null`` there (never SQL NULL), bound through ``id_bind``.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import enum
 import math
 import re
 import uuid
@@ -66,6 +70,27 @@ def date_millis(value: dt.datetime | DatetimeMS) -> int:
         value = value.replace(tzinfo=dt.UTC)
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+class _JsonNull(enum.Enum):
+    """JSON ``null`` as a bind parameter: asyncpg sends Python None as SQL NULL without
+    calling the jsonb encoder, while orjson writes an enum member as its value."""
+
+    NULL = None
+
+
+JSON_NULL = _JsonNull.NULL
+
+
+def id_bind(form: Any) -> Any:
+    """An ``_id``'s query form (or a value read from the ``_id`` column) as a bind
+    parameter for that column: a null ``_id`` is the JSON ``null`` stored there."""
+    return JSON_NULL if form is None else form
+
+
+def id_form(value: Any) -> Any:
+    """The ``_id`` column's bind parameter for a BSON ``_id`` value."""
+    return id_bind(query_form(value))
 
 
 def query_form(value: Any) -> Any:

@@ -27,7 +27,7 @@ from bson.regex import Regex
 
 from heliosdb.engine.quoting import quote_literal
 from heliosdb.errors import invalid
-from heliosdb.services.documents.bsonform import query_form
+from heliosdb.services.documents.bsonform import id_form, query_form
 
 TRUE_JP = "(1 == 1)"
 FALSE_JP = "(1 == 2)"
@@ -123,7 +123,7 @@ class _Compiler:
             elif key.startswith("$"):
                 raise bad_value(f"unknown top level operator: {key}")
             elif top and key == "_id" and plain_id(value):
-                parts.append(_Sql(f"_id = {self.params.add(query_form(value), 'jsonb')}"))
+                parts.append(_Sql(f"_id = {self.params.add(id_form(value), 'jsonb')}"))
             elif (
                 top
                 and key == "_id"
@@ -132,7 +132,7 @@ class _Compiler:
                 and isinstance(value["$in"], list)
                 and all(plain_id(v) for v in value["$in"])
             ):
-                ids = [query_form(v) for v in value["$in"]]
+                ids = [id_form(v) for v in value["$in"]]
                 parts.append(_Sql(f"_id = ANY({self.params.add(ids, 'jsonb[]')})"))
             elif top and key and "." not in key and _plain_scalar(value):
                 # A top-level field equal to a number, string or boolean: plain SQL (the

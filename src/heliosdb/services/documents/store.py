@@ -725,7 +725,9 @@ class DocumentStore:
             new = await apply(old, raw)
             encoded = _encode_checked(new)
             if encoded != raw:
-                changed.append((row["_id"], encoded, bsonform.query_form(new), row["v"]))
+                changed.append(
+                    (bsonform.id_bind(row["_id"]), encoded, bsonform.query_form(new), row["v"])
+                )
             result.before, result.after = old, new
         written = await self._write_changes(conn, db, coll, changed) if changed else []
         return list(found), changed, written
@@ -863,7 +865,7 @@ class DocumentStore:
         lookups = self._lookups
         if lookups.busy(key):
             assert query.filter is not None
-            return await lookups.queue(key, bsonform.query_form(query.filter["_id"]))
+            return await lookups.queue(key, bsonform.id_form(query.filter["_id"]))
         lookups.begin(key)
         try:
             return await self._find_rows(principal, db, coll, query)
@@ -1165,6 +1167,8 @@ def _show(value: Any) -> str:
         return f'"{value}"'
     if isinstance(value, ObjectId):
         return f"ObjectId('{value}')"
+    if value is None:
+        return "null"
     return repr(value)
 
 
@@ -1197,7 +1201,7 @@ def _row_for_insert(raw: bytes) -> tuple[Any, bytes, Any]:
             raise invalid(
                 f"Document can't have $ prefixed field names: {key}", kind="dollar_prefixed"
             )
-    return bsonform.query_form(identifier), raw, bsonform.query_form(document)
+    return bsonform.id_form(identifier), raw, bsonform.query_form(document)
 
 
 def _replacement(old: Document, new: Document) -> Document:
