@@ -139,10 +139,9 @@ class _Binder:
             raise invalid(
                 f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
             )
-        return [
-            to_param(value, t, i + 1)
-            for i, (value, t) in enumerate(zip(params, declared, strict=True))
-        ]
+        # as many as declared (checked above): zip's strict=True would parse its keyword
+        # argument on every request
+        return [to_param(params[i], t, i + 1) for i, t in enumerate(declared)]
 
     def result(self, records: list[Any], stmt: Any, started: float) -> QueryResult:
         plan = self.plan

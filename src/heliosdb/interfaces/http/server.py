@@ -204,6 +204,8 @@ class _LaneCycle:
 
 
 _joined_defaults: tuple[object, bytes] = (None, b"")
+_Task = asyncio.Task
+_LANE_TASK_NAME = "heliosdb-http-lane"
 
 
 def _join_defaults(defaults: list[tuple[bytes, bytes]]) -> None:
@@ -320,7 +322,9 @@ class _HttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         cycle: Any = self.cycle
         if type(cycle) is _LaneCycle:
-            cycle.task = task = self.loop.create_task(cycle.run(self))
+            # A Task made here, named: loop.create_task would have the Task format a
+            # "Task-<n>" name of its own, a string built per request.
+            cycle.task = task = _Task(cycle.run(self), loop=self.loop, name=_LANE_TASK_NAME)
             self.tasks.add(task)
             return
         super().on_message_complete()
