@@ -47,6 +47,13 @@ def token_from_headers(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or None
 
 
+def recent_principal(services: Services, headers: Mapping[str, str]) -> Principal | None:
+    """The principal of credentials authenticated a moment ago (ApiKeys.recent), without a
+    coroutine; None: :func:`principal_from_headers` decides (and counts a failure)."""
+    token = token_from_headers(headers)
+    return services.keys.recent(token.strip()) if token else None
+
+
 async def principal_from_headers(services: Services, headers: Mapping[str, str]) -> Principal:
     """The principal behind a request's headers, or UNAUTHENTICATED (counted in metrics)."""
     token = token_from_headers(headers)

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from heliosdb.errors import HeliosError
-from heliosdb.interfaces.http.auth import principal_from_headers
+from heliosdb.interfaces.http.auth import principal_from_headers, recent_principal
 from heliosdb.interfaces.http.errors import error_response, internal_error_response
 from heliosdb.interfaces.http.middleware import OPEN_REQUESTS, record_request, too_large
 from heliosdb.interfaces.http.responses import parse_json_object
@@ -55,7 +55,10 @@ class HotRoute:
             try:
                 if len(body) > self.limit:
                     raise too_large(self.limit)
-                principal = await principal_from_headers(self.services, headers)
+                # a coroutine made and awaited only when the credentials are not fresh
+                principal = recent_principal(self.services, headers)
+                if principal is None:
+                    principal = await principal_from_headers(self.services, headers)
                 payload = await self.run(self.services, principal, parse_json_object(body))
             except Exception as exc:  # noqa: BLE001 - the error funnel (HeliosError or a bug)
                 result = self._failure(exc)
