@@ -38,9 +38,14 @@ from heliosdb.interfaces.redis.codec import (
 from heliosdb.interfaces.redis.errors import RedisError, to_redis
 from heliosdb.interfaces.redis.hotpath import (
     BATCHED_KINDS,
+    FAST,
+    IDLE,
+    SLOW,
+    WRITE_LIMIT,
     ZADD_FLAGS,
     RedisProtocol,
     start_batched,
+    submit_lone,
     submit_run,
 )
 from heliosdb.interfaces.redis.registry import Call, Command, lookup
@@ -54,8 +59,6 @@ log = logging.getLogger("heliosdb.interfaces.redis")
 UNAUTHENTICATED_BUFFER = 10 * (16384 + 32) + 64
 READ_CHUNK = 65536
 BACKLOG_LIMIT = 4 * 1024 * 1024  # received while busy: past this, stop reading the socket
-WRITE_LIMIT = 1 << 20  # replies the client has not read: past this, wait before running more
-IDLE, FAST, SLOW = "idle", "fast", "slow"  # nothing running / coalesced run out / task runs
 QUEUE_LIMIT = 10_000
 OUTPUT_LIMIT = 64 * 1024 * 1024
 
@@ -193,8 +196,15 @@ class Session:
 
     def received(self, data: bytes) -> None:
         if self.state is IDLE and not self.backlog and len(data) <= READ_CHUNK:
+            parser = self.parser
             try:  # the common case: straight to the parser
-                self.parser.feed(data)
+                parser.feed(data)
+                # The commonest of all: one plain GET/SET, nothing after it (redis-benchmark
+                # -P 1, a cache's lookups) goes to the coalescer without advance()'s steps.
+                if not self.ready and (args := parser.next()) is not None:
+                    if not parser.has_data() and submit_lone(self, args):
+                        return
+                    self.ready.append(args)
             except ProtocolError as exc:
                 self.error = exc
             self.advance()
@@ -251,6 +261,11 @@ class Session:
 
     def fast_done(self, replies: bytes) -> None:
         """The coalesced run is answered: write its replies, go on with what came meanwhile."""
+        self.answer(0, replies)
+
+    def answer(self, _index: int, replies: bytes) -> None:
+        """The reply of a run of one command (what _Replies gathers for longer runs), or
+        the run's replies from _Replies (fast_done)."""
         client, transport = self.client, self.transport
         if client.writer is not None and transport is not None and not transport.is_closing():
             if client.outbox:
@@ -270,10 +285,6 @@ class Session:
             or self.error is not None
         ):
             self.advance()
-
-    def answer(self, index: int, reply: bytes) -> None:
-        """The reply of a run of one command (what _Replies does for longer runs)."""
-        self.fast_done(reply)
 
     def fill(self) -> None:
         """Parse received bytes into ``ready`` (64 KiB at a time, up to 1024 commands)."""

@@ -16,6 +16,7 @@ The Session (connection.py) decides what may take this path and keeps one run in
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from heliosdb.interfaces.redis.codec import encode
@@ -88,6 +89,8 @@ class _Replies:
             self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
+IDLE, FAST, SLOW = "idle", "fast", "slow"  # a Session: nothing running / a run out here / its task
+WRITE_LIMIT = 1 << 20  # replies the client has not read: past this, wait before running more
 _OK = b"+OK\r\n"
 # Commands whose handler (outside MULTI) awaits one coalescer operation of this kind.
 BATCHED_KINDS = {
@@ -134,7 +137,10 @@ class _Slot(_IntSlot):
     __slots__ = ("is_set",)
 
     def __init__(self, replies: _Replies | Session, index: int, is_set: bool, proto: int) -> None:
-        super().__init__(replies, index, proto)
+        self.replies = replies
+        self.index = index
+        self.proto = proto
+        self._done = False
         self.is_set = is_set
 
     def set_result(self, value: Any, /) -> None:
@@ -237,3 +243,38 @@ def submit_run(session: Session, run: list[list[bytes]]) -> None:
         else:
             coalescer.set_into(db, args[1], args[2], None, _Slot(replies, index, True, proto))
     client.last_command = "get" if len(run[-1]) == 2 else "set"
+
+
+def submit_lone(session: Session, args: list[bytes]) -> bool:
+    """One plain GET key / SET key value, all the session has received: to the coalescer,
+    its slot answering the session itself; False (nothing done) for anything else, or when
+    the connection's state asks for advance()'s checks (the same as _coalescable_run's)."""
+    n = len(args)
+    if n == 2:
+        if args[0].lower() != b"get":
+            return False
+    elif n != 3 or args[0].lower() != b"set":
+        return False
+    client = session.client
+    principal = client.principal
+    if (
+        client.multi is not None
+        or client.closing
+        or (client.proto == 2 and (client.channels or client.patterns))  # subscriber mode
+        or (principal is None and session.server.require_auth)
+        or (n == 3 and principal is not None and principal.read_only)
+        or session.transport is None
+        or session.transport.get_write_buffer_size() > WRITE_LIMIT
+    ):
+        return False
+    session.state = FAST
+    client.last_active = time.time()
+    session.server.commands_processed += 1
+    coalescer = session.server.kv.coalescer
+    if n == 2:
+        client.last_command = "get"
+        coalescer.get_into(client.db, args[1], _Slot(session, 0, False, client.proto))
+    else:
+        client.last_command = "set"
+        coalescer.set_into(client.db, args[1], args[2], None, _Slot(session, 0, True, client.proto))
+    return True

@@ -38,7 +38,6 @@ from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 log = logging.getLogger("heliosdb.services.keyvalue")
 MAX_BATCH = 512
 HELPER_BATCH = 16  # GET/SETs queued while worker 0 runs a batch that another worker takes
-GROUPED = ("tx", "incr", "push", "add")  # kinds that run in the group transaction of worker 0
 
 _GET = (
     "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) "
@@ -83,11 +82,14 @@ class Sink(Protocol):
 
 
 Pushed = set[tuple[int, bytes]]
+# A queued GET or SET: (db, key, value (None: a GET), expires_at_ms, where the answer goes).
+# A tuple, not an _Op: it is made once per command on the hot path.
+Plain = tuple[int, bytes, bytes | None, int | None, Sink]
 
 
 @dataclass(slots=True)
 class _Op:
-    kind: str  # "get", "set" or "tx"
+    kind: str  # "tx", "incr", "push" or "add" (GETs and SETs are Plain tuples)
     db: int
     key: bytes
     value: bytes | None
@@ -119,7 +121,7 @@ class Coalescer:
         self.after_commit = after_commit
         self.workers = workers
         self.synchronous_commit = synchronous_commit
-        self._queue: deque[_Op] = deque()
+        self._queue: deque[Plain] = deque()
         self._tx_queue: deque[_Op] = deque()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,31 +143,44 @@ class Coalescer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for queue in (self._queue, self._tx_queue):
-            while queue:
-                op = queue.popleft()
-                if not op.future.done():
-                    op.future.cancel()
+        while self._queue:
+            sink = self._queue.popleft()[4]
+            if not sink.done():
+                sink.cancel()
+        while self._tx_queue:
+            op = self._tx_queue.popleft()
+            if not op.future.done():
+                op.future.cancel()
 
     def get(self, db: int, key: bytes) -> asyncio.Future[bytes | None]:
-        return self._submit(_Op("get", db, key, None, None, self._future()))
+        future = self._future()
+        self.get_into(db, key, future)
+        return future
 
     def set(
         self, db: int, key: bytes, value: bytes, expires_at_ms: int | None
     ) -> asyncio.Future[None]:
-        return self._submit(_Op("set", db, key, value, expires_at_ms, self._future()))
+        future = self._future()
+        self.set_into(db, key, value, expires_at_ms, future)
+        return future
 
     def get_into(self, db: int, key: bytes, sink: Sink) -> None:
         """GET without a Future: the value (or None, or the error) goes to ``sink``."""
-        self._queue.append(_Op("get", db, key, None, None, sink))
-        self._wake_plain()
+        queue = self._queue
+        queue.append((db, key, None, None, sink))
+        # Wake the workers unless worker 0 runs a GET/SET batch (it looks at the queue
+        # when done) and too few wait for another worker to take a batch of its own.
+        if self._lead_state != "plain" or len(queue) >= HELPER_BATCH:
+            self._ready.set()
 
     def set_into(
         self, db: int, key: bytes, value: bytes, expires_at_ms: int | None, sink: Sink
     ) -> None:
         """SET without a Future: None (or the error) goes to ``sink``."""
-        self._queue.append(_Op("set", db, key, value, expires_at_ms, sink))
-        self._wake_plain()
+        queue = self._queue
+        queue.append((db, key, value, expires_at_ms, sink))
+        if self._lead_state != "plain" or len(queue) >= HELPER_BATCH:  # as get_into
+            self._ready.set()
 
     def run(self, db: int, work: TxWork) -> asyncio.Future[Any]:
         """Run ``work`` inside the next group transaction (with other clients' writes)."""
@@ -212,19 +227,9 @@ class Coalescer:
         return asyncio.get_running_loop().create_future()
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
-        if op.kind in GROUPED:
-            self._tx_queue.append(op)
-            self._ready.set()
-        else:
-            self._queue.append(op)
-            self._wake_plain()
+        self._tx_queue.append(op)
+        self._ready.set()
         return cast("asyncio.Future[Any]", op.future)
-
-    def _wake_plain(self) -> None:
-        """Wake the workers for a queued GET/SET, unless worker 0 is running a GET/SET
-        batch (it looks at the queue when done) and too few wait for another worker."""
-        if self._lead_state != "plain" or len(self._queue) >= HELPER_BATCH:
-            self._ready.set()
 
     async def _work(self, index: int) -> None:
         """Worker 0 also runs the group transactions: one writer, so groups never deadlock."""
@@ -243,27 +248,36 @@ class Coalescer:
                         settings += "; SET synchronous_commit = off"
                     await conn.execute(settings)
                     while True:
+                        plain = self._queue
                         if index == 0 and self._tx_queue:
-                            queue = self._tx_queue
+                            tx_queue = self._tx_queue
                             self._lead("tx")
-                        elif self._queue and (
+                            batch = [
+                                tx_queue.popleft() for _ in range(min(len(tx_queue), MAX_BATCH))
+                            ]
+                            self.batches += 1
+                            self.operations += len(batch)
+                            await self._run(conn, batch)
+                        elif plain and (
                             index == 0
                             or self._lead_state in ("tx", "down")
-                            or len(self._queue) >= HELPER_BATCH
+                            or len(plain) >= HELPER_BATCH
                         ):
-                            queue = self._queue
                             if index == 0:
                                 self._lead("plain")
+                            if len(plain) <= MAX_BATCH:
+                                gets_sets = list(plain)
+                                plain.clear()
+                            else:
+                                gets_sets = [plain.popleft() for _ in range(MAX_BATCH)]
+                            self.batches += 1
+                            self.operations += len(gets_sets)
+                            await self._run_plain(conn, gets_sets)
                         else:
                             if index == 0:
                                 self._lead("idle")
                             self._ready.clear()
                             await self._ready.wait()
-                            continue
-                        batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
-                        self.batches += 1
-                        self.operations += len(batch)
-                        await self._run(conn, batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -279,28 +293,26 @@ class Coalescer:
             self._ready.set()
 
     async def _run(self, conn: Any, batch: list[_Op]) -> None:
-        sets = [op for op in batch if op.kind == "set"]
-        gets = [op for op in batch if op.kind == "get"]
-        txs = [op for op in batch if op.kind in GROUPED]
-        if txs:
-            txs = await self._run_fast(conn, txs)
-        if txs:
-            await self._run_txs(conn, txs)
-        batch = sets + gets
-        if not batch:
-            return
+        """A group: the one-call forms first, then the group transaction for the rest."""
+        batch = await self._run_fast(conn, batch)
+        if batch:
+            await self._run_txs(conn, batch)
+
+    async def _run_plain(self, conn: Any, batch: list[Plain]) -> None:
+        """A batch of GETs and SETs: the SETs in one upsert, then the GETs in one lookup."""
+        sets = [op for op in batch if op[2] is not None]
         try:
             written = await self._run_sets(conn, sets) if sets else {}
-            if gets:
-                await self._run_gets(conn, gets, written)
+            if len(sets) < len(batch):
+                await self._run_gets(conn, [op for op in batch if op[2] is None], written)
         except Exception as exc:  # noqa: BLE001 - answer each op on its own
             if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(exc)
+                if not batch[0][4].done():
+                    batch[0][4].set_exception(exc)
                 return
             for op in batch:
-                if not op.future.done():
-                    await self._run(conn, [op])
+                if not op[4].done():
+                    await self._run_plain(conn, [op])
 
     async def _run_fast(self, conn: Any, ops: list[_Op]) -> list[_Op]:
         """The group's INCRs, pushes and adds, one engine call per kind (no BEGIN/COMMIT
@@ -398,18 +410,16 @@ class Coalescer:
         if pushed and self.after_commit is not None:
             self.after_commit(pushed)
 
-    async def _run_sets(self, conn: Any, sets: list[_Op]) -> dict[tuple[int, bytes], _Op]:
+    async def _run_sets(self, conn: Any, sets: list[Plain]) -> dict[tuple[int, bytes], Plain]:
         """Every SET of the batch in one upsert, each key once (its last SET's value: the
         others were overwritten within the batch); the SET that wrote each key."""
-        latest: dict[tuple[int, bytes], _Op] = {}
-        for op in sets:
-            latest[(op.db, op.key)] = op
+        latest = {(op[0], op[1]): op for op in sets}
         ordered = [latest[k] for k in sorted(latest)]  # one lock order: no deadlocks
         columns = (
-            [op.db for op in ordered],
-            [op.key for op in ordered],
-            [op.value for op in ordered],
-            [op.expires_at_ms for op in ordered],
+            [op[0] for op in ordered],
+            [op[1] for op in ordered],
+            [op[2] for op in ordered],
+            [op[3] for op in ordered],
         )
         status = await conn.execute(_SET_STRINGS, *columns)
         rows = (
@@ -423,42 +433,47 @@ class Coalescer:
                 row[0], row[1],
             )  # fmt: skip
         for op in sets:
-            if not op.future.done():
-                op.future.set_result(None)
+            sink = op[4]
+            if not sink.done():
+                sink.set_result(None)
         return latest
 
     async def _run_gets(
-        self, conn: Any, gets: list[_Op], written: dict[tuple[int, bytes], _Op]
+        self, conn: Any, gets: list[Plain], written: dict[tuple[int, bytes], Plain]
     ) -> None:
         """One ``key = ANY(...)`` index scan per database for every GET of the batch, each
         key looked up once; a key this batch's SETs wrote is answered with their value (the
         SETs ran first: any order of one batch's commands is a valid serial order)."""
         now = now_ms()
-        by_db: dict[int, list[_Op]] = {}
-        for op in gets:
-            by_db.setdefault(op.db, []).append(op)
-        for db, ops in by_db.items():
-            found: dict[bytes, tuple[str, bytes]] = {}
-            wanted = []
-            for key in dict.fromkeys([op.key for op in ops]):
-                set_op = written.get((db, key))
-                if set_op is None:
-                    wanted.append(key)
-                elif set_op.expires_at_ms is None or set_op.expires_at_ms > now:
-                    found[key] = ("string", cast(bytes, set_op.value))
-            if wanted:
-                for r in await conn.fetch(_GET, db, wanted, now):
-                    found[bytes(r[0])] = (r[1], r[2])
-            for op in ops:
-                if op.future.done():
-                    continue
-                hit = found.get(op.key)
-                if hit is None:
-                    op.future.set_result(None)
-                elif hit[0] != "string":
-                    op.future.set_exception(fault(Reason.WRONG_TYPE))
-                else:
-                    op.future.set_result(hit[1])
+        db = gets[0][0]
+        if any(op[0] != db for op in gets):
+            by_db: dict[int, list[Plain]] = {}
+            for op in gets:
+                by_db.setdefault(op[0], []).append(op)
+            for ops in by_db.values():
+                await self._run_gets(conn, ops, written)
+            return
+        found: dict[bytes, tuple[str, bytes]] = {}
+        wanted = []
+        for key in dict.fromkeys([op[1] for op in gets]):
+            set_op = written.get((db, key)) if written else None
+            if set_op is None:
+                wanted.append(key)
+            elif set_op[3] is None or set_op[3] > now:
+                found[key] = ("string", cast(bytes, set_op[2]))
+        if wanted:
+            for r in await conn.fetch(_GET, db, wanted, now):
+                found[bytes(r[0])] = (r[1], r[2])
+        for _, key, _, _, sink in gets:
+            if sink.done():
+                continue
+            hit = found.get(key)
+            if hit is None:
+                sink.set_result(None)
+            elif hit[0] != "string":
+                sink.set_exception(fault(Reason.WRONG_TYPE))
+            else:
+                sink.set_result(hit[1])
 
 
 _LOCK_COUNTERS = (
