@@ -88,6 +88,12 @@ def parse_header(data: bytes) -> Header:
     return Header(length, request_id, response_to, op_code)
 
 
+def parse_frame(data: bytes) -> Message:
+    """A whole message (header included) whose length field is ``len(data)``."""
+    header = parse_header(data[: HEADER.size])
+    return parse_message(header, data[HEADER.size :])
+
+
 def parse_message(header: Header, payload: bytes) -> Message:
     """``payload`` is the message after its 16-byte header."""
     if header.op_code == OP_COMPRESSED:

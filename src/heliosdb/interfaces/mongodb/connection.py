@@ -1,6 +1,7 @@
 """One client connection: read a message, run its command, write the reply.
 
-    read header -> read payload -> parse (codec) -> dispatch -> reply (unless moreToCome)
+    MongoProtocol frames messages in the read callback -> parse (codec) -> dispatch
+    -> reply (unless moreToCome)
 
 A message we cannot parse closes the connection (the node goes on). Commands run one
 at a time per connection, as MongoDB does. ``Session`` is the per-connection state:
@@ -13,11 +14,11 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from heliosdb.errors import HeliosError
-from heliosdb.interfaces.mongodb import codec, errors, registry
+from heliosdb.interfaces.mongodb import codec, errors, hotpath, registry
 from heliosdb.interfaces.mongodb.cursors import CursorStore
 from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal
@@ -41,6 +42,99 @@ _OPEN_ON_QUERY = {
     "ping",
     "authenticate",
 }
+
+
+# Whole messages waiting for the connection's loop beyond this many bytes pause reading
+# (only a client pipelining moreToCome writes gets that far ahead).
+QUEUED_LIMIT_BYTES = codec.MAX_MESSAGE_BYTES
+
+
+class MongoProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that cuts the received bytes into whole messages itself.
+
+    The connection's loop (``serve``) takes them from ``messages`` and waits on a future
+    only when none is there: no StreamReader, no ``readexactly`` coroutines per message.
+    A length outside MongoDB's bounds ends the stream (``bad`` says why); so do EOF and a
+    lost connection. The StreamReader it was made with only learns about EOF.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.messages: deque[bytes] = deque()
+        self.queued = 0  # bytes in ``messages``
+        self.ended = False
+        self.bad: str | None = None
+        self._partial = bytearray()
+        self._need = 0  # bytes ``_partial`` must hold before it is looked at again
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._reading: Any = None  # the transport (uvloop's is no asyncio.ReadTransport)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._reading = transport
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
+        if self._partial:
+            self._partial += data
+            if len(self._partial) < self._need:
+                return
+            data = bytes(self._partial)
+            self._partial.clear()
+        offset, end = 0, len(data)
+        messages = self.messages
+        while end - offset >= 4:
+            length = int.from_bytes(data[offset : offset + 4], "little", signed=True)
+            if length < codec.HEADER.size or length > codec.MAX_MESSAGE_BYTES:
+                self.bad = f"message length {length} out of range"
+                self.ended = True
+                break
+            if end - offset < length:
+                self._need = length
+                break
+            messages.append(data if length == end else data[offset : offset + length])
+            self.queued += length
+            offset += length
+        else:
+            self._need = 4
+        if offset < end and not self.ended:
+            self._partial += memoryview(data)[offset:]
+        if self.queued > QUEUED_LIMIT_BYTES and not self._paused and self._reading is not None:
+            self._paused = True
+            self._reading.pause_reading()
+        self._wake()
+
+    def taken(self, size: int) -> None:
+        """``serve`` took a message of ``size`` bytes off the queue."""
+        self.queued -= size
+        if self._paused and self.queued <= QUEUED_LIMIT_BYTES // 2:
+            self._paused = False
+            if self._reading is not None:
+                self._reading.resume_reading()
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future that is done once a message is queued or the stream has ended."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        self._wake()
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        self._wake()
+        super().connection_lost(exc)
 
 
 @dataclass
@@ -107,46 +201,55 @@ async def serve(
 ) -> None:
     peer = writer.get_extra_info("peername")
     transport = writer.transport
+    protocol = transport.get_protocol()
+    assert isinstance(protocol, MongoProtocol)
+    messages = protocol.messages
     session = Session(state, next(state.ids), f"{peer[0]}:{peer[1]}" if peer else "unknown")
     state.current += 1
     state.total_created += 1
     try:
         while True:
-            try:
-                head = await reader.readexactly(codec.HEADER.size)
-            except asyncio.IncompleteReadError:
-                return
-            try:
-                header = codec.parse_header(head)
-                payload = await reader.readexactly(header.length - codec.HEADER.size)
-                message = codec.parse_message(header, payload)
-            except codec.ProtocolError as exc:
-                log.info(
-                    "closing mongodb connection %s from %s: %s",
-                    session.connection_id,
-                    session.peer,
-                    exc,
-                )
-                return
-            reply = await handle(session, message)
-            if reply is None or message.more_to_come:
+            if not messages:
+                if protocol.ended:
+                    if protocol.bad is not None:
+                        _closing(session, protocol.bad)
+                    return
+                await protocol.wait()
                 continue
-            compressor = message.compressor if message.compressor else None
-            data = codec.encode_reply(
-                next(state.request_ids), message.request_id, reply, message.op_code, compressor
-            )
-            if compressor is not None:
-                state.compressed_in[compressor] = (
-                    state.compressed_in.get(compressor, 0) + header.length
+            data = messages.popleft()
+            protocol.taken(len(data))
+            try:
+                message = codec.parse_frame(data)
+            except codec.ProtocolError as exc:
+                _closing(session, str(exc))
+                return
+            out = None
+            if hotpath.eligible(session, message):
+                out = await hotpath.answer_find(session, message, next(state.request_ids))
+            if out is None:
+                reply = await handle(session, message)
+                if reply is None or message.more_to_come:
+                    continue
+                compressor = message.compressor if message.compressor else None
+                out = codec.encode_reply(
+                    next(state.request_ids), message.request_id, reply, message.op_code, compressor
                 )
-                state.compressed_out[compressor] = state.compressed_out.get(compressor, 0) + len(
-                    data
-                )
-            writer.write(data)
+                if compressor is not None:
+                    compressed = state.compressed_in
+                    compressed[compressor] = compressed.get(compressor, 0) + len(data)
+                    compressed = state.compressed_out
+                    compressed[compressor] = compressed.get(compressor, 0) + len(out)
+            elif message.more_to_come:
+                continue
+            writer.write(out)
             if transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
                 await writer.drain()  # only a slow reader makes us wait
     finally:
         state.current -= 1
+
+
+def _closing(session: Session, why: str) -> None:
+    log.info("closing mongodb connection %s from %s: %s", session.connection_id, session.peer, why)
 
 
 async def handle(session: Session, message: codec.Message) -> dict[str, Any] | None:
@@ -196,10 +299,7 @@ async def dispatch(session: Session, request: Request) -> dict[str, Any]:
             )
         else:
             reply = await entry.handler(session, request)
-    except (HeliosError, errors.CommandError) as exc:
-        return errors.from_exception(exc)
-    except Exception:
-        log.exception("mongodb command %s failed", request.name)
-        return errors.error_document(1, "internal error")
+    except Exception as exc:  # noqa: BLE001 - every failure is an error reply
+        return errors.reply_for(request.name, exc)
     reply.setdefault("ok", 1.0)
     return reply

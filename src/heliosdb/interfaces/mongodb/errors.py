@@ -8,9 +8,12 @@ HeliosError code does. Codes that make drivers drop the server or retry (10107, 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from heliosdb.errors import ErrorCode, HeliosError
+
+log = logging.getLogger("heliosdb.interfaces.mongodb")
 
 CODE_NAMES: dict[int, str] = {
     1: "InternalError",
@@ -136,6 +139,13 @@ def from_exception(exc: BaseException) -> dict[str, Any]:
             extra = _duplicate_fields(exc)
         return error_document(code, exc.message, **extra)
     return error_document(1, "internal error")
+
+
+def reply_for(command: str, exc: Exception) -> dict[str, Any]:
+    """The reply to a command that raised ``exc`` (an unexpected one is logged)."""
+    if not isinstance(exc, HeliosError | CommandError):
+        log.error("mongodb command %s failed", command, exc_info=exc)
+    return from_exception(exc)
 
 
 def write_error(index: int, exc: HeliosError) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import ssl
 from heliosdb.engine import Access
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.mongodb import registry
-from heliosdb.interfaces.mongodb.connection import ServerState, serve
+from heliosdb.interfaces.mongodb.connection import MongoProtocol, ServerState, serve
 from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal, PrincipalKind
 from heliosdb.services.container import Services
@@ -57,6 +57,7 @@ class MongoListener(TcpListener):
             settings.mongodb.port,
             functools.partial(self._serve_client),
             ssl_context=tls_context(settings),
+            protocol_class=MongoProtocol,
         )
 
     async def start(self) -> None:

@@ -128,19 +128,25 @@ class _Statement:
         principal = self.principal
         lease = self.store._parking.take(principal.access)
         if lease is not None:
-            conn: EngineConnection = lease.conn
-            try:
-                # The principal that left it needs no reset; anyone else gets one.
-                await conn.claim_session(principal.id)
-            except BaseException as exc:
-                await lease.__aexit__(*sys.exc_info())
-                if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                    raise from_engine(exc) from None
-                raise
+            # The leased connection itself, not the pool's proxy (which forwards every
+            # call through __getattr__); valid while the lease is held.
+            conn: EngineConnection = lease.raw
+            owner = conn.session_owner
+            if owner is not None and owner != principal.id:
+                try:
+                    # The principal that left it needs no reset; anyone else gets one.
+                    await conn.claim_session(principal.id)
+                except BaseException as exc:
+                    await lease.__aexit__(*sys.exc_info())
+                    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+                        raise from_engine(exc) from None
+                    raise
+            conn.session_owner = None
             self.lease = lease
             return conn
         lease = self.store.engine.connection(principal.access, owner=principal.id)
-        conn = await lease.__aenter__()
+        await lease.__aenter__()
+        conn = lease.raw
         self.lease = lease
         if not self.store._catalog_ready and principal.access is Access.READ_WRITE:
             try:
@@ -159,7 +165,7 @@ class _Statement:
         if exc_info[0] is None:
             # The statement left the session as it found it: the next lease by this
             # principal may skip the reset round trip.
-            conn = lease.conn
+            conn = lease.raw
             conn.keep_session(self.principal.id)
             if not conn.is_in_transaction() and self.store._parking.keep(
                 self.principal.access, lease
@@ -840,7 +846,11 @@ class DocumentStore:
         self, principal: Principal, db: str, coll: str, query: FindQuery
     ) -> list[bytes]:
         """The stored BSON of every document ``query`` selects, in one statement."""
-        indexed = await self._indexes_for(principal, db, coll)
+        cached = self._indexed.get((db, coll))
+        if cached is not None and cached[0] > time.monotonic():
+            indexed = cached[1]
+        else:
+            indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         where = compile_filter(query.filter, params, indexed)
         sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
@@ -851,9 +861,19 @@ class DocumentStore:
             sql += f" OFFSET {params.add(int(query.skip), 'bigint')}"
         if query.limit:
             sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
+        values = params.values
         async with self._conn(principal) as conn:
-            rows = await self._missing_ok(_fetch(conn, sql, params.values), [])
-        return [bytes(r["bson"]) for r in rows]
+            if transactions.current() is not None:
+                rows = await self._missing_ok(_fetch(conn, sql, values), [])
+            else:
+                # _missing_ok(_fetch(...)) outside a transaction, two coroutines less.
+                try:
+                    rows, _ = await conn.run_prepared(sql, lambda _stmt: values)
+                except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                    rows = []
+                except asyncpg.PostgresError as exc:
+                    raise from_engine(exc) from None
+        return [bytes(r[0]) for r in rows]
 
     async def _find_by_id(
         self, principal: Principal, db: str, coll: str, query: FindQuery

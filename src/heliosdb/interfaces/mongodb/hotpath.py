@@ -1,0 +1,139 @@
+"""The find hot path: a plain ``find`` from the parsed message to the reply's bytes.
+
+Most finds a driver sends are ``find_one``/``find`` with a filter and perhaps a limit,
+a batch size or ``singleBatch``, and nothing else: no sort, skip, projection, session
+transaction or option this path does not know. ``answer_find`` takes exactly those
+(keys of the body from ``FIND_KEYS``, values of the plain types) and runs the same
+service call as ``commands/crud.find`` without the generic layers: no Request, no
+command table, no parsing of absent options, and, when the result fits in the first
+batch, no cursor store and no BSON encoder walk over RawBSONDocuments: the reply is
+the stored documents' bytes framed as
+
+    {cursor: {firstBatch: [...], id: Int64(0), ns: "<db>.<coll>"}, ok: 1.0}
+
+byte for byte what the normal path encodes (tests/integration/mongodb/test_hotpath.py
+compares the two). Anything else, a compressed message included, returns None and the
+normal path answers; errors become the same error document as there.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from heliosdb.interfaces.mongodb import codec, errors
+from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH, MAX_BATCH_BYTES
+from heliosdb.services.documents import FindQuery
+
+if TYPE_CHECKING:
+    from heliosdb.interfaces.mongodb.connection import Session
+
+# What pymongo, the Node.js driver and mongosh send with a plain find on a standalone
+# server ($readPreference only with a read preference; $clusterTime never from us).
+FIND_KEYS = frozenset(
+    {"find", "filter", "limit", "singleBatch", "batchSize", "lsid", "$db", "$readPreference"}
+)
+_INT32 = struct.Struct("<i")
+_OP_MSG_HEAD = struct.Struct("<iiiiIB")  # header, flagBits 0, section kind 0
+_INDEX_KEYS = [b"\x03%d\x00" % i for i in range(1024)]  # array element i: type document
+_ID_ZERO_NS = b"\x12id\x00" + bytes(8) + b"\x02ns\x00"  # id: Int64(0), then ns: string
+_OK = b"\x01ok\x00" + struct.pack("<d", 1.0) + b"\x00"
+
+
+def eligible(session: Session, message: codec.Message) -> bool:
+    body = message.body
+    return (
+        message.op_code == codec.OP_MSG
+        and message.compressor is None
+        and not message.sequences
+        and session.principal is not None
+        and next(iter(body), None) == "find"
+        and body.keys() <= FIND_KEYS
+    )
+
+
+async def answer_find(session: Session, message: codec.Message, request_id: int) -> bytes | None:
+    """The reply to a plain find (see the module docstring), or None for the normal path."""
+    body = message.body
+    coll = body["find"]
+    db = body.get("$db")
+    spec = body.get("filter")
+    limit = body.get("limit", 0)
+    batch = body.get("batchSize", DEFAULT_FIRST_BATCH)
+    single = body.get("singleBatch", False)
+    if (
+        type(coll) is not str
+        or not coll
+        or type(db) is not str
+        or (spec is not None and type(spec) is not dict)
+        or type(limit) is not int
+        or type(batch) is not int
+        or batch <= 0
+        or type(single) is not bool
+    ):
+        return None
+    state = session.state
+    state.opcounters["command"] += 1
+    state.opcounters["query"] += 1
+    namespace = f"{db}.{coll}"
+    try:
+        items = await state.services.documents.find(
+            session.principal,  # type: ignore[arg-type]  # eligible() checked it
+            db,
+            coll,
+            FindQuery(filter=spec, limit=abs(limit)),
+        )
+    except Exception as exc:  # noqa: BLE001 - answered as dispatch() answers it
+        reply = errors.reply_for("find", exc)
+    else:
+        if len(items) <= batch and len(items) <= len(_INDEX_KEYS):
+            data = _first_batch(items, namespace)
+            if data is not None:
+                return _frame(request_id, message.request_id, data)
+        first, cursor_id = state.cursors.open(
+            namespace, session.owner, items, batch, single or limit < 0
+        )
+        reply = {"cursor": {"firstBatch": first, "id": cursor_id, "ns": namespace}, "ok": 1.0}
+    return codec.encode_reply(request_id, message.request_id, reply, codec.OP_MSG)
+
+
+def _first_batch(items: list[Any], namespace: str) -> bytes | None:
+    """The reply document with every item (raw BSON) in its first batch and cursor id 0,
+    or None when an item is not raw or they exceed one batch's bytes."""
+    parts: list[bytes] = []
+    total = 0
+    for index, item in enumerate(items):
+        if type(item) is not bytes:
+            return None
+        total += len(item)
+        parts.append(_INDEX_KEYS[index])
+        parts.append(item)
+    if total > MAX_BATCH_BYTES and len(items) > 1:
+        return None
+    array = b"".join(parts)
+    ns = namespace.encode()
+    cursor_body = (
+        b"\x04firstBatch\x00"
+        + _INT32.pack(len(array) + 5)
+        + array
+        + b"\x00"
+        + _ID_ZERO_NS
+        + _INT32.pack(len(ns) + 1)
+        + ns
+        + b"\x00"
+    )
+    return (
+        _INT32.pack(len(cursor_body) + 17 + len(_OK))
+        + b"\x03cursor\x00"
+        + _INT32.pack(len(cursor_body) + 5)
+        + cursor_body
+        + b"\x00"
+        + _OK
+    )
+
+
+def _frame(request_id: int, response_to: int, document: bytes) -> bytes:
+    return (
+        _OP_MSG_HEAD.pack(21 + len(document), request_id, response_to, codec.OP_MSG, 0, 0)
+        + document
+    )

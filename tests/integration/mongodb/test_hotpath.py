@@ -1,0 +1,177 @@
+"""The find hot path (interfaces/mongodb/hotpath.py) answers byte for byte as the normal
+path: each find is sent twice on a raw connection, once in the plain form the hot path
+takes and once with a ``comment`` (which it leaves to the normal path), and the reply
+documents are compared as bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import struct
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+import bson
+import pytest
+from bson.binary import Binary
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+
+from heliosdb.interfaces.mongodb import codec, hotpath
+from heliosdb.security.scram import ClientExchange
+
+
+class RawClient:
+    """OP_MSG commands on one connection; replies as their raw BSON document."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer, self.request_id = reader, writer, 0
+        self.lsid = {"id": Binary(uuid.uuid4().bytes, 4)}
+
+    @classmethod
+    async def connect(cls, port: int, key: str | None) -> RawClient:
+        client = cls(*await asyncio.open_connection("127.0.0.1", port))
+        if key is not None:
+            exchange = ClientExchange(key)
+            exchange._client_first_bare = exchange._client_first_bare.replace("n=,", "n=apikey,")
+            first = bson.decode(
+                await client.command(
+                    {"saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": exchange.first()},
+                    "admin",
+                )
+            )
+            final = bson.decode(
+                await client.command(
+                    {
+                        "saslContinue": 1,
+                        "conversationId": first["conversationId"],
+                        "payload": exchange.final(first["payload"]),
+                    },
+                    "admin",
+                )
+            )
+            exchange.verify(final["payload"])
+        return client
+
+    async def command(self, body: dict[str, Any], db: str) -> bytes:
+        self.request_id += 1
+        payload = b"\x00\x00\x00\x00\x00" + bson.encode({**body, "lsid": self.lsid, "$db": db})
+        self.writer.write(struct.pack("<iiii", 16 + len(payload), self.request_id, 0, 2013))
+        self.writer.write(payload)
+        (length,) = struct.unpack("<i", await self.reader.readexactly(4))
+        data = await self.reader.readexactly(length - 4)
+        _, response_to, op_code = struct.unpack_from("<iii", data)
+        assert (response_to, op_code) == (self.request_id, 2013)
+        assert data[12:17] == b"\x00\x00\x00\x00\x00"  # flags 0, one body section
+        return data[17:]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def raw(mongo_port: int, rw_key: str) -> AsyncIterator[RawClient]:
+    client = await RawClient.connect(mongo_port, rw_key)
+    yield client
+    await client.close()
+
+
+async def both(client: RawClient, body: dict[str, Any], db: str) -> tuple[bytes, bytes]:
+    """The reply through the hot path and through the normal path."""
+    assert body.keys() <= hotpath.FIND_KEYS - {"lsid", "$db"}
+    return await client.command(body, db), await client.command({**body, "comment": "x"}, db)
+
+
+DOCS: list[dict[str, Any]] = [
+    {"_id": 1, "k": "a", "n": 1, "tags": ["x", "y"]},
+    {"_id": "s", "k": "b", "n": Int64(2), "d": Decimal128("2.5")},
+    {"_id": ObjectId(), "k": "a", "n": 3.5, "when": datetime.datetime(2024, 5, 1, tzinfo=UTC)},
+    {"_id": {"x": 1}, "k": ["a", "c"], "n": 4, "bin": Binary(b"\x01\x02", 5)},
+    {"_id": 5.0, "z": None, "k": "d", "nested": {"b": 1, "a": [1, {"c": 2}]}},
+]  # fmt: skip
+
+
+async def test_plain_finds_answer_as_the_normal_path(raw: RawClient) -> None:
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    await raw.command({"insert": "items", "documents": DOCS}, db)
+    await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    finds: list[dict[str, Any]] = [
+        {"filter": {"_id": 1}, "limit": 1, "singleBatch": True},  # find_one by _id
+        {"filter": {"_id": "s"}},
+        {"filter": {"_id": DOCS[2]["_id"]}},
+        {"filter": {"_id": {"x": 1}}, "limit": 1, "singleBatch": True},
+        {"filter": {"_id": 5}},  # numerically equal to the stored 5.0
+        {"filter": {"_id": "missing"}, "limit": 1, "singleBatch": True},
+        {"filter": {"k": "a"}},  # indexed, one of them an array element
+        {"filter": {"k": "a"}, "limit": 1},
+        {"filter": {"k": "a"}, "limit": -1},
+        {"filter": {"n": {"$gt": 1}}},
+        {"filter": {"nested.a.c": 2}},
+        {"filter": {}},
+        {},
+        {"filter": {"k": "a"}, "batchSize": 5, "singleBatch": False},
+        {"filter": {"n": {"$bad": 1}}},  # the same error document
+        {"filter": {"k": "a"}, "limit": Int64(1)},  # not the hot path's types: normal path
+    ]
+    for body in finds:
+        hot, normal = await both(raw, {"find": "items", **body}, db)
+        assert hot == normal, body
+        assert bson.decode(hot)["ok"] == (0.0 if "$bad" in str(body) else 1.0)
+    # No such collection, no such database, an invalid database name.
+    for name, database in (("nothing", db), ("items", f"none_{db}"), ("items", "bad.db")):
+        hot, normal = await both(raw, {"find": name, "filter": {"_id": 1}}, database)
+        assert hot == normal
+    await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_a_result_beyond_the_first_batch_opens_the_same_cursor(raw: RawClient) -> None:
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    await raw.command({"insert": "items", "documents": [{"_id": i} for i in range(7)]}, db)
+    replies = await both(raw, {"find": "items", "filter": {}, "batchSize": 3}, db)
+    rest = []
+    for reply in replies:
+        cursor = bson.decode(reply)["cursor"]
+        assert [d["_id"] for d in cursor["firstBatch"]] == [0, 1, 2]
+        assert cursor["id"] != 0 and cursor["ns"] == f"{db}.items"
+        more = await raw.command({"getMore": cursor["id"], "collection": "items"}, db)
+        rest.append(bson.decode(more)["cursor"]["nextBatch"])
+    assert rest[0] == rest[1] == [{"_id": i} for i in range(3, 7)]
+    # singleBatch with more than batchSize: the first batch only, no cursor.
+    hot, normal = await both(raw, {"find": "items", "batchSize": 2, "singleBatch": True}, db)
+    assert hot == normal and bson.decode(hot)["cursor"]["id"] == 0
+    await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_unauthenticated_find_is_refused_alike(mongo_port: int) -> None:
+    client = await RawClient.connect(mongo_port, None)
+    try:
+        hot, normal = await both(client, {"find": "items", "filter": {"_id": 1}}, "admin")
+        assert hot == normal and bson.decode(hot)["code"] == 13
+    finally:
+        await client.close()
+
+
+def test_which_finds_take_the_hot_path() -> None:
+    class Session:
+        principal = object()
+
+    def message(body: dict[str, Any], **extra: Any) -> codec.Message:
+        return codec.Message(1, codec.OP_MSG, {**body, "$db": "d"}, **extra)
+
+    take = {"find": "c", "filter": {"a": 1}, "limit": 1, "singleBatch": True, "lsid": {}}
+    assert hotpath.eligible(Session(), message(take))  # type: ignore[arg-type]
+    for other in (
+        message({**take, "sort": {"a": 1}}),
+        message({**take, "comment": "x"}),
+        message({**take, "txnNumber": Int64(1)}),
+        message({"filter": {}, "find": "c"}),
+        message(take, compressor=codec.ZLIB),
+        message(take, sequences={"x": []}),
+    ):
+        assert not hotpath.eligible(Session(), other)  # type: ignore[arg-type]
+    Session.principal = None  # type: ignore[assignment]
+    assert not hotpath.eligible(Session(), message(take))  # type: ignore[arg-type]
