@@ -188,6 +188,12 @@ def _parse_op_msg(header: Header, payload: bytes) -> Message:
     if flags & 0xFFFF & ~_KNOWN_FLAGS:
         raise ProtocolError(f"unknown required OP_MSG flag bits {flags:#x}")
     end = len(payload)
+    if not flags & CHECKSUM_PRESENT and payload[4] == 0 and end >= 10:
+        # The usual command: one body section, the whole rest of the message.
+        (size,) = _INT32.unpack_from(payload, 5)
+        if size == end - 5 and payload[-1] == 0:
+            only = _decode(payload[5:])
+            return Message(header.request_id, OP_MSG, only, {}, bool(flags & MORE_TO_COME))
     if flags & CHECKSUM_PRESENT:
         end -= 4
         if end < 5:

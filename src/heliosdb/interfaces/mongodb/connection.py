@@ -241,7 +241,7 @@ async def serve(
                     compressed[compressor] = compressed.get(compressor, 0) + len(out)
             elif message.more_to_come:
                 continue
-            writer.write(out)
+            transport.write(out)  # writer.write(), one frame less
             if transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
                 await writer.drain()  # only a slow reader makes us wait
     finally:

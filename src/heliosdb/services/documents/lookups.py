@@ -27,11 +27,12 @@ batch with it, as it would each of them alone (none of them is at fault by itsel
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 Key = tuple[str, str, Any]  # principal id, quoted table, the principal's access level
-Run = Callable[[str, list[Any]], Awaitable[list[Any]]]
+Run = Callable[[Any, str, list[Any]], Awaitable[list[Any]]]  # (principal, sql, values)
 MAX_BATCH = 1000
 
 
@@ -59,10 +60,13 @@ class IdLookups:
         """A lookup runs alone now: later ones for ``key`` queue until ``end``."""
         self._busy.add(key)
 
-    def end(self, key: Key, run: Run, target: str) -> None:
-        """The lone lookup is done: run what queued meanwhile, or stand down."""
+    def end(self, key: Key, run: Run, principal: Any, target: str) -> None:
+        """The lone lookup is done: run what queued meanwhile (``run(principal, sql,
+        values)``), or stand down."""
         if key in self._waiting:
-            task = asyncio.get_running_loop().create_task(self._drain(key, run, target))
+            task = asyncio.get_running_loop().create_task(
+                self._drain(key, functools.partial(run, principal), target)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -79,7 +83,9 @@ class IdLookups:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _drain(self, key: Key, run: Run, target: str) -> None:
+    async def _drain(
+        self, key: Key, run: Callable[[str, list[Any]], Awaitable[list[Any]]], target: str
+    ) -> None:
         sql = batch_sql(target)
         try:
             while True:

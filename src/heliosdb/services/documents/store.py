@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import functools
 import logging
 import sys
 import time
@@ -890,7 +889,7 @@ class DocumentStore:
         try:
             return await self._find_rows(principal, db, coll, query)
         finally:
-            lookups.end(key, functools.partial(self._lookup_batch, principal), target)
+            lookups.end(key, self._lookup_batch, principal, target)
 
     def lookup_batches(self) -> tuple[int, int]:
         """(statements that served batched finds by _id, the finds they served)."""
