@@ -1,13 +1,14 @@
-"""An engine connection kept between statements that come one after another.
+"""Engine connections kept between statements that come one after another.
 
 A MongoDB client usually sends its next command a fraction of a millisecond after the
 last reply. Taking a pooled connection and giving it back costs the node more than a
 small statement's own round trip (asyncpg's queue, holder, proxy and idle timer), so
-after a clean statement the store keeps the lease here, at most one per access level,
-and the next statement of that level takes it straight back. A lease nobody takes for
-``IDLE_SECONDS`` goes back to the pool, so the pool loses at most one connection per
-level, briefly. A lease is only kept when its session is clean (``keep_session``: the
-next principal gets the usual reset) and outside any transaction.
+after a clean statement the store keeps the lease here, up to ``MAX_KEPT`` per access
+level (a few clients at once each find one), and the next statement of that level takes
+the one kept last. A lease nobody takes for ``IDLE_SECONDS`` goes back to the pool, so
+the pool lends at most ``MAX_KEPT`` idle connections per level, briefly. A lease is only
+kept when its session is clean (``keep_session``: the next principal gets the usual
+reset) and outside any transaction.
 """
 
 from __future__ import annotations
@@ -20,24 +21,28 @@ from typing import Any
 from heliosdb.engine import Access
 
 IDLE_SECONDS = 0.5
+MAX_KEPT = 3
 
 
 class Parking:
     def __init__(self) -> None:
-        self._leases: dict[Access, tuple[Any, float]] = {}
+        self._leases: dict[Access, list[tuple[Any, float]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._returning: set[asyncio.Task[None]] = set()
 
     def take(self, access: Access) -> Any:
-        """The lease kept for ``access``, or None."""
-        kept = self._leases.pop(access, None)
-        return kept[0] if kept is not None else None
+        """The lease kept last for ``access``, or None."""
+        kept = self._leases.get(access)
+        return kept.pop()[0] if kept else None
 
     def keep(self, access: Access, lease: Any) -> bool:
-        """Keep ``lease`` (False: one is kept already; the caller gives it back)."""
-        if access in self._leases:
+        """Keep ``lease`` (False: MAX_KEPT are kept already; the caller gives it back)."""
+        kept = self._leases.get(access)
+        if kept is None:
+            kept = self._leases[access] = []
+        elif len(kept) >= MAX_KEPT:
             return False
-        self._leases[access] = (lease, time.monotonic())
+        kept.append((lease, time.monotonic()))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._sweep)
         return True
@@ -45,12 +50,14 @@ class Parking:
     def _sweep(self) -> None:
         self._timer = None
         now = time.monotonic()
-        for access, (lease, since) in list(self._leases.items()):
-            if now - since >= IDLE_SECONDS:
-                del self._leases[access]
-                self._give_back(lease)
-        if self._leases:
-            oldest = min(since for _, since in self._leases.values())
+        oldest = now
+        for kept in self._leases.values():
+            for entry in [e for e in kept if now - e[1] >= IDLE_SECONDS]:
+                kept.remove(entry)
+                self._give_back(entry[0])
+            if kept:
+                oldest = min(oldest, kept[0][1])
+        if any(self._leases.values()):
             delay = max(0.01, IDLE_SECONDS - (now - oldest))
             self._timer = asyncio.get_running_loop().call_later(delay, self._sweep)
 
@@ -65,8 +72,9 @@ class Parking:
             self._timer.cancel()
             self._timer = None
         leases, self._leases = self._leases, {}
-        for lease, _ in leases.values():
-            with contextlib.suppress(Exception):
-                await lease.__aexit__(None, None, None)
+        for kept in leases.values():
+            for lease, _ in kept:
+                with contextlib.suppress(Exception):
+                    await lease.__aexit__(None, None, None)
         if self._returning:
             await asyncio.gather(*self._returning, return_exceptions=True)
