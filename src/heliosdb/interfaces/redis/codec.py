@@ -204,6 +204,7 @@ class RequestParser:
         self._inline = bytearray()
         self._multibulk = False
         self._pending = 0
+        self._held: list[Any] = []  # a message lone() took from the reader, for next()
 
     def feed(self, data: bytes) -> None:
         if self._multibulk:
@@ -214,20 +215,53 @@ class RequestParser:
         else:
             self._inline += data
 
+    def lone(self, data: bytes) -> list[bytes] | None:
+        """feed(data), then the command it completed if that is all there is to parse
+        (one command per read: the commonest case); else None, and next() goes on."""
+        if not self._multibulk or self._held:
+            self.feed(data)
+            return None
+        self._pending += len(data)
+        if self._pending > self.max_buffer:
+            raise ProtocolError("invalid bulk length")
+        reader = self._reader
+        reader.feed(data)
+        try:
+            message = reader.gets()
+        except hiredis.ProtocolError as exc:
+            raise ProtocolError(_hiredis_message(str(exc))) from None
+        if message is False:
+            return None
+        if (
+            type(message) is list
+            and message
+            and _BULKS.issuperset(map(type, message))
+            and not reader.has_data()
+        ):
+            self._pending = 0
+            return message
+        self._held.append(message)  # next() judges it as it judges every message
+        return None
+
     def has_data(self) -> bool:
         """Bytes fed and not yet returned as a command (maybe only part of one)."""
-        return self._reader.has_data() if self._multibulk else bool(self._inline)
+        if self._multibulk:
+            return bool(self._held) or self._reader.has_data()
+        return bool(self._inline)
 
     def next(self) -> list[bytes] | None:
         """The next complete command, None when more bytes are needed."""
         while True:
             if self._multibulk:
-                try:
-                    message = self._reader.gets()
-                except hiredis.ProtocolError as exc:
-                    raise ProtocolError(_hiredis_message(str(exc))) from None
-                if message is False:
-                    return None
+                if self._held:
+                    message = self._held.pop()
+                else:
+                    try:
+                        message = self._reader.gets()
+                    except hiredis.ProtocolError as exc:
+                        raise ProtocolError(_hiredis_message(str(exc))) from None
+                    if message is False:
+                        return None
                 self._pending = 0
                 if type(message) is list and message and _BULKS.issuperset(map(type, message)):
                     return message

@@ -196,13 +196,13 @@ class Session:
 
     def received(self, data: bytes) -> None:
         if self.state is IDLE and not self.backlog and len(data) <= READ_CHUNK:
-            parser = self.parser
             try:  # the common case: straight to the parser
-                parser.feed(data)
+                if self.ready:
+                    self.parser.feed(data)
                 # The commonest of all: one plain GET/SET, nothing after it (redis-benchmark
                 # -P 1, a cache's lookups) goes to the coalescer without advance()'s steps.
-                if not self.ready and (args := parser.next()) is not None:
-                    if not parser.has_data() and submit_lone(self, args):
+                elif (args := self.parser.lone(data)) is not None:
+                    if submit_lone(self, args):
                         return
                     self.ready.append(args)
             except ProtocolError as exc:

@@ -19,6 +19,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from heliosdb.engine import Access
 from heliosdb.interfaces.redis.codec import encode
 from heliosdb.interfaces.redis.errors import RedisError, to_redis
 from heliosdb.interfaces.redis.registry import Call, Command
@@ -262,7 +263,7 @@ def submit_lone(session: Session, args: list[bytes]) -> bool:
         or client.closing
         or (client.proto == 2 and (client.channels or client.patterns))  # subscriber mode
         or (principal is None and session.server.require_auth)
-        or (n == 3 and principal is not None and principal.read_only)
+        or (n == 3 and principal is not None and principal.access is Access.READ_ONLY)
         or session.transport is None
         or session.transport.get_write_buffer_size() > WRITE_LIMIT
     ):

@@ -68,6 +68,20 @@ _SET_STRINGS = (
     "WHERE helios_kv.keys.type = 'string'"
 )
 
+# A batch of one key (every client on one hot key; the batch's SETs of it are one write)
+# binds plain values: asyncpg's array encoding costs more than the rest of the call.
+_GET_ONE = (
+    "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = $2 "
+    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
+)
+_SET_ONE_STRING = (
+    "INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
+    "VALUES ($1, $2, 'string', $3, $4) "
+    "ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value, "
+    "expires_at_ms = EXCLUDED.expires_at_ms, version = nextval('helios_kv.versions') "
+    "WHERE helios_kv.keys.type = 'string'"
+)
+
 
 TxWork = Callable[[Tx], Awaitable[Any]]
 
@@ -414,18 +428,17 @@ class Coalescer:
         """Every SET of the batch in one upsert, each key once (its last SET's value: the
         others were overwritten within the batch); the SET that wrote each key."""
         latest = {(op[0], op[1]): op for op in sets}
-        ordered = [latest[k] for k in sorted(latest)]  # one lock order: no deadlocks
-        columns = (
-            [op[0] for op in ordered],
-            [op[1] for op in ordered],
-            [op[2] for op in ordered],
-            [op[3] for op in ordered],
-        )
-        status = await conn.execute(_SET_STRINGS, *columns)
+        if len(latest) == 1:
+            (only,) = latest.values()
+            status = await conn.execute(_SET_ONE_STRING, *only[:4])
+            ordered = [only]
+        else:
+            ordered = [latest[k] for k in sorted(latest)]  # one lock order: no deadlocks
+            status = await conn.execute(_SET_STRINGS, *_set_columns(ordered))
         rows = (
             []
             if int(status.rsplit(" ", 1)[1]) == len(ordered)
-            else await conn.fetch(_SET, *columns)
+            else await conn.fetch(_SET, *_set_columns(ordered))
         )
         for row in rows:  # a key that held a collection: drop its items
             await conn.execute(
@@ -461,7 +474,10 @@ class Coalescer:
                 wanted.append(key)
             elif set_op[3] is None or set_op[3] > now:
                 found[key] = ("string", cast(bytes, set_op[2]))
-        if wanted:
+        if len(wanted) == 1:
+            for r in await conn.fetch(_GET_ONE, db, wanted[0], now):
+                found[wanted[0]] = (r[1], r[2])
+        elif wanted:
             for r in await conn.fetch(_GET, db, wanted, now):
                 found[bytes(r[0])] = (r[1], r[2])
         for _, key, _, _, sink in gets:
@@ -474,6 +490,16 @@ class Coalescer:
                 sink.set_exception(fault(Reason.WRONG_TYPE))
             else:
                 sink.set_result(hit[1])
+
+
+def _set_columns(ordered: list[Plain]) -> tuple[list[Any], ...]:
+    """The SETs' (db, key, value, expires_at_ms) as four arrays, for the unnest upserts."""
+    return (
+        [op[0] for op in ordered],
+        [op[1] for op in ordered],
+        [op[2] for op in ordered],
+        [op[3] for op in ordered],
+    )
 
 
 _LOCK_COUNTERS = (

@@ -59,6 +59,51 @@ def test_empty_arrays_are_skipped_and_has_data_tells_pending_bytes() -> None:
     assert inline.has_data()
 
 
+def parse_lone_first(*chunks: bytes) -> tuple[list[list[bytes]], int]:
+    """As parse_all, each chunk through lone() first (the session's read path); how many
+    commands lone() answered itself."""
+    parser = RequestParser(max_inline=64 * 1024, max_buffer=1 << 20)
+    out, lone = [], 0
+    for chunk in chunks:
+        if (command := parser.lone(chunk)) is not None:
+            out.append(command)
+            lone += 1
+            assert not parser.has_data()
+        while (command := parser.next()) is not None:
+            out.append(command)
+    return out, lone
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\r\n\r\n",
+        b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+        b"PING\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+    ],
+)
+def test_lone_parses_as_feed_and_next_do(data: bytes) -> None:
+    for cut in range(len(data)):
+        for chunks in ((data[:cut], data[cut:]), (data,)):
+            assert parse_lone_first(*chunks)[0] == parse_all(*chunks)
+
+
+def test_lone_answers_only_a_whole_command_with_nothing_after_it() -> None:
+    get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    # A connection's first bytes are judged inline or multibulk by next(), not lone().
+    assert parse_lone_first(get, get, get) == ([[b"GET", b"k"]] * 3, 2)
+    assert parse_lone_first(get[:5], get[5:], get + get[:3], get[3:]) == ([[b"GET", b"k"]] * 3, 2)
+    assert parse_lone_first(b"*0\r\n", get) == ([[b"GET", b"k"]], 1)
+    assert parse_lone_first(b"*-1\r\n" + get) == ([[b"GET", b"k"]], 0)
+    with pytest.raises(ProtocolError, match="expected '\\$', got ':'"):
+        parse_lone_first(b"*1\r\n:1\r\n")
+    parser = RequestParser(max_inline=10, max_buffer=100)
+    assert parser.lone(b"*1\r\n$1000\r\n") is None
+    assert parser.next() is None  # now in multibulk mode, the bulk string incomplete
+    with pytest.raises(ProtocolError, match="invalid bulk length"):
+        parser.lone(b"x" * 200)
+
+
 def test_inline_then_multibulk() -> None:
     assert parse_all(b"PING\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"], [b"PING"]]
 
