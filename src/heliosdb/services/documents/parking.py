@@ -21,7 +21,7 @@ from typing import Any
 from heliosdb.engine import Access
 
 IDLE_SECONDS = 0.5
-MAX_KEPT = 3
+MAX_KEPT = 2
 
 
 class Parking:
