@@ -187,6 +187,9 @@ class Session:
         self.wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self.starting = False
+        # The run out was a lone command (submit_lone): the parser held nothing after it,
+        # and bytes received since wait in the backlog, so there is nothing to look for.
+        self.lone = False
 
     def peer_gone(self) -> bool:
         """The client hung up (seen even while a blocking command is not reading)."""
@@ -254,6 +257,7 @@ class Session:
         else:
             ready, self.ready = ready[:run], ready[run:]
         self.client.last_active = time.time()
+        self.lone = False
         if batched is None:
             submit_run(self, ready)
         else:
@@ -279,7 +283,7 @@ class Session:
         elif (
             self.ready
             or self.backlog
-            or self.parser.has_data()
+            or (not self.lone and self.parser.has_data())
             or self.eof
             or client.closing
             or self.error is not None

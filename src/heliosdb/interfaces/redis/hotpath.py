@@ -269,6 +269,7 @@ def submit_lone(session: Session, args: list[bytes]) -> bool:
     ):
         return False
     session.state = FAST
+    session.lone = True
     client.last_active = time.time()
     session.server.commands_processed += 1
     coalescer = session.server.kv.coalescer
