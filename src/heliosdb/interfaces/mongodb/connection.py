@@ -104,7 +104,8 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         if self.queued > QUEUED_LIMIT_BYTES and not self._paused and self._reading is not None:
             self._paused = True
             self._reading.pause_reading()
-        self._wake()
+        if messages or self.ended:
+            self._wake()
 
     def taken(self, size: int) -> None:
         """``serve`` took a message of ``size`` bytes off the queue."""
