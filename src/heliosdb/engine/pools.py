@@ -446,6 +446,7 @@ class Engine:
         self._connect: dict[str, Any] = {}
         self._role_passwords: dict[Access, str] = {}
         self._attached = False
+        self.closers: list[Callable[[], None]] = []
 
     @property
     def is_embedded(self) -> bool:
@@ -481,13 +482,7 @@ class Engine:
         finally:
             await admin.close()
         self._role_passwords = passwords
-        timeout_ms = str(int(self.settings.query_timeout * 1000))
-        server_settings = {
-            "application_name": "heliosdb",
-            "statement_timeout": timeout_ms,
-            "IntervalStyle": "iso_8601",
-            "TimeZone": "UTC",
-        }
+        server_settings = self.session_settings()
         sizes = {
             Access.SYSTEM: self.settings.system_pool_size,
             Access.READ_WRITE: self.settings.pool_size,
@@ -511,6 +506,15 @@ class Engine:
             )
         log.info("engine ready (%s)", "embedded" if self.is_embedded else "external")
 
+    def session_settings(self) -> dict[str, str]:
+        """The settings every client-statement session starts with (pools, pipelines)."""
+        return {
+            "application_name": "heliosdb",
+            "statement_timeout": str(int(self.settings.query_timeout * 1000)),
+            "IntervalStyle": "iso_8601",
+            "TimeZone": "UTC",
+        }
+
     async def _ensure_database(self, base: dict[str, Any]) -> None:
         conn = await asyncpg.connect(**base, database="postgres")
         try:
@@ -529,6 +533,8 @@ class Engine:
             log.warning("pgvector is not available on this engine: %s", exc)
 
     async def stop(self, *, stop_embedded: bool = True) -> None:
+        for close in self.closers:  # connections opened outside the pools (pipeline.py)
+            close()
         for pool in self._pools.values():
             try:
                 await asyncio.wait_for(pool.close(), timeout=5)

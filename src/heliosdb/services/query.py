@@ -4,12 +4,19 @@ The statement runs on an engine connection logged in as the principal's role, so
 engine decides what it may do. Single statements go through the extended protocol
 (which by itself refuses a second statement); scripts use the simple protocol and
 take no parameters.
+
+A plain SELECT that has run once through the pool, and whose parameter and column types
+the pipeline decodes, runs next time on a pipelined connection of its principal
+(engine/pipeline.py): the statements of requests that arrive together leave in one
+write. Anything the pipeline cannot take as the pool would (another type, a value its
+encoder refuses, a busy or not yet open pipeline, a changed plan) takes the pool path.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +24,9 @@ from typing import Any
 
 import asyncpg
 
-from heliosdb.engine import Engine
+from heliosdb.engine import Access, Engine
 from heliosdb.engine.codecs import non_finite_fixer, to_param, type_name
+from heliosdb.engine.pipeline import DECODERS, ENCODERS, Pipeline, Pipelines, decode_rows
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import invalid
 from heliosdb.security.principals import Principal
@@ -31,6 +39,11 @@ _PLAIN_TAGS = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE")
 # Functions whose effect outlives the statement: settings and session advisory locks.
 _SESSION_FUNCTIONS = ("set_config", "advisory_lock", "dblink")
 _SESSION_FUNCTION = re.compile("|".join(_SESSION_FUNCTIONS), re.IGNORECASE)
+# A locking clause makes a SELECT wait on other sessions' row locks: not one to queue
+# other statements behind on a pipeline.
+_LOCKING = re.compile(r"\bfor\s+(no\s+key\s+)?(update|share|key\s+share)\b", re.IGNORECASE)
+_PIPELINED_ACCESS = (Access.READ_WRITE, Access.READ_ONLY)
+_MAX_PIPELINED_STATEMENTS = 4096
 
 
 @dataclass(slots=True)
@@ -56,6 +69,7 @@ class _Plan:
     parameters: tuple[Any, ...]
     columns: tuple[Column, ...]
     fix: Callable[[list[Any]], list[Any]] | None
+    signature: tuple[str, ...]  # "name:oid" per column, as pipeline.Prepared has them
 
     @staticmethod
     def of(stmt: Any) -> _Plan:
@@ -64,12 +78,23 @@ class _Plan:
             parameters=tuple(stmt.get_parameters()),
             columns=tuple(Column(a.name, type_name(a.type)) for a in attributes),
             fix=non_finite_fixer([a.type.name for a in attributes]),
+            signature=tuple(f"{a.name}:{a.type.oid}" for a in attributes),
+        )
+
+    def pipelinable(self) -> bool:
+        """Whether every parameter and column type is one the pipeline encodes/decodes."""
+        return all(p.oid in ENCODERS for p in self.parameters) and all(
+            int(s.rsplit(":", 1)[1]) in DECODERS for s in self.signature
         )
 
 
 class QueryService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.pipelines = Pipelines(engine, engine.session_settings())
+        engine.closers.append(self.pipelines.close)
+        # statement text -> its pool plan, for plain SELECTs the pipeline may run
+        self._pipelined: dict[str, _Plan] = {}
 
     async def execute(
         self, principal: Principal, sql: str, params: Sequence[Any] = (), *, script: bool = False
@@ -81,6 +106,13 @@ class QueryService:
         if script and params:
             raise invalid("a script takes no params; use one statement with $1..$n instead")
         started = time.perf_counter()
+        plan = self._pipelined.get(sql) if not script else None
+        if plan is not None:
+            pipeline = self.pipelines.pick(principal.access, principal.id)
+            if pipeline is not None:
+                result = await self._run_pipelined(pipeline, plan, sql, params, started)
+                if result is not None:
+                    return result
         lease = self.engine.connection(principal.access, owner=principal.id)
         async with lease:
             conn = lease.raw  # not the pool's proxy, which forwards each call via __getattr__
@@ -94,11 +126,65 @@ class QueryService:
                 result = binder.result(records, stmt, started)
                 if _leaves_session_alone(result.status, sql):
                     conn.keep_session(principal.id)
+                    if plan is None and principal.access in _PIPELINED_ACCESS:
+                        self._learn(sql, binder.plan, result.status)
                 return result
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
             except (asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
+
+    def _learn(self, sql: str, plan: _Plan | None, status: str) -> None:
+        """Note a plain SELECT the pipeline can run as the pool did."""
+        if (
+            plan is not None
+            and status.startswith("SELECT")
+            and plan.pipelinable()
+            and _LOCKING.search(sql) is None
+        ):
+            if len(self._pipelined) >= _MAX_PIPELINED_STATEMENTS:
+                self._pipelined.clear()
+            self._pipelined[sql] = plan
+
+    async def _run_pipelined(
+        self, pipeline: Pipeline, plan: _Plan, sql: str, params: Sequence[Any], started: float
+    ) -> QueryResult | None:
+        """The statement on ``pipeline``, answered as the pool path answers it; None: the
+        pool path must answer (nothing ran)."""
+        try:
+            prepared = await pipeline.prepared(sql)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return None  # the pool path prepares it and says what is wrong
+        if prepared is None or prepared.columns != plan.signature:
+            self._pipelined.pop(sql, None)  # its types changed: the pool path learns again
+            return None
+        declared = plan.parameters
+        if prepared.parameters != tuple(p.oid for p in declared):
+            self._pipelined.pop(sql, None)
+            return None
+        _check_count(len(declared), len(params))
+        values: list[bytes | None] = []
+        try:
+            for i, t in enumerate(declared):
+                value = to_param(params[i], t, i + 1)
+                values.append(None if value is None else ENCODERS[t.oid](value))
+        except (TypeError, ValueError, OverflowError, struct.error, UnicodeEncodeError):
+            return None  # the pool path's codecs say why this value does not fit
+        try:
+            rows, tag = await pipeline.run(prepared, values)
+        except asyncpg.InvalidCachedStatementError:
+            pipeline.forget(sql)
+            self._pipelined.pop(sql, None)
+            return None  # the engine refused it before running it
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise from_engine(exc) from None
+        records = decode_rows(rows, [DECODERS[int(s.rsplit(":", 1)[1])] for s in plan.signature])
+        fix = plan.fix
+        if fix is not None:
+            records = [fix(r) for r in records]
+        status = tag.decode()
+        self.pipelines.statements += 1
+        return QueryResult(plan.columns, records, _affected(status), status, _ms(started))
 
     async def execute_on(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """One statement on an engine connection the caller holds (a pinned transaction's)."""
@@ -135,10 +221,7 @@ class _Binder:
         self.plan = plan = self.conn.describe(stmt, self.sql, _Plan.of)
         declared = plan.parameters
         params = self.params
-        if len(params) != len(declared):
-            raise invalid(
-                f"the statement takes {len(declared)} parameter(s) but {len(params)} were given"
-            )
+        _check_count(len(declared), len(params))
         # as many as declared (checked above): zip's strict=True would parse its keyword
         # argument on every request
         return [to_param(params[i], t, i + 1) for i, t in enumerate(declared)]
@@ -150,6 +233,11 @@ class _Binder:
         rows = [list(r) for r in records] if fix is None else [fix(list(r)) for r in records]
         status = stmt.get_statusmsg() or ""
         return QueryResult(plan.columns, rows, _affected(status), status, _ms(started))
+
+
+def _check_count(declared: int, given: int) -> None:
+    if given != declared:
+        raise invalid(f"the statement takes {declared} parameter(s) but {given} were given")
 
 
 def _leaves_session_alone(status: str, sql: str) -> bool:

@@ -168,7 +168,9 @@ async def test_vectors_search_settings_end_with_the_statement(
     api: httpx.AsyncClient, loaded: str, data: np.ndarray
 ) -> None:
     """ef_search and the iterative scan are set inside the search statement, transaction-
-    local: the pooled session (kept for the same key without a reset) never keeps them."""
+    local: the pooled session (kept for the same key without a reset) never keeps them.
+    (Each check has its own text: a statement seen before may run on the key's pipelined
+    connection instead, engine/pipeline.py, a session the search never used.)"""
     for i in range(8):
         found = await search(
             api, index_name=loaded, vector=data[i].tolist(), top_k=5, ef_search=123,
@@ -178,7 +180,7 @@ async def test_vectors_search_settings_end_with_the_statement(
         response = await api.post(
             "/query",
             json={"sql": "SELECT current_setting('hnsw.ef_search') AS ef, "
-                         "current_setting('hnsw.iterative_scan') AS scan"},
+                         f"current_setting('hnsw.iterative_scan') AS scan -- {i}"},
         )  # fmt: skip
         assert response.status_code == 200, response.text
         assert response.json()["rows"][0] == ["40", "off"]

@@ -30,6 +30,7 @@ async def health(request: Request, services: ServicesDep) -> Response:
                 "reachable": engine_ok,
                 "mode": "embedded" if services.engine.is_embedded else "external",
                 "pools": services.engine.pool_stats(),
+                "pipelines": services.query.pipelines.stats(),
             },
             "listeners": listeners,
             "version": __version__,

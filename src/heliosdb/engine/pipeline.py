@@ -1,0 +1,469 @@
+"""Pipelined engine connections: the statements of requests that arrive together leave in
+one socket write, each still its own Bind/Execute/Sync (own implicit transaction, own
+error), and their answers come back in order on one read.
+
+asyncpg sends one statement and waits for its answer before the next (a send, a read
+and a wake-up of the engine backend per statement, several times the engine's own work
+for a point select). A :class:`Pipeline` is a raw protocol-3 connection (engine/relay.py
+logs it in as an engine role) that queues any number of statements and writes them all
+at the end of the event-loop step.
+
+Only what the pool path would answer identically comes here (QueryService decides):
+statements prepared on the pipeline whose parameter and column types are all in
+:data:`DECODERS`, values decoded in binary exactly as asyncpg's codecs decode them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from asyncpg.exceptions import ConnectionDoesNotExistError
+
+from heliosdb.engine.pools import Engine
+from heliosdb.engine.relay import cancel, open_session
+from heliosdb.engine.roles import Access
+from heliosdb.errors import ErrorCode, HeliosError
+
+log = logging.getLogger("heliosdb.engine.pipeline")
+
+_INT = struct.Struct("!i")
+_INT16 = struct.Struct("!h")
+_INT64 = struct.Struct("!q")
+_FLOAT4 = struct.Struct("!f")
+_FLOAT8 = struct.Struct("!d")
+_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_INFINITY = 0x7FFFFFFFFFFFFFFF
+_SYNC = b"S\x00\x00\x00\x04"
+_EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
+
+
+def _timestamptz(data: bytes) -> dt.datetime:
+    # asyncpg's timestamptz_decode: naive max/min datetimes for +/-infinity
+    (micros,) = _INT64.unpack(data)
+    if micros == _INFINITY:
+        return dt.datetime(dt.MAXYEAR, 12, 31, 23, 59, 59, 999999)
+    if micros == -_INFINITY - 1:
+        return dt.datetime(dt.MINYEAR, 1, 1)
+    return _EPOCH_UTC + dt.timedelta(microseconds=micros)
+
+
+# Binary result decoders by type oid, each giving what asyncpg's codec gives.
+DECODERS: dict[int, Callable[[bytes], Any]] = {
+    16: lambda b: b == b"\x01",  # bool
+    20: lambda b: _INT64.unpack(b)[0],  # int8
+    21: lambda b: _INT16.unpack(b)[0],  # int2
+    23: lambda b: _INT.unpack(b)[0],  # int4
+    25: bytes.decode,  # text
+    1043: bytes.decode,  # varchar
+    700: lambda b: _FLOAT4.unpack(b)[0],  # float4
+    701: lambda b: _FLOAT8.unpack(b)[0],  # float8
+    1184: _timestamptz,
+}
+
+
+def _encode_bool(value: Any) -> bytes:
+    if type(value) is not bool:
+        raise TypeError
+    return b"\x01" if value else b"\x00"
+
+
+def _encode_text(value: Any) -> bytes:
+    if type(value) is not str:
+        raise TypeError
+    return value.encode()
+
+
+def _packer(form: struct.Struct, kind: type) -> Callable[[Any], bytes]:
+    def encode(value: Any) -> bytes:
+        if type(value) is not kind:
+            raise TypeError
+        return form.pack(value)  # struct.error out of range
+
+    return encode
+
+
+# Binary parameter encoders by type oid, for values as codecs.to_param gives them; any
+# other value raises (the caller then takes the pool path, whose codecs say why).
+ENCODERS: dict[int, Callable[[Any], bytes]] = {
+    16: _encode_bool,
+    20: _packer(_INT64, int),
+    21: _packer(_INT16, int),
+    23: _packer(_INT, int),
+    25: _encode_text,
+    1043: _encode_text,
+    701: _packer(_FLOAT8, float),
+}
+
+
+class Unfit(Exception):
+    """The statement or its values cannot take the pipeline; the pool path answers."""
+
+
+class Prepared:
+    """A statement prepared on one pipeline: its server name and its types."""
+
+    __slots__ = ("columns", "name", "parameters")
+
+    def __init__(self, name: bytes, parameters: tuple[int, ...], columns: tuple[str, ...]):
+        self.name = name
+        self.parameters = parameters  # type oids
+        self.columns = columns  # "name:oid" per column, compared with the pool's plan
+
+
+class _Pending:
+    __slots__ = ("deadline", "future", "rows", "status")
+
+    def __init__(self, future: asyncio.Future[Any], deadline: float) -> None:
+        self.future = future
+        self.deadline = deadline
+        self.rows: list[bytes] = []
+        self.status = b""
+
+
+class Pipeline(asyncio.Protocol):
+    """One raw engine connection running queued statements in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout  # client-side bound, as asyncpg's command_timeout
+        self.transport: asyncio.Transport | None = None
+        self.pid = 0
+        self.secret = b""
+        self.closed = False
+        self._buffer = b""
+        self._out: list[bytes] = []
+        self._pending: deque[_Pending] = deque()
+        self._error: dict[str, str] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._statements: dict[str, Prepared | None] = {}
+        self._preparing: dict[str, asyncio.Future[Prepared | None]] = {}
+        self.session: Any = None  # keeps the login streams (and so the transport) alive
+        self.on_timeout: Callable[[], None] | None = None  # asks the engine to cancel
+        self._names = 0
+
+    # -- queueing -------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def oldest(self) -> float:
+        """Loop time the oldest unanswered statement is due (inf: none)."""
+        return self._pending[0].deadline if self._pending else float("inf")
+
+    def _send(self, data: bytes) -> asyncio.Future[Any]:
+        if self.closed:
+            raise ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        if not self._out:
+            self.loop.call_soon(self._flush)
+        self._out.append(data)
+        future = self.loop.create_future()
+        deadline = self.loop.time() + self.timeout
+        self._pending.append(_Pending(future, deadline))
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._expire)
+        return future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and not self.closed and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    async def prepared(self, sql: str) -> Prepared | None:
+        """``sql`` prepared here (None: a type the pipeline does not decode)."""
+        if sql in self._statements:
+            return self._statements[sql]
+        waiting = self._preparing.get(sql)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        done: asyncio.Future[Prepared | None] = self.loop.create_future()
+        self._preparing[sql] = done
+        try:
+            self._names += 1
+            name = b"hdbp_%d" % self._names
+            body = name + b"\0" + sql.encode() + b"\0\0\0"
+            future = self._send(_message(b"P", body) + _message(b"D", b"S" + name + b"\0") + _SYNC)
+            rows, _ = await future
+            prepared = _describe(name, rows)
+            self._statements[sql] = prepared
+            done.set_result(prepared)
+            return prepared
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: others awaiting it get it too
+            raise
+        finally:
+            del self._preparing[sql]
+
+    def warm(self) -> None:
+        """Load pgvector in this session, as a pooled session has once it served a vector
+        search (its ``hnsw.*``/``ivfflat.*`` settings exist only after): without the
+        extension the engine says so and nothing changes."""
+        future = self._send(_message(b"Q", b"SELECT '[0]'::public.vector\0"))
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    def forget(self, sql: str) -> None:
+        """Prepare ``sql`` afresh next time (the engine said its plan changed)."""
+        self._statements.pop(sql, None)
+
+    def run(self, prepared: Prepared, values: Sequence[bytes | None]) -> asyncio.Future[Any]:
+        """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
+        gives (raw data rows, command tag) or an asyncpg exception, as the pool would."""
+        parts = [b"\0", prepared.name, b"\0\0\x01\0\x01", _INT16.pack(len(values))]
+        for value in values:
+            if value is None:
+                parts.append(b"\xff\xff\xff\xff")
+            else:
+                parts += (_INT.pack(len(value)), value)
+        parts.append(b"\0\x01\0\x01")  # every result column in binary
+        body = b"".join(parts)
+        return self._send(b"B" + _INT.pack(len(body) + 4) + body + _EXECUTE + _SYNC)
+
+    # -- protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        pos, size = 0, len(buffer)
+        pending = self._pending
+        while size - pos >= 5:
+            (length,) = _INT.unpack_from(buffer, pos + 1)
+            end = pos + 1 + length
+            if end > size:
+                break
+            kind = buffer[pos]
+            if kind == 68:  # D DataRow
+                pending[0].rows.append(buffer[pos + 5 : end])
+            elif kind == 67:  # C CommandComplete
+                pending[0].status = buffer[pos + 5 : end - 1]
+            elif kind == 90:  # Z ReadyForQuery: this statement is done
+                self._done(pending.popleft())
+            elif kind == 69:  # E ErrorResponse
+                self._error = _fields(buffer[pos + 5 : end])
+            elif kind in (116, 84):  # t ParameterDescription, T RowDescription
+                pending[0].rows.append(buffer[pos:end])
+            # 1 ParseComplete, 2 BindComplete, n NoData, N NoticeResponse,
+            # S ParameterStatus, A NotificationResponse: nothing to keep
+            pos = end
+        self._buffer = buffer[pos:]
+
+    def _done(self, entry: _Pending) -> None:
+        error, self._error = self._error, None
+        future = entry.future
+        if future.done():  # timed out (or its caller went away)
+            return
+        if error is not None:
+            future.set_exception(asyncpg.PostgresError.new(error))
+        else:
+            future.set_result((entry.rows, entry.status))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionDoesNotExistError("connection was closed in the middle of operation"))
+
+    def _fail(self, exc: BaseException) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            future = self._pending.popleft().future
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # nobody may be left to retrieve it
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _expire(self) -> None:
+        """The oldest statement ran past the client-side bound: cancel it on the engine,
+        fail everything queued here (TimeoutError, as asyncpg's command_timeout) and drop
+        the connection."""
+        self._timer = None
+        if not self._pending or self.closed:
+            return
+        now = self.loop.time()
+        if self._pending[0].deadline > now:
+            self._timer = self.loop.call_at(self._pending[0].deadline, self._expire)
+            return
+        if self.on_timeout is not None:
+            self.on_timeout()
+        self._fail(TimeoutError())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fail(ConnectionDoesNotExistError("the connection was closed"))
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + _INT.pack(len(body) + 4) + body
+
+
+def _fields(body: bytes) -> dict[str, str]:
+    """An ErrorResponse's fields as asyncpg's protocol collects them."""
+    fields: dict[str, str] = {}
+    for part in body.split(b"\0"):
+        if part:
+            fields[chr(part[0])] = part[1:].decode(errors="replace")
+    return fields
+
+
+def _describe(name: bytes, messages: list[bytes]) -> Prepared | None:
+    """Parameter and column types from Describe's answer; None if any is not decoded here."""
+    parameters: tuple[int, ...] = ()
+    columns: list[str] = []
+    for message in messages:
+        body = message[5:]
+        if message[:1] == b"t":
+            (count,) = _INT16.unpack_from(body, 0)
+            parameters = struct.unpack_from(f"!{count}I", body, 2)
+        else:  # T
+            (count,) = _INT16.unpack_from(body, 0)
+            pos = 2
+            for _ in range(count):
+                end = body.index(b"\0", pos)
+                column = body[pos:end].decode()
+                (oid,) = struct.unpack_from("!I", body, end + 7)
+                pos = end + 19
+                columns.append(f"{column}:{oid}")
+                if oid not in DECODERS:
+                    return None
+    if any(oid not in ENCODERS for oid in parameters):
+        return None
+    return Prepared(name, parameters, tuple(columns))
+
+
+def decode_rows(rows: list[bytes], decoders: Sequence[Callable[[bytes], Any]]) -> list[list[Any]]:
+    """Binary DataRow bodies as lists of Python values (asyncpg's for these types)."""
+    out: list[list[Any]] = []
+    unpack = _INT.unpack_from
+    try:
+        for data in rows:
+            row: list[Any] = []
+            pos = 2
+            for decode in decoders:
+                (length,) = unpack(data, pos)
+                pos += 4
+                if length < 0:
+                    row.append(None)
+                else:
+                    row.append(decode(data[pos : pos + length]))
+                    pos += length
+            out.append(row)
+    except (ValueError, OverflowError) as exc:
+        # what the pool path's run_prepared makes of a value its codec cannot decode
+        raise HeliosError(
+            ErrorCode.INVALID_ARGUMENT, f"a parameter does not fit its column type: {exc}"
+        ) from None
+    return out
+
+
+class Pipelines:
+    """Pipelines per (access, owner): a principal's statements share connections only with
+    its own, as a pooled session kept for its owner does (engine/pools.py keep_session).
+
+    Connections open in the background on first need; until one is up, and whenever the
+    ones there are busy, :meth:`pick` says None and the caller takes the pool path.
+    """
+
+    MAX_OWNERS = 16  # owners with open pipelines per process; others take the pool path
+    PER_OWNER = 2
+    MAX_IN_FLIGHT = 32  # statements queued on one pipeline
+    BUSY_SECONDS = 0.02  # a pipeline whose oldest statement waits this long takes no more
+
+    def __init__(self, engine: Engine, parameters: Mapping[str, str]) -> None:
+        self.engine = engine
+        self.parameters = dict(parameters)
+        self.timeout = engine.settings.query_timeout + 5
+        self._open: dict[tuple[Access, str], list[Pipeline]] = {}
+        self._opening: set[tuple[Access, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.statements = 0  # answered through a pipeline (the caller counts them)
+
+    def stats(self) -> dict[str, int]:
+        """Open pipelined connections and the statements they answered (/health)."""
+        connections = sum(len(p) for p in self._open.values())
+        return {"connections": connections, "statements": self.statements}
+
+    def pick(self, access: Access, owner: str) -> Pipeline | None:
+        key = (access, owner)
+        pipelines = self._open.get(key)
+        if pipelines is None:
+            if not self.closed and len(self._open) + len(self._opening) < self.MAX_OWNERS:
+                self._start(key)
+            return None
+        best: Pipeline | None = None
+        for pipeline in pipelines:
+            if pipeline.closed:  # lost or timed out: open new ones on the next request
+                del self._open[key]
+                for other in pipelines:
+                    other.close()
+                return None
+            if best is None or pipeline.in_flight < best.in_flight:
+                best = pipeline
+        if best is None or best.in_flight >= self.MAX_IN_FLIGHT:
+            return None
+        if best.in_flight and best.oldest() - self.timeout + self.BUSY_SECONDS < best.loop.time():
+            return None  # its oldest statement is taking a while: don't queue behind it
+        return best
+
+    def _start(self, key: tuple[Access, str]) -> None:
+        self._opening.add(key)
+        self._spawn(self._connect(key))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, key: tuple[Access, str]) -> None:
+        try:
+            opened = [await self._open_one(key[0]) for _ in range(self.PER_OWNER)]
+        except Exception as exc:  # noqa: BLE001 - the pool path serves whatever went wrong
+            log.warning("no pipelined engine connection: %s %r", exc, getattr(exc, "error", ""))
+            await asyncio.sleep(1.0)  # the pool path serves meanwhile
+            return
+        finally:
+            self._opening.discard(key)
+        if self.closed:
+            for pipeline in opened:
+                pipeline.close()
+            return
+        self._open[key] = opened
+
+    async def _open_one(self, access: Access) -> Pipeline:
+        session = await open_session(self.engine, access, self.parameters)
+        loop = asyncio.get_running_loop()
+        pipeline = Pipeline(loop, self.timeout)
+        pipeline.session = session
+        pipeline.pid, pipeline.secret = session.pid, session.secret
+        pipeline.on_timeout = lambda: self._spawn(self.cancel(access, pipeline))
+        transport = session.writer.transport
+        extra = session.take_buffered()
+        transport.set_protocol(pipeline)
+        pipeline.connection_made(transport)
+        if extra:
+            pipeline.data_received(extra)
+        pipeline.warm()
+        return pipeline
+
+    async def cancel(self, access: Access, pipeline: Pipeline) -> None:
+        """Ask the engine to cancel what ``pipeline``'s backend runs (best effort)."""
+        with contextlib.suppress(Exception):
+            await cancel(self.engine, access, pipeline.pid, pipeline.secret)
+
+    def close(self) -> None:
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        for pipelines in self._open.values():
+            for pipeline in pipelines:
+                pipeline.close()
+        self._open.clear()
