@@ -140,4 +140,6 @@ def serving_pids(port: int) -> list[int]:
         text=True,
         check=True,
     ).stdout
-    return [int(pid) for pid in re.findall(r"pid=(\d+)", sockets)]
+    # One per socket: a process may hold a socket under several descriptors (the
+    # PostgreSQL gateway keeps a duplicate to read the kernel's traffic counters).
+    return [int(m.group(1)) for m in re.finditer(r"^.*?pid=(\d+)", sockets, re.M)]

@@ -290,7 +290,8 @@ class Connection:
         session = Session(gateway.engine, principal, key, engine, transport, gateway.session_ended)
         gateway.session_started(session)
         self.relayed = True
-        session.start(_buffered(self.reader))
+        # The idle sweep needs the counted relay's per-chunk notes; without it, splice.
+        session.start(_buffered(self.reader), splice=gateway.settings.idle_timeout <= 0)
         return session
 
     def _send_ready(self, startup: Startup, status: dict[str, str], key: CancelKey) -> None:

@@ -35,6 +35,7 @@ from heliosdb.engine import Access, Engine
 from heliosdb.engine.relay import EngineLoginError, EngineSession, cancel, open_session
 from heliosdb.interfaces.postgres.codec import CancelKey, encode_error
 from heliosdb.interfaces.postgres.errors import PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS
+from heliosdb.interfaces.postgres.traffic import Traffic
 from heliosdb.security.principals import Principal
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
@@ -606,6 +607,10 @@ class TxnClient(asyncio.Protocol):
             self.pool.release(server)
         if self.buffer and not self.done.done():
             self.pump()
+
+    def traffic(self) -> Traffic:
+        """Bytes from and to the client and client writes relayed, so far."""
+        return Traffic(self.bytes_in, self.bytes_out, self.round_trips)
 
     # endings
 

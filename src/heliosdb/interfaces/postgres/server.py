@@ -7,8 +7,9 @@
       limiter         failed logins per source address
       totals          counters of ended sessions (live ones are read at scrape time)
 
-The relay keeps plain integer counters on each session; the metrics collector sums
-them when Prometheus scrapes, so relaying costs no metric call per chunk.
+The relay keeps plain integer counters on each session (or, spliced, the kernel keeps
+them for the client socket); the metrics collector sums them when Prometheus scrapes,
+so relaying costs no metric call per chunk.
 """
 
 from __future__ import annotations
@@ -132,9 +133,10 @@ class Gateway:
         self.per_principal[session.principal.id] -= 1
         if self.per_principal[session.principal.id] <= 0:
             del self.per_principal[session.principal.id]
-        self.totals["bytes_in"] += session.bytes_in
-        self.totals["bytes_out"] += session.bytes_out
-        self.totals["round_trips"] += session.round_trips
+        traffic = session.traffic()
+        self.totals["bytes_in"] += traffic.bytes_in
+        self.totals["bytes_out"] += traffic.bytes_out
+        self.totals["round_trips"] += traffic.round_trips
         self.totals["sessions"] += 1
         self.leave(session.principal)
         if abrupt:
@@ -244,9 +246,10 @@ class _Collector(Collector):
             totals.update(gateway.totals)
             for session in gateway.sessions.values():
                 by_principal[session.principal.name] += 1
-                totals["bytes_in"] += session.bytes_in
-                totals["bytes_out"] += session.bytes_out
-                totals["round_trips"] += session.round_trips
+                counts = session.traffic()
+                totals["bytes_in"] += counts.bytes_in
+                totals["bytes_out"] += counts.bytes_out
+                totals["round_trips"] += counts.round_trips
         states = GaugeMetricFamily(
             "heliosdb_pg_connections",
             "PostgreSQL client connections, by state (startup, active).",

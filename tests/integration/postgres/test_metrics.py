@@ -1,0 +1,48 @@
+"""Relayed traffic in the metrics: spliced sessions (counted by the kernel) included."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import psycopg
+
+from tests.nodeproc import NodeProcess
+
+
+def _metric(node: NodeProcess, pattern: str) -> float:
+    text = httpx.get(f"{node.api}/metrics").text
+    match = re.search(rf"^{pattern} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def _traffic(node: NodeProcess) -> tuple[float, float, float]:
+    return (
+        _metric(node, r'heliosdb_pg_bytes_total\{direction="in"\}'),
+        _metric(node, r'heliosdb_pg_bytes_total\{direction="out"\}'),
+        _metric(node, "heliosdb_pg_round_trips_total"),
+    )
+
+
+def test_session_traffic_reaches_the_metrics_live_and_after(node: NodeProcess, rw_dsn: str) -> None:
+    before_in, before_out, before_trips = _traffic(node)
+    query = "SELECT repeat('x', 200000) /* " + "q" * 5000 + " */"
+    with psycopg.connect(rw_dsn, autocommit=True) as conn:
+        for _ in range(3):
+            assert conn.execute(query).fetchone() == ("x" * 200000,)
+        for _ in range(40):  # the session is still open (the client's last ACK may trail)
+            bytes_in, bytes_out, trips = _traffic(node)
+            if bytes_out >= before_out + 3 * 200000:
+                break
+            time.sleep(0.05)
+        assert bytes_in >= before_in + 3 * len(query)
+        assert bytes_out >= before_out + 3 * 200000
+        assert trips >= before_trips + 3
+    ended = _metric(node, "heliosdb_pg_sessions_total")
+    for _ in range(100):  # the session is counted out just after its socket closed
+        if _metric(node, "heliosdb_pg_sessions_total") > ended:
+            break
+        time.sleep(0.05)
+    after_in, after_out, after_trips = _traffic(node)
+    assert after_in >= bytes_in and after_out >= bytes_out and after_trips >= trips
