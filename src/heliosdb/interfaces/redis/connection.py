@@ -40,12 +40,12 @@ from heliosdb.interfaces.redis.hotpath import (
     BATCHED_KINDS,
     FAST,
     IDLE,
+    READ_CHUNK,
     SLOW,
     WRITE_LIMIT,
     ZADD_FLAGS,
     RedisProtocol,
     start_batched,
-    submit_lone,
     submit_run,
 )
 from heliosdb.interfaces.redis.registry import Call, Command, lookup
@@ -57,7 +57,6 @@ from heliosdb.settings import Settings
 log = logging.getLogger("heliosdb.interfaces.redis")
 
 UNAUTHENTICATED_BUFFER = 10 * (16384 + 32) + 64
-READ_CHUNK = 65536
 BACKLOG_LIMIT = 4 * 1024 * 1024  # received while busy: past this, stop reading the socket
 QUEUE_LIMIT = 10_000
 OUTPUT_LIMIT = 64 * 1024 * 1024
@@ -200,14 +199,7 @@ class Session:
     def received(self, data: bytes) -> None:
         if self.state is IDLE and not self.backlog and len(data) <= READ_CHUNK:
             try:  # the common case: straight to the parser
-                if self.ready:
-                    self.parser.feed(data)
-                # The commonest of all: one plain GET/SET, nothing after it (redis-benchmark
-                # -P 1, a cache's lookups) goes to the coalescer without advance()'s steps.
-                elif (args := self.parser.lone(data)) is not None:
-                    if submit_lone(self, args):
-                        return
-                    self.ready.append(args)
+                self.parser.feed(data)
             except ProtocolError as exc:
                 self.error = exc
             self.advance()

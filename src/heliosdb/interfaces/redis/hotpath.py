@@ -1,6 +1,9 @@
 """The Redis hot path: commands that go from the socket's read callback to the coalescer.
 
-    RedisProtocol   hands received bytes to the connection's Session (no StreamReader)
+    RedisProtocol   hands received bytes to the connection's Session (no StreamReader);
+                    a read that is one plain GET key / SET key value and nothing else,
+                    on an idle connection, goes to the coalescer from data_received itself
+                    (RequestParser.lone; the commonest read: -P 1 benchmarks, caches)
     submit_run      a run of plain GET key / SET key value -> Coalescer.get_into/set_into
     start_batched   a run of INCR/LPUSH/HSET/SADD/plain ZADD ... (one kind) -> the coalescer
                     directly for the common forms, else their handlers, stepped without a
@@ -9,8 +12,10 @@
                     of one command answers through Session.answer instead)
 
 Many clients doing one command each is the common load; a Task switch, a dispatch and a
-Future per command would cost more than the command's share of the engine round trip.
-The Session (connection.py) decides what may take this path and keeps one run in flight.
+Future per command would cost more than the command's share of the engine round trip,
+and at one command per read every Python call on the way counts (about 0.5 us each here).
+The Session (connection.py) decides what may take this path and keeps one run in flight;
+tests/integration/redis/test_lone_commands.py compares the lone path with the others.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from heliosdb.engine import Access
-from heliosdb.interfaces.redis.codec import encode
+from heliosdb.interfaces.redis.codec import ProtocolError, encode
 from heliosdb.interfaces.redis.errors import RedisError, to_redis
 from heliosdb.interfaces.redis.registry import Call, Command
 from heliosdb.services.keyvalue.numbers import float_or_none
@@ -52,12 +57,62 @@ class RedisProtocol(asyncio.StreamReaderProtocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is not None:
+        if session is None:
+            if self.early is None:
+                self.early = [data]
+            else:
+                self.early.append(data)
+            return
+        if (
+            session.state is not IDLE
+            or session.ready
+            or session.backlog
+            or len(data) > READ_CHUNK
+            or session.error is not None
+        ):
             session.received(data)
-        elif self.early is None:
-            self.early = [data]
+            return
+        # The commonest read of all: one plain GET/SET and nothing after it (redis-benchmark
+        # -P 1, a cache's lookups) goes to the coalescer here, its slot answering the
+        # session itself. Anything else, or a connection whose state decides the answer
+        # (the same conditions as Session._coalescable_run's), takes advance()'s steps.
+        try:
+            args = session.parser.lone(data)
+        except ProtocolError as exc:
+            session.error = exc
+            session.advance()
+            return
+        if args is None:
+            session.advance()
+            return
+        n = len(args)
+        client = session.client
+        principal = client.principal
+        if (
+            (args[0].lower() != b"get" if n == 2 else n != 3 or args[0].lower() != b"set")
+            or client.multi is not None
+            or client.closing
+            or (client.proto == 2 and (client.channels or client.patterns))  # subscriber
+            or (principal is None and session.server.require_auth)
+            or (n == 3 and principal is not None and principal.access is Access.READ_ONLY)
+            or session.transport is None
+            or session.transport.get_write_buffer_size() > WRITE_LIMIT
+        ):
+            session.ready.append(args)
+            session.advance()
+            return
+        session.state = FAST
+        session.lone = True
+        client.last_active = time.time()
+        session.server.commands_processed += 1
+        coalescer = session.server.kv.coalescer
+        if n == 2:
+            client.last_command = "get"
+            coalescer.get_into(client.db, args[1], _Slot(session, 0, False, client.proto))
         else:
-            self.early.append(data)
+            client.last_command = "set"
+            slot = _Slot(session, 0, True, client.proto)
+            coalescer.set_into(client.db, args[1], args[2], None, slot)
 
     def eof_received(self) -> bool | None:
         self.early_eof = True
@@ -90,6 +145,7 @@ class _Replies:
             self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
+READ_CHUNK = 65536
 IDLE, FAST, SLOW = "idle", "fast", "slow"  # a Session: nothing running / a run out here / its task
 WRITE_LIMIT = 1 << 20  # replies the client has not read: past this, wait before running more
 _OK = b"+OK\r\n"
@@ -118,10 +174,14 @@ class _IntSlot:
         return self._done
 
     def set_result(self, value: Any, /) -> None:
+        if self._done:  # answered already (cancelled at shutdown): the coalescer's Plain
+            return
         self._done = True
         self.replies.answer(self.index, b":%d\r\n" % value)
 
     def set_exception(self, exc: BaseException, /) -> None:
+        if self._done:
+            return
         self._done = True
         self.replies.answer(self.index, encode(to_redis(exc), self.proto))
 
@@ -145,6 +205,8 @@ class _Slot(_IntSlot):
         self.is_set = is_set
 
     def set_result(self, value: Any, /) -> None:
+        if self._done:
+            return
         self._done = True
         if self.is_set:
             reply = _OK
@@ -244,39 +306,3 @@ def submit_run(session: Session, run: list[list[bytes]]) -> None:
         else:
             coalescer.set_into(db, args[1], args[2], None, _Slot(replies, index, True, proto))
     client.last_command = "get" if len(run[-1]) == 2 else "set"
-
-
-def submit_lone(session: Session, args: list[bytes]) -> bool:
-    """One plain GET key / SET key value, all the session has received: to the coalescer,
-    its slot answering the session itself; False (nothing done) for anything else, or when
-    the connection's state asks for advance()'s checks (the same as _coalescable_run's)."""
-    n = len(args)
-    if n == 2:
-        if args[0].lower() != b"get":
-            return False
-    elif n != 3 or args[0].lower() != b"set":
-        return False
-    client = session.client
-    principal = client.principal
-    if (
-        client.multi is not None
-        or client.closing
-        or (client.proto == 2 and (client.channels or client.patterns))  # subscriber mode
-        or (principal is None and session.server.require_auth)
-        or (n == 3 and principal is not None and principal.access is Access.READ_ONLY)
-        or session.transport is None
-        or session.transport.get_write_buffer_size() > WRITE_LIMIT
-    ):
-        return False
-    session.state = FAST
-    session.lone = True
-    client.last_active = time.time()
-    session.server.commands_processed += 1
-    coalescer = session.server.kv.coalescer
-    if n == 2:
-        client.last_command = "get"
-        coalescer.get_into(client.db, args[1], _Slot(session, 0, False, client.proto))
-    else:
-        client.last_command = "set"
-        coalescer.set_into(client.db, args[1], args[2], None, _Slot(session, 0, True, client.proto))
-    return True

@@ -97,7 +97,9 @@ class Sink(Protocol):
 
 Pushed = set[tuple[int, bytes]]
 # A queued GET or SET: (db, key, value (None: a GET), expires_at_ms, where the answer goes).
-# A tuple, not an _Op: it is made once per command on the hot path.
+# A tuple, not an _Op: it is made once per command on the hot path. Its sink is answered
+# without asking done() first: an answered (or cancelled) sink ignores a second answer,
+# or raises asyncio.InvalidStateError as a Future does.
 Plain = tuple[int, bytes, bytes | None, int | None, Sink]
 
 
@@ -446,9 +448,10 @@ class Coalescer:
                 row[0], row[1],
             )  # fmt: skip
         for op in sets:
-            sink = op[4]
-            if not sink.done():
-                sink.set_result(None)
+            try:  # noqa: SIM105 - no done() nor suppress() call per SET (Plain)
+                op[4].set_result(None)
+            except asyncio.InvalidStateError:
+                pass
         return latest
 
     async def _run_gets(
@@ -481,15 +484,16 @@ class Coalescer:
             for r in await conn.fetch(_GET, db, wanted, now):
                 found[bytes(r[0])] = (r[1], r[2])
         for _, key, _, _, sink in gets:
-            if sink.done():
-                continue
             hit = found.get(key)
-            if hit is None:
-                sink.set_result(None)
-            elif hit[0] != "string":
-                sink.set_exception(fault(Reason.WRONG_TYPE))
-            else:
-                sink.set_result(hit[1])
+            try:  # as in _run_sets, no done() call per GET
+                if hit is None:
+                    sink.set_result(None)
+                elif hit[0] != "string":
+                    sink.set_exception(fault(Reason.WRONG_TYPE))
+                else:
+                    sink.set_result(hit[1])
+            except asyncio.InvalidStateError:
+                pass
 
 
 def _set_columns(ordered: list[Plain]) -> tuple[list[Any], ...]:
