@@ -42,6 +42,7 @@ _FLOAT8 = struct.Struct("!d")
 _EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _INFINITY = 0x7FFFFFFFFFFFFFFF
 _SYNC = b"S\x00\x00\x00\x04"
+MAX_STATEMENTS = 1024  # prepared on one pipeline before they are all deallocated
 _EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
 
 
@@ -110,12 +111,14 @@ class Unfit(Exception):
 class Prepared:
     """A statement prepared on one pipeline: its server name and its types."""
 
-    __slots__ = ("columns", "name", "parameters")
+    __slots__ = ("checked", "columns", "generation", "name", "parameters")
 
     def __init__(self, name: bytes, parameters: tuple[int, ...], columns: tuple[str, ...]):
+        self.generation = 0  # the pipeline's statement generation it was prepared in
         self.name = name
         self.parameters = parameters  # type oids
         self.columns = columns  # "name:oid" per column, compared with the pool's plan
+        self.checked: object = None  # what the caller last found these types to match
 
 
 class _Pending:
@@ -148,6 +151,7 @@ class Pipeline(asyncio.Protocol):
         self.session: Any = None  # keeps the login streams (and so the transport) alive
         self.on_timeout: Callable[[], None] | None = None  # asks the engine to cancel
         self._names = 0
+        self._generation = 0  # statements of older generations were deallocated
 
     # -- queueing -------------------------------------------------------------------
     @property
@@ -160,7 +164,7 @@ class Pipeline(asyncio.Protocol):
 
     def _send(self, data: bytes) -> asyncio.Future[Any]:
         if self.closed:
-            raise ConnectionDoesNotExistError("connection was closed in the middle of operation")
+            raise Unfit("closed")  # nothing sent: the pool path answers
         if not self._out:
             self.loop.call_soon(self._flush)
         self._out.append(data)
@@ -176,6 +180,10 @@ class Pipeline(asyncio.Protocol):
         if out and not self.closed and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
+    def ready(self, sql: str) -> Prepared | None:
+        """``sql`` if prepared here already (no await)."""
+        return self._statements.get(sql)
+
     async def prepared(self, sql: str) -> Prepared | None:
         """``sql`` prepared here (None: a type the pipeline does not decode)."""
         if sql in self._statements:
@@ -183,6 +191,13 @@ class Pipeline(asyncio.Protocol):
         waiting = self._preparing.get(sql)
         if waiting is not None:
             return await asyncio.shield(waiting)
+        if len(self._statements) >= MAX_STATEMENTS:
+            # Queued before the new Parse; a statement of the old generation not yet
+            # sent is refused by run() (Unfit) instead of failing on the engine.
+            self._statements.clear()
+            self._generation += 1
+            future = self._send(_message(b"Q", b"DEALLOCATE ALL\0"))
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
         done: asyncio.Future[Prepared | None] = self.loop.create_future()
         self._preparing[sql] = done
         try:
@@ -192,6 +207,8 @@ class Pipeline(asyncio.Protocol):
             future = self._send(_message(b"P", body) + _message(b"D", b"S" + name + b"\0") + _SYNC)
             rows, _ = await future
             prepared = _describe(name, rows)
+            if prepared is not None:
+                prepared.generation = self._generation
             self._statements[sql] = prepared
             done.set_result(prepared)
             return prepared
@@ -216,6 +233,8 @@ class Pipeline(asyncio.Protocol):
     def run(self, prepared: Prepared, values: Sequence[bytes | None]) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would."""
+        if prepared.generation != self._generation:
+            raise Unfit("deallocated")
         parts = [b"\0", prepared.name, b"\0\0\x01\0\x01", _INT16.pack(len(values))]
         for value in values:
             if value is None:

@@ -26,7 +26,14 @@ import asyncpg
 
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.codecs import non_finite_fixer, to_param, type_name
-from heliosdb.engine.pipeline import DECODERS, ENCODERS, Pipeline, Pipelines, decode_rows
+from heliosdb.engine.pipeline import (
+    DECODERS,
+    ENCODERS,
+    Pipeline,
+    Pipelines,
+    Unfit,
+    decode_rows,
+)
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import invalid
 from heliosdb.security.principals import Principal
@@ -81,11 +88,26 @@ class _Plan:
             signature=tuple(f"{a.name}:{a.type.oid}" for a in attributes),
         )
 
-    def pipelinable(self) -> bool:
-        """Whether every parameter and column type is one the pipeline encodes/decodes."""
-        return all(p.oid in ENCODERS for p in self.parameters) and all(
-            int(s.rsplit(":", 1)[1]) in DECODERS for s in self.signature
-        )
+
+class _Pipelinable:
+    """A plain SELECT's pool plan with the pipeline's codecs for its types, made once."""
+
+    __slots__ = ("decoders", "encoders", "oids", "plan")
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.oids = tuple(p.oid for p in plan.parameters)
+        self.encoders = [ENCODERS[oid] for oid in self.oids]
+        self.decoders = [DECODERS[int(s.rsplit(":", 1)[1])] for s in plan.signature]
+
+    @staticmethod
+    def of(plan: _Plan) -> _Pipelinable | None:
+        """None when a parameter or column type is not one the pipeline encodes/decodes."""
+        if all(p.oid in ENCODERS for p in plan.parameters) and all(
+            int(s.rsplit(":", 1)[1]) in DECODERS for s in plan.signature
+        ):
+            return _Pipelinable(plan)
+        return None
 
 
 class QueryService:
@@ -94,7 +116,7 @@ class QueryService:
         self.pipelines = Pipelines(engine, engine.session_settings())
         engine.closers.append(self.pipelines.close)
         # statement text -> its pool plan, for plain SELECTs the pipeline may run
-        self._pipelined: dict[str, _Plan] = {}
+        self._pipelined: dict[str, _Pipelinable] = {}
 
     async def execute(
         self, principal: Principal, sql: str, params: Sequence[Any] = (), *, script: bool = False
@@ -106,11 +128,11 @@ class QueryService:
         if script and params:
             raise invalid("a script takes no params; use one statement with $1..$n instead")
         started = time.perf_counter()
-        plan = self._pipelined.get(sql) if not script else None
-        if plan is not None:
+        fast = self._pipelined.get(sql) if not script else None
+        if fast is not None:
             pipeline = self.pipelines.pick(principal.access, principal.id)
             if pipeline is not None:
-                result = await self._run_pipelined(pipeline, plan, sql, params, started)
+                result = await self._run_pipelined(pipeline, fast, sql, params, started)
                 if result is not None:
                     return result
         lease = self.engine.connection(principal.access, owner=principal.id)
@@ -126,7 +148,7 @@ class QueryService:
                 result = binder.result(records, stmt, started)
                 if _leaves_session_alone(result.status, sql):
                     conn.keep_session(principal.id)
-                    if plan is None and principal.access in _PIPELINED_ACCESS:
+                    if fast is None and principal.access in _PIPELINED_ACCESS:
                         self._learn(sql, binder.plan, result.status)
                 return result
             except asyncpg.PostgresError as exc:
@@ -139,46 +161,62 @@ class QueryService:
         if (
             plan is not None
             and status.startswith("SELECT")
-            and plan.pipelinable()
+            and "\0" not in sql  # a protocol string ends at NUL
             and _LOCKING.search(sql) is None
         ):
-            if len(self._pipelined) >= _MAX_PIPELINED_STATEMENTS:
-                self._pipelined.clear()
-            self._pipelined[sql] = plan
+            fast = _Pipelinable.of(plan)
+            if fast is not None:
+                if len(self._pipelined) >= _MAX_PIPELINED_STATEMENTS:
+                    self._pipelined.clear()
+                self._pipelined[sql] = fast
 
     async def _run_pipelined(
-        self, pipeline: Pipeline, plan: _Plan, sql: str, params: Sequence[Any], started: float
+        self,
+        pipeline: Pipeline,
+        fast: _Pipelinable,
+        sql: str,
+        params: Sequence[Any],
+        started: float,
     ) -> QueryResult | None:
         """The statement on ``pipeline``, answered as the pool path answers it; None: the
         pool path must answer (nothing ran)."""
-        try:
-            prepared = await pipeline.prepared(sql)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            return None  # the pool path prepares it and says what is wrong
-        if prepared is None or prepared.columns != plan.signature:
-            self._pipelined.pop(sql, None)  # its types changed: the pool path learns again
-            return None
+        prepared = pipeline.ready(sql)
+        if prepared is None or prepared.checked is not fast:
+            try:
+                prepared = await pipeline.prepared(sql)
+            except (Unfit, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                return None  # the pool path prepares it and says what is wrong
+            if (
+                prepared is None
+                or prepared.columns != fast.plan.signature
+                or prepared.parameters != fast.oids
+            ):
+                # its types changed: the pool path learns again, the pipeline prepares anew
+                self._pipelined.pop(sql, None)
+                pipeline.forget(sql)
+                return None
+            prepared.checked = fast
+        plan = fast.plan
         declared = plan.parameters
-        if prepared.parameters != tuple(p.oid for p in declared):
-            self._pipelined.pop(sql, None)
-            return None
         _check_count(len(declared), len(params))
         values: list[bytes | None] = []
         try:
             for i, t in enumerate(declared):
                 value = to_param(params[i], t, i + 1)
-                values.append(None if value is None else ENCODERS[t.oid](value))
+                values.append(None if value is None else fast.encoders[i](value))
         except (TypeError, ValueError, OverflowError, struct.error, UnicodeEncodeError):
             return None  # the pool path's codecs say why this value does not fit
         try:
             rows, tag = await pipeline.run(prepared, values)
+        except Unfit:
+            return None
         except asyncpg.InvalidCachedStatementError:
             pipeline.forget(sql)
             self._pipelined.pop(sql, None)
             return None  # the engine refused it before running it
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise from_engine(exc) from None
-        records = decode_rows(rows, [DECODERS[int(s.rsplit(":", 1)[1])] for s in plan.signature])
+        records = decode_rows(rows, fast.decoders)
         fix = plan.fix
         if fix is not None:
             records = [fix(r) for r in records]
