@@ -113,7 +113,8 @@ class _Pipelinable:
 class QueryService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.pipelines = Pipelines(engine, engine.session_settings())
+        settings = {**engine.session_settings(), "application_name": "heliosdb-pipeline"}
+        self.pipelines = Pipelines(engine, settings)
         engine.closers.append(self.pipelines.close)
         # statement text -> its pool plan, for plain SELECTs the pipeline may run
         self._pipelined: dict[str, _Pipelinable] = {}

@@ -192,3 +192,27 @@ async def test_concurrent_requests_each_get_their_own_answer(
             assert response.json()["rows"] == [[2 * n]]
         else:
             assert response.status_code == 400
+
+
+async def test_a_lost_pipeline_is_replaced(
+    api: httpx.AsyncClient, admin_api: httpx.AsyncClient
+) -> None:
+    body = {"sql": "SELECT $1::int + 1 AS n", "params": [1]}
+    await _through_pipeline(api, admin_api, body)
+    kill = (
+        "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity "
+        "WHERE application_name = 'heliosdb-pipeline' AND usename = current_user"
+    )
+    response = await api.post("/query", json={"sql": kill})
+    assert response.json()["rows"][0][0] >= 1
+    answered = 0
+    for _ in range(100):
+        response = await api.post("/query", json=body)
+        if response.status_code == 200:
+            assert response.json()["rows"] == [[2]]
+            answered += 1
+            if answered == 5:
+                break
+        await asyncio.sleep(0.02)
+    assert answered == 5
+    assert (await _through_pipeline(api, admin_api, body)).json()["rows"] == [[2]]

@@ -1,0 +1,117 @@
+"""engine/pipeline.py's protocol side, fed engine bytes by hand (sans engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import asyncpg
+import pytest
+
+from heliosdb.engine.pipeline import DECODERS, Pipeline, Prepared, Unfit, decode_rows
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _msg(kind: bytes, body: bytes = b"") -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _row(*values: bytes | None) -> bytes:
+    body = struct.pack("!h", len(values))
+    for value in values:
+        body += b"\xff\xff\xff\xff" if value is None else struct.pack("!i", len(value)) + value
+    return _msg(b"D", body)
+
+
+def _pipeline(timeout: float = 30.0) -> tuple[Pipeline, _Transport]:
+    pipeline = Pipeline(asyncio.get_running_loop(), timeout)
+    transport = _Transport()
+    pipeline.connection_made(transport)
+    return pipeline, transport
+
+
+async def test_answers_come_back_in_order_whatever_the_reads() -> None:
+    pipeline, transport = _pipeline()
+    prepared = Prepared(b"s1", (20,), ("n:20",))
+    first = pipeline.run(prepared, [struct.pack("!q", 1)])
+    second = pipeline.run(prepared, [None])
+    third = pipeline.run(prepared, [struct.pack("!q", 3)])
+    await asyncio.sleep(0)
+    assert len(transport.written) == 1  # the three statements in one write
+    error = _msg(b"E", b"SERROR\0C22012\0Mdivision by zero\0\0")
+    stream = (
+        _msg(b"2")
+        + _row(struct.pack("!q", 1))
+        + _msg(b"C", b"SELECT 1\0")
+        + _msg(b"Z", b"I")
+        + _msg(b"2")
+        + _msg(b"C", b"SELECT 0\0")
+        + _msg(b"Z", b"I")
+        + error
+        + _msg(b"Z", b"I")
+    )
+    for i in range(0, len(stream), 3):  # split anywhere
+        pipeline.data_received(stream[i : i + 3])
+    rows, tag = await first
+    assert decode_rows(rows, [DECODERS[20]]) == [[1]] and tag == b"SELECT 1"
+    assert await second == ([], b"SELECT 0")
+    with pytest.raises(asyncpg.DivisionByZeroError, match="division by zero"):
+        await third
+
+
+async def test_a_statement_past_the_timeout_fails_all_and_drops_the_connection() -> None:
+    pipeline, transport = _pipeline(timeout=0.05)
+    cancelled: list[bool] = []
+    pipeline.on_timeout = lambda: cancelled.append(True)
+    prepared = Prepared(b"s1", (), ())
+    futures = [pipeline.run(prepared, []) for _ in range(3)]
+    for future in futures:
+        with pytest.raises(TimeoutError):
+            await future
+    assert transport.aborted and cancelled == [True] and pipeline.closed
+    with pytest.raises(Unfit):
+        pipeline.run(prepared, [])  # nothing is sent on a closed pipeline
+
+
+async def test_a_lost_connection_fails_what_is_queued() -> None:
+    pipeline, _ = _pipeline()
+    future = pipeline.run(Prepared(b"s1", (), ()), [])
+    pipeline.connection_lost(None)
+    with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
+        await future
+
+
+def test_decoders_give_what_asyncpg_gives() -> None:
+    row = _row(
+        b"\x01",
+        struct.pack("!h", -2),
+        struct.pack("!i", 7),
+        "é".encode(),
+        struct.pack("!f", 1.5),
+        struct.pack("!d", float("nan")),
+        struct.pack("!q", 0x7FFFFFFFFFFFFFFF),
+        struct.pack("!q", -0x8000000000000000),
+        struct.pack("!q", 1),
+        None,
+    )[5:]
+    decoders = [DECODERS[oid] for oid in (16, 21, 23, 25, 700, 701, 1184, 1184, 1184, 20)]
+    (values,) = decode_rows([row], decoders)
+    assert values[:5] == [True, -2, 7, "é", 1.5]
+    assert values[5] != values[5]  # NaN
+    assert str(values[6]) == "9999-12-31 23:59:59.999999"  # asyncpg: naive, for infinity
+    assert str(values[7]) == "0001-01-01 00:00:00"
+    assert values[8].isoformat() == "2000-01-01T00:00:00.000001+00:00"
+    assert values[9] is None
