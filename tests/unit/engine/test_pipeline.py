@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
 
 import asyncpg
 import pytest
 
 from heliosdb.engine.pipeline import DECODERS, Pipeline, Prepared, Unfit, decode_rows
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self.aborted = False
-
-    def write(self, data: Any) -> None:
-        self.written.append(bytes(data))
-
-    def abort(self) -> None:
-        self.aborted = True
+from tests.unit.recording import RecordingTransport
 
 
 def _msg(kind: bytes, body: bytes = b"") -> bytes:
@@ -36,9 +23,9 @@ def _row(*values: bytes | None) -> bytes:
     return _msg(b"D", body)
 
 
-def _pipeline(timeout: float = 30.0) -> tuple[Pipeline, _Transport]:
+def _pipeline(timeout: float = 30.0) -> tuple[Pipeline, RecordingTransport]:
     pipeline = Pipeline(asyncio.get_running_loop(), timeout)
-    transport = _Transport()
+    transport = RecordingTransport()
     pipeline.connection_made(transport)
     return pipeline, transport
 
@@ -50,7 +37,7 @@ async def test_answers_come_back_in_order_whatever_the_reads() -> None:
     second = pipeline.run(prepared, [None])
     third = pipeline.run(prepared, [struct.pack("!q", 3)])
     await asyncio.sleep(0)
-    assert len(transport.written) == 1  # the three statements in one write
+    assert len(transport.writes) == 1  # the three statements in one write
     error = _msg(b"E", b"SERROR\0C22012\0Mdivision by zero\0\0")
     stream = (
         _msg(b"2")

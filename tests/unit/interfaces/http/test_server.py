@@ -11,28 +11,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from heliosdb.interfaces.http.server import _CoalescingTransport, _HttpProtocol
-
-
-class _Recorder(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+from tests.unit.recording import RecordingTransport as _Recorder
 
 
 async def test_writes_of_one_step_leave_together() -> None:
