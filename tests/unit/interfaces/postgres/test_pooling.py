@@ -8,6 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from heliosdb.interfaces.postgres.pooling import _ServerSide
 
@@ -371,3 +373,16 @@ async def test_syncs_sent_during_an_extended_copy_in_expect_no_ready_for_query()
     client.data_received(_msg(b"Q", b"COPY t FROM STDIN\0"))  # a simple-query COPY
     client.data_received(_msg(b"d", b"2\n") + _msg(b"c"))
     assert conn.pending == 2
+
+
+@given(st.text(alphabet="aAdDvViIsSoOrRyY_lLcCkK x;", max_size=40))
+def test_advisory_lock_search_matches_a_caseless_search(text: str) -> None:
+    """The underscore-anchored search finds exactly what an IGNORECASE one finds."""
+    import re
+
+    from heliosdb.interfaces.postgres.pooling import _ADVISORY_LOCK
+
+    for candidate in (text, "pg_" + text, text + "advisory_lock", "SELECT pg_" + text + "(1)"):
+        data = candidate.encode()
+        expected = re.search(rb"advisory_lock", data, re.IGNORECASE) is not None
+        assert (_ADVISORY_LOCK(data) is not None) is expected
