@@ -81,6 +81,24 @@ async def test_many_concurrent_calls_on_one_channel(stub: Stub, rw_key: str) -> 
     assert [values(r.rows[0])[0] for r in responses] == [i * 2 for i in range(200)]
 
 
+async def test_failing_and_succeeding_calls_with_one_header_block(stub: Stub, rw_key: str) -> None:
+    # Calls sent with the same metadata share one call context in the front: each must
+    # still end with its own status and its own error details.
+    async def one(i: int) -> Any:
+        sql = "SELECT 10 / $1::int" if i % 3 else "SELECT $1::int / 0"
+        try:
+            return values((await query(stub, rw_key, sql, [pb.Value(int_value=i + 1)])).rows[0])
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), dict(exc.trailing_metadata() or ())["heliosdb-error-code"]  # type: ignore[arg-type]
+
+    results = await asyncio.gather(*(one(i) for i in range(90)))
+    for i, result in enumerate(results):
+        if i % 3:
+            assert result == [10 // (i + 1)]
+        else:
+            assert result == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+
 async def test_compressed_call_relayed_to_grpc_aio(stub: Stub, rw_key: str) -> None:
     response = await stub.ExecuteQuery(
         pb.QueryRequest(sql="SELECT 'gzip' AS way"),
@@ -211,3 +229,60 @@ async def test_data_past_the_stream_window_closed(
     goaways = [payload for kind, _, _, payload in found if kind == h2.GOAWAY]
     assert goaways and int.from_bytes(goaways[0][4:8]) == h2.FLOW_CONTROL_ERROR
     assert values((await query(stub, rw_key, "SELECT 4")).rows[0]) == [4]
+
+
+def _raw_calls(port: int, payload: bytes, streams: set[int]) -> list[tuple[int, int, int, bytes]]:
+    """Send ``payload`` and read frames until every stream in ``streams`` has ended."""
+    reader = h2.FrameReader(1 << 24)
+    frames: list[tuple[int, int, int, bytes]] = []
+    open_streams = set(streams)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        while open_streams:
+            chunk = sock.recv(65_536)
+            assert chunk, "connection closed before every call ended"
+            for kind, flags, stream_id, body in reader.feed(chunk):
+                frames.append((kind, flags, stream_id, body))
+                if kind in (h2.HEADERS, h2.DATA) and flags & h2.END_STREAM:
+                    open_streams.discard(stream_id)
+    return frames
+
+
+async def test_padded_and_prioritised_frames_answered_as_plain_ones(
+    grpc_target: str, rw_key: str
+) -> None:
+    # Stream 1 plain; stream 3 the same call with PADDED|PRIORITY HEADERS and PADDED
+    # DATA: the front strips padding only from frames flagged so, and both answer alike.
+    port = int(grpc_target.rsplit(":", 1)[1])
+    block = h2.encode_headers(
+        [(b":method", b"POST"), (b":scheme", b"http"),
+         (b":path", b"/heliosdb.v1.HeliosDB/ExecuteQuery"), (b":authority", b"x"),
+         (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+         (b"authorization", f"Bearer {rw_key}".encode())]
+    )  # fmt: skip
+    message = pb.QueryRequest(
+        sql="SELECT $1::int8 * 2 AS twice", params=[pb.Value(int_value=21)]
+    ).SerializeToString()
+    body = b"\x00" + len(message).to_bytes(4) + message
+    pad = 7
+    padded_block = bytes([pad]) + b"\x00\x00\x00\x00\x10" + block + b"\x00" * pad
+    frames = [
+        h2.frame(h2.HEADERS, h2.END_HEADERS, 1, block),
+        h2.frame(h2.DATA, h2.END_STREAM, 1, body),
+        h2.frame(h2.HEADERS, h2.END_HEADERS | h2.PADDED | h2.PRIORITY_FLAG, 3, padded_block),
+        h2.frame(h2.DATA, h2.END_STREAM | h2.PADDED, 3, bytes([pad]) + body + b"\x00" * pad),
+    ]
+    payload = h2.PREFACE + h2.settings_frame({}) + b"".join(frames)
+    received = await asyncio.to_thread(_raw_calls, port, payload, {1, 3})
+    data = {sid: body for kind, _, sid, body in received if kind == h2.DATA and sid in (1, 3)}
+    trailers = {
+        sid: block
+        for kind, flags, sid, block in received
+        if kind == h2.HEADERS and flags & h2.END_STREAM and sid in (1, 3)
+    }
+    assert set(data) == {1, 3} and set(trailers) == {1, 3}
+    for sid in (1, 3):
+        assert dict(h2.HeaderDecoder(65_536).decode(trailers[sid]))[b"grpc-status"] == b"0"
+        reply = pb.QueryResponse.FromString(data[sid][5:])
+        assert values(reply.rows[0]) == [42]
+        assert [c.name for c in reply.columns] == ["twice"]

@@ -36,6 +36,15 @@ def credential_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return credential_in(context.invocation_metadata() or ())
 
 
+def recent_principal(
+    keys: ApiKeys, context: grpc.aio.ServicerContext[Any, Any]
+) -> Principal | None:
+    """The principal of a credential verified in the last second (ApiKeys.recent), without
+    a coroutine; None: :func:`authenticate` decides (and counts a failure)."""
+    token = credential_of(context)
+    return keys.recent(token) if token is not None else None
+
+
 async def authenticate(keys: ApiKeys, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
     token = credential_of(context)
     if token is None:

@@ -25,6 +25,7 @@ log = logging.getLogger("heliosdb.grpc")
 
 RECEIVE_WINDOW = 1 << 20  # per stream and per connection
 MAX_HEADER_LIST = 64 * 1024
+_PADDED_OR_PRIORITY = h2.PADDED | h2.PRIORITY_FLAG
 
 
 class Stream:
@@ -225,7 +226,12 @@ class Http2Connection(asyncio.Protocol):
         elif kind == h2.HEADERS:
             if not stream_id:
                 raise ProtocolError("HEADERS on stream 0")
-            block = h2.strip_padding(flags, payload, priority=True)
+            # Padding and priority fields are rare: most blocks are the payload itself.
+            block = (
+                h2.strip_padding(flags, payload, priority=True)
+                if flags & _PADDED_OR_PRIORITY
+                else payload
+            )
             if flags & h2.END_HEADERS:
                 self._headers(stream_id, flags, block)
             else:
@@ -268,7 +274,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
         stream = self.streams.get(stream_id)
-        data = h2.strip_padding(flags, payload)
+        data = h2.strip_padding(flags, payload) if flags & h2.PADDED else payload
         padding = len(payload) - len(data)
         end = bool(flags & h2.END_STREAM)
         if stream is None or stream.ended_by_peer:

@@ -214,7 +214,10 @@ class FrontConnection(Http2Connection):
         if seen is not None and seen[0] is headers and seen[2] is not None:
             return seen[2]
         metadata = metadata_of(headers)
-        parsed = _CallHeaders(metadata, credential_in(metadata), _timeout(headers))
+        credential = credential_in(metadata)
+        parsed = _CallHeaders(
+            metadata, credential, _timeout(headers), CallContext(metadata, credential)
+        )
         if seen is not None and seen[0] is headers:
             self._seen = (headers, seen[1], parsed)
         return parsed
@@ -282,16 +285,21 @@ class FrontConnection(Http2Connection):
                 return
             parsed = self._call_headers(call.headers)
             timeout = parsed.timeout
-            context = CallContext(parsed.metadata, parsed.credential)
+            method = call.method
+            # A unary call shares its header block's context (see _CallHeaders); a stream
+            # gets its own, whose ``initial`` sends its headers.
+            context = parsed.context
             try:
-                request = call.method.request_type.FromString(body[5:])
-                owner = self.front.owner_of(call.method, request)
-                if owner is not None:
-                    # Another process holds the transaction: the call goes there whole.
-                    self._relay(stream, call.headers, False, owner, body)
-                    return
-                handler = call.method.handler
-                if call.method.streaming:
+                request = method.request_type.FromString(body[5:])
+                if method.transaction is not None:
+                    owner = self.front.owner_of(method, request)
+                    if owner is not None:
+                        # Another process holds the transaction: the call goes there whole.
+                        self._relay(stream, call.headers, False, owner, body)
+                        return
+                handler = method.handler
+                if method.streaming:
+                    context = CallContext(parsed.metadata, parsed.credential)
                     await self._run_stream(stream, handler(request, context), context, timeout)
                     return
                 if timeout is None:
@@ -483,11 +491,15 @@ class _Outbox:
 
 @dataclass(frozen=True, slots=True)
 class _CallHeaders:
-    """What a request's header block says to a native call."""
+    """What a request's header block says to a native call; ``context``: the one
+    CallContext of the unary calls sent with that block. Sharing it is safe: what a call
+    changes on it is ``status``, set by ``abort_with_status`` and read by ``_run`` as the
+    AbortError it raises arrives, with no await between for another call to run in."""
 
     metadata: Metadata
     credential: str | None
     timeout: float | None
+    context: CallContext
 
 
 class _NativeCall:

@@ -17,7 +17,7 @@ import orjson
 
 from heliosdb import __version__
 from heliosdb.errors import HeliosError, invalid
-from heliosdb.interfaces.grpc.auth import authenticate
+from heliosdb.interfaces.grpc.auth import authenticate, recent_principal
 from heliosdb.interfaces.grpc.errors import STATUS, abort, from_unexpected
 from heliosdb.interfaces.grpc.values import (
     dict_of,
@@ -111,9 +111,14 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
         self.services = services
         self.batch_rows = services.settings.grpc.stream_batch_rows
         self.prefix = "" if process is None else f"{process}."
-        # ``await self.principal(context)``: authenticate itself, one coroutine per call.
+        # ``await self.principal(context)``: authenticate itself, one coroutine per call;
+        # ``self.recent(context)`` first on the hot path: a key verified a moment ago, no
+        # coroutine.
         self.principal: Callable[[Context], Awaitable[Principal]] = functools.partial(
             authenticate, services.keys
+        )
+        self.recent: Callable[[Context], Principal | None] = functools.partial(
+            recent_principal, services.keys
         )
 
     def _local(self, transaction_id: str) -> str:
@@ -127,7 +132,7 @@ class HeliosDBServicer(heliosdb_pb2_grpc.HeliosDBServicer):  # type: ignore[misc
 
     @_unary
     async def ExecuteQuery(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
-        principal = await self.principal(context)
+        principal = self.recent(context) or await self.principal(context)
         params = params_of(request.params)
         if request.HasField("transaction_id"):
             result = await self.services.transactions.execute(

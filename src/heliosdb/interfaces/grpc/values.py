@@ -214,7 +214,9 @@ def row_filler(columns: Sequence[Column]) -> RowFiller:
         return fill_one
 
     def fill(values: Any, row: Sequence[Any]) -> None:
-        for add, value in zip(adders, row, strict=True):
+        # A row has a value per column (the result's own columns): zip's strict=True
+        # would parse its keyword argument on every row.
+        for add, value in zip(adders, row):  # noqa: B905
             add(values, value)
 
     return fill
@@ -244,10 +246,26 @@ class ResultShape:
 
 
 _SHAPES: dict[tuple[tuple[str, str], ...], ResultShape] = {}
+# By the column list object itself: a prepared statement's plan hands every result the
+# same tuple (QueryResult.columns), so most lookups need no key built from the names.
+# The entry holds the object, so its id stays its own while the entry lives.
+_SHAPES_OF: dict[int, tuple[Sequence[Column], ResultShape]] = {}
 _MAX_SHAPES = 1024
 
 
 def shape_of(columns: Sequence[Column]) -> ResultShape:
+    known = _SHAPES_OF.get(id(columns))
+    if known is not None and known[0] is columns:
+        return known[1]
+    shape = _shape_by_names(columns)
+    if isinstance(columns, tuple):  # immutable: what it says cannot change under the entry
+        if len(_SHAPES_OF) >= _MAX_SHAPES:
+            _SHAPES_OF.clear()
+        _SHAPES_OF[id(columns)] = (columns, shape)
+    return shape
+
+
+def _shape_by_names(columns: Sequence[Column]) -> ResultShape:
     key = tuple([(c.name, c.type) for c in columns])
     shape = _SHAPES.get(key)
     if shape is None:

@@ -119,3 +119,15 @@ def test_shape_of_is_worked_out_once_per_column_list() -> None:
     assert shape_of([Column("a", "int4")]) is first
     assert shape_of([Column("a", "text")]) is not first
     assert [c.name for c in first.template.columns] == ["a"]
+
+
+def test_shape_of_a_plan_tuple_matches_the_shape_by_names() -> None:
+    # A plan's column tuple is looked up by the object itself; the answer must be the
+    # one the names give, and a new tuple with other names must not get the old shape.
+    plan = (Column("id", "int8"), Column("at", "timestamptz"))
+    by_names = shape_of([Column("id", "int8"), Column("at", "timestamptz")])
+    assert shape_of(plan) is by_names
+    assert shape_of(plan) is by_names  # the second time by identity
+    other = (Column("id", "text"), Column("at", "timestamptz"))
+    assert shape_of(other) is not by_names
+    assert [c.type for c in shape_of(other).template.columns] == ["text", "timestamptz"]
