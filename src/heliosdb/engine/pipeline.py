@@ -317,6 +317,8 @@ class Pipeline(asyncio.Protocol):
 
     def close(self) -> None:
         if not self.closed:
+            if self.transport is not None:
+                self.transport.write(b"X\x00\x00\x00\x04")  # Terminate
             self._fail(ConnectionDoesNotExistError("the connection was closed"))
 
 
@@ -391,7 +393,8 @@ class Pipelines:
     ones there are busy, :meth:`pick` says None and the caller takes the pool path.
     """
 
-    MAX_OWNERS = 16  # owners with open pipelines per process; others take the pool path
+    MAX_OWNERS = 8  # owners with pipelines per process (the least recently used idle
+    # owner's close for a new one; when none is idle, the new one takes the pool path)
     PER_OWNER = 2
     MAX_IN_FLIGHT = 32  # statements queued on one pipeline
     BUSY_SECONDS = 0.02  # a pipeline whose oldest statement waits this long takes no more
@@ -402,6 +405,7 @@ class Pipelines:
         self.timeout = engine.settings.query_timeout + 5
         self._open: dict[tuple[Access, str], list[Pipeline]] = {}
         self._opening: set[tuple[Access, str]] = set()
+        self._used: dict[tuple[Access, str], float] = {}  # loop time of the last pick
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.statements = 0  # answered through a pipeline (the caller counts them)
@@ -415,23 +419,38 @@ class Pipelines:
         key = (access, owner)
         pipelines = self._open.get(key)
         if pipelines is None:
-            if not self.closed and len(self._open) + len(self._opening) < self.MAX_OWNERS:
+            if not self.closed and key not in self._opening and self._room():
                 self._start(key)
             return None
         best: Pipeline | None = None
         for pipeline in pipelines:
             if pipeline.closed:  # lost or timed out: open new ones on the next request
-                del self._open[key]
-                for other in pipelines:
-                    other.close()
+                self._drop(key)
                 return None
             if best is None or pipeline.in_flight < best.in_flight:
                 best = pipeline
         if best is None or best.in_flight >= self.MAX_IN_FLIGHT:
             return None
+        self._used[key] = best.loop.time()
         if best.in_flight and best.oldest() - self.timeout + self.BUSY_SECONDS < best.loop.time():
             return None  # its oldest statement is taking a while: don't queue behind it
         return best
+
+    def _room(self) -> bool:
+        """Whether another owner may open pipelines, closing the least recently used
+        idle owner's if that makes room."""
+        if len(self._open) + len(self._opening) < self.MAX_OWNERS:
+            return True
+        idle = [k for k, p in self._open.items() if not any(x.in_flight for x in p)]
+        if not idle:
+            return False
+        self._drop(min(idle, key=lambda k: self._used.get(k, 0.0)))
+        return True
+
+    def _drop(self, key: tuple[Access, str]) -> None:
+        for pipeline in self._open.pop(key, []):
+            pipeline.close()
+        self._used.pop(key, None)
 
     def _start(self, key: tuple[Access, str]) -> None:
         self._opening.add(key)

@@ -8,7 +8,8 @@ import struct
 import asyncpg
 import pytest
 
-from heliosdb.engine.pipeline import DECODERS, Pipeline, Prepared, Unfit, decode_rows
+from heliosdb.engine.pipeline import DECODERS, Pipeline, Pipelines, Prepared, Unfit, decode_rows
+from heliosdb.engine.roles import Access
 from tests.unit.recording import RecordingTransport
 
 
@@ -102,3 +103,28 @@ def test_decoders_give_what_asyncpg_gives() -> None:
     assert str(values[7]) == "0001-01-01 00:00:00"
     assert values[8].isoformat() == "2000-01-01T00:00:00.000001+00:00"
     assert values[9] is None
+
+
+async def test_a_new_owner_takes_the_place_of_the_least_recently_used_idle_one() -> None:
+    settings = type("S", (), {"query_timeout": 30.0})()
+    pipelines = Pipelines(type("E", (), {"settings": settings})(), {})  # type: ignore[arg-type]
+    keys = [(Access.READ_WRITE, f"p{i}") for i in range(Pipelines.MAX_OWNERS)]
+    for key in keys:
+        pipelines._open[key] = [_pipeline()[0]]
+    for key in keys:
+        assert pipelines.pick(*key) is not None  # marks each used, in this order
+    busy = pipelines._open[keys[0]][0]
+    busy.run(Prepared(b"s1", (), ()), [])  # the least recently used, but not idle
+    assert pipelines._room()
+    assert keys[0] in pipelines._open and keys[1] not in pipelines._open
+    transport = pipelines._open[keys[2]][0].transport
+    for key in keys[2:]:
+        for pipeline in pipelines._open[key]:
+            pipeline.run(Prepared(b"s1", (), ()), [])
+    full, _ = _pipeline()
+    full.run(Prepared(b"s1", (), ()), [])
+    pipelines._open[(Access.READ_ONLY, "p1")] = [full]
+    assert not pipelines._room()  # every owner busy: the newcomer takes the pool path
+    pipelines.close()
+    assert isinstance(transport, RecordingTransport) and transport.aborted
+    assert transport.writes[-1] == b"X\x00\x00\x00\x04"  # Terminate before closing
