@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 
 import grpc
 import httpx
@@ -273,3 +274,38 @@ class _SyncView:
 
     def trailing_metadata(self) -> object:
         return self.error.trailing_metadata()
+
+
+async def test_execute_query_repeated_select_answers_as_the_first_time(
+    stub: Stub, rw_key: str
+) -> None:
+    # A plain SELECT seen once runs on the principal's pipelined engine connection after
+    # that (services/query.py); through gRPC its answers must be the pool path's, value
+    # for value, for every type the pipeline decodes, NULLs and non-finite values too.
+    marker = uuid.uuid4().hex
+    sql = (
+        f"SELECT $1::int8 AS i8, $1::int4 AS i4, $1::int2 AS i2, $2::text AS t, "
+        f"$2::varchar AS v, $3::float8 AS f8, $3::float4 AS f4, 'NaN'::float8 AS nan, "
+        f"'-Infinity'::float8 AS ninf, $4::bool AS b, $5::timestamptz AS ts, "
+        f"'infinity'::timestamptz AS tinf, NULL::int8 AS n8, NULL::text AS nt /* {marker} */"
+    )
+    stamp = pb.Value()
+    stamp.timestamp_value.FromDatetime(dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC))
+    params = [
+        pb.Value(int_value=-1234),
+        pb.Value(string_value="héllo ✓"),
+        pb.Value(double_value=2.5),
+        pb.Value(bool_value=False),
+        stamp,
+    ]
+    answers = [await query(stub, rw_key, sql, params) for _ in range(4)]
+    first = answers[0]
+    assert values(first.rows[0])[:5] == [-1234, -1234, -1234, "héllo ✓", "héllo ✓"]
+    for later in answers[1:]:
+        assert list(later.columns) == list(first.columns)
+        # compared as bytes: NaN is a value here, equal to itself
+        assert [r.SerializeToString() for r in later.rows] == [
+            r.SerializeToString() for r in first.rows
+        ]
+        assert later.metrics.command == first.metrics.command == "SELECT 1"
+        assert later.metrics.rows_returned == 1 and later.affected_rows == 0
