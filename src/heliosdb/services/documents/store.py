@@ -823,8 +823,10 @@ class DocumentStore:
         self, principal: Principal, db: str, coll: str, query: FindQuery
     ) -> list[bytes | Document]:
         catalog.check_db_name(db)
-        projection.check(query.projection)
         spec = query.filter
+        if query.projection:
+            projection.check(query.projection)
+        found: list[bytes]
         if (
             spec is not None
             and len(spec) == 1
@@ -834,11 +836,23 @@ class DocumentStore:
             and not query.skip
             and transactions.current() is None
         ):
-            found = await self._find_by_id(principal, db, coll, query)
+            # One plain _id: alone when no other is in flight for this collection and
+            # principal, else in the next batch (lookups.py).
+            target = table(db, coll)
+            key = (principal.id, target, principal.access)
+            lookups = self._lookups
+            if lookups.busy(key):
+                found = await lookups.queue(key, bsonform.id_form(spec["_id"]))
+            else:
+                lookups.begin(key)
+                try:
+                    found = await self._find_rows(principal, db, coll, query)
+                finally:
+                    lookups.end(key, self._lookup_batch, principal, target)
         else:
             found = await self._find_rows(principal, db, coll, query)
         if not query.projection:
-            return list(found)
+            return found  # type: ignore[return-value]  # list[bytes] is one, read-only
         return [projection.project(bsonform.decode(r), query.projection, spec) for r in found]
 
     async def _find_rows(
@@ -873,23 +887,6 @@ class DocumentStore:
                 except asyncpg.PostgresError as exc:
                     raise from_engine(exc) from None
         return [bytes(r[0]) for r in rows]
-
-    async def _find_by_id(
-        self, principal: Principal, db: str, coll: str, query: FindQuery
-    ) -> list[bytes]:
-        """A find of one plain ``_id``: alone when no other is in flight for this
-        collection and principal, else in the next batch (lookups.py)."""
-        target = table(db, coll)
-        key = (principal.id, target, principal.access)
-        lookups = self._lookups
-        if lookups.busy(key):
-            assert query.filter is not None
-            return await lookups.queue(key, bsonform.id_form(query.filter["_id"]))
-        lookups.begin(key)
-        try:
-            return await self._find_rows(principal, db, coll, query)
-        finally:
-            lookups.end(key, self._lookup_batch, principal, target)
 
     def lookup_batches(self) -> tuple[int, int]:
         """(statements that served batched finds by _id, the finds they served)."""
