@@ -31,6 +31,10 @@ _XLOG_DATA = 0x77  # 'w'
 _KEEPALIVE = 0x6B  # 'k'
 _STATUS = struct.Struct("!cQQQqB")  # 'r', written, flushed, applied, clock, reply requested
 _XLOG_HEADER = 25  # 'w', WAL start, WAL end, send time
+# A confirmation is sent at most this often (the newest one allowed then; a quiet stream
+# sends the last one from wait()'s timeout): one status per transaction was one more
+# socket write on the node and one more wakeup of the walsender for each of them.
+_CONFIRM_EVERY_SECONDS = 0.1
 
 
 def format_lsn(lsn: int) -> str:
@@ -63,7 +67,9 @@ class ReplicationStream:
         self._pgconn = pgconn
         self._fd = pgconn.socket
         self.received = 0  # the end of the WAL the engine has sent (or said it has)
-        self.confirmed = 0
+        self.confirmed = 0  # the newest position the slot may move to
+        self.sent = 0  # the newest one told to the engine (lags by at most ~0.1 s)
+        self._sent_at = 0.0
 
     @classmethod
     async def open(
@@ -132,15 +138,26 @@ class ReplicationStream:
                 if data[17]:
                     self._send_status()
 
-    async def wait(self) -> None:
-        """Until more data has arrived from the engine."""
-        await self._readable()
+    async def wait(self, timeout: float) -> bool:
+        """Until more data has arrived from the engine (True), or ``timeout`` seconds
+        have passed (False: then a confirmation held back is sent)."""
+        if not await self._ready(writable=False, timeout=timeout):
+            self.send_confirmation()
+            return False
         self._pgconn.consume_input()  # raises psycopg.OperationalError
+        return True
 
     def confirm(self, flushed: int) -> None:
-        """Everything before ``flushed`` is durably handled: the slot may move past it."""
+        """Everything before ``flushed`` is durably handled: the slot may move past it
+        (told to the engine now, or within ``_CONFIRM_EVERY_SECONDS``)."""
         if flushed > self.confirmed:
             self.confirmed = flushed
+            if time.monotonic() - self._sent_at >= _CONFIRM_EVERY_SECONDS:
+                self._send_status()
+
+    def send_confirmation(self) -> None:
+        """Tell the engine the newest confirmed position now, if it has not heard it."""
+        if self.confirmed > self.sent:
             self._send_status()
 
     def close(self) -> None:
@@ -157,6 +174,8 @@ class ReplicationStream:
         # reading, and then the next flush (or the engine's timeout) tells.
         if self._pgconn.flush() < 0:
             raise self._failure("could not send the standby status")
+        self.sent = self.confirmed
+        self._sent_at = time.monotonic()
 
     async def _flush(self) -> None:
         while self._pgconn.flush() == 1:
@@ -165,19 +184,25 @@ class ReplicationStream:
     async def _readable(self) -> None:
         await self._ready(writable=False)
 
-    async def _ready(self, *, writable: bool) -> None:
+    async def _ready(self, *, writable: bool, timeout: float | None = None) -> bool:
+        """Until the socket is ready (True) or ``timeout`` seconds have passed (False);
+        a timer on the one future rather than ``asyncio.wait_for``, which made a task
+        for every wait."""
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
+        ready: asyncio.Future[bool] = loop.create_future()
 
-        def wake() -> None:
+        def wake(value: bool = True) -> None:
             if not ready.done():
-                ready.set_result(None)
+                ready.set_result(value)
 
+        timer = None if timeout is None else loop.call_later(timeout, wake, False)
         (loop.add_writer if writable else loop.add_reader)(self._fd, wake)
         try:
-            await ready
+            return await ready
         finally:
             (loop.remove_writer if writable else loop.remove_reader)(self._fd)
+            if timer is not None:
+                timer.cancel()
 
     def _failure(self, what: str) -> ReplicationError:
         detail = self._pgconn.get_error_message().strip()

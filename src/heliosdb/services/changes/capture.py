@@ -75,6 +75,12 @@ _SMALL_ROUND = 500
 # A streamed batch ends at the first commit after this long (or when the stream has
 # nothing more waiting): under steady writes, events wait at most this for their write.
 _STREAM_BATCH_SECONDS = 0.002
+# And when the stream runs dry after a commit that followed the one before within this
+# long (transactions coming one after another, each sent alone: a client's single-row
+# writes), the batch waits for the next one until it is _STREAM_BATCH_SECONDS old:
+# each batch's write (a statement, its NOTIFY, the hub's dispatch) was ~1 ms of node
+# CPU, paid per transaction. A lone transaction is written at once.
+_BURST_SECONDS = 0.002
 # A quiet stream confirms the last batches after this long (see _Durability).
 _IDLE_CONFIRM_SECONDS = 1.0
 _PEEK = (
@@ -423,27 +429,31 @@ class CaptureLeader:
         in_transaction = False  # between a Begin and its Commit
         chunked = False  # an engine transaction is open: a chunk of this batch is written
         last_prune = started = time.monotonic()
+        burst = False  # the last commit followed the one before within _BURST_SECONDS
+        last_commit = 0.0
         while True:
             data = stream.read_nowait()
             if data is None:
                 if rnd.messages and not in_transaction:
+                    wait = _STREAM_BATCH_SECONDS - (time.monotonic() - started)
+                    if burst and wait > 0 and await stream.wait(wait):
+                        continue  # more arrived (a keepalive, or the next transaction)
                     rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
                 stream.confirm(durability.due(stream.received))
                 if time.monotonic() - last_prune > _PRUNE_EVERY_SECONDS and not chunked:
                     last_prune = time.monotonic()
                     await self._prune(conn)
-                try:
-                    await asyncio.wait_for(stream.wait(), _IDLE_CONFIRM_SECONDS)
-                except TimeoutError:
-                    if durability.pending() and not chunked:
-                        row = await conn.fetchrow(
-                            "SELECT pg_current_wal_insert_lsn() AS inserted, "
-                            "pg_current_wal_flush_lsn() AS flushed"
-                        )
-                        assert row is not None
-                        durability.bound(int(row["inserted"]))
-                        stream.confirm(durability.due(int(row["flushed"])))
+                quiet = not await stream.wait(_IDLE_CONFIRM_SECONDS)
+                if quiet and durability.pending() and not chunked:
+                    row = await conn.fetchrow(
+                        "SELECT pg_current_wal_insert_lsn() AS inserted, "
+                        "pg_current_wal_flush_lsn() AS flushed"
+                    )
+                    assert row is not None
+                    durability.bound(int(row["inserted"]))
+                    stream.confirm(durability.due(int(row["flushed"])))
+                    stream.send_confirmation()
                 continue
             if not rnd.messages:
                 rnd.polled = time.time()
@@ -457,11 +467,13 @@ class CaptureLeader:
                 in_transaction = True
             elif isinstance(message, pgoutput.Commit):
                 in_transaction = False
+                now = time.monotonic()
+                burst, last_commit = now - last_commit < _BURST_SECONDS, now
                 # Under steady writes the stream rarely runs dry between transactions
                 # (a read ends inside the next one): a batch also ends once it is old.
                 if (
                     rnd.messages >= self.settings.batch_changes
-                    or time.monotonic() - started > _STREAM_BATCH_SECONDS
+                    or now - started > _STREAM_BATCH_SECONDS
                 ):
                     rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
