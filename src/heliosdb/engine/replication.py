@@ -22,7 +22,7 @@ import datetime as dt
 import struct
 import time
 
-from psycopg import pq
+from psycopg import OperationalError, pq
 
 from heliosdb.errors import ErrorCode, HeliosError
 
@@ -49,6 +49,11 @@ def _clock() -> int:
     return int(time.time() * 1_000_000) - _EPOCH_2000_US
 
 
+def _wake(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 class ReplicationError(HeliosError):
     """The stream could not start or ended (UNAVAILABLE): the caller reconnects.
 
@@ -70,6 +75,13 @@ class ReplicationStream:
         self.confirmed = 0  # the newest position the slot may move to
         self.sent = 0  # the newest one told to the engine (lags by at most ~0.1 s)
         self._sent_at = 0.0
+        # While streaming, the socket stays watched between waits as long as nothing
+        # arrives outside one (see _on_readable): adding and removing the reader around
+        # every wait was two epoll_ctl calls per wakeup.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[bool] | None = None
+        self._arrived = False  # input read by _on_readable since the last wait()
+        self._error: OperationalError | None = None
 
     @classmethod
     async def open(
@@ -139,13 +151,49 @@ class ReplicationStream:
                     self._send_status()
 
     async def wait(self, timeout: float) -> bool:
-        """Until more data has arrived from the engine (True), or ``timeout`` seconds
-        have passed (False: then a confirmation held back is sent)."""
-        if not await self._ready(writable=False, timeout=timeout):
+        """Until more data has arrived from the engine (True; it may also have arrived
+        while the caller was busy), or ``timeout`` seconds have passed (False: then a
+        confirmation held back is sent)."""
+        if not self._arrived and self._error is None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+                self._loop.add_reader(self._fd, self._on_readable)
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, _wake, waiter, False)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                timer.cancel()
+        if self._error is not None:
+            raise self._error  # psycopg.OperationalError: the stream ended
+        if not self._arrived:
             self.send_confirmation()
             return False
-        self._pgconn.consume_input()  # raises psycopg.OperationalError
+        self._arrived = False
         return True
+
+    def _on_readable(self) -> None:
+        # Read the socket into libpq's buffer at once (read_nowait takes messages from
+        # there): a socket left readable would wake the loop on every iteration.
+        try:
+            self._pgconn.consume_input()
+            self._arrived = True
+        except OperationalError as exc:
+            self._error = exc
+            self._unwatch()
+        if self._waiter is not None:
+            _wake(self._waiter, True)
+        else:
+            # Nobody waits (the leader is writing a batch): what comes next can wait in
+            # the socket until the next wait() rather than wake the loop once for each
+            # message the engine sends meanwhile.
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
 
     def confirm(self, flushed: int) -> None:
         """Everything before ``flushed`` is durably handled: the slot may move past it
@@ -161,6 +209,8 @@ class ReplicationStream:
             self._send_status()
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._unwatch()
         with contextlib.suppress(Exception):
             self._pgconn.finish()
 
@@ -184,25 +234,14 @@ class ReplicationStream:
     async def _readable(self) -> None:
         await self._ready(writable=False)
 
-    async def _ready(self, *, writable: bool, timeout: float | None = None) -> bool:
-        """Until the socket is ready (True) or ``timeout`` seconds have passed (False);
-        a timer on the one future rather than ``asyncio.wait_for``, which made a task
-        for every wait."""
+    async def _ready(self, *, writable: bool) -> None:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[bool] = loop.create_future()
-
-        def wake(value: bool = True) -> None:
-            if not ready.done():
-                ready.set_result(value)
-
-        timer = None if timeout is None else loop.call_later(timeout, wake, False)
-        (loop.add_writer if writable else loop.add_reader)(self._fd, wake)
+        (loop.add_writer if writable else loop.add_reader)(self._fd, _wake, ready, True)
         try:
-            return await ready
+            await ready
         finally:
             (loop.remove_writer if writable else loop.remove_reader)(self._fd)
-            if timer is not None:
-                timer.cancel()
 
     def _failure(self, what: str) -> ReplicationError:
         detail = self._pgconn.get_error_message().strip()

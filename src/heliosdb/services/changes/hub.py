@@ -256,7 +256,9 @@ class Hub:
                     if self._inbox or self._need_read:
                         continue
                     try:
-                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                        # (asyncio.timeout, not wait_for: no task made for every wakeup)
+                        async with asyncio.timeout(1.0):
+                            await self._wake.wait()
                     except TimeoutError:
                         self._need_read = True  # in case a notification was lost
             except asyncio.CancelledError:
@@ -277,8 +279,13 @@ class Hub:
         # (events.encode_notice). The leader's own node has them queued already
         # (dispatch_written), or will as soon as the leader's write returns
         # (expect_written): the NOTIFY may arrive first. Then nothing to do.
-        newest, events = parse_notice(str(payload))
-        if 0 <= newest <= max(self._queued, self.delivered, self._expected):
+        text = str(payload)
+        head = text.split("\n", 1)[0]
+        seen = max(self._queued, self.delivered, self._expected)
+        if head.isascii() and head.isdigit() and int(head) <= seen:
+            return  # the common case, decided without parsing the events
+        newest, events = parse_notice(text)
+        if 0 <= newest <= seen:
             return
         if events:
             self.dispatch_written(events)  # or a read, when they do not follow on

@@ -53,3 +53,18 @@ def test_events_in_a_notify_that_follow_on_are_queued_without_a_read() -> None:
     assert not hub._need_read and hub._queued == 4
     hub._notified(None, 0, "helios_changes", encode_notice(7, [_event(6), _event(7)]))
     assert hub._need_read  # 5 is missing: read the table, in order
+
+
+def test_a_notify_with_events_for_what_is_queued_is_skipped_and_others_still_parse() -> None:
+    # _notified reads only the first line of a NOTIFY the local leader wrote; any other
+    # (with events, or with a head that is not a plain position) is parsed in full.
+    hub = _hub()
+    hub.dispatch_written([_event(1), _event(2)])
+    hub._notified(None, 0, "helios_changes", encode_notice(2, [_event(1), _event(2)]))
+    assert not hub._need_read and hub._queued == 2 and len(hub._inbox) == 2
+    hub._notified(None, 0, "helios_changes", encode_notice(3, [_event(3)]))
+    assert [e.position for e in hub._inbox] == [1, 2, 3] and not hub._need_read
+    hub._notified(None, 0, "helios_changes", "\u0663")  # a digit, but not a position
+    assert not hub._need_read
+    hub._notified(None, 0, "helios_changes", "+9")
+    assert hub._need_read  # what parse_notice makes of it: position 9, no events
