@@ -28,7 +28,7 @@ import asyncpg
 from asyncpg.exceptions import ConnectionDoesNotExistError
 
 from heliosdb.engine.pools import Engine
-from heliosdb.engine.relay import cancel, open_session
+from heliosdb.engine.relay import cancel, message, open_session
 from heliosdb.engine.roles import Access
 from heliosdb.errors import ErrorCode, HeliosError
 
@@ -196,7 +196,7 @@ class Pipeline(asyncio.Protocol):
             # sent is refused by run() (Unfit) instead of failing on the engine.
             self._statements.clear()
             self._generation += 1
-            future = self._send(_message(b"Q", b"DEALLOCATE ALL\0"))
+            future = self._send(message(b"Q", b"DEALLOCATE ALL\0"))
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
         done: asyncio.Future[Prepared | None] = self.loop.create_future()
         self._preparing[sql] = done
@@ -204,7 +204,7 @@ class Pipeline(asyncio.Protocol):
             self._names += 1
             name = b"hdbp_%d" % self._names
             body = name + b"\0" + sql.encode() + b"\0\0\0"
-            future = self._send(_message(b"P", body) + _message(b"D", b"S" + name + b"\0") + _SYNC)
+            future = self._send(message(b"P", body) + message(b"D", b"S" + name + b"\0") + _SYNC)
             rows, _ = await future
             prepared = _describe(name, rows)
             if prepared is not None:
@@ -223,7 +223,7 @@ class Pipeline(asyncio.Protocol):
         """Load pgvector in this session, as a pooled session has once it served a vector
         search (its ``hnsw.*``/``ivfflat.*`` settings exist only after): without the
         extension the engine says so and nothing changes."""
-        future = self._send(_message(b"Q", b"SELECT '[0]'::public.vector\0"))
+        future = self._send(message(b"Q", b"SELECT '[0]'::public.vector\0"))
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def forget(self, sql: str) -> None:
@@ -322,10 +322,6 @@ class Pipeline(asyncio.Protocol):
             self._fail(ConnectionDoesNotExistError("the connection was closed"))
 
 
-def _message(kind: bytes, body: bytes) -> bytes:
-    return kind + _INT.pack(len(body) + 4) + body
-
-
 def _fields(body: bytes) -> dict[str, str]:
     """An ErrorResponse's fields as asyncpg's protocol collects them."""
     fields: dict[str, str] = {}
@@ -339,9 +335,9 @@ def _describe(name: bytes, messages: list[bytes]) -> Prepared | None:
     """Parameter and column types from Describe's answer; None if any is not decoded here."""
     parameters: tuple[int, ...] = ()
     columns: list[str] = []
-    for message in messages:
-        body = message[5:]
-        if message[:1] == b"t":
+    for reply in messages:
+        body = reply[5:]
+        if reply[:1] == b"t":
             (count,) = _INT16.unpack_from(body, 0)
             parameters = struct.unpack_from(f"!{count}I", body, 2)
         else:  # T

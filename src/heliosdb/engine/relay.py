@@ -62,7 +62,8 @@ class EngineSession:
         self.writer.transport.abort()
 
 
-def _message(kind: bytes, body: bytes) -> bytes:
+def message(kind: bytes, body: bytes) -> bytes:
+    """A protocol-3 message: type byte, length, body."""
     return kind + struct.pack("!i", len(body) + 4) + body
 
 
@@ -142,34 +143,34 @@ async def _login(
                     scram = ClientExchange(password)
                     first = scram.first()
                     writer.write(
-                        _message(
+                        message(
                             b"p",
                             MECHANISM.encode() + b"\0" + struct.pack("!i", len(first)) + first,
                         )
                     )
                 elif code == 11 and scram is not None:
-                    writer.write(_message(b"p", scram.final(body[4:])))
+                    writer.write(message(b"p", scram.final(body[4:])))
                 elif code == 12 and scram is not None:
                     scram.verify(body[4:])
                 elif code == 5:
                     inner = hashlib.md5((password + user).encode()).hexdigest()
                     outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
-                    writer.write(_message(b"p", b"md5" + outer.encode() + b"\0"))
+                    writer.write(message(b"p", b"md5" + outer.encode() + b"\0"))
                 elif code == 3:
-                    writer.write(_message(b"p", password.encode() + b"\0"))
+                    writer.write(message(b"p", password.encode() + b"\0"))
                 else:
                     raise EngineLoginError(f"unsupported engine authentication request {code}")
             elif kind == b"S":
                 name, value, _ = body.split(b"\0", 2)
                 session.parameters[name.decode()] = value.decode()
-                relayed += _message(kind, body)
+                relayed += message(kind, body)
             elif kind == b"K":
                 session.pid = struct.unpack_from("!i", body)[0]
                 session.secret = bytes(body[4:])
             elif kind == b"N":
-                relayed += _message(kind, body)
+                relayed += message(kind, body)
             elif kind == b"E":
-                raise EngineLoginError("the engine refused the session", _message(kind, body))
+                raise EngineLoginError("the engine refused the session", message(kind, body))
             elif kind == b"Z":
                 session.startup_messages = bytes(relayed)
                 return session

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.relay import EngineLoginError, EngineSession, cancel, open_session
-from heliosdb.interfaces.postgres.codec import CancelKey, encode_error
+from heliosdb.interfaces.postgres.codec import CancelKey, encode_error, message
 from heliosdb.interfaces.postgres.errors import PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS
 from heliosdb.interfaces.postgres.traffic import Traffic
 from heliosdb.security.principals import Principal
@@ -107,10 +107,6 @@ def _spawn(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
-
-
-def _message(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("!i", len(body) + 4) + body
 
 
 class ServerConn:
@@ -516,7 +512,7 @@ class TxnClient(asyncio.Protocol):
                 server.expect.append((False, None))
                 return msg
             renamed = f"hdb_{next(_statement_names)}"
-            parse = _message(b"P", renamed.encode() + msg[end:])
+            parse = message(b"P", renamed.encode() + msg[end:])
             self.statements[name] = (renamed, parse)
             server.inflight.add(renamed)
             server.expect.append((False, renamed))
@@ -528,18 +524,18 @@ class TxnClient(asyncio.Protocol):
             if target is None:
                 return prefix + msg
             body = msg[5 : portal_end + 1] + target + msg[end:]
-            return prefix + _message(b"B", body)
+            return prefix + message(b"B", body)
         if kind == 0x44 and msg[5:6] == b"S":  # Describe statement
             prefix, target = self._statement(msg[6:-1])
             if target is None:
                 return prefix + msg
-            return prefix + _message(b"D", b"S" + target + b"\0")
+            return prefix + message(b"D", b"S" + target + b"\0")
         if kind == 0x43 and msg[5:6] == b"S":  # Close statement
             entry = self.statements.pop(msg[6:-1], None)
             if entry is None:
                 return msg
             server.prepared.discard(entry[0])
-            return _message(b"C", b"S" + entry[0].encode() + b"\0")
+            return message(b"C", b"S" + entry[0].encode() + b"\0")
         return msg
 
     def _check_query(self, server: ServerConn, text: bytes) -> None:
