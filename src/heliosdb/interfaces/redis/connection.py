@@ -426,16 +426,21 @@ class Session:
             run.append(command)
         return run or None
 
+    def coalescing_barred(self) -> bool:
+        """Whether the connection's state decides a plain GET/SET's answer (MULTI queues
+        it, subscriber mode refuses it, NOAUTH before AUTH), so it may not be coalesced."""
+        client = self.client
+        return (
+            client.multi is not None
+            or (client.proto == 2 and bool(client.channels or client.patterns))  # subscriber
+            or (client.principal is None and self.server.require_auth)
+        )
+
     def _coalescable_run(self, batch: list[list[bytes]], start: int) -> int:
         """How many commands from ``start`` are plain GET/SET we may submit together."""
-        client = self.client
-        principal = client.principal
-        if (
-            client.multi is not None
-            or (client.proto == 2 and (client.channels or client.patterns))  # subscriber mode
-            or (principal is None and self.server.require_auth)
-        ):
+        if self.coalescing_barred():
             return 0
+        principal = self.client.principal
         read_only = principal is not None and principal.read_only
         seen_get = False
         n = 0

@@ -74,8 +74,8 @@ class RedisProtocol(asyncio.StreamReaderProtocol):
             return
         # The commonest read of all: one plain GET/SET and nothing after it (redis-benchmark
         # -P 1, a cache's lookups) goes to the coalescer here, its slot answering the
-        # session itself. Anything else, or a connection whose state decides the answer
-        # (the same conditions as Session._coalescable_run's), takes advance()'s steps.
+        # session itself. Anything else, or a connection whose state decides the answer,
+        # takes advance()'s steps.
         try:
             args = session.parser.lone(data)
         except ProtocolError as exc:
@@ -90,10 +90,8 @@ class RedisProtocol(asyncio.StreamReaderProtocol):
         principal = client.principal
         if (
             (args[0].lower() != b"get" if n == 2 else n != 3 or args[0].lower() != b"set")
-            or client.multi is not None
             or client.closing
-            or (client.proto == 2 and (client.channels or client.patterns))  # subscriber
-            or (principal is None and session.server.require_auth)
+            or session.coalescing_barred()
             or (n == 3 and principal is not None and principal.access is Access.READ_ONLY)
             or session.transport is None
             or session.transport.get_write_buffer_size() > WRITE_LIMIT
