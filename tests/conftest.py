@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -90,7 +90,7 @@ def ro_key(node: NodeProcess, admin_key: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def make_key(node: NodeProcess, admin_key: str):  # type: ignore[no-untyped-def]
+def make_key(node: NodeProcess, admin_key: str) -> Callable[..., str]:
     def make(kind: str = "secret", **extra: object) -> str:
         return _create_key(node, admin_key, kind, **extra)
 

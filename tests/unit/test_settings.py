@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_environment_overrides_nested_setting(monkeypatch: pytest.MonkeyPatch) -
 
 def test_flag_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HELIOSDB_HTTP__PORT", "9123")
-    assert load_settings(**{"http.port": 9200}).http.port == 9200
+    flags: dict[str, Any] = {"http.port": 9200}
+    assert load_settings(**flags).http.port == 9200
 
 
 def test_defaults() -> None:

@@ -37,7 +37,7 @@ def _holders(engine: Engine, access: Access) -> list[object]:
 async def test_kept_session_goes_back_with_one_idle_timer(engine: Engine) -> None:
     async with engine.connection(Access.READ_ONLY, owner="a") as conn:
         assert await conn.fetchval("SELECT 1") == 1
-        holder = conn._holder
+        holder = conn._holder  # type: ignore[attr-defined]  # set on the lease by engine/pools.py
         conn.keep_session("a")
     timer = holder._inactive_callback
     assert timer is not None and not timer.cancelled()
@@ -60,7 +60,7 @@ async def test_idle_check_closes_only_connections_idle_long_enough(engine: Engin
         for conn in (one, two, three):
             await conn.fetchval("SELECT 1")
             conn.keep_session("a")
-        holder = three._holder
+        holder = three._holder  # type: ignore[attr-defined]
     assert pool.get_size() >= 3 > pool.get_min_size()
     raw = holder._con
     # Used just now: the check looks again later and leaves the connection open.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -57,7 +58,9 @@ async def test_auth_revoked_key_is_refused_at_once(
     assert response.status_code == 401
 
 
-async def test_auth_test_key_works_in_test_environment(make_key, node: NodeProcess) -> None:  # type: ignore[no-untyped-def]
+async def test_auth_test_key_works_in_test_environment(
+    make_key: Callable[..., str], node: NodeProcess
+) -> None:
     key = make_key("test")
     assert key.startswith("hdb_test_")
     async with httpx.AsyncClient(base_url=node.api, headers={"X-API-Key": key}) as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -218,7 +219,7 @@ async def test_query_oversized_body_is_413_and_node_goes_on(api: httpx.AsyncClie
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(12):
             yield b"x" * (1024 * 1024)
 

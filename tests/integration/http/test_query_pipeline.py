@@ -10,6 +10,7 @@ same statement in a spelling the pipeline has not learned (a trailing comment).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -143,7 +144,7 @@ async def test_pipelines_run_as_the_principals_role_and_keep_sessions_apart(
     api: httpx.AsyncClient,
     ro_api: httpx.AsyncClient,
     admin_api: httpx.AsyncClient,
-    make_key,  # type: ignore[no-untyped-def]
+    make_key: Callable[..., str],
 ) -> None:
     body = {"sql": "SELECT current_user::text AS u, $1::int AS n", "params": [1]}
     assert (await _same_both_ways(api, admin_api, body)).json()["rows"] == [["helios_readwrite", 1]]

@@ -5,6 +5,8 @@ The rw pool has several connections; each check repeats enough requests to meet 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
 import httpx
 
 from tests.nodeproc import NodeProcess
@@ -55,7 +57,7 @@ async def test_query_open_transaction_is_rolled_back(
 async def test_query_temp_table_is_not_seen_by_another_key(
     node: NodeProcess,
     api: httpx.AsyncClient,
-    make_key,  # type: ignore[no-untyped-def]
+    make_key: Callable[..., str],
 ) -> None:
     for _ in range(ROUNDS):
         created = await api.post(
@@ -99,7 +101,7 @@ async def test_query_wrong_method_keeps_the_error_shape(api: httpx.AsyncClient) 
 async def test_query_body_in_many_chunks(api: httpx.AsyncClient) -> None:
     body = b'{"sql": "SELECT $1::text", "params": ["' + b"y" * 100_000 + b'"]}'
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(body), 7_000):
             yield body[start : start + 7_000]
 

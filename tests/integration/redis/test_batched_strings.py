@@ -38,7 +38,9 @@ def test_many_sets_of_one_key_in_a_batch_keep_the_last(
     with r.pipeline(transaction=False) as pipe:
         for n in range(50):
             pipe.set(k("s"), f"v{n}")
-        pipe.get(k("s")).get(k("s")).get(k("other"))
+        pipe.get(k("s"))
+        pipe.get(k("s"))
+        pipe.get(k("other"))
         replies = pipe.execute()
     assert replies[:50] == [True] * 50
     assert replies[50:] == [b"v49", b"v49", None]
@@ -50,16 +52,28 @@ def test_reads_before_and_after_writes_of_the_same_key(r2: redis.Redis, k: K) ->
     r2.set(k("a"), "old")
     with r2.pipeline(transaction=False) as pipe:
         # The GETs before the first SET see the old value; those after see the last SET.
-        pipe.get(k("a")).get(k("a")).set(k("a"), "new1").set(k("a"), "new2").get(k("a"))
-        pipe.set(k("a"), "new3").get(k("a")).get(k("b"))
+        pipe.get(k("a"))
+        pipe.get(k("a"))
+        pipe.set(k("a"), "new1")
+        pipe.set(k("a"), "new2")
+        pipe.get(k("a"))
+        pipe.set(k("a"), "new3")
+        pipe.get(k("a"))
+        pipe.get(k("b"))
         assert pipe.execute() == [b"old", b"old", True, True, b"new2", True, b"new3", None]
     assert r2.get(k("a")) == b"new3"
 
 
 def test_set_with_get_option_and_plain_sets_in_one_pipeline(r2: redis.Redis, k: K) -> None:
     with r2.pipeline(transaction=False) as pipe:
-        pipe.set(k("a"), "1").set(k("a"), "2").set(k("a"), "3", get=True).get(k("a"))
-        pipe.set(k("a"), "4").set(k("a"), "5", get=True).set(k("a"), "6").get(k("a"))
+        pipe.set(k("a"), "1")
+        pipe.set(k("a"), "2")
+        pipe.set(k("a"), "3", get=True)
+        pipe.get(k("a"))
+        pipe.set(k("a"), "4")
+        pipe.set(k("a"), "5", get=True)
+        pipe.set(k("a"), "6")
+        pipe.get(k("a"))
         assert pipe.execute() == [True, True, b"2", b"3", True, b"4", True, b"6"]
 
 
@@ -67,14 +81,19 @@ def test_mixed_types_in_one_batch(r: redis.Redis, k: K, node: NodeProcess, rw_ke
     r.hset(k("h"), "f", "v")
     r.rpush(k("l"), "x")
     with r.pipeline(transaction=False) as pipe:
-        pipe.get(k("h")).set(k("s"), "plain").get(k("s"))
+        pipe.get(k("h"))
+        pipe.set(k("s"), "plain")
+        pipe.get(k("s"))
         replies = pipe.execute(raise_on_error=False)
     assert isinstance(replies[0], redis.ResponseError)
     assert str(replies[0]).startswith("WRONGTYPE")
     assert replies[1:] == [True, b"plain"]
     with r.pipeline(transaction=False) as pipe:
         # SET replaces a key of another type (its items go) and the batch's GET sees it.
-        pipe.set(k("h"), "now a string").set(k("l"), "l1").set(k("l"), "l2").get(k("h"))
+        pipe.set(k("h"), "now a string")
+        pipe.set(k("l"), "l1")
+        pipe.set(k("l"), "l2")
+        pipe.get(k("h"))
         pipe.get(k("l"))
         assert pipe.execute() == [True, True, True, b"now a string", b"l2"]
     assert r.type(k("h")) == b"string"
@@ -88,7 +107,10 @@ def test_expired_key_in_a_batch_reads_as_missing_until_set(r2: redis.Redis, k: K
     while r2.pttl(k("e")) > 0:  # PTTL turns -2 once the key has expired
         pass
     with r2.pipeline(transaction=False) as pipe:
-        pipe.get(k("e")).get(k("e")).set(k("e"), "again").get(k("e"))
+        pipe.get(k("e"))
+        pipe.get(k("e"))
+        pipe.set(k("e"), "again")
+        pipe.get(k("e"))
         assert pipe.execute() == [None, None, True, b"again"]
     assert r2.ttl(k("e")) == -1
 
@@ -123,7 +145,9 @@ def test_many_clients_writing_and_reading_one_key(redis_port: int, rw_key: str, 
         try:
             for n in range(30):
                 with conn.pipeline(transaction=False) as pipe:
-                    pipe.set(k("hot"), f"c{c}-{n}").get(k("hot")).get(k("hot"))
+                    pipe.set(k("hot"), f"c{c}-{n}")
+                    pipe.get(k("hot"))
+                    pipe.get(k("hot"))
                     ok, *values = pipe.execute()
                     assert ok is True
                     seen.extend(values)

@@ -16,11 +16,12 @@ def test_hscan_pages_by_count_and_returns_every_field(r: redis.Redis, k: K) -> N
     cursor, page = r.hscan(key, 0, count=20)
     assert cursor != 0
     assert 0 < len(page) < 250
-    seen: dict[bytes, bytes] = {}
+    seen: dict[bytes | str, bytes | str] = {}
     pages = 0
     cursor = 0
     while True:
         cursor, page = r.hscan(key, cursor, count=20)
+        assert isinstance(page, dict)
         seen.update(page)
         pages += 1
         if cursor == 0:

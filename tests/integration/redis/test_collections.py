@@ -82,9 +82,9 @@ def test_sets(r: redis.Redis, k: K) -> None:
     assert r.sismember(a, "1")
     assert [bool(x) for x in r.smismember(a, ["1", "9"])] == [True, False]
     assert r.scard(a) == 3
-    assert r.sinter(a, b) == {b"2", b"3"}
-    assert r.sunion(a, b) == {b"1", b"2", b"3", b"4"}
-    assert r.sdiff(a, b) == {b"1"}
+    assert r.sinter([a, b]) == {b"2", b"3"}
+    assert r.sunion([a, b]) == {b"1", b"2", b"3", b"4"}
+    assert r.sdiff([a, b]) == {b"1"}
     assert r.sinterstore(k("c"), [a, b]) == 2
     assert r.smembers(k("c")) == {b"2", b"3"}
     assert r.sintercard(2, [a, b]) == 2

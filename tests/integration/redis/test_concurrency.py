@@ -55,8 +55,13 @@ def test_concurrent_writes_are_exact(redis_port: int, rw_key: str, k: K) -> None
 def test_errors_in_a_group_touch_only_their_client(r2: redis.Redis, k: K) -> None:
     r2.hset(k("h"), "f", "v")
     with r2.pipeline(transaction=False) as pipe:
-        pipe.incr(k("h")).incr(k("c")).lpush(k("h"), "x").lpush(k("l"), "x")
-        pipe.sadd(k("h"), "m").zadd(k("h"), {"m": 1}).hset(k("c"), "f", "v")
+        pipe.incr(k("h"))
+        pipe.incr(k("c"))
+        pipe.lpush(k("h"), "x")
+        pipe.lpush(k("l"), "x")
+        pipe.sadd(k("h"), "m")
+        pipe.zadd(k("h"), {"m": 1})
+        pipe.hset(k("c"), "f", "v")
         results = pipe.execute(raise_on_error=False)
     assert isinstance(results[0], redis.ResponseError) and results[1] == 1
     assert isinstance(results[2], redis.ResponseError) and results[3] == 1

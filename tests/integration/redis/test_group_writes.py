@@ -26,7 +26,11 @@ def _expire_now(r: redis.Redis, *keys: str) -> None:
 
 def test_repeated_counters_in_one_group_apply_in_order(r2: redis.Redis, k: K) -> None:
     with r2.pipeline(transaction=False) as pipe:
-        pipe.incr(k("c")).incr(k("c")).incrby(k("c"), 5).decr(k("d")).incr(k("c"))
+        pipe.incr(k("c"))
+        pipe.incr(k("c"))
+        pipe.incrby(k("c"), 5)
+        pipe.decr(k("d"))
+        pipe.incr(k("c"))
         assert pipe.execute() == [1, 2, 7, -1, 8]
     assert r2.get(k("c")) == b"8"
 
@@ -37,7 +41,9 @@ def test_counter_of_an_expired_key_starts_again_without_ttl(r2: redis.Redis, k: 
     r2.expire(k("e"), 1000)
     _expire_now(r2, k("c"))
     with r2.pipeline(transaction=False) as pipe:
-        pipe.incr(k("c")).incr(k("c")).incr(k("e"))
+        pipe.incr(k("c"))
+        pipe.incr(k("c"))
+        pipe.incr(k("e"))
         assert pipe.execute() == [1, 2, 101]
     assert r2.ttl(k("c")) == -1
     assert 0 < r2.ttl(k("e")) <= 1000  # INCR keeps a live key's TTL
@@ -49,7 +55,11 @@ def test_counter_errors_in_one_group(r2: redis.Redis, k: K) -> None:
     r2.set(k("spaced"), " 1")
     r2.rpush(k("list"), "x")
     with r2.pipeline(transaction=False) as pipe:
-        pipe.incr(k("text")).incr(k("big")).incr(k("spaced")).incr(k("list")).incr(k("ok"))
+        pipe.incr(k("text"))
+        pipe.incr(k("big"))
+        pipe.incr(k("spaced"))
+        pipe.incr(k("list"))
+        pipe.incr(k("ok"))
         pipe.decrby(k("big"), 1)
         results = pipe.execute(raise_on_error=False)
     assert [str(x) for x in results[:4]] == [
@@ -64,8 +74,12 @@ def test_counter_errors_in_one_group(r2: redis.Redis, k: K) -> None:
 def test_left_and_right_pushes_in_one_group(r2: redis.Redis, k: K) -> None:
     r2.rpush(k("old"), "m")
     with r2.pipeline(transaction=False) as pipe:
-        pipe.lpush(k("l"), "a").rpush(k("l"), "b").lpush(k("l"), "c", "d").rpush(k("old"), "n")
-        pipe.lpush(k("old"), "l").rpush(k("l"), "e")
+        pipe.lpush(k("l"), "a")
+        pipe.rpush(k("l"), "b")
+        pipe.lpush(k("l"), "c", "d")
+        pipe.rpush(k("old"), "n")
+        pipe.lpush(k("old"), "l")
+        pipe.rpush(k("l"), "e")
         assert pipe.execute() == [1, 2, 4, 2, 3, 5]
     assert r2.lrange(k("l"), 0, -1) == [b"d", b"c", b"a", b"b", b"e"]
     assert r2.lrange(k("old"), 0, -1) == [b"l", b"m", b"n"]
@@ -77,14 +91,18 @@ def test_pushes_to_expired_and_wrong_typed_keys(r2: redis.Redis, k: K) -> None:
     r2.set(k("string"), "v")
     _expire_now(r2, k("gone"), k("was_string"))
     with r2.pipeline(transaction=False) as pipe:
-        pipe.lpush(k("gone"), "a").rpush(k("was_string"), "b").lpush(k("string"), "c")
+        pipe.lpush(k("gone"), "a")
+        pipe.rpush(k("was_string"), "b")
+        pipe.lpush(k("string"), "c")
         pipe.lpush(k("gone"), "e")
         results = pipe.execute(raise_on_error=False)
     assert results[:2] == [1, 1]
     assert str(results[2]).startswith("WRONGTYPE")
     assert results[3] == 2
     with r2.pipeline(transaction=False) as pipe:  # LPUSHX takes the group transaction
-        pipe.lpushx(k("missing"), "d").rpushx(k("gone"), "f").lpush(k("missing2"), "g")
+        pipe.lpushx(k("missing"), "d")
+        pipe.rpushx(k("gone"), "f")
+        pipe.lpush(k("missing2"), "g")
         assert pipe.execute() == [0, 3, 1]
     assert r2.lrange(k("gone"), 0, -1) == [b"e", b"a", b"f"]
     assert r2.type(k("was_string")) == b"list"
@@ -95,16 +113,22 @@ def test_pushes_to_expired_and_wrong_typed_keys(r2: redis.Redis, k: K) -> None:
 def test_adds_in_one_group_count_each_new_element_once(r2: redis.Redis, k: K) -> None:
     r2.hset(k("h"), "old", "1")
     with r2.pipeline(transaction=False) as pipe:
-        pipe.hset(k("h"), mapping={"f": "1", "old": "2"}).hset(k("h"), "f", "3")
-        pipe.hset(k("h"), mapping={"g": "4", "g2": "5"}).hset(k("h2"), "x", "y")
+        pipe.hset(k("h"), mapping={"f": "1", "old": "2"})
+        pipe.hset(k("h"), "f", "3")
+        pipe.hset(k("h"), mapping={"g": "4", "g2": "5"})
+        pipe.hset(k("h2"), "x", "y")
         assert pipe.execute() == [1, 0, 2, 1]
     assert r2.hgetall(k("h")) == {b"old": b"2", b"f": b"3", b"g": b"4", b"g2": b"5"}
     with r2.pipeline(transaction=False) as pipe:
-        pipe.sadd(k("s"), "a", "b", "a").sadd(k("s"), "b", "c").sadd(k("s2"), "z")
+        pipe.sadd(k("s"), "a", "b", "a")
+        pipe.sadd(k("s"), "b", "c")
+        pipe.sadd(k("s2"), "z")
         assert pipe.execute() == [2, 1, 1]
     assert r2.smembers(k("s")) == {b"a", b"b", b"c"}
     with r2.pipeline(transaction=False) as pipe:
-        pipe.zadd(k("z"), {"a": 1, "b": 2}).zadd(k("z"), {"a": 5, "c": 3}).zadd(k("z"), {"c": 1})
+        pipe.zadd(k("z"), {"a": 1, "b": 2})
+        pipe.zadd(k("z"), {"a": 5, "c": 3})
+        pipe.zadd(k("z"), {"c": 1})
         assert pipe.execute() == [2, 1, 0]
     assert r2.zrange(k("z"), 0, -1, withscores=True) == [(b"c", 1.0), (b"b", 2.0), (b"a", 5.0)]
 
@@ -117,9 +141,12 @@ def test_adds_of_one_type_and_of_several_in_one_group(r2: redis.Redis, k: K) -> 
     for mixed in (False, True):
         n = "m" if mixed else "o"
         with r2.pipeline(transaction=False) as pipe:
-            pipe.hset(k(f"h{n}"), "f", "1").hset(k(f"h{n}"), mapping={"f": "2", "g": "3"})
+            pipe.hset(k(f"h{n}"), "f", "1")
+            pipe.hset(k(f"h{n}"), mapping={"f": "2", "g": "3"})
             if mixed:
-                pipe.sadd(k("s"), "a", "b").zadd(k("z"), {"a": 2, "c": 3}).hset(k("s"), "f", "v")
+                pipe.sadd(k("s"), "a", "b")
+                pipe.zadd(k("z"), {"a": 2, "c": 3})
+                pipe.hset(k("s"), "f", "v")
             replies = pipe.execute(raise_on_error=False)
         assert replies[:2] == [1, 1]
         if mixed:
@@ -135,7 +162,9 @@ def test_adds_to_expired_and_wrong_typed_keys(r2: redis.Redis, k: K) -> None:
     r2.rpush(k("list"), "x")
     _expire_now(r2, k("gone"))
     with r2.pipeline(transaction=False) as pipe:
-        pipe.hset(k("gone"), "a", "3").hset(k("list"), "f", "v").hset(k("ok"), "f", "v")
+        pipe.hset(k("gone"), "a", "3")
+        pipe.hset(k("list"), "f", "v")
+        pipe.hset(k("ok"), "f", "v")
         results = pipe.execute(raise_on_error=False)
     assert results[0] == 1
     assert str(results[1]).startswith("WRONGTYPE")
@@ -143,7 +172,9 @@ def test_adds_to_expired_and_wrong_typed_keys(r2: redis.Redis, k: K) -> None:
     assert r2.hgetall(k("gone")) == {b"a": b"3"}
     assert r2.ttl(k("gone")) == -1
     with r2.pipeline(transaction=False) as pipe:  # two types for one key in one group
-        pipe.sadd(k("mixed"), "m").zadd(k("mixed"), {"m": 1}).sadd(k("mixed"), "n")
+        pipe.sadd(k("mixed"), "m")
+        pipe.zadd(k("mixed"), {"m": 1})
+        pipe.sadd(k("mixed"), "n")
         results = pipe.execute(raise_on_error=False)
     assert results[0] == 1 and results[2] == 1
     assert str(results[1]).startswith("WRONGTYPE")
@@ -193,14 +224,26 @@ def test_counters_of_one_key_summed_in_one_group(r: redis.Redis, k: K) -> None:
     with r.pipeline(transaction=False) as pipe:
         for _ in range(20):
             pipe.incr(k("up"))
-        pipe.incrby(k("up"), 0).incrby(k("up"), 10).decr(k("down")).decrby(k("down"), 4)
-        pipe.incr(k("mixed")).decr(k("mixed")).incrby(k("mixed"), 7).decrby(k("mixed"), 2)
+        pipe.incrby(k("up"), 0)
+        pipe.incrby(k("up"), 10)
+        pipe.decr(k("down"))
+        pipe.decrby(k("down"), 4)
+        pipe.incr(k("mixed"))
+        pipe.decr(k("mixed"))
+        pipe.incrby(k("mixed"), 7)
+        pipe.decrby(k("mixed"), 2)
         assert pipe.execute() == [*range(1, 21), 20, 30, -1, -5, 1, 0, 7, 5]
     r.set(k("edge"), 2**63 - 3)
     r.set(k("low"), -(2**63) + 1)
     with r.pipeline(transaction=False) as pipe:
-        pipe.incr(k("edge")).incr(k("edge")).incr(k("edge")).incr(k("edge"))
-        pipe.decr(k("low")).decr(k("low")).incrby(k("big"), 2**62).incrby(k("big"), 2**62)
+        pipe.incr(k("edge"))
+        pipe.incr(k("edge"))
+        pipe.incr(k("edge"))
+        pipe.incr(k("edge"))
+        pipe.decr(k("low"))
+        pipe.decr(k("low"))
+        pipe.incrby(k("big"), 2**62)
+        pipe.incrby(k("big"), 2**62)
         results = pipe.execute(raise_on_error=False)
     assert results[:2] == [2**63 - 2, 2**63 - 1]
     assert [str(x) for x in results[2:4]] == ["increment or decrement would overflow"] * 2

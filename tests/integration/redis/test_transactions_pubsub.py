@@ -30,7 +30,10 @@ def test_pipeline_replies_in_order(r: redis.Redis, k: K) -> None:
 
 def test_multi_exec_atomic_and_errors(r: redis.Redis, k: K) -> None:
     with r.pipeline() as pipe:
-        pipe.set(k("a"), 1).incr(k("a")).lpush(k("a"), "x").get(k("a"))
+        pipe.set(k("a"), 1)
+        pipe.incr(k("a"))
+        pipe.lpush(k("a"), "x")
+        pipe.get(k("a"))
         results = pipe.execute(raise_on_error=False)
     assert results[:2] == [True, 2]
     assert isinstance(results[2], redis.ResponseError)
@@ -162,9 +165,7 @@ def test_connection_commands(r: redis.Redis) -> None:
     info = r.info()
     assert info["redis_version"] == "7.4.0" and info["role"] == "master"
     assert r.info("keyspace") is not None
-    assert r.config_get("databases") == {"databases": "16"} or r.config_get("databases") == {
-        b"databases": b"16"
-    }
+    assert r.config_get("databases") in ({"databases": "16"}, {b"databases": b"16"})
     with pytest.raises(redis.ResponseError, match="Unknown option"):
         r.config_set("nosuchoption", "1")
     assert len(r.time()) == 2

@@ -54,7 +54,7 @@ class RawClient:
             while self.pending:
                 event = self.pending.pop(0)
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    message: dict[str, Any] = json.loads(event.data)
+                    message: dict[str, Any] = json.loads(bytes(event.data))
                     return message
                 if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
                     raise ConnectionError("the server closed the connection")

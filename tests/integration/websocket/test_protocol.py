@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import websockets
@@ -65,7 +66,7 @@ async def test_unsubscribe_and_duplicates(
     assert gone["success"] is True
     missing = await request(ws, "unsubscribe", {"subscription_id": sub})
     assert missing["error"]["code"] == "NOT_FOUND"
-    bad_requests = [
+    bad_requests: list[Any] = [
         {"table": ""},
         {"table": 5},
         {"table": table_name, "events": ["SELECT"]},

@@ -71,7 +71,11 @@ def _protocol(scopes: list[dict[str, Any]], keep_alive: float = 5) -> tuple[Any,
 
     cls = type("P", (_HttpProtocol,), {"lanes": {b"/lane": _EchoLane()}})
     config = uvicorn.Config(
-        app, http=cls, lifespan="off", log_config=None, timeout_keep_alive=keep_alive
+        app,
+        http=cls,
+        lifespan="off",
+        log_config=None,
+        timeout_keep_alive=keep_alive,  # type: ignore[arg-type]  # typed int; seconds as a float work
     )
     config.load()
     protocol = cls(config=config, server_state=ServerState(), app_state={})
