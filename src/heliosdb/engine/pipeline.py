@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -134,9 +134,17 @@ class _Pending:
 class Pipeline(asyncio.Protocol):
     """One raw engine connection running queued statements in order."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+        decodes: Collection[int] = DECODERS.keys(),
+        encodes: Collection[int] = ENCODERS.keys(),
+    ) -> None:
         self.loop = loop
         self.timeout = timeout  # client-side bound, as asyncpg's command_timeout
+        self.decodes = decodes  # column type oids a statement prepared here may have
+        self.encodes = encodes  # parameter type oids likewise
         self.transport: asyncio.Transport | None = None
         self.pid = 0
         self.secret = b""
@@ -184,6 +192,11 @@ class Pipeline(asyncio.Protocol):
         """``sql`` if prepared here already (no await)."""
         return self._statements.get(sql)
 
+    def known(self, sql: str) -> bool:
+        """Whether ``sql`` was prepared here (``ready`` says None also for a statement of
+        types the pipeline does not take)."""
+        return sql in self._statements
+
     async def prepared(self, sql: str) -> Prepared | None:
         """``sql`` prepared here (None: a type the pipeline does not decode)."""
         if sql in self._statements:
@@ -206,7 +219,7 @@ class Pipeline(asyncio.Protocol):
             body = name + b"\0" + sql.encode() + b"\0\0\0"
             future = self._send(message(b"P", body) + message(b"D", b"S" + name + b"\0") + _SYNC)
             rows, _ = await future
-            prepared = _describe(name, rows)
+            prepared = _describe(name, rows, self.decodes, self.encodes)
             if prepared is not None:
                 prepared.generation = self._generation
             self._statements[sql] = prepared
@@ -331,8 +344,11 @@ def _fields(body: bytes) -> dict[str, str]:
     return fields
 
 
-def _describe(name: bytes, messages: list[bytes]) -> Prepared | None:
-    """Parameter and column types from Describe's answer; None if any is not decoded here."""
+def _describe(
+    name: bytes, messages: list[bytes], decodes: Collection[int], encodes: Collection[int]
+) -> Prepared | None:
+    """Parameter and column types from Describe's answer; None if any is not in
+    ``decodes`` (columns) or ``encodes`` (parameters)."""
     parameters: tuple[int, ...] = ()
     columns: list[str] = []
     for reply in messages:
@@ -349,9 +365,9 @@ def _describe(name: bytes, messages: list[bytes]) -> Prepared | None:
                 (oid,) = struct.unpack_from("!I", body, end + 7)
                 pos = end + 19
                 columns.append(f"{column}:{oid}")
-                if oid not in DECODERS:
+                if oid not in decodes:
                     return None
-    if any(oid not in ENCODERS for oid in parameters):
+    if any(oid not in encodes for oid in parameters):
         return None
     return Prepared(name, parameters, tuple(columns))
 
@@ -395,9 +411,19 @@ class Pipelines:
     MAX_IN_FLIGHT = 32  # statements queued on one pipeline
     BUSY_SECONDS = 0.02  # a pipeline whose oldest statement waits this long takes no more
 
-    def __init__(self, engine: Engine, parameters: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        parameters: Mapping[str, str],
+        decodes: Collection[int] = DECODERS.keys(),
+        encodes: Collection[int] = ENCODERS.keys(),
+    ) -> None:
+        """``decodes``/``encodes``: the column and parameter type oids its statements may
+        have (the caller decodes rows and encodes values; default: the tables here)."""
         self.engine = engine
         self.parameters = dict(parameters)
+        self.decodes = decodes
+        self.encodes = encodes
         self.timeout = engine.settings.query_timeout + 5
         self._open: dict[tuple[Access, str], list[Pipeline]] = {}
         self._opening: set[tuple[Access, str]] = set()
@@ -431,6 +457,31 @@ class Pipelines:
         if best.in_flight and best.oldest() - self.timeout + self.BUSY_SECONDS < best.loop.time():
             return None  # its oldest statement is taking a while: don't queue behind it
         return best
+
+    def prepared_now(
+        self, access: Access, owner: str, sql: str, failed: Callable[[], None] | None = None
+    ) -> tuple[Pipeline, Prepared] | None:
+        """A pipeline to run ``sql`` on at once, with ``sql`` prepared there; None when
+        there is none (not open yet, busy) or ``sql`` is not prepared there yet (it is
+        prepared in the background; ``failed()`` if the engine refuses it) or takes a type
+        outside ``decodes``/``encodes``: the caller's pool path answers meanwhile."""
+        pipeline = self.pick(access, owner)
+        if pipeline is None:
+            return None
+        prepared = pipeline.ready(sql)
+        if prepared is None:
+            if not pipeline.known(sql) and not self.closed:
+                self._spawn(self._prepare(pipeline, sql, failed))
+            return None
+        return pipeline, prepared
+
+    @staticmethod
+    async def _prepare(pipeline: Pipeline, sql: str, failed: Callable[[], None] | None) -> None:
+        try:
+            await pipeline.prepared(sql)
+        except Exception:  # noqa: BLE001 - the pool path runs it and says what is wrong
+            if failed is not None:
+                failed()
 
     def _room(self) -> bool:
         """Whether another owner may open pipelines, closing the least recently used
@@ -475,7 +526,7 @@ class Pipelines:
     async def _open_one(self, access: Access) -> Pipeline:
         session = await open_session(self.engine, access, self.parameters)
         loop = asyncio.get_running_loop()
-        pipeline = Pipeline(loop, self.timeout)
+        pipeline = Pipeline(loop, self.timeout, self.decodes, self.encodes)
         pipeline.session = session
         pipeline.pid, pipeline.secret = session.pid, session.secret
         pipeline.on_timeout = lambda: self._spawn(self.cancel(access, pipeline))

@@ -95,10 +95,16 @@ DOCS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-async def test_plain_finds_answer_as_the_normal_path(raw: RawClient) -> None:
+async def loaded(raw: RawClient) -> str:
+    """A new database whose collection ``items`` holds DOCS, indexed on ``k``."""
     db = f"hp_{uuid.uuid4().hex[:8]}"
     await raw.command({"insert": "items", "documents": DOCS}, db)
     await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    return db
+
+
+async def test_plain_finds_answer_as_the_normal_path(raw: RawClient) -> None:
+    db = await loaded(raw)
     finds: list[dict[str, Any]] = [
         {"filter": {"_id": 1}, "limit": 1, "singleBatch": True},  # find_one by _id
         {"filter": {"_id": "s"}},
@@ -175,3 +181,111 @@ def test_which_finds_take_the_hot_path() -> None:
         assert not hotpath.eligible(Session(), other)  # type: ignore[arg-type]
     Session.principal = None  # type: ignore[assignment]
     assert not hotpath.eligible(Session(), message(take))  # type: ignore[arg-type]
+
+
+# -- the lone path (hotpath.take_lone): a find answered from the read callback ---------
+
+
+async def pipelined(client: RawClient) -> int:
+    status = bson.decode(await client.command({"serverStatus": 1}, "admin"))
+    return int(status["heliosdb"]["pipelinedFinds"])
+
+
+async def lone(client: RawClient, body: dict[str, Any], db: str) -> bytes:
+    """``body``'s reply once the lone path answered it: the find runs until it does (the
+    pool path answers first and teaches it; the pipelined connection opens and prepares
+    the statement in the background)."""
+    for _ in range(200):
+        before = await pipelined(client)
+        reply = await client.command(body, db)
+        if await pipelined(client) == before + 1:
+            return reply
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the lone path never answered {body}")
+
+
+async def test_lone_finds_answer_as_the_normal_path(raw: RawClient) -> None:
+    db = await loaded(raw)
+    finds: list[dict[str, Any]] = [
+        {"filter": {"_id": 1}, "limit": 1, "singleBatch": True},  # find_one by _id
+        {"filter": {"_id": "s"}},  # a plain _id needs no limit: one row at most
+        {"filter": {"_id": DOCS[2]["_id"]}, "batchSize": 1},
+        {"filter": {"_id": {"x": 1}}, "limit": 1, "singleBatch": True},
+        {"filter": {"_id": 5}},  # numerically equal to the stored 5.0
+        {"filter": {"_id": "missing"}, "limit": 1, "singleBatch": True},  # no document
+        {"filter": {"k": "a"}, "limit": 1},  # indexed
+        {"filter": {"k": "a"}, "limit": -2},  # two rows, one of them an array element
+        {"filter": {"k": "a", "n": 1}, "limit": 3, "batchSize": 3},
+    ]
+    for body in finds:
+        hot = await lone(raw, {"find": "items", **body}, db)
+        normal = await raw.command({"find": "items", **body, "comment": "x"}, db)
+        assert hot == normal, body
+        assert bson.decode(hot)["ok"] == 1.0
+    # Finds the lone path leaves to the loop (a result that may need a cursor, a filter
+    # whose statement takes a jsonpath) still answer as the normal path.
+    for body in (
+        {"filter": {"k": "a"}},
+        {"filter": {"_id": {"$gt": 1}}},
+        {"filter": {"n": {"$gt": 1}}, "limit": 2},
+        {"filter": {"z": None}, "limit": 1},
+        {"filter": {"k": "a"}, "limit": 200},  # beyond the default first batch
+    ):
+        before = await pipelined(raw)
+        for _ in range(3):
+            hot, normal = await both(raw, {"find": "items", **body}, db)
+            assert hot == normal, body
+        assert await pipelined(raw) == before, body
+    # The collection goes away after the lone path learned its statement: the engine's
+    # error hands the find back to the loop, which answers as before (an empty batch).
+    await lone(raw, {"find": "items", "filter": {"_id": 1}}, db)
+    await raw.command({"drop": "items"}, db)
+    hot, normal = await both(raw, {"find": "items", "filter": {"_id": 1}}, db)
+    assert hot == normal and bson.decode(hot)["cursor"]["firstBatch"] == []
+    # ... and when it comes back with other documents, the lone path reads those.
+    await raw.command({"insert": "items", "documents": [{"_id": 1, "again": True}]}, db)
+    hot = await lone(raw, {"find": "items", "filter": {"_id": 1}}, db)
+    assert bson.decode(hot)["cursor"]["firstBatch"] == [{"_id": 1, "again": True}]
+    await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_lone_finds_keep_the_order_of_replies(raw: RawClient) -> None:
+    """Messages that arrive while a lone find is out wait for its reply: a client that
+    writes several commands without waiting reads their replies in order."""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    await raw.command({"insert": "items", "documents": [{"_id": i} for i in range(20)]}, db)
+    await lone(raw, {"find": "items", "filter": {"_id": 1}}, db)
+    frames = []
+    for i in range(20):
+        body = {"find": "items", "filter": {"_id": i}, "lsid": raw.lsid, "$db": db}
+        if i % 3 == 2:
+            body = {"ping": 1, "lsid": raw.lsid, "$db": db}
+        payload = b"\x00\x00\x00\x00\x00" + bson.encode(body)
+        frames.append(struct.pack("<iiii", 16 + len(payload), 1000 + i, 0, 2013) + payload)
+    for chunk in (frames[:1], frames[1:4], frames[4:5], frames[5:]):
+        for frame in chunk:
+            raw.writer.write(frame)
+        await raw.writer.drain()
+        await asyncio.sleep(0)
+    for i in range(20):
+        (length,) = struct.unpack("<i", await raw.reader.readexactly(4))
+        data = await raw.reader.readexactly(length - 4)
+        assert struct.unpack_from("<i", data, 4)[0] == 1000 + i
+        reply = bson.decode(data[17:])
+        if i % 3 != 2:
+            assert reply["cursor"]["firstBatch"] == [{"_id": i}]
+    await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_a_lone_find_sees_the_clients_last_write(raw: RawClient) -> None:
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    await raw.command({"insert": "items", "documents": [{"_id": 1, "n": 0}]}, db)
+    await lone(raw, {"find": "items", "filter": {"_id": 1}, "limit": 1}, db)
+    before = await pipelined(raw)
+    for n in range(1, 30):
+        update = {"q": {"_id": 1}, "u": {"$set": {"n": n}}}
+        await raw.command({"update": "items", "updates": [update]}, db)
+        reply = await raw.command({"find": "items", "filter": {"_id": 1}, "limit": 1}, db)
+        assert bson.decode(reply)["cursor"]["firstBatch"] == [{"_id": 1, "n": n}]
+    assert await pipelined(raw) > before
+    await raw.command({"dropDatabase": 1}, db)

@@ -11,10 +11,12 @@ who is authenticated, the SCRAM conversation in progress, the compressor agreed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +58,16 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
     only when none is there: no StreamReader, no ``readexactly`` coroutines per message.
     A length outside MongoDB's bounds ends the stream (``bad`` says why); so do EOF and a
     lost connection. The StreamReader it was made with only learns about EOF.
+
+    A message that arrives alone while ``serve`` waits for one is first offered to
+    ``lone`` (hotpath.take_lone: a plain find started from here, no task switch); while
+    it is out (``busy``), later messages queue and ``serve`` sleeps on, so replies keep
+    the order of the requests. ``lone_done`` ends it; ``hand_back`` gives the message
+    to ``serve`` instead.
     """
+
+    lone: Callable[[bytes], bool] | None = None
+    busy = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -69,6 +80,11 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._reading: Any = None  # the transport (uvloop's is no asyncio.ReadTransport)
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport (None before it is made)."""
+        return self._reading
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._reading = transport
@@ -105,7 +121,32 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
             self._paused = True
             self._reading.pause_reading()
         if messages or self.ended:
+            if (
+                len(messages) == 1
+                and not self.busy
+                and self._waiter is not None
+                and not self.ended
+                and self.lone is not None
+            ):
+                data = messages[0]
+                if self.lone(data):
+                    self.busy = True
+                    messages.popleft()
+                    self.taken(len(data))
+                    return
             self._wake()
+
+    def lone_done(self) -> None:
+        """The message ``lone`` took is answered: ``serve`` goes on."""
+        self.busy = False
+        if self.messages or self.ended:
+            self._wake()
+
+    def hand_back(self, data: bytes) -> None:
+        """The message ``lone`` took goes to ``serve`` after all (first in the queue)."""
+        self.messages.appendleft(data)
+        self.queued += len(data)
+        self.lone_done()
 
     def taken(self, size: int) -> None:
         """``serve`` took a message of ``size`` bytes off the queue."""
@@ -121,6 +162,8 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         return waiter
 
     def _wake(self) -> None:
+        if self.busy:
+            return  # lone_done wakes serve once the lone message is answered
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -206,6 +249,7 @@ async def serve(
     assert isinstance(protocol, MongoProtocol)
     messages = protocol.messages
     session = Session(state, next(state.ids), f"{peer[0]}:{peer[1]}" if peer else "unknown")
+    protocol.lone = functools.partial(hotpath.take_lone, session, protocol)
     state.current += 1
     state.total_created += 1
     try:
@@ -246,6 +290,7 @@ async def serve(
             if transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
                 await writer.drain()  # only a slow reader makes us wait
     finally:
+        protocol.lone = None
         state.current -= 1
 
 

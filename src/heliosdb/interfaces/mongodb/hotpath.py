@@ -14,6 +14,17 @@ the stored documents' bytes framed as
 byte for byte what the normal path encodes (tests/integration/mongodb/test_hotpath.py
 compares the two). Anything else, a compressed message included, returns None and the
 normal path answers; errors become the same error document as there.
+
+``take_lone`` goes further for the commonest find of all, from the socket's read
+callback (MongoProtocol.data_received) while the connection is idle: an uncompressed
+OP_MSG of flags 0 and one body section, a body ``eligible`` would take, and a result
+that is sure to fit the first batch (a plain ``_id`` filter, or a limit of at most the
+batch size). The documents service starts its statement on a pipelined engine
+connection (services/documents/pipelined.py) and the reply is framed and written from
+the statement's completion callback: no task, no coroutine. When the service cannot
+start it at once, the message goes the ways above; when the answer is anything but
+rows that fit (an error, a timeout, too many bytes), the message is handed back to the
+connection's loop, which answers it as above (running the find again).
 """
 
 from __future__ import annotations
@@ -23,10 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from heliosdb.interfaces.mongodb import codec, errors
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH, MAX_BATCH_BYTES
-from heliosdb.services.documents import FindQuery
+from heliosdb.services.documents import FindQuery, bsonform
+from heliosdb.services.documents.filters import plain_id
 
 if TYPE_CHECKING:
-    from heliosdb.interfaces.mongodb.connection import Session
+    from heliosdb.interfaces.mongodb.connection import MongoProtocol, Session
 
 # What pymongo, the Node.js driver and mongosh send with a plain find on a standalone
 # server ($readPreference only with a read preference; $clusterTime never from us).
@@ -38,6 +50,9 @@ _OP_MSG_HEAD = struct.Struct("<iiiiIB")  # header, flagBits 0, section kind 0
 _INDEX_KEYS = [b"\x03%d\x00" % i for i in range(1024)]  # array element i: type document
 _ID_ZERO_NS = b"\x12id\x00" + bytes(8) + b"\x02ns\x00"  # id: Int64(0), then ns: string
 _OK = b"\x01ok\x00" + struct.pack("<d", 1.0) + b"\x00"
+_LONE_HEAD = struct.pack("<i", codec.OP_MSG) + bytes(5)  # opCode, flagBits 0, kind 0
+# A reply bigger than this waits for the loop's drain: the lone path does not await.
+LONE_WRITE_BUFFER = 64 * 1024
 
 
 def eligible(session: Session, message: codec.Message) -> bool:
@@ -52,9 +67,9 @@ def eligible(session: Session, message: codec.Message) -> bool:
     )
 
 
-async def answer_find(session: Session, message: codec.Message, request_id: int) -> bytes | None:
-    """The reply to a plain find (see the module docstring), or None for the normal path."""
-    body = message.body
+def _plain(body: dict[str, Any]) -> tuple[str, str, Any, int, int, bool] | None:
+    """(collection, database, filter, limit, batch size, singleBatch) of a find body whose
+    values are of the plain types, else None."""
     coll = body["find"]
     db = body.get("$db")
     spec = body.get("filter")
@@ -72,6 +87,15 @@ async def answer_find(session: Session, message: codec.Message, request_id: int)
         or type(single) is not bool
     ):
         return None
+    return coll, db, spec, limit, batch, single
+
+
+async def answer_find(session: Session, message: codec.Message, request_id: int) -> bytes | None:
+    """The reply to a plain find (see the module docstring), or None for the normal path."""
+    plain = _plain(message.body)
+    if plain is None:
+        return None
+    coll, db, spec, limit, batch, single = plain
     state = session.state
     state.opcounters["command"] += 1
     state.opcounters["query"] += 1
@@ -137,3 +161,52 @@ def _frame(request_id: int, response_to: int, document: bytes) -> bytes:
         _OP_MSG_HEAD.pack(21 + len(document), request_id, response_to, codec.OP_MSG, 0, 0)
         + document
     )
+
+
+def take_lone(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
+    """Start answering the whole message ``data`` from the read callback (see the module
+    docstring); False: the connection's loop takes it as usual."""
+    principal = session.principal
+    if (
+        principal is None
+        or len(data) < 26
+        or data[12:21] != _LONE_HEAD
+        or _INT32.unpack_from(data, 21)[0] != len(data) - 21
+        or protocol.transport is None
+        or protocol.transport.get_write_buffer_size() > LONE_WRITE_BUFFER
+    ):
+        return False
+    try:
+        body = bsonform.decode(data[21:])  # as codec.parse_frame decodes it
+    except Exception:  # noqa: BLE001 - the loop closes the connection as it must
+        return False
+    if next(iter(body), None) != "find" or not body.keys() <= FIND_KEYS:
+        return False
+    plain = _plain(body)
+    if plain is None:
+        return False
+    coll, db, spec, limit, batch, _ = plain
+    limit = abs(limit)
+    if not (
+        0 < limit <= batch
+        or (limit == 0 and spec and list(spec) == ["_id"] and plain_id(spec["_id"]))
+    ):
+        return False  # the result might not fit the first batch: it may need a cursor
+    state = session.state
+
+    def answered(items: list[bytes] | None) -> None:
+        if items is not None and len(items) <= len(_INDEX_KEYS):
+            document = _first_batch(items, f"{db}.{coll}")  # type: ignore[arg-type]
+            if document is not None:
+                counters = state.opcounters
+                counters["command"] += 1
+                counters["query"] += 1
+                transport = protocol.transport
+                if transport is not None and not transport.is_closing():
+                    response_to = _INT32.unpack_from(data, 4)[0]
+                    transport.write(_frame(next(state.request_ids), response_to, document))
+                protocol.lone_done()
+                return
+        protocol.hand_back(data)
+
+    return state.services.documents.find_soon(principal, db, coll, spec, limit, answered)

@@ -48,6 +48,7 @@ from heliosdb.services.documents.filters import (
 )
 from heliosdb.services.documents.lookups import IdLookups
 from heliosdb.services.documents.parking import Parking
+from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
 from heliosdb.services.documents.updates import (
     apply_update,
@@ -182,6 +183,7 @@ class DocumentStore:
         self._parking = Parking()
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._lookups = IdLookups()
+        self._pipelined = PipelinedFinds(engine)
 
     # -- plumbing ----------------------------------------------------------------------
     def _conn(self, principal: Principal, *, write: bool = False) -> _Statement:
@@ -855,6 +857,34 @@ class DocumentStore:
             return found  # type: ignore[return-value]  # list[bytes] is one, read-only
         return [projection.project(bsonform.decode(r), query.projection, spec) for r in found]
 
+    def find_soon(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        spec: Document | None,
+        limit: int,
+        done: Done,
+    ) -> bool:
+        """A plain find (filter, limit) started on the principal's pipelined engine
+        connection without awaiting (pipelined.py), for the MongoDB hot path: True when
+        started, and ``done`` later gets what ``find`` would return for
+        ``FindQuery(filter=spec, limit=limit)`` (the stored BSON of each match) or None
+        when the caller must call ``find``; False when nothing started."""
+        cached = self._indexed.get((db, coll))
+        if cached is None or cached[0] <= time.monotonic() or transactions.current() is not None:
+            return False  # the index map is refreshed by the pool path (an await)
+        try:
+            catalog.check_db_name(db)
+            sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
+        except Exception:  # noqa: BLE001 - find() reports it
+            return False
+        return self._pipelined.start(principal, sql, values, done)
+
+    def pipelined_finds(self) -> int:
+        """Finds answered through find_soon (serverStatus)."""
+        return self._pipelined.answered
+
     async def _find_rows(
         self, principal: Principal, db: str, coll: str, query: FindQuery
     ) -> list[bytes]:
@@ -864,17 +894,7 @@ class DocumentStore:
             indexed = cached[1]
         else:
             indexed = await self._indexes_for(principal, db, coll)
-        params = Params()
-        where = compile_filter(query.filter, params, indexed)
-        sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
-        order = compile_sort(query.sort, params)
-        if order:
-            sql += f" ORDER BY {order}"
-        if query.skip:
-            sql += f" OFFSET {params.add(int(query.skip), 'bigint')}"
-        if query.limit:
-            sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
-        values = params.values
+        sql, values = _find_statement(db, coll, query, indexed)
         async with self._conn(principal) as conn:
             if transactions.current() is not None:
                 rows = await self._missing_ok(_fetch(conn, sql, values), [])
@@ -886,6 +906,8 @@ class DocumentStore:
                     rows = []
                 except asyncpg.PostgresError as exc:
                     raise from_engine(exc) from None
+                else:
+                    self._pipelined.learn(sql)
         return [bytes(r[0]) for r in rows]
 
     def lookup_batches(self) -> tuple[int, int]:
@@ -1176,6 +1198,23 @@ class DocumentStore:
                 )
                 removed += int(status.split()[-1])
         return removed
+
+
+def _find_statement(
+    db: str, coll: str, query: FindQuery, indexed: dict[str, str]
+) -> tuple[str, list[Any]]:
+    """The SELECT of the stored BSON ``query`` selects, and its values."""
+    params = Params()
+    where = compile_filter(query.filter, params, indexed)
+    sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
+    order = compile_sort(query.sort, params)
+    if order:
+        sql += f" ORDER BY {order}"
+    if query.skip:
+        sql += f" OFFSET {params.add(int(query.skip), 'bigint')}"
+    if query.limit:
+        sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
+    return sql, params.values
 
 
 def _show(value: Any) -> str:

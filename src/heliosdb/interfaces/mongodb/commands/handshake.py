@@ -220,9 +220,11 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
         },
         "metrics": {"cursor": {"open": {"total": Int64(len(state.cursors))}}},
         "storageEngine": {"name": "heliosdb"},
-        # Finds by _id that concurrent clients shared a statement for (lookups.py).
+        # Finds by _id that concurrent clients shared a statement for (lookups.py), and
+        # finds answered on a pipelined engine connection (hotpath.take_lone).
         "heliosdb": {
-            "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True))
+            "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True)),
+            "pipelinedFinds": Int64(session.services.documents.pipelined_finds()),
         },
     }
 
