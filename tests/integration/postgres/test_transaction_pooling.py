@@ -7,17 +7,20 @@ must keep working whichever engine connection serves the next transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
 
+from heliosdb.settings import PostgresSettings
 from tests.integration.postgres.conftest import engine_tool, make_dsn
 from tests.integration.postgres.rawclient import RawClient, message
 from tests.nodeproc import NodeProcess
@@ -195,7 +198,7 @@ SYNC = message(b"S", b"")
 
 
 def _replies(client: RawClient, readies: int) -> list[tuple[bytes, bytes]]:
-    out = []
+    out: list[tuple[bytes, bytes]] = []
     while readies:
         kind, body = client.read()
         assert kind, out
@@ -228,33 +231,128 @@ def test_txn_messages_after_the_last_sync_keep_the_connection(txn_port: int, rw_
             assert [k for k, _ in _replies(other, 1)] == [b"C", b"Z"]
 
 
+POOL_SIZE = PostgresSettings().pool_size  # the test node's (default) pool size
+
+
+def _pid(client: RawClient) -> bytes:
+    client.send(message(b"Q", b"SELECT pg_backend_pid()\0"))
+    reply = _replies(client, 1)
+    assert [k for k, _ in reply] == [b"T", b"D", b"C", b"Z"], reply
+    return reply[1][1][6:]
+
+
+@contextlib.contextmanager
+def _full_pool(port: int, key: str, app: str, busy: int) -> Iterator[list[RawClient]]:
+    """``busy`` clients of the pool of ``app`` (a startup parameter: a pool of its own),
+    each holding an engine connection in an open transaction."""
+    with contextlib.ExitStack() as stack:
+        holders = [stack.enter_context(RawClient(port)) for _ in range(busy)]
+        for holder in holders:
+            holder.login(key, application_name=app)
+            holder.send(message(b"Q", b"BEGIN\0"))
+            assert [k for k, _ in _replies(holder, 1)] == [b"C", b"Z"]
+        yield holders
+
+
 def test_txn_extended_protocol_copy_in_gives_the_connection_back(
     txn_port: int, txn_dsn: str, rw_key: str
 ) -> None:
     """COPY FROM STDIN through Parse/Bind/Execute/Sync, then CopyData, CopyDone, Sync (as
     libpq sends it): the engine answers one ReadyForQuery for the two Syncs, and the
-    connection still goes back to the pool (the next client to borrow one gets it)."""
+    connection still goes back to the pool (with every other connection of the pool
+    busy, the next client to need one takes it)."""
     table = f"tx_{uuid.uuid4().hex[:8]}"
+    app = f"copy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(txn_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int)")
-    with RawClient(txn_port) as client, RawClient(txn_port) as other:
-        client.login(rw_key)
-        other.login(rw_key)
+    with (
+        _full_pool(txn_port, rw_key, app, POOL_SIZE - 1),
+        RawClient(txn_port) as client,
+        RawClient(txn_port) as other,
+    ):
+        client.login(rw_key, application_name=app)
+        other.login(rw_key, application_name=app)
         for i in range(3):
             client.send(_parse("SELECT pg_backend_pid()") + _bind_execute()
                         + _parse(f"COPY {table} FROM STDIN") + _bind_execute() + SYNC)  # fmt: skip
-            replies = []
+            replies: list[tuple[bytes, bytes]] = []
             while not replies or replies[-1][0] != b"G":
                 replies.append(client.read())
             assert [k for k, _ in replies] == [b"1", b"2", b"D", b"C", b"1", b"2", b"G"]
             pid = replies[2][1][6:]
             client.send(message(b"d", f"{i}\n".encode()) + message(b"c", b"") + SYNC)
             assert [k for k, _ in _replies(client, 1)] == [b"C", b"Z"]
-            # Released: the next borrower gets this same engine connection (the pool
-            # hands out the most recently returned one).
-            other.send(message(b"Q", b"SELECT pg_backend_pid()\0"))
-            reply = _replies(other, 1)
-            assert [k for k, _ in reply] == [b"T", b"D", b"C", b"Z"]
-            assert reply[1][1][6:] == pid
+            # Given back: the pool is full and every other connection is busy, so the
+            # next client to need one gets this same engine connection (it would wait,
+            # then fail, if the connection still counted as busy).
+            assert _pid(other) == pid
     with psycopg.connect(txn_dsn) as conn:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (3,)
+
+
+def test_txn_client_keeps_its_engine_connection_between_transactions(
+    txn_port: int, rw_key: str
+) -> None:
+    """Affinity: with room in the pool, each client's transactions go to the engine
+    connection it used last (no other client took it meanwhile)."""
+    app = f"aff_{uuid.uuid4().hex[:8]}"
+    with RawClient(txn_port) as first, RawClient(txn_port) as second:
+        first.login(rw_key, application_name=app)
+        second.login(rw_key, application_name=app)
+        pids = {(_pid(first), _pid(second)) for _ in range(5)}
+        assert len(pids) == 1
+        ((a, b),) = pids
+        assert a != b
+
+
+def test_txn_parked_connection_is_taken_by_others_without_their_state(
+    txn_port: int, rw_key: str
+) -> None:
+    """A full pool: a client that needs a connection takes another client's parked one;
+    that client's next transaction takes one back and works; a pinned connection (session
+    state) is never taken, and what a client SET is never seen by another."""
+    app = f"steal_{uuid.uuid4().hex[:8]}"
+    with (
+        _full_pool(txn_port, rw_key, app, POOL_SIZE - 2) as holders,
+        RawClient(txn_port) as pinned,
+        RawClient(txn_port) as owner,
+        RawClient(txn_port) as taker,
+    ):
+        for client in (pinned, owner, taker):
+            client.login(rw_key, application_name=app)
+        pinned.send(message(b"Q", b"SET application_name = 'pinned-state'\0"))
+        assert [k for k, _ in _replies(pinned, 1)] == [b"C", b"S", b"Z"]
+        pinned_pid = _pid(pinned)
+        owned = _pid(owner)  # the pool is full now: every connection busy, pinned or parked
+        for _ in range(3):
+            assert _pid(taker) == owned  # owner's parked connection, not the pinned one
+            assert _pid(owner) == owned  # taken back from taker, parked in its turn
+        taker.send(message(b"Q", b"SHOW application_name\0"))
+        shown = _replies(taker, 1)
+        assert shown[1][1][6:] == app.encode()
+        assert _pid(pinned) == pinned_pid
+        # A client waiting for a connection gets the next one given back, at once.
+        owner.send(message(b"Q", b"BEGIN\0"))
+        assert [k for k, _ in _replies(owner, 1)] == [b"C", b"Z"]
+        taker.send(message(b"Q", b"SELECT 1\0"))  # no free or parked connection: waits
+        holders[0].send(message(b"Q", b"COMMIT\0"))
+        assert [k for k, _ in _replies(holders[0], 1)] == [b"C", b"Z"]
+        assert [k for k, _ in _replies(taker, 1)] == [b"T", b"D", b"C", b"Z"]
+
+
+def test_txn_parked_connection_that_dies_costs_its_client_nothing(
+    txn_port: int, rw_key: str
+) -> None:
+    """The engine connection a client left parked is terminated: the client stays
+    connected and its next transaction runs on another engine connection."""
+    app = f"dies_{uuid.uuid4().hex[:8]}"
+    with RawClient(txn_port) as client, RawClient(txn_port) as killer:
+        client.login(rw_key, application_name=app)
+        killer.login(rw_key, application_name=app)
+        parked = _pid(client)
+        query = f"SELECT pg_terminate_backend({int(parked)}, 10000)".encode()
+        killer.send(message(b"Q", query + b"\0"))
+        reply = _replies(killer, 1)
+        assert [k for k, _ in reply] == [b"T", b"D", b"C", b"Z"] and reply[1][1][6:] == b"t"
+        for _ in range(3):
+            assert _pid(client) not in (parked, b"")

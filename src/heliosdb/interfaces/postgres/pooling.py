@@ -9,6 +9,15 @@ options ...). A client borrows a connection when it sends its first message and 
 back at a ReadyForQuery with status 'I' once every Query and Sync it sent is answered
 and it sent nothing after its last Sync (a pipelined batch still owes its replies there).
 
+Affinity: giving back *parks* the connection: it is free for anyone who needs it, but
+stays attached to the client that used it last (``ServerConn.owner``, the client's
+``server``). That client's next transaction resumes it with one attribute store, no
+pool round trip. A client without a connection takes a free unattached one, else opens
+a new one while the pool is below its size, else steals a parked one (detaching it from
+its owner, whose next transaction borrows again), else waits; a parked connection goes
+to a waiting client at once. A parked connection is at a transaction boundary with no
+reply owed, exactly as a returned one was, so what the next client sees is the same.
+
 Protocol-level prepared statements survive the change of connection: each named Parse
 is renamed to a name unique on the engine (``hdb_<n>``) and remembered; a Bind or a
 statement Describe on a connection that lacks it gets the Parse sent first, and the
@@ -116,7 +125,8 @@ class ServerConn:
         self.pool = pool
         self.engine = engine
         self.transport = cast(asyncio.Transport, engine.writer.transport)
-        self.client: TxnClient | None = None
+        self.client: TxnClient | None = None  # the client it serves now; None: parked or free
+        self.owner: TxnClient | None = None  # attached to (serving or parked); None: free
         self.pending = 0  # Query and Sync messages not yet answered by ReadyForQuery
         # The client sent extended-protocol messages (Parse, Bind, Execute ...) after its
         # last Sync: their replies come after the ReadyForQuery of that Sync, and the
@@ -174,7 +184,7 @@ class _ServerSide(asyncio.Protocol):
                     and not conn.pinned
                     and not conn.unsynced
                 ):
-                    client.release()
+                    client.park()
                 return
         self._scan(data)
 
@@ -238,7 +248,7 @@ class _ServerSide(asyncio.Protocol):
         client.awaiting = False
         client.transport.write(out)
         if release_at >= 0:
-            client.release()
+            client.park()
             if release_at < len(data):
                 # Owed to no client (nothing is, once every Sync is answered): only an
                 # asynchronous notice could follow. Read past it to keep the framing.
@@ -259,6 +269,10 @@ class _ServerSide(asyncio.Protocol):
         conn.pool.discard(conn)
         if conn.client is not None:
             conn.client.transport.close()
+        elif conn.owner is not None:
+            # Parked: its client owes nothing here and borrows another next time.
+            conn.owner.server = None
+            conn.owner = None
 
 
 class EnginePool:
@@ -271,17 +285,31 @@ class EnginePool:
         self.access = access
         self.parameters = parameters
         self.max_size = max_size
-        self.idle: list[ServerConn] = []
+        self.idle: list[ServerConn] = []  # free: attached to no client
+        self.members: list[ServerConn] = []  # every open connection, parked ones included
         self.size = 0
         self.waiters: deque[asyncio.Future[ServerConn]] = deque()
         self.status: dict[str, str] = {}  # ParameterStatus of the first connection
         self.waits = 0  # acquisitions that had to wait for a connection
 
     def take_idle(self) -> ServerConn | None:
-        """An idle connection right now, without waiting (the common, cheap case)."""
+        """A free connection right now, without waiting; when the pool is full, a parked
+        one taken from its owner. None: open one (``acquire``) or wait."""
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
+                return conn
+        return self.steal() if self.size >= self.max_size else None
+
+    def steal(self) -> ServerConn | None:
+        """A parked connection, detached from its owner (the longest-open one first)."""
+        for conn in self.members:
+            owner = conn.owner
+            if owner is not None and conn.client is None and not conn.closed:
+                owner.server = None
+                conn.owner = None
+                with contextlib.suppress(RuntimeError):
+                    conn.transport.resume_reading()  # its owner's client may have paused it
                 return conn
         return None
 
@@ -296,6 +324,9 @@ class EnginePool:
             except BaseException:
                 self.size -= 1
                 raise
+        conn = self.steal()  # parked meanwhile (while another connection was opening)
+        if conn is not None:
+            return conn
         waiter: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         self.waits += 1
@@ -314,15 +345,19 @@ class EnginePool:
         conn.transport.set_protocol(_ServerSide(conn))
         with contextlib.suppress(RuntimeError, AttributeError):
             conn.transport.resume_reading()
+        self.members.append(conn)
         return conn
 
     def release(self, conn: ServerConn) -> None:
-        conn.client = None
+        """``conn`` is free (at a transaction boundary, attached to no client)."""
+        conn.client = conn.owner = None
         if conn.closed:
             return
         if len(conn.prepared) > MAX_PREPARED_PER_CONNECTION:
             conn.transport.close()  # connection_lost discards it
             return
+        with contextlib.suppress(RuntimeError):
+            conn.transport.resume_reading()  # its last client's may have paused it
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -333,6 +368,8 @@ class EnginePool:
     def discard(self, conn: ServerConn) -> None:
         if conn in self.idle:
             self.idle.remove(conn)
+        if conn in self.members:
+            self.members.remove(conn)
         if conn.counted:
             conn.counted = False
             self.size -= 1
@@ -340,7 +377,7 @@ class EnginePool:
         conn.transport.abort()
 
     def close(self) -> None:
-        for conn in list(self.idle):
+        for conn in list(self.members):
             conn.transport.abort()
         self.idle.clear()
 
@@ -412,8 +449,10 @@ class TxnClient(asyncio.Protocol):
             if server is None:
                 server = self.pool.take_idle()
                 if server is not None:
-                    server.client = self
+                    server.client = server.owner = self
                     self.server = server
+            elif server.client is None:
+                server.client = self  # this client's parked connection, resumed
             if server is not None:
                 server.pending += 1
                 server.unsynced = False
@@ -454,8 +493,10 @@ class TxnClient(asyncio.Protocol):
                 if server is None:
                     self._borrow()
                     break
-                server.client = self
+                server.client = server.owner = self
                 self.server = server
+            elif server.client is None:
+                server.client = self  # this client's parked connection, resumed
             if (
                 kind == 0x42
                 or kind == 0x50
@@ -593,14 +634,26 @@ class TxnClient(asyncio.Protocol):
         if self.done.done():
             self.pool.release(server)
             return
-        server.client = self
+        server.client = server.owner = self
         self.server = server
         with contextlib.suppress(RuntimeError):
             self.transport.resume_reading()
         self.pump()
 
+    def park(self) -> None:
+        """The engine answered everything and no transaction is open: the connection is
+        free for anyone who needs it, but stays this client's until someone takes it
+        (given back at once to a waiting client, or when it holds too many statements)."""
+        server = self.server
+        if server is None:
+            return
+        server.client = None
+        pool = self.pool
+        if pool.waiters or len(server.prepared) > MAX_PREPARED_PER_CONNECTION:
+            self.release()
+
     def release(self) -> None:
-        """The engine answered everything and no transaction is open: give it back."""
+        """Detach the engine connection (parked or done with) and give it back."""
         server, self.server = self.server, None
         if server is not None:
             self.pool.release(server)
@@ -629,9 +682,11 @@ class TxnClient(asyncio.Protocol):
             return
         self.done.set_result(None)
         server, self.server = self.server, None
-        if server is not None:
+        if server is not None and server.client is None:
+            self.pool.release(server)  # parked: at a transaction boundary, owing nothing
+        elif server is not None:
             # Mid-transaction or mid-query: cancel what runs and drop the connection.
-            server.client = None
+            server.client = server.owner = None
             if server.pending > 0:
                 engine = server.engine
                 _spawn(cancel(self.pool.engine, self.pool.access, engine.pid, engine.secret))

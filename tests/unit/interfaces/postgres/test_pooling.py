@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections import deque
 from types import SimpleNamespace
@@ -21,16 +22,16 @@ def _msg(kind: bytes, body: bytes = b"") -> bytes:
 class _Client:
     def __init__(self) -> None:
         self.received = bytearray()
-        self.released = 0
+        self.parked = 0
         self.bytes_out = 0
         self.awaiting = True
         self.transport = SimpleNamespace(write=self.received.extend)
         self.conn: Any = None
 
-    def release(self) -> None:
-        self.released += 1
+    def park(self) -> None:
+        self.parked += 1
         if self.conn is not None:
-            self.conn.client = None  # as EnginePool.release does
+            self.conn.client = None  # as TxnClient.park does
 
 
 def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) -> Any:
@@ -67,7 +68,7 @@ def test_scan_drops_injected_parse_complete_in_any_chunking(size: int) -> None:
     for start in range(0, len(STREAM), size):
         side.data_received(STREAM[start : start + size])
     assert bytes(client.received) == EXPECTED
-    assert client.released == 1
+    assert client.parked == 1
     assert conn.prepared == {"hdb_1", "hdb_2"}
     assert conn.pending == 0 and not conn.expect
 
@@ -76,12 +77,12 @@ def test_scan_keeps_connection_inside_a_transaction_and_for_unanswered_syncs() -
     client = _Client()
     conn = _conn(client, [], pending=1)
     _ServerSide(conn).data_received(_msg(b"C", b"BEGIN\0") + _msg(b"Z", b"T"))
-    assert client.released == 0  # transaction open
+    assert client.parked == 0  # transaction open
     conn.pending = 2
     _ServerSide(conn).data_received(_msg(b"C", b"COMMIT\0") + _msg(b"Z", b"I"))
-    assert client.released == 0  # one more Sync still to be answered
+    assert client.parked == 0  # one more Sync still to be answered
     _ServerSide(conn).data_received(_msg(b"Z", b"I"))
-    assert client.released == 1
+    assert client.parked == 1
 
 
 def test_scan_of_an_idle_connection_forwards_nothing() -> None:
@@ -95,7 +96,7 @@ def test_scan_never_releases_a_pinned_connection() -> None:
     conn = _conn(client, [], pending=1)
     conn.pinned = True
     _ServerSide(conn).data_received(_msg(b"C", b"SET\0") + _msg(b"Z", b"I"))
-    assert client.released == 0
+    assert client.parked == 0
 
 
 @pytest.mark.parametrize(
@@ -140,7 +141,7 @@ def test_plain_reply_in_any_chunking_is_forwarded_whole_and_releases_once(size: 
     for start in range(0, len(PLAIN_STREAM), size):
         side.data_received(PLAIN_STREAM[start : start + size])
     assert bytes(client.received) == PLAIN_STREAM
-    assert client.released == 1
+    assert client.parked == 1
     assert conn.pending == 0 and conn.carry == b"" and conn.skip == 0
 
 
@@ -149,14 +150,14 @@ def test_two_pipelined_replies_in_one_chunk_release_after_the_second() -> None:
     conn = _conn(client, [], pending=2)
     _ServerSide(conn).data_received(PLAIN_STREAM + PLAIN_STREAM)
     assert bytes(client.received) == PLAIN_STREAM * 2
-    assert client.released == 1 and conn.pending == 0
+    assert client.parked == 1 and conn.pending == 0
 
 
 def test_ready_for_query_inside_a_transaction_does_not_release_on_the_fast_path() -> None:
     client = _Client()
     conn = _conn(client, [], pending=1)
     _ServerSide(conn).data_received(_msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T"))
-    assert client.released == 0 and conn.pending == 0
+    assert client.parked == 0 and conn.pending == 0
 
 
 def test_a_message_after_ready_for_query_is_not_lost() -> None:
@@ -167,7 +168,7 @@ def test_a_message_after_ready_for_query_is_not_lost() -> None:
     tail = _msg(b"A", b"\0\0\0\x01ch\0payload\0")
     _ServerSide(conn).data_received(PLAIN_STREAM + tail)
     assert bytes(client.received) == PLAIN_STREAM
-    assert client.released == 1
+    assert client.parked == 1
 
 
 @pytest.mark.parametrize(
@@ -223,6 +224,12 @@ class _Transport:
     def resume_reading(self) -> None:
         pass
 
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
 
 def _txn_client() -> tuple[Any, Any]:
     """A transaction-mode client and its engine connection, over recording transports
@@ -235,8 +242,9 @@ def _txn_client() -> tuple[Any, Any]:
     pool = EnginePool.__new__(EnginePool)
     pool.idle, pool.waiters, pool.size, pool.max_size = [], deque(), 1, 20
     conn = ServerConn.__new__(ServerConn)
+    pool.members = [conn]
     conn.__dict__.update(
-        pool=pool, transport=_Transport(), client=None, pending=0, prepared=set(),
+        pool=pool, transport=_Transport(), client=None, owner=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
         counted=True, pinned=False, unsynced=False, copy_syncs=0,
     )  # fmt: skip
@@ -278,10 +286,10 @@ def test_replies_owed_after_the_last_sync_keep_the_connection(size: int) -> None
     side = _ServerSide(conn)
     for start in range(0, len(stream), size):
         side.data_received(stream[start : start + size])
-    assert bytes(client.received) == stream and client.released == 0
+    assert bytes(client.received) == stream and client.parked == 0
     conn.pending, conn.unsynced = 1, False  # the client's Sync went to this connection
     side.data_received(_msg(b"Z", b"I"))
-    assert client.released == 1
+    assert client.parked == 1
 
 
 @pytest.mark.parametrize("cut", [1, 3, 5, 6, 9])
@@ -291,14 +299,14 @@ def test_a_partial_message_after_the_releasing_ready_keeps_the_framing(cut: int)
     notice = _msg(b"N", b"SNOTICE\0Mhello\0\0")
     side = _ServerSide(conn)
     side.data_received(PLAIN_STREAM + notice[:cut])
-    assert bytes(client.received) == PLAIN_STREAM and client.released == 1
+    assert bytes(client.received) == PLAIN_STREAM and client.parked == 1
     side.data_received(notice[cut:])
     assert conn.carry == b"" and conn.skip == 0
     # The next client's reply is read from its first byte.
     second = _Client()
     conn.client, second.conn, conn.pending = second, conn, 1
     side.data_received(PLAIN_STREAM)
-    assert bytes(second.received) == PLAIN_STREAM and second.released == 1
+    assert bytes(second.received) == PLAIN_STREAM and second.parked == 1
 
 
 async def test_client_batches_mark_the_connection_unsynced_until_their_sync() -> None:
@@ -337,9 +345,9 @@ def test_ready_for_query_bytes_inside_a_row_are_not_a_ready_for_query(size: int)
     side = _ServerSide(conn)
     for start in range(0, len(stream) - 6, size):
         side.data_received(stream[start : min(start + size, len(stream) - 6)])
-    assert client.released == 0 and conn.pending == 1
+    assert client.parked == 0 and conn.pending == 1
     side.data_received(stream[-6:])
-    assert bytes(client.received) == stream and client.released == 1 and conn.pending == 0
+    assert bytes(client.received) == stream and client.parked == 1 and conn.pending == 0
 
 
 async def test_messages_during_a_borrow_wait_for_its_connection() -> None:
@@ -386,3 +394,70 @@ def test_advisory_lock_search_matches_a_caseless_search(text: str) -> None:
         data = candidate.encode()
         expected = re.search(rb"advisory_lock", data, re.IGNORECASE) is not None
         assert (_ADVISORY_LOCK(data) is not None) is expected
+
+
+QUERY = _msg(b"Q", b"SELECT 1\0")
+
+
+async def test_a_parked_connection_is_resumed_by_its_client_and_taken_only_from_a_full_pool() -> (
+    None
+):
+    """Affinity: at ReadyForQuery 'I' the connection stays attached to its client (parked,
+    serving no one); the client's next Query resumes it. Another client takes it only when
+    the pool is full, and the owner then no longer holds it."""
+    client, conn = _txn_client()
+    side = _ServerSide(conn)
+    client.data_received(QUERY)
+    side.data_received(PLAIN_STREAM)
+    assert client.server is conn and conn.owner is client and conn.client is None
+    assert client.pool.idle == []  # not given back: still the client's
+    client.data_received(QUERY)
+    assert (conn.client, conn.pending) == (client, 1)  # resumed
+    side.data_received(PLAIN_STREAM)
+    other, _ = _txn_client()
+    other.pool = client.pool
+    assert client.pool.take_idle() is None  # room in the pool: open a new one instead
+    client.pool.size = client.pool.max_size
+    other.data_received(QUERY)
+    assert other.server is conn and conn.client is other and conn.owner is other
+    assert client.server is None
+    assert bytes(conn.transport.written) == QUERY * 3
+
+
+async def test_a_pinned_or_busy_connection_is_never_taken() -> None:
+    client, conn = _txn_client()
+    client.pool.size = client.pool.max_size
+    client.data_received(QUERY)  # busy: its reply is owed
+    assert client.pool.take_idle() is None
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    client.data_received(_msg(b"Q", b"SET TimeZone = 'UTC'\0"))
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    assert conn.pinned and conn.client is client
+    assert client.pool.take_idle() is None
+
+
+async def test_parking_with_a_client_waiting_hands_the_connection_over() -> None:
+    client, conn = _txn_client()
+    client.data_received(QUERY)
+    waiter = asyncio.get_running_loop().create_future()
+    client.pool.waiters.append(waiter)
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    assert waiter.result() is conn and client.server is None and conn.owner is None
+
+
+async def test_a_parked_connection_that_closes_leaves_its_client_connected() -> None:
+    client, conn = _txn_client()
+    client.data_received(QUERY)
+    side = _ServerSide(conn)
+    side.data_received(PLAIN_STREAM)
+    client.transport.close = lambda: pytest.fail("client closed")
+    side.connection_lost(None)
+    assert client.server is None and conn.owner is None and conn not in client.pool.members
+
+
+async def test_a_client_leaving_gives_its_parked_connection_back() -> None:
+    client, conn = _txn_client()
+    client.data_received(QUERY)
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    client.connection_lost(None)
+    assert client.pool.idle == [conn] and conn.owner is None and not conn.closed
