@@ -1,7 +1,7 @@
 """MongoDB wire protocol against the engine itself, measured in the same run.
 
     .venv/bin/python bench/mongodb.py [--docs 20000] [--ops 1000] [--groups 10] [--rounds 3]
-                                      [--connections 1] [--client pymongo|lean]
+                                      [--connections 1] [--client pymongo|lean] [--cases find]
 
 Starts a real node (embedded engine, temp data directory) and, for each case, runs the
 same work on each side, ``--connections`` clients at once, each one operation at a time
@@ -420,10 +420,12 @@ class Work:
         return {CASES[0]: self.docs, CASES[4]: self.groups}.get(case, len(self.ids))
 
 
-def compare(meter: Meter, sides: list[Side], work: Work, rounds: int) -> None:
+def compare(
+    meter: Meter, sides: list[Side], work: Work, rounds: int, cases: Sequence[str] = CASES
+) -> None:
     """Each case on each side in turn, round by round (so a change in the machine's load
     falls on both sides alike); insert_many once per side."""
-    for case in CASES:
+    for case in cases:
         for _ in range(1 if case == CASES[0] else rounds):
             for side in sides:
                 began = meter.start()
@@ -446,7 +448,13 @@ def main() -> None:
     parser.add_argument(
         "--client", choices=("pymongo", "lean"), default="pymongo", help="the MongoDB client"
     )
+    parser.add_argument(
+        "--cases",
+        default="",
+        help="run only the cases whose name holds this text (insert_many always runs)",
+    )
     args = parser.parse_args()
+    cases = [c for c in CASES if c == CASES[0] or args.cases in c]
     work = Work(
         args.docs,
         [random.randrange(args.docs) for _ in range(args.ops)],
@@ -469,7 +477,7 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.1f}")
         kind = LeanSide if args.client == "lean" else PymongoSide
         sides: list[Side] = [kind(loop, port, node.admin_key, work), DirectSide(loop, data, work)]
-        compare(meter, sides, work, max(1, args.rounds))
+        compare(meter, sides, work, max(1, args.rounds), cases)
         for side in sides:
             side.close()
         print(f"load average {os.getloadavg()[0]:.1f}")
@@ -481,7 +489,7 @@ def main() -> None:
         f"\n{'case':<24}{'mongodb/s':>11}{'direct/s':>10}{'ratio':>7}"
         "   node us/op    engine us/op   client us/op"
     )
-    for case in CASES:
+    for case in cases:
         mongo, direct = meter.rows[("mongodb", case)], meter.rows[("direct", case)]
         print(
             f"{case:<24}{mongo[0]:>11.0f}{direct[0]:>10.0f}{mongo[0] / direct[0]:>7.2f}"
