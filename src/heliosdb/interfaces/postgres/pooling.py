@@ -54,6 +54,7 @@ MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
 _ids = itertools.count(1)
 _statement_names = itertools.count(1)
 _unpack = struct.Struct("!i").unpack_from
+_length = struct.Struct("!xi").unpack_from  # a message's length, from the message's offset
 # Statements that leave state in the session, which would leak to the next client or be
 # lost with the next connection: a client that runs one is pinned to its connection.
 # (RESET, UNLISTEN, DISCARD and SET LOCAL/TRANSACTION leave none.)
@@ -160,9 +161,10 @@ class _ServerSide(asyncio.Protocol):
             # no look at their kinds but the last one's.
             n = len(data)
             pos = last = 0
-            while pos + 5 <= n:
+            headed = n - 5  # a message header starts at or before this offset
+            while pos <= headed:
                 last = pos
-                pos += 1 + _unpack(data, pos + 1)[0]
+                pos += _length(data, pos)[0] + 1
             # No ReadyForQuery before the last message (those bytes inside another message
             # only send the chunk the general way).
             if pos == n and _READY(data, 0, last) is None:
