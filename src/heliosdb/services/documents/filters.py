@@ -457,6 +457,14 @@ _MAX_SHAPES = 2048
 _SHAPES: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
 
 
+def plain_shape(spec: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What the SQL of a filter of plain equalities on scalars depends on besides the
+    indexes (its field names and value types), or None for any other filter. Same-shaped
+    filters with the same indexes compile to the same SQL, with the values in the same
+    places."""
+    return _shape(spec, None, 0)
+
+
 def _shape(
     spec: dict[str, Any], indexed: dict[str, str] | None, start: int
 ) -> tuple[Any, ...] | None:

@@ -83,11 +83,13 @@ class PipelinedFinds:
         if now is None:
             return False
         pipeline, prepared = now
+        encoders: tuple[Callable[[Any], bytes], ...] | None = prepared.checked  # type: ignore[assignment]
+        if encoders is None:
+            # made once per statement (its parameter types are all in _ENCODERS)
+            encoders = tuple(_ENCODERS[oid] for oid in prepared.parameters)
+            prepared.checked = encoders
         try:
-            encoded = [
-                _ENCODERS[oid](value)
-                for oid, value in zip(prepared.parameters, values, strict=True)
-            ]
+            encoded = [encode(value) for encode, value in zip(encoders, values, strict=True)]
             future = pipeline.run(prepared, encoded)
         except (Unfit, TypeError, ValueError, OverflowError, struct.error):
             return False  # orjson's JSONEncodeError is a TypeError

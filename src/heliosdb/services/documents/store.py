@@ -45,6 +45,7 @@ from heliosdb.services.documents.filters import (
     compile_sort,
     equality_fields,
     plain_id,
+    plain_shape,
 )
 from heliosdb.services.documents.lookups import IdLookups
 from heliosdb.services.documents.parking import Parking
@@ -184,6 +185,9 @@ class DocumentStore:
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._lookups = IdLookups()
         self._pipelined = PipelinedFinds(engine)
+        # find_soon's statements by (db, coll, limit or not, filter shape): the index map
+        # they were made with, the SQL, and which filter value goes in each parameter
+        self._soon: dict[tuple[Any, ...], tuple[dict[str, str], str, tuple[int, ...]]] = {}
 
     # -- plumbing ----------------------------------------------------------------------
     def _conn(self, principal: Principal, *, write: bool = False) -> _Statement:
@@ -874,11 +878,27 @@ class DocumentStore:
         cached = self._indexed.get((db, coll))
         if cached is None or cached[0] <= time.monotonic() or transactions.current() is not None:
             return False  # the index map is refreshed by the pool path (an await)
+        shape = plain_shape(spec) if spec else ()
+        key = (db, coll, limit > 0, shape)
+        plan = self._soon.get(key) if shape is not None else None
+        if plan is not None and plan[0] is cached[1]:
+            # the same statement as last time, the values in the same places
+            leaves = list(spec.values()) if spec else []
+            values = [leaves[i] for i in plan[2]]
+            if limit:
+                values.append(limit)
+            return self._pipelined.start(principal, plan[1], values, done)
         try:
             catalog.check_db_name(db)
             sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
+        if shape is not None:
+            places = _places(list(spec.values()) if spec else [], values[:-1] if limit else values)
+            if places is not None:
+                if len(self._soon) >= 4096:
+                    self._soon.clear()
+                self._soon[key] = (cached[1], sql, places)
         return self._pipelined.start(principal, sql, values, done)
 
     def pipelined_finds(self) -> int:
@@ -1215,6 +1235,16 @@ def _find_statement(
     if query.limit:
         sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
     return sql, params.values
+
+
+def _places(leaves: list[Any], values: list[Any]) -> tuple[int, ...] | None:
+    """Which of a filter's values (``leaves``, by identity) each parameter is, or None
+    when that is ambiguous or a parameter is not one of them."""
+    where = {id(v): i for i, v in enumerate(leaves)}
+    if len(where) != len(leaves):
+        return None  # two values are one object (small ints): identity cannot tell
+    places = [where.get(id(v), -1) for v in values]
+    return None if -1 in places else tuple(places)
 
 
 def _show(value: Any) -> str:
