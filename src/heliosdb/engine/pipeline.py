@@ -183,6 +183,11 @@ class Pipeline(asyncio.Protocol):
             self._timer = self.loop.call_at(deadline, self._expire)
         return future
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of the loop step (a caller
+        that has queued the step's last statement)."""
+        self._flush()
+
     def _flush(self) -> None:
         out, self._out = self._out, []
         if out and not self.closed and self.transport is not None:

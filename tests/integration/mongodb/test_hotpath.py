@@ -289,3 +289,39 @@ async def test_a_lone_find_sees_the_clients_last_write(raw: RawClient) -> None:
         assert bson.decode(reply)["cursor"]["firstBatch"] == [{"_id": 1, "n": n}]
     assert await pipelined(raw) > before
     await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_lone_finds_by_id_of_one_loop_step_share_a_statement(
+    raw: RawClient, mongo_port: int, rw_key: str
+) -> None:
+    """Finds by _id from several clients at once go out in one statement on the
+    pipelined connection; each gets its own document, as the normal path answers it."""
+    db = await loaded(raw)
+    ids = [d["_id"] for d in DOCS] + ["missing", 5]  # 5 matches the stored 5.0
+    clients = [await RawClient.connect(mongo_port, rw_key) for _ in ids]
+    try:
+        for client, _id in zip(clients, ids, strict=True):
+            await lone(client, {"find": "items", "filter": {"_id": _id}}, db)
+        normal = [
+            await raw.command({"find": "items", "filter": {"_id": i}, "comment": "x"}, db)
+            for i in ids
+        ]
+        status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
+        before = status["heliosdb"]["pipelinedIdBatches"]["batched"]
+        for _ in range(100):
+            replies = await asyncio.gather(
+                *(
+                    c.command({"find": "items", "filter": {"_id": i}}, db)
+                    for c, i in zip(clients, ids, strict=True)
+                )
+            )
+            assert replies == normal
+            status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
+            if status["heliosdb"]["pipelinedIdBatches"]["batched"] > before:
+                break
+        else:
+            raise AssertionError("no finds by _id shared a statement")
+    finally:
+        for client in clients:
+            await client.close()
+    await raw.command({"dropDatabase": 1}, db)

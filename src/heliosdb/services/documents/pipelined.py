@@ -30,12 +30,15 @@ import orjson
 
 from heliosdb.engine import Engine
 from heliosdb.engine.codecs import json_default
-from heliosdb.engine.pipeline import Pipeline, Pipelines, Unfit
+from heliosdb.engine.pipeline import Pipeline, Pipelines, Prepared, Unfit
 from heliosdb.security.principals import Principal
 
-BYTEA, INT8, JSONB = 17, 20, 3802
+BYTEA, INT8, JSONB, JSONB_ARRAY = 17, 20, 3802, 3807
 MAX_LEARNED = 4096
+MAX_BATCH = 1000  # finds by _id in one statement
+_INT = struct.Struct("!i")
 _INT64 = struct.Struct("!q")
+_ARRAY_HEAD = struct.Struct("!iiiii")  # dimensions, has nulls, element type, size, lower bound
 _NULL = b"\xff\xff\xff\xff"
 Done = Callable[[list[bytes] | None], None]
 
@@ -52,7 +55,31 @@ def _encode_int8(value: Any) -> bytes:
     return _INT64.pack(value)
 
 
-_ENCODERS: dict[int, Callable[[Any], bytes]] = {JSONB: _encode_jsonb, INT8: _encode_int8}
+def _encode_jsonb_array(values: Any) -> bytes:
+    parts = [_ARRAY_HEAD.pack(1, 0, JSONB, len(values), 1)]
+    for value in values:
+        item = _encode_jsonb(value)
+        parts += (_INT.pack(len(item)), item)
+    return b"".join(parts)
+
+
+_ENCODERS: dict[int, Callable[[Any], bytes]] = {
+    JSONB: _encode_jsonb,
+    INT8: _encode_int8,
+    JSONB_ARRAY: _encode_jsonb_array,
+}
+
+
+class _Step:
+    """The finds by _id of one loop step waiting to go out together."""
+
+    __slots__ = ("finds", "prepared", "principal", "sql")
+
+    def __init__(self, principal: Principal, prepared: Prepared, sql: str) -> None:
+        self.principal = principal
+        self.prepared = prepared  # the single find's statement, for a find that goes alone
+        self.sql = sql
+        self.finds: list[tuple[Sequence[Any], Done]] = []
 
 
 class PipelinedFinds:
@@ -60,10 +87,13 @@ class PipelinedFinds:
 
     def __init__(self, engine: Engine) -> None:
         settings = {**engine.session_settings(), "application_name": "heliosdb-documents"}
-        self.pipelines = Pipelines(engine, settings, frozenset({BYTEA}), _ENCODERS.keys())
+        self.pipelines = Pipelines(engine, settings, frozenset({BYTEA, INT8}), _ENCODERS.keys())
         engine.closers.append(self.pipelines.close)
         self._learned: set[str] = set()
+        self._steps: dict[tuple[Pipeline, str], _Step] = {}
         self.answered = 0  # finds answered here (serverStatus)
+        self.batches = 0  # statements that answered several finds by _id
+        self.batched = 0  # the finds they answered
 
     def learn(self, sql: str) -> None:
         """The pool path answered ``sql`` outside a transaction: it may come here."""
@@ -72,9 +102,21 @@ class PipelinedFinds:
                 self._learned.clear()
             self._learned.add(sql)
 
-    def start(self, principal: Principal, sql: str, values: Sequence[Any], done: Done) -> bool:
+    def start(
+        self,
+        principal: Principal,
+        sql: str,
+        values: Sequence[Any],
+        done: Done,
+        by_id: str | None = None,
+    ) -> bool:
         """Run ``sql`` with ``values`` for ``principal``; False: nothing started (see the
-        module docstring), else ``done`` is called once with the rows' BSON or None."""
+        module docstring), else ``done`` is called once with the rows' BSON or None.
+
+        ``by_id``: ``sql`` finds one ``_id`` (``values[0]``) and ``by_id`` is the
+        collection's statement for many (lookups.batch_sql): the finds by ``_id`` of one
+        loop step go out together in it, each answered from its own position (they were
+        all in flight at once, so one snapshot for all of them is a valid order)."""
         if sql not in self._learned:
             return False
         now = self.pipelines.prepared_now(
@@ -83,6 +125,19 @@ class PipelinedFinds:
         if now is None:
             return False
         pipeline, prepared = now
+        if by_id is not None:
+            key = (pipeline, by_id)
+            step = self._steps.get(key)
+            if step is None:
+                step = self._steps[key] = _Step(principal, prepared, sql)
+                pipeline.loop.call_soon(self._go, key)
+            step.finds.append((values, done))
+            return True
+        return self._run(pipeline, prepared, sql, values, done)
+
+    def _run(
+        self, pipeline: Pipeline, prepared: Prepared, sql: str, values: Sequence[Any], done: Done
+    ) -> bool:
         encoders: tuple[Callable[[Any], bytes], ...] | None = prepared.checked  # type: ignore[assignment]
         if encoders is None:
             # made once per statement (its parameter types are all in _ENCODERS)
@@ -118,3 +173,60 @@ class PipelinedFinds:
             found.append(row[6:])
         self.answered += 1
         done(found)
+
+    def _go(self, key: tuple[Pipeline, str]) -> None:
+        """The step's finds by _id: several in one statement, one alone in its own."""
+        pipeline, by_id = key
+        step = self._steps.pop(key)
+        finds = step.finds
+        while len(finds) > 1:
+            principal = step.principal
+            now = self.pipelines.prepared_now(principal.access, principal.id, by_id)
+            if now is None:
+                break  # prepared in the background meanwhile: each goes alone this time
+            batch_pipeline, batch = now
+            some, finds = finds[:MAX_BATCH], finds[MAX_BATCH:]
+            try:
+                ids = _encode_jsonb_array([values[0] for values, _ in some])
+                future = batch_pipeline.run(batch, [ids])
+            except (Unfit, TypeError, ValueError, OverflowError, struct.error):
+                finds = some + finds
+                break
+            future.add_done_callback(
+                functools.partial(self._batch_answered, batch_pipeline, by_id, some)
+            )
+            batch_pipeline.flush()
+        for values, done in finds:
+            if not self._run(pipeline, step.prepared, step.sql, values, done):
+                done(None)
+        pipeline.flush()
+
+    def _batch_answered(
+        self,
+        pipeline: Pipeline,
+        sql: str,
+        finds: list[tuple[Sequence[Any], Done]],
+        future: asyncio.Future[Any],
+    ) -> None:
+        found: list[list[bytes]] | None = None
+        if not future.cancelled():
+            error = future.exception()
+            if error is None:
+                found = [[] for _ in finds]
+                for row in future.result()[0]:
+                    # DataRow: int16 2, int32 8, int64 position, int32 length, the BSON
+                    if row[14:18] == _NULL:
+                        found = None
+                        break
+                    found[_INT64.unpack_from(row, 6)[0] - 1].append(row[18:])
+            elif isinstance(error, asyncpg.PostgresError):
+                pipeline.forget(sql)
+        if found is None:
+            for _, done in finds:
+                done(None)
+            return
+        self.answered += len(finds)
+        self.batches += 1
+        self.batched += len(finds)
+        for (_, done), docs in zip(finds, found, strict=True):
+            done(docs)

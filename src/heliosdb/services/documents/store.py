@@ -47,7 +47,7 @@ from heliosdb.services.documents.filters import (
     plain_id,
     plain_shape,
 )
-from heliosdb.services.documents.lookups import IdLookups
+from heliosdb.services.documents.lookups import IdLookups, batch_sql
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
@@ -187,7 +187,9 @@ class DocumentStore:
         self._pipelined = PipelinedFinds(engine)
         # find_soon's statements by (db, coll, limit or not, filter shape): the index map
         # they were made with, the SQL, and which filter value goes in each parameter
-        self._soon: dict[tuple[Any, ...], tuple[dict[str, str], str, tuple[int, ...]]] = {}
+        self._soon: dict[
+            tuple[Any, ...], tuple[dict[str, str], str, tuple[int, ...], str | None]
+        ] = {}
 
     # -- plumbing ----------------------------------------------------------------------
     def _conn(self, principal: Principal, *, write: bool = False) -> _Statement:
@@ -887,23 +889,31 @@ class DocumentStore:
             values = [leaves[i] for i in plan[2]]
             if limit:
                 values.append(limit)
-            return self._pipelined.start(principal, plan[1], values, done)
+            return self._pipelined.start(principal, plan[1], values, done, plan[3])
         try:
             catalog.check_db_name(db)
             sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
+        # One plain _id (its SQL is ``_id = $1``): finds of the same step share a statement.
+        by_id = (
+            batch_sql(table(db, coll))
+            if spec and len(spec) == 1 and "_id" in spec and plain_id(spec["_id"])
+            else None
+        )
         if shape is not None:
             places = _places(list(spec.values()) if spec else [], values[:-1] if limit else values)
             if places is not None:
                 if len(self._soon) >= 4096:
                     self._soon.clear()
-                self._soon[key] = (cached[1], sql, places)
-        return self._pipelined.start(principal, sql, values, done)
+                self._soon[key] = (cached[1], sql, places, by_id)
+        return self._pipelined.start(principal, sql, values, done, by_id)
 
-    def pipelined_finds(self) -> int:
-        """Finds answered through find_soon (serverStatus)."""
-        return self._pipelined.answered
+    def pipelined_finds(self) -> tuple[int, int, int]:
+        """Finds answered through find_soon, and the statements that answered several
+        by _id at once with the finds they answered (serverStatus)."""
+        finds = self._pipelined
+        return finds.answered, finds.batches, finds.batched
 
     async def _find_rows(
         self, principal: Principal, db: str, coll: str, query: FindQuery

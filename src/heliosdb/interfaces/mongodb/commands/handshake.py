@@ -194,6 +194,7 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
     state = session.state
     uptime = time.monotonic() - state.started_monotonic
     batches = session.services.documents.lookup_batches()
+    pipelined, id_batches, id_batched = session.services.documents.pipelined_finds()
     return {
         "host": socket.gethostname(),
         "version": VERSION,
@@ -224,7 +225,8 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
         # finds answered on a pipelined engine connection (hotpath.take_lone).
         "heliosdb": {
             "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True)),
-            "pipelinedFinds": Int64(session.services.documents.pipelined_finds()),
+            "pipelinedFinds": Int64(pipelined),
+            "pipelinedIdBatches": {"batches": Int64(id_batches), "batched": Int64(id_batched)},
         },
     }
 
