@@ -329,8 +329,8 @@ class DirectClient:
     BY_KEY = "SELECT bson FROM bench_mongo_direct WHERE doc -> 'k' = to_jsonb($1::text) LIMIT 1"
     UPDATE = (
         "UPDATE bench_mongo_direct SET (bson, doc) = (SELECT f.nb, f.nd FROM "
-        "helios_documents.bson_update(bson, doc, $2::text, $3::text[], $4::bytea[], "
-        "$5::bytea[], $6::text[]::jsonb[]) AS f) WHERE _id = $1::text::jsonb"
+        "helios_documents.bson_update(bson, doc, $2::text, $3::bytea, $4::text::jsonb) AS f) "
+        "WHERE _id = $1::text::jsonb"
     )
     GROUP = (
         "SELECT doc -> 'g' AS g, sum((doc ->> 'n')::numeric) AS total "
@@ -361,7 +361,7 @@ class DirectSide(Side):
             loop.run_until_complete(client.prepare())
         plan = inplace.plan(INCREMENT)
         assert plan is not None
-        update_args = (plan.ops, plan.keys, plan.keys_z, plan.elements, plan.values)
+        update_args = (plan.ops, plan.elements, plan.values)
         docs = work.docs
 
         async def insert(client: DirectClient, starts: Sequence[int]) -> None:

@@ -104,21 +104,21 @@ async def test_update_one_matches_general_path(
 async def test_engine_function_applies_update(coll: Coll, api: httpx.AsyncClient) -> None:
     # The statement's function itself: an increment it handles, one it leaves (NULL).
     coll.insert_one({"_id": 1, "a": 1, "d": 2.5})
+    # Each element after its length (int32), then a JSON array of the numbers to add.
     sql = (
         "SELECT f.nb, f.nd FROM {t}, LATERAL helios_documents.bson_update(bson, doc, 'i', "
-        "ARRAY[$1], ARRAY[convert_to($1, 'UTF8') || '\\x00'::bytea], ARRAY[decode($2, 'hex')], "
-        "ARRAY['1'::jsonb]) AS f"
+        "decode($1, 'hex'), '[1]'::jsonb) AS f"
     )
     table = f'"{coll.database.name}"."{coll.name}"'
     done = await api.post(
-        "/query", json={"sql": sql.format(t=table), "params": ["a", "10610001000000"]}
+        "/query", json={"sql": sql.format(t=table), "params": ["0700000010610001000000"]}
     )
     assert done.status_code == 200, done.text
     ((new, form),) = done.json()["rows"]
     assert form == {"_id": 1, "a": 2, "d": 2.5}
     assert new is not None
     left = await api.post(
-        "/query", json={"sql": sql.format(t=table), "params": ["d", "10640001000000"]}
+        "/query", json={"sql": sql.format(t=table), "params": ["0700000010640001000000"]}
     )
     assert left.json()["rows"][0][0] is None
 
@@ -129,12 +129,12 @@ async def test_engine_function_walks_every_type(coll: Coll, api: httpx.AsyncClie
     stored = raw(coll, 1)
     sql = (
         "SELECT encode(f.nb, 'hex') FROM {t}, LATERAL helios_documents.bson_update(bson, doc, "
-        "'s', ARRAY['zz'], ARRAY['\\x7a7a00'::bytea], ARRAY[decode($1, 'hex')], "
-        "ARRAY['1'::jsonb]) AS f"
+        "'s', decode($1, 'hex'), '[1]'::jsonb) AS f"
     )
     table = f'"{coll.database.name}"."{coll.name}"'
     element = bson.encode({"zz": 1})[4:-1]
-    done = await api.post("/query", json={"sql": sql.format(t=table), "params": [element.hex()]})
+    framed = len(element).to_bytes(4, "little") + element
+    done = await api.post("/query", json={"sql": sql.format(t=table), "params": [framed.hex()]})
     assert done.status_code == 200, done.text
     expected = bson.encode({**bson.decode(stored), "zz": 1})
     assert done.json()["rows"][0][0] == expected.hex()

@@ -11,6 +11,12 @@ is int64), and sets the same fields in the JSONB query form. It returns NULL for
 it does not handle (a double or decimal to increment, a value of another type, a
 document too big), and the store then takes the general path, which also produces
 every error. Field order and types come out exactly as the Python path makes them.
+
+Its arguments are three scalars, no arrays (asyncpg's array encoder costs the node
+more than the rest of the statement's parameters together): ``ops``, one letter per
+field (``s`` set, ``i`` increment); ``elems``, each field's BSON element (type byte,
+key, NUL, value) after its length as int32, one after another; ``vals``, a JSON array
+of each field's query form (for an increment, the number to add).
 """
 
 # ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
@@ -18,6 +24,8 @@ every error. Field order and types come out exactly as the Python path makes the
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +40,8 @@ SCHEMA = "helios_documents"
 # Written for few evaluations per element (each PL/pgSQL statement costs far more than
 # the expression it runs): one key comparison, one NUL search, one CASE for the size.
 _I32 = (
-    "(get_byte(nb, {o}) | (get_byte(nb, {o} + 1) << 8) | (get_byte(nb, {o} + 2) << 16)"
-    " | (get_byte(nb, {o} + 3) << 24))"
+    "(get_byte({v}, {o}) | (get_byte({v}, {o} + 1) << 8) | (get_byte({v}, {o} + 2) << 16)"
+    " | (get_byte({v}, {o} + 3) << 24))"
 )
 _I64 = " | ".join(
     f"(get_byte(nb, vs + {j})::bigint << {8 * j})" if j else "get_byte(nb, vs)::bigint"
@@ -45,7 +53,7 @@ _SIZE = (
     "WHEN 10 THEN 0 WHEN 19 THEN 16 WHEN 5 THEN 5 + {i32} WHEN 13 THEN 4 + {i32} "
     "WHEN 14 THEN 4 + {i32} WHEN 15 THEN {i32} WHEN 12 THEN 16 + {i32} WHEN 6 THEN 0 "
     "WHEN 127 THEN 0 WHEN 255 THEN 0 ELSE -1 END"
-).format(i32=_I32.format(o="vs"))
+).format(i32=_I32.format(v="nb", o="vs"))
 
 
 def _set_bytes(target: str, at: str, value: str, count: int) -> str:
@@ -58,17 +66,23 @@ def _set_bytes(target: str, at: str, value: str, count: int) -> str:
 
 FUNCTION_DDL = rf"""
 CREATE OR REPLACE FUNCTION {SCHEMA}.bson_update(
-    b bytea, d jsonb, ops text, keys text[], kzs bytea[], elems bytea[], vals jsonb[],
-    OUT nb bytea, OUT nd jsonb
+    b bytea, d jsonb, ops text, elems bytea, vals jsonb, OUT nb bytea, OUT nd jsonb
 ) LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
-    i int; p int; t int; vs int; ve int; w int; size int;
-    kz bytea; kl int; el bytea; hit boolean; res numeric; r bigint;
+    i int; p int; q int; t int; vs int; ve int; w int; size int;
+    kz bytea; kl int; el bytea; key text; val jsonb; hit boolean; res numeric; r bigint;
 BEGIN
     nb := b; nd := d;
     IF octet_length(b) > 1048576 THEN nb := NULL; RETURN; END IF;
-    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
-        kz := kzs[i]; kl := octet_length(kz) - 1; el := elems[i];
+    q := 0;
+    FOR i IN 1 .. length(ops) LOOP
+        w := {_I32.format(v="elems", o="q")};
+        el := substring(elems FROM q + 5 FOR w);
+        q := q + 4 + w;
+        kl := position('\x00'::bytea IN el) - 2;
+        kz := substring(el FROM 2 FOR kl + 1);
+        key := convert_from(substring(el FROM 2 FOR kl), 'UTF8');
+        val := vals -> (i - 1);
         p := 4; hit := false;
         LOOP
             t := get_byte(nb, p);
@@ -92,11 +106,11 @@ BEGIN
             p := ve;
         END LOOP;
         IF hit AND substr(ops, i, 1) = 'i' THEN
-            IF t = 16 THEN res := {_I32.format(o="vs")};
+            IF t = 16 THEN res := {_I32.format(v="nb", o="vs")};
             ELSIF t = 18 THEN res := {_I64};
             ELSE nb := NULL; RETURN;
             END IF;
-            res := res + (vals[i])::numeric;
+            res := res + val::numeric;
             IF res < -9223372036854775808 OR res > 9223372036854775807 THEN
                 nb := NULL; RETURN;
             END IF;
@@ -108,9 +122,9 @@ BEGIN
                 el := '\x10'::bytea || kz || '\x00000000'::bytea;
                 el := {_set_bytes("el", "kl + 2", "r", 4)};
             END IF;
-            nd := jsonb_set(nd, ARRAY[keys[i]], to_jsonb(res));
+            nd := jsonb_set(nd, ARRAY[key], to_jsonb(res));
         ELSE
-            nd := jsonb_set(nd, ARRAY[keys[i]], vals[i]);
+            nd := jsonb_set(nd, ARRAY[key], val);
         END IF;
         IF hit THEN
             IF substring(nb FROM p + 1 FOR ve - p) <> el THEN
@@ -128,36 +142,38 @@ $fn$;
 """
 
 _INT32 = range(-(2**31), 2**31)
+_INT64 = range(-(2**63), 2**63)
 _OPS = {"$set": "s", "$inc": "i"}
+_LENGTH = struct.Struct("<i")
+_INT32_BYTES = struct.Struct("<i").pack
+_INT64_BYTES = struct.Struct("<q").pack
+_DOUBLE_BYTES = struct.Struct("<d").pack
 
 
 @dataclass(frozen=True, slots=True)
 class InPlace:
     """The arguments of ``bson_update`` for one update document."""
 
-    ops: str
-    keys: list[str]
-    keys_z: list[bytes]  # each key's UTF-8 bytes and the NUL that ends it in BSON
-    elements: list[bytes]
-    values: list[str]  # JSON text of each query-form value (an SQL NULL is no JSON null)
+    ops: str  # one letter per field
+    elements: bytes  # each field's BSON element after its length (int32)
+    values: str  # a JSON array: each field's query form, or the number to add
 
 
 def plan(update: Any) -> InPlace | None:
     """The in-engine form of ``update``, or None when it needs the general path."""
-    if not isinstance(update, dict) or not update:
+    if type(update) is not dict or not update:
         return None
     ops: list[str] = []
     keys: list[str] = []
-    keys_z: list[bytes] = []
     elements: list[bytes] = []
-    values: list[Any] = []
+    forms: list[Any] = []
     for op, fields in update.items():
         code = _OPS.get(op)
-        if code is None or not isinstance(fields, dict) or not fields:
+        if code is None or type(fields) is not dict or not fields:
             return None
         for key, value in fields.items():
             if (
-                not isinstance(key, str)
+                type(key) is not str
                 or not key
                 or key == "_id"
                 or "." in key
@@ -170,23 +186,48 @@ def plan(update: Any) -> InPlace | None:
                 type(value) is Int64 or (type(value) is int and value in _INT32)
             ):
                 return None
+            element = _element(key, value)
             ops.append(code)
             keys.append(key)
-            keys_z.append(key.encode() + b"\x00")
-            elements.append(bsonform.encode({key: value})[4:-1])
-            form = int(value) if code == "i" else bsonform.query_form(value)
-            values.append(orjson.dumps(form).decode())
-    return InPlace("".join(ops), keys, keys_z, elements, values)
+            elements.append(_LENGTH.pack(len(element)))
+            elements.append(element)
+            forms.append(int(value) if code == "i" else bsonform.query_form(value))
+    return InPlace("".join(ops), b"".join(elements), orjson.dumps(forms).decode())
 
 
+def _element(key: str, value: Any) -> bytes:
+    """``key: value`` as a BSON element, as ``bsonform.encode`` writes it inside a
+    document: the plain types here, everything else (and every error) by pymongo."""
+    kind = type(value)
+    try:
+        name = key.encode() + b"\x00"
+        if kind is int:
+            if value in _INT32:
+                return b"\x10" + name + _INT32_BYTES(value)
+            if value in _INT64:
+                return b"\x12" + name + _INT64_BYTES(value)
+        elif kind is Int64:
+            return b"\x12" + name + _INT64_BYTES(value)
+        elif kind is str:
+            data: bytes = value.encode()
+            return b"\x02" + name + _INT32_BYTES(len(data) + 1) + data + b"\x00"
+        elif kind is float:
+            return b"\x01" + name + _DOUBLE_BYTES(value)
+        elif kind is bool:
+            return b"\x08" + name + (b"\x01" if value else b"\x00")
+        elif value is None:
+            return b"\x0a" + name
+    except UnicodeEncodeError:
+        pass
+    return bsonform.encode({key: value})[4:-1]
+
+
+@functools.lru_cache(maxsize=1024)
 def statement(target: str, where: str, first: int) -> str:
     """Lock the first matching row, compute its new forms, write them if they changed;
-    (matched, modified, unsupported). ``first`` is the number of the first of the five
+    (matched, modified, unsupported). ``first`` is the number of the first of the three
     parameters that carry the ``InPlace`` arguments (the filter's come before)."""
-    args = (
-        f"${first}::text, ${first + 1}::text[], ${first + 2}::bytea[], ${first + 3}::bytea[], "
-        f"${first + 4}::text[]::jsonb[]"
-    )
+    args = f"${first}::text, ${first + 1}::bytea, ${first + 2}::text::jsonb"
     return (
         f"WITH m AS (SELECT _id, bson, doc FROM {target} WHERE {where} LIMIT 1 FOR UPDATE), "
         f"u AS (SELECT m._id, m.bson AS old, f.nb, f.nd FROM m, "

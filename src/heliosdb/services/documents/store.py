@@ -595,6 +595,16 @@ class DocumentStore:
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         where = compile_filter(query, params, indexed)
+        if operator and not multi and not array_filters and not sort and not want_documents:
+            # A top-level $set/$inc: the engine applies it in one statement (inplace.py).
+            in_place = inplace.plan(update)
+            if in_place is not None:
+                async with self._conn(principal, write=True) as conn:
+                    counts = await self._update_in_place(
+                        conn, table(db, coll), where, params, in_place
+                    )
+                if counts is not None and (counts[0] or not upsert):
+                    return UpdateResult(counts[0], counts[1])
         order = compile_sort(sort, params)
         # Optimistic: read without locks, write back only rows still at the version read
         # (xmin), and redo the rows another writer changed in between. No transaction
@@ -621,17 +631,7 @@ class DocumentStore:
                 )
             return _replacement(old, update)
 
-        in_place = (
-            inplace.plan(update)
-            if operator and not multi and not array_filters and not sort and not want_documents
-            else None
-        )
         async with self._conn(principal, write=True) as conn:
-            if in_place is not None:
-                counts = await self._update_in_place(conn, table(db, coll), where, params, in_place)
-                if counts is not None and (counts[0] or not upsert):
-                    result.matched, result.modified = counts
-                    return result
             try:
                 retry: list[Any] | None = None
                 for attempt in range(MAX_UPDATE_ATTEMPTS):
@@ -695,13 +695,13 @@ class DocumentStore:
         """(matched, modified) of an update the engine applied in one statement, or None
         when the general path must run (and report any error) instead."""
         sql = inplace.statement(target, where, len(params.values) + 1)
+        args = [*params.values, plan.ops, plan.elements, plan.values]
         try:
-            async with transactions.guard(conn):
-                rows = await _fetch(
-                    conn,
-                    sql,
-                    [*params.values, plan.ops, plan.keys, plan.keys_z, plan.elements, plan.values],
-                )
+            if transactions.current() is None:
+                rows = await _fetch(conn, sql, args)
+            else:
+                async with conn.transaction():  # a savepoint, as transactions.guard makes
+                    rows = await _fetch(conn, sql, args)
         except (
             asyncpg.UndefinedTableError,
             asyncpg.InvalidSchemaNameError,
