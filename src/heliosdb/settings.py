@@ -48,7 +48,11 @@ class EngineSettings(BaseModel):
     query_timeout: float = Field(
         30.0, description="Per-statement timeout in seconds, enforced by the engine."
     )
-    pool_size: int = Field(10, description="Engine connections for read-write principals.")
+    pool_size: int = Field(
+        16,
+        description="Engine connections for read-write principals (per node process; the "
+        "Redis service keeps 1 + redis.coalesce_workers of them).",
+    )
     readonly_pool_size: int = Field(5, description="Engine connections for read-only principals.")
     system_pool_size: int = Field(
         3, description="Engine connections for HeliosDB's own bookkeeping."
