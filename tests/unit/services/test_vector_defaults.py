@@ -12,6 +12,7 @@ from heliosdb.services.vectors import (
     MAX_TOP_K,
     default_ef_search,
 )
+from heliosdb.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -31,3 +32,12 @@ def test_default_ef_search_never_below_top_k_nor_above_pgvector_limit() -> None:
 
 def test_default_ef_construction() -> None:
     assert DEFAULTS == {"m": 16, "ef_construction": 128}
+
+
+def test_default_pool_leaves_eight_connections_for_client_statements() -> None:
+    # The Redis service keeps its listener and coalescing workers out of the read-write
+    # pool; eight concurrent searches (the benchmarks' concurrency) must still each get a
+    # connection, or one always waits in the node while raw pgvector runs all eight.
+    settings = Settings()
+    kept_by_redis = 1 + settings.redis.coalesce_workers
+    assert settings.engine.pool_size - kept_by_redis >= 8
