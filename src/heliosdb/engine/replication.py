@@ -80,8 +80,9 @@ class ReplicationStream:
         # every wait was two epoll_ctl calls per wakeup.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[bool] | None = None
-        self._arrived = False  # input read by _on_readable since the last wait()
-        self._error: OperationalError | None = None
+        self._arrived = False  # a message taken by _on_readable since the last wait()
+        self._held: bytes | None = None  # that message, for read_nowait
+        self._error: OperationalError | ReplicationError | None = None
 
     @classmethod
     async def open(
@@ -130,6 +131,12 @@ class ReplicationStream:
 
         Keepalives are answered here (with the confirmed position) when the engine asks.
         """
+        if self._held is not None:
+            data, self._held = self._held, None
+            return data
+        return self._next()
+
+    def _next(self) -> bytes | None:
         pgconn = self._pgconn
         while True:
             size, data = pgconn.get_copy_data(1)
@@ -166,7 +173,7 @@ class ReplicationStream:
                 self._waiter = None
                 timer.cancel()
         if self._error is not None:
-            raise self._error  # psycopg.OperationalError: the stream ended
+            raise self._error  # the stream ended
         if not self._arrived:
             self.send_confirmation()
             return False
@@ -176,10 +183,17 @@ class ReplicationStream:
     def _on_readable(self) -> None:
         # Read the socket into libpq's buffer at once (read_nowait takes messages from
         # there): a socket left readable would wake the loop on every iteration.
+        # Keepalives are handled here: the walsender sends one each time it has caught
+        # up past WAL that published nothing (the leader's own writes, among others),
+        # and waking the reader for each was a task step of the leader per transaction.
         try:
             self._pgconn.consume_input()
+            if self._held is None:
+                self._held = self._next()
+                if self._held is None:
+                    return  # keepalives only (or part of a message): nothing to read
             self._arrived = True
-        except OperationalError as exc:
+        except (OperationalError, ReplicationError) as exc:
             self._error = exc
             self._unwatch()
         if self._waiter is not None:

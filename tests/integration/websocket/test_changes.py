@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -25,6 +26,15 @@ async def _create(api: httpx.AsyncClient, table: str, columns: str) -> None:
 async def _sql(api: httpx.AsyncClient, sql: str, params: list[object] | None = None) -> None:
     response = await api.post("/query", json={"sql": sql, "params": params or []})
     assert response.status_code == 200, response.text
+
+
+async def _engine_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """What the engine itself holds (HeliosDB's own tables)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
 
 
 async def test_subscribe_rest_insert_update_delete(
@@ -357,3 +367,41 @@ async def test_the_slot_moves_past_delivered_events_once_they_are_durable(
         assert confirmed <= await conn.fetchval("SELECT pg_current_wal_flush_lsn()")
     finally:
         await conn.close()
+
+
+async def test_a_lone_event_is_stored_like_the_events_of_a_batch(
+    ws: ClientConnection, api: httpx.AsyncClient, engine_dsn: str, table_name: str
+) -> None:
+    # A batch of one event has its own statement (capture.py, _insert_one), a bigger one
+    # goes in arrays: the table, which catch-up and other nodes read, must hold the same
+    # thing either way, and what the local subscriber got from memory.
+    await _create(api, table_name, "id int PRIMARY KEY, v text")
+    await subscribe(ws, table_name)
+    await _sql(api, f"INSERT INTO {table_name} VALUES (1, 'lone')")
+    got = await events(ws, 1)
+    await _sql(api, f"INSERT INTO {table_name} VALUES (2, 'pair'), (3, 'pair')")
+    got += await events(ws, 2)
+    rows = await _engine_fetch(
+        engine_dsn,
+        "SELECT position, commit_lsn - '0/0' AS lsn, commit_time, xid, schema_name, "
+        "table_name, event_type, payload::text AS payload FROM helios.change_events "
+        "WHERE position = ANY($1::bigint[]) ORDER BY position",
+        [m["data"]["position"] for m in got],
+    )
+    (progress,) = await _engine_fetch(
+        engine_dsn,
+        "SELECT last_lsn - '0/0' AS lsn, last_position FROM helios.change_capture "
+        "WHERE slot_name LIKE 'helios_changes_%'",
+    )
+    assert len(rows) == 3
+    for row, message in zip(rows, got, strict=True):
+        data = message["data"]
+        assert json.loads(row["payload"]) == data
+        assert row["position"] == data["position"] and row["xid"] == data["transaction_id"]
+        assert (row["schema_name"], row["table_name"]) == ("public", table_name)
+        assert row["event_type"] == data["event_type"] == "INSERT"
+        assert row["commit_time"].isoformat() == data["timestamp"]
+    lone, first, second = rows
+    assert lone["lsn"] < first["lsn"] == second["lsn"] and first["xid"] == second["xid"]
+    assert progress["last_position"] >= second["position"]
+    assert progress["lsn"] > second["lsn"]  # the end of its transaction, past its commit

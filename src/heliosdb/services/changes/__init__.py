@@ -51,6 +51,7 @@ class ChangeService:
         self.leader.on_written = self.hub.dispatch_written
         self.leader.on_writing = self.hub.expect_written
         self.leader.on_stopped = self.hub.leader_stopped
+        self.leader.on_leading = self.hub.leader_started
         self.available = False
         self._tasks: list[asyncio.Task[None]] = []
         # Subscriptions with the same filter on the same table share one compiled filter,

@@ -45,6 +45,7 @@ from typing import Any
 
 import asyncpg
 import psycopg
+from asyncpg.prepared_stmt import PreparedStatement
 
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.quoting import qualified, quote_ident
@@ -97,6 +98,16 @@ _INSERT_EVENTS_WITH_PROGRESS = (
     "xid, schema_name, table_name, event_type, payload) SELECT * FROM unnest($1::bigint[], "
     "$2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
     "$8::text[]::json[])), progress AS (UPDATE helios.change_capture SET "
+    "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
+    "SELECT pg_notify($12, $13), pg_current_wal_insert_lsn()"
+)
+# The same for a batch of one event (a lone single-row transaction, the common case at
+# low write rates): plain parameters, no arrays to encode.
+_INSERT_EVENT_WITH_PROGRESS = (
+    "WITH events AS (INSERT INTO helios.change_events (position, commit_lsn, commit_time, "
+    "xid, schema_name, table_name, event_type, payload) VALUES ($1::bigint, $2::pg_lsn, "
+    "$3::timestamptz, $4::bigint, $5::text, $6::text, $7::text, $8::text::json)), "
+    "progress AS (UPDATE helios.change_capture SET "
     "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
     "SELECT pg_notify($12, $13), pg_current_wal_insert_lsn()"
 )
@@ -333,6 +344,9 @@ class CaptureLeader:
         # this node: the events follow from memory); and when this node stops leading.
         self.on_writing: Callable[[int], None] | None = None
         self.on_stopped: Callable[[], None] | None = None
+        # When this node starts leading (its hub then needs no NOTIFY of these writes).
+        self.on_leading: Callable[[], None] | None = None
+        self._insert_one_on: tuple[asyncpg.Connection, PreparedStatement] | None = None
 
     async def run(self) -> None:
         while True:
@@ -345,6 +359,8 @@ class CaptureLeader:
                     await asyncio.sleep(1.0)
                 self.is_leader = True
                 log.info("this node leads change capture (slot %s)", self.slot)
+                if self.on_leading is not None:
+                    self.on_leading()
                 await _quiet_decoding_log(conn)
                 # A walsender left by the previous leader (its node stalled or cut off;
                 # its lock session is gone, so it can write nothing more) holds the slot.
@@ -769,6 +785,8 @@ class CaptureLeader:
         (one statement: for a small round, the whole write is one round trip), and then
         the engine's WAL insert position as the statement ran (past the commit of every
         earlier write)."""
+        if progress is not None and len(events) == 1:
+            return await self._insert_one(conn, events[0], progress)
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         for event, commit_lsn, commit_time in events:
             values = (
@@ -790,6 +808,25 @@ class CaptureLeader:
             encode_notice(progress.position, progress.handoff),
             column=1,
         )
+        return int(inserted)
+
+    async def _insert_one(
+        self,
+        conn: asyncpg.Connection,
+        pending: tuple[ChangeEvent, int, dt.datetime],
+        progress: _Round,
+    ) -> int:
+        """:meth:`_insert` for one event, through a statement prepared once per session."""
+        if self._insert_one_on is None or self._insert_one_on[0] is not conn:
+            self._insert_one_on = (conn, await conn.prepare(_INSERT_EVENT_WITH_PROGRESS))
+        event, commit_lsn, commit_time = pending
+        inserted = await self._insert_one_on[1].fetchval(
+            event.position, commit_lsn, commit_time, event.transaction_id,
+            event.schema, event.table, event.event_type, event.payload.decode(),
+            self.slot, progress.written_end, progress.position, CHANNEL,
+            encode_notice(progress.position, progress.handoff),
+            column=1,
+        )  # fmt: skip
         return int(inserted)
 
     async def _prune(self, conn: asyncpg.Connection) -> None:

@@ -59,6 +59,7 @@ def test_a_notify_with_events_for_what_is_queued_is_skipped_and_others_still_par
     # _notified reads only the first line of a NOTIFY the local leader wrote; any other
     # (with events, or with a head that is not a plain position) is parsed in full.
     hub = _hub()
+    hub.on_dispatch = lambda event: None  # an observer: events go through the inbox
     hub.dispatch_written([_event(1), _event(2)])
     hub._notified(None, 0, "helios_changes", encode_notice(2, [_event(1), _event(2)]))
     assert not hub._need_read and hub._queued == 2 and len(hub._inbox) == 2
@@ -68,3 +69,45 @@ def test_a_notify_with_events_for_what_is_queued_is_skipped_and_others_still_par
     assert not hub._need_read
     hub._notified(None, 0, "helios_changes", "+9")
     assert hub._need_read  # what parse_notice makes of it: position 9, no events
+
+
+def test_a_hand_over_with_nothing_to_dispatch_to_moves_on_without_queueing() -> None:
+    hub = _hub()
+    hub.dispatch_written([_event(1), _event(2)])
+    assert hub.delivered == 2 and not hub._inbox and not hub._wake.is_set()
+    hub._notified(None, 0, "helios_changes", "2")  # its NOTIFY: nothing to read
+    assert not hub._need_read
+    hub.dispatch_written([_event(4)])  # 3 is missing: the table is read, in order
+    assert hub._need_read and hub.delivered == 2
+    observed: list[int] = []
+    hub.on_dispatch = lambda event: observed.append(event.position)
+    hub.dispatch_written([_event(3)])
+    assert [e.position for e in hub._inbox] == [3] and hub._wake.is_set()
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def add_listener(self, channel: str, callback: object) -> None:
+        self.calls.append("listen " + channel)
+
+    async def remove_listener(self, channel: str, callback: object) -> None:
+        self.calls.append("unlisten " + channel)
+
+
+async def test_the_hub_listens_unless_its_own_leader_leads_and_reads_after_each_change() -> None:
+    hub = _hub()
+    conn = _Listener()
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls == ["listen helios_changes"] and hub._need_read
+    hub._need_read = False
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls == ["listen helios_changes"] and not hub._need_read
+    hub.leader_started()  # every event now comes from this node's leader
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls[-1] == "unlisten helios_changes" and hub._need_read
+    hub._need_read = False
+    hub.leader_stopped()  # LISTEN again, then read what another leader may have written
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls[-1] == "listen helios_changes" and hub._need_read
