@@ -129,7 +129,12 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
                 and self.lone is not None
             ):
                 data = messages[0]
-                if self.lone(data):
+                try:
+                    taken = self.lone(data)
+                except Exception:  # the connection's loop answers it instead
+                    log.exception("the lone find path failed; the command table answers")
+                    taken = False
+                if taken:
                     self.busy = True
                     messages.popleft()
                     self.taken(len(data))
