@@ -121,11 +121,18 @@ class Prepared:
         self.checked: object = None  # what the caller last found these types to match
 
 
-class _Pending:
-    __slots__ = ("deadline", "future", "rows", "status")
+# run_then's callback: (raw data rows, command tag) and None, or None and the error
+Then = Callable[[tuple[list[bytes], bytes] | None, BaseException | None], None]
 
-    def __init__(self, future: asyncio.Future[Any], deadline: float) -> None:
+
+class _Pending:
+    __slots__ = ("deadline", "future", "rows", "status", "then")
+
+    def __init__(
+        self, future: asyncio.Future[Any] | None, deadline: float, then: Then | None = None
+    ) -> None:
         self.future = future
+        self.then = then
         self.deadline = deadline
         self.rows: list[bytes] = []
         self.status = b""
@@ -171,17 +178,19 @@ class Pipeline(asyncio.Protocol):
         return self._pending[0].deadline if self._pending else float("inf")
 
     def _send(self, data: bytes) -> asyncio.Future[Any]:
+        future = self.loop.create_future()
+        self._queue(data, _Pending(future, self.loop.time() + self.timeout))
+        return future
+
+    def _queue(self, data: bytes, entry: _Pending) -> None:
         if self.closed:
             raise Unfit("closed")  # nothing sent: the pool path answers
         if not self._out:
             self.loop.call_soon(self._flush)
         self._out.append(data)
-        future = self.loop.create_future()
-        deadline = self.loop.time() + self.timeout
-        self._pending.append(_Pending(future, deadline))
+        self._pending.append(entry)
         if self._timer is None:
-            self._timer = self.loop.call_at(deadline, self._expire)
-        return future
+            self._timer = self.loop.call_at(entry.deadline, self._expire)
 
     def flush(self) -> None:
         """Write what is queued now rather than at the end of the loop step (a caller
@@ -251,6 +260,16 @@ class Pipeline(asyncio.Protocol):
     def run(self, prepared: Prepared, values: Sequence[bytes | None]) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would."""
+        return self._send(self._bind(prepared, values))
+
+    def run_then(self, prepared: Prepared, values: Sequence[bytes | None], then: Then) -> None:
+        """``run`` without a future: ``then`` is called from the read callback itself
+        (or when the connection fails or times out) with what the future would give; an
+        exception it raises is logged."""
+        data = self._bind(prepared, values)
+        self._queue(data, _Pending(None, self.loop.time() + self.timeout, then))
+
+    def _bind(self, prepared: Prepared, values: Sequence[bytes | None]) -> bytes:
         if prepared.generation != self._generation:
             raise Unfit("deallocated")
         parts = [b"\0", prepared.name, b"\0\0\x01\0\x01", _INT16.pack(len(values))]
@@ -261,7 +280,7 @@ class Pipeline(asyncio.Protocol):
                 parts += (_INT.pack(len(value)), value)
         parts.append(b"\0\x01\0\x01")  # every result column in binary
         body = b"".join(parts)
-        return self._send(b"B" + _INT.pack(len(body) + 4) + body + _EXECUTE + _SYNC)
+        return b"B" + _INT.pack(len(body) + 4) + body + _EXECUTE + _SYNC
 
     # -- protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -295,6 +314,12 @@ class Pipeline(asyncio.Protocol):
     def _done(self, entry: _Pending) -> None:
         error, self._error = self._error, None
         future = entry.future
+        if future is None:
+            if error is not None:
+                _call(entry, None, asyncpg.PostgresError.new(error))
+            else:
+                _call(entry, (entry.rows, entry.status), None)
+            return
         if future.done():  # timed out (or its caller went away)
             return
         if error is not None:
@@ -311,8 +336,11 @@ class Pipeline(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         while self._pending:
-            future = self._pending.popleft().future
-            if not future.done():
+            entry = self._pending.popleft()
+            future = entry.future
+            if future is None:
+                _call(entry, None, exc)
+            elif not future.done():
                 future.set_exception(exc)
                 future.exception()  # nobody may be left to retrieve it
         if self.transport is not None:
@@ -338,6 +366,15 @@ class Pipeline(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.write(b"X\x00\x00\x00\x04")  # Terminate
             self._fail(ConnectionDoesNotExistError("the connection was closed"))
+
+
+def _call(
+    entry: _Pending, result: tuple[list[bytes], bytes] | None, error: BaseException | None
+) -> None:
+    try:
+        entry.then(result, error)  # type: ignore[misc]  # only entries without a future
+    except Exception:
+        log.exception("a pipelined statement's callback failed")
 
 
 def _fields(body: bytes) -> dict[str, str]:

@@ -128,3 +128,31 @@ async def test_a_new_owner_takes_the_place_of_the_least_recently_used_idle_one()
     pipelines.close()
     assert isinstance(transport, RecordingTransport) and transport.aborted
     assert transport.writes[-1] == b"X\x00\x00\x00\x04"  # Terminate before closing
+
+
+async def test_run_then_answers_from_the_read_callback_as_run_does() -> None:
+    """run_then's callback gets what run's future gives, in the same order with run's
+    statements, synchronously from data_received; a failed connection calls it too."""
+    pipeline, transport = _pipeline()
+    prepared = Prepared(b"s1", (20,), ("n:20",))
+    got: list[tuple[object, object]] = []
+    pipeline.run_then(prepared, [struct.pack("!q", 1)], lambda r, e: got.append((r, e)))
+    future = pipeline.run(prepared, [None])
+    pipeline.run_then(prepared, [None], lambda r, e: got.append((r, e)))
+    pipeline.run_then(prepared, [None], lambda r, e: got.append((r, e)))
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    error = _msg(b"E", b"SERROR\0C22012\0Mdivision by zero\0\0")
+    pipeline.data_received(
+        _msg(b"2") + _row(struct.pack("!q", 1)) + _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"I")
+    )
+    assert len(got) == 1 and got[0][1] is None
+    rows, tag = got[0][0]  # type: ignore[misc]
+    assert decode_rows(rows, [DECODERS[20]]) == [[1]] and tag == b"SELECT 1"
+    pipeline.data_received(_msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"Z", b"I"))
+    assert await future == ([], b"SELECT 0")
+    pipeline.data_received(error + _msg(b"Z", b"I"))
+    assert got[1][0] is None and isinstance(got[1][1], asyncpg.DivisionByZeroError)
+    pipeline.connection_lost(None)
+    assert got[2][0] is None
+    assert isinstance(got[2][1], asyncpg.exceptions.ConnectionDoesNotExistError)

@@ -19,7 +19,6 @@ answers through the pool path, which runs the find again and reports what it fin
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import struct
 from collections.abc import Callable, Sequence
@@ -145,25 +144,27 @@ class PipelinedFinds:
             prepared.checked = encoders
         try:
             encoded = [encode(value) for encode, value in zip(encoders, values, strict=True)]
-            future = pipeline.run(prepared, encoded)
+            pipeline.run_then(
+                prepared, encoded, functools.partial(self._answered, pipeline, sql, done)
+            )
         except (Unfit, TypeError, ValueError, OverflowError, struct.error):
             return False  # orjson's JSONEncodeError is a TypeError
-        future.add_done_callback(functools.partial(self._answered, pipeline, sql, done))
         return True
 
     def _answered(
-        self, pipeline: Pipeline, sql: str, done: Done, future: asyncio.Future[Any]
+        self,
+        pipeline: Pipeline,
+        sql: str,
+        done: Done,
+        result: tuple[list[bytes], bytes] | None,
+        error: BaseException | None,
     ) -> None:
-        if future.cancelled():
-            done(None)
-            return
-        error = future.exception()
-        if error is not None:
-            if isinstance(error, asyncpg.InvalidCachedStatementError | asyncpg.PostgresError):
+        if result is None:
+            if isinstance(error, asyncpg.PostgresError):
                 pipeline.forget(sql)  # prepared again next time (or refused then)
             done(None)
             return
-        rows, _ = future.result()
+        rows = result[0]
         found: list[bytes] = []
         for row in rows:
             # DataRow: int16 column count (1), int32 length, the column's bytes
@@ -188,13 +189,14 @@ class PipelinedFinds:
             some, finds = finds[:MAX_BATCH], finds[MAX_BATCH:]
             try:
                 ids = _encode_jsonb_array([values[0] for values, _ in some])
-                future = batch_pipeline.run(batch, [ids])
+                batch_pipeline.run_then(
+                    batch,
+                    [ids],
+                    functools.partial(self._batch_answered, batch_pipeline, by_id, some),
+                )
             except (Unfit, TypeError, ValueError, OverflowError, struct.error):
                 finds = some + finds
                 break
-            future.add_done_callback(
-                functools.partial(self._batch_answered, batch_pipeline, by_id, some)
-            )
             batch_pipeline.flush()
         for values, done in finds:
             if not self._run(pipeline, step.prepared, step.sql, values, done):
@@ -206,21 +208,20 @@ class PipelinedFinds:
         pipeline: Pipeline,
         sql: str,
         finds: list[tuple[Sequence[Any], Done]],
-        future: asyncio.Future[Any],
+        result: tuple[list[bytes], bytes] | None,
+        error: BaseException | None,
     ) -> None:
         found: list[list[bytes]] | None = None
-        if not future.cancelled():
-            error = future.exception()
-            if error is None:
-                found = [[] for _ in finds]
-                for row in future.result()[0]:
-                    # DataRow: int16 2, int32 8, int64 position, int32 length, the BSON
-                    if row[14:18] == _NULL:
-                        found = None
-                        break
-                    found[_INT64.unpack_from(row, 6)[0] - 1].append(row[18:])
-            elif isinstance(error, asyncpg.PostgresError):
-                pipeline.forget(sql)
+        if result is not None:
+            found = [[] for _ in finds]
+            for row in result[0]:
+                # DataRow: int16 2, int32 8, int64 position, int32 length, the BSON
+                if row[14:18] == _NULL:
+                    found = None
+                    break
+                found[_INT64.unpack_from(row, 6)[0] - 1].append(row[18:])
+        elif isinstance(error, asyncpg.PostgresError):
+            pipeline.forget(sql)
         if found is None:
             for _, done in finds:
                 done(None)
