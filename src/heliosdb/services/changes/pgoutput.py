@@ -94,9 +94,9 @@ class ProtocolError(ValueError):
 class _Reader:
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = data
-        self.pos = 0
+        self.pos = pos
 
     def byte(self) -> str:
         value = chr(self.data[self.pos])
@@ -123,54 +123,71 @@ class _Reader:
         self.pos += 4
         return int(value)
 
-    def int64(self) -> int:
-        (value,) = struct.unpack_from("!q", self.data, self.pos)
-        self.pos += 8
-        return int(value)
-
     def string(self) -> str:
         end = self.data.index(b"\x00", self.pos)
         value = self.data[self.pos : end].decode()
         self.pos = end + 1
         return value
 
-    def tuple_data(self) -> tuple[TupleValue, ...]:
-        count = self.int16()
-        values: list[TupleValue] = []
-        for _ in range(count):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind == "t":
-                length = self.int32()
-                values.append(self.data[self.pos : self.pos + length].decode())
-                self.pos += length
-            else:
-                raise ProtocolError(f"unknown tuple value kind {kind!r}")
-        return tuple(values)
+
+# The messages every change brings (Begin, a row, Commit) are read with one struct each
+# and without a reader object: at low write rates each captured transaction is parsed on
+# a cold CPU cache, where every Python call counts.
+_BEGIN = struct.Struct("!qqI")
+_COMMIT = struct.Struct("!xqqq")  # flags (unused), commit LSN, end LSN, commit time
+_OID = struct.Struct("!I")
+_COUNT = struct.Struct("!h")
+_LENGTH = struct.Struct("!i")
+_TEXT, _NULL, _UNCHANGED = b"t"[0], b"n"[0], b"u"[0]
+_NEW, _OLD, _KEY = b"N"[0], b"O"[0], b"K"[0]
+
+
+def _tuple_data(data: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
+    """A TupleData at ``pos``: its values and the position after it."""
+    (count,) = _COUNT.unpack_from(data, pos)
+    pos += 2
+    values: list[TupleValue] = []
+    for _ in range(count):
+        kind = data[pos]
+        pos += 1
+        if kind == _TEXT:
+            (length,) = _LENGTH.unpack_from(data, pos)
+            pos += 4
+            values.append(data[pos : pos + length].decode())
+            pos += length
+        elif kind == _NULL:
+            values.append(None)
+        elif kind == _UNCHANGED:
+            values.append(UNCHANGED)
+        else:
+            raise ProtocolError(f"unknown tuple value kind {chr(kind)!r}")
+    return tuple(values), pos
 
 
 def parse_message(data: bytes) -> Message:
     """One pgoutput message from its bytes."""
     if not data:
         raise ProtocolError("empty message")
-    reader = _Reader(bytes(data))
-    kind = reader.byte()
+    data = bytes(data)
+    kind = data[0]
     try:
-        return _PARSERS[kind](reader) if kind in _PARSERS else Ignored(kind)
+        parse = _PARSERS.get(kind)
+        if parse is not None:
+            return parse(data)
+        read = _READERS.get(kind)
+        return read(_Reader(data, 1)) if read is not None else Ignored(chr(kind))
     except (IndexError, struct.error, ValueError) as exc:
-        raise ProtocolError(f"malformed {kind!r} message: {exc}") from None
+        raise ProtocolError(f"malformed {chr(kind)!r} message: {exc}") from None
 
 
-def _begin(r: _Reader) -> Begin:
-    return Begin(final_lsn=r.int64(), commit_time_us=r.int64(), xid=r.uint32())
+def _begin(data: bytes) -> Begin:
+    final_lsn, commit_time_us, xid = _BEGIN.unpack_from(data, 1)
+    return Begin(final_lsn, commit_time_us, xid)
 
 
-def _commit(r: _Reader) -> Commit:
-    r.int8()  # flags, unused
-    return Commit(commit_lsn=r.int64(), end_lsn=r.int64(), commit_time_us=r.int64())
+def _commit(data: bytes) -> Commit:
+    commit_lsn, end_lsn, commit_time_us = _COMMIT.unpack_from(data, 1)
+    return Commit(commit_lsn, end_lsn, commit_time_us)
 
 
 def _relation(r: _Reader) -> Relation:
@@ -187,33 +204,34 @@ def _relation(r: _Reader) -> Relation:
     return Relation(oid, schema, name, identity, tuple(columns))
 
 
-def _insert(r: _Reader) -> Insert:
-    oid = r.uint32()
-    if r.byte() != "N":
+def _insert(data: bytes) -> Insert:
+    (oid,) = _OID.unpack_from(data, 1)
+    if data[5] != _NEW:
         raise ProtocolError("Insert without a new tuple")
-    return Insert(oid, r.tuple_data())
+    return Insert(oid, _tuple_data(data, 6)[0])
 
 
-def _update(r: _Reader) -> Update:
-    oid = r.uint32()
-    marker = r.byte()
+def _update(data: bytes) -> Update:
+    (oid,) = _OID.unpack_from(data, 1)
+    marker, pos = data[5], 6
     old: tuple[TupleValue, ...] | None = None
     key_only = False
-    if marker in ("K", "O"):
-        key_only = marker == "K"
-        old = r.tuple_data()
-        marker = r.byte()
-    if marker != "N":
+    if marker in (_KEY, _OLD):
+        key_only = marker == _KEY
+        old, pos = _tuple_data(data, pos)
+        marker = data[pos]
+        pos += 1
+    if marker != _NEW:
         raise ProtocolError("Update without a new tuple")
-    return Update(oid, old, r.tuple_data(), key_only)
+    return Update(oid, old, _tuple_data(data, pos)[0], key_only)
 
 
-def _delete(r: _Reader) -> Delete:
-    oid = r.uint32()
-    marker = r.byte()
-    if marker not in ("K", "O"):
+def _delete(data: bytes) -> Delete:
+    (oid,) = _OID.unpack_from(data, 1)
+    marker = data[5]
+    if marker not in (_KEY, _OLD):
         raise ProtocolError("Delete without an old tuple")
-    return Delete(oid, r.tuple_data(), marker == "K")
+    return Delete(oid, _tuple_data(data, 6)[0], marker == _KEY)
 
 
 def _truncate(r: _Reader) -> Truncate:
@@ -222,15 +240,15 @@ def _truncate(r: _Reader) -> Truncate:
     return Truncate(tuple(r.uint32() for _ in range(count)))
 
 
-_PARSERS: dict[str, Callable[[_Reader], Message]] = {
-    "B": _begin,
-    "C": _commit,
-    "R": _relation,
-    "I": _insert,
-    "U": _update,
-    "D": _delete,
-    "T": _truncate,
+_PARSERS: dict[int, Callable[[bytes], Message]] = {
+    ord("B"): _begin,
+    ord("C"): _commit,
+    ord("I"): _insert,
+    ord("U"): _update,
+    ord("D"): _delete,
 }
+# The rarer ones (a table's first change after a (re)connect, TRUNCATE), with a reader.
+_READERS: dict[int, Callable[[_Reader], Message]] = {ord("R"): _relation, ord("T"): _truncate}
 
 
 def format_lsn(lsn: int) -> str:

@@ -50,7 +50,34 @@ def test_begin_commit_relation_and_changes() -> None:
     assert isinstance(pgoutput.parse_message(b"Yanything"), pgoutput.Ignored)
 
 
-@pytest.mark.parametrize("data", [b"", b"B\x00", b"I" + struct.pack("!I", 1) + b"X", b"Iabcd"])
+def test_update_and_delete_old_tuple_markers() -> None:
+    oid = struct.pack("!I", 7)
+    key_only = pgoutput.parse_message(b"U" + oid + b"K" + _tuple(1) + b"N" + _tuple(1, "y"))
+    assert key_only == pgoutput.Update(7, ("1",), ("1", "y"), True)
+    no_old = pgoutput.parse_message(b"U" + oid + b"N" + _tuple(None, pgoutput.UNCHANGED))
+    assert no_old == pgoutput.Update(7, None, (None, pgoutput.UNCHANGED), False)
+    full = pgoutput.parse_message(b"D" + oid + b"O" + _tuple(1, "\u00e9t\u00e9"))
+    assert full == pgoutput.Delete(7, ("1", "\u00e9t\u00e9"), False)
+
+
+_OID = struct.pack("!I", 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"B\x00",
+        b"I" + _OID + b"X",
+        b"Iabcd",
+        b"C\x00" + struct.pack("!qq", 1, 2),  # no commit time
+        b"U" + _OID + b"X" + _tuple(1),  # neither an old nor a new tuple
+        b"U" + _OID + b"O" + _tuple(1),  # an old tuple, no new one
+        b"D" + _OID + b"N" + _tuple(1),  # a delete must carry the old row
+        b"I" + _OID + b"N" + struct.pack("!h", 1) + b"x",  # unknown value kind
+        b"I" + _OID + b"N" + struct.pack("!h", 2) + b"n",  # fewer values than counted
+    ],
+)
 def test_malformed_messages(data: bytes) -> None:
     with pytest.raises(pgoutput.ProtocolError):
         pgoutput.parse_message(data)
