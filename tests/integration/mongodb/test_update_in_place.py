@@ -42,6 +42,8 @@ BASE: dict[str, Any] = {
     "code": Code("x"),
     "scoped": Code("y", {"a": 1}),
     "int64": Int64(-(2**40)),
+    "ключ": 1,  # a key of several bytes per character
+    "long": "x" * 300,  # an element longer than 255 bytes
 }
 
 CASES: list[dict[str, Any]] = [
@@ -63,6 +65,13 @@ CASES: list[dict[str, Any]] = [
     {"$set": {"x": 1}, "$inc": {"a": 2, "big": -10}},
     {"$set": {"sub.y": "dotted"}},  # a path: the general path
     {"$unset": {"s": ""}, "$set": {"a": 3}},
+    # The arguments' framing: keys of several bytes per character, elements longer than
+    # 255 and 65,535 bytes, many fields, each plain type the node encodes itself.
+    {"$inc": {"ключ": 2, "ünï": 1}, "$set": {"ключ2": "значение ☃"}},
+    {"$set": {"long": "y" * 70000, "after": 1}},
+    {"$set": {f"f{i}": i for i in range(40)}, "$inc": {"a": 1}},
+    {"$set": {"i32": -(2**31), "i64": 2**40, "neg0": -0.0, "inf": float("inf"), "b": False}},
+    {"$set": {"nul": "a\x00b", "x": None, "t": True, "big": Int64(1)}},
 ]
 
 
