@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import struct
 import time
+from collections import deque
 
 from psycopg import OperationalError, pq
 
@@ -31,6 +32,10 @@ _XLOG_DATA = 0x77  # 'w'
 _KEEPALIVE = 0x6B  # 'k'
 _STATUS = struct.Struct("!cQQQqB")  # 'r', written, flushed, applied, clock, reply requested
 _XLOG_HEADER = 25  # 'w', WAL start, WAL end, send time
+_COMMIT = 0x43  # 'C': pgoutput's last message of a transaction
+# Messages _on_readable takes before it wakes the reader even without a Commit (a big
+# transaction is decoded as it arrives, in bounded memory).
+_HOLD_MESSAGES = 128
 # A confirmation is sent at most this often (the newest one allowed then; a quiet stream
 # sends the last one from wait()'s timeout): one status per transaction was one more
 # socket write on the node and one more wakeup of the walsender for each of them.
@@ -80,8 +85,8 @@ class ReplicationStream:
         # every wait was two epoll_ctl calls per wakeup.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[bool] | None = None
-        self._arrived = False  # a message taken by _on_readable since the last wait()
-        self._held: bytes | None = None  # that message, for read_nowait
+        self._arrived = False  # a transaction's end taken by _on_readable since wait()
+        self._held: deque[bytes] = deque()  # messages _on_readable took, for read_nowait
         self._error: OperationalError | ReplicationError | None = None
 
     @classmethod
@@ -131,9 +136,8 @@ class ReplicationStream:
 
         Keepalives are answered here (with the confirmed position) when the engine asks.
         """
-        if self._held is not None:
-            data, self._held = self._held, None
-            return data
+        if self._held:
+            return self._held.popleft()
         return self._next()
 
     def _next(self) -> bytes | None:
@@ -181,17 +185,21 @@ class ReplicationStream:
         return True
 
     def _on_readable(self) -> None:
-        # Read the socket into libpq's buffer at once (read_nowait takes messages from
-        # there): a socket left readable would wake the loop on every iteration.
-        # Keepalives are handled here: the walsender sends one each time it has caught
-        # up past WAL that published nothing (the leader's own writes, among others),
-        # and waking the reader for each was a task step of the leader per transaction.
+        # Read the socket at once (a socket left readable would wake the loop on every
+        # iteration) and take the messages it completes. The reader is woken only for
+        # the end of a transaction (or a good many messages): the walsender sends each
+        # message with a write of its own, so a transaction's Begin, rows and Commit
+        # often arrived in separate reads and woke it two or three times; and the
+        # keepalive it sends each time it has caught up past WAL that published
+        # nothing (the leader's own writes, among others) is answered here, waking
+        # nobody.
+        held = self._held
         try:
             self._pgconn.consume_input()
-            if self._held is None:
-                self._held = self._next()
-                if self._held is None:
-                    return  # keepalives only (or part of a message): nothing to read
+            while len(held) < _HOLD_MESSAGES and (data := self._next()) is not None:
+                held.append(data)
+            if not held or (held[-1][0] != _COMMIT and len(held) < _HOLD_MESSAGES):
+                return  # keepalives, or a transaction still arriving
             self._arrived = True
         except (OperationalError, ReplicationError) as exc:
             self._error = exc

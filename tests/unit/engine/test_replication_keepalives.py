@@ -1,5 +1,6 @@
 """The replication stream's reader (engine/replication.py): keepalives are handled as
-they arrive and wake nobody; plugin messages wake the waiting reader, in order."""
+they arrive and wake nobody; a transaction wakes the waiting reader once, at its Commit
+(or once a good many of its messages wait), and its messages are read in order."""
 
 from __future__ import annotations
 
@@ -58,24 +59,33 @@ def test_keepalives_alone_wake_nobody_and_are_answered_when_asked() -> None:
     assert stream.read_nowait() is None
 
 
-def test_messages_after_keepalives_are_read_in_order() -> None:
+def test_a_transaction_wakes_the_reader_at_its_commit_and_reads_in_order() -> None:
     stream, pgconn = _stream()
-    pgconn.incoming.extend(
-        [_keepalive(100), _xlog(150, b"B..."), _xlog(160, b"U..."), _keepalive(170)]
-    )
+    pgconn.incoming.extend([_keepalive(100), _xlog(150, b"B..."), _xlog(160, b"U...")])
+    stream._on_readable()  # its Commit has not arrived yet
+    assert not stream._arrived and stream.received == 160
+    pgconn.incoming.extend([_keepalive(165), _xlog(170, b"C...")])
     stream._on_readable()
-    assert stream._arrived and stream.received == 150
-    pgconn.incoming.append(_xlog(180, b"C..."))
-    assert [stream.read_nowait() for _ in range(4)] == [b"B...", b"U...", b"C...", None]
-    assert stream.received == 180 and not pgconn.sent
+    assert stream._arrived and stream.received == 170
+    pgconn.incoming.append(_xlog(180, b"B2"))  # the next one, read straight from libpq
+    assert [stream.read_nowait() for _ in range(5)] == [b"B...", b"U...", b"C...", b"B2", None]
+    assert not pgconn.sent
 
 
-def test_a_message_held_while_more_arrive_keeps_its_place() -> None:
+def test_a_big_transaction_wakes_the_reader_before_its_commit() -> None:
     stream, pgconn = _stream()
-    pgconn.incoming.append(_xlog(10, b"first"))
+    pgconn.incoming.append(_xlog(1, b"B"))
+    pgconn.incoming.extend(_xlog(2 + n, b"I%d" % n) for n in range(300))
     stream._on_readable()
-    pgconn.incoming.append(_xlog(20, b"second"))
+    assert stream._arrived and len(stream._held) == 128  # the rest stays in libpq's buffer
+    read = [stream.read_nowait() for _ in range(302)]
+    assert read == [b"B"] + [b"I%d" % n for n in range(300)] + [None]
+
+
+def test_messages_taken_while_the_reader_is_busy_keep_their_order() -> None:
+    stream, pgconn = _stream()
+    pgconn.incoming.extend([_xlog(10, b"B1"), _xlog(11, b"C1")])
+    stream._on_readable()
+    pgconn.incoming.extend([_xlog(20, b"B2"), _xlog(21, b"C2")])
     stream._on_readable()  # the reader has not taken the first one yet
-    assert stream.read_nowait() == b"first"
-    assert stream.read_nowait() == b"second"
-    assert stream.read_nowait() is None
+    assert [stream.read_nowait() for _ in range(5)] == [b"B1", b"C1", b"B2", b"C2", None]
