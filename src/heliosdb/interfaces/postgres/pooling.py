@@ -166,10 +166,11 @@ class _ServerSide(asyncio.Protocol):
                 last = pos
                 pos += _length(data, pos)[0] + 1
             # No ReadyForQuery before the last message (those bytes inside another message
-            # only send the chunk the general way).
-            if pos == n and _READY(data, 0, last) is None:
+            # only send the chunk the general way). When one ReadyForQuery is owed and the
+            # last message is one, no other can be real: no need to look.
+            ready = data[last] == 0x5A
+            if pos == n and ((ready and conn.pending == 1) or _READY(data, 0, last) is None):
                 client = conn.client
-                ready = data[last] == 0x5A
                 if ready:
                     conn.pending -= 1
                     if conn.inflight:

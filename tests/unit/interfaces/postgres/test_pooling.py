@@ -461,3 +461,15 @@ async def test_a_client_leaving_gives_its_parked_connection_back() -> None:
     _ServerSide(conn).data_received(PLAIN_STREAM)
     client.connection_lost(None)
     assert client.pool.idle == [conn] and conn.owner is None and not conn.closed
+
+
+def test_one_owed_reply_holding_ready_for_query_bytes_arrives_whole_and_parks_once() -> None:
+    """The fast path does not search for ReadyForQuery bytes before the last message when
+    exactly one is owed: rows holding those bytes change nothing."""
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    fake = _msg(b"Z", b"I")
+    row = _msg(b"D", b"\0\x01" + struct.pack("!i", len(fake)) + fake)
+    stream = _msg(b"T", b"\0\x01" + b"x" * 20) + row + _msg(b"C", b"SELECT 1\0") + fake
+    _ServerSide(conn).data_received(stream)
+    assert bytes(client.received) == stream and client.parked == 1 and conn.pending == 0
