@@ -1,0 +1,126 @@
+"""Node CPU per MongoDB find, which load on the machine distorts far less than finds per
+second, optionally for two code trees side by side.
+
+    .venv/bin/python bench/mongodb_cpu.py [--connections 4] [--finds 2000] [--rounds 4]
+                                          [--cases id,k] [--old-src DIR]
+
+Starts a node (embedded engine, temp data directory), inserts 5,000 documents of
+bench/mongodb.py's shape with an index on ``k``, then runs slices of finds (``find_one``
+by ``_id`` and by the indexed field, ``--connections`` lean clients at once, each one
+find at a time) and prints the node process's CPU microseconds per find (utime + stime
+from /proc) for each slice, then the median and minimum per case. With ``--old-src DIR``
+(a ``src`` tree, for example from ``git archive <commit> src | tar -x -C /tmp/old``) a
+second node runs that code and the two take turns slice by slice, so a change in the
+machine's load falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_seconds  # noqa: E402
+from bench.mongodb import BATCH, LeanClient, document  # noqa: E402
+
+from tests.nodeproc import NodeProcess  # noqa: E402
+
+DOCS = 5_000
+
+
+async def load(port: int, key: str, connections: int) -> list[LeanClient]:
+    clients = [await LeanClient.connect(port, key) for _ in range(connections)]
+    first = clients[0]
+    for start in range(0, DOCS, BATCH):
+        batch = [bson.encode(document(i)) for i in range(start, min(start + BATCH, DOCS))]
+        await first.command("bench", {"insert": "items", "ordered": True}, ("documents", batch))
+    index = {"key": {"k": 1}, "name": "k_1"}
+    await first.command("bench", {"createIndexes": "items", "indexes": [index]})
+    return clients
+
+
+async def finds(clients: list[LeanClient], filters: list[dict[str, str]]) -> None:
+    async def one(client: LeanClient, part: list[dict[str, str]]) -> None:
+        for query in part:
+            body = {"find": "items", "filter": query, "limit": 1, "singleBatch": True}
+            reply = await client.command("bench", body)
+            assert reply["cursor"]["firstBatch"]
+
+    count = len(clients)
+    await asyncio.gather(*(one(c, filters[i::count]) for i, c in enumerate(clients)))
+
+
+async def measure(nodes: dict[str, NodeProcess], args: argparse.Namespace) -> None:
+    clients = {
+        name: await load(node.ports["mongodb"], node.admin_key or "", args.connections)
+        for name, node in nodes.items()
+    }
+    figures: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for case in args.cases.split(","):
+            for name, node in nodes.items():
+                assert node.process is not None
+                field = "_id" if case == "id" else "k"
+                prefix = "d" if case == "id" else "key-"
+                filters = [{field: f"{prefix}{random.randrange(DOCS)}"} for _ in range(args.finds)]
+                await asyncio.sleep(0.3)
+                before = cpu_seconds(node.process.pid)
+                started = time.perf_counter()
+                await finds(clients[name], filters)
+                elapsed = time.perf_counter() - started
+                us = (cpu_seconds(node.process.pid) - before) / args.finds * 1e6
+                figures.setdefault((name, case), []).append(us)
+                print(
+                    f"{name:4} {case:3} x{args.connections}: {args.finds / elapsed:7.0f} finds/s"
+                    f"  node {us:6.1f} us/find  load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    for (name, case), values in sorted(figures.items(), key=lambda x: (x[0][1], x[0][0])):
+        values.sort()
+        print(
+            f"{name:4} {case:3} x{args.connections}: median {values[len(values) // 2]:6.1f}"
+            f"  min {values[0]:6.1f} us/find over {len(values)} slices"
+        )
+    for group in clients.values():
+        for client in group:
+            await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--finds", type=int, default=2_000, help="finds per slice")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--cases", default="id,k", help="id (by _id), k (by indexed field)")
+    parser.add_argument("--old-src", type=Path, help="a src tree to run as a second node")
+    args = parser.parse_args()
+    temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-mongocpu-"))
+    env = {**os.environ, "HELIOSDB_REDIS__PORT": "0"}
+    nodes = {"new": NodeProcess(temp / "new", env=env)}
+    if args.old_src is not None:
+        nodes = {"old": NodeProcess(temp / "old", env={**env, "PYTHONPATH": str(args.old_src)})}
+        nodes["new"] = NodeProcess(temp / "new", env=env)
+    try:
+        for node in nodes.values():
+            node.start()
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        asyncio.run(measure(nodes, args))
+    finally:
+        for node in nodes.values():
+            node.stop()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
