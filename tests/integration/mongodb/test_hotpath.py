@@ -222,6 +222,12 @@ async def test_lone_finds_answer_as_the_normal_path(raw: RawClient) -> None:
         normal = await raw.command({"find": "items", **body, "comment": "x"}, db)
         assert hot == normal, body
         assert bson.decode(hot)["ok"] == 1.0
+    # Finds by _id of other values of a type seen before reuse its statement (ObjectId,
+    # documents, null, Int64 equal to a stored double).
+    for value in (ObjectId(), DOCS[2]["_id"], {"x": 2}, {"x": 1}, None, Int64(5), 1.0):
+        body = {"find": "items", "filter": {"_id": value}, "limit": 1}
+        hot = await lone(raw, body, db)
+        assert hot == await raw.command({**body, "comment": "x"}, db), value
     # Finds the lone path leaves to the loop (a result that may need a cursor, a filter
     # whose statement takes a jsonpath) still answer as the normal path.
     for body in (

@@ -881,12 +881,20 @@ class DocumentStore:
         if cached is None or cached[0] <= time.monotonic() or transactions.current() is not None:
             return False  # the index map is refreshed by the pool path (an await)
         shape = plain_shape(spec) if spec else ()
+        one_id: Any = MISSING
+        if shape is None and spec and len(spec) == 1 and "_id" in spec and plain_id(spec["_id"]):
+            # one plain _id of any type (ObjectId, a document...): ``_id = $1``, its id_form
+            one_id = spec["_id"]
+            shape = ("_id", type(one_id))
         key = (db, coll, limit > 0, shape)
         plan = self._soon.get(key) if shape is not None else None
         if plan is not None and plan[0] is cached[1]:
             # the same statement as last time, the values in the same places
-            leaves = list(spec.values()) if spec else []
-            values = [leaves[i] for i in plan[2]]
+            if one_id is not MISSING:
+                values = [bsonform.id_form(one_id)]
+            else:
+                leaves = list(spec.values()) if spec else []
+                values = [leaves[i] for i in plan[2]]
             if limit:
                 values.append(limit)
             return self._pipelined.start(principal, plan[1], values, done, plan[3])
@@ -902,7 +910,12 @@ class DocumentStore:
             else None
         )
         if shape is not None:
-            places = _places(list(spec.values()) if spec else [], values[:-1] if limit else values)
+            bound = values[:-1] if limit else values
+            places: tuple[int, ...] | None
+            if one_id is not MISSING:
+                places = () if bound == [bsonform.id_form(one_id)] else None
+            else:
+                places = _places(list(spec.values()) if spec else [], bound)
             if places is not None:
                 if len(self._soon) >= 4096:
                     self._soon.clear()
