@@ -158,6 +158,8 @@ class Pipeline(asyncio.Protocol):
         self.closed = False
         self._buffer = b""
         self._out: list[bytes] = []
+        self._flushing = False  # a _flush is scheduled
+        self._before_flush: list[Callable[[], None]] = []
         self._pending: deque[_Pending] = deque()
         self._error: dict[str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -185,22 +187,39 @@ class Pipeline(asyncio.Protocol):
     def _queue(self, data: bytes, entry: _Pending) -> None:
         if self.closed:
             raise Unfit("closed")  # nothing sent: the pool path answers
-        if not self._out:
+        if not self._flushing:
+            self._flushing = True
             self.loop.call_soon(self._flush)
         self._out.append(data)
         self._pending.append(entry)
         if self._timer is None:
             self._timer = self.loop.call_at(entry.deadline, self._expire)
 
-    def flush(self) -> None:
-        """Write what is queued now rather than at the end of the loop step (a caller
-        that has queued the step's last statement)."""
-        self._flush()
+    def before_flush(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when this loop step's statements are about to be written (it may
+        queue more, which go in the same write): a caller gathering a step's work into
+        one statement. Exceptions it raises are logged."""
+        self._before_flush.append(hook)
+        if not self._flushing:
+            self._flushing = True
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        hooks = self._before_flush
+        if hooks:
+            self._before_flush = []
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("a pipeline's before_flush hook failed")
+        self._flushing = False
         out, self._out = self._out, []
         if out and not self.closed and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._before_flush:  # a hook asked for another: the next step's flush
+            self._flushing = True
+            self.loop.call_soon(self._flush)
 
     def ready(self, sql: str) -> Prepared | None:
         """``sql`` if prepared here already (no await)."""

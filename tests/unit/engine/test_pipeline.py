@@ -156,3 +156,24 @@ async def test_run_then_answers_from_the_read_callback_as_run_does() -> None:
     pipeline.connection_lost(None)
     assert got[2][0] is None
     assert isinstance(got[2][1], asyncpg.exceptions.ConnectionDoesNotExistError)
+
+
+async def test_before_flush_hooks_add_to_the_steps_write() -> None:
+    """A hook runs when the step's statements are written and what it queues goes in
+    the same write; a hook that asks for another runs at the next flush."""
+    pipeline, transport = _pipeline()
+    prepared = Prepared(b"s1", (), ())
+    pipeline.run_then(prepared, [], lambda r, e: None)
+    order: list[str] = []
+
+    def hook() -> None:
+        order.append("hook")
+        pipeline.run_then(prepared, [], lambda r, e: None)
+        pipeline.before_flush(lambda: order.append("again"))
+
+    pipeline.before_flush(hook)
+    await asyncio.sleep(0)
+    assert order == ["hook"] and len(transport.writes) == 1
+    assert transport.writes[0].count(b"S\x00\x00\x00\x04") == 2 and pipeline.in_flight == 2
+    await asyncio.sleep(0)
+    assert order == ["hook", "again"] and len(transport.writes) == 1

@@ -129,7 +129,7 @@ class PipelinedFinds:
             step = self._steps.get(key)
             if step is None:
                 step = self._steps[key] = _Step(principal, prepared, sql)
-                pipeline.loop.call_soon(self._go, key)
+                pipeline.before_flush(functools.partial(self._go, key))
             step.finds.append((values, done))
             return True
         return self._run(pipeline, prepared, sql, values, done)
@@ -197,11 +197,9 @@ class PipelinedFinds:
             except (Unfit, TypeError, ValueError, OverflowError, struct.error):
                 finds = some + finds
                 break
-            batch_pipeline.flush()
         for values, done in finds:
             if not self._run(pipeline, step.prepared, step.sql, values, done):
                 done(None)
-        pipeline.flush()
 
     def _batch_answered(
         self,
