@@ -89,6 +89,7 @@ _USUAL_STARTS = tuple(
 # A ReadyForQuery message before its status byte. A compiled pattern's search takes its
 # bounds without the tuple parsing bytes.find does on every call.
 _READY = re.compile(b"Z\0\0\0\x05").search
+_READY_HEADER = b"Z\0\0\0\x05"
 
 
 def _plain_statement(text: bytes, start: int = 0) -> bool:
@@ -157,38 +158,46 @@ class _ServerSide(asyncio.Protocol):
         conn = self.conn
         if not (conn.carry or conn.skip or conn.expect):
             # The common reply: whole messages, no ParseComplete to account for, at most
-            # one ReadyForQuery and that one last. One walk over the message boundaries,
-            # no look at their kinds but the last one's.
+            # one ReadyForQuery and that one last. One walk over the message boundaries
+            # up to where a closing ReadyForQuery would start, no look at their kinds.
             n = len(data)
-            pos = last = 0
-            headed = n - 5  # a message header starts at or before this offset
-            while pos <= headed:
-                last = pos
+            pos = 0
+            closing = n - 6
+            while pos < closing:
                 pos += _length(data, pos)[0] + 1
-            # No ReadyForQuery before the last message (those bytes inside another message
-            # only send the chunk the general way). When one ReadyForQuery is owed and the
-            # last message is one, no other can be real: no need to look.
-            ready = data[last] == 0x5A
-            if pos == n and ((ready and conn.pending == 1) or _READY(data, 0, last) is None):
-                client = conn.client
-                if ready:
+            if pos == closing and data[pos : n - 1] == _READY_HEADER:
+                # No ReadyForQuery before the last message (those bytes inside another
+                # message only send the chunk the general way). When one is owed, no
+                # other can be real: no need to look.
+                if conn.pending == 1 or _READY(data, 0, pos) is None:
                     conn.pending -= 1
                     if conn.inflight:
                         conn.inflight.clear()
-                if client is None:
+                    client = conn.client
+                    if client is None:
+                        return
+                    client.bytes_out += n
+                    client.awaiting = False
+                    client.transport.write(data)
+                    if (
+                        conn.pending <= 0
+                        and data[-1] == 0x49  # 'I'
+                        and not conn.pinned
+                        and not conn.unsynced
+                    ):
+                        client.park()
                     return
-                client.bytes_out += n
-                client.awaiting = False
-                client.transport.write(data)
-                if (
-                    ready
-                    and conn.pending <= 0
-                    and data[-1] == 0x49
-                    and not conn.pinned
-                    and not conn.unsynced
-                ):
-                    client.park()
-                return
+            else:
+                headed = n - 5  # a message header starts at or before this offset
+                while pos <= headed:
+                    pos += _length(data, pos)[0] + 1
+                if pos == n and _READY(data) is None:  # rows of a longer reply, say
+                    client = conn.client
+                    if client is not None:
+                        client.bytes_out += n
+                        client.awaiting = False
+                        client.transport.write(data)
+                    return
         self._scan(data)
 
     def _scan(self, data: bytes) -> None:

@@ -473,3 +473,17 @@ def test_one_owed_reply_holding_ready_for_query_bytes_arrives_whole_and_parks_on
     stream = _msg(b"T", b"\0\x01" + b"x" * 20) + row + _msg(b"C", b"SELECT 1\0") + fake
     _ServerSide(conn).data_received(stream)
     assert bytes(client.received) == stream and client.parked == 1 and conn.pending == 0
+
+
+@pytest.mark.parametrize("cut", range(1, len(PLAIN)))
+def test_a_reply_cut_at_a_message_boundary_is_forwarded_whole_and_parks_once(cut: int) -> None:
+    """Whole messages without the ReadyForQuery (rows of a longer reply), then the rest:
+    both chunks take the fast path's two walks, as a general scan would."""
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    side = _ServerSide(conn)
+    side.data_received(b"".join(PLAIN[:cut]))
+    assert client.parked == 0 and conn.pending == 1
+    side.data_received(b"".join(PLAIN[cut:]))
+    assert bytes(client.received) == PLAIN_STREAM and client.parked == 1
+    assert conn.pending == 0 and conn.carry == b"" and conn.skip == 0
