@@ -331,3 +331,20 @@ async def test_lone_finds_by_id_of_one_loop_step_share_a_statement(
         for client in clients:
             await client.close()
     await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_a_read_only_keys_lone_finds_answer_as_the_normal_path(
+    raw: RawClient, mongo_port: int, ro_key: str
+) -> None:
+    db = await loaded(raw)
+    reader = await RawClient.connect(mongo_port, ro_key)
+    try:
+        for body in ({"filter": {"_id": "s"}}, {"filter": {"k": "a"}, "limit": 2}):
+            hot = await lone(reader, {"find": "items", **body}, db)
+            assert hot == await reader.command({"find": "items", **body, "comment": "x"}, db)
+        # ... and it still may not write.
+        refused = await reader.command({"insert": "items", "documents": [{"_id": 9}]}, db)
+        assert bson.decode(refused)["ok"] == 0.0
+    finally:
+        await reader.close()
+    await raw.command({"dropDatabase": 1}, db)
