@@ -293,7 +293,9 @@ class Hub:
                         async with asyncio.timeout(1.0):
                             await self._wake.wait()
                     except TimeoutError:
-                        self._need_read = True  # in case a notification was lost
+                        # In case a notification was lost; none is awaited while this
+                        # node's leader leads (it hands every event over itself).
+                        self._need_read = not self._local_leader
             except asyncio.CancelledError:
                 raise
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
