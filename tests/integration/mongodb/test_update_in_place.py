@@ -188,3 +188,34 @@ def test_update_one_in_place_in_transaction(coll: Coll, client: Any) -> None:
         assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 1}
         session.abort_transaction()
     assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 1}
+
+
+def test_update_one_in_place_answers_as_general_path(coll: Coll) -> None:
+    # Write results and errors of update_one through the engine against the same update
+    # through the general path (update_many of one document).
+    coll.create_index("u", unique=True)
+    coll.insert_many([{"_id": i, "u": f"u{i}", "ключ": 1} for i in range(1, 5)])
+    failures = []
+    for update in (coll.update_one, coll.update_many):
+        with pytest.raises(DuplicateKeyError) as caught:
+            update({"_id": 2 if update == coll.update_one else 3}, {"$set": {"u": "u1"}})
+        details = caught.value.details
+        assert details is not None
+        failures.append((caught.value.code, details["keyPattern"], details["keyValue"]))
+    assert failures[0] == failures[1] == (11000, {"u": 1}, {"u": "u1"})
+    change = {"$inc": {"ключ": 2}, "$set": {"s": "é" * 200}}
+    # each pair differs only in u's value, of the same length; 7 and 8 are upserted
+    pairs = (({"_id": 1}, {"_id": 4}), ({"_id": 7, "u": "u7"}, {"_id": 8, "u": "u8"}))
+    for first, second in pairs:
+        fast = coll.update_one(first, change, upsert=True)
+        slow = coll.update_many(second, change, upsert=True)
+        assert (fast.matched_count, fast.modified_count) == (
+            slow.matched_count,
+            slow.modified_count,
+        )
+        assert (fast.upserted_id is None) == (slow.upserted_id is None)
+        head = len(bson.encode({"_id": first["_id"], "u": "u1"})) - 1
+        assert raw(coll, first["_id"])[head:] == raw(coll, second["_id"])[head:]
+    same = {"$set": {"u": "u1"}}  # what the document holds already: nothing written
+    assert coll.update_one({"_id": 1}, same).modified_count == 0
+    assert coll.update_many({"_id": 1}, same).modified_count == 0
