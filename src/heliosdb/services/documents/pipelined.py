@@ -4,11 +4,14 @@ The MongoDB hot path (interfaces/mongodb/hotpath.py ``take_lone``) hands a plain
 here from the socket's read callback. When the find's statement is one the pool path
 has already answered outside a transaction (``learn``: same SQL text, so same table,
 filter, index hints and limit), and the principal's pipelined connection
-(engine/pipeline.py, one per access level and principal, as a kept pool session) has it
+(engine/pipeline.py, two per access level and principal, as a kept pool session) has it
 prepared, its values are encoded here and the statement goes out with the others of the
 same loop step in one write, its own Bind/Execute/Sync (its own implicit transaction
 and snapshot, as a pooled statement has). ``done`` then gets the stored BSON of each
-row, exactly the bytes the pool path returns.
+row, exactly the bytes the pool path returns, called from the pipeline's read callback
+(``run_then``). Finds by one plain ``_id`` of one loop step are gathered when the
+step's statements are written (``before_flush``) and go out as one statement, as
+lookups.py batches them on the pool path.
 
 Whatever this path cannot do as the pool would (a statement not learned or not yet
 prepared here, a parameter or column type other than jsonb/bigint and bytea, a value
