@@ -214,15 +214,16 @@ def test_session_advisory_locks_in_any_spelling_are_not_plain(query: bytes) -> N
 class _Transport:
     def __init__(self) -> None:
         self.written = bytearray()
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         self.written += data
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
     def close(self) -> None:
         self.closed = True
@@ -487,3 +488,22 @@ def test_a_reply_cut_at_a_message_boundary_is_forwarded_whole_and_parks_once(cut
     side.data_received(b"".join(PLAIN[cut:]))
     assert bytes(client.received) == PLAIN_STREAM and client.parked == 1
     assert conn.pending == 0 and conn.carry == b"" and conn.skip == 0
+
+
+async def test_a_connection_its_slow_client_paused_reads_again_for_the_next() -> None:
+    """A client that does not read its replies pauses its engine connection's reading; the
+    connection reads again for whoever takes it next (else that client would wait forever)."""
+    client, conn = _txn_client()
+    client.pool.size = client.pool.max_size
+    client.data_received(QUERY)
+    client.pause_writing()  # the client's write buffer is full
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    assert not conn.transport.reading and conn.client is None  # parked, still paused
+    other, _ = _txn_client()
+    other.pool = client.pool
+    other.data_received(QUERY)
+    assert other.server is conn and conn.transport.reading
+    client.resume_writing()  # its connection is gone: nothing to resume
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    other.connection_lost(None)  # leaves it parked: back to the pool, reading
+    assert client.pool.idle == [conn] and conn.transport.reading
