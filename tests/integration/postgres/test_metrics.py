@@ -1,4 +1,5 @@
-"""Relayed traffic in the metrics: spliced sessions (counted by the kernel) included."""
+"""Relayed traffic in the metrics: spliced sessions and transaction-mode clients (counted by
+the kernel) included."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import time
 
 import httpx
 import psycopg
+import pytest
 
+from tests.integration.postgres.conftest import make_dsn
 from tests.nodeproc import NodeProcess
 
 
@@ -25,10 +28,15 @@ def _traffic(node: NodeProcess) -> tuple[float, float, float]:
     )
 
 
-def test_session_traffic_reaches_the_metrics_live_and_after(node: NodeProcess, rw_dsn: str) -> None:
+@pytest.mark.parametrize("port", ["postgres", "postgres_txn"])
+def test_session_traffic_reaches_the_metrics_live_and_after(
+    node: NodeProcess, rw_key: str, port: str
+) -> None:
+    """Session port: a spliced session; transaction port: a client whose relay counts
+    nothing itself either (no idle timeout): both counted by the kernel."""
     before_in, before_out, before_trips = _traffic(node)
     query = "SELECT repeat('x', 200000) /* " + "q" * 5000 + " */"
-    with psycopg.connect(rw_dsn, autocommit=True) as conn:
+    with psycopg.connect(make_dsn(node.ports[port], rw_key), autocommit=True) as conn:
         for _ in range(3):
             assert conn.execute(query).fetchone() == ("x" * 200000,)
         for _ in range(40):  # the session is still open (the client's last ACK may trail)

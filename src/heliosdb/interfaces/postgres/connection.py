@@ -270,7 +270,8 @@ class Connection:
                 )  # fmt: skip
                 gateway.session_started(client)
                 self.relayed = True
-                client.start(_buffered(self.reader))
+                # The idle sweep needs the per-chunk counts; without it, the kernel's.
+                client.start(_buffered(self.reader), gateway.settings.idle_timeout <= 0)
                 return client
             engine = await open_session(gateway.engine, principal.access, startup.parameters)
         except EngineLoginError as exc:

@@ -44,7 +44,7 @@ from heliosdb.engine import Access, Engine
 from heliosdb.engine.relay import EngineLoginError, EngineSession, cancel, open_session
 from heliosdb.interfaces.postgres.codec import CancelKey, encode_error, message
 from heliosdb.interfaces.postgres.errors import PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS
-from heliosdb.interfaces.postgres.traffic import Traffic
+from heliosdb.interfaces.postgres.traffic import SocketTraffic, Traffic, traffic_of
 from heliosdb.security.principals import Principal
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
@@ -176,8 +176,9 @@ class _ServerSide(asyncio.Protocol):
                     client = conn.client
                     if client is None:
                         return
-                    client.bytes_out += n
-                    client.awaiting = False
+                    if client.counted:
+                        client.bytes_out += n
+                        client.awaiting = False
                     client.transport.write(data)
                     if (
                         conn.pending <= 0
@@ -194,8 +195,9 @@ class _ServerSide(asyncio.Protocol):
                 if pos == n and _READY(data) is None:  # rows of a longer reply, say
                     client = conn.client
                     if client is not None:
-                        client.bytes_out += n
-                        client.awaiting = False
+                        if client.counted:
+                            client.bytes_out += n
+                            client.awaiting = False
                         client.transport.write(data)
                     return
         self._scan(data)
@@ -256,8 +258,9 @@ class _ServerSide(asyncio.Protocol):
             out = b"".join(kept)
         else:
             out = data[start:n] if (start or n != len(data)) else data
-        client.bytes_out += len(out)
-        client.awaiting = False
+        if client.counted:
+            client.bytes_out += len(out)
+            client.awaiting = False
         client.transport.write(out)
         if release_at >= 0:
             client.park()
@@ -423,9 +426,18 @@ class TxnClient(asyncio.Protocol):
         self.bytes_out = 0
         self.round_trips = 0
         self.awaiting = False  # the client spoke last: a statement may be running
+        # The kernel's counters of the client socket (plain TCP, no idle sweep): then the
+        # callbacks count nothing (``counted`` False).
+        self.kernel_traffic: SocketTraffic | None = None
+        self.counted = True
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def start(self, buffered: bytes) -> None:
+    def start(self, buffered: bytes, kernel_counts: bool = False) -> None:
+        """Relay from now on. ``kernel_counts``: let the kernel count the traffic if the
+        client socket allows it (plain TCP)."""
+        if kernel_counts:
+            self.kernel_traffic = SocketTraffic.of_plain(self.transport)
+            self.counted = self.kernel_traffic is None
         self.transport.set_protocol(self)
         if buffered:
             self.data_received(buffered)
@@ -446,9 +458,10 @@ class TxnClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         n = len(data)
-        self.bytes_in += n
-        self.round_trips += 1
-        self.awaiting = True
+        if self.counted:
+            self.bytes_in += n
+            self.round_trips += 1
+            self.awaiting = True
         if (
             n >= 6
             and data[0] == 0x51  # Query
@@ -674,7 +687,7 @@ class TxnClient(asyncio.Protocol):
 
     def traffic(self) -> Traffic:
         """Bytes from and to the client and client writes relayed, so far."""
-        return Traffic(self.bytes_in, self.bytes_out, self.round_trips)
+        return traffic_of(self.kernel_traffic, self.bytes_in, self.bytes_out, self.round_trips)
 
     # endings
 
@@ -693,6 +706,8 @@ class TxnClient(asyncio.Protocol):
         if self.done.done():
             return
         self.done.set_result(None)
+        if self.kernel_traffic is not None:
+            self.kernel_traffic.close()  # the last counts; the socket may go
         server, self.server = self.server, None
         if server is not None and server.client is None:
             self.pool.release(server)  # parked: at a transaction boundary, owing nothing

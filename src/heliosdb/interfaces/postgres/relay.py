@@ -36,7 +36,7 @@ from typing import cast
 from heliosdb.engine import Engine
 from heliosdb.engine.relay import EngineSession, cancel
 from heliosdb.interfaces.postgres.codec import TERMINATE, CancelKey
-from heliosdb.interfaces.postgres.traffic import SocketTraffic, Traffic
+from heliosdb.interfaces.postgres.traffic import SocketTraffic, Traffic, traffic_of
 from heliosdb.security.principals import Principal
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
@@ -80,8 +80,8 @@ class Session:
         """Switch both sockets to relaying; forward what each side already sent.
         ``splice``: relay without Python per chunk if the client socket allows it."""
         server_buffered = self.engine.take_buffered()
-        if splice and self.client.get_extra_info("sslcontext") is None:
-            self.kernel_traffic = SocketTraffic.of(self.client.get_extra_info("socket"))
+        if splice:
+            self.kernel_traffic = SocketTraffic.of_plain(self.client)
         if self.kernel_traffic is not None:
             self.client.set_protocol(_Spliced(self.server, self._client_gone))
             self.server.set_protocol(_Spliced(self.client, self._engine_gone))
@@ -100,10 +100,7 @@ class Session:
 
     def traffic(self) -> Traffic:
         """Bytes from and to the client and client writes relayed, so far."""
-        kernel = self.kernel_traffic
-        if kernel is not None:
-            return kernel.read() or kernel.last
-        return Traffic(self.bytes_in, self.bytes_out, self.round_trips)
+        return traffic_of(self.kernel_traffic, self.bytes_in, self.bytes_out, self.round_trips)
 
     def _engine_gone(self) -> None:
         self.end(client_left=False)

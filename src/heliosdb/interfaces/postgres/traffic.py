@@ -13,6 +13,7 @@ descriptor, so the counters stay readable after the transport closed its own, un
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
@@ -48,6 +49,14 @@ class SocketTraffic:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._last = Traffic(0, 0, 0)
+
+    @classmethod
+    def of_plain(cls, transport: asyncio.BaseTransport) -> SocketTraffic | None:
+        """For a client transport without TLS (whose kernel counters would count TLS
+        records, not the protocol's bytes); None otherwise, as ``of``."""
+        if transport.get_extra_info("sslcontext") is not None:
+            return None
+        return cls.of(transport.get_extra_info("socket"))
 
     @classmethod
     def of(cls, transport_socket: object) -> SocketTraffic | None:
@@ -89,3 +98,12 @@ class SocketTraffic:
         if self._sock.fileno() >= 0:
             self.read()
             self._sock.close()
+
+
+def traffic_of(
+    kernel: SocketTraffic | None, bytes_in: int, bytes_out: int, round_trips: int
+) -> Traffic:
+    """A relay's traffic so far: the kernel's counters when it has them, else its own."""
+    if kernel is not None:
+        return kernel.read() or kernel.last
+    return Traffic(bytes_in, bytes_out, round_trips)

@@ -23,6 +23,7 @@ class _Client:
     def __init__(self) -> None:
         self.received = bytearray()
         self.parked = 0
+        self.counted = True
         self.bytes_out = 0
         self.awaiting = True
         self.transport = SimpleNamespace(write=self.received.extend)
