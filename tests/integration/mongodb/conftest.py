@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pymongo
 import pytest
 from pymongo.database import Database
 
 from tests.nodeproc import NodeProcess
+
+T = TypeVar("T")
+
+
+def found(value: T | None) -> T:
+    """``value``, which the test expects to be there (a ``find_one``, an error's details)."""
+    assert value is not None
+    return value
 
 
 def mongo_uri(port: int, password: str, user: str = "apikey", **options: str) -> str:

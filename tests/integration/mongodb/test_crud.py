@@ -14,6 +14,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from tests.integration.mongodb.conftest import found
+
 Coll = Collection[dict[str, Any]]
 
 
@@ -147,16 +149,14 @@ def test_sort_skip_limit_projection(people: Coll) -> None:
     page = list(people.find({}, sort=[("age", 1)], skip=1, limit=2))
     assert [d["_id"] for d in page] == [2, 4]
     assert people.find_one({"_id": 1}, {"name": 1}) == {"_id": 1, "name": "ada"}
-    assert set(people.find_one({"_id": 1}, {"scores": 0, "tags": 0})) == {
+    assert set(found(people.find_one({"_id": 1}, {"scores": 0, "tags": 0}))) == {
         "_id",
         "name",
         "age",
         "city",
     }
-    assert people.find_one({"_id": 3}, {"tags": {"$slice": 2}, "_id": 0, "name": 1})["tags"] == [
-        "navy",
-        "code",
-    ]
+    sliced = found(people.find_one({"_id": 3}, {"tags": {"$slice": 2}, "_id": 0, "name": 1}))
+    assert sliced["tags"] == ["navy", "code"]
     hit = people.find_one({"_id": 1}, {"scores": {"$elemMatch": {"k": "b"}}})
     assert hit == {"_id": 1, "scores": [{"k": "b", "v": 9}]}
     assert people.find_one({"_id": 1}, {"city.name": 1}) == {"_id": 1, "city": {"name": "London"}}
@@ -192,8 +192,8 @@ def test_duplicate_key(db: Database[dict[str, Any]]) -> None:
     coll.insert_one({"_id": "a", "v": 1})
     with pytest.raises(DuplicateKeyError) as failure:
         coll.insert_one({"_id": "a", "v": 2})
-    assert failure.value.details["keyValue"] == {"_id": "a"}
-    assert failure.value.details["keyPattern"] == {"_id": 1}
+    assert found(failure.value.details)["keyValue"] == {"_id": "a"}
+    assert found(failure.value.details)["keyPattern"] == {"_id": 1}
     with pytest.raises(BulkWriteError) as bulk:
         coll.insert_many([{"_id": "b"}, {"_id": "a"}, {"_id": "c"}])
     assert bulk.value.details["nInserted"] == 1
@@ -224,7 +224,7 @@ def test_update_operators(db: Database[dict[str, Any]]) -> None:
         {"$inc": {"n": 2, "l": 1}, "$mul": {"f": 2}, "$set": {"obj.b": 2}, "$unset": {"old": ""}},
     )
     assert (result.matched_count, result.modified_count) == (1, 1)
-    doc = coll.find_one({"_id": 1})
+    doc = found(coll.find_one({"_id": 1}))
     assert doc["n"] == 3 and doc["f"] == 3.0 and doc["l"] == 11 and isinstance(doc["l"], Int64)
     assert doc["obj"] == {"a": 1, "b": 2} and "old" not in doc
     coll.update_one({"_id": 1}, {"$min": {"n": 1}, "$max": {"f": 10}, "$rename": {"obj": "o"}})
@@ -237,7 +237,7 @@ def test_update_operators(db: Database[dict[str, Any]]) -> None:
     coll.update_one(
         {"_id": 1}, {"$set": {"items.$[big].flag": True}}, array_filters=[{"big.q": {"$gt": 3}}]
     )
-    doc = coll.find_one({"_id": 1})
+    doc = found(coll.find_one({"_id": 1}))
     assert doc["n"] == 1 and doc["f"] == 10 and doc["o"] == {"a": 1, "b": 2}
     assert doc["arr"] == [0, 1, 2]
     assert doc["tags"] == ["a"]
@@ -267,7 +267,7 @@ def test_upsert_replace_multi_delete(db: Database[dict[str, Any]]) -> None:
         {"k": "a"}, {"$set": {"v": 1}, "$setOnInsert": {"new": True}}, upsert=True
     )
     assert result.upserted_id is not None and result.matched_count == 0
-    doc = coll.find_one({"k": "a"})
+    doc = found(coll.find_one({"k": "a"}))
     assert doc["v"] == 1 and doc["new"] is True and isinstance(doc["_id"], ObjectId)
     coll.replace_one({"k": "a"}, {"k": "a", "v": 2})
     assert coll.find_one({"k": "a"}, {"_id": 0}) == {"k": "a", "v": 2}
@@ -368,8 +368,8 @@ def test_concurrent_increments_are_not_lost(db: Database[dict[str, Any]], round_
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(bump, range(40)))
-    assert coll.find_one({"_id": "one"})["n"] == 80
-    assert coll.find_one({"_id": "two"})["n"] == 40
+    assert found(coll.find_one({"_id": "one"}))["n"] == 80
+    assert found(coll.find_one({"_id": "two"}))["n"] == 40
 
 
 def test_pipeline_update(db: Database[dict[str, Any]]) -> None:

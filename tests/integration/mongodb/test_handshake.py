@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pymongo.errors import OperationFailure
 from pymongo.write_concern import WriteConcern
 
-from tests.integration.mongodb.conftest import connect, mongo_uri
+from tests.integration.mongodb.conftest import connect, found, mongo_uri
 
 
 def test_ping_and_hello(client: pymongo.MongoClient[dict[str, Any]]) -> None:
@@ -49,7 +49,7 @@ def test_server_info_commands(client: pymongo.MongoClient[dict[str, Any]]) -> No
 
 
 def test_scram_sha_256_explicit(mongo_port: int, rw_key: str) -> None:
-    with pymongo.MongoClient(
+    with pymongo.MongoClient[dict[str, Any]](
         mongo_uri(mongo_port, rw_key, authMechanism="SCRAM-SHA-256"),
         serverSelectionTimeoutMS=10_000,
     ) as c:
@@ -65,7 +65,7 @@ def test_wrong_key_fails_with_code_18(mongo_port: int) -> None:
 
 def test_unknown_user_fails_like_wrong_password(mongo_port: int) -> None:
     uri = f"mongodb://nobody:secret123@127.0.0.1:{mongo_port}/?authSource=admin"
-    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as c:
+    with pymongo.MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=10_000) as c:
         with pytest.raises(OperationFailure) as failure:
             c.admin.command("ping")
         assert failure.value.code == 18
@@ -73,7 +73,7 @@ def test_unknown_user_fails_like_wrong_password(mongo_port: int) -> None:
 
 
 def test_unauthenticated_commands_get_unauthorized(mongo_port: int) -> None:
-    with pymongo.MongoClient(
+    with pymongo.MongoClient[dict[str, Any]](
         f"mongodb://127.0.0.1:{mongo_port}/", serverSelectionTimeoutMS=10_000
     ) as c:
         assert c.admin.command("ping")["ok"] == 1.0
@@ -87,7 +87,7 @@ def test_read_only_key_cannot_write(
     ro_client: pymongo.MongoClient[dict[str, Any]], client: pymongo.MongoClient[dict[str, Any]]
 ) -> None:
     client.rotest.items.insert_one({"x": 1})
-    assert ro_client.rotest.items.find_one({"x": 1})["x"] == 1
+    assert found(ro_client.rotest.items.find_one({"x": 1}))["x"] == 1
     with pytest.raises(OperationFailure) as failure:
         ro_client.rotest.items.insert_one({"x": 2})
     assert failure.value.code == 13
@@ -104,7 +104,7 @@ def test_unknown_command_names_itself(client: pymongo.MongoClient[dict[str, Any]
         client.admin.command("frobnicate")
     assert failure.value.code == 59
     assert "frobnicate" in str(failure.value)
-    assert failure.value.details["codeName"] == "CommandNotFound"
+    assert found(failure.value.details)["codeName"] == "CommandNotFound"
 
 
 def test_unacknowledged_write_gets_no_reply(client: pymongo.MongoClient[dict[str, Any]]) -> None:
@@ -214,13 +214,13 @@ def test_malformed_message_closes_connection(
 
 def test_scram_sha_1_with_api_key(mongo_port: int, make_key: Any) -> None:
     key = make_key("secret")  # made after the SCRAM-SHA-1 migration: has both verifiers
-    with pymongo.MongoClient(
+    with pymongo.MongoClient[dict[str, Any]](
         mongo_uri(mongo_port, key, authMechanism="SCRAM-SHA-1"), serverSelectionTimeoutMS=10_000
     ) as c:
         assert c.admin.command("ping")["ok"] == 1.0
         assert c.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"]
     with (
-        pymongo.MongoClient(
+        pymongo.MongoClient[dict[str, Any]](
             mongo_uri(mongo_port, key + "x", authMechanism="SCRAM-SHA-1"),
             serverSelectionTimeoutMS=10_000,
         ) as c,
@@ -249,11 +249,11 @@ def test_heliosdb_user_login(node: Any, mongo_port: int, mechanism: str | None) 
     )  # fmt: skip
     options = {"authMechanism": mechanism} if mechanism else {}
     uri = mongo_uri(mongo_port, password, user=name, **options)
-    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as c:
+    with pymongo.MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=10_000) as c:
         c.userdb.items.insert_one({"by": name})
         assert c.userdb.items.count_documents({"by": name}) == 1
     with (
-        pymongo.MongoClient(
+        pymongo.MongoClient[dict[str, Any]](
             mongo_uri(mongo_port, "wrong password", user=name, **options),
             serverSelectionTimeoutMS=10_000,
         ) as c,

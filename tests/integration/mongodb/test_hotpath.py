@@ -263,7 +263,7 @@ async def test_lone_finds_keep_the_order_of_replies(raw: RawClient) -> None:
     await lone(raw, {"find": "items", "filter": {"_id": 1}}, db)
     frames = []
     for i in range(20):
-        body = {"find": "items", "filter": {"_id": i}, "lsid": raw.lsid, "$db": db}
+        body: dict[str, Any] = {"find": "items", "filter": {"_id": i}, "lsid": raw.lsid, "$db": db}
         if i % 3 == 2:
             body = {"ping": 1, "lsid": raw.lsid, "$db": db}
         payload = b"\x00\x00\x00\x00\x00" + bson.encode(body)

@@ -11,6 +11,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from tests.integration.mongodb.conftest import found
+
 
 @pytest.fixture
 def coll(db: Database[dict[str, Any]], coll_name: str) -> Collection[dict[str, Any]]:
@@ -73,14 +75,14 @@ def test_update_replace_delete_by_null_id(coll: Collection[dict[str, Any]]) -> N
 
 def test_upsert_with_null_id(coll: Collection[dict[str, Any]]) -> None:
     result = coll.update_one({"_id": None}, {"$set": {"a": 1}}, upsert=True)
-    assert result.upserted_id is None and result.raw_result["upserted"] is None
+    assert result.upserted_id is None and found(result.raw_result)["upserted"] is None
     assert coll.find_one({"_id": None}) == {"_id": None, "a": 1}
     result = coll.update_one({"_id": None}, {"$set": {"a": 2}}, upsert=True)
     assert (result.matched_count, result.modified_count) == (1, 1)
-    assert "upserted" not in result.raw_result
+    assert "upserted" not in found(result.raw_result)
     coll.delete_one({"_id": None})
     result = coll.replace_one({"_id": None}, {"b": 1}, upsert=True)
-    assert result.raw_result["upserted"] is None
+    assert found(result.raw_result)["upserted"] is None
     assert list(coll.find()) == [{"_id": None, "b": 1}]
 
 

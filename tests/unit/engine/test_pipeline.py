@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
 import asyncpg
 import pytest
@@ -135,7 +136,7 @@ async def test_run_then_answers_from_the_read_callback_as_run_does() -> None:
     statements, synchronously from data_received; a failed connection calls it too."""
     pipeline, transport = _pipeline()
     prepared = Prepared(b"s1", (20,), ("n:20",))
-    got: list[tuple[object, object]] = []
+    got: list[tuple[Any, BaseException | None]] = []
     pipeline.run_then(prepared, [struct.pack("!q", 1)], lambda r, e: got.append((r, e)))
     future = pipeline.run(prepared, [None])
     pipeline.run_then(prepared, [None], lambda r, e: got.append((r, e)))
@@ -147,7 +148,7 @@ async def test_run_then_answers_from_the_read_callback_as_run_does() -> None:
         _msg(b"2") + _row(struct.pack("!q", 1)) + _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"I")
     )
     assert len(got) == 1 and got[0][1] is None
-    rows, tag = got[0][0]  # type: ignore[misc]
+    rows, tag = got[0][0]
     assert decode_rows(rows, [DECODERS[20]]) == [[1]] and tag == b"SELECT 1"
     pipeline.data_received(_msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"Z", b"I"))
     assert await future == ([], b"SELECT 0")
