@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -15,6 +15,13 @@ from tests.nodeproc import NodeProcess
 
 def bearer(key: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {key}")]
+
+
+def trailers(error: grpc.aio.AioRpcError) -> dict[str, str | bytes]:
+    """An error's trailing metadata by key (grpc-stubs types its items as objects; they
+    are (key, value) pairs)."""
+    pairs = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
+    return dict(pairs)
 
 
 def values(row: pb.Row) -> list[Any]:

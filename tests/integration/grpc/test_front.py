@@ -14,7 +14,7 @@ import pytest
 from heliosdb.interfaces.grpc import http2 as h2
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
-from tests.integration.grpc.conftest import bearer, query, values
+from tests.integration.grpc.conftest import bearer, query, trailers, values
 
 Stub = heliosdb_pb2_grpc.HeliosDBStub
 
@@ -89,7 +89,7 @@ async def test_failing_and_succeeding_calls_with_one_header_block(stub: Stub, rw
         try:
             return values((await query(stub, rw_key, sql, [pb.Value(int_value=i + 1)])).rows[0])
         except grpc.aio.AioRpcError as exc:
-            return exc.code(), dict(exc.trailing_metadata() or ())["heliosdb-error-code"]  # type: ignore[arg-type]
+            return exc.code(), trailers(exc)["heliosdb-error-code"]
 
     results = await asyncio.gather(*(one(i) for i in range(90)))
     for i, result in enumerate(results):

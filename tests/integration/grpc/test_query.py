@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
-from tests.integration.grpc.conftest import query, values
+from tests.integration.grpc.conftest import query, trailers, values
 from tests.nodeproc import NodeProcess
 
 Stub = heliosdb_pb2_grpc.HeliosDBStub
@@ -110,9 +110,7 @@ async def test_execute_query_without_credentials_unauthenticated(stub: Stub) -> 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ExecuteQuery(pb.QueryRequest(sql="SELECT 1"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert dict(caught.value.trailing_metadata() or ())["heliosdb-error-code"] == (
-        "UNAUTHENTICATED"
-    )
+    assert trailers(caught.value)["heliosdb-error-code"] == ("UNAUTHENTICATED")
 
 
 @pytest.mark.parametrize(
@@ -179,10 +177,10 @@ async def test_execute_query_engine_error_carries_code_and_details(stub: Stub, r
     error = caught.value
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "no_such_table_anywhere" in (error.details() or "")
-    trailing = dict(error.trailing_metadata() or ())
+    trailing = trailers(error)
     assert trailing["heliosdb-error-code"] == "NOT_FOUND"
     assert orjson.loads(trailing["heliosdb-error-details"])["sqlstate"] == "42P01"
-    rich = rpc_status.from_call(_SyncView(error))  # the standard helper decodes it
+    rich = rpc_status.from_call(_SyncView(error))  # type: ignore[arg-type]  # duck-typed call
     assert rich is not None
     info = error_details_pb2.ErrorInfo()
     assert rich.details[0].Unpack(info)
@@ -195,7 +193,7 @@ async def test_execute_query_syntax_error_invalid_argument(stub: Stub, rw_key: s
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await query(stub, rw_key, "SELEC 1")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    trailing = dict(caught.value.trailing_metadata() or ())
+    trailing = trailers(caught.value)
     assert orjson.loads(trailing["heliosdb-error-details"])["sqlstate"] == "42601"
 
 
@@ -213,7 +211,7 @@ async def test_execute_query_unique_violation_conflict(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await query(stub, rw_key, f"INSERT INTO {table_name} VALUES (1)")
     assert caught.value.code() == grpc.StatusCode.ABORTED
-    assert dict(caught.value.trailing_metadata() or ())["heliosdb-error-code"] == "CONFLICT"
+    assert trailers(caught.value)["heliosdb-error-code"] == "CONFLICT"
 
 
 async def test_health_check_needs_no_credentials(stub: Stub) -> None:

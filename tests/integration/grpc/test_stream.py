@@ -11,7 +11,7 @@ import pytest
 
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
-from tests.integration.grpc.conftest import bearer, query, values
+from tests.integration.grpc.conftest import bearer, query, trailers, values
 
 Stub = heliosdb_pb2_grpc.HeliosDBStub
 
@@ -66,9 +66,7 @@ async def test_stream_bad_sql_invalid_argument(stub: Stub, rw_key: str) -> None:
         async for _ in call:
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert dict(caught.value.trailing_metadata() or ())["heliosdb-error-code"] == (
-        "INVALID_ARGUMENT"
-    )
+    assert trailers(caught.value)["heliosdb-error-code"] == ("INVALID_ARGUMENT")
 
 
 async def test_stream_error_mid_way_reported(stub: Stub, rw_key: str) -> None:

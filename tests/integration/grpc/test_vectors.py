@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Any
 
 import grpc
 import httpx
@@ -13,14 +14,14 @@ from google.protobuf import struct_pb2
 from heliosdb.services.vectors import default_ef_search
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
-from tests.integration.grpc.conftest import bearer
+from tests.integration.grpc.conftest import bearer, trailers
 from tests.nodeproc import NodeProcess
 
 Stub = heliosdb_pb2_grpc.HeliosDBStub
 INVALID = "INVALID_ARGUMENT"
 
 
-def metadata(**fields: object) -> struct_pb2.Struct:
+def metadata(**fields: Any) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(fields)
     return out
@@ -123,7 +124,7 @@ async def test_vector_search_bad_requests(
         request_.index_name = index
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.VectorSearch(request_, metadata=bearer(rw_key))
-    assert dict(caught.value.trailing_metadata() or ())["heliosdb-error-code"] == code
+    assert trailers(caught.value)["heliosdb-error-code"] == code
 
 
 async def test_vector_upsert_bad_vectors_invalid_argument(

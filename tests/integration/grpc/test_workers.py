@@ -69,7 +69,7 @@ async def two_processes(workers_node: NodeProcess) -> AsyncIterator[tuple[Stub, 
         pytest.fail("every connection landed on one process")
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
 
 
 @pytest.fixture(scope="module")
