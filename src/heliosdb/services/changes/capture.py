@@ -88,28 +88,27 @@ _PEEK = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '1', 'publication_names', $4)"
 )
-_INSERT_EVENTS = (
+_INTO_EVENTS = (
     "INSERT INTO helios.change_events (position, commit_lsn, commit_time, xid, schema_name, "
-    "table_name, event_type, payload) SELECT * FROM unnest($1::bigint[], $2::pg_lsn[], "
-    "$3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[]::json[])"
+    "table_name, event_type, payload) "
 )
-_INSERT_EVENTS_WITH_PROGRESS = (
-    "WITH events AS (INSERT INTO helios.change_events (position, commit_lsn, commit_time, "
-    "xid, schema_name, table_name, event_type, payload) SELECT * FROM unnest($1::bigint[], "
+_INSERT_EVENTS = (
+    f"{_INTO_EVENTS}SELECT * FROM unnest($1::bigint[], "  # noqa: S608 - constants only
     "$2::pg_lsn[], $3::timestamptz[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
-    "$8::text[]::json[])), progress AS (UPDATE helios.change_capture SET "
-    "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
-    "SELECT pg_notify($12, $13), pg_current_wal_insert_lsn()"
+    "$8::text[]::json[])"
 )
-# The same for a batch of one event (a lone single-row transaction, the common case at
-# low write rates): plain parameters, no arrays to encode.
-_INSERT_EVENT_WITH_PROGRESS = (
-    "WITH events AS (INSERT INTO helios.change_events (position, commit_lsn, commit_time, "
-    "xid, schema_name, table_name, event_type, payload) VALUES ($1::bigint, $2::pg_lsn, "
-    "$3::timestamptz, $4::bigint, $5::text, $6::text, $7::text, $8::text::json)), "
+# The events, the capture's progress and the NOTIFY of a batch in one statement.
+_AND_PROGRESS = (
     "progress AS (UPDATE helios.change_capture SET "
     "last_lsn = $10::pg_lsn, last_position = $11, updated_at = now() WHERE slot_name = $9) "
     "SELECT pg_notify($12, $13), pg_current_wal_insert_lsn()"
+)
+_INSERT_EVENTS_WITH_PROGRESS = f"WITH events AS ({_INSERT_EVENTS}), {_AND_PROGRESS}"
+# The same for a batch of one event (a lone single-row transaction, the common case at
+# low write rates): plain parameters, no arrays to encode.
+_INSERT_EVENT_WITH_PROGRESS = (
+    f"WITH events AS ({_INTO_EVENTS}VALUES ($1::bigint, $2::pg_lsn, $3::timestamptz, "
+    f"$4::bigint, $5::text, $6::text, $7::text, $8::text::json)), {_AND_PROGRESS}"
 )
 # The WAL poll adapts to activity: every ``changes.poll_interval`` (5 ms) while changes
 # publish, then, once nothing has published for a while, a tenth of that quiet time, up
