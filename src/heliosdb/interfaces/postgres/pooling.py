@@ -165,41 +165,40 @@ class _ServerSide(asyncio.Protocol):
             closing = n - 6
             while pos < closing:
                 pos += _length(data, pos)[0] + 1
-            if pos == closing and data[pos : n - 1] == _READY_HEADER:
+            ready = pos == closing and data[pos : n - 1] == _READY_HEADER
+            if ready:
                 # No ReadyForQuery before the last message (those bytes inside another
                 # message only send the chunk the general way). When one is owed, no
                 # other can be real: no need to look.
-                if conn.pending == 1 or _READY(data, 0, pos) is None:
-                    conn.pending -= 1
-                    if conn.inflight:
-                        conn.inflight.clear()
-                    client = conn.client
-                    if client is None:
-                        return
-                    if client.counted:
-                        client.bytes_out += n
-                        client.awaiting = False
-                    client.transport.write(data)
-                    if (
-                        conn.pending <= 0
-                        and data[-1] == 0x49  # 'I'
-                        and not conn.pinned
-                        and not conn.unsynced
-                    ):
-                        client.park()
+                if conn.pending != 1 and _READY(data, 0, pos) is not None:
+                    self._scan(data)
                     return
+                conn.pending -= 1
+                if conn.inflight:
+                    conn.inflight.clear()
             else:
                 headed = n - 5  # a message header starts at or before this offset
                 while pos <= headed:
                     pos += _length(data, pos)[0] + 1
-                if pos == n and _READY(data) is None:  # rows of a longer reply, say
-                    client = conn.client
-                    if client is not None:
-                        if client.counted:
-                            client.bytes_out += n
-                            client.awaiting = False
-                        client.transport.write(data)
+                if pos != n or _READY(data) is not None:  # not just rows of a longer reply
+                    self._scan(data)
                     return
+            client = conn.client
+            if client is None:
+                return
+            if client.counted:
+                client.bytes_out += n
+                client.awaiting = False
+            client.transport.write(data)
+            if (
+                ready
+                and conn.pending <= 0
+                and data[-1] == 0x49  # 'I'
+                and not conn.pinned
+                and not conn.unsynced
+            ):
+                client.park()
+            return
         self._scan(data)
 
     def _scan(self, data: bytes) -> None:
