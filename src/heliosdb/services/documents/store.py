@@ -881,10 +881,13 @@ class DocumentStore:
         if cached is None or cached[0] <= time.monotonic() or transactions.current() is not None:
             return False  # the index map is refreshed by the pool path (an await)
         shape = plain_shape(spec) if spec else ()
+        # One plain _id (its SQL is ``_id = $1``): finds of the same step share a statement.
+        only_id = spec["_id"] if spec and len(spec) == 1 and "_id" in spec else MISSING
+        single_id = only_id is not MISSING and plain_id(only_id)
         one_id: Any = MISSING
-        if shape is None and spec and len(spec) == 1 and "_id" in spec and plain_id(spec["_id"]):
+        if shape is None and single_id:
             # one plain _id of any type (ObjectId, a document...): ``_id = $1``, its id_form
-            one_id = spec["_id"]
+            one_id = only_id
             shape = ("_id", type(one_id))
         key = (db, coll, limit > 0, shape)
         plan = self._soon.get(key) if shape is not None else None
@@ -903,12 +906,7 @@ class DocumentStore:
             sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
-        # One plain _id (its SQL is ``_id = $1``): finds of the same step share a statement.
-        by_id = (
-            batch_sql(table(db, coll))
-            if spec and len(spec) == 1 and "_id" in spec and plain_id(spec["_id"])
-            else None
-        )
+        by_id = batch_sql(table(db, coll)) if single_id else None
         if shape is not None:
             bound = values[:-1] if limit else values
             places: tuple[int, ...] | None
