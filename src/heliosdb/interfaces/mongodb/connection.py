@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from heliosdb.interfaces.mongodb import codec, errors, hotpath, registry
+from heliosdb.interfaces.mongodb import codec, errors, hotpath, loneupdate, registry
 from heliosdb.interfaces.mongodb.cursors import CursorStore
 from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal
@@ -60,10 +60,10 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
     lost connection. The StreamReader it was made with only learns about EOF.
 
     A message that arrives alone while ``serve`` waits for one is first offered to
-    ``lone`` (hotpath.take_lone: a plain find started from here, no task switch); while
-    it is out (``busy``), later messages queue and ``serve`` sleeps on, so replies keep
-    the order of the requests. ``lone_done`` ends it; ``hand_back`` gives the message
-    to ``serve`` instead.
+    ``lone`` (loneupdate.take_lone: an update_one, else hotpath.take_lone's plain find,
+    started from here, no task switch); while it is out (``busy``), later messages queue
+    and ``serve`` sleeps on, so replies keep the order of the requests. ``lone_done``
+    ends it; ``hand_back`` gives the message to ``serve`` instead.
     """
 
     lone: Callable[[bytes], bool] | None = None
@@ -254,7 +254,7 @@ async def serve(
     assert isinstance(protocol, MongoProtocol)
     messages = protocol.messages
     session = Session(state, next(state.ids), f"{peer[0]}:{peer[1]}" if peer else "unknown")
-    protocol.lone = functools.partial(hotpath.take_lone, session, protocol)
+    protocol.lone = functools.partial(loneupdate.take_lone, session, protocol)
     state.current += 1
     state.total_created += 1
     try:

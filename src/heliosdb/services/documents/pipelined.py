@@ -11,7 +11,8 @@ and snapshot, as a pooled statement has). ``done`` then gets the stored BSON of 
 row, exactly the bytes the pool path returns, called from the pipeline's read callback
 (``run_then``). Finds by one plain ``_id`` of one loop step are gathered when the
 step's statements are written (``before_flush``) and go out as one statement, as
-lookups.py batches them on the pool path.
+lookups.py batches them on the pool path (``batch_statement``: up to 32 ids as that
+many parameters, so the engine keeps one generic plan).
 
 Whatever this path cannot do as the pool would (a statement not learned or not yet
 prepared here, a parameter or column type other than jsonb/bigint and bytea, a value
@@ -34,9 +35,10 @@ from heliosdb.engine import Engine
 from heliosdb.engine.codecs import json_default
 from heliosdb.engine.pipeline import Pipeline, Pipelines, Prepared, Unfit
 from heliosdb.security.principals import Principal
+from heliosdb.services.documents.learned import Learned, run_encoded
+from heliosdb.services.documents.lookups import batch_statement
 
 BYTEA, INT8, JSONB, JSONB_ARRAY = 17, 20, 3802, 3807
-MAX_LEARNED = 4096
 MAX_BATCH = 1000  # finds by _id in one statement
 _INT = struct.Struct("!i")
 _INT64 = struct.Struct("!q")
@@ -91,7 +93,7 @@ class PipelinedFinds:
         settings = {**engine.session_settings(), "application_name": "heliosdb-documents"}
         self.pipelines = Pipelines(engine, settings, frozenset({BYTEA, INT8}), _ENCODERS.keys())
         engine.closers.append(self.pipelines.close)
-        self._learned: set[str] = set()
+        self._learned = Learned()
         self._steps: dict[tuple[Pipeline, str], _Step] = {}
         self.answered = 0  # finds answered here (serverStatus)
         self.batches = 0  # statements that answered several finds by _id
@@ -99,10 +101,7 @@ class PipelinedFinds:
 
     def learn(self, sql: str) -> None:
         """The pool path answered ``sql`` outside a transaction: it may come here."""
-        if sql not in self._learned:
-            if len(self._learned) >= MAX_LEARNED:
-                self._learned.clear()
-            self._learned.add(sql)
+        self._learned.add(sql)
 
     def start(
         self,
@@ -116,14 +115,11 @@ class PipelinedFinds:
         module docstring), else ``done`` is called once with the rows' BSON or None.
 
         ``by_id``: ``sql`` finds one ``_id`` (``values[0]``) and ``by_id`` is the
-        collection's statement for many (lookups.batch_sql): the finds by ``_id`` of one
+        collection's table (lookups.batch_statement makes the statement for many): the
+        finds by ``_id`` of one
         loop step go out together in it, each answered from its own position (they were
         all in flight at once, so one snapshot for all of them is a valid order)."""
-        if sql not in self._learned:
-            return False
-        now = self.pipelines.prepared_now(
-            principal.access, principal.id, sql, functools.partial(self._learned.discard, sql)
-        )
+        now = self._learned.prepared_now(self.pipelines, principal, sql)
         if now is None:
             return False
         pipeline, prepared = now
@@ -140,19 +136,9 @@ class PipelinedFinds:
     def _run(
         self, pipeline: Pipeline, prepared: Prepared, sql: str, values: Sequence[Any], done: Done
     ) -> bool:
-        encoders: tuple[Callable[[Any], bytes], ...] | None = prepared.checked  # type: ignore[assignment]
-        if encoders is None:
-            # made once per statement (its parameter types are all in _ENCODERS)
-            encoders = tuple(_ENCODERS[oid] for oid in prepared.parameters)
-            prepared.checked = encoders
-        try:
-            encoded = [encode(value) for encode, value in zip(encoders, values, strict=True)]
-            pipeline.run_then(
-                prepared, encoded, functools.partial(self._answered, pipeline, sql, done)
-            )
-        except (Unfit, TypeError, ValueError, OverflowError, struct.error):
-            return False  # orjson's JSONEncodeError is a TypeError
-        return True
+        # its parameter types are all in _ENCODERS
+        then = functools.partial(self._answered, pipeline, sql, done)
+        return run_encoded(pipeline, prepared, _ENCODERS, values, then)
 
     def _answered(
         self,
@@ -185,21 +171,25 @@ class PipelinedFinds:
         finds = step.finds
         while len(finds) > 1:
             principal = step.principal
-            now = self.pipelines.prepared_now(principal.access, principal.id, by_id)
+            some, rest = finds[:MAX_BATCH], finds[MAX_BATCH:]
+            sql, values = batch_statement(by_id, [values[0] for values, _ in some])
+            now = self.pipelines.prepared_now(principal.access, principal.id, sql)
             if now is None:
                 break  # prepared in the background meanwhile: each goes alone this time
             batch_pipeline, batch = now
-            some, finds = finds[:MAX_BATCH], finds[MAX_BATCH:]
             try:
-                ids = _encode_jsonb_array([values[0] for values, _ in some])
+                if batch.parameters == (JSONB_ARRAY,):
+                    encoded = [_encode_jsonb_array(values[0])]
+                else:  # one jsonb parameter per id, NULL for the padding
+                    encoded = [None if v is None else _encode_jsonb(v) for v in values]
                 batch_pipeline.run_then(
                     batch,
-                    [ids],
-                    functools.partial(self._batch_answered, batch_pipeline, by_id, some),
+                    encoded,
+                    functools.partial(self._batch_answered, batch_pipeline, sql, some),
                 )
             except (Unfit, TypeError, ValueError, OverflowError, struct.error):
-                finds = some + finds
                 break
+            finds = rest
         for values, done in finds:
             if not self._run(pipeline, step.prepared, step.sql, values, done):
                 done(None)

@@ -37,6 +37,7 @@ from heliosdb.services.documents import (
     pipeline,
     projection,
     transactions,
+    updatelane,
 )
 from heliosdb.services.documents.catalog import CATALOG_SCHEMA, IndexSpec, table
 from heliosdb.services.documents.filters import (
@@ -185,6 +186,7 @@ class DocumentStore:
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._lookups = IdLookups()
         self._pipelined = PipelinedFinds(engine)
+        self._update_lane = updatelane.UpdateLane(engine)
         # find_soon's statements by (db, coll, limit or not, filter shape): the index map
         # they were made with, the SQL, and which filter value goes in each parameter
         self._soon: dict[
@@ -684,6 +686,43 @@ class DocumentStore:
                 raise from_engine(exc) from None
         return result
 
+    def update_soon(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: Document,
+        update: Document,
+        upsert: bool,
+        done: updatelane.Done,
+    ) -> bool:
+        """An ``update_one`` (no multi, arrayFilters, sort) started on the principal's
+        pipelined engine connection without awaiting, for the MongoDB lone-update path
+        (updatelane.py): True when started, and ``done`` later gets (matched, modified)
+        as ``update`` would count them, an error ``update`` would report, or None when the
+        caller must call ``update`` (nothing was written); False when nothing started."""
+        cached = self._indexed.get((db, coll))
+        if (
+            principal.read_only
+            or cached is None
+            or cached[0] <= time.monotonic()
+            or transactions.current() is not None
+        ):
+            return False  # the index map is refreshed by the pool path (an await)
+        in_place = inplace.plan(update)
+        if in_place is None:
+            return False
+        params = Params()
+        try:
+            catalog.check_db_name(db)
+            catalog.check_collection_name(coll)
+            where = compile_filter(query, params, cached[1])
+        except Exception:  # noqa: BLE001 - update() reports it
+            return False
+        sql = inplace.statement(table(db, coll), where, len(params.values) + 1)
+        values = [*params.values, in_place.ops, in_place.elements, in_place.values]
+        return self._update_lane.start(principal, sql, values, upsert, done)
+
     async def _update_in_place(
         self,
         conn: EngineConnection,
@@ -699,6 +738,7 @@ class DocumentStore:
         try:
             if transactions.current() is None:
                 rows = await _fetch(conn, sql, args)
+                self._update_lane.learn(sql)
             else:
                 async with conn.transaction():  # a savepoint, as transactions.guard makes
                     rows = await _fetch(conn, sql, args)
@@ -925,6 +965,10 @@ class DocumentStore:
         by _id at once with the finds they answered (serverStatus)."""
         finds = self._pipelined
         return finds.answered, finds.batches, finds.batched
+
+    def pipelined_updates(self) -> int:
+        """update_one answered through update_soon (serverStatus)."""
+        return self._update_lane.answered
 
     async def _find_rows(
         self, principal: Principal, db: str, coll: str, query: FindQuery

@@ -227,6 +227,8 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
             "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True)),
             "pipelinedFinds": Int64(pipelined),
             "pipelinedIdBatches": {"batches": Int64(id_batches), "batched": Int64(id_batched)},
+            # update_one answered on a pipelined engine connection (loneupdate.py)
+            "pipelinedUpdates": Int64(session.services.documents.pipelined_updates()),
         },
     }
 
