@@ -297,14 +297,12 @@ async def test_a_lone_find_sees_the_clients_last_write(raw: RawClient) -> None:
     await raw.command({"dropDatabase": 1}, db)
 
 
-async def test_lone_finds_by_id_of_one_loop_step_share_a_statement(
-    raw: RawClient, mongo_port: int, rw_key: str
+async def shared_statements_answer_as_alone(
+    raw: RawClient, mongo_port: int, key: str, db: str, ids: list[Any]
 ) -> None:
-    """Finds by _id from several clients at once go out in one statement on the
-    pipelined connection; each gets its own document, as the normal path answers it."""
-    db = await loaded(raw)
-    ids = [d["_id"] for d in DOCS] + ["missing", 5]  # 5 matches the stored 5.0
-    clients = [await RawClient.connect(mongo_port, rw_key) for _ in ids]
+    """Finds by each of ``ids`` from as many clients at once until some went out in one
+    statement on the pipelined connection; every reply is the normal path's."""
+    clients = [await RawClient.connect(mongo_port, key) for _ in ids]
     try:
         for client, _id in zip(clients, ids, strict=True):
             await lone(client, {"find": "items", "filter": {"_id": _id}}, db)
@@ -330,6 +328,32 @@ async def test_lone_finds_by_id_of_one_loop_step_share_a_statement(
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_lone_finds_by_id_of_one_loop_step_share_a_statement(
+    raw: RawClient, mongo_port: int, rw_key: str
+) -> None:
+    """Finds by _id from several clients at once go out in one statement on the
+    pipelined connection; each gets its own document, as the normal path answers it."""
+    db = await loaded(raw)
+    ids = [d["_id"] for d in DOCS] + ["missing", 5]  # 5 matches the stored 5.0
+    await shared_statements_answer_as_alone(raw, mongo_port, rw_key, db, ids)
+    await raw.command({"dropDatabase": 1}, db)
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 40])
+async def test_lone_finds_by_id_batched_by_any_count_answer_as_the_normal_path(
+    raw: RawClient, mongo_port: int, rw_key: str, count: int
+) -> None:
+    """Batches of every size: 3 and 5 finds take the 4- and 8-parameter statements with
+    NULL padding (which must match nothing, not even the stored document whose _id is
+    null), 40 the unnest statement; each find still gets exactly the normal path's reply.
+    """
+    db = await loaded(raw)
+    await raw.command({"insert": "items", "documents": [{"_id": None, "null": True}]}, db)
+    await raw.command({"insert": "items", "documents": [{"_id": i} for i in range(100, 140)]}, db)
+    ids = [[1, None, "missing", 5, *range(100, 140)][i] for i in range(count)]
+    await shared_statements_answer_as_alone(raw, mongo_port, rw_key, db, ids)
     await raw.command({"dropDatabase": 1}, db)
 
 

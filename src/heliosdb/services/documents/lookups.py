@@ -9,7 +9,9 @@ lookups queue; when it ends, every queued one goes in one statement
     SELECT q.i, t.bson FROM unnest($1::jsonb[]) WITH ORDINALITY AS q(id, i)
     JOIN <collection> AS t ON t._id = q.id
 
-that the primary key answers id by id, and each lookup gets the rows of its own position
+(up to MAX_SIZED ids, the same with the ids as that many parameters of a VALUES list:
+see ``sized_sql``) that the primary key answers id by id, and each lookup gets the rows
+of its own position
 (the engine's ``=`` on ``_id``, exactly the single statement's comparison). Lookups in one
 batch were all in flight at once, so one snapshot for all of them is a valid order, and a
 client still sees its own earlier writes: they finished before its lookup was queued.
@@ -36,11 +38,37 @@ Run = Callable[[Any, str, list[Any]], Awaitable[list[Any]]]  # (principal, sql, 
 MAX_BATCH = 1000
 
 
+MAX_SIZED = 32  # batches up to this many ids take a statement of fixed arity
+
+
 def batch_sql(target: str) -> str:
     return (
         "SELECT q.i, t.bson FROM unnest($1::jsonb[]) WITH ORDINALITY AS q(id, i) "
         f"JOIN {target} AS t ON t._id = q.id"
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def sized_sql(target: str, size: int) -> str:
+    """The batch statement for ``size`` ids as ``size`` jsonb parameters. The engine
+    plans ``unnest`` of an array parameter for the array it is given at every run (its
+    generic plan guesses 10 or more rows, so each custom plan looks cheaper and it never
+    settles on the generic one: planning cost 2-3 times the lookups); here the row count
+    is in the text, the generic plan is the custom one, and the engine keeps it."""
+    rows = ", ".join(f"({i}::int8, ${i}::jsonb)" for i in range(1, size + 1))
+    return f"SELECT q.i, t.bson FROM (VALUES {rows}) AS q(i, id) JOIN {target} AS t ON t._id = q.id"
+
+
+def batch_statement(target: str, forms: list[Any]) -> tuple[str, list[Any]]:
+    """The statement for the ids ``forms`` (bsonform.id_form) and its values: up to
+    MAX_SIZED ids, ``sized_sql`` of the next power of two, padded with NULLs (which
+    match nothing: ``=`` on NULL is never true); more, ``batch_sql``. Either answers
+    rows (position, bson), positions counted from 1."""
+    count = len(forms)
+    if count > MAX_SIZED:
+        return batch_sql(target), [forms]
+    size = 1 << max(count - 1, 1).bit_length()
+    return sized_sql(target, size), [*forms, *[None] * (size - count)]
 
 
 class IdLookups:
@@ -86,7 +114,6 @@ class IdLookups:
     async def _drain(
         self, key: Key, run: Callable[[str, list[Any]], Awaitable[list[Any]]], target: str
     ) -> None:
-        sql = batch_sql(target)
         try:
             while True:
                 waiting = self._waiting.pop(key, None)
@@ -99,7 +126,7 @@ class IdLookups:
                 if not live:
                     continue
                 try:
-                    rows = await run(sql, [[form for form, _ in live]])
+                    rows = await run(*batch_statement(target, [form for form, _ in live]))
                 except Exception as exc:  # noqa: BLE001 - each lookup alone would fail alike
                     for _, future in live:
                         if not future.done():

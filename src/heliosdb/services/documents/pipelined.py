@@ -116,9 +116,9 @@ class PipelinedFinds:
 
         ``by_id``: ``sql`` finds one ``_id`` (``values[0]``) and ``by_id`` is the
         collection's table (lookups.batch_statement makes the statement for many): the
-        finds by ``_id`` of one
-        loop step go out together in it, each answered from its own position (they were
-        all in flight at once, so one snapshot for all of them is a valid order)."""
+        finds by ``_id`` of one loop step go out together, each answered from its own
+        position (they were all in flight at once, so one snapshot for all of them is a
+        valid order)."""
         now = self._learned.prepared_now(self.pipelines, principal, sql)
         if now is None:
             return False
@@ -172,16 +172,17 @@ class PipelinedFinds:
         while len(finds) > 1:
             principal = step.principal
             some, rest = finds[:MAX_BATCH], finds[MAX_BATCH:]
-            sql, values = batch_statement(by_id, [values[0] for values, _ in some])
+            sql, params = batch_statement(by_id, [values[0] for values, _ in some])
             now = self.pipelines.prepared_now(principal.access, principal.id, sql)
             if now is None:
                 break  # prepared in the background meanwhile: each goes alone this time
             batch_pipeline, batch = now
+            encoded: list[bytes | None]
             try:
                 if batch.parameters == (JSONB_ARRAY,):
-                    encoded = [_encode_jsonb_array(values[0])]
+                    encoded = [_encode_jsonb_array(params[0])]
                 else:  # one jsonb parameter per id, NULL for the padding
-                    encoded = [None if v is None else _encode_jsonb(v) for v in values]
+                    encoded = [None if v is None else _encode_jsonb(v) for v in params]
                 batch_pipeline.run_then(
                     batch,
                     encoded,

@@ -48,7 +48,7 @@ from heliosdb.services.documents.filters import (
     plain_id,
     plain_shape,
 )
-from heliosdb.services.documents.lookups import IdLookups, batch_sql
+from heliosdb.services.documents.lookups import IdLookups
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
@@ -946,7 +946,7 @@ class DocumentStore:
             sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
-        by_id = batch_sql(table(db, coll)) if single_id else None
+        by_id = table(db, coll) if single_id else None
         if shape is not None:
             bound = values[:-1] if limit else values
             places: tuple[int, ...] | None
