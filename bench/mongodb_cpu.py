@@ -1,5 +1,5 @@
-"""Node CPU per MongoDB find, which load on the machine distorts far less than finds per
-second, optionally for two code trees side by side.
+"""Node CPU per MongoDB find (or update_one), which load on the machine distorts far less
+than finds per second, optionally for two code trees side by side.
 
     .venv/bin/python bench/mongodb_cpu.py [--connections 4] [--finds 2000] [--rounds 4]
                                           [--cases id,k] [--old-src DIR]
@@ -7,8 +7,9 @@ second, optionally for two code trees side by side.
 Starts a node (embedded engine, temp data directory), inserts 5,000 documents of
 bench/mongodb.py's shape with an index on ``k``, then runs slices of finds (``find_one``
 by ``_id`` and by the indexed field, ``--connections`` lean clients at once, each one
-find at a time) and prints the node process's CPU microseconds per find (utime + stime
-from /proc) for each slice, then the median and minimum per case. With ``--old-src DIR``
+find at a time; case ``up``: update_one ``$inc`` by ``_id``, as bench/mongodb.py sends it)
+and prints the node process's CPU microseconds per find (utime + stime from /proc) for
+each slice, then the median and minimum per case. With ``--old-src DIR``
 (a ``src`` tree, for example from ``git archive <commit> src | tar -x -C /tmp/old``) a
 second node runs that code and the two take turns slice by slice, so a change in the
 machine's load falls on both.
@@ -61,6 +62,19 @@ async def finds(clients: list[LeanClient], filters: list[dict[str, str]]) -> Non
     await asyncio.gather(*(one(c, filters[i::count]) for i, c in enumerate(clients)))
 
 
+async def updates(clients: list[LeanClient], ids: list[int]) -> None:
+    """update_one ($inc by _id) as bench/mongodb.py sends it."""
+
+    async def one(client: LeanClient, part: list[int]) -> None:
+        for i in part:
+            statement = bson.encode({"q": {"_id": f"d{i}"}, "u": {"$inc": {"n": 1}}})
+            body = {"update": "items", "ordered": True}
+            await client.command("bench", body, ("updates", [statement]))
+
+    count = len(clients)
+    await asyncio.gather(*(one(c, ids[i::count]) for i, c in enumerate(clients)))
+
+
 async def measure(nodes: dict[str, NodeProcess], args: argparse.Namespace) -> None:
     clients = {
         name: await load(node.ports["mongodb"], node.admin_key or "", args.connections)
@@ -77,7 +91,10 @@ async def measure(nodes: dict[str, NodeProcess], args: argparse.Namespace) -> No
                 await asyncio.sleep(0.3)
                 before = cpu_seconds(node.process.pid)
                 started = time.perf_counter()
-                await finds(clients[name], filters)
+                if case == "up":
+                    await updates(clients[name], [random.randrange(DOCS) for _ in filters])
+                else:
+                    await finds(clients[name], filters)
                 elapsed = time.perf_counter() - started
                 us = (cpu_seconds(node.process.pid) - before) / args.finds * 1e6
                 figures.setdefault((name, case), []).append(us)
@@ -102,7 +119,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--finds", type=int, default=2_000, help="finds per slice")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--cases", default="id,k", help="id (by _id), k (by indexed field)")
+    parser.add_argument(
+        "--cases", default="id,k", help="id (by _id), k (by indexed field), up (update_one $inc)"
+    )
     parser.add_argument("--old-src", type=Path, help="a src tree to run as a second node")
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-mongocpu-"))

@@ -184,13 +184,16 @@ class Pipeline(asyncio.Protocol):
         self._queue(data, _Pending(future, self.loop.time() + self.timeout))
         return future
 
-    def _queue(self, data: bytes, entry: _Pending) -> None:
+    def _queue(self, data: bytes, entry: _Pending, at_once: bool = False) -> None:
         if self.closed:
             raise Unfit("closed")  # nothing sent: the pool path answers
-        if not self._flushing:
-            self._flushing = True
-            self.loop.call_soon(self._flush)
-        self._out.append(data)
+        if at_once and not self._out and self.transport is not None:
+            self.transport.write(data)  # nothing of this step waits to go first
+        else:
+            if not self._flushing:
+                self._flushing = True
+                self.loop.call_soon(self._flush)
+            self._out.append(data)
         self._pending.append(entry)
         if self._timer is None:
             self._timer = self.loop.call_at(entry.deadline, self._expire)
@@ -281,12 +284,22 @@ class Pipeline(asyncio.Protocol):
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would."""
         return self._send(self._bind(prepared, values))
 
-    def run_then(self, prepared: Prepared, values: Sequence[bytes | None], then: Then) -> None:
+    def run_then(
+        self,
+        prepared: Prepared,
+        values: Sequence[bytes | None],
+        then: Then,
+        *,
+        at_once: bool = False,
+    ) -> None:
         """``run`` without a future: ``then`` is called from the read callback itself
         (or when the connection fails or times out) with what the future would give; an
-        exception it raises is logged."""
+        exception it raises is logged. ``at_once``: written now, not at the end of the
+        loop step, unless statements of this step wait to be written (a lone statement
+        whose latency matters more than sharing a write: whatever else the loop has
+        ready, change capture's work for one, runs after it is on its way)."""
         data = self._bind(prepared, values)
-        self._queue(data, _Pending(None, self.loop.time() + self.timeout, then))
+        self._queue(data, _Pending(None, self.loop.time() + self.timeout, then), at_once)
 
     def _bind(self, prepared: Prepared, values: Sequence[bytes | None]) -> bytes:
         if prepared.generation != self._generation:

@@ -178,3 +178,22 @@ async def test_before_flush_hooks_add_to_the_steps_write() -> None:
     assert transport.writes[0].count(b"S\x00\x00\x00\x04") == 2 and pipeline.in_flight == 2
     await asyncio.sleep(0)
     assert order == ["hook", "again"] and len(transport.writes) == 1
+
+
+async def test_run_then_at_once_writes_now_unless_the_step_has_statements_waiting() -> None:
+    """``at_once`` writes in the caller's own step when nothing is queued before it; after
+    a queued statement it waits for the step's write, so the wire keeps the answers'
+    order."""
+    pipeline, transport = _pipeline()
+    prepared = Prepared(b"s1", (20,), ("n:20",))
+    got: list[int] = []
+    pipeline.run_then(prepared, [struct.pack("!q", 1)], lambda r, e: got.append(1), at_once=True)
+    assert len(transport.writes) == 1 and pipeline.in_flight == 1
+    pipeline.run_then(prepared, [struct.pack("!q", 2)], lambda r, e: got.append(2))
+    pipeline.run_then(prepared, [struct.pack("!q", 3)], lambda r, e: got.append(3), at_once=True)
+    assert len(transport.writes) == 1  # 3 waits behind 2, which waits for the step's end
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 2 and transport.writes[1].count(b"S\x00\x00\x00\x04") == 2
+    done = _msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"Z", b"I")
+    pipeline.data_received(done * 3)
+    assert got == [1, 2, 3]

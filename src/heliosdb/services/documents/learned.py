@@ -48,10 +48,11 @@ def run_encoded(
     encoders: Mapping[int, Callable[[Any], bytes]],
     values: Sequence[Any],
     then: Then,
+    at_once: bool = False,
 ) -> bool:
     """``values`` encoded by ``prepared``'s parameter types (all keys of ``encoders``)
-    and run with ``run_then``; False: a value the encoder refuses or a pipeline that
-    takes nothing more, and nothing was sent."""
+    and run with ``run_then`` (``at_once`` as there); False: a value the encoder refuses
+    or a pipeline that takes nothing more, and nothing was sent."""
     encode_each: tuple[Callable[[Any], bytes], ...] | None = prepared.checked  # type: ignore[assignment]
     if encode_each is None:
         # made once per statement
@@ -59,7 +60,7 @@ def run_encoded(
         prepared.checked = encode_each
     try:
         encoded = [encode(value) for encode, value in zip(encode_each, values, strict=True)]
-        pipeline.run_then(prepared, encoded, then)
+        pipeline.run_then(prepared, encoded, then, at_once=at_once)
     except (Unfit, TypeError, ValueError, OverflowError, struct.error):
         return False  # orjson's JSONEncodeError is a TypeError
     return True

@@ -88,9 +88,10 @@ class UpdateLane:
         if now is None:
             return False
         pipeline, prepared = now
-        return run_encoded(
-            pipeline, prepared, _ENCODERS, values, _Update(self, pipeline, sql, upsert, done)
-        )
+        # written at once: the client waits for nothing else, and the loop's other
+        # ready work (change capture of the last update) would delay it
+        then = _Update(self, pipeline, sql, upsert, done)
+        return run_encoded(pipeline, prepared, _ENCODERS, values, then, at_once=True)
 
 
 class _Update:
