@@ -177,8 +177,10 @@ class LeanClient:
             section = name.encode() + b"\x00" + b"".join(docs)
             parts += [b"\x01", struct.pack("<i", 4 + len(section)), section]
         payload = b"".join(parts)
-        self.writer.write(struct.pack("<iiiiI", 20 + len(payload), self.request_id, 0, 2013, 0))
-        self.writer.write(payload)
+        # one write, as the drivers send a message (two would often reach the node as two
+        # segments: two wake-ups and reads there, and a second system call here)
+        head = struct.pack("<iiiiI", 20 + len(payload), self.request_id, 0, 2013, 0)
+        self.writer.write(head + payload)
         (length,) = struct.unpack("<i", await self.reader.readexactly(4))
         data = await self.reader.readexactly(length - 4)
         reply: dict[str, Any] = bson.decode(data[17:])
