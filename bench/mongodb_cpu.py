@@ -8,8 +8,9 @@ Starts a node (embedded engine, temp data directory), inserts 5,000 documents of
 bench/mongodb.py's shape with an index on ``k``, then runs slices of finds (``find_one``
 by ``_id`` and by the indexed field, ``--connections`` lean clients at once, each one
 find at a time; case ``up``: update_one ``$inc`` by ``_id``, as bench/mongodb.py sends it)
-and prints the node process's CPU microseconds per find (utime + stime from /proc) for
-each slice, then the median and minimum per case. With ``--old-src DIR``
+and prints the CPU microseconds per find (utime + stime from /proc) of the node process
+and of its engine (postmaster and backends) for each slice, then the median and minimum
+per case. With ``--old-src DIR``
 (a ``src`` tree, for example from ``git archive <commit> src | tar -x -C /tmp/old``) a
 second node runs that code and the two take turns slice by slice, so a change in the
 machine's load falls on both.
@@ -32,7 +33,7 @@ import bson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds  # noqa: E402
+from bench.common import cpu_seconds, engine_cpu_seconds  # noqa: E402
 from bench.mongodb import BATCH, LeanClient, document  # noqa: E402
 
 from tests.nodeproc import NodeProcess  # noqa: E402
@@ -80,7 +81,7 @@ async def measure(nodes: dict[str, NodeProcess], args: argparse.Namespace) -> No
         name: await load(node.ports["mongodb"], node.admin_key or "", args.connections)
         for name, node in nodes.items()
     }
-    figures: dict[tuple[str, str], list[float]] = {}
+    figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(args.rounds):
         for case in args.cases.split(","):
             for name, node in nodes.items():
@@ -90,6 +91,7 @@ async def measure(nodes: dict[str, NodeProcess], args: argparse.Namespace) -> No
                 filters = [{field: f"{prefix}{random.randrange(DOCS)}"} for _ in range(args.finds)]
                 await asyncio.sleep(0.3)
                 before = cpu_seconds(node.process.pid)
+                engine_before = engine_cpu_seconds(node.data_dir)
                 started = time.perf_counter()
                 if case == "up":
                     await updates(clients[name], [random.randrange(DOCS) for _ in filters])
@@ -97,17 +99,22 @@ async def measure(nodes: dict[str, NodeProcess], args: argparse.Namespace) -> No
                     await finds(clients[name], filters)
                 elapsed = time.perf_counter() - started
                 us = (cpu_seconds(node.process.pid) - before) / args.finds * 1e6
-                figures.setdefault((name, case), []).append(us)
+                engine = (engine_cpu_seconds(node.data_dir) - engine_before) / args.finds * 1e6
+                figures.setdefault((name, case), []).append((us, engine))
                 print(
                     f"{name:4} {case:3} x{args.connections}: {args.finds / elapsed:7.0f} finds/s"
-                    f"  node {us:6.1f} us/find  load {os.getloadavg()[0]:.1f}",
+                    f"  node {us:6.1f}  engine {engine:6.1f} us/find"
+                    f"  load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
     for (name, case), values in sorted(figures.items(), key=lambda x: (x[0][1], x[0][0])):
-        values.sort()
+        node_us = sorted(v[0] for v in values)
+        engine_us = sorted(v[1] for v in values)
+        middle = len(values) // 2
         print(
-            f"{name:4} {case:3} x{args.connections}: median {values[len(values) // 2]:6.1f}"
-            f"  min {values[0]:6.1f} us/find over {len(values)} slices"
+            f"{name:4} {case:3} x{args.connections}: node median {node_us[middle]:6.1f}"
+            f"  min {node_us[0]:6.1f}, engine median {engine_us[middle]:6.1f}"
+            f"  min {engine_us[0]:6.1f} us/find over {len(values)} slices"
         )
     for group in clients.values():
         for client in group:

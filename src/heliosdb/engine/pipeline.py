@@ -175,6 +175,11 @@ class Pipeline(asyncio.Protocol):
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def writing(self) -> bool:
+        """Statements queued in this loop step wait to be written."""
+        return bool(self._out)
+
     def oldest(self) -> float:
         """Loop time the oldest unanswered statement is due (inf: none)."""
         return self._pending[0].deadline if self._pending else float("inf")
@@ -491,9 +496,16 @@ class Pipelines:
         parameters: Mapping[str, str],
         decodes: Collection[int] = DECODERS.keys(),
         encodes: Collection[int] = ENCODERS.keys(),
+        one_write: bool = False,
     ) -> None:
         """``decodes``/``encodes``: the column and parameter type oids its statements may
-        have (the caller decodes rows and encodes values; default: the tables here)."""
+        have (the caller decodes rows and encodes values; default: the tables here).
+        ``one_write``: a statement goes to the pipeline that statements of the same loop
+        step already wait to be written on, when there is one, rather than to the least
+        busy: one write and one wake-up of one backend per step instead of one of each
+        (for short statements, where waking a second backend costs more than running
+        them one after the other saves)."""
+        self.one_write = one_write
         self.engine = engine
         self.parameters = dict(parameters)
         self.decodes = decodes
@@ -523,6 +535,9 @@ class Pipelines:
             if pipeline.closed:  # lost or timed out: open new ones on the next request
                 self._drop(key)
                 return None
+            if self.one_write and pipeline.writing:
+                best = pipeline
+                break
             if best is None or pipeline.in_flight < best.in_flight:
                 best = pipeline
         if best is None or best.in_flight >= self.MAX_IN_FLIGHT:

@@ -197,3 +197,27 @@ async def test_run_then_at_once_writes_now_unless_the_step_has_statements_waitin
     done = _msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"Z", b"I")
     pipeline.data_received(done * 3)
     assert got == [1, 2, 3]
+
+
+@pytest.mark.parametrize("one_write", [False, True])
+async def test_one_write_keeps_a_steps_statements_on_one_pipeline(one_write: bool) -> None:
+    """With ``one_write`` the statements of one loop step go to the pipeline already
+    waiting for its write (one write, one backend woken); without, each goes to the least
+    busy one."""
+    settings = type("S", (), {"query_timeout": 30.0})()
+    engine: Any = type("E", (), {"settings": settings})()
+    pipelines = Pipelines(engine, {}, one_write=one_write)
+    key = (Access.READ_WRITE, "p")
+    pipelines._open[key] = [_pipeline(35.0)[0], _pipeline(35.0)[0]]  # as pipelines.timeout
+    prepared = Prepared(b"s1", (), ())
+    picked = []
+    for _ in range(4):
+        pipeline = pipelines.pick(*key)
+        assert pipeline is not None
+        pipeline.run_then(prepared, [], lambda r, e: None)
+        picked.append(pipeline)
+    first, second = pipelines._open[key]
+    assert picked == ([first] * 4 if one_write else [first, second, first, second])
+    await asyncio.sleep(0)  # the step's writes went out: the least busy is picked again
+    assert not first.writing and pipelines.pick(*key) is (second if one_write else first)
+    pipelines.close()

@@ -91,7 +91,9 @@ class PipelinedFinds:
 
     def __init__(self, engine: Engine) -> None:
         settings = {**engine.session_settings(), "application_name": "heliosdb-documents"}
-        self.pipelines = Pipelines(engine, settings, frozenset({BYTEA, INT8}), _ENCODERS.keys())
+        self.pipelines = Pipelines(
+            engine, settings, frozenset({BYTEA, INT8}), _ENCODERS.keys(), one_write=True
+        )
         engine.closers.append(self.pipelines.close)
         self._learned = Learned()
         self._steps: dict[tuple[Pipeline, str], _Step] = {}
