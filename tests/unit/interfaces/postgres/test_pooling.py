@@ -27,17 +27,38 @@ class _Client:
         self.bytes_out = 0
         self.awaiting = True
         self.transport = SimpleNamespace(write=self.received.extend)
+        self.pool = SimpleNamespace(waiters=deque())  # nobody waits: a park keeps it
         self.conn: Any = None
 
     def park(self) -> None:
-        self.parked += 1
         if self.conn is not None:
-            self.conn.client = None  # as TxnClient.park does
+            self.conn.client = None  # as TxnClient.park does (counted by the connection)
+        else:
+            self.parked += 1
+
+
+class _Conn:
+    """A stand-in ServerConn. Letting go of its client (``client = None``, as a park
+    does, in TxnClient.park or inlined in the reply's fast path) counts a park."""
+
+    def __init__(self, client: _Client | None, **state: Any) -> None:
+        self._client = client
+        self.__dict__.update(state)
+
+    @property
+    def client(self) -> _Client | None:
+        return self._client
+
+    @client.setter
+    def client(self, value: _Client | None) -> None:
+        if value is None and self._client is not None:
+            self._client.parked += 1
+        self._client = value
 
 
 def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) -> Any:
-    conn = SimpleNamespace(
-        client=client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
+    conn = _Conn(
+        client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
         carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
         copy_syncs=0,
     )  # fmt: skip
