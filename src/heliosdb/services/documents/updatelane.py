@@ -115,7 +115,7 @@ class _Update:
     ) -> None:
         done = self.done
         if result is None:
-            if isinstance(error, asyncpg.PostgresError):
+            if _rolled_back(error):
                 if not isinstance(error, asyncpg.IntegrityConstraintViolationError):
                     self.pipeline.forget(self.sql)  # prepared again next time (or refused)
                 done(None)  # rolled back: the pool path runs it again and reports
@@ -132,3 +132,14 @@ class _Update:
             return
         self.lane.answered += 1
         done((matched, modified))
+
+
+def _rolled_back(error: BaseException | None) -> bool:
+    """Whether the statement surely wrote nothing: the engine answered it with an error
+    (its implicit transaction rolled back), not a lost connection or a FATAL one, which
+    may come after the commit."""
+    return (
+        isinstance(error, asyncpg.PostgresError)
+        and not isinstance(error, asyncpg.PostgresConnectionError)
+        and getattr(error, "severity_en", None) == "ERROR"
+    )
