@@ -20,8 +20,10 @@
 # target's TPS is the mean of its rounds.
 # It prints TPS and the ratios, then the CPU time (utime + stime, node processes
 # together) per transaction of the node and of PgBouncer in each case, which load from
-# other work distorts far less than TPS. pgbench is the engine's own build (same major
-# version).
+# other work distorts far less than TPS, then the whole machine's busy CPU time per
+# transaction and its idle share for every target (from /proc/stat: on a quiet machine
+# that is pgbench + proxy + engine; with no idle time left, TPS follows it). pgbench is
+# the engine's own build (same major version).
 # Absolute numbers on a shared 2-core machine mean little; the ratios are the figures.
 set -euo pipefail
 [ -n "${PGWIRE_DEBUG:-}" ] && set -x
@@ -104,8 +106,13 @@ ticks() { local total=0 pid; for pid in "$@"; do
     total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) )); done
     echo "$total"; }
 
-run() {  # target mode script -> "tps transactions cpu_ticks" (cpu of the proxy in between)
-    local target=$1 mode=$2 script=$3 conn password pids=() before out txns
+# The machine's busy and idle clock ticks so far (all CPUs; iowait counts as idle).
+machine() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
+
+run() {  # target mode script -> "tps transactions cpu_ticks busy_ticks idle_ticks"
+    # (cpu of the proxy in between; busy and idle of the whole machine)
+    local target=$1 mode=$2 script=$3 conn password pids=() before out txns busy idle
+    local busy_after idle_after
     case $target in
         direct) conn=(-h "$SOCKET_DIR" -p 5432 -U heliosdb); password=$ENGINE_PASSWORD ;;
         heliosdb) conn=(-h 127.0.0.1 -p "$PG_PORT" -U apikey); password=$KEY ;;
@@ -117,31 +124,40 @@ run() {  # target mode script -> "tps transactions cpu_ticks" (cpu of the proxy 
         pgbouncer) pids=("$BOUNCER_PID") ;;
     esac
     before=$(ticks "${pids[@]}")
+    read -r busy idle <<< "$(machine)"
     out=$(PGPASSWORD=$password "$PGBENCH" "${conn[@]}" -n $script -M "$mode" -c "$CLIENTS" \
         -j "$THREADS" -T "$SECONDS_EACH" heliosdb 2>&1 | tee -a "$WORK/pgbench.log" || true)
+    read -r busy_after idle_after <<< "$(machine)"
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<< "$out")
     echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<< "$out") ${txns:-0}" \
-        "$(( $(ticks "${pids[@]}") - before ))"
+        "$(( $(ticks "${pids[@]}") - before )) $(( busy_after - busy ))" \
+        "$(( idle_after - idle ))"
 }
 
 TARGETS=(direct heliosdb helios-txn pgbouncer)
-measure() {  # mode script -> per target "mean_tps cpu_us_per_transaction", in TARGETS order
-    local mode=$1 script=$2 round i target tps txns cpu order
-    declare -A sum_tps=() sum_txns=() sum_ticks=()
+measure() {  # mode script -> per target "mean_tps cpu_us_per_transaction
+    #                              machine_busy_us_per_transaction idle_percent", in TARGETS order
+    local mode=$1 script=$2 round i target tps txns cpu busy idle order
+    declare -A sum_tps=() sum_txns=() sum_ticks=() sum_busy=() sum_idle=()
     for round in $(seq 1 "$ROUNDS"); do
         order=("${TARGETS[@]}")
         [ $(( round % 2 )) -eq 0 ] && order=(pgbouncer helios-txn heliosdb direct)
         for target in "${order[@]}"; do
-            read -r tps txns cpu <<< "$(run "$target" "$mode" "$script")"
+            read -r tps txns cpu busy idle <<< "$(run "$target" "$mode" "$script")"
             sum_tps[$target]=$(echo "${sum_tps[$target]:-0} + ${tps:-0}" | bc -l)
             sum_txns[$target]=$(( ${sum_txns[$target]:-0} + ${txns:-0} ))
             sum_ticks[$target]=$(( ${sum_ticks[$target]:-0} + ${cpu:-0} ))
+            sum_busy[$target]=$(( ${sum_busy[$target]:-0} + ${busy:-0} ))
+            sum_idle[$target]=$(( ${sum_idle[$target]:-0} + ${idle:-0} ))
         done
     done
     for target in "${TARGETS[@]}"; do
         i=${sum_txns[$target]}; [ "$i" -gt 0 ] || i=1
         echo "$(echo "${sum_tps[$target]} / $ROUNDS" | bc -l)" \
-            "$(echo "${sum_ticks[$target]} * 1000000 / $TICKS_PER_SECOND / $i" | bc -l)"
+            "$(echo "${sum_ticks[$target]} * 1000000 / $TICKS_PER_SECOND / $i" | bc -l)" \
+            "$(echo "${sum_busy[$target]} * 1000000 / $TICKS_PER_SECOND / $i" | bc -l)" \
+            "$(echo "${sum_idle[$target]} * 100 / (${sum_busy[$target]} + ${sum_idle[$target]} + 1)" \
+                | bc -l)"
     done
 }
 
@@ -175,13 +191,17 @@ done
 printf '\n%-22s %9s %9s %9s %9s %10s %10s %10s %11s\n' case direct helios-ses helios-txn \
     pgbouncer bncr/dir ses/dir ses/bncr txn/bncr
 CPU_LINES=()
+MACHINE_LINES=()
 for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "tpcb-like simple::simple"; do
     IFS=: read -r name script mode <<< "$case"
     mapfile -t results < <(measure "$mode" "$script")
-    read -r direct _ <<< "${results[0]}"
-    read -r helios helios_cpu <<< "${results[1]}"
-    read -r txn txn_cpu <<< "${results[2]}"
-    read -r bouncer bouncer_cpu <<< "${results[3]}"
+    read -r direct _ direct_busy direct_idle <<< "${results[0]}"
+    read -r helios helios_cpu helios_busy helios_idle <<< "${results[1]}"
+    read -r txn txn_cpu txn_busy txn_idle <<< "${results[2]}"
+    read -r bouncer bouncer_cpu bouncer_busy bouncer_idle <<< "${results[3]}"
+    MACHINE_LINES+=("$(printf '%-22s %6.1f %3.0f%% %6.1f %3.0f%% %6.1f %3.0f%% %6.1f %3.0f%%' \
+        "$name" "${direct_busy:-0}" "${direct_idle:-0}" "${helios_busy:-0}" "${helios_idle:-0}" \
+        "${txn_busy:-0}" "${txn_idle:-0}" "${bouncer_busy:-0}" "${bouncer_idle:-0}")")
     CPU_LINES+=("$(printf '%-22s %10.1f %10.1f %10.1f' "$name" "${helios_cpu:-0}" \
         "${txn_cpu:-0}" "${bouncer_cpu:-0}")")
     printf '%-22s %9.0f %9.0f %9.0f %9.0f %10.2f %10.2f %10.2f %11.2f\n' "$name" \
@@ -194,5 +214,8 @@ done
 printf '\nCPU us per transaction (utime + stime)\n%-22s %10s %10s %10s\n' case helios-ses \
     helios-txn pgbouncer
 printf '%s\n' "${CPU_LINES[@]}"
+printf '\nmachine busy CPU us per transaction, idle share\n%-22s %11s %11s %11s %11s\n' case \
+    direct helios-ses helios-txn pgbouncer
+printf '%s\n' "${MACHINE_LINES[@]}"
 echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, $ROUNDS rounds," \
     "scale $SCALE, node processes $WORKERS, load average $(cut -d' ' -f1-3 /proc/loadavg))"
