@@ -210,10 +210,11 @@ class PipelinedFinds:
             found = [[] for _ in finds]
             for row in result[0]:
                 # DataRow: int16 2, int32 8, int64 position, int32 length, the BSON
-                if row[14:18] == _NULL:
-                    found = None
+                position = _INT64.unpack_from(row, 6)[0]
+                if row[14:18] == _NULL or not 0 < position <= len(finds):
+                    found = None  # (a padding NULL never matches: no such position)
                     break
-                found[_INT64.unpack_from(row, 6)[0] - 1].append(row[18:])
+                found[position - 1].append(row[18:])
         elif isinstance(error, asyncpg.PostgresError):
             pipeline.forget(sql)
         if found is None:
