@@ -297,3 +297,62 @@ def test_sequence_forms_the_lane_refuses() -> None:
     for matched, modified in counts:
         expected = bson.encode({"n": matched, "nModified": modified, "ok": 1.0})
         assert loneupdate._counts(matched, modified) == expected
+
+
+async def test_concurrent_increments_of_one_document_all_count(
+    mongo_port: int, rw_key: str, raw: RawClient
+) -> None:
+    # Many clients increment one document at once: each update rewrites the row's newest
+    # version (the plain UPDATE's recheck, the locking statement's lock), none is lost.
+    db, coll = f"ul_{uuid.uuid4().hex[:8]}", "items"
+    await warm(raw, db, coll)
+    await raw.command({"insert": coll, "documents": [{"_id": "c", "n": 0, "m": Int64(0)}]}, db)
+    clients = [await RawClient.connect(mongo_port, rw_key) for _ in range(4)]
+    before = await answered(raw)
+
+    async def bump(client: RawClient) -> None:
+        for _ in range(50):
+            reply = bson.decode(
+                await client.command(
+                    update_body(coll, {"_id": "c"}, {"$inc": {"n": 1, "m": 2}}), db
+                )
+            )
+            assert reply == {"n": 1, "nModified": 1, "ok": 1.0}
+
+    try:
+        await asyncio.gather(*(bump(c) for c in clients))
+    finally:
+        for client in clients:
+            await client.close()
+    assert await answered(raw) > before
+    find = {"find": coll, "filter": {"_id": "c"}, "limit": 1, "singleBatch": True}
+    document = bson.decode(await raw.command(find, db))["cursor"]["firstBatch"][0]
+    assert document == {"_id": "c", "n": 200, "m": 400}
+
+
+async def test_a_document_the_engine_function_leaves_goes_the_general_path(
+    raw: RawClient, reader: pymongo.MongoClient[RawBSONDocument]
+) -> None:
+    # An increment of a double fails the one-statement UPDATE's NOT NULL column: nothing
+    # is written, the general path applies it; the collection then takes the locking
+    # statement, whose answers (and the lane's) stay right.
+    db, coll = f"ul_{uuid.uuid4().hex[:8]}", "items"
+    await warm(raw, db, coll)
+    docs = [{"_id": "x", "d": 1.5, "n": 1}, {"_id": "y", "d": 1.5, "n": 1}]
+    await raw.command({"insert": coll, "documents": docs}, db)
+    for _ in range(3):
+        reply = await raw.command(update_body(coll, {"_id": "x"}, {"$inc": {"d": 1}}), db)
+        assert reply == bson.encode({"n": 1, "nModified": 1, "ok": 1.0})
+    bumped = 0
+    for _ in range(20):
+        before = await answered(raw)
+        reply = await raw.command(update_body(coll, {"_id": "x"}, {"$inc": {"n": 1}}), db)
+        bumped += 1
+        assert reply == bson.encode({"n": 1, "nModified": 1, "ok": 1.0})
+        if await answered(raw) == before + 1:
+            break
+    else:
+        raise AssertionError("the lane never answered after the general path")
+    done = found(reader[db][coll].find_one({"_id": "x"}))
+    assert bson.decode(done.raw) == {"_id": "x", "d": 4.5, "n": 1 + bumped}
+    assert type(bson.decode(done.raw)["n"]) is int

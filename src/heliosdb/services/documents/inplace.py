@@ -157,6 +157,7 @@ class InPlace:
     ops: str  # one letter per field
     elements: bytes  # each field's BSON element after its length (int32)
     values: str  # a JSON array: each field's query form, or the number to add
+    changes: bool  # a nonzero increment: the document surely changes (if handled)
 
 
 def plan(update: Any) -> InPlace | None:
@@ -167,6 +168,7 @@ def plan(update: Any) -> InPlace | None:
     keys: list[str] = []
     elements: list[bytes] = []
     forms: list[Any] = []
+    changes = False
     for op, fields in update.items():
         code = _OPS.get(op)
         if code is None or type(fields) is not dict or not fields:
@@ -187,12 +189,13 @@ def plan(update: Any) -> InPlace | None:
             ):
                 return None
             element = _element(key, value)
+            changes = changes or (code == "i" and value != 0)
             ops.append(code)
             keys.append(key)
             elements.append(_LENGTH.pack(len(element)))
             elements.append(element)
             forms.append(int(value) if code == "i" else bsonform.query_form(value))
-    return InPlace("".join(ops), b"".join(elements), orjson.dumps(forms).decode())
+    return InPlace("".join(ops), b"".join(elements), orjson.dumps(forms).decode(), changes)
 
 
 def _element(key: str, value: Any) -> bytes:
@@ -222,12 +225,30 @@ def _element(key: str, value: Any) -> bytes:
     return bsonform.encode({key: value})[4:-1]
 
 
+BY_ID = "_id = $1::jsonb"  # filters.compile_filter's SQL for one plain _id
+
+
 @functools.lru_cache(maxsize=1024)
-def statement(target: str, where: str, first: int) -> str:
+def statement(target: str, where: str, first: int, plain: bool = False) -> str:
     """Lock the first matching row, compute its new forms, write them if they changed;
     (matched, modified, unsupported). ``first`` is the number of the first of the three
-    parameters that carry the ``InPlace`` arguments (the filter's come before)."""
+    parameters that carry the ``InPlace`` arguments (the filter's come before).
+
+    ``plain`` (an update that surely changes the document, ``InPlace.changes``) with a
+    filter of one plain ``_id`` (at most one row, by the primary key): one ``UPDATE``,
+    the statement a hand-written counter update is. It does what the locking statement
+    does (the row's newest version rewritten, the new forms computed from it, again if
+    another writer got there first) with one scan of the key instead of two and no
+    separate lock; a document the function does not handle (its NULL) fails the
+    ``NOT NULL`` column, so nothing is written and the caller takes the general path
+    (``NotNullViolationError``)."""
     args = f"${first}::text, ${first + 1}::bytea, ${first + 2}::text::jsonb"
+    if plain and where == BY_ID:
+        return (
+            f"WITH w AS (UPDATE {target} AS t SET (bson, doc) = (SELECT f.nb, f.nd FROM "
+            f"{SCHEMA}.bson_update(t.bson, t.doc, {args}) AS f) WHERE {where} RETURNING 1) "
+            "SELECT count(*)::int AS matched, count(*)::int AS modified, 0 AS unsupported FROM w"
+        )
     return (
         f"WITH m AS (SELECT _id, bson, doc FROM {target} WHERE {where} LIMIT 1 FOR UPDATE), "
         f"u AS (SELECT m._id, m.bson AS old, f.nb, f.nd FROM m, "

@@ -187,6 +187,9 @@ class DocumentStore:
         self._lookups = IdLookups()
         self._pipelined = PipelinedFinds(engine)
         self._update_lane = updatelane.UpdateLane(engine)
+        # collections where the plain in-place UPDATE met a document the engine function
+        # gives up on: they take the locking statement (inplace.statement)
+        self._refused: set[tuple[str, str]] = set()
         # find_soon's statements by (db, coll, limit or not, filter shape): the index map
         # they were made with, the SQL, and which filter value goes in each parameter
         self._soon: dict[
@@ -602,9 +605,7 @@ class DocumentStore:
             in_place = inplace.plan(update)
             if in_place is not None:
                 async with self._conn(principal, write=True) as conn:
-                    counts = await self._update_in_place(
-                        conn, table(db, coll), where, params, in_place
-                    )
+                    counts = await self._update_in_place(conn, db, coll, where, params, in_place)
                 if counts is not None and (counts[0] or not upsert):
                     return UpdateResult(counts[0], counts[1])
         order = compile_sort(sort, params)
@@ -719,22 +720,32 @@ class DocumentStore:
             where = compile_filter(query, params, cached[1])
         except Exception:  # noqa: BLE001 - update() reports it
             return False
-        sql = inplace.statement(table(db, coll), where, len(params.values) + 1)
-        values = [*params.values, in_place.ops, in_place.elements, in_place.values]
+        sql, values = self._in_place(db, coll, where, params, in_place)
         return self._update_lane.start(principal, sql, values, upsert, done)
+
+    def _in_place(
+        self, db: str, coll: str, where: str, params: Params, plan: inplace.InPlace
+    ) -> tuple[str, list[Any]]:
+        """The in-place statement of ``plan`` and its values: the plain ``UPDATE`` where
+        it applies (inplace.statement), unless a document of this collection has made
+        the function give up under it (then the locking statement says so without
+        failing)."""
+        plain = plan.changes and (db, coll) not in self._refused
+        sql = inplace.statement(table(db, coll), where, len(params.values) + 1, plain)
+        return sql, [*params.values, plan.ops, plan.elements, plan.values]
 
     async def _update_in_place(
         self,
         conn: EngineConnection,
-        target: str,
+        db: str,
+        coll: str,
         where: str,
         params: Params,
         plan: inplace.InPlace,
     ) -> tuple[int, int] | None:
         """(matched, modified) of an update the engine applied in one statement, or None
         when the general path must run (and report any error) instead."""
-        sql = inplace.statement(target, where, len(params.values) + 1)
-        args = [*params.values, plan.ops, plan.elements, plan.values]
+        sql, args = self._in_place(db, coll, where, params, plan)
         try:
             if transactions.current() is None:
                 rows = await _fetch(conn, sql, args)
@@ -748,6 +759,12 @@ class DocumentStore:
             asyncpg.UndefinedFunctionError,
             asyncpg.UniqueViolationError,
         ):
+            return None
+        except asyncpg.NotNullViolationError:
+            # the plain statement met a document the function does not handle
+            if len(self._refused) >= 4096:
+                self._refused.clear()
+            self._refused.add((db, coll))
             return None
         except asyncpg.PostgresError as exc:
             raise from_engine(exc) from None

@@ -96,3 +96,25 @@ def test_plan_frames_each_element() -> None:
 )
 def test_plan_leaves_the_rest_to_the_general_path(update: Any) -> None:
     assert inplace.plan(update) is None
+
+
+def test_plain_update_only_for_one_id_and_a_surely_changed_document() -> None:
+    """The one-statement UPDATE needs both: at most one row (one plain _id) and a
+    nonzero increment (so writing is never a no-op the locking statement would skip)."""
+    assert [
+        (p.changes if (p := inplace.plan(u)) is not None else None)
+        for u in (
+            {"$inc": {"n": 1}},
+            {"$inc": {"n": -2}, "$set": {"s": "x"}},
+            {"$inc": {"n": Int64(3)}},
+            {"$inc": {"n": 0}},
+            {"$inc": {"n": Int64(0)}},
+            {"$set": {"n": 1}},
+        )
+    ] == [True, True, True, False, False, False]
+    target = '"db"."c"'
+    plain = inplace.statement(target, inplace.BY_ID, 2, True)
+    assert plain.startswith("WITH w AS (UPDATE ") and "FOR UPDATE" not in plain
+    for where, changes in ((inplace.BY_ID, False), ("(doc -> 'k') = $1::jsonb", True)):
+        locking = inplace.statement(target, where, 2, changes)
+        assert "LIMIT 1 FOR UPDATE" in locking
