@@ -108,6 +108,11 @@ class Unfit(Exception):
     """The statement or its values cannot take the pipeline; the pool path answers."""
 
 
+class Skipped(Exception):
+    """An earlier statement of the same shared Sync failed, so the engine skipped this
+    one (``share_sync``): nothing of it ran."""
+
+
 class Prepared:
     """A statement prepared on one pipeline: its server name and its types."""
 
@@ -126,7 +131,7 @@ Then = Callable[[tuple[list[bytes], bytes] | None, BaseException | None], None]
 
 
 class _Pending:
-    __slots__ = ("deadline", "future", "rows", "status", "then")
+    __slots__ = ("deadline", "future", "grouped", "rows", "status", "then")
 
     def __init__(
         self, future: asyncio.Future[Any] | None, deadline: float, then: Then | None = None
@@ -136,6 +141,7 @@ class _Pending:
         self.deadline = deadline
         self.rows: list[bytes] = []
         self.status = b""
+        self.grouped = False  # a later statement's Sync ends it (share_sync)
 
 
 class Pipeline(asyncio.Protocol):
@@ -147,8 +153,17 @@ class Pipeline(asyncio.Protocol):
         timeout: float,
         decodes: Collection[int] = DECODERS.keys(),
         encodes: Collection[int] = ENCODERS.keys(),
+        share_sync: bool = False,
     ) -> None:
+        """``share_sync``: the ``run_then`` statements of one loop step share one Sync
+        (the last one's), so the engine runs them in one implicit transaction (each still
+        its own snapshot under READ COMMITTED) and answers them in one flush; an error in
+        one skips the rest of the step's (their callbacks get :class:`Skipped`). Only for
+        reads whose callers answer a failure the usual way."""
         self.loop = loop
+        self.share_sync = share_sync
+        self._open_group: _Pending | None = None  # the step's last Sync-less statement
+        self._aborted = False  # a statement of the current shared Sync failed
         self.timeout = timeout  # client-side bound, as asyncpg's command_timeout
         self.decodes = decodes  # column type oids a statement prepared here may have
         self.encodes = encodes  # parameter type oids likewise
@@ -189,9 +204,22 @@ class Pipeline(asyncio.Protocol):
         self._queue(data, _Pending(future, self.loop.time() + self.timeout))
         return future
 
+    def _close_group(self) -> None:
+        """The shared Sync goes after the step's last Sync-less statement, which is
+        answered at its ReadyForQuery as any other."""
+        entry = self._open_group
+        if entry is not None:
+            self._open_group = None
+            entry.grouped = False
+            self._out.append(_SYNC)
+
     def _queue(self, data: bytes, entry: _Pending, at_once: bool = False) -> None:
         if self.closed:
             raise Unfit("closed")  # nothing sent: the pool path answers
+        if entry.grouped:
+            self._open_group = entry
+        else:
+            self._close_group()  # a statement with its own Sync never joins a group
         if at_once and not self._out and self.transport is not None:
             self.transport.write(data)  # nothing of this step waits to go first
         else:
@@ -221,6 +249,7 @@ class Pipeline(asyncio.Protocol):
                     hook()
                 except Exception:
                     log.exception("a pipeline's before_flush hook failed")
+        self._close_group()
         self._flushing = False
         out, self._out = self._out, []
         if out and not self.closed and self.transport is not None:
@@ -303,8 +332,12 @@ class Pipeline(asyncio.Protocol):
         loop step, unless statements of this step wait to be written (a lone statement
         whose latency matters more than sharing a write: whatever else the loop has
         ready, change capture's work for one, runs after it is on its way)."""
-        data = self._bind(prepared, values)
-        self._queue(data, _Pending(None, self.loop.time() + self.timeout, then), at_once)
+        entry = _Pending(None, self.loop.time() + self.timeout, then)
+        if self.share_sync and not at_once:
+            entry.grouped = True
+            self._queue(self._bind(prepared, values)[: -len(_SYNC)], entry)
+        else:
+            self._queue(self._bind(prepared, values), entry, at_once)
 
     def _bind(self, prepared: Prepared, values: Sequence[bytes | None]) -> bytes:
         if prepared.generation != self._generation:
@@ -337,10 +370,22 @@ class Pipeline(asyncio.Protocol):
                 pending[0].rows.append(buffer[pos + 5 : end])
             elif kind == 67:  # C CommandComplete
                 pending[0].status = buffer[pos + 5 : end - 1]
+                if pending[0].grouped:  # its Sync is a later statement's: done now
+                    self._done(pending.popleft())
             elif kind == 90:  # Z ReadyForQuery: this statement is done
-                self._done(pending.popleft())
+                while pending[0].grouped:  # skipped after an error of their shared Sync
+                    _skip(pending.popleft())
+                entry = pending.popleft()
+                if self._aborted and self._error is None:
+                    _skip(entry)  # the Sync's own statement was skipped too
+                else:
+                    self._done(entry)
+                self._aborted = False
             elif kind == 69:  # E ErrorResponse
                 self._error = _fields(buffer[pos + 5 : end])
+                if pending[0].grouped:  # the engine skips the rest until the Sync
+                    self._aborted = True
+                    self._done(pending.popleft())
             elif kind in (116, 84):  # t ParameterDescription, T RowDescription
                 pending[0].rows.append(buffer[pos:end])
             # 1 ParseComplete, 2 BindComplete, n NoData, N NoticeResponse,
@@ -403,6 +448,14 @@ class Pipeline(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.write(b"X\x00\x00\x00\x04")  # Terminate
             self._fail(ConnectionDoesNotExistError("the connection was closed"))
+
+
+def _skip(entry: _Pending) -> None:
+    future = entry.future
+    if future is None:
+        _call(entry, None, Skipped())
+    elif not future.done():  # (only run_then statements share a Sync)
+        future.set_exception(Skipped())
 
 
 def _call(
@@ -504,7 +557,8 @@ class Pipelines:
         step already wait to be written on, when there is one, rather than to the least
         busy: one write and one wake-up of one backend per step instead of one of each
         (for short statements, where waking a second backend costs more than running
-        them one after the other saves)."""
+        them one after the other saves), and there they share one Sync (Pipeline's
+        ``share_sync``: one transaction start and end, one flush of answers)."""
         self.one_write = one_write
         self.engine = engine
         self.parameters = dict(parameters)
@@ -615,7 +669,7 @@ class Pipelines:
     async def _open_one(self, access: Access) -> Pipeline:
         session = await open_session(self.engine, access, self.parameters)
         loop = asyncio.get_running_loop()
-        pipeline = Pipeline(loop, self.timeout, self.decodes, self.encodes)
+        pipeline = Pipeline(loop, self.timeout, self.decodes, self.encodes, self.one_write)
         pipeline.session = session
         pipeline.pid, pipeline.secret = session.pid, session.secret
         pipeline.on_timeout = lambda: self._spawn(self.cancel(access, pipeline))

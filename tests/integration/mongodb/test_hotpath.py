@@ -360,6 +360,48 @@ async def test_lone_finds_by_id_batched_by_any_count_answer_as_the_normal_path(
     await raw.command({"dropDatabase": 1}, db)
 
 
+async def test_a_failing_find_of_a_shared_sync_leaves_the_others_to_the_normal_path(
+    raw: RawClient, mongo_port: int, rw_key: str
+) -> None:
+    """Lone finds of one loop step share a Sync on the pipelined connection: when the
+    first fails in the engine (its collection was dropped under its learned statement),
+    the engine skips the others, and each still gets the normal path's reply."""
+    db = await loaded(raw)
+    await raw.command({"insert": "gone", "documents": [{"_id": 1, "k": "a"}]}, db)
+    finds: list[tuple[str, dict[str, Any]]] = [
+        ("gone", {"k": "a"}),
+        ("items", {"k": "a"}),
+        ("gone", {"k": "b"}),
+        ("items", {"k": "b"}),
+        ("items", {"k": "missing"}),
+    ]
+    clients = [await RawClient.connect(mongo_port, rw_key) for _ in finds]
+    try:
+        for client, (coll, spec) in zip(clients, finds, strict=True):
+            await lone(client, {"find": coll, "filter": spec, "limit": 1}, db)
+        await raw.command({"drop": "gone"}, db)
+        normal = [
+            await raw.command({"find": c, "filter": f, "limit": 1, "comment": "x"}, db)
+            for c, f in finds
+        ]
+        for _ in range(5):
+            for client, (coll, spec) in zip(clients, finds, strict=True):
+                client.request_id += 1
+                body = {"find": coll, "filter": spec, "limit": 1, "lsid": client.lsid, "$db": db}
+                payload = b"\x00\x00\x00\x00\x00" + bson.encode(body)
+                head = struct.pack("<iiii", 16 + len(payload), client.request_id, 0, 2013)
+                client.writer.write(head + payload)
+            replies = []
+            for client in clients:
+                (length,) = struct.unpack("<i", await client.reader.readexactly(4))
+                replies.append((await client.reader.readexactly(length - 4))[17:])
+            assert replies == normal
+    finally:
+        for client in clients:
+            await client.close()
+    await raw.command({"dropDatabase": 1}, db)
+
+
 async def test_a_read_only_keys_lone_finds_answer_as_the_normal_path(
     raw: RawClient, mongo_port: int, ro_key: str
 ) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from heliosdb.engine.pipeline import DECODERS, Pipeline, Pipelines, Prepared, Unfit, decode_rows
+from heliosdb.engine.pipeline import (
+    DECODERS,
+    Pipeline,
+    Pipelines,
+    Prepared,
+    Skipped,
+    Unfit,
+    decode_rows,
+)
 from heliosdb.engine.roles import Access
 from tests.unit.recording import RecordingTransport
 
@@ -221,3 +229,73 @@ async def test_one_write_keeps_a_steps_statements_on_one_pipeline(one_write: boo
     await asyncio.sleep(0)  # the step's writes went out: the least busy is picked again
     assert not first.writing and pipelines.pick(*key) is (second if one_write else first)
     pipelines.close()
+
+
+async def test_share_sync_runs_a_steps_statements_under_one_sync() -> None:
+    """With ``share_sync`` the step's run_then statements go out with one Sync, the last
+    one's; each is answered at its CommandComplete (the last at ReadyForQuery), in order,
+    and a statement with its own Sync queued after them ends their group first."""
+    pipeline = Pipeline(asyncio.get_running_loop(), 30.0, share_sync=True)
+    transport = RecordingTransport()
+    pipeline.connection_made(transport)
+    prepared = Prepared(b"s1", (20,), ("n:20",))
+    got: list[Any] = []
+    for n in (1, 2, 3):
+        value = [struct.pack("!q", n)]
+        pipeline.run_then(prepared, value, lambda r, e: got.append((r, e)))
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    sync = b"S\x00\x00\x00\x04"
+    assert transport.writes[0].count(sync) == 1 and transport.writes[0].endswith(sync)
+    answer = _msg(b"2") + _row(struct.pack("!q", 7)) + _msg(b"C", b"SELECT 1\0")
+    pipeline.data_received(answer)
+    assert len(got) == 1 and got[0][0] == ([struct.pack("!h", 1) + _row_body(7)], b"SELECT 1")
+    pipeline.data_received(answer * 2)
+    assert len(got) == 2  # the last waits for its ReadyForQuery
+    pipeline.data_received(_msg(b"Z", b"I"))
+    assert len(got) == 3 and all(e is None for _, e in got) and pipeline.in_flight == 0
+    # a statement of its own Sync after two of a group: Sync, then its own message
+    pipeline.run_then(prepared, [None], lambda r, e: None)
+    pipeline.run_then(prepared, [None], lambda r, e: None)
+    pipeline.warm()
+    await asyncio.sleep(0)
+    assert transport.writes[1].count(sync) == 1 and transport.writes[1].index(sync) < (
+        transport.writes[1].index(b"Q")
+    )
+
+
+async def test_share_sync_an_error_skips_the_rest_of_its_group() -> None:
+    pipeline = Pipeline(asyncio.get_running_loop(), 30.0, share_sync=True)
+    pipeline.connection_made(RecordingTransport())
+    prepared = Prepared(b"s1", (), ())
+    got: list[Any] = []
+    for _ in range(4):
+        pipeline.run_then(prepared, [], lambda r, e: got.append((r, e)))
+    await asyncio.sleep(0)
+    error = _msg(b"E", b"SERROR\0C22012\0Mdivision by zero\0\0")
+    pipeline.data_received(_msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"2") + error)
+    assert got[0] == (([], b"SELECT 0"), None)
+    assert got[1][0] is None and isinstance(got[1][1], asyncpg.DivisionByZeroError)
+    pipeline.data_received(_msg(b"Z", b"E"))  # the third and the last were skipped
+    assert [type(e) for _, e in got[2:]] == [Skipped, Skipped] and pipeline.in_flight == 0
+    # the next group starts afresh; an error in its last statement is that one's own
+    pipeline.run_then(prepared, [], lambda r, e: got.append((r, e)))
+    pipeline.run_then(prepared, [], lambda r, e: got.append((r, e)))
+    await asyncio.sleep(0)
+    pipeline.data_received(_msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"2") + error)
+    pipeline.data_received(_msg(b"Z", b"I"))
+    assert got[4] == (([], b"SELECT 0"), None)
+    assert isinstance(got[5][1], asyncpg.DivisionByZeroError)
+
+
+async def test_share_sync_at_once_keeps_its_own_sync() -> None:
+    pipeline = Pipeline(asyncio.get_running_loop(), 30.0, share_sync=True)
+    transport = RecordingTransport()
+    pipeline.connection_made(transport)
+    prepared = Prepared(b"s1", (), ())
+    pipeline.run_then(prepared, [], lambda r, e: None, at_once=True)
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"S\x00\x00\x00\x04")
+
+
+def _row_body(n: int) -> bytes:
+    return struct.pack("!i", 8) + struct.pack("!q", n)
