@@ -1,6 +1,8 @@
 """Pipelined engine connections: the statements of requests that arrive together leave in
 one socket write, each still its own Bind/Execute/Sync (own implicit transaction, own
-error), and their answers come back in order on one read.
+error), and their answers come back in order on one read. (With ``share_sync``, for
+reads whose callers answer a failure another way, a step's statements share one Sync:
+one transaction start and end and one flush of answers for all of them.)
 
 asyncpg sends one statement and waits for its answer before the next (a send, a read
 and a wake-up of the engine backend per statement, several times the engine's own work
