@@ -65,12 +65,18 @@ _ENCODERS: dict[int, Callable[[Any], bytes]] = {
 }
 
 
+class _Pipelines(Pipelines):
+    # Updates do not queue behind each other on one connection (see ``start``): four
+    # clients of one key at once each find one free.
+    PER_OWNER = 4
+
+
 class UpdateLane:
     """The documents service's pipelined connections for in-place updates."""
 
     def __init__(self, engine: Engine) -> None:
         settings = {**engine.session_settings(), "application_name": "heliosdb-documents"}
-        self.pipelines = Pipelines(engine, settings, frozenset({INT4}), _ENCODERS.keys())
+        self.pipelines = _Pipelines(engine, settings, frozenset({INT4}), _ENCODERS.keys())
         engine.closers.append(self.pipelines.close)
         self._learned = Learned()
         self.answered = 0  # updates answered here
@@ -88,6 +94,11 @@ class UpdateLane:
         if now is None:
             return False
         pipeline, prepared = now
+        if pipeline.in_flight:
+            # All the principal's pipelines are busy: an update queued behind another
+            # would wait for that one's commit (its WAL flush) on the same backend, where
+            # the pool path's connections commit side by side (and flush together).
+            return False
         # written at once: the client waits for nothing else, and the loop's other
         # ready work (change capture of the last update) would delay it
         then = _Update(self, pipeline, sql, upsert, done)
