@@ -95,8 +95,11 @@ def parse_startup(body: bytes) -> Startup:
     return startup
 
 
+_INT32 = struct.Struct("!i").pack  # compiled once: struct.pack looks its format up per call
+
+
 def message(kind: bytes, body: bytes = b"") -> bytes:
-    return kind + struct.pack("!i", len(body) + 4) + body
+    return kind + _INT32(len(body) + 4) + body
 
 
 def cstring(text: str) -> bytes:

@@ -422,7 +422,8 @@ class TxnClient(asyncio.Protocol):
         self.server: ServerConn | None = None
         self.buffer = bytearray()
         self.acquiring = False
-        self.statements: dict[bytes, tuple[str, bytes]] = {}
+        # Client name -> (engine-side name, its Parse, that name encoded).
+        self.statements: dict[bytes, tuple[str, bytes, bytes]] = {}
         self.unnamed = b""
         self.unnamed_seq = 0
         self.bytes_in = 0
@@ -585,8 +586,9 @@ class TxnClient(asyncio.Protocol):
                 server.expect.append((False, None))
                 return msg
             renamed = f"hdb_{next(_statement_names)}"
-            parse = message(b"P", renamed.encode() + msg[end:])
-            self.statements[name] = (renamed, parse)
+            encoded = renamed.encode()
+            parse = message(b"P", encoded + msg[end:])
+            self.statements[name] = (renamed, parse, encoded)
             server.inflight.add(renamed)
             server.expect.append((False, renamed))
             return parse
@@ -608,7 +610,7 @@ class TxnClient(asyncio.Protocol):
             if entry is None:
                 return msg
             server.prepared.discard(entry[0])
-            return message(b"C", b"S" + entry[0].encode() + b"\0")
+            return message(b"C", b"S" + entry[2] + b"\0")
         return msg
 
     def _check_query(self, server: ServerConn, text: bytes) -> None:
@@ -634,12 +636,12 @@ class TxnClient(asyncio.Protocol):
         entry = self.statements.get(name)
         if entry is None:
             return b"", None
-        renamed, parse = entry
+        renamed, parse, encoded = entry
         if renamed in server.prepared or renamed in server.inflight:
-            return b"", renamed.encode()
+            return b"", encoded
         server.inflight.add(renamed)
         server.expect.append((True, renamed))
-        return parse, renamed.encode()
+        return parse, encoded
 
     def _borrow(self) -> None:
         if self.acquiring:
