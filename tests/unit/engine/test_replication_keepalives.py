@@ -103,3 +103,17 @@ def test_a_status_reports_all_written_and_only_the_confirmed_position_flushed() 
     kind, written, flushed, applied, _clock, reply = struct.unpack("!cQQQqB", status)
     assert (kind, written, flushed, applied, reply) == (b"r", 2**64 - 1, 120, 120, 0)
     assert stream.received == 170 and stream.sent == 120
+
+
+async def test_settle_takes_what_arrived_while_it_slept_in_order() -> None:
+    # The leader gathering a batch sleeps once (settle) instead of being woken at each
+    # transaction's end (wait): it must read the same messages, in the same order.
+    stream, pgconn = _stream()
+    pgconn.incoming.extend([_keepalive(100), _xlog(150, b"B1"), _xlog(160, b"C1")])
+    pgconn.incoming.extend([_xlog(170, b"B2"), _xlog(180, b"U2")])  # still arriving
+    assert await stream.settle(0.001)
+    assert stream.received == 180 and not stream._arrived
+    assert [stream.read_nowait() for _ in range(5)] == [b"B1", b"C1", b"B2", b"U2", None]
+    pgconn.incoming.append(_keepalive(190))
+    assert not await stream.settle(0.001)  # a keepalive alone is no message
+    assert stream.received == 190 and stream.read_nowait() is None

@@ -80,7 +80,9 @@ _STREAM_BATCH_SECONDS = 0.002
 # long (transactions coming one after another, each sent alone: a client's single-row
 # writes), the batch waits for the next one until it is _STREAM_BATCH_SECONDS old:
 # each batch's write (a statement, its NOTIFY, the hub's dispatch) was ~1 ms of node
-# CPU, paid per transaction. A lone transaction is written at once.
+# CPU, paid per transaction. A lone transaction is written at once. The wait is one
+# sleep (ReplicationStream.settle): what arrives meanwhile waits in the socket and is
+# read when it ends, rather than waking the leader at each transaction's end.
 _BURST_SECONDS = 0.002
 # A quiet stream confirms the last batches after this long (see _Durability).
 _IDLE_CONFIRM_SECONDS = 1.0
@@ -451,8 +453,8 @@ class CaptureLeader:
             if data is None:
                 if rnd.messages and not in_transaction:
                     wait = _STREAM_BATCH_SECONDS - (time.monotonic() - started)
-                    if burst and wait > 0 and await stream.wait(wait):
-                        continue  # more arrived (a keepalive, or the next transaction)
+                    if burst and wait > 0 and await stream.settle(wait):
+                        continue  # more arrived within the batch's time: one wakeup
                     rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
                 stream.confirm(durability.due(stream.received))
