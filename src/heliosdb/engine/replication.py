@@ -31,14 +31,6 @@ _EPOCH_2000_US = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000
 _XLOG_DATA = 0x77  # 'w'
 _KEEPALIVE = 0x6B  # 'k'
 _STATUS = struct.Struct("!cQQQqB")  # 'r', written, flushed, applied, clock, reply requested
-# The "written" position each status reports: the end of all WAL. A logical client writes
-# no WAL of its own; the walsender reads the field only for pg_stat_replication, lag
-# times and synchronous replication (HeliosDB's capture session is no synchronous
-# standby), and, before each sleep, sends a keepalive whenever it is below what it has
-# sent: after every transaction and again after the leader's own write of its events,
-# two per captured transaction, a third of them waking the node for nothing. The
-# "flushed" position, which moves the slot, stays what the consumer confirmed.
-_ALL_WRITTEN = 0xFFFF_FFFF_FFFF_FFFF
 _XLOG_HEADER = 25  # 'w', WAL start, WAL end, send time
 _COMMIT = 0x43  # 'C': pgoutput's last message of a transaction
 # Messages _on_readable takes before it wakes the reader even without a Commit (a big
@@ -135,8 +127,6 @@ class ReplicationStream:
             if result is None:
                 raise self._failure("START_REPLICATION returned nothing")
             if result.status == pq.ExecStatus.COPY_BOTH:
-                # At once, so that no keepalive follows even the first transactions.
-                self._send_status()
                 return
             message = (result.error_message or b"").decode(errors="replace").strip()
             raise ReplicationError(f"START_REPLICATION failed: {message}")
@@ -261,7 +251,9 @@ class ReplicationStream:
             self._pgconn.finish()
 
     def _send_status(self) -> None:
-        status = _STATUS.pack(b"r", _ALL_WRITTEN, self.confirmed, self.confirmed, _clock(), 0)
+        status = _STATUS.pack(
+            b"r", max(self.received, self.confirmed), self.confirmed, self.confirmed, _clock(), 0
+        )
         if self._pgconn.put_copy_data(status) != 1:
             raise self._failure("could not send the standby status")
         # A status is small: the socket takes it whole unless the engine has stopped

@@ -91,20 +91,6 @@ def test_messages_taken_while_the_reader_is_busy_keep_their_order() -> None:
     assert [stream.read_nowait() for _ in range(5)] == [b"B1", b"C1", b"B2", b"C2", None]
 
 
-def test_a_status_reports_all_written_and_only_the_confirmed_position_flushed() -> None:
-    # The "written" field is the end of all WAL: one below what the walsender has sent
-    # makes it send a keepalive before each sleep (twice per captured transaction). The
-    # "flushed" field, which moves the slot, is only ever what the consumer confirmed.
-    stream, pgconn = _stream()
-    pgconn.incoming.extend([_xlog(150, b"B..."), _xlog(170, b"C...")])
-    stream._on_readable()
-    stream.confirm(120)
-    (status,) = pgconn.sent
-    kind, written, flushed, applied, _clock, reply = struct.unpack("!cQQQqB", status)
-    assert (kind, written, flushed, applied, reply) == (b"r", 2**64 - 1, 120, 120, 0)
-    assert stream.received == 170 and stream.sent == 120
-
-
 async def test_settle_takes_what_arrived_while_it_slept_in_order() -> None:
     # The leader gathering a batch sleeps once (settle) instead of being woken at each
     # transaction's end (wait): it must read the same messages, in the same order.
