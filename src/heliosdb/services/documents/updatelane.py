@@ -4,12 +4,12 @@ The MongoDB lone-update path (interfaces/mongodb/loneupdate.py) hands an update_
 with a top-level ``$set``/``$inc`` (inplace.py) here from the socket's read callback.
 When its in-place statement is one the pool path has already run outside a transaction
 (``learn``: same SQL text, so same table, filter and index hints) and the principal's
-pipelined connection (engine/pipeline.py, two per principal, as a kept pool session)
-has it prepared, the values are encoded here and the statement goes out with the others
-of the same loop step in one write, its own Bind/Execute/Sync: its own implicit
-transaction, committed before the engine says ReadyForQuery, exactly the one statement
-(row lock, new forms, write) the pool path runs. ``done`` then gets (matched, modified)
-from the pipeline's read callback (``run_then``).
+pipelined connection (engine/pipeline.py, four per principal here, as kept pool sessions)
+has it prepared and idle, the values are encoded here and the statement is written at
+once (after any of the same loop step already waiting), its own Bind/Execute/Sync: its
+own implicit transaction, committed before the engine says ReadyForQuery, exactly the
+one statement (row lock, new forms, write) the pool path runs. ``done`` then gets
+(matched, modified) from the pipeline's read callback (``run_then``).
 
 What this path does not answer itself, it leaves to the pool path, which runs the update
 again and reports what it finds; it only does so when nothing was written:
