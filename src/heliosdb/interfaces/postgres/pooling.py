@@ -198,10 +198,7 @@ class _ServerSide(asyncio.Protocol):
                 and not conn.pinned
                 and not conn.unsynced
             ):
-                # TxnClient.park, inlined (once per transaction; conn is client.server).
-                conn.client = None
-                if client.pool.waiters or len(conn.prepared) > MAX_PREPARED_PER_CONNECTION:
-                    client.release()
+                client.park()
             return
         self._scan(data)
 
@@ -486,11 +483,7 @@ class TxnClient(asyncio.Protocol):
                 server.pending += 1
                 server.unsynced = False
                 server.copy_syncs = 0
-                if not (
-                    _SEMICOLON(data, 5, n - 2) is None
-                    and _ADVISORY_LOCK(data, 5) is None
-                    and (data.startswith(_USUAL_STARTS, 5) or _NOTABLE_START.match(data, 5) is None)
-                ):
+                if not _plain_statement(data, 5):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
                 return
