@@ -163,6 +163,36 @@ def _frame(request_id: int, response_to: int, document: bytes) -> bytes:
     )
 
 
+def lone_open(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
+    """Whether the whole message ``data`` may be answered from the read callback at all
+    (the lone find's and loneupdate.py's common ground): an authenticated connection
+    whose replies are not backed up, and an uncompressed OP_MSG of flags 0 that starts
+    with its body section."""
+    transport = protocol.transport
+    return (
+        session.principal is not None
+        and data[12:21] == _LONE_HEAD
+        and transport is not None
+        and transport.get_write_buffer_size() <= LONE_WRITE_BUFFER
+    )
+
+
+def lone_reply(
+    session: Session, protocol: MongoProtocol, data: bytes, kind: str, document: bytes
+) -> None:
+    """Count the command (and ``opcounters[kind]``), write ``document`` as the reply to
+    the lone message ``data`` unless the connection is closing, and end it."""
+    state = session.state
+    counters = state.opcounters
+    counters["command"] += 1
+    counters[kind] += 1
+    transport = protocol.transport
+    if transport is not None and not transport.is_closing():
+        response_to = _INT32.unpack_from(data, 4)[0]
+        transport.write(_frame(next(state.request_ids), response_to, document))
+    protocol.lone_done()
+
+
 def take_lone(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
     """Start answering the whole message ``data`` from the read callback (see the module
     docstring); False: the connection's loop takes it as usual."""
@@ -170,10 +200,8 @@ def take_lone(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
     if (
         principal is None
         or len(data) < 26
-        or data[12:21] != _LONE_HEAD
+        or not lone_open(session, protocol, data)
         or _INT32.unpack_from(data, 21)[0] != len(data) - 21
-        or protocol.transport is None
-        or protocol.transport.get_write_buffer_size() > LONE_WRITE_BUFFER
     ):
         return False
     try:
@@ -192,21 +220,14 @@ def take_lone(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
         or (limit == 0 and spec and list(spec) == ["_id"] and plain_id(spec["_id"]))
     ):
         return False  # the result might not fit the first batch: it may need a cursor
-    state = session.state
 
     def answered(items: list[bytes] | None) -> None:
         if items is not None and len(items) <= len(_INDEX_KEYS):
             document = _first_batch(items, f"{db}.{coll}")  # type: ignore[arg-type]
             if document is not None:
-                counters = state.opcounters
-                counters["command"] += 1
-                counters["query"] += 1
-                transport = protocol.transport
-                if transport is not None and not transport.is_closing():
-                    response_to = _INT32.unpack_from(data, 4)[0]
-                    transport.write(_frame(next(state.request_ids), response_to, document))
-                protocol.lone_done()
+                lone_reply(session, protocol, data, "query", document)
                 return
         protocol.hand_back(data)
 
-    return state.services.documents.find_soon(principal, db, coll, spec, limit, answered)
+    documents = session.state.services.documents
+    return documents.find_soon(principal, db, coll, spec, limit, answered)

@@ -96,14 +96,11 @@ def _statement(data: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 def _take_update(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
     principal = session.principal
-    transport = protocol.transport
     if (
         principal is None
         or principal.read_only
         or len(data) < 38
-        or data[12:21] != hotpath._LONE_HEAD
-        or transport is None
-        or transport.get_write_buffer_size() > hotpath.LONE_WRITE_BUFFER
+        or not hotpath.lone_open(session, protocol, data)
     ):
         return False
     try:
@@ -116,26 +113,19 @@ def _take_update(session: Session, protocol: MongoProtocol, data: bytes) -> bool
     coll, db = body["update"], body.get("$db")
     if type(coll) is not str or not coll or type(db) is not str:
         return False
-    state = session.state
 
     def answered(outcome: Outcome) -> None:
         if outcome is None:
             protocol.hand_back(data)
             return
-        counters = state.opcounters
-        counters["command"] += 1
-        counters["update"] += 1
         if isinstance(outcome, tuple):
             document = _counts(*outcome)
         else:  # as crud.update reports a HeliosError of its statement
             reply = {"n": 0, "nModified": 0, "writeErrors": [errors.write_error(0, outcome)]}
             document = bsonform.encode({**reply, "ok": 1.0})
-        if not transport.is_closing():
-            response_to = _INT32.unpack_from(data, 4)[0]
-            transport.write(hotpath._frame(next(state.request_ids), response_to, document))
-        protocol.lone_done()
+        hotpath.lone_reply(session, protocol, data, "update", document)
 
-    return state.services.documents.update_soon(
+    return session.state.services.documents.update_soon(
         principal,
         db,
         coll,
