@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import signal
 import struct
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +24,7 @@ from bson.objectid import ObjectId
 
 from heliosdb.interfaces.mongodb import codec, hotpath
 from heliosdb.security.scram import ClientExchange
+from tests.nodeproc import NodeProcess
 
 
 class RawClient:
@@ -57,10 +60,18 @@ class RawClient:
         return client
 
     async def command(self, body: dict[str, Any], db: str) -> bytes:
+        self.send(body, db)
+        return await self.reply()
+
+    def send(self, body: dict[str, Any], db: str) -> None:
+        """Write the command as one OP_MSG, in one write (as the drivers do)."""
         self.request_id += 1
         payload = b"\x00\x00\x00\x00\x00" + bson.encode({**body, "lsid": self.lsid, "$db": db})
-        self.writer.write(struct.pack("<iiii", 16 + len(payload), self.request_id, 0, 2013))
-        self.writer.write(payload)
+        header = struct.pack("<iiii", 16 + len(payload), self.request_id, 0, 2013)
+        self.writer.write(header + payload)
+
+    async def reply(self) -> bytes:
+        """The reply to the last command sent, its body section's document."""
         (length,) = struct.unpack("<i", await self.reader.readexactly(4))
         data = await self.reader.readexactly(length - 4)
         _, response_to, op_code = struct.unpack_from("<iii", data)
@@ -298,12 +309,15 @@ async def test_a_lone_find_sees_the_clients_last_write(raw: RawClient) -> None:
 
 
 async def shared_statements_answer_as_alone(
-    raw: RawClient, mongo_port: int, key: str, db: str, ids: list[Any], odd: bool = False
+    raw: RawClient, node: NodeProcess, key: str, db: str, ids: list[Any], odd: bool = False
 ) -> None:
     """Finds by each of ``ids`` from as many clients at once until some went out in one
     statement on the pipelined connection (``odd``: a round's shared finds add up to an
     odd number, so one statement answered an odd number of finds, padded); every reply
-    is the normal path's."""
+    is the normal path's. "At once": written while the node is stopped (SIGSTOP), as
+    when it is busy, so that they reach it in one loop step however quiet the machine."""
+    mongo_port = node.ports["mongodb"]
+    assert node.process is not None
     clients = [await RawClient.connect(mongo_port, key) for _ in ids]
     try:
         for client, _id in zip(clients, ids, strict=True):
@@ -315,12 +329,13 @@ async def shared_statements_answer_as_alone(
         for _ in range(100):
             status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
             before = status["heliosdb"]["pipelinedIdBatches"]["batched"]
-            replies = await asyncio.gather(
-                *(
-                    c.command({"find": "items", "filter": {"_id": i}}, db)
-                    for c, i in zip(clients, ids, strict=True)
-                )
-            )
+            os.kill(node.process.pid, signal.SIGSTOP)
+            try:
+                for c, i in zip(clients, ids, strict=True):
+                    c.send({"find": "items", "filter": {"_id": i}}, db)
+            finally:
+                os.kill(node.process.pid, signal.SIGCONT)
+            replies = [await c.reply() for c in clients]
             assert replies == normal
             status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
             shared = status["heliosdb"]["pipelinedIdBatches"]["batched"] - before
@@ -334,19 +349,19 @@ async def shared_statements_answer_as_alone(
 
 
 async def test_lone_finds_by_id_of_one_loop_step_share_a_statement(
-    raw: RawClient, mongo_port: int, rw_key: str
+    raw: RawClient, node: NodeProcess, rw_key: str
 ) -> None:
     """Finds by _id from several clients at once go out in one statement on the
     pipelined connection; each gets its own document, as the normal path answers it."""
     db = await loaded(raw)
     ids = [d["_id"] for d in DOCS] + ["missing", 5]  # 5 matches the stored 5.0
-    await shared_statements_answer_as_alone(raw, mongo_port, rw_key, db, ids)
+    await shared_statements_answer_as_alone(raw, node, rw_key, db, ids)
     await raw.command({"dropDatabase": 1}, db)
 
 
 @pytest.mark.parametrize("count", [2, 3, 5, 40])
 async def test_lone_finds_by_id_batched_by_any_count_answer_as_the_normal_path(
-    raw: RawClient, mongo_port: int, rw_key: str, count: int
+    raw: RawClient, node: NodeProcess, rw_key: str, count: int
 ) -> None:
     """Batches of every size: 3 and 5 finds take the 4- and 8-parameter statements with
     NULL padding (which must match nothing, not even the stored document whose _id is
@@ -356,16 +371,19 @@ async def test_lone_finds_by_id_batched_by_any_count_answer_as_the_normal_path(
     await raw.command({"insert": "items", "documents": [{"_id": None, "null": True}]}, db)
     await raw.command({"insert": "items", "documents": [{"_id": i} for i in range(100, 140)]}, db)
     ids = [[1, None, "missing", 5, *range(100, 140)][i] for i in range(count)]
-    await shared_statements_answer_as_alone(raw, mongo_port, rw_key, db, ids, count in (3, 5))
+    await shared_statements_answer_as_alone(raw, node, rw_key, db, ids, count in (3, 5))
     await raw.command({"dropDatabase": 1}, db)
 
 
 async def test_a_failing_find_of_a_shared_sync_leaves_the_others_to_the_normal_path(
-    raw: RawClient, mongo_port: int, rw_key: str
+    raw: RawClient, node: NodeProcess, rw_key: str
 ) -> None:
     """Lone finds of one loop step share a Sync on the pipelined connection: when the
     first fails in the engine (its collection was dropped under its learned statement),
-    the engine skips the others, and each still gets the normal path's reply."""
+    the engine skips the others, and each still gets the normal path's reply. (The
+    finds are written while the node is stopped, so that they reach it in one step.)"""
+    mongo_port = node.ports["mongodb"]
+    assert node.process is not None
     db = await loaded(raw)
     await raw.command({"insert": "gone", "documents": [{"_id": 1, "k": "a"}]}, db)
     finds: list[tuple[str, dict[str, Any]]] = [
@@ -385,16 +403,13 @@ async def test_a_failing_find_of_a_shared_sync_leaves_the_others_to_the_normal_p
             for c, f in finds
         ]
         for _ in range(5):
-            for client, (coll, spec) in zip(clients, finds, strict=True):
-                client.request_id += 1
-                body = {"find": coll, "filter": spec, "limit": 1, "lsid": client.lsid, "$db": db}
-                payload = b"\x00\x00\x00\x00\x00" + bson.encode(body)
-                head = struct.pack("<iiii", 16 + len(payload), client.request_id, 0, 2013)
-                client.writer.write(head + payload)
-            replies = []
-            for client in clients:
-                (length,) = struct.unpack("<i", await client.reader.readexactly(4))
-                replies.append((await client.reader.readexactly(length - 4))[17:])
+            os.kill(node.process.pid, signal.SIGSTOP)
+            try:
+                for client, (coll, spec) in zip(clients, finds, strict=True):
+                    client.send({"find": coll, "filter": spec, "limit": 1}, db)
+            finally:
+                os.kill(node.process.pid, signal.SIGCONT)
+            replies = [await client.reply() for client in clients]
             assert replies == normal
     finally:
         for client in clients:
