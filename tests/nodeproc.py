@@ -116,6 +116,14 @@ class NodeProcess:
     def worker_pids(self) -> set[int]:
         """The node's worker processes (``--workers``): its children running ``heliosdb
         worker``."""
+        return self.child_pids("worker")
+
+    def capture_pids(self) -> set[int]:
+        """The node's change-capture process (``heliosdb capture``), while it runs."""
+        return self.child_pids("capture")
+
+    def child_pids(self, command: str) -> set[int]:
+        """The node's children running ``heliosdb <command>``."""
         assert self.process is not None
         pids = set()
         for entry in Path("/proc").iterdir():
@@ -127,7 +135,7 @@ class NodeProcess:
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.process.pid and b"worker" in cmdline.split(b"\0"):
+            if ppid == self.process.pid and command.encode() in cmdline.split(b"\0"):
                 pids.add(int(entry.name))
         return pids
 

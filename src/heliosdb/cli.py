@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("worker", help="internal: a worker process of `serve` (settings on stdin)")
+    commands.add_parser(
+        "capture", help="internal: the change-capture process of `serve` (settings on stdin)"
+    )
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -162,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "worker":
         return _worker()
+    if args.command == "capture":
+        return _capture()
     try:
         settings = settings_from(args)
         logs.configure(settings.log_level)
@@ -203,6 +208,17 @@ def _worker() -> int:
     worker = worker_node()
     logs.configure(worker.settings.log_level)
     uvloop.run(worker.run())
+    return 0
+
+
+def _capture() -> int:
+    import uvloop
+
+    from heliosdb.capture_process import capture_settings, run_capture
+
+    settings = capture_settings()
+    logs.configure(settings.log_level)
+    uvloop.run(run_capture(settings))
     return 0
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from heliosdb.capture_process import CaptureProcess
 from heliosdb.engine import Engine
 from heliosdb.engine.datadir import DataDir, DataDirInUse, write_secret
 from heliosdb.interfaces.grpc.server import GrpcListener
@@ -26,7 +27,7 @@ from heliosdb.observability.metrics import watch_pools
 from heliosdb.security.apikeys import KeyKind
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
-from heliosdb.workers import Workers, announce_ready, read_worker_settings, stdin_closed
+from heliosdb.workers import Workers, read_worker_settings, serve_until_stopped
 
 log = logging.getLogger("heliosdb.node")
 T = TypeVar("T")
@@ -61,6 +62,7 @@ class Node:
         self.services: Services | None = None
         self.listeners: list[Listener] = []
         self.workers: Workers | None = None
+        self.capture: CaptureProcess | None = None
         self._stopping = asyncio.Event()
 
     def listener_states(self) -> dict[str, Any]:
@@ -82,6 +84,10 @@ class Node:
         watch_pools(self.engine.pool_stats)
         await services.keys.start()
         await services.changes.start()
+        if services.changes.available and self.settings.changes.capture_process:
+            # The capture leader in a process of its own (capture_process.py).
+            self.capture = CaptureProcess(self.settings)
+            await self.capture.start()
         await services.async_queries.start()
         await self._bootstrap_admin_key(services)
         app = build_app(services, self.listener_states)
@@ -125,6 +131,8 @@ class Node:
                 await listener.stop()
             except Exception:
                 log.exception("listener %s did not stop cleanly", listener.name)
+        if self.capture is not None:
+            await self.capture.stop()
         if self.services is not None:
             await self.services.async_queries.stop()
             await self.services.changes.stop()
@@ -186,13 +194,7 @@ class WorkerNode:
             for listener in served:
                 await listener.start()
                 listeners.append(listener)
-            gc.freeze()
-            announce_ready()
-            orphaned = asyncio.create_task(stdin_closed())
-            signalled = asyncio.create_task(stopping.wait())
-            await asyncio.wait((orphaned, signalled), return_when=asyncio.FIRST_COMPLETED)
-            orphaned.cancel()
-            signalled.cancel()
+            await serve_until_stopped(stopping)
         finally:
             for listener in reversed(listeners):
                 await listener.stop()

@@ -172,6 +172,12 @@ class ChangesSettings(BaseModel):
     batch_changes: int = Field(
         5000, description="Changes the capture leader decodes per round (whole transactions)."
     )
+    capture_process: bool = Field(
+        True,
+        description="Run the capture leader in a process of its own, started by the node, "
+        "away from the event loop that serves clients; false: in the node's (and each "
+        "worker's) process.",
+    )
 
 
 class WebSocketSettings(BaseModel):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -63,10 +64,16 @@ def worker_pid_gone(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+def read_message() -> tuple[Settings, dict[str, Any]]:
+    """In a child process: the settings, and the whole message, its node wrote on stdin."""
+    message = orjson.loads(sys.stdin.buffer.readline())
+    return Settings.model_validate(message["settings"]), message
+
+
 def read_worker_settings() -> tuple[Settings, dict[str, Any], int]:
     """In a worker: the settings, listener table and worker number its node wrote on stdin."""
-    message = orjson.loads(sys.stdin.buffer.readline())
-    return Settings.model_validate(message["settings"]), message["listeners"], message["process"]
+    settings, message = read_message()
+    return settings, message["listeners"], message["process"]
 
 
 async def stdin_closed() -> None:
@@ -91,6 +98,107 @@ def announce_ready() -> None:
     sys.stdout.buffer.flush()
 
 
+async def serve_until_stopped(stopping: asyncio.Event) -> None:
+    """In a child process that has started: say so to the node, then wait until the node
+    stops it (``stopping``, set by its SIGTERM handler) or goes away (stdin closes)."""
+    # Everything built so far lives as long as the process: out of the cyclic GC's sight.
+    gc.freeze()
+    announce_ready()
+    orphaned = asyncio.create_task(stdin_closed())
+    signalled = asyncio.create_task(stopping.wait())
+    await asyncio.wait((orphaned, signalled), return_when=asyncio.FIRST_COMPLETED)
+    orphaned.cancel()
+    signalled.cancel()
+
+
+class ChildProcess:
+    """One child process of the node (a worker, the capture process): started with
+    ``python -m heliosdb <command>`` and one line of settings on its stdin, awaited until
+    it says it is ready, started again a second after it dies, asked to stop with
+    SIGTERM. It stops by itself when its stdin closes (the node stopped or died)."""
+
+    def __init__(self, name: str, command: str, message: bytes, grace: float) -> None:
+        self.name = name
+        self.command = command
+        self.message = message
+        self.grace = grace
+        self.process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._watcher = asyncio.create_task(self._watch(), name=self.name)
+
+    async def _spawn(self) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "heliosdb",
+            self.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(self.message)
+        await process.stdin.drain()
+        try:
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                line = await process.stdout.readline()
+        except TimeoutError:
+            line = b""
+        if line != READY:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"{self.name} did not start (exit {process.returncode})")
+        log.info("%s running (pid %d)", self.name, process.pid)
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            process = self.process
+            assert process is not None
+            code = await process.wait()
+            worker_pid_gone(process.pid)
+            if self._stopping:
+                return
+            log.error("%s (pid %d) exited with %s; starting it again",
+                      self.name, process.pid, code)  # fmt: skip
+            await asyncio.sleep(RESTART_DELAY_SECONDS)
+            try:
+                await self._spawn()
+            except (RuntimeError, OSError):
+                log.exception("%s could not be started again", self.name)
+
+    def terminate(self) -> None:
+        """Ask the process to drain and stop (SIGTERM); :meth:`stopped` waits for it."""
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+    async def stopped(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        try:
+            async with asyncio.timeout(self.grace + 10):
+                await process.wait()
+        except TimeoutError:
+            log.warning("%s (pid %d) did not stop in time; killing it", self.name, process.pid)
+            process.kill()
+            await process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
+        worker_pid_gone(process.pid)
+
+    async def stop(self) -> None:
+        self.terminate()
+        await self.stopped()
+
+
 class Workers:
     """Starts, watches and stops the node's N-1 worker processes."""
 
@@ -106,78 +214,25 @@ class Workers:
         worker_settings.postgres.port = ports["postgres"]
         if "postgres_txn" in ports:
             worker_settings.postgres.transaction_port = ports["postgres_txn"]
-        self.message = {"settings": revealed(worker_settings), "listeners": listeners}
-        self.count = settings.workers - 1
-        self.grace = settings.http.shutdown_grace_seconds
-        self.processes: list[asyncio.subprocess.Process | None] = [None] * self.count
-        self._watchers: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    async def start(self) -> None:
-        await asyncio.gather(*(self._spawn(index) for index in range(self.count)))
-        self._watchers = [
-            asyncio.create_task(self._watch(index), name=f"worker {index + 1}")
-            for index in range(self.count)
+        message = {"settings": revealed(worker_settings), "listeners": listeners}
+        grace = settings.http.shutdown_grace_seconds
+        # Each worker learns its number (1..N-1): gRPC transaction ids carry it.
+        self.children = [
+            ChildProcess(
+                f"worker {index}",
+                "worker",
+                orjson.dumps({**message, "process": index}) + b"\n",
+                grace,
+            )
+            for index in range(1, settings.workers)
         ]
 
-    async def _spawn(self, index: int) -> None:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "heliosdb",
-            "worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self.processes[index] = process
-        assert process.stdin is not None and process.stdout is not None
-        # Each worker learns its number (1..N-1): gRPC transaction ids carry it.
-        process.stdin.write(orjson.dumps({**self.message, "process": index + 1}) + b"\n")
-        await process.stdin.drain()
-        try:
-            async with asyncio.timeout(START_TIMEOUT_SECONDS):
-                line = await process.stdout.readline()
-        except TimeoutError:
-            line = b""
-        if line != READY:
-            process.kill()
-            await process.wait()
-            raise RuntimeError(f"worker {index + 1} did not start (exit {process.returncode})")
-        log.info("worker %d serving (pid %d)", index + 1, process.pid)
-
-    async def _watch(self, index: int) -> None:
-        while not self._stopping:
-            process = self.processes[index]
-            assert process is not None
-            code = await process.wait()
-            worker_pid_gone(process.pid)
-            if self._stopping:
-                return
-            log.error("worker %d (pid %d) exited with %s; starting it again",
-                      index + 1, process.pid, code)  # fmt: skip
-            await asyncio.sleep(RESTART_DELAY_SECONDS)
-            try:
-                await self._spawn(index)
-            except (RuntimeError, OSError):
-                log.exception("worker %d could not be started again", index + 1)
+    async def start(self) -> None:
+        await asyncio.gather(*(child.start() for child in self.children))
 
     async def stop(self) -> None:
         """Ask every worker to drain and stop (SIGTERM), as the node itself does."""
-        self._stopping = True
-        for watcher in self._watchers:
-            watcher.cancel()
-        live = [p for p in self.processes if p is not None and p.returncode is None]
-        for process in live:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process in live:
-            try:
-                async with asyncio.timeout(self.grace + 10):
-                    await process.wait()
-            except TimeoutError:
-                log.warning("worker pid %d did not stop in time; killing it", process.pid)
-                process.kill()
-                await process.wait()
-            if process.stdin is not None:
-                process.stdin.close()
-            worker_pid_gone(process.pid)
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            await child.stopped()

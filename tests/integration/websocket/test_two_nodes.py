@@ -77,14 +77,18 @@ async def test_losing_the_capture_leader_loses_no_event(
 
 @contextmanager
 def _paused(node: NodeProcess) -> Iterator[None]:
-    """The node's process stopped (SIGSTOP), as in a long stall: its hub reads nothing
-    meanwhile, and its sockets keep what arrives."""
+    """The node's process and its capture process stopped (SIGSTOP), as in a long stall
+    of its machine: its hub reads nothing meanwhile, its leader (if it leads) writes
+    nothing, and their sockets keep what arrives."""
     assert node.process is not None
-    os.kill(node.process.pid, signal.SIGSTOP)
+    pids = [node.process.pid, *node.capture_pids()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(node.process.pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 async def _lead_from(engine_url: str) -> None:

@@ -66,10 +66,10 @@ class ChangeService:
         if not self.available:
             return
         start = await self.last_position()
-        self._tasks = [
-            asyncio.create_task(self.leader.run(), name="change capture"),
-            asyncio.create_task(self.hub.run(start), name="change hub"),
-        ]
+        self._tasks = [asyncio.create_task(self.hub.run(start), name="change hub")]
+        if not self.settings.capture_process:
+            # Otherwise the node's capture process leads (capture_process.py).
+            self._tasks.append(asyncio.create_task(self.leader.run(), name="change capture"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -110,6 +110,7 @@ class ChangeService:
         if from_position is not None:
             await self._check_resumable(from_position)
         await ensure_table_captured(self.engine, schema, name)
+        await self.hub.ready()  # it reads the change log, and knows where it ends
         sub = Subscription(
             subscription_id, principal, schema, name, wanted, row_filter, sink, cursor=0
         )

@@ -1,8 +1,11 @@
 """Every node's fan-out: ``helios.change_events`` -> this node's subscriptions.
 
-The hub LISTENs on the capture channel (and looks anyway once a second, in case a
-notification was lost with a connection), reads events past the last position it
-dispatched, in order, and offers each to the subscriptions on its table. A subscription
+While it has subscriptions, the hub LISTENs on the capture channel (and looks anyway
+once a second, in case a notification was lost with a connection), reads events past
+the last position it dispatched, in order, and offers each to the subscriptions on its
+table. Without any it does not LISTEN, so a captured write wakes no process but the
+leader's; the first subscription waits (:meth:`Hub.ready`) until it LISTENs again and
+has read where the change log ends. A subscription
 with ``from_position`` first catches up from the table, then joins the live stream at
 exactly the position it has read up to, so nothing is missed or repeated.
 
@@ -51,6 +54,7 @@ _SELECT_EVENTS = (
     "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
     "FROM helios.change_events WHERE position > $1"
 )
+_LAST_POSITION = "SELECT last_position FROM helios.change_capture WHERE slot_name = $1"
 _CATCH_UP = (
     "SELECT c.pruned_through, e.* FROM helios.change_capture c LEFT JOIN LATERAL ("
     "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
@@ -116,6 +120,8 @@ class Hub:
         # this process per batch (~150-200 us of CPU on a crowded machine) to be skipped.
         self._local_leader = False
         self._listening = False
+        # Subscribes waiting for the hub to LISTEN and find the end of the change log.
+        self._waiters: list[asyncio.Future[None]] = []
         self.on_dispatch: Callable[[ChangeEvent], None] | None = None  # benchmarks, metrics
 
     # -- subscriptions ------------------------------------------------------------
@@ -138,6 +144,44 @@ class Hub:
                 del self._by_table[(sub.schema, sub.table)]
         if sub.task is not None and sub.task is not asyncio.current_task():
             sub.task.cancel()
+        if not self._by_table:
+            self._wake.set()  # the last one: stop listening
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Return once this hub's ``delivered`` is the end of the change log, kept so:
+        it LISTENs (or this process's leader hands it every event). A hub with no
+        subscriptions does neither; before its first, it LISTENs and reads how far the
+        log goes (events before that were written before the subscribe)."""
+        if self._listening or self._local_leader:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise HeliosError(
+                ErrorCode.UNAVAILABLE, "the change hub cannot reach the engine; try again"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _dispatches(self) -> bool:
+        """Whether anything here takes events: a subscription or an observer."""
+        return bool(self._by_table or self.on_dispatch is not None or stagetimes.enabled())
+
+    def _wants_events(self) -> bool:
+        """Whether to LISTEN: something takes events, or a subscribe waits to."""
+        return bool(self._waiters) or self._dispatches()
+
+    def _release(self) -> None:
+        # Each waiter leaves the list itself (ready()), right before its subscription
+        # is added: until then the hub keeps listening.
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def count(self) -> int:
         return sum(len(s) for s in self._by_table.values())
@@ -238,7 +282,7 @@ class Hub:
 
     def _idle(self) -> bool:
         """Nothing to dispatch to: no subscription, nothing queued, no observer."""
-        return not (self._by_table or self._inbox or self.on_dispatch or stagetimes.enabled())
+        return not (self._inbox or self._dispatches())
 
     def expect_written(self, position: int) -> None:
         """This node's leader is about to write events through ``position`` and will
@@ -260,11 +304,14 @@ class Hub:
         self._wake.set()
 
     async def _listen(self, conn: asyncpg.Connection) -> None:
-        """LISTEN unless this node's leader leads; after either change the table is read
-        (LISTEN first, so nothing written meanwhile is missed)."""
-        if self._listening == self._local_leader:
-            self._listening = not self._local_leader
-            if self._listening:
+        """LISTEN while something here takes events, unless this node's leader leads;
+        after either change the table is read (LISTEN first, so nothing written
+        meanwhile is missed; with nothing to dispatch to, the read only finds where the
+        log ends)."""
+        wanted = not self._local_leader and self._wants_events()
+        if self._listening != wanted:
+            self._listening = wanted
+            if wanted:
                 await conn.add_listener(CHANNEL, self._notified)
             else:
                 await conn.remove_listener(CHANNEL, self._notified)
@@ -288,14 +335,17 @@ class Hub:
                         await self._read(conn)
                     if self._inbox or self._need_read:
                         continue
+                    if self._waiters and (self._listening or self._local_leader):
+                        self._release()
                     try:
                         # (asyncio.timeout, not wait_for: no task made for every wakeup)
                         async with asyncio.timeout(1.0):
                             await self._wake.wait()
                     except TimeoutError:
                         # In case a notification was lost; none is awaited while this
-                        # node's leader leads (it hands every event over itself).
-                        self._need_read = not self._local_leader
+                        # node's leader leads (it hands every event over itself), nor
+                        # while nothing here takes events.
+                        self._need_read = self._listening
             except asyncio.CancelledError:
                 raise
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, HeliosError) as exc:
@@ -329,6 +379,12 @@ class Hub:
             self._wake.set()
 
     async def _read(self, conn: asyncpg.Connection) -> None:
+        if not self._dispatches():
+            # Nothing to dispatch to (a hand-over or notice that did not follow on, a
+            # leader change): only where the log ends matters, for the next subscription.
+            last = await conn.fetchval(_LAST_POSITION, self.slot)
+            self.delivered = self._queued = max(self.delivered, int(last or 0))
+            return
         while True:
             rows = await conn.fetch(
                 _SELECT_EVENTS + " ORDER BY position LIMIT $2", self.delivered, PAGE

@@ -3,9 +3,13 @@ events this node's own leader is writing come from memory, whichever arrives fir
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
+import pytest
+
 from heliosdb.engine import Engine
+from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.changes.events import ChangeEvent, encode_notice
 from heliosdb.services.changes.hub import Hub
 
@@ -96,9 +100,12 @@ class _Listener:
         self.calls.append("unlisten " + channel)
 
 
-async def test_the_hub_listens_unless_its_own_leader_leads_and_reads_after_each_change() -> None:
+async def test_the_hub_listens_while_something_takes_events_unless_its_own_leader_leads() -> None:
     hub = _hub()
     conn = _Listener()
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls == [] and not hub._need_read  # nothing takes events: no wakeups
+    hub.on_dispatch = lambda event: None  # (as a subscription does)
     await hub._listen(conn)  # type: ignore[arg-type]
     assert conn.calls == ["listen helios_changes"] and hub._need_read
     hub._need_read = False
@@ -111,3 +118,26 @@ async def test_the_hub_listens_unless_its_own_leader_leads_and_reads_after_each_
     hub.leader_stopped()  # LISTEN again, then read what another leader may have written
     await hub._listen(conn)  # type: ignore[arg-type]
     assert conn.calls[-1] == "listen helios_changes" and hub._need_read
+    hub._need_read = False
+    hub.on_dispatch = None  # the last taker gone: stop listening, nothing to read
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls[-1] == "unlisten helios_changes"
+    assert not hub._wants_events() and not hub._dispatches()
+
+
+async def test_a_subscribe_waits_until_the_hub_listens_and_knows_where_the_log_ends() -> None:
+    hub = _hub()
+    conn = _Listener()
+    waiting = asyncio.ensure_future(hub.ready())
+    await asyncio.sleep(0)
+    assert hub._wake.is_set() and hub._wants_events() and not hub._dispatches()
+    await hub._listen(conn)  # type: ignore[arg-type]
+    assert conn.calls == ["listen helios_changes"] and hub._need_read
+    assert not waiting.done()
+    hub._release()  # (the hub's task does so after its read)
+    await waiting
+    assert not hub._waiters
+    await hub.ready()  # listening: at once
+    with pytest.raises(HeliosError) as caught:
+        await _hub().ready(timeout=0.01)  # no hub task: the subscribe fails, never hangs
+    assert caught.value.code is ErrorCode.UNAVAILABLE
