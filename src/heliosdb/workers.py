@@ -17,7 +17,8 @@ The node starts each worker as ``heliosdb worker`` and writes the effective
 settings, secrets included, to its stdin: never argv or the environment, which other
 users may read. The worker then waits for stdin to close, which happens when the node
 stops it or dies (even by kill -9), so a worker never outlives its node. A worker that
-dies is started again.
+dies is started again (workers.ChildProcess, which also runs the node's change-capture
+process, capture_process.py).
 """
 
 from __future__ import annotations

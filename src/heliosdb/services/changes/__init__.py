@@ -1,7 +1,10 @@
 """The ``changes`` service: committed row changes, captured once, delivered on every node.
 
-    capture.py   the leader: WAL (logical slot, pgoutput) -> helios.change_events
-    hub.py       every node: helios.change_events -> subscriptions, live or from a position
+    capture.py   the leader: WAL (logical slot, pgoutput) -> helios.change_events; it runs
+                 in the node's capture process (heliosdb/capture_process.py), or with
+                 changes.capture_process false in every process of the node
+    hub.py       every process: helios.change_events -> subscriptions, live or from a
+                 position (it LISTENs only while it has subscriptions)
     filters.py   subscription filters evaluated on each event's row
     pgoutput.py  the logical decoding protocol, sans-IO
     values.py    column text -> JSON forms
