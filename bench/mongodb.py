@@ -138,18 +138,60 @@ class Meter:
         )
 
 
+class _Replies(asyncio.Protocol):
+    """The lean client's socket: whole reply messages as they arrive, one waiter at a time
+    (no StreamReader, no ``readexactly`` coroutines per reply: asyncpg's protocol on the
+    direct side does as little)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        if len(buffer) >= 4:
+            (length,) = struct.unpack_from("<i", buffer)
+            if len(buffer) >= length:
+                self._buffer = buffer[length:]
+                waiter, self._waiter = self._waiter, None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(buffer[:length] if len(buffer) > length else buffer)
+                return
+        self._buffer = buffer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc or ConnectionResetError("the node closed the connection")
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._lost)
+
+    def send(self, data: bytes) -> asyncio.Future[bytes]:
+        """Write one request; the future gets its whole reply message."""
+        if self._lost is not None or self.transport is None:
+            raise ConnectionResetError("the connection is closed")
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return waiter
+
+
 class LeanClient:
     """One MongoDB connection doing the least a driver does per command (see above)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, replies: _Replies) -> None:
+        self.replies = replies
         self.request_id = 0
         self.lsid = {"id": Binary(secrets.token_bytes(16), 4)}
 
     @classmethod
     async def connect(cls, port: int, key: str) -> LeanClient:
-        client = cls(*await asyncio.open_connection("127.0.0.1", port))
+        loop = asyncio.get_running_loop()
+        _, replies = await loop.create_connection(_Replies, "127.0.0.1", port)
+        client = cls(replies)
         exchange = ClientExchange(key)
         exchange._client_first_bare = exchange._client_first_bare.replace("n=,", "n=apikey,")
         first = await client.command(
@@ -180,17 +222,16 @@ class LeanClient:
         # one write, as the drivers send a message (two would often reach the node as two
         # segments: two wake-ups and reads there, and a second system call here)
         head = struct.pack("<iiiiI", 20 + len(payload), self.request_id, 0, 2013, 0)
-        self.writer.write(head + payload)
-        (length,) = struct.unpack("<i", await self.reader.readexactly(4))
-        data = await self.reader.readexactly(length - 4)
-        reply: dict[str, Any] = bson.decode(data[17:])
+        data = await self.replies.send(head + payload)
+        reply: dict[str, Any] = bson.decode(data[21:])
         if not reply.get("ok") or reply.get("writeErrors"):
             raise RuntimeError(f"command failed: {reply}")
         return reply
 
     async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
+        transport = self.replies.transport
+        if transport is not None:
+            transport.close()
 
 
 class Side:
