@@ -1,4 +1,15 @@
-"""hello/isMaster and the server-information commands drivers and mongosh send."""
+"""hello/isMaster and the server-information commands drivers and mongosh send.
+
+``hello`` answers with a standalone mongod 7.0's fields and BSON types (tests:
+test_handshake_fields.py), less ``topologyVersion``: with it, pymongo and the Node driver
+switch their monitors to awaitable hello (a request held for ``maxAwaitTimeMS``, plus a
+second monitor connection and thread measuring round trips), which a standalone that
+never changes state gains nothing from; without it they poll every
+``heartbeatFrequencyMS`` (10 s). Either way a driver's operations cost it the same: the
+monitors are off their path (docs/benchmarks.md, MongoDB, "Eighth session: pymongo").
+``logicalSessionTimeoutMinutes`` is what turns on the drivers' sessions (implicit ones
+on every command, explicit ones and transactions), as on a mongod.
+"""
 
 from __future__ import annotations
 
