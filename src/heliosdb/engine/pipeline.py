@@ -604,7 +604,7 @@ class Pipelines:
         return best
 
     def prepared_now(
-        self, access: Access, owner: str, sql: str, failed: Callable[[], None] | None = None
+        self, access: Access, owner: str, sql: str, failed: Callable[[], object] | None = None
     ) -> tuple[Pipeline, Prepared] | None:
         """A pipeline to run ``sql`` on at once, with ``sql`` prepared there; None when
         there is none (not open yet, busy) or ``sql`` is not prepared there yet (it is
@@ -621,7 +621,7 @@ class Pipelines:
         return pipeline, prepared
 
     @staticmethod
-    async def _prepare(pipeline: Pipeline, sql: str, failed: Callable[[], None] | None) -> None:
+    async def _prepare(pipeline: Pipeline, sql: str, failed: Callable[[], object] | None) -> None:
         try:
             await pipeline.prepared(sql)
         except Exception:  # noqa: BLE001 - the pool path runs it and says what is wrong

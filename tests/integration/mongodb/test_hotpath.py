@@ -266,6 +266,23 @@ async def test_lone_finds_answer_as_the_normal_path(raw: RawClient) -> None:
     await raw.command({"dropDatabase": 1}, db)
 
 
+async def test_lone_find_replies_name_their_namespace_as_the_normal_path(
+    raw: RawClient,
+) -> None:
+    """One document's reply is assembled from a tail kept per namespace: names of several
+    bytes per character and longer ones answer as the normal path, each its own."""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    for coll in ("itémś", "√" + "c" * 40, "items"):
+        await raw.command({"insert": coll, "documents": [{"_id": 1, "k": "a", "c": coll}]}, db)
+        index = {"key": {"k": 1}, "name": "k"}
+        await raw.command({"createIndexes": coll, "indexes": [index]}, db)
+        for body in ({"filter": {"_id": 1}, "limit": 1}, {"filter": {"k": "a"}, "limit": 1}):
+            hot = await lone(raw, {"find": coll, **body}, db)
+            assert hot == await raw.command({"find": coll, **body, "comment": "x"}, db)
+            assert bson.decode(hot)["cursor"]["firstBatch"] == [{"_id": 1, "k": "a", "c": coll}]
+    await raw.command({"dropDatabase": 1}, db)
+
+
 async def test_lone_finds_keep_the_order_of_replies(raw: RawClient) -> None:
     """Messages that arrive while a lone find is out wait for its reply: a client that
     writes several commands without waiting reads their replies in order."""

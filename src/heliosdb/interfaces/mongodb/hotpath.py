@@ -124,6 +124,19 @@ async def answer_find(session: Session, message: codec.Message, request_id: int)
 def _first_batch(items: list[Any], namespace: str) -> bytes | None:
     """The reply document with every item (raw BSON) in its first batch and cursor id 0,
     or None when an item is not raw or they exceed one batch's bytes."""
+    if len(items) == 1:  # find_one's: one pack and one join (the same bytes as below)
+        item = items[0]
+        if type(item) is not bytes:
+            return None
+        tail = _TAILS.get(namespace)
+        if tail is None:
+            tail = _tail(namespace)
+        size = len(item)
+        document = _ONE_HEAD.size + size + len(tail)
+        head = _ONE_HEAD.pack(
+            document, _CURSOR, document - _CURSOR_OUTSIDE, _FIRST_BATCH, size + 8, _ITEM_0
+        )
+        return b"".join((head, item, tail))
     parts: list[bytes] = []
     total = 0
     for index, item in enumerate(items):
@@ -154,6 +167,26 @@ def _first_batch(items: list[Any], namespace: str) -> bytes | None:
         + b"\x00"
         + _OK
     )
+
+
+# One item's reply document up to the item: its length, ``cursor: {`` and its length,
+# ``firstBatch: [`` and its length, element "0" of type document.
+_CURSOR, _FIRST_BATCH, _ITEM_0 = b"\x03cursor\x00", b"\x04firstBatch\x00", b"\x030\x00"
+_ONE_HEAD = struct.Struct(f"<i{len(_CURSOR)}si{len(_FIRST_BATCH)}si{len(_ITEM_0)}s")
+# the reply document's bytes outside the cursor's: its length, the cursor's key, ``ok``
+_CURSOR_OUTSIDE = 4 + len(_CURSOR) + len(_OK)
+_TAILS: dict[str, bytes] = {}  # by namespace: what follows the one item
+
+
+def _tail(namespace: str) -> bytes:
+    """After one item: the array's end, ``id: Int64(0), ns: <namespace>``, the cursor's
+    end, ``ok: 1.0`` and the document's end (kept per namespace)."""
+    ns = namespace.encode()
+    tail = b"\x00" + _ID_ZERO_NS + _INT32.pack(len(ns) + 1) + ns + b"\x00\x00" + _OK
+    if len(_TAILS) >= 4096:
+        _TAILS.clear()
+    _TAILS[namespace] = tail
+    return tail
 
 
 def _frame(request_id: int, response_to: int, document: bytes) -> bytes:

@@ -22,24 +22,24 @@ class Learned:
     __slots__ = ("_sql",)
 
     def __init__(self) -> None:
-        self._sql: set[str] = set()
+        # each learned statement with what forgets it (made once, not at every run)
+        self._sql: dict[str, Callable[[], object]] = {}
 
     def add(self, sql: str) -> None:
         if sql not in self._sql:
             if len(self._sql) >= MAX_LEARNED:
                 self._sql.clear()
-            self._sql.add(sql)
+            self._sql[sql] = functools.partial(self._sql.pop, sql, None)
 
     def prepared_now(
         self, pipelines: Pipelines, principal: Principal, sql: str
     ) -> tuple[Pipeline, Prepared] | None:
         """A pipeline of ``principal``'s with ``sql`` prepared, when ``sql`` was learned
         (Pipelines.prepared_now; a statement the engine refuses to prepare is forgotten)."""
-        if sql not in self._sql:
+        forget = self._sql.get(sql)
+        if forget is None:
             return None
-        return pipelines.prepared_now(
-            principal.access, principal.id, sql, functools.partial(self._sql.discard, sql)
-        )
+        return pipelines.prepared_now(principal.access, principal.id, sql, forget)
 
 
 def run_encoded(
