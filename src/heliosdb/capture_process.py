@@ -40,11 +40,23 @@ class CaptureProcess:
     def __init__(self, settings: Settings) -> None:
         message = orjson.dumps({"settings": revealed(settings)}) + b"\n"
         self.child = ChildProcess("capture process", COMMAND, message, STOP_GRACE_SECONDS)
+        self._starting: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.child.start()
+    def start(self) -> None:
+        """Start the process; the node goes on starting its listeners meanwhile (the
+        process takes about a second to import and attach) and then awaits
+        :meth:`started`."""
+        self._starting = asyncio.create_task(self.child.start(), name="capture process")
+
+    async def started(self) -> None:
+        if self._starting is not None:
+            await self._starting
 
     async def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._starting
         await self.child.stop()
 
 

@@ -87,7 +87,7 @@ class Node:
         if services.changes.available and self.settings.changes.capture_process:
             # The capture leader in a process of its own (capture_process.py).
             self.capture = CaptureProcess(self.settings)
-            await self.capture.start()
+            self.capture.start()
         await services.async_queries.start()
         await self._bootstrap_admin_key(services)
         app = build_app(services, self.listener_states)
@@ -108,6 +108,8 @@ class Node:
             self.workers = Workers(self.settings, ports, self.listener_states())
             await self.workers.start()
             announce(f"http, websocket and redis served by {self.settings.workers} processes")
+        if self.capture is not None:
+            await self.capture.started()
         # Everything built so far lives as long as the node: move it out of the cyclic
         # GC's sight, so collections scan only what requests allocate (a full collection
         # of the startup heap took tens of milliseconds: a latency spike on every one).
