@@ -1,6 +1,6 @@
 """What pymongo itself costs per operation, against a stub mongod and against the node.
 
-    .venv/bin/python bench/pymongo_floor.py [--ops 3000] [--rounds 3]
+    .venv/bin/python bench/pymongo_floor.py [--ops 3000] [--rounds 3] [--stub-delays-ms 0,0.5,2]
 
 Runs pymongo's ``find_one`` by ``_id`` and ``update_one`` ``$inc`` (bench/mongodb.py's
 documents and calls) on one thread, one MongoClient, against two servers in turn:
@@ -8,10 +8,14 @@ documents and calls) on one thread, one MongoClient, against two servers in turn
 - **stub**: a process that answers at once with what a standalone mongod 7.0 sends (the
   hello of docs/mongodb.md "Handshake", ``{cursor: {firstBatch, id: 0, ns}, ok: 1.0}``,
   ``{n, nModified, ok: 1.0}``), each reply in one write, with no database behind it;
-- **node**: a real node (API key, SCRAM-SHA-256), holding the same documents.
+- **node**: a real node (API key, SCRAM-SHA-256), holding the same documents;
+- with ``--stub-delays-ms``, more stubs that sleep that long before each reply (no work,
+  the same bytes): how pymongo's CPU per operation grows with the server's latency
+  alone.
 
 For each round it prints pymongo's CPU per operation (user and system time of the
-thread that runs it, ``getrusage(RUSAGE_THREAD)``: load does not count) and wall time;
+thread that runs it, ``getrusage(RUSAGE_THREAD)``; it still grows with the load and
+with the server's latency: cold caches after each wait) and wall time;
 for the node also the node's CPU per operation. pymongo's CPU against the stub is
 its floor on this machine: no server can make ``find_one`` cheaper for it, so with one
 sequential client the MongoDB side of bench/mongodb.py cannot beat
@@ -82,7 +86,7 @@ def _stub_reply(body: dict[str, Any], connection_id: int) -> dict[str, Any]:
     return {"ok": 1.0}
 
 
-def _stub_connection(sock: socket.socket, connection_id: int) -> None:
+def _stub_connection(sock: socket.socket, connection_id: int, delay: float) -> None:
     stream = sock.makefile("rb")
     with sock, stream:
         while head := stream.read(16):
@@ -98,15 +102,30 @@ def _stub_connection(sock: socket.socket, connection_id: int) -> None:
                 reply = bson.encode(_stub_reply(bson.decode(data[5 : 5 + size]), connection_id))
                 payload = b"\x00\x00\x00\x00\x00" + reply
                 code = 2013
+            if delay and code == 2013:
+                time.sleep(delay)
             sock.sendall(struct.pack("<iiii", 16 + len(payload), 0, request_id, code) + payload)
 
 
-def serve_stub(listener: socket.socket) -> None:
+def serve_stub(listener: socket.socket, delay: float) -> None:
     """The stub's process: a thread per connection, as a mongod."""
     for connection_id in range(1, 1_000_000):
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_stub_connection, args=(sock, connection_id), daemon=True).start()
+        threading.Thread(
+            target=_stub_connection, args=(sock, connection_id, delay), daemon=True
+        ).start()
+
+
+def start_stub(delay_ms: float) -> tuple[subprocess.Popen[bytes], int]:
+    """A stub process answering after ``delay_ms``, and its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener:
+        stub = subprocess.Popen(
+            [sys.executable, __file__, "--serve-stub", str(listener.fileno()), str(delay_ms)],
+            pass_fds=[listener.fileno()],
+        )
+        return stub, listener.getsockname()[1]
 
 
 def thread_cpu() -> tuple[float, float]:
@@ -135,7 +154,7 @@ def measure(
             f"  node {(cpu_seconds(node_pid) - node_before) / ops * 1e6:>4.0f}" if node_pid else ""
         )
         print(
-            f"  {name:<5}{case:<11} pymongo {(user_after - user) / ops * 1e6:>4.0f} user"
+            f"  {name:<14}{case:<11} pymongo {(user_after - user) / ops * 1e6:>4.0f} user"
             f" + {(system_after - system) / ops * 1e6:>3.0f} sys us/op,"
             f" wall {wall / ops * 1e6:>5.0f} us/op{node}",
             flush=True,
@@ -146,16 +165,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve-stub", type=int, help=argparse.SUPPRESS)  # listener fd
+    parser.add_argument(
+        "--stub-delays-ms",
+        default="",
+        help="also stubs that sleep this long before each reply (comma-separated)",
+    )
+    parser.add_argument("--serve-stub", nargs=2, help=argparse.SUPPRESS)  # listener fd, delay
     args = parser.parse_args()
     if args.serve_stub is not None:
-        serve_stub(socket.socket(fileno=args.serve_stub))
+        fd, delay_ms = args.serve_stub
+        serve_stub(socket.socket(fileno=int(fd)), float(delay_ms) / 1000)
         return
-    listener = socket.create_server(("127.0.0.1", 0))
-    stub = subprocess.Popen(
-        [sys.executable, __file__, "--serve-stub", str(listener.fileno())],
-        pass_fds=[listener.fileno()],
-    )
+    delays = [0.0] + [float(d) for d in args.stub_delays_ms.split(",") if d]
+    stubs = [start_stub(delay) for delay in delays]
     temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-pymongo-"))
     node = NodeProcess(temp / "data", env={**os.environ, "HELIOSDB_REDIS__PORT": "0"})
     try:
@@ -163,12 +185,16 @@ def main() -> None:
         assert node.admin_key is not None and node.process is not None
         port = node.ports["mongodb"]
         uri = f"mongodb://apikey:{node.admin_key}@127.0.0.1:{port}/?authSource=admin"
-        stub_uri = f"mongodb://127.0.0.1:{listener.getsockname()[1]}/"
         targets: list[tuple[str, pymongo.MongoClient[dict[str, Any]], int | None]] = [
-            ("stub", pymongo.MongoClient(stub_uri, maxPoolSize=1), None),
-            ("node", pymongo.MongoClient(uri, maxPoolSize=1), node.process.pid),
+            (
+                f"stub +{delay:g} ms" if delay else "stub",
+                pymongo.MongoClient(f"mongodb://127.0.0.1:{stub_port}/", maxPoolSize=1),
+                None,
+            )
+            for delay, (_, stub_port) in zip(delays, stubs, strict=True)
         ]
-        coll = targets[1][1].bench.items
+        targets.append(("node", pymongo.MongoClient(uri, maxPoolSize=1), node.process.pid))
+        coll = targets[-1][1].bench.items
         coll.drop()
         coll.insert_many([document(i) for i in range(DOCS)])
         print(f"{args.ops} operations a round, load average {os.getloadavg()[0]:.1f}")
@@ -179,8 +205,9 @@ def main() -> None:
         for _, client, _ in targets:
             client.close()
     finally:
-        stub.kill()
-        stub.wait()
+        for stub, _ in stubs:
+            stub.kill()
+            stub.wait()
         node.stop()
         shutil.rmtree(temp, ignore_errors=True)
 
