@@ -108,6 +108,12 @@ def _plain_statement(text: bytes, start: int = 0) -> bool:
     )
 
 
+# What libpq sends after a Bind to the unnamed portal (PQsendQueryPrepared: pgbench -M
+# prepared, psycopg's prepared statements): Describe that portal, Execute it for all rows,
+# Sync. A chunk of one such Bind and this tail takes TxnClient._bound_execute.
+_BOUND_TAIL = b"D\0\0\0\x06P\0E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04"
+_BOUND_TAIL_BYTES = len(_BOUND_TAIL)
+
 # Client messages that leave no reply owed after them: Flush, and COPY data, done and
 # fail (answered within the COPY's own Query or Sync).
 _UNANSWERED = frozenset(b"Hdcf")
@@ -487,11 +493,40 @@ class TxnClient(asyncio.Protocol):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
                 return
+        elif n >= 6 and data[0] == 0x42 and not self.buffer and self._bound_execute(data, n):
+            return  # the common extended-protocol chunk (Bind, Describe, Execute, Sync)
         if self.buffer:
             self.buffer += data
             self.pump()
         else:
             self.pump(data)  # whole messages are taken from the chunk itself, not copied
+
+    def _bound_execute(self, data: bytes, n: int) -> bool:
+        """The common extended-protocol chunk, one Bind of a named statement to the
+        unnamed portal and ``_BOUND_TAIL``, on a connection of this client's that has the
+        statement: forwarded with the statement's engine-side name, leaving the
+        connection as ``pump`` would. False (nothing done): anything else, for ``pump``."""
+        server = self.server
+        tail = n - _BOUND_TAIL_BYTES
+        if (
+            server is None
+            or data[5] != 0  # a named portal
+            or _unpack(data, 1)[0] != tail - 1  # not a Bind, then the tail alone
+            or data[tail] != 0x44
+            or data[tail:] != _BOUND_TAIL
+        ):
+            return False
+        name_end = data.find(b"\0", 6, tail)
+        entry = self.statements.get(data[6:name_end]) if name_end > 6 else None
+        if entry is None or entry[0] not in server.prepared:
+            return False  # the unnamed statement, or one to prepare here first: pump
+        if server.client is None:
+            server.client = self  # this client's parked connection, resumed
+        server.pending += 1  # the Sync's ReadyForQuery
+        server.unsynced = False
+        server.copy_syncs = 1  # the Sync after the Execute
+        server.transport.write(message(b"B", b"\0" + entry[2] + data[name_end:tail]) + _BOUND_TAIL)
+        return True
 
     def pump(self, chunk: bytes | None = None) -> None:
         """Forward the whole messages of ``chunk`` (or of the buffer), rewriting statement

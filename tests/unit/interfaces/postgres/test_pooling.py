@@ -529,3 +529,93 @@ async def test_a_connection_its_slow_client_paused_reads_again_for_the_next() ->
     _ServerSide(conn).data_received(PLAIN_STREAM)
     other.connection_lost(None)  # leaves it parked: back to the pool, reading
     assert client.pool.idle == [conn] and conn.transport.reading
+
+
+# The chunk libpq sends for a prepared statement (pgbench -M prepared): Bind to the
+# unnamed portal, Describe it, Execute, Sync.
+def _bind(statement: bytes, portal: bytes = b"", value: bytes = b"1") -> bytes:
+    params = b"\0\0\0\x01" + struct.pack("!i", len(value)) + value
+    return _msg(b"B", portal + b"\0" + statement + b"\0\0\0" + params + b"\0\0")
+
+
+DESCRIBE_EXECUTE_SYNC = _msg(b"D", b"P\0") + _msg(b"E", b"\0\0\0\0\0") + _msg(b"S")
+UNNAMED_PARSE = _msg(b"P", b"\0SELECT $1\0\0\0") + _msg(b"S")
+BOUND_CHUNKS = {
+    "usual": _bind(b"P_1") + DESCRIBE_EXECUTE_SYNC,
+    "the tail in the value": _bind(b"P_1", value=DESCRIBE_EXECUTE_SYNC) + DESCRIBE_EXECUTE_SYNC,
+    "named portal": _bind(b"P_1", portal=b"c1")
+    + _msg(b"D", b"Pc1\0")
+    + _msg(b"E", b"c1\0\0\0\0\0")
+    + _msg(b"S"),
+    "unnamed statement": _bind(b"") + DESCRIBE_EXECUTE_SYNC,
+    "unknown statement": _bind(b"P_9") + DESCRIBE_EXECUTE_SYNC,
+    "row limit": _bind(b"P_1") + _msg(b"D", b"P\0") + _msg(b"E", b"\0\0\0\0\x0a") + _msg(b"S"),
+    "no Describe": _bind(b"P_1") + _msg(b"E", b"\0\0\0\0\0") + _msg(b"S"),
+    "a Flush after": _bind(b"P_1") + DESCRIBE_EXECUTE_SYNC + _msg(b"H"),
+    "cut short": (_bind(b"P_1") + DESCRIBE_EXECUTE_SYNC)[:-1],
+    "Bind alone": _bind(b"P_1"),
+}
+
+
+FAST_VALUES = {"usual": b"1", "the tail in the value": DESCRIBE_EXECUTE_SYNC}
+
+
+async def _bound_client(state: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """A client that prepared P_1 (engine-side names from the same counter every time) and
+    an unnamed statement; ``state``: P_1 answered, or still in flight, or the client's
+    parked connection taken by another (it must borrow again)."""
+    import itertools
+
+    from heliosdb.interfaces.postgres import pooling
+
+    monkeypatch.setattr(pooling, "_statement_names", itertools.count(100))
+    client, conn = _txn_client()
+    client.data_received(PREPARE + UNNAMED_PARSE)
+    if state != "in flight":
+        _ServerSide(conn).data_received(
+            _msg(b"1") + _msg(b"Z", b"I") + _msg(b"1") + _msg(b"Z", b"I")
+        )
+        assert conn.client is None and conn.pending == 0  # parked
+    if state == "taken":
+        conn.pool.steal()
+        conn.pool.idle.append(conn)
+    conn.transport.written.clear()
+    return client, conn
+
+
+def _state(client: Any, conn: Any) -> tuple[Any, ...]:
+    return (
+        bytes(conn.transport.written), bytes(client.buffer), client.server is conn,
+        conn.client is client, conn.owner is client, conn.pending, conn.unsynced,
+        conn.copy_syncs, list(conn.expect), set(conn.inflight), set(conn.prepared),
+        conn.unnamed_owner == (client.id, client.unnamed_seq),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("state", ["prepared", "in flight", "taken"])
+@pytest.mark.parametrize("chunk", list(BOUND_CHUNKS))
+async def test_bind_fast_path_leaves_what_the_general_path_leaves(
+    chunk: str, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Bind chunk through data_received (which may take the Bind fast path) sends the
+    engine the same bytes and leaves the connection as the general loop (pump) does."""
+    data = BOUND_CHUNKS[chunk]
+    fast, fast_conn = await _bound_client(state, monkeypatch)
+    general, general_conn = await _bound_client(state, monkeypatch)
+    pumped: list[bytes | None] = []
+    original_pump = fast.pump
+
+    def pump(chunk: bytes | None = None) -> None:
+        pumped.append(chunk)
+        original_pump(chunk)
+
+    fast.pump = pump
+    fast.data_received(data)
+    general.pump(data)
+    assert _state(fast, fast_conn) == _state(general, general_conn)
+    took_fast_path = not pumped
+    assert took_fast_path == (chunk in FAST_VALUES and state == "prepared")
+    if took_fast_path:  # the statement's engine-side name went out, the rest unchanged
+        renamed = fast.statements[b"P_1"][2]
+        expected = _bind(renamed, value=FAST_VALUES[chunk]) + DESCRIBE_EXECUTE_SYNC
+        assert bytes(fast_conn.transport.written) == expected
