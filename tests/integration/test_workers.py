@@ -178,6 +178,9 @@ def test_workers_do_not_outlive_a_killed_node(workers_node: NodeProcess) -> None
     assert workers_node.process is not None
     workers = workers_node.worker_pids()
     assert workers
+    capture = workers_node.capture_pids()  # the change-capture process leaves with it too
+    assert len(capture) == 1
+    workers |= capture
     workers_node.kill()
 
     def gone() -> bool:
