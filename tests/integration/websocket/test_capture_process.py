@@ -97,3 +97,19 @@ async def test_a_hub_without_subscriptions_is_not_woken_by_captured_writes(
             assert [m["data"]["row"]["id"] for m in got] == list(range(1, 12))
     finally:
         await engine.close()
+
+
+async def test_health_says_where_capture_runs_how_far_it_got_and_its_lag(
+    node: NodeProcess, ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
+) -> None:
+    await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
+    async with connect(ws_url, rw_key) as ws:
+        await subscribe(ws, table_name)
+        await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
+        (event,) = await events(ws, 1)
+    body = (await api.get("/health")).json()
+    changes = body["changes"]
+    assert changes["available"] is True and changes["capture"] == "process"
+    assert changes["leader"] is True  # this node's capture process, or another node's
+    assert changes["last_position"] >= event["data"]["position"]
+    assert isinstance(changes["lag_bytes"], int) and changes["lag_bytes"] >= 0

@@ -20,6 +20,9 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
 
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.roles import ROLE_FOR_ACCESS
@@ -42,6 +45,18 @@ __all__ = ["ChangeEvent", "ChangeService", "EventSink", "Subscription"]
 log = logging.getLogger("heliosdb.changes")
 
 DEFAULT_EVENTS = ("INSERT", "UPDATE", "DELETE")
+# For /health: the log's end, whether a leader (of any node) holds the capture lock, and
+# the WAL the slot has not confirmed yet (what capture still has to take, or to confirm).
+_HEALTH = (
+    "WITH k AS (SELECT hashtext('helios.capture:' || $1)::bigint AS key) "
+    "SELECT c.last_position, EXISTS (SELECT 1 FROM pg_locks l, k WHERE "
+    "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND l.classid = ((k.key >> 32) & 4294967295)::oid "
+    "AND l.objid = (k.key & 4294967295)::oid) AS led, "
+    "(SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint "
+    "FROM pg_replication_slots s WHERE s.slot_name = $1) AS lag "
+    "FROM helios.change_capture c WHERE c.slot_name = $1"
+)
 
 
 class ChangeService:
@@ -81,6 +96,23 @@ class ChangeService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+
+    async def health(self) -> dict[str, Any]:
+        """What /health says of change capture; never raises."""
+        status: dict[str, Any] = {"available": self.available}
+        if not self.available:
+            return status
+        status["capture"] = "process" if self.settings.capture_process else "in_process"
+        try:
+            async with self.engine.connection(Access.SYSTEM) as conn:
+                row = await conn.fetchrow(_HEALTH, self.slot, timeout=2)
+        except (asyncpg.PostgresError, OSError, TimeoutError, HeliosError):
+            return status
+        if row is not None:
+            status["leader"] = bool(row["led"])
+            status["last_position"] = int(row["last_position"])
+            status["lag_bytes"] = max(0, int(row["lag"] or 0))
+        return status
 
     async def last_position(self) -> int:
         async with self.engine.connection(Access.SYSTEM) as conn:

@@ -33,6 +33,7 @@ async def health(request: Request, services: ServicesDep) -> Response:
                 "pipelines": services.query.pipelines.stats(),
             },
             "listeners": listeners,
+            "changes": await services.changes.health(),
             "version": __version__,
         },
         status=200 if healthy else 503,
