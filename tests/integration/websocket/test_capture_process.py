@@ -11,7 +11,7 @@ import time
 import asyncpg
 import httpx
 
-from tests.integration.websocket.wsclient import connect, events, quiet, subscribe
+from tests.integration.websocket.wsclient import connect, events, first_event, quiet, subscribe
 from tests.nodeproc import NodeProcess
 
 
@@ -102,11 +102,7 @@ async def test_a_hub_without_subscriptions_is_not_woken_by_captured_writes(
 async def test_health_says_where_capture_runs_how_far_it_got_and_its_lag(
     node: NodeProcess, ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
 ) -> None:
-    await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
-    async with connect(ws_url, rw_key) as ws:
-        await subscribe(ws, table_name)
-        await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
-        (event,) = await events(ws, 1)
+    event = await first_event(api, ws_url, rw_key, table_name)
     body = (await api.get("/health")).json()
     changes = body["changes"]
     assert changes["available"] is True and changes["capture"] == "process"

@@ -7,7 +7,14 @@ import asyncio
 import httpx
 
 from tests.integration.websocket.rawclient import RawClient
-from tests.integration.websocket.wsclient import connect, events, prune, request, subscribe
+from tests.integration.websocket.wsclient import (
+    connect,
+    events,
+    first_event,
+    prune,
+    request,
+    subscribe,
+)
 from tests.nodeproc import NodeProcess
 
 
@@ -19,11 +26,7 @@ async def _sql(api: httpx.AsyncClient, sql: str) -> None:
 async def test_reconnect_with_from_position_loses_nothing(
     ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
 ) -> None:
-    await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
-    async with connect(ws_url, rw_key) as ws:
-        await subscribe(ws, table_name)
-        await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
-        (first,) = await events(ws, 1)
+    first = await first_event(api, ws_url, rw_key, table_name)
     seen = first["data"]["position"]
     # Missed while disconnected: another table's rows interleave with ours.
     await _sql(api, f"CREATE TABLE {table_name}_other (id int)")
@@ -57,11 +60,7 @@ async def test_many_missed_events_catch_up_in_order(
 async def test_retention_window_resync_outside_and_catch_up_inside(
     node: NodeProcess, ws_url: str, rw_key: str, api: httpx.AsyncClient, table_name: str
 ) -> None:
-    await _sql(api, f"CREATE TABLE {table_name} (id int PRIMARY KEY)")
-    async with connect(ws_url, rw_key) as ws:
-        await subscribe(ws, table_name)
-        await _sql(api, f"INSERT INTO {table_name} VALUES (1)")
-        (first,) = await events(ws, 1)
+    first = await first_event(api, ws_url, rw_key, table_name)
     seen = first["data"]["position"]
     for i in (2, 3):
         await _sql(api, f"INSERT INTO {table_name} VALUES ({i})")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -115,3 +116,16 @@ _PENDING: dict[int, list[dict[str, Any]]] = {}
 
 def _pending(ws: ClientConnection) -> list[dict[str, Any]]:
     return _PENDING.setdefault(id(ws), [])
+
+
+async def first_event(api: httpx.AsyncClient, ws_url: str, key: str, table: str) -> dict[str, Any]:
+    """Create ``table`` (``id int PRIMARY KEY``), subscribe to it, insert row 1 through
+    the REST API and return that row's event (the subscriber then disconnects)."""
+    created = await api.post("/query", json={"sql": f"CREATE TABLE {table} (id int PRIMARY KEY)"})
+    assert created.status_code == 200, created.text
+    async with connect(ws_url, key) as ws:
+        await subscribe(ws, table)
+        inserted = await api.post("/query", json={"sql": f"INSERT INTO {table} VALUES (1)"})
+        assert inserted.status_code == 200, inserted.text
+        (event,) = await events(ws, 1)
+    return event
