@@ -30,6 +30,7 @@ from heliosdb.errors import ErrorCode, HeliosError, denied, invalid, not_found
 from heliosdb.security.principals import Principal
 from heliosdb.services.changes.capture import (
     CaptureLeader,
+    capture_lock,
     ensure_capture,
     ensure_table_captured,
     prune,
@@ -37,7 +38,7 @@ from heliosdb.services.changes.capture import (
 )
 from heliosdb.services.changes.events import EVENT_TYPES, ChangeEvent
 from heliosdb.services.changes.filters import RowFilter
-from heliosdb.services.changes.hub import EventSink, Hub, Subscription
+from heliosdb.services.changes.hub import LAST_POSITION, EventSink, Hub, Subscription
 from heliosdb.settings import ChangesSettings
 
 __all__ = ["ChangeEvent", "ChangeService", "EventSink", "Subscription"]
@@ -48,7 +49,7 @@ DEFAULT_EVENTS = ("INSERT", "UPDATE", "DELETE")
 # For /health: the log's end, whether a leader (of any node) holds the capture lock, and
 # the WAL the slot has not confirmed yet (what capture still has to take, or to confirm).
 _HEALTH = (
-    "WITH k AS (SELECT hashtext('helios.capture:' || $1)::bigint AS key) "
+    "WITH k AS (SELECT hashtext($2)::bigint AS key) "
     "SELECT c.last_position, EXISTS (SELECT 1 FROM pg_locks l, k WHERE "
     "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
     "AND l.classid = ((k.key >> 32) & 4294967295)::oid "
@@ -105,7 +106,7 @@ class ChangeService:
         status["capture"] = "process" if self.settings.capture_process else "in_process"
         try:
             async with self.engine.connection(Access.SYSTEM) as conn:
-                row = await conn.fetchrow(_HEALTH, self.slot, timeout=2)
+                row = await conn.fetchrow(_HEALTH, self.slot, capture_lock(self.slot), timeout=2)
         except (asyncpg.PostgresError, OSError, TimeoutError, HeliosError):
             return status
         if row is not None:
@@ -116,9 +117,7 @@ class ChangeService:
 
     async def last_position(self) -> int:
         async with self.engine.connection(Access.SYSTEM) as conn:
-            value = await conn.fetchval(
-                "SELECT last_position FROM helios.change_capture WHERE slot_name = $1", self.slot
-            )
+            value = await conn.fetchval(LAST_POSITION, self.slot)
         return int(value or 0)
 
     async def subscribe(

@@ -60,6 +60,14 @@ log = logging.getLogger("heliosdb.changes")
 
 PUBLICATION = "helios_changes"
 CHANNEL = "helios_changes"
+
+
+def capture_lock(slot: str) -> str:
+    """The name whose ``hashtext`` is the advisory lock a capture leader holds while it
+    leads (one per slot, across every node and process)."""
+    return "helios.capture:" + slot
+
+
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
@@ -358,7 +366,7 @@ class CaptureLeader:
             try:
                 conn = await self.engine.dedicated("heliosdb-capture")
                 while not await conn.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtext($1))", "helios.capture:" + self.slot
+                    "SELECT pg_try_advisory_lock(hashtext($1))", capture_lock(self.slot)
                 ):
                     await asyncio.sleep(1.0)
                 self.is_leader = True

@@ -54,7 +54,7 @@ _SELECT_EVENTS = (
     "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
     "FROM helios.change_events WHERE position > $1"
 )
-_LAST_POSITION = "SELECT last_position FROM helios.change_capture WHERE slot_name = $1"
+LAST_POSITION = "SELECT last_position FROM helios.change_capture WHERE slot_name = $1"
 _CATCH_UP = (
     "SELECT c.pruned_through, e.* FROM helios.change_capture c LEFT JOIN LATERAL ("
     "SELECT position, schema_name, table_name, event_type, payload::text AS payload "
@@ -382,7 +382,7 @@ class Hub:
         if not self._dispatches():
             # Nothing to dispatch to (a hand-over or notice that did not follow on, a
             # leader change): only where the log ends matters, for the next subscription.
-            last = await conn.fetchval(_LAST_POSITION, self.slot)
+            last = await conn.fetchval(LAST_POSITION, self.slot)
             self.delivered = self._queued = max(self.delivered, int(last or 0))
             return
         while True:
