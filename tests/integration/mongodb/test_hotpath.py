@@ -326,40 +326,49 @@ async def test_a_lone_find_sees_the_clients_last_write(raw: RawClient) -> None:
 
 
 async def shared_statements_answer_as_alone(
-    raw: RawClient, node: NodeProcess, key: str, db: str, ids: list[Any], odd: bool = False
+    raw: RawClient,
+    node: NodeProcess,
+    key: str,
+    db: str,
+    ids: list[Any],
+    odd: bool = False,
+    finds: list[dict[str, Any]] | None = None,
+    counter: str = "pipelinedIdBatches",
 ) -> None:
-    """Finds by each of ``ids`` from as many clients at once until some went out in one
-    statement on the pipelined connection (``odd``: a round's shared finds add up to an
-    odd number, so one statement answered an odd number of finds, padded); every reply
-    is the normal path's. "At once": written while the node is stopped (SIGSTOP), as
-    when it is busy, so that they reach it in one loop step however quiet the machine."""
+    """Finds by each of ``ids`` (or the ``finds``, bodies of finds on ``items``) from as
+    many clients at once until some went out in one statement on the pipelined
+    connection (``counter`` of serverStatus; ``odd``: a round's shared finds add up to
+    an odd number, so one statement answered an odd number of finds, padded); every
+    reply is the normal path's. "At once": written while the node is stopped (SIGSTOP),
+    as when it is busy, so that they reach it in one loop step however quiet the
+    machine."""
     mongo_port = node.ports["mongodb"]
     assert node.process is not None
-    clients = [await RawClient.connect(mongo_port, key) for _ in ids]
+    if finds is None:
+        finds = [{"filter": {"_id": i}} for i in ids]
+    bodies = [{"find": "items", **body} for body in finds]
+    clients = [await RawClient.connect(mongo_port, key) for _ in bodies]
     try:
-        for client, _id in zip(clients, ids, strict=True):
-            await lone(client, {"find": "items", "filter": {"_id": _id}}, db)
-        normal = [
-            await raw.command({"find": "items", "filter": {"_id": i}, "comment": "x"}, db)
-            for i in ids
-        ]
+        for client, body in zip(clients, bodies, strict=True):
+            await lone(client, body, db)
+        normal = [await raw.command({**body, "comment": "x"}, db) for body in bodies]
         for _ in range(100):
             status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
-            before = status["heliosdb"]["pipelinedIdBatches"]["batched"]
+            before = status["heliosdb"][counter]["batched"]
             os.kill(node.process.pid, signal.SIGSTOP)
             try:
-                for c, i in zip(clients, ids, strict=True):
-                    c.send({"find": "items", "filter": {"_id": i}}, db)
+                for c, body in zip(clients, bodies, strict=True):
+                    c.send(body, db)
             finally:
                 os.kill(node.process.pid, signal.SIGCONT)
             replies = [await c.reply() for c in clients]
             assert replies == normal
             status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
-            shared = status["heliosdb"]["pipelinedIdBatches"]["batched"] - before
+            shared = status["heliosdb"][counter]["batched"] - before
             if shared > 0 and (shared % 2 == 1 or not odd):
                 break
         else:
-            raise AssertionError("no finds by _id shared a statement")
+            raise AssertionError(f"no finds shared a statement ({counter})")
     finally:
         for client in clients:
             await client.close()
@@ -389,6 +398,83 @@ async def test_lone_finds_by_id_batched_by_any_count_answer_as_the_normal_path(
     await raw.command({"insert": "items", "documents": [{"_id": i} for i in range(100, 140)]}, db)
     ids = [[1, None, "missing", 5, *range(100, 140)][i] for i in range(count)]
     await shared_statements_answer_as_alone(raw, node, rw_key, db, ids, count in (3, 5))
+    await raw.command({"dropDatabase": 1}, db)
+
+
+# Documents for finds by one equality on the indexed field k: scalars of every plain
+# type, numbers equal across types, arrays holding the value (and [null], which the
+# batch statement's NULL padding must not match), a missing k, a null k, duplicates.
+EQUAL_DOCS: list[dict[str, Any]] = [
+    {"_id": 1, "k": "a", "n": 1},
+    {"_id": 2, "k": ["a", "b"]},
+    {"_id": 3, "k": "b"},
+    {"_id": 4, "other": "a"},
+    {"_id": 5, "k": None},
+    {"_id": 6, "k": 5},
+    {"_id": 7, "k": 5.0},
+    {"_id": 8, "k": Int64(5)},
+    {"_id": 9, "k": True},
+    {"_id": 10, "k": 1},
+    {"_id": 11, "k": "1"},
+    {"_id": 12, "k": [[5]]},
+    {"_id": 13, "k": [None]},
+    {"_id": 14, "k": {"x": 1}},
+    {"_id": 15, "k": 2.5},
+    {"_id": 16, "k": [True, 2.5, "a"]},
+    {"_id": 17, "k": "a", "n": 2},
+    {"_id": 18, "k": False},
+    {"_id": 19, "k": ""},
+    *({"_id": 100 + i, "k": f"v{i % 7}", "i": i} for i in range(40)),
+]  # fmt: skip
+EQUAL_VALUES: list[Any] = [
+    "a", 5, "missing", True, 2.5, "a", 1, "1", False, "", 5.0, "b", 3,
+    *(f"v{i}" for i in range(7)), *range(20),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+@pytest.mark.parametrize("count", [2, 3, 5, 40])
+async def test_lone_finds_by_one_indexed_equality_share_a_statement_as_the_normal_path(
+    raw: RawClient, node: NodeProcess, rw_key: str, count: int, limit: int
+) -> None:
+    """Finds ``{k: <scalar>}`` with a limit on the indexed k from clients at once go out
+    in one statement per limit (3 and 5 finds padded with NULLs that match nothing, not
+    even ``k: [null]``; 40 in two statements); each gets exactly the documents, in the
+    order, of its own statement: arrays holding the value, numbers equal across types,
+    duplicates of one value, no match."""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    await raw.command({"insert": "items", "documents": EQUAL_DOCS}, db)
+    await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    finds = [{"filter": {"k": value}, "limit": limit} for value in EQUAL_VALUES[:count]]
+    await shared_statements_answer_as_alone(
+        raw, node, rw_key, db, [], count in (3, 5), finds, "pipelinedEqualityBatches"
+    )
+    await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_lone_equality_finds_of_other_limits_and_fields_answer_as_the_normal_path(
+    raw: RawClient, node: NodeProcess, rw_key: str
+) -> None:
+    """One step's finds on the indexed k with different limits (each limit its own
+    statement), on a field without an index (each alone), by _id and by k at once: every
+    reply is the normal path's."""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    await raw.command({"insert": "items", "documents": EQUAL_DOCS}, db)
+    await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    finds: list[dict[str, Any]] = [
+        {"filter": {"k": "a"}, "limit": 1},
+        {"filter": {"k": "a"}, "limit": 2},
+        {"filter": {"k": "a"}, "limit": -3},
+        {"filter": {"k": 5}, "limit": 1},
+        {"filter": {"k": "v1"}, "limit": 2},
+        {"filter": {"n": 1}, "limit": 1},
+        {"filter": {"other": "a"}, "limit": 1},
+        {"filter": {"_id": 3}},
+        {"filter": {"k": "b"}, "limit": 1},
+    ]
+    await shared_statements_answer_as_alone(
+        raw, node, rw_key, db, [], False, finds, "pipelinedEqualityBatches"
+    )
     await raw.command({"dropDatabase": 1}, db)
 
 

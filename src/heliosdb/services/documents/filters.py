@@ -457,6 +457,45 @@ _MAX_SHAPES = 2048
 _SHAPES: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
 
 
+class _OneColumn(Params):
+    """Parameters that are all one column (``column``) holding ``form``: ``add`` gives
+    the column's name, and ``fits`` stays True while every value added is ``form``, as
+    ``jsonb``."""
+
+    def __init__(self, form: Any, column: str) -> None:
+        super().__init__()
+        self.form = form
+        self.column = column
+        self.fits = True
+
+    def add(self, value: Any, cast: str) -> str:
+        if cast != "jsonb" or type(value) is not type(self.form) or value != self.form:
+            self.fits = False
+        self.values.append(value)
+        return self.column
+
+
+def equality_on(path: str, value: Any, indexed: dict[str, str], column: str) -> str | None:
+    """The condition ``compile_filter`` makes of ``{path: value}`` (index hints
+    included) with ``column``, a jsonb column holding the value's query form, in place
+    of each parameter; None when one of its parameters is not that value (or the
+    filter is not a plain scalar equality). For lookups.py's batches of such finds:
+    the same condition, one value per row of the batch."""
+    spec = {path: value}
+    if _shape(spec, indexed, 0) is None:
+        return None
+    params = _OneColumn(query_form(value), column)
+    compiler = _Compiler(params)
+    tree = compiler.conjunction(compiler.document(spec, "$", top=True))
+    if isinstance(tree, str) and tree == TRUE_JP:
+        return None
+    exact = compiler.sql(tree)
+    hints = _index_conditions(spec, params, indexed)
+    if not params.fits or not params.values or compiler.vars:
+        return None
+    return " AND ".join([*hints, exact])
+
+
 def plain_shape(spec: dict[str, Any]) -> tuple[Any, ...] | None:
     """What the SQL of a filter of plain equalities on scalars depends on besides the
     indexes (its field names and value types), or None for any other filter. Same-shaped

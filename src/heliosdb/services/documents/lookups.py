@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Key = tuple[str, str, Any]  # principal id, quoted table, the principal's access level
@@ -69,6 +70,48 @@ def batch_statement(target: str, forms: list[Any]) -> tuple[str, list[Any]]:
         return batch_sql(target), [forms]
     size = 1 << max(count - 1, 1).bit_length()
     return sized_sql(target, size), [*forms, *[None] * (size - count)]
+
+
+@functools.lru_cache(maxsize=1024)
+def equal_sql(target: str, where: str, size: int) -> str:
+    """The batch statement for ``size`` finds ``where`` (a filter on the column ``q.v``,
+    filters.equality_on) with the same limit: each value a jsonb parameter of a
+    ``VALUES`` row, the limit the last parameter, and each row's matches found by the
+    single find's own statement (its condition, its limit) run for that value."""
+    rows = ", ".join(f"({i}::int8, ${i}::jsonb)" for i in range(1, size + 1))
+    return (
+        f"SELECT q.i, t.bson FROM (VALUES {rows}) AS q(i, v) CROSS JOIN LATERAL "
+        f"(SELECT bson FROM {target} WHERE {where} LIMIT ${size + 1}::bigint) AS t "
+        "WHERE q.v IS NOT NULL"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """Finds of one loop step that one statement answers together: by one plain ``_id``
+    of the table ``target`` (``where`` None), or by one scalar equality, ``where`` as
+    filters.equality_on makes it (with a limit, the same for all)."""
+
+    target: str
+    where: str | None = None
+
+    @property
+    def most(self) -> int:
+        """The most finds one statement answers."""
+        return MAX_BATCH if self.where is None else MAX_SIZED
+
+    def statement(self, values: list[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """The statement and its values for the finds whose single statements have the
+        values ``values`` (``_id``: the id's form first; an equality: the value first,
+        the limit last); rows (position, bson), positions counted from 1."""
+        if self.where is None:
+            return batch_statement(self.target, [each[0] for each in values])
+        size = 1 << max(len(values) - 1, 1).bit_length()
+        padding: list[Any] = [None] * (size - len(values))
+        return (
+            equal_sql(self.target, self.where, size),
+            [*(each[0] for each in values), *padding, values[0][-1]],
+        )
 
 
 class IdLookups:

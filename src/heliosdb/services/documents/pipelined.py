@@ -12,7 +12,9 @@ row, exactly the bytes the pool path returns, called from the pipeline's read ca
 (``run_then``). Finds by one plain ``_id`` of one loop step are gathered when the
 step's statements are written (``before_flush``) and go out as one statement, as
 lookups.py batches them on the pool path (``batch_statement``: up to 32 ids as that
-many parameters, so the engine keeps one generic plan).
+many parameters, so the engine keeps one generic plan); so do a step's finds by one
+scalar equality on an indexed field with the same limit (lookups.py ``equal_sql``:
+each value's own condition and limit in a ``LATERAL`` subquery, up to 32 values).
 
 Whatever this path cannot do as the pool would (a statement not learned or not yet
 prepared here, a parameter or column type other than jsonb/bigint and bytea, a value
@@ -36,10 +38,9 @@ from heliosdb.engine.codecs import json_default
 from heliosdb.engine.pipeline import Pipeline, Pipelines, Prepared, Unfit
 from heliosdb.security.principals import Principal
 from heliosdb.services.documents.learned import Learned, run_encoded
-from heliosdb.services.documents.lookups import batch_statement
+from heliosdb.services.documents.lookups import Batched
 
 BYTEA, INT8, JSONB, JSONB_ARRAY = 17, 20, 3802, 3807
-MAX_BATCH = 1000  # finds by _id in one statement
 _INT = struct.Struct("!i")
 _INT64 = struct.Struct("!q")
 _ARRAY_HEAD = struct.Struct("!iiiii")  # dimensions, has nulls, element type, size, lower bound
@@ -75,7 +76,8 @@ _ENCODERS: dict[int, Callable[[Any], bytes]] = {
 
 
 class _Step:
-    """The finds by _id of one loop step waiting to go out together."""
+    """The finds of one loop step waiting to go out together (by _id, or by one
+    equality with the same limit)."""
 
     __slots__ = ("finds", "prepared", "principal", "sql")
 
@@ -96,10 +98,12 @@ class PipelinedFinds:
         )
         engine.closers.append(self.pipelines.close)
         self._learned = Learned()
-        self._steps: dict[tuple[Pipeline, str], _Step] = {}
+        self._steps: dict[tuple[Pipeline, Batched, Any], _Step] = {}
         self.answered = 0  # finds answered here (serverStatus)
-        self.batches = 0  # statements that answered several finds by _id
-        self.batched = 0  # the finds they answered
+        # statements that answered several finds, and the finds they answered: by _id,
+        # by an equality (lookups.Batched.where)
+        self.batches = {False: 0, True: 0}
+        self.batched = {False: 0, True: 0}
 
     def learn(self, sql: str) -> None:
         """The pool path answered ``sql`` outside a transaction: it may come here."""
@@ -111,22 +115,23 @@ class PipelinedFinds:
         sql: str,
         values: Sequence[Any],
         done: Done,
-        by_id: str | None = None,
+        batch: Batched | None = None,
     ) -> bool:
         """Run ``sql`` with ``values`` for ``principal``; False: nothing started (see the
         module docstring), else ``done`` is called once with the rows' BSON or None.
 
-        ``by_id``: ``sql`` finds one ``_id`` (``values[0]``) and ``by_id`` is the
-        collection's table (lookups.batch_statement makes the statement for many): the
-        finds by ``_id`` of one loop step go out together, each answered from its own
-        position (they were all in flight at once, so one snapshot for all of them is a
-        valid order)."""
+        ``batch``: ``sql`` finds one ``_id`` (``values[0]``), or the matches of one
+        scalar equality (``values[0]``) up to a limit (``values[-1]``), and ``batch``
+        makes the statement for many: the finds of one loop step with the same
+        ``batch`` (and limit) go out together, each answered from its own position
+        (they were all in flight at once, so one snapshot for all of them is a valid
+        order)."""
         now = self._learned.prepared_now(self.pipelines, principal, sql)
         if now is None:
             return False
         pipeline, prepared = now
-        if by_id is not None:
-            key = (pipeline, by_id)
+        if batch is not None:
+            key = (pipeline, batch, None if batch.where is None else values[-1])
             step = self._steps.get(key)
             if step is None:
                 step = self._steps[key] = _Step(principal, prepared, sql)
@@ -166,31 +171,34 @@ class PipelinedFinds:
         self.answered += 1
         done(found)
 
-    def _go(self, key: tuple[Pipeline, str]) -> None:
-        """The step's finds by _id: several in one statement, one alone in its own."""
-        pipeline, by_id = key
+    def _go(self, key: tuple[Pipeline, Batched, Any]) -> None:
+        """The step's finds of one kind: several in one statement, one alone in its own."""
+        pipeline, batch_of, _ = key
         step = self._steps.pop(key)
         finds = step.finds
+        most = batch_of.most
         while len(finds) > 1:
             principal = step.principal
-            some, rest = finds[:MAX_BATCH], finds[MAX_BATCH:]
-            sql, params = batch_statement(by_id, [values[0] for values, _ in some])
+            some, rest = finds[:most], finds[most:]
+            sql, params = batch_of.statement([values for values, _ in some])
             now = self.pipelines.prepared_now(principal.access, principal.id, sql)
             if now is None:
                 break  # prepared in the background meanwhile: each goes alone this time
             batch_pipeline, batch = now
-            encoded: list[bytes | None]
             try:
-                if batch.parameters == (JSONB_ARRAY,):
-                    encoded = [_encode_jsonb_array(params[0])]
-                else:  # one jsonb parameter per id, NULL for the padding
-                    encoded = [None if v is None else _encode_jsonb(v) for v in params]
+                # by the parameters' types; NULL for the padding
+                encoded = [
+                    None if v is None else _ENCODERS[oid](v)
+                    for oid, v in zip(batch.parameters, params, strict=True)
+                ]
                 batch_pipeline.run_then(
                     batch,
                     encoded,
-                    functools.partial(self._batch_answered, batch_pipeline, sql, some),
+                    functools.partial(
+                        self._batch_answered, batch_pipeline, sql, some, batch_of.where is not None
+                    ),
                 )
-            except (Unfit, TypeError, ValueError, OverflowError, struct.error):
+            except (Unfit, TypeError, ValueError, OverflowError, KeyError, struct.error):
                 break
             finds = rest
         for values, done in finds:
@@ -202,6 +210,7 @@ class PipelinedFinds:
         pipeline: Pipeline,
         sql: str,
         finds: list[tuple[Sequence[Any], Done]],
+        equality: bool,
         result: tuple[list[bytes], bytes] | None,
         error: BaseException | None,
     ) -> None:
@@ -222,7 +231,7 @@ class PipelinedFinds:
                 done(None)
             return
         self.answered += len(finds)
-        self.batches += 1
-        self.batched += len(finds)
+        self.batches[equality] += 1
+        self.batched[equality] += len(finds)
         for (_, done), docs in zip(finds, found, strict=True):
             done(docs)

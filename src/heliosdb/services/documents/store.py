@@ -45,10 +45,11 @@ from heliosdb.services.documents.filters import (
     compile_filter,
     compile_sort,
     equality_fields,
+    equality_on,
     plain_id,
     plain_shape,
 )
-from heliosdb.services.documents.lookups import IdLookups
+from heliosdb.services.documents.lookups import Batched, IdLookups
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
@@ -193,7 +194,7 @@ class DocumentStore:
         # find_soon's statements by (db, coll, limit or not, filter shape): the index map
         # they were made with, the SQL, and which filter value goes in each parameter
         self._soon: dict[
-            tuple[Any, ...], tuple[dict[str, str], str, tuple[int, ...], str | None]
+            tuple[Any, ...], tuple[dict[str, str], str, tuple[int, ...], Batched | None]
         ] = {}
 
     # -- plumbing ----------------------------------------------------------------------
@@ -963,7 +964,7 @@ class DocumentStore:
             sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
-        by_id = table(db, coll) if single_id else None
+        batch = _batched(db, coll, spec, limit, cached[1]) if single_id or shape else None
         if shape is not None:
             bound = values[:-1] if limit else values
             places: tuple[int, ...] | None
@@ -974,14 +975,15 @@ class DocumentStore:
             if places is not None:
                 if len(self._soon) >= 4096:
                     self._soon.clear()
-                self._soon[key] = (cached[1], sql, places, by_id)
-        return self._pipelined.start(principal, sql, values, done, by_id)
+                self._soon[key] = (cached[1], sql, places, batch)
+        return self._pipelined.start(principal, sql, values, done, batch)
 
-    def pipelined_finds(self) -> tuple[int, int, int]:
+    def pipelined_finds(self) -> tuple[int, tuple[int, int], tuple[int, int]]:
         """Finds answered through find_soon, and the statements that answered several
-        by _id at once with the finds they answered (serverStatus)."""
+        at once with the finds they answered: by _id, by one equality (serverStatus)."""
         finds = self._pipelined
-        return finds.answered, finds.batches, finds.batched
+        batches, batched = finds.batches, finds.batched
+        return finds.answered, (batches[False], batched[False]), (batches[True], batched[True])
 
     def pipelined_updates(self) -> int:
         """update_one answered through update_soon (serverStatus)."""
@@ -1317,6 +1319,22 @@ def _find_statement(
     if query.limit:
         sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
     return sql, params.values
+
+
+def _batched(
+    db: str, coll: str, spec: Document | None, limit: int, indexed: dict[str, str]
+) -> Batched | None:
+    """How find_soon's finds like this one (one plain ``_id``, or one scalar equality
+    on an indexed field with a limit) share one statement per loop step, or None."""
+    if not spec or len(spec) != 1:
+        return None
+    path, value = next(iter(spec.items()))
+    if path == "_id":
+        return Batched(table(db, coll)) if plain_id(value) else None
+    if limit <= 0 or path not in indexed:
+        return None
+    where = equality_on(path, value, indexed, "q.v")
+    return None if where is None else Batched(table(db, coll), where)
 
 
 def _places(leaves: list[Any], values: list[Any]) -> tuple[int, ...] | None:

@@ -205,7 +205,7 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
     state = session.state
     uptime = time.monotonic() - state.started_monotonic
     batches = session.services.documents.lookup_batches()
-    pipelined, id_batches, id_batched = session.services.documents.pipelined_finds()
+    pipelined, by_id, by_equality = session.services.documents.pipelined_finds()
     return {
         "host": socket.gethostname(),
         "version": VERSION,
@@ -233,11 +233,15 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
         "metrics": {"cursor": {"open": {"total": Int64(len(state.cursors))}}},
         "storageEngine": {"name": "heliosdb"},
         # Finds by _id that concurrent clients shared a statement for (lookups.py), and
-        # finds answered on a pipelined engine connection (hotpath.take_lone).
+        # finds answered on a pipelined engine connection (hotpath.take_lone), with the
+        # statements several of them shared there by _id and by one indexed equality.
         "heliosdb": {
             "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True)),
             "pipelinedFinds": Int64(pipelined),
-            "pipelinedIdBatches": {"batches": Int64(id_batches), "batched": Int64(id_batched)},
+            "pipelinedIdBatches": dict(zip(("batches", "batched"), map(Int64, by_id), strict=True)),
+            "pipelinedEqualityBatches": dict(
+                zip(("batches", "batched"), map(Int64, by_equality), strict=True)
+            ),
             # update_one answered on a pipelined engine connection (loneupdate.py)
             "pipelinedUpdates": Int64(session.services.documents.pipelined_updates()),
         },
