@@ -159,3 +159,31 @@ def test_lone_get_in_resp2_subscriber_mode_is_refused(redis_port: int, rw_key: s
         assert reply.startswith(b"-ERR Can't execute 'get'")
         assert c.lone(command("UNSUBSCRIBE")).startswith(b"*3\r\n$11\r\nunsubscribe\r\n")
         assert c.lone(command("SET", "lone-after-sub", "v")) == b"+OK\r\n"
+
+
+@pytest.mark.parametrize("way", ["lone", "along"])
+def test_set_over_an_existing_string_rewrites_value_ttl_and_version(
+    redis_port: int, rw_key: str, k: K, way: str
+) -> None:
+    """A lone SET of a key that holds a string is an UPDATE of its row (coalesce.py
+    _UPDATE_ONE_STRING); with a PING behind it, the same SET. Either way the value is
+    replaced, a TTL goes, an expired string is written anew, and WATCH sees the write
+    even when the value is the same."""
+    key, expired = k(f"over-{way}"), k(f"over-expired-{way}")
+    with raw(redis_port, rw_key) as c, raw(redis_port, rw_key) as watcher:
+        send = c.lone if way == "lone" else c.along
+        assert c.lone(command("SET", key, "first", "PX", "100000")) == b"+OK\r\n"
+        assert send(command("SET", key, "second")) == b"+OK\r\n"
+        assert c.lone(command("GET", key)) == b"$6\r\nsecond\r\n"
+        assert c.lone(command("PTTL", key)) == b":-1\r\n"
+        assert watcher.lone(command("WATCH", key)) == b"+OK\r\n"
+        assert send(command("SET", key, "second")) == b"+OK\r\n"  # the same value
+        assert watcher.lone(command("MULTI")) == b"+OK\r\n"
+        assert watcher.lone(command("GET", key)) == b"+QUEUED\r\n"
+        assert watcher.lone(command("EXEC")) == b"*-1\r\n"  # the key changed: aborted
+        assert c.lone(command("SET", expired, "old", "PX", "1")) == b"+OK\r\n"
+        while c.lone(command("PTTL", expired)) != b":-2\r\n":
+            pass
+        assert send(command("SET", expired, "new")) == b"+OK\r\n"
+        assert c.lone(command("GET", expired)) == b"$3\r\nnew\r\n"
+        assert c.lone(command("PTTL", expired)) == b":-1\r\n"
