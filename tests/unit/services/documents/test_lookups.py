@@ -1,5 +1,6 @@
 """IdLookups' queueing on its own (the engine side is tested in
-tests/integration/mongodb/test_id_lookups.py): positions, failures, cancellation."""
+tests/integration/mongodb/test_id_lookups.py): positions, failures, cancellation; and the
+statements of batched finds (Batched; the engine side in test_hotpath.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import asyncio
 from typing import Any
 
 import pytest
+from bson.int64 import Int64
+from bson.objectid import ObjectId
 
-from heliosdb.services.documents.lookups import MAX_SIZED, IdLookups, batch_sql, sized_sql
+from heliosdb.services.documents.filters import equality_on
+from heliosdb.services.documents.lookups import (
+    MAX_SIZED,
+    Batched,
+    IdLookups,
+    batch_sql,
+    equal_sql,
+    sized_sql,
+)
 
 KEY = ("principal", '"db"."c"', "rw")
 
@@ -89,3 +100,31 @@ def test_sized_statements_have_a_parameter_and_a_position_per_id() -> None:
         "SELECT q.i, t.bson FROM (VALUES (1::int8, $1::jsonb), (2::int8, $2::jsonb)) "
         'AS q(i, id) JOIN "db"."c" AS t ON t._id = q.id'
     )
+
+
+def test_equality_batches_carry_each_value_then_the_limit() -> None:
+    """A batch of finds by one equality: each find's value (its single statement's first
+    value) in a VALUES row padded with NULLs to a power of two, the shared limit (its
+    last value) after them; by _id, the ids' statement."""
+    where = equality_on("k", "a", {"k": "(doc -> 'k')"}, "q.v")
+    assert where is not None and "$" not in where and "q.v" in where
+    batch = Batched('"db"."c"', where)
+    assert batch.most == MAX_SIZED
+    sql, values = batch.statement([["a", "a", 3], [5, 5, 3], [True, True, 3]])
+    assert sql == equal_sql('"db"."c"', where, 4)
+    assert values == ["a", 5, True, None, 3]
+    assert "$5::bigint" in sql and "$6" not in sql and "WHERE q.v IS NOT NULL" in sql
+    assert batch.statement([["x", "x", 1]])[1] == ["x", None, 1]
+    ids = Batched('"db"."c"')
+    assert ids.statement([["x"], ["y"], ["z"]]) == (sized_sql('"db"."c"', 4), ["x", "y", "z", None])
+    assert Batched('"db"."c"', where) == batch and hash(Batched('"db"."c"', where)) == hash(batch)
+
+
+def test_only_plain_scalar_equalities_make_a_batch_condition() -> None:
+    indexed = {"k": "(doc -> 'k')"}
+    for value in ("a", "", 5, 2.5, True, False, 2**62):
+        assert equality_on("k", value, indexed, "q.v") == equality_on("k", "z", indexed, "q.v")
+    others: list[Any] = [None, [1], {"x": 1}, "a\x00b", float("nan"), Int64(5), ObjectId()]
+    for other in others:
+        assert equality_on("k", other, indexed, "q.v") is None, other
+    assert equality_on("$where", "a", indexed, "q.v") is None
