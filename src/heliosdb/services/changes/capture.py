@@ -60,14 +60,6 @@ log = logging.getLogger("heliosdb.changes")
 
 PUBLICATION = "helios_changes"
 CHANNEL = "helios_changes"
-
-
-def capture_lock(slot: str) -> str:
-    """The name whose ``hashtext`` is the advisory lock a capture leader holds while it
-    leads (one per slot, across every node and process)."""
-    return "helios.capture:" + slot
-
-
 _EPOCH_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _PRUNE_EVERY_SECONDS = 10.0
 _ADVANCE_EVERY_SECONDS = 0.1
@@ -157,6 +149,12 @@ END $$
 
 def slot_name(database: str) -> str:
     return "helios_changes_" + re.sub(r"[^a-z0-9_]", "_", database.lower())[:40]
+
+
+def capture_lock(slot: str) -> str:
+    """The name whose ``hashtext`` is the advisory lock a capture leader holds while it
+    leads (one per slot, across every node and process)."""
+    return "helios.capture:" + slot
 
 
 async def ensure_capture(engine: Engine, slot: str) -> bool:

@@ -236,16 +236,20 @@ async def server_status(session: Session, request: Request) -> dict[str, Any]:
         # finds answered on a pipelined engine connection (hotpath.take_lone), with the
         # statements several of them shared there by _id and by one indexed equality.
         "heliosdb": {
-            "idLookups": dict(zip(("batches", "batched"), map(Int64, batches), strict=True)),
+            "idLookups": _batch_counts(batches),
             "pipelinedFinds": Int64(pipelined),
-            "pipelinedIdBatches": dict(zip(("batches", "batched"), map(Int64, by_id), strict=True)),
-            "pipelinedEqualityBatches": dict(
-                zip(("batches", "batched"), map(Int64, by_equality), strict=True)
-            ),
+            "pipelinedIdBatches": _batch_counts(by_id),
+            "pipelinedEqualityBatches": _batch_counts(by_equality),
             # update_one answered on a pipelined engine connection (loneupdate.py)
             "pipelinedUpdates": Int64(session.services.documents.pipelined_updates()),
         },
     }
+
+
+def _batch_counts(counts: tuple[int, int]) -> dict[str, Int64]:
+    """serverStatus' form of (statements that answered several finds, the finds they answered)."""
+    batches, batched = counts
+    return {"batches": Int64(batches), "batched": Int64(batched)}
 
 
 @command("connectionStatus", auth=False)
