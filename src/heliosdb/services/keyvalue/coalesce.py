@@ -32,6 +32,7 @@ from heliosdb.engine import Access, Engine
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import HeliosError
 from heliosdb.services.keyvalue.faults import Reason, fault
+from heliosdb.services.keyvalue.lane import UPDATE_ONE_STRING, Lane, Lost, session_settings
 from heliosdb.services.keyvalue.numbers import add_int, parse_int
 from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
@@ -75,14 +76,8 @@ _GET_ONE = (
     "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
 )
 # A hot key that already holds a string (the commonest SET of all, and every SET of
-# bench/redis.sh): a plain UPDATE, which skips the upsert's speculative insertion and its
-# tuple lock (one WAL record less per batch). No row (a new key, or one of another type):
-# _SET_ONE_STRING, then _SET, as before.
-_UPDATE_ONE_STRING = (
-    "UPDATE helios_kv.keys SET value = $3, expires_at_ms = $4, "
-    "version = nextval('helios_kv.versions') "
-    "WHERE db = $1 AND key = $2 AND type = 'string'"
-)
+# bench/redis.sh): lane.UPDATE_ONE_STRING, on a pipelined connection when one is ready.
+# No row (a new key, or one of another type): _SET_ONE_STRING, then _SET, as before.
 _SET_ONE_STRING = (
     "INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
     "VALUES ($1, $2, 'string', $3, $4) "
@@ -158,8 +153,10 @@ class Coalescer:
         # latency on a busy machine without splitting batches small on a quiet one).
         self._lead_state = "down"  # worker 0: "idle", "plain", "tx" or "down"
         self.operations = 0
+        self.lane: Lane | None = None  # one-key SETs on pipelined connections (lane.py)
 
     async def start(self) -> None:
+        self.lane = Lane(self.engine, self.synchronous_commit)
         for index in range(max(1, self.workers)):
             self._tasks.append(asyncio.create_task(self._work(index)))
 
@@ -168,6 +165,9 @@ class Coalescer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.lane is not None:
+            self.lane.close()
+            self.lane = None
         while self._queue:
             sink = self._queue.popleft()[4]
             if not sink.done():
@@ -176,6 +176,10 @@ class Coalescer:
             op = self._tx_queue.popleft()
             if not op.future.done():
                 op.future.cancel()
+
+    def pipelined(self) -> int:
+        """One-key SET batches answered on the lane's pipelined connections (INFO stats)."""
+        return 0 if self.lane is None else self.lane.answered
 
     def get(self, db: int, key: bytes) -> asyncio.Future[bytes | None]:
         future = self._future()
@@ -262,16 +266,8 @@ class Coalescer:
         while True:
             try:
                 async with pool.acquire() as conn:
-                    # Batches vary in size: a custom plan per execution would cost more
-                    # planning than these index lookups and upserts take to run. A generic
-                    # plan is made once, though, maybe while the tables are nearly empty,
-                    # when a sequential scan looks cheapest and stays cached as they grow
-                    # (LPUSH/HSET groups cost 0.4 ms of engine CPU per command that way).
-                    # Every statement here reaches rows by (db, key ...), so index scans.
-                    settings = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off"
-                    if not self.synchronous_commit:
-                        settings += "; SET synchronous_commit = off"
-                    await conn.execute(settings)
+                    settings = session_settings(self.synchronous_commit)  # (lane.py)
+                    await conn.execute("; ".join(f"SET {k} = {v}" for k, v in settings.items()))
                     while True:
                         plain = self._queue
                         if index == 0 and self._tx_queue:
@@ -441,7 +437,7 @@ class Coalescer:
         latest = {(op[0], op[1]): op for op in sets}
         if len(latest) == 1:
             (only,) = latest.values()
-            status = await conn.execute(_UPDATE_ONE_STRING, *only[:4])
+            status = await self._update_one(conn, only)
             if status == "UPDATE 0":
                 status = await conn.execute(_SET_ONE_STRING, *only[:4])
             ordered = [only]
@@ -464,6 +460,19 @@ class Coalescer:
             except asyncio.InvalidStateError:
                 pass
         return latest
+
+    async def _update_one(self, conn: Any, op: Plain) -> str:
+        """UPDATE_ONE_STRING on the lane's pipelined connection when it takes it, else (or
+        when that connection went away before answering) on the worker's own."""
+        lane = self.lane
+        if lane is not None:
+            answer = lane.update(op[0], op[1], cast(bytes, op[2]), op[3])
+            if answer is not None:
+                try:
+                    return (await answer).decode()
+                except Lost:
+                    pass
+        return cast(str, await conn.execute(UPDATE_ONE_STRING, *op[:4]))
 
     async def _run_gets(
         self, conn: Any, gets: list[Plain], written: dict[tuple[int, bytes], Plain]

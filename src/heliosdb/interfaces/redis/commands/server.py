@@ -363,6 +363,7 @@ async def _info_sections(call: Call) -> dict[str, list[tuple[str, Any]]]:
             ("pubsub_patterns", call.kv.local_pattern_count()),
             ("helios_coalesced_batches", call.kv.coalescer.batches),
             ("helios_coalesced_commands", call.kv.coalescer.operations),
+            ("helios_pipelined_sets", call.kv.coalescer.pipelined()),
         ],
         "Replication": [("role", "master"), ("connected_slaves", 0)],
         "Keyspace": keyspace,

@@ -1,0 +1,155 @@
+"""A batch's one-key SET of a key that holds a string goes out on the coalescer's pipelined
+engine connection (services/keyvalue/lane.py) once it is open, and must answer and write
+exactly as the pooled connection's statement does: value, TTL, database, WATCH's version
+bump, the fallback to the upsert when no row matched, an engine error's reply, and a lost
+pipelined connection. ``INFO stats`` ``helios_pipelined_sets`` says which way a SET went.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from tests.integration.redis.test_lone_commands import K, Raw, command, raw
+from tests.nodeproc import NodeProcess
+
+
+def pipelined(c: Raw) -> int:
+    """The node's helios_pipelined_sets so far."""
+    info = c.lone(command("INFO", "stats")).decode()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return int(fields["helios_pipelined_sets"])
+
+
+def warm(c: Raw, key: str) -> None:
+    """SET ``key`` until a SET goes through the lane (its connections open and its
+    statement is prepared in the background; the pooled connection answers meanwhile)."""
+    assert c.lone(command("SET", key, "warm")) == b"+OK\r\n"
+    deadline = time.monotonic() + 30
+    while True:
+        before = pipelined(c)
+        assert c.lone(command("SET", key, "warm")) == b"+OK\r\n"
+        if pipelined(c) > before:
+            return
+        assert time.monotonic() < deadline, "the lane never took a SET"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def c(redis_port: int, rw_key: str, k: K) -> Iterator[Raw]:
+    with raw(redis_port, rw_key) as client:
+        warm(client, k("warm"))
+        yield client
+
+
+def test_pipelined_set_writes_as_the_pooled_update(
+    c: Raw, redis_port: int, rw_key: str, k: K
+) -> None:
+    key, expired, hashed, binary = k("p"), k("p-expired"), k("p-hash"), k("p-binary")
+    value = bytes(range(256)) + b"\r\n$-1\r\n"
+    assert c.lone(command("SET", key, "first", "PX", "100000")) == b"+OK\r\n"
+    assert c.lone(command("SET", binary, "x")) == b"+OK\r\n"
+    assert c.lone(command("HSET", hashed, "f", "v")) == b":1\r\n"
+    assert c.lone(command("SET", expired, "old", "PX", "1")) == b"+OK\r\n"
+    while c.lone(command("PTTL", expired)) != b":-2\r\n":
+        pass
+    before = pipelined(c)
+    # the lane's UPDATE: plain value (and the TTL goes), binary and empty values
+    assert c.lone(command("SET", key, "second")) == b"+OK\r\n"
+    assert c.lone(command("GET", key)) == b"$6\r\nsecond\r\n"
+    assert c.lone(command("PTTL", key)) == b":-1\r\n"
+    assert c.lone(command("SET", binary, value)) == b"+OK\r\n"
+    assert c.lone(command("GET", binary)) == b"$%d\r\n%s\r\n" % (len(value), value)
+    assert c.lone(command("SET", binary, "")) == b"+OK\r\n"
+    assert c.lone(command("GET", binary)) == b"$0\r\n\r\n"
+    assert c.lone(command("SET", expired, "new")) == b"+OK\r\n"  # an expired string's row
+    assert c.lone(command("GET", expired)) == b"$3\r\nnew\r\n"
+    assert c.lone(command("PTTL", expired)) == b":-1\r\n"
+    assert pipelined(c) == before + 4
+    assert c.lone(command("SET", key, "third", "PX", "100000")) == b"+OK\r\n"  # (not here)
+    ttl = int(c.lone(command("PTTL", key))[1:-2])
+    assert 90000 < ttl <= 100000
+    assert c.lone(command("SET", key, "third")) == b"+OK\r\n"
+    assert c.lone(command("PTTL", key)) == b":-1\r\n"
+    # WATCH sees a SET of the same value (the version bump)
+    with raw(redis_port, rw_key) as watcher:
+        assert watcher.lone(command("WATCH", key)) == b"+OK\r\n"
+        before = pipelined(c)
+        assert c.lone(command("SET", key, "third")) == b"+OK\r\n"
+        assert pipelined(c) == before + 1
+        assert watcher.lone(command("MULTI")) == b"+OK\r\n"
+        assert watcher.lone(command("GET", key)) == b"+QUEUED\r\n"
+        assert watcher.lone(command("EXEC")) == b"*-1\r\n"
+    # no row matched (a hash, a new key): the upsert writes it, as before
+    assert c.lone(command("SET", hashed, "now-a-string")) == b"+OK\r\n"
+    assert c.lone(command("GET", hashed)) == b"$12\r\nnow-a-string\r\n"
+    assert c.lone(command("HGET", hashed, "f")).startswith(b"-WRONGTYPE ")
+    assert c.lone(command("SET", k("p-new"), "fresh")) == b"+OK\r\n"
+    assert c.lone(command("GET", k("p-new"))) == b"$5\r\nfresh\r\n"
+    # another database: the row of db 5, not db 0's
+    assert c.lone(command("SELECT", "5")) == b"+OK\r\n"
+    assert c.lone(command("SET", key, "in-five")) == b"+OK\r\n"  # new in db 5: the upsert
+    before = pipelined(c)
+    assert c.lone(command("SET", key, "in-five-again")) == b"+OK\r\n"
+    assert pipelined(c) == before + 1
+    assert c.lone(command("GET", key)) == b"$13\r\nin-five-again\r\n"
+    assert c.lone(command("SELECT", "0")) == b"+OK\r\n"
+    assert c.lone(command("GET", key)) == b"$5\r\nthird\r\n"
+
+
+async def test_an_engine_error_answers_as_on_the_pooled_connection(
+    c: Raw, node: NodeProcess, k: K
+) -> None:
+    """A trigger refuses writes of two keys: the one that holds a string fails in the
+    lane's UPDATE, the new one in the pooled connection's upsert; same reply."""
+    held, new = k("refused-held"), k("refused-new")
+    assert c.lone(command("SET", held, "kept")) == b"+OK\r\n"
+    suffix = held.split(":")[0]
+    function, trigger = f"helios_test_refuse_{suffix}", f"helios_test_refuse_{suffix}"
+    conn = await asyncpg.connect(node.engine_url)
+    try:
+        await conn.execute(
+            f"CREATE FUNCTION public.{function}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'P0001'; END $$"
+        )
+        keys = ", ".join(f"'\\x{key.encode().hex()}'::bytea" for key in (held, new))
+        await conn.execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON helios_kv.keys FOR EACH ROW "
+            f"WHEN (NEW.key IN ({keys})) EXECUTE FUNCTION public.{function}()"
+        )
+        try:
+            before = pipelined(c)
+            lane = c.lone(command("SET", held, "changed"))
+            assert pipelined(c) == before + 1  # the lane's UPDATE answered it
+            pooled = c.lone(command("SET", new, "value"))
+        finally:
+            await conn.execute(f"DROP TRIGGER {trigger} ON helios_kv.keys")
+            await conn.execute(f"DROP FUNCTION public.{function}()")
+    finally:
+        await conn.close()
+    assert lane == pooled == b"-ERR engine error: refused by the test\r\n"
+    assert c.lone(command("GET", held)) == b"$4\r\nkept\r\n"
+    assert c.lone(command("EXISTS", new)) == b":0\r\n"
+    assert c.lone(command("SET", held, "changed")) == b"+OK\r\n"
+
+
+async def test_sets_go_on_when_the_pipelined_connections_are_lost(
+    c: Raw, node: NodeProcess, k: K
+) -> None:
+    key = k("lost")
+    conn = await asyncpg.connect(node.engine_url)
+    try:
+        ended = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'heliosdb-kv'"
+        )
+        assert ended >= 1
+    finally:
+        await conn.close()
+    for n in range(20):  # the pooled connection answers until the lane is open again
+        assert c.lone(command("SET", key, str(n))) == b"+OK\r\n"
+        assert c.lone(command("GET", key)) == b"$%d\r\n%d\r\n" % (len(str(n)), n)
+    warm(c, key)
