@@ -6,7 +6,8 @@ is the query form, derived from it on every write, which filters, sorts and inde
 read and which SQL users see. It is relaxed Extended JSON:
 
     double, int32, int64, Decimal128   JSON number (NaN/Infinity: {"$numberDouble": "NaN"})
-    string, bool, null                 themselves (NUL, which JSONB cannot hold, as U+FFFD)
+    string                             itself; NUL and U+0001 escaped (query_string)
+    bool, null                         themselves
     document, array                    object, array (JSONB sorts object keys)
     ObjectId                           {"$oid": "<24 hex>"}
     Date                               {"$date": <ms since epoch>}
@@ -15,6 +16,14 @@ read and which SQL users see. It is relaxed Extended JSON:
     Timestamp                          {"$timestamp": {"t": <s>, "i": <n>}}
     MinKey, MaxKey                     {"$minKey": 1}, {"$maxKey": 1}
     Code                               {"$code": "..."}
+
+JSONB text cannot hold NUL, so a string with NUL or U+0001 has them escaped by the
+escape character U+0001: NUL as U+0001 U+0001, U+0001 as U+0001 U+0002
+(``query_string``). That is injective (a NUL string never equals another string's
+form, in a filter, the primary key or a unique index) and keeps code point order, which
+is MongoDB's string order and the engine's (the C.UTF-8 collation, jsonpath): the
+escape character is the smallest one left, and both of its sequences sort where the
+character they stand for does. Every other string is its own form.
 
 The ``_id`` column holds the query form of the document's ``_id``; a null ``_id`` is
 JSON ``null`` there (never SQL NULL), bound through ``id_bind``.
@@ -98,7 +107,7 @@ def query_form(value: Any) -> Any:
     # The plain types first, by exact type (every stored document passes through here).
     kind = type(value)
     if kind is str:
-        return value if "\x00" not in value else value.replace("\x00", "\ufffd")
+        return value if "\x00" not in value and "\x01" not in value else _escape(value)
     if kind is int or kind is bool or value is None:
         return value
     if kind is float:
@@ -112,8 +121,7 @@ def query_form(value: Any) -> Any:
 
 def _query_form_other(value: Any) -> Any:
     if isinstance(value, str):
-        # JSONB text cannot hold NUL; the BSON bytes keep the exact string.
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        return query_string(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -162,10 +170,28 @@ def _query_form_other(value: Any) -> Any:
     if isinstance(value, MaxKey):
         return {"$maxKey": 1}
     if isinstance(value, Code):
-        return {"$code": str(value)}
+        return {"$code": query_string(str(value))}
     if isinstance(value, Decimal):
         return float(value)
     return str(value)
+
+
+def query_string(value: str) -> str:
+    """A string's query form (see the module docstring): itself unless it holds NUL or
+    U+0001, which JSONB text cannot hold or which escapes them."""
+    return value if "\x00" not in value and "\x01" not in value else _escape(value)
+
+
+def _escape(value: str) -> str:
+    return str.replace(value, "\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
+
+def from_query_string(form: str) -> str:
+    """The string whose query form is ``form`` (query_string's inverse)."""
+    if "\x01" not in form:
+        return form
+    # Each U+0001 starts a pair, so scanning left to right meets the pairs in step.
+    return form.replace("\x01\x01", "\x00").replace("\x01\x02", "\x01")
 
 
 def _flags_text(flags: int | str) -> str:
@@ -207,6 +233,8 @@ def from_query_form(value: Any) -> Any:
         return float(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return _int_value(value)
+    if isinstance(value, str):
+        return from_query_string(value)
     return value
 
 

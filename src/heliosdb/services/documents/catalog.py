@@ -53,7 +53,13 @@ CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.indexes (
     ttl_seconds bigint,
     PRIMARY KEY (db, collection, name)
 );
+ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
 """
+
+# The version of the query form (bsonform) a collection's ``doc`` and ``_id`` columns
+# hold: NULL for collections from before strings had NUL and U+0001 escaped (NUL was
+# U+FFFD then), which ``upgrade_forms`` rewrites once.
+FORM_VERSION = 2
 
 
 def invalid_namespace(message: str) -> HeliosError:
@@ -191,6 +197,48 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.catalog'))")
         await conn.execute(CATALOG_DDL)
         await conn.execute(inplace.FUNCTION_DDL)
+        await upgrade_forms(conn)
+
+
+async def upgrade_forms(conn: asyncpg.Connection) -> int:
+    """Bring every collection's query forms to FORM_VERSION (inside the caller's
+    transaction); the number of rows rewritten.
+
+    Only a row whose query form shows U+FFFD (perhaps a NUL before) or U+0001 can
+    differ, so those are read, their forms made again from the stored BSON, and
+    written back; then the collection is marked."""
+    rewritten = 0
+    stale = await conn.fetch(
+        f"SELECT db, name FROM {CATALOG_SCHEMA}.collections "
+        "WHERE form IS DISTINCT FROM $1::smallint",
+        FORM_VERSION,
+    )
+    for row in stale:
+        target = table(row["db"], row["name"])
+        if await conn.fetchval("SELECT to_regclass($1)", target) is not None:
+            rows = await conn.fetch(
+                f"SELECT _id, bson FROM {target} WHERE strpos(doc::text, $1) > 0 "
+                "OR strpos(doc::text, $2) > 0",
+                "\ufffd",
+                "\\u0001",  # as jsonb text writes U+0001
+            )
+            for found in rows:
+                document = bsonform.decode(found["bson"])
+                await conn.execute(
+                    f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
+                    bsonform.id_bind(found["_id"]),
+                    bsonform.id_form(document.get("_id")),
+                    bsonform.query_form(document),
+                )
+            rewritten += len(rows)
+        await conn.execute(
+            f"UPDATE {CATALOG_SCHEMA}.collections SET form = $3::smallint "
+            "WHERE db = $1 AND name = $2",
+            row["db"],
+            row["name"],
+            FORM_VERSION,
+        )
+    return rewritten
 
 
 async def create_collection(
@@ -211,10 +259,12 @@ async def create_collection(
         "(_id jsonb PRIMARY KEY, bson bytea NOT NULL, doc jsonb NOT NULL)"
     )
     await conn.execute(
-        f"INSERT INTO {CATALOG_SCHEMA}.collections (db, name, options) VALUES ($1, $2, $3)",
+        f"INSERT INTO {CATALOG_SCHEMA}.collections (db, name, options, form) "
+        "VALUES ($1, $2, $3, $4::smallint)",
         db,
         collection,
         bsonform.encode(options or {}),
+        FORM_VERSION,
     )
     return True
 

@@ -27,7 +27,7 @@ from bson.regex import Regex
 
 from heliosdb.engine.quoting import quote_literal
 from heliosdb.errors import invalid
-from heliosdb.services.documents.bsonform import id_form, query_form
+from heliosdb.services.documents.bsonform import id_form, query_form, query_string
 
 TRUE_JP = "(1 == 1)"
 FALSE_JP = "(1 == 2)"
@@ -302,7 +302,10 @@ class _Compiler:
         if not isinstance(options, str) or set(options) - (_JP_FLAGS | {"u"}):
             raise bad_value(f"invalid flag in regex options: {options}")
         flags = "".join(sorted(set(options) & _JP_FLAGS))
-        literal = json.dumps(pattern, ensure_ascii=False)
+        # The pattern meets strings in their query form: NUL and U+0001 in it are
+        # escaped as they are there (a pattern's literal text still finds them; a class
+        # or "." meets an escaped character as its two).
+        literal = json.dumps(query_string(pattern), ensure_ascii=False)
         flag_part = f" flag {json.dumps(flags)}" if flags else ""
         return f"exists({target} ? (@ like_regex {literal}{flag_part}))"
 
@@ -512,7 +515,9 @@ def _shape(
         kind = type(value)
         if name.startswith("$") or kind not in _SCALARS:
             return None
-        if (kind is str and "\x00" in value) or (kind is float and not math.isfinite(value)):
+        if (kind is str and query_string(value) is not value) or (
+            kind is float and not math.isfinite(value)
+        ):
             return None  # their query forms are new objects
         key.append((name, kind, indexed.get(name) if indexed else None))
     return tuple(key)

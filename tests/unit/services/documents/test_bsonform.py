@@ -5,8 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 from bson import Decimal128, Int64, ObjectId
+from hypothesis import given
+from hypothesis import strategies as st
 
-from heliosdb.services.documents.bsonform import query_form
+from heliosdb.services.documents.bsonform import (
+    from_query_form,
+    from_query_string,
+    query_form,
+    query_string,
+)
+
+# Strings made of the characters the escape is about and their neighbours.
+_TRICKY = st.text(alphabet="\x00\x01\x02a\ufffd\U0001f600", max_size=8)
 
 
 def test_query_form_plain_and_special_values() -> None:
@@ -25,7 +35,7 @@ def test_query_form_plain_and_special_values() -> None:
         "list": [oid, {"when": when}, Decimal128("2")],
     }
     assert query_form(value) == {
-        "s": "a\ufffdb",
+        "s": "a\x01\x01b",
         "i": 1,
         "l": 2**40,
         "b": True,
@@ -37,3 +47,21 @@ def test_query_form_plain_and_special_values() -> None:
         "list": [{"$oid": str(oid)}, {"when": {"$date": 1704153600000}}, 2],
     }
     assert type(query_form(Int64(3))) is int
+
+
+@given(_TRICKY, _TRICKY)
+def test_query_string_is_injective_and_keeps_order(a: str, b: str) -> None:
+    fa, fb = query_string(a), query_string(b)
+    assert "\x00" not in fa
+    assert (fa == fb) == (a == b)
+    assert (fa < fb) == (a < b)  # code point order, as MongoDB and the engine compare
+    assert from_query_string(fa) == a
+    assert from_query_form({"k": [fa]}) == {"k": [a]}
+
+
+def test_query_string_leaves_other_strings_alone() -> None:
+    plain = "a\ufffdb"
+    assert query_string(plain) is plain
+    assert query_form({"s": plain}) == {"s": plain}
+    assert query_string("\x01") == "\x01\x02"
+    assert query_string("\x00\x01") == "\x01\x01\x01\x02"
