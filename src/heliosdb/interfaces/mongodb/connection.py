@@ -226,6 +226,8 @@ class Session:
     pending_principal: Principal | None = None
     scram_mechanism: str = "SCRAM-SHA-256"
     compressors: list[str] = field(default_factory=list)
+    # find bodies seen on this connection, around their filters (hotpath._known)
+    finds: dict[tuple[bytes, bytes], tuple[str, str, int, int, bool]] = field(default_factory=dict)
 
     @property
     def services(self) -> Services:
