@@ -19,6 +19,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, WriteError
 
+from heliosdb.services.documents import inplace
+
 Coll = Collection[dict[str, Any]]
 
 BASE: dict[str, Any] = {
@@ -219,3 +221,27 @@ def test_update_one_in_place_answers_as_general_path(coll: Coll) -> None:
     same = {"$set": {"u": "u1"}}  # what the document holds already: nothing written
     assert coll.update_one({"_id": 1}, same).modified_count == 0
     assert coll.update_many({"_id": 1}, same).modified_count == 0
+
+
+def test_update_one_after_a_refusal_recovers(coll: Coll) -> None:
+    # $inc of a double: the engine function gives up on document 1, so the collection
+    # takes the locking statement for inplace.Refusals.RETRY_AFTER updates, then the
+    # plain one again (which gives up on document 1 once more). Every answer and every
+    # document stays what the general path makes, across both switches.
+    coll.insert_many([{"_id": 1, "n": 1.5}, {"_id": 2, "n": 0}])
+    rounds = inplace.Refusals.RETRY_AFTER + 60
+    for i in range(rounds):
+        target = 1 if i % 50 == 0 else 2
+        result = coll.update_one({"_id": target}, {"$inc": {"n": 1}})
+        assert (result.matched_count, result.modified_count) == (1, 1)
+    ones = len(range(0, rounds, 50))
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 1.5 + ones}
+    assert coll.find_one({"_id": 2}) == {"_id": 2, "n": rounds - ones}
+    assert type(found_n(coll, 2)) is int
+    assert coll.update_one({"_id": 3}, {"$inc": {"n": 1}}).matched_count == 0
+
+
+def found_n(coll: Coll, key: int) -> Any:
+    document = coll.find_one({"_id": key})
+    assert document is not None
+    return document["n"]

@@ -150,6 +150,38 @@ _INT64_BYTES = struct.Struct("<q").pack
 _DOUBLE_BYTES = struct.Struct("<d").pack
 
 
+class Refusals:
+    """Collections whose plain ``UPDATE`` (``statement(plain=True)``) met a document the
+    function gives up on: their next ``RETRY_AFTER`` in-place updates take the locking
+    statement, which answers such a document without failing; then the plain one is
+    tried again. A document still there costs one failed statement (nothing written,
+    then the general path) per ``RETRY_AFTER`` updates; once it is gone (rewritten by
+    the general path, deleted), the collection has its one-statement update back
+    without a restart."""
+
+    RETRY_AFTER = 256
+    MAX_COLLECTIONS = 4096
+
+    def __init__(self) -> None:
+        self._left: dict[Any, int] = {}
+
+    def refuse(self, key: Any) -> None:
+        if len(self._left) >= self.MAX_COLLECTIONS:
+            self._left.clear()
+        self._left[key] = self.RETRY_AFTER
+
+    def plain(self, key: Any) -> bool:
+        """Whether the next in-place update of ``key`` may be the plain statement."""
+        left = self._left.get(key)
+        if left is None:
+            return True
+        if left <= 1:
+            del self._left[key]
+        else:
+            self._left[key] = left - 1
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class InPlace:
     """The arguments of ``bson_update`` for one update document."""

@@ -189,8 +189,8 @@ class DocumentStore:
         self._pipelined = PipelinedFinds(engine)
         self._update_lane = updatelane.UpdateLane(engine)
         # collections where the plain in-place UPDATE met a document the engine function
-        # gives up on: they take the locking statement (inplace.statement)
-        self._refused: set[tuple[str, str]] = set()
+        # gives up on: they take the locking statement for a while (inplace.Refusals)
+        self._refused = inplace.Refusals()
         # find_soon's statements by (db, coll, limit or not, filter shape): the index map
         # they were made with, the SQL, and which filter value goes in each parameter
         self._soon: dict[
@@ -730,8 +730,8 @@ class DocumentStore:
         """The in-place statement of ``plan`` and its values: the plain ``UPDATE`` where
         it applies (inplace.statement), unless a document of this collection has made
         the function give up under it (then the locking statement says so without
-        failing)."""
-        plain = plan.changes and (db, coll) not in self._refused
+        failing, for the next inplace.Refusals.RETRY_AFTER updates)."""
+        plain = plan.changes and self._refused.plain((db, coll))
         sql = inplace.statement(table(db, coll), where, len(params.values) + 1, plain)
         return sql, [*params.values, plan.ops, plan.elements, plan.values]
 
@@ -763,9 +763,7 @@ class DocumentStore:
             return None
         except asyncpg.NotNullViolationError:
             # the plain statement met a document the function does not handle
-            if len(self._refused) >= 4096:
-                self._refused.clear()
-            self._refused.add((db, coll))
+            self._refused.refuse((db, coll))
             return None
         except asyncpg.PostgresError as exc:
             raise from_engine(exc) from None

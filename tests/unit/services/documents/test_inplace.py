@@ -118,3 +118,17 @@ def test_plain_update_only_for_one_id_and_a_surely_changed_document() -> None:
     for where, changes in ((inplace.BY_ID, False), ("(doc -> 'k') = $1::jsonb", True)):
         locking = inplace.statement(target, where, 2, changes)
         assert "LIMIT 1 FOR UPDATE" in locking
+
+
+def test_refusals_count_down_to_the_plain_statement() -> None:
+    refusals = inplace.Refusals()
+    assert refusals.plain("c")
+    refusals.refuse("c")
+    assert [refusals.plain("c") for _ in range(inplace.Refusals.RETRY_AFTER)] == [False] * (
+        inplace.Refusals.RETRY_AFTER
+    )
+    assert refusals.plain("c")
+    assert refusals.plain("c")
+    refusals.refuse("c")  # met the document again: another round on the locking one
+    assert not refusals.plain("c")
+    assert refusals.plain("other")
