@@ -1,8 +1,9 @@
-"""A batch's one-key SET of a key that holds a string goes out on the coalescer's pipelined
-engine connection (services/keyvalue/lane.py) once it is open, and must answer and write
-exactly as the pooled connection's statement does: value, TTL, database, WATCH's version
-bump, the fallback to the upsert when no row matched, an engine error's reply, and a lost
-pipelined connection. ``INFO stats`` ``helios_pipelined_sets`` says which way a SET went.
+"""A batch's one-key SET of a key that holds a string, and a batch's GETs of one key, go
+out on the coalescer's pipelined engine connection (services/keyvalue/lane.py) once it is
+open, and must answer and write exactly as the pooled connection's statements do: value,
+TTL, database, WATCH's version bump, the fallback to the upsert when no row matched, nil,
+WRONGTYPE, an expired key, an engine error's reply, and a lost pipelined connection.
+``INFO stats`` ``helios_pipelined_sets`` / ``_gets`` say which way a command went.
 """
 
 from __future__ import annotations
@@ -17,32 +18,64 @@ from tests.integration.redis.test_lone_commands import K, Raw, command, raw
 from tests.nodeproc import NodeProcess
 
 
-def pipelined(c: Raw) -> int:
-    """The node's helios_pipelined_sets so far."""
+def pipelined(c: Raw, kind: str = "sets") -> int:
+    """The node's helios_pipelined_sets (or _gets) so far."""
     info = c.lone(command("INFO", "stats")).decode()
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    return int(fields["helios_pipelined_sets"])
+    return int(fields[f"helios_pipelined_{kind}"])
 
 
 def warm(c: Raw, key: str) -> None:
-    """SET ``key`` until a SET goes through the lane (its connections open and its
-    statement is prepared in the background; the pooled connection answers meanwhile)."""
+    """SET and GET ``key`` until each went through the lane (its connections open and
+    its statements are prepared in the background; the pooled connection answers
+    meanwhile)."""
     assert c.lone(command("SET", key, "warm")) == b"+OK\r\n"
-    deadline = time.monotonic() + 30
-    while True:
-        before = pipelined(c)
-        assert c.lone(command("SET", key, "warm")) == b"+OK\r\n"
-        if pipelined(c) > before:
-            return
-        assert time.monotonic() < deadline, "the lane never took a SET"
-        time.sleep(0.02)
+    for kind, case, reply in (
+        ("sets", command("SET", key, "warm"), b"+OK\r\n"),
+        ("gets", command("GET", key), b"$4\r\nwarm\r\n"),
+    ):
+        deadline = time.monotonic() + 30
+        while True:
+            before = pipelined(c, kind)
+            assert c.lone(case) == reply
+            if pipelined(c, kind) > before:
+                break
+            assert time.monotonic() < deadline, f"the lane never took {case!r}"
+            time.sleep(0.02)
 
 
-@pytest.fixture
-def c(redis_port: int, rw_key: str, k: K) -> Iterator[Raw]:
-    with raw(redis_port, rw_key) as client:
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def c(request: pytest.FixtureRequest, redis_port: int, rw_key: str, k: K) -> Iterator[Raw]:
+    with raw(redis_port, rw_key, request.param) as client:
         warm(client, k("warm"))
         yield client
+
+
+def test_pipelined_get_reads_as_the_pooled_select(c: Raw, rw_key: str, k: K) -> None:
+    key, empty, hashed, expired, missing = (k(n) for n in ("g", "g-e", "g-h", "g-x", "g-m"))
+    value = bytes(range(256)) + b"\r\n$-1\r\n"
+    assert c.lone(command("SET", key, value)) == b"+OK\r\n"
+    assert c.lone(command("SET", empty, "")) == b"+OK\r\n"
+    assert c.lone(command("HSET", hashed, "f", "v")) == b":1\r\n"
+    assert c.lone(command("SET", expired, "old", "PX", "1")) == b"+OK\r\n"
+    time.sleep(0.01)
+    hello = c.lone(command("HELLO"))
+    null = b"_\r\n" if b"proto" in hello and b":3\r\n" in hello else b"$-1\r\n"
+    before = pipelined(c, "gets")
+    replies = [c.lone(command("GET", name)) for name in (key, empty, hashed, expired, missing)]
+    assert pipelined(c, "gets") == before + 5
+    assert replies[:2] == [b"$%d\r\n%s\r\n" % (len(value), value), b"$0\r\n\r\n"]
+    assert replies[2].startswith(b"-WRONGTYPE ")
+    assert replies[3:] == [null, null]
+    assert [c.along(command("GET", name)) for name in (key, empty, hashed, expired, missing)] == (
+        replies
+    )
+    assert c.lone(command("SELECT", "5")) == b"+OK\r\n"
+    assert c.lone(command("GET", key)) == null
+    assert c.lone(command("SET", key, "five")) == b"+OK\r\n"
+    assert c.lone(command("GET", key)) == b"$4\r\nfive\r\n"
+    assert c.lone(command("SELECT", "0")) == b"+OK\r\n"
+    assert c.lone(command("GET", key)) == replies[0]
 
 
 def test_pipelined_set_writes_as_the_pooled_update(

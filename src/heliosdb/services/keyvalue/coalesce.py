@@ -32,7 +32,13 @@ from heliosdb.engine import Access, Engine
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import HeliosError
 from heliosdb.services.keyvalue.faults import Reason, fault
-from heliosdb.services.keyvalue.lane import UPDATE_ONE_STRING, Lane, Lost, session_settings
+from heliosdb.services.keyvalue.lane import (
+    GET_ONE,
+    UPDATE_ONE_STRING,
+    Lane,
+    Lost,
+    session_settings,
+)
 from heliosdb.services.keyvalue.numbers import add_int, parse_int
 from heliosdb.services.keyvalue.store import ITEM_TABLES, Tx, now_ms
 
@@ -71,10 +77,7 @@ _SET_STRINGS = (
 
 # A batch of one key (every client on one hot key; the batch's SETs of it are one write)
 # binds plain values: asyncpg's array encoding costs more than the rest of the call.
-_GET_ONE = (
-    "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = $2 "
-    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
-)
+# lane.GET_ONE, on a pipelined connection when one is ready.
 # A hot key that already holds a string (the commonest SET of all, and every SET of
 # bench/redis.sh): lane.UPDATE_ONE_STRING, on a pipelined connection when one is ready.
 # No row (a new key, or one of another type): _SET_ONE_STRING, then _SET, as before.
@@ -177,9 +180,9 @@ class Coalescer:
             if not op.future.done():
                 op.future.cancel()
 
-    def pipelined(self) -> int:
-        """One-key SET batches answered on the lane's pipelined connections (INFO stats)."""
-        return 0 if self.lane is None else self.lane.answered
+    def pipelined(self) -> tuple[int, int]:
+        """One-key SET and GET batches the lane's pipelined connections answered (INFO)."""
+        return (0, 0) if self.lane is None else (self.lane.sets, self.lane.gets)
 
     def get(self, db: int, key: bytes) -> asyncio.Future[bytes | None]:
         future = self._future()
@@ -469,10 +472,22 @@ class Coalescer:
             answer = lane.update(op[0], op[1], cast(bytes, op[2]), op[3])
             if answer is not None:
                 try:
-                    return (await answer).decode()
+                    return (await answer)[1].decode()
                 except Lost:
                     pass
         return cast(str, await conn.execute(UPDATE_ONE_STRING, *op[:4]))
+
+    async def _get_one(self, conn: Any, db: int, key: bytes, now: int) -> list[Any]:
+        """GET_ONE's rows, on the lane's pipelined connection as ``_update_one``."""
+        lane = self.lane
+        if lane is not None:
+            answer = lane.get(db, key, now)
+            if answer is not None:
+                try:
+                    return cast(list[Any], await answer)
+                except Lost:
+                    pass
+        return cast(list[Any], await conn.fetch(GET_ONE, db, key, now))
 
     async def _run_gets(
         self, conn: Any, gets: list[Plain], written: dict[tuple[int, bytes], Plain]
@@ -498,7 +513,7 @@ class Coalescer:
             elif set_op[3] is None or set_op[3] > now:
                 found[key] = ("string", cast(bytes, set_op[2]))
         if len(wanted) == 1:
-            for r in await conn.fetch(_GET_ONE, db, wanted[0], now):
+            for r in await self._get_one(conn, db, wanted[0], now):
                 found[wanted[0]] = (r[1], r[2])
         elif wanted:
             for r in await conn.fetch(_GET, db, wanted, now):

@@ -1,11 +1,12 @@
-"""A batch's one-key SET on a pipelined engine connection (engine/pipeline.py).
+"""A batch's one-key SET (and GET) on a pipelined engine connection (engine/pipeline.py).
 
 A batch of SETs of one key that already holds a string (every client on one hot key, every
 SET of bench/redis.sh) is one plain ``UPDATE`` (coalesce.py). Through asyncpg that call
 cost about 80 us of the node's CPU (its statement cache, argument codecs, protocol state
 machine and result object); here the four values are encoded by hand (int2, bytea, bytea,
 int8) and the statement goes out as its own Bind/Execute/Sync on a raw connection, written
-at once, and the command tag is all that is read back.
+at once, and the command tag is all that is read back. A batch's GETs of one key
+(``GET_ONE``) likewise: int2, bytea, int8 in, its row decoded as asyncpg decodes it.
 
 The statement, its session settings (:func:`session_settings`: the generic plan, no
 sequential scans, ``synchronous_commit off`` under ``redis.durability everysec``, as the
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any, cast
 
 import asyncpg
 
 from heliosdb.engine import Access, Engine
-from heliosdb.engine.pipeline import Pipelines, Unfit
+from heliosdb.engine.pipeline import Pipelines, Unfit, decode_rows
+from heliosdb.errors import HeliosError
 
 # A hot key that already holds a string: a plain UPDATE, which skips the upsert's
 # speculative insertion and its tuple lock (one WAL record less per batch). No row (a new
@@ -36,8 +39,15 @@ UPDATE_ONE_STRING = (
     "version = nextval('helios_kv.versions') "
     "WHERE db = $1 AND key = $2 AND type = 'string'"
 )
-INT2, BYTEA, INT8 = 21, 17, 20
-_PARAMETERS = (INT2, BYTEA, BYTEA, INT8)  # db, key, value, expires_at_ms
+# A batch's GETs of one key (every client on one hot key).
+GET_ONE = (
+    "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = $2 "
+    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
+)
+INT2, BYTEA, INT8, TEXT = 21, 17, 20, 25
+_UPDATE_TYPES = (INT2, BYTEA, BYTEA, INT8)  # db, key, value, expires_at_ms
+_GET_TYPES = (INT2, BYTEA, INT8)  # db, key, now
+_GET_COLUMNS = (bytes, bytes.decode, bytes)  # key, type, value as asyncpg decodes them
 _INT16 = struct.Struct("!h")
 _INT64 = struct.Struct("!q")
 _OWNER = "redis-coalescer"
@@ -71,37 +81,59 @@ class Lane:
             "application_name": "heliosdb-kv",
             **session_settings(synchronous_commit),
         }
-        self.pipelines = Pipelines(engine, parameters, (), frozenset(_PARAMETERS))
-        self.answered = 0  # statements the engine answered here, errors too (INFO stats)
+        self.pipelines = Pipelines(engine, parameters, {BYTEA, TEXT}, {INT2, BYTEA, INT8})
+        # statements the engine answered here, errors too (INFO stats)
+        self.sets = 0
+        self.gets = 0
 
     def update(
         self, db: int, key: bytes, value: bytes, expires_at_ms: int | None
-    ) -> asyncio.Future[bytes] | None:
-        """Run UPDATE_ONE_STRING; the future gives its command tag (b"UPDATE 1") or the
-        engine's error as asyncpg raises it, or :class:`Lost`. None: nothing was sent."""
-        found = self.pipelines.prepared_now(Access.READ_WRITE, _OWNER, UPDATE_ONE_STRING)
+    ) -> asyncio.Future[tuple[list[bytes], bytes]] | None:
+        """Run UPDATE_ONE_STRING; the future gives (no rows, its command tag: b"UPDATE 1")
+        or the engine's error as asyncpg raises it, or :class:`Lost`. None: nothing was
+        sent."""
+        expires = None if expires_at_ms is None else _INT64.pack(expires_at_ms)
+        values = (_INT16.pack(db), key, value, expires)
+        return self._run(UPDATE_ONE_STRING, _UPDATE_TYPES, values, True)
+
+    def get(self, db: int, key: bytes, now_ms: int) -> asyncio.Future[list[list[Any]]] | None:
+        """Run GET_ONE; the future gives its rows as asyncpg's (key, type, value), or an
+        error as ``update``'s. None: nothing was sent."""
+        values = (_INT16.pack(db), key, _INT64.pack(now_ms))
+        return self._run(GET_ONE, _GET_TYPES, values, False)
+
+    def _run(
+        self, sql: str, types: tuple[int, ...], values: tuple[bytes | None, ...], is_set: bool
+    ) -> asyncio.Future[Any] | None:
+        found = self.pipelines.prepared_now(Access.READ_WRITE, _OWNER, sql)
         if found is None:
             return None
         pipeline, prepared = found
-        if prepared.parameters != _PARAMETERS:
+        if prepared.parameters != types:
             return None
-        expires = None if expires_at_ms is None else _INT64.pack(expires_at_ms)
-        future: asyncio.Future[bytes] = pipeline.loop.create_future()
+        future: asyncio.Future[Any] = pipeline.loop.create_future()
 
         def then(result: tuple[list[bytes], bytes] | None, error: BaseException | None) -> None:
             if future.done():  # the caller went away (the coalescer stopping)
                 return
-            if result is not None:
-                self.answered += 1
-                future.set_result(result[1])
-            elif isinstance(error, asyncpg.PostgresError):  # its ErrorResponse, as asyncpg's
-                self.answered += 1
-                future.set_exception(error)
-            else:
+            if result is None and not isinstance(error, asyncpg.PostgresError):
                 future.set_exception(Lost(repr(error)))
+                return
+            if is_set:
+                self.sets += 1
+            else:
+                self.gets += 1
+            if result is None:  # its ErrorResponse, as asyncpg raises it
+                future.set_exception(cast(BaseException, error))
+            elif is_set:
+                future.set_result(result)
+            else:
+                try:
+                    future.set_result(decode_rows(result[0], _GET_COLUMNS))
+                except HeliosError as exc:
+                    future.set_exception(exc)
 
         try:
-            values = (_INT16.pack(db), key, value, expires)
             pipeline.run_then(prepared, values, then, at_once=True)
         except (Unfit, struct.error):
             return None  # closed or its statements deallocated: nothing sent
