@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from bson import Decimal128, Int64
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -148,13 +149,17 @@ def test_updates_compare_exactly(coll: Collection[dict[str, Any]]) -> None:
 
 
 def _old_form(value: Any) -> Any:
-    """The query form before FORM_VERSION 2: NUL as U+FFFD, U+0001 as itself."""
+    """The query form before FORM_VERSION 3 (see catalog.FORM_VERSION)."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
         return {k: _old_form(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_old_form(v) for v in value]
+    if isinstance(value, Decimal128) and not value.to_decimal().is_finite():
+        return {"$numberDecimal": str(value.to_decimal())}
+    if isinstance(value, float):
+        return value  # past 2**53 too (JSON text such as 1.152921504606847e+18)
     return bsonform.query_form(value)
 
 
@@ -167,6 +172,8 @@ async def test_collections_from_before_are_upgraded(
         {"_id": NUL, "k": NUL, "l": [SOH, 1]},
         {"_id": 2, "k": SOH, "sub": {"s": "a\x01\x00"}},
         {"_id": 3, "k": "plain"},
+        {"_id": 4, "k": 2.0**60 + 256, "d": Decimal128("-Infinity")},
+        {"_id": 5, "k": 7.5, "d": Decimal128("1.5")},
     ]
     coll.insert_many(docs)
     conn = await asyncpg.connect(node.engine_url)
@@ -188,7 +195,7 @@ async def test_collections_from_before_are_upgraded(
         )
         assert coll.find_one({"k": NUL}) is None  # the old form: not found until upgraded
         async with conn.transaction():
-            assert await catalog.upgrade_forms(conn) == 2
+            assert await catalog.upgrade_forms(conn) == 3
         async with conn.transaction():
             assert await catalog.upgrade_forms(conn) == 0  # once
         assert (
@@ -205,6 +212,8 @@ async def test_collections_from_before_are_upgraded(
     assert coll.find_one({"_id": NUL}) == docs[0]
     assert coll.find_one({"k": FFFD}) is None
     assert coll.find_one({"sub.s": "a\x01\x00"}) == docs[1]
-    assert [d["_id"] for d in coll.find({}, sort=[("k", 1)])] == [NUL, 2, 3]
+    assert coll.find_one({"k": Int64(2**60 + 256)}) == docs[3]
+    assert coll.find_one({"d": float("-inf")}) == docs[3]
+    assert [d["_id"] for d in coll.find({}, sort=[("k", 1)])] == [5, 4, NUL, 2, 3]
     coll.update_one({"_id": NUL}, {"$set": {"k": FFFD}})
     assert coll.find_one({"k": FFFD}) == {**docs[0], "k": FFFD}

@@ -5,7 +5,8 @@ truth: it round-trips every BSON type, numeric width and field order exactly. ``
 is the query form, derived from it on every write, which filters, sorts and indexes
 read and which SQL users see. It is relaxed Extended JSON:
 
-    double, int32, int64, Decimal128   JSON number (NaN/Infinity: {"$numberDouble": "NaN"})
+    double, int32, int64, Decimal128   JSON number (a double past 2**53 as its integer;
+                                       NaN, infinities of both: {"$numberDouble": "NaN"})
     string                             itself; NUL and U+0001 escaped (query_string)
     bool, null                         themselves
     document, array                    object, array (JSONB sorts object keys)
@@ -61,6 +62,7 @@ CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     datetime_conversion=DatetimeConversion.DATETIME_AUTO,
 )
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EXACT = 2.0**53  # doubles below it in magnitude are JSON numbers as they are
 _RE_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
 
 
@@ -111,7 +113,7 @@ def query_form(value: Any) -> Any:
     if kind is int or kind is bool or value is None:
         return value
     if kind is float:
-        return value if math.isfinite(value) else _query_form_other(value)
+        return value if -_EXACT < value < _EXACT else _query_form_other(value)
     if kind is dict:
         return {key: query_form(item) for key, item in value.items()}
     if kind is list:
@@ -127,11 +129,12 @@ def _query_form_other(value: Any) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return {"$numberDouble": "NaN"}
-        if math.isinf(value):
-            return {"$numberDouble": "Infinity" if value > 0 else "-Infinity"}
-        return value
+        if not math.isfinite(value):
+            return _non_finite(value)
+        # past 2**53 every double is an integer, and its shortest text may not be its
+        # value (2**60 + 256 is "1.152921504606847e+18"): the integer itself compares
+        # right with int64s (JSON text past 2**64 is a float again, exact enough there)
+        return int(value) if -(2**63) <= value < 2**63 and abs(value) >= _EXACT else value
     if isinstance(value, dict):
         return {key: query_form(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -143,7 +146,7 @@ def _query_form_other(value: Any) -> Any:
     if isinstance(value, Decimal128):
         number = value.to_decimal()
         if not number.is_finite():
-            return {"$numberDecimal": str(number)}
+            return _non_finite(number)  # the same as a double's: equal in MongoDB
         return (
             int(number)
             if number == number.to_integral_value() and abs(number) < 2**63
@@ -174,6 +177,12 @@ def _query_form_other(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return str(value)
+
+
+def _non_finite(value: float | Decimal) -> dict[str, str]:
+    if value.is_nan() if isinstance(value, Decimal) else math.isnan(value):
+        return {"$numberDouble": "NaN"}  # a Decimal's too, signalling or not
+    return {"$numberDouble": "Infinity" if value > 0 else "-Infinity"}
 
 
 def query_string(value: str) -> str:

@@ -57,9 +57,17 @@ ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
 """
 
 # The version of the query form (bsonform) a collection's ``doc`` and ``_id`` columns
-# hold: NULL for collections from before strings had NUL and U+0001 escaped (NUL was
-# U+FFFD then), which ``upgrade_forms`` rewrites once.
-FORM_VERSION = 2
+# hold, which ``upgrade_forms`` brings collections to once. Before 3 (NULL): NUL in a
+# string was U+FFFD and U+0001 itself, a double past 2**53 its shortest decimal text,
+# a Decimal128's NaN or infinity ``{"$numberDecimal": "NaN"}`` (now a double's).
+FORM_VERSION = 3
+# The rows whose query form may differ from the current one: one whose form shows
+# U+FFFD, U+0001 (as jsonb text writes it), "$numberDecimal" or a number past 2**53.
+_STALE_FORM = (
+    "strpos(doc::text, $1) > 0 OR strpos(doc::text, $2) > 0 OR strpos(doc::text, $3) > 0 "
+    'OR jsonb_path_exists(doc, \'lax $.** ? (@.type() == "number" && '
+    "(@ >= 9007199254740992 || @ <= -9007199254740992))')"
+)
 
 
 def invalid_namespace(message: str) -> HeliosError:
@@ -204,9 +212,8 @@ async def upgrade_forms(conn: asyncpg.Connection) -> int:
     """Bring every collection's query forms to FORM_VERSION (inside the caller's
     transaction); the number of rows rewritten.
 
-    Only a row whose query form shows U+FFFD (perhaps a NUL before) or U+0001 can
-    differ, so those are read, their forms made again from the stored BSON, and
-    written back; then the collection is marked."""
+    Only the rows ``_STALE_FORM`` finds can differ: their forms are made again from
+    the stored BSON and written back; then the collection is marked."""
     rewritten = 0
     stale = await conn.fetch(
         f"SELECT db, name FROM {CATALOG_SCHEMA}.collections "
@@ -217,10 +224,10 @@ async def upgrade_forms(conn: asyncpg.Connection) -> int:
         target = table(row["db"], row["name"])
         if await conn.fetchval("SELECT to_regclass($1)", target) is not None:
             rows = await conn.fetch(
-                f"SELECT _id, bson FROM {target} WHERE strpos(doc::text, $1) > 0 "
-                "OR strpos(doc::text, $2) > 0",
+                f"SELECT _id, bson FROM {target} WHERE {_STALE_FORM}",
                 "\ufffd",
-                "\\u0001",  # as jsonb text writes U+0001
+                "\\u0001",
+                '"$numberDecimal"',
             )
             for found in rows:
                 document = bsonform.decode(found["bson"])

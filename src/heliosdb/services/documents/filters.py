@@ -53,6 +53,9 @@ _TYPE_ALIASES: dict[int, str] = {
     127: "maxKey",
 }
 _NUMBER_TYPES = {"double", "int", "long", "decimal", "number"}
+# jsonpath tests for the query forms of the infinities (bsonform: double and Decimal128)
+_INFINITY = '@."$numberDouble" == "Infinity"'
+_MINUS_INFINITY = '@."$numberDouble" == "-Infinity"'
 _JP_FLAGS = set("imsx")
 
 
@@ -281,11 +284,33 @@ class _Compiler:
                 return f"exists({target} ? (@{quote_key(key)} {op} {self.var(inner)}))"
             if key in ("$minKey", "$maxKey"):
                 return TRUE_JP if (key == "$minKey") == (">" in op) else FALSE_JP
-        if isinstance(form, (int, float, str)) and not isinstance(form, bool):
+            if key == "$numberDouble":
+                return self.compare_non_finite(target, op, inner)
+        if isinstance(form, (int, float)) and not isinstance(form, bool):
+            # the infinities' query forms are objects: beyond every number, as in MongoDB
+            beyond = _INFINITY if ">" in op else _MINUS_INFINITY
+            return f"exists({target} ? (@ {op} {self.var(form)} || {beyond}))"
+        if isinstance(form, str):
             return f"exists({target} ? (@ {op} {self.var(form)}))"
         if isinstance(form, bool):
             return f"exists({target} ? (@ == {self.var(form)}))" if "=" in op else FALSE_JP
         raise bad_value(f"cannot compare with {type(value).__name__} here")
+
+    def compare_non_finite(self, target: str, op: str, which: Any) -> str:
+        """A range whose bound is NaN or an infinity: NaN meets only NaN (and only with
+        ``=``), as MongoDB's comparisons special-case it; an infinity bounds every number."""
+        if which not in ("Infinity", "-Infinity"):
+            return f'exists({target} ? (@."$numberDouble" == "NaN"))' if "=" in op else FALSE_JP
+        same = _INFINITY if which == "Infinity" else _MINUS_INFINITY
+        other = _MINUS_INFINITY if which == "Infinity" else _INFINITY
+        if (">" in op) == (which == "Infinity"):  # beyond the top (or below the bottom)
+            return f"exists({target} ? ({same}))" if "=" in op else FALSE_JP
+        within = f'@.type() == "number" || {other}'
+        return (
+            f"exists({target} ? ({within} || {same}))"
+            if "=" in op
+            else f"exists({target} ? ({within}))"
+        )
 
     def regex(self, target: str, pattern: Any, options: Any) -> str:
         if isinstance(pattern, (Regex, re.Pattern)):
@@ -329,7 +354,7 @@ class _Compiler:
             "javascript": "$code",
         }
         if kind in _NUMBER_TYPES:
-            return f'exists({target} ? (@.type() == "number"))'
+            return f'exists({target} ? (@.type() == "number" || exists(@."$numberDouble")))'
         if kind in simple:
             return f'exists({target} ? (@.type() == "{simple[kind]}"))'
         if kind == "array":
@@ -515,10 +540,8 @@ def _shape(
         kind = type(value)
         if name.startswith("$") or kind not in _SCALARS:
             return None
-        if (kind is str and query_string(value) is not value) or (
-            kind is float and not math.isfinite(value)
-        ):
-            return None  # their query forms are new objects
+        if (kind is str or kind is float) and query_form(value) is not value:
+            return None  # its query form is a new object (NUL, a non-finite or big double)
         key.append((name, kind, indexed.get(name) if indexed else None))
     return tuple(key)
 
@@ -564,6 +587,8 @@ def _replay(hit: tuple[str, list[tuple[str, Any]]], leaves: list[Any], params: P
 
 
 _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_INFINITY_SQL = """'{"$numberDouble": "Infinity"}'::jsonb"""
+_MINUS_INFINITY_SQL = """'{"$numberDouble": "-Infinity"}'::jsonb"""
 
 
 def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, str]) -> list[str]:
@@ -620,20 +645,29 @@ def _sargable(expr: str, value: Any, params: Params) -> list[str]:
                 conds.append(f"{expr} = ANY({params.add(forms, 'jsonb[]')})")
         elif op in _RANGE_SQL:
             form = _index_value(operand, ranges=True)
-            if form is not None:
-                conds.append(f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}")
-                if isinstance(form, (int, float)) and op in ("$gt", "$gte"):
-                    conds.append(f"{expr} < 'false'::jsonb")  # numbers sort below booleans
+            if form is None:
+                continue
+            cond = f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}"
+            if isinstance(form, (int, float)):
+                # numbers sort below booleans; an infinity (an object) is beyond them all
+                if op in ("$gt", "$gte"):
+                    cond = f"({cond} AND {expr} < 'false'::jsonb OR {expr} = {_INFINITY_SQL})"
+                else:
+                    cond = f"({cond} OR {expr} = {_MINUS_INFINITY_SQL})"
+            conds.append(cond)
     return conds
 
 
-# MongoDB's order of types, for ORDER BY over the query form of a field.
+# MongoDB's order of types, for ORDER BY over the query form of a field; within the
+# numbers, NaN below all, then minus infinity, the JSON numbers, infinity (fractional ranks).
 TYPE_RANK = (
     "CASE jsonb_typeof({x}) WHEN 'null' THEN 2 WHEN 'number' THEN 3 WHEN 'string' THEN 4 "
     "WHEN 'array' THEN 6 WHEN 'boolean' THEN 9 WHEN 'object' THEN CASE "
     "WHEN {x} ? '$oid' THEN 8 WHEN {x} ? '$date' THEN 10 WHEN {x} ? '$binary' THEN 7 "
     "WHEN {x} ? '$minKey' THEN 1 WHEN {x} ? '$maxKey' THEN 13 WHEN {x} ? '$timestamp' THEN 11 "
-    "WHEN {x} ? '$regex' THEN 12 WHEN {x} ? '$numberDouble' THEN 3 ELSE 5 END ELSE 2 END"
+    "WHEN {x} ? '$regex' THEN 12 WHEN {x} ? '$numberDouble' THEN "
+    "CASE {x} ->> '$numberDouble' WHEN 'NaN' THEN 2.5 WHEN '-Infinity' THEN 2.75 ELSE 3.25 END "
+    "ELSE 5 END ELSE 2 END"
 )
 
 

@@ -20,7 +20,9 @@ def test_values_are_parameters() -> None:
 def test_field_names_are_quoted_in_the_path() -> None:
     params = Params()
     compile_filter({'we"ird': {"$gt": 1}}, params)
-    assert params.values[1] == 'exists($."we\\"ird" ? (@ > $v1))'
+    assert params.values[1] == (
+        'exists($."we\\"ird" ? (@ > $v1 || @."$numberDouble" == "Infinity"))'
+    )
     assert "(doc -> 'it''s') = $1::jsonb" in compile_filter({"it's": 1}, Params())
 
 

@@ -1,0 +1,91 @@
+"""Numbers the JSON query form holds only with care: doubles past 2**53 (whose shortest
+decimal text is not their value), infinities and NaN of double and Decimal128 (JSON has
+no such numbers). Filters, ranges, sorts and unique indexes treat them as MongoDB does:
+by numeric value across widths, infinities beyond every number, NaN below them all."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from bson import Decimal128, Int64
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+INF, NINF, NAN = float("inf"), float("-inf"), float("nan")
+BIG = 2**60 + 256  # a double exactly; its shortest text 1.152921504606847e+18 is not
+DOCS: list[dict[str, Any]] = [
+    {"_id": 1, "x": INF},
+    {"_id": 2, "x": NINF},
+    {"_id": 3, "x": 5},
+    {"_id": 4, "x": Int64(BIG)},
+    {"_id": 5, "x": float(BIG)},
+    {"_id": 6, "x": Int64(BIG - 156)},
+    {"_id": 7, "x": Decimal128("Infinity")},
+    {"_id": 8, "x": Decimal128("-Infinity")},
+    {"_id": 9, "x": NAN},
+    {"_id": 10, "x": "text"},
+]
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "indexed"])
+def coll(
+    request: pytest.FixtureRequest, db: Database[dict[str, Any]], coll_name: str
+) -> Collection[dict[str, Any]]:
+    c = db[coll_name]
+    if request.param:
+        c.create_index("x")
+    c.insert_many(DOCS)
+    return c
+
+
+def _ids(coll: Collection[dict[str, Any]], spec: dict[str, Any]) -> list[int]:
+    return sorted(d["_id"] for d in coll.find(spec))
+
+
+def test_big_doubles_equal_their_integers(coll: Collection[dict[str, Any]]) -> None:
+    assert _ids(coll, {"x": float(BIG)}) == [4, 5]
+    assert _ids(coll, {"x": Int64(BIG)}) == [4, 5]
+    assert _ids(coll, {"x": Decimal128(Decimal(BIG))}) == [4, 5]
+    assert _ids(coll, {"x": {"$in": [Int64(BIG - 156)]}}) == [6]
+    assert _ids(coll, {"x": {"$gt": Int64(BIG - 100)}}) == [1, 4, 5, 7]
+    assert _ids(coll, {"x": {"$lt": float(BIG)}}) == [2, 3, 6, 8]
+    assert _ids(coll, {"x": {"$lte": Int64(BIG)}}) == [2, 3, 4, 5, 6, 8]
+
+
+def test_infinities_are_beyond_every_number(coll: Collection[dict[str, Any]]) -> None:
+    assert _ids(coll, {"x": {"$gt": 10**18}}) == [1, 4, 5, 6, 7]
+    assert _ids(coll, {"x": {"$lt": 0}}) == [2, 8]
+    assert _ids(coll, {"x": {"$gte": 5, "$lt": 6}}) == [3]
+    assert _ids(coll, {"x": INF}) == [1, 7]
+    assert _ids(coll, {"x": Decimal128("-Infinity")}) == [2, 8]
+    assert _ids(coll, {"x": {"$gte": INF}}) == [1, 7]
+    assert _ids(coll, {"x": {"$gt": INF}}) == []
+    assert _ids(coll, {"x": {"$lt": INF}}) == [2, 3, 4, 5, 6, 8]
+    assert _ids(coll, {"x": {"$lte": INF}}) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert _ids(coll, {"x": {"$gt": NINF}}) == [1, 3, 4, 5, 6, 7]
+    assert _ids(coll, {"x": {"$lte": NINF}}) == [2, 8]
+    assert _ids(coll, {"x": {"$ne": INF, "$type": "number"}}) == [2, 3, 4, 5, 6, 8, 9]
+
+
+def test_nan_matches_only_nan(coll: Collection[dict[str, Any]]) -> None:
+    assert _ids(coll, {"x": NAN}) == [9]
+    assert _ids(coll, {"x": {"$gte": NAN}}) == [9]
+    assert _ids(coll, {"x": {"$gt": NAN}}) == []
+
+
+def test_sort_puts_nan_then_infinities_at_the_ends(coll: Collection[dict[str, Any]]) -> None:
+    order = [d["_id"] for d in coll.find({"x": {"$type": "number"}}, sort=[("x", 1), ("_id", 1)])]
+    assert order == [9, 2, 8, 3, 6, 4, 5, 1, 7]
+    assert [d["_id"] for d in coll.find({}, sort=[("x", -1), ("_id", 1)])][:3] == [10, 1, 7]
+
+
+def test_unique_index_sees_numeric_value(db: Database[dict[str, Any]], coll_name: str) -> None:
+    coll = db[coll_name]
+    coll.create_index("x", unique=True)
+    coll.insert_many([{"x": Int64(BIG)}, {"x": Int64(BIG - 1)}, {"x": INF}])
+    for same in (float(BIG), Decimal128(Decimal(BIG)), Decimal128("Infinity")):
+        with pytest.raises(DuplicateKeyError):
+            coll.insert_one({"x": same})
