@@ -587,19 +587,21 @@ class Pipelines:
                 self._start(key)
             return None
         best: Pipeline | None = None
-        for pipeline in pipelines:
+        fewest = 0
+        for pipeline in pipelines:  # (their attributes, not the properties: a hot path)
             if pipeline.closed:  # lost or timed out: open new ones on the next request
                 self._drop(key)
                 return None
-            if self.one_write and pipeline.writing:
-                best = pipeline
+            if self.one_write and pipeline._out:
+                best, fewest = pipeline, len(pipeline._pending)
                 break
-            if best is None or pipeline.in_flight < best.in_flight:
-                best = pipeline
-        if best is None or best.in_flight >= self.MAX_IN_FLIGHT:
+            waiting = len(pipeline._pending)
+            if best is None or waiting < fewest:
+                best, fewest = pipeline, waiting
+        if best is None or fewest >= self.MAX_IN_FLIGHT:
             return None
-        self._used[key] = best.loop.time()
-        if best.in_flight and best.oldest() - self.timeout + self.BUSY_SECONDS < best.loop.time():
+        now = self._used[key] = best.loop.time()
+        if fewest and best._pending[0].deadline - self.timeout + self.BUSY_SECONDS < now:
             return None  # its oldest statement is taking a while: don't queue behind it
         return best
 

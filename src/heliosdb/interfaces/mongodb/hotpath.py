@@ -222,7 +222,10 @@ def lone_reply(
     transport = protocol.transport
     if transport is not None and not transport.is_closing():
         response_to = _INT32.unpack_from(data, 4)[0]
-        transport.write(_frame(next(state.request_ids), response_to, document))
+        head = _OP_MSG_HEAD.pack(  # _frame's, one call less
+            21 + len(document), next(state.request_ids), response_to, codec.OP_MSG, 0, 0
+        )
+        transport.write(head + document)
     protocol.lone_done()
 
 

@@ -938,12 +938,10 @@ class DocumentStore:
             return False  # the index map is refreshed by the pool path (an await)
         shape = plain_shape(spec) if spec else ()
         # One plain _id (its SQL is ``_id = $1``): finds of the same step share a statement.
-        only_id = spec["_id"] if spec and len(spec) == 1 and "_id" in spec else MISSING
-        single_id = only_id is not MISSING and plain_id(only_id)
         one_id: Any = MISSING
-        if shape is None and single_id:
+        if shape is None and spec and len(spec) == 1 and "_id" in spec and plain_id(spec["_id"]):
             # one plain _id of any type (ObjectId, a document...): ``_id = $1``, its id_form
-            one_id = only_id
+            one_id = spec["_id"]
             shape = ("_id", type(one_id))
         key = (db, coll, limit > 0, shape)
         plan = self._soon.get(key) if shape is not None else None
@@ -952,8 +950,9 @@ class DocumentStore:
             if one_id is not MISSING:
                 values = [bsonform.id_form(one_id)]
             else:
+                where = plan[2]
                 leaves = list(spec.values()) if spec else []
-                values = [leaves[i] for i in plan[2]]
+                values = [leaves[where[0]]] if len(where) == 1 else [leaves[i] for i in where]
             if limit:
                 values.append(limit)
             return self._pipelined.start(principal, plan[1], values, done, plan[3])
@@ -962,7 +961,8 @@ class DocumentStore:
             sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
-        batch = _batched(db, coll, spec, limit, cached[1]) if single_id or shape else None
+        # (a find by one plain _id has a shape by now)
+        batch = _batched(db, coll, spec, limit, cached[1]) if shape else None
         if shape is not None:
             bound = values[:-1] if limit else values
             places: tuple[int, ...] | None
