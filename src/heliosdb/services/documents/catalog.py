@@ -111,8 +111,10 @@ def check_collection_name(name: Any) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def table(db: str, collection: str) -> str:
-    """The collection's quoted table name (cached: every statement asks for it)."""
-    return qualified(db, collection)
+    """The collection's quoted table name (cached: every statement asks for it). A name
+    no collection can have answers InvalidNamespace here, so a read of it answers as a
+    write does (not the engine's "identifier longer than 63 bytes" for a long one)."""
+    return qualified(db, check_collection_name(collection))
 
 
 def key_expression(path: str) -> str:
