@@ -93,6 +93,23 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
     def data_received(self, data: bytes) -> None:
         if self.ended:
             return
+        if (
+            self.lone is not None
+            and self._waiter is not None
+            and not self.busy
+            and not self._partial
+            and not self.messages
+            and int.from_bytes(data[:4], "little", signed=True) == len(data) >= codec.HEADER.size
+            and len(data) <= codec.MAX_MESSAGE_BYTES
+        ):
+            # One whole message while serve waits (so nothing waits before it): offered
+            # to ``lone`` as below, without a trip through the queue
+            if not self._offer(data):
+                self.messages.append(data)
+                self.queued += len(data)
+                self._need = 4
+                self._wake()
+            return
         if self._partial:
             self._partial += data
             if len(self._partial) < self._need:
@@ -129,17 +146,22 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
                 and self.lone is not None
             ):
                 data = messages[0]
-                try:
-                    taken = self.lone(data)
-                except Exception:  # the connection's loop answers it instead
-                    log.exception("the lone find path failed; the command table answers")
-                    taken = False
-                if taken:
-                    self.busy = True
+                if self._offer(data):
                     messages.popleft()
                     self.taken(len(data))
                     return
             self._wake()
+
+    def _offer(self, data: bytes) -> bool:
+        """Whether ``lone`` took the message ``data`` (then the connection is busy)."""
+        try:
+            taken = self.lone(data)  # type: ignore[misc]  # the callers checked it
+        except Exception:  # the connection's loop answers it instead
+            log.exception("the lone find path failed; the command table answers")
+            return False
+        if taken:
+            self.busy = True
+        return taken
 
     def lone_done(self) -> None:
         """The message ``lone`` took is answered: ``serve`` goes on."""
