@@ -399,10 +399,13 @@ class Pipeline(asyncio.Protocol):
         error, self._error = self._error, None
         future = entry.future
         if future is None:
-            if error is not None:
-                _call(entry, None, asyncpg.PostgresError.new(error))
-            else:
-                _call(entry, (entry.rows, entry.status), None)
+            try:  # _call's, one call less
+                if error is not None:
+                    entry.then(None, asyncpg.PostgresError.new(error))  # type: ignore[misc]
+                else:
+                    entry.then((entry.rows, entry.status), None)  # type: ignore[misc]
+            except Exception:
+                log.exception("a pipelined statement's callback failed")
             return
         if future.done():  # timed out (or its caller went away)
             return

@@ -79,10 +79,11 @@ class _Step:
     """The finds of one loop step waiting to go out together (by _id, or by one
     equality with the same limit)."""
 
-    __slots__ = ("finds", "prepared", "principal", "sql")
+    __slots__ = ("batch", "finds", "prepared", "principal", "sql")
 
-    def __init__(self, principal: Principal, prepared: Prepared, sql: str) -> None:
+    def __init__(self, principal: Principal, prepared: Prepared, sql: str, batch: Batched) -> None:
         self.principal = principal
+        self.batch = batch
         self.prepared = prepared  # the single find's statement, for a find that goes alone
         self.sql = sql
         self.finds: list[tuple[Sequence[Any], Done]] = []
@@ -98,7 +99,9 @@ class PipelinedFinds:
         )
         engine.closers.append(self.pipelines.close)
         self._learned = Learned()
-        self._steps: dict[tuple[Pipeline, Batched, Any], _Step] = {}
+        # by pipeline, the Batched's target and condition (strings: hashed in C, where a
+        # frozen dataclass's hash is a Python call), and the limit of an equality
+        self._steps: dict[tuple[Pipeline, str, str | None, Any], _Step] = {}
         self.answered = 0  # finds answered here (serverStatus)
         # statements that answered several finds, and the finds they answered: by _id,
         # by an equality (lookups.Batched.where)
@@ -131,10 +134,11 @@ class PipelinedFinds:
             return False
         pipeline, prepared = now
         if batch is not None:
-            key = (pipeline, batch, None if batch.where is None else values[-1])
+            where = batch.where
+            key = (pipeline, batch.target, where, None if where is None else values[-1])
             step = self._steps.get(key)
             if step is None:
-                step = self._steps[key] = _Step(principal, prepared, sql)
+                step = self._steps[key] = _Step(principal, prepared, sql, batch)
                 pipeline.before_flush(functools.partial(self._go, key))
             step.finds.append((values, done))
             return True
@@ -171,10 +175,11 @@ class PipelinedFinds:
         self.answered += 1
         done(found)
 
-    def _go(self, key: tuple[Pipeline, Batched, Any]) -> None:
+    def _go(self, key: tuple[Pipeline, str, str | None, Any]) -> None:
         """The step's finds of one kind: several in one statement, one alone in its own."""
-        pipeline, batch_of, _ = key
+        pipeline = key[0]
         step = self._steps.pop(key)
+        batch_of = step.batch
         finds = step.finds
         most = batch_of.most
         while len(finds) > 1:
