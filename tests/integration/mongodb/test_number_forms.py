@@ -5,11 +5,14 @@ by numeric value across widths, infinities beyond every number, NaN below them a
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from bson import Decimal128, Int64
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -89,3 +92,20 @@ def test_unique_index_sees_numeric_value(db: Database[dict[str, Any]], coll_name
     for same in (float(BIG), Decimal128(Decimal(BIG)), Decimal128("Infinity")):
         with pytest.raises(DuplicateKeyError):
             coll.insert_one({"x": same})
+
+
+def test_dates_before_1970_and_after_9999(db: Database[dict[str, Any]], coll_name: str) -> None:
+    options: CodecOptions[dict[str, Any]] = CodecOptions(
+        tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+    )
+    coll = db.get_collection(coll_name, codec_options=options)
+    old = dt.datetime(1969, 7, 20, 20, 17, 40, tzinfo=dt.UTC)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    far = DatetimeMS(300_000_000_000_000)  # year 11476: beyond Python's datetime
+    coll.insert_many([{"_id": 1, "d": old}, {"_id": 2, "d": epoch}, {"_id": 3, "d": far}])
+    assert _ids(coll, {"d": {"$lt": epoch}}) == [1]
+    assert _ids(coll, {"d": {"$gt": epoch}}) == [3]
+    assert _ids(coll, {"d": {"$gte": DatetimeMS(-1)}}) == [2, 3]
+    assert _ids(coll, {"d": old}) == [1]
+    assert [d["_id"] for d in coll.find({}, sort=[("d", -1)])] == [3, 2, 1]
+    assert coll.find_one({"_id": 3}) == {"_id": 3, "d": far}
