@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from heliosdb.engine.codecs import register_codecs
 from heliosdb.services.documents import bsonform, catalog
-from tests.integration.mongodb.conftest import found
+from tests.integration.mongodb.conftest import connect, found
 from tests.nodeproc import NodeProcess
 
 NUL = "a\x00b"
@@ -163,6 +163,29 @@ def _old_form(value: Any) -> Any:
     return bsonform.query_form(value)
 
 
+async def _age(conn: asyncpg.Connection, db: str, coll: str, docs: list[dict[str, Any]]) -> None:
+    """Make a collection look as a node before FORM_VERSION 3 left it."""
+    target = catalog.table(db, coll)
+    for doc in docs:
+        await conn.execute(
+            f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
+            bsonform.id_form(doc["_id"]),
+            _old_form(doc["_id"]),
+            _old_form(doc),
+        )
+    await conn.execute(
+        "UPDATE helios_documents.collections SET form = NULL WHERE db = $1 AND name = $2",
+        db,
+        coll,
+    )
+
+
+async def _form(conn: asyncpg.Connection, db: str, coll: str) -> Any:
+    return await conn.fetchval(
+        "SELECT form FROM helios_documents.collections WHERE db = $1 AND name = $2", db, coll
+    )
+
+
 async def test_collections_from_before_are_upgraded(
     node: NodeProcess, db: Database[dict[str, Any]], coll_name: str
 ) -> None:
@@ -179,33 +202,13 @@ async def test_collections_from_before_are_upgraded(
     conn = await asyncpg.connect(node.engine_url)
     try:
         await register_codecs(conn)
-        target = catalog.table(db.name, coll_name)
-        # Make the collection look as a node before this version left it.
-        for doc in docs:
-            await conn.execute(
-                f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
-                bsonform.id_form(doc["_id"]),
-                _old_form(doc["_id"]),
-                _old_form(doc),
-            )
-        await conn.execute(
-            "UPDATE helios_documents.collections SET form = NULL WHERE db = $1 AND name = $2",
-            db.name,
-            coll_name,
-        )
+        await _age(conn, db.name, coll_name, docs)
         assert coll.find_one({"k": NUL}) is None  # the old form: not found until upgraded
         async with conn.transaction():
             assert await catalog.upgrade_forms(conn) == 3
         async with conn.transaction():
             assert await catalog.upgrade_forms(conn) == 0  # once
-        assert (
-            await conn.fetchval(
-                "SELECT form FROM helios_documents.collections WHERE db = $1 AND name = $2",
-                db.name,
-                coll_name,
-            )
-            == catalog.FORM_VERSION
-        )
+        assert await _form(conn, db.name, coll_name) == catalog.FORM_VERSION
     finally:
         await conn.close()
     assert coll.find_one({"k": NUL}) == docs[0]
@@ -217,3 +220,37 @@ async def test_collections_from_before_are_upgraded(
     assert [d["_id"] for d in coll.find({}, sort=[("k", 1)])] == [5, 4, NUL, 2, 3]
     coll.update_one({"_id": NUL}, {"$set": {"k": FFFD}})
     assert coll.find_one({"k": FFFD}) == {**docs[0], "k": FFFD}
+
+
+async def test_a_node_upgrades_even_when_its_first_transaction_aborts(
+    node: NodeProcess,
+    second_node: NodeProcess,
+    rw_key: str,
+    db: Database[dict[str, Any]],
+    coll_name: str,
+) -> None:
+    # A node's first statement by a read-write key ensures the catalog and upgrades old
+    # forms in a transaction of its own, even when that statement opens a client
+    # transaction the client then aborts.
+    docs: list[dict[str, Any]] = [{"_id": NUL, "k": NUL}, {"_id": 2, "k": 2.0**60 + 256}]
+    db[coll_name].insert_many(docs)
+    conn = await asyncpg.connect(node.engine_url)
+    try:
+        await register_codecs(conn)
+        await _age(conn, db.name, coll_name, docs)
+        second_node.stop()
+        second_node.start()  # a fresh process: its catalog not yet ensured
+        other = connect(second_node.ports["mongodb"], rw_key)
+        try:
+            with other.start_session() as session:
+                session.start_transaction()
+                other[db.name]["scratch"].insert_one({"_id": 1}, session=session)
+                session.abort_transaction()
+            assert await _form(conn, db.name, coll_name) == catalog.FORM_VERSION
+            assert other[db.name][coll_name].find_one({"k": NUL}) == docs[0]
+            assert other[db.name][coll_name].find_one({"k": Int64(2**60 + 256)}) == docs[1]
+            assert other[db.name]["scratch"].find_one({}) is None
+        finally:
+            other.close()
+    finally:
+        await conn.close()

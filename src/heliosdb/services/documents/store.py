@@ -209,16 +209,14 @@ class DocumentStore:
     ) -> transactions.DocumentTransaction:
         """Open a client transaction on a connection of the principal's access level
         (see transactions.py); the caller commits or rolls it back."""
-        lease = self.engine.connection(principal.access, owner=principal.id)
-        txn = await transactions.begin(lease, principal, lock_timeout_ms)
         if not self._catalog_ready and principal.access is Access.READ_WRITE:
-            try:
-                await self._run(catalog.ensure_catalog(txn.conn))
-            except BaseException:
-                await txn.rollback()
-                raise
+            # In a transaction of its own, committed first: the client's abort must not
+            # take the catalog's DDL or its upgrade (catalog.upgrade_forms) back with it.
+            async with self.engine.connection(principal.access, owner=principal.id) as conn:
+                await self._run(catalog.ensure_catalog(conn))
             self._catalog_ready = True
-        return txn
+        lease = self.engine.connection(principal.access, owner=principal.id)
+        return await transactions.begin(lease, principal, lock_timeout_ms)
 
     @staticmethod
     async def _run(work: Awaitable[T]) -> T:
