@@ -79,15 +79,12 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         self._need = 0  # bytes ``_partial`` must hold before it is looked at again
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
-        self._reading: Any = None  # the transport (uvloop's is no asyncio.ReadTransport)
-
-    @property
-    def transport(self) -> Any:
-        """The connection's transport (None before it is made)."""
-        return self._reading
+        # the connection's transport, None before it is made (uvloop's is no
+        # asyncio.ReadTransport; an attribute, not a property: read twice per lone find)
+        self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._reading = transport
+        self.transport = transport
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -134,9 +131,9 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
             self._need = 4
         if offset < end and not self.ended:
             self._partial += memoryview(data)[offset:]
-        if self.queued > QUEUED_LIMIT_BYTES and not self._paused and self._reading is not None:
+        if self.queued > QUEUED_LIMIT_BYTES and not self._paused and self.transport is not None:
             self._paused = True
-            self._reading.pause_reading()
+            self.transport.pause_reading()
         if messages or self.ended:
             if (
                 len(messages) == 1
@@ -180,8 +177,8 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         self.queued -= size
         if self._paused and self.queued <= QUEUED_LIMIT_BYTES // 2:
             self._paused = False
-            if self._reading is not None:
-                self._reading.resume_reading()
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def wait(self) -> asyncio.Future[None]:
         """A future that is done once a message is queued or the stream has ended."""

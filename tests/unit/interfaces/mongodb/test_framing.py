@@ -81,7 +81,7 @@ async def test_too_much_queued_pauses_reading_until_half_is_served(
 ) -> None:
     monkeypatch.setattr(connection, "QUEUED_LIMIT_BYTES", 100)
     made = protocol()
-    transport = made._reading
+    transport = made.transport
     for _ in range(6):
         made.data_received(frame(20, 1))  # 120 bytes queued
     assert transport.paused and transport.pauses == 1
