@@ -46,6 +46,7 @@ _INFINITY = 0x7FFFFFFFFFFFFFFF
 _SYNC = b"S\x00\x00\x00\x04"
 MAX_STATEMENTS = 1024  # prepared on one pipeline before they are all deallocated
 _EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
+_EXECUTE_SYNC = _EXECUTE + _SYNC
 
 
 def _timestamptz(data: bytes) -> dt.datetime:
@@ -337,11 +338,14 @@ class Pipeline(asyncio.Protocol):
         entry = _Pending(None, self.loop.time() + self.timeout, then)
         if self.share_sync and not at_once:
             entry.grouped = True
-            self._queue(self._bind(prepared, values)[: -len(_SYNC)], entry)
+            self._queue(self._bind(prepared, values, _EXECUTE), entry)
         else:
             self._queue(self._bind(prepared, values), entry, at_once)
 
-    def _bind(self, prepared: Prepared, values: Sequence[bytes | None]) -> bytes:
+    def _bind(
+        self, prepared: Prepared, values: Sequence[bytes | None], then: bytes = _EXECUTE_SYNC
+    ) -> bytes:
+        """Bind ``values`` to ``prepared``, then ``then`` (Execute and Sync, or Execute)."""
         if prepared.generation != self._generation:
             raise Unfit("deallocated")
         parts = [b"\0", prepared.name, b"\0\0\x01\0\x01", _INT16.pack(len(values))]
@@ -352,7 +356,7 @@ class Pipeline(asyncio.Protocol):
                 parts += (_INT.pack(len(value)), value)
         parts.append(b"\0\x01\0\x01")  # every result column in binary
         body = b"".join(parts)
-        return b"B" + _INT.pack(len(body) + 4) + body + _EXECUTE + _SYNC
+        return b"B" + _INT.pack(len(body) + 4) + body + then
 
     # -- protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -181,9 +181,9 @@ class PipelinedFinds:
         step = self._steps.pop(key)
         batch_of = step.batch
         finds = step.finds
-        most = batch_of.most
         while len(finds) > 1:
             principal = step.principal
+            most = batch_of.most
             some, rest = finds[:most], finds[most:]
             sql, params = batch_of.statement([values for values, _ in some])
             now = self.pipelines.prepared_now(principal.access, principal.id, sql)
