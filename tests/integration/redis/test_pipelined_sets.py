@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from tests.integration.redis.test_lone_commands import K, Raw, command, raw
+from tests.integration.redis.test_lone_commands import K, Raw, command, raw, read_reply
 from tests.nodeproc import NodeProcess
 
 
@@ -186,3 +186,70 @@ async def test_sets_go_on_when_the_pipelined_connections_are_lost(
         assert c.lone(command("SET", key, str(n))) == b"+OK\r\n"
         assert c.lone(command("GET", key)) == b"$%d\r\n%d\r\n" % (len(str(n)), n)
     warm(c, key)
+
+
+def batch(c: Raw, cases: list[bytes]) -> list[bytes]:
+    """Commands sent in one write: one coalescer batch (GETs and SETs of many keys)."""
+    c.sock.sendall(b"".join(cases))
+    return [read_reply(c.stream) for _ in cases]
+
+
+def test_a_batch_of_many_keys_writes_and_reads_as_the_pooled_statements(c: Raw, k: K) -> None:
+    """Many keys' SETs are one upsert of strings, their GETs one ``key = ANY`` lookup, on
+    the lane once it has them prepared (binary arrays of int2, bytea, int8 with NULLs)."""
+    keys = [k(f"m{n}") for n in range(4)]
+    value = bytes(range(256)) + b"\r\n"
+    deadline = time.monotonic() + 30
+    while True:  # the many-key statements are prepared in the background at first use
+        before = pipelined(c, "sets"), pipelined(c, "gets")
+        assert batch(c, [command("SET", key, "w") for key in keys]) == [b"+OK\r\n"] * 4
+        assert batch(c, [command("GET", key) for key in keys]) == [b"$1\r\nw\r\n"] * 4
+        if (pipelined(c, "sets"), pipelined(c, "gets")) >= (before[0] + 1, before[1] + 1):
+            break
+        assert time.monotonic() < deadline, "the lane never took a many-key batch"
+        time.sleep(0.02)
+    hashed, expired, missing = k("m-hash"), k("m-expired"), k("m-missing")
+    assert c.lone(command("HSET", hashed, "f", "v")) == b":1\r\n"
+    assert c.lone(command("SET", expired, "old", "PX", "1")) == b"+OK\r\n"
+    time.sleep(0.01)
+    sets = pipelined(c, "sets")
+    replies = batch(
+        c,
+        [
+            command("SET", keys[0], "first"),
+            command("SET", keys[1], value),
+            command("SET", keys[2], ""),
+            command("SET", keys[0], "last"),  # the batch's last SET of a key wins
+            command("PING"),
+            command("GET", keys[3]),
+            command("GET", keys[0]),
+        ],
+    )
+    assert replies[:5] == [b"+OK\r\n"] * 4 + [b"+PONG\r\n"]
+    assert replies[5:] == [b"$1\r\nw\r\n", b"$4\r\nlast\r\n"]
+    assert pipelined(c, "sets") > sets
+    gets = pipelined(c, "gets")
+    found = batch(c, [command("GET", key) for key in (*keys, hashed, expired, missing)])
+    assert pipelined(c, "gets") > gets
+    assert found[:4] == [
+        b"$4\r\nlast\r\n",
+        b"$%d\r\n%s\r\n" % (len(value), value),
+        b"$0\r\n\r\n",
+        b"$1\r\nw\r\n",
+    ]
+    assert found[4].startswith(b"-WRONGTYPE ")
+    assert found[5] == found[6] == c.lone(command("GET", missing))
+    # a key of another type among many: the collection-aware upsert writes the batch
+    assert batch(c, [command("SET", hashed, "s"), command("SET", keys[3], "t")]) == [b"+OK\r\n"] * 2
+    assert batch(c, [command("GET", hashed), command("GET", keys[3])]) == [
+        b"$1\r\ns\r\n",
+        b"$1\r\nt\r\n",
+    ]
+    assert c.lone(command("HGET", hashed, "f")).startswith(b"-WRONGTYPE ")
+    # another database: db 5's rows, not db 0's
+    assert c.lone(command("SELECT", "5")) == b"+OK\r\n"
+    assert batch(c, [command("GET", key) for key in keys[:2]]) == [found[5]] * 2
+    assert batch(c, [command("SET", key, "five") for key in keys[:2]]) == [b"+OK\r\n"] * 2
+    assert batch(c, [command("GET", key) for key in keys[:2]]) == [b"$4\r\nfive\r\n"] * 2
+    assert c.lone(command("SELECT", "0")) == b"+OK\r\n"
+    assert batch(c, [command("GET", key) for key in keys[:2]]) == found[:2]

@@ -33,7 +33,9 @@ from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import HeliosError
 from heliosdb.services.keyvalue.faults import Reason, fault
 from heliosdb.services.keyvalue.lane import (
+    GET_MANY,
     GET_ONE,
+    SET_STRINGS,
     UPDATE_ONE_STRING,
     Lane,
     Lost,
@@ -46,10 +48,9 @@ log = logging.getLogger("heliosdb.services.keyvalue")
 MAX_BATCH = 512
 HELPER_BATCH = 16  # GET/SETs queued while worker 0 runs a batch that another worker takes
 
-_GET = (
-    "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) "
-    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
-)
+# A batch's statements (lane.py: on a pipelined connection when one is ready): its SETs
+# one upsert of strings (SET_STRINGS), its GETs one lookup (GET_MANY). A key of another
+# type among the SETs: the batch goes through _SET, which also drops the key's items.
 _SET = (
     "WITH q AS (SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bigint[]) "
     "AS t(db, key, value, expires_at_ms)), "
@@ -63,24 +64,11 @@ _SET = (
     "SELECT db, key, type FROM prev"
 )
 
-# The common case in one plain upsert: keys that are new or already strings. A key of another
-# type is left alone here (the row count tells), and the batch goes through _SET instead.
-_SET_STRINGS = (
-    "INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
-    "SELECT db, key, 'string', value, expires_at_ms "
-    "FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bigint[]) "
-    "AS t(db, key, value, expires_at_ms) "
-    "ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value, "
-    "expires_at_ms = EXCLUDED.expires_at_ms, version = nextval('helios_kv.versions') "
-    "WHERE helios_kv.keys.type = 'string'"
-)
-
 # A batch of one key (every client on one hot key; the batch's SETs of it are one write)
-# binds plain values: asyncpg's array encoding costs more than the rest of the call.
-# lane.GET_ONE, on a pipelined connection when one is ready.
-# A hot key that already holds a string (the commonest SET of all, and every SET of
-# bench/redis.sh): lane.UPDATE_ONE_STRING, on a pipelined connection when one is ready.
-# No row (a new key, or one of another type): _SET_ONE_STRING, then _SET, as before.
+# binds plain values (GET_ONE): asyncpg's array encoding cost more than the rest of the
+# call. A hot key that already holds a string (the commonest SET of all, and every SET of
+# bench/redis.sh): UPDATE_ONE_STRING. No row (a new key, or one of another type):
+# _SET_ONE_STRING, then _SET, as before.
 _SET_ONE_STRING = (
     "INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
     "VALUES ($1, $2, 'string', $3, $4) "
@@ -440,13 +428,20 @@ class Coalescer:
         latest = {(op[0], op[1]): op for op in sets}
         if len(latest) == 1:
             (only,) = latest.values()
-            status = await self._update_one(conn, only)
+            db, key, value, expires_at_ms, _ = only
+            lane = self.lane
+            answer = (
+                None if lane is None else lane.update(db, key, cast(bytes, value), expires_at_ms)
+            )
+            status = await _lane_or_pool(answer, conn.execute, UPDATE_ONE_STRING, *only[:4])
             if status == "UPDATE 0":
                 status = await conn.execute(_SET_ONE_STRING, *only[:4])
             ordered = [only]
         else:
             ordered = [latest[k] for k in sorted(latest)]  # one lock order: no deadlocks
-            status = await conn.execute(_SET_STRINGS, *_set_columns(ordered))
+            columns = _set_columns(ordered)
+            answer = None if self.lane is None else self.lane.set_strings(columns)
+            status = await _lane_or_pool(answer, conn.execute, SET_STRINGS, *columns)
         rows = (
             []
             if int(status.rsplit(" ", 1)[1]) == len(ordered)
@@ -463,31 +458,6 @@ class Coalescer:
             except asyncio.InvalidStateError:
                 pass
         return latest
-
-    async def _update_one(self, conn: Any, op: Plain) -> str:
-        """UPDATE_ONE_STRING on the lane's pipelined connection when it takes it, else (or
-        when that connection went away before answering) on the worker's own."""
-        lane = self.lane
-        if lane is not None:
-            answer = lane.update(op[0], op[1], cast(bytes, op[2]), op[3])
-            if answer is not None:
-                try:
-                    return (await answer)[1].decode()
-                except Lost:
-                    pass
-        return cast(str, await conn.execute(UPDATE_ONE_STRING, *op[:4]))
-
-    async def _get_one(self, conn: Any, db: int, key: bytes, now: int) -> list[Any]:
-        """GET_ONE's rows, on the lane's pipelined connection as ``_update_one``."""
-        lane = self.lane
-        if lane is not None:
-            answer = lane.get(db, key, now)
-            if answer is not None:
-                try:
-                    return cast(list[Any], await answer)
-                except Lost:
-                    pass
-        return cast(list[Any], await conn.fetch(GET_ONE, db, key, now))
 
     async def _run_gets(
         self, conn: Any, gets: list[Plain], written: dict[tuple[int, bytes], Plain]
@@ -512,11 +482,14 @@ class Coalescer:
                 wanted.append(key)
             elif set_op[3] is None or set_op[3] > now:
                 found[key] = ("string", cast(bytes, set_op[2]))
+        lane = self.lane
         if len(wanted) == 1:
-            for r in await self._get_one(conn, db, wanted[0], now):
+            answer = None if lane is None else lane.get(db, wanted[0], now)
+            for r in await _lane_or_pool(answer, conn.fetch, GET_ONE, db, wanted[0], now):
                 found[wanted[0]] = (r[1], r[2])
         elif wanted:
-            for r in await conn.fetch(_GET, db, wanted, now):
+            answer = None if lane is None else lane.get_many(db, wanted, now)
+            for r in await _lane_or_pool(answer, conn.fetch, GET_MANY, db, wanted, now):
                 found[bytes(r[0])] = (r[1], r[2])
         for _, key, _, _, sink in gets:
             hit = found.get(key)
@@ -529,6 +502,19 @@ class Coalescer:
                     sink.set_result(hit[1])
             except asyncio.InvalidStateError:
                 pass
+
+
+async def _lane_or_pool(
+    answer: asyncio.Future[Any] | None, pooled: Callable[..., Awaitable[Any]], sql: str, *args: Any
+) -> Any:
+    """The lane's answer (lane.py), or, when it sent nothing or lost its connection before
+    answering, ``sql`` run on the worker's pooled connection (``execute`` or ``fetch``)."""
+    if answer is not None:
+        try:
+            return await answer
+        except Lost:
+            pass
+    return await pooled(sql, *args)
 
 
 def _set_columns(ordered: list[Plain]) -> tuple[list[Any], ...]:

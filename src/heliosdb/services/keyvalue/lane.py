@@ -1,22 +1,24 @@
-"""A batch's one-key SET (and GET) on a pipelined engine connection (engine/pipeline.py).
+"""A batch's GET and SET statements on pipelined engine connections (engine/pipeline.py).
 
-A batch of SETs of one key that already holds a string (every client on one hot key, every
-SET of bench/redis.sh) is one plain ``UPDATE`` (coalesce.py). Through asyncpg that call
-cost about 80 us of the node's CPU (its statement cache, argument codecs, protocol state
-machine and result object); here the four values are encoded by hand (int2, bytea, bytea,
-int8) and the statement goes out as its own Bind/Execute/Sync on a raw connection, written
-at once, and the command tag is all that is read back. A batch's GETs of one key
-(``GET_ONE``) likewise: int2, bytea, int8 in, its row decoded as asyncpg decodes it.
+A batch's SETs are one statement (coalesce.py): for one key that already holds a string
+(every client on one hot key, every SET of bench/redis.sh) a plain ``UPDATE``, for many
+keys a multi-row upsert of strings; its GETs one lookup (of one key, or ``key = ANY``).
+Through asyncpg such a call cost about 80 us of the node's CPU (its statement cache,
+argument codecs, protocol state machine and result object; arrays more); here the values
+are encoded by hand (int2, bytea, int8, and binary arrays of them) and the statement goes
+out as its own Bind/Execute/Sync on a raw connection, written at once; only the command
+tag (a write) or the rows (a lookup, decoded as asyncpg decodes them) are read back.
 
-The statement, its session settings (:func:`session_settings`: the generic plan, no
+The statements, their session settings (:func:`session_settings`: the generic plan, no
 sequential scans, ``synchronous_commit off`` under ``redis.durability everysec``, as the
-coalescer's pooled connections set them) and its implicit transaction are the pool path's,
-so the write, its durability and its WAL are the same. What it does not answer, the
-coalescer's pooled connection does (:meth:`Lane.update` says None): no pipeline open yet or
-one busy, the statement not prepared there yet, parameter types other than expected. An
-engine error comes back as the asyncpg exception the pool path raises (the same Redis
-error); a lost connection or the client-side timeout raises :class:`Lost` and the caller
-runs the statement on its pooled connection (a SET written twice writes the same value).
+coalescer's pooled connections set them) and their implicit transactions are the pool
+path's, so a write, its durability and its WAL are the same. What the lane does not
+answer, the coalescer's pooled connection does (a method here says None): no pipeline
+open yet or one busy, the statement not prepared there yet, parameter types other than
+expected. An engine error comes back as the asyncpg exception the pool path raises (the
+same Redis error); a lost connection or the client-side timeout raises :class:`Lost` and
+the caller runs the statement on its pooled connection (SETs written twice write the
+same values; the coalescer retries a failed batch that way too).
 """
 
 from __future__ import annotations
@@ -44,12 +46,33 @@ GET_ONE = (
     "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = $2 "
     "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
 )
+GET_MANY = (
+    "SELECT key, type, value FROM helios_kv.keys WHERE db = $1 AND key = ANY($2::bytea[]) "
+    "AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
+)
+# The common case in one plain upsert: keys that are new or already strings. A key of another
+# type is left alone here (the row count tells), and coalesce.py's _SET writes the batch.
+SET_STRINGS = (
+    "INSERT INTO helios_kv.keys (db, key, type, value, expires_at_ms) "
+    "SELECT db, key, 'string', value, expires_at_ms "
+    "FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::bigint[]) "
+    "AS t(db, key, value, expires_at_ms) "
+    "ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value, "
+    "expires_at_ms = EXCLUDED.expires_at_ms, version = nextval('helios_kv.versions') "
+    "WHERE helios_kv.keys.type = 'string'"
+)
 INT2, BYTEA, INT8, TEXT = 21, 17, 20, 25
+INT2_ARRAY, BYTEA_ARRAY, INT8_ARRAY = 1005, 1001, 1016
 _UPDATE_TYPES = (INT2, BYTEA, BYTEA, INT8)  # db, key, value, expires_at_ms
+_SET_STRINGS_TYPES = (INT2_ARRAY, BYTEA_ARRAY, BYTEA_ARRAY, INT8_ARRAY)
 _GET_TYPES = (INT2, BYTEA, INT8)  # db, key, now
+_GET_MANY_TYPES = (INT2, BYTEA_ARRAY, INT8)  # db, keys, now
 _GET_COLUMNS = (bytes, bytes.decode, bytes)  # key, type, value as asyncpg decodes them
+_INT = struct.Struct("!i")
 _INT16 = struct.Struct("!h")
 _INT64 = struct.Struct("!q")
+_ARRAY = struct.Struct("!iiIii")  # dimensions, has nulls, element type, length, lower bound
+_NULL = b"\xff\xff\xff\xff"
 _OWNER = "redis-coalescer"
 
 
@@ -81,26 +104,44 @@ class Lane:
             "application_name": "heliosdb-kv",
             **session_settings(synchronous_commit),
         }
-        self.pipelines = Pipelines(engine, parameters, {BYTEA, TEXT}, {INT2, BYTEA, INT8})
+        encodes = {INT2, BYTEA, INT8, INT2_ARRAY, BYTEA_ARRAY, INT8_ARRAY}
+        self.pipelines = Pipelines(engine, parameters, {BYTEA, TEXT}, encodes)
         # statements the engine answered here, errors too (INFO stats)
         self.sets = 0
         self.gets = 0
 
     def update(
         self, db: int, key: bytes, value: bytes, expires_at_ms: int | None
-    ) -> asyncio.Future[tuple[list[bytes], bytes]] | None:
-        """Run UPDATE_ONE_STRING; the future gives (no rows, its command tag: b"UPDATE 1")
-        or the engine's error as asyncpg raises it, or :class:`Lost`. None: nothing was
-        sent."""
-        expires = None if expires_at_ms is None else _INT64.pack(expires_at_ms)
-        values = (_INT16.pack(db), key, value, expires)
+    ) -> asyncio.Future[str] | None:
+        """Run UPDATE_ONE_STRING; the future gives its command tag ("UPDATE 1", as
+        asyncpg's ``execute``) or the engine's error as asyncpg raises it, or
+        :class:`Lost`. None: nothing was sent."""
+        values = (_INT16.pack(db), key, value, _int8(expires_at_ms))
         return self._run(UPDATE_ONE_STRING, _UPDATE_TYPES, values, True)
+
+    def set_strings(self, columns: tuple[list[Any], ...]) -> asyncio.Future[str] | None:
+        """Run SET_STRINGS with (dbs, keys, values, expiries) as ``update``."""
+        dbs, keys, values, expiries = columns
+        encoded = (
+            _array(INT2, [_INT16.pack(db) for db in dbs]),
+            _array(BYTEA, keys),
+            _array(BYTEA, values),
+            _array(INT8, [_int8(at) for at in expiries]),
+        )
+        return self._run(SET_STRINGS, _SET_STRINGS_TYPES, encoded, True)
 
     def get(self, db: int, key: bytes, now_ms: int) -> asyncio.Future[list[list[Any]]] | None:
         """Run GET_ONE; the future gives its rows as asyncpg's (key, type, value), or an
         error as ``update``'s. None: nothing was sent."""
         values = (_INT16.pack(db), key, _INT64.pack(now_ms))
         return self._run(GET_ONE, _GET_TYPES, values, False)
+
+    def get_many(
+        self, db: int, keys: list[bytes], now_ms: int
+    ) -> asyncio.Future[list[list[Any]]] | None:
+        """Run GET_MANY as ``get``."""
+        values = (_INT16.pack(db), _array(BYTEA, keys), _INT64.pack(now_ms))
+        return self._run(GET_MANY, _GET_MANY_TYPES, values, False)
 
     def _run(
         self, sql: str, types: tuple[int, ...], values: tuple[bytes | None, ...], is_set: bool
@@ -126,7 +167,7 @@ class Lane:
             if result is None:  # its ErrorResponse, as asyncpg raises it
                 future.set_exception(cast(BaseException, error))
             elif is_set:
-                future.set_result(result)
+                future.set_result(result[1].decode())
             else:
                 try:
                     future.set_result(decode_rows(result[0], _GET_COLUMNS))
@@ -141,3 +182,18 @@ class Lane:
 
     def close(self) -> None:
         self.pipelines.close()
+
+
+def _int8(value: int | None) -> bytes | None:
+    return None if value is None else _INT64.pack(value)
+
+
+def _array(element: int, items: list[Any]) -> bytes:
+    """A one-dimensional array of encoded elements (None: NULL) in the binary form."""
+    parts = [_ARRAY.pack(1, None in items, element, len(items), 1)]
+    for item in items:
+        if item is None:
+            parts.append(_NULL)
+        else:
+            parts += (_INT.pack(len(item)), item)
+    return b"".join(parts)
