@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from bson import Decimal128, Int64
+from bson import Binary, Decimal128, Int64, Timestamp
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.datetime_ms import DatetimeMS
 from pymongo.collection import Collection
@@ -109,3 +109,30 @@ def test_dates_before_1970_and_after_9999(db: Database[dict[str, Any]], coll_nam
     assert _ids(coll, {"d": old}) == [1]
     assert [d["_id"] for d in coll.find({}, sort=[("d", -1)])] == [3, 2, 1]
     assert coll.find_one({"_id": 3}) == {"_id": 3, "d": far}
+
+
+def test_timestamps_and_binary_in_mongodb_order(
+    db: Database[dict[str, Any]], coll_name: str
+) -> None:
+    # JSONB alone compares a timestamp's increment before its seconds, and binary data by
+    # its base64 text; MongoDB compares seconds then increment, and length, subtype, bytes.
+    coll = db[coll_name]
+    stamps = [Timestamp(1, 5), Timestamp(2, 1), Timestamp(2, 3), Timestamp(10, 0)]
+    blobs = [Binary(b"\xff", 0), Binary(b"\x01", 5), Binary(b"\x00\x00", 0), Binary(b"\x00\x01", 0)]
+    coll.insert_many([{"_id": i, "t": s} for i, s in enumerate(stamps)])
+    coll.insert_many([{"_id": 10 + i, "b": b} for i, b in enumerate(blobs)])
+    assert [d["_id"] for d in coll.find({"t": {"$exists": True}}, sort=[("t", 1)])] == [0, 1, 2, 3]
+    assert [d["_id"] for d in coll.find({"t": {"$exists": True}}, sort=[("t", -1)])] == [3, 2, 1, 0]
+    assert [d["_id"] for d in coll.find({"b": {"$exists": True}}, sort=[("b", 1)])] == [
+        10,
+        11,
+        12,
+        13,
+    ]
+    assert _ids(coll, {"t": {"$gt": Timestamp(2, 1)}}) == [2, 3]
+    assert _ids(coll, {"t": {"$gte": Timestamp(2, 1)}}) == [1, 2, 3]
+    assert _ids(coll, {"t": {"$lt": Timestamp(2, 0)}}) == [0]
+    assert _ids(coll, {"t": {"$lte": Timestamp(1, 5)}}) == [0]
+    group = [{"$group": {"_id": None, "lo": {"$min": "$t"}, "hi": {"$max": "$b"}}}]
+    # (pymongo reads binary data of subtype 0 as bytes)
+    assert list(coll.aggregate(group)) == [{"_id": None, "lo": stamps[0], "hi": bytes(blobs[3])}]

@@ -226,6 +226,8 @@ def from_query_form(value: Any) -> Any:
                     return DatetimeMS(millis)
             if key == "$numberDouble":
                 return float(inner)
+            if key == "$timestamp" and isinstance(inner, dict):
+                return Timestamp(inner["t"], inner["i"])
             if key == "$minKey":
                 return MinKey()
             if key == "$maxKey":

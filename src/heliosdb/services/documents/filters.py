@@ -286,6 +286,14 @@ class _Compiler:
                 return TRUE_JP if (key == "$minKey") == (">" in op) else FALSE_JP
             if key == "$numberDouble":
                 return self.compare_non_finite(target, op, inner)
+        if isinstance(form, dict) and list(form) == ["$timestamp"]:
+            # seconds first, then the increment (as MongoDB compares them)
+            t, i = self.var(form["$timestamp"]["t"]), self.var(form["$timestamp"]["i"])
+            ts, strict = '@."$timestamp"', op.rstrip("=")
+            return (
+                f'exists({target} ? ({ts}."t" {strict} {t} || '
+                f'({ts}."t" == {t} && {ts}."i" {op} {i})))'
+            )
         if isinstance(form, (int, float)) and not isinstance(form, bool):
             # the infinities' query forms are objects: beyond every number, as in MongoDB
             beyond = _INFINITY if ">" in op else _MINUS_INFINITY
@@ -689,9 +697,28 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
         if key == "_id":
             terms.append(f"_id {order}")
             continue
-        x = f"(doc #> {params.add(key.split('.'), 'text[]')})"
-        terms.append(f"{TYPE_RANK.format(x=x)} {order}, {x} {order}")
+        terms.append(order_by(f"(doc #> {params.add(key.split('.'), 'text[]')})", order))
     return ", ".join(terms)
+
+
+# Within the ranks of timestamps and binary data, what MongoDB compares before the JSONB
+# form would (JSONB compares the member "i" before "t", and base64 text): seconds, then
+# the increment; length, subtype, then the bytes. NULL for every other value.
+_SORT_DETAIL = (
+    "CASE WHEN {x} -> '$timestamp' IS NOT NULL THEN jsonb_build_array("
+    "{x} -> '$timestamp' -> 't', {x} -> '$timestamp' -> 'i') "
+    "WHEN {x} -> '$binary' IS NOT NULL THEN jsonb_build_array("
+    "octet_length(decode({x} -> '$binary' ->> 'base64', 'base64')), "
+    "{x} -> '$binary' -> 'subType', "
+    "encode(decode({x} -> '$binary' ->> 'base64', 'base64'), 'hex')) END"
+)
+
+
+def order_by(x: str, order: str) -> str:
+    """ORDER BY terms putting the values of the jsonb expression ``x`` in MongoDB's order
+    (``order``: ASC or DESC)."""
+    detail = _SORT_DETAIL.format(x=x)
+    return f"{TYPE_RANK.format(x=x)} {order}, {detail} {order}, {x} {order}"
 
 
 def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:

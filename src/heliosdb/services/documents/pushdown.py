@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from heliosdb.services.documents import bsonform
-from heliosdb.services.documents.filters import TYPE_RANK, Params, compile_filter, compile_sort
+from heliosdb.services.documents.filters import Params, compile_filter, compile_sort, order_by
 from heliosdb.services.documents.pipeline import stage_name
 
 # A double's query form keeps its decimal point (2.0 is the JSONB number 2.0, scale 1),
@@ -175,7 +175,7 @@ def _group(
             x = values.ref(_path(expr) or "")
             order = "ASC" if op == "$min" else "DESC"
             columns.append(
-                f"(array_agg({x} ORDER BY {TYPE_RANK.format(x=x)} {order}, {x} {order}) "
+                f"(array_agg({x} ORDER BY {order_by(x, order)}) "
                 f"FILTER (WHERE jsonb_typeof({x}) <> 'null'))[1] AS {column}"
             )
             decoders.append((name, column, "json"))
