@@ -197,6 +197,7 @@ async def test_collections_from_before_are_upgraded(
         {"_id": 3, "k": "plain"},
         {"_id": 4, "k": 2.0**60 + 256, "d": Decimal128("-Infinity")},
         {"_id": 5, "k": 7.5, "d": Decimal128("1.5")},
+        {"_id": 6, "k": Int64(2**62)},  # looked at (past 2**53), its form right already
     ]
     coll.insert_many(docs)
     conn = await asyncpg.connect(node.engine_url)
@@ -217,7 +218,7 @@ async def test_collections_from_before_are_upgraded(
     assert coll.find_one({"sub.s": "a\x01\x00"}) == docs[1]
     assert coll.find_one({"k": Int64(2**60 + 256)}) == docs[3]
     assert coll.find_one({"d": float("-inf")}) == docs[3]
-    assert [d["_id"] for d in coll.find({}, sort=[("k", 1)])] == [5, 4, NUL, 2, 3]
+    assert [d["_id"] for d in coll.find({}, sort=[("k", 1)])] == [5, 4, 6, NUL, 2, 3]
     coll.update_one({"_id": NUL}, {"$set": {"k": FFFD}})
     assert coll.find_one({"k": FFFD}) == {**docs[0], "k": FFFD}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ import asyncpg
 from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.services.documents import bsonform, inplace
+
+log = logging.getLogger("heliosdb.services.documents")
 
 CATALOG_SCHEMA = "helios_documents"
 _RESERVED_DBS = {"helios", CATALOG_SCHEMA, "information_schema", "pg_catalog", "pg_toast"}
@@ -215,7 +218,9 @@ async def upgrade_forms(conn: asyncpg.Connection) -> int:
     transaction); the number of rows rewritten.
 
     Only the rows ``_STALE_FORM`` finds can differ: their forms are made again from
-    the stored BSON and written back; then the collection is marked."""
+    the stored BSON and written back where they differ; then the collection is marked.
+    A collection that fails (each in a savepoint of its own) is logged and left for the
+    next node start: its documents stay readable as before."""
     rewritten = 0
     stale = await conn.fetch(
         f"SELECT db, name FROM {CATALOG_SCHEMA}.collections "
@@ -223,30 +228,42 @@ async def upgrade_forms(conn: asyncpg.Connection) -> int:
         FORM_VERSION,
     )
     for row in stale:
-        target = table(row["db"], row["name"])
-        if await conn.fetchval("SELECT to_regclass($1)", target) is not None:
-            rows = await conn.fetch(
-                f"SELECT _id, bson FROM {target} WHERE {_STALE_FORM}",
-                "\ufffd",
-                "\\u0001",
-                '"$numberDecimal"',
-            )
-            for found in rows:
-                document = bsonform.decode(found["bson"])
-                await conn.execute(
-                    f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
-                    bsonform.id_bind(found["_id"]),
-                    bsonform.id_form(document.get("_id")),
-                    bsonform.query_form(document),
-                )
-            rewritten += len(rows)
-        await conn.execute(
-            f"UPDATE {CATALOG_SCHEMA}.collections SET form = $3::smallint "
-            "WHERE db = $1 AND name = $2",
-            row["db"],
-            row["name"],
-            FORM_VERSION,
+        try:
+            async with conn.transaction():
+                rewritten += await _upgrade_collection(conn, row["db"], row["name"])
+        except (asyncpg.PostgresError, HeliosError, ValueError, TypeError):
+            log.warning("query forms of %s.%s not upgraded", row["db"], row["name"], exc_info=True)
+    return rewritten
+
+
+async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str) -> int:
+    rewritten = 0
+    target = qualified(db, name)
+    if await conn.fetchval("SELECT to_regclass($1)", target) is not None:
+        rows = await conn.fetch(
+            f"SELECT _id, bson, doc FROM {target} WHERE {_STALE_FORM}",
+            "\ufffd",
+            "\\u0001",
+            '"$numberDecimal"',
         )
+        for found in rows:
+            document = bsonform.decode(found["bson"])
+            form = bsonform.query_form(document)
+            if form == found["doc"]:
+                continue  # a big int64, say: its form was right already
+            await conn.execute(
+                f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
+                bsonform.id_bind(found["_id"]),
+                bsonform.id_form(document.get("_id")),
+                form,
+            )
+            rewritten += 1
+    await conn.execute(
+        f"UPDATE {CATALOG_SCHEMA}.collections SET form = $3::smallint WHERE db = $1 AND name = $2",
+        db,
+        name,
+        FORM_VERSION,
+    )
     return rewritten
 
 
