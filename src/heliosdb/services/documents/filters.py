@@ -666,13 +666,21 @@ def _sargable(expr: str, value: Any, params: Params) -> list[str]:
     return conds
 
 
-# MongoDB's order of types, for ORDER BY over the query form of a field; within the
-# numbers, NaN below all, then minus infinity, the JSON numbers, infinity (fractional ranks).
+# MongoDB's order of types, for ORDER BY over the query form of a field. Fractions of a
+# rank order what the JSONB form would not (it is only computed for those values, so
+# other sorts pay nothing): NaN below every number, then minus infinity, the JSON
+# numbers, infinity; timestamps by seconds then increment (JSONB compares the member
+# "i" before "t"); binary data by length then subtype (then by base64 text: not
+# MongoDB's byte order).
 TYPE_RANK = (
     "CASE jsonb_typeof({x}) WHEN 'null' THEN 2 WHEN 'number' THEN 3 WHEN 'string' THEN 4 "
     "WHEN 'array' THEN 6 WHEN 'boolean' THEN 9 WHEN 'object' THEN CASE "
-    "WHEN {x} ? '$oid' THEN 8 WHEN {x} ? '$date' THEN 10 WHEN {x} ? '$binary' THEN 7 "
-    "WHEN {x} ? '$minKey' THEN 1 WHEN {x} ? '$maxKey' THEN 13 WHEN {x} ? '$timestamp' THEN 11 "
+    "WHEN {x} ? '$oid' THEN 8 WHEN {x} ? '$date' THEN 10 WHEN {x} ? '$binary' THEN 7 + ("
+    "octet_length(decode({x} -> '$binary' ->> 'base64', 'base64')) * 256"
+    " + get_byte(decode({x} -> '$binary' ->> 'subType', 'hex'), 0)) / 1099511627776.0 "
+    "WHEN {x} ? '$minKey' THEN 1 WHEN {x} ? '$maxKey' THEN 13 WHEN {x} ? '$timestamp' THEN 11 + ("
+    "({x} -> '$timestamp' ->> 't')::numeric * 4294967296 + ({x} -> '$timestamp' ->> 'i')::numeric)"
+    " / 18446744073709551616.0 "
     "WHEN {x} ? '$regex' THEN 12 WHEN {x} ? '$numberDouble' THEN "
     "CASE {x} ->> '$numberDouble' WHEN 'NaN' THEN 2.5 WHEN '-Infinity' THEN 2.75 ELSE 3.25 END "
     "ELSE 5 END ELSE 2 END"
@@ -701,24 +709,10 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
     return ", ".join(terms)
 
 
-# Within the ranks of timestamps and binary data, what MongoDB compares before the JSONB
-# form would (JSONB compares the member "i" before "t", and base64 text): seconds, then
-# the increment; length, subtype, then the bytes. NULL for every other value.
-_SORT_DETAIL = (
-    "CASE WHEN {x} -> '$timestamp' IS NOT NULL THEN jsonb_build_array("
-    "{x} -> '$timestamp' -> 't', {x} -> '$timestamp' -> 'i') "
-    "WHEN {x} -> '$binary' IS NOT NULL THEN jsonb_build_array("
-    "octet_length(decode({x} -> '$binary' ->> 'base64', 'base64')), "
-    "{x} -> '$binary' -> 'subType', "
-    "encode(decode({x} -> '$binary' ->> 'base64', 'base64'), 'hex')) END"
-)
-
-
 def order_by(x: str, order: str) -> str:
     """ORDER BY terms putting the values of the jsonb expression ``x`` in MongoDB's order
-    (``order``: ASC or DESC)."""
-    detail = _SORT_DETAIL.format(x=x)
-    return f"{TYPE_RANK.format(x=x)} {order}, {detail} {order}, {x} {order}"
+    (``order``: ASC or DESC): TYPE_RANK, then the JSONB form."""
+    return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
 
 
 def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
