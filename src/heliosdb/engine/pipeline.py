@@ -387,9 +387,10 @@ class Pipeline(asyncio.Protocol):
                 else:
                     self._done(entry)
                 self._aborted = False
-            elif kind == 69:  # E ErrorResponse
+            elif kind == 69:  # E ErrorResponse (with nothing pending: a FATAL one, as
+                # pg_terminate_backend's, before the engine closes the connection)
                 self._error = _fields(buffer[pos + 5 : end])
-                if pending[0].grouped:  # the engine skips the rest until the Sync
+                if pending and pending[0].grouped:  # the engine skips the rest until the Sync
                     self._aborted = True
                     self._done(pending.popleft())
             elif kind in (116, 84):  # t ParameterDescription, T RowDescription

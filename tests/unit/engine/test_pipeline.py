@@ -91,6 +91,16 @@ async def test_a_lost_connection_fails_what_is_queued() -> None:
         await future
 
 
+async def test_a_fatal_error_with_nothing_pending_then_the_close_fails_what_comes() -> None:
+    pipeline, _ = _pipeline()
+    fatal = _msg(b"E", b"SFATAL\0C57P01\0Mterminating connection\0\0")
+    pipeline.data_received(fatal)  # idle: nothing to answer, no exception out of the callback
+    pipeline.connection_lost(None)
+    assert pipeline.closed
+    with pytest.raises(Unfit):
+        pipeline.run(Prepared(b"s1", (), ()), [])
+
+
 def test_decoders_give_what_asyncpg_gives() -> None:
     row = _row(
         b"\x01",
