@@ -613,9 +613,10 @@ def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, s
         expr = indexed.get(path)
         if expr is None or path == "_id":
             continue
-        conds = _sargable(expr, value, params)
+        conds, beyond = _sargable(expr, value, params)
         if conds:
-            out.append(f"(({' AND '.join(conds)}) OR {array_predicate(path)})")
+            also = f" OR {expr} = {beyond}" if beyond else ""
+            out.append(f"(({' AND '.join(conds)}){also} OR {array_predicate(path)})")
     return out
 
 
@@ -637,11 +638,17 @@ def _index_value(value: Any, *, ranges: bool) -> Any:
     return None
 
 
-def _sargable(expr: str, value: Any, params: Params) -> list[str]:
+def _sargable(expr: str, value: Any, params: Params) -> tuple[list[str], str]:
+    """The index conditions for one path's filter ``value``, all of which it implies,
+    and the query form of the infinity it may also match beyond them ('' for none):
+    infinity for numeric lower bounds only, minus infinity for upper bounds only (an
+    infinity is an object, beyond every number). Both bounds stay in one conjunction,
+    so the engine scans the index over the range between them."""
     if not (isinstance(value, dict) and value and all(k.startswith("$") for k in value)):
         form = _index_value(value, ranges=False)
-        return [] if form is None else [f"{expr} = {params.add(form, 'jsonb')}"]
+        return ([] if form is None else [f"{expr} = {params.add(form, 'jsonb')}"]), ""
     conds = []
+    sides = set()
     for op, operand in value.items():
         if op == "$eq":
             form = _index_value(operand, ranges=False)
@@ -655,15 +662,16 @@ def _sargable(expr: str, value: Any, params: Params) -> list[str]:
             form = _index_value(operand, ranges=True)
             if form is None:
                 continue
-            cond = f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}"
+            conds.append(f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}")
             if isinstance(form, (int, float)):
-                # numbers sort below booleans; an infinity (an object) is beyond them all
-                if op in ("$gt", "$gte"):
-                    cond = f"({cond} AND {expr} < 'false'::jsonb OR {expr} = {_INFINITY_SQL})"
-                else:
-                    cond = f"({cond} OR {expr} = {_MINUS_INFINITY_SQL})"
-            conds.append(cond)
-    return conds
+                lower = op in ("$gt", "$gte")
+                sides.add(lower)
+                if lower:
+                    conds.append(f"{expr} < 'false'::jsonb")  # numbers sort below booleans
+    beyond = ""
+    if len(sides) == 1:
+        beyond = _INFINITY_SQL if True in sides else _MINUS_INFINITY_SQL
+    return conds, beyond
 
 
 # MongoDB's order of types, for ORDER BY over the query form of a field. Fractions of a

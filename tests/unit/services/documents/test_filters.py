@@ -53,6 +53,22 @@ def test_indexed_paths_add_an_implied_condition() -> None:
     assert sql.startswith("(((doc -> 'a') = $2::jsonb) OR (jsonb_typeof((doc -> 'a')) = 'array'))")
 
 
+def test_indexed_ranges_keep_both_bounds_in_one_conjunction() -> None:
+    # Both bounds ANDed (one index range scan); the infinity on the side of a one-sided
+    # numeric range ORed beside them (an infinity's query form is an object).
+    a = {"a": "(doc -> 'a')"}
+    both = compile_filter({"a": {"$gt": 5, "$lt": 9}}, Params(), a)
+    assert both.startswith(
+        "(((doc -> 'a') > $3::jsonb AND (doc -> 'a') < 'false'::jsonb AND (doc -> 'a') < $4::jsonb)"
+        " OR (jsonb_typeof"
+    )
+    above = compile_filter({"a": {"$gte": 5}}, Params(), a)
+    assert """ OR (doc -> 'a') = '{"$numberDouble": "Infinity"}'::jsonb OR """ in above
+    below = compile_filter({"a": {"$lt": 5}}, Params(), a)
+    assert """ OR (doc -> 'a') = '{"$numberDouble": "-Infinity"}'::jsonb OR """ in below
+    assert "Infinity" not in compile_filter({"a": {"$lt": "x"}}, Params(), a).split(" AND jsonb")[0]
+
+
 @pytest.mark.parametrize(
     "spec",
     [
