@@ -255,3 +255,24 @@ async def test_a_node_upgrades_even_when_its_first_transaction_aborts(
             other.close()
     finally:
         await conn.close()
+
+
+def test_field_names_with_look_alikes(db: Database[dict[str, Any]], coll_name: str) -> None:
+    # BSON names cannot hold NUL; U+FFFD and U+0001 in names are names like any other
+    # (the query form escapes values only).
+    coll = db[coll_name]
+    coll.insert_many(
+        [
+            {"_id": 1, "a\ufffdb": 1, "a\x01": "x", "sub": {"\x01": NUL}},
+            {"_id": 2, "ab": 1, "a\x01\x01": "x", "sub": {"\x01\x01": NUL}},
+        ]
+    )
+    coll.create_index("a\x01")
+    assert _ids(coll.find({"a\ufffdb": 1})) == [1]
+    assert _ids(coll.find({"a\x01": "x"})) == [1]
+    assert _ids(coll.find({"a\x01\x01": {"$exists": True}})) == [2]
+    assert _ids(coll.find({"sub.\x01": NUL})) == [1]
+    assert _ids(coll.find({"sub.\x01\x01": {"$gte": NUL}})) == [2]
+    assert [d["_id"] for d in coll.find({}, sort=[("a\x01", -1), ("_id", 1)])] == [1, 2]
+    coll.update_one({"_id": 2}, {"$set": {"a\x01": "y"}})
+    assert _ids(coll.find({"a\x01": "y"})) == [2]
