@@ -535,3 +535,32 @@ async def test_a_read_only_keys_lone_finds_answer_as_the_normal_path(
     finally:
         await reader.close()
     await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_finds_of_one_connection_read_around_their_filters_answer_alike(
+    raw: RawClient,
+) -> None:
+    """After its first find, a connection's finds of the same surroundings are read by
+    decoding their filter alone (hotpath._known): filters of every plain type, strings
+    of several bytes per character, empty, holding NUL, on ``_id`` and on an indexed
+    field, one after another on one connection, answer byte for byte as the normal
+    path."""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    strings = ["a", "", "é√x", "a\x00b", "x" * 300, "d1"]
+    docs: list[dict[str, Any]] = [{"_id": s, "k": s} for s in strings]
+    docs += [{"_id": 7, "k": 7}, {"_id": ObjectId(), "k": 2.5}, {"_id": {"x": 1}, "k": True}]
+    await raw.command({"insert": "items", "documents": docs}, db)
+    await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    for field in ("_id", "k"):
+        for body in ({"limit": 1, "singleBatch": True}, {"limit": 2}):
+            await lone(raw, {"find": "items", "filter": {field: "d1"}, **body}, db)
+            before = await pipelined(raw)
+            for doc in [*docs, {"_id": "missing", "k": "missing"}]:
+                find = {"find": "items", "filter": {field: doc[field]}, **body}
+                hot = await raw.command(find, db)
+                assert hot == await raw.command({**find, "comment": "x"}, db), find
+                if doc["_id"] != "missing":
+                    assert bson.decode(hot)["cursor"]["firstBatch"] == [doc]
+            # the plain strings' finds (the statement learned above) went the lone way
+            assert await pipelined(raw) >= before + len(strings) - 1, (field, body)
+    await raw.command({"dropDatabase": 1}, db)
