@@ -233,6 +233,55 @@ def test_session_advisory_locks_in_any_spelling_are_not_plain(query: bytes) -> N
     assert _plain_statement(query + b"\0") is False
 
 
+# Query texts whose digits matter to nothing _plain_statement looks at: semicolons,
+# advisory locks in any spelling, first words (SET ... vs SELECT ...), word boundaries.
+_QUERY_PARTS = st.lists(
+    st.sampled_from(
+        [b"SELECT ", b"select", b"SET ", b"set", b" ", b"\t", b"1", b"42", b"0", b";", b"_",
+         b"pg_advisory_lock(", b"pg_Advisory_LOCK", b"advisory", b"lock", b"LISTEN ",
+         b"x", b"aid = ", b")", b"'", b"9a", b"a9", b"BEGIN", b"END"]
+    ),
+    max_size=12,
+).map(b"".join)  # fmt: skip
+
+
+@given(_QUERY_PARTS, st.integers(min_value=0, max_value=9))
+def test_a_remembered_query_shape_answers_as_plain_statement(query: bytes, digit: int) -> None:
+    """The Query fast path's plainness, remembered by the text with its digits made 0,
+    answers what the three searches answer, for the query itself and for one that
+    differs only in its digits, checked right after it (the remembered answer)."""
+    from heliosdb.interfaces.postgres.pooling import _plain_query, _plain_statement
+
+    other = query.translate(bytes.maketrans(b"0123456789", str(digit).encode() * 10))
+    for text in (query, other, query):
+        message = _msg(b"Q", text + b"\0")
+        assert _plain_query(message) is _plain_statement(message, 5)
+
+
+def test_remembered_query_shapes_are_bounded() -> None:
+    from heliosdb.interfaces.postgres import pooling
+
+    for n in range(pooling._PLAIN_SHAPES + 10):
+        assert pooling._plain_query(_msg(b"Q", b"SELECT '" + str(n).encode("ascii").translate(
+            bytes.maketrans(b"0123456789", b"abcdefghij")) + b"'\0"))  # fmt: skip
+    assert 0 < len(pooling._plain_shapes) <= pooling._PLAIN_SHAPES
+    long = _msg(b"Q", b"SELECT " + b"x" * pooling._PLAIN_SHAPE_BYTES + b"\0")
+    assert pooling._plain_query(long) is True
+    assert long.translate(pooling._ZERO_DIGITS) not in pooling._plain_shapes
+
+
+async def test_the_query_fast_path_pins_a_query_shaped_like_a_remembered_one() -> None:
+    """A SET seen before with other digits is remembered as not plain: the next one goes
+    through the full check and pins its connection, as the first did."""
+    for value in (b"1000", b"2000"):
+        client, conn = _txn_client()
+        client.data_received(_msg(b"Q", b"SET statement_timeout = " + value + b"\0"))
+        assert conn.pinned and conn.pending == 1
+    client, conn = _txn_client()
+    client.data_received(_msg(b"Q", b"SELECT 2000\0"))
+    assert not conn.pinned
+
+
 class _Transport:
     def __init__(self) -> None:
         self.written = bytearray()
