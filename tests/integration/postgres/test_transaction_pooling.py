@@ -356,3 +356,31 @@ def test_txn_parked_connection_that_dies_costs_its_client_nothing(
         assert [k for k, _ in reply] == [b"T", b"D", b"C", b"Z"] and reply[1][1][6:] == b"t"
         for _ in range(3):
             assert _pid(client) not in (parked, b"")
+
+
+def test_txn_queries_of_one_shape_pin_alike(txn_port: int, rw_key: str) -> None:
+    """The Query fast path remembers a query's answer by its shape (digits made 0): a SET
+    that differs from an earlier one only in its digits pins its client as the first
+    did. With both pinned and the rest of the pool busy, a third client waits for a
+    connection given back instead of taking theirs, and sees neither value."""
+    app = f"shape_{uuid.uuid4().hex[:8]}"
+    with (
+        _full_pool(txn_port, rw_key, app, POOL_SIZE - 2) as holders,
+        RawClient(txn_port) as first,
+        RawClient(txn_port) as second,
+        RawClient(txn_port) as third,
+    ):
+        for client in (first, second, third):
+            client.login(rw_key, application_name=app)
+        for client, value in ((first, b"1000"), (second, b"2000")):
+            client.send(message(b"Q", b"SET statement_timeout = " + value + b"\0"))
+            assert [k for k, _ in _replies(client, 1)] == [b"C", b"Z"]
+        pids = (_pid(first), _pid(second))
+        third.send(message(b"Q", b"SHOW statement_timeout\0"))  # no connection free: waits
+        holders[0].send(message(b"Q", b"COMMIT\0"))
+        assert [k for k, _ in _replies(holders[0], 1)] == [b"C", b"Z"]
+        assert _replies(third, 1)[1][1][6:] == b"0"
+        for client, shown in ((first, b"1s"), (second, b"2s")):
+            client.send(message(b"Q", b"SHOW statement_timeout\0"))
+            assert _replies(client, 1)[1][1][6:] == shown
+        assert (_pid(first), _pid(second)) == pids
