@@ -254,6 +254,20 @@ def _full_pool(port: int, key: str, app: str, busy: int) -> Iterator[list[RawCli
         yield holders
 
 
+@contextlib.contextmanager
+def _beside_full_pool(
+    port: int, key: str, app: str, clients: int
+) -> Iterator[tuple[list[RawClient], list[RawClient]]]:
+    """(holders, clients): ``clients`` logged-in clients of the pool of ``app``, whose
+    other ``POOL_SIZE - 2`` connections ``_full_pool``'s holders keep busy."""
+    with contextlib.ExitStack() as stack:
+        holders = stack.enter_context(_full_pool(port, key, app, POOL_SIZE - 2))
+        logged = [stack.enter_context(RawClient(port)) for _ in range(clients)]
+        for client in logged:
+            client.login(key, application_name=app)
+        yield holders, logged
+
+
 def test_txn_extended_protocol_copy_in_gives_the_connection_back(
     txn_port: int, txn_dsn: str, rw_key: str
 ) -> None:
@@ -312,14 +326,7 @@ def test_txn_parked_connection_is_taken_by_others_without_their_state(
     that client's next transaction takes one back and works; a pinned connection (session
     state) is never taken, and what a client SET is never seen by another."""
     app = f"steal_{uuid.uuid4().hex[:8]}"
-    with (
-        _full_pool(txn_port, rw_key, app, POOL_SIZE - 2) as holders,
-        RawClient(txn_port) as pinned,
-        RawClient(txn_port) as owner,
-        RawClient(txn_port) as taker,
-    ):
-        for client in (pinned, owner, taker):
-            client.login(rw_key, application_name=app)
+    with _beside_full_pool(txn_port, rw_key, app, 3) as (holders, (pinned, owner, taker)):
         pinned.send(message(b"Q", b"SET application_name = 'pinned-state'\0"))
         assert [k for k, _ in _replies(pinned, 1)] == [b"C", b"S", b"Z"]
         pinned_pid = _pid(pinned)
@@ -364,14 +371,7 @@ def test_txn_queries_of_one_shape_pin_alike(txn_port: int, rw_key: str) -> None:
     did. With both pinned and the rest of the pool busy, a third client waits for a
     connection given back instead of taking theirs, and sees neither value."""
     app = f"shape_{uuid.uuid4().hex[:8]}"
-    with (
-        _full_pool(txn_port, rw_key, app, POOL_SIZE - 2) as holders,
-        RawClient(txn_port) as first,
-        RawClient(txn_port) as second,
-        RawClient(txn_port) as third,
-    ):
-        for client in (first, second, third):
-            client.login(rw_key, application_name=app)
+    with _beside_full_pool(txn_port, rw_key, app, 3) as (holders, (first, second, third)):
         for client, value in ((first, b"1000"), (second, b"2000")):
             client.send(message(b"Q", b"SET statement_timeout = " + value + b"\0"))
             assert [k for k, _ in _replies(client, 1)] == [b"C", b"Z"]
