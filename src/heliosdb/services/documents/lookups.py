@@ -72,16 +72,30 @@ def batch_statement(target: str, forms: list[Any]) -> tuple[str, list[Any]]:
     return sized_sql(target, size), [*forms, *[None] * (size - count)]
 
 
+def equal_union(target: str, branches: tuple[str, str]) -> str:
+    """The rows of one scalar equality on an indexed field of ``target``, from its two
+    halves (filters.equality_branches): the scalar half first (one index scan), then
+    the documents where the path meets an array. Under a ``LIMIT`` the engine stops
+    after the scalar half when it filled the limit, so documents where the field is the
+    value come before those where it is an array holding it (a find without a sort has
+    no order)."""
+    scalar, arrays = branches
+    return (
+        f"SELECT bson FROM {target} WHERE {scalar} "
+        f"UNION ALL SELECT bson FROM {target} WHERE {arrays}"
+    )
+
+
 @functools.lru_cache(maxsize=1024)
-def equal_sql(target: str, where: str, size: int) -> str:
-    """The batch statement for ``size`` finds ``where`` (a filter on the column ``q.v``,
-    filters.equality_on) with the same limit: each value a jsonb parameter of a
+def equal_sql(union: str, size: int) -> str:
+    """The batch statement for ``size`` finds whose rows ``union`` (equal_union over
+    the column ``q.v``) selects, with the same limit: each value a jsonb parameter of a
     ``VALUES`` row, the limit the last parameter, and each row's matches found by the
-    single find's own statement (its condition, its limit) run for that value."""
+    single find's own statement (its two halves, its limit) run for that value."""
     rows = ", ".join(f"({i}::int8, ${i}::jsonb)" for i in range(1, size + 1))
     return (
         f"SELECT q.i, t.bson FROM (VALUES {rows}) AS q(i, v) CROSS JOIN LATERAL "
-        f"(SELECT bson FROM {target} WHERE {where} LIMIT ${size + 1}::bigint) AS t "
+        f"({union} LIMIT ${size + 1}::bigint) AS t "
         "WHERE q.v IS NOT NULL"
     )
 
@@ -89,8 +103,9 @@ def equal_sql(target: str, where: str, size: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Batched:
     """Finds of one loop step that one statement answers together: by one plain ``_id``
-    of the table ``target`` (``where`` None), or by one scalar equality, ``where`` as
-    filters.equality_on makes it (with a limit, the same for all)."""
+    of the table ``target`` (``where`` None), or by one scalar equality, ``where`` the
+    rows of one such find over the column ``q.v`` (equal_union, with a limit, the same
+    for all)."""
 
     target: str
     where: str | None = None
@@ -109,7 +124,7 @@ class Batched:
         size = 1 << max(len(values) - 1, 1).bit_length()
         padding: list[Any] = [None] * (size - len(values))
         return (
-            equal_sql(self.target, self.where, size),
+            equal_sql(self.where, size),
             [*(each[0] for each in values), *padding, values[0][-1]],
         )
 

@@ -44,12 +44,12 @@ from heliosdb.services.documents.filters import (
     Params,
     compile_filter,
     compile_sort,
+    equality_branches,
     equality_fields,
-    equality_on,
     plain_id,
     plain_shape,
 )
-from heliosdb.services.documents.lookups import Batched, IdLookups
+from heliosdb.services.documents.lookups import Batched, IdLookups, equal_union
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
@@ -1304,6 +1304,18 @@ def _find_statement(
     db: str, coll: str, query: FindQuery, indexed: dict[str, str]
 ) -> tuple[str, list[Any]]:
     """The SELECT of the stored BSON ``query`` selects, and its values."""
+    spec = query.filter
+    if query.limit and spec and len(spec) == 1 and not query.sort and not query.skip:
+        # one scalar equality on an indexed field: its two halves (lookups.equal_union)
+        path, value = next(iter(spec.items()))
+        branches = equality_branches(path, value, indexed, "$1::jsonb")
+        if branches is not None:
+            union = equal_union(table(db, coll), branches)
+            limit = abs(int(query.limit))
+            return f"SELECT bson FROM ({union}) AS s LIMIT $2::bigint", [
+                bsonform.query_form(value),
+                limit,
+            ]
     params = Params()
     where = compile_filter(query.filter, params, indexed)
     sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
@@ -1329,8 +1341,9 @@ def _batched(
         return Batched(table(db, coll)) if plain_id(value) else None
     if limit <= 0 or path not in indexed:
         return None
-    where = equality_on(path, value, indexed, "q.v")
-    return None if where is None else Batched(table(db, coll), where)
+    branches = equality_branches(path, value, indexed, "q.v")
+    target = table(db, coll)
+    return None if branches is None else Batched(target, equal_union(target, branches))
 
 
 def _places(leaves: list[Any], values: list[Any]) -> tuple[int, ...] | None:

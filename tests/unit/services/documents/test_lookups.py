@@ -11,13 +11,14 @@ import pytest
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 
-from heliosdb.services.documents.filters import equality_on
+from heliosdb.services.documents.filters import equality_branches
 from heliosdb.services.documents.lookups import (
     MAX_SIZED,
     Batched,
     IdLookups,
     batch_sql,
     equal_sql,
+    equal_union,
     sized_sql,
 )
 
@@ -106,12 +107,14 @@ def test_equality_batches_carry_each_value_then_the_limit() -> None:
     """A batch of finds by one equality: each find's value (its single statement's first
     value) in a VALUES row padded with NULLs to a power of two, the shared limit (its
     last value) after them; by _id, the ids' statement."""
-    where = equality_on("k", "a", {"k": "(doc -> 'k')"}, "q.v")
-    assert where is not None and "$" not in where and "q.v" in where
+    branches = equality_branches("k", "a", {"k": "(doc -> 'k')"}, "q.v")
+    assert branches is not None
+    where = equal_union('"db"."c"', branches)
+    assert "$" not in where and "q.v" in where and " UNION ALL " in where
     batch = Batched('"db"."c"', where)
     assert batch.most == MAX_SIZED
     sql, values = batch.statement([["a", "a", 3], [5, 5, 3], [True, True, 3]])
-    assert sql == equal_sql('"db"."c"', where, 4)
+    assert sql == equal_sql(where, 4)
     assert values == ["a", 5, True, None, 3]
     assert "$5::bigint" in sql and "$6" not in sql and "WHERE q.v IS NOT NULL" in sql
     assert batch.statement([["x", "x", 1]])[1] == ["x", None, 1]
@@ -122,9 +125,16 @@ def test_equality_batches_carry_each_value_then_the_limit() -> None:
 
 def test_only_plain_scalar_equalities_make_a_batch_condition() -> None:
     indexed = {"k": "(doc -> 'k')"}
+    first = equality_branches("k", "z", indexed, "q.v")
+    assert first is not None
+    scalar, arrays = first
+    assert scalar == "(doc -> 'k') = q.v"
+    assert arrays.startswith("(jsonb_typeof((doc -> 'k')) = 'array') AND ")
     for value in ("a", "", 5, 2.5, True, False, 2**62):
-        assert equality_on("k", value, indexed, "q.v") == equality_on("k", "z", indexed, "q.v")
+        assert equality_branches("k", value, indexed, "q.v") == first
     others: list[Any] = [None, [1], {"x": 1}, "a\x00b", float("nan"), Int64(5), ObjectId()]
     for other in others:
-        assert equality_on("k", other, indexed, "q.v") is None, other
-    assert equality_on("$where", "a", indexed, "q.v") is None
+        assert equality_branches("k", other, indexed, "q.v") is None, other
+    assert equality_branches("$where", "a", indexed, "q.v") is None
+    assert equality_branches("n", "a", indexed, "q.v") is None  # not indexed
+    assert equality_branches("_id", "a", {"_id": "_id"}, "q.v") is None
