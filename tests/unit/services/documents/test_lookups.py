@@ -106,7 +106,7 @@ def test_sized_statements_have_a_parameter_and_a_position_per_id() -> None:
 def test_equality_batches_carry_each_value_then_the_limit() -> None:
     """A batch of finds by one equality: each find's value (its single statement's first
     value) in a VALUES row padded with NULLs to a power of two, the shared limit (its
-    last value) after them; by _id, the ids' statement."""
+    last value) in the text; by _id, the ids' statement."""
     branches = equality_branches("k", "a", {"k": "(doc -> 'k')"}, "q.v")
     assert branches is not None
     where = equal_union('"db"."c"', branches)
@@ -114,10 +114,10 @@ def test_equality_batches_carry_each_value_then_the_limit() -> None:
     batch = Batched('"db"."c"', where)
     assert batch.most == MAX_SIZED
     sql, values = batch.statement([["a", "a", 3], [5, 5, 3], [True, True, 3]])
-    assert sql == equal_sql(where, 4)
-    assert values == ["a", 5, True, None, 3]
-    assert "$5::bigint" in sql and "$6" not in sql and "WHERE q.v IS NOT NULL" in sql
-    assert batch.statement([["x", "x", 1]])[1] == ["x", None, 1]
+    assert sql == equal_sql(where, 4, 3)
+    assert values == ["a", 5, True, None]
+    assert " LIMIT 3) AS t " in sql and "$5" not in sql and "WHERE q.v IS NOT NULL" in sql
+    assert batch.statement([["x", 1]]) == (equal_sql(where, 2, 1), ["x", None])
     ids = Batched('"db"."c"')
     assert ids.statement([["x"], ["y"], ["z"]]) == (sized_sql('"db"."c"', 4), ["x", "y", "z", None])
     assert Batched('"db"."c"', where) == batch and hash(Batched('"db"."c"', where)) == hash(batch)
