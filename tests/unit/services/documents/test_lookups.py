@@ -138,3 +138,25 @@ def test_only_plain_scalar_equalities_make_a_batch_condition() -> None:
     assert equality_branches("$where", "a", indexed, "q.v") is None
     assert equality_branches("n", "a", indexed, "q.v") is None  # not indexed
     assert equality_branches("_id", "a", {"_id": "_id"}, "q.v") is None
+
+
+def test_only_limited_plain_equalities_on_an_indexed_top_level_field_take_two_halves() -> None:
+    """find_one-like finds take the union (its limit behind a subquery, so the engine
+    keeps one generic plan); without a limit, with a sort or skip, on a dotted path or
+    with a value that is not plain, the single condition."""
+    from heliosdb.services.documents.store import FindQuery, _find_statement
+
+    indexed = {"k": "(doc -> 'k')", "a.b": "(doc -> 'a' -> 'b')"}
+    sql, values = _find_statement("db", "c", FindQuery(filter={"k": "x"}, limit=-3), indexed)
+    assert " UNION ALL " in sql and sql.endswith(" AS s LIMIT (SELECT $2::bigint)")
+    assert values == ["x", 3]
+    for query in (
+        FindQuery(filter={"k": "x"}),
+        FindQuery(filter={"k": "x"}, limit=1, sort={"_id": 1}),
+        FindQuery(filter={"k": "x"}, limit=1, skip=1),
+        FindQuery(filter={"a.b": "x"}, limit=1),
+        FindQuery(filter={"k": Int64(5)}, limit=1),
+        FindQuery(filter={"k": "x", "n": 1}, limit=1),
+        FindQuery(filter={"n": "x"}, limit=1),
+    ):
+        assert " UNION ALL " not in _find_statement("db", "c", query, indexed)[0], query
