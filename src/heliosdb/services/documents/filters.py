@@ -53,6 +53,8 @@ _TYPE_ALIASES: dict[int, str] = {
     127: "maxKey",
 }
 _NUMBER_TYPES = {"double", "int", "long", "decimal", "number"}
+# the keys of the query forms of typed values (bsonform), each an object of one key
+_TYPED_KEYS = (*_WRAPPERS, "$binary", "$timestamp", "$minKey", "$maxKey")
 # jsonpath tests for the query forms of the infinities (bsonform: double and Decimal128)
 _INFINITY = '@."$numberDouble" == "Infinity"'
 _MINUS_INFINITY = '@."$numberDouble" == "-Infinity"'
@@ -227,12 +229,12 @@ class _Compiler:
             flags = value.flags
             return self.regex(target, value.pattern, flags)
         if value is None:
-            return f"(!exists({target}) || exists({target} ? (@ == null)))"
+            return f"(!exists({target}) || {self.items(target, '@ == null')})"
         form = query_form(value)
         if isinstance(form, dict):
             wrapped = self.wrapper_test("@", form)
             if wrapped is not None:
-                return f"exists({target} ? ({wrapped}))"
+                return self.items(target, wrapped)
         if isinstance(form, (dict, list)):
             if top:
                 lax = self.params.add("lax " + target, "jsonpath")
@@ -245,7 +247,20 @@ class _Compiler:
                     f" WHERE e.v = {val}))"
                 )
             return self.contains("@", form, target)
-        return f"exists({target} ? (@ == {self.var(form)}))"
+        return self.items(target, f"@ == {self.var(form)}")
+
+    def items(self, target: str, test: str) -> str:
+        """``test`` holds for a value the path reaches or an item of an array it reaches,
+        never for an array nested in such an array: MongoDB does not look into those
+        (``{k: 5}`` does not match ``{k: [[5]]}``). In lax mode a filter unwraps an array
+        once and a comparison unwraps its operand again (``$.k ? (@ == 5)`` meets
+        ``[[5]]``), so the filter drops array items (``.type()`` never unwraps).
+
+        ``@`` alone is an $elemMatch operand: one element exactly, an array element being
+        an array (it equals no scalar; $size, $elemMatch and ``$type: "array"`` see it)."""
+        if target == "@":
+            return f'(@.type() != "array" && exists(@ ? ({test})))'
+        return f'exists({target} ? (({test}) && @.type() != "array"))'
 
     def contains(self, item: str, form: Any, target: str) -> str:
         """Inside $elemMatch: a document or array operand, matched member by member."""
@@ -257,8 +272,41 @@ class _Compiler:
                     tests.append(f"exists({member} ? ({self.contains('@', sub, member)}))")
                 else:
                     tests.append(f"{member} == {self.var(sub)}")
-            return f"exists({target} ? ({' && '.join(tests)}))"
+            return self.items(target, " && ".join(tests))
+        if isinstance(form, list) and target == "@":
+            equal = self.array_equal("@", form)
+            if equal is not None:
+                return equal
         return TRUE_JP
+
+    def array_equal(self, item: str, form: list[Any]) -> str | None:
+        """``item`` is an array equal to ``form`` (numbers, strings, booleans, nulls,
+        typed values and such arrays; None for embedded documents): the type test before
+        each comparison keeps every test true or false, never unknown."""
+        tests = [f'{item}.type() == "array"', f"{item}.size() == {self.var(len(form))}"]
+        for i, member in enumerate(form):
+            sub = f"{item}[{i}]"
+            if isinstance(member, list):
+                inner = self.array_equal(sub, member)
+                if inner is None:
+                    return None
+                tests.append(inner)
+            elif member is None:
+                tests.append(f'{sub}.type() == "null"')
+            elif isinstance(member, (bool, int, float, str)):
+                kind = (
+                    "boolean"
+                    if isinstance(member, bool)
+                    else "string"
+                    if isinstance(member, str)
+                    else "number"
+                )
+                tests.append(f'{sub}.type() == "{kind}" && {sub} == {self.var(member)}')
+            elif isinstance(member, dict) and (typed := self.wrapper_test(sub, member)):
+                tests.append(f'{sub}.type() == "object" && {typed}')
+            else:
+                return None
+        return "(" + " && ".join(tests) + ")"
 
     def wrapper_test(self, item: str, form: dict[str, Any]) -> str | None:
         if len(form) == 1:
@@ -276,12 +324,12 @@ class _Compiler:
 
     def compare(self, target: str, op: str, value: Any) -> str:
         if value is None:
-            return f"exists({target} ? (@ == null))" if "=" in op else FALSE_JP
+            return self.items(target, "@ == null") if "=" in op else FALSE_JP
         form = query_form(value)
         if isinstance(form, dict) and len(form) == 1:
             ((key, inner),) = form.items()
             if key in ("$oid", "$date") and not isinstance(inner, (dict, list)):
-                return f"exists({target} ? (@{quote_key(key)} {op} {self.var(inner)}))"
+                return self.items(target, f"@{quote_key(key)} {op} {self.var(inner)}")
             if key in ("$minKey", "$maxKey"):
                 return TRUE_JP if (key == "$minKey") == (">" in op) else FALSE_JP
             if key == "$numberDouble":
@@ -290,35 +338,30 @@ class _Compiler:
             # seconds first, then the increment (as MongoDB compares them)
             t, i = self.var(form["$timestamp"]["t"]), self.var(form["$timestamp"]["i"])
             ts, strict = '@."$timestamp"', op.rstrip("=")
-            return (
-                f'exists({target} ? ({ts}."t" {strict} {t} || '
-                f'({ts}."t" == {t} && {ts}."i" {op} {i})))'
+            return self.items(
+                target, f'{ts}."t" {strict} {t} || ({ts}."t" == {t} && {ts}."i" {op} {i})'
             )
         if isinstance(form, (int, float)) and not isinstance(form, bool):
             # the infinities' query forms are objects: beyond every number, as in MongoDB
             beyond = _INFINITY if ">" in op else _MINUS_INFINITY
-            return f"exists({target} ? (@ {op} {self.var(form)} || {beyond}))"
+            return self.items(target, f"@ {op} {self.var(form)} || {beyond}")
         if isinstance(form, str):
-            return f"exists({target} ? (@ {op} {self.var(form)}))"
+            return self.items(target, f"@ {op} {self.var(form)}")
         if isinstance(form, bool):
-            return f"exists({target} ? (@ == {self.var(form)}))" if "=" in op else FALSE_JP
+            return self.items(target, f"@ == {self.var(form)}") if "=" in op else FALSE_JP
         raise bad_value(f"cannot compare with {type(value).__name__} here")
 
     def compare_non_finite(self, target: str, op: str, which: Any) -> str:
         """A range whose bound is NaN or an infinity: NaN meets only NaN (and only with
         ``=``), as MongoDB's comparisons special-case it; an infinity bounds every number."""
         if which not in ("Infinity", "-Infinity"):
-            return f'exists({target} ? (@."$numberDouble" == "NaN"))' if "=" in op else FALSE_JP
+            return self.items(target, '@."$numberDouble" == "NaN"') if "=" in op else FALSE_JP
         same = _INFINITY if which == "Infinity" else _MINUS_INFINITY
         other = _MINUS_INFINITY if which == "Infinity" else _INFINITY
         if (">" in op) == (which == "Infinity"):  # beyond the top (or below the bottom)
-            return f"exists({target} ? ({same}))" if "=" in op else FALSE_JP
+            return self.items(target, same) if "=" in op else FALSE_JP
         within = f'@.type() == "number" || {other}'
-        return (
-            f"exists({target} ? ({within} || {same}))"
-            if "=" in op
-            else f"exists({target} ? ({within}))"
-        )
+        return self.items(target, f"{within} || {same}" if "=" in op else within)
 
     def regex(self, target: str, pattern: Any, options: Any) -> str:
         if isinstance(pattern, (Regex, re.Pattern)):
@@ -340,7 +383,7 @@ class _Compiler:
         # or "." meets an escaped character as its two).
         literal = json.dumps(query_string(pattern), ensure_ascii=False)
         flag_part = f" flag {json.dumps(flags)}" if flags else ""
-        return f"exists({target} ? (@ like_regex {literal}{flag_part}))"
+        return self.items(target, f"@ like_regex {literal}{flag_part}")
 
     def type_test(self, target: str, kind: Any) -> str:
         if isinstance(kind, (int, float)) and not isinstance(kind, bool):
@@ -362,15 +405,17 @@ class _Compiler:
             "javascript": "$code",
         }
         if kind in _NUMBER_TYPES:
-            return f'exists({target} ? (@.type() == "number" || exists(@."$numberDouble")))'
+            return self.items(target, '@.type() == "number" || exists(@."$numberDouble")')
         if kind in simple:
-            return f'exists({target} ? (@.type() == "{simple[kind]}"))'
+            return self.items(target, f'@.type() == "{simple[kind]}"')
         if kind == "array":
             return f'({target}.type() == "array")'
         if kind == "object":
-            return f'exists({target} ? (@.type() == "object"))'
+            # a typed value's query form is an object too (bsonform): not a document
+            typed = " || ".join(f"exists(@{quote_key(key)})" for key in _TYPED_KEYS)
+            return self.items(target, f'@.type() == "object" && !({typed})')
         if kind in wrapped:
-            return f"exists({target} ? (exists(@{quote_key(wrapped[kind])})))"
+            return self.items(target, f"exists(@{quote_key(wrapped[kind])})")
         raise bad_value(f"Unknown type name alias: {kind}")
 
     def elem_match(self, target: str, spec: Any) -> str:
@@ -379,11 +424,19 @@ class _Compiler:
         if spec and all(k.startswith("$") and k not in ("$and", "$or", "$nor") for k in spec):
             inner = self.operators("@", spec, "", top=False)
         else:
-            inner = self.document(spec, "@", top=False)
+            # The document form skips scalars and reads an array element as a document
+            # keyed "0", "1", ... (MongoDB's jstests/arrayfind9.js): only a path with a
+            # position can meet one (a named field would step into its items here).
+            kinds = '@.type() == "object"'
+            if any(part.isdigit() for key in spec for part in key.split(".")):
+                kinds = f'({kinds} || @.type() == "array")'
+            inner = [kinds, *self.document(spec, "@", top=False)]
         body = self.conjunction(inner)
         if isinstance(body, _Sql):
             raise bad_value("this $elemMatch form is not supported")
-        return f'({target}.type() == "array" && exists({target}[*] ? ({body})))'
+        # ``target ? (...)`` unwraps the array once and leaves its items as they are;
+        # ``target[*] ? (...)`` would unwrap an item that is an array again.
+        return f'({target}.type() == "array" && exists({target} ? ({body})))'
 
     def mod(self, target: str, operand: Any) -> str:
         if (
@@ -395,9 +448,9 @@ class _Compiler:
         divisor, remainder = (int(x) for x in operand)
         if divisor == 0:
             raise bad_value("divisor cannot be 0")
-        return (
-            f'exists({target} ? (@.type() == "number" && '
-            f"@.floor() % {self.var(divisor)} == {self.var(remainder)}))"
+        return self.items(
+            target,
+            f'@.type() == "number" && @.floor() % {self.var(divisor)} == {self.var(remainder)}',
         )
 
     # -- boolean structure ---------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from bson import ObjectId
+from bson.int64 import Int64
 
 from heliosdb.errors import HeliosError
 from heliosdb.services.documents.filters import Params, compile_filter, compile_sort
@@ -21,7 +22,8 @@ def test_field_names_are_quoted_in_the_path() -> None:
     params = Params()
     compile_filter({'we"ird': {"$gt": 1}}, params)
     assert params.values[1] == (
-        'exists($."we\\"ird" ? (@ > $v1 || @."$numberDouble" == "Infinity"))'
+        'exists($."we\\"ird" ? ((@ > $v1 || @."$numberDouble" == "Infinity")'
+        ' && @.type() != "array"))'
     )
     assert "(doc -> 'it''s') = $1::jsonb" in compile_filter({"it's": 1}, Params())
 
@@ -38,6 +40,36 @@ def test_top_level_scalar_equality_is_plain_sql() -> None:
         assert "jsonb_path_match" in compile_filter(spec, Params()) or "EXISTS" in compile_filter(
             spec, Params()
         )
+
+
+def test_path_tests_skip_arrays_nested_in_arrays() -> None:
+    # In lax mode the filter unwraps [[5]] once and the comparison unwraps [5] again:
+    # each test drops array items (MongoDB never looks into an array in an array).
+    params = Params()
+    compile_filter({"k": Int64(5), "a.b": {"$lt": 2}}, params)
+    assert params.values[1] == (
+        '(exists($."k" ? ((@ == $v1) && @.type() != "array")) && '
+        'exists($."a"."b" ? ((@ < $v2 || @."$numberDouble" == "-Infinity")'
+        ' && @.type() != "array")))'
+    )
+    assert params.values[0] == {"v1": 5, "v2": 2}
+
+
+def test_elem_match_operators_see_each_element_as_it_is() -> None:
+    # ``k ? (...)`` (not ``k[*] ? (...)``, which unwraps an element that is an array);
+    # an operand test on the element itself refuses arrays before its own filter.
+    params = Params()
+    compile_filter({"k": {"$elemMatch": {"$eq": 5}}}, params)
+    assert params.values[1] == (
+        '($."k".type() == "array" && exists($."k" ? '
+        '((@.type() != "array" && exists(@ ? (@ == $v1))))))'
+    )
+    # an array operand: compared member by member, each value a variable
+    params = Params()
+    compile_filter({"k": {"$elemMatch": {"$eq": [5, "x'"]}}}, params)
+    assert "x'" not in params.values[1]
+    assert '@[1].type() == "string" && @[1] == $v3' in params.values[1]
+    assert params.values[0] == {"v1": 2, "v2": 5, "v3": "x'"}
 
 
 def test_id_equality_uses_the_primary_key() -> None:
