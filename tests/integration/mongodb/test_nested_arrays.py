@@ -59,6 +59,8 @@ DOCS: list[dict[str, Any]] = [
     {"_id": 26, "m": [["x"]]},
     {"_id": 27, "m": [1]},
     {"_id": 28, "m": [[]]},
+    {"_id": 29, "n": [{}, {"b": 1}]},
+    {"_id": 30, "n": [5, {"b": 1}]},
 ]
 ALL = {doc["_id"] for doc in DOCS}
 NO_K = {doc["_id"] for doc in DOCS if "k" not in doc}
@@ -119,6 +121,11 @@ CASES: list[tuple[dict[str, Any], set[int]]] = [
     ({"m": {"$elemMatch": {"0": "x"}}}, {26}),
     ({"m": {"$elemMatch": {"$not": {"$ne": 1}}}}, {27}),
     ({"m": {"$elemMatch": {"$in": [[]]}}}, {28}),
+    # MongoDB's jstests/arrayfind5.js: $elemMatch's document form does not look at a
+    # scalar element (its {"n.b": null} case, the element {} matching, is not met yet)
+    ({"n.b": 1}, {29, 30}),
+    ({"n": {"$elemMatch": {"b": 1}}}, {29, 30}),
+    ({"n": {"$elemMatch": {"b": None}}}, {29}),
     # $type, $exists, $size, $mod: of the value or its elements
     ({"k": {"$type": "array"}}, ARRAYS),
     ({"k": {"$type": "string"}}, {11}),
