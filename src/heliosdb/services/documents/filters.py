@@ -263,50 +263,58 @@ class _Compiler:
         return f'exists({target} ? (({test}) && @.type() != "array"))'
 
     def contains(self, item: str, form: Any, target: str) -> str:
-        """Inside $elemMatch: a document or array operand, matched member by member."""
+        """Inside $elemMatch: a document or array operand. A document is equal only to a
+        document with the same keys and equal values (JSONB keeps no field order, so
+        ``{a: 1, b: 2}`` also equals ``{b: 2, a: 1}``, which MongoDB does not)."""
         if isinstance(form, dict):
-            tests = [f'{item}.type() == "object"']
-            for key, sub in form.items():
-                member = item + quote_key(key)
-                if isinstance(sub, (dict, list)):
-                    tests.append(f"exists({member} ? ({self.contains('@', sub, member)}))")
-                else:
-                    tests.append(f"{member} == {self.var(sub)}")
-            return self.items(target, " && ".join(tests))
+            equal = self.value_equal(item, form)
+            if equal is not None:
+                return self.items(target, equal)
         if isinstance(form, list) and target == "@":
-            equal = self.array_equal("@", form)
+            equal = self.value_equal("@", form)
             if equal is not None:
                 return equal
         return TRUE_JP
 
-    def array_equal(self, item: str, form: list[Any]) -> str | None:
-        """``item`` is an array equal to ``form`` (numbers, strings, booleans, nulls,
-        typed values and such arrays; None for embedded documents): the type test before
-        each comparison keeps every test true or false, never unknown."""
-        tests = [f'{item}.type() == "array"', f"{item}.size() == {self.var(len(form))}"]
-        for i, member in enumerate(form):
-            sub = f"{item}[{i}]"
-            if isinstance(member, list):
-                inner = self.array_equal(sub, member)
+    def value_equal(self, item: str, form: Any) -> str | None:
+        """``item`` equals ``form`` exactly: numbers, strings, booleans, nulls, typed
+        values, arrays member by member and documents key by key (None for a form it
+        cannot test). The type test before each comparison keeps every test true or
+        false, never unknown, and lax mode from unwrapping an array."""
+        if form is None:
+            return f'{item}.type() == "null"'
+        if isinstance(form, (bool, int, float, str)):
+            kind = (
+                "boolean"
+                if isinstance(form, bool)
+                else "string"
+                if isinstance(form, str)
+                else "number"
+            )
+            return f'({item}.type() == "{kind}" && {item} == {self.var(form)})'
+        if isinstance(form, list):
+            tests = [f'{item}.type() == "array"', f"{item}.size() == {self.var(len(form))}"]
+            for i, member in enumerate(form):
+                inner = self.value_equal(f"{item}[{i}]", member)
                 if inner is None:
                     return None
                 tests.append(inner)
-            elif member is None:
-                tests.append(f'{sub}.type() == "null"')
-            elif isinstance(member, (bool, int, float, str)):
-                kind = (
-                    "boolean"
-                    if isinstance(member, bool)
-                    else "string"
-                    if isinstance(member, str)
-                    else "number"
-                )
-                tests.append(f'{sub}.type() == "{kind}" && {sub} == {self.var(member)}')
-            elif isinstance(member, dict) and (typed := self.wrapper_test(sub, member)):
-                tests.append(f'{sub}.type() == "object" && {typed}')
-            else:
-                return None
-        return "(" + " && ".join(tests) + ")"
+            return "(" + " && ".join(tests) + ")"
+        if isinstance(form, dict):
+            typed = self.wrapper_test(item, form)
+            if typed is not None:
+                return f'({item}.type() == "object" && {typed})'
+            tests = [f'{item}.type() == "object"']
+            # No key beyond the operand's: each key/value pair names one of them.
+            others = " && ".join(f"@.key != {self.var(key)}" for key in form) or TRUE_JP
+            tests.append(f"!exists({item}.keyvalue() ? ({others}))")
+            for key, member in form.items():
+                inner = self.value_equal(item + quote_key(key), member)
+                if inner is None:
+                    return None
+                tests.append(inner)
+            return "(" + " && ".join(tests) + ")"
+        return None
 
     def wrapper_test(self, item: str, form: dict[str, Any]) -> str | None:
         if len(form) == 1:

@@ -189,6 +189,12 @@ def operators_match(values: list[Any], spec: dict[str, Any], document: Any, path
 def matches_elem(element: Any, spec: dict[str, Any]) -> bool:
     if spec and all(k.startswith("$") and k not in ("$and", "$or", "$nor") for k in spec):
         return operators_match([element], spec, element, "")
+    # The document form skips scalars and reads an array element as a document keyed
+    # "0", "1", ...: only a path with a position can meet one (as filters.py does).
+    if isinstance(element, list):
+        return any(part.isdigit() for key in spec for part in key.split(".")) and matches(
+            element, spec
+        )
     return isinstance(element, dict) and matches(element, spec)
 
 

@@ -72,6 +72,17 @@ def test_elem_match_operators_see_each_element_as_it_is() -> None:
     assert params.values[0] == {"v1": 2, "v2": 5, "v3": "x'"}
 
 
+def test_elem_match_document_operand_is_exact() -> None:
+    # No key beyond the operand's (each key name a variable), then each value by type.
+    params = Params()
+    compile_filter({"e": {"$elemMatch": {"$eq": {"a'": 1, "b": {}}}}}, params)
+    jp = params.values[1]
+    assert "!exists(@.keyvalue() ? (@.key != $v1 && @.key != $v2))" in jp
+    assert '(@."a\'".type() == "number" && @."a\'" == $v3)' in jp
+    assert '!exists(@."b".keyvalue() ? ((1 == 1)))' in jp
+    assert params.values[0] == {"v1": "a'", "v2": "b", "v3": 1}
+
+
 def test_id_equality_uses_the_primary_key() -> None:
     params = Params()
     oid = ObjectId()
