@@ -70,6 +70,9 @@ DOCS: list[dict[str, Any]] = [
     {"_id": 37, "e": [[{"a": 1}]]},
     {"_id": 38, "e": [{}, 1]},
     {"_id": 39, "e": [{"a": {"c": [1, {"d": None}]}}]},
+    {"_id": 40, "g": [{"h": {}}, {"h": {"i": 1}}]},
+    {"_id": 41, "g": [{"h": [{"i": 1}, {}]}]},
+    {"_id": 42, "g": [{"h": [5, {"i": 1}]}]},
 ]
 ALL = {doc["_id"] for doc in DOCS}
 NO_K = {doc["_id"] for doc in DOCS if "k" not in doc}
@@ -132,10 +135,19 @@ CASES: list[tuple[dict[str, Any], set[int]]] = [
     ({"m": {"$elemMatch": {"$not": {"$ne": 1}}}}, {27}),
     ({"m": {"$elemMatch": {"$in": [[]]}}}, {28}),
     # MongoDB's jstests/arrayfind5.js: $elemMatch's document form does not look at a
-    # scalar element (its {"n.b": null} case, the element {} matching, is not met yet)
+    # scalar element, and a null equality counts an element document lacking the field
     ({"n.b": 1}, {29, 30}),
     ({"n": {"$elemMatch": {"b": 1}}}, {29, 30}),
     ({"n": {"$elemMatch": {"b": None}}}, {29}),
+    ({"n.b": None}, ALL - {30}),
+    ({"g.h": None}, ALL - {40, 41, 42}),
+    ({"g.h.i": None}, ALL - {42}),
+    ({"g.h.i": {"$eq": None}}, ALL - {42}),
+    ({"g.h.i": {"$in": [None, 7]}}, ALL - {42}),
+    ({"g.h.i": {"$all": [None]}}, ALL - {42}),
+    ({"g.h.i": {"$ne": None}}, {42}),
+    ({"g.h.i": {"$nin": [None]}}, {42}),
+    ({"g": {"$elemMatch": {"h.i": None}}}, {40, 41}),
     # an embedded document operand is equal only to the same keys and values (MongoDB:
     # "Equality matches on the whole embedded document require an exact match")
     ({"e": {"$elemMatch": {"$eq": {"a": 1}}}}, {31}),

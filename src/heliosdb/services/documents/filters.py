@@ -229,7 +229,8 @@ class _Compiler:
             flags = value.flags
             return self.regex(target, value.pattern, flags)
         if value is None:
-            return f"(!exists({target}) || {self.items(target, '@ == null')})"
+            gaps = "".join(f" || {gap}" for gap in self.gaps(target, path))
+            return f"(!exists({target}) || {self.items(target, '@ == null')}{gaps})"
         form = query_form(value)
         if isinstance(form, dict):
             wrapped = self.wrapper_test("@", form)
@@ -248,6 +249,21 @@ class _Compiler:
                 )
             return self.contains("@", form, target)
         return self.items(target, f"@ == {self.var(form)}")
+
+    def gaps(self, target: str, path: str) -> list[str]:
+        """For ``{"a.b": null}``: an object the path reaches on its way (``a``, or an
+        element of the array ``a`` is) lacks the next field, so that branch reaches no
+        value, which MongoDB counts as null (jstests/arrayfind5.js: ``{a: [{}, {b: 1}]}``
+        matches, ``{a: [5, {b: 1}]}`` does not). Paths with positions are left alone."""
+        parts = path.split(".")
+        if len(parts) < 2 or any(part.isdigit() for part in parts):
+            return []
+        ctx = target[: len(target) - len(jsonpath_of(path))]
+        return [
+            f'exists({ctx}{jsonpath_of(".".join(parts[:i]))} ? (@.type() == "object"'
+            f" && !exists(@{quote_key(parts[i])})))"
+            for i in range(1, len(parts))
+        ]
 
     def items(self, target: str, test: str) -> str:
         """``test`` holds for a value the path reaches or an item of an array it reaches,

@@ -84,7 +84,7 @@ def field_matches(document: Any, path: str, value: Any) -> bool:
     values = list(candidates(document, path))
     if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
         return operators_match(values, value, document, path)
-    return _equals(values, value)
+    return _equals(values, value, document, path)
 
 
 def value_matches(value: Any, spec: Any) -> bool:
@@ -97,12 +97,33 @@ def value_matches(value: Any, spec: Any) -> bool:
     return _equals(values, spec)
 
 
-def _equals(values: list[Any], target: Any) -> bool:
+def _equals(values: list[Any], target: Any, document: Any = None, path: str = "") -> bool:
     if isinstance(target, (Regex, re.Pattern)):
         return any(_regex(v, target.pattern, target.flags) for v in values)
     if target is None:
-        return not values or any(v is None for v in values)
+        return not values or any(v is None for v in values) or _gap(document, path)
     return any(equal(v, target) for v in values)
+
+
+def _gap(document: Any, path: str) -> bool:
+    """An object on the path's way lacks the next field (filters.py ``gaps``): that
+    branch reaches no value, which a null equality counts. Not for paths with positions."""
+    parts = path.split(".")
+    if len(parts) < 2 or any(part.isdigit() for part in parts):
+        return False
+    return _lacks(document, parts)
+
+
+def _lacks(current: Any, parts: list[str]) -> bool:
+    if not parts:
+        return False
+    if isinstance(current, list):
+        return any(isinstance(item, dict) and _lacks(item, parts) for item in current)
+    if not isinstance(current, dict):
+        return False
+    if parts[0] not in current:
+        return True
+    return _lacks(current[parts[0]], parts[1:])
 
 
 def _regex(value: Any, pattern: str, flags: Any) -> bool:
@@ -123,15 +144,15 @@ def _regex(value: Any, pattern: str, flags: Any) -> bool:
 def operators_match(values: list[Any], spec: dict[str, Any], document: Any, path: str) -> bool:
     for op, operand in spec.items():
         if op == "$eq":
-            ok = _equals(values, operand)
+            ok = _equals(values, operand, document, path)
         elif op == "$ne":
-            ok = not _equals(values, operand)
+            ok = not _equals(values, operand, document, path)
         elif op in ("$gt", "$gte", "$lt", "$lte"):
             ok = any(_compare_op(op, v, operand) for v in values)
         elif op == "$in":
-            ok = any(_equals(values, item) for item in operand)
+            ok = any(_equals(values, item, document, path) for item in operand)
         elif op == "$nin":
-            ok = not any(_equals(values, item) for item in operand)
+            ok = not any(_equals(values, item, document, path) for item in operand)
         elif op == "$exists":
             ok = bool(values) == bool(operand)
         elif op == "$type":
@@ -159,7 +180,7 @@ def operators_match(values: list[Any], spec: dict[str, Any], document: Any, path
                     )
                 )
                 if isinstance(item, dict) and "$elemMatch" in item
-                else _equals(values, item)
+                else _equals(values, item, document, path)
                 for item in operand
             )
         elif op == "$elemMatch":

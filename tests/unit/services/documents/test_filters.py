@@ -83,6 +83,15 @@ def test_elem_match_document_operand_is_exact() -> None:
     assert params.values[0] == {"v1": "a'", "v2": "b", "v3": 1}
 
 
+def test_null_equality_counts_an_object_lacking_the_next_field() -> None:
+    params = Params()
+    compile_filter({"a.b.c": None, "k": None, "x.0.y": None}, params)
+    jp = params.values[1]
+    assert 'exists($."a" ? (@.type() == "object" && !exists(@."b")))' in jp
+    assert 'exists($."a"."b" ? (@.type() == "object" && !exists(@."c")))' in jp
+    assert jp.count("!exists(@.") == 2  # not for one-field paths nor positions
+
+
 def test_id_equality_uses_the_primary_key() -> None:
     params = Params()
     oid = ObjectId()
