@@ -73,11 +73,19 @@ DOCS: list[dict[str, Any]] = [
     {"_id": 40, "g": [{"h": {}}, {"h": {"i": 1}}]},
     {"_id": 41, "g": [{"h": [{"i": 1}, {}]}]},
     {"_id": 42, "g": [{"h": [5, {"i": 1}]}]},
+    {"_id": 44, "f": [{"x": [1]}]},
+    {"_id": 45, "f": [{"x": [[1]]}]},
+    {"_id": 46, "f": [{"x": [2]}]},
+    {"_id": 47, "f": [{"x": [1, 2]}]},
+    {"_id": 48, "f": [{"x": 1}]},
+    {"_id": 49, "f": [{"y": [{"x": [2]}, {"x": [1, 3]}]}]},
+    {"_id": 50, "f": [{"y": [{"x": [1]}]}, 5]},
 ]
 ALL = {doc["_id"] for doc in DOCS}
 NO_K = {doc["_id"] for doc in DOCS if "k" not in doc}
 ARRAYS = {doc["_id"] for doc in DOCS if isinstance(doc.get("k"), list)}
 E = {doc["_id"] for doc in DOCS if "e" in doc}
+F = {doc["_id"] for doc in DOCS if "f" in doc}
 
 # filter, the ids MongoDB matches (the rule that decides, where it is not the plain one)
 CASES: list[tuple[dict[str, Any], set[int]]] = [
@@ -160,6 +168,13 @@ CASES: list[tuple[dict[str, Any], set[int]]] = [
     ({"e": {"$elemMatch": {"x": {"a": 1}}}}, {34, 36}),
     ({"e": {"$elemMatch": {"x": {"$eq": {"a": 1}}}}}, {34, 36}),
     ({"e": {"a": 1}}, {31}),
+    # an array operand in the document form: the field is that array or holds it
+    ({"f": {"$elemMatch": {"x": [1]}}}, {44, 45}),
+    ({"f": {"$elemMatch": {"x": {"$in": [[1, 2], 7]}}}}, {47}),
+    ({"f": {"$elemMatch": {"x": {"$ne": [1]}}}}, F - {44, 45}),
+    ({"f": {"$elemMatch": {"y.x": [1]}}}, {50}),
+    ({"f.x": [1]}, {44, 45}),
+    ({"f.y.x": [1]}, {50}),
     ({"e.x": {"a": 1}}, {34, 36}),
     # $type, $exists, $size, $mod: of the value or its elements
     ({"k": {"$type": "array"}}, ARRAYS),

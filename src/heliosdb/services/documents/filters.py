@@ -247,6 +247,8 @@ class _Compiler:
                     f" OR EXISTS (SELECT 1 FROM jsonb_path_query(doc, {elems}) AS e(v)"
                     f" WHERE e.v = {val}))"
                 )
+            if isinstance(form, list) and target != "@":
+                return self.array_at(target, path, form)
             return self.contains("@", form, target)
         return self.items(target, f"@ == {self.var(form)}")
 
@@ -291,6 +293,22 @@ class _Compiler:
             if equal is not None:
                 return equal
         return TRUE_JP
+
+    def array_at(self, target: str, path: str, form: list[Any]) -> str:
+        """Inside $elemMatch's document form: the field is the array ``form``, or an
+        array holding it. A filter on ``target`` would unwrap the field's array, so the
+        whole-array test filters the objects holding the field; a path through arrays of
+        documents reaches several fields, each tested on its own."""
+        element = f"exists({target} ? ({self.value_equal('@', form) or FALSE_JP}))"
+        parts = path.split(".")
+        if any(part.isdigit() for part in parts):
+            whole = self.value_equal(target, form) or FALSE_JP
+        else:
+            ctx = target[: len(target) - len(jsonpath_of(path))]
+            parent = ctx + jsonpath_of(".".join(parts[:-1]))
+            field = self.value_equal("@" + quote_key(parts[-1]), form) or FALSE_JP
+            whole = f'exists({parent} ? (@.type() == "object" && {field}))'
+        return f"({whole} || {element})"
 
     def value_equal(self, item: str, form: Any) -> str | None:
         """``item`` equals ``form`` exactly: numbers, strings, booleans, nulls, typed
