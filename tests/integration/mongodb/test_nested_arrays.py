@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bson import Decimal128, ObjectId
+from bson import Decimal128, ObjectId, Timestamp
 from bson.int64 import Int64
 from bson.regex import Regex
 from pymongo.collection import Collection
@@ -70,6 +70,7 @@ DOCS: list[dict[str, Any]] = [
     {"_id": 37, "e": [[{"a": 1}]]},
     {"_id": 38, "e": [{}, 1]},
     {"_id": 39, "e": [{"a": {"c": [1, {"d": None}]}}]},
+    {"_id": 43, "e": [{"a": DATE, "t": Timestamp(1, 2), "o": [OID]}]},
     {"_id": 40, "g": [{"h": {}}, {"h": {"i": 1}}]},
     {"_id": 41, "g": [{"h": [{"i": 1}, {}]}]},
     {"_id": 42, "g": [{"h": [5, {"i": 1}]}]},
@@ -165,6 +166,9 @@ CASES: list[tuple[dict[str, Any], set[int]]] = [
     ({"e": {"$elemMatch": {"$eq": [{"a": 1}]}}}, {37}),
     ({"e": {"$elemMatch": {"$eq": {"a": {"c": [1, {"d": None}]}}}}}, {39}),
     ({"e": {"$elemMatch": {"$eq": {"a": {"c": [1, {}]}}}}}, set()),
+    ({"e": {"$elemMatch": {"$eq": {"a": DATE, "t": Timestamp(1, 2), "o": [OID]}}}}, {43}),
+    ({"e": {"$elemMatch": {"$eq": {"a": DATE, "t": Timestamp(1, 2)}}}}, set()),
+    ({"e": {"$elemMatch": {"t": Timestamp(1, 2), "o": OID}}}, {43}),
     ({"e": {"$elemMatch": {"x": {"a": 1}}}}, {34, 36}),
     ({"e": {"$elemMatch": {"x": {"$eq": {"a": 1}}}}}, {34, 36}),
     ({"e": {"a": 1}}, {31}),
