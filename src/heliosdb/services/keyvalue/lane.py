@@ -80,6 +80,17 @@ class Lost(Exception):
     """The pipelined connection went away (or timed out) before the statement's answer."""
 
 
+# Errors that say the lane's connection is gone, not that the engine refused the
+# statement: asyncpg makes them PostgresErrors too (the pipeline fails what it had queued
+# with ConnectionDoesNotExistError; a terminated backend's FATAL is AdminShutdownError),
+# but the pooled connection can still answer, as for any other loss.
+_GONE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
 def session_settings(synchronous_commit: bool) -> dict[str, str]:
     """The coalescer's engine session settings (its pooled connections SET them, its
     pipelined ones start with them).
@@ -157,7 +168,9 @@ class Lane:
         def then(result: tuple[list[bytes], bytes] | None, error: BaseException | None) -> None:
             if future.done():  # the caller went away (the coalescer stopping)
                 return
-            if result is None and not isinstance(error, asyncpg.PostgresError):
+            if result is None and (
+                not isinstance(error, asyncpg.PostgresError) or isinstance(error, _GONE)
+            ):
                 future.set_exception(Lost(repr(error)))
                 return
             if is_set:
