@@ -92,6 +92,19 @@ def jsonpath_of(path: str) -> str:
     return "".join(out)
 
 
+def has_position(path: str) -> bool:
+    """Whether a dotted path names an array position somewhere (a part of digits):
+    such paths keep the plain rules where MongoDB's reading of what lies on the way
+    (gaps, an array element read as a document) does not apply."""
+    return any(part.isdigit() for part in path.split("."))
+
+
+def _path_start(target: str, path: str) -> str:
+    """The jsonpath ``target`` (``path``'s accessors after it) starts from: ``$``, or
+    an $elemMatch operand's ``@``."""
+    return target[: len(target) - len(jsonpath_of(path))]
+
+
 class _Compiler:
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -258,9 +271,9 @@ class _Compiler:
         value, which MongoDB counts as null (jstests/arrayfind5.js: ``{a: [{}, {b: 1}]}``
         matches, ``{a: [5, {b: 1}]}`` does not). Paths with positions are left alone."""
         parts = path.split(".")
-        if len(parts) < 2 or any(part.isdigit() for part in parts):
+        if len(parts) < 2 or has_position(path):
             return []
-        ctx = target[: len(target) - len(jsonpath_of(path))]
+        ctx = _path_start(target, path)
         return [
             f'exists({ctx}{jsonpath_of(".".join(parts[:i]))} ? (@.type() == "object"'
             f" && !exists(@{quote_key(parts[i])})))"
@@ -300,12 +313,11 @@ class _Compiler:
         whole-array test filters the objects holding the field; a path through arrays of
         documents reaches several fields, each tested on its own."""
         element = f"exists({target} ? ({self.value_equal('@', form) or FALSE_JP}))"
-        parts = path.split(".")
-        if any(part.isdigit() for part in parts):
+        if has_position(path):
             whole = self.value_equal(target, form) or FALSE_JP
         else:
-            ctx = target[: len(target) - len(jsonpath_of(path))]
-            parent = ctx + jsonpath_of(".".join(parts[:-1]))
+            parts = path.split(".")
+            parent = _path_start(target, path) + jsonpath_of(".".join(parts[:-1]))
             field = self.value_equal("@" + quote_key(parts[-1]), form) or FALSE_JP
             whole = f'exists({parent} ? (@.type() == "object" && {field}))'
         return f"({whole} || {element})"
@@ -470,7 +482,7 @@ class _Compiler:
             # keyed "0", "1", ... (MongoDB's jstests/arrayfind9.js): only a path with a
             # position can meet one (a named field would step into its items here).
             kinds = '@.type() == "object"'
-            if any(part.isdigit() for key in spec for part in key.split(".")):
+            if any(has_position(key) for key in spec):
                 kinds = f'({kinds} || @.type() == "array")'
             inner = [kinds, *self.document(spec, "@", top=False)]
         body = self.conjunction(inner)

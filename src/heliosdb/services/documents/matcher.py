@@ -12,7 +12,7 @@ from typing import Any
 
 from bson.regex import Regex
 
-from heliosdb.services.documents.filters import bad_value
+from heliosdb.services.documents.filters import bad_value, has_position
 from heliosdb.services.documents.values import (
     MISSING,
     candidates,
@@ -109,7 +109,7 @@ def _gap(document: Any, path: str) -> bool:
     """An object on the path's way lacks the next field (filters.py ``gaps``): that
     branch reaches no value, which a null equality counts. Not for paths with positions."""
     parts = path.split(".")
-    if len(parts) < 2 or any(part.isdigit() for part in parts):
+    if len(parts) < 2 or has_position(path):
         return False
     return _lacks(document, parts)
 
@@ -213,9 +213,7 @@ def matches_elem(element: Any, spec: dict[str, Any]) -> bool:
     # The document form skips scalars and reads an array element as a document keyed
     # "0", "1", ...: only a path with a position can meet one (as filters.py does).
     if isinstance(element, list):
-        return any(part.isdigit() for key in spec for part in key.split(".")) and matches(
-            element, spec
-        )
+        return any(has_position(key) for key in spec) and matches(element, spec)
     return isinstance(element, dict) and matches(element, spec)
 
 
