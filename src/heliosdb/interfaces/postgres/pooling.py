@@ -188,10 +188,15 @@ class _ServerSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if not (conn.carry or conn.skip or conn.expect):
-            # The common reply: whole messages, no ParseComplete to account for, at most
-            # one ReadyForQuery and that one last. One walk over the message boundaries
-            # up to where a closing ReadyForQuery would start, no look at their kinds.
+        out: bytes = data
+        rest: bytes | None = None  # not None: park, then read past these bytes
+        if conn.carry or conn.skip or conn.expect:
+            out, rest = self._scan(data)
+        else:
+            # The common reply: whole messages, no ParseComplete to account for (so no
+            # Parse in flight either: each one expected is in ``expect``), at most one
+            # ReadyForQuery and that one last. One walk over the message boundaries up to
+            # where a closing ReadyForQuery would start, no look at their kinds.
             n = len(data)
             pos = 0
             closing = n - 6
@@ -199,51 +204,54 @@ class _ServerSide(asyncio.Protocol):
                 pos += _length(data, pos)[0] + 1
             # A message starts there (the walk went from a boundary), six bytes from the
             # end: a ReadyForQuery if its kind says so (the engine's are 5 bytes long).
-            ready = pos == closing and data[pos] == 0x5A
-            if ready:
+            if pos == closing and data[pos] == 0x5A:
+                pending = conn.pending - 1
                 # No ReadyForQuery before the last message (those bytes inside another
                 # message only send the chunk the general way). When one is owed, no
                 # other can be real: no need to look.
-                if conn.pending != 1 and _READY(data, 0, pos) is not None:
-                    self._scan(data)
-                    return
-                conn.pending -= 1
-                if conn.inflight:
-                    conn.inflight.clear()
+                if pending and _READY(data, 0, pos) is not None:
+                    out, rest = self._scan(data)
+                else:
+                    conn.pending = pending
+                    if pending <= 0 and data[-1] == 0x49 and not conn.pinned and not conn.unsynced:
+                        rest = b""  # 'I': idle, every Query and Sync answered
             else:
                 headed = n - 5  # a message header starts at or before this offset
                 while pos <= headed:
                     pos += _length(data, pos)[0] + 1
                 if pos != n or _READY(data) is not None:  # not just rows of a longer reply
-                    self._scan(data)
-                    return
-            client = conn.client
-            if client is None:
-                return
-            if client.counted:
-                client.bytes_out += n
-                client.awaiting = False
-            client.transport.write(data)
-            if (
-                ready
-                and conn.pending <= 0
-                and data[-1] == 0x49  # 'I'
-                and not conn.pinned
-                and not conn.unsynced
-            ):
-                client.park()
+                    out, rest = self._scan(data)
+        client = conn.client
+        if client is None:
+            return  # an idle connection's notices and notifications belong to no one
+        if client.counted:
+            client.bytes_out += len(out)
+            client.awaiting = False
+        client.transport.write(out)
+        if rest is None:
             return
-        self._scan(data)
+        # Park: the connection is free for anyone who needs it but stays this client's
+        # until someone takes it (given back at once to a waiting client, or when it
+        # holds too many statements).
+        conn.client = None
+        if client.pool.waiters or len(conn.prepared) > MAX_PREPARED_PER_CONNECTION:
+            client.release()
+        if rest:
+            # Owed to no client (nothing is, once every Sync is answered): only an
+            # asynchronous notice could follow. Read past it to keep the framing.
+            self._scan(rest)
 
-    def _scan(self, data: bytes) -> None:
-        """Any reply: split chunks, dropped ParseCompletes, several ReadyForQuery."""
+    def _scan(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """Any reply: split chunks, dropped ParseCompletes, several ReadyForQuery. What
+        to send the client, and None or (when a ReadyForQuery lets the connection be
+        parked) the bytes after it."""
         conn = self.conn
         if conn.carry:
             data, conn.carry = conn.carry + data, b""
         n = len(data)
         pos, start, skip = 0, 0, conn.skip
         kept: list[bytes] = []
-        release_at = -1
+        rest = None
         while pos < n:
             if skip:
                 take = min(skip, n - pos)
@@ -274,7 +282,7 @@ class _ServerSide(asyncio.Protocol):
                     and not conn.pinned
                     and not conn.unsynced
                 ):
-                    release_at = end
+                    rest = data[end:]
                     n = end
                     break
             if end > n:
@@ -283,24 +291,10 @@ class _ServerSide(asyncio.Protocol):
             else:
                 pos = end
         conn.skip = skip
-        client = conn.client
-        if client is None:
-            return  # an idle connection's notices and notifications belong to no one
         if kept:
             kept.append(data[start:n])
-            out = b"".join(kept)
-        else:
-            out = data[start:n] if (start or n != len(data)) else data
-        if client.counted:
-            client.bytes_out += len(out)
-            client.awaiting = False
-        client.transport.write(out)
-        if release_at >= 0:
-            client.park()
-            if release_at < len(data):
-                # Owed to no client (nothing is, once every Sync is answered): only an
-                # asynchronous notice could follow. Read past it to keep the framing.
-                self._scan(data[release_at:])
+            return b"".join(kept), rest
+        return (data[start:n] if (start or n != len(data)) else data), rest
 
     def pause_writing(self) -> None:
         if self.conn.client is not None:
@@ -516,7 +510,9 @@ class TxnClient(asyncio.Protocol):
                 server.pending += 1
                 server.unsynced = False
                 server.copy_syncs = 0
-                if not _plain_query(data):
+                if (  # a shape remembered plain, else the full look
+                    n > _PLAIN_SHAPE_BYTES or not _plain_shapes.get(data.translate(_ZERO_DIGITS))
+                ) and not _plain_query(data):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
                 return
@@ -728,18 +724,6 @@ class TxnClient(asyncio.Protocol):
         with contextlib.suppress(RuntimeError):
             self.transport.resume_reading()
         self.pump()
-
-    def park(self) -> None:
-        """The engine answered everything and no transaction is open: the connection is
-        free for anyone who needs it, but stays this client's until someone takes it
-        (given back at once to a waiting client, or when it holds too many statements)."""
-        server = self.server
-        if server is None:
-            return
-        server.client = None
-        pool = self.pool
-        if pool.waiters or len(server.prepared) > MAX_PREPARED_PER_CONNECTION:
-            self.release()
 
     def release(self) -> None:
         """Detach the engine connection (parked or done with) and give it back."""
