@@ -27,7 +27,11 @@ escape character is the smallest one left, and both of its sequences sort where 
 character they stand for does. Every other string is its own form.
 
 The ``_id`` column holds the query form of the document's ``_id``; a null ``_id`` is
-JSON ``null`` there (never SQL NULL), bound through ``id_bind``.
+JSON ``null`` there (never SQL NULL), bound through ``id_bind``. An ``_id`` holding an
+embedded document of two or more fields is ``{"$ordered": <its ordered form>}`` there
+instead (``ordered_form``), since MongoDB tells ``{a: 1, b: 2}`` and ``{b: 2, a: 1}``
+apart. (Not a bare array, which no other ``_id`` is: asyncpg would bind an array in a
+``jsonb[]`` parameter as a dimension of it.)
 """
 
 from __future__ import annotations
@@ -101,7 +105,33 @@ def id_bind(form: Any) -> Any:
 
 def id_form(value: Any) -> Any:
     """The ``_id`` column's bind parameter for a BSON ``_id`` value."""
+    if isinstance(value, dict) and order_matters(value):
+        return {"$ordered": ordered_form(value)}
     return id_bind(query_form(value))
+
+
+def order_matters(value: Any) -> bool:
+    """Whether ``value`` holds an embedded document of two or more fields, whose order
+    MongoDB's equality compares and the query form does not keep."""
+    if isinstance(value, dict):
+        return len(value) > 1 or any(order_matters(item) for item in value.values())
+    if isinstance(value, list):
+        return any(order_matters(item) for item in value)
+    return False
+
+
+def ordered_form(value: Any) -> Any:
+    """A form that keeps field order, one to one with BSON values (MongoDB's equality):
+    a document as the array of its keys and values in turn, an array as ``{"array":
+    [...]}`` (no typed value's form has that key), any other value its query form."""
+    if isinstance(value, dict):
+        out: list[Any] = []
+        for key, item in value.items():
+            out += (key, ordered_form(item))
+        return out
+    if isinstance(value, list):
+        return {"array": [ordered_form(item) for item in value]}
+    return query_form(value)
 
 
 def query_form(value: Any) -> Any:

@@ -62,12 +62,16 @@ ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
 # The version of the query form (bsonform) a collection's ``doc`` and ``_id`` columns
 # hold, which ``upgrade_forms`` brings collections to once. Before 3 (NULL): NUL in a
 # string was U+FFFD and U+0001 itself, a double past 2**53 its shortest decimal text,
-# a Decimal128's NaN or infinity ``{"$numberDecimal": "NaN"}`` (now a double's).
-FORM_VERSION = 3
+# a Decimal128's NaN or infinity ``{"$numberDecimal": "NaN"}`` (now a double's). Before
+# 4: an ``_id`` holding a document of two or more fields was its query form in ``_id``
+# (now its ordered form, bsonform.id_form).
+FORM_VERSION = 4
 # The rows whose query form may differ from the current one: one whose form shows
-# U+FFFD, U+0001 (as jsonb text writes it), "$numberDecimal" or a number past 2**53.
+# U+FFFD, U+0001 (as jsonb text writes it), "$numberDecimal" or a number past 2**53,
+# or whose ``_id`` is an object with a comma in its text.
 _STALE_FORM = (
-    "strpos(doc::text, $1) > 0 OR strpos(doc::text, $2) > 0 OR strpos(doc::text, $3) > 0 "
+    "(jsonb_typeof(_id) = 'object' AND strpos(_id::text, ',') > 0) "
+    "OR strpos(doc::text, $1) > 0 OR strpos(doc::text, $2) > 0 OR strpos(doc::text, $3) > 0 "
     'OR jsonb_path_exists(doc, \'lax $.** ? (@.type() == "number" && '
     "(@ >= 9007199254740992 || @ <= -9007199254740992))')"
 )
@@ -249,12 +253,13 @@ async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str) -> i
         for found in rows:
             document = bsonform.decode(found["bson"])
             form = bsonform.query_form(document)
-            if form == found["doc"]:
+            identifier = bsonform.id_form(document.get("_id"))
+            if form == found["doc"] and identifier == bsonform.id_bind(found["_id"]):
                 continue  # a big int64, say: its form was right already
             await conn.execute(
                 f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
                 bsonform.id_bind(found["_id"]),
-                bsonform.id_form(document.get("_id")),
+                identifier,
                 form,
             )
             rewritten += 1

@@ -10,6 +10,13 @@ value ever reaches SQL text. Field names reach jsonpath text only as quoted stri
 
 ``_id`` is never an array, so equality and ``$in`` on it become ``_id = $n`` and use the
 primary key.
+
+A few comparisons the query form cannot make (it keeps no field order and one number
+type): equality with an embedded document of two or more fields (MongoDB compares them
+field by field in order) and ``$type`` of one number width. Such a filter compiles to
+a condition every match meets (the test as the form can make it; where negated, true),
+and marks its ``Params`` ``recheck``: the caller checks each row again against the
+exact BSON (matcher.py) before it applies any skip or limit. Other filters pay nothing.
 """
 
 # ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
@@ -17,9 +24,11 @@ primary key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +36,7 @@ from bson.regex import Regex
 
 from heliosdb.engine.quoting import quote_literal
 from heliosdb.errors import invalid
-from heliosdb.services.documents.bsonform import id_form, query_form, query_string
+from heliosdb.services.documents.bsonform import id_form, order_matters, query_form, query_string
 
 TRUE_JP = "(1 == 1)"
 FALSE_JP = "(1 == 2)"
@@ -53,6 +62,8 @@ _TYPE_ALIASES: dict[int, str] = {
     127: "maxKey",
 }
 _NUMBER_TYPES = {"double", "int", "long", "decimal", "number"}
+# number widths the query form does not keep (every number is a JSON number there)
+_NUMBER_WIDTHS = {"double", "int", "long", "decimal"}
 # the keys of the query forms of typed values (bsonform), each an object of one key
 _TYPED_KEYS = (*_WRAPPERS, "$binary", "$timestamp", "$minKey", "$maxKey")
 # jsonpath tests for the query forms of the infinities (bsonform: double and Decimal128)
@@ -67,9 +78,11 @@ def bad_value(message: str) -> Exception:
 
 @dataclass
 class Params:
-    """Bind parameters of one statement: ``add`` returns the placeholder."""
+    """Bind parameters of one statement: ``add`` returns the placeholder. ``recheck``:
+    the filter compiled with them selects a superset of its matches (module docstring)."""
 
     values: list[Any] = field(default_factory=list)
+    recheck: bool = False
 
     def add(self, value: Any, cast: str) -> str:
         self.values.append(value)
@@ -110,6 +123,23 @@ class _Compiler:
         self.params = params
         self.vars: dict[str, Any] = {}
         self.vars_ref = ""
+        self.negated = False  # inside an odd number of negations
+
+    @contextlib.contextmanager
+    def flipped(self) -> Iterator[None]:
+        """Compile a part that will be negated."""
+        self.negated = not self.negated
+        try:
+            yield
+        finally:
+            self.negated = not self.negated
+
+    def loose(self, test: Callable[[], str | _Sql]) -> str | _Sql:
+        """A test the query form can only make loosely (true for every match and some
+        others): made where it is not negated, else true once negated (false here), so
+        the filter selects a superset, which the caller checks again (``recheck``)."""
+        self.params.recheck = True
+        return FALSE_JP if self.negated else test()
 
     def var(self, value: Any) -> str:
         name = f"v{len(self.vars) + 1}"
@@ -125,7 +155,10 @@ class _Compiler:
             if key in ("$and", "$or", "$nor"):
                 if not isinstance(value, list) or not value:
                     raise bad_value(f"{key} argument must be a non-empty array")
-                branches = [self.conjunction(self.document(item, ctx, top=top)) for item in value]
+                with self.flipped() if key == "$nor" else contextlib.nullcontext():
+                    branches = [
+                        self.conjunction(self.document(item, ctx, top=top)) for item in value
+                    ]
                 if key == "$and":
                     parts.extend(branches)
                 elif key == "$or":
@@ -182,13 +215,16 @@ class _Compiler:
             if op == "$eq":
                 parts.append(self.equals(target, operand, path, top=top))
             elif op == "$ne":
-                parts.append(self.negate(self.equals(target, operand, path, top=top)))
+                with self.flipped():
+                    equal = self.equals(target, operand, path, top=top)
+                parts.append(self.negate(equal))
             elif op in _COMPARISONS:
                 parts.append(self.compare(target, _COMPARISONS[op], operand))
             elif op in ("$in", "$nin"):
                 if not isinstance(operand, list):
                     raise bad_value(f"{op} needs an array")
-                options = [self.equals(target, item, path, top=top) for item in operand]
+                with self.flipped() if op == "$nin" else contextlib.nullcontext():
+                    options = [self.equals(target, item, path, top=top) for item in operand]
                 either = self.disjunction(options) if options else FALSE_JP
                 parts.append(either if op == "$in" else self.negate(either))
             elif op == "$exists":
@@ -226,7 +262,8 @@ class _Compiler:
                 if isinstance(operand, (Regex, re.Pattern)):
                     parts.append(self.negate(self.equals(target, operand, path, top=top)))
                 elif isinstance(operand, dict) and operand:
-                    inner = self.operators(target, operand, path, top=top)
+                    with self.flipped():
+                        inner = self.operators(target, operand, path, top=top)
                     parts.append(self.negate(self.conjunction(inner)))
                 else:
                     raise bad_value("$not needs a regex or a document")
@@ -238,6 +275,12 @@ class _Compiler:
 
     # -- leaves ----------------------------------------------------------------------
     def equals(self, target: str, value: Any, path: str, *, top: bool) -> str | _Sql:
+        if order_matters(value):
+            return self.loose(lambda: self.unordered_equals(target, value, path, top=top))
+        return self.unordered_equals(target, value, path, top=top)
+
+    def unordered_equals(self, target: str, value: Any, path: str, *, top: bool) -> str | _Sql:
+        """Equality as the query form sees it: embedded documents without field order."""
         if isinstance(value, (Regex, re.Pattern)):
             flags = value.flags
             return self.regex(target, value.pattern, flags)
@@ -439,7 +482,7 @@ class _Compiler:
         flag_part = f" flag {json.dumps(flags)}" if flags else ""
         return self.items(target, f"@ like_regex {literal}{flag_part}")
 
-    def type_test(self, target: str, kind: Any) -> str:
+    def type_test(self, target: str, kind: Any) -> str | _Sql:
         if isinstance(kind, (int, float)) and not isinstance(kind, bool):
             name = _TYPE_ALIASES.get(int(kind))
             if name is None:
@@ -459,7 +502,8 @@ class _Compiler:
             "javascript": "$code",
         }
         if kind in _NUMBER_TYPES:
-            return self.items(target, '@.type() == "number" || exists(@."$numberDouble")')
+            number = self.items(target, '@.type() == "number" || exists(@."$numberDouble")')
+            return self.loose(lambda: number) if kind in _NUMBER_WIDTHS else number
         if kind in simple:
             return self.items(target, f'@.type() == "{simple[kind]}"')
         if kind == "array":

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bson.code import Code
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
 from bson.regex import Regex
 
+from heliosdb.services.documents.bsonform import decode
 from heliosdb.services.documents.filters import bad_value, has_position
 from heliosdb.services.documents.values import (
     MISSING,
@@ -39,6 +43,7 @@ _TYPE_NAMES = {
     "regex": 12,
     "minKey": 1,
     "maxKey": 13,
+    "javascript": 4,
 }
 _TYPE_CODES = {
     1: "double",
@@ -55,8 +60,17 @@ _TYPE_CODES = {
     17: "timestamp",
     18: "long",
     19: "decimal",
+    13: "javascript",
     -1: "minKey",
     127: "maxKey",
+}
+# $type's number widths, each one BSON type (int64 decodes as Int64, an int subclass)
+_WIDTHS: dict[str, Any] = {
+    "double": lambda v: type(v) is float,
+    "int": lambda v: type(v) is int,
+    "long": lambda v: isinstance(v, Int64),
+    "decimal": lambda v: isinstance(v, Decimal128),
+    "javascript": lambda v: isinstance(v, Code),
 }
 
 
@@ -234,4 +248,17 @@ def _has_type(values: list[Any], kind: Any) -> bool:
         raise bad_value(f"Unknown type name alias: {kind}")
     if kind == "array":
         return bool(values) and isinstance(values[0], list)
+    width = _WIDTHS.get(kind)
+    if width is not None:
+        return any(width(v) for v in values)
+    if kind == "string":
+        return any(type_rank(v) == rank and not isinstance(v, Code) for v in values)
     return any(type_rank(v) == rank for v in values)
+
+
+def recheck(raws: list[bytes], spec: dict[str, Any] | None, skip: int, limit: int) -> list[bytes]:
+    """The stored BSON documents of ``raws`` (a superset a filter's SQL selected, in
+    order: filters.py ``recheck``) that match ``spec`` exactly, past ``skip``, at most
+    ``limit`` (0: all)."""
+    found = [raw for raw in raws if matches(decode(raw), spec or {})]
+    return found[skip : skip + limit] if limit else found[skip:]

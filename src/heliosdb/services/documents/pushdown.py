@@ -47,6 +47,9 @@ def plan_pipeline(
         i += 1
     query = conditions[0] if len(conditions) == 1 else ({"$and": conditions} if conditions else {})
     sql = f"SELECT _id, bson, doc FROM {target} WHERE {compile_filter(query, params, indexed)}"
+    if params.recheck:
+        # a superset (filters.py): pipeline.py runs every stage, the $match ones again
+        return Plan(sql, params.values, stages)
     if i < len(stages) and stage_name(stages[i]) == "$sort":
         spec = stages[i]["$sort"]
         if isinstance(spec, dict) and all(isinstance(v, (int, float)) for v in spec.values()):

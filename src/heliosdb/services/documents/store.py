@@ -34,6 +34,7 @@ from heliosdb.services.documents import (
     bsonform,
     catalog,
     inplace,
+    matcher,
     pipeline,
     projection,
     transactions,
@@ -599,7 +600,16 @@ class DocumentStore:
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         where = compile_filter(query, params, indexed)
-        if operator and not multi and not array_filters and not sort and not want_documents:
+        # a filter to check again (params.recheck) reads every candidate, then keeps one
+        keep = (lambda old: matcher.matches(old, query or {})) if params.recheck else None
+        if (
+            operator
+            and not multi
+            and not array_filters
+            and not sort
+            and not want_documents
+            and keep is None
+        ):
             # A top-level $set/$inc: the engine applies it in one statement (inplace.py).
             in_place = inplace.plan(update)
             if in_place is not None:
@@ -614,7 +624,7 @@ class DocumentStore:
         sql = f"SELECT _id, bson, xmin::text::bigint AS v FROM {table(db, coll)} WHERE {where}"
         if order:
             sql += f" ORDER BY {order}"
-        if not multi:
+        if not multi and keep is None:
             sql += " LIMIT 1"
         retry_sql = sql.replace(
             f" WHERE {where}", f" WHERE ({where}) AND _id = ANY(${len(params.values) + 1}::jsonb[])"
@@ -641,17 +651,25 @@ class DocumentStore:
                     args = [*params.values] + ([] if retry is None else [retry])
                     if attempt < OPTIMISTIC_ATTEMPTS:
                         found, changed, written = await self._update_round(
-                            conn, db, coll, statement, args, apply, result
+                            conn, db, coll, statement, args, apply, result, keep, multi
                         )
                     else:
                         # Contended: lock the rows (in _id order, so two updates cannot
                         # deadlock) so this round cannot lose again.
                         if not order:
                             statement = statement.replace(" LIMIT 1", "") + " ORDER BY _id"
-                            statement += "" if multi else " LIMIT 1"
+                            statement += "" if multi or keep else " LIMIT 1"
                         async with conn.transaction():
                             found, changed, written = await self._update_round(
-                                conn, db, coll, statement + " FOR UPDATE", args, apply, result
+                                conn,
+                                db,
+                                coll,
+                                statement + " FOR UPDATE",
+                                args,
+                                apply,
+                                result,
+                                keep,
+                                multi,
                             )
                     if attempt == 0:
                         result.matched = len(found)
@@ -719,6 +737,8 @@ class DocumentStore:
             where = compile_filter(query, params, cached[1])
         except Exception:  # noqa: BLE001 - update() reports it
             return False
+        if params.recheck:
+            return False  # update() checks the rows again
         sql, values = self._in_place(db, coll, where, params, in_place)
         return self._update_lane.start(principal, sql, values, upsert, done)
 
@@ -778,17 +798,26 @@ class DocumentStore:
         args: list[Any],
         apply: Callable[[Document, bytes], Awaitable[Document]],
         result: UpdateResult,
+        keep: Callable[[Document], bool] | None = None,
+        multi: bool = True,
     ) -> tuple[list[Any], list[tuple[Any, bytes, Any, int]], list[Any]]:
-        """Read matching rows, apply the update, write back what changed; what happened."""
+        """Read matching rows, apply the update, write back what changed; what happened.
+        ``keep``: the exact filter for rows the statement selects a superset of."""
         try:
             async with transactions.guard(conn):
-                found = await conn.fetch(statement, *args)
+                rows = await conn.fetch(statement, *args)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             return [], [], []
+        found: list[Any] = []
         changed: list[tuple[Any, bytes, Any, int]] = []
-        for row in found:
+        for row in rows:
+            if found and not multi:
+                break
             raw = row["bson"]
             old = bsonform.decode(raw)
+            if keep is not None and not keep(old):
+                continue
+            found.append(row)
             new = await apply(old, raw)
             encoded = _encode_checked(new)
             if encoded != raw:
@@ -797,7 +826,7 @@ class DocumentStore:
                 )
             result.before, result.after = old, new
         written = await self._write_changes(conn, db, coll, changed) if changed else []
-        return list(found), changed, written
+        return found, changed, written
 
     async def _insert_one(
         self, conn: EngineConnection, db: str, coll: str, row: tuple[Any, bytes, Any]
@@ -868,6 +897,30 @@ class DocumentStore:
         params = Params()
         where = compile_filter(query, params, indexed)
         target = table(db, coll)
+        if params.recheck:
+            order = compile_sort(sort, params) if limit_one else ""
+            pick = f"SELECT _id, bson FROM {target} WHERE {where}"
+            pick += f" ORDER BY {order} FOR UPDATE" if order else " FOR UPDATE"
+
+            async def rechecked(conn: EngineConnection) -> tuple[int, Document | None]:
+                # the candidates locked, checked against the exact filter, then deleted
+                async with conn.transaction():
+                    chosen = []
+                    for row in await conn.fetch(pick, *params.values):
+                        document = bsonform.decode(row["bson"])
+                        if matcher.matches(document, query or {}):
+                            chosen.append((bsonform.id_bind(row["_id"]), document))
+                            if limit_one:
+                                break
+                    if chosen:
+                        await conn.execute(
+                            f"DELETE FROM {target} WHERE _id = ANY($1::jsonb[])",
+                            [c[0] for c in chosen],
+                        )
+                return len(chosen), chosen[0][1] if limit_one and chosen else None
+
+            async with self._conn(principal, write=True) as conn:
+                return await self._missing_ok(rechecked(conn), (0, None))
         if limit_one:
             order = compile_sort(sort, params)
             pick = f"SELECT _id FROM {target} WHERE {where}"
@@ -956,9 +1009,12 @@ class DocumentStore:
             return self._pipelined.start(principal, plan[1], values, done, plan[3])
         try:
             catalog.check_db_name(db)
-            sql, values = _find_statement(db, coll, FindQuery(filter=spec, limit=limit), cached[1])
+            query = FindQuery(filter=spec, limit=limit)
+            sql, values, recheck = _find_statement(db, coll, query, cached[1])
         except Exception:  # noqa: BLE001 - find() reports it
             return False
+        if recheck:
+            return False  # find() checks the rows again
         # (a find by one plain _id has a shape by now)
         batch = _batched(db, coll, spec, limit, cached[1]) if shape else None
         if shape is not None:
@@ -994,7 +1050,7 @@ class DocumentStore:
             indexed = cached[1]
         else:
             indexed = await self._indexes_for(principal, db, coll)
-        sql, values = _find_statement(db, coll, query, indexed)
+        sql, values, recheck = _find_statement(db, coll, query, indexed)
         async with self._conn(principal) as conn:
             if transactions.current() is not None:
                 rows = await self._missing_ok(_fetch(conn, sql, values), [])
@@ -1008,6 +1064,9 @@ class DocumentStore:
                     raise from_engine(exc) from None
                 else:
                     self._pipelined.learn(sql)
+        if recheck:
+            raws = [bytes(r[0]) for r in rows]
+            return matcher.recheck(raws, query.filter, int(query.skip), abs(int(query.limit)))
         return [bytes(r[0]) for r in rows]
 
     def lookup_batches(self) -> tuple[int, int]:
@@ -1031,7 +1090,14 @@ class DocumentStore:
         catalog.check_db_name(db)
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        inner = f"SELECT 1 FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
+        where = compile_filter(query, params, indexed)
+        if params.recheck:
+            sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
+            async with self._conn(principal) as conn:
+                rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+            raws = [bytes(r[0]) for r in rows]
+            return len(matcher.recheck(raws, query, int(skip), abs(int(limit))))
+        inner = f"SELECT 1 FROM {table(db, coll)} WHERE {where}"
         if skip:
             inner += f" OFFSET {params.add(int(skip), 'bigint')}"
         if limit:
@@ -1056,6 +1122,8 @@ class DocumentStore:
         values: list[Any] = []
         for row in rows:
             document = bsonform.decode(row["bson"])
+            if params.recheck and not matcher.matches(document, query or {}):
+                continue
             for value in _distinct_values(document, key):
                 if not any(equal(value, seen) for seen in values):
                     values.append(value)
@@ -1302,8 +1370,9 @@ class DocumentStore:
 
 def _find_statement(
     db: str, coll: str, query: FindQuery, indexed: dict[str, str]
-) -> tuple[str, list[Any]]:
-    """The SELECT of the stored BSON ``query`` selects, and its values."""
+) -> tuple[str, list[Any], bool]:
+    """The SELECT of the stored BSON ``query`` selects, its values, and whether its rows
+    are a superset to check again (filters.py ``recheck``; no skip or limit then)."""
     spec = query.filter
     if query.limit and spec and len(spec) == 1 and not query.sort and not query.skip:
         # one scalar equality on an indexed field: its two halves (lookups.equal_union).
@@ -1315,23 +1384,26 @@ def _find_statement(
         path, value = next(iter(spec.items()))
         branches = equality_branches(path, value, indexed, "$1::jsonb")
         if branches is not None:
-            union = equal_union(table(db, coll), branches)
+            union = equal_union(table(db, coll), branches, "(SELECT $2::bigint)")
             limit = abs(int(query.limit))
-            return f"SELECT bson FROM ({union}) AS s LIMIT (SELECT $2::bigint)", [
-                bsonform.query_form(value),
-                limit,
-            ]
+            return (
+                f"SELECT bson FROM ({union}) AS s LIMIT (SELECT $2::bigint)",
+                [bsonform.query_form(value), limit],
+                False,
+            )
     params = Params()
     where = compile_filter(query.filter, params, indexed)
     sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
     order = compile_sort(query.sort, params)
     if order:
         sql += f" ORDER BY {order}"
+    if params.recheck:
+        return sql, params.values, True
     if query.skip:
         sql += f" OFFSET {params.add(int(query.skip), 'bigint')}"
     if query.limit:
         sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
-    return sql, params.values
+    return sql, params.values, False
 
 
 def _batched(

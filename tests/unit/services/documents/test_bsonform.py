@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from heliosdb.services.documents.bsonform import (
     from_query_form,
     from_query_string,
+    id_form,
     query_form,
     query_string,
 )
@@ -65,3 +66,18 @@ def test_query_string_leaves_other_strings_alone() -> None:
     assert query_form({"s": plain}) == {"s": plain}
     assert query_string("\x01") == "\x01\x02"
     assert query_string("\x00\x01") == "\x01\x01\x01\x02"
+
+
+def test_an_id_holding_a_document_of_several_fields_keeps_their_order() -> None:
+    # MongoDB's _id equality compares fields in order; the query form (JSONB) keeps none
+    assert id_form({"a": 1, "b": 2}) == {"$ordered": ["a", 1, "b", 2]}
+    assert id_form({"b": 2, "a": 1}) == {"$ordered": ["b", 2, "a", 1]}
+    oid = ObjectId("64b7f0c2a1b2c3d4e5f60718")
+    assert id_form({"k": {"y": [1, {"z": None}], "x": oid}}) == {
+        "$ordered": ["k", ["y", {"array": [1, ["z", None]]}, "x", {"$oid": str(oid)}]]
+    }
+    # nested documents and arrays stay apart: {k: [x, 1]} is not {k: {x: 1}}
+    assert id_form({"k": ["x", 1], "j": 0}) != id_form({"k": {"x": 1}, "j": 0})
+    # one field all the way down: the query form, as before
+    assert id_form({"a": {"b": [1]}}) == {"a": {"b": [1]}}
+    assert id_form("s") == "s"

@@ -147,7 +147,7 @@ def test_only_limited_plain_equalities_on_an_indexed_top_level_field_take_two_ha
     from heliosdb.services.documents.store import FindQuery, _find_statement
 
     indexed = {"k": "(doc -> 'k')", "a.b": "(doc -> 'a' -> 'b')"}
-    sql, values = _find_statement("db", "c", FindQuery(filter={"k": "x"}, limit=-3), indexed)
+    sql, values, _ = _find_statement("db", "c", FindQuery(filter={"k": "x"}, limit=-3), indexed)
     assert " UNION ALL " in sql and sql.endswith(" AS s LIMIT (SELECT $2::bigint)")
     assert values == ["x", 3]
     for query in (
