@@ -1384,7 +1384,7 @@ def _find_statement(
         path, value = next(iter(spec.items()))
         branches = equality_branches(path, value, indexed, "$1::jsonb")
         if branches is not None:
-            union = equal_union(table(db, coll), branches, "(SELECT $2::bigint)")
+            union = equal_union(table(db, coll), branches)
             limit = abs(int(query.limit))
             return (
                 f"SELECT bson FROM ({union}) AS s LIMIT (SELECT $2::bigint)",
