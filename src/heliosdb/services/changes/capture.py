@@ -53,7 +53,7 @@ from heliosdb.engine.replication import ReplicationError, ReplicationStream
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.changes import pgoutput, stagetimes
 from heliosdb.services.changes.events import ChangeEvent, encode_notice
-from heliosdb.services.changes.values import BUILTIN_TYPES, TypeInfo, convert
+from heliosdb.services.changes.values import BUILTIN_TYPES, Converter, TypeInfo, converter
 from heliosdb.settings import ChangesSettings
 
 log = logging.getLogger("heliosdb.changes")
@@ -75,18 +75,21 @@ _HANDOFF_EVENTS = 5000  # more in one round: the local hub reads them from the t
 _SMALL_ROUND = 500
 # A streamed batch ends at the first commit after this long (or when the stream has
 # nothing more waiting): under steady writes, events wait at most this for their write.
-_STREAM_BATCH_SECONDS = 0.002
+_STREAM_BATCH_SECONDS = 0.005
 # And when the stream runs dry after a commit that followed the one before within this
 # long (transactions coming one after another, each sent alone: a client's single-row
 # writes), the batch waits for the next one until it is _STREAM_BATCH_SECONDS old:
 # each batch's write (a statement, its NOTIFY, the hub's dispatch) was ~1 ms of node
-# CPU, paid per transaction. A lone transaction is written at once. The wait is one
+# CPU, paid per transaction. A lone transaction is written at once. Both were 2 ms:
+# single-row UPDATEs at 700/s cost the capture process ~145 us each, ~100 with 5 ms
+# (batches of three or four instead of one or two; the capture's engine session 60 ->
+# 40 us); 10 ms saved no more. The wait is one
 # sleep (ReplicationStream.settle): what arrives meanwhile waits in the socket and is
 # read when it ends, rather than waking the leader at each transaction's end. Only when
 # transactions come at least this far apart: closer ones (several thousand a second)
 # wake it with a warm cache, and sleeping through them cost more node CPU per delivery.
 _SETTLE_GAP_SECONDS = 0.0005
-_BURST_SECONDS = 0.002
+_BURST_SECONDS = 0.005
 # A quiet stream confirms the last batches after this long (see _Durability).
 _IDLE_CONFIRM_SECONDS = 1.0
 _PEEK = (
@@ -121,6 +124,7 @@ _INSERT_EVENT_WITH_PROGRESS = (
 _QUIET_FRACTION = 0.1
 _IDLE_POLL_SECONDS = 0.1
 _EXCLUDED_SCHEMAS = ("helios", "information_schema")
+_TEXT = TypeInfo("text")  # a type the catalog did not describe keeps its text
 
 _DDL_FUNCTION = """
 CREATE OR REPLACE FUNCTION helios.capture_ddl() RETURNS event_trigger
@@ -346,6 +350,8 @@ class CaptureLeader:
         self.is_leader = False
         self._relations: dict[int, pgoutput.Relation] = {}
         self._types: dict[int, TypeInfo] = dict(BUILTIN_TYPES)
+        # Each relation's column names and their converters, in the tuples' order.
+        self._columns: dict[int, tuple[tuple[str, Converter], ...]] = {}
         self._log_snapshots = True
         # This node's hub takes the events straight from here, saving the round trip
         # through NOTIFY and a read (other nodes read them from the table).
@@ -717,6 +723,9 @@ class CaptureLeader:
         elif isinstance(message, pgoutput.Relation):
             self._relations[message.oid] = message
             await self._learn_types(conn, [c.type_oid for c in message.columns])
+            self._columns[message.oid] = tuple(
+                (c.name, converter(self._types.get(c.type_oid, _TEXT))) for c in message.columns
+            )
         elif rnd.live:
             for schema, table, kind, row, old_row in self._change(message):
                 rnd.position += 1
@@ -765,13 +774,13 @@ class CaptureLeader:
         old: dict[str, Any] | None,
     ) -> dict[str, Any]:
         row: dict[str, Any] = {}
-        for column, value in zip(rel.columns, values, strict=False):
-            if value is pgoutput.UNCHANGED:
-                if old is not None and column.name in old:
-                    row[column.name] = old[column.name]
-                continue
-            text = value if isinstance(value, str) else None
-            row[column.name] = convert(text, self._types.get(column.type_oid, TypeInfo("text")))
+        for (name, read), value in zip(self._columns[rel.oid], values, strict=False):
+            if value.__class__ is str:
+                row[name] = read(value)
+            elif value is None:
+                row[name] = None
+            elif old is not None and name in old:  # pgoutput.UNCHANGED: the old row's
+                row[name] = old[name]
         return row
 
     async def _learn_types(self, conn: asyncpg.Connection, oids: list[int]) -> None:

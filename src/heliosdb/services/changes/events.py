@@ -60,7 +60,9 @@ class ChangeEvent:
             "transaction_id": transaction_id,
             "position": position,
         }
-        return cls(position, schema, table, event_type, orjson.dumps(data), transaction_id, data)
+        # Not kept as ``data``: its values may be orjson fragments (values.py), which
+        # only the payload reads as JSON.
+        return cls(position, schema, table, event_type, orjson.dumps(data), transaction_id)
 
 
 # A NOTIFY payload must stay under 8000 bytes; smaller batches travel in it whole.

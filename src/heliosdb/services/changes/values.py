@@ -8,8 +8,8 @@ base64 bytea, ISO 8601 timestamps with a ``T``, arrays). Unknown types keep thei
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
+from binascii import b2a_base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +26,25 @@ class TypeInfo:
     delimiter: str = ","
 
 
+# Each converter gives the text back where it cannot read it (a value the type's text
+# form allows but JSON has no form for), so a column's converter is called without a
+# try block of its own.
+
+
 def _int(text: str) -> Any:
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _float(text: str) -> Any:
     if text in ("NaN", "Infinity", "-Infinity"):
         return text
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _bool(text: str) -> Any:
@@ -41,12 +52,18 @@ def _bool(text: str) -> Any:
 
 
 def _json(text: str) -> Any:
-    return orjson.loads(text)
+    try:
+        return orjson.loads(text)
+    except ValueError:
+        return text
 
 
 def _bytea(text: str) -> Any:
     if text.startswith("\\x"):
-        return base64.b64encode(bytes.fromhex(text[2:])).decode()
+        try:
+            return b2a_base64(bytes.fromhex(text[2:]), newline=False).decode()
+        except ValueError:
+            return text
     return text
 
 
@@ -77,7 +94,10 @@ _SCALARS: dict[str, Converter] = {
     "float8": _float,
     "bool": _bool,
     "json": _json,
-    "jsonb": _json,
+    # The engine's jsonb text is JSON already (normalized: no raw newline, no duplicate
+    # key), so it goes into the event as it is, not parsed and encoded again: a
+    # document column's old and new values were most of an update event's decoding.
+    "jsonb": orjson.Fragment,
     "vector": _json,
     "bytea": _bytea,
     "timestamp": _timestamp,
@@ -109,18 +129,23 @@ def convert(text: str | None, info: TypeInfo) -> Any:
     """The JSON form of one column value given as the engine's text."""
     if text is None:
         return None
-    if info.element is not None:
+    return converter(info)(text)
+
+
+def converter(info: TypeInfo) -> Converter:
+    """:func:`convert` for non-NULL values of one type, chosen once: the capture takes a
+    table's converters when its relation arrives, not a type lookup per value."""
+    if info.element is None:
+        return _SCALARS.get(info.name, _text)
+    element, delimiter = info.element, info.delimiter
+
+    def array(text: str) -> Any:
         try:
-            return _array(text, info.element, info.delimiter)
+            return _array(text, element, delimiter)
         except ValueError:
             return text
-    converter = _SCALARS.get(info.name)
-    if converter is None:
-        return text
-    try:
-        return converter(text)
-    except ValueError:
-        return text
+
+    return array
 
 
 def _array(text: str, element: TypeInfo, delimiter: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import orjson
 import pytest
 
 from heliosdb.services.changes import pgoutput
@@ -109,10 +110,19 @@ def test_lsn_text() -> None:
         (1007, "{{1,2},{3,4}}", [[1, 2], [3, 4]]),
         (1007, "[0:1]={5,6}", [5, 6]),
         (1009, "{}", []),
+        (3807, '{"{\\"a\\": 1}","[2]"}', [{"a": 1}, [2]]),
     ],
 )
 def test_convert(oid: int, text: str, expected: object) -> None:
-    assert convert(text, BUILTIN_TYPES[oid]) == expected
+    # What an event carries is the value's JSON.
+    assert orjson.loads(orjson.dumps(convert(text, BUILTIN_TYPES[oid]))) == expected
+
+
+def test_jsonb_numbers_pass_through_exactly() -> None:
+    # Parsed and encoded again, a jsonb number past 64 bits or 17 digits came out
+    # rounded to a double.
+    text = '{"big": 123456789012345678901234567890, "fine": 0.1000000000000000055511151231257827}'
+    assert orjson.dumps(convert(text, BUILTIN_TYPES[3802])) == text.encode()
 
 
 def test_convert_unknown_and_null() -> None:
