@@ -625,10 +625,19 @@ class Pipelines:
             return None
         prepared = pipeline.ready(sql)
         if prepared is None:
-            if not pipeline.known(sql) and not self.closed:
-                self._spawn(self._prepare(pipeline, sql, failed))
+            self.ready_on(pipeline, sql, failed)  # prepared in the background
             return None
         return pipeline, prepared
+
+    def ready_on(
+        self, pipeline: Pipeline, sql: str, failed: Callable[[], object] | None = None
+    ) -> Prepared | None:
+        """``sql`` prepared on ``pipeline``, or None as ``prepared_now`` says it (and it
+        is prepared there in the background)."""
+        prepared = pipeline.ready(sql)
+        if prepared is None and not pipeline.known(sql) and not self.closed:
+            self._spawn(self._prepare(pipeline, sql, failed))
+        return prepared
 
     @staticmethod
     async def _prepare(pipeline: Pipeline, sql: str, failed: Callable[[], object] | None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
+import asyncpg
 import bson
 import pytest
 from bson.binary import Binary
@@ -564,3 +565,53 @@ async def test_finds_of_one_connection_read_around_their_filters_answer_alike(
             # the plain strings' finds (the statement learned above) went the lone way
             assert await pipelined(raw) >= before + len(strings) - 1, (field, body)
     await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_a_lone_indexed_find_one_runs_its_scalar_half_first(
+    raw: RawClient, node: NodeProcess
+) -> None:
+    """A find_one by one indexed equality, alone in its loop step: the scalar half of its
+    union first (lookups.scalar_first), the whole union only when that found nothing (a
+    value only an array holds, or no document); every reply is the normal path's. Once
+    most of them find nothing it goes to the union at once, and back to the scalar half
+    when they find again. (Which statement ran: the query of the pipelined backend.)"""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    docs = [{"_id": 1, "k": "a"}, {"_id": 2, "k": ["x", "a"]}, {"_id": 3, "k": [["y"]]}]
+    await raw.command({"insert": "items", "documents": docs}, db)
+    await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    engine = await asyncpg.connect(node.engine_url)
+
+    async def find_one(value: Any) -> tuple[list[Any], bool]:
+        """The documents of a lone find_one of ``value``, and whether the engine's last
+        statement for it was the union."""
+        body = {"find": "items", "filter": {"k": value}, "limit": 1, "singleBatch": True}
+        hot = await lone(raw, body, db)
+        assert hot == await raw.command({**body, "comment": "x"}, db), value
+        ran = await engine.fetch(
+            "SELECT query FROM pg_stat_activity WHERE application_name = "
+            "'heliosdb-documents' AND strpos(query, $1) > 0",
+            f'"{db}"."items"',
+        )
+        assert len(ran) == 1  # one client, one find at a time: the first pipeline
+        return bson.decode(hot)["cursor"]["firstBatch"], " UNION ALL " in ran[0]["query"]
+
+    async def until_scalar_half(tries: int) -> None:
+        """find_one of "a" until the scalar half alone answers it."""
+        for _ in range(tries):
+            found, union = await find_one("a")
+            assert found == [docs[0]]
+            if not union:
+                return
+        raise AssertionError("the scalar half never ran first")
+
+    try:
+        await until_scalar_half(50)  # prepared on the pipeline meanwhile
+        assert await find_one("x") == ([docs[1]], True)  # only an array holds it
+        assert await find_one("y") == ([], True)  # nested arrays are not looked into
+        for _ in range(10):
+            assert (await find_one("none"))[0] == []
+        assert await find_one("a") == ([docs[0]], True)  # after misses: the union at once
+        await until_scalar_half(20)  # and back as finds find again
+    finally:
+        await engine.close()
+        await raw.command({"dropDatabase": 1}, db)

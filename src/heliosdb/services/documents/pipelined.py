@@ -14,7 +14,8 @@ step's statements are written (``before_flush``) and go out as one statement, as
 lookups.py batches them on the pool path (``batch_statement``: up to 32 ids as that
 many parameters, so the engine keeps one generic plan); so do a step's finds by one
 scalar equality on an indexed field with the same limit (lookups.py ``equal_sql``:
-each value's own condition and limit in a ``LATERAL`` subquery, up to 32 values).
+each value's own condition and limit in a ``LATERAL`` subquery, up to 32 values). A
+find_one of that kind alone in its step runs its scalar half first (``_first``).
 
 Whatever this path cannot do as the pool would (a statement not learned or not yet
 prepared here, a parameter or column type other than jsonb/bigint and bytea, a value
@@ -37,7 +38,7 @@ from heliosdb.engine import Engine
 from heliosdb.engine.codecs import json_default
 from heliosdb.engine.pipeline import Pipeline, Pipelines, Prepared, Unfit
 from heliosdb.security.principals import Principal
-from heliosdb.services.documents.learned import Learned, run_encoded
+from heliosdb.services.documents.learned import MAX_LEARNED, Learned, run_encoded
 from heliosdb.services.documents.lookups import Batched
 
 BYTEA, INT8, JSONB, JSONB_ARRAY = 17, 20, 3802, 3807
@@ -46,6 +47,7 @@ _INT64 = struct.Struct("!q")
 _ARRAY_HEAD = struct.Struct("!iiiii")  # dimensions, has nulls, element type, size, lower bound
 _NULL = b"\xff\xff\xff\xff"
 Done = Callable[[list[bytes] | None], None]
+FIRST_MISS, FIRST_OFF = 8, 8  # _first's weight of a miss, and where it stops trying
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -102,6 +104,8 @@ class PipelinedFinds:
         # by pipeline, the Batched's target and condition (strings: hashed in C, where a
         # frozen dataclass's hash is a Python call), and the limit of an equality
         self._steps: dict[tuple[Pipeline, str, str | None, Any], _Step] = {}
+        # by equality statement: how often its scalar half alone found nothing (_first)
+        self._misses: dict[str, int] = {}
         self.answered = 0  # finds answered here (serverStatus)
         # statements that answered several finds, and the finds they answered: by _id,
         # by an equality (lookups.Batched.where)
@@ -206,9 +210,56 @@ class PipelinedFinds:
             except (Unfit, TypeError, ValueError, OverflowError, KeyError, struct.error):
                 break
             finds = rest
+        first = batch_of.first
         for values, done in finds:
+            if first is not None and values[-1] == 1 and self._first(pipeline, step, values, done):
+                continue
             if not self._run(pipeline, step.prepared, step.sql, values, done):
                 done(None)
+
+    def _first(self, pipeline: Pipeline, step: _Step, values: Sequence[Any], done: Done) -> bool:
+        """A find_one by one equality, alone in its step: its scalar half first
+        (lookups.scalar_first), the union only when that finds nothing. Not while the
+        statement's finds mostly find nothing (``_misses``: each miss adds FIRST_MISS,
+        each hit and each find not tried takes one off, tried below FIRST_OFF: on while
+        fewer than about one in nine miss). False: nothing started."""
+        misses = self._misses.get(step.sql, 0)
+        if misses >= FIRST_OFF:
+            self._misses[step.sql] = misses - 1
+            return False
+        first: str = step.batch.first  # type: ignore[assignment]  # _go checked it
+        prepared = self.pipelines.ready_on(pipeline, first)
+        if prepared is None:
+            return False
+        then = functools.partial(self._first_answered, pipeline, step, values, done)
+        return run_encoded(pipeline, prepared, _ENCODERS, values, then)
+
+    def _first_answered(
+        self,
+        pipeline: Pipeline,
+        step: _Step,
+        values: Sequence[Any],
+        done: Done,
+        result: tuple[list[bytes], bytes] | None,
+        error: BaseException | None,
+    ) -> None:
+        sql = step.sql
+        misses = self._misses.get(sql, 0)
+        if result is not None and result[0]:  # the limit (1) filled: the union's rows
+            if misses:
+                self._misses[sql] = misses - 1
+            self._answered(pipeline, step.batch.first, done, result, None)  # type: ignore[arg-type]
+            return
+        if result is None:
+            if isinstance(error, asyncpg.PostgresError):
+                pipeline.forget(step.batch.first)  # type: ignore[arg-type]
+            done(None)
+            return
+        if len(self._misses) >= MAX_LEARNED:
+            self._misses.clear()
+        self._misses[sql] = misses + FIRST_MISS
+        if not self._run(pipeline, step.prepared, sql, values, done):
+            done(None)
 
     def _batch_answered(
         self,

@@ -50,7 +50,7 @@ from heliosdb.services.documents.filters import (
     plain_id,
     plain_shape,
 )
-from heliosdb.services.documents.lookups import Batched, IdLookups, equal_union
+from heliosdb.services.documents.lookups import Batched, IdLookups, equal_union, scalar_first
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
@@ -1419,8 +1419,11 @@ def _batched(
     if limit <= 0 or path not in indexed:
         return None
     branches = equality_branches(path, value, indexed, "q.v")
+    lone = equality_branches(path, value, indexed, "$1::jsonb")
+    if branches is None or lone is None:
+        return None
     target = table(db, coll)
-    return None if branches is None else Batched(target, equal_union(target, branches))
+    return Batched(target, equal_union(target, branches), scalar_first(target, lone[0]))
 
 
 def _places(leaves: list[Any], values: list[Any]) -> tuple[int, ...] | None:
