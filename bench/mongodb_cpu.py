@@ -2,7 +2,7 @@
 than finds per second, optionally for two code trees side by side.
 
     .venv/bin/python bench/mongodb_cpu.py [--connections 4] [--finds 2000] [--rounds 4]
-                                          [--cases id,k] [--old-src DIR]
+                                          [--cases id,k] [--old-src DIR] [--new-src DIR]
 
 Starts a node (embedded engine, temp data directory), inserts 5,000 documents of
 bench/mongodb.py's shape with an index on ``k``, then runs slices of finds (``find_one``
@@ -13,7 +13,9 @@ and of its engine (postmaster and backends) for each slice, then the median and 
 per case. With ``--old-src DIR``
 (a ``src`` tree, for example from ``git archive <commit> src | tar -x -C /tmp/old``) a
 second node runs that code and the two take turns slice by slice, so a change in the
-machine's load falls on both.
+machine's load falls on both. ``--new-src DIR`` runs the "new" node from a tree too
+(for example one change applied to a commit's tree, when the checkout holds other work
+in progress).
 """
 
 from __future__ import annotations
@@ -130,13 +132,15 @@ def main() -> None:
         "--cases", default="id,k", help="id (by _id), k (by indexed field), up (update_one $inc)"
     )
     parser.add_argument("--old-src", type=Path, help="a src tree to run as a second node")
+    parser.add_argument("--new-src", type=Path, help="a src tree for the first node")
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="heliosdb-bench-mongocpu-"))
     env = {**os.environ, "HELIOSDB_REDIS__PORT": "0"}
-    nodes = {"new": NodeProcess(temp / "new", env=env)}
+    nodes: dict[str, NodeProcess] = {}
     if args.old_src is not None:
-        nodes = {"old": NodeProcess(temp / "old", env={**env, "PYTHONPATH": str(args.old_src)})}
-        nodes["new"] = NodeProcess(temp / "new", env=env)
+        nodes["old"] = NodeProcess(temp / "old", env={**env, "PYTHONPATH": str(args.old_src)})
+    new_env = env if args.new_src is None else {**env, "PYTHONPATH": str(args.new_src)}
+    nodes["new"] = NodeProcess(temp / "new", env=new_env)
     try:
         for node in nodes.values():
             node.start()
