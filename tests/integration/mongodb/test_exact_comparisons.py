@@ -33,6 +33,7 @@ from heliosdb.services.documents.matcher import matches
 from tests.nodeproc import NodeProcess
 
 XY = {"x": 1, "y": 2}
+DEC = Decimal128("0.1")
 YX = {"y": 2, "x": 1}
 
 DOCS: list[dict[str, Any]] = [
@@ -54,6 +55,13 @@ DOCS: list[dict[str, Any]] = [
     {"_id": 25, "n": Decimal128("2.5")},
     {"_id": 26, "n": "1"},
     {"_id": 27, "n": [0.5]},
+    {"_id": 30, "m": Decimal128("0.1")},
+    {"_id": 31, "m": 0.1},
+    {"_id": 32, "m": Decimal128("0.10")},
+    {"_id": 33, "m": Decimal128("2.3")},
+    {"_id": 34, "m": [2.3]},
+    {"_id": 35, "m": Decimal128("1E+400")},
+    {"_id": 36, "m": 1e308},
 ]
 ALL = {doc["_id"] for doc in DOCS}
 DOUBLES = {20, 24, 27}
@@ -99,10 +107,24 @@ CASES: list[tuple[dict[str, Any], set[int]]] = [
     ({"n": {"$not": {"$type": "double"}}}, ALL - DOUBLES),
     ({"n": {"$elemMatch": {"$type": "long"}}}, {24}),
     ({"$and": [{"n": 1}, {"n": {"$type": "long"}}]}, {22}),
+    # a Decimal128 equals a double only where their values are equal: 0.1 is not the
+    # double 0.1 (0.1000000000000000055...), and sits below it; 2.3 sits above 2.3
+    ({"m": Decimal128("0.1")}, {30, 32}),
+    ({"m": 0.1}, {31}),
+    ({"m": {"$ne": Decimal128("0.1")}}, ALL - {30, 32}),
+    ({"m": {"$in": [0.1, 2.3]}}, {31, 34}),
+    ({"m": {"$lt": 0.1}}, {30, 32}),
+    ({"m": {"$gt": Decimal128("0.1"), "$lt": 1}}, {31}),
+    ({"m": {"$gt": 2.3, "$lt": 3}}, {33}),
+    ({"m": {"$lte": Decimal128("2.3")}}, {30, 31, 32, 33, 34}),
+    ({"m": {"$gt": 1e300}}, {35, 36}),
+    ({"m": {"$gt": 1e308}}, {35}),
+    ({"m": {"$elemMatch": {"$lt": Decimal128("2.3")}}}, {34}),
+    ({"m": {"$type": "decimal"}}, {30, 32, 33, 35}),
 ]
 
 
-@pytest.fixture(scope="module", params=[(), ("a", "n")], ids=["plain", "indexed"])
+@pytest.fixture(scope="module", params=[(), ("a", "n", "m")], ids=["plain", "indexed"])
 def coll(
     request: pytest.FixtureRequest, db: Database[dict[str, Any]]
 ) -> Iterator[Collection[dict[str, Any]]]:
@@ -163,6 +185,11 @@ def test_python_evaluator_agrees(spec: dict[str, Any], expected: set[int]) -> No
     assert {doc["_id"] for doc in DOCS if matches(doc, spec)} == expected
 
 
+def test_decimals_sort_among_doubles_by_value(coll: Collection[dict[str, Any]]) -> None:
+    found = coll.find({"m": {"$exists": True}, "_id": {"$ne": 34}}, sort=[("m", 1), ("_id", 1)])
+    assert [d["_id"] for d in found] == [30, 32, 31, 33, 36, 35]
+
+
 def test_ids_differing_only_in_field_order_are_two_documents(
     db: Database[dict[str, Any]],
 ) -> None:
@@ -191,20 +218,25 @@ async def test_collections_from_before_get_ordered_ids(
 ) -> None:
     # Before FORM_VERSION 4 the _id column held such an _id's unordered query form.
     coll = db[f"exact_old_{uuid.uuid4().hex[:8]}"]
-    coll.insert_many([{"_id": {"a": 1, "b": 2}}, {"_id": {"a": 1}}, {"_id": 3}])
+    coll.insert_many([{"_id": {"a": 1, "b": 2}}, {"_id": {"a": 1}}, {"_id": 3, "m": DEC}])
     conn = await asyncpg.connect(node.engine_url)
     try:
         await register_codecs(conn)
         target = catalog.table(db.name, coll.name)
-        await conn.execute(f"UPDATE {target} SET _id = doc -> '_id'")
+        # ... and a Decimal128 its nearest double
+        await conn.execute(
+            f"UPDATE {target} SET _id = doc -> '_id', "
+            "doc = CASE WHEN doc ? 'm' THEN jsonb_set(doc, '{m}', '0.1') ELSE doc END"
+        )
         await conn.execute(
             "UPDATE helios_documents.collections SET form = NULL WHERE db = $1 AND name = $2",
             db.name,
             coll.name,
         )
         assert coll.find_one({"_id": {"a": 1, "b": 2}}) is None  # not found until upgraded
+        assert coll.find_one({"m": 0.1}) == {"_id": 3, "m": DEC}
         async with conn.transaction():
-            assert await catalog.upgrade_forms(conn) == 1
+            assert await catalog.upgrade_forms(conn) == 2
         ids = await conn.fetch(f"SELECT _id FROM {target}")
         ordered = bsonform.id_form({"a": 1, "b": 2})
         assert sorted(map(repr, (r["_id"] for r in ids))) == sorted(
@@ -215,3 +247,5 @@ async def test_collections_from_before_get_ordered_ids(
     assert coll.find_one({"_id": {"a": 1, "b": 2}}) == {"_id": {"a": 1, "b": 2}}
     coll.insert_one({"_id": {"b": 2, "a": 1}})
     assert coll.count_documents({}) == 4
+    assert coll.find_one({"m": 0.1}) is None
+    assert coll.find_one({"m": DEC}) == {"_id": 3, "m": DEC}

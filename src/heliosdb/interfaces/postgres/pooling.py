@@ -112,7 +112,9 @@ def _plain_statement(text: bytes, start: int = 0) -> bool:
 # spelling, first words, word boundaries) nor the message's length, so the same statement
 # with other numbers (pgbench's aid) is one entry: a translate and a dict lookup instead
 # of three searches. Client text, so bounded: long queries are not remembered, and the
-# table starts over when full.
+# table starts over when full. The Query fast path (TxnClient.data_received) looks a
+# shape up itself, a function call less per query, and calls _plain_query unless the
+# shape is remembered plain.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _PLAIN_SHAPES = 1024
 _PLAIN_SHAPE_BYTES = 512

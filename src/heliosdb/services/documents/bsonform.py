@@ -6,7 +6,8 @@ is the query form, derived from it on every write, which filters, sorts and inde
 read and which SQL users see. It is relaxed Extended JSON:
 
     double, int32, int64, Decimal128   JSON number (a double past 2**53 as its integer;
-                                       NaN, infinities of both: {"$numberDouble": "NaN"})
+                                       NaN, infinities of both: {"$numberDouble": "NaN"};
+                                       a decimal no double equals: decimal_form)
     string                             itself; NUL and U+0001 escaped (query_string)
     bool, null                         themselves
     document, array                    object, array (JSONB sorts object keys)
@@ -31,7 +32,9 @@ JSON ``null`` there (never SQL NULL), bound through ``id_bind``. An ``_id`` hold
 embedded document of two or more fields is ``{"$ordered": <its ordered form>}`` there
 instead (``ordered_form``), since MongoDB tells ``{a: 1, b: 2}`` and ``{b: 2, a: 1}``
 apart. (Not a bare array, which no other ``_id`` is: asyncpg would bind an array in a
-``jsonb[]`` parameter as a dimension of it.)
+``jsonb[]`` parameter as a dimension of it.) A Decimal128 in an ``_id`` is its nearest
+double there, not ``decimal_form``: the store finds rows again by the ``_id`` values it
+read, and JSON text read back is a float.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ import enum
 import math
 import re
 import uuid
-from decimal import Decimal
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from typing import Any
 
 import bson
+import orjson
 from bson.binary import Binary, UuidRepresentation
 from bson.code import Code
 from bson.codec_options import CodecOptions, DatetimeConversion
@@ -67,6 +72,8 @@ CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EXACT = 2.0**53  # doubles below it in magnitude are JSON numbers as they are
+# the Python types of a number's query form (bool aside): decimal_form's JSON text too
+NUMBER_FORMS = (int, float, orjson.Fragment)
 _RE_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
 
 
@@ -105,8 +112,12 @@ def id_bind(form: Any) -> Any:
 
 def id_form(value: Any) -> Any:
     """The ``_id`` column's bind parameter for a BSON ``_id`` value."""
-    if isinstance(value, dict) and order_matters(value):
-        return {"$ordered": ordered_form(value)}
+    kind = type(value)
+    if kind is dict or kind is Decimal128:
+        form = {"$ordered": ordered_form(value)} if order_matters(value) else query_form(value)
+        # as it reads back: a decimal_form number as its nearest double, since the
+        # column's values come back as Python values (a float) to find their rows by
+        return orjson.loads(orjson.dumps(form))
     return id_bind(query_form(value))
 
 
@@ -177,11 +188,9 @@ def _query_form_other(value: Any) -> Any:
         number = value.to_decimal()
         if not number.is_finite():
             return _non_finite(number)  # the same as a double's: equal in MongoDB
-        return (
-            int(number)
-            if number == number.to_integral_value() and abs(number) < 2**63
-            else (float(number))
-        )
+        if number == number.to_integral_value() and abs(number) < 2**63:
+            return int(number)
+        return decimal_form(number)
     if isinstance(value, (bytes, Binary)):
         subtype = value.subtype if isinstance(value, Binary) else 0
         return {
@@ -207,6 +216,33 @@ def _query_form_other(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return str(value)
+
+
+def decimal_form(number: Decimal) -> Any:
+    """A finite Decimal128's query form where it is not an integer below 2**63: its
+    double where that is its value, else a JSON number (``orjson.Fragment``) strictly
+    between the forms of the two doubles around it, placed between them as the decimal
+    lies between their values. So it compares with every double's form (the shortest
+    text, which is not the double's value) as MongoDB compares the values
+    (``Decimal128("0.1")`` is below the double 0.1, not equal), and with other
+    decimals' by value (80 digits tell apart Decimal128's 34 and the 53 bits)."""
+    near = float(number)
+    if Decimal(near) == number:
+        return near
+    if Decimal(near) < number:
+        low, high = near, math.nextafter(near, math.inf)
+    else:
+        low, high = math.nextafter(near, -math.inf), near
+    if not math.isfinite(low - high):
+        # beyond the largest double: JSON readers (orjson) refuse such a number text
+        return _non_finite(number)
+    low_form, high_form = (Fraction(repr(query_form(x))) for x in (low, high))
+    share = (Fraction(number) - Fraction(low)) / (Fraction(high) - Fraction(low))
+    place = low_form + (high_form - low_form) * share
+    with localcontext() as context:
+        context.prec = 80
+        text = str(Decimal(place.numerator) / Decimal(place.denominator))
+    return orjson.Fragment(text)
 
 
 def _non_finite(value: float | Decimal) -> dict[str, str]:

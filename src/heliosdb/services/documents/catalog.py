@@ -64,16 +64,17 @@ ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
 # string was U+FFFD and U+0001 itself, a double past 2**53 its shortest decimal text,
 # a Decimal128's NaN or infinity ``{"$numberDecimal": "NaN"}`` (now a double's). Before
 # 4: an ``_id`` holding a document of two or more fields was its query form in ``_id``
-# (now its ordered form, bsonform.id_form).
+# (now its ordered form, bsonform.id_form), and a Decimal128 no double equals was its
+# nearest double (now bsonform.decimal_form).
 FORM_VERSION = 4
 # The rows whose query form may differ from the current one: one whose form shows
-# U+FFFD, U+0001 (as jsonb text writes it), "$numberDecimal" or a number past 2**53,
-# or whose ``_id`` is an object with a comma in its text.
+# U+FFFD, U+0001 (as jsonb text writes it), "$numberDecimal", a number past 2**53 or
+# one that is not an integer, or whose ``_id`` is an object with a comma in its text.
 _STALE_FORM = (
     "(jsonb_typeof(_id) = 'object' AND strpos(_id::text, ',') > 0) "
     "OR strpos(doc::text, $1) > 0 OR strpos(doc::text, $2) > 0 OR strpos(doc::text, $3) > 0 "
     'OR jsonb_path_exists(doc, \'lax $.** ? (@.type() == "number" && '
-    "(@ >= 9007199254740992 || @ <= -9007199254740992))')"
+    "(@ >= 9007199254740992 || @ <= -9007199254740992 || @.floor() != @))')"
 )
 
 

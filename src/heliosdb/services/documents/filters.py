@@ -24,11 +24,10 @@ exact BSON (matcher.py) before it applies any skip or limit. Other filters pay n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,13 @@ from bson.regex import Regex
 
 from heliosdb.engine.quoting import quote_literal
 from heliosdb.errors import invalid
-from heliosdb.services.documents.bsonform import id_form, order_matters, query_form, query_string
+from heliosdb.services.documents.bsonform import (
+    NUMBER_FORMS,
+    id_form,
+    order_matters,
+    query_form,
+    query_string,
+)
 
 TRUE_JP = "(1 == 1)"
 FALSE_JP = "(1 == 2)"
@@ -82,7 +87,7 @@ class Params:
     the filter compiled with them selects a superset of its matches (module docstring)."""
 
     values: list[Any] = field(default_factory=list)
-    recheck: bool = False
+    recheck = False  # not a field: set on the few instances that need it
 
     def add(self, value: Any, cast: str) -> str:
         self.values.append(value)
@@ -125,14 +130,10 @@ class _Compiler:
         self.vars_ref = ""
         self.negated = False  # inside an odd number of negations
 
-    @contextlib.contextmanager
-    def flipped(self) -> Iterator[None]:
-        """Compile a part that will be negated."""
-        self.negated = not self.negated
-        try:
-            yield
-        finally:
-            self.negated = not self.negated
+    def flip(self, negated: bool = True) -> None:
+        """Enter or leave a part that will be negated (when ``negated``), in pairs. A
+        compile error between them leaves ``negated`` wrong but ends the compiler's use."""
+        self.negated ^= negated
 
     def loose(self, test: Callable[[], str | _Sql]) -> str | _Sql:
         """A test the query form can only make loosely (true for every match and some
@@ -155,10 +156,9 @@ class _Compiler:
             if key in ("$and", "$or", "$nor"):
                 if not isinstance(value, list) or not value:
                     raise bad_value(f"{key} argument must be a non-empty array")
-                with self.flipped() if key == "$nor" else contextlib.nullcontext():
-                    branches = [
-                        self.conjunction(self.document(item, ctx, top=top)) for item in value
-                    ]
+                self.flip(key == "$nor")
+                branches = [self.conjunction(self.document(item, ctx, top=top)) for item in value]
+                self.flip(key == "$nor")
                 if key == "$and":
                     parts.extend(branches)
                 elif key == "$or":
@@ -215,16 +215,17 @@ class _Compiler:
             if op == "$eq":
                 parts.append(self.equals(target, operand, path, top=top))
             elif op == "$ne":
-                with self.flipped():
-                    equal = self.equals(target, operand, path, top=top)
-                parts.append(self.negate(equal))
+                self.flip()
+                parts.append(self.negate(self.equals(target, operand, path, top=top)))
+                self.flip()
             elif op in _COMPARISONS:
                 parts.append(self.compare(target, _COMPARISONS[op], operand))
             elif op in ("$in", "$nin"):
                 if not isinstance(operand, list):
                     raise bad_value(f"{op} needs an array")
-                with self.flipped() if op == "$nin" else contextlib.nullcontext():
-                    options = [self.equals(target, item, path, top=top) for item in operand]
+                self.flip(op == "$nin")
+                options = [self.equals(target, item, path, top=top) for item in operand]
+                self.flip(op == "$nin")
                 either = self.disjunction(options) if options else FALSE_JP
                 parts.append(either if op == "$in" else self.negate(either))
             elif op == "$exists":
@@ -262,8 +263,9 @@ class _Compiler:
                 if isinstance(operand, (Regex, re.Pattern)):
                     parts.append(self.negate(self.equals(target, operand, path, top=top)))
                 elif isinstance(operand, dict) and operand:
-                    with self.flipped():
-                        inner = self.operators(target, operand, path, top=top)
+                    self.flip()
+                    inner = self.operators(target, operand, path, top=top)
+                    self.flip()
                     parts.append(self.negate(self.conjunction(inner)))
                 else:
                     raise bad_value("$not needs a regex or a document")
@@ -274,13 +276,14 @@ class _Compiler:
         return parts
 
     # -- leaves ----------------------------------------------------------------------
-    def equals(self, target: str, value: Any, path: str, *, top: bool) -> str | _Sql:
-        if order_matters(value):
-            return self.loose(lambda: self.unordered_equals(target, value, path, top=top))
-        return self.unordered_equals(target, value, path, top=top)
-
-    def unordered_equals(self, target: str, value: Any, path: str, *, top: bool) -> str | _Sql:
-        """Equality as the query form sees it: embedded documents without field order."""
+    def equals(
+        self, target: str, value: Any, path: str, *, top: bool, ordered: bool = True
+    ) -> str | _Sql:
+        """Equality; as the query form sees it, without embedded documents' field order,
+        where not ``ordered`` or loosely (``loose``) where that order matters."""
+        kind = type(value)
+        if ordered and (kind is dict or kind is list) and order_matters(value):
+            return self.loose(lambda: self.equals(target, value, path, top=top, ordered=False))
         if isinstance(value, (Regex, re.Pattern)):
             flags = value.flags
             return self.regex(target, value.pattern, flags)
@@ -372,7 +375,7 @@ class _Compiler:
         false, never unknown, and lax mode from unwrapping an array."""
         if form is None:
             return f'{item}.type() == "null"'
-        if isinstance(form, (bool, int, float, str)):
+        if isinstance(form, (bool, str, *NUMBER_FORMS)):
             kind = (
                 "boolean"
                 if isinstance(form, bool)
@@ -438,7 +441,7 @@ class _Compiler:
             return self.items(
                 target, f'{ts}."t" {strict} {t} || ({ts}."t" == {t} && {ts}."i" {op} {i})'
             )
-        if isinstance(form, (int, float)) and not isinstance(form, bool):
+        if isinstance(form, NUMBER_FORMS) and not isinstance(form, bool):
             # the infinities' query forms are objects: beyond every number, as in MongoDB
             beyond = _INFINITY if ">" in op else _MINUS_INFINITY
             return self.items(target, f"@ {op} {self.var(form)} || {beyond}")
@@ -795,7 +798,7 @@ def _index_value(value: Any, *, ranges: bool) -> Any:
     form = query_form(value)
     if isinstance(form, bool):
         return None if ranges else form
-    if isinstance(form, (int, float)):
+    if isinstance(form, NUMBER_FORMS):
         return form
     if isinstance(form, str):
         return None if ranges else form  # string order depends on collation: equality only
@@ -831,7 +834,7 @@ def _sargable(expr: str, value: Any, params: Params) -> tuple[list[str], str]:
             if form is None:
                 continue
             conds.append(f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}")
-            if isinstance(form, (int, float)):
+            if isinstance(form, NUMBER_FORMS):
                 lower = op in ("$gt", "$gte")
                 sides.add(lower)
                 if lower:

@@ -71,7 +71,8 @@ def compare(a: Any, b: Any) -> int:
         if isinstance(y, float) and math.isnan(y):
             return 1
         if isinstance(x, Decimal) or isinstance(y, Decimal):
-            x, y = Decimal(str(x)), Decimal(str(y))
+            # a double's exact value: Decimal128("0.1") is below the double 0.1
+            x, y = Decimal(x), Decimal(y)
         return (x > y) - (x < y)  # type: ignore[operator]
     if ra == 5:
         for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=False):

@@ -517,6 +517,17 @@ async def test_parking_with_a_client_waiting_hands_the_connection_over() -> None
     assert waiter.result() is conn and client.server is None and conn.owner is None
 
 
+async def test_parking_a_connection_holding_too_many_statements_closes_it() -> None:
+    from heliosdb.interfaces.postgres.pooling import MAX_PREPARED_PER_CONNECTION
+
+    client, conn = _txn_client()
+    client.data_received(QUERY)
+    conn.prepared.update(f"hdb_{i}" for i in range(MAX_PREPARED_PER_CONNECTION + 1))
+    _ServerSide(conn).data_received(PLAIN_STREAM)
+    assert client.transport.written == PLAIN_STREAM  # the reply first, whole
+    assert client.server is None and conn.owner is None and conn.transport.closed
+
+
 async def test_a_parked_connection_that_closes_leaves_its_client_connected() -> None:
     client, conn = _txn_client()
     client.data_received(QUERY)
