@@ -232,7 +232,7 @@ class PipelinedFinds:
         if prepared is None:
             return False
         then = functools.partial(self._first_answered, pipeline, step, values, done)
-        return run_encoded(pipeline, prepared, _ENCODERS, values, then)
+        return run_encoded(pipeline, prepared, _ENCODERS, values[:1], then)  # the value
 
     def _first_answered(
         self,

@@ -163,17 +163,15 @@ def test_only_limited_plain_equalities_on_an_indexed_top_level_field_take_two_ha
         assert " UNION ALL " not in _find_statement("db", "c", query, indexed)[0], query
 
 
-def test_a_lone_find_ones_scalar_half_is_its_index_condition_with_the_unions_values() -> None:
+def test_a_lone_find_ones_scalar_half_is_its_index_condition_over_the_unions_value() -> None:
     """The statement a find_one by one equality runs before its union (pipelined.py
-    ``_first``): the scalar half alone over ``$1``, the limit ``$2`` behind a subquery as
-    in the union's statement, so one pair of values serves both."""
+    ``_first``): the scalar half alone over ``$1`` (the union's first value), find_one's
+    limit in the text."""
     from heliosdb.services.documents.store import FindQuery, _batched, _find_statement
 
     indexed = {"k": "(doc -> 'k')"}
     sql = scalar_first('"db"."c"', "(doc -> 'k') = $1::jsonb")
-    assert sql == (
-        """SELECT bson FROM "db"."c" WHERE (doc -> 'k') = $1::jsonb LIMIT (SELECT $2::bigint)"""
-    )
+    assert sql == """SELECT bson FROM "db"."c" WHERE (doc -> 'k') = $1::jsonb LIMIT 1"""
     batch = _batched("db", "c", {"k": "x"}, 1, indexed)
     assert batch is not None and batch.first == sql
     union, values, _ = _find_statement("db", "c", FindQuery(filter={"k": "x"}, limit=1), indexed)
