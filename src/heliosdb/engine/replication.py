@@ -184,19 +184,20 @@ class ReplicationStream:
         self._arrived = False
         return True
 
-    async def settle(self, seconds: float) -> bool:
+    async def settle(self, seconds: float) -> int:
         """Let what the engine sends in the next ``seconds`` wait in the socket, then take
-        it at once: True when any plugin message arrived (the caller reads them with
-        :meth:`read_nowait`, in order). For a reader that will wait that long anyway
-        (a batch being gathered): :meth:`wait` would wake it at every transaction's
-        end, each wakeup costing the node far more than the messages it reads."""
+        it at once: the number of plugin messages that arrived, held for
+        :meth:`read_nowait` (in order; at most ``_HOLD_MESSAGES``, more stay in the
+        socket). For a reader that will wait that long anyway (a batch being gathered):
+        :meth:`wait` would wake it at every transaction's end, each wakeup costing the
+        node far more than the messages it reads."""
         self._unwatch()
         await asyncio.sleep(seconds)
         self._on_readable()
         if self._error is not None:
             raise self._error  # the stream ended
         self._arrived = False  # the caller reads all of it before it waits again
-        return bool(self._held)
+        return len(self._held)
 
     def _on_readable(self) -> None:
         # Read the socket at once (a socket left readable would wake the loop on every

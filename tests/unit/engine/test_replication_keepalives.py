@@ -97,9 +97,9 @@ async def test_settle_takes_what_arrived_while_it_slept_in_order() -> None:
     stream, pgconn = _stream()
     pgconn.incoming.extend([_keepalive(100), _xlog(150, b"B1"), _xlog(160, b"C1")])
     pgconn.incoming.extend([_xlog(170, b"B2"), _xlog(180, b"U2")])  # still arriving
-    assert await stream.settle(0.001)
+    assert await stream.settle(0.001) == 4  # the messages it holds for read_nowait
     assert stream.received == 180 and not stream._arrived
     assert [stream.read_nowait() for _ in range(5)] == [b"B1", b"C1", b"B2", b"U2", None]
     pgconn.incoming.append(_keepalive(190))
-    assert not await stream.settle(0.001)  # a keepalive alone is no message
+    assert await stream.settle(0.001) == 0  # a keepalive alone is no message
     assert stream.received == 190 and stream.read_nowait() is None

@@ -463,22 +463,39 @@ class CaptureLeader:
         last_prune = started = time.monotonic()
         burst = False  # the last commit followed the one before within _BURST_SECONDS
         gap = 0.0  # ... by this long
-        last_commit = 0.0
+        last_commit = 0  # its commit time (the engine's clock, microseconds)
+        # Messages a settle gathered, which the batch takes whatever its age (they came
+        # within its time), and when the settle that gathered the next batch began.
+        drain = 0
+        since = 0.0
         while True:
             data = stream.read_nowait()
             if data is None:
                 if rnd.messages and not in_transaction:
                     wait = _STREAM_BATCH_SECONDS - (time.monotonic() - started)
                     if burst and wait > 0:
-                        gather = stream.settle if gap >= _SETTLE_GAP_SECONDS else stream.wait
-                        if await gather(wait):
-                            continue  # more arrived within the batch's time
+                        if gap >= _SETTLE_GAP_SECONDS:
+                            drain = await stream.settle(wait)
+                            if drain:
+                                continue  # more arrived within the batch's time
+                        elif await stream.wait(wait):
+                            continue
                     rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
                 stream.confirm(durability.due(stream.received))
                 if time.monotonic() - last_prune > _PRUNE_EVERY_SECONDS and not chunked:
                     last_prune = time.monotonic()
                     await self._prune(conn)
+                if burst and not rnd.messages and gap >= _SETTLE_GAP_SECONDS:
+                    # Transactions were coming one after another: sleep for a batch's
+                    # time and take what came meanwhile, rather than wake at the next
+                    # one's arrival and then sleep anyway (one wakeup less per batch).
+                    burst = False  # when nothing comes, wait as for a lone transaction
+                    since = time.monotonic()
+                    drain = await stream.settle(_STREAM_BATCH_SECONDS)
+                    if drain:
+                        continue
+                    since = 0.0
                 quiet = not await stream.wait(_IDLE_CONFIRM_SECONDS)
                 if quiet and durability.pending() and not chunked:
                     row = await conn.fetchrow(
@@ -492,8 +509,10 @@ class CaptureLeader:
                 continue
             if not rnd.messages:
                 rnd.polled = time.time()
-                started = time.monotonic()
+                started = since or time.monotonic()
+                since = 0.0
             rnd.messages += 1
+            drain -= 1
             if rnd.messages % _YIELD_EVERY_MESSAGES == 0:
                 await asyncio.sleep(0)
             message = pgoutput.parse_message(data)
@@ -503,13 +522,16 @@ class CaptureLeader:
             elif isinstance(message, pgoutput.Commit):
                 in_transaction = False
                 now = time.monotonic()
-                gap, last_commit = now - last_commit, now
+                # The gap between the commits themselves (the engine's clock): what a
+                # settle gathered is read at once, its commits microseconds apart.
+                gap = max(0, message.commit_time_us - last_commit) / 1e6
+                last_commit = message.commit_time_us
                 burst = gap < _BURST_SECONDS
                 # Under steady writes the stream rarely runs dry between transactions
-                # (a read ends inside the next one): a batch also ends once it is old.
-                if (
-                    rnd.messages >= self.settings.batch_changes
-                    or now - started > _STREAM_BATCH_SECONDS
+                # (a read ends inside the next one): a batch also ends once it is old,
+                # but not inside what a settle gathered.
+                if rnd.messages >= self.settings.batch_changes or (
+                    now - started > _STREAM_BATCH_SECONDS and drain <= 0
                 ):
                     rnd = await self._finish(conn, stream, rnd, chunked, durability)
                     chunked = False
