@@ -185,6 +185,27 @@ def test_python_evaluator_agrees(spec: dict[str, Any], expected: set[int]) -> No
     assert {doc["_id"] for doc in DOCS if matches(doc, spec)} == expected
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        # documents (and arrays of them) with their fields in order, each its own group
+        ("$a", [[1, XY], [2, YX], [3, [XY]], [4, [YX]], [5, {"x": 1}], [6, None], [10, [XY, YX]]]),
+        ({"k": "$d"}, [[1, {}], [8, {"k": {"o": XY}}], [9, {"k": {"o": YX}}]]),
+    ],
+    ids=["path", "document of paths"],
+)
+def test_group_keys_keep_field_order(
+    coll: Collection[dict[str, Any]], key: Any, expected: list[list[Any]]
+) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": {"$lte": 10}}},
+        {"$group": {"_id": key, "first": {"$min": "$_id"}}},
+    ]
+    groups = [[g["first"], g["_id"]] for g in coll.aggregate(stages)]
+    # repr shows field order, which dict equality ignores
+    assert sorted(map(repr, groups)) == sorted(map(repr, expected))
+
+
 def test_decimals_sort_among_doubles_by_value(coll: Collection[dict[str, Any]]) -> None:
     found = coll.find({"m": {"$exists": True}, "_id": {"$ne": 34}}, sort=[("m", 1), ("_id", 1)])
     assert [d["_id"] for d in found] == [30, 32, 31, 33, 36, 35]

@@ -24,6 +24,13 @@ from heliosdb.services.documents.pipeline import stage_name
 # and a numeric sum has the largest scale of its terms: a sum with a scale above zero
 # had a double in it, so MongoDB's result is a double.
 _NUMBER = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
+# A group key holding an object of two or more keys other than a regex's form: an
+# embedded document whose field order the key would need (a scalar key: one test).
+_UNORDERED = (
+    "jsonb_typeof(g.k) IN ('object', 'array') AND EXISTS (SELECT 1 FROM "
+    "jsonb_path_query(g.k, 'strict $.**') AS o(v) WHERE jsonb_typeof(o.v) = 'object' "
+    "AND NOT o.v ? '$regex' AND (SELECT count(*) FROM jsonb_object_keys(o.v)) > 1)"
+)
 
 
 @dataclass(slots=True)
@@ -34,6 +41,10 @@ class Plan:
     decode: Callable[[list[Any]], list[dict[str, Any]]] = field(
         default=lambda rows: [bsonform.decode(r["bson"]) for r in rows]
     )
+    # A $group the engine ran whose key met an embedded document of two or more fields
+    # (its row's column "u"): JSONB kept neither their order nor the groups they make
+    # apart, so the caller runs this plan instead (the $group in Python).
+    fallback: Plan | None = None
 
 
 def plan_pipeline(
@@ -83,9 +94,15 @@ def plan_pipeline(
         trial = Params(list(params.values))
         grouped = _group(sql, stages[i]["$group"], trial)
         if grouped is not None:
-            params = trial
             text, decode = grouped
-            return Plan(text, params.values, stages[i + 1 :], decode)
+            fallback = Plan(sql, params.values, stages[i:])
+            return Plan(
+                f"SELECT g.*, {_UNORDERED} AS u FROM ({text}) AS g",
+                trial.values,
+                stages[i + 1 :],
+                decode,
+                fallback,
+            )
     return Plan(sql, params.values, stages[i:])
 
 

@@ -1145,6 +1145,9 @@ class DocumentStore:
         plan = plan_pipeline(table(db, coll), stages, indexed)
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
+            if plan.fallback is not None and any(r["u"] for r in rows):
+                plan = plan.fallback
+                rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
         docs = plan.decode(rows)
         return await pipeline.run(docs, plan.remaining, self._lookup(principal, db))
 
