@@ -176,6 +176,8 @@ _ONE_HEAD = struct.Struct(f"<i{len(_CURSOR)}si{len(_FIRST_BATCH)}si{len(_ITEM_0)
 # the reply document's bytes outside the cursor's: its length, the cursor's key, ``ok``
 _CURSOR_OUTSIDE = 4 + len(_CURSOR) + len(_OK)
 _TAILS: dict[str, bytes] = {}  # by namespace: what follows the one item
+# a lone reply of one item up to the item: the message's header, then _ONE_HEAD's
+_ONE_MESSAGE = struct.Struct(_OP_MSG_HEAD.format + _ONE_HEAD.format[1:])
 
 
 def _tail(namespace: str) -> bytes:
@@ -211,10 +213,18 @@ def lone_open(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
 
 
 def lone_reply(
-    session: Session, protocol: MongoProtocol, data: bytes, kind: str, document: bytes
+    session: Session,
+    protocol: MongoProtocol,
+    data: bytes,
+    kind: str,
+    document: bytes,
+    item: bytes | None = None,
 ) -> None:
     """Count the command (and ``opcounters[kind]``), write ``document`` as the reply to
-    the lone message ``data`` unless the connection is closing, and end it."""
+    the lone message ``data`` unless the connection is closing, and end it. With
+    ``item``: the reply is that one item's first batch (``_first_batch``'s), and
+    ``document`` the tail that follows it (``_tail``): the message's header and the
+    document's head are packed at once and the whole message joined once."""
     state = session.state
     counters = state.opcounters
     counters["command"] += 1
@@ -222,10 +232,20 @@ def lone_reply(
     transport = protocol.transport
     if transport is not None and not transport.is_closing():
         response_to = _INT32.unpack_from(data, 4)[0]
-        head = _OP_MSG_HEAD.pack(  # _frame's, one call less
-            21 + len(document), next(state.request_ids), response_to, codec.OP_MSG, 0, 0
-        )
-        transport.write(head + document)
+        request_id = next(state.request_ids)
+        if item is None:
+            head = _OP_MSG_HEAD.pack(  # _frame's, one call less
+                21 + len(document), request_id, response_to, codec.OP_MSG, 0, 0
+            )
+            transport.write(head + document)
+        else:
+            size = len(item)
+            whole = _ONE_HEAD.size + size + len(document)
+            head = _ONE_MESSAGE.pack(
+                21 + whole, request_id, response_to, codec.OP_MSG, 0, 0,
+                whole, _CURSOR, whole - _CURSOR_OUTSIDE, _FIRST_BATCH, size + 8, _ITEM_0,
+            )  # fmt: skip
+            transport.write(b"".join((head, item, document)))
     protocol.lone_done()
 
 
@@ -350,11 +370,19 @@ def take_lone(session: Session, protocol: MongoProtocol, data: bytes) -> bool:
         return False  # the result might not fit the first batch: it may need a cursor
 
     def answered(items: list[bytes] | None) -> None:
-        if items is not None and len(items) <= len(_INDEX_KEYS):
-            document = _first_batch(items, f"{db}.{coll}")  # type: ignore[arg-type]
-            if document is not None:
-                lone_reply(session, protocol, data, "query", document)
+        if items is not None:
+            if len(items) == 1:  # find_one's
+                namespace = f"{db}.{coll}"
+                tail = _TAILS.get(namespace)
+                if tail is None:
+                    tail = _tail(namespace)
+                lone_reply(session, protocol, data, "query", tail, items[0])
                 return
+            if len(items) <= len(_INDEX_KEYS):
+                document = _first_batch(items, f"{db}.{coll}")  # type: ignore[arg-type]
+                if document is not None:
+                    lone_reply(session, protocol, data, "query", document)
+                    return
         protocol.hand_back(data)
 
     documents = session.state.services.documents

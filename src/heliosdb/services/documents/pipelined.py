@@ -223,13 +223,14 @@ class PipelinedFinds:
         statement's finds mostly find nothing (``_misses``: each miss adds FIRST_MISS,
         each hit and each find not tried takes one off, tried below FIRST_OFF: on while
         fewer than about one in nine miss). False: nothing started."""
-        misses = self._misses.get(step.sql, 0)
-        if misses >= FIRST_OFF:
+        misses = self._misses.get(step.sql)
+        if misses is not None and misses >= FIRST_OFF:
             self._misses[step.sql] = misses - 1
             return False
         first: str = step.batch.first  # type: ignore[assignment]  # _go checked it
-        prepared = self.pipelines.ready_on(pipeline, first)
+        prepared = pipeline.ready(first)
         if prepared is None:
+            self.pipelines.ready_on(pipeline, first)  # prepared in the background
             return False
         then = functools.partial(self._first_answered, pipeline, step, values, done)
         return run_encoded(pipeline, prepared, _ENCODERS, values[:1], then)  # the value
@@ -244,7 +245,7 @@ class PipelinedFinds:
         error: BaseException | None,
     ) -> None:
         sql = step.sql
-        misses = self._misses.get(sql, 0)
+        misses = self._misses.get(sql)
         if result is not None and result[0]:  # the limit (1) filled: the union's rows
             if misses:
                 self._misses[sql] = misses - 1
@@ -257,7 +258,7 @@ class PipelinedFinds:
             return
         if len(self._misses) >= MAX_LEARNED:
             self._misses.clear()
-        self._misses[sql] = misses + FIRST_MISS
+        self._misses[sql] = (misses or 0) + FIRST_MISS
         if not self._run(pipeline, step.prepared, sql, values, done):
             done(None)
 

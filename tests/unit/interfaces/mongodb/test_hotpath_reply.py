@@ -5,7 +5,11 @@ document), byte for byte."""
 from __future__ import annotations
 
 import datetime
+import functools
+import itertools
+import struct
 from datetime import UTC
+from types import SimpleNamespace
 from typing import Any
 
 import bson
@@ -52,3 +56,41 @@ def test_first_batch_is_the_normal_paths_reply(namespace: str, count: int) -> No
 def test_first_batch_leaves_items_that_are_not_raw() -> None:
     assert hotpath._first_batch([{"_id": 1}], "a.b") is None
     assert hotpath._first_batch([bytearray(bson.encode({"_id": 1}))], "a.b") is None
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_a_lone_reply_of_one_item_is_the_normal_paths_reply(namespace: str) -> None:
+    """lone_reply with ``item`` packs the message's header and the document's head at
+    once: the same message as the general assembly framed, and as the normal path."""
+    for doc in DOCS:
+        item = bson.encode(doc)
+        transport = _Transport()
+        ended: list[bool] = []
+        state = SimpleNamespace(
+            opcounters={"command": 0, "query": 0}, request_ids=itertools.count(7)
+        )
+        protocol = SimpleNamespace(
+            transport=transport, lone_done=functools.partial(ended.append, True)
+        )
+        message = struct.pack("<ii", 0, 9)  # the client's message: its request id 9
+        hotpath.lone_reply(
+            SimpleNamespace(state=state),  # type: ignore[arg-type]
+            protocol,  # type: ignore[arg-type]
+            message,
+            "query",
+            hotpath._tail(namespace),
+            item,
+        )
+        assert transport.written == [normal([item], namespace)]
+        assert ended == [True] and state.opcounters == {"command": 1, "query": 1}
