@@ -206,6 +206,11 @@ def test_group_keys_keep_field_order(
     assert sorted(map(repr, groups)) == sorted(map(repr, expected))
 
 
+def test_distinct_tells_field_orders_apart(coll: Collection[dict[str, Any]]) -> None:
+    values = coll.distinct("a", {"_id": {"$lte": 5}})  # arrays give their elements
+    assert sorted(map(repr, values)) == sorted(map(repr, [XY, YX, {"x": 1}]))
+
+
 def test_decimals_sort_among_doubles_by_value(coll: Collection[dict[str, Any]]) -> None:
     found = coll.find({"m": {"$exists": True}, "_id": {"$ne": 34}}, sort=[("m", 1), ("_id", 1)])
     assert [d["_id"] for d in found] == [30, 32, 31, 33, 36, 35]

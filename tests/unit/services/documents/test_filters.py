@@ -145,3 +145,52 @@ def test_sort_terms() -> None:
     assert "ASC" in compile_sort({"a.b": 1}, params) and params.values == [["a", "b"]]
     with pytest.raises(HeliosError):
         compile_sort({"a": 2}, Params())
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"a": {"x": 1, "y": 2}},
+        {"a": {"$in": [1, [{"o": {"x": 1, "y": 2}}]]}},
+        {"a": {"$elemMatch": {"b": {"x": 1, "y": 2}}}},
+        {"n": {"$type": "int"}},
+        {"n": {"$type": [2, 18]}},
+    ],
+)
+def test_filters_the_query_form_cannot_answer_exactly_are_checked_again(
+    spec: dict[str, object],
+) -> None:
+    params = Params()
+    compile_filter(spec, params)
+    assert params.recheck
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"a": {"x": 1}},
+        {"a": [1, {"x": [2]}]},
+        {"n": {"$type": "number"}},
+        {"_id": {"a": 1, "b": 2}},
+    ],
+)
+def test_other_filters_are_exact(spec: dict[str, object]) -> None:
+    params = Params()
+    compile_filter(spec, params)
+    assert not params.recheck
+
+
+def test_a_negated_loose_test_selects_every_candidate() -> None:
+    # NOT (equal without field order) would drop {a: {y: 2, x: 1}}, which $ne matches:
+    # the negated test is left out, and the rows are checked again
+    for spec in (
+        {"a": {"$ne": {"x": 1, "y": 2}}},
+        {"a": {"$nin": [{"x": 1, "y": 2}]}},
+        {"$nor": [{"a": {"x": 1, "y": 2}}]},
+        {"n": {"$not": {"$type": "double"}}},
+    ):
+        params = Params()
+        sql = compile_filter(spec, params)
+        assert params.recheck
+        assert params.values[-1] == "!((1 == 2))", spec
+        assert sql.startswith("jsonb_path_match(doc"), spec
