@@ -335,14 +335,15 @@ async def shared_statements_answer_as_alone(
     odd: bool = False,
     finds: list[dict[str, Any]] | None = None,
     counter: str = "pipelinedIdBatches",
+    together: bool = False,
 ) -> None:
     """Finds by each of ``ids`` (or the ``finds``, bodies of finds on ``items``) from as
     many clients at once until some went out in one statement on the pipelined
     connection (``counter`` of serverStatus; ``odd``: a round's shared finds add up to
-    an odd number, so one statement answered an odd number of finds, padded); every
-    reply is the normal path's. "At once": written while the node is stopped (SIGSTOP),
-    as when it is busy, so that they reach it in one loop step however quiet the
-    machine."""
+    an odd number, so one statement answered an odd number of finds, padded;
+    ``together``: all of them in one statement); every reply is the normal path's.
+    "At once": written while the node is stopped (SIGSTOP), as when it is busy, so that
+    they reach it in one loop step however quiet the machine."""
     mongo_port = node.ports["mongodb"]
     assert node.process is not None
     if finds is None:
@@ -366,7 +367,11 @@ async def shared_statements_answer_as_alone(
             assert replies == normal
             status = bson.decode(await raw.command({"serverStatus": 1}, "admin"))
             shared = status["heliosdb"][counter]["batched"] - before
-            if shared > 0 and (shared % 2 == 1 or not odd):
+            if (
+                shared > 0
+                and (shared % 2 == 1 or not odd)
+                and (not together or shared == len(bodies))
+            ):
                 break
         else:
             raise AssertionError(f"no finds shared a statement ({counter})")
@@ -612,6 +617,38 @@ async def test_a_lone_indexed_find_one_runs_its_scalar_half_first(
             assert (await find_one("none"))[0] == []
         assert await find_one("a") == ([docs[0]], True)  # after misses: the union at once
         await until_scalar_half(20)  # and back as finds find again
+    finally:
+        await engine.close()
+        await raw.command({"dropDatabase": 1}, db)
+
+
+async def test_lone_find_ones_of_one_loop_step_run_their_scalar_half_first(
+    raw: RawClient, node: NodeProcess, rw_key: str
+) -> None:
+    """find_ones by one indexed equality that go out together take their scalar half
+    first as one statement (lookups.scalar_half in the batch's ``LATERAL``: what the
+    pipelined backend ran last), and those it finds nothing for their own union after
+    (a value only an array holds, none at all); every reply is the normal path's."""
+    db = f"hp_{uuid.uuid4().hex[:8]}"
+    docs = [{"_id": 1, "k": "a"}, {"_id": 2, "k": ["x", "a"]}, {"_id": 3, "k": 5}]
+    await raw.command({"insert": "items", "documents": docs}, db)
+    await raw.command({"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k"}]}, db)
+    engine = await asyncpg.connect(node.engine_url)
+    try:
+        hits = [{"filter": {"k": value}, "limit": 1} for value in ("a", 5, 5.0)]
+        await shared_statements_answer_as_alone(
+            raw, node, rw_key, db, [], False, hits, "pipelinedEqualityBatches", together=True
+        )
+        ran = await engine.fetch(
+            "SELECT query FROM pg_stat_activity WHERE application_name = "
+            "'heliosdb-documents' AND strpos(query, $1) > 0 AND strpos(query, 'LATERAL') > 0",
+            f'"{db}"."items"',
+        )
+        assert [" UNION ALL " in row["query"] for row in ran] == [False]
+        misses = [{"filter": {"k": value}, "limit": 1} for value in ("x", "a", "none", 5)]
+        await shared_statements_answer_as_alone(
+            raw, node, rw_key, db, [], False, misses, "pipelinedEqualityBatches"
+        )
     finally:
         await engine.close()
         await raw.command({"dropDatabase": 1}, db)

@@ -112,7 +112,14 @@ def scalar_first(target: str, scalar: str) -> str:
     half at all: 113,300 -> 84,100 instructions per statement (callgrind, EXECUTE in
     single-user mode), nearly all of it the executor setting up that half, which the
     union's ``LIMIT`` skips running but not setting up, and the limit's subquery."""
-    return f"SELECT bson FROM {target} WHERE {scalar} LIMIT 1"
+    return f"{scalar_half(target, scalar)} LIMIT 1"
+
+
+def scalar_half(target: str, scalar: str) -> str:
+    """The scalar half of equal_union alone (``scalar`` its condition): a batch of
+    find_ones takes it as its ``LATERAL`` subquery first, as one find_one takes
+    scalar_first (the executor then sets up no array half in the statement)."""
+    return f"SELECT bson FROM {target} WHERE {scalar}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,28 +127,31 @@ class Batched:
     """Finds of one loop step that one statement answers together: by one plain ``_id``
     of the table ``target`` (``where`` None), or by one scalar equality, ``where`` the
     rows of one such find over the column ``q.v`` (equal_union, with a limit, the same
-    for all), and ``first`` its scalar_first statement for a find_one alone."""
+    for all), ``first`` its scalar_first statement for a find_one alone and ``scalar``
+    its scalar_half over ``q.v`` for find_ones together."""
 
     target: str
     where: str | None = None
     first: str | None = None
+    scalar: str | None = None
 
     @property
     def most(self) -> int:
         """The most finds one statement answers."""
         return MAX_BATCH if self.where is None else MAX_SIZED
 
-    def statement(self, values: list[Sequence[Any]]) -> tuple[str, list[Any]]:
+    def statement(self, values: list[Sequence[Any]], scalar: bool = False) -> tuple[str, list[Any]]:
         """The statement and its values for the finds whose single statements have the
         values ``values`` (``_id``: the id's form first; an equality: the value first,
-        the limit last, the same for all); rows (position, bson), positions counted
-        from 1."""
+        the limit last, the same for all; ``scalar``: of its scalar half alone); rows
+        (position, bson), positions counted from 1."""
         if self.where is None:
             return batch_statement(self.target, [each[0] for each in values])
         size = 1 << max(len(values) - 1, 1).bit_length()
         padding: list[Any] = [None] * (size - len(values))
+        where = self.scalar if scalar and self.scalar is not None else self.where
         return (
-            equal_sql(self.where, size, values[0][-1]),
+            equal_sql(where, size, values[0][-1]),
             [*(each[0] for each in values), *padding],
         )
 

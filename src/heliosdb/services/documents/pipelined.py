@@ -189,7 +189,9 @@ class PipelinedFinds:
             principal = step.principal
             most = batch_of.most
             some, rest = finds[:most], finds[most:]
-            sql, params = batch_of.statement([values for values, _ in some])
+            # find_ones: their scalar half first (as _first), those it misses alone after
+            first = batch_of.scalar is not None and some[0][0][-1] == 1 and self._tries(step)
+            sql, params = batch_of.statement([values for values, _ in some], first)
             now = self.pipelines.prepared_now(principal.access, principal.id, sql)
             if now is None:
                 break  # prepared in the background meanwhile: each goes alone this time
@@ -204,7 +206,12 @@ class PipelinedFinds:
                     batch,
                     encoded,
                     functools.partial(
-                        self._batch_answered, batch_pipeline, sql, some, batch_of.where is not None
+                        self._batch_answered,
+                        batch_pipeline,
+                        sql,
+                        some,
+                        batch_of.where is not None,
+                        (pipeline, step) if first else None,
                     ),
                 )
             except (Unfit, TypeError, ValueError, OverflowError, KeyError, struct.error):
@@ -223,9 +230,7 @@ class PipelinedFinds:
         statement's finds mostly find nothing (``_misses``: each miss adds FIRST_MISS,
         each hit and each find not tried takes one off, tried below FIRST_OFF: on while
         fewer than about one in nine miss). False: nothing started."""
-        misses = self._misses.get(step.sql)
-        if misses is not None and misses >= FIRST_OFF:
-            self._misses[step.sql] = misses - 1
+        if not self._tries(step):
             return False
         first: str = step.batch.first  # type: ignore[assignment]  # _go checked it
         prepared = pipeline.ready(first)
@@ -234,6 +239,23 @@ class PipelinedFinds:
             return False
         then = functools.partial(self._first_answered, pipeline, step, values, done)
         return run_encoded(pipeline, prepared, _ENCODERS, values[:1], then)  # the value
+
+    def _tries(self, step: _Step) -> bool:
+        """Whether the step's find_ones take their scalar half first (``_first``)."""
+        misses = self._misses.get(step.sql)
+        if misses is not None and misses >= FIRST_OFF:
+            self._misses[step.sql] = misses - 1
+            return False
+        return True
+
+    def _missed(self, sql: str, hits: int, misses: int) -> None:
+        """Count finds of the equality statement ``sql`` whose scalar half alone found
+        a document (``hits``) or not (``misses``, each FIRST_MISS)."""
+        count = self._misses.get(sql, 0) + misses * FIRST_MISS
+        if count:
+            if len(self._misses) >= MAX_LEARNED:
+                self._misses.clear()
+            self._misses[sql] = max(count - hits, 0)
 
     def _first_answered(
         self,
@@ -244,11 +266,8 @@ class PipelinedFinds:
         result: tuple[list[bytes], bytes] | None,
         error: BaseException | None,
     ) -> None:
-        sql = step.sql
-        misses = self._misses.get(sql)
         if result is not None and result[0]:  # the limit (1) filled: the union's rows
-            if misses:
-                self._misses[sql] = misses - 1
+            self._missed(step.sql, 1, 0)
             self._answered(pipeline, step.batch.first, done, result, None)  # type: ignore[arg-type]
             return
         if result is None:
@@ -256,10 +275,8 @@ class PipelinedFinds:
                 pipeline.forget(step.batch.first)  # type: ignore[arg-type]
             done(None)
             return
-        if len(self._misses) >= MAX_LEARNED:
-            self._misses.clear()
-        self._misses[sql] = (misses or 0) + FIRST_MISS
-        if not self._run(pipeline, step.prepared, sql, values, done):
+        self._missed(step.sql, 0, 1)
+        if not self._run(pipeline, step.prepared, step.sql, values, done):
             done(None)
 
     def _batch_answered(
@@ -268,9 +285,12 @@ class PipelinedFinds:
         sql: str,
         finds: list[tuple[Sequence[Any], Done]],
         equality: bool,
+        first: tuple[Pipeline, _Step] | None,
         result: tuple[list[bytes], bytes] | None,
         error: BaseException | None,
     ) -> None:
+        """``first``: the statement was the finds' scalar half (the step's pipeline and
+        the step): those it found nothing for run their own union statement now."""
         found: list[list[bytes]] | None = None
         if result is not None:
             found = [[] for _ in finds]
@@ -290,5 +310,14 @@ class PipelinedFinds:
         self.answered += len(finds)
         self.batches[equality] += 1
         self.batched[equality] += len(finds)
+        if first is not None:
+            step_pipeline, step = first
+            missed = [find for find, docs in zip(finds, found, strict=True) if not docs]
+            self._missed(step.sql, len(finds) - len(missed), len(missed))
+            for values, done in missed:
+                self.answered -= 1  # (counted when its union answers)
+                if not self._run(step_pipeline, step.prepared, step.sql, values, done):
+                    done(None)
         for (_, done), docs in zip(finds, found, strict=True):
-            done(docs)
+            if docs or first is None:
+                done(docs)

@@ -50,7 +50,13 @@ from heliosdb.services.documents.filters import (
     plain_id,
     plain_shape,
 )
-from heliosdb.services.documents.lookups import Batched, IdLookups, equal_union, scalar_first
+from heliosdb.services.documents.lookups import (
+    Batched,
+    IdLookups,
+    equal_union,
+    scalar_first,
+    scalar_half,
+)
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import plan_pipeline
@@ -1426,7 +1432,12 @@ def _batched(
     if branches is None or lone is None:
         return None
     target = table(db, coll)
-    return Batched(target, equal_union(target, branches), scalar_first(target, lone[0]))
+    return Batched(
+        target,
+        equal_union(target, branches),
+        scalar_first(target, lone[0]),
+        scalar_half(target, branches[0]),
+    )
 
 
 def _places(leaves: list[Any], values: list[Any]) -> tuple[int, ...] | None:

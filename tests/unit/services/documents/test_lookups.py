@@ -5,6 +5,7 @@ statements of batched finds (Batched; the engine side in test_hotpath.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from heliosdb.services.documents.lookups import (
     equal_sql,
     equal_union,
     scalar_first,
+    scalar_half,
     sized_sql,
 )
 
@@ -179,3 +181,20 @@ def test_a_lone_find_ones_scalar_half_is_its_index_condition_over_the_unions_val
     assert values == ["x", 1]
     assert _batched("db", "c", {"_id": "x"}, 1, indexed) == Batched('"db"."c"')  # no first
     assert _batched("db", "c", {"k": Int64(5)}, 1, indexed) is None
+
+
+def test_find_ones_together_take_the_scalar_half_in_the_batch_statement() -> None:
+    """A batch of find_ones by one equality: ``scalar`` picks the scalar half alone as
+    the ``LATERAL`` subquery (the same values), else the union; by _id, no such thing."""
+    from heliosdb.services.documents.store import _batched
+
+    indexed = {"k": "(doc -> 'k')"}
+    batch = _batched("db", "c", {"k": "x"}, 1, indexed)
+    assert batch is not None and batch.where is not None
+    half = scalar_half('"db"."c"', "(doc -> 'k') = q.v")
+    assert batch.scalar == half
+    finds: list[Sequence[Any]] = [["a", 1], ["b", 1], [5, 1]]
+    assert batch.statement(finds, scalar=True) == (equal_sql(half, 4, 1), ["a", "b", 5, None])
+    assert batch.statement(finds) == (equal_sql(batch.where, 4, 1), ["a", "b", 5, None])
+    ids = Batched('"db"."c"')
+    assert ids.statement([["x"]], scalar=True) == ids.statement([["x"]])
