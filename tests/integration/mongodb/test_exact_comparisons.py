@@ -206,6 +206,21 @@ def test_group_keys_keep_field_order(
     assert sorted(map(repr, groups)) == sorted(map(repr, expected))
 
 
+def test_group_min_and_max_compare_documents_field_by_field(
+    coll: Collection[dict[str, Any]],
+) -> None:
+    # {y: 2, x: 1} is above {x: 1, y: 2}: MongoDB compares the first field names
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": {"$in": [1, 2]}}},
+        {"$group": {"_id": None, "lo": {"$min": "$a"}, "hi": {"$max": "$a"}}},
+    ]
+    (group,) = coll.aggregate(stages)
+    assert [list(group["lo"].items()), list(group["hi"].items())] == [
+        list(XY.items()),
+        list(YX.items()),
+    ]
+
+
 def test_distinct_tells_field_orders_apart(coll: Collection[dict[str, Any]]) -> None:
     values = coll.distinct("a", {"_id": {"$lte": 5}})  # arrays give their elements
     assert sorted(map(repr, values)) == sorted(map(repr, [XY, YX, {"x": 1}]))

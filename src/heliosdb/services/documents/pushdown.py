@@ -24,12 +24,12 @@ from heliosdb.services.documents.pipeline import stage_name
 # and a numeric sum has the largest scale of its terms: a sum with a scale above zero
 # had a double in it, so MongoDB's result is a double.
 _NUMBER = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
-# A group key holding an object of two or more keys other than a regex's form: an
-# embedded document whose field order the key would need (a scalar key: one test).
+# A group's key or $min/$max value holding an object of two or more keys other than a
+# regex's form: an embedded document whose field order it would need (a scalar: one test).
 _UNORDERED = (
-    "jsonb_typeof(g.k) IN ('object', 'array') AND EXISTS (SELECT 1 FROM "
-    "jsonb_path_query(g.k, 'strict $.**') AS o(v) WHERE jsonb_typeof(o.v) = 'object' "
-    "AND NOT o.v ? '$regex' AND (SELECT count(*) FROM jsonb_object_keys(o.v)) > 1)"
+    "(jsonb_typeof({x}) IN ('object', 'array') AND EXISTS (SELECT 1 FROM "
+    "jsonb_path_query({x}, 'strict $.**') AS o(v) WHERE jsonb_typeof(o.v) = 'object' "
+    "AND NOT o.v ? '$regex' AND (SELECT count(*) FROM jsonb_object_keys(o.v)) > 1))"
 )
 
 
@@ -94,10 +94,11 @@ def plan_pipeline(
         trial = Params(list(params.values))
         grouped = _group(sql, stages[i]["$group"], trial)
         if grouped is not None:
-            text, decode = grouped
+            text, decode, tested = grouped
             fallback = Plan(sql, params.values, stages[i:])
+            unordered = " OR ".join(_UNORDERED.format(x=f"g.{c}") for c in tested) or "false"
             return Plan(
-                f"SELECT g.*, {_UNORDERED} AS u FROM ({text}) AS g",
+                f"SELECT g.*, {unordered} AS u FROM ({text}) AS g",
                 trial.values,
                 stages[i + 1 :],
                 decode,
@@ -145,7 +146,9 @@ class _Values:
 
 def _group(
     base: str, spec: Any, params: Params
-) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]]] | None:
+) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]], list[str]] | None:
+    """The SQL of a $group, the decoder of its rows, and its columns that may hold
+    embedded documents (``_UNORDERED``)."""
     if not isinstance(spec, dict) or "_id" not in spec:
         return None
     values = _Values(params)
@@ -226,7 +229,8 @@ def _group(
             out.append(doc)
         return out
 
-    return sql, decode
+    tested = ["k"] if key_sql else []
+    return sql, decode, tested + [column for _, column, kind in decoders if kind == "json"]
 
 
 def _scale(value: Decimal) -> int:
