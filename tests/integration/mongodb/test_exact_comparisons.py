@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 from bson import Decimal128
 from bson.int64 import Int64
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -229,6 +230,33 @@ def test_distinct_tells_field_orders_apart(coll: Collection[dict[str, Any]]) -> 
 def test_decimals_sort_among_doubles_by_value(coll: Collection[dict[str, Any]]) -> None:
     found = coll.find({"m": {"$exists": True}, "_id": {"$ne": 34}}, sort=[("m", 1), ("_id", 1)])
     assert [d["_id"] for d in found] == [30, 32, 31, 33, 36, 35]
+
+
+def test_a_missing_collection_answers_as_empty(db: Database[dict[str, Any]]) -> None:
+    missing = db[f"exact_none_{uuid.uuid4().hex[:8]}"]
+    assert missing.find_one({"a": XY}) is None
+    assert missing.count_documents({"n": {"$type": "int"}}) == 0
+    assert missing.distinct("a", {"a": XY}) == []
+    assert missing.update_one({"a": XY}, {"$set": {"v": 1}}).matched_count == 0
+    assert missing.delete_many({"a": {"$ne": XY}}).deleted_count == 0
+
+
+def test_rechecked_writes_in_a_transaction(
+    client: MongoClient[dict[str, Any]], db: Database[dict[str, Any]]
+) -> None:
+    coll = db[f"exact_tx_{uuid.uuid4().hex[:8]}"]
+    coll.insert_many([{"_id": 1, "a": XY}, {"_id": 2, "a": YX}, {"_id": 3, "a": XY}])
+    with client.start_session() as session, session.start_transaction():
+        assert coll.update_many({"a": YX}, {"$set": {"v": 1}}, session=session).matched_count == 1
+        assert coll.delete_one({"a": XY}, session=session).deleted_count == 1
+        assert coll.count_documents({"a": XY}, session=session) == 1
+    assert sorted((d["_id"], d.get("v")) for d in coll.find({})) == [(2, 1), (3, None)]
+    with client.start_session() as session:
+        session.start_transaction()
+        coll.delete_many({"a": {"$ne": XY}}, session=session)
+        session.abort_transaction()
+    assert coll.count_documents({}) == 2
+    coll.drop()
 
 
 def test_ids_differing_only_in_field_order_are_two_documents(
