@@ -372,15 +372,17 @@ async def test_the_slot_moves_past_delivered_events_once_they_are_durable(
 async def test_a_lone_event_is_stored_like_the_events_of_a_batch(
     ws: ClientConnection, api: httpx.AsyncClient, engine_dsn: str, table_name: str
 ) -> None:
-    # A batch of one event has its own statement (capture.py, _insert_one), a bigger one
-    # goes in arrays: the table, which catch-up and other nodes read, must hold the same
-    # thing either way, and what the local subscriber got from memory.
+    # A batch of a few events has a statement per size (capture.py, _insert_few), a
+    # bigger one goes in arrays: the table, which catch-up and other nodes read, must
+    # hold the same thing either way, and what the local subscriber got from memory.
     await _create(api, table_name, "id int PRIMARY KEY, v text")
     await subscribe(ws, table_name)
     await _sql(api, f"INSERT INTO {table_name} VALUES (1, 'lone')")
     got = await events(ws, 1)
     await _sql(api, f"INSERT INTO {table_name} VALUES (2, 'pair'), (3, 'pair')")
     got += await events(ws, 2)
+    await _sql(api, f"INSERT INTO {table_name} SELECT i, 'many' FROM generate_series(4, 13) i")
+    got += await events(ws, 10)
     rows = await _engine_fetch(
         engine_dsn,
         "SELECT position, commit_lsn - '0/0' AS lsn, commit_time, xid, schema_name, "
@@ -393,7 +395,7 @@ async def test_a_lone_event_is_stored_like_the_events_of_a_batch(
         "SELECT last_lsn - '0/0' AS lsn, last_position FROM helios.change_capture "
         "WHERE slot_name LIKE 'helios_changes_%'",
     )
-    assert len(rows) == 3
+    assert len(rows) == 13
     for row, message in zip(rows, got, strict=True):
         data = message["data"]
         assert json.loads(row["payload"]) == data
@@ -401,7 +403,8 @@ async def test_a_lone_event_is_stored_like_the_events_of_a_batch(
         assert (row["schema_name"], row["table_name"]) == ("public", table_name)
         assert row["event_type"] == data["event_type"] == "INSERT"
         assert row["commit_time"].isoformat() == data["timestamp"]
-    lone, first, second = rows
+    lone, first, second = rows[:3]
     assert lone["lsn"] < first["lsn"] == second["lsn"] and first["xid"] == second["xid"]
-    assert progress["last_position"] >= second["position"]
-    assert progress["lsn"] > second["lsn"]  # the end of its transaction, past its commit
+    assert len({(row["lsn"], row["xid"]) for row in rows[3:]}) == 1
+    assert progress["last_position"] >= rows[-1]["position"]
+    assert progress["lsn"] > rows[-1]["lsn"]  # the end of its transaction, past its commit
