@@ -679,3 +679,38 @@ async def test_bind_fast_path_leaves_what_the_general_path_leaves(
         renamed = fast.statements[b"P_1"][2]
         expected = _bind(renamed, value=FAST_VALUES[chunk]) + DESCRIBE_EXECUTE_SYNC
         assert bytes(fast_conn.transport.written) == expected
+
+
+# What a client may send (statements P_1 and P_2, the unnamed one) and what the engine
+# may answer, as far as statement bookkeeping goes: a ParseComplete, or a ReadyForQuery
+# inside a transaction (the connection stays with the client).
+_CLIENT_STEPS = {
+    "parse P_1": PREPARE,
+    "parse P_2": _msg(b"P", b"P_2\0SELECT 2\0\0\0") + _msg(b"S"),
+    "parse unnamed": UNNAMED_PARSE,
+    "bind P_1": _bind(b"P_1") + DESCRIBE_EXECUTE_SYNC,
+    "bind P_2": _bind(b"P_2") + DESCRIBE_EXECUTE_SYNC,
+    "bind unnamed": _bind(b"") + DESCRIBE_EXECUTE_SYNC,
+    "describe P_2": _msg(b"D", b"SP_2\0") + _msg(b"S"),
+    "close P_1": _msg(b"C", b"SP_1\0") + _msg(b"S"),
+    "query": _msg(b"Q", b"SELECT 1\0"),
+}
+_ENGINE_STEPS = {"parse complete": _msg(b"1"), "ready in a transaction": _msg(b"Z", b"T")}
+
+
+@given(st.lists(st.sampled_from(sorted(_CLIENT_STEPS) + sorted(_ENGINE_STEPS)), max_size=12))
+def test_every_statement_in_flight_has_its_parse_complete_expected(steps: list[str]) -> None:
+    """The reply's fast path (taken only when no ParseComplete is expected) does not look
+    at the statements in flight: each of them has its entry in ``expect`` until its
+    ParseComplete or a ReadyForQuery takes both away."""
+
+    async def run() -> None:
+        client, conn = _txn_client()
+        for step in steps:
+            if step in _CLIENT_STEPS:
+                client.data_received(_CLIENT_STEPS[step])
+            else:
+                _ServerSide(conn).data_received(_ENGINE_STEPS[step])
+            assert conn.inflight <= {name for _, name in conn.expect}
+
+    asyncio.run(run())
