@@ -219,20 +219,25 @@ class PipelinedFinds:
             finds = rest
         first = batch_of.first
         for values, done in finds:
-            if first is not None and values[-1] == 1 and self._first(pipeline, step, values, done):
+            if (
+                first is not None
+                and values[-1] == 1
+                and self._first(pipeline, step, first, values, done)
+            ):
                 continue
             if not self._run(pipeline, step.prepared, step.sql, values, done):
                 done(None)
 
-    def _first(self, pipeline: Pipeline, step: _Step, values: Sequence[Any], done: Done) -> bool:
+    def _first(
+        self, pipeline: Pipeline, step: _Step, first: str, values: Sequence[Any], done: Done
+    ) -> bool:
         """A find_one by one equality, alone in its step: its scalar half first
         (lookups.scalar_first), the union only when that finds nothing. Not while the
         statement's finds mostly find nothing (``_misses``: each miss adds FIRST_MISS,
         each hit and each find not tried takes one off, tried below FIRST_OFF: on while
         fewer than about one in nine miss). False: nothing started."""
-        if not self._tries(step):
+        if self._misses and not self._tries(step):  # (none: every one found so far)
             return False
-        first: str = step.batch.first  # type: ignore[assignment]  # _go checked it
         prepared = pipeline.ready(first)
         if prepared is None:
             self.pipelines.ready_on(pipeline, first)  # prepared in the background
@@ -251,11 +256,13 @@ class PipelinedFinds:
     def _missed(self, sql: str, hits: int, misses: int) -> None:
         """Count finds of the equality statement ``sql`` whose scalar half alone found
         a document (``hits``) or not (``misses``, each FIRST_MISS)."""
-        count = self._misses.get(sql, 0) + misses * FIRST_MISS
-        if count:
+        count = self._misses.get(sql, 0) + misses * FIRST_MISS - hits
+        if count > 0:
             if len(self._misses) >= MAX_LEARNED:
                 self._misses.clear()
-            self._misses[sql] = max(count - hits, 0)
+            self._misses[sql] = count
+        elif self._misses:
+            self._misses.pop(sql, None)
 
     def _first_answered(
         self,
@@ -267,7 +274,8 @@ class PipelinedFinds:
         error: BaseException | None,
     ) -> None:
         if result is not None and result[0]:  # the limit (1) filled: the union's rows
-            self._missed(step.sql, 1, 0)
+            if self._misses:
+                self._missed(step.sql, 1, 0)
             self._answered(pipeline, step.batch.first, done, result, None)  # type: ignore[arg-type]
             return
         if result is None:
