@@ -188,12 +188,16 @@ class ReplicationStream:
         """Let what the engine sends in the next ``seconds`` wait in the socket, then take
         it at once: the number of plugin messages that arrived, held for
         :meth:`read_nowait` (in order; at most ``_HOLD_MESSAGES``, more stay in the
-        socket). For a reader that will wait that long anyway (a batch being gathered):
+        socket), at once when a transaction's end has arrived already. For a reader that
+        will wait that long anyway (a batch being gathered):
         :meth:`wait` would wake it at every transaction's end, each wakeup costing the
         node far more than the messages it reads."""
         self._unwatch()
-        await asyncio.sleep(seconds)
         self._on_readable()
+        if not self._arrived:
+            await asyncio.sleep(seconds)
+            self._on_readable()
+        # else a transaction's end is waiting already (the reader is behind): no sleep.
         if self._error is not None:
             raise self._error  # the stream ended
         self._arrived = False  # the caller reads all of it before it waits again

@@ -4,9 +4,12 @@ they arrive and wake nobody; a transaction wakes the waiting reader once, at its
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections import deque
 from typing import Any, cast
+
+import pytest
 
 from heliosdb.engine.replication import ReplicationStream
 
@@ -103,3 +106,24 @@ async def test_settle_takes_what_arrived_while_it_slept_in_order() -> None:
     pgconn.incoming.append(_keepalive(190))
     assert await stream.settle(0.001) == 0  # a keepalive alone is no message
     assert stream.received == 190 and stream.read_nowait() is None
+
+
+async def test_settle_sleeps_only_while_no_transaction_has_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Gathering a batch is worth a sleep; with a whole transaction waiting already (the
+    # leader is behind the engine) it would only put the leader further behind.
+    stream, pgconn = _stream()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        pgconn.incoming.append(_xlog(130, b"C1"))  # arrives meanwhile
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    pgconn.incoming.extend([_xlog(110, b"B1"), _xlog(120, b"U1")])  # still arriving
+    assert await stream.settle(0.005) == 3 and slept == [0.005]
+    assert [stream.read_nowait() for _ in range(4)] == [b"B1", b"U1", b"C1", None]
+    pgconn.incoming.extend([_xlog(140, b"B2"), _xlog(150, b"C2")])  # arrived whole
+    assert await stream.settle(0.005) == 2 and slept == [0.005]
+    assert [stream.read_nowait() for _ in range(3)] == [b"B2", b"C2", None]
