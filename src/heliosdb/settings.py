@@ -207,6 +207,16 @@ class WebSocketSettings(BaseModel):
     )
 
 
+class QuerySettings(BaseModel):
+    max_result_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description="Most rows one statement may return through POST /query, gRPC "
+        "ExecuteQuery and WebSocket query (the engine is asked for no more, so the node "
+        "never holds more); a larger result fails with RESOURCE_EXHAUSTED. 0: no limit.",
+    )
+
+
 class AsyncQuerySettings(BaseModel):
     result_ttl_seconds: float = Field(
         3600.0, description="How long a finished async query's result is kept, in seconds."
@@ -277,6 +287,19 @@ class MongoSettings(BaseModel):
         description="Open multi-document transactions one principal may hold at once on a "
         "node (each holds an engine connection until it ends).",
     )
+    cursor_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A cursor not read for this long is closed and its engine connection "
+        "freed (MongoDB's cursorTimeoutMillis).",
+    )
+    max_streaming_cursors: int = Field(
+        4,
+        ge=0,
+        description="Find cursors that may hold an engine connection (one read-only "
+        "snapshot each) at once, per engine pool; past it a cursor reads each getMore "
+        "with a statement of its own (no snapshot across batches).",
+    )
 
 
 class TlsSettings(BaseModel):
@@ -336,6 +359,7 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = Field(
         default_factory=WebSocketSettings  # type: ignore[arg-type]
     )
+    query: QuerySettings = Field(default_factory=QuerySettings)  # type: ignore[arg-type]
     async_queries: AsyncQuerySettings = Field(
         default_factory=AsyncQuerySettings  # type: ignore[arg-type]
     )

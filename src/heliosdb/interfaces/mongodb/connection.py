@@ -318,6 +318,7 @@ async def serve(
     finally:
         protocol.lone = None
         state.current -= 1
+        state.cursors.disconnected(session.connection_id)
 
 
 def _closing(session: Session, why: str) -> None:

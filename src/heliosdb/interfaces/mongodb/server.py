@@ -10,6 +10,7 @@ from heliosdb.engine import Access
 from heliosdb.interfaces._tcp import TcpListener
 from heliosdb.interfaces.mongodb import registry
 from heliosdb.interfaces.mongodb.connection import MongoProtocol, ServerState, serve
+from heliosdb.interfaces.mongodb.cursors import CursorStore
 from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal, PrincipalKind
 from heliosdb.services.container import Services
@@ -44,6 +45,8 @@ class MongoListener(TcpListener):
     def __init__(self, services: Services, settings: Settings) -> None:
         self.state_shared = ServerState(services)
         self.state_shared.max_connections = settings.mongodb.max_connections
+        self.state_shared.cursors = CursorStore(settings.mongodb.cursor_timeout_seconds)
+        services.documents.stream_slots.limit = settings.mongodb.max_streaming_cursors
         self.state_shared.sessions = SessionTable(
             settings.mongodb.transaction_lifetime_limit_seconds,
             settings.mongodb.transaction_lock_timeout_ms,
@@ -69,6 +72,7 @@ class MongoListener(TcpListener):
         await super().stop()
         # Open transactions roll back and give their engine connections back.
         await self.state_shared.sessions.end_all()
+        await self.state_shared.cursors.close_all()
         await self.state_shared.services.documents.close()
 
     async def _serve_client(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import sys
 import time
@@ -37,6 +38,7 @@ from heliosdb.services.documents import (
     matcher,
     pipeline,
     projection,
+    streaming,
     transactions,
     updatelane,
 )
@@ -195,6 +197,8 @@ class DocumentStore:
         self._lookups = IdLookups()
         self._pipelined = PipelinedFinds(engine)
         self._update_lane = updatelane.UpdateLane(engine)
+        # how many find streams may hold an engine connection (streaming.py)
+        self.stream_slots = streaming.Slots(streaming.DEFAULT_HELD_STREAMS)
         # collections where the plain in-place UPDATE met a document the engine function
         # gives up on: they take the locking statement for a while (inplace.Refusals)
         self._refused = inplace.Refusals()
@@ -941,8 +945,16 @@ class DocumentStore:
 
     # -- reads --------------------------------------------------------------------------
     async def find(
-        self, principal: Principal, db: str, coll: str, query: FindQuery
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: FindQuery,
+        probe: int = streaming.PROBE_ROWS,
     ) -> list[bytes | Document]:
+        """The documents ``query`` selects: all of them, or when there may be more than
+        ``probe - 1``, the first ``probe`` in a ``streaming.Streamed`` list whose
+        ``stream`` reads the rest a batch at a time (MongoDB cursors, cursors.py)."""
         catalog.check_db_name(db)
         spec = query.filter
         if query.projection:
@@ -967,14 +979,54 @@ class DocumentStore:
             else:
                 lookups.begin(key)
                 try:
-                    found = await self._find_rows(principal, db, coll, query)
+                    found = await self._find_rows(principal, db, coll, query) or []
                 finally:
                     lookups.end(key, self._lookup_batch, principal, target)
         else:
-            found = await self._find_rows(principal, db, coll, query)
+            rows = await self._find_rows(principal, db, coll, query, probe)
+            if rows is None:
+                return await self._streamed(principal, db, coll, query, probe)
+            found = rows
         if not query.projection:
             return found  # type: ignore[return-value]  # list[bytes] is one, read-only
         return [projection.project(bsonform.decode(r), query.projection, spec) for r in found]
+
+    async def _streamed(
+        self, principal: Principal, db: str, coll: str, query: FindQuery, probe: int
+    ) -> list[bytes | Document]:
+        """The first ``probe`` documents of a result that may have more, as a
+        ``streaming.Streamed`` list whose ``stream`` reads the rest (streaming.py)."""
+        indexed = await self._indexes_for(principal, db, coll)
+        whole = FindQuery(query.filter, query.sort, query.skip, query.limit)
+        recheck = _find_statement(db, coll, whole, indexed, total=True)[2]
+
+        def statement(offset: int, count: int) -> tuple[str, list[Any]]:
+            if recheck:
+                sql, values, _ = _find_statement(db, coll, whole, indexed, total=True)
+                sql += f" OFFSET ${len(values) + 1}::bigint"
+                values.append(offset)
+                if count:
+                    sql += f" LIMIT ${len(values) + 1}::bigint"
+                    values.append(count)
+                return sql, values
+            rest = query.limit - offset if query.limit else 0
+            limit = min(rest, count) if rest and count else rest or count
+            part = FindQuery(query.filter, query.sort, query.skip + offset, limit)
+            return _find_statement(db, coll, part, indexed, total=True)[:2]
+
+        stream = streaming.Stream(
+            self.engine,
+            principal,
+            statement,
+            functools.partial(self._lookup_batch, principal),
+            recheck=query.filter if recheck else None,
+            skip=query.skip,
+            limit=query.limit,
+            fields=query.projection,
+            spec=query.filter,
+            slots=self.stream_slots,
+        )
+        return await streaming.first(stream, probe)
 
     def find_soon(
         self,
@@ -1048,15 +1100,21 @@ class DocumentStore:
         return self._update_lane.answered
 
     async def _find_rows(
-        self, principal: Principal, db: str, coll: str, query: FindQuery
-    ) -> list[bytes]:
-        """The stored BSON of every document ``query`` selects, in one statement."""
+        self, principal: Principal, db: str, coll: str, query: FindQuery, probe: int = 0
+    ) -> list[bytes] | None:
+        """The stored BSON of every document ``query`` selects, in one statement; with
+        ``probe``, None instead when there may be more than ``probe - 1`` of them."""
         cached = self._indexed.get((db, coll))
         if cached is not None and cached[0] > time.monotonic():
             indexed = cached[1]
         else:
             indexed = await self._indexes_for(principal, db, coll)
-        sql, values, recheck = _find_statement(db, coll, query, indexed)
+        bounded = query
+        if probe and not 0 < query.limit < probe:
+            bounded = FindQuery(query.filter, query.sort, query.skip, probe)
+        sql, values, recheck = _find_statement(db, coll, bounded, indexed)
+        if recheck and bounded is not query:
+            return None  # the candidates' count says nothing: streaming.py reads them
         async with self._conn(principal) as conn:
             if transactions.current() is not None:
                 rows = await self._missing_ok(_fetch(conn, sql, values), [])
@@ -1073,6 +1131,8 @@ class DocumentStore:
         if recheck:
             raws = [bytes(r[0]) for r in rows]
             return matcher.recheck(raws, query.filter, int(query.skip), abs(int(query.limit)))
+        if bounded is not query and len(rows) >= probe:
+            return None  # more than fit: streaming.py reads them in a total order
         return [bytes(r[0]) for r in rows]
 
     def lookup_batches(self) -> tuple[int, int]:
@@ -1160,7 +1220,7 @@ class DocumentStore:
     def _lookup(self, principal: Principal, db: str) -> pipeline.Lookup:
         async def fetch(coll: str, query: Document) -> list[Document]:
             catalog.check_collection_name(coll)
-            found = await self.find(principal, db, coll, FindQuery(filter=query))
+            found = await self.find(principal, db, coll, FindQuery(filter=query), probe=0)
             return [bsonform.decode(d) if isinstance(d, bytes) else d for d in found]
 
         return fetch
@@ -1378,12 +1438,14 @@ class DocumentStore:
 
 
 def _find_statement(
-    db: str, coll: str, query: FindQuery, indexed: dict[str, str]
+    db: str, coll: str, query: FindQuery, indexed: dict[str, str], *, total: bool = False
 ) -> tuple[str, list[Any], bool]:
     """The SELECT of the stored BSON ``query`` selects, its values, and whether its rows
-    are a superset to check again (filters.py ``recheck``; no skip or limit then)."""
+    are a superset to check again (filters.py ``recheck``; no skip or limit then).
+    ``total``: in a total order (``_id`` last), the same in every statement, so one
+    statement may read on where another stopped (OFFSET, streaming.py)."""
     spec = query.filter
-    if query.limit and spec and len(spec) == 1 and not query.sort and not query.skip:
+    if query.limit and spec and len(spec) == 1 and not query.sort and not query.skip and not total:
         # one scalar equality on an indexed field: its two halves (lookups.equal_union).
         # The limit as ``(SELECT $2)``: with a plain ``$2`` the engine costs its generic
         # plan (limit unknown) above the plan for each run's limit whenever its row
@@ -1404,6 +1466,8 @@ def _find_statement(
     where = compile_filter(query.filter, params, indexed)
     sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
     order = compile_sort(query.sort, params)
+    if total:
+        order = f"{order}, _id" if order else "_id"
     if order:
         sql += f" ORDER BY {order}"
     if params.recheck:

@@ -17,6 +17,7 @@ from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
 from heliosdb.services.documents import FindQuery, bsonform
 from heliosdb.services.documents.projection import project
+from heliosdb.services.documents.streaming import PROBE_ROWS
 from heliosdb.services.documents.values import MISSING
 
 
@@ -70,12 +71,30 @@ async def find(session: Session, request: Request) -> dict[str, Any]:
     coll = _args.collection(request)
     query, batch_size, single = _find_query(request)
     session.state.opcounters["query"] += 1
-    items = await session.services.documents.find(_principal(session), request.db, coll, query)
+    # the first batch and one more: a result that has more is streamed (cursors.py)
+    probe = batch_size + 1 if batch_size or not single else PROBE_ROWS
+    items = await session.services.documents.find(
+        _principal(session), request.db, coll, query, probe
+    )
     namespace = f"{request.db}.{coll}"
     batch, cursor_id = session.state.cursors.open(
-        namespace, session.owner, items, batch_size, single
+        namespace,
+        session.owner,
+        items,
+        batch_size,
+        single,
+        lsid=lsid(request),
+        connection=session.connection_id,
     )
     return {"cursor": {"firstBatch": batch, "id": cursor_id, "ns": namespace}}
+
+
+def lsid(request: Request) -> bytes | None:
+    """The logical session id of a command, if it has a well-formed one."""
+    value = request.body.get("lsid")
+    if isinstance(value, dict) and isinstance(value.get("id"), bytes):
+        return bytes(value["id"])
+    return None
 
 
 @command("getMore")
@@ -89,7 +108,13 @@ async def get_more(session: Session, request: Request) -> dict[str, Any]:
         raise CommandError(14, "BSON field 'getMore.collection' is the wrong type")
     count = _args.integer(request, "batchSize", 0)
     session.state.opcounters["getmore"] += 1
-    found = session.state.cursors.more(int(cursor_id), session.owner, count)
+    found = await session.state.cursors.more(
+        int(cursor_id),
+        session.owner,
+        count,
+        lsid=lsid(request),
+        connection=session.connection_id,
+    )
     if found is None:
         raise CommandError(43, f"cursor id {cursor_id} not found")
     cursor, batch = found
@@ -104,7 +129,7 @@ async def kill_cursors(session: Session, request: Request) -> dict[str, Any]:
         raise CommandError(14, "BSON field 'killCursors.cursors' is the wrong type")
     killed, missing = [], []
     for cursor_id in ids:
-        if session.state.cursors.kill(int(cursor_id), session.owner):
+        if await session.state.cursors.kill(int(cursor_id), session.owner):
             killed.append(Int64(cursor_id))
         else:
             missing.append(Int64(cursor_id))

@@ -24,24 +24,38 @@ def _lsids(request: Request) -> list[Any]:
     return ids
 
 
+def _ids(lsids: list[Any]) -> set[bytes]:
+    """The ids of well-formed lsid documents (their cursors end with them)."""
+    return {
+        bytes(lsid["id"])
+        for lsid in lsids
+        if isinstance(lsid, dict) and isinstance(lsid.get("id"), bytes)
+    }
+
+
 @command("endSessions", auth=False)
 async def end_sessions(session: Session, request: Request) -> dict[str, Any]:
-    """End sessions: their open transactions abort."""
+    """End sessions: their open transactions abort, their cursors close."""
     if session.principal is not None:
-        await session.state.sessions.end(session.owner, _lsids(request))
+        lsids = _lsids(request)
+        session.state.cursors.end_sessions(session.owner, _ids(lsids))
+        await session.state.sessions.end(session.owner, lsids)
     return {}
 
 
 @command("killSessions")
 async def kill_sessions(session: Session, request: Request) -> dict[str, Any]:
-    """Kill sessions of this principal: their open transactions abort."""
-    await session.state.sessions.end(session.owner, _lsids(request))
+    """Kill sessions of this principal: their open transactions abort, their cursors close."""
+    lsids = _lsids(request)
+    session.state.cursors.end_sessions(session.owner, _ids(lsids))
+    await session.state.sessions.end(session.owner, lsids)
     return {}
 
 
 @command("killAllSessions")
 async def kill_all_sessions(session: Session, request: Request) -> dict[str, Any]:
     """Kill every session of this principal on this node."""
+    session.state.cursors.end_sessions(session.owner)
     await session.state.sessions.end_all(session.owner)
     return {}
 
