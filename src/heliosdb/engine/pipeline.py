@@ -316,9 +316,16 @@ class Pipeline(asyncio.Protocol):
         """Prepare ``sql`` afresh next time (the engine said its plan changed)."""
         self._statements.pop(sql, None)
 
-    def run(self, prepared: Prepared, values: Sequence[bytes | None]) -> asyncio.Future[Any]:
+    def run(
+        self, prepared: Prepared, values: Sequence[bytes | None], max_rows: int = 0
+    ) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
-        gives (raw data rows, command tag) or an asyncpg exception, as the pool would."""
+        gives (raw data rows, command tag) or an asyncpg exception, as the pool would.
+        ``max_rows``: the engine sends at most that many rows (then PortalSuspended, and
+        the tag is empty), so a huge result never reaches this process; 0: all."""
+        if max_rows:
+            limited = b"E\x00\x00\x00\x09\x00" + _INT.pack(max_rows) + _SYNC
+            return self._send(self._bind(prepared, values, limited))
         return self._send(self._bind(prepared, values))
 
     def run_then(

@@ -85,6 +85,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         *,
         cache: bool = True,
         what: str = "a parameter",
+        limit: int = 0,
     ) -> tuple[list[asyncpg.Record], Statement]:
         """Prepare ``sql`` (from the statement cache unless ``cache`` is false), bind the
         arguments ``bind(stmt)`` makes for its parameter types, and fetch.
@@ -96,6 +97,9 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         A cached statement runs as ``Connection.fetch()`` runs it, straight from asyncpg's
         statement cache through ``bind_execute`` (command_timeout and the server's
         statement_timeout apply alike), without a PreparedStatement wrapper per call.
+
+        ``limit``: the engine sends at most that many rows (the portal is then suspended
+        and the status None), so a huge result is never read into memory; 0: all rows.
         """
         for attempt in (1, 2):
             prepared: PreparedStatement | None = None  # keeps an uncached statement alive
@@ -110,7 +114,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             args = bind(stmt)
             try:
                 records, stmt.status, _ = await self._protocol.bind_execute(  # type: ignore[attr-defined]
-                    state, args, "", 0, True, None
+                    state, args, "", limit, True, None
                 )
             except asyncpg.InvalidCachedStatementError:
                 self.forget(sql)

@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
@@ -35,7 +35,7 @@ from heliosdb.engine.pipeline import (
     decode_rows,
 )
 from heliosdb.engine.sqlstate import from_engine
-from heliosdb.errors import invalid
+from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.security.principals import Principal
 
 MAX_SQL_LENGTH = 1_000_000
@@ -111,8 +111,13 @@ class _Pipelinable:
 
 
 class QueryService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_rows: int = 0) -> None:
+        """``max_rows``: a result with more rows fails with RESOURCE_EXHAUSTED, and the
+        engine is asked for one more than that at most, so the node never holds more
+        (0: no limit)."""
         self.engine = engine
+        self.max_rows = max_rows
+        self._fetch = max_rows + 1 if max_rows else 0
         settings = {**engine.session_settings(), "application_name": "heliosdb-pipeline"}
         self.pipelines = Pipelines(engine, settings)
         engine.closers.append(self.pipelines.close)
@@ -145,7 +150,9 @@ class QueryService:
                     return QueryResult([], [], _affected(status), status, _ms(started))
                 # _run_statement's steps, here: a coroutine level is paid on every resumption
                 binder = _Binder(conn, sql, params)
-                records, stmt = await conn.run_prepared(sql, binder.bind)
+                records, stmt = await conn.run_prepared(sql, binder.bind, limit=self._fetch)
+                if len(records) >= self._fetch > 0:
+                    self._too_many()
                 result = binder.result(records, stmt, started)
                 if _leaves_session_alone(result.status, sql):
                     conn.keep_session(principal.id)
@@ -208,7 +215,7 @@ class QueryService:
         except (TypeError, ValueError, OverflowError, struct.error, UnicodeEncodeError):
             return None  # the pool path's codecs say why this value does not fit
         try:
-            rows, tag = await pipeline.run(prepared, values)
+            rows, tag = await pipeline.run(prepared, values, self._fetch)
         except Unfit:
             return None
         except asyncpg.InvalidCachedStatementError:
@@ -217,6 +224,8 @@ class QueryService:
             return None  # the engine refused it before running it
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise from_engine(exc) from None
+        if len(rows) >= self._fetch > 0:
+            self._too_many()
         records = decode_rows(rows, fast.decoders)
         fix = plan.fix
         if fix is not None:
@@ -240,8 +249,18 @@ class QueryService:
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:
         binder = _Binder(conn, sql, params)
-        records, stmt = await conn.run_prepared(sql, binder.bind)
+        records, stmt = await conn.run_prepared(sql, binder.bind, limit=self._fetch)
+        if len(records) >= self._fetch > 0:
+            self._too_many()
         return binder.result(records, stmt, started)
+
+    def _too_many(self) -> NoReturn:
+        raise HeliosError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"the result has more than {self.max_rows} rows; read it with a LIMIT, "
+            "or stream it (POST /query/stream, gRPC ExecuteQueryStream)",
+            limit=self.max_rows,
+        )
 
 
 class _Binder:

@@ -1,0 +1,136 @@
+"""Huge results: a statement may return at most ``query.max_result_rows`` rows.
+
+POST /query, gRPC ExecuteQuery and WebSocket ``query`` build their answer whole, so
+the engine is asked for one row more than the cap and no further: a larger result fails
+with RESOURCE_EXHAUSTED instead of being read into the node's memory (before the cap, a
+``generate_series`` of some millions of rows took gigabytes). The node here has a cap of
+50 rows, so every path (the pool's, the pipelined connection's, a transaction's) is
+tried with results just over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from heliosdb.v1 import heliosdb_pb2 as pb
+from heliosdb.v1 import heliosdb_pb2_grpc
+from tests.integration.grpc.conftest import bearer
+from tests.integration.websocket.wsclient import connect, request
+from tests.nodeproc import NodeProcess
+
+CAP = 50
+SERIES = "SELECT g FROM generate_series(1, $1::int) g"
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    data: Path = tmp_path_factory.mktemp("capped") / "data"
+    process = NodeProcess(
+        data,
+        extra_args=["--environment", "test"],
+        env={"HELIOSDB_QUERY__MAX_RESULT_ROWS": str(CAP)},
+    ).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def client(capped: NodeProcess) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {capped.admin_key}"}
+    async with httpx.AsyncClient(base_url=capped.api, headers=headers, timeout=60) as c:
+        yield c
+
+
+def _too_many(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "RESOURCE_EXHAUSTED"
+    assert error["limit"] == CAP
+    assert f"more than {CAP} rows" in error["message"]
+
+
+async def _rows(client: httpx.AsyncClient, sql: str, params: list[Any]) -> list[list[Any]]:
+    response = await client.post("/query", json={"sql": sql, "params": params})
+    assert response.status_code == 200, response.text
+    rows: list[list[Any]] = response.json()["rows"]
+    return rows
+
+
+async def test_a_result_at_the_cap_is_answered_and_one_over_it_fails(
+    client: httpx.AsyncClient,
+) -> None:
+    assert len(await _rows(client, SERIES + " -- pool", [CAP])) == CAP
+    _too_many(await client.post("/query", json={"sql": SERIES + " -- pool", "params": [CAP + 1]}))
+    # millions of rows: the engine stops after CAP + 1, the node answers at once
+    _too_many(await client.post("/query", json={"sql": SERIES + " -- pool", "params": [10**8]}))
+    assert await _rows(client, "SELECT 1", []) == [[1]]
+
+
+async def test_the_pipelined_path_stops_at_the_cap_too(client: httpx.AsyncClient) -> None:
+    """A statement learned with a small result runs later on the principal's pipeline,
+    where the same parameters may ask for far more rows."""
+
+    async def pipelined() -> int:
+        count: int = (await client.get("/health")).json()["engine"]["pipelines"]["statements"]
+        return count
+
+    for _ in range(200):
+        before = await pipelined()
+        assert len(await _rows(client, SERIES, [3])) == 3
+        if await pipelined() > before:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the pipeline never answered")
+    before = await pipelined()
+    _too_many(await client.post("/query", json={"sql": SERIES, "params": [10**8]}))
+    assert len(await _rows(client, SERIES, [CAP])) == CAP
+    assert await pipelined() > before  # the capped answers came from the pipeline
+
+
+async def test_a_write_over_the_cap_is_applied_and_its_rows_not_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    await _rows(client, "CREATE TABLE returned (n int)", [])
+    insert = "INSERT INTO returned SELECT generate_series(1, $1::int) RETURNING n"
+    _too_many(await client.post("/query", json={"sql": insert, "params": [CAP * 2]}))
+    assert await _rows(client, "SELECT count(*) FROM returned", []) == [[CAP * 2]]
+
+
+async def test_grpc_execute_query_and_its_transactions_stop_at_the_cap(
+    capped: NodeProcess,
+) -> None:
+    assert capped.admin_key is not None
+    metadata = bearer(capped.admin_key)
+    big = pb.QueryRequest(sql="SELECT generate_series(1, 100000000)")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{capped.ports['grpc']}") as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ExecuteQuery(big, metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"more than {CAP} rows" in (caught.value.details() or "")
+        begun = await stub.BeginTransaction(pb.BeginTransactionRequest(), metadata=metadata)
+        big.transaction_id.id = begun.transaction_id.id
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ExecuteQuery(big, metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        small = pb.QueryRequest(sql="SELECT 1")
+        assert len((await stub.ExecuteQuery(small, metadata=metadata)).rows) == 1
+
+
+async def test_websocket_query_stops_at_the_cap(capped: NodeProcess) -> None:
+    assert capped.admin_key is not None
+    url = f"ws://127.0.0.1:{capped.ports['websocket']}/ws"
+    async with connect(url, capped.admin_key) as ws:
+        answer = await request(ws, "query", {"sql": "SELECT generate_series(1, 100000000)"})
+        assert answer["success"] is False
+        assert answer["error"]["code"] == "RESOURCE_EXHAUSTED"
+        answer = await request(ws, "query", {"sql": "SELECT 1 AS n"})
+        assert answer["data"]["rows"] == [[1]]
