@@ -160,7 +160,7 @@ class QueryService:
                         self._learn(sql, binder.plan, result.status)
                 return result
             except asyncpg.PostgresError as exc:
-                raise from_engine(exc) from None
+                raise _engine_error(exc, sql) from None
             except (asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
 
@@ -243,7 +243,7 @@ class QueryService:
         try:
             return await self._run_statement(conn, sql, params, time.perf_counter())
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            raise from_engine(exc) from None
+            raise _engine_error(exc, sql) from None
 
     async def _run_statement(
         self, conn: Any, sql: str, params: Sequence[Any], started: float
@@ -291,6 +291,15 @@ class _Binder:
         rows = [list(r) for r in records] if fix is None else [fix(list(r)) for r in records]
         status = stmt.get_statusmsg() or ""
         return QueryResult(plan.columns, rows, _affected(status), status, _ms(started))
+
+
+def _engine_error(exc: BaseException, sql: str) -> HeliosError:
+    # A NUL ends a protocol string, so the engine refuses the message as malformed
+    # (08P01, a connection-class state the client would take for an outage): the
+    # client's text is at fault. Looked for only here, off the path of every statement.
+    if getattr(exc, "sqlstate", None) == "08P01" and "\0" in sql:
+        return invalid("sql must not contain NUL characters (U+0000)")
+    return from_engine(exc)
 
 
 def _check_count(declared: int, given: int) -> None:

@@ -1,4 +1,6 @@
-"""Huge results: a statement may return at most ``query.max_result_rows`` rows.
+"""Hostile statements: huge results, and a NUL in the SQL text.
+
+A statement may return at most ``query.max_result_rows`` rows.
 
 POST /query, gRPC ExecuteQuery and WebSocket ``query`` build their answer whole, so
 the engine is asked for one row more than the cap and no further: a larger result fails
@@ -134,3 +136,16 @@ async def test_websocket_query_stops_at_the_cap(capped: NodeProcess) -> None:
         assert answer["error"]["code"] == "RESOURCE_EXHAUSTED"
         answer = await request(ws, "query", {"sql": "SELECT 1 AS n"})
         assert answer["data"]["rows"] == [[1]]
+
+
+@pytest.mark.parametrize("script", [False, True])
+async def test_a_nul_in_the_sql_is_the_clients_error(
+    client: httpx.AsyncClient, script: bool
+) -> None:
+    """The engine refuses a protocol string with a NUL as a malformed message (08P01, a
+    connection-class state that read as 503 UNAVAILABLE)."""
+    response = await client.post("/query", json={"sql": "SELECT 1\u0000", "script": script})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
+    assert "NUL" in response.json()["error"]["message"]
+    assert await _rows(client, "SELECT 1", []) == [[1]]
