@@ -117,10 +117,16 @@ def test_open_cursors_hold_about_a_batch_of_node_memory(
 
 def test_a_large_find_reads_every_document_in_batches(big: Collection[dict[str, Any]]) -> None:
     assert [d["_id"] for d in big.find({}, {"pad": 0}, batch_size=1000)] == list(range(DOCUMENTS))
-    # default batches: 101 documents, then up to 16 MiB a getMore
-    found = list(big.find({"n": {"$lt": 50}}))
-    assert len(found) == DOCUMENTS // 2
+    # default batches: 101 documents, then up to 16 MiB a getMore (30 MiB: cut twice)
+    found = list(big.find({}))
+    assert sorted(d["_id"] for d in found) == list(range(DOCUMENTS))
     assert all(d == {"_id": d["_id"], "n": d["_id"] % 100, "pad": PAD} for d in found)
+    # a limit past the first batch ends the cursor with the last document it allows
+    assert len(list(big.find({}).limit(2000))) == 2000
+    assert len(list(big.find({"n": 3}, batch_size=7).limit(150))) == 150
+    first = big.database.command("find", big.name, limit=150, batchSize=100)["cursor"]
+    rest = big.database.command("getMore", first["id"], collection=big.name)["cursor"]
+    assert (len(first["firstBatch"]), len(rest["nextBatch"]), rest["id"]) == (100, 50, 0)
 
 
 def test_sort_skip_limit_and_projection_span_batches(big: Collection[dict[str, Any]]) -> None:
