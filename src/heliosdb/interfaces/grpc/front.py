@@ -165,6 +165,7 @@ class FrontConnection(Http2Connection):
         # decoder answers it with the same list) is not parsed again.
         self._seen: tuple[Headers, NativeMethod | None, _CallHeaders | None] | None = None
         self.calls: set[asyncio.Task[None]] = set()
+        self.received = 0  # request bytes read since _held() last summed them
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -249,13 +250,32 @@ class FrontConnection(Http2Connection):
             call.body.append(data)
             call.size += len(data)
             self.consume(stream, len(data))
-            if call.size > self.front.max_message_bytes + 5:
+            self.received += len(data)
+            limit = self.front.max_message_bytes + 5
+            if call.size > limit:
                 stream.call = None
                 self._finish(stream, _status(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                              "request message larger than max"))  # fmt: skip
                 return
+            if self.received > limit and self._held() > limit:
+                stream.call = None
+                self._finish(stream, _status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                             "the connection's unfinished request messages "
+                                             "are larger than max together"))  # fmt: skip
+                return
         if end_stream:
             self._start(stream)
+
+    def _held(self) -> int:
+        """The request bytes this connection's calls hold now (read, not yet answered).
+
+        The window is credited as bytes arrive, so without this bound a client opening
+        many streams, each with a message just under the limit, would have the node hold
+        all of them. Summed only when the running count since the last sum passes the
+        limit (the bytes of calls answered meanwhile swell that count)."""
+        held: int = sum(s.call.size for s in self.streams.values() if s.call is not None)
+        self.received = held
+        return held
 
     def on_reset(self, stream: Stream, code: int) -> None:
         if stream.peer is not None and stream.peer_conn is not None:

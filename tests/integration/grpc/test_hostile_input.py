@@ -1,0 +1,97 @@
+"""Request bytes a gRPC connection may make the node hold.
+
+The front credits the flow-control windows as request bytes arrive, so it is the node's
+own limit, not HTTP/2's, that bounds what one connection's unfinished calls hold: each
+request message at most ``grpc.max_message_bytes``, and all of a connection's together
+no more. Before, a client opening many streams, each with a message just under the limit
+and never ending it, made the node hold all of them (40 streams of 10 MB grew its RSS by
+360 MB). The node here allows messages of 1 MB.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from heliosdb.interfaces.grpc import http2 as h2
+from heliosdb.v1 import heliosdb_pb2 as pb
+from heliosdb.v1 import heliosdb_pb2_grpc
+from tests.integration.grpc.conftest import bearer
+from tests.nodeproc import NodeProcess
+
+LIMIT = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    data: Path = tmp_path_factory.mktemp("grpc-small") / "data"
+    process = NodeProcess(
+        data,
+        extra_args=["--environment", "test"],
+        env={"HELIOSDB_GRPC__MAX_MESSAGE_BYTES": str(LIMIT)},
+    ).start()
+    yield process
+    process.stop()
+
+
+def _statuses(port: int, key: str, streams: int, each: int) -> dict[int, bytes]:
+    """Open ``streams`` ExecuteQuery calls on one connection, send ``each`` bytes of a
+    request message declared a little under the limit on each, never end them, and
+    return the grpc-status of every call the node answered meanwhile."""
+    block = h2.encode_headers(
+        [(b":method", b"POST"), (b":scheme", b"http"),
+         (b":path", b"/heliosdb.v1.HeliosDB/ExecuteQuery"), (b":authority", b"x"),
+         (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+         (b"authorization", f"Bearer {key}".encode())]
+    )  # fmt: skip
+    prefix = b"\x00" + (LIMIT - 1000).to_bytes(4, "big")
+    frames = []
+    for n in range(streams):
+        stream_id = 1 + 2 * n
+        frames.append(h2.frame(h2.HEADERS, h2.END_HEADERS, stream_id, block))
+        body = prefix + b"\x00" * (each - len(prefix))
+        for start in range(0, len(body), 16_000):
+            frames.append(h2.frame(h2.DATA, 0, stream_id, body[start : start + 16_000]))
+    ping = h2.frame(h2.PING, 0, 0, b"12345678")  # its ACK: the node has read all before it
+    reader, decoder = h2.FrameReader(1 << 24), h2.HeaderDecoder(1 << 16)
+    statuses: dict[int, bytes] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(h2.PREFACE + h2.settings_frame({}) + b"".join(frames) + ping)
+        while True:
+            chunk = sock.recv(65_536)
+            assert chunk, "the node closed the connection"
+            for kind, flags, stream_id, payload in reader.feed(chunk):
+                if kind == h2.HEADERS:
+                    fields = dict(decoder.decode(payload))
+                    if b"grpc-status" in fields:
+                        statuses[stream_id] = fields[b"grpc-status"]
+                if kind == h2.PING and flags & h2.ACK:
+                    return statuses
+
+
+def test_unfinished_calls_of_one_connection_hold_at_most_the_message_limit(
+    small: NodeProcess,
+) -> None:
+    assert small.admin_key is not None
+    statuses = _statuses(small.ports["grpc"], small.admin_key, streams=6, each=400_000)
+    # two calls' 800 kB fit; every later one would pass 1 MB together and is refused
+    exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]).encode()
+    assert statuses == {5: exhausted, 7: exhausted, 9: exhausted, 11: exhausted}
+
+
+def test_calls_of_one_connection_within_the_limit_are_all_taken(small: NodeProcess) -> None:
+    assert small.admin_key is not None
+    assert _statuses(small.ports["grpc"], small.admin_key, streams=2, each=400_000) == {}
+
+
+async def test_the_node_goes_on_after_the_refusals(small: NodeProcess) -> None:
+    assert small.admin_key is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small.ports['grpc']}") as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        request = pb.QueryRequest(sql="SELECT 1")
+        response = await stub.ExecuteQuery(request, metadata=bearer(small.admin_key))
+        assert len(response.rows) == 1
