@@ -381,8 +381,8 @@ async def test_a_lone_event_is_stored_like_the_events_of_a_batch(
     got = await events(ws, 1)
     await _sql(api, f"INSERT INTO {table_name} VALUES (2, 'pair'), (3, 'pair')")
     got += await events(ws, 2)
-    await _sql(api, f"INSERT INTO {table_name} SELECT i, 'many' FROM generate_series(4, 13) i")
-    got += await events(ws, 10)
+    await _sql(api, f"INSERT INTO {table_name} SELECT i, 'many' FROM generate_series(4, 43) i")
+    got += await events(ws, 40)
     rows = await _engine_fetch(
         engine_dsn,
         "SELECT position, commit_lsn - '0/0' AS lsn, commit_time, xid, schema_name, "
@@ -395,7 +395,7 @@ async def test_a_lone_event_is_stored_like_the_events_of_a_batch(
         "SELECT last_lsn - '0/0' AS lsn, last_position FROM helios.change_capture "
         "WHERE slot_name LIKE 'helios_changes_%'",
     )
-    assert len(rows) == 13
+    assert len(rows) == 43
     for row, message in zip(rows, got, strict=True):
         data = message["data"]
         assert json.loads(row["payload"]) == data
