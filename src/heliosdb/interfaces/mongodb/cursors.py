@@ -117,7 +117,10 @@ class CursorStore:
             batch, position = take(items, 0, 0)
         stream: Stream | None = getattr(items, "stream", None)
         if stream is not None:
-            stream.unread(items[position:])
+            # The rest of the first read stays while it is no more than a batch (a large
+            # rest is read again at the first getMore: an idle cursor holds no more).
+            rest = items[position:]
+            stream.unread(rest, keep=sum(map(_size, rest)) <= MAX_BATCH_BYTES)
             if single_batch or stream.done:
                 self._close(stream)
                 return batch, Int64(0)

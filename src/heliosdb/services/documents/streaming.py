@@ -147,12 +147,12 @@ class Stream:
         """Opened in a client transaction that has ended: its portal is gone."""
         return self.txn is not None and self.txn.finished
 
-    def unread(self, items: list[Any]) -> None:
-        """Give back ``items`` (the last ones read) for the next fetch: without a portal
-        and a recheck, by reading them again (OFFSET), so an idle cursor keeps no rows."""
+    def unread(self, items: list[Any], *, keep: bool = True) -> None:
+        """Give back ``items`` (the last ones read) for the next fetch; unless ``keep``,
+        when there is no portal and no recheck, by reading them again (OFFSET)."""
         if not items:
             return
-        if self._recheck is None and self._portal is None and not self.pending:
+        if not keep and self._recheck is None and self._portal is None and not self.pending:
             self.offset -= len(items)
             self.exhausted = False
             return
