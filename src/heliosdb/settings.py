@@ -248,7 +248,9 @@ class RedisSettings(BaseModel):
         0, description="Close a Redis connection idle this long (0 = never), like 'timeout'."
     )
     max_bulk_bytes: int = Field(
-        512 * 1024 * 1024, description="Largest bulk string accepted (proto-max-bulk-len)."
+        512 * 1024 * 1024,
+        description="What CONFIG GET proto-max-bulk-len reports; a request, bulks and all, "
+        "is bounded by max_query_buffer_bytes.",
     )
     max_query_buffer_bytes: int = Field(
         1024 * 1024 * 1024,

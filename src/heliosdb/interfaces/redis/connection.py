@@ -391,9 +391,15 @@ class Session:
                 i += run
                 continue
             reply = await self.dispatch(batch[i])
-            replies.append(encode(reply, self.client.proto))
-            if len(replies) > 64:
+            encoded = encode(reply, self.client.proto)
+            replies.append(encoded)
+            if len(replies) > 64 or len(encoded) > READ_CHUNK:
                 self.client.flush()
+                writer = self.client.writer
+                if writer is not None and writer.transport.get_write_buffer_size() > WRITE_LIMIT:
+                    # A client that sends without reading (a pipeline of big LRANGEs) waits
+                    # here, as between batches, instead of the node holding every reply.
+                    await writer.drain()
             i += 1
             if self.client.closing:
                 break
