@@ -25,6 +25,10 @@ log = logging.getLogger("heliosdb.grpc")
 
 RECEIVE_WINDOW = 1 << 20  # per stream and per connection
 MAX_HEADER_LIST = 64 * 1024
+# Streams a client may have open on one connection (each holds state here; HPACK makes a
+# new one cost the client a few bytes): past it a new stream is refused, as RFC 9113
+# 5.1.2 has it, and gRPC clients queue their calls.
+MAX_STREAMS = 1000
 _PADDED_OR_PRIORITY = h2.PADDED | h2.PRIORITY_FLAG
 
 
@@ -85,6 +89,7 @@ class Http2Connection(asyncio.Protocol):
                 h2.ENABLE_PUSH: 0,
                 h2.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
                 h2.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+                **({} if self.client_side else {h2.MAX_CONCURRENT_STREAMS: MAX_STREAMS}),
             }
         ) + h2.window_update(0, RECEIVE_WINDOW - h2.DEFAULT_WINDOW)
         self.write((h2.PREFACE if self.client_side else b"") + hello)
@@ -266,6 +271,9 @@ class Http2Connection(asyncio.Protocol):
             if self.client_side or stream_id <= self.last_peer_stream or not stream_id & 1:
                 return  # a stream already closed (a late trailer after our reset)
             self.last_peer_stream = stream_id
+            if len(self.streams) >= MAX_STREAMS:
+                self.write(h2.rst_stream(stream_id, h2.REFUSED_STREAM))
+                return
             stream = Stream(stream_id, self.peer_initial_window)
             self.streams[stream_id] = stream
         if end:
