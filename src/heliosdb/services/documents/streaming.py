@@ -1,15 +1,15 @@
 """A find's result read from the engine a batch at a time (MongoDB cursors, issue 5).
 
-The first batch comes from one plain statement with a LIMIT of the batch plus one row
-(a probe: a result that fits needs nothing more, and no connection is held). When more
-rows exist, the rest is read through an engine cursor (a portal) on a connection of the
-principal's role, in a read-only REPEATABLE READ transaction opened at the first
-getMore and ended when the rows run out or the cursor is closed. Inside a client's
-transaction the portal is opened on that transaction's own connection.
-
-The statement's order is made total (``_id`` breaks ties, and orders a find without a
-sort), so the portal, which starts after the rows already returned (OFFSET), reads on
-exactly where the first statement stopped when nothing was written in between. A
+A find first runs its plain statement with a LIMIT of the batch plus one row (a probe,
+store._find_rows: a result that fits needs nothing more, and no connection is held).
+When that many rows come back, a Stream reads them again in a total order (``_id``
+breaks ties, and orders a find without a sort) and the rest through an engine cursor
+(a portal) in the same order, starting after the rows already read (OFFSET), so it
+reads on exactly where the first read stopped when nothing was written in between. The
+portal lives on a connection of the principal's role, in a read-only REPEATABLE READ
+transaction opened at the first getMore that needs it and ended when the rows run out
+or the cursor is closed; inside a client's transaction, on that transaction's own
+connection. A
 stream that may not hold a connection (``Slots`` full) reads each batch with a
 statement of its own, OFFSET the rows already read: it works, each batch re-reads the
 rows before it, and writes between batches may shift rows across a boundary (which
