@@ -24,9 +24,9 @@ from typing import Any
 import asyncpg
 
 from heliosdb.engine import Access, Engine
-from heliosdb.errors import ErrorCode, HeliosError, invalid, not_found
+from heliosdb.errors import ErrorCode, HeliosError, not_found
 from heliosdb.security.principals import Principal
-from heliosdb.services.query import MAX_SQL_LENGTH, QueryService
+from heliosdb.services.query import QueryService, check_sql
 from heliosdb.settings import AsyncQuerySettings
 
 log = logging.getLogger("heliosdb.asyncqueries")
@@ -84,10 +84,7 @@ class AsyncQueries:
     # -- requests -----------------------------------------------------------------
 
     async def submit(self, principal: Principal, sql: str, params: list[Any]) -> dict[str, Any]:
-        if not isinstance(sql, str) or not sql.strip():
-            raise invalid("sql must be a non-empty string")
-        if len(sql) > MAX_SQL_LENGTH:
-            raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+        check_sql(sql)
         query_id = str(uuid.uuid4())
         async with self.engine.connection(Access.SYSTEM) as conn:
             await conn.execute(

@@ -127,10 +127,7 @@ class QueryService:
     async def execute(
         self, principal: Principal, sql: str, params: Sequence[Any] = (), *, script: bool = False
     ) -> QueryResult:
-        if not isinstance(sql, str) or not sql.strip():
-            raise invalid("sql must be a non-empty string")
-        if len(sql) > MAX_SQL_LENGTH:
-            raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+        check_sql(sql)
         if script and params:
             raise invalid("a script takes no params; use one statement with $1..$n instead")
         started = time.perf_counter()
@@ -160,7 +157,7 @@ class QueryService:
                         self._learn(sql, binder.plan, result.status)
                 return result
             except asyncpg.PostgresError as exc:
-                raise _engine_error(exc, sql) from None
+                raise from_engine(exc) from None
             except (asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
 
@@ -236,14 +233,11 @@ class QueryService:
 
     async def execute_on(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """One statement on an engine connection the caller holds (a pinned transaction's)."""
-        if not isinstance(sql, str) or not sql.strip():
-            raise invalid("sql must be a non-empty string")
-        if len(sql) > MAX_SQL_LENGTH:
-            raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+        check_sql(sql)
         try:
             return await self._run_statement(conn, sql, params, time.perf_counter())
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            raise _engine_error(exc, sql) from None
+            raise from_engine(exc) from None
 
     async def _run_statement(
         self, conn: Any, sql: str, params: Sequence[Any], started: float
@@ -293,13 +287,16 @@ class _Binder:
         return QueryResult(plan.columns, rows, _affected(status), status, _ms(started))
 
 
-def _engine_error(exc: BaseException, sql: str) -> HeliosError:
-    # A NUL ends a protocol string, so the engine refuses the message as malformed
-    # (08P01, a connection-class state the client would take for an outage): the
-    # client's text is at fault. Looked for only here, off the path of every statement.
-    if getattr(exc, "sqlstate", None) == "08P01" and "\0" in sql:
-        return invalid("sql must not contain NUL characters (U+0000)")
-    return from_engine(exc)
+def check_sql(sql: Any) -> None:
+    """A statement's text as the engine can take it, or the client's error."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise invalid("sql must be a non-empty string")
+    if len(sql) > MAX_SQL_LENGTH:
+        raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+    if "\0" in sql:
+        # A NUL ends a protocol string: the engine would refuse the message as malformed
+        # (08P01, a connection-class state a client takes for an outage).
+        raise invalid("sql must not contain NUL characters (U+0000)")
 
 
 def _check_count(declared: int, given: int) -> None:

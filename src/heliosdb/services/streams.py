@@ -24,7 +24,7 @@ from heliosdb.engine.codecs import to_param, type_name
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import invalid
 from heliosdb.security.principals import Principal
-from heliosdb.services.query import MAX_SQL_LENGTH, Column
+from heliosdb.services.query import Column, check_sql
 
 _ENGINE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -64,10 +64,7 @@ class RowStreams:
         connection: Any = None,
     ) -> AsyncIterator[RowStream]:
         """A stream of ``sql``'s rows; on ``connection`` (already in a transaction) if given."""
-        if not isinstance(sql, str) or not sql.strip():
-            raise invalid("sql must be a non-empty string")
-        if len(sql) > MAX_SQL_LENGTH:
-            raise invalid(f"sql is longer than {MAX_SQL_LENGTH} characters")
+        check_sql(sql)
         if connection is not None:
             yield await self._start(connection, sql, params, batch_rows)
             return

@@ -138,14 +138,23 @@ async def test_websocket_query_stops_at_the_cap(capped: NodeProcess) -> None:
         assert answer["data"]["rows"] == [[1]]
 
 
-@pytest.mark.parametrize("script", [False, True])
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [("/query", {}), ("/query", {"script": True}), ("/query/stream", {}), ("/query/async", {})],
+)
 async def test_a_nul_in_the_sql_is_the_clients_error(
-    client: httpx.AsyncClient, script: bool
+    client: httpx.AsyncClient, path: str, extra: dict[str, Any]
 ) -> None:
     """The engine refuses a protocol string with a NUL as a malformed message (08P01, a
-    connection-class state that read as 503 UNAVAILABLE)."""
-    response = await client.post("/query", json={"sql": "SELECT 1\u0000", "script": script})
+    connection-class state that read as 503 UNAVAILABLE; stored, a 500)."""
+    response = await client.post(path, json={"sql": "SELECT 1\u0000", **extra})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
     assert "NUL" in response.json()["error"]["message"]
     assert await _rows(client, "SELECT 1", []) == [[1]]
+
+
+async def test_a_nul_in_a_key_name_is_the_clients_error(client: httpx.AsyncClient) -> None:
+    response = await client.post("/keys", json={"name": "a\u0000b"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_ARGUMENT"

@@ -16,7 +16,8 @@ router = APIRouter(tags=["keys"])
 
 
 class CreateKeyRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    # no NUL: the engine's text cannot hold one
+    name: str = Field(min_length=1, max_length=200, pattern="^[^\x00]*$")
     kind: Literal["secret", "public", "test"] = Field(
         "secret", description="secret: read-write, public: read-only, test: development only."
     )
