@@ -176,6 +176,29 @@ def test_a_client_that_disconnects_leaves_no_connection_held(node: NodeProcess) 
     wait_for_none_held(node, coll)
 
 
+def test_a_cursor_reads_on_over_another_connection_after_its_own_closed(
+    node: NodeProcess, client: Client, big: Collection[dict[str, Any]]
+) -> None:
+    # As a driver whose pool dropped the connection a cursor last used: MongoDB keeps
+    # the cursor; the node gives the engine connection back and opens a new one later.
+    assert node.admin_key is not None
+    other = connect(node.ports["mongodb"], node.admin_key)
+    session = other.start_session()  # not ended: closing the client does not end it
+    db = other[big.database.name]
+    first = db.command("find", big.name, batchSize=PAST_FIRST_READ, session=session)["cursor"]
+    more = db.command("getMore", first["id"], collection=big.name, session=session)
+    assert held(node, big) == 1
+    other.close()
+    wait_for_none_held(node, big)
+    ids = [d["_id"] for d in first["firstBatch"] + more["cursor"]["nextBatch"]]
+    cursor_id = more["cursor"]["id"]
+    while cursor_id:
+        reply = big.database.command("getMore", cursor_id, collection=big.name)["cursor"]
+        ids += [d["_id"] for d in reply["nextBatch"]]
+        cursor_id = reply["id"]
+    assert ids == list(range(DOCUMENTS))
+
+
 def test_ending_the_session_closes_its_cursors(
     node: NodeProcess, client: Client, big: Collection[dict[str, Any]]
 ) -> None:

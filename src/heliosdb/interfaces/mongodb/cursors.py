@@ -4,8 +4,8 @@ a find with more than its first batch a stream that reads it from the engine a b
 a time (services/documents/streaming.py), so a cursor holds about one batch in memory.
 It belongs to the principal that opened it and expires after ten idle minutes
 (mongodb.cursor_timeout_seconds). A stream's engine connection is also given back when
-its logical session ends (endSessions, killSessions) and when the client connection
-that last read from it closes."""
+its logical session ends (endSessions, killSessions: the cursor closes) and when the
+client connection that last read from it closes (the cursor stays)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 import bson
@@ -41,7 +42,7 @@ class Cursor:
     position: int = 0
     used_at: float = field(default_factory=time.monotonic)
     stream: Stream | None = None
-    lsid: bytes | None = None  # the logical session that opened or last read it
+    lsid: bytes | None = None  # the logical session that opened it
     connection: int = 0  # the client connection that opened or last read it
 
 
@@ -157,7 +158,8 @@ class CursorStore:
             if stream.stale():
                 self._cursors.pop(cursor_id, None)
                 return None  # opened in a transaction that has ended
-            cursor.lsid = lsid or cursor.lsid
+            # the session that opened it (a hot path find did not say: its first getMore)
+            cursor.lsid = cursor.lsid or lsid
             cursor.connection = connection or cursor.connection
             cursor.used_at = time.monotonic()
             try:
@@ -191,10 +193,13 @@ class CursorStore:
 
     def disconnected(self, connection: int) -> None:
         """A client connection closed: the streams it opened or last read from give
-        their engine connections back (a client gone without killCursors)."""
+        their engine connections back (a client gone without killCursors). The cursors
+        stay, as MongoDB's do (a driver may read on over another connection): a later
+        getMore opens a new engine cursor where the last one stopped."""
         for cursor in list(self._cursors.values()):
-            if cursor.stream is not None and cursor.connection == connection:
-                self._drop(cursor)
+            stream = cursor.stream
+            if stream is not None and cursor.connection == connection and stream.holds:
+                self._spawn(stream.detach())
 
     async def close_all(self) -> None:
         """The listener stops: every stream gives its engine connection back."""
@@ -215,7 +220,10 @@ class CursorStore:
             stream.exhausted = True
             stream.pending = []
             return
-        task = asyncio.get_running_loop().create_task(stream.close())
+        self._spawn(stream.close())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

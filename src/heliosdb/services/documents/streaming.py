@@ -254,6 +254,13 @@ class Stream:
             await self._release(clean=False)
             raise
 
+    async def detach(self) -> None:
+        """Give back the engine connection but stay open: the next read opens a new
+        portal at the same offset (a new snapshot, the same order)."""
+        async with self._lock:
+            if self.holds:
+                await self._release(clean=True)
+
     async def close(self) -> None:
         """Give back the connection and slot (a cursor killed, expired or finished)."""
         self.exhausted = True
