@@ -14,8 +14,8 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import bson
