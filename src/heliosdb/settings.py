@@ -33,6 +33,12 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, description="Largest request body accepted, in bytes."
     )
+    max_pending_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        description="Request body bytes the node holds at once for requests whose body has "
+        "not all arrived, all connections together; the request that would pass it gets "
+        "503 RESOURCE_EXHAUSTED and its connection closes.",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, description="How long in-flight requests may run after a stop signal."
     )

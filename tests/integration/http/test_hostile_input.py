@@ -1,4 +1,4 @@
-"""Hostile statements: huge results, and a NUL in the SQL text.
+"""Hostile requests: huge results, a NUL in the SQL text, bodies that never end.
 
 A statement may return at most ``query.max_result_rows`` rows.
 
@@ -13,6 +13,8 @@ tried with results just over it.
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tests.integration.websocket.wsclient import connect, request
 from tests.nodeproc import NodeProcess
 
 CAP = 50
+PENDING = 3_000_000  # body bytes of unfinished requests the node holds, all together
 SERIES = "SELECT g FROM generate_series(1, $1::int) g"
 
 
@@ -37,7 +40,10 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     process = NodeProcess(
         data,
         extra_args=["--environment", "test"],
-        env={"HELIOSDB_QUERY__MAX_RESULT_ROWS": str(CAP)},
+        env={
+            "HELIOSDB_QUERY__MAX_RESULT_ROWS": str(CAP),
+            "HELIOSDB_HTTP__MAX_PENDING_BODY_BYTES": str(PENDING),
+        },
     ).start()
     yield process
     process.stop()
@@ -158,3 +164,36 @@ async def test_a_nul_in_a_key_name_is_the_clients_error(client: httpx.AsyncClien
     response = await client.post("/keys", json={"name": "a\u0000b"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
+
+
+async def test_complete_bodies_give_their_bytes_back(client: httpx.AsyncClient) -> None:
+    padded = {"sql": "SELECT 1", "pad": "x" * 1_000_000}
+    for _ in range(4):  # 4 MB in all, one after the other: never more than 1 MB held
+        assert (await client.post("/query", json=padded)).status_code == 200
+
+
+def test_bodies_that_never_end_are_refused_past_the_budget(capped: NodeProcess) -> None:
+    """Slow senders, without credentials: each body within http.max_body_bytes, never
+    finished. Before, the node held every one (40 connections: 300 MB of RSS)."""
+    head = (
+        b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 2000000\r\n\r\n"
+    )
+    senders = []
+    try:
+        for _ in range(3):  # 3.6 MB together
+            sock = socket.create_connection(("127.0.0.1", capped.ports["http"]), timeout=30)
+            sock.sendall(head + b'{"sql": "' + b" " * 1_200_000)
+            senders.append(sock)
+        readable, _, _ = select.select(senders, [], [], 30)
+        assert readable, "no request was refused"
+        answer = readable[0].recv(65_536)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b'"code":"RESOURCE_EXHAUSTED"' in answer
+        assert b"connection: close" in answer
+    finally:
+        for sock in senders:
+            sock.close()
+    headers = {"Authorization": f"Bearer {capped.admin_key}"}
+    answered = httpx.post(f"{capped.api}/query", json={"sql": "SELECT 1"}, headers=headers)
+    assert answered.json()["rows"] == [[1]]

@@ -216,18 +216,46 @@ def _join_defaults(defaults: list[tuple[bytes, bytes]]) -> None:
     _joined_defaults = (defaults, lines)
 
 
+class _BodyBudget:
+    """Request body bytes the listener's connections hold for requests whose body has
+    not all arrived yet, and how many they may hold together."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+
+_OVER_BUDGET = (
+    b'{"error":{"code":"RESOURCE_EXHAUSTED","message":"the node holds too many '
+    b'unfinished request bodies; retry later"}}'
+)
+
+
 class _HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the lane, an ASGI scope built only for requests
-    ASGI answers, and one keep-alive timer per connection instead of one per response."""
+    ASGI answers, and one keep-alive timer per connection instead of one per response.
+
+    Request bodies count against the listener's :class:`_BodyBudget` from their first
+    byte until the last: each is at most ``http.max_body_bytes``, but many connections
+    sending bodies slowly (no credentials needed) would otherwise have the node hold all
+    of them. The request whose bytes pass the budget gets 503 and its connection closes."""
 
     lanes: ClassVar[dict[bytes, Lane]] = {}  # raw POST path -> lane (HttpListener sets it)
+    budget: ClassVar[_BodyBudget] = _BodyBudget(0)  # the listener's (HttpListener sets it)
     idle_since: float | None = None  # loop time the last response left; None: busy
+    held = 0  # body bytes of the request being read, counted in the budget
+    refused = False  # over the budget: the rest of what the connection sends is ignored
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.coalescing = _CoalescingTransport(transport, self.loop)
         super().connection_made(self.coalescing)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.held:
+            self.budget.held -= self.held
+            self.held = 0
         super().connection_lost(exc)
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
@@ -313,13 +341,40 @@ class _HttpProtocol(HttpToolsProtocol):
         return headers
 
     def on_body(self, body: bytes) -> None:
+        if self.refused:
+            return
+        n = len(body)
+        self.held += n
+        budget = self.budget
+        budget.held += n
+        if budget.held > budget.limit:
+            self._refuse()
+            return
         cycle: Any = self.cycle
         if type(cycle) is _LaneCycle:
             cycle.chunks.append(body)  # the parser stops at Content-Length, within the limit
             return
         super().on_body(body)
 
+    def _refuse(self) -> None:
+        self.refused = True
+        self.budget.held -= self.held
+        self.held = 0
+        transport = self.coalescing
+        if not transport.is_closing():
+            head = (
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(_OVER_BUDGET)
+            )
+            transport.write_now(head + _OVER_BUDGET)
+            transport.close()
+
     def on_message_complete(self) -> None:
+        if self.held:
+            self.budget.held -= self.held
+            self.held = 0
+        elif self.refused:
+            return
         cycle: Any = self.cycle
         if type(cycle) is _LaneCycle:
             # A Task made here, named: loop.create_task would have the Task format a
@@ -349,7 +404,8 @@ class HttpListener:
                 }[tls.client_auth],
             }
         lanes: dict[bytes, Lane] = getattr(app, "lanes", {})
-        protocol = type("HttpProtocol", (_HttpProtocol,), {"lanes": lanes})
+        budget = _BodyBudget(settings.http.max_pending_body_bytes)
+        protocol = type("HttpProtocol", (_HttpProtocol,), {"lanes": lanes, "budget": budget})
         self.config = uvicorn.Config(
             app,
             lifespan="off",
