@@ -38,8 +38,11 @@ class NodeProcess:
 
     @property
     def engine_url(self) -> str:
-        """A superuser URL for the node's embedded engine, for tests that look underneath
-        HeliosDB or start a second node on the same engine (``--engine-url``)."""
+        """A superuser URL for the node's engine, for tests that look underneath HeliosDB
+        or start a second node on the same engine (``--engine-url``, which such a second
+        node gives back)."""
+        if "--engine-url" in self.extra_args:
+            return self.extra_args[self.extra_args.index("--engine-url") + 1]
         password = quote((self.data_dir / "engine.password").read_text().strip())
         return f"postgresql://heliosdb:{password}@/heliosdb?host={self.data_dir / 'run'}"
 

@@ -7,7 +7,8 @@ the end of the logical session, the close of the client connection, or the idle
 timeout. At most ``mongodb.max_streaming_cursors`` cursors hold a connection; more
 still work, reading each batch with a statement of their own.
 
-This module runs its own node with a two-second cursor timeout and a bound of two.
+This module runs its own node, on the session's engine, with a two-second cursor timeout
+and a bound of two.
 """
 
 from __future__ import annotations
@@ -41,16 +42,18 @@ Client = pymongo.MongoClient[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """This module's node, on the session's engine (one engine per test session)."""
     data: Path = tmp_path_factory.mktemp("streaming") / "data"
     process = NodeProcess(
         data,
-        extra_args=["--environment", "test"],
+        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
         env={
             "HELIOSDB_MONGODB__CURSOR_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
             "HELIOSDB_MONGODB__MAX_STREAMING_CURSORS": str(BOUND),
         },
     ).start()
+    process.admin_key = node.admin_key  # keys live in the engine: the session's serves here
     yield process
     process.stop()
 
