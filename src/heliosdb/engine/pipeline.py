@@ -49,6 +49,13 @@ _EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
 _EXECUTE_SYNC = _EXECUTE + _SYNC
 
 
+def execute_sync(max_rows: int) -> bytes:
+    """Execute (the unnamed portal) and Sync; with ``max_rows`` the engine sends at most
+    that many rows (then PortalSuspended, and the tag is empty), so a huge result never
+    reaches this process; 0: all rows."""
+    return _EXECUTE[:-4] + _INT.pack(max_rows) + _SYNC if max_rows else _EXECUTE_SYNC
+
+
 def _timestamptz(data: bytes) -> dt.datetime:
     # asyncpg's timestamptz_decode: naive max/min datetimes for +/-infinity
     (micros,) = _INT64.unpack(data)
@@ -317,16 +324,15 @@ class Pipeline(asyncio.Protocol):
         self._statements.pop(sql, None)
 
     def run(
-        self, prepared: Prepared, values: Sequence[bytes | None], max_rows: int = 0
+        self,
+        prepared: Prepared,
+        values: Sequence[bytes | None],
+        execute: bytes = _EXECUTE_SYNC,
     ) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would.
-        ``max_rows``: the engine sends at most that many rows (then PortalSuspended, and
-        the tag is empty), so a huge result never reaches this process; 0: all."""
-        if max_rows:
-            limited = b"E\x00\x00\x00\x09\x00" + _INT.pack(max_rows) + _SYNC
-            return self._send(self._bind(prepared, values, limited))
-        return self._send(self._bind(prepared, values))
+        ``execute``: Execute and Sync, as :func:`execute_sync` makes them."""
+        return self._send(self._bind(prepared, values, execute))
 
     def run_then(
         self,

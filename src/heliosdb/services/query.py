@@ -33,6 +33,7 @@ from heliosdb.engine.pipeline import (
     Pipelines,
     Unfit,
     decode_rows,
+    execute_sync,
 )
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, invalid
@@ -118,6 +119,7 @@ class QueryService:
         self.engine = engine
         self.max_rows = max_rows
         self._fetch = max_rows + 1 if max_rows else 0
+        self._execute = execute_sync(self._fetch)
         settings = {**engine.session_settings(), "application_name": "heliosdb-pipeline"}
         self.pipelines = Pipelines(engine, settings)
         engine.closers.append(self.pipelines.close)
@@ -212,7 +214,7 @@ class QueryService:
         except (TypeError, ValueError, OverflowError, struct.error, UnicodeEncodeError):
             return None  # the pool path's codecs say why this value does not fit
         try:
-            rows, tag = await pipeline.run(prepared, values, self._fetch)
+            rows, tag = await pipeline.run(prepared, values, self._execute)
         except Unfit:
             return None
         except asyncpg.InvalidCachedStatementError:
