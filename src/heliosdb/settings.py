@@ -34,7 +34,7 @@ class HttpSettings(BaseModel):
         10 * 1024 * 1024, description="Largest request body accepted, in bytes."
     )
     max_pending_body_bytes: int = Field(
-        256 * 1024 * 1024,
+        64 * 1024 * 1024,
         description="Request body bytes the node holds at once for requests whose body has "
         "not all arrived, all connections together; the request that would pass it gets "
         "503 RESOURCE_EXHAUSTED and its connection closes.",
