@@ -23,6 +23,9 @@ PATH = "/ws"
 SUBPROTOCOL = "heliosdb.v1"
 
 
+QUEUED_BYTES = 16 * 1024 * 1024
+
+
 class WebSocketListener:
     name = "websocket"
 
@@ -55,7 +58,10 @@ class WebSocketListener:
             max_size=ws.max_message_bytes,
             ping_interval=heartbeat,
             ping_timeout=heartbeat,
-            max_queue=64,
+            # Messages received while the connection is busy (a slow query): at most
+            # about QUEUED_BYTES of them, as each may be max_size (64 of the largest
+            # held 60 MB per connection).
+            max_queue=max(2, min(64, QUEUED_BYTES // ws.max_message_bytes)),
             # permessage-deflate would compress every event once per subscriber: the
             # fan-out's largest cost. Events are small JSON; bandwidth is not the limit.
             compression=None,
