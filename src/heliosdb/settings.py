@@ -308,6 +308,14 @@ class MongoSettings(BaseModel):
         "snapshot each) at once, per engine pool; past it a cursor reads each getMore "
         "with a statement of its own (no snapshot across batches).",
     )
+    max_stage_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1,
+        description="Bytes (BSON size) one aggregate stage run in the node may hold "
+        "($group, $sort, $facet, $lookup's joined arrays...); past it the aggregate fails "
+        "with QueryExceededMemoryLimitNoDiskUseAllowed (292), or ExceededMemoryLimit (146) "
+        "with allowDiskUse: true, since the node does not spill stages to disk.",
+    )
 
 
 class TlsSettings(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pymongo
@@ -33,6 +34,16 @@ def connect(port: int, password: str, **options: Any) -> pymongo.MongoClient[dic
     return pymongo.MongoClient(
         mongo_uri(port, password), serverSelectionTimeoutMS=10_000, tz_aware=True, **options
     )
+
+
+def node_on_engine_of(node: NodeProcess, data: Path, env: dict[str, str]) -> NodeProcess:
+    """A second node, started with ``env``, on ``node``'s engine (one engine per test
+    session) and serving its admin key (keys live in the engine); the caller stops it."""
+    process = NodeProcess(
+        data, extra_args=["--engine-url", node.engine_url, "--environment", "test"], env=env
+    ).start()
+    process.admin_key = node.admin_key
+    return process
 
 
 @pytest.fixture(scope="session")

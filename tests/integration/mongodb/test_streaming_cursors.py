@@ -27,7 +27,7 @@ from pymongo.collection import Collection
 from pymongo.errors import CursorNotFound, OperationFailure
 
 from heliosdb.services.documents import catalog
-from tests.integration.mongodb.conftest import connect
+from tests.integration.mongodb.conftest import connect, node_on_engine_of
 from tests.nodeproc import NodeProcess, serving_pids
 
 DOCUMENTS = 30_000
@@ -44,16 +44,11 @@ Client = pymongo.MongoClient[dict[str, Any]]
 @pytest.fixture(scope="module")
 def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """This module's node, on the session's engine (one engine per test session)."""
-    data: Path = tmp_path_factory.mktemp("streaming") / "data"
-    process = NodeProcess(
-        data,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={
-            "HELIOSDB_MONGODB__CURSOR_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
-            "HELIOSDB_MONGODB__MAX_STREAMING_CURSORS": str(BOUND),
-        },
-    ).start()
-    process.admin_key = node.admin_key  # keys live in the engine: the session's serves here
+    env = {
+        "HELIOSDB_MONGODB__CURSOR_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
+        "HELIOSDB_MONGODB__MAX_STREAMING_CURSORS": str(BOUND),
+    }
+    process = node_on_engine_of(node, tmp_path_factory.mktemp("streaming") / "data", env)
     yield process
     process.stop()
 

@@ -69,6 +69,7 @@ BY_KIND: dict[str, int] = {
     "duplicate_key": 11000,
     "unknown_stage": 40324,
     "write_conflict": 112,
+    "exceeded_memory_no_disk": 292,
 }
 
 BY_CODE: dict[ErrorCode, int] = {
@@ -92,6 +93,7 @@ CODE_NAMES.update(
         112: "WriteConflict",
         462: "IngressRequestRateLimitExceeded",
         146: "ExceededMemoryLimit",
+        292: "QueryExceededMemoryLimitNoDiskUseAllowed",
         225: "TransactionTooOld",
         251: "NoSuchTransaction",
         256: "TransactionCommitted",

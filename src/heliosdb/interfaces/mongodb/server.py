@@ -47,6 +47,7 @@ class MongoListener(TcpListener):
         self.state_shared.max_connections = settings.mongodb.max_connections
         self.state_shared.cursors = CursorStore(settings.mongodb.cursor_timeout_seconds)
         services.documents.stream_slots.limit = settings.mongodb.max_streaming_cursors
+        services.documents.max_stage_bytes = settings.mongodb.max_stage_bytes
         self.state_shared.sessions = SessionTable(
             settings.mongodb.transaction_lifetime_limit_seconds,
             settings.mongodb.transaction_lock_timeout_ms,

@@ -3,17 +3,27 @@
 The store pushes what it can into SQL first (a leading ``$match``, ``$sort``, ``$skip``,
 ``$limit``, and a ``$group`` on fields with ``$sum``/``$avg``/``$min``/``$max``/``$count``);
 whatever remains runs here, stage by stage.
+
+A stage that holds documents before it returns any (``$group``, ``$sort``,
+``$sortByCount``, ``$facet``, ``$sample``, ``$lookup``'s joined arrays) counts the BSON
+size of what it keeps and fails past ``Limits.max_stage_bytes`` (MongoDB's 100 MB per
+stage): code 292 QueryExceededMemoryLimitNoDiskUseAllowed, or with ``allowDiskUse: true``
+146 ExceededMemoryLimit, since nothing here spills to disk.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+import bson
+from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
-from heliosdb.errors import invalid
+from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.services.documents import projection
 from heliosdb.services.documents.expressions import (
     accumulate_values,
@@ -22,10 +32,76 @@ from heliosdb.services.documents.expressions import (
     truthy,
 )
 from heliosdb.services.documents.matcher import matches
-from heliosdb.services.documents.values import MISSING, compare, get_path, sort_key
+from heliosdb.services.documents.values import MISSING, compare, get_path, sort_key, type_rank
 
 Lookup = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 ACCUMULATORS = ("$sum", "$avg", "$min", "$max", "$first", "$last", "$push", "$addToSet", "$count")
+# MongoDB's memory limit of one blocking stage (settings: mongodb.max_stage_bytes)
+MAX_STAGE_BYTES = 100 * 1024 * 1024
+# values a $sum/$min/$max keeps per group before folding them into one
+_FOLD_AT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one aggregate may hold: bytes per blocking stage, and whether the client
+    allowed disk use (which only changes the error: nothing spills here)."""
+
+    max_stage_bytes: int = MAX_STAGE_BYTES
+    allow_disk_use: bool = False
+
+
+class Held:
+    """The bytes one blocking stage keeps (the BSON size of each kept value)."""
+
+    __slots__ = ("limits", "stage", "total")
+
+    def __init__(self, stage: str, limits: Limits) -> None:
+        self.stage = stage
+        self.limits = limits
+        self.total = 0
+
+    def add(self, value: Any) -> None:
+        self.total += bson_size(value)
+        if self.total > self.limits.max_stage_bytes:
+            raise _exceeded(self.stage, self.limits)
+
+    def add_all(self, values: list[Any]) -> None:
+        for value in values:
+            self.add(value)
+
+
+def bson_size(value: Any) -> int:
+    """About the bytes ``value`` takes as BSON (a document's exact size)."""
+    if isinstance(value, dict):
+        try:
+            return len(bson.encode(value))
+        except (bson.errors.InvalidDocument, TypeError, ValueError):
+            return len(repr(value))
+    if isinstance(value, str):
+        return len(value) + 5
+    if isinstance(value, (bool, int, float)) or value is None or value is MISSING:
+        return 8
+    try:
+        return len(bson.encode({"": value})) - 6
+    except (bson.errors.InvalidDocument, TypeError, ValueError):
+        return len(repr(value))
+
+
+def _exceeded(stage: str, limits: Limits) -> HeliosError:
+    if limits.allow_disk_use:
+        return HeliosError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"Exceeded memory limit for {stage} of {limits.max_stage_bytes} bytes; this "
+            "server does not spill pipeline stages to disk, so allowDiskUse does not help: "
+            "narrow the input with $match or $limit first",
+        )
+    return HeliosError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        f"Exceeded memory limit for {stage} of {limits.max_stage_bytes} bytes, but didn't "
+        "allow external sort. Pass allowDiskUse:true to opt in.",
+        kind="exceeded_memory_no_disk",
+    )
 
 
 def unknown_stage(name: str) -> Exception:
@@ -43,17 +119,20 @@ def stage_name(stage: Any) -> str:
 
 
 async def run(
-    docs: list[dict[str, Any]], stages: list[dict[str, Any]], lookup: Lookup
+    docs: list[dict[str, Any]],
+    stages: list[dict[str, Any]],
+    lookup: Lookup,
+    limits: Limits = Limits(),
 ) -> list[dict[str, Any]]:
     for stage in stages:
         name = stage_name(stage)
         arg = stage[name]
-        docs = await _stage(name, arg, docs, lookup)
+        docs = await _stage(name, arg, docs, lookup, limits)
     return docs
 
 
 async def _stage(
-    name: str, arg: Any, docs: list[dict[str, Any]], lookup: Lookup
+    name: str, arg: Any, docs: list[dict[str, Any]], lookup: Lookup, limits: Limits
 ) -> list[dict[str, Any]]:
     if name == "$match":
         return [d for d in docs if matches(d, arg)]
@@ -65,8 +144,9 @@ async def _stage(
         fields = [arg] if isinstance(arg, str) else arg
         return [_project(d, {f: 0 for f in fields}) for d in docs]
     if name == "$group":
-        return group(docs, arg)
+        return group(docs, arg, Held(name, limits))
     if name == "$sort":
+        Held(name, limits).add_all(docs)
         return sort_docs(docs, arg)
     if name == "$skip":
         return docs[int(arg) :]
@@ -81,7 +161,7 @@ async def _stage(
     if name == "$unwind":
         return list(_unwind(docs, arg))
     if name == "$sortByCount":
-        grouped = group(docs, {"_id": arg, "count": {"$sum": 1}})
+        grouped = group(docs, {"_id": arg, "count": {"$sum": 1}}, Held(name, limits))
         return sort_docs(grouped, {"count": -1})
     if name in ("$replaceRoot", "$replaceWith"):
         expr = arg["newRoot"] if name == "$replaceRoot" else arg
@@ -93,10 +173,12 @@ async def _stage(
             out.append(root)
         return out
     if name == "$facet":
-        return [{key: await run(list(docs), sub, lookup) for key, sub in arg.items()}]
+        Held(name, limits).add_all(docs)
+        return [{key: await run(list(docs), sub, lookup, limits) for key, sub in arg.items()}]
     if name == "$lookup":
-        return await _lookup(docs, arg, lookup)
+        return await _lookup(docs, arg, lookup, Held(name, limits))
     if name == "$sample":
+        Held(name, limits).add_all(docs)
         size = int(arg.get("size", 0))
         return random.sample(docs, min(size, len(docs)))
     raise unknown_stage(name)
@@ -215,50 +297,131 @@ def _with(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def group(docs: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def group(
+    docs: list[dict[str, Any]], spec: dict[str, Any], held: Held | None = None
+) -> list[dict[str, Any]]:
+    """Each group keeps its key and what its accumulators need, not its documents:
+    a running value for ``$sum``/``$min``/``$max``/``$avg``/``$count``/``$first``/
+    ``$last``, the values themselves for ``$push``/``$addToSet`` (counted by ``held``)."""
     if "_id" not in spec:
         raise invalid("a group specification must include an _id", kind="failed_to_parse")
-    groups: dict[Any, tuple[Any, list[dict[str, Any]]]] = {}
+    accumulators: list[tuple[str, str, Any]] = []
+    for name, acc in spec.items():
+        if name == "_id":
+            continue
+        if not isinstance(acc, dict) or len(acc) != 1:
+            raise invalid(
+                f"The field '{name}' must be an accumulator object", kind="failed_to_parse"
+            )
+        ((op, expr),) = acc.items()
+        if op not in ACCUMULATORS:
+            raise invalid(f"unknown group operator '{op}'", kind="invalid_pipeline_operator")
+        accumulators.append((name, op, expr))
+    held = held if held is not None else Held("$group", Limits())
+    groups: dict[Any, tuple[Any, list[list[Any]]]] = {}
     for doc in docs:
         key_value = evaluate(spec["_id"], doc)
         if key_value is MISSING:
             key_value = None
         marker = _hashable(key_value)
-        groups.setdefault(marker, (key_value, []))[1].append(doc)
+        entry = groups.get(marker)
+        if entry is None:
+            held.add(key_value)
+            entry = groups[marker] = (key_value, [[] for _ in accumulators])
+        for (_, op, expr), kept in zip(accumulators, entry[1], strict=True):
+            _keep(op, expr, doc, kept, held)
     out = []
-    for key_value, members in groups.values():
+    for key_value, kept_lists in groups.values():
         row: dict[str, Any] = {"_id": key_value}
-        for name, acc in spec.items():
-            if name == "_id":
-                continue
-            if not isinstance(acc, dict) or len(acc) != 1:
-                raise invalid(
-                    f"The field '{name}' must be an accumulator object", kind="failed_to_parse"
-                )
-            ((op, expr),) = acc.items()
-            row[name] = _accumulate(op, expr, members)
+        for (name, op, _), kept in zip(accumulators, kept_lists, strict=True):
+            row[name] = _accumulated(op, kept)
         out.append(row)
     return out
 
 
-def _accumulate(op: str, expr: Any, members: list[dict[str, Any]]) -> Any:
+def _keep(op: str, expr: Any, doc: dict[str, Any], kept: list[Any], held: Held) -> None:
+    """Fold one document into what a group keeps for accumulator ``op``."""
     if op == "$count":
-        return len(members)
-    values = [evaluate(expr, d) for d in members]
-    if op in ("$sum", "$avg", "$min", "$max"):
-        return accumulate_values(op, values)
+        if kept:
+            kept[0] += 1
+        else:
+            kept.append(1)
+        return
+    value = evaluate(expr, doc)
+    if op == "$first":
+        if not kept:
+            kept.append(value)
+            held.add(value)
+    elif op == "$last":
+        if kept:
+            held.total -= bson_size(kept[0])
+            kept[0] = value
+        else:
+            kept.append(value)
+        held.add(value)
+    elif op == "$push":
+        if value is not MISSING:
+            kept.append(value)
+            held.add(value)
+    elif op == "$addToSet":
+        if value is not MISSING and not any(compare(value, o) == 0 for o in kept):
+            kept.append(value)
+            held.add(value)
+    else:
+        kept.append(value)
+        if len(kept) >= _FOLD_AT:
+            _fold(op, kept)
+
+
+def _fold(op: str, kept: list[Any]) -> None:
+    """Replace the values kept for ``$sum``/``$min``/``$max`` by their result so far;
+    for ``$avg``, by their numbers' sum and count (an ``_Average``)."""
+    if op != "$avg":
+        kept[:] = [accumulate_values(op, kept)]
+        return
+    average = kept[0] if kept and isinstance(kept[0], _Average) else _Average()
+    for value in kept[1:] if kept and kept[0] is average else kept:
+        average.add(value)
+    kept[:] = [average]
+
+
+class _Average:
+    """The numbers an ``$avg`` has seen so far, as their sum and count."""
+
+    __slots__ = ("count", "total")
+
+    def __init__(self) -> None:
+        self.total: Any = 0
+        self.count = 0
+
+    def add(self, value: Any) -> None:
+        if type_rank(value) != 3:  # not a number
+            return
+        number = value.to_decimal() if isinstance(value, Decimal128) else value
+        if isinstance(number, Decimal) or isinstance(self.total, Decimal):
+            self.total = Decimal(str(self.total)) + Decimal(str(number))
+        else:
+            self.total += number
+        self.count += 1
+
+    def result(self) -> Any:
+        if not self.count:
+            return None
+        if isinstance(self.total, Decimal):
+            return Decimal128(self.total / self.count)
+        return float(self.total) / self.count
+
+
+def _accumulated(op: str, kept: list[Any]) -> Any:
     if op in ("$first", "$last"):
-        value = values[0] if op == "$first" else values[-1]
-        return None if value is MISSING else value
-    if op == "$push":
-        return [v for v in values if v is not MISSING]
-    if op == "$addToSet":
-        out: list[Any] = []
-        for v in values:
-            if v is not MISSING and not any(compare(v, o) == 0 for o in out):
-                out.append(v)
-        return out
-    raise invalid(f"unknown group operator '{op}'", kind="invalid_pipeline_operator")
+        return None if kept[0] is MISSING else kept[0]
+    if op in ("$push", "$addToSet", "$count"):
+        return kept[0] if op == "$count" else kept
+    if op == "$avg":
+        _fold(op, kept)
+        result: Any = kept[0].result()
+        return result
+    return accumulate_values(op, kept)
 
 
 def _hashable(value: Any) -> Any:
@@ -272,7 +435,7 @@ def _hashable(value: Any) -> Any:
 
 
 async def _lookup(
-    docs: list[dict[str, Any]], arg: dict[str, Any], lookup: Lookup
+    docs: list[dict[str, Any]], arg: dict[str, Any], lookup: Lookup, held: Held
 ) -> list[dict[str, Any]]:
     source = arg.get("from")
     alias = arg.get("as")
@@ -285,11 +448,14 @@ async def _lookup(
             value = field_values(doc, local)
             keys.extend(value if isinstance(value, list) else [None if value is MISSING else value])
         found = await lookup(source, {foreign: {"$in": keys}}) if keys else []
+        held.add_all(found)
         out = []
         for doc in docs:
             value = field_values(doc, local)
             wanted = value if isinstance(value, list) else [None if value is MISSING else value]
             joined = [f for f in found if matches(f, {foreign: {"$in": wanted}})]
+            if len(docs) > 1:
+                held.add_all(joined)  # shared with found, but each output document copies it
             out.append({**doc, alias: joined})
         return out
     sub = arg.get("pipeline", [])
@@ -299,7 +465,9 @@ async def _lookup(
         rows = await lookup(source, {})
         rows = [r for r in rows if _expr_ok(r, sub, variables)]
         rest = [s for s in sub if stage_name(s) != "$match" or "$expr" not in s["$match"]]
-        out.append({**doc, alias: await run(rows, rest, lookup)})
+        joined = await run(rows, rest, lookup, held.limits)
+        held.add_all(joined)
+        out.append({**doc, alias: joined})
     return out
 
 

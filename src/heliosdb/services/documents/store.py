@@ -199,6 +199,8 @@ class DocumentStore:
         self._update_lane = updatelane.UpdateLane(engine)
         # how many find streams may hold an engine connection (streaming.py)
         self.stream_slots = streaming.Slots(streaming.DEFAULT_HELD_STREAMS)
+        # bytes one blocking aggregate stage may hold (settings: mongodb.max_stage_bytes)
+        self.max_stage_bytes = pipeline.MAX_STAGE_BYTES
         # collections where the plain in-place UPDATE met a document the engine function
         # gives up on: they take the locking statement for a while (inplace.Refusals)
         self._refused = inplace.Refusals()
@@ -1202,11 +1204,13 @@ class DocumentStore:
         coll: str | None,
         stages: list[Document],
         documents: list[Document] | None = None,
+        allow_disk_use: bool = False,
     ) -> list[Document]:
         """Run ``stages`` over the collection, or over ``documents`` when ``coll`` is None."""
         catalog.check_db_name(db)
+        limits = pipeline.Limits(self.max_stage_bytes, allow_disk_use)
         if coll is None:
-            return await pipeline.run(documents or [], stages, self._lookup(principal, db))
+            return await pipeline.run(documents or [], stages, self._lookup(principal, db), limits)
         indexed = await self._indexes_for(principal, db, coll)
         plan = plan_pipeline(table(db, coll), stages, indexed)
         async with self._conn(principal) as conn:
@@ -1215,7 +1219,7 @@ class DocumentStore:
                 plan = plan.fallback
                 rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
         docs = plan.decode(rows)
-        return await pipeline.run(docs, plan.remaining, self._lookup(principal, db))
+        return await pipeline.run(docs, plan.remaining, self._lookup(principal, db), limits)
 
     def _lookup(self, principal: Principal, db: str) -> pipeline.Lookup:
         async def fetch(coll: str, query: Document) -> list[Document]:

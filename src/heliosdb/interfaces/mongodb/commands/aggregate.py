@@ -38,11 +38,14 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
         stages = stages[:-1]
     assert session.principal is not None
     store = session.services.documents
+    disk = request.body.get("allowDiskUse") is True
     if target == 1 or target == 1.0:
         if stages and stage_name(stages[0]) in _DB_LEVEL_EMPTY:
             items: list[Any] = []
         else:
-            items = await store.aggregate(session.principal, request.db, None, stages)
+            items = await store.aggregate(
+                session.principal, request.db, None, stages, allow_disk_use=disk
+            )
         namespace = f"{request.db}.$cmd.aggregate"
     elif isinstance(target, str) and target:
         namespace = f"{request.db}.{target}"
@@ -50,10 +53,12 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             stats = await collection_stats(session, request.db, target)
             first = {"ns": namespace, "storageStats": stats, "count": stats["count"]}
             items = await store.aggregate(
-                session.principal, request.db, None, stages[1:], documents=[first]
+                session.principal, request.db, None, stages[1:], [first], disk
             )
         else:
-            items = await store.aggregate(session.principal, request.db, target, stages)
+            items = await store.aggregate(
+                session.principal, request.db, target, stages, allow_disk_use=disk
+            )
     else:
         raise CommandError(73, "Invalid namespace specified")
     if out_target is not None:

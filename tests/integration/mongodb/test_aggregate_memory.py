@@ -1,0 +1,155 @@
+"""An aggregate holds a bounded part of the node's memory.
+
+A stage the node runs in Python that keeps documents before it returns any (``$group``,
+``$sort``, ``$facet``, ``$lookup``'s joined arrays...) counts the BSON size of what it
+keeps; past ``mongodb.max_stage_bytes`` (MongoDB's 100 MB) the aggregate fails with
+QueryExceededMemoryLimitNoDiskUseAllowed (292), as MongoDB does without
+``allowDiskUse``. The node does not spill to disk: with ``allowDiskUse: true`` the
+stage fails all the same, with ExceededMemoryLimit (146) and a message saying so.
+
+This module runs its own node, on the session's engine, with a stage limit of 1 MiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo.collection import Collection
+from pymongo.errors import OperationFailure
+
+from tests.integration.mongodb.conftest import connect, node_on_engine_of
+from tests.nodeproc import NodeProcess
+
+STAGE_BYTES = 1024 * 1024
+DOCUMENTS = 3000
+PAD = "x" * 1000  # about 1 KiB a document: 3 MB in all, three times the stage limit
+
+Client = pymongo.MongoClient[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """This module's node, on the session's engine (one engine per test session)."""
+    env = {"HELIOSDB_MONGODB__MAX_STAGE_BYTES": str(STAGE_BYTES)}
+    process = node_on_engine_of(node, tmp_path_factory.mktemp("aggregate_memory") / "data", env)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(node: NodeProcess) -> Iterator[Client]:
+    assert node.admin_key is not None
+    c = connect(node.ports["mongodb"], node.admin_key)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def big(client: Client) -> Collection[dict[str, Any]]:
+    coll = client["aggmemory"]["big"]
+    coll.drop()
+    for start in range(0, DOCUMENTS, 500):
+        coll.insert_many([{"_id": i, "n": i % 10, "pad": PAD} for i in range(start, start + 500)])
+    return coll
+
+
+def refused(coll: Collection[dict[str, Any]], stages: list[dict[str, Any]], **kw: Any) -> Any:
+    with pytest.raises(OperationFailure) as caught:
+        list(coll.aggregate(stages, **kw))
+    return caught.value
+
+
+def test_a_group_keeping_more_than_the_limit_fails_with_292_naming_the_stage(
+    big: Collection[dict[str, Any]],
+) -> None:
+    error = refused(big, [{"$group": {"_id": "$n", "pads": {"$push": "$pad"}}}])
+    assert error.code == 292
+    assert error.details is not None
+    assert error.details["codeName"] == "QueryExceededMemoryLimitNoDiskUseAllowed"
+    assert "$group" in str(error.details["errmsg"])
+    assert "allowDiskUse" in str(error.details["errmsg"])
+
+
+def test_the_node_goes_on_and_the_data_stays_after_a_refused_stage(
+    big: Collection[dict[str, Any]],
+) -> None:
+    refused(big, [{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}])
+    assert big.count_documents({}) == DOCUMENTS
+    assert big.find_one({"_id": 7}) == {"_id": 7, "n": 7, "pad": PAD}
+
+
+def test_a_sort_run_in_the_node_over_more_than_the_limit_fails_with_292(
+    big: Collection[dict[str, Any]],
+) -> None:
+    # a computed field first: the sort runs in the node, not in the engine
+    stages: list[dict[str, Any]] = [
+        {"$addFields": {"m": {"$mod": ["$_id", 7]}}},
+        {"$sort": {"m": 1}},
+    ]
+    error = refused(big, stages)
+    assert error.code == 292
+    assert "$sort" in str(error.details)
+
+
+def test_a_lookup_whose_joined_arrays_pass_the_limit_fails_with_292(
+    big: Collection[dict[str, Any]],
+) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$limit": 5},
+        {"$lookup": {"from": big.name, "localField": "n", "foreignField": "n", "as": "same"}},
+    ]
+    error = refused(big, stages)
+    assert error.code == 292
+    assert "$lookup" in str(error.details)
+
+
+def test_allow_disk_use_does_not_spill_and_says_so_with_146(
+    big: Collection[dict[str, Any]],
+) -> None:
+    stages: list[dict[str, Any]] = [{"$group": {"_id": "$n", "pads": {"$push": "$pad"}}}]
+    error = refused(big, stages, allowDiskUse=True)
+    assert error.code == 146
+    assert "does not spill" in str(error.details)
+
+
+def test_a_group_keeps_running_values_not_its_documents(
+    big: Collection[dict[str, Any]],
+) -> None:
+    # $first makes it run in the node; the 3 MB of documents pass through, ten rows stay
+    stages: list[dict[str, Any]] = [
+        {"$sort": {"_id": 1}},
+        {
+            "$group": {
+                "_id": "$n",
+                "count": {"$sum": 1},
+                "avg": {"$avg": "$_id"},
+                "high": {"$max": "$_id"},
+                "first": {"$first": "$_id"},
+            }
+        },
+        {"$sort": {"_id": 1}},
+    ]
+    rows = list(big.aggregate(stages))
+    assert rows == [
+        {
+            "_id": n,
+            "count": DOCUMENTS // 10,
+            "avg": float(sum(range(n, DOCUMENTS, 10))) / (DOCUMENTS // 10),
+            "high": DOCUMENTS - 10 + n,
+            "first": n,
+        }
+        for n in range(10)
+    ]
+
+
+def test_a_stage_under_the_limit_still_answers(big: Collection[dict[str, Any]]) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": {"$lt": 100}}},
+        {"$group": {"_id": "$n", "ids": {"$push": "$_id"}}},
+        {"$sort": {"_id": 1}},
+    ]
+    rows = list(big.aggregate(stages))
+    assert rows[3] == {"_id": 3, "ids": list(range(3, 100, 10))}
