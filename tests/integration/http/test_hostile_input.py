@@ -35,16 +35,18 @@ SERIES = "SELECT g FROM generate_series(1, $1::int) g"
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def capped(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A node with small caps, on the session's engine (one engine per test session)."""
     data: Path = tmp_path_factory.mktemp("capped") / "data"
     process = NodeProcess(
         data,
-        extra_args=["--environment", "test"],
+        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
         env={
             "HELIOSDB_QUERY__MAX_RESULT_ROWS": str(CAP),
             "HELIOSDB_HTTP__MAX_PENDING_BODY_BYTES": str(PENDING),
         },
     ).start()
+    process.admin_key = node.admin_key  # keys live in the engine: the session's serves here
     yield process
     process.stop()
 
@@ -106,10 +108,10 @@ async def test_the_pipelined_path_stops_at_the_cap_too(client: httpx.AsyncClient
 async def test_a_write_over_the_cap_is_applied_and_its_rows_not_sent(
     client: httpx.AsyncClient,
 ) -> None:
-    await _rows(client, "CREATE TABLE returned (n int)", [])
-    insert = "INSERT INTO returned SELECT generate_series(1, $1::int) RETURNING n"
+    await _rows(client, "CREATE TABLE hostile_returned (n int)", [])
+    insert = "INSERT INTO hostile_returned SELECT generate_series(1, $1::int) RETURNING n"
     _too_many(await client.post("/query", json={"sql": insert, "params": [CAP * 2]}))
-    assert await _rows(client, "SELECT count(*) FROM returned", []) == [[CAP * 2]]
+    assert await _rows(client, "SELECT count(*) FROM hostile_returned", []) == [[CAP * 2]]
 
 
 async def test_grpc_execute_query_and_its_transactions_stop_at_the_cap(
