@@ -12,7 +12,7 @@ import pymongo
 import pytest
 from pymongo.database import Database
 
-from tests.nodeproc import NodeProcess
+from tests.nodeproc import NodeProcess, serving_pids
 
 T = TypeVar("T")
 
@@ -44,6 +44,15 @@ def node_on_engine_of(node: NodeProcess, data: Path, env: dict[str, str]) -> Nod
     ).start()
     process.admin_key = node.admin_key
     return process
+
+
+def rss_bytes(node: NodeProcess) -> int:
+    """The resident memory of the process serving ``node``'s MongoDB port."""
+    (pid,) = set(serving_pids(node.ports["mongodb"]))
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
-from tests.integration.mongodb.conftest import connect, node_on_engine_of
+from tests.integration.mongodb.conftest import connect, node_on_engine_of, rss_bytes
 from tests.nodeproc import NodeProcess
 
 STAGE_BYTES = 1024 * 1024
@@ -153,3 +153,83 @@ def test_a_stage_under_the_limit_still_answers(big: Collection[dict[str, Any]]) 
     ]
     rows = list(big.aggregate(stages))
     assert rows[3] == {"_id": 3, "ids": list(range(3, 100, 10))}
+
+
+# -- results larger than the first batch ------------------------------------------------
+# A pipeline whose leading $match/$sort/$skip/$limit the engine runs, followed only by
+# stages that stream ($match, $project, $addFields, $set, $unset, $unwind,
+# $replaceRoot, $replaceWith, $skip, $limit), is read as a find is: the first batch from
+# one statement, the rest through the same streaming cursors, its later stages applied
+# a chunk at a time.
+
+HUGE = 30_000  # about 30 MiB
+
+
+@pytest.fixture(scope="module")
+def huge(client: Client) -> Collection[dict[str, Any]]:
+    coll = client["aggmemory"]["huge"]
+    coll.drop()
+    for start in range(0, HUGE, 1000):  # small messages: the node keeps no big buffer
+        coll.insert_many([{"_id": i, "n": i % 100, "pad": PAD} for i in range(start, start + 1000)])
+    return coll
+
+
+def test_open_aggregate_cursors_hold_about_a_batch_of_node_memory(
+    node: NodeProcess, huge: Collection[dict[str, Any]]
+) -> None:
+    # Four cursors open at once over a 30 MiB result: built whole, they would hold
+    # 120 MiB; streamed, each holds a batch.
+    before = rss_bytes(node)
+    pipelines: list[list[dict[str, Any]]] = [
+        [{"$match": {}}],
+        [{"$match": {"n": {"$gte": 0}}}, {"$addFields": {"m": 1}}],
+        [{"$sort": {"_id": -1}}, {"$project": {"pad": 1}}],
+        [{"$set": {"k": "$n"}}, {"$unset": "n"}],
+    ]
+    cursors = [huge.aggregate(p, batchSize=100) for p in pipelines]
+    for cursor in cursors:
+        for _ in range(250):
+            next(cursor)
+    grown = rss_bytes(node) - before
+    assert grown < HUGE * len(PAD), grown
+    for cursor in cursors:
+        cursor.close()
+
+
+def test_a_large_match_aggregate_read_in_batches_equals_the_data(
+    huge: Collection[dict[str, Any]],
+) -> None:
+    found = list(huge.aggregate([{"$match": {}}], batchSize=500))
+    assert sorted(d["_id"] for d in found) == list(range(HUGE))
+    assert all(d == {"_id": d["_id"], "n": d["_id"] % 100, "pad": PAD} for d in found)
+
+
+def test_streaming_stages_after_the_engine_count_skip_and_limit_across_batches(
+    huge: Collection[dict[str, Any]],
+) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$match": {"n": {"$lt": 50}}},
+        {"$sort": {"_id": 1}},
+        {"$project": {"pad": 0}},
+        {"$addFields": {"twice": {"$multiply": ["$_id", 2]}}},
+        {"$match": {"n": {"$ne": 7}}},
+        {"$skip": 1500},
+        {"$limit": 4000},
+    ]
+    wanted = [
+        {"_id": i, "n": i % 100, "twice": 2 * i}
+        for i in range(HUGE)
+        if i % 100 < 50 and i % 100 != 7
+    ][1500:5500]
+    assert list(huge.aggregate(stages, batchSize=100)) == wanted
+
+
+def test_an_unwind_streams_across_batches(huge: Collection[dict[str, Any]]) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": {"$lt": 3000}}},
+        {"$sort": {"_id": 1}},
+        {"$project": {"pair": ["$_id", "$n"]}},
+        {"$unwind": "$pair"},
+    ]
+    found = list(huge.aggregate(stages, batchSize=101))
+    assert found == [{"_id": i, "pair": value} for i in range(3000) for value in (i, i % 100)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,8 +26,8 @@ from pymongo.collection import Collection
 from pymongo.errors import CursorNotFound, OperationFailure
 
 from heliosdb.services.documents import catalog
-from tests.integration.mongodb.conftest import connect, node_on_engine_of
-from tests.nodeproc import NodeProcess, serving_pids
+from tests.integration.mongodb.conftest import connect, node_on_engine_of, rss_bytes
+from tests.nodeproc import NodeProcess
 
 DOCUMENTS = 30_000
 PAD = "x" * 1000  # about 1 KiB a document
@@ -89,14 +88,6 @@ def wait_for_none_held(node: NodeProcess, coll: Collection[dict[str, Any]]) -> N
             return
         time.sleep(0.1)
     pytest.fail("an engine connection is still held for a closed cursor")
-
-
-def rss_bytes(node: NodeProcess) -> int:
-    (pid,) = set(serving_pids(node.ports["mongodb"]))
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_open_cursors_hold_about_a_batch_of_node_memory(

@@ -24,7 +24,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from heliosdb.errors import ErrorCode, HeliosError, invalid
-from heliosdb.services.documents import projection
+from heliosdb.services.documents import bsonform, projection
 from heliosdb.services.documents.expressions import (
     accumulate_values,
     evaluate,
@@ -182,6 +182,56 @@ async def _stage(
         size = int(arg.get("size", 0))
         return random.sample(docs, min(size, len(docs)))
     raise unknown_stage(name)
+
+
+class Chunked:
+    """Stages that give each document's outcome without seeing the others (STREAMING),
+    run over a result a chunk at a time: ``$skip`` and ``$limit`` count across chunks,
+    and ``done`` says a ``$limit`` has taken all it will."""
+
+    def __init__(self, stages: list[dict[str, Any]], lookup: Lookup, limits: Limits) -> None:
+        self.stages = [(stage_name(s), s[stage_name(s)]) for s in stages]
+        for name, arg in self.stages:
+            if name == "$limit" and int(arg) <= 0:
+                raise invalid("the limit must be positive", kind="bad_value")
+        self.lookup = lookup
+        self.limits = limits
+        # what each $skip still drops and each $limit still takes, by stage index
+        self.left = {i: int(arg) for i, (name, arg) in enumerate(self.stages) if name in _COUNTED}
+        self.done = False
+
+    async def __call__(self, items: list[Any]) -> list[Any]:
+        docs = [bsonform.decode(d) if isinstance(d, bytes) else d for d in items]
+        for i, (name, arg) in enumerate(self.stages):
+            if name in _COUNTED:
+                left = self.left[i]
+                taken = min(left, len(docs))
+                self.left[i] = left - taken
+                if name == "$skip":
+                    docs = docs[taken:]
+                else:
+                    docs = docs[:taken]
+                    self.done = self.done or self.left[i] == 0
+            else:
+                docs = await _stage(name, arg, docs, self.lookup, self.limits)
+        return docs
+
+
+STREAMING = frozenset(
+    {
+        "$match",
+        "$project",
+        "$addFields",
+        "$set",
+        "$unset",
+        "$unwind",
+        "$replaceRoot",
+        "$replaceWith",
+        "$skip",
+        "$limit",
+    }
+)
+_COUNTED = ("$skip", "$limit")
 
 
 def _project(doc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

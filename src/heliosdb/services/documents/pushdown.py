@@ -47,40 +47,66 @@ class Plan:
     fallback: Plan | None = None
 
 
-def plan_pipeline(
-    target: str, stages: list[dict[str, Any]], indexed: dict[str, str] | None = None
-) -> Plan:
-    params = Params()
+@dataclass(slots=True)
+class Leading:
+    """What a pipeline's leading ``$match``es, ``$sort`` and ``$skip``/``$limit`` ask,
+    as a find would (0: none), and where the rest of the pipeline starts."""
+
+    query: dict[str, Any]
+    sort: dict[str, Any] | None
+    skip: int
+    limit: int
+    rest: int  # the index of the first stage not read
+
+
+def leading(stages: list[dict[str, Any]]) -> Leading:
     conditions: list[dict[str, Any]] = []
     i = 0
     while i < len(stages) and stage_name(stages[i]) == "$match":
         conditions.append(stages[i]["$match"])
         i += 1
     query = conditions[0] if len(conditions) == 1 else ({"$and": conditions} if conditions else {})
-    sql = f"SELECT _id, bson, doc FROM {target} WHERE {compile_filter(query, params, indexed)}"
-    if params.recheck:
-        # a superset (filters.py): pipeline.py runs every stage, the $match ones again
-        return Plan(sql, params.values, stages)
+    found = Leading(query, None, 0, 0, i)
     if i < len(stages) and stage_name(stages[i]) == "$sort":
         spec = stages[i]["$sort"]
         if isinstance(spec, dict) and all(isinstance(v, (int, float)) for v in spec.values()):
-            sql += f" ORDER BY {compile_sort(spec, params)}"
+            found.sort = spec
             i += 1
-    offset_done = limit_done = False
+    offset_done = False
     while i < len(stages) and stage_name(stages[i]) in ("$skip", "$limit"):
         name = stage_name(stages[i])
         value = stages[i][name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             break
-        if name == "$skip" and not offset_done and not limit_done:
-            sql += f" OFFSET {params.add(value, 'bigint')}"
+        if name == "$skip" and not offset_done and not found.limit:
+            found.skip = value
             offset_done = True
-        elif name == "$limit" and not limit_done and value > 0:
-            sql += f" LIMIT {params.add(value, 'bigint')}"
-            limit_done = True
+        elif name == "$limit" and not found.limit and value > 0:
+            found.limit = value
         else:
             break
         i += 1
+    found.rest = i
+    return found
+
+
+def plan_pipeline(
+    target: str, stages: list[dict[str, Any]], indexed: dict[str, str] | None = None
+) -> Plan:
+    params = Params()
+    lead = leading(stages)
+    where = compile_filter(lead.query, params, indexed)
+    sql = f"SELECT _id, bson, doc FROM {target} WHERE {where}"
+    if params.recheck:
+        # a superset (filters.py): pipeline.py runs every stage, the $match ones again
+        return Plan(sql, params.values, stages)
+    if lead.sort is not None:
+        sql += f" ORDER BY {compile_sort(lead.sort, params)}"
+    if lead.skip:
+        sql += f" OFFSET {params.add(lead.skip, 'bigint')}"
+    if lead.limit:
+        sql += f" LIMIT {params.add(lead.limit, 'bigint')}"
+    i = lead.rest
     if i < len(stages) and stage_name(stages[i]) == "$count":
         name = stages[i]["$count"]
         if isinstance(name, str) and name:

@@ -61,7 +61,7 @@ from heliosdb.services.documents.lookups import (
 )
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
-from heliosdb.services.documents.pushdown import plan_pipeline
+from heliosdb.services.documents.pushdown import leading, plan_pipeline
 from heliosdb.services.documents.updates import (
     apply_update,
     check_replacement,
@@ -994,7 +994,13 @@ class DocumentStore:
         return [projection.project(bsonform.decode(r), query.projection, spec) for r in found]
 
     async def _streamed(
-        self, principal: Principal, db: str, coll: str, query: FindQuery, probe: int
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: FindQuery,
+        probe: int,
+        transform: streaming.Transform | None = None,
     ) -> list[bytes | Document]:
         """The first ``probe`` documents of a result that may have more, as a
         ``streaming.Streamed`` list whose ``stream`` reads the rest (streaming.py)."""
@@ -1027,6 +1033,7 @@ class DocumentStore:
             fields=query.projection,
             spec=query.filter,
             slots=self.stream_slots,
+            transform=transform,
         )
         return await streaming.first(stream, probe)
 
@@ -1205,12 +1212,25 @@ class DocumentStore:
         stages: list[Document],
         documents: list[Document] | None = None,
         allow_disk_use: bool = False,
-    ) -> list[Document]:
-        """Run ``stages`` over the collection, or over ``documents`` when ``coll`` is None."""
+        probe: int = 0,
+    ) -> list[Any]:
+        """Run ``stages`` over the collection, or over ``documents`` when ``coll`` is None.
+        With ``probe``, a pipeline whose stages after the ones a find would run all
+        stream (pipeline.STREAMING) is read as a find with ``probe`` is, a chunk at a
+        time: a ``streaming.Streamed`` list when there may be more."""
         catalog.check_db_name(db)
         limits = pipeline.Limits(self.max_stage_bytes, allow_disk_use)
         if coll is None:
             return await pipeline.run(documents or [], stages, self._lookup(principal, db), limits)
+        lead = leading(stages)
+        rest = stages[lead.rest :]
+        if probe and all(pipeline.stage_name(s) in pipeline.STREAMING for s in rest):
+            query = FindQuery(lead.query or None, lead.sort, lead.skip, lead.limit)
+            chunked = pipeline.Chunked(rest, self._lookup(principal, db), limits) if rest else None
+            found = await self._find_rows(principal, db, coll, query, probe)
+            if found is None:
+                return await self._streamed(principal, db, coll, query, probe, chunked)
+            return found if chunked is None else await chunked(list(found))
         indexed = await self._indexes_for(principal, db, coll)
         plan = plan_pipeline(table(db, coll), stages, indexed)
         async with self._conn(principal) as conn:

@@ -17,15 +17,17 @@ MongoDB allows for a cursor outside a snapshot).
 
 A filter the engine only narrows (filters.py ``recheck``) reads candidates and keeps
 those ``matcher`` confirms; skip and limit then count confirmed documents, here, per
-batch. A projection is applied to each batch as it is read.
+batch. A projection is applied to each batch as it is read. An aggregate whose later
+stages all stream reads the same way, those stages (a ``Transform``) applied to each
+chunk read: its documents are then kept when given back (``unread``), not re-read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -49,6 +51,15 @@ MISSING_TABLE = (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)
 Statement = Callable[[int, int], tuple[str, list[Any]]]
 # runs a statement on a pooled connection of the principal (store._find_rows's way)
 OneShot = Callable[[str, list[Any]], Any]
+
+
+class Transform(Protocol):
+    """What an aggregate's later stages make of the documents read (pipeline.Chunked):
+    ``done`` once a ``$limit`` among them has all it takes."""
+
+    done: bool
+
+    def __call__(self, items: list[Any]) -> Awaitable[list[Any]]: ...
 
 
 class Slots:
@@ -108,6 +119,7 @@ class Stream:
         fields: dict[str, Any] | None,
         spec: dict[str, Any] | None,
         slots: Slots,
+        transform: Transform | None = None,
     ) -> None:
         self.engine = engine
         self.principal = principal
@@ -122,6 +134,9 @@ class Stream:
         self._fields = fields
         self._spec = spec
         self._slots = slots
+        # an aggregate's streaming stages: documents are no longer rows (not re-read by
+        # OFFSET), and a $limit among them may end the stream
+        self._transform = transform
         self.offset = 0  # engine rows read so far
         self.exhausted = False
         self.pending: list[Any] = []  # read but not yet returned (a probe, a cut batch)
@@ -152,7 +167,13 @@ class Stream:
         when there is no portal and no recheck, by reading them again (OFFSET)."""
         if not items:
             return
-        if not keep and self._recheck is None and self._portal is None and not self.pending:
+        if (
+            not keep
+            and self._recheck is None
+            and self._transform is None
+            and self._portal is None
+            and not self.pending
+        ):
             self.offset -= len(items)
             self.exhausted = False
             return
@@ -170,8 +191,13 @@ class Stream:
             del self.pending[:count]
             while len(out) < count and not self.exhausted:
                 need = count - len(out)
-                rows = await self._read(need if self._recheck is None else CHUNK_ROWS)
+                plain = self._recheck is None and self._transform is None
+                rows = await self._read(need if plain else CHUNK_ROWS)
                 items = self._shape(rows)
+                if self._transform is not None:
+                    items = await self._transform(items)
+                    if self._transform.done:
+                        self.exhausted = True
                 out.extend(items[:need])
                 self.pending.extend(items[need:])
             if self.exhausted:

@@ -6,6 +6,7 @@ from typing import Any
 
 from heliosdb.interfaces.mongodb.commands import _args
 from heliosdb.interfaces.mongodb.commands.admin import collection_stats
+from heliosdb.interfaces.mongodb.commands.crud import lsid
 from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
@@ -39,6 +40,10 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
     assert session.principal is not None
     store = session.services.documents
     disk = request.body.get("allowDiskUse") is True
+    batch_size = int((cursor_spec or {}).get("batchSize", DEFAULT_FIRST_BATCH))
+    # the first batch and one more: a result that has more is streamed (cursors.py);
+    # $out needs the whole result
+    probe = max(batch_size, 0) + 1 if out_target is None else 0
     if target == 1 or target == 1.0:
         if stages and stage_name(stages[0]) in _DB_LEVEL_EMPTY:
             items: list[Any] = []
@@ -57,7 +62,7 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             )
         else:
             items = await store.aggregate(
-                session.principal, request.db, target, stages, allow_disk_use=disk
+                session.principal, request.db, target, stages, allow_disk_use=disk, probe=probe
             )
     else:
         raise CommandError(73, "Invalid namespace specified")
@@ -70,6 +75,12 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
         if items:
             await store.insert(session.principal, db, name, [bsonform.encode(d) for d in items])
         items = []
-    batch_size = int((cursor_spec or {}).get("batchSize", DEFAULT_FIRST_BATCH))
-    batch, cursor_id = session.state.cursors.open(namespace, session.owner, items, batch_size)
+    batch, cursor_id = session.state.cursors.open(
+        namespace,
+        session.owner,
+        items,
+        batch_size,
+        lsid=lsid(request),
+        connection=session.connection_id,
+    )
     return {"cursor": {"firstBatch": batch, "id": cursor_id, "ns": namespace}}
