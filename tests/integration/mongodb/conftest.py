@@ -46,13 +46,14 @@ def node_on_engine_of(node: NodeProcess, data: Path, env: dict[str, str]) -> Nod
     return process
 
 
-def rss_bytes(node: NodeProcess) -> int:
-    """The resident memory of the process serving ``node``'s MongoDB port."""
+def rss_bytes(node: NodeProcess, field: str = "VmRSS") -> int:
+    """The resident memory of the process serving ``node``'s MongoDB port (``VmHWM``:
+    the most it has had at once)."""
     (pid,) = set(serving_pids(node.ports["mongodb"]))
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 @pytest.fixture(scope="session")

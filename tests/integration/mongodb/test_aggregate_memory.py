@@ -233,3 +233,46 @@ def test_an_unwind_streams_across_batches(huge: Collection[dict[str, Any]]) -> N
     ]
     found = list(huge.aggregate(stages, batchSize=101))
     assert found == [{"_id": i, "pair": value} for i in range(3000) for value in (i, i % 100)]
+
+
+# -- a $group, $sortByCount or $count the node runs reads its input a chunk at a time ----
+
+
+def test_a_group_in_the_node_reads_its_input_a_chunk_at_a_time(
+    node: NodeProcess, huge: Collection[dict[str, Any]]
+) -> None:
+    # a computed key: the engine cannot run this $group; 30 MiB pass through the node
+    peak = rss_bytes(node, "VmHWM")
+    stages: list[dict[str, Any]] = [
+        {"$sort": {"_id": 1}},
+        {
+            "$group": {
+                "_id": {"$mod": ["$_id", 3]},
+                "count": {"$sum": 1},
+                "first": {"$first": "$_id"},
+                "pad": {"$last": "$pad"},
+            }
+        },
+        {"$sort": {"_id": 1}},
+    ]
+    rows = list(huge.aggregate(stages))
+    assert rss_bytes(node, "VmHWM") - peak < HUGE * len(PAD)
+    assert rows == [{"_id": r, "count": HUGE // 3, "first": r, "pad": PAD} for r in range(3)]
+
+
+def test_streaming_stages_before_a_group_run_on_each_chunk(
+    huge: Collection[dict[str, Any]],
+) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$match": {"n": {"$lt": 10}}},
+        {"$project": {"n": 1, "tens": {"$floor": {"$divide": ["$_id", 10000]}}}},
+        {"$match": {"n": {"$ne": 3}}},
+        {"$sortByCount": "$tens"},
+    ]
+    # 3 tens of 10,000 ids, 9 of each 100 kept: 900 each
+    assert list(huge.aggregate(stages)) in (
+        [{"_id": t, "count": 900} for t in order]
+        for order in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+    )
+    assert list(huge.aggregate([{"$unwind": "$pad"}, {"$count": "all"}])) == [{"all": HUGE}]
+    assert list(huge.aggregate([{"$match": {"n": -1}}, {"$count": "all"}])) == []

@@ -14,7 +14,7 @@ stage): code 292 QueryExceededMemoryLimitNoDiskUseAllowed, or with ``allowDiskUs
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -131,6 +131,48 @@ async def run(
     return docs
 
 
+# stages that reduce their input as it comes: run_chunks feeds them a chunk at a time
+REDUCING = ("$group", "$sortByCount", "$count")
+
+
+async def run_chunks(
+    chunks: AsyncIterator[list[dict[str, Any]]],
+    stages: list[dict[str, Any]],
+    lookup: Lookup,
+    limits: Limits,
+) -> list[dict[str, Any]]:
+    """``run`` for stages whose first is in REDUCING, fed their input a chunk at a
+    time: the node holds a chunk and what the stage keeps, not the whole input."""
+    name = stage_name(stages[0])
+    arg = stages[0][name]
+    if name == "$count":
+        _counted(arg, 0)  # a bad field fails before the input is read
+        total = 0
+        async for chunk in chunks:
+            total += len(chunk)
+        docs = _counted(arg, total)
+    else:
+        grouper = Grouper(_group_spec(name, arg), Held(name, limits))
+        async for chunk in chunks:
+            grouper.feed(chunk)
+        docs = grouper.rows() if name == "$group" else _by_count(grouper.rows())
+    return await run(docs, stages[1:], lookup, limits)
+
+
+def _counted(field: Any, total: int) -> list[dict[str, Any]]:
+    if not isinstance(field, str) or not field:
+        raise invalid("the count field must be a non-empty string", kind="bad_value")
+    return [{field: total}] if total else []
+
+
+def _group_spec(name: str, arg: Any) -> Any:
+    return arg if name == "$group" else {"_id": arg, "count": {"$sum": 1}}
+
+
+def _by_count(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sort_docs(groups, {"count": -1})
+
+
 async def _stage(
     name: str, arg: Any, docs: list[dict[str, Any]], lookup: Lookup, limits: Limits
 ) -> list[dict[str, Any]]:
@@ -155,14 +197,11 @@ async def _stage(
             raise invalid("the limit must be positive", kind="bad_value")
         return docs[: int(arg)]
     if name == "$count":
-        if not isinstance(arg, str) or not arg:
-            raise invalid("the count field must be a non-empty string", kind="bad_value")
-        return [{arg: len(docs)}] if docs else []
+        return _counted(arg, len(docs))
     if name == "$unwind":
         return list(_unwind(docs, arg))
     if name == "$sortByCount":
-        grouped = group(docs, {"_id": arg, "count": {"$sum": 1}}, Held(name, limits))
-        return sort_docs(grouped, {"count": -1})
+        return _by_count(group(docs, _group_spec(name, arg), Held(name, limits)))
     if name in ("$replaceRoot", "$replaceWith"):
         expr = arg["newRoot"] if name == "$replaceRoot" else arg
         out = []
@@ -350,43 +389,58 @@ def _with(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def group(
     docs: list[dict[str, Any]], spec: dict[str, Any], held: Held | None = None
 ) -> list[dict[str, Any]]:
-    """Each group keeps its key and what its accumulators need, not its documents:
-    a running value for ``$sum``/``$min``/``$max``/``$avg``/``$count``/``$first``/
-    ``$last``, the values themselves for ``$push``/``$addToSet`` (counted by ``held``)."""
-    if "_id" not in spec:
-        raise invalid("a group specification must include an _id", kind="failed_to_parse")
-    accumulators: list[tuple[str, str, Any]] = []
-    for name, acc in spec.items():
-        if name == "_id":
-            continue
-        if not isinstance(acc, dict) or len(acc) != 1:
-            raise invalid(
-                f"The field '{name}' must be an accumulator object", kind="failed_to_parse"
-            )
-        ((op, expr),) = acc.items()
-        if op not in ACCUMULATORS:
-            raise invalid(f"unknown group operator '{op}'", kind="invalid_pipeline_operator")
-        accumulators.append((name, op, expr))
-    held = held if held is not None else Held("$group", Limits())
-    groups: dict[Any, tuple[Any, list[list[Any]]]] = {}
-    for doc in docs:
-        key_value = evaluate(spec["_id"], doc)
-        if key_value is MISSING:
-            key_value = None
-        marker = _hashable(key_value)
-        entry = groups.get(marker)
-        if entry is None:
-            held.add(key_value)
-            entry = groups[marker] = (key_value, [[] for _ in accumulators])
-        for (_, op, expr), kept in zip(accumulators, entry[1], strict=True):
-            _keep(op, expr, doc, kept, held)
-    out = []
-    for key_value, kept_lists in groups.values():
-        row: dict[str, Any] = {"_id": key_value}
-        for (name, op, _), kept in zip(accumulators, kept_lists, strict=True):
-            row[name] = _accumulated(op, kept)
-        out.append(row)
-    return out
+    grouper = Grouper(spec, held if held is not None else Held("$group", Limits()))
+    grouper.feed(docs)
+    return grouper.rows()
+
+
+class Grouper:
+    """A ``$group`` fed its documents a chunk at a time. Each group keeps its key and
+    what its accumulators need, not its documents: a running value for
+    ``$sum``/``$min``/``$max``/``$avg``/``$count``/``$first``/``$last``, the values
+    themselves for ``$push``/``$addToSet`` (counted by ``held``)."""
+
+    def __init__(self, spec: dict[str, Any], held: Held) -> None:
+        if "_id" not in spec:
+            raise invalid("a group specification must include an _id", kind="failed_to_parse")
+        self.key = spec["_id"]
+        self.accumulators: list[tuple[str, str, Any]] = []
+        for name, acc in spec.items():
+            if name == "_id":
+                continue
+            if not isinstance(acc, dict) or len(acc) != 1:
+                raise invalid(
+                    f"The field '{name}' must be an accumulator object", kind="failed_to_parse"
+                )
+            ((op, expr),) = acc.items()
+            if op not in ACCUMULATORS:
+                raise invalid(f"unknown group operator '{op}'", kind="invalid_pipeline_operator")
+            self.accumulators.append((name, op, expr))
+        self.held = held
+        self.groups: dict[Any, tuple[Any, list[list[Any]]]] = {}
+
+    def feed(self, docs: list[dict[str, Any]]) -> None:
+        accumulators, groups, held = self.accumulators, self.groups, self.held
+        for doc in docs:
+            key_value = evaluate(self.key, doc)
+            if key_value is MISSING:
+                key_value = None
+            marker = _hashable(key_value)
+            entry = groups.get(marker)
+            if entry is None:
+                held.add(key_value)
+                entry = groups[marker] = (key_value, [[] for _ in accumulators])
+            for (_, op, expr), kept in zip(accumulators, entry[1], strict=True):
+                _keep(op, expr, doc, kept, held)
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for key_value, kept_lists in self.groups.values():
+            row: dict[str, Any] = {"_id": key_value}
+            for (name, op, _), kept in zip(self.accumulators, kept_lists, strict=True):
+                row[name] = _accumulated(op, kept)
+            out.append(row)
+        return out
 
 
 def _keep(op: str, expr: Any, doc: dict[str, Any], kept: list[Any], held: Held) -> None:

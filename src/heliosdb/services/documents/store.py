@@ -18,7 +18,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -1233,6 +1233,17 @@ class DocumentStore:
             return found if chunked is None else await chunked(list(found))
         indexed = await self._indexes_for(principal, db, coll)
         plan = plan_pipeline(table(db, coll), stages, indexed)
+        streams = [pipeline.stage_name(s) in pipeline.STREAMING for s in rest] + [False]
+        first_held = streams.index(False)
+        if (
+            first_held < len(rest)
+            and pipeline.stage_name(rest[first_held]) in pipeline.REDUCING
+            and len(plan.remaining) >= len(rest)  # the engine does not run that stage
+        ):
+            query = FindQuery(lead.query or None, lead.sort, lead.skip, lead.limit)
+            lookup = self._lookup(principal, db)
+            chunked = pipeline.Chunked(rest[:first_held], lookup, limits)
+            return await self._reduced(principal, db, coll, query, chunked, rest[first_held:])
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
             if plan.fallback is not None and any(r["u"] for r in rows):
@@ -1240,6 +1251,31 @@ class DocumentStore:
                 rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
         docs = plan.decode(rows)
         return await pipeline.run(docs, plan.remaining, self._lookup(principal, db), limits)
+
+    async def _reduced(
+        self,
+        principal: Principal,
+        db: str,
+        coll: str,
+        query: FindQuery,
+        chunked: pipeline.Chunked,
+        stages: list[Document],
+    ) -> list[Any]:
+        """``stages`` (the first in pipeline.REDUCING) over what ``query`` and
+        ``chunked`` make of the collection, read and fed a chunk at a time."""
+        first = await self._streamed(principal, db, coll, query, streaming.CHUNK_ROWS, chunked)
+        stream: streaming.Stream | None = getattr(first, "stream", None)
+
+        async def chunks() -> AsyncIterator[list[Any]]:
+            yield list(first)
+            while stream is not None and not stream.done:
+                yield await stream.fetch(streaming.CHUNK_ROWS)
+
+        try:
+            return await pipeline.run_chunks(chunks(), stages, chunked.lookup, chunked.limits)
+        finally:
+            if stream is not None:
+                await stream.close()
 
     def _lookup(self, principal: Principal, db: str) -> pipeline.Lookup:
         async def fetch(coll: str, query: Document) -> list[Document]:
