@@ -276,3 +276,47 @@ def test_streaming_stages_before_a_group_run_on_each_chunk(
     )
     assert list(huge.aggregate([{"$unwind": "$pad"}, {"$count": "all"}])) == [{"all": HUGE}]
     assert list(huge.aggregate([{"$match": {"n": -1}}, {"$count": "all"}])) == []
+
+
+def test_a_sort_in_the_node_under_the_limit_gets_its_chunks_together(
+    huge: Collection[dict[str, Any]],
+) -> None:
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": {"$lt": 2500}}},
+        {"$project": {"pad": 0}},
+        {"$addFields": {"m": {"$mod": ["$_id", 7]}}},
+        {"$sort": {"m": 1, "_id": 1}},
+        {"$limit": 400},
+    ]
+    wanted = sorted(
+        ({"_id": i, "n": i % 100, "m": i % 7} for i in range(2500)),
+        key=lambda d: (d["m"], d["_id"]),
+    )[:400]
+    assert list(huge.aggregate(stages, batchSize=50)) == wanted
+
+
+def test_a_lookup_streams_with_one_query_a_chunk(
+    client: Client, huge: Collection[dict[str, Any]]
+) -> None:
+    names = client["aggmemory"]["names"]
+    names.drop()
+    names.insert_many([{"_id": n, "name": f"n{n}"} for n in range(100)])
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": {"$lt": 2500}}},
+        {"$sort": {"_id": 1}},
+        {"$project": {"n": 1}},
+        {"$lookup": {"from": "names", "localField": "n", "foreignField": "_id", "as": "j"}},
+    ]
+    assert list(huge.aggregate(stages, batchSize=101)) == [
+        {"_id": i, "n": i % 100, "j": [{"_id": i % 100, "name": f"n{i % 100}"}]}
+        for i in range(2500)
+    ]
+
+
+def test_a_sort_in_the_node_past_the_limit_stops_reading_its_input(
+    node: NodeProcess, huge: Collection[dict[str, Any]]
+) -> None:
+    peak = rss_bytes(node, "VmHWM")
+    stages: list[dict[str, Any]] = [{"$addFields": {"m": 1}}, {"$sort": {"m": 1}}]
+    assert refused(huge, stages).code == 292
+    assert rss_bytes(node, "VmHWM") - peak < HUGE * len(PAD)

@@ -141,8 +141,10 @@ async def run_chunks(
     lookup: Lookup,
     limits: Limits,
 ) -> list[dict[str, Any]]:
-    """``run`` for stages whose first is in REDUCING, fed their input a chunk at a
-    time: the node holds a chunk and what the stage keeps, not the whole input."""
+    """``run`` with the input of the first stage given a chunk at a time: a stage in
+    REDUCING is fed each chunk (the node holds a chunk and what the stage keeps); any
+    other gets the chunks together, their size counted for it as they come (past the
+    limit, the rest is not read)."""
     name = stage_name(stages[0])
     arg = stages[0][name]
     if name == "$count":
@@ -151,11 +153,18 @@ async def run_chunks(
         async for chunk in chunks:
             total += len(chunk)
         docs = _counted(arg, total)
-    else:
+    elif name in REDUCING:
         grouper = Grouper(_group_spec(name, arg), Held(name, limits))
         async for chunk in chunks:
             grouper.feed(chunk)
         docs = grouper.rows() if name == "$group" else _by_count(grouper.rows())
+    else:
+        held = Held(name, limits)
+        docs = []
+        async for chunk in chunks:
+            held.add_all(chunk)
+            docs.extend(chunk)
+        docs = await _stage(name, arg, docs, lookup, limits, counted=True)
     return await run(docs, stages[1:], lookup, limits)
 
 
@@ -174,7 +183,13 @@ def _by_count(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def _stage(
-    name: str, arg: Any, docs: list[dict[str, Any]], lookup: Lookup, limits: Limits
+    name: str,
+    arg: Any,
+    docs: list[dict[str, Any]],
+    lookup: Lookup,
+    limits: Limits,
+    *,
+    counted: bool = False,  # ``docs`` were counted for this stage as they came
 ) -> list[dict[str, Any]]:
     if name == "$match":
         return [d for d in docs if matches(d, arg)]
@@ -188,7 +203,8 @@ async def _stage(
     if name == "$group":
         return group(docs, arg, Held(name, limits))
     if name == "$sort":
-        Held(name, limits).add_all(docs)
+        if not counted:
+            Held(name, limits).add_all(docs)
         return sort_docs(docs, arg)
     if name == "$skip":
         return docs[int(arg) :]
@@ -212,12 +228,14 @@ async def _stage(
             out.append(root)
         return out
     if name == "$facet":
-        Held(name, limits).add_all(docs)
+        if not counted:
+            Held(name, limits).add_all(docs)
         return [{key: await run(list(docs), sub, lookup, limits) for key, sub in arg.items()}]
     if name == "$lookup":
         return await _lookup(docs, arg, lookup, Held(name, limits))
     if name == "$sample":
-        Held(name, limits).add_all(docs)
+        if not counted:
+            Held(name, limits).add_all(docs)
         size = int(arg.get("size", 0))
         return random.sample(docs, min(size, len(docs)))
     raise unknown_stage(name)
@@ -268,6 +286,7 @@ STREAMING = frozenset(
         "$replaceWith",
         "$skip",
         "$limit",
+        "$lookup",  # one query per chunk; its joined arrays are counted per chunk
     }
 )
 _COUNTED = ("$skip", "$limit")

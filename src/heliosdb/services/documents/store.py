@@ -1235,11 +1235,8 @@ class DocumentStore:
         plan = plan_pipeline(table(db, coll), stages, indexed)
         streams = [pipeline.stage_name(s) in pipeline.STREAMING for s in rest] + [False]
         first_held = streams.index(False)
-        if (
-            first_held < len(rest)
-            and pipeline.stage_name(rest[first_held]) in pipeline.REDUCING
-            and len(plan.remaining) >= len(rest)  # the engine does not run that stage
-        ):
+        # the engine does not run that stage ($group, $count): its input is read in chunks
+        if first_held < len(rest) and len(plan.remaining) >= len(rest):
             query = FindQuery(lead.query or None, lead.sort, lead.skip, lead.limit)
             lookup = self._lookup(principal, db)
             chunked = pipeline.Chunked(rest[:first_held], lookup, limits)
@@ -1261,8 +1258,8 @@ class DocumentStore:
         chunked: pipeline.Chunked,
         stages: list[Document],
     ) -> list[Any]:
-        """``stages`` (the first in pipeline.REDUCING) over what ``query`` and
-        ``chunked`` make of the collection, read and fed a chunk at a time."""
+        """``stages`` (the first one not streaming) over what ``query`` and ``chunked``
+        make of the collection, read a chunk at a time (pipeline.run_chunks)."""
         first = await self._streamed(principal, db, coll, query, streaming.CHUNK_ROWS, chunked)
         stream: streaming.Stream | None = getattr(first, "stream", None)
 
