@@ -1260,7 +1260,12 @@ class DocumentStore:
     ) -> list[Any]:
         """``stages`` (the first one not streaming) over what ``query`` and ``chunked``
         make of the collection, read a chunk at a time (pipeline.run_chunks)."""
-        first = await self._streamed(principal, db, coll, query, streaming.CHUNK_ROWS, chunked)
+        # one statement when the input is a chunk or less (the hot path's prepared one)
+        found = await self._find_rows(principal, db, coll, query, streaming.CHUNK_ROWS + 1)
+        if found is not None:
+            first = await chunked(list(found))
+        else:
+            first = await self._streamed(principal, db, coll, query, streaming.CHUNK_ROWS, chunked)
         stream: streaming.Stream | None = getattr(first, "stream", None)
 
         async def chunks() -> AsyncIterator[list[Any]]:
