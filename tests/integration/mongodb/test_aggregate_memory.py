@@ -320,3 +320,18 @@ def test_a_sort_in_the_node_past_the_limit_stops_reading_its_input(
     stages: list[dict[str, Any]] = [{"$addFields": {"m": 1}}, {"$sort": {"m": 1}}]
     assert refused(huge, stages).code == 292
     assert rss_bytes(node, "VmHWM") - peak < HUGE * len(PAD)
+
+
+def test_an_aggregate_streamed_in_a_transaction_reads_its_snapshot_and_writes(
+    client: Client,
+) -> None:
+    coll = client["aggmemory"]["in_transaction"]
+    coll.drop()
+    coll.insert_many([{"_id": i, "n": i % 10} for i in range(500)])
+    with client.start_session() as session, session.start_transaction():
+        coll.insert_one({"_id": 1000, "n": 3}, session=session)
+        stages: list[dict[str, Any]] = [{"$match": {}}, {"$addFields": {"k": "$n"}}]
+        found = list(coll.aggregate(stages, session=session, batchSize=50))
+        assert sorted(d["_id"] for d in found) == [*range(500), 1000]
+        grouped = list(coll.aggregate([*stages, {"$count": "all"}], session=session))
+        assert grouped == [{"all": 501}]
