@@ -51,11 +51,7 @@ def second_node(
     When it leads change capture it polls the slot (changes.stream false), so the tests
     that hand the lead between the nodes cover both ways of reading it."""
     data_dir: Path = tmp_path_factory.mktemp("second") / "data"
-    process = NodeProcess(
-        data_dir,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={"HELIOSDB_CHANGES__STREAM": "false"},
-    ).start()
+    process = node.beside(data_dir, {"HELIOSDB_CHANGES__STREAM": "false"})
     yield process
     process.stop()
 

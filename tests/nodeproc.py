@@ -46,6 +46,20 @@ class NodeProcess:
         password = quote((self.data_dir / "engine.password").read_text().strip())
         return f"postgresql://heliosdb:{password}@/heliosdb?host={self.data_dir / 'run'}"
 
+    def beside(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> NodeProcess:
+        """A second node, started with ``env`` and ``args``, on this node's engine (one
+        engine per test session), serving this node's admin key (keys live in the
+        engine); the caller stops it."""
+        process = NodeProcess(
+            data_dir,
+            extra_args=["--engine-url", self.engine_url, "--environment", "test", *args],
+            env=env or {},
+        ).start()
+        process.admin_key = process.admin_key or self.admin_key
+        return process
+
     @property
     def api(self) -> str:
         return f"{self.http_url}/api/v1"

@@ -34,12 +34,7 @@ LIMIT = 1_000_000
 def small(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node with a small message limit, on the session's engine."""
     data: Path = tmp_path_factory.mktemp("grpc-small") / "data"
-    process = NodeProcess(
-        data,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={"HELIOSDB_GRPC__MAX_MESSAGE_BYTES": str(LIMIT)},
-    ).start()
-    process.admin_key = node.admin_key  # keys live in the engine: the session's serves here
+    process = node.beside(data, {"HELIOSDB_GRPC__MAX_MESSAGE_BYTES": str(LIMIT)})
     yield process
     process.stop()
 

@@ -24,12 +24,10 @@ ATTEMPTS = 60  # fresh connections until two land on different processes (~1e-18
 
 @pytest.fixture(scope="module")
 def workers_node(
-    node: NodeProcess, admin_key: str, tmp_path_factory: pytest.TempPathFactory
+    node: NodeProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
     data_dir: Path = tmp_path_factory.mktemp("grpc-workers") / "data"
-    args = ["--engine-url", node.engine_url, "--environment", "test", "--workers", "2"]
-    process = NodeProcess(data_dir, extra_args=args).start()
-    process.admin_key = process.admin_key or admin_key
+    process = node.beside(data_dir, args=("--workers", "2"))
     yield process
     process.stop()
 

@@ -38,15 +38,13 @@ SERIES = "SELECT g FROM generate_series(1, $1::int) g"
 def capped(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node with small caps, on the session's engine (one engine per test session)."""
     data: Path = tmp_path_factory.mktemp("capped") / "data"
-    process = NodeProcess(
+    process = node.beside(
         data,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={
+        {
             "HELIOSDB_QUERY__MAX_RESULT_ROWS": str(CAP),
             "HELIOSDB_HTTP__MAX_PENDING_BODY_BYTES": str(PENDING),
         },
-    ).start()
-    process.admin_key = node.admin_key  # keys live in the engine: the session's serves here
+    )
     yield process
     process.stop()
 

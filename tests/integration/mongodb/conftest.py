@@ -36,16 +36,6 @@ def connect(port: int, password: str, **options: Any) -> pymongo.MongoClient[dic
     )
 
 
-def node_on_engine_of(node: NodeProcess, data: Path, env: dict[str, str]) -> NodeProcess:
-    """A second node, started with ``env``, on ``node``'s engine (one engine per test
-    session) and serving its admin key (keys live in the engine); the caller stops it."""
-    process = NodeProcess(
-        data, extra_args=["--engine-url", node.engine_url, "--environment", "test"], env=env
-    ).start()
-    process.admin_key = node.admin_key
-    return process
-
-
 def rss_bytes(node: NodeProcess, field: str = "VmRSS") -> int:
     """The resident memory of the process serving ``node``'s MongoDB port (``VmHWM``:
     the most it has had at once)."""

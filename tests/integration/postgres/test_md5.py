@@ -24,11 +24,7 @@ PASSWORD = "md5-legacy-password"
 @pytest.fixture(scope="module")
 def md5_node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data_dir: Path = tmp_path_factory.mktemp("md5") / "data"
-    process = NodeProcess(
-        data_dir,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={"HELIOSDB_POSTGRES__AUTH_METHOD": "md5"},
-    ).start()
+    process = node.beside(data_dir, {"HELIOSDB_POSTGRES__AUTH_METHOD": "md5"})
     yield process
     process.stop()
 

@@ -100,17 +100,16 @@ def tls_node(
     node: NodeProcess, pki: Pki, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
     data_dir: Path = tmp_path_factory.mktemp("tls") / "data"
-    process = NodeProcess(
+    process = node.beside(
         data_dir,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={
+        {
             "HELIOSDB_TLS__ENABLED": "true",
             "HELIOSDB_TLS__CERT_FILE": str(pki.server_cert),
             "HELIOSDB_TLS__KEY_FILE": str(pki.server_key),
             "HELIOSDB_TLS__CLIENT_AUTH": "optional",
             "HELIOSDB_TLS__CLIENT_CA_FILE": str(pki.ca),
         },
-    ).start()
+    )
     yield process
     process.stop()
 

@@ -26,11 +26,11 @@ def workers_node(
     node: NodeProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
     data_dir: Path = tmp_path_factory.mktemp("pg-workers") / "data"
-    process = NodeProcess(
+    process = node.beside(
         data_dir,
-        extra_args=["--engine-url", node.engine_url, "--environment", "test", "--workers", "2"],
-        env={"HELIOSDB_POSTGRES__MAX_CONNECTIONS_PER_PRINCIPAL": str(PER_PRINCIPAL)},
-    ).start()
+        {"HELIOSDB_POSTGRES__MAX_CONNECTIONS_PER_PRINCIPAL": str(PER_PRINCIPAL)},
+        ("--workers", "2"),
+    )
     yield process
     if process.process is not None and process.process.poll() is None:
         process.stop()

@@ -43,15 +43,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tls_node(
     node: NodeProcess, pki: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
-    process = NodeProcess(
+    process = node.beside(
         tmp_path_factory.mktemp("redis-tls") / "data",
-        extra_args=["--engine-url", node.engine_url, "--environment", "test"],
-        env={
+        {
             "HELIOSDB_TLS__ENABLED": "true",
             "HELIOSDB_TLS__CERT_FILE": str(pki / "server.crt"),
             "HELIOSDB_TLS__KEY_FILE": str(pki / "server.key"),
         },
-    ).start()
+    )
     yield process
     process.stop()
 
