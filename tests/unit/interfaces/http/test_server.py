@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from uvicorn.server import ServerState
 
-from heliosdb.interfaces.http.server import _CoalescingTransport, _HttpProtocol
+from heliosdb.interfaces.http.server import _BodyBudget, _CoalescingTransport, _HttpProtocol
 from tests.unit.recording import RecordingTransport as _Recorder
 
 
@@ -69,7 +69,9 @@ def _protocol(scopes: list[dict[str, Any]], keep_alive: float = 5) -> tuple[Any,
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    cls = type("P", (_HttpProtocol,), {"lanes": {b"/lane": _EchoLane()}})
+    # as the listener makes it: its lanes, and the budget of unfinished request bodies
+    budget = _BodyBudget(1 << 20)
+    cls = type("P", (_HttpProtocol,), {"lanes": {b"/lane": _EchoLane()}, "budget": budget})
     config = uvicorn.Config(
         app,
         http=cls,
