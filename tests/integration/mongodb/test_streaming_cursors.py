@@ -215,6 +215,11 @@ def test_an_idle_cursor_times_out_and_gives_its_connection_back(
         list(cursor)
 
 
+def test_get_parameter_says_the_idle_cursor_timeout(client: Client) -> None:
+    reply = client.admin.command("getParameter", 1, cursorTimeoutMillis=1)
+    assert reply["cursorTimeoutMillis"] == TIMEOUT_SECONDS * 1000
+
+
 def test_cursors_past_the_bound_read_batches_without_a_connection(
     node: NodeProcess, big: Collection[dict[str, Any]]
 ) -> None:

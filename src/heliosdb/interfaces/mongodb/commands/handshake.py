@@ -121,6 +121,8 @@ async def get_parameter(session: Session, request: Request) -> dict[str, Any]:
         "maxBSONDepth": 100,
         "transactionLifetimeLimitSeconds": int(sessions.lifetime_seconds),
         "maxTransactionLockRequestTimeoutMillis": sessions.lock_timeout_ms,
+        # how long an idle cursor lives (mongodb.cursor_timeout_seconds)
+        "cursorTimeoutMillis": Int64(round(session.state.cursors.idle_seconds * 1000)),
     }
     which = request.body.get("getParameter")
     if which == "*" or (isinstance(which, dict) and which.get("allParameters")):
