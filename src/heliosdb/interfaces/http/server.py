@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from heliosdb.interfaces.http.errors import internal_error_response
-from heliosdb.settings import Settings
+from heliosdb.settings import HttpSettings, Settings
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -243,7 +243,11 @@ class _HttpProtocol(HttpToolsProtocol):
     of them. The request whose bytes pass the budget gets 503 and its connection closes."""
 
     lanes: ClassVar[dict[bytes, Lane]] = {}  # raw POST path -> lane (HttpListener sets it)
-    budget: ClassVar[_BodyBudget] = _BodyBudget(0)  # the listener's (HttpListener sets it)
+    # the listener's (HttpListener sets it); until then the default setting's, not 0,
+    # which would refuse every request with a body
+    budget: ClassVar[_BodyBudget] = _BodyBudget(
+        HttpSettings.model_fields["max_pending_body_bytes"].default
+    )
     idle_since: float | None = None  # loop time the last response left; None: busy
     held = 0  # body bytes of the request being read, counted in the budget
     refused = False  # over the budget: the rest of what the connection sends is ignored
