@@ -32,6 +32,7 @@ from asyncpg.exceptions import ConnectionDoesNotExistError
 from heliosdb.engine.pools import Engine
 from heliosdb.engine.relay import cancel, message, open_session
 from heliosdb.engine.roles import Access
+from heliosdb.engine.rowcap import TooManyRows
 from heliosdb.errors import ErrorCode, HeliosError
 
 log = logging.getLogger("heliosdb.engine.pipeline")
@@ -47,13 +48,7 @@ _SYNC = b"S\x00\x00\x00\x04"
 MAX_STATEMENTS = 1024  # prepared on one pipeline before they are all deallocated
 _EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
 _EXECUTE_SYNC = _EXECUTE + _SYNC
-
-
-def execute_sync(max_rows: int) -> bytes:
-    """Execute (the unnamed portal) and Sync; with ``max_rows`` the engine sends at most
-    that many rows (then PortalSuspended, and the tag is empty), so a huge result never
-    reaches this process; 0: all rows."""
-    return _EXECUTE[:-4] + _INT.pack(max_rows) + _SYNC if max_rows else _EXECUTE_SYNC
+_UNCAPPED = 1 << 62  # rows a statement run without a cap may return
 
 
 def _timestamptz(data: bytes) -> dt.datetime:
@@ -141,7 +136,7 @@ Then = Callable[[tuple[list[bytes], bytes] | None, BaseException | None], None]
 
 
 class _Pending:
-    __slots__ = ("deadline", "future", "grouped", "rows", "status", "then")
+    __slots__ = ("deadline", "future", "grouped", "room", "rows", "status", "then")
 
     def __init__(
         self, future: asyncio.Future[Any] | None, deadline: float, then: Then | None = None
@@ -149,6 +144,7 @@ class _Pending:
         self.future = future
         self.then = then
         self.deadline = deadline
+        self.room = _UNCAPPED  # rows it may still return (run's cap)
         self.rows: list[bytes] = []
         self.status = b""
         self.grouped = False  # a later statement's Sync ends it (share_sync)
@@ -209,9 +205,12 @@ class Pipeline(asyncio.Protocol):
         """Loop time the oldest unanswered statement is due (inf: none)."""
         return self._pending[0].deadline if self._pending else float("inf")
 
-    def _send(self, data: bytes) -> asyncio.Future[Any]:
+    def _send(self, data: bytes, cap: int = 0) -> asyncio.Future[Any]:
         future = self.loop.create_future()
-        self._queue(data, _Pending(future, self.loop.time() + self.timeout))
+        entry = _Pending(future, self.loop.time() + self.timeout)
+        if cap:
+            entry.room = cap
+        self._queue(data, entry)
         return future
 
     def _close_group(self) -> None:
@@ -324,15 +323,16 @@ class Pipeline(asyncio.Protocol):
         self._statements.pop(sql, None)
 
     def run(
-        self,
-        prepared: Prepared,
-        values: Sequence[bytes | None],
-        execute: bytes = _EXECUTE_SYNC,
+        self, prepared: Prepared, values: Sequence[bytes | None], cap: int = 0
     ) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would.
-        ``execute``: Execute and Sync, as :func:`execute_sync` makes them."""
-        return self._send(self._bind(prepared, values, execute))
+        ``cap``: a result of more rows gives TooManyRows, and the connection is dropped at
+        the first row past it (its backend stops at its next write, and no cancel request
+        can reach a statement queued behind it: those give Unfit, as nothing of them ran);
+        0: no cap. The statement runs without Execute's row limit, which would keep the
+        engine from planning parallel workers."""
+        return self._send(self._bind(prepared, values), cap)
 
     def run_then(
         self,
@@ -386,7 +386,12 @@ class Pipeline(asyncio.Protocol):
                 break
             kind = buffer[pos]
             if kind == 68:  # D DataRow
-                pending[0].rows.append(buffer[pos + 5 : end])
+                entry = pending[0]
+                if not entry.room:
+                    self._capped()
+                    return
+                entry.room -= 1
+                entry.rows.append(buffer[pos + 5 : end])
             elif kind == 67:  # C CommandComplete
                 pending[0].status = buffer[pos + 5 : end - 1]
                 if pending[0].grouped:  # its Sync is a later statement's: done now
@@ -431,6 +436,15 @@ class Pipeline(asyncio.Protocol):
             future.set_exception(asyncpg.PostgresError.new(error))
         else:
             future.set_result((entry.rows, entry.status))
+
+    def _capped(self) -> None:
+        """The oldest statement's result passed its cap."""
+        entry = self._pending.popleft()
+        if entry.future is None:
+            _call(entry, None, TooManyRows())
+        elif not entry.future.done():
+            entry.future.set_exception(TooManyRows())
+        self._fail(Unfit("an earlier statement's result passed its cap"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionDoesNotExistError("connection was closed in the middle of operation"))

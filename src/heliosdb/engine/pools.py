@@ -29,6 +29,7 @@ from heliosdb.engine.embedded import SUPERUSER, EmbeddedEngine
 from heliosdb.engine.migrations import migrate
 from heliosdb.engine.quoting import quote_ident
 from heliosdb.engine.roles import ROLE_FOR_ACCESS, Access, ensure_roles
+from heliosdb.engine.rowcap import CappedReader, TooManyRows
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.settings import EngineSettings
@@ -85,7 +86,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         *,
         cache: bool = True,
         what: str = "a parameter",
-        limit: int = 0,
+        cap: int = 0,
     ) -> tuple[list[asyncpg.Record], Statement]:
         """Prepare ``sql`` (from the statement cache unless ``cache`` is false), bind the
         arguments ``bind(stmt)`` makes for its parameter types, and fetch.
@@ -98,8 +99,9 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         statement cache through ``bind_execute`` (command_timeout and the server's
         statement_timeout apply alike), without a PreparedStatement wrapper per call.
 
-        ``limit``: the engine sends at most that many rows (the portal is then suspended
-        and the status None), so a huge result is never read into memory; 0: all rows.
+        ``cap``: a result of more rows raises TooManyRows; the rows past it are not read
+        into memory and the engine is asked to cancel the statement (engine/rowcap.py);
+        0: no cap.
         """
         for attempt in (1, 2):
             prepared: PreparedStatement | None = None  # keeps an uncached statement alive
@@ -113,9 +115,12 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             stmt = Statement(state)
             args = bind(stmt)
             try:
-                records, stmt.status, _ = await self._protocol.bind_execute(  # type: ignore[attr-defined]
-                    state, args, "", limit, True, None
-                )
+                if cap:
+                    records, stmt.status = await self._run_capped(state, args, cap)
+                else:
+                    records, stmt.status, _ = await self._protocol.bind_execute(  # type: ignore[attr-defined]
+                        state, args, "", 0, True, None
+                    )
             except asyncpg.InvalidCachedStatementError:
                 self.forget(sql)
                 if attempt == 2:
@@ -135,6 +140,38 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             del prepared
             return records, stmt
         raise AssertionError("unreachable")
+
+    async def _run_capped(self, state: Any, args: Sequence[Any], cap: int) -> tuple[Any, Any]:
+        """bind_execute with no row limit (so the engine may plan parallel workers, which
+        it never does for an Execute with one), its DataRows counted as they arrive: past
+        ``cap`` the rest are dropped before asyncpg's protocol sees them and the engine is
+        asked to cancel the statement; TooManyRows once it has answered."""
+        protocol: Any = self._protocol  # type: ignore[attr-defined]
+        transport: Any = self._transport  # type: ignore[attr-defined]
+        cancel_sent: asyncio.Future[None] | None = None
+
+        def stop() -> None:
+            nonlocal cancel_sent
+            cancel_sent = self._loop.create_future()  # type: ignore[attr-defined]
+            self._cancel_current_command(cancel_sent)  # type: ignore[attr-defined]
+
+        reader = CappedReader(protocol, cap, stop)
+        transport.set_protocol(reader)
+        try:
+            records, status, _ = await protocol.bind_execute(state, args, "", 0, True, None)
+        except asyncpg.QueryCanceledError:
+            if not reader.cap.over:
+                raise
+            raise TooManyRows(cancelled=True) from None
+        finally:
+            transport.set_protocol(protocol)
+            if cancel_sent is not None:
+                # The connection is used again only once the engine has had the request
+                # (a backend that has finished ignores a cancel that reaches it idle).
+                await asyncio.shield(cancel_sent)
+        if reader.cap.over:
+            raise TooManyRows()
+        return records, status
 
     def describe(self, stmt: Statement, sql: str, describe: Callable[[Statement], T]) -> T:
         """``describe(stmt)``, worked out once for each server-side statement (its

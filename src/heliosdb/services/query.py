@@ -33,8 +33,8 @@ from heliosdb.engine.pipeline import (
     Pipelines,
     Unfit,
     decode_rows,
-    execute_sync,
 )
+from heliosdb.engine.rowcap import TooManyRows
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.security.principals import Principal
@@ -113,13 +113,11 @@ class _Pipelinable:
 
 class QueryService:
     def __init__(self, engine: Engine, max_rows: int = 0) -> None:
-        """``max_rows``: a result with more rows fails with RESOURCE_EXHAUSTED, and the
-        engine is asked for one more than that at most, so the node never holds more
-        (0: no limit)."""
+        """``max_rows``: a result with more rows fails with RESOURCE_EXHAUSTED; the node
+        counts rows as they arrive and stops the statement past that, so it never holds
+        more (0: no limit). No Execute row limit: the engine may plan parallel workers."""
         self.engine = engine
         self.max_rows = max_rows
-        self._fetch = max_rows + 1 if max_rows else 0
-        self._execute = execute_sync(self._fetch)
         settings = {**engine.session_settings(), "application_name": "heliosdb-pipeline"}
         self.pipelines = Pipelines(engine, settings)
         engine.closers.append(self.pipelines.close)
@@ -149,9 +147,7 @@ class QueryService:
                     return QueryResult([], [], _affected(status), status, _ms(started))
                 # _run_statement's steps, here: a coroutine level is paid on every resumption
                 binder = _Binder(conn, sql, params)
-                records, stmt = await conn.run_prepared(sql, binder.bind, limit=self._fetch)
-                if len(records) >= self._fetch > 0:
-                    self._too_many()
+                records, stmt = await conn.run_prepared(sql, binder.bind, cap=self.max_rows)
                 result = binder.result(records, stmt, started)
                 if _leaves_session_alone(result.status, sql):
                     conn.keep_session(principal.id)
@@ -162,6 +158,8 @@ class QueryService:
                 raise from_engine(exc) from None
             except (asyncpg.InterfaceError, TimeoutError) as exc:
                 raise from_engine(exc) from None
+            except TooManyRows as exc:
+                self._too_many(exc)
 
     def _learn(self, sql: str, plan: _Plan | None, status: str) -> None:
         """Note a plain SELECT the pipeline can run as the pool did."""
@@ -214,17 +212,17 @@ class QueryService:
         except (TypeError, ValueError, OverflowError, struct.error, UnicodeEncodeError):
             return None  # the pool path's codecs say why this value does not fit
         try:
-            rows, tag = await pipeline.run(prepared, values, self._execute)
+            rows, tag = await pipeline.run(prepared, values, self.max_rows)
         except Unfit:
             return None
+        except TooManyRows as exc:
+            self._too_many(exc)
         except asyncpg.InvalidCachedStatementError:
             pipeline.forget(sql)
             self._pipelined.pop(sql, None)
             return None  # the engine refused it before running it
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise from_engine(exc) from None
-        if len(rows) >= self._fetch > 0:
-            self._too_many()
         records = decode_rows(rows, fast.decoders)
         fix = plan.fix
         if fix is not None:
@@ -240,23 +238,28 @@ class QueryService:
             return await self._run_statement(conn, sql, params, time.perf_counter())
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise from_engine(exc) from None
+        except TooManyRows as exc:
+            self._too_many(exc)
 
     async def _run_statement(
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:
         binder = _Binder(conn, sql, params)
-        records, stmt = await conn.run_prepared(sql, binder.bind, limit=self._fetch)
-        if len(records) >= self._fetch > 0:
-            self._too_many()
+        records, stmt = await conn.run_prepared(sql, binder.bind, cap=self.max_rows)
         return binder.result(records, stmt, started)
 
-    def _too_many(self) -> NoReturn:
+    def _too_many(self, exc: TooManyRows) -> NoReturn:
+        aborted = ""
+        if exc.cancelled:
+            # Outside a transaction block the statement's implicit transaction is rolled
+            # back; inside one, the block is aborted as after any failed statement.
+            aborted = " (the engine cancelled it: an open transaction is aborted; roll it back)"
         raise HeliosError(
             ErrorCode.RESOURCE_EXHAUSTED,
-            f"the result has more than {self.max_rows} rows; read it with a LIMIT, "
+            f"the result has more than {self.max_rows} rows{aborted}; read it with a LIMIT, "
             "or stream it (POST /query/stream, gRPC ExecuteQueryStream)",
             limit=self.max_rows,
-        )
+        ) from None
 
 
 class _Binder:

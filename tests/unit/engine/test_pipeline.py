@@ -19,6 +19,7 @@ from heliosdb.engine.pipeline import (
     decode_rows,
 )
 from heliosdb.engine.roles import Access
+from heliosdb.engine.rowcap import TooManyRows
 from tests.unit.recording import RecordingTransport
 
 
@@ -81,6 +82,33 @@ async def test_a_statement_past_the_timeout_fails_all_and_drops_the_connection()
     assert transport.aborted and cancelled == [True] and pipeline.closed
     with pytest.raises(Unfit):
         pipeline.run(prepared, [])  # nothing is sent on a closed pipeline
+
+
+async def test_a_result_past_its_cap_fails_and_drops_the_connection() -> None:
+    """No Execute row limit (it would keep the engine from planning parallel workers):
+    rows are counted as they arrive, and the first one past the cap drops the connection,
+    so no cancel request can reach the statement queued behind (nothing of it ran)."""
+    pipeline, transport = _pipeline()
+    prepared = Prepared(b"s1", (20,), ("n:20",))
+    at_cap = pipeline.run(prepared, [struct.pack("!q", 2)], cap=2)
+    capped = pipeline.run(prepared, [struct.pack("!q", 10**8)], cap=2)
+    behind = pipeline.run(prepared, [struct.pack("!q", 1)], cap=2)
+    await asyncio.sleep(0)
+    assert transport.writes[0].count(b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00") == 3
+    one = _row(struct.pack("!q", 1))
+    pipeline.data_received(
+        _msg(b"2") + one + one + _msg(b"C", b"SELECT 2\0") + _msg(b"Z", b"I") + _msg(b"2")
+    )
+    assert await at_cap == ([one[5:], one[5:]], b"SELECT 2")
+    pipeline.data_received(one + one)
+    assert not transport.aborted
+    pipeline.data_received(one[:3])
+    pipeline.data_received(one[3:])
+    with pytest.raises(TooManyRows):
+        await capped
+    with pytest.raises(Unfit):
+        await behind
+    assert transport.aborted and pipeline.closed
 
 
 async def test_a_lost_connection_fails_what_is_queued() -> None:
