@@ -134,6 +134,15 @@ async def test_grpc_execute_query_and_its_transactions_stop_at_the_cap(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ExecuteQuery(big, metadata=metadata)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The engine cancelled the statement: the transaction is aborted, as after any
+        # failed statement, and says so until it is rolled back.
+        assert "transaction is aborted" in (caught.value.details() or "")
+        after = pb.QueryRequest(sql="SELECT 1")
+        after.transaction_id.id = begun.transaction_id.id
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ExecuteQuery(after, metadata=metadata)
+        assert "aborted" in (caught.value.details() or "")  # SQLSTATE 25P02
+        await stub.RollbackTransaction(begun.transaction_id, metadata=metadata)
         small = pb.QueryRequest(sql="SELECT 1")
         assert len((await stub.ExecuteQuery(small, metadata=metadata)).rows) == 1
 
