@@ -177,6 +177,7 @@ class Pipeline(asyncio.Protocol):
         self.pid = 0
         self.secret = b""
         self.closed = False
+        self.retiring = False  # closes once its last statement is answered (retire())
         self._buffer = b""
         self._out: list[bytes] = []
         self._flushing = False  # a _flush is scheduled
@@ -417,6 +418,8 @@ class Pipeline(asyncio.Protocol):
             # S ParameterStatus, A NotificationResponse: nothing to keep
             pos = end
         self._buffer = buffer[pos:]
+        if self.retiring and not pending:
+            self.close()
 
     def _done(self, entry: _Pending) -> None:
         error, self._error = self._error, None
@@ -479,6 +482,14 @@ class Pipeline(asyncio.Protocol):
         if self.on_timeout is not None:
             self.on_timeout()
         self._fail(TimeoutError())
+
+    def retire(self) -> None:
+        """Close now if idle, else once the statements it holds are answered (they were
+        sent and may be running: closing would fail them)."""
+        if self._pending:
+            self.retiring = True
+        else:
+            self.close()
 
     def close(self) -> None:
         if not self.closed:
@@ -624,7 +635,7 @@ class Pipelines:
         best: Pipeline | None = None
         fewest = 0
         for pipeline in pipelines:  # (their attributes, not the properties: a hot path)
-            if pipeline.closed:  # lost or timed out: open new ones on the next request
+            if pipeline.closed:  # lost, timed out or capped: new ones on the next request
                 self._drop(key)
                 return None
             if self.one_write and pipeline._out:
@@ -687,7 +698,7 @@ class Pipelines:
 
     def _drop(self, key: tuple[Access, str]) -> None:
         for pipeline in self._open.pop(key, []):
-            pipeline.close()
+            pipeline.retire()
         self._used.pop(key, None)
 
     def _start(self, key: tuple[Access, str]) -> None:

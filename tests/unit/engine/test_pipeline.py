@@ -111,6 +111,24 @@ async def test_a_result_past_its_cap_fails_and_drops_the_connection() -> None:
     assert transport.aborted and pipeline.closed
 
 
+async def test_a_closed_pipeline_retires_its_sibling_after_what_it_holds() -> None:
+    """One of an owner's pipelines closed (capped, lost, timed out): new ones open on the
+    next request, and the other finishes the statements it holds before it closes."""
+    settings = type("S", (), {"query_timeout": 30.0})()
+    pipelines = Pipelines(type("E", (), {"settings": settings})(), {})  # type: ignore[arg-type]
+    key = (Access.READ_WRITE, "p1")
+    (closed, _), (busy, transport) = _pipeline(), _pipeline()
+    pipelines._open[key] = [closed, busy]
+    future = busy.run(Prepared(b"s1", (), ()), [])
+    closed.close()
+    pipelines._opening.add(key)  # (no engine here to open new ones)
+    assert pipelines.pick(*key) is None and key not in pipelines._open
+    assert busy.retiring and not transport.aborted
+    busy.data_received(_msg(b"2") + _msg(b"C", b"SELECT 0\0") + _msg(b"Z", b"I"))
+    assert await future == ([], b"SELECT 0")
+    assert busy.closed and transport.aborted
+
+
 async def test_a_lost_connection_fails_what_is_queued() -> None:
     pipeline, _ = _pipeline()
     future = pipeline.run(Prepared(b"s1", (), ()), [])
