@@ -136,7 +136,7 @@ Then = Callable[[tuple[list[bytes], bytes] | None, BaseException | None], None]
 
 
 class _Pending:
-    __slots__ = ("deadline", "future", "grouped", "room", "rows", "status", "then")
+    __slots__ = ("cap", "deadline", "future", "grouped", "rows", "status", "then")
 
     def __init__(
         self, future: asyncio.Future[Any] | None, deadline: float, then: Then | None = None
@@ -144,7 +144,7 @@ class _Pending:
         self.future = future
         self.then = then
         self.deadline = deadline
-        self.room = _UNCAPPED  # rows it may still return (run's cap)
+        self.cap = _UNCAPPED  # rows it may return (run's cap)
         self.rows: list[bytes] = []
         self.status = b""
         self.grouped = False  # a later statement's Sync ends it (share_sync)
@@ -210,7 +210,7 @@ class Pipeline(asyncio.Protocol):
         future = self.loop.create_future()
         entry = _Pending(future, self.loop.time() + self.timeout)
         if cap:
-            entry.room = cap
+            entry.cap = cap
         self._queue(data, entry)
         return future
 
@@ -328,11 +328,12 @@ class Pipeline(asyncio.Protocol):
     ) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would.
-        ``cap``: a result of more rows gives TooManyRows, and the connection is dropped at
-        the first row past it (its backend stops at its next write, and no cancel request
-        can reach a statement queued behind it: those give Unfit, as nothing of them ran);
-        0: no cap. The statement runs without Execute's row limit, which would keep the
-        engine from planning parallel workers."""
+        ``cap``: a result of more rows gives TooManyRows. Rows are counted at the end of
+        each read (so at most one read's rows past the cap are held); a statement still
+        running past its cap has its connection dropped: its backend stops at its next
+        write, and no cancel request can reach a statement queued behind it (those give
+        Unfit, as nothing of them ran). 0: no cap. No Execute row limit, which would keep
+        the engine from planning parallel workers."""
         return self._send(self._bind(prepared, values), cap)
 
     def run_then(
@@ -387,22 +388,17 @@ class Pipeline(asyncio.Protocol):
                 break
             kind = buffer[pos]
             if kind == 68:  # D DataRow
-                entry = pending[0]
-                if not entry.room:
-                    self._capped()
-                    return
-                entry.room -= 1
-                entry.rows.append(buffer[pos + 5 : end])
+                pending[0].rows.append(buffer[pos + 5 : end])
             elif kind == 67:  # C CommandComplete
                 pending[0].status = buffer[pos + 5 : end - 1]
                 if pending[0].grouped:  # its Sync is a later statement's: done now
                     self._done(pending.popleft())
             elif kind == 90:  # Z ReadyForQuery: this statement is done
                 while pending[0].grouped:  # skipped after an error of their shared Sync
-                    _skip(pending.popleft())
+                    _refuse(pending.popleft(), Skipped())
                 entry = pending.popleft()
                 if self._aborted and self._error is None:
-                    _skip(entry)  # the Sync's own statement was skipped too
+                    _refuse(entry, Skipped())  # the Sync's own statement was skipped too
                 else:
                     self._done(entry)
                 self._aborted = False
@@ -418,11 +414,17 @@ class Pipeline(asyncio.Protocol):
             # S ParameterStatus, A NotificationResponse: nothing to keep
             pos = end
         self._buffer = buffer[pos:]
-        if self.retiring and not pending:
+        if pending and len(pending[0].rows) > pending[0].cap:
+            # Checked once per read, not per row: at most one read's rows past the cap.
+            self._capped()
+        elif self.retiring and not pending:
             self.close()
 
     def _done(self, entry: _Pending) -> None:
         error, self._error = self._error, None
+        if len(entry.rows) > entry.cap:  # its last rows came in the read that ended it
+            _refuse(entry, TooManyRows())
+            return
         future = entry.future
         if future is None:
             try:  # _call's, one call less
@@ -442,11 +444,7 @@ class Pipeline(asyncio.Protocol):
 
     def _capped(self) -> None:
         """The oldest statement's result passed its cap."""
-        entry = self._pending.popleft()
-        if entry.future is None:
-            _call(entry, None, TooManyRows())
-        elif not entry.future.done():
-            entry.future.set_exception(TooManyRows())
+        _refuse(self._pending.popleft(), TooManyRows())
         self._fail(Unfit("an earlier statement's result passed its cap"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -498,12 +496,12 @@ class Pipeline(asyncio.Protocol):
             self._fail(ConnectionDoesNotExistError("the connection was closed"))
 
 
-def _skip(entry: _Pending) -> None:
+def _refuse(entry: _Pending, exc: BaseException) -> None:
     future = entry.future
     if future is None:
-        _call(entry, None, Skipped())
-    elif not future.done():  # (only run_then statements share a Sync)
-        future.set_exception(Skipped())
+        _call(entry, None, exc)
+    elif not future.done():
+        future.set_exception(exc)
 
 
 def _call(

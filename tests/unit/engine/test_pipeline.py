@@ -86,23 +86,26 @@ async def test_a_statement_past_the_timeout_fails_all_and_drops_the_connection()
 
 async def test_a_result_past_its_cap_fails_and_drops_the_connection() -> None:
     """No Execute row limit (it would keep the engine from planning parallel workers):
-    rows are counted as they arrive, and the first one past the cap drops the connection,
-    so no cancel request can reach the statement queued behind (nothing of it ran)."""
+    rows are counted at the end of each read. A statement answered whole past its cap
+    fails alone; one still running past it drops the connection, so no cancel request
+    can reach the statement queued behind it (nothing of that one ran)."""
     pipeline, transport = _pipeline()
     prepared = Prepared(b"s1", (20,), ("n:20",))
-    at_cap = pipeline.run(prepared, [struct.pack("!q", 2)], cap=2)
-    capped = pipeline.run(prepared, [struct.pack("!q", 10**8)], cap=2)
-    behind = pipeline.run(prepared, [struct.pack("!q", 1)], cap=2)
-    await asyncio.sleep(0)
-    assert transport.writes[0].count(b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00") == 3
-    one = _row(struct.pack("!q", 1))
-    pipeline.data_received(
-        _msg(b"2") + one + one + _msg(b"C", b"SELECT 2\0") + _msg(b"Z", b"I") + _msg(b"2")
+    at_cap, whole, capped, behind = (
+        pipeline.run(prepared, [struct.pack("!q", n)], cap=2) for n in (2, 3, 10**8, 1)
     )
+    await asyncio.sleep(0)
+    assert transport.writes[0].count(b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00") == 4
+    one = _row(struct.pack("!q", 1))
+    end = _msg(b"C", b"SELECT 2\0") + _msg(b"Z", b"I")
+    pipeline.data_received(_msg(b"2") + one + one + end + _msg(b"2") + one + one + one + end)
     assert await at_cap == ([one[5:], one[5:]], b"SELECT 2")
-    pipeline.data_received(one + one)
+    with pytest.raises(TooManyRows):
+        await whole
+    pipeline.data_received(_msg(b"2") + one + one)
     assert not transport.aborted
     pipeline.data_received(one[:3])
+    assert not transport.aborted  # (a row counts once it is whole)
     pipeline.data_received(one[3:])
     with pytest.raises(TooManyRows):
         await capped
