@@ -8,7 +8,10 @@ and each index's MongoDB key pattern and options (as BSON: key order matters).
 
 An index ``{a: 1, "b.c": -1}`` is an engine expression index
 ``((doc -> 'a'), (doc -> 'b' -> 'c') DESC)``; a unique one indexes
-``COALESCE(<expr>, 'null')`` so a missing field counts as null, as in MongoDB.
+``COALESCE(<expr>, 'null')`` so a missing field counts as null, as in MongoDB, and
+after those terms one more per key path, the field order of the embedded documents
+in its value (``ORDER_DDL``'s ``field_order``): the query form keeps no field order,
+and MongoDB's equality (a unique index's) tells ``{a: 1, b: 2}`` from ``{b: 2, a: 1}``.
 """
 
 # ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
@@ -25,9 +28,12 @@ from typing import Any
 
 import asyncpg
 
+from heliosdb.engine import roles
 from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.services.documents import bsonform, inplace
+from heliosdb.services.documents.filters import TYPE_RANK
+from heliosdb.services.documents.inplace import _SIZE as SIZE_SQL  # a BSON value's size
 
 log = logging.getLogger("heliosdb.services.documents")
 
@@ -59,14 +65,163 @@ CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.indexes (
 ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
 """
 
+# Reading BSON in the engine, for what the query form does not keep (field order).
+# ``_ELEMENT`` reads the element at offset ``p`` of the bytes ``nb`` whose type ``t``
+# is not 0 (a document's end): ``n``, its name's length with the NUL, ``vs``, where its
+# value starts, and ``ve``, where it ends (-1: a type of unknown size).
+_ELEMENT = rf"""
+        n := position('\x00'::bytea IN substring(nb FROM p + 2 FOR 1024));
+        IF n = 0 THEN n := position('\x00'::bytea IN substring(nb FROM p + 2)); END IF;
+        vs := p + 1 + n;
+        IF t = 11 THEN
+            ve := vs + position('\x00'::bytea IN substring(nb FROM vs + 1));
+            ve := ve + position('\x00'::bytea IN substring(nb FROM ve + 1));
+        ELSE
+            size := {SIZE_SQL};
+            ve := CASE WHEN size < 0 THEN -1 ELSE vs + size END;
+        END IF;
+"""
+
+# ``bson_find(bson, path)``: the type and value offset of the element at ``path``
+# (names through documents and arrays, whose names are positions; t = 0: none).
+# ``field_order(bson, path)``: the names of the fields of every embedded document in
+# the value there, each with its NUL, in the order the BSON holds them, depth first
+# ('' when that is no document or array). Two values with equal query forms are equal
+# in MongoDB exactly when these are equal too: the form fixes each document's field
+# names and what lies under each, so the sequence reads back into one order of fields
+# only (array positions are the form's: not recorded). Unique indexes hold its
+# results (order_expression), so it and bson_find are IMMUTABLE and never changed in
+# place: other behaviour needs other names. ``sort_key(form, bson, path)`` (sorts,
+# filters.compile_sort): the document at ``path`` as nested arrays that the engine's
+# jsonb order puts in MongoDB's order of documents: per field in the BSON's order a
+# cell ``[type, name, value, next]`` (``[type, value, next]`` in an array), its type
+# MongoDB's canonical one (TYPE_RANK's whole part), its value the cells of an
+# embedded document or array, or ``[TYPE_RANK, query form]``; ``next`` null after the
+# last field (null sorts below an array: a document that is a prefix of another
+# first). Functions are schema-qualified inside: index builds run with a bare
+# search_path.
+ORDER_DDL = rf"""
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.bson_find(
+    nb bytea, path text[], OUT t int, OUT vs int
+) LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+DECLARE
+    p int := 4; i int; n int; ve int; size int; kz bytea;
+BEGIN
+    t := 3;
+    FOR i IN 1 .. cardinality(path) LOOP
+        IF t <> 3 AND t <> 4 THEN t := 0; RETURN; END IF;
+        kz := convert_to(path[i], 'UTF8') || '\x00'::bytea;
+        LOOP
+            t := get_byte(nb, p);
+            IF t = 0 THEN RETURN; END IF;
+            {_ELEMENT}
+            EXIT WHEN substring(nb FROM p + 2 FOR n) = kz;
+            IF ve < 0 THEN t := 0; RETURN; END IF;
+            p := ve;
+        END LOOP;
+        p := vs + 4;
+    END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.field_order(nb bytea, path text[])
+RETURNS bytea LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+DECLARE
+    p int; t int; n int; vs int; ve int; size int; kinds text; names bytea := ''::bytea;
+BEGIN
+    SELECT f.t, f.vs INTO t, vs FROM {CATALOG_SCHEMA}.bson_find(nb, path) AS f;
+    IF t <> 3 AND t <> 4 THEN RETURN names; END IF;
+    kinds := CASE t WHEN 3 THEN 'd' ELSE 'a' END;
+    p := vs + 4;
+    LOOP
+        t := get_byte(nb, p);
+        IF t = 0 THEN
+            kinds := left(kinds, -1);
+            EXIT WHEN kinds = '';
+            p := p + 1;
+            CONTINUE;
+        END IF;
+        {_ELEMENT}
+        IF right(kinds, 1) = 'd' THEN names := names || substring(nb FROM p + 2 FOR n); END IF;
+        IF t = 3 OR t = 4 THEN
+            kinds := kinds || CASE t WHEN 3 THEN 'd' ELSE 'a' END;
+            p := vs + 4;
+        ELSIF ve < 0 THEN
+            RETURN names;
+        ELSE
+            p := ve;
+        END IF;
+    END LOOP;
+    RETURN names;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.type_rank(x jsonb) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT {TYPE_RANK.format(x="x")} $fn$;
+
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.sort_cells(nb bytea, p int, x jsonb, doc boolean)
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+DECLARE
+    t int; n int; vs int; ve int; size int; i int := 0; name text; v jsonb; r numeric;
+    ranks numeric[] := '{{}}'; names text[] := '{{}}'; keys jsonb[] := '{{}}';
+    res jsonb := 'null'::jsonb;
+BEGIN
+    LOOP
+        t := get_byte(nb, p);
+        EXIT WHEN t = 0;
+        {_ELEMENT}
+        name := convert_from(substring(nb FROM p + 2 FOR n - 1), 'UTF8');
+        v := CASE WHEN doc THEN x -> name ELSE x -> i END;
+        IF t = 3 OR t = 4 THEN
+            ranks := array_append(ranks, (t + 2)::numeric);
+            keys := array_append(keys, {CATALOG_SCHEMA}.sort_cells(nb, vs + 4, v, t = 3));
+        ELSE
+            r := {CATALOG_SCHEMA}.type_rank(v);
+            ranks := array_append(ranks, CASE WHEN r > 2 AND r < 4 THEN 3 ELSE floor(r) END);
+            keys := array_append(keys, jsonb_build_array(r, v));
+        END IF;
+        names := array_append(names, name);
+        EXIT WHEN ve < 0;
+        p := ve;
+        i := i + 1;
+    END LOOP;
+    FOR i IN REVERSE cardinality(ranks) .. 1 LOOP
+        res := CASE WHEN doc THEN jsonb_build_array(ranks[i], names[i], keys[i], res)
+            ELSE jsonb_build_array(ranks[i], keys[i], res) END;
+    END LOOP;
+    RETURN res;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.sort_key(x jsonb, nb bytea, path text[])
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+DECLARE
+    t int; vs int;
+BEGIN
+    SELECT f.t, f.vs INTO t, vs FROM {CATALOG_SCHEMA}.bson_find(nb, path) AS f;
+    IF t IS DISTINCT FROM 3 THEN RETURN NULL; END IF;
+    RETURN {CATALOG_SCHEMA}.sort_cells(nb, vs + 4, x, true);
+END
+$fn$;
+
+GRANT EXECUTE ON FUNCTION {CATALOG_SCHEMA}.sort_key(jsonb, bytea, text[]),
+    {CATALOG_SCHEMA}.sort_cells(bytea, int, jsonb, boolean),
+    {CATALOG_SCHEMA}.type_rank(jsonb), {CATALOG_SCHEMA}.bson_find(bytea, text[])
+    TO {quote_ident(roles.RO)};
+"""
+
 # The version of the query form (bsonform) a collection's ``doc`` and ``_id`` columns
 # hold, which ``upgrade_forms`` brings collections to once. Before 3 (NULL): NUL in a
 # string was U+FFFD and U+0001 itself, a double past 2**53 its shortest decimal text,
 # a Decimal128's NaN or infinity ``{"$numberDecimal": "NaN"}`` (now a double's). Before
 # 4: an ``_id`` holding a document of two or more fields was its query form in ``_id``
 # (now its ordered form, bsonform.id_form), and a Decimal128 no double equals was its
-# nearest double (now bsonform.decimal_form).
-FORM_VERSION = 4
+# nearest double (now bsonform.decimal_form). Before 5: a unique index had no
+# field_order terms (order_expression), so it refused ``{k: {b: 2, a: 1}}`` beside
+# ``{k: {a: 1, b: 2}}``; the forms did not change, the unique indexes are made again.
+FORM_VERSION = 5
+# the first version whose rows _upgrade_collection need not look at
+_ROWS_VERSION = 4
 # The rows whose query form may differ from the current one: one whose form shows
 # U+FFFD, U+0001 (as jsonb text writes it), "$numberDecimal", a number past 2**53 or
 # one that is not an integer, or whose ``_id`` is an object with a comma in its text.
@@ -165,6 +320,19 @@ def index_expression(path: str, unique: bool) -> str:
     return f"(COALESCE({expr}, 'null'::jsonb))" if unique else expr
 
 
+def order_expression(path: str) -> str:
+    """A unique index's term for the field order in the value at ``path`` (ORDER_DDL).
+    Only an object or array whose text has a comma can hold a document of two or more
+    fields: any other value (every scalar, ObjectId, date...) is '' without calling
+    the function. Equal query forms take the same branch."""
+    expr = key_expression(path)
+    names = "ARRAY[" + ", ".join(quote_literal(p) for p in path.split(".")) + "]::text[]"
+    return (
+        f"(CASE WHEN jsonb_typeof({expr}) IN ('object', 'array') AND strpos({expr}::text, ',') > 0"
+        f" THEN {CATALOG_SCHEMA}.field_order(bson, {names}) ELSE '\\x'::bytea END)"
+    )
+
+
 def array_predicate(path: str) -> str:
     """True where the path meets an array: such documents need MongoDB's array rules,
     so a partial index over exactly this predicate lets a query find them cheaply."""
@@ -186,6 +354,8 @@ def index_ddl(db: str, collection: str, spec: IndexSpec) -> list[str]:
         expr = index_expression(path, spec.unique)
         order = " DESC" if isinstance(direction, (int, float)) and direction < 0 else ""
         terms.append(expr + order)
+    if spec.unique:
+        terms += [order_expression(path) for path in spec.key]
     where = ""
     if spec.options.get("sparse"):
         where = " WHERE " + " OR ".join(f"{key_expression(p)} IS NOT NULL" for p in spec.key)
@@ -215,6 +385,7 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.catalog'))")
         await conn.execute(CATALOG_DDL)
         await conn.execute(inplace.FUNCTION_DDL)
+        await conn.execute(ORDER_DDL)
         await upgrade_forms(conn)
 
 
@@ -228,23 +399,25 @@ async def upgrade_forms(conn: asyncpg.Connection) -> int:
     next node start: its documents stay readable as before."""
     rewritten = 0
     stale = await conn.fetch(
-        f"SELECT db, name FROM {CATALOG_SCHEMA}.collections "
+        f"SELECT db, name, form FROM {CATALOG_SCHEMA}.collections "
         "WHERE form IS DISTINCT FROM $1::smallint",
         FORM_VERSION,
     )
     for row in stale:
         try:
             async with conn.transaction():
-                rewritten += await _upgrade_collection(conn, row["db"], row["name"])
+                rows = row["form"] is None or row["form"] < _ROWS_VERSION
+                rewritten += await _upgrade_collection(conn, row["db"], row["name"], rows)
         except (asyncpg.PostgresError, HeliosError, ValueError, TypeError):
             log.warning("query forms of %s.%s not upgraded", row["db"], row["name"], exc_info=True)
     return rewritten
 
 
-async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str) -> int:
+async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str, rows_too: bool) -> int:
     rewritten = 0
     target = qualified(db, name)
-    if await conn.fetchval("SELECT to_regclass($1)", target) is not None:
+    exists = await conn.fetchval("SELECT to_regclass($1)", target) is not None
+    if exists and rows_too:
         rows = await conn.fetch(
             f"SELECT _id, bson, doc FROM {target} WHERE {_STALE_FORM}",
             "\ufffd",
@@ -264,6 +437,13 @@ async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str) -> i
                 form,
             )
             rewritten += 1
+    if exists:
+        # Each unique index again, with its field order terms: it refuses no more than
+        # before, so building it cannot fail on the rows there.
+        for spec in await indexes(conn, db, name):
+            if spec.unique:
+                await conn.execute(f"DROP INDEX IF EXISTS {qualified(db, spec.engine_name)}")
+                await conn.execute(index_ddl(db, name, spec)[0])
     await conn.execute(
         f"UPDATE {CATALOG_SCHEMA}.collections SET form = $3::smallint WHERE db = $1 AND name = $2",
         db,

@@ -866,6 +866,16 @@ TYPE_RANK = (
 )
 
 
+# the keys of the typed values TYPE_RANK ranks apart from documents
+_TYPED_ARRAY = "'{$oid,$date,$binary,$minKey,$maxKey,$timestamp,$regex,$numberDouble}'::text[]"
+
+
+def plain_document(x: str) -> str:
+    """SQL: the jsonb expression ``x`` is an embedded document's query form (TYPE_RANK's
+    5: an object that is no typed value's form)."""
+    return f"(jsonb_typeof({x}) = 'object' AND NOT {x} ?| {_TYPED_ARRAY})"
+
+
 def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
     """An ORDER BY list ('' when there is nothing to sort by)."""
     if not spec:
@@ -884,14 +894,22 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
         if key == "_id":
             terms.append(f"_id {order}")
             continue
-        terms.append(order_by(f"(doc #> {params.add(key.split('.'), 'text[]')})", order))
+        path = params.add(key.split("."), "text[]")
+        terms.append(order_by(f"(doc #> {path})", order, path))
     return ", ".join(terms)
 
 
-def order_by(x: str, order: str) -> str:
+def order_by(x: str, order: str, path: str = "") -> str:
     """ORDER BY terms putting the values of the jsonb expression ``x`` in MongoDB's order
-    (``order``: ASC or DESC): TYPE_RANK, then the JSONB form."""
-    return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
+    (``order``: ASC or DESC): TYPE_RANK, then the JSONB form. With ``path`` (``x`` is
+    ``doc #> path``, the row's ``bson`` at hand), an embedded document sorts by its
+    fields in their stored order first (catalog.ORDER_DDL's ``sort_key``; JSONB orders
+    object keys by length and compares the number of keys first); only rows holding a
+    document there call it."""
+    if not path:
+        return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
+    fields = f"CASE WHEN {plain_document(x)} THEN helios_documents.sort_key({x}, bson, {path}) END"
+    return f"{TYPE_RANK.format(x=x)} {order}, ({fields}) {order}, {x} {order}"
 
 
 def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:

@@ -160,14 +160,13 @@ class _Statement:
         await lease.__aenter__()
         conn = lease.raw
         self.lease = lease
-        if not self.store._catalog_ready and principal.access is Access.READ_WRITE:
+        if not self.store._catalog_ready:
             try:
-                await self.store._run(catalog.ensure_catalog(conn))
+                await self.store._ready_catalog(principal, conn)
             except BaseException:
                 self.lease = None
                 await lease.__aexit__(*sys.exc_info())
                 raise
-            self.store._catalog_ready = True
         return conn
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -217,17 +216,27 @@ class DocumentStore:
             raise read_only_denied()
         return _Statement(self, principal)
 
+    async def _ready_catalog(self, principal: Principal, conn: EngineConnection | None) -> None:
+        """The catalog's DDL, its functions and the form upgrades, once per node before
+        its first statement: on ``conn`` when the principal may write, else on a
+        connection of the read-write pool (which owns the catalog), since a read-only
+        key's statements call its functions too (a sort: filters.order_by)."""
+        if conn is not None and principal.access is Access.READ_WRITE:
+            await self._run(catalog.ensure_catalog(conn))
+        else:
+            async with self.engine.connection(Access.READ_WRITE) as own:
+                await self._run(catalog.ensure_catalog(own))
+        self._catalog_ready = True
+
     async def begin(
         self, principal: Principal, *, lock_timeout_ms: int = 0
     ) -> transactions.DocumentTransaction:
         """Open a client transaction on a connection of the principal's access level
         (see transactions.py); the caller commits or rolls it back."""
-        if not self._catalog_ready and principal.access is Access.READ_WRITE:
+        if not self._catalog_ready:
             # In a transaction of its own, committed first: the client's abort must not
             # take the catalog's DDL or its upgrade (catalog.upgrade_forms) back with it.
-            async with self.engine.connection(principal.access, owner=principal.id) as conn:
-                await self._run(catalog.ensure_catalog(conn))
-            self._catalog_ready = True
+            await self._ready_catalog(principal, None)
         lease = self.engine.connection(principal.access, owner=principal.id)
         return await transactions.begin(lease, principal, lock_timeout_ms)
 

@@ -75,8 +75,11 @@ def compare(a: Any, b: Any) -> int:
             x, y = Decimal(x), Decimal(y)
         return (x > y) - (x < y)  # type: ignore[operator]
     if ra == 5:
+        # MongoDB's order of documents: field by field, the values' types, then the
+        # names, then the values; a document that is a prefix of the other first
         for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=False):
-            c = compare(va, vb) or ((ka > kb) - (ka < kb))
+            ta, tb = type_rank(va), type_rank(vb)
+            c = (ta > tb) - (ta < tb) or (ka > kb) - (ka < kb) or compare(va, vb)
             if c:
                 return c
         return (len(a) > len(b)) - (len(a) < len(b))
