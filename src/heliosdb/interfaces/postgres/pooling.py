@@ -107,32 +107,49 @@ def _plain_statement(text: bytes, start: int = 0) -> bool:
     )
 
 
-# Whole Query messages' plainness, remembered by shape: the message with every digit
-# made "0". Digits change none of _plain_statement's checks (semicolons, "_lock" in any
-# spelling, first words, word boundaries) nor the message's length, so the same statement
-# with other numbers (pgbench's aid) is one entry: a translate and a dict lookup instead
-# of three searches. Client text, so bounded: long queries are not remembered, and the
-# table starts over when full. The Query fast path (TxnClient.data_received) looks a
-# shape up itself, a function call less per query, and calls _plain_query unless the
-# shape is remembered plain.
+# Whole Query messages known plain, remembered by shape: the message with every digit made
+# "0". Digits change none of _plain_statement's checks (semicolons, "_lock" in any spelling,
+# first words, word boundaries) nor the message's length, so the same statement with other
+# numbers (pgbench's aid) is one entry, and the Query fast path (TxnClient.data_received)
+# costs a translate and a set lookup instead of three searches. A shape also proves the
+# chunk one whole Query: it is remembered only from a whole Query whose length bytes hold
+# no digit (which the translation could not tell from another), so a chunk of that shape
+# has the same length bytes, the same length, and the kind byte Q. Client text, so
+# bounded: long queries are not remembered, and the set starts over when full.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _PLAIN_SHAPES = 1024
 _PLAIN_SHAPE_BYTES = 512
-_plain_shapes: dict[bytes, bool] = {}
+_plain_shapes: set[bytes] = set()
 
 
 def _plain_query(data: bytes) -> bool:
-    """``_plain_statement(data, 5)`` for ``data``, one whole Query message."""
-    if len(data) > _PLAIN_SHAPE_BYTES:
-        return _plain_statement(data, 5)
-    shape = data.translate(_ZERO_DIGITS)
-    plain = _plain_shapes.get(shape)
-    if plain is None:
-        plain = _plain_statement(data, 5)
+    """``_plain_statement(data, 5)`` for ``data``, one whole Query message; remembers the
+    shape of a plain one that the fast path can recognise."""
+    plain = _plain_statement(data, 5)
+    if plain and len(data) <= _PLAIN_SHAPE_BYTES and not 0x30 <= data[4] <= 0x39:
+        # (Bytes 1 to 3 of a length under 512 are 0 or 1: never a digit.)
         if len(_plain_shapes) >= _PLAIN_SHAPES:
             _plain_shapes.clear()
-        _plain_shapes[shape] = plain
+        _plain_shapes.add(data.translate(_ZERO_DIGITS))
     return plain
+
+
+# Replies proven plain, remembered whole: whole messages, a ReadyForQuery the last and no
+# other (no ReadyForQuery bytes anywhere before it). The same bytes read from a message
+# boundary are the same messages, so a reply seen before (a command tag and its
+# ReadyForQuery, pgbench's rows) costs one hash and a set lookup instead of the walk over
+# its message lengths. Bounded as the shapes are.
+_PLAIN_REPLIES = 1024
+_PLAIN_REPLY_BYTES = 256
+_plain_replies: set[bytes] = set()
+
+
+def _remember_reply(data: bytes, closing: int) -> None:
+    """``data``, whole messages of which the last, at ``closing``, is a ReadyForQuery."""
+    if _READY(data, 0, closing) is None:
+        if len(_plain_replies) >= _PLAIN_REPLIES:
+            _plain_replies.clear()
+        _plain_replies.add(data)
 
 
 # What libpq sends after a Bind to the unnamed portal (PQsendQueryPrepared: pgbench -M
@@ -192,14 +209,21 @@ class _ServerSide(asyncio.Protocol):
         conn = self.conn
         out: bytes = data
         rest: bytes | None = None  # not None: park, then read past these bytes
+        n = len(data)
         if conn.carry or conn.skip or conn.expect:
             out, rest = self._scan(data)
+        elif n <= _PLAIN_REPLY_BYTES and data in _plain_replies:
+            # A reply seen before (from a message boundary, as this one starts): whole
+            # messages, one ReadyForQuery and that one last.
+            pending = conn.pending - 1
+            conn.pending = pending
+            if pending <= 0 and data[-1] == 0x49 and not conn.pinned and not conn.unsynced:
+                rest = b""  # 'I': idle, every Query and Sync answered
         else:
             # The common reply: whole messages, no ParseComplete to account for (so no
             # Parse in flight either: each one expected is in ``expect``), at most one
             # ReadyForQuery and that one last. One walk over the message boundaries up to
             # where a closing ReadyForQuery would start, no look at their kinds.
-            n = len(data)
             pos = 0
             closing = n - 6
             while pos < closing:
@@ -217,6 +241,8 @@ class _ServerSide(asyncio.Protocol):
                     conn.pending = pending
                     if pending <= 0 and data[-1] == 0x49 and not conn.pinned and not conn.unsynced:
                         rest = b""  # 'I': idle, every Query and Sync answered
+                    if n <= _PLAIN_REPLY_BYTES:
+                        _remember_reply(data, pos)
             else:
                 headed = n - 5  # a message header starts at or before this offset
                 while pos <= headed:
@@ -492,6 +518,23 @@ class TxnClient(asyncio.Protocol):
             self.bytes_in += n
             self.round_trips += 1
             self.awaiting = True
+        server = self.server
+        if (
+            server is not None
+            and data[0] == 0x51  # Query
+            and n <= _PLAIN_SHAPE_BYTES
+            and not self.buffer
+            and data.translate(_ZERO_DIGITS) in _plain_shapes
+        ):
+            # The common case: one whole simple Query (its shape says so), known plain, on
+            # this client's connection: forward it as it came, no buffering, no copy.
+            if server.client is None:
+                server.client = self  # this client's parked connection, resumed
+            server.pending += 1
+            server.unsynced = False
+            server.copy_syncs = 0
+            server.transport.write(data)
+            return
         if (
             n >= 6
             and data[0] == 0x51  # Query
@@ -499,8 +542,7 @@ class TxnClient(asyncio.Protocol):
             and not self.acquiring
             and _unpack(data, 1)[0] == n - 1
         ):
-            # The common case, one whole simple Query: forward it as it came, no buffering.
-            server = self.server
+            # One whole simple Query otherwise: forwarded as it came too.
             if server is None:
                 server = self.pool.take_idle()
                 if server is not None:
@@ -512,9 +554,7 @@ class TxnClient(asyncio.Protocol):
                 server.pending += 1
                 server.unsynced = False
                 server.copy_syncs = 0
-                if (  # a shape remembered plain, else the full look
-                    n > _PLAIN_SHAPE_BYTES or not _plain_shapes.get(data.translate(_ZERO_DIGITS))
-                ) and not _plain_query(data):
+                if not _plain_query(data):
                     self._check_query(server, data[5:])
                 server.transport.write(data)
                 return

@@ -714,3 +714,147 @@ def test_every_statement_in_flight_has_its_parse_complete_expected(steps: list[s
             assert conn.inflight <= {name for _, name in conn.expect}
 
     asyncio.run(run())
+
+
+def _kinds(data: bytes) -> list[bytes]:
+    kinds, pos = [], 0
+    while pos < len(data):
+        kinds.append(data[pos : pos + 1])
+        pos += 1 + struct.unpack_from("!i", data, pos + 1)[0]
+    return kinds
+
+
+def _fresh(data: bytes) -> bytes:
+    """A new bytes object of ``data`` (as each read makes): no hash cached on it."""
+    return bytes(bytearray(data))
+
+
+def test_a_reply_seen_before_is_known_without_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole reply the fast path walked once (whole messages, one ReadyForQuery and that
+    one last) is remembered: the same bytes again are forwarded and park without a walk
+    over their message lengths."""
+    from heliosdb.interfaces.postgres import pooling
+
+    reply = _msg(b"T", b"\0\x01seen\0") + _msg(b"D", b"\0\x01\0\0\0\x010") + PLAIN[2] + PLAIN[3]
+    first = _Client()
+    _ServerSide(_conn(first, [], pending=1)).data_received(_fresh(reply))
+    assert first.parked == 1
+
+    def walk(*_: object) -> tuple[int]:
+        raise AssertionError("walked a reply seen before")
+
+    monkeypatch.setattr(pooling, "_length", walk)
+    client = _Client()
+    conn = _conn(client, [], pending=1)
+    _ServerSide(conn).data_received(_fresh(reply))
+    assert bytes(client.received) == reply and client.parked == 1 and conn.pending == 0
+
+
+def test_remembered_replies_are_bounded() -> None:
+    from heliosdb.interfaces.postgres import pooling
+
+    for n in range(pooling._PLAIN_REPLIES + 10):
+        client = _Client()
+        tag = b"SELECT %d\0" % n
+        _ServerSide(_conn(client, [], pending=1)).data_received(_msg(b"C", tag) + _msg(b"Z", b"I"))
+        assert client.parked == 1
+    assert 0 < len(pooling._plain_replies) <= pooling._PLAIN_REPLIES
+    long = _msg(b"D", b"x" * pooling._PLAIN_REPLY_BYTES) + _msg(b"Z", b"I")
+    _ServerSide(_conn(_Client(), [], pending=1)).data_received(long)
+    assert long not in pooling._plain_replies
+
+
+# Engine messages before a reply's closing ReadyForQuery: bodies that may hold a
+# ReadyForQuery's bytes (a row can hold anything), and ReadyForQuery itself (pipelines).
+_BODIES = st.sampled_from(
+    [b"", b"x", b"SELECT 1\0", b"Z\0\0\0\x05I", b"\0\x01\0\0\0\x06Z\0\0\0\x05T"]
+)
+_INNER = st.one_of(
+    st.tuples(st.sampled_from([b"T", b"D", b"C", b"N", b"S", b"E", b"1", b"2", b"n"]), _BODIES),
+    st.tuples(st.just(b"Z"), st.sampled_from([b"I", b"T"])),
+)
+_REPLIES = st.lists(
+    st.tuples(st.lists(_INNER, max_size=4), st.sampled_from([b"I", b"T", b"E"])),
+    min_size=1,
+    max_size=3,
+)
+
+
+@given(
+    _REPLIES,
+    st.integers(min_value=1, max_value=3),
+    st.booleans(),
+    st.booleans(),
+    st.integers(min_value=1, max_value=3),
+)
+def test_replies_seen_before_or_not_end_as_the_general_scan_ends_them(
+    replies: list[tuple[list[tuple[bytes, bytes]], bytes]],
+    extra: int,
+    pinned: bool,
+    unsynced: bool,
+    times: int,
+) -> None:
+    """Each reply (its messages and a closing ReadyForQuery, maybe pipelined ones before)
+    arriving in one chunk, again and again (remembered after the first time, or never when
+    it holds ReadyForQuery bytes before its end), with more replies owed or not: the fast
+    paths forward, count and park exactly as the general scan does with the same chunks."""
+    chunks = [
+        b"".join(_msg(kind, body) for kind, body in inner) + _msg(b"Z", status)
+        for inner, status in replies
+    ] * times
+    owed = sum(_kinds(chunk).count(b"Z") for chunk in chunks) + extra - 1
+    client = _Client()
+    conn = _conn(client, [], pending=owed)
+    conn.pinned, conn.unsynced = pinned, unsynced
+    side = _ServerSide(conn)
+    general = _conn(None, [], pending=owed)  # type: ignore[arg-type]
+    general.pinned, general.unsynced = pinned, unsynced
+    general_side = _ServerSide(general)
+    for chunk in chunks:
+        parked = client.parked
+        side.data_received(_fresh(chunk))
+        out, rest = general_side._scan(_fresh(chunk))
+        assert out == chunk and bytes(client.received).endswith(chunk)
+        assert client.parked - parked == (rest is not None), chunk
+        assert conn.pending == general.pending
+        if client.parked > parked:
+            conn.client = client  # the client's next transaction resumes it
+    assert not conn.carry and not conn.skip
+
+
+async def test_a_query_shape_proves_the_chunk_one_whole_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Query of a shape remembered plain (the same text with other digits) is forwarded
+    as it came without reading its length: the shape has the same length bytes."""
+    from heliosdb.interfaces.postgres import pooling
+
+    client, conn = _txn_client()
+    client.data_received(_msg(b"Q", b"SELECT abalance FROM pgbench_accounts WHERE aid = 123456;\0"))
+
+    def unpack(*_: object) -> tuple[int]:
+        raise AssertionError("read the length of a Query of a remembered shape")
+
+    monkeypatch.setattr(pooling, "_unpack", unpack)
+    query = _msg(b"Q", b"SELECT abalance FROM pgbench_accounts WHERE aid = 987654;\0")
+    conn.transport.written.clear()
+    client.data_received(query)
+    assert bytes(conn.transport.written) == query and conn.pending == 2
+
+
+async def test_a_chunk_shaped_like_a_query_whose_length_byte_is_a_digit_waits_for_the_rest() -> (
+    None
+):
+    """A Query whose length byte is an ASCII digit is not remembered by shape: a chunk of
+    that shape whose length byte is another digit (one byte more, not all there yet) is
+    buffered, not forwarded as if whole."""
+    text = b"SELECT 1 FROM t0" + b" " * 32 + b"\0"
+    first = _msg(b"Q", text)
+    assert first[4] == 0x35  # "5": the length byte is a digit
+    longer = b"Q\0\0\0\x36" + text.replace(b"0", b"7") + b"\0"  # same shape, one byte more
+    client, conn = _txn_client()
+    client.data_received(first)
+    client.data_received(longer[:-1])
+    assert bytes(conn.transport.written) == first and conn.pending == 1
+    client.data_received(longer[-1:])
+    assert bytes(conn.transport.written) == first + longer and conn.pending == 2
