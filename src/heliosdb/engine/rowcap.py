@@ -40,21 +40,38 @@ class RowCap:
     except the DataRows past the first ``keep``; ``over`` once one is held back.
 
     Whole chunks pass as they are until the cap is reached (the receiver buffers partial
-    messages itself); only the cut and what follows it are sliced.
+    messages itself); only the cut and what follows it are sliced. A DataRow takes at
+    least 7 bytes, so the first ``7 * keep`` bytes cannot hold more than ``keep``: they
+    are only kept (references to the chunks, no copy) and walked if more come, so a
+    result under that size costs no walk at all (a walk costs about 90 ns per row).
     """
 
-    __slots__ = ("_dropping", "_head", "_next", "keep", "over", "rows")
+    __slots__ = ("_dropping", "_head", "_held", "_next", "_unwalked", "keep", "over", "rows")
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
-        self.rows = 0  # DataRows passed on
+        self.rows = 0  # DataRows passed on (as far as walked)
         self.over = False
+        self._held: list[bytes] | None = []  # chunks not walked yet (None: walking)
+        self._unwalked = 7 * keep  # bytes that may still come before a walk
         self._next = 0  # where the next message starts, from the next chunk's start
         self._head = b""  # a message header split across chunks
         self._dropping = False  # the message running into the next chunk is held back
 
     def feed(self, data: bytes) -> bytes:
         """The part of ``data`` to pass on."""
+        held = self._held
+        if held is not None:
+            self._unwalked -= len(data)
+            if self._unwalked >= 0:
+                held.append(data)
+                return data
+            self._held = None
+            for chunk in held:  # at most ``keep`` rows in these: nothing to cut
+                self._walk(chunk)
+        return self._walk(data)
+
+    def _walk(self, data: bytes) -> bytes:
         head = self._head
         if head:
             buf, base, pos = head + data, len(head), 0

@@ -59,16 +59,18 @@ def test_rows_past_the_cap_are_held_back_however_the_bytes_arrive(keep: int) -> 
         cap = RowCap(keep)
         assert _feed(cap, stream, cuts) == expected, cuts
         assert cap.over is (keep < 10)
-        assert cap.rows == min(keep, 10)
+        assert cap.rows == min(keep, 10) or len(stream) <= 7 * keep  # (not walked)
 
 
-def test_whole_chunks_under_the_cap_pass_as_they_are() -> None:
+@pytest.mark.parametrize("keep", [3, 4, 40])
+def test_whole_chunks_under_the_cap_pass_as_they_are(keep: int) -> None:
     stream = b"".join(_answer(3))
-    cap = RowCap(3)
+    cap = RowCap(keep)
     first, second = stream[:17], stream[17:]
     assert cap.feed(first) is first
     assert cap.feed(second) is second
     assert not cap.over
+    assert cap.rows == (0 if len(stream) <= 7 * keep else 3)  # walked only past 7 * keep
 
 
 class _Protocol:
