@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from heliosdb.capture_process import CaptureProcess
 from heliosdb.engine import Engine
 from heliosdb.engine.datadir import DataDir, DataDirInUse, write_secret
+from heliosdb.interfaces._tcp import raise_file_limit
 from heliosdb.interfaces.grpc.server import GrpcListener
 from heliosdb.interfaces.http.app import build_app
 from heliosdb.interfaces.http.server import HttpListener
@@ -78,6 +79,7 @@ class Node:
 
     async def start(self) -> None:
         self.data_dir.lock()
+        raise_file_limit(self.settings)  # before any child process: they inherit it
         await self.engine.start()
         services = Services.build(self.settings, self.engine)
         self.services = services

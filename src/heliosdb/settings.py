@@ -39,6 +39,26 @@ class HttpSettings(BaseModel):
         "not all arrived, all connections together; the request that would pass it gets "
         "503 RESOURCE_EXHAUSTED and its connection closes.",
     )
+    max_connections: int = Field(
+        10000,
+        ge=1,
+        description="Client connections the REST listener holds at once (per node process); "
+        "past it a new connection is answered 503 RESOURCE_EXHAUSTED with Retry-After and "
+        "closed.",
+    )
+    keep_alive_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a connection may stay open with no request in progress (after it "
+        "opened or after a response) before the node closes it.",
+    )
+    read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers once its first byte "
+        "came, and the longest pause between two reads of its body; past it the connection "
+        "closes.",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, description="How long in-flight requests may run after a stop signal."
     )
@@ -88,6 +108,13 @@ class GrpcSettings(BaseModel):
     )
     max_transactions_per_principal: int = Field(
         4, description="Open transactions one principal (API key or user) may hold at once."
+    )
+    max_connections: int = Field(
+        10000,
+        ge=1,
+        description="Client connections the gRPC listener holds at once (per node process); "
+        "past it the first call of a new connection fails with RESOURCE_EXHAUSTED and the "
+        "connection closes.",
     )
     shutdown_grace_seconds: float = Field(
         5.0, description="How long in-flight gRPC calls may run after a stop signal."
@@ -190,6 +217,13 @@ class WebSocketSettings(BaseModel):
     port: int = Field(8081, description="WebSocket API port; 0 picks a free port.")
     max_message_bytes: int = Field(
         1024 * 1024, description="Largest WebSocket message a client may send, in bytes."
+    )
+    max_connections: int = Field(
+        10000,
+        ge=1,
+        description="Client connections the WebSocket listener holds at once (per node "
+        "process); past it a new connection is answered 503 RESOURCE_EXHAUSTED before the "
+        "upgrade and closed.",
     )
     max_subscriptions: int = Field(100, description="Subscriptions one connection may hold.")
     queue_messages: int = Field(

@@ -41,6 +41,19 @@ OPEN_CONNECTIONS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+REFUSED_CONNECTIONS = Counter(
+    "heliosdb_refused_connections_total",
+    "Client connections refused because the listener held its maximum, by interface.",
+    ["interface"],
+    registry=REGISTRY,
+)
+OPEN_REQUESTS = Gauge(
+    "heliosdb_requests_in_progress",
+    "Requests being answered now, by interface.",
+    ["interface"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 AUTH_FAILURES = Counter(
     "heliosdb_auth_failures_total",
     "Failed authentications, by interface.",
@@ -61,7 +74,13 @@ class OpenGauge:
 
 
 def open_gauge(interface: str) -> OpenGauge:
+    """``interface``'s open client connections."""
     return OpenGauge(OPEN_CONNECTIONS.labels(interface))
+
+
+def requests_gauge(interface: str) -> OpenGauge:
+    """``interface``'s requests in progress."""
+    return OpenGauge(OPEN_REQUESTS.labels(interface))
 
 
 class RequestRecorder:

@@ -18,6 +18,7 @@ import logging
 from collections import deque
 from typing import Any
 
+from heliosdb.interfaces._tcp import close_later, half_close
 from heliosdb.interfaces.grpc import http2 as h2
 from heliosdb.interfaces.grpc.http2 import Headers, ProtocolError
 
@@ -375,3 +376,40 @@ class Http2Connection(asyncio.Protocol):
 
     def on_closed(self) -> None:
         """The connection is gone."""
+
+
+class RefusedConnection(Http2Connection):
+    """A connection past the gRPC listener's limit (_tcp.ConnectionLimit).
+
+    Its first stream is answered at once with ``trailers`` (a trailers-only response
+    whose status says why), then GOAWAY names that stream the last and the node sends
+    nothing more; the connection ends when the client closes it or after
+    _tcp.LINGER_SECONDS. A GOAWAY before any stream would be clearer to no one: grpcio
+    reconnects at once, again and again, and the call ends in DEADLINE_EXCEEDED.
+    """
+
+    def __init__(self, trailers: bytes) -> None:
+        super().__init__()
+        self.trailers = trailers
+        self.timer: asyncio.TimerHandle | None = None
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.timer = close_later(transport)
+
+    def on_headers(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
+        if self.answered or self.transport is None:
+            return  # after GOAWAY: the client starts the call again elsewhere
+        self.answered = True
+        self.send_headers(stream, self.trailers, end_stream=True)
+        self.write(h2.goaway(stream.id, h2.NO_ERROR))
+        self._flush()
+        half_close(self.transport)
+
+    def on_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
+        self.consume(stream, len(data))
+
+    def on_closed(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()

@@ -34,9 +34,11 @@ from typing import Any
 import grpc
 from google.protobuf import message_factory
 
+from heliosdb.interfaces._tcp import ConnectionLimit, too_many_connections
 from heliosdb.interfaces.grpc import http2 as h2
 from heliosdb.interfaces.grpc.auth import credential_in
-from heliosdb.interfaces.grpc.connection import Http2Connection, Stream
+from heliosdb.interfaces.grpc.connection import Http2Connection, RefusedConnection, Stream
+from heliosdb.interfaces.grpc.errors import status_of
 from heliosdb.interfaces.grpc.http2 import Headers
 from heliosdb.v1 import heliosdb_pb2
 
@@ -168,6 +170,8 @@ class FrontConnection(Http2Connection):
         self.received = 0  # request bytes read since _held() last summed them
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.front.limit.admit(transport, self._refusal):
+            return
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -176,7 +180,11 @@ class FrontConnection(Http2Connection):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.front.connections.add(self)
 
+    def _refusal(self) -> RefusedConnection:
+        return RefusedConnection(self.front.refusal)
+
     def on_closed(self) -> None:
+        self.front.limit.leave()
         self.front.connections.discard(self)
         for task in self.calls:
             task.cancel()
@@ -419,19 +427,7 @@ class FrontConnection(Http2Connection):
         """The trailers carrying ``status`` (trailers-only unless headers went out)."""
         if stream.id not in self.streams or self.closed:
             return
-        fields = [
-            (b"grpc-status", str(status.code.value[0]).encode()),
-            (b"grpc-message", _percent(status.details or "")),
-        ]
-        for key, value in status.trailing_metadata or ():
-            if key.endswith("-bin"):
-                raw = value if isinstance(value, bytes) else value.encode()
-                fields.append((key.encode(), base64.b64encode(raw).rstrip(b"=")))
-            else:
-                text = value if isinstance(value, str) else value.decode()
-                fields.append((key.encode(), text.encode()))
-        block = h2.encode_headers(fields) if headers_sent else h2.response_headers(fields)
-        self.send_headers(stream, block, end_stream=True)
+        self.send_headers(stream, status_block(status, headers_sent=headers_sent), end_stream=True)
 
     # -- relayed streams ----------------------------------------------------------------
 
@@ -608,6 +604,7 @@ class Front:
         *,
         process: int | None = None,
         processes: int = 1,
+        max_connections: int,
     ) -> None:
         self.process = process
         self.processes = processes
@@ -617,6 +614,8 @@ class Front:
         self.private_path = private_address(data_dir, process or 0)[1]
         self.response_block = h2.response_headers()
         self.connections: set[FrontConnection] = set()
+        self.limit = ConnectionLimit("grpc", max_connections)  # what connections may open
+        self.refusal = status_block(status_of(too_many_connections("gRPC", max_connections)))
         self.server: asyncio.Server | None = None
 
     def owner_of(self, method: NativeMethod, request: Any) -> str | None:
@@ -659,6 +658,23 @@ class Front:
         if self.server is not None:
             await self.server.wait_closed()
             self.server = None
+
+
+def status_block(status: grpc.Status, *, headers_sent: bool = False) -> bytes:
+    """The header block of trailers carrying ``status``: trailers-only (with the
+    response's leading fields) unless headers went out already."""
+    fields = [
+        (b"grpc-status", str(status.code.value[0]).encode()),
+        (b"grpc-message", _percent(status.details or "")),
+    ]
+    for key, value in status.trailing_metadata or ():
+        if key.endswith("-bin"):
+            raw = value if isinstance(value, bytes) else value.encode()
+            fields.append((key.encode(), base64.b64encode(raw).rstrip(b"=")))
+        else:
+            text = value if isinstance(value, str) else value.decode()
+            fields.append((key.encode(), text.encode()))
+    return h2.encode_headers(fields) if headers_sent else h2.response_headers(fields)
 
 
 def _status(code: grpc.StatusCode, details: str) -> grpc.Status:

@@ -4,6 +4,7 @@ By default (``grpc.front``, without TLS) the public port is the HTTP/2 front of
 front.py, which serves HeliosDB's calls itself and relays every other stream (health,
 reflection) to the grpc.aio server on a private Unix socket. With TLS (the node's ``tls:`` settings,
 client certificates when ``tls.client_auth`` asks for them) grpc.aio serves the port.
+Either way at most ``grpc.max_connections`` client connections are open at once.
 ``grpc.so_reuseport`` is off, so a second node on the same port fails to start instead
 of sharing it silently.
 """
@@ -55,14 +56,19 @@ class GrpcListener:
 
     async def start(self) -> None:
         limit = self.settings.grpc.max_message_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-            ]
-        )
         front = self.settings.grpc.front and not self.settings.tls.enabled
+        options: list[tuple[str, int]] = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+        if not front:
+            # grpc.aio serves the port: its core closes connections past the limit (with no
+            # reply a client could show; the front answers them with a status).
+            options.append(
+                ("grpc.max_allowed_incoming_connections", self.settings.grpc.max_connections)
+            )
+        server = grpc.aio.server(options=options)
         shared = front and self.settings.workers > 1
         servicer = HeliosDBServicer(self.services, self.process if shared else None)
         heliosdb_pb2_grpc.add_HeliosDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -91,6 +97,7 @@ class GrpcListener:
                 self.settings.data_dir,
                 process=self.process if shared else None,
                 processes=self.settings.workers,
+                max_connections=self.settings.grpc.max_connections,
             )
             try:
                 self.port = await self.front.start(host, self.settings.grpc.port)

@@ -9,9 +9,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.interfaces.http.errors import error_response
-from heliosdb.observability.metrics import RequestRecorder, open_gauge
+from heliosdb.observability.metrics import RequestRecorder, requests_gauge
 
-OPEN_REQUESTS = open_gauge("http")
+OPEN_REQUESTS = requests_gauge("http")
 _requests = RequestRecorder("http")
 
 

@@ -9,6 +9,13 @@ on this machine they cost more than twice what uvicorn's own parsing does. Every
 request, and any hot request the lane does not take (HTTP/1.0, ``Expect``, chunked or
 oversized bodies, pipelined behind an unfinished response), goes through ASGI as before,
 where the same route answers it with the same bodies (routes/query.py).
+
+Connections: at most ``http.max_connections`` at once (past it a new one gets 503 and is
+closed, _tcp.ConnectionLimit); one with no request in progress closes after
+``http.keep_alive_timeout`` (uvicorn arms that timer only after a response: a connection
+that never sent a byte stayed open), and one whose request head or body stalls after
+``http.read_timeout`` (uvicorn has no such timer: a client sending a header line a
+minute held its connection for ever).
 """
 
 from __future__ import annotations
@@ -20,11 +27,18 @@ import ssl
 from collections.abc import Generator
 from typing import Any, ClassVar, Protocol
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from heliosdb.interfaces.http.errors import internal_error_response
+from heliosdb.interfaces._tcp import (
+    ConnectionLimit,
+    Refusal,
+    http_refusal,
+    too_many_connections,
+)
+from heliosdb.interfaces.http.errors import error_body, internal_error_response
 from heliosdb.settings import HttpSettings, Settings
 
 Headers = list[tuple[bytes, bytes]]
@@ -248,15 +262,46 @@ class _HttpProtocol(HttpToolsProtocol):
     budget: ClassVar[_BodyBudget] = _BodyBudget(
         HttpSettings.model_fields["max_pending_body_bytes"].default
     )
+    # the listener's open connections (HttpListener sets it, and the refusal's bytes)
+    limit: ClassVar[ConnectionLimit] = ConnectionLimit(
+        "http", HttpSettings.model_fields["max_connections"].default
+    )
+    refusal: ClassVar[bytes] = b""
+    read_timeout: ClassVar[float] = HttpSettings.model_fields["read_timeout"].default
     idle_since: float | None = None  # loop time the last response left; None: busy
+    # loop time the request being read began arriving, or its body's last read; None:
+    # no request being read (idle, or answering)
+    reading_since: float | None = None
     held = 0  # body bytes of the request being read, counted in the budget
     refused = False  # over the budget: the rest of what the connection sends is ignored
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self.limit.admit(transport, self._refusal):
+            return
         self.coalescing = _CoalescingTransport(transport, self.loop)
         super().connection_made(self.coalescing)
+        # idle until its first request: the keep-alive timer runs from here
+        self.idle_since = self.loop.time()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self._check_keep_alive
+        )
+
+    def _refusal(self) -> Refusal:
+        return Refusal(self.refusal)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The connection leaves this protocol (and the count) for uvicorn's WebSocket one;
+        # the REST API has no WebSocket route, so that one answers 403 and closes.
+        self.limit.leave()
+        self._unset_keepalive_if_required()
+        self.reading_since = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.limit.leave()
         if self.held:
             self.budget.held -= self.held
             self.held = 0
@@ -289,9 +334,14 @@ class _HttpProtocol(HttpToolsProtocol):
 
     # Keep-alive: uvicorn arms a timer after every response and cancels it when the next
     # request's bytes arrive (a TimerHandle made and cancelled per request). Here a
-    # connection notes when it went idle, and one timer looks again when it fires.
+    # connection notes when it went idle, and when the request it reads began arriving,
+    # and one timer looks again when it fires.
     def _unset_keepalive_if_required(self) -> None:
-        self.idle_since = None  # bytes came in: busy until the next response is complete
+        # uvicorn calls it for every read: bytes came in, busy until the next response is
+        # complete; if idle until now, a request begins arriving.
+        if self.idle_since is not None:
+            self.idle_since = None
+            self.reading_since = self.loop.time()
 
     def on_response_complete(self) -> None:
         # uvicorn's, with the keep-alive timer above.
@@ -313,9 +363,17 @@ class _HttpProtocol(HttpToolsProtocol):
 
     def _check_keep_alive(self) -> None:
         self.timeout_keep_alive_task = None
-        if self.idle_since is None:
-            return  # busy: the next complete response arms the timer again
-        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        now = self.loop.time()
+        if self.idle_since is not None:
+            left = self.idle_since + self.timeout_keep_alive - now
+        elif self.reading_since is not None:
+            if self.flow.read_paused:
+                # The node stopped reading (the app has not taken the body yet): the
+                # client's time starts again when it may send.
+                self.reading_since = now
+            left = self.reading_since + self.read_timeout - now
+        else:
+            return  # answering: the next complete response arms the timer again
         if left > 0:
             self.timeout_keep_alive_task = self.loop.call_later(left, self._check_keep_alive)
         else:
@@ -347,6 +405,7 @@ class _HttpProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         if self.refused:
             return
+        self.reading_since = self.loop.time()
         n = len(body)
         self.held += n
         budget = self.budget
@@ -374,6 +433,7 @@ class _HttpProtocol(HttpToolsProtocol):
             transport.close()
 
     def on_message_complete(self) -> None:
+        self.reading_since = None
         if self.held:
             self.budget.held -= self.held
             self.held = 0
@@ -409,7 +469,19 @@ class HttpListener:
             }
         lanes: dict[bytes, Lane] = getattr(app, "lanes", {})
         budget = _BodyBudget(settings.http.max_pending_body_bytes)
-        protocol = type("HttpProtocol", (_HttpProtocol,), {"lanes": lanes, "budget": budget})
+        limit = settings.http.max_connections
+        refusal = http_refusal(orjson.dumps(error_body(too_many_connections("HTTP", limit))))
+        protocol = type(
+            "HttpProtocol",
+            (_HttpProtocol,),
+            {
+                "lanes": lanes,
+                "budget": budget,
+                "limit": ConnectionLimit("http", limit),
+                "refusal": refusal,
+                "read_timeout": settings.http.read_timeout,
+            },
+        )
         self.config = uvicorn.Config(
             app,
             lifespan="off",
@@ -418,6 +490,7 @@ class HttpListener:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=int(settings.http.shutdown_grace_seconds),
+            timeout_keep_alive=settings.http.keep_alive_timeout,  # type: ignore[arg-type]
             # X-Forwarded-For from a local client must not rewrite the client address.
             proxy_headers=False,
             **options,  # type: ignore[arg-type]

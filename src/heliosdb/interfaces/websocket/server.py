@@ -1,19 +1,31 @@
 """The WebSocket listener: the ``websockets`` asyncio server on ``/ws``.
 
 Protocol-level limits live here: the largest message (``max_size``: a bigger one closes
-the connection with 1009), and heartbeats (a ping every ``heartbeat_seconds``; a peer
-that does not answer within the same time is closed).
+the connection with 1009), heartbeats (a ping every ``heartbeat_seconds``; a peer
+that does not answer within the same time is closed), the opening handshake (websockets'
+``open_timeout``, 10 s) and open connections (at most ``websocket.max_connections``,
+handshakes included: past it a new one is answered 503 before any upgrade and closed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from http import HTTPStatus
+from typing import ClassVar
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from heliosdb.interfaces._tcp import (
+    ConnectionLimit,
+    Refusal,
+    http_refusal,
+    too_many_connections,
+)
 from heliosdb.interfaces.websocket.connection import Connection, Flusher
+from heliosdb.interfaces.websocket.errors import error_object
 from heliosdb.services.container import Services
 from heliosdb.settings import Settings
 
@@ -24,6 +36,24 @@ SUBPROTOCOL = "heliosdb.v1"
 
 
 QUEUED_BYTES = 16 * 1024 * 1024
+
+
+class _LimitedConnection(ServerConnection):
+    """websockets' connection, counted in the listener's limit from its first byte."""
+
+    limit: ClassVar[ConnectionLimit]  # the listener's (a subclass per listener sets both)
+    refusal: ClassVar[bytes]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.limit.admit(transport, self._refusal):
+            super().connection_made(transport)
+
+    def _refusal(self) -> Refusal:
+        return Refusal(self.refusal)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.limit.leave()
+        super().connection_lost(exc)
 
 
 class WebSocketListener:
@@ -49,6 +79,15 @@ class WebSocketListener:
     async def start(self) -> None:
         ws = self.settings.websocket
         heartbeat = ws.heartbeat_seconds or None
+        refused = too_many_connections("WebSocket", ws.max_connections)
+        connection = type(
+            "LimitedConnection",
+            (_LimitedConnection,),
+            {
+                "limit": ConnectionLimit("websocket", ws.max_connections),
+                "refusal": http_refusal(orjson.dumps({"error": error_object(refused)})),
+            },
+        )
         self.server = await serve(
             self._handle,
             self.settings.host,
@@ -68,6 +107,7 @@ class WebSocketListener:
             server_header=None,
             # The node's worker processes bind the same port (workers.py).
             reuse_port=self.settings.workers > 1,
+            create_connection=connection,
         )
         self.state = "serving"
 
