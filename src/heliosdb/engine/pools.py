@@ -162,7 +162,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         except asyncpg.QueryCanceledError:
             if not reader.cap.over:
                 raise
-            raise TooManyRows(cancelled=True) from None
+            raise TooManyRows(aborted=protocol.is_in_transaction()) from None
         finally:
             transport.set_protocol(protocol)
             if cancel_sent is not None:

@@ -27,12 +27,13 @@ _DATA_ROW = 68  # "D"
 class TooManyRows(Exception):
     """The statement's result passed its row cap; its rows were not kept.
 
-    ``cancelled``: the engine stopped the statement with an error (inside a transaction
-    block, the transaction is then aborted, as after any failed statement)."""
+    ``aborted``: the engine cancelled the statement inside a transaction block, which is
+    then aborted, as after any failed statement, until it is rolled back. (Outside one,
+    a cancelled statement's implicit transaction is simply rolled back.)"""
 
-    def __init__(self, cancelled: bool = False) -> None:
+    def __init__(self, aborted: bool = False) -> None:
         super().__init__("the result passed its row cap")
-        self.cancelled = cancelled
+        self.aborted = aborted
 
 
 class RowCap:

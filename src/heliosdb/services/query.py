@@ -249,11 +249,7 @@ class QueryService:
         return binder.result(records, stmt, started)
 
     def _too_many(self, exc: TooManyRows) -> NoReturn:
-        aborted = ""
-        if exc.cancelled:
-            # Outside a transaction block the statement's implicit transaction is rolled
-            # back; inside one, the block is aborted as after any failed statement.
-            aborted = " (the engine cancelled it: an open transaction is aborted; roll it back)"
+        aborted = " (cancelled: the transaction is aborted, roll it back)" if exc.aborted else ""
         raise HeliosError(
             ErrorCode.RESOURCE_EXHAUSTED,
             f"the result has more than {self.max_rows} rows{aborted}; read it with a LIMIT, "
