@@ -65,12 +65,17 @@ CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.indexes (
 ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
 """
 
-# Reading BSON in the engine, for what the query form does not keep (field order).
-# ``_ELEMENT`` reads the element at offset ``p`` of the bytes ``nb`` whose type ``t``
-# is not 0 (a document's end): ``n``, its name's length with the NUL, ``vs``, where its
-# value starts, and ``ve``, where it ends (-1: a type of unknown size).
+# Reading BSON in the engine, for what the query form does not keep (field order),
+# in PL/pgSQL whose every statement costs far more than the expression it runs (so
+# these snippets are written into each function, not called). ``_ELEMENT`` reads the
+# element at offset ``p`` of the bytes ``nb`` whose type ``t`` is not 0 (a document's
+# end): ``n``, its name's length with the NUL, ``vs``, where its value starts, and
+# ``ve``, where it ends (-1: a type of unknown size). ``_FIND`` walks ``path`` (names
+# through documents and arrays, whose names are positions) to the element there: its
+# type ``t`` (0: none), ``vs``, and ``p`` = ``vs + 4``, where a document's or array's
+# first element starts.
 _ELEMENT = rf"""
-        n := position('\x00'::bytea IN substring(nb FROM p + 2 FOR 1024));
+        n := position('\x00'::bytea IN substring(nb FROM p + 2 FOR 64));
         IF n = 0 THEN n := position('\x00'::bytea IN substring(nb FROM p + 2)); END IF;
         vs := p + 1 + n;
         IF t = 11 THEN
@@ -81,58 +86,51 @@ _ELEMENT = rf"""
             ve := CASE WHEN size < 0 THEN -1 ELSE vs + size END;
         END IF;
 """
-
-# ``bson_find(bson, path)``: the type and value offset of the element at ``path``
-# (names through documents and arrays, whose names are positions; t = 0: none).
-# ``field_order(bson, path)``: the names of the fields of every embedded document in
-# the value there, each with its NUL, in the order the BSON holds them, depth first
-# ('' when that is no document or array). Two values with equal query forms are equal
-# in MongoDB exactly when these are equal too: the form fixes each document's field
-# names and what lies under each, so the sequence reads back into one order of fields
-# only (array positions are the form's: not recorded). Unique indexes hold its
-# results (order_expression), so it and bson_find are IMMUTABLE and never changed in
-# place: other behaviour needs other names. ``sort_key(form, bson, path)`` (sorts,
-# filters.compile_sort): the document at ``path`` as nested arrays that the engine's
-# jsonb order puts in MongoDB's order of documents: per field in the BSON's order a
-# cell ``[type, name, value, next]`` (``[type, value, next]`` in an array), its type
-# MongoDB's canonical one (TYPE_RANK's whole part), its value the cells of an
-# embedded document or array, or ``[TYPE_RANK, query form]``; ``next`` null after the
-# last field (null sorts below an array: a document that is a prefix of another
-# first). Functions are schema-qualified inside: index builds run with a bare
-# search_path.
-ORDER_DDL = rf"""
-CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.bson_find(
-    nb bytea, path text[], OUT t int, OUT vs int
-) LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-DECLARE
-    p int := 4; i int; n int; ve int; size int; kz bytea;
-BEGIN
-    t := 3;
+_FIND = rf"""
+    p := 4; t := 3;
     FOR i IN 1 .. cardinality(path) LOOP
-        IF t <> 3 AND t <> 4 THEN t := 0; RETURN; END IF;
+        IF t <> 3 AND t <> 4 THEN t := 0; EXIT; END IF;
         kz := convert_to(path[i], 'UTF8') || '\x00'::bytea;
         LOOP
             t := get_byte(nb, p);
-            IF t = 0 THEN RETURN; END IF;
+            EXIT WHEN t = 0;
             {_ELEMENT}
             EXIT WHEN substring(nb FROM p + 2 FOR n) = kz;
-            IF ve < 0 THEN t := 0; RETURN; END IF;
+            IF ve < 0 THEN t := 0; EXIT; END IF;
             p := ve;
         END LOOP;
+        EXIT WHEN t = 0;
         p := vs + 4;
     END LOOP;
-END
-$fn$;
+"""
 
+# ``field_order(bson, path)``: the names of the fields of every embedded document in
+# the value at ``path``, each with its NUL, in the order the BSON holds them, depth
+# first ('' when that is no document or array). Two values with equal query forms are
+# equal in MongoDB exactly when these are equal too: the form fixes each document's
+# field names and what lies under each, so the sequence reads back into one order of
+# fields only (array positions are the form's: not recorded). Unique indexes hold its
+# results (order_expression), so it is IMMUTABLE and never changes what it returns:
+# other behaviour needs another name. ``sort_key(form, bson, path)`` (sorts,
+# filters.order_by): the document at ``path`` as nested arrays that the engine's jsonb
+# order puts in MongoDB's order of documents: per field in the BSON's order a cell
+# ``[type, name, value, next]`` (``[type, value, next]`` in an array), its type
+# MongoDB's canonical one (TYPE_RANK's whole part), its value the cells of an embedded
+# document or array, or ``[TYPE_RANK, query form]``; ``next`` null after the last
+# field (null sorts below an array: a document that is a prefix of another first).
+# Functions are schema-qualified inside: index builds run with a bare search_path. A
+# read-only key's sorts call sort_key: the read-write role, which owns these, grants
+# no EXECUTE to PUBLIC (engine/roles.py).
+ORDER_DDL = rf"""
 CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.field_order(nb bytea, path text[])
 RETURNS bytea LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
-    p int; t int; n int; vs int; ve int; size int; kinds text; names bytea := ''::bytea;
+    p int; t int; n int; i int; vs int; ve int; size int; kz bytea; kinds text;
+    names bytea := ''::bytea;
 BEGIN
-    SELECT f.t, f.vs INTO t, vs FROM {CATALOG_SCHEMA}.bson_find(nb, path) AS f;
+    {_FIND}
     IF t <> 3 AND t <> 4 THEN RETURN names; END IF;
     kinds := CASE t WHEN 3 THEN 'd' ELSE 'a' END;
-    p := vs + 4;
     LOOP
         t := get_byte(nb, p);
         IF t = 0 THEN
@@ -196,17 +194,16 @@ $fn$;
 CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.sort_key(x jsonb, nb bytea, path text[])
 RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
-    t int; vs int;
+    p int; t int; n int; i int; vs int; ve int; size int; kz bytea;
 BEGIN
-    SELECT f.t, f.vs INTO t, vs FROM {CATALOG_SCHEMA}.bson_find(nb, path) AS f;
-    IF t IS DISTINCT FROM 3 THEN RETURN NULL; END IF;
-    RETURN {CATALOG_SCHEMA}.sort_cells(nb, vs + 4, x, true);
+    {_FIND}
+    IF t <> 3 THEN RETURN NULL; END IF;
+    RETURN {CATALOG_SCHEMA}.sort_cells(nb, p, x, true);
 END
 $fn$;
 
 GRANT EXECUTE ON FUNCTION {CATALOG_SCHEMA}.sort_key(jsonb, bytea, text[]),
-    {CATALOG_SCHEMA}.sort_cells(bytea, int, jsonb, boolean),
-    {CATALOG_SCHEMA}.type_rank(jsonb), {CATALOG_SCHEMA}.bson_find(bytea, text[])
+    {CATALOG_SCHEMA}.sort_cells(bytea, int, jsonb, boolean), {CATALOG_SCHEMA}.type_rank(jsonb)
     TO {quote_ident(roles.RO)};
 """
 

@@ -903,13 +903,14 @@ def order_by(x: str, order: str, path: str = "") -> str:
     """ORDER BY terms putting the values of the jsonb expression ``x`` in MongoDB's order
     (``order``: ASC or DESC): TYPE_RANK, then the JSONB form. With ``path`` (``x`` is
     ``doc #> path``, the row's ``bson`` at hand), an embedded document sorts by its
-    fields in their stored order first (catalog.ORDER_DDL's ``sort_key``; JSONB orders
-    object keys by length and compares the number of keys first); only rows holding a
-    document there call it."""
+    fields in their stored order (catalog.ORDER_DDL's ``sort_key``, in place of the
+    JSONB form, which orders object keys by length and compares the number of keys
+    first); only rows holding a document there call it, the others pay a type test."""
     if not path:
         return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
-    fields = f"CASE WHEN {plain_document(x)} THEN helios_documents.sort_key({x}, bson, {path}) END"
-    return f"{TYPE_RANK.format(x=x)} {order}, ({fields}) {order}, {x} {order}"
+    fields = f"COALESCE(helios_documents.sort_key({x}, bson, {path}), {x})"
+    value = f"CASE WHEN {plain_document(x)} THEN {fields} ELSE {x} END"
+    return f"{TYPE_RANK.format(x=x)} {order}, ({value}) {order}"
 
 
 def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
