@@ -116,6 +116,14 @@ class GrpcSettings(BaseModel):
         "past it the first call of a new connection fails with RESOURCE_EXHAUSTED and the "
         "connection closes.",
     )
+    idle_timeout: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds a connection may stay without a call in progress (opened, or "
+        "after its last call) before the node sends GOAWAY and closes it (clients reconnect "
+        "for their next call); checked every idle_timeout, so it goes within twice that. "
+        "0: never.",
+    )
     shutdown_grace_seconds: float = Field(
         5.0, description="How long in-flight gRPC calls may run after a stop signal."
     )

@@ -1,15 +1,18 @@
-"""How many connections the gRPC listener holds.
+"""How many connections the gRPC listener holds, and for how long.
 
 At most ``grpc.max_connections`` are open at once: past it, the first call of a new
 connection fails with ``RESOURCE_EXHAUSTED`` and a message saying why (a GOAWAY before
 any call would leave grpcio reconnecting until the deadline), and the connection closes;
-the open ones go on, and once one closes a new one is accepted again. Before, there was
-no limit. The node here allows 2.
+the open ones go on, and once one closes a new one is accepted again. A connection with
+no call in progress for ``grpc.idle_timeout`` gets GOAWAY and closes; a client's next
+call reconnects. Before, there was neither limit. Nodes here allow 2 connections, and
+1 second idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import grpc
 import httpx
 import pytest
 
+from heliosdb.interfaces.grpc import http2 as h2
 from heliosdb.v1 import heliosdb_pb2_grpc
 from tests.integration.grpc.conftest import query, trailers, values
 from tests.nodeproc import NodeProcess
@@ -30,6 +34,14 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 def limited(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data: Path = tmp_path_factory.mktemp("grpc-limited") / "data"
     process = node.beside(data, {"HELIOSDB_GRPC__MAX_CONNECTIONS": str(LIMIT)})
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def hasty(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    data: Path = tmp_path_factory.mktemp("grpc-hasty") / "data"
+    process = node.beside(data, {"HELIOSDB_GRPC__IDLE_TIMEOUT": "1"})
     yield process
     process.stop()
 
@@ -80,3 +92,28 @@ async def test_call_on_a_connection_past_the_limit_fails_with_resource_exhausted
         for line in metrics.splitlines()
     )
     assert 'heliosdb_open_connections{interface="grpc"}' in metrics
+
+
+def test_connection_that_never_calls_gets_goaway_and_closes(hasty: NodeProcess) -> None:
+    reader = h2.FrameReader()
+    kinds: list[int] = []
+    with socket.create_connection(("127.0.0.1", hasty.ports["grpc"]), timeout=30) as sock:
+        sock.sendall(h2.PREFACE + h2.settings_frame({}))
+        while chunk := sock.recv(65_536):
+            kinds += [kind for kind, _, _, _ in reader.feed(chunk)]
+    assert kinds[-1] == h2.GOAWAY
+
+
+async def test_idle_channel_is_closed_and_its_next_call_reconnects(
+    hasty: NodeProcess, rw_key: str
+) -> None:
+    target = f"127.0.0.1:{hasty.ports['grpc']}"
+    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
+        stub = heliosdb_pb2_grpc.HeliosDBStub(channel)
+        assert values((await query(stub, rw_key, "SELECT 1")).rows[0]) == [1]
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        await asyncio.wait_for(
+            channel.wait_for_state_change(grpc.ChannelConnectivity.READY), timeout=30
+        )
+        assert channel.get_state() != grpc.ChannelConnectivity.READY
+        assert values((await query(stub, rw_key, "SELECT 2")).rows[0]) == [2]

@@ -66,6 +66,12 @@ class Stream:
 
 class Http2Connection(asyncio.Protocol):
     client_side = False
+    # Server side: a connection with no stream open at a check, and none begun since the
+    # previous one, is sent GOAWAY and closed; checks are this many seconds apart (so it
+    # goes between one and two of them after its last call). 0: never.
+    idle_timeout = 0.0
+    called = False  # a stream began since the last idle check
+    _idle_timer: asyncio.TimerHandle | None = None
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -193,6 +199,19 @@ class Http2Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         if self._out:
             self._flush()
+        if self.idle_timeout:
+            self._idle_timer = self._loop.call_later(self.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self.closed:
+            return
+        if self.streams or self.called:
+            self.called = False
+            self._idle_timer = self._loop.call_later(self.idle_timeout, self._check_idle)
+            return
+        self._idle_timer = None
+        self.write(h2.goaway(self.last_peer_stream, h2.NO_ERROR))
+        self.close()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -272,6 +291,7 @@ class Http2Connection(asyncio.Protocol):
             if self.client_side or stream_id <= self.last_peer_stream or not stream_id & 1:
                 return  # a stream already closed (a late trailer after our reset)
             self.last_peer_stream = stream_id
+            self.called = True
             if len(self.streams) >= MAX_STREAMS:
                 self.write(h2.rst_stream(stream_id, h2.REFUSED_STREAM))
                 return
@@ -345,6 +365,8 @@ class Http2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream.queue.clear()

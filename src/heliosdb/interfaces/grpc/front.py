@@ -162,6 +162,7 @@ class FrontConnection(Http2Connection):
     def __init__(self, front: Front) -> None:
         super().__init__()
         self.front = front
+        self.idle_timeout = front.idle_timeout
         self.upstreams: dict[str, Upstream] = {}  # by Unix socket path
         # What the last header block meant: a client repeating the same block (the
         # decoder answers it with the same list) is not parsed again.
@@ -605,6 +606,7 @@ class Front:
         process: int | None = None,
         processes: int = 1,
         max_connections: int,
+        idle_timeout: float = 0.0,
     ) -> None:
         self.process = process
         self.processes = processes
@@ -615,6 +617,7 @@ class Front:
         self.response_block = h2.response_headers()
         self.connections: set[FrontConnection] = set()
         self.limit = ConnectionLimit("grpc", max_connections)  # what connections may open
+        self.idle_timeout = idle_timeout  # Http2Connection.idle_timeout of its connections
         self.refusal = status_block(status_of(too_many_connections("gRPC", max_connections)))
         self.server: asyncio.Server | None = None
 

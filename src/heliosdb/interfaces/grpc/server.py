@@ -4,7 +4,8 @@ By default (``grpc.front``, without TLS) the public port is the HTTP/2 front of
 front.py, which serves HeliosDB's calls itself and relays every other stream (health,
 reflection) to the grpc.aio server on a private Unix socket. With TLS (the node's ``tls:`` settings,
 client certificates when ``tls.client_auth`` asks for them) grpc.aio serves the port.
-Either way at most ``grpc.max_connections`` client connections are open at once.
+Either way at most ``grpc.max_connections`` client connections are open at once, and one
+without a call for ``grpc.idle_timeout`` gets GOAWAY and closes.
 ``grpc.so_reuseport`` is off, so a second node on the same port fails to start instead
 of sharing it silently.
 """
@@ -68,6 +69,9 @@ class GrpcListener:
             options.append(
                 ("grpc.max_allowed_incoming_connections", self.settings.grpc.max_connections)
             )
+            if self.settings.grpc.idle_timeout:
+                idle_ms = int(self.settings.grpc.idle_timeout * 1000)
+                options.append(("grpc.max_connection_idle_ms", idle_ms))
         server = grpc.aio.server(options=options)
         shared = front and self.settings.workers > 1
         servicer = HeliosDBServicer(self.services, self.process if shared else None)
@@ -98,6 +102,7 @@ class GrpcListener:
                 process=self.process if shared else None,
                 processes=self.settings.workers,
                 max_connections=self.settings.grpc.max_connections,
+                idle_timeout=self.settings.grpc.idle_timeout,
             )
             try:
                 self.port = await self.front.start(host, self.settings.grpc.port)
