@@ -2,7 +2,8 @@
 
 The store pushes what it can into SQL first (a leading ``$match``, ``$sort``, ``$skip``,
 ``$limit``, and a ``$group`` on fields with ``$sum``/``$avg``/``$min``/``$max``/``$count``);
-whatever remains runs here, stage by stage.
+whatever remains runs here, stage by stage (a ``$lookup`` sub-pipeline's leading part
+runs in the engine when it compiles: pushdown.lookup_join).
 
 A stage that holds documents before it returns any (``$group``, ``$sort``,
 ``$sortByCount``, ``$facet``, ``$sample``, ``$lookup``'s joined arrays) counts the BSON
@@ -20,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 import bson
+import orjson
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
@@ -35,6 +37,8 @@ from heliosdb.services.documents.matcher import matches
 from heliosdb.services.documents.values import MISSING, compare, get_path, sort_key, type_rank
 
 Lookup = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
+# (the collection's table, its index map) -> a statement's SQL and values
+Statement = Callable[[str, dict[str, str]], tuple[str, list[Any]]]
 ACCUMULATORS = ("$sum", "$avg", "$min", "$max", "$first", "$last", "$push", "$addToSet", "$count")
 # MongoDB's memory limit of one blocking stage (settings: mongodb.max_stage_bytes)
 MAX_STAGE_BYTES = 100 * 1024 * 1024
@@ -73,6 +77,19 @@ class Held:
         # CPU for small documents), and a failing stage stops within a thousand
         for start in range(0, len(values), _SIZED_AT_ONCE):
             self.add(values[start : start + _SIZED_AT_ONCE])
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A ``Lookup`` (``find``: a filter's documents of a collection) that can also run a
+    statement over a collection (``rows``: its rows, none when the collection does not
+    exist), so a ``$lookup`` sub-pipeline can run in the engine."""
+
+    find: Lookup
+    rows: Callable[[str, Statement], Awaitable[list[Any]]]
+
+    def __call__(self, coll: str, query: dict[str, Any]) -> Awaitable[list[dict[str, Any]]]:
+        return self.find(coll, query)
 
 
 def bson_size(value: Any) -> int:
@@ -149,7 +166,15 @@ async def run_chunks(
     """``run`` with the input of the first stage given a chunk at a time: a stage in
     REDUCING is fed each chunk (the node holds a chunk and what the stage keeps); any
     other gets the chunks together, their size counted for it as they come (past the
-    limit, the rest is not read)."""
+    limit, the rest is not read). Without stages, the chunks together, counted for the
+    $group whose rows they are (an engine-run $group's whole result: an $out's)."""
+    if not stages:
+        held = Held("$group", limits)
+        docs = []
+        async for chunk in chunks:
+            held.add_all(chunk)
+            docs.extend(chunk)
+        return docs
     name = stage_name(stages[0])
     arg = stages[0][name]
     if name == "$count":
@@ -587,24 +612,120 @@ async def _lookup(
             out.append({**doc, alias: joined})
         return out
     sub = arg.get("pipeline", [])
+    let = arg.get("let", {})
+    if not isinstance(sub, list) or not isinstance(let, dict):
+        raise invalid(
+            "$lookup's 'pipeline' must be an array and 'let' a document", kind="failed_to_parse"
+        )
     out = []
-    for doc in docs:
-        variables = {k: evaluate(v, doc) for k, v in arg.get("let", {}).items()}
-        rows = await lookup(source, {})
-        rows = [r for r in rows if _expr_ok(r, sub, variables)]
-        rest = [s for s in sub if stage_name(s) != "$match" or "$expr" not in s["$match"]]
-        joined = await run(rows, rest, lookup, held.limits)
-        held.add_all(joined)
-        out.append({**doc, alias: joined})
+    for start in range(0, len(docs), _JOINED_AT_ONCE):
+        chunk = docs[start : start + _JOINED_AT_ONCE]
+        scopes = [{k: evaluate(v, doc) for k, v in let.items()} for doc in chunk]
+        joined_lists = await _joined_in_engine(source, sub, scopes, lookup, held.limits)
+        if joined_lists is None:
+            joined_lists = [
+                await _joined_alone(source, sub, scope, lookup, held) for scope in scopes
+            ]
+        for doc, joined in zip(chunk, joined_lists, strict=True):
+            held.add_all(joined)
+            out.append({**doc, alias: joined})
     return out
 
 
-def _expr_ok(row: dict[str, Any], stages: list[dict[str, Any]], variables: dict[str, Any]) -> bool:
+# input documents whose $lookup sub-pipeline runs as one statement (pushdown.LookupJoin)
+_JOINED_AT_ONCE = 1000
+
+
+async def _joined_in_engine(
+    source: str,
+    sub: list[dict[str, Any]],
+    scopes: list[dict[str, Any]],
+    lookup: Lookup,
+    limits: Limits,
+) -> list[list[dict[str, Any]]] | None:
+    """Each input document's joined array (``scopes``: their let variables), the
+    sub-pipeline's leading part run by the engine for all of them in one statement
+    (pushdown.lookup_join); None when it does not compile or a value does not fit."""
+    rows_of = getattr(lookup, "rows", None)
+    if rows_of is None:
+        return None
+    from heliosdb.services.documents import pushdown  # it imports this module
+
+    join = pushdown.lookup_join(sub)
+    if join is None:
+        return None
+    places: list[int] = []
+    distinct: dict[bytes, int] = {}
+    rows: list[list[Any]] = []
+    for variables in scopes:
+        try:
+            evaluated = [evaluate(expr, {}, variables) for expr, _ in join.slots]
+        except HeliosError:
+            return None  # the per-document path reports it, if a document reaches it
+        row = join.values(evaluated)
+        if row is None:
+            return None
+        key = orjson.dumps(row)
+        place = distinct.get(key)
+        if place is None:
+            place = distinct[key] = len(rows)
+            rows.append(row)
+        places.append(place)
+    bound = None if join.rest else limits.max_stage_bytes
+
+    def statement(target: str, indexed: dict[str, str]) -> tuple[str, list[Any]]:
+        return join.statement(target, indexed, rows, bound)
+
+    try:
+        found = await rows_of(source, statement)
+    except pushdown.NotCompiled:
+        return None
+    arrays: list[list[bytes]] = [[] for _ in rows]
+    total = 0
+    for row in found:
+        arrays[int(row[0]) - 1] = row[1]
+        total += sum(map(len, row[1]))
+    if bound is not None and total > bound:
+        raise _exceeded("$lookup", limits)
+    out = []
+    for place, variables in zip(places, scopes, strict=True):
+        # decoded for each document: later stages may change what they are given
+        joined = [bsonform.decode(raw) for raw in arrays[place]]
+        if join.rest:
+            joined = await _sub_pipeline(joined, join.rest, variables, lookup, limits)
+        out.append(joined)
+    return out
+
+
+async def _joined_alone(
+    source: str,
+    sub: list[dict[str, Any]],
+    variables: dict[str, Any],
+    lookup: Lookup,
+    held: Held,
+) -> list[dict[str, Any]]:
+    """One input document's joined array: the whole collection read, the sub-pipeline
+    run over it in Python."""
+    rows = await lookup(source, {})
+    return await _sub_pipeline(rows, sub, variables, lookup, held.limits)
+
+
+async def _sub_pipeline(
+    rows: list[dict[str, Any]],
+    stages: list[dict[str, Any]],
+    variables: dict[str, Any],
+    lookup: Lookup,
+    limits: Limits,
+) -> list[dict[str, Any]]:
+    """A $lookup's stages over ``rows``, in order: a ``$match``'s ``$expr`` sees the let
+    variables (the other stages do not)."""
     for stage in stages:
-        if (
-            stage_name(stage) == "$match"
-            and "$expr" in stage["$match"]
-            and not truthy(evaluate(stage["$match"]["$expr"], row, variables))
-        ):
-            return False
-    return True
+        name = stage_name(stage)
+        arg = stage[name]
+        if name == "$match" and isinstance(arg, dict) and "$expr" in arg:
+            expr = arg["$expr"]
+            plain = {k: v for k, v in arg.items() if k != "$expr"}
+            rows = [r for r in rows if truthy(evaluate(expr, r, variables)) and matches(r, plain)]
+        else:
+            rows = await _stage(name, arg, rows, lookup, limits)
+    return rows

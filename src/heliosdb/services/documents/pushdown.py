@@ -3,7 +3,11 @@
 A leading run of ``$match``, then ``$sort``/``$skip``/``$limit``, become one SELECT; a
 ``$group`` right after, keyed by constants or field paths and using only ``$sum``,
 ``$avg``, ``$min``, ``$max`` and ``$count``, becomes its GROUP BY; a ``$count`` becomes
-count(*). The rest of the pipeline runs in Python (pipeline.py).
+count(*). The rest of the pipeline runs in Python (pipeline.py). Such a $group's rows
+are read a batch at a time in the order of their keys (``group_rows``, streaming.py).
+
+A ``$lookup`` with a sub-pipeline runs that pipeline's leading part here too, for a
+chunk of input documents at once (``lookup_join``, below).
 """
 
 # ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
@@ -11,14 +15,28 @@ count(*). The rest of the pipeline runs in Python (pipeline.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from bson.decimal128 import Decimal128
+from bson.objectid import ObjectId
+
+from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.documents import bsonform
-from heliosdb.services.documents.filters import Params, compile_filter, compile_sort, order_by
+from heliosdb.services.documents.catalog import key_expression
+from heliosdb.services.documents.expressions import truthy
+from heliosdb.services.documents.filters import (
+    TYPE_RANK,
+    Params,
+    compile_filter,
+    compile_sort,
+    order_by,
+)
 from heliosdb.services.documents.pipeline import stage_name
+from heliosdb.services.documents.values import MISSING
 
 # A double's query form keeps its decimal point (2.0 is the JSONB number 2.0, scale 1),
 # and a numeric sum has the largest scale of its terms: a sum with a scale above zero
@@ -122,18 +140,7 @@ def plan_pipeline(
         if grouped is not None:
             text, decode, tested = grouped
             fallback = Plan(sql, params.values, stages[i:])
-            # ... or a $min/$max that picked a document: JSONB's order of documents is
-            # not MongoDB's (filters.order_by), so the node picks again
-            from heliosdb.services.documents.filters import plain_document
-
-            unordered = (
-                " OR ".join(
-                    _UNORDERED.format(x=f"g.{c}")
-                    + ("" if c == "k" else f" OR {plain_document(f'g.{c}')}")
-                    for c in tested
-                )
-                or "false"
-            )
+            unordered = " OR ".join(_UNORDERED.format(x=f"g.{c}") for c in tested) or "false"
             return Plan(
                 f"SELECT g.*, {unordered} AS u FROM ({text}) AS g",
                 trial.values,
@@ -142,6 +149,53 @@ def plan_pipeline(
                 fallback,
             )
     return Plan(sql, params.values, stages[i:])
+
+
+class Unordered(Exception):
+    """An engine-run $group met an embedded document of two or more fields in a key or
+    $min/$max (``Plan.fallback``): the $group runs in Python instead."""
+
+
+def group_rows(plan: Plan) -> Callable[[int, int], tuple[str, list[Any]]]:
+    """An engine-run $group's rows (``plan``, with its ``fallback``) in a total order,
+    the order of their keys, from ``offset``, ``count`` of them (0: all), for
+    streaming.Stream: each row also says (``uu``) whether any row of the whole result
+    needs the fallback, so the first read tells."""
+
+    def statement(offset: int, count: int) -> tuple[str, list[Any]]:
+        values = list(plan.params)
+        sql = f"SELECT r.*, bool_or(r.u) OVER () AS uu FROM ({plan.sql}) AS r ORDER BY r.k"
+        if offset:
+            values.append(offset)
+            sql += f" OFFSET ${len(values)}::bigint"
+        if count:
+            values.append(count)
+            sql += f" LIMIT ${len(values)}::bigint"
+        return sql, values
+
+    return statement
+
+
+def group_decoder(plan: Plan) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    """``plan.decode`` for ``group_rows``'s rows, raising Unordered when the result needs
+    the fallback (only the first read can still take it: a later read that finds such a
+    key, written since, fails the aggregate)."""
+    first = True
+
+    def decode(rows: list[Any]) -> list[dict[str, Any]]:
+        nonlocal first
+        if rows and rows[0]["uu"]:
+            if first:
+                raise Unordered
+            raise HeliosError(
+                ErrorCode.CONFLICT,
+                "a $group read in batches met a key it must group in order, written "
+                "after its first batch: run the aggregate again",
+            )
+        first = False
+        return plan.decode(rows)
+
+    return decode
 
 
 def _count_rows(name: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
@@ -290,3 +344,276 @@ def _decode_value(row: Any, column: str, kind: str) -> Any:
     if not isinstance(value, Decimal) or _scale(value) > 0:
         return float(value)
     return bsonform.from_query_form(int(value))
+
+
+# -- $lookup with a pipeline ------------------------------------------------------------
+#
+# The sub-pipeline's leading $match stages, $sort, $skip and $limit run in the engine as
+# one statement per chunk of input documents: each distinct row of "slots" (the values
+# of the let-dependent parts of its $expr, computed in Python per input document) is an
+# element of one jsonb array parameter, joined to the collection on the compiled
+# conditions and grouped back into one array of BSON per row. A $expr compiles when
+# each comparison sets a top-level field of the joined document against a value that
+# does not depend on it (a $$variable, a constant, an expression of those), or
+# compares two such values (then Python answers it). Those values must be scalars
+# whose query form compares as MongoDB does (null, booleans, numbers, strings,
+# ObjectIds, dates), or for $in arrays of them; a chunk holding any other value takes
+# the per-document path (pipeline.py), as does a sub-pipeline that does not compile.
+
+# value types whose query form compares, in SQL, as pipeline.py's compare() does
+_SCALAR_TYPES = (type(None), bool, int, float, str, Decimal128, ObjectId, dt.datetime)
+
+
+class NotCompiled(Exception):
+    """The sub-pipeline (or this chunk's values) cannot run in the engine exactly."""
+
+
+def _joined_free(expr: Any) -> bool:
+    """Whether ``expr`` reads nothing of the joined document (no field path, no
+    ``$$ROOT``/``$$CURRENT``): its value is the same for every document joined."""
+    if isinstance(expr, str):
+        if expr.startswith("$$"):
+            return expr[2:].partition(".")[0] not in ("ROOT", "CURRENT")
+        return not expr.startswith("$")
+    if isinstance(expr, list):
+        return all(_joined_free(e) for e in expr)
+    if isinstance(expr, dict):
+        if len(expr) == 1 and "$literal" in expr:
+            return True
+        return all(_joined_free(v) for v in expr.values())
+    return True
+
+
+def _top_field(expr: Any) -> str | None:
+    if (
+        isinstance(expr, str)
+        and expr.startswith("$")
+        and not expr.startswith("$$")
+        and len(expr) > 1
+        and "." not in expr
+    ):
+        return expr[1:]
+    return None
+
+
+_EXPR_CMP = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+@dataclass(slots=True)
+class LookupJoin:
+    """The engine's part of one ``$lookup`` sub-pipeline (``lookup_join``)."""
+
+    exprs: list[Any]  # the compiled $expr trees, ANDed
+    plain: list[dict[str, Any]]  # the $match filters besides $expr, ANDed
+    sort: dict[str, Any] | None
+    skip: int
+    limit: int
+    rest: list[dict[str, Any]]  # the stages after it, run in Python on each joined array
+    # what each slot holds, per input document: (expression, "bool" | "scalar" | "array")
+    slots: list[tuple[Any, str]] = field(default_factory=list)
+
+    def slot(self, expr: Any, kind: str) -> int:
+        self.slots.append((expr, kind))
+        return len(self.slots) - 1
+
+    def tree(self, expr: Any) -> Any:
+        """A $expr as a tree of ("slot", i), ("cmp", op, a, b), ("in", a, i), ("and" |
+        "or", [...]), ("not", t); operands ("field", name) or ("value", i)."""
+        if _joined_free(expr):
+            return ("slot", self.slot(expr, "bool"))
+        if not isinstance(expr, dict) or len(expr) != 1:
+            raise NotCompiled
+        ((op, arg),) = expr.items()
+        if op in _EXPR_CMP and isinstance(arg, list) and len(arg) == 2:
+            a, b = (self.operand(x) for x in arg)
+            if a[0] == "field" and b[0] == "field":
+                raise NotCompiled  # two fields may be embedded documents (field order)
+            return ("cmp", op, a, b)
+        if op == "$in" and isinstance(arg, list) and len(arg) == 2 and _joined_free(arg[1]):
+            return ("in", self.operand(arg[0]), self.slot(arg[1], "array"))
+        if op in ("$and", "$or") and isinstance(arg, list):
+            return (op[1:], [self.tree(x) for x in arg])
+        if op == "$not":
+            inner = arg[0] if isinstance(arg, list) and len(arg) == 1 else arg
+            if isinstance(inner, list):
+                raise NotCompiled
+            return ("not", self.tree(inner))
+        raise NotCompiled
+
+    def operand(self, expr: Any) -> tuple[str, Any]:
+        name = _top_field(expr)
+        if name is not None:
+            return ("field", name)
+        if _joined_free(expr):
+            return ("value", self.slot(expr, "scalar"))
+        raise NotCompiled
+
+    def values(self, evaluated: list[Any]) -> list[Any] | None:
+        """One input document's slot values as query forms (``evaluated``: each slot's
+        expression evaluated with its variables; a bool slot as its truth), or None
+        when one of them does not compare in SQL as in Python."""
+        out: list[Any] = []
+        for (_, kind), value in zip(self.slots, evaluated, strict=True):
+            if kind == "bool":
+                out.append(truthy(value))
+            elif kind == "scalar":
+                form = _scalar_form(value)
+                if form is _REFUSED:
+                    return None
+                out.append(form)
+            else:
+                if value is None:
+                    value = []  # $in over null: no element (MISSING fails in Python)
+                if not isinstance(value, list):
+                    return None
+                forms = [_scalar_form(v) for v in value]
+                if any(f is _REFUSED for f in forms):
+                    return None
+                out.append(forms)
+        return out
+
+    def statement(
+        self,
+        target: str,
+        indexed: dict[str, str],
+        rows: list[list[Any]],
+        bound: int | None,
+    ) -> tuple[str, list[Any]]:
+        """The SQL reading each row's joined documents: rows (i, j), ``i`` the row's
+        position from 1 and ``j`` its documents' BSON in the sub-pipeline's order; a row
+        with none is absent. With ``bound``, rows stop after the one where the joined
+        bytes so far pass it (the caller then fails the stage: nothing more is sent)."""
+        params = Params()
+        data = params.add(rows, "jsonb")
+        never_null = {
+            i
+            for i, (_, kind) in enumerate(self.slots)
+            if kind == "scalar" and all(r[i] is not None for r in rows)
+        }
+        compiler = _JoinCompiler(indexed, never_null)
+        where = [compiler.sql(t) for t in self.exprs]
+        for spec in self.plain:
+            condition = compile_filter(spec, params, indexed)
+            if params.recheck:
+                raise NotCompiled  # a superset: matcher.py would check each row again
+            where.append(condition)
+        order = "t.ctid"  # no $sort: the collection's order, as the per-document path reads
+        if self.sort:
+            order = f"{compile_sort(self.sort, params)}, t.ctid"
+        base = (
+            f"jsonb_array_elements({data}) WITH ORDINALITY AS l(v, i) "
+            f"JOIN {target} AS t ON {' AND '.join(where) or 'TRUE'}"
+        )
+        if self.skip or self.limit:
+            cut = []
+            if self.skip:
+                cut.append(f"m.n > {params.add(self.skip, 'bigint')}")
+            if self.limit:
+                cut.append(f"m.n <= {params.add(self.skip + self.limit, 'bigint')}")
+            grouped = (
+                "SELECT m.i, array_agg(m.bson ORDER BY m.n) AS j, "
+                "sum(octet_length(m.bson)) AS b FROM (SELECT l.i, t.bson, row_number() "
+                f"OVER (PARTITION BY l.i ORDER BY {order}) AS n FROM {base}) AS m "
+                f"WHERE {' AND '.join(cut)} GROUP BY m.i"
+            )
+        else:
+            grouped = (
+                f"SELECT l.i, array_agg(t.bson ORDER BY {order}) AS j, "
+                f"sum(octet_length(t.bson)) AS b FROM {base} GROUP BY l.i"
+            )
+        if bound is None:
+            return f"SELECT g.i, g.j FROM ({grouped}) AS g", params.values
+        sql = (
+            "SELECT g.i, g.j FROM (SELECT g.i, g.j, sum(g.b) OVER (ORDER BY g.i) - g.b AS "
+            f"before FROM ({grouped}) AS g) AS g WHERE g.before <= "
+            f"{params.add(bound, 'bigint')}"
+        )
+        return sql, params.values
+
+
+_REFUSED = object()
+
+
+def _scalar_form(value: Any) -> Any:
+    if value is MISSING:
+        return None
+    if isinstance(value, _SCALAR_TYPES):
+        return bsonform.query_form(value)
+    return _REFUSED
+
+
+class _JoinCompiler:
+    """A ``LookupJoin`` tree as SQL over the joined row (``doc``) and the input row's
+    slots (``l.v -> i``), the comparisons in MongoDB's order across types."""
+
+    def __init__(self, indexed: dict[str, str], never_null: set[int]) -> None:
+        self.indexed = indexed
+        self.never_null = never_null
+
+    def sql(self, tree: Any) -> str:
+        kind = tree[0]
+        if kind == "slot":
+            return f"(l.v -> {int(tree[1])}) = 'true'::jsonb"
+        if kind in ("and", "or"):
+            joiner = " AND " if kind == "and" else " OR "
+            return "(" + (joiner.join(self.sql(t) for t in tree[1]) or "TRUE") + ")"
+        if kind == "not":
+            return f"(NOT {self.sql(tree[1])})"
+        if kind == "in":
+            item = self.value(tree[1])
+            return (
+                f"EXISTS (SELECT 1 FROM jsonb_array_elements(l.v -> {int(tree[2])}) AS e(x) "
+                f"WHERE e.x = {item})"
+            )
+        _, op, a, b = tree
+        if op == "$eq":
+            fast = self.equality(a, b) or self.equality(b, a)
+            if fast is not None:
+                return fast
+        x, y = self.value(a), self.value(b)
+        if op in ("$eq", "$ne"):
+            return f"({x} {_EXPR_CMP[op]} {y})"
+        left = f"ROW({TYPE_RANK.format(x=x)}, {x})"
+        right = f"ROW({TYPE_RANK.format(x=y)}, {y})"
+        return f"({left} {_EXPR_CMP[op]} {right})"
+
+    def equality(self, a: tuple[str, Any], b: tuple[str, Any]) -> str | None:
+        """``field = value`` as the field's index holds it (``doc -> 'f'`` where the
+        value is never null, a unique index's ``COALESCE``), or None."""
+        if a[0] != "field" or b[0] != "value":
+            return None
+        expr = self.indexed.get(a[1])
+        slot = f"(l.v -> {int(b[1])})"
+        if expr is not None and expr.startswith("(COALESCE("):
+            return f"{expr} = {slot}"
+        if b[1] in self.never_null:
+            return f"{key_expression(a[1])} = {slot}"
+        return None
+
+    def value(self, operand: tuple[str, Any]) -> str:
+        if operand[0] == "field":
+            return f"COALESCE({key_expression(operand[1])}, 'null'::jsonb)"
+        return f"(l.v -> {int(operand[1])})"
+
+
+def lookup_join(stages: list[dict[str, Any]]) -> LookupJoin | None:
+    """The engine's part of a ``$lookup`` sub-pipeline (its leading ``$match``es,
+    ``$sort``, ``$skip`` and ``$limit``), or None when that part does not compile."""
+    lead = leading(stages)
+    query = lead.query
+    conditions = (
+        query["$and"] if len(query) == 1 and isinstance(query.get("$and"), list) else [query]
+    )
+    join = LookupJoin([], [], lead.sort, lead.skip, lead.limit, stages[lead.rest :])
+    try:
+        for condition in conditions:
+            if not isinstance(condition, dict):
+                return None
+            plain = {k: v for k, v in condition.items() if k != "$expr"}
+            if "$expr" in condition:
+                join.exprs.append(join.tree(condition["$expr"]))
+            if plain:
+                join.plain.append(plain)
+    except NotCompiled:
+        return None
+    return join

@@ -61,7 +61,14 @@ from heliosdb.services.documents.lookups import (
 )
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
-from heliosdb.services.documents.pushdown import leading, plan_pipeline
+from heliosdb.services.documents.pushdown import (
+    Plan,
+    Unordered,
+    group_decoder,
+    group_rows,
+    leading,
+    plan_pipeline,
+)
 from heliosdb.services.documents.updates import (
     apply_update,
     check_replacement,
@@ -1250,13 +1257,56 @@ class DocumentStore:
             lookup = self._lookup(principal, db)
             chunked = pipeline.Chunked(rest[:first_held], lookup, limits)
             return await self._reduced(principal, db, coll, query, chunked, rest[first_held:])
+        lookup = self._lookup(principal, db)
+        if plan.fallback is not None:  # a $group the engine runs: its rows are streamed
+            grouped = await self._grouped(principal, plan, probe, lookup, limits)
+            if grouped is not None:
+                return grouped
+            # a key or $min/$max met an embedded document: the $group runs in Python
+            query = FindQuery(lead.query or None, lead.sort, lead.skip, lead.limit)
+            chunked = pipeline.Chunked([], lookup, limits)
+            return await self._reduced(principal, db, coll, query, chunked, plan.fallback.remaining)
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
-            if plan.fallback is not None and any(r["u"] for r in rows):
-                plan = plan.fallback
-                rows = await self._missing_ok(_fetch(conn, plan.sql, plan.params), [])
-        docs = plan.decode(rows)
-        return await pipeline.run(docs, plan.remaining, self._lookup(principal, db), limits)
+        return await pipeline.run(plan.decode(rows), plan.remaining, lookup, limits)
+
+    async def _grouped(
+        self,
+        principal: Principal,
+        plan: Plan,
+        probe: int,
+        lookup: pipeline.Lookup,
+        limits: pipeline.Limits,
+    ) -> list[Any] | None:
+        """An engine-run $group's rows read a batch at a time (pushdown.group_rows), the
+        streaming stages after it applied to each: with ``probe``, when those are all the
+        rest, a ``streaming.Streamed`` list as a find's; else the rest run over them a
+        chunk at a time (pipeline.run_chunks). None when the $group must run in Python."""
+        rest = plan.remaining
+        streams = [pipeline.stage_name(s) in pipeline.STREAMING for s in rest]
+        first_held = [*streams, False].index(False)
+        stream = streaming.Stream(
+            self.engine,
+            principal,
+            group_rows(plan),
+            functools.partial(self._lookup_batch, principal),
+            recheck=None,
+            skip=0,
+            limit=0,
+            fields=None,
+            spec=None,
+            slots=self.stream_slots,
+            transform=pipeline.Chunked(rest[:first_held], lookup, limits) if first_held else None,
+            decode=group_decoder(plan),
+        )
+        whole = probe and first_held == len(rest)
+        try:
+            first = await streaming.first(stream, probe if whole else streaming.CHUNK_ROWS)
+        except Unordered:
+            return None
+        if whole:
+            return first
+        return await _run_chunked(first, rest[first_held:], lookup, limits)
 
     async def _reduced(
         self,
@@ -1275,18 +1325,7 @@ class DocumentStore:
             first = await chunked(list(found))
         else:
             first = await self._streamed(principal, db, coll, query, streaming.CHUNK_ROWS, chunked)
-        stream: streaming.Stream | None = getattr(first, "stream", None)
-
-        async def chunks() -> AsyncIterator[list[Any]]:
-            yield list(first)
-            while stream is not None and not stream.done:
-                yield await stream.fetch(streaming.CHUNK_ROWS)
-
-        try:
-            return await pipeline.run_chunks(chunks(), stages, chunked.lookup, chunked.limits)
-        finally:
-            if stream is not None:
-                await stream.close()
+        return await _run_chunked(first, stages, chunked.lookup, chunked.limits)
 
     def _lookup(self, principal: Principal, db: str) -> pipeline.Lookup:
         async def fetch(coll: str, query: Document) -> list[Document]:
@@ -1294,7 +1333,14 @@ class DocumentStore:
             found = await self.find(principal, db, coll, FindQuery(filter=query), probe=0)
             return [bsonform.decode(d) if isinstance(d, bytes) else d for d in found]
 
-        return fetch
+        async def rows(coll: str, statement: pipeline.Statement) -> list[Any]:
+            catalog.check_collection_name(coll)
+            sql, values = statement(table(db, coll), await self._indexes_for(principal, db, coll))
+            async with self._conn(principal) as conn:
+                found: list[Any] = await self._missing_ok(_fetch(conn, sql, values), [])
+                return found
+
+        return pipeline.Reader(fetch, rows)
 
     async def explain(
         self,
@@ -1506,6 +1552,25 @@ class DocumentStore:
                 )
                 removed += int(status.split()[-1])
         return removed
+
+
+async def _run_chunked(
+    first: list[Any], stages: list[Document], lookup: pipeline.Lookup, limits: pipeline.Limits
+) -> list[Any]:
+    """``stages`` over ``first`` and, when it is a ``streaming.Streamed`` list, the rest
+    of its stream read a chunk at a time (pipeline.run_chunks)."""
+    stream: streaming.Stream | None = getattr(first, "stream", None)
+
+    async def chunks() -> AsyncIterator[list[Any]]:
+        yield list(first)
+        while stream is not None and not stream.done:
+            yield await stream.fetch(streaming.CHUNK_ROWS)
+
+    try:
+        return await pipeline.run_chunks(chunks(), stages, lookup, limits)
+    finally:
+        if stream is not None:
+            await stream.close()
 
 
 def _find_statement(

@@ -20,6 +20,8 @@ those ``matcher`` confirms; skip and limit then count confirmed documents, here,
 batch. A projection is applied to each batch as it is read. An aggregate whose later
 stages all stream reads the same way, those stages (a ``Transform``) applied to each
 chunk read: its documents are then kept when given back (``unread``), not re-read.
+A ``$group`` the engine runs is read the same way, its rows in the order of their keys
+(pushdown.group_rows), decoded into documents as they come.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class Stream:
         spec: dict[str, Any] | None,
         slots: Slots,
         transform: Transform | None = None,
+        decode: Callable[[list[Any]], list[Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.principal = principal
@@ -137,6 +140,8 @@ class Stream:
         # an aggregate's streaming stages: documents are no longer rows (not re-read by
         # OFFSET), and a $limit among them may end the stream
         self._transform = transform
+        # rows to items, one for one (an engine-run $group's rows); else each row's bson
+        self._decode = decode
         self.offset = 0  # engine rows read so far
         self.exhausted = False
         self.pending: list[Any] = []  # read but not yet returned (a probe, a cut batch)
@@ -204,7 +209,7 @@ class Stream:
                 await self._release(clean=True)
             return out
 
-    def _shape(self, rows: list[bytes]) -> list[Any]:
+    def _shape(self, rows: list[Any]) -> list[Any]:
         if self._recheck is not None:
             rows = matcher.recheck(rows, self._recheck, 0, 0)
             if self._skip:
@@ -220,7 +225,7 @@ class Stream:
             return rows
         return [projection.project(bsonform.decode(r), self._fields, self._spec) for r in rows]
 
-    async def _read(self, count: int) -> list[bytes]:
+    async def _read(self, count: int) -> list[Any]:
         """The next ``count`` engine rows: the first read (the probe) on a pooled
         connection, later ones from the portal, or a statement each without a slot."""
         if not self._probed or (self.txn is None and not self.holds and not self._open_slot()):
@@ -241,6 +246,8 @@ class Stream:
         self.offset += len(rows)
         if len(rows) < count or (self._total and self.offset >= self._total):
             self.exhausted = True
+        if self._decode is not None:
+            return self._decode(rows)
         return [bytes(r[0]) for r in rows]
 
     def _open_slot(self) -> bool:
