@@ -54,6 +54,7 @@ MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
 _ids = itertools.count(1)
 _statement_names = itertools.count(1)
 _unpack = struct.Struct("!i").unpack_from
+_int32 = struct.Struct("!i").pack
 _length = struct.Struct("!xi").unpack_from  # a message's length, from the message's offset
 # Statements that leave state in the session, which would leak to the next client or be
 # lost with the next connection: a client that runs one is pinned to its connection.
@@ -590,7 +591,9 @@ class TxnClient(asyncio.Protocol):
         server.pending += 1  # the Sync's ReadyForQuery
         server.unsynced = False
         server.copy_syncs = 1  # the Sync after the Execute
-        server.transport.write(message(b"B", b"\0" + entry[2] + data[name_end:tail]) + _BOUND_TAIL)
+        encoded = entry[2]  # the Bind renamed, its length with it, then the tail as it came
+        length = _int32(tail - name_end + len(encoded) + 5)
+        server.transport.write(b"".join((b"B", length, b"\0", encoded, data[name_end:])))
         return True
 
     def pump(self, chunk: bytes | None = None) -> None:
