@@ -77,7 +77,7 @@ async def test_a_result_at_the_cap_is_answered_and_one_over_it_fails(
 ) -> None:
     assert len(await _rows(client, SERIES + " -- pool", [CAP])) == CAP
     _too_many(await client.post("/query", json={"sql": SERIES + " -- pool", "params": [CAP + 1]}))
-    # millions of rows: the engine stops after CAP + 1, the node answers at once
+    # millions of rows: the node cancels the statement at row CAP + 1 and answers at once
     _too_many(await client.post("/query", json={"sql": SERIES + " -- pool", "params": [10**8]}))
     assert await _rows(client, "SELECT 1", []) == [[1]]
 
