@@ -39,6 +39,7 @@ def shop(db: Database[dict[str, Any]]) -> Database[dict[str, Any]]:
         {"_id": "4", "name": "string id"},
         {"_id": 5.0, "name": "double id"},
         {"_id": None, "name": "null id"},
+        {"_id": Decimal128("1.1"), "name": "decimal id"},  # no double equals it
     ]
     db.customers.insert_many(customers)
     orders = []
@@ -52,6 +53,10 @@ def shop(db: Database[dict[str, Any]]) -> Database[dict[str, Any]]:
         elif n % 4 == 1:
             order["status"] = "B"
         orders.append(order)
+    orders += [
+        {"_id": 100, "cust": 1.1, "qty": 0},
+        {"_id": 101, "cust": Decimal128("1.1"), "qty": 0},
+    ]
     db.orders.insert_many(orders)
     db.items.insert_many(
         [
@@ -100,6 +105,8 @@ def test_lookup_pipeline_equality_on_a_let_variable(shop: Database[dict[str, Any
     assert by_id[0] == [{"_id": None, "name": "null id"}]  # a missing field is null
     assert by_id[8] == []  # an array is not its elements in $expr
     assert by_id[9] == []
+    assert by_id[100] == []  # the double 1.1 is not the decimal 1.1
+    assert [c["name"] for c in by_id[101]] == ["decimal id"]
 
 
 def test_lookup_pipeline_ranges_plain_filters_sort_skip_limit(
@@ -244,7 +251,7 @@ def test_lookup_pipeline_from_a_missing_collection_joins_nothing(
             ]
         )
     )
-    assert len(got) == 6 and all(d["o"] == [] for d in got)
+    assert len(got) == 7 and all(d["o"] == [] for d in got)
 
 
 def test_lookup_pipeline_over_thousands_of_documents_in_chunks(

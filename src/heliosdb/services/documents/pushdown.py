@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
@@ -490,7 +491,14 @@ class LookupJoin:
             for i, (_, kind) in enumerate(self.slots)
             if kind == "scalar" and all(r[i] is not None for r in rows)
         }
-        compiler = _JoinCompiler(indexed, never_null)
+        # slots whose values the _id column holds as the query form (a Decimal128 that
+        # no double equals is its nearest double there: bsonform.id_form)
+        id_like = {
+            i
+            for i, (_, kind) in enumerate(self.slots)
+            if kind == "scalar" and not any(isinstance(r[i], orjson.Fragment) for r in rows)
+        }
+        compiler = _JoinCompiler(indexed, never_null, id_like)
         where = [compiler.sql(t) for t in self.exprs]
         for spec in self.plain:
             condition = compile_filter(spec, params, indexed)
@@ -546,9 +554,10 @@ class _JoinCompiler:
     """A ``LookupJoin`` tree as SQL over the joined row (``doc``) and the input row's
     slots (``l.v -> i``), the comparisons in MongoDB's order across types."""
 
-    def __init__(self, indexed: dict[str, str], never_null: set[int]) -> None:
+    def __init__(self, indexed: dict[str, str], never_null: set[int], id_like: set[int]) -> None:
         self.indexed = indexed
         self.never_null = never_null
+        self.id_like = id_like
 
     def sql(self, tree: Any) -> str:
         kind = tree[0]
@@ -579,11 +588,16 @@ class _JoinCompiler:
 
     def equality(self, a: tuple[str, Any], b: tuple[str, Any]) -> str | None:
         """``field = value`` as the field's index holds it (``doc -> 'f'`` where the
-        value is never null, a unique index's ``COALESCE``), or None."""
+        value is never null, a unique index's ``COALESCE``; for ``_id``, the primary
+        key too, as a find by ``_id`` is), or None."""
         if a[0] != "field" or b[0] != "value":
             return None
         expr = self.indexed.get(a[1])
         slot = f"(l.v -> {int(b[1])})"
+        if a[1] == "_id" and b[1] in self.id_like:
+            # every document has an _id: its form is never missing; the key condition
+            # is implied by the exact one (id_like), and the engine looks each row up
+            return f"(_id = {slot} AND {key_expression('_id')} = {slot})"
         if expr is not None and expr.startswith("(COALESCE("):
             return f"{expr} = {slot}"
         if b[1] in self.never_null:
