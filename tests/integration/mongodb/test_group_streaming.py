@@ -20,7 +20,7 @@ import pytest
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
-from tests.integration.mongodb.conftest import connect, rss_bytes
+from tests.integration.mongodb.conftest import admin_client, node_beside, rss_bytes
 from tests.nodeproc import NodeProcess
 
 STAGE_BYTES = 1024 * 1024
@@ -33,17 +33,12 @@ Coll = Collection[dict[str, Any]]
 @pytest.fixture(scope="module")
 def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     env = {"HELIOSDB_MONGODB__MAX_STAGE_BYTES": str(STAGE_BYTES)}
-    process = node.beside(tmp_path_factory.mktemp("group_streaming") / "data", env)
-    yield process
-    process.stop()
+    yield from node_beside(node, tmp_path_factory, "group_streaming", env)
 
 
 @pytest.fixture(scope="module")
 def client(node: NodeProcess) -> Iterator[Client]:
-    assert node.admin_key is not None
-    c = connect(node.ports["mongodb"], node.admin_key)
-    yield c
-    c.close()
+    yield from admin_client(node)
 
 
 @pytest.fixture(scope="module")
