@@ -1,14 +1,25 @@
 """The connection limit shared by the REST, gRPC and WebSocket listeners: admitted
 connections are counted until they leave; one past the limit is handed to the refusal,
 which writes its reply at once, half-closes, drops what the client sends and closes when
-the client does."""
+the client does. And the open-files limit the node raises at start."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 from typing import Any
 
-from heliosdb.interfaces._tcp import ConnectionLimit, Refusal, http_refusal, too_many_connections
+import pytest
+
+from heliosdb.interfaces._tcp import (
+    ConnectionLimit,
+    Refusal,
+    http_refusal,
+    raise_file_limit,
+    too_many_connections,
+)
+from heliosdb.settings import Settings
 from tests.unit.recording import RecordingTransport
 
 
@@ -74,3 +85,28 @@ def test_http_refusal_is_a_whole_503_with_retry_after() -> None:
         b"content-length: 12",
     ]
     assert body == b'{"error":{}}'
+
+
+def test_open_files_limit_is_raised_and_a_shortfall_named(caplog: Any) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 600:
+        pytest.skip("needs a finite hard limit above 600")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (500, hard))
+    try:
+        small = Settings.model_validate(
+            {name: {"max_connections": 10} for name in ("http", "grpc", "websocket")}
+            | {"postgres": {"max_connections": 10}, "mongodb": {"max_connections": 10}}
+            | {"redis": {"max_clients": 10}}
+        )
+        with caplog.at_level(logging.INFO, logger="heliosdb.interfaces.tcp"):
+            assert raise_file_limit(small) == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        assert "open-files limit raised from 500" in caplog.text
+        assert "below what the connection limits allow" not in caplog.text
+
+        crowded = Settings.model_validate({"http": {"max_connections": hard}})
+        with caplog.at_level(logging.WARNING, logger="heliosdb.interfaces.tcp"):
+            raise_file_limit(crowded)
+        assert f"http.max_connections {hard}" in caplog.text
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
