@@ -260,8 +260,9 @@ class QuerySettings(BaseModel):
         1_000_000,
         ge=0,
         description="Most rows one statement may return through POST /query, gRPC "
-        "ExecuteQuery and WebSocket query (the engine is asked for no more, so the node "
-        "never holds more); a larger result fails with RESOURCE_EXHAUSTED. 0: no limit.",
+        "ExecuteQuery and WebSocket query (the node counts rows as they arrive and stops "
+        "the statement past it, so it never holds more); a larger result fails with "
+        "RESOURCE_EXHAUSTED. 0: no limit.",
     )
 
 
