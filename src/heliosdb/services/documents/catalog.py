@@ -118,6 +118,13 @@ _FIND = rf"""
 # MongoDB's canonical one (TYPE_RANK's whole part), its value the cells of an embedded
 # document or array, or ``[TYPE_RANK, query form]``; ``next`` null after the last
 # field (null sorts below an array: a document that is a prefix of another first).
+# ``array_sort_key(doc, path, descending)`` (sorts, filters.order_by, for rows where
+# the path meets an array): ``[rank, value]`` of MongoDB's sort key, the smallest (the
+# largest when descending) in TYPE_RANK's then jsonb's order of the values
+# ``sort_candidates`` yields for the path: an array's elements at its end (SQL NULL for
+# an empty one, ranked 1.5: below null), each element's value through an array on the
+# way (null where an element is no document or lacks the rest, or the array is empty),
+# positions where a part is a number (values.path_sort_key is the node's side).
 # Functions are schema-qualified inside: index builds run with a bare search_path. A
 # read-only key's sorts call sort_key: the read-write role, which owns these, grants
 # no EXECUTE to PUBLIC (engine/roles.py).
@@ -202,8 +209,55 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.sort_candidates(v jsonb, path text[])
+RETURNS SETOF jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+DECLARE
+    f jsonb := v -> path[1]; rest text[] := path[2:]; e jsonb;
+BEGIN
+    IF jsonb_typeof(v) IS DISTINCT FROM 'object' OR f IS NULL THEN
+        RETURN NEXT 'null'::jsonb;
+        RETURN;
+    END IF;
+    WHILE cardinality(rest) > 0 AND jsonb_typeof(f) = 'array' AND rest[1] ~ '^[0-9]+$' LOOP
+        f := COALESCE(f -> rest[1]::int, 'null'::jsonb);
+        rest := rest[2:];
+    END LOOP;
+    IF cardinality(rest) = 0 THEN
+        IF jsonb_typeof(f) <> 'array' THEN
+            RETURN NEXT f;
+        ELSIF jsonb_array_length(f) = 0 THEN
+            RETURN NEXT NULL;
+        ELSE
+            RETURN QUERY SELECT jsonb_array_elements(f);
+        END IF;
+    ELSIF jsonb_typeof(f) <> 'array' THEN
+        RETURN QUERY SELECT {CATALOG_SCHEMA}.sort_candidates(f, rest);
+    ELSIF jsonb_array_length(f) = 0 THEN
+        RETURN NEXT 'null'::jsonb;
+    ELSE
+        FOR e IN SELECT jsonb_array_elements(f) LOOP
+            RETURN QUERY SELECT {CATALOG_SCHEMA}.sort_candidates(e, rest);
+        END LOOP;
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.array_sort_key(
+    doc jsonb, path text[], descending boolean
+) RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    WITH c AS (
+        SELECT k, CASE WHEN k IS NULL THEN 1.5 ELSE {CATALOG_SCHEMA}.type_rank(k) END AS r
+        FROM {CATALOG_SCHEMA}.sort_candidates(doc, path) AS k
+    )
+    SELECT jsonb_build_array(r, k) FROM c
+    ORDER BY CASE WHEN descending THEN r END DESC, CASE WHEN descending THEN k END DESC, r, k
+    LIMIT 1
+$fn$;
+
 GRANT EXECUTE ON FUNCTION {CATALOG_SCHEMA}.sort_key(jsonb, bytea, text[]),
-    {CATALOG_SCHEMA}.sort_cells(bytea, int, jsonb, boolean), {CATALOG_SCHEMA}.type_rank(jsonb)
+    {CATALOG_SCHEMA}.sort_cells(bytea, int, jsonb, boolean), {CATALOG_SCHEMA}.type_rank(jsonb),
+    {CATALOG_SCHEMA}.sort_candidates(jsonb, text[]),
+    {CATALOG_SCHEMA}.array_sort_key(jsonb, text[], boolean)
     TO {quote_ident(roles.RO)};
 """
 

@@ -894,23 +894,40 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
         if key == "_id":
             terms.append(f"_id {order}")
             continue
-        path = params.add(key.split("."), "text[]")
-        terms.append(order_by(f"(doc #> {path})", order, path))
+        parts = key.split(".")
+        path = params.add(parts, "text[]")
+        # an array on the way to the value leaves ``doc #> path`` null
+        arrays = [
+            f"jsonb_typeof(doc #> {params.add(parts[:i], 'text[]')}) = 'array'"
+            for i in range(1, len(parts))
+        ]
+        terms.append(order_by(f"(doc #> {path})", order, path, arrays))
     return ", ".join(terms)
 
 
-def order_by(x: str, order: str, path: str = "") -> str:
+def order_by(x: str, order: str, path: str = "", arrays: list[str] | None = None) -> str:
     """ORDER BY terms putting the values of the jsonb expression ``x`` in MongoDB's order
     (``order``: ASC or DESC): TYPE_RANK, then the JSONB form. With ``path`` (``x`` is
-    ``doc #> path``, the row's ``bson`` at hand), an embedded document sorts by its
-    fields in their stored order (catalog.ORDER_DDL's ``sort_key``, in place of the
-    JSONB form, which orders object keys by length and compares the number of keys
-    first); only rows holding a document there call it, the others pay a type test."""
+    ``doc #> path``, the row's ``doc`` and ``bson`` at hand), a row holding an array
+    there, or missing the value where one of ``arrays`` (SQL tests of the path's
+    prefixes) finds an array on the way, sorts by MongoDB's sort key instead
+    (catalog.ORDER_DDL's ``array_sort_key``, values.path_sort_key: the smallest of the
+    values the path reaches, the largest for DESC); an embedded document sorts by its
+    fields in their stored order (``sort_key``, in place of the JSONB form, which orders
+    object keys by length and compares the number of keys first). Only rows holding an
+    array or a document there call a function; the others pay type tests."""
     if not path:
         return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
+    multikey = f"jsonb_typeof({x}) = 'array'"
+    if arrays:
+        multikey += f" OR ({x} IS NULL AND ({' OR '.join(arrays)}))"
+    key = f"helios_documents.array_sort_key(doc, {path}, {'true' if order == 'DESC' else 'false'})"
+    rank = f"CASE WHEN {multikey} THEN ({key} ->> 0)::numeric ELSE {TYPE_RANK.format(x=x)} END"
     fields = f"COALESCE(helios_documents.sort_key({x}, bson, {path}), {x})"
-    value = f"CASE WHEN {plain_document(x)} THEN {fields} ELSE {x} END"
-    return f"{TYPE_RANK.format(x=x)} {order}, ({value}) {order}"
+    value = (
+        f"CASE WHEN {multikey} THEN {key} -> 1 WHEN {plain_document(x)} THEN {fields} ELSE {x} END"
+    )
+    return f"({rank}) {order}, ({value}) {order}"
 
 
 def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:

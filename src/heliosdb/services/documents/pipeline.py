@@ -14,6 +14,7 @@ stage): code 292 QueryExceededMemoryLimitNoDiskUseAllowed, or with ``allowDiskUs
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from heliosdb.services.documents.expressions import (
     truthy,
 )
 from heliosdb.services.documents.matcher import matches
-from heliosdb.services.documents.values import MISSING, compare, get_path, sort_key, type_rank
+from heliosdb.services.documents.values import MISSING, compare, get_path, path_sort_key, type_rank
 
 Lookup = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 # (the collection's table, its index map) -> a statement's SQL and values
@@ -379,17 +380,12 @@ def sort_docs(docs: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str
     for key, direction in reversed(list(spec.items())):
         if isinstance(direction, dict):
             continue
-        out.sort(key=_sort_by(key), reverse=direction < 0)
+        descending = direction < 0
+        out.sort(
+            key=functools.partial(path_sort_key, path=key, descending=descending),
+            reverse=descending,
+        )
     return out
-
-
-def _sort_by(path: str) -> Any:
-    return lambda doc: sort_key(_sort_value(doc, path))
-
-
-def _sort_value(doc: dict[str, Any], path: str) -> Any:
-    value = get_path(doc, path)
-    return None if value is MISSING else value
 
 
 def _unwind(docs: list[dict[str, Any]], arg: Any) -> Any:

@@ -130,6 +130,52 @@ def equal(a: Any, b: Any) -> bool:
 sort_key = functools.cmp_to_key(compare)
 
 
+def path_sort_key(document: Any, path: str, descending: bool) -> tuple[int, Any]:
+    """The key a sort on ``path`` orders ``document`` by, as MongoDB's sort key generator
+    makes it (the keys a multikey index would hold for the path): an array at the end
+    of the path gives its elements, an array on the way each element's value there (an
+    element that is no document, or lacks the rest of the path, gives null), and the
+    sort takes the smallest of them (the largest when ``descending``). An empty array
+    at the end of the path is undefined, below null and above MinKey; a missing value
+    is null. Plain values (no array on the path) are themselves."""
+    keys = list(_sort_keys(document, path.split(".")))
+    best = (min if not descending else max)(keys, key=_bucketed)
+    return _bucketed(best)
+
+
+_UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()
+
+
+def _bucketed(value: Any) -> tuple[int, Any]:
+    # MinKey, then undefined (an empty array's key), then every other value
+    if value is _UNDEFINED:
+        return 1, sort_key(None)
+    return (0 if isinstance(value, MinKey) else 2), sort_key(value)
+
+
+def _sort_keys(current: Any, parts: list[str]) -> Iterator[Any]:
+    if not isinstance(current, dict) or parts[0] not in current:
+        yield None
+        return
+    value, rest = current[parts[0]], parts[1:]
+    while rest and isinstance(value, list) and rest[0].isdigit():
+        # a position into the array, not a walk over its elements
+        index = int(rest[0])
+        value, rest = (value[index] if index < len(value) else None), rest[1:]
+    if not rest:
+        if isinstance(value, list):
+            yield from value or [_UNDEFINED]
+        else:
+            yield value
+    elif isinstance(value, list):
+        if not value:
+            yield None
+        for item in value:
+            yield from _sort_keys(item, rest)
+    else:
+        yield from _sort_keys(value, rest)
+
+
 def get_path(document: Any, path: str) -> Any:
     """The value at a dotted path without array traversal, or MISSING."""
     current = document
