@@ -119,7 +119,7 @@ _FIND = rf"""
 # document or array, or ``[TYPE_RANK, query form]``; ``next`` null after the last
 # field (null sorts below an array: a document that is a prefix of another first).
 # ``array_sort_key(doc, path, descending)`` (sorts, filters.order_by, for rows where
-# the path meets an array): ``[rank, value]`` of MongoDB's sort key, the smallest (the
+# an array on the way leaves ``doc #> path`` null): ``[rank, value]`` of MongoDB's sort key, the smallest (the
 # largest when descending) in TYPE_RANK's then jsonb's order of the values
 # ``sort_candidates`` yields for the path: an array's elements at its end (SQL NULL for
 # an empty one, ranked 1.5: below null), each element's value through an array on the

@@ -908,26 +908,45 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
 def order_by(x: str, order: str, path: str = "", arrays: list[str] | None = None) -> str:
     """ORDER BY terms putting the values of the jsonb expression ``x`` in MongoDB's order
     (``order``: ASC or DESC): TYPE_RANK, then the JSONB form. With ``path`` (``x`` is
-    ``doc #> path``, the row's ``doc`` and ``bson`` at hand), a row holding an array
-    there, or missing the value where one of ``arrays`` (SQL tests of the path's
-    prefixes) finds an array on the way, sorts by MongoDB's sort key instead
-    (catalog.ORDER_DDL's ``array_sort_key``, values.path_sort_key: the smallest of the
-    values the path reaches, the largest for DESC); an embedded document sorts by its
-    fields in their stored order (``sort_key``, in place of the JSONB form, which orders
-    object keys by length and compares the number of keys first). Only rows holding an
-    array or a document there call a function; the others pay type tests."""
+    ``doc #> path``, the row's ``doc`` and ``bson`` at hand), MongoDB's sort key in
+    place of the value (values.path_sort_key): a row holding an array there sorts by
+    its smallest element (the largest for DESC; an empty array ranks 1.5, below null),
+    and a row missing the value where one of ``arrays`` (SQL tests of the path's
+    prefixes) finds an array on the way by catalog.ORDER_DDL's ``array_sort_key``; an
+    embedded document sorts by its fields in their stored order (``sort_key``, in place
+    of the JSONB form, which orders object keys by length and compares the number of
+    keys first). These sit in the branches of the type tests the order makes anyway, so
+    a row holding a scalar pays nothing more (a missing one, on a dotted path, a test
+    of the prefixes)."""
     if not path:
         return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
-    multikey = f"jsonb_typeof({x}) = 'array'"
-    if arrays:
-        multikey += f" OR ({x} IS NULL AND ({' OR '.join(arrays)}))"
-    key = f"helios_documents.array_sort_key(doc, {path}, {'true' if order == 'DESC' else 'false'})"
-    rank = f"CASE WHEN {multikey} THEN ({key} ->> 0)::numeric ELSE {TYPE_RANK.format(x=x)} END"
+    picked = (
+        f"(SELECT jsonb_build_array(r_, k_) FROM (SELECT k_, {TYPE_RANK.format(x='k_')} AS r_ "
+        f"FROM jsonb_array_elements({x}) AS k_) AS s_ ORDER BY r_ {order}, k_ {order} LIMIT 1)"
+    )
+    rank = TYPE_RANK.format(x=x).replace(
+        _ARRAY_RANK, f"WHEN 'array' THEN COALESCE(({picked} ->> 0)::numeric, 1.5)", 1
+    )
     fields = f"COALESCE(helios_documents.sort_key({x}, bson, {path}), {x})"
     value = (
-        f"CASE WHEN {multikey} THEN {key} -> 1 WHEN {plain_document(x)} THEN {fields} ELSE {x} END"
+        f"CASE jsonb_typeof({x}) WHEN 'array' THEN COALESCE({picked} -> 1, 'null'::jsonb) "
+        f"WHEN 'object' THEN CASE WHEN {x} ?| {_TYPED_ARRAY} THEN {x} ELSE {fields} END "
+        f"ELSE {x} END"
     )
+    if arrays:
+        walked = f"helios_documents.array_sort_key(doc, {path}, {str(order == 'DESC').lower()})"
+        on_the_way = " OR ".join(arrays)
+        rank = rank[: -len(_NO_VALUE_RANK)] + (
+            f"ELSE CASE WHEN {on_the_way} THEN ({walked} ->> 0)::numeric ELSE 2 END END"
+        )
+        value = f"CASE WHEN {x} IS NULL AND ({on_the_way}) THEN {walked} -> 1 ELSE {value} END"
     return f"({rank}) {order}, ({value}) {order}"
+
+
+# TYPE_RANK's branches for an array and for no value (SQL NULL), which order_by widens
+_ARRAY_RANK = "WHEN 'array' THEN 6"
+_NO_VALUE_RANK = "ELSE 2 END"
+assert _ARRAY_RANK in TYPE_RANK and TYPE_RANK.endswith(_NO_VALUE_RANK)
 
 
 def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
