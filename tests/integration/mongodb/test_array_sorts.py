@@ -137,3 +137,19 @@ def test_compound_sorts_with_arrays(db: Database[dict[str, Any]]) -> None:
     node_sort = [{"$project": {"tags": 1, "n": 1}}, {"$sort": {"tags": 1, "n": -1}}]
     assert ids(coll.aggregate(node_sort)) == [23, 24, 25, 26, 21, 22, 20]
     coll.drop()
+
+
+def test_deeper_paths_through_arrays(db: Database[dict[str, Any]]) -> None:
+    coll = fresh(db)
+    rows: list[dict[str, Any]] = [
+        {"_id": 30, "o": {"items": [{"price": 4}, {"price": 1}]}},  # 1 / 4
+        {"_id": 31, "o": [{"items": {"price": 3}}]},  # 3 / 3
+        {"_id": 32, "o": {"items": {"price": 2}}},  # 2 / 2: no array
+        {"_id": 33, "o": [{"items": [{"price": 5}, {}]}]},  # null / 5
+    ]
+    coll.insert_many(rows[::-1])
+    assert ids(coll.find().sort("o.items.price", 1)) == [33, 30, 32, 31]
+    assert ids(coll.find().sort("o.items.price", -1)) == [33, 30, 31, 32]
+    node_sort = [{"$project": {"o": 1}}, {"$sort": {"o.items.price": 1}}]
+    assert ids(coll.aggregate(node_sort)) == [33, 30, 32, 31]
+    coll.drop()

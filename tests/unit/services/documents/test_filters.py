@@ -143,7 +143,8 @@ def test_sort_terms() -> None:
     params = Params()
     assert compile_sort({"_id": -1}, params) == "_id DESC"
     assert "ASC" in compile_sort({"a.b": 1}, params)
-    assert params.values == [["a", "b"], ["a"]]  # the path, and its prefix (an array there)
+    # the path, its prefix (an array there), and its two names (the SQL walk through one)
+    assert params.values == [["a", "b"], ["a"], "a", "b"]
     with pytest.raises(HeliosError):
         compile_sort({"a": 2}, Params())
 
