@@ -119,12 +119,13 @@ _FIND = rf"""
 # document or array, or ``[TYPE_RANK, query form]``; ``next`` null after the last
 # field (null sorts below an array: a document that is a prefix of another first).
 # ``array_sort_key(doc, path, descending)`` (sorts, filters.order_by, for rows where
-# an array on the way leaves ``doc #> path`` null): ``[rank, value]`` of MongoDB's sort key, the smallest (the
-# largest when descending) in TYPE_RANK's then jsonb's order of the values
-# ``sort_candidates`` yields for the path: an array's elements at its end (SQL NULL for
-# an empty one, ranked 1.5: below null), each element's value through an array on the
-# way (null where an element is no document or lacks the rest, or the array is empty),
-# positions where a part is a number (values.path_sort_key is the node's side).
+# an array on the way leaves ``doc #> path`` null, on paths of three parts or more):
+# ``[rank, value]`` of MongoDB's sort key, the smallest (the largest when descending)
+# in TYPE_RANK's then jsonb's order of the values ``sort_candidates`` yields for the
+# path: an array's elements at its end (SQL NULL for an empty one, ranked 1.5: below
+# null), each element's value through an array on the way (null where an element is
+# no document or lacks the rest, or the array is empty), positions where a part is a
+# number (values.path_sort_key is the node's side).
 # Functions are schema-qualified inside: index builds run with a bare search_path. A
 # read-only key's sorts call sort_key: the read-write role, which owns these, grants
 # no EXECUTE to PUBLIC (engine/roles.py).
