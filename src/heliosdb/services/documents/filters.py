@@ -927,9 +927,9 @@ def order_by(
     embedded document sorts by its fields in their stored order (``sort_key``, in place
     of the JSONB form, which orders object keys by length and compares the number of
     keys first). These sit in the branches of the type tests the order makes anyway
-    (a missing value on a dotted path pays a test of the prefixes); the subplans still
-    cost a row holding a scalar about 0.2 us (docs/mongodb.md), SQL functions in their
-    place cost array rows far more."""
+    (a missing value on a dotted path pays a test of the prefixes); the subqueries
+    make the statement parallel-restricted (SQL functions in their place cost array
+    rows far more: docs/mongodb.md)."""
     if not path:
         return f"{TYPE_RANK.format(x=x)} {order}, {x} {order}"
     picked = _pick(f"SELECT jsonb_array_elements({x})", order)
