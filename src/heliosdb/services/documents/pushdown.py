@@ -141,7 +141,18 @@ def plan_pipeline(
         if grouped is not None:
             text, decode, tested = grouped
             fallback = Plan(sql, params.values, stages[i:])
-            unordered = " OR ".join(_UNORDERED.format(x=f"g.{c}") for c in tested) or "false"
+            # ... or a $min/$max that picked a document: JSONB's order of documents is
+            # not MongoDB's (filters.order_by), so the node picks again
+            from heliosdb.services.documents.filters import plain_document
+
+            unordered = (
+                " OR ".join(
+                    _UNORDERED.format(x=f"g.{c}")
+                    + ("" if c == "k" else f" OR {plain_document(f'g.{c}')}")
+                    for c in tested
+                )
+                or "false"
+            )
             return Plan(
                 f"SELECT g.*, {unordered} AS u FROM ({text}) AS g",
                 trial.values,
