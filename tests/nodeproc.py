@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -59,6 +60,14 @@ class NodeProcess:
         ).start()
         process.admin_key = process.admin_key or self.admin_key
         return process
+
+    def running_beside(
+        self, data_dir: Path, env: dict[str, str] | None = None
+    ) -> Iterator[NodeProcess]:
+        """``beside``, for a fixture to ``yield from``: the node, stopped after."""
+        process = self.beside(data_dir, env)
+        yield process
+        process.stop()
 
     @property
     def api(self) -> str:

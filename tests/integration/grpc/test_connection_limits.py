@@ -33,17 +33,13 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 @pytest.fixture(scope="module")
 def limited(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data: Path = tmp_path_factory.mktemp("grpc-limited") / "data"
-    process = node.beside(data, {"HELIOSDB_GRPC__MAX_CONNECTIONS": str(LIMIT)})
-    yield process
-    process.stop()
+    yield from node.running_beside(data, {"HELIOSDB_GRPC__MAX_CONNECTIONS": str(LIMIT)})
 
 
 @pytest.fixture(scope="module")
 def hasty(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data: Path = tmp_path_factory.mktemp("grpc-hasty") / "data"
-    process = node.beside(data, {"HELIOSDB_GRPC__IDLE_TIMEOUT": "1"})
-    yield process
-    process.stop()
+    yield from node.running_beside(data, {"HELIOSDB_GRPC__IDLE_TIMEOUT": "1"})
 
 
 async def test_call_on_a_connection_past_the_limit_fails_with_resource_exhausted(

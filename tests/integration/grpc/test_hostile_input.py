@@ -34,9 +34,7 @@ LIMIT = 1_000_000
 def small(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node with a small message limit, on the session's engine."""
     data: Path = tmp_path_factory.mktemp("grpc-small") / "data"
-    process = node.beside(data, {"HELIOSDB_GRPC__MAX_MESSAGE_BYTES": str(LIMIT)})
-    yield process
-    process.stop()
+    yield from node.running_beside(data, {"HELIOSDB_GRPC__MAX_MESSAGE_BYTES": str(LIMIT)})
 
 
 def _call_headers(key: str) -> bytes:

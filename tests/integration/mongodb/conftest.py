@@ -46,16 +46,6 @@ def rss_bytes(node: NodeProcess, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field}")
 
 
-def node_beside(
-    node: NodeProcess, tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]
-) -> Iterator[NodeProcess]:
-    """A module's own node with the settings in ``env``, on the session's engine (one
-    engine per test session); for a module fixture to ``yield from``."""
-    process = node.beside(tmp_path_factory.mktemp(name) / "data", env)
-    yield process
-    process.stop()
-
-
 def admin_client(node: NodeProcess) -> Iterator[pymongo.MongoClient[dict[str, Any]]]:
     """A client of ``node`` with its admin key, closed after; for a fixture to ``yield from``."""
     assert node.admin_key is not None

@@ -20,7 +20,7 @@ import pytest
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
-from tests.integration.mongodb.conftest import admin_client, node_beside, rss_bytes
+from tests.integration.mongodb.conftest import admin_client, rss_bytes
 from tests.nodeproc import NodeProcess
 
 STAGE_BYTES = 1024 * 1024
@@ -34,7 +34,7 @@ Client = pymongo.MongoClient[dict[str, Any]]
 def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """This module's node, on the session's engine (one engine per test session)."""
     env = {"HELIOSDB_MONGODB__MAX_STAGE_BYTES": str(STAGE_BYTES)}
-    yield from node_beside(node, tmp_path_factory, "aggregate_memory", env)
+    yield from node.running_beside(tmp_path_factory.mktemp("aggregate_memory") / "data", env)
 
 
 @pytest.fixture(scope="module")

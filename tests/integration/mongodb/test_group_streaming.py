@@ -20,7 +20,7 @@ import pytest
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
-from tests.integration.mongodb.conftest import admin_client, node_beside, rss_bytes
+from tests.integration.mongodb.conftest import admin_client, rss_bytes
 from tests.nodeproc import NodeProcess
 
 STAGE_BYTES = 1024 * 1024
@@ -33,7 +33,7 @@ Coll = Collection[dict[str, Any]]
 @pytest.fixture(scope="module")
 def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     env = {"HELIOSDB_MONGODB__MAX_STAGE_BYTES": str(STAGE_BYTES)}
-    yield from node_beside(node, tmp_path_factory, "group_streaming", env)
+    yield from node.running_beside(tmp_path_factory.mktemp("group_streaming") / "data", env)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from tests.integration.mongodb.conftest import connect, node_beside
+from tests.integration.mongodb.conftest import connect
 from tests.nodeproc import NodeProcess
 
 Coll = Collection[dict[str, Any]]
@@ -285,7 +285,7 @@ def small_node(
     node: NodeProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
     env = {"HELIOSDB_MONGODB__MAX_STAGE_BYTES": str(STAGE_BYTES)}
-    yield from node_beside(node, tmp_path_factory, "lookup_pipeline", env)
+    yield from node.running_beside(tmp_path_factory.mktemp("lookup_pipeline") / "data", env)
 
 
 def test_lookup_pipeline_joined_arrays_count_towards_the_stage_limit(

@@ -26,7 +26,7 @@ from pymongo.collection import Collection
 from pymongo.errors import CursorNotFound, OperationFailure
 
 from heliosdb.services.documents import catalog
-from tests.integration.mongodb.conftest import admin_client, connect, node_beside, rss_bytes
+from tests.integration.mongodb.conftest import admin_client, connect, rss_bytes
 from tests.nodeproc import NodeProcess
 
 DOCUMENTS = 30_000
@@ -47,7 +47,7 @@ def node(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "HELIOSDB_MONGODB__CURSOR_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
         "HELIOSDB_MONGODB__MAX_STREAMING_CURSORS": str(BOUND),
     }
-    yield from node_beside(node, tmp_path_factory, "streaming", env)
+    yield from node.running_beside(tmp_path_factory.mktemp("streaming") / "data", env)
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,7 @@ LIMIT = 3
 @pytest.fixture(scope="module")
 def limited(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data: Path = tmp_path_factory.mktemp("ws-limited") / "data"
-    process = node.beside(data, {"HELIOSDB_WEBSOCKET__MAX_CONNECTIONS": str(LIMIT)})
-    yield process
-    process.stop()
+    yield from node.running_beside(data, {"HELIOSDB_WEBSOCKET__MAX_CONNECTIONS": str(LIMIT)})
 
 
 async def test_connection_past_the_limit_gets_503_before_the_upgrade(
