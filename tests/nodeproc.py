@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
+
 _LISTENING = re.compile(r"^heliosdb: (\w+) listening on (\w+)://([^:]+):(\d+)$")
 _ADMIN = re.compile(r"^heliosdb: admin key .*: (hdb_sk_\S+)$")
 READY_TIMEOUT_SECONDS = 120.0
@@ -72,6 +74,13 @@ class NodeProcess:
     @property
     def api(self) -> str:
         return f"{self.http_url}/api/v1"
+
+    def metric(self, sample: str) -> float | None:
+        """The value of the node's Prometheus sample matching ``sample`` (a regular
+        expression for its name and labels), or None if it has none."""
+        text = httpx.get(f"{self.api}/metrics", timeout=30).text
+        match = re.search(rf"^{sample} (\S+)$", text, re.M)
+        return float(match.group(1)) if match else None
 
     def start(self) -> NodeProcess:
         command = [

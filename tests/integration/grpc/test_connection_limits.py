@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 
 from heliosdb.interfaces.grpc import http2 as h2
@@ -81,13 +80,9 @@ async def test_call_on_a_connection_past_the_limit_fails_with_resource_exhausted
         for channel in held:
             await channel.close(None)
 
-    metrics = httpx.get(f"{limited.api}/metrics", timeout=30).text
-    refused_line = 'heliosdb_refused_connections_total{interface="grpc"}'
-    assert any(
-        line.startswith(refused_line) and float(line.split()[-1]) >= 1
-        for line in metrics.splitlines()
-    )
-    assert 'heliosdb_open_connections{interface="grpc"}' in metrics
+    refusals = limited.metric(r'heliosdb_refused_connections_total\{interface="grpc"\}')
+    assert refusals is not None and refusals >= 1
+    assert limited.metric(r'heliosdb_open_connections\{interface="grpc"\}') is not None
 
 
 def test_connection_that_never_calls_gets_goaway_and_closes(hasty: NodeProcess) -> None:

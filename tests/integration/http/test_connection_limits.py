@@ -90,15 +90,9 @@ def test_connections_past_the_limit_get_503_and_are_closed(limited: NodeProcess)
         for client in held:
             client.close()
 
-    metrics = httpx.get(f"{limited.api}/metrics", timeout=30).text
-    assert 'heliosdb_refused_connections_total{interface="http"}' in metrics
-    refused_count = next(
-        float(line.split()[-1])
-        for line in metrics.splitlines()
-        if line.startswith('heliosdb_refused_connections_total{interface="http"}')
-    )
-    assert refused_count >= 1
-    assert 'heliosdb_open_connections{interface="http"}' in metrics
+    refusals = limited.metric(r'heliosdb_refused_connections_total\{interface="http"\}')
+    assert refusals is not None and refusals >= 1
+    assert limited.metric(r'heliosdb_open_connections\{interface="http"\}') is not None
 
 
 def test_connection_past_the_limit_answers_a_request_sent_late(limited: NodeProcess) -> None:

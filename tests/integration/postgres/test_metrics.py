@@ -3,10 +3,8 @@ the kernel) included."""
 
 from __future__ import annotations
 
-import re
 import time
 
-import httpx
 import psycopg
 import pytest
 
@@ -15,9 +13,7 @@ from tests.nodeproc import NodeProcess
 
 
 def _metric(node: NodeProcess, pattern: str) -> float:
-    text = httpx.get(f"{node.api}/metrics").text
-    match = re.search(rf"^{pattern} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    return node.metric(pattern) or 0.0
 
 
 def _traffic(node: NodeProcess) -> tuple[float, float, float]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -67,10 +66,6 @@ async def test_connection_past_the_limit_gets_503_before_the_upgrade(
         else:
             raise AssertionError("no connection accepted after one closed")
 
-    metrics = httpx.get(f"{limited.api}/metrics", timeout=30).text
-    refused_line = 'heliosdb_refused_connections_total{interface="websocket"}'
-    assert any(
-        line.startswith(refused_line) and float(line.split()[-1]) >= 1
-        for line in metrics.splitlines()
-    )
-    assert 'heliosdb_open_connections{interface="websocket"}' in metrics
+    refusals = limited.metric(r'heliosdb_refused_connections_total\{interface="websocket"\}')
+    assert refusals is not None and refusals >= 1
+    assert limited.metric(r'heliosdb_open_connections\{interface="websocket"\}') is not None
