@@ -264,6 +264,14 @@ class QuerySettings(BaseModel):
         "the statement past it, so it never holds more); a larger result fails with "
         "RESOURCE_EXHAUSTED. 0: no limit.",
     )
+    max_result_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Most bytes of rows (as the engine sends them) one statement may return "
+        "through POST /query, gRPC ExecuteQuery, WebSocket query and async queries (the "
+        "node counts them as they arrive and stops the statement before a row that would "
+        "pass it); a larger result fails with RESOURCE_EXHAUSTED. 0: no limit.",
+    )
 
 
 class AsyncQuerySettings(BaseModel):

@@ -32,7 +32,7 @@ from asyncpg.exceptions import ConnectionDoesNotExistError
 from heliosdb.engine.pools import Engine
 from heliosdb.engine.relay import cancel, message, open_session
 from heliosdb.engine.roles import Access
-from heliosdb.engine.rowcap import TooManyRows
+from heliosdb.engine.rowcap import UNLIMITED, TooManyBytes, TooManyRows
 from heliosdb.errors import ErrorCode, HeliosError
 
 log = logging.getLogger("heliosdb.engine.pipeline")
@@ -48,7 +48,6 @@ _SYNC = b"S\x00\x00\x00\x04"
 MAX_STATEMENTS = 1024  # prepared on one pipeline before they are all deallocated
 _EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
 _EXECUTE_SYNC = _EXECUTE + _SYNC
-_UNCAPPED = 1 << 62  # rows a statement run without a cap may return
 
 
 def _timestamptz(data: bytes) -> dt.datetime:
@@ -136,7 +135,17 @@ Then = Callable[[tuple[list[bytes], bytes] | None, BaseException | None], None]
 
 
 class _Pending:
-    __slots__ = ("cap", "deadline", "future", "grouped", "rows", "status", "then")
+    __slots__ = (
+        "cap",
+        "deadline",
+        "future",
+        "grouped",
+        "max_bytes",
+        "rows",
+        "size",
+        "status",
+        "then",
+    )
 
     def __init__(
         self, future: asyncio.Future[Any] | None, deadline: float, then: Then | None = None
@@ -144,8 +153,10 @@ class _Pending:
         self.future = future
         self.then = then
         self.deadline = deadline
-        self.cap = _UNCAPPED  # rows it may return (run's cap)
+        self.cap = UNLIMITED  # rows it may return (run's cap)
+        self.max_bytes = UNLIMITED  # DataRow bytes it may return (run's max_bytes)
         self.rows: list[bytes] = []
+        self.size = 0  # DataRow bytes of its rows
         self.status = b""
         self.grouped = False  # a later statement's Sync ends it (share_sync)
 
@@ -206,11 +217,13 @@ class Pipeline(asyncio.Protocol):
         """Loop time the oldest unanswered statement is due (inf: none)."""
         return self._pending[0].deadline if self._pending else float("inf")
 
-    def _send(self, data: bytes, cap: int = 0) -> asyncio.Future[Any]:
+    def _send(self, data: bytes, cap: int = 0, max_bytes: int = 0) -> asyncio.Future[Any]:
         future = self.loop.create_future()
         entry = _Pending(future, self.loop.time() + self.timeout)
         if cap:
             entry.cap = cap
+        if max_bytes:
+            entry.max_bytes = max_bytes
         self._queue(data, entry)
         return future
 
@@ -324,17 +337,23 @@ class Pipeline(asyncio.Protocol):
         self._statements.pop(sql, None)
 
     def run(
-        self, prepared: Prepared, values: Sequence[bytes | None], cap: int = 0
+        self,
+        prepared: Prepared,
+        values: Sequence[bytes | None],
+        cap: int = 0,
+        max_bytes: int = 0,
     ) -> asyncio.Future[Any]:
         """Bind ``values`` (encoded, None: NULL) to ``prepared`` and run it; the future
         gives (raw data rows, command tag) or an asyncpg exception, as the pool would.
-        ``cap``: a result of more rows gives TooManyRows. Rows are counted at the end of
-        each read (so at most one read's rows past the cap are held); a statement still
+        ``cap``: a result of more rows gives TooManyRows; ``max_bytes``: one of more
+        DataRow bytes TooManyBytes. Both are checked at the end of each read (so at most
+        one read's rows past the cap are held; a DataRow not all read yet counts its
+        declared length, so a huge one is refused at its header); a statement still
         running past its cap has its connection dropped: its backend stops at its next
         write, and no cancel request can reach a statement queued behind it (those give
         Unfit, as nothing of them ran). 0: no cap. No Execute row limit, which would keep
         the engine from planning parallel workers."""
-        return self._send(self._bind(prepared, values), cap)
+        return self._send(self._bind(prepared, values), cap, max_bytes)
 
     def run_then(
         self,
@@ -388,7 +407,9 @@ class Pipeline(asyncio.Protocol):
                 break
             kind = buffer[pos]
             if kind == 68:  # D DataRow
-                pending[0].rows.append(buffer[pos + 5 : end])
+                entry = pending[0]
+                entry.rows.append(buffer[pos + 5 : end])
+                entry.size += end - pos
             elif kind == 67:  # C CommandComplete
                 pending[0].status = buffer[pos + 5 : end - 1]
                 if pending[0].grouped:  # its Sync is a later statement's: done now
@@ -414,16 +435,20 @@ class Pipeline(asyncio.Protocol):
             # S ParameterStatus, A NotificationResponse: nothing to keep
             pos = end
         self._buffer = buffer[pos:]
-        if pending and len(pending[0].rows) > pending[0].cap:
-            # Checked once per read, not per row: at most one read's rows past the cap.
+        if pending and (
+            len(pending[0].rows) > pending[0].cap
+            or pending[0].size + (_coming(buffer, pos) if pos < size else 0) > pending[0].max_bytes
+        ):
+            # Checked once per read, not per row: at most one read's rows past the cap (a
+            # DataRow not all read counts its declared length: refused at its header).
             self._capped()
         elif self.retiring and not pending:
             self.close()
 
     def _done(self, entry: _Pending) -> None:
         error, self._error = self._error, None
-        if len(entry.rows) > entry.cap:  # its last rows came in the read that ended it
-            _refuse(entry, TooManyRows())
+        if len(entry.rows) > entry.cap or entry.size > entry.max_bytes:
+            _refuse(entry, _refusal(entry))  # its last rows came in the read that ended it
             return
         future = entry.future
         if future is None:
@@ -444,7 +469,8 @@ class Pipeline(asyncio.Protocol):
 
     def _capped(self) -> None:
         """The oldest statement's result passed its cap."""
-        _refuse(self._pending.popleft(), TooManyRows())
+        entry = self._pending.popleft()
+        _refuse(entry, _refusal(entry))
         self._fail(Unfit("an earlier statement's result passed its cap"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -494,6 +520,19 @@ class Pipeline(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.write(b"X\x00\x00\x00\x04")  # Terminate
             self._fail(ConnectionDoesNotExistError("the connection was closed"))
+
+
+def _coming(buffer: bytes, pos: int) -> int:
+    """The bytes of a DataRow whose header begins at ``pos`` (0: another message, or a
+    header not all read)."""
+    if len(buffer) - pos >= 5 and buffer[pos] == 68:
+        length: int = _INT.unpack_from(buffer, pos + 1)[0]
+        return 1 + length
+    return 0
+
+
+def _refusal(entry: _Pending) -> TooManyRows:
+    return TooManyRows() if len(entry.rows) > entry.cap else TooManyBytes()
 
 
 def _refuse(entry: _Pending, exc: BaseException) -> None:

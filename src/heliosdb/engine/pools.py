@@ -29,7 +29,7 @@ from heliosdb.engine.embedded import SUPERUSER, EmbeddedEngine
 from heliosdb.engine.migrations import migrate
 from heliosdb.engine.quoting import quote_ident
 from heliosdb.engine.roles import ROLE_FOR_ACCESS, Access, ensure_roles
-from heliosdb.engine.rowcap import CappedReader, TooManyRows
+from heliosdb.engine.rowcap import UNLIMITED, CappedReader
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.settings import EngineSettings
@@ -87,6 +87,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         cache: bool = True,
         what: str = "a parameter",
         cap: int = 0,
+        max_bytes: int = 0,
     ) -> tuple[list[asyncpg.Record], Statement]:
         """Prepare ``sql`` (from the statement cache unless ``cache`` is false), bind the
         arguments ``bind(stmt)`` makes for its parameter types, and fetch.
@@ -99,9 +100,9 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
         statement cache through ``bind_execute`` (command_timeout and the server's
         statement_timeout apply alike), without a PreparedStatement wrapper per call.
 
-        ``cap``: a result of more rows raises TooManyRows; the rows past it are not read
-        into memory and the engine is asked to cancel the statement (engine/rowcap.py);
-        0: no cap.
+        ``cap``: a result of more rows raises TooManyRows, and ``max_bytes``: one of more
+        DataRow bytes TooManyBytes; the rows past it are not read into memory and the
+        engine is asked to cancel the statement (engine/rowcap.py); 0: no cap.
         """
         for attempt in (1, 2):
             prepared: PreparedStatement | None = None  # keeps an uncached statement alive
@@ -115,8 +116,10 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             stmt = Statement(state)
             args = bind(stmt)
             try:
-                if cap:
-                    records, stmt.status = await self._run_capped(state, args, cap)
+                if cap or max_bytes:
+                    records, stmt.status = await self._run_capped(
+                        state, args, cap or UNLIMITED, max_bytes or UNLIMITED
+                    )
                 else:
                     records, stmt.status, _ = await self._protocol.bind_execute(  # type: ignore[attr-defined]
                         state, args, "", 0, True, None
@@ -141,11 +144,15 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             return records, stmt
         raise AssertionError("unreachable")
 
-    async def _run_capped(self, state: Any, args: Sequence[Any], cap: int) -> tuple[Any, Any]:
+    async def _run_capped(
+        self, state: Any, args: Sequence[Any], cap: int, max_bytes: int
+    ) -> tuple[Any, Any]:
         """bind_execute with no row limit (so the engine may plan parallel workers, which
         it never does for an Execute with one), its DataRows counted as they arrive: past
-        ``cap`` the rest are dropped before asyncpg's protocol sees them and the engine is
-        asked to cancel the statement; TooManyRows once it has answered."""
+        ``cap`` rows or ``max_bytes`` of them the rest are dropped before asyncpg's
+        protocol sees them and the engine is asked to cancel the statement; TooManyRows
+        (TooManyBytes) once it has answered. A row that passes ``max_bytes`` from the
+        result's unwalked start (RowCap.torn) closes the connection instead."""
         protocol: Any = self._protocol  # type: ignore[attr-defined]
         transport: Any = self._transport  # type: ignore[attr-defined]
         cancel_sent: asyncio.Future[None] | None = None
@@ -155,14 +162,18 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             cancel_sent = self._loop.create_future()  # type: ignore[attr-defined]
             self._cancel_current_command(cancel_sent)  # type: ignore[attr-defined]
 
-        reader = CappedReader(protocol, cap, stop)
+        reader = CappedReader(protocol, cap, stop, max_bytes, transport)
         transport.set_protocol(reader)
         try:
             records, status, _ = await protocol.bind_execute(state, args, "", 0, True, None)
         except asyncpg.QueryCanceledError:
             if not reader.cap.over:
                 raise
-            raise TooManyRows(aborted=protocol.is_in_transaction()) from None
+            raise reader.cap.refusal(aborted=protocol.is_in_transaction()) from None
+        except asyncpg.exceptions.ConnectionDoesNotExistError:
+            if not reader.cap.torn:
+                raise
+            raise reader.cap.refusal(lost=True) from None
         finally:
             transport.set_protocol(protocol)
             if cancel_sent is not None:
@@ -170,7 +181,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
                 # (a backend that has finished ignores a cancel that reaches it idle).
                 await asyncio.shield(cancel_sent)
         if reader.cap.over:
-            raise TooManyRows()
+            raise reader.cap.refusal()
         return records, status
 
     def describe(self, stmt: Statement, sql: str, describe: Callable[[Statement], T]) -> T:

@@ -48,15 +48,21 @@ class Services:
             changes=ChangeService(engine, settings.changes, settings.engine.database),
             async_queries=AsyncQueries(
                 engine,
-                QueryService(engine, settings.async_queries.max_result_rows),
+                QueryService(
+                    engine, settings.async_queries.max_result_rows, settings.query.max_result_bytes
+                ),
                 settings.async_queries,
             ),
-            query=QueryService(engine, settings.query.max_result_rows),
+            query=QueryService(
+                engine, settings.query.max_result_rows, settings.query.max_result_bytes
+            ),
             tables=TablesService(engine),
             rows=RowsService(engine, settings.rows),
             transactions=Transactions(
                 engine,
-                QueryService(engine, settings.query.max_result_rows),
+                QueryService(
+                    engine, settings.query.max_result_rows, settings.query.max_result_bytes
+                ),
                 idle_timeout=settings.grpc.transaction_idle_timeout,
                 max_idle_timeout=settings.grpc.transaction_max_idle_timeout,
                 per_principal=settings.grpc.max_transactions_per_principal,

@@ -34,7 +34,7 @@ from heliosdb.engine.pipeline import (
     Unfit,
     decode_rows,
 )
-from heliosdb.engine.rowcap import TooManyRows
+from heliosdb.engine.rowcap import TooManyBytes, TooManyRows
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.security.principals import Principal
@@ -112,12 +112,15 @@ class _Pipelinable:
 
 
 class QueryService:
-    def __init__(self, engine: Engine, max_rows: int = 0) -> None:
-        """``max_rows``: a result with more rows fails with RESOURCE_EXHAUSTED; the node
-        counts rows as they arrive and stops the statement past that, so it never holds
-        more (0: no limit). No Execute row limit: the engine may plan parallel workers."""
+    def __init__(self, engine: Engine, max_rows: int = 0, max_bytes: int = 0) -> None:
+        """``max_rows``: a result with more rows fails with RESOURCE_EXHAUSTED, and so
+        does one of more than ``max_bytes`` bytes of rows (as the engine sends them); the
+        node counts rows and bytes as they arrive and stops the statement past either, so
+        it never holds more (0: no limit). No Execute row limit: the engine may plan
+        parallel workers."""
         self.engine = engine
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
         settings = {**engine.session_settings(), "application_name": "heliosdb-pipeline"}
         self.pipelines = Pipelines(engine, settings)
         engine.closers.append(self.pipelines.close)
@@ -147,7 +150,9 @@ class QueryService:
                     return QueryResult([], [], _affected(status), status, _ms(started))
                 # _run_statement's steps, here: a coroutine level is paid on every resumption
                 binder = _Binder(conn, sql, params)
-                records, stmt = await conn.run_prepared(sql, binder.bind, cap=self.max_rows)
+                records, stmt = await conn.run_prepared(
+                    sql, binder.bind, cap=self.max_rows, max_bytes=self.max_bytes
+                )
                 result = binder.result(records, stmt, started)
                 if _leaves_session_alone(result.status, sql):
                     conn.keep_session(principal.id)
@@ -212,7 +217,7 @@ class QueryService:
         except (TypeError, ValueError, OverflowError, struct.error, UnicodeEncodeError):
             return None  # the pool path's codecs say why this value does not fit
         try:
-            rows, tag = await pipeline.run(prepared, values, self.max_rows)
+            rows, tag = await pipeline.run(prepared, values, self.max_rows, self.max_bytes)
         except Unfit:
             return None
         except TooManyRows as exc:
@@ -245,16 +250,24 @@ class QueryService:
         self, conn: Any, sql: str, params: Sequence[Any], started: float
     ) -> QueryResult:
         binder = _Binder(conn, sql, params)
-        records, stmt = await conn.run_prepared(sql, binder.bind, cap=self.max_rows)
+        records, stmt = await conn.run_prepared(
+            sql, binder.bind, cap=self.max_rows, max_bytes=self.max_bytes
+        )
         return binder.result(records, stmt, started)
 
     def _too_many(self, exc: TooManyRows) -> NoReturn:
         aborted = " (cancelled: the transaction is aborted, roll it back)" if exc.aborted else ""
+        if exc.lost:
+            aborted = " (its engine connection was closed: a transaction on it is rolled back)"
+        if isinstance(exc, TooManyBytes):
+            what, limit = f"exceeds query.max_result_bytes ({self.max_bytes} bytes)", self.max_bytes
+        else:
+            what, limit = f"has more than {self.max_rows} rows", self.max_rows
         raise HeliosError(
             ErrorCode.RESOURCE_EXHAUSTED,
-            f"the result has more than {self.max_rows} rows{aborted}; read it with a LIMIT, "
+            f"the result {what}{aborted}; read it with a LIMIT, "
             "or stream it (POST /query/stream, gRPC ExecuteQueryStream)",
-            limit=self.max_rows,
+            limit=limit,
         ) from None
 
 

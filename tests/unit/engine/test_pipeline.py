@@ -19,7 +19,7 @@ from heliosdb.engine.pipeline import (
     decode_rows,
 )
 from heliosdb.engine.roles import Access
-from heliosdb.engine.rowcap import TooManyRows
+from heliosdb.engine.rowcap import TooManyBytes, TooManyRows
 from tests.unit.recording import RecordingTransport
 
 
@@ -109,6 +109,32 @@ async def test_a_result_past_its_cap_fails_and_drops_the_connection() -> None:
     pipeline.data_received(one[3:])
     with pytest.raises(TooManyRows):
         await capped
+    with pytest.raises(Unfit):
+        await behind
+    assert transport.aborted and pipeline.closed
+
+
+async def test_a_result_past_its_byte_cap_fails_at_the_header_of_the_row_past_it() -> None:
+    """DataRow bytes are counted as rows are (two 15-byte rows fit in 30): a row whose header
+    says it would take the result past the cap fails the statement and drops the
+    connection before its bytes arrive."""
+    pipeline, transport = _pipeline()
+    prepared = Prepared(b"s1", (25,), ("t:25",))
+    at_cap, whole, huge, behind = (
+        pipeline.run(prepared, [b"x"], cap=100, max_bytes=30) for _ in range(4)
+    )
+    await asyncio.sleep(0)
+    one = _row(b"1234")  # 15 bytes
+    end = _msg(b"C", b"SELECT 2\0") + _msg(b"Z", b"I")
+    pipeline.data_received(_msg(b"2") + one + one + end + _msg(b"2") + one + one + one + end)
+    assert await at_cap == ([one[5:], one[5:]], b"SELECT 2")
+    with pytest.raises(TooManyBytes):
+        await whole
+    pipeline.data_received(_msg(b"2") + one)
+    assert not transport.aborted
+    pipeline.data_received(b"D" + struct.pack("!ihi", 10**9, 1, 10**9 - 10) + b"x" * 100)
+    with pytest.raises(TooManyBytes):
+        await huge
     with pytest.raises(Unfit):
         await behind
     assert transport.aborted and pipeline.closed
