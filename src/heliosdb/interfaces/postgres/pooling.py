@@ -195,11 +195,24 @@ class ServerConn:
         self.unnamed_owner: tuple[int, int] | None = None
         self.carry = b""
         self.skip = 0
+        # The next reply needs _scan: it continues a cut message (``carry``, ``skip``) or
+        # ParseCompletes are expected (``expect``). One flag for the three.
+        self.general = False
+        self.reply = b""  # the last reply seen before (in _plain_replies) that it sent
         self.closed = False
         self.counted = True  # in the pool's size
+        # len(prepared) > MAX_PREPARED_PER_CONNECTION: given back (and closed) when
+        # parked, kept up to date where ``prepared`` changes.
+        self.give_back = False
         # The client made session state here (SET, LISTEN, temp table ...): it keeps this
         # connection until it leaves, and the connection is closed then, not pooled.
         self.pinned = False
+
+    def expect_parse(self, drop: bool, name: str | None) -> None:
+        """A Parse sent: its ParseComplete (dropped from the reply, or not) is expected,
+        so replies take the general scan until it came."""
+        self.expect.append((drop, name))
+        self.general = True
 
 
 class _ServerSide(asyncio.Protocol):
@@ -208,14 +221,15 @@ class _ServerSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        out: bytes = data
         rest: bytes | None = None  # not None: park, then read past these bytes
-        n = len(data)
-        if conn.carry or conn.skip or conn.expect:
+        if conn.general:
             out, rest = self._scan(data)
-        elif n <= _PLAIN_REPLY_BYTES and data in _plain_replies:
+        elif data == conn.reply or (len(data) <= _PLAIN_REPLY_BYTES and data in _plain_replies):
             # A reply seen before (from a message boundary, as this one starts): whole
-            # messages, one ReadyForQuery and that one last.
+            # messages, one ReadyForQuery and that one last. This connection's last one
+            # first: the same reply again (a command tag, pgbench's row) is compared, not
+            # hashed.
+            conn.reply = out = data
             pending = conn.pending - 1
             conn.pending = pending
             if pending <= 0 and data[-1] == 0x49 and not conn.pinned and not conn.unsynced:
@@ -225,6 +239,8 @@ class _ServerSide(asyncio.Protocol):
             # Parse in flight either: each one expected is in ``expect``), at most one
             # ReadyForQuery and that one last. One walk over the message boundaries up to
             # where a closing ReadyForQuery would start, no look at their kinds.
+            out = data
+            n = len(data)
             pos = 0
             closing = n - 6
             while pos < closing:
@@ -263,7 +279,7 @@ class _ServerSide(asyncio.Protocol):
         # until someone takes it (given back at once to a waiting client, or when it
         # holds too many statements).
         conn.client = None
-        if client.pool.waiters or len(conn.prepared) > MAX_PREPARED_PER_CONNECTION:
+        if client.pool.waiters or conn.give_back:
             client.release()
         if rest:
             # Owed to no client (nothing is, once every Sync is answered): only an
@@ -298,6 +314,7 @@ class _ServerSide(asyncio.Protocol):
                 if name is not None:
                     conn.inflight.discard(name)
                     conn.prepared.add(name)
+                    conn.give_back = len(conn.prepared) > MAX_PREPARED_PER_CONNECTION
                 if drop:
                     kept.append(data[start:pos])
                     start = end
@@ -320,6 +337,7 @@ class _ServerSide(asyncio.Protocol):
             else:
                 pos = end
         conn.skip = skip
+        conn.general = bool(skip or conn.carry or conn.expect)
         if kept:
             kept.append(data[start:n])
             return b"".join(kept), rest
@@ -479,6 +497,7 @@ class TxnClient(asyncio.Protocol):
         self.statements: dict[bytes, tuple[str, bytes, bytes]] = {}
         self.unnamed = b""
         self.unnamed_seq = 0
+        self.shape = b""  # the shape of its last Query that took the fast path
         self.bytes_in = 0
         self.bytes_out = 0
         self.round_trips = 0
@@ -495,6 +514,9 @@ class TxnClient(asyncio.Protocol):
         if kernel_counts:
             self.kernel_traffic = SocketTraffic.of_plain(self.transport)
             self.counted = self.kernel_traffic is None
+        if self.counted:
+            # Read by the transport at set_protocol, as relay._Spliced's is.
+            self.data_received = self._count_received  # type: ignore[method-assign]
         self.transport.set_protocol(self)
         if buffered:
             self.data_received(buffered)
@@ -513,29 +535,34 @@ class TxnClient(asyncio.Protocol):
 
     # client -> engine
 
+    def _count_received(self, data: bytes) -> None:
+        """``data_received`` of a client the kernel does not count for us."""
+        self.bytes_in += len(data)
+        self.round_trips += 1
+        self.awaiting = True
+        TxnClient.data_received(self, data)
+
     def data_received(self, data: bytes) -> None:
         n = len(data)
-        if self.counted:
-            self.bytes_in += n
-            self.round_trips += 1
-            self.awaiting = True
         server = self.server
         if (
             server is not None
             and data[0] == 0x51  # Query
             and n <= _PLAIN_SHAPE_BYTES
             and not self.buffer
-            and data.translate(_ZERO_DIGITS) in _plain_shapes
         ):
-            # The common case: one whole simple Query (its shape says so), known plain, on
-            # this client's connection: forward it as it came, no buffering, no copy.
-            if server.client is None:
-                server.client = self  # this client's parked connection, resumed
-            server.pending += 1
-            server.unsynced = False
-            server.copy_syncs = 0
-            server.transport.write(data)
-            return
+            shape = data.translate(_ZERO_DIGITS)
+            if shape == self.shape or shape in _plain_shapes:
+                # The common case: one whole simple Query (its shape says so), known plain,
+                # on this client's connection: forward it as it came, no buffering, no copy.
+                # This client's last shape first: compared, not hashed.
+                self.shape = shape
+                server.client = self  # this client's connection (resumed if parked)
+                server.pending += 1
+                server.unsynced = False
+                server.copy_syncs = 0
+                server.transport.write(data)
+                return
         if (
             n >= 6
             and data[0] == 0x51  # Query
@@ -679,14 +706,14 @@ class TxnClient(asyncio.Protocol):
                 self.unnamed = msg
                 self.unnamed_seq += 1
                 server.unnamed_owner = (self.id, self.unnamed_seq)
-                server.expect.append((False, None))
+                server.expect_parse(False, None)
                 return msg
             renamed = f"hdb_{next(_statement_names)}"
             encoded = renamed.encode()
             parse = message(b"P", encoded + msg[end:])
             self.statements[name] = (renamed, parse, encoded)
             server.inflight.add(renamed)
-            server.expect.append((False, renamed))
+            server.expect_parse(False, renamed)
             return parse
         if kind == 0x42:  # Bind: portal, statement, ...
             portal_end = msg.index(b"\0", 5)
@@ -706,6 +733,7 @@ class TxnClient(asyncio.Protocol):
             if entry is None:
                 return msg
             server.prepared.discard(entry[0])
+            server.give_back = len(server.prepared) > MAX_PREPARED_PER_CONNECTION
             return message(b"C", b"S" + entry[2] + b"\0")
         return msg
 
@@ -717,6 +745,7 @@ class TxnClient(asyncio.Protocol):
         if _FORGET_STATEMENTS.search(text):
             # The engine forgets every prepared statement of this connection.
             server.prepared.clear()
+            server.give_back = False
             server.unnamed_owner = None
 
     def _statement(self, name: bytes) -> tuple[bytes, bytes | None]:
@@ -726,7 +755,7 @@ class TxnClient(asyncio.Protocol):
         if not name:
             if self.unnamed and server.unnamed_owner != (self.id, self.unnamed_seq):
                 server.unnamed_owner = (self.id, self.unnamed_seq)
-                server.expect.append((True, None))
+                server.expect_parse(True, None)
                 return self.unnamed, None
             return b"", None
         entry = self.statements.get(name)
@@ -736,7 +765,7 @@ class TxnClient(asyncio.Protocol):
         if renamed in server.prepared or renamed in server.inflight:
             return b"", encoded
         server.inflight.add(renamed)
-        server.expect.append((True, renamed))
+        server.expect_parse(True, renamed)
         return parse, encoded
 
     def _borrow(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections import deque
 from types import SimpleNamespace
@@ -60,7 +61,7 @@ def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) 
     conn = _Conn(
         client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
         carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
-        copy_syncs=0,
+        copy_syncs=0, general=bool(expect), reply=b"", give_back=False,
     )  # fmt: skip
     if client is not None:
         client.conn = conn
@@ -318,7 +319,8 @@ def _txn_client() -> tuple[Any, Any]:
     conn.__dict__.update(
         pool=pool, transport=_Transport(), client=None, owner=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
-        counted=True, pinned=False, unsynced=False, copy_syncs=0,
+        counted=True, pinned=False, unsynced=False, copy_syncs=0, general=False, reply=b"",
+        give_back=False,
     )  # fmt: skip
     pool.idle.append(conn)
     kind = next(iter(PrincipalKind))
@@ -522,10 +524,31 @@ async def test_parking_a_connection_holding_too_many_statements_closes_it() -> N
 
     client, conn = _txn_client()
     client.data_received(QUERY)
-    conn.prepared.update(f"hdb_{i}" for i in range(MAX_PREPARED_PER_CONNECTION + 1))
-    _ServerSide(conn).data_received(PLAIN_STREAM)
-    assert client.transport.written == PLAIN_STREAM  # the reply first, whole
+    for i in range(MAX_PREPARED_PER_CONNECTION + 1):  # Parses the client sent before
+        conn.expect_parse(False, f"hdb_{i}")
+    reply = _msg(b"1") * (MAX_PREPARED_PER_CONNECTION + 1) + PLAIN_STREAM
+    _ServerSide(conn).data_received(reply)
+    assert client.transport.written == reply  # the reply first, whole
     assert client.server is None and conn.owner is None and conn.transport.closed
+
+
+async def test_a_connection_back_under_the_statement_limit_stays_with_its_client() -> None:
+    from heliosdb.interfaces.postgres.pooling import MAX_PREPARED_PER_CONNECTION
+
+    client, conn = _txn_client()
+    side = _ServerSide(conn)
+    over = MAX_PREPARED_PER_CONNECTION + 1
+    client.data_received(_msg(b"Q", b"BEGIN\0"))
+    side.data_received(_msg(b"C", b"BEGIN\0") + _msg(b"Z", b"T"))
+    parses = b"".join(_msg(b"P", b"s%d\0SELECT 1\0\0\0" % i) for i in range(over))
+    client.data_received(parses + _msg(b"S"))
+    side.data_received(_msg(b"1") * over + _msg(b"Z", b"T"))
+    assert len(conn.prepared) == over
+    client.data_received(_msg(b"C", b"Ss0\0") + _msg(b"S"))  # Close one of them
+    side.data_received(_msg(b"3") + _msg(b"Z", b"T"))
+    client.data_received(_msg(b"Q", b"COMMIT\0"))
+    side.data_received(_msg(b"C", b"COMMIT\0") + _msg(b"Z", b"I"))
+    assert client.server is conn and conn.client is None  # parked, still its own
 
 
 async def test_a_parked_connection_that_closes_leaves_its_client_connected() -> None:
@@ -858,3 +881,44 @@ async def test_a_chunk_shaped_like_a_query_whose_length_byte_is_a_digit_waits_fo
     assert bytes(conn.transport.written) == first and conn.pending == 1
     client.data_received(longer[-1:])
     assert bytes(conn.transport.written) == first + longer and conn.pending == 2
+
+
+@given(
+    st.lists(st.sampled_from(["reply", "row holding a reply", "row"]), min_size=1, max_size=6),
+    st.sets(st.integers(min_value=1, max_value=200), max_size=6),
+)
+def test_a_reply_seen_before_inside_another_message_is_not_taken_for_one(
+    pieces: list[str], cuts: set[int]
+) -> None:
+    """The connection's last reply compared whole (its fast path) only from a message
+    boundary: the same bytes inside a row, arriving as a chunk of their own after the
+    row's header, are forwarded as the row's and neither answer a Query nor park. The
+    stream (every reply owed) in chunks cut there and anywhere else: forwarded, counted
+    and parked exactly as the general scan does."""
+    reply = _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"I")
+    parts = {"reply": reply, "row holding a reply": _msg(b"D", reply), "row": _msg(b"D", b"xy")}
+    stream, edges = b"", set()
+    for piece in pieces:
+        if piece == "row holding a reply":  # a chunk of exactly the reply's bytes
+            edges |= {len(stream) + 5, len(stream) + 5 + len(reply)}
+        stream += parts[piece]
+    stream += reply
+    edges |= {cut for cut in cuts if cut < len(stream)}
+    bounds = [0, *sorted(edges), len(stream)]
+    owed = _kinds(stream).count(b"Z")
+    client = _Client()
+    conn = _conn(client, [], pending=owed + 2)
+    side = _ServerSide(conn)
+    for _ in range(2):  # the reply twice, whole: this connection's last, remembered
+        side.data_received(_fresh(reply))
+    assert conn.reply == reply and conn.pending == owed
+    general = _conn(None, [], pending=owed)  # type: ignore[arg-type]
+    general_side = _ServerSide(general)
+    for start, end in itertools.pairwise(bounds):
+        chunk = stream[start:end]
+        side.data_received(_fresh(chunk))
+        general_side._scan(_fresh(chunk))
+        assert conn.pending == general.pending, (start, end)
+        assert client.parked == (conn.pending == 0)
+    assert bytes(client.received) == reply * 2 + stream
+    assert conn.pending == 0 and client.parked == 1
