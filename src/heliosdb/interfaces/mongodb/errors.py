@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from heliosdb.errors import ErrorCode, HeliosError
+from heliosdb.services.documents.keytables import PARALLEL_ARRAYS
 
 log = logging.getLogger("heliosdb.interfaces.mongodb")
 
@@ -41,6 +42,7 @@ CODE_NAMES: dict[int, str] = {
     115: "CommandNotSupported",
     121: "DocumentValidationFailure",
     168: "InvalidPipelineOperator",
+    171: "CannotIndexParallelArrays",
     238: "NotImplemented",
     262: "ExceededTimeLimit",
     10334: "BSONObjectTooLarge",
@@ -70,6 +72,11 @@ BY_KIND: dict[str, int] = {
     "unknown_stage": 40324,
     "write_conflict": 112,
     "exceeded_memory_no_disk": 292,
+}
+
+# engine errors of our own SQL, by SQLSTATE
+BY_SQLSTATE: dict[str, int] = {
+    PARALLEL_ARRAYS: 171,  # a compound unique key over two arrays (keytables.py)
 }
 
 BY_CODE: dict[ErrorCode, int] = {
@@ -118,6 +125,9 @@ def mongo_code(error: HeliosError) -> int:
     kind = error.details.get("kind")
     if isinstance(kind, str) and kind in BY_KIND:
         return BY_KIND[kind]
+    sqlstate = error.details.get("sqlstate")
+    if isinstance(sqlstate, str) and sqlstate in BY_SQLSTATE:
+        return BY_SQLSTATE[sqlstate]
     return BY_CODE.get(error.code, 1)
 
 

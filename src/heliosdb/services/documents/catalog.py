@@ -8,10 +8,11 @@ and each index's MongoDB key pattern and options (as BSON: key order matters).
 
 An index ``{a: 1, "b.c": -1}`` is an engine expression index
 ``((doc -> 'a'), (doc -> 'b' -> 'c') DESC)``; a unique one indexes
-``COALESCE(<expr>, 'null')`` so a missing field counts as null, as in MongoDB, and
-after those terms one more per key path, the field order of the embedded documents
-in its value (``ORDER_DDL``'s ``field_order``): the query form keeps no field order,
-and MongoDB's equality (a unique index's) tells ``{a: 1, b: 2}`` from ``{b: 2, a: 1}``.
+``COALESCE(<expr>, 'null')`` (a missing field counts as null, as in MongoDB) and is
+enforced by its key table (keytables.py), which holds each key of each document as
+MongoDB's multikey index does, with the field order of the embedded documents in it
+(``ORDER_DDL``'s ``field_order``): the query form keeps no field order, and MongoDB's
+equality (a unique index's) tells ``{a: 1, b: 2}`` from ``{b: 2, a: 1}``.
 """
 
 # ruff: noqa: S608 - SQL here is composed from quote_ident()/quote_literal() names and
@@ -271,7 +272,11 @@ GRANT EXECUTE ON FUNCTION {CATALOG_SCHEMA}.sort_key(jsonb, bytea, text[]),
 # nearest double (now bsonform.decimal_form). Before 5: a unique index had no
 # field_order terms (order_expression), so it refused ``{k: {b: 2, a: 1}}`` beside
 # ``{k: {a: 1, b: 2}}``; the forms did not change, the unique indexes are made again.
-FORM_VERSION = 5
+# Before 6: a unique index was a unique expression index, which took an array as one
+# value; now its key table (keytables.py) holds each key, and the expression index is a
+# plain one. A collection whose rows hold duplicate keys under the new rules keeps its
+# old unique index and stays at 5 (logged; tried again at the next start).
+FORM_VERSION = 6
 # the first version whose rows _upgrade_collection need not look at
 _ROWS_VERSION = 4
 # The rows whose query form may differ from the current one: one whose form shows
@@ -332,9 +337,10 @@ def table(db: str, collection: str) -> str:
     return qualified(db, check_collection_name(collection))
 
 
-def key_expression(path: str) -> str:
+def key_expression(path: str, row: str = "") -> str:
+    """``doc``'s value at ``path`` (of the row ``row``, a table alias with its dot)."""
     parts = path.split(".")
-    return "(doc" + "".join(f" -> {quote_literal(p)}" for p in parts) + ")"
+    return f"({row}doc" + "".join(f" -> {quote_literal(p)}" for p in parts) + ")"
 
 
 @dataclass(slots=True)
@@ -372,25 +378,25 @@ def index_expression(path: str, unique: bool) -> str:
     return f"(COALESCE({expr}, 'null'::jsonb))" if unique else expr
 
 
-def order_expression(path: str) -> str:
-    """A unique index's term for the field order in the value at ``path`` (ORDER_DDL).
+def order_expression(path: str, row: str = "") -> str:
+    """A unique key's term for the field order in the value at ``path`` (ORDER_DDL).
     Only an object or array whose text has a comma can hold a document of two or more
     fields: any other value (every scalar, ObjectId, date...) is '' without calling
     the function. Equal query forms take the same branch."""
-    expr = key_expression(path)
+    expr = key_expression(path, row)
     names = "ARRAY[" + ", ".join(quote_literal(p) for p in path.split(".")) + "]::text[]"
     return (
         f"(CASE WHEN jsonb_typeof({expr}) IN ('object', 'array') AND strpos({expr}::text, ',') > 0"
-        f" THEN {CATALOG_SCHEMA}.field_order(bson, {names}) ELSE '\\x'::bytea END)"
+        f" THEN {CATALOG_SCHEMA}.field_order({row}bson, {names}) ELSE '\\x'::bytea END)"
     )
 
 
-def array_predicate(path: str) -> str:
+def array_predicate(path: str, row: str = "") -> str:
     """True where the path meets an array: such documents need MongoDB's array rules,
     so a partial index over exactly this predicate lets a query find them cheaply."""
     parts = path.split(".")
     tests = [
-        f"jsonb_typeof({key_expression('.'.join(parts[: i + 1]))}) = 'array'"
+        f"jsonb_typeof({key_expression('.'.join(parts[: i + 1]), row)}) = 'array'"
         for i in range(len(parts))
     ]
     return "(" + " OR ".join(tests) + ")"
@@ -401,20 +407,24 @@ def multikey_index_name(engine_name: str) -> str:
 
 
 def index_ddl(db: str, collection: str, spec: IndexSpec) -> list[str]:
+    """The statements that create the index ``spec``: an expression index on its key
+    paths (for finds) and a partial one over the documents where the leading path
+    meets an array; a unique index's enforcement is its key table's (keytables.py)."""
+    from heliosdb.services.documents import keytables
+
     terms = []
     for path, direction in spec.key.items():
         expr = index_expression(path, spec.unique)
         order = " DESC" if isinstance(direction, (int, float)) and direction < 0 else ""
         terms.append(expr + order)
-    if spec.unique:
-        terms += [order_expression(path) for path in spec.key]
     where = ""
     if spec.options.get("sparse"):
         where = " WHERE " + " OR ".join(f"{key_expression(p)} IS NOT NULL" for p in spec.key)
-    unique = "UNIQUE " if spec.unique else ""
     leading = next(iter(spec.key))
+    enforce = keytables.create_ddl(db, collection, spec) if spec.unique else []
     return [
-        f"CREATE {unique}INDEX {quote_ident(spec.engine_name)} ON {table(db, collection)} "
+        *enforce,
+        f"CREATE INDEX {quote_ident(spec.engine_name)} ON {table(db, collection)} "
         f"({', '.join(terms)}){where}",
         f"CREATE INDEX {quote_ident(multikey_index_name(spec.engine_name))} ON "
         f"{table(db, collection)} ((1)) WHERE {array_predicate(leading)}",
@@ -433,11 +443,14 @@ def leading_keys(specs: list[IndexSpec]) -> dict[str, str]:
 
 
 async def ensure_catalog(conn: asyncpg.Connection) -> None:
+    from heliosdb.services.documents import keytables
+
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.catalog'))")
         await conn.execute(CATALOG_DDL)
         await conn.execute(inplace.FUNCTION_DDL)
         await conn.execute(ORDER_DDL)
+        await conn.execute(keytables.KEYS_DDL)
         await upgrade_forms(conn)
 
 
@@ -489,20 +502,44 @@ async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str, rows
                 form,
             )
             rewritten += 1
+    form = FORM_VERSION
     if exists:
-        # Each unique index again, with its field order terms: it refuses no more than
-        # before, so building it cannot fail on the rows there.
+        # Each unique index again, with its key table; rows that hold a duplicate key
+        # under MongoDB's array rules fail the build: that index stays as it was.
         for spec in await indexes(conn, db, name):
-            if spec.unique:
-                await conn.execute(f"DROP INDEX IF EXISTS {qualified(db, spec.engine_name)}")
-                await conn.execute(index_ddl(db, name, spec)[0])
+            if spec.unique and not await _rebuild_unique(conn, db, name, spec):
+                form = FORM_VERSION - 1
     await conn.execute(
         f"UPDATE {CATALOG_SCHEMA}.collections SET form = $3::smallint WHERE db = $1 AND name = $2",
         db,
         name,
-        FORM_VERSION,
+        form,
     )
     return rewritten
+
+
+async def _rebuild_unique(conn: asyncpg.Connection, db: str, name: str, spec: IndexSpec) -> bool:
+    """Build the unique index ``spec`` again as index_ddl makes it (in a savepoint);
+    False, logged, where the rows there hold a duplicate key (or parallel arrays)."""
+    from heliosdb.services.documents import keytables
+
+    try:
+        async with conn.transaction():
+            for old in (spec.engine_name, multikey_index_name(spec.engine_name)):
+                await conn.execute(f"DROP INDEX IF EXISTS {qualified(db, old)}")
+            for statement in keytables.drop_ddl(spec) + index_ddl(db, name, spec):
+                await conn.execute(statement)
+    except asyncpg.PostgresError:
+        log.warning(
+            "unique index %s of %s.%s kept as it was: its documents hold a duplicate key "
+            "or parallel arrays",
+            spec.name,
+            db,
+            name,
+            exc_info=True,
+        )
+        return False
+    return True
 
 
 async def create_collection(

@@ -35,6 +35,7 @@ from heliosdb.services.documents import (
     bsonform,
     catalog,
     inplace,
+    keytables,
     matcher,
     pipeline,
     projection,
@@ -363,6 +364,7 @@ class DocumentStore:
         """Drop it; the number of indexes it had, or None when it did not exist."""
         catalog.check_db_name(db)
         async with self._conn(principal, write=True) as conn, conn.transaction():
+            specs = await self._run(catalog.indexes(conn, db, coll))
             existed = await self._run(
                 conn.fetchval(
                     f"DELETE FROM {CATALOG_SCHEMA}.collections WHERE db = $1 AND name = $2 "
@@ -381,6 +383,8 @@ class DocumentStore:
             )
             if existed:
                 await self._run(conn.execute(f"DROP TABLE IF EXISTS {table(db, coll)}"))
+            for statement in (s for spec in specs for s in keytables.drop_ddl(spec)):
+                await self._run(conn.execute(statement))
         self._known.discard((db, coll))
         self._indexed.pop((db, coll), None)
         return int(count) + 1 if existed else None
@@ -513,6 +517,9 @@ class DocumentStore:
                 return {}
         except asyncpg.UniqueViolationError:
             pass
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != keytables.PARALLEL_ARRAYS:
+                raise
         async with conn.transaction():
             return await self._insert_colliding(conn, db, coll, rows, ordered)
 
@@ -527,12 +534,23 @@ class DocumentStore:
         target = table(db, coll)
         columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
         # Everything that does not collide goes in; RETURNING says which did.
-        inserted = await conn.fetch(
-            f"INSERT INTO {target} (_id, bson, doc) SELECT s._id, s.bson, s.doc FROM "
-            "unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) WITH ORDINALITY AS s(_id, bson, doc, n) "
-            "ORDER BY s.n ON CONFLICT DO NOTHING RETURNING _id",
-            *columns,
-        )
+        try:
+            async with conn.transaction():
+                inserted = await conn.fetch(
+                    f"INSERT INTO {target} (_id, bson, doc) SELECT s._id, s.bson, s.doc FROM "
+                    "unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) "
+                    "WITH ORDINALITY AS s(_id, bson, doc, n) "
+                    "ORDER BY s.n ON CONFLICT DO NOTHING RETURNING _id",
+                    *columns,
+                )
+        except asyncpg.PostgresError as exc:
+            # A unique index's key table (keytables.py) refused a key, which ON CONFLICT
+            # does not cover: each document on its own then.
+            if not isinstance(exc, asyncpg.UniqueViolationError) and (
+                exc.sqlstate != keytables.PARALLEL_ARRAYS
+            ):
+                raise
+            return await self._insert_each(conn, db, coll, rows, ordered)
         done: dict[bytes, int] = {}
         for r in inserted:
             key = orjson.dumps(r["_id"], option=orjson.OPT_SORT_KEYS)
@@ -552,18 +570,35 @@ class DocumentStore:
                 [row[0] for index, row in rows if index > first and index not in failed_at],
             )
             failed = failed[:1]
+        # One that goes in on its own collided only with a document of this batch that a
+        # later failure took back out: it stays.
+        return await self._insert_each(conn, db, coll, failed, ordered=False)
+
+    async def _insert_each(
+        self,
+        conn: EngineConnection,
+        db: str,
+        coll: str,
+        rows: list[tuple[int, tuple[Any, bytes, Any]]],
+        ordered: bool,
+    ) -> dict[int, HeliosError]:
+        """Each document in a savepoint of its own, in order; an ordered insert stops at
+        the first that fails."""
         errors: dict[int, HeliosError] = {}
-        for index, row in failed:
+        for index, row in rows:
             try:
                 async with conn.transaction():
                     await conn.execute(
-                        f"INSERT INTO {target} (_id, bson, doc) VALUES ($1, $2, $3)", *row
+                        f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)", *row
                     )
             except asyncpg.UniqueViolationError as exc:
                 errors[index] = await self._duplicate(conn, db, coll, exc, row)
-                continue
-            # It went in on its own: it collided only with a document of this batch
-            # that a later failure took back out. Keep it.
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate != keytables.PARALLEL_ARRAYS:
+                    raise
+                errors[index] = from_engine(exc)
+            if ordered and errors:
+                break
         return errors
 
     async def _duplicate(
@@ -577,24 +612,22 @@ class DocumentStore:
     ) -> HeliosError:
         constraint = getattr(exc, "constraint_name", None) or ""
         spec = catalog.ID_INDEX
-        for candidate in await catalog.indexes(conn, db, coll):
+        specs = await catalog.indexes(conn, db, coll)
+        for candidate in specs:
             if candidate.engine_name == constraint:
                 spec = candidate
         if document is None:
             document = bsonform.decode(row[1]) if row else {}
-        key_value = {}
-        for path in spec.key:
-            value = get_path(document, path)
-            key_value[path] = None if value is MISSING else value
-        shown = ", ".join(f"{k}: {_show(v)}" for k, v in key_value.items())
-        return HeliosError(
-            ErrorCode.CONFLICT,
-            f"E11000 duplicate key error collection: {db}.{coll} index: {spec.name} "
-            f"dup key: {{ {shown} }}",
-            kind="duplicate_key",
-            key_pattern=dict(spec.key),
-            key_value=key_value,
-        )
+        keyed = keytables.spec_for(specs, constraint)
+        if keyed is not None:  # a unique index's key table: the engine names the key
+            spec = keyed
+            key_value = keytables.key_value(keyed, document, getattr(exc, "detail", None))
+        else:
+            key_value = {}
+            for path in spec.key:
+                value = get_path(document, path)
+                key_value[path] = None if value is MISSING else value
+        return _duplicate_key(db, coll, spec, key_value)
 
     async def update(
         self,
@@ -1416,6 +1449,12 @@ class DocumentStore:
                         )
                         existing[spec.name] = spec
             except asyncpg.UniqueViolationError as exc:
+                built = keytables.spec_for(specs, exc.constraint_name or "")
+                if built is not None:  # its key table's unique index: the rows hold a duplicate
+                    key_value = keytables.key_value(built, {}, exc.detail)
+                    raise _duplicate_key(
+                        db, coll, built, key_value, "Index build failed: "
+                    ) from None
                 raise HeliosError(
                     ErrorCode.CONFLICT,
                     f"E11000 duplicate key error collection: {db}.{coll}: {exc}",
@@ -1464,6 +1503,8 @@ class DocumentStore:
                             catalog.multikey_index_name(spec.engine_name),
                         ):
                             await conn.execute(f"DROP INDEX IF EXISTS {qualified(db, name)}")
+                        for statement in keytables.drop_ddl(spec):
+                            await conn.execute(statement)
                         await conn.execute(
                             f"DELETE FROM {CATALOG_SCHEMA}.indexes WHERE db = $1 AND "
                             "collection = $2 AND name = $3",
@@ -1648,6 +1689,20 @@ def _places(leaves: list[Any], values: list[Any]) -> tuple[int, ...] | None:
         return None  # two values are one object (small ints): identity cannot tell
     places = [where.get(id(v), -1) for v in values]
     return None if -1 in places else tuple(places)
+
+
+def _duplicate_key(
+    db: str, coll: str, spec: IndexSpec, key_value: dict[str, Any], prefix: str = ""
+) -> HeliosError:
+    shown = ", ".join(f"{k}: {_show(v)}" for k, v in key_value.items())
+    return HeliosError(
+        ErrorCode.CONFLICT,
+        f"{prefix}E11000 duplicate key error collection: {db}.{coll} index: {spec.name} "
+        f"dup key: {{ {shown} }}",
+        kind="duplicate_key",
+        key_pattern=dict(spec.key),
+        key_value=key_value,
+    )
 
 
 def _show(value: Any) -> str:
