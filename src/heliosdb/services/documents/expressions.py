@@ -12,6 +12,8 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from heliosdb.errors import invalid
+from heliosdb.services.documents import array_expressions, date_expressions, text_expressions
+from heliosdb.services.documents.expression_scope import Operator, nullish, operands, truthy
 from heliosdb.services.documents.values import MISSING, compare, equal, type_rank
 
 
@@ -142,12 +144,6 @@ _CMP = {
 }
 
 
-def truthy(value: Any) -> bool:
-    if value is None or value is MISSING or value is False:
-        return False
-    return not (_is_number(value) and _num(value) == 0)
-
-
 def _operator(name: str, arg: Any, doc: Any, variables: dict[str, Any] | None) -> Any:
     if name == "$literal":
         return arg
@@ -195,26 +191,9 @@ def _operator(name: str, arg: Any, doc: Any, variables: dict[str, Any] | None) -
     if name == "$split":
         text, sep = _args(arg, doc, variables)
         return None if text in (None, MISSING) else text.split(sep)
-    if name == "$toString":
-        value = _args(arg, doc, variables)[0]
-        if value in (None, MISSING):
-            return None
-        if isinstance(value, dt.datetime):
-            return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-        return str(value)
-    if name in ("$toInt", "$toLong", "$toDouble", "$toDecimal"):
-        value = _args(arg, doc, variables)[0]
-        if value in (None, MISSING):
-            return None
-        number = float(_num(value)) if not isinstance(value, str) else float(value)
-        if name == "$toDouble":
-            return number
-        if name == "$toDecimal":
-            return Decimal128(str(number))
-        return int(number) if name == "$toInt" else Int64(int(number))
-    if name == "$toObjectId":
-        value = _args(arg, doc, variables)[0]
-        return None if value in (None, MISSING) else ObjectId(value)
+    if name in _CONVERSIONS:
+        (value,) = operands(name, _args(arg, doc, variables), 1)
+        return convert(value, _CONVERSIONS[name])
     if name == "$size":
         value = _args(arg, doc, variables)[0]
         if not isinstance(value, list):
@@ -261,19 +240,6 @@ def _operator(name: str, arg: Any, doc: Any, variables: dict[str, Any] | None) -
     if name == "$type":
         value = _args(arg, doc, variables)[0]
         return _type_name(value)
-    if name in ("$year", "$month", "$dayOfMonth", "$hour", "$minute", "$second"):
-        value = _args(arg, doc, variables)[0]
-        if not isinstance(value, dt.datetime):
-            return None
-        attr = {
-            "$year": "year",
-            "$month": "month",
-            "$dayOfMonth": "day",
-            "$hour": "hour",
-            "$minute": "minute",
-            "$second": "second",
-        }[name]
-        return getattr(value, attr)
     if name == "$objectToArray":
         value = _args(arg, doc, variables)[0]
         return [{"k": k, "v": v} for k, v in value.items()] if isinstance(value, dict) else None
@@ -306,7 +272,198 @@ def _operator(name: str, arg: Any, doc: Any, variables: dict[str, Any] | None) -
             elif truthy(evaluate(spec["cond"], doc, scope)):
                 out_items.append(item)
         return out_items
+    family = _FAMILIES.get(name)
+    if family is not None:
+        return family(arg, _Scope(doc, variables))
     raise invalid_operator(name)
+
+
+class _Scope:
+    """Operands of an operator from one of the families (expression_scope.Scope)."""
+
+    __slots__ = ("doc", "variables")
+
+    def __init__(self, doc: Any, variables: dict[str, Any] | None) -> None:
+        self.doc = doc
+        self.variables = variables
+
+    def __call__(self, expr: Any) -> Any:
+        return evaluate(expr, self.doc, self.variables)
+
+    def args(self, arg: Any) -> list[Any]:
+        return _args(arg, self.doc, self.variables)
+
+    def bind(self, names: dict[str, Any]) -> _Scope:
+        return _Scope(self.doc, {**(self.variables or {}), **names})
+
+
+def _switch(arg: Any, scope: _Scope) -> Any:
+    if not isinstance(arg, dict) or not isinstance(arg.get("branches"), list):
+        raise invalid("$switch requires at least one branch", kind="failed_to_parse")
+    for branch in arg["branches"]:
+        if not isinstance(branch, dict) or "case" not in branch or "then" not in branch:
+            raise invalid(
+                "$switch requires each branch have a 'case' and 'then'", kind="failed_to_parse"
+            )
+        if truthy(scope(branch["case"])):
+            return scope(branch["then"])
+    if "default" not in arg:
+        raise invalid(
+            "$switch could not find a matching branch for an input, and no default was specified.",
+            kind="bad_value",
+        )
+    return scope(arg["default"])
+
+
+def _let(arg: Any, scope: _Scope) -> Any:
+    if not isinstance(arg, dict) or not isinstance(arg.get("vars"), dict) or "in" not in arg:
+        raise invalid("$let requires 'vars' (an object) and 'in'", kind="failed_to_parse")
+    names = {name: _present(scope(value)) for name, value in arg["vars"].items()}
+    return scope.bind(names)(arg["in"])
+
+
+def _math(name: str, fn: Any, count: int = 1) -> Operator:
+    def operator(arg: Any, scope: Any) -> Any:
+        values = operands(name, scope.args(arg), count)
+        if any(nullish(v) for v in values):
+            return None
+        if not all(_is_number(v) for v in values):
+            raise invalid(f"{name} only supports numeric types", kind="type_mismatch")
+        try:
+            result = fn(*(float(_num(v)) for v in values))
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise invalid(f"{name}'s argument is outside its domain", kind="bad_value") from None
+        if name == "$pow" and all(isinstance(v, int) for v in values) and result == int(result):
+            return _result(int(result), *values)
+        return result
+
+    return operator
+
+
+def _trunc(arg: Any, scope: Any) -> Any:
+    values = operands("$trunc", scope.args(arg), 1, 2)
+    if any(nullish(v) for v in values):
+        return None
+    value, places = _num(values[0]), int(_num(values[1])) if len(values) > 1 else 0
+    factor = 10**places
+    truncated = math.trunc(value * factor) / factor if places else math.trunc(value)
+    return float(truncated) if isinstance(values[0], float) else _result(truncated, values[0])
+
+
+_CONVERSIONS = {
+    "$toString": "string",
+    "$toInt": "int",
+    "$toLong": "long",
+    "$toDouble": "double",
+    "$toDecimal": "decimal",
+    "$toBool": "bool",
+    "$toObjectId": "objectId",
+}
+_TYPE_CODES = {
+    1: "double",
+    2: "string",
+    7: "objectId",
+    8: "bool",
+    9: "date",
+    16: "int",
+    18: "long",
+    19: "decimal",
+}
+
+
+def _conversion_failed(value: Any, target: str) -> Exception:
+    return invalid(
+        f"Failed to parse {type(value).__name__} '{value}' as {target} in $convert",
+        kind="bad_value",
+    )
+
+
+def convert(value: Any, target: str) -> Any:
+    """``$convert``'s rules for one value (null stays null)."""
+    if nullish(value):
+        return None
+    if target == "date":
+        return date_expressions.to_date(value)
+    if target == "string":
+        if isinstance(value, dt.datetime):
+            return date_expressions.format_date(value, date_expressions.DEFAULT_FORMAT)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+            return str(int(value))  # MongoDB writes the double 2.0 as "2"
+        return str(_num(value))
+    if target == "bool":
+        return truthy(value) if isinstance(value, bool) or _is_number(value) else True
+    if target == "objectId":
+        try:
+            return ObjectId(value)
+        except (TypeError, ValueError):
+            raise _conversion_failed(value, target) from None
+    if isinstance(value, dt.datetime):
+        millis = int((value - date_expressions.to_date(0)).total_seconds() * 1000)
+        number: Any = millis
+    elif isinstance(value, bool):
+        number = int(value)
+    elif _is_number(value):
+        number = _num(value)
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip()) if target == "decimal" else float(value)
+            if target in ("int", "long") and not value.strip().lstrip("+-").isdigit():
+                raise ValueError(value)
+        except (ValueError, ArithmeticError):
+            raise _conversion_failed(value, target) from None
+    else:
+        raise _conversion_failed(value, target)
+    if target == "double":
+        return float(number)
+    if target == "decimal":
+        return Decimal128(Decimal(str(number)))
+    if isinstance(number, float) and not math.isfinite(number):
+        raise _conversion_failed(value, target)
+    whole = int(number)
+    if target == "int":
+        if not -(2**31) <= whole < 2**31:
+            raise _conversion_failed(value, target)
+        return whole
+    if not -(2**63) <= whole < 2**63:
+        raise _conversion_failed(value, target)
+    return Int64(whole)
+
+
+def _convert(arg: Any, scope: _Scope) -> Any:
+    if not isinstance(arg, dict) or "input" not in arg or "to" not in arg:
+        raise invalid("$convert requires 'input' and 'to'", kind="failed_to_parse")
+    value = scope(arg["input"])
+    if nullish(value):
+        return scope(arg["onNull"]) if "onNull" in arg else None
+    target = scope(arg["to"])
+    if not isinstance(target, bool):
+        target = _TYPE_CODES.get(target, target)
+    if not isinstance(target, str) or target not in _TYPE_CODES.values():
+        raise invalid(f"Unknown type name: {target}", kind="bad_value")
+    try:
+        return convert(value, target)
+    except Exception:
+        if "onError" in arg:
+            return scope(arg["onError"])
+        raise
+
+
+_FAMILIES: dict[str, Any] = {
+    **date_expressions.OPERATORS,
+    **array_expressions.OPERATORS,
+    **text_expressions.OPERATORS,
+    "$switch": _switch,
+    "$let": _let,
+    "$convert": _convert,
+    "$pow": _math("$pow", math.pow, 2),
+    "$exp": _math("$exp", math.exp),
+    "$ln": _math("$ln", math.log),
+    "$log": _math("$log", math.log, 2),
+    "$log10": _math("$log10", math.log10),
+    "$trunc": _trunc,
+}
 
 
 def _type_name(value: Any) -> str:

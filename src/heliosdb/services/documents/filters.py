@@ -34,7 +34,7 @@ from typing import Any
 from bson.regex import Regex
 
 from heliosdb.engine.quoting import quote_literal
-from heliosdb.errors import invalid
+from heliosdb.errors import HeliosError, invalid
 from heliosdb.services.documents.bsonform import (
     NUMBER_FORMS,
     id_form,
@@ -142,6 +142,16 @@ class _Compiler:
         self.params.recheck = True
         return FALSE_JP if self.negated else test()
 
+    def expression(self, value: Any) -> str | _Sql:
+        """``$expr`` in SQL where the compiler knows every operator in it; else every
+        document is a candidate and the node evaluates it (matcher.py, ``recheck``)."""
+        try:
+            return _Sql(_ExprCompiler(self.params).boolean(value))
+        except HeliosError as exc:
+            if exc.details.get("kind") != "not_implemented":
+                raise
+            return self.loose(lambda: TRUE_JP)
+
     def var(self, value: Any) -> str:
         name = f"v{len(self.vars) + 1}"
         self.vars[name] = value
@@ -168,7 +178,7 @@ class _Compiler:
             elif key == "$comment":
                 continue
             elif key == "$expr" and top:
-                parts.append(_Sql(_ExprCompiler(self.params).boolean(value)))
+                parts.append(self.expression(value))
             elif key in ("$expr", "$where", "$text", "$jsonSchema"):
                 raise invalid(f"{key} is not supported", kind="not_implemented")
             elif key.startswith("$"):

@@ -16,6 +16,8 @@ from bson.int64 import Int64
 from bson.regex import Regex
 
 from heliosdb.services.documents.bsonform import decode
+from heliosdb.services.documents.expression_scope import truthy
+from heliosdb.services.documents.expressions import evaluate
 from heliosdb.services.documents.filters import bad_value, has_position
 from heliosdb.services.documents.values import (
     MISSING,
@@ -87,6 +89,9 @@ def matches(document: Any, spec: dict[str, Any]) -> bool:
                 return False
         elif key in ("$comment",):
             continue
+        elif key == "$expr":
+            if not truthy(evaluate(value, document)):
+                return False
         elif key.startswith("$"):
             raise bad_value(f"unknown top level operator: {key}")
         elif not field_matches(document, key, value):

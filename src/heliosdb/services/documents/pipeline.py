@@ -28,12 +28,8 @@ from bson.int64 import Int64
 
 from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.services.documents import bsonform, projection
-from heliosdb.services.documents.expressions import (
-    accumulate_values,
-    evaluate,
-    field_values,
-    truthy,
-)
+from heliosdb.services.documents.expression_scope import truthy
+from heliosdb.services.documents.expressions import accumulate_values, evaluate, field_values
 from heliosdb.services.documents.matcher import matches
 from heliosdb.services.documents.values import MISSING, compare, get_path, path_sort_key, type_rank
 

@@ -28,7 +28,7 @@ from bson.objectid import ObjectId
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.documents import bsonform
 from heliosdb.services.documents.catalog import key_expression
-from heliosdb.services.documents.expressions import truthy
+from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.filters import (
     TYPE_RANK,
     Params,
@@ -260,7 +260,12 @@ def _group(
     key_fields: list[str] | None = None
     if _path(key) is not None:
         key_sql = values.ref(_path(key) or "")
-    elif isinstance(key, dict) and key and all(_path(v) for v in key.values()):
+    elif (
+        isinstance(key, dict)
+        and key
+        and not any(name.startswith("$") for name in key)  # an operator, not fields
+        and all(_path(v) for v in key.values())
+    ):
         key_fields = list(key)
         # A missing field is left out of the key document (MongoDB's rule for an
         # expression object): each part is [] when missing, else [value].

@@ -63,3 +63,24 @@ def array(request: Request, key: str) -> list[Any]:
             else f"BSON field '{request.name}.{key}' is the wrong type",
         )
     return value
+
+
+def simple_collation(value: Any, where: str) -> None:
+    """Refuse a collation other than ``{locale: "simple"}``: strings here compare by code
+    point (MongoDB's simple collation), so a locale's rules (case or accent folding)
+    would be silently ignored and a filter would match other documents than asked."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise CommandError(
+            14,
+            f"BSON field '{where}.collation' is the wrong type "
+            f"'{type(value).__name__}', expected type 'object'",
+        )
+    locale = value.get("locale")
+    if locale != "simple" or len(value) > 1:
+        raise CommandError(
+            238,
+            f"collation {{locale: {locale!r}}} is not supported: strings compare by code "
+            "point, as with {locale: 'simple'}",
+        )

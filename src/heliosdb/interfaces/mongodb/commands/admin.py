@@ -68,6 +68,7 @@ async def create(session: Session, request: Request) -> dict[str, Any]:
     name = _args.collection(request)
     if "viewOn" in request.body:
         raise CommandError(238, "views are not supported")
+    _unsupported_options(request.body)
     options = {
         k: v
         for k, v in request.body.items()
@@ -86,6 +87,29 @@ async def create(session: Session, request: Request) -> dict[str, Any]:
         _principal(session), request.db, name, options
     )
     return {}
+
+
+# Options that change what a collection accepts or how it compares: refused, since
+# keeping them in the catalog without acting on them would let writes through that the
+# client believes checked, or match documents by other rules than it asked for.
+_REFUSED_OPTIONS = {
+    "capped": "capped collections are not supported",
+    "timeseries": "time-series collections are not supported",
+    "clusteredIndex": "clustered collections are not supported",
+    "validator": "document validation is not supported",
+    "changeStreamPreAndPostImages": "change streams are not supported",
+}
+
+
+def _unsupported_options(body: dict[str, Any]) -> None:
+    for option, message in _REFUSED_OPTIONS.items():
+        value = body.get(option)
+        if value in (None, False, {}) or (
+            option == "changeStreamPreAndPostImages" and value == {"enabled": False}
+        ):
+            continue
+        raise CommandError(238, f"{message} (create option '{option}')")
+    _args.simple_collation(body.get("collation"), "create")
 
 
 @command("drop", writes=True)

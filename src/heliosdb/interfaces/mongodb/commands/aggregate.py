@@ -31,6 +31,7 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
         )
     for stage in stages:
         stage_name(stage)
+    _args.simple_collation(request.body.get("collation"), request.name)
     out_target = None
     if stages and stage_name(stages[-1]) in ("$out", "$merge"):
         if stage_name(stages[-1]) == "$merge":

@@ -48,6 +48,7 @@ async def insert(session: Session, request: Request) -> dict[str, Any]:
 
 
 def _find_query(request: Request) -> tuple[FindQuery, int, bool]:
+    _args.simple_collation(request.body.get("collation"), request.name)
     limit = _args.integer(request, "limit")
     single = bool(request.body.get("singleBatch")) or limit < 0
     query = FindQuery(
@@ -158,6 +159,7 @@ async def update(session: Session, request: Request) -> dict[str, Any]:
                 break
             continue
         try:
+            _args.simple_collation(statement.get("collation"), "update.updates")
             result = await session.services.documents.update(
                 _principal(session),
                 request.db,
@@ -170,6 +172,11 @@ async def update(session: Session, request: Request) -> dict[str, Any]:
             )
         except HeliosError as exc:
             write_errors.append(errors.write_error(index, exc))
+            if ordered:
+                break
+            continue
+        except CommandError as exc:
+            write_errors.append({"index": index, "code": exc.code, "errmsg": exc.message})
             if ordered:
                 break
             continue
@@ -198,6 +205,7 @@ async def delete(session: Session, request: Request) -> dict[str, Any]:
         try:
             if not isinstance(statement, dict) or "q" not in statement:
                 raise CommandError(9, "delete needs 'q'")
+            _args.simple_collation(statement.get("collation"), "delete.deletes")
             n, _ = await session.services.documents.delete(
                 _principal(session),
                 request.db,
@@ -224,6 +232,7 @@ async def delete(session: Session, request: Request) -> dict[str, Any]:
 async def find_and_modify(session: Session, request: Request) -> dict[str, Any]:
     """Update or remove one document and return it (before or after)."""
     coll = _args.collection(request)
+    _args.simple_collation(request.body.get("collation"), request.name)
     query = _args.document(request, "query") or {}
     sort = _args.document(request, "sort")
     fields = _args.document(request, "fields")
@@ -266,6 +275,7 @@ async def find_and_modify(session: Session, request: Request) -> dict[str, Any]:
 async def count(session: Session, request: Request) -> dict[str, Any]:
     """How many documents match."""
     coll = _args.collection(request)
+    _args.simple_collation(request.body.get("collation"), request.name)
     n = await session.services.documents.count(
         _principal(session),
         request.db,
@@ -281,6 +291,7 @@ async def count(session: Session, request: Request) -> dict[str, Any]:
 async def distinct(session: Session, request: Request) -> dict[str, Any]:
     """The distinct values of a field (array items count one by one)."""
     coll = _args.collection(request)
+    _args.simple_collation(request.body.get("collation"), request.name)
     values = await session.services.documents.distinct(
         _principal(session),
         request.db,
