@@ -313,3 +313,87 @@ async def test_unique_indexes_from_before_get_the_key_table(
     refused(coll, {"_id": 4, "k": [5, 2]})
     coll.insert_one({"_id": 5, "k": [3, 4]})
     assert coll.count_documents({}) == 2
+
+
+# The keys MongoDB's index key generation gives a document (its BtreeKeyGenerator's
+# documented cases): paths, document, the keys (each the values in path order).
+UNDEFINED = {"$undefined": True}
+KEYS: list[tuple[list[str], dict[str, Any], list[list[Any]]]] = [
+    (["a"], {"a": [[2]]}, [[[2]]]),
+    (["a"], {"a": []}, [[UNDEFINED]]),
+    (["a.b"], {"a": []}, [[None]]),
+    (["a.b"], {"a": [{"b": [2]}]}, [[2]]),
+    (["a.b"], {"a": [{"b": 1}, {"b": [1, 2, 3]}]}, [[1], [2], [3]]),
+    (["a.b"], {"a": [{"foo": 41}, {"b": 1}]}, [[None], [1]]),
+    (["a.b.c"], {"a": [1, 2, {"b": {"c": [3, 4]}}]}, [[None], [3], [4]]),
+    (["a.b.c"], {"a": {"b": [{"c": 1}, {"c": 2}]}}, [[1], [2]]),
+    (["a.b", "d"], {"a": [{"b": 1}, {"b": 2}], "d": 99}, [[1, 99], [2, 99]]),
+    (["a.b", "a.c"], {"a": [{"b": 1}, {"c": 2}]}, [[None, 2], [1, None]]),
+    (["a", "a.b"], {"a": []}, [[UNDEFINED, None]]),
+    (["a", "a.b"], {"a": [{"b": 1}]}, [[{"b": 1}, 1]]),
+    (["a", "a.b"], {"a": [{"b": []}]}, [[{"b": []}, UNDEFINED]]),
+    (
+        ["a.b.c.d", "a.g", "a.b.f", "a.b.c", "a.b.e"],
+        {"a": [1, {"b": [2, {"c": [3, {"d": 1}], "e": 4}, 5, {"f": 6}], "g": 7}]},
+        [
+            [None, None, None, None, None],
+            [None, 7, None, None, None],
+            [None, 7, None, 3, 4],
+            [None, 7, 6, None, None],
+            [1, 7, None, {"d": 1}, 4],
+        ],
+    ),
+    (["a.0"], {"a": [1]}, [[1]]),
+    (["a.0"], {"a": [[1]]}, [[[1]]]),
+    (["a.0"], {"a": [[]]}, [[UNDEFINED]]),
+    (["a.0"], {"a": {"0": 1}}, [[1]]),
+    (["a.0.0"], {"a": [[1]]}, [[1]]),
+    (["a.0.0"], {"a": [[]]}, [[None]]),
+    (["a.0.0"], {"a": [[[]]]}, [[UNDEFINED]]),
+    (["a.0.b"], {"a": [{"b": [[1]]}]}, [[[1]]]),
+    (["a.0.b"], {"a": [[{"b": [1]}]]}, [[1]]),
+    (["a.0.b"], {"a": [[{"b": []}]]}, [[UNDEFINED]]),
+    (["a.2"], {"a": [{"2": 5}]}, [[5]]),
+]
+SPARSE_KEYS: list[tuple[list[str], dict[str, Any], list[list[Any]]]] = [
+    (["a.b"], {"a": [1, {"b": 1}]}, [[1]]),
+    (["a.b"], {"a": []}, []),
+    (["a.b"], {"a": [{"c": 1}]}, []),
+    (["z", "a.b"], {"a": []}, []),
+    (["a.b", "a"], {"a": []}, [[None, UNDEFINED]]),
+]
+PARALLEL: list[tuple[list[str], dict[str, Any]]] = [
+    (["a", "b"], {"a": [], "b": []}),
+    (["b.a", "a"], {"b": {"a": [1]}, "a": [1, 2]}),
+    (["a.b", "a.c"], {"a": [{"b": [1], "c": [2]}]}),
+    (["a.b.c", "a.b.d"], {"a": [{"b": [{"c": [1, 2], "d": []}]}]}),
+]
+
+
+async def test_keys_are_mongodbs(node: NodeProcess, db: Database[dict[str, Any]]) -> None:
+    fresh(db, "k")  # the catalog and its functions are there from the first write on
+    sql = (
+        "SELECT key::text FROM helios_documents.index_keys("
+        "$1::text::jsonb, $2::bytea, $3::text[], $4::boolean)"
+    )
+
+    def keys(found: list[Any]) -> list[str]:
+        return sorted(orjson.dumps(k, option=orjson.OPT_SORT_KEYS).decode() for k in found)
+
+    conn = await asyncpg.connect(node.engine_url)
+    try:
+        for sparse, cases in ((False, KEYS), (True, SPARSE_KEYS)):
+            for paths, document, expected in cases:
+                rows = await conn.fetch(
+                    sql, orjson.dumps(document).decode(), bson.encode(document), paths, sparse
+                )
+                got = [orjson.loads(r[0]) for r in rows]
+                assert keys(got) == keys(expected), (paths, document)
+        for paths, document in PARALLEL:
+            with pytest.raises(asyncpg.PostgresError) as failure:
+                await conn.fetch(
+                    sql, orjson.dumps(document).decode(), bson.encode(document), paths, False
+                )
+            assert failure.value.sqlstate == keytables.PARALLEL_ARRAYS, (paths, document)
+    finally:
+        await conn.close()
