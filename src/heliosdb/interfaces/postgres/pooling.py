@@ -563,31 +563,28 @@ class TxnClient(asyncio.Protocol):
                 server.copy_syncs = 0
                 server.transport.write(data)
                 return
-        if (
-            n >= 6
-            and data[0] == 0x51  # Query
-            and not self.buffer
-            and not self.acquiring
-            and _unpack(data, 1)[0] == n - 1
-        ):
-            # One whole simple Query otherwise: forwarded as it came too.
-            if server is None:
-                server = self.pool.take_idle()
+        if n >= 6 and not self.buffer:
+            kind = data[0]
+            if kind == 0x42:
+                if self._bound_execute(data, n):
+                    return  # the common extended-protocol chunk (Bind, Describe, Execute, Sync)
+            elif kind == 0x51 and not self.acquiring and _unpack(data, 1)[0] == n - 1:
+                # One whole simple Query otherwise: forwarded as it came too.
+                if server is None:
+                    server = self.pool.take_idle()
+                    if server is not None:
+                        server.client = server.owner = self
+                        self.server = server
+                elif server.client is None:
+                    server.client = self  # this client's parked connection, resumed
                 if server is not None:
-                    server.client = server.owner = self
-                    self.server = server
-            elif server.client is None:
-                server.client = self  # this client's parked connection, resumed
-            if server is not None:
-                server.pending += 1
-                server.unsynced = False
-                server.copy_syncs = 0
-                if not _plain_query(data):
-                    self._check_query(server, data[5:])
-                server.transport.write(data)
-                return
-        elif n >= 6 and data[0] == 0x42 and not self.buffer and self._bound_execute(data, n):
-            return  # the common extended-protocol chunk (Bind, Describe, Execute, Sync)
+                    server.pending += 1
+                    server.unsynced = False
+                    server.copy_syncs = 0
+                    if not _plain_query(data):
+                        self._check_query(server, data[5:])
+                    server.transport.write(data)
+                    return
         if self.buffer:
             self.buffer += data
             self.pump()
@@ -605,7 +602,6 @@ class TxnClient(asyncio.Protocol):
             server is None
             or data[5] != 0  # a named portal
             or _unpack(data, 1)[0] != tail - 1  # not a Bind, then the tail alone
-            or data[tail] != 0x44
             or data[tail:] != _BOUND_TAIL
         ):
             return False
@@ -613,8 +609,7 @@ class TxnClient(asyncio.Protocol):
         entry = self.statements.get(data[6:name_end]) if name_end > 6 else None
         if entry is None or entry[0] not in server.prepared:
             return False  # the unnamed statement, or one to prepare here first: pump
-        if server.client is None:
-            server.client = self  # this client's parked connection, resumed
+        server.client = self  # this client's connection (resumed if parked)
         server.pending += 1  # the Sync's ReadyForQuery
         server.unsynced = False
         server.copy_syncs = 1  # the Sync after the Execute
