@@ -27,7 +27,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from heliosdb.errors import ErrorCode, HeliosError, invalid
-from heliosdb.services.documents import bsonform, projection
+from heliosdb.services.documents import bsonform, group_accumulators, projection
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.expressions import accumulate_values, evaluate, field_values
 from heliosdb.services.documents.matcher import matches
@@ -68,6 +68,10 @@ class Held:
         self.total += bson_size(value)
         if self.total > self.limits.max_stage_bytes:
             raise _exceeded(self.stage, self.limits)
+
+    def drop(self, value: Any) -> None:
+        """``value``, kept before, is not kept any more."""
+        self.total -= bson_size(value)
 
     def add_all(self, values: list[Any]) -> None:
         # a thousand at a time in one array: one encode call, not one per value (6x less
@@ -454,7 +458,9 @@ class Grouper:
                     f"The field '{name}' must be an accumulator object", kind="failed_to_parse"
                 )
             ((op, expr),) = acc.items()
-            if op not in ACCUMULATORS:
+            if op in group_accumulators.NAMES:
+                group_accumulators.make(op, expr)  # its arguments checked before any document
+            elif op not in ACCUMULATORS:
                 raise invalid(f"unknown group operator '{op}'", kind="invalid_pipeline_operator")
             self.accumulators.append((name, op, expr))
         self.held = held
@@ -492,6 +498,11 @@ def _keep(op: str, expr: Any, doc: dict[str, Any], kept: list[Any], held: Held) 
         else:
             kept.append(1)
         return
+    if op in group_accumulators.NAMES:
+        if not kept:
+            kept.append(group_accumulators.make(op, expr))
+        kept[0].add(doc, held)
+        return
     value = evaluate(expr, doc)
     if op == "$first":
         if not kept:
@@ -499,7 +510,7 @@ def _keep(op: str, expr: Any, doc: dict[str, Any], kept: list[Any], held: Held) 
             held.add(value)
     elif op == "$last":
         if kept:
-            held.total -= bson_size(kept[0])
+            held.drop(kept[0])
             kept[0] = value
         else:
             kept.append(value)
@@ -558,6 +569,8 @@ class _Average:
 
 
 def _accumulated(op: str, kept: list[Any]) -> Any:
+    if op in group_accumulators.NAMES:
+        return kept[0].result()
     if op in ("$first", "$last"):
         return None if kept[0] is MISSING else kept[0]
     if op in ("$push", "$addToSet", "$count"):
