@@ -162,6 +162,7 @@ class EngineConnection(asyncpg.Connection):  # type: ignore[misc]
             cancel_sent = self._loop.create_future()  # type: ignore[attr-defined]
             self._cancel_current_command(cancel_sent)  # type: ignore[attr-defined]
 
+        # (stop() must not refer to the reader: a cycle would outlive each statement)
         reader = CappedReader(protocol, cap, stop, max_bytes, transport)
         transport.set_protocol(reader)
         try:

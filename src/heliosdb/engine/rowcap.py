@@ -85,15 +85,18 @@ class RowCap:
     )
 
     def __init__(self, keep: int, max_bytes: int = UNLIMITED) -> None:
+        # Only what a result too small to walk needs (one per statement); the walk's
+        # state is set when one starts.
         self.keep = keep
         self.max_bytes = max_bytes
         self.rows = 0  # DataRows passed on (as far as walked)
-        self.over = False
-        self.by_bytes = False
-        self.torn = False
-        self._room = max_bytes  # DataRow bytes that may still pass (as far as walked)
+        self.over = self.by_bytes = self.torn = False
         self._held: list[bytes] | None = []  # chunks not walked yet (None: walking)
-        self._unwalked = min(7 * keep, max_bytes // 2)  # bytes that may come before a walk
+        unwalked, half = 7 * keep, max_bytes >> 1  # (min() is a call)
+        self._unwalked = unwalked if unwalked < half else half  # bytes before a walk
+
+    def _start_walk(self) -> None:
+        self._room = self.max_bytes  # DataRow bytes that may still pass
         self._next = 0  # where the next message starts, from the next chunk's start
         self._head = b""  # a message header split across chunks
         self._head_passed = 0  # its bytes passed on already (they came unwalked)
@@ -102,7 +105,7 @@ class RowCap:
     @property
     def size(self) -> int:
         """DataRow bytes passed on (as far as walked)."""
-        return self.max_bytes - self._room
+        return 0 if self._held is not None else self.max_bytes - self._room
 
     def refusal(self, aborted: bool = False, *, lost: bool = False) -> TooManyRows:
         """The error for a result held back (TooManyBytes when its bytes were)."""
@@ -117,6 +120,7 @@ class RowCap:
                 held.append(data)
                 return data
             self._held = None
+            self._start_walk()
             for chunk in held:  # passed on already: a cut in them tears the stream
                 self._walk(chunk)
             self._head_passed = len(self._head)
@@ -191,8 +195,8 @@ class CappedReader(asyncio.Protocol):
     """Stands between a transport and its protocol (asyncpg's) while one capped statement
     runs: the protocol gets at most ``keep`` of its DataRows and ``max_bytes`` of their
     bytes, and ``stop()`` is called once when the result passes that. A torn stream
-    (:attr:`RowCap.torn`) also closes the transport: the protocol sees the connection
-    lost."""
+    (:attr:`RowCap.torn`) also closes ``transport``: the protocol sees the connection
+    lost, and gets nothing more."""
 
     def __init__(
         self,
