@@ -190,6 +190,8 @@ class Transactions:
                 yield opened
             finally:
                 opened.last_used = time.monotonic()
+                if opened.connection._con is None:  # its engine connection was lost
+                    await self._close(opened)  # (the engine rolled it back): later ids NOT_FOUND
 
     async def execute(
         self, principal: Principal, tx_id: str, sql: str, params: Sequence[Any] = ()

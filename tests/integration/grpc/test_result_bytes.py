@@ -76,3 +76,21 @@ async def test_in_a_transaction_the_statement_past_the_byte_cap_aborts_it(
     await capped_stub.RollbackTransaction(begun.transaction_id, metadata=metadata)
     await until_engine_lets_go(capped, "tx_wide")
     assert len((await query(capped_stub, rw_key, "SELECT 1")).rows) == 1
+
+
+async def test_in_a_transaction_a_single_row_larger_than_the_cap_ends_the_transaction(
+    capped_stub: Stub, capped: NodeProcess, rw_key: str
+) -> None:
+    """A row past the cap whose header came in the result's first, unwalked bytes: the
+    node closes the engine connection (rest.md, "Result size"), so the transaction is
+    rolled back by the engine, and says so."""
+    metadata = bearer(rw_key)
+    begun = await capped_stub.BeginTransaction(pb.BeginTransactionRequest(), metadata=metadata)
+    tx = begun.transaction_id.id
+    details = await _refused(capped_stub, rw_key, wide(1, 20_000_000, "tx_huge"), tx)
+    assert "engine connection was closed" in details
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await query(capped_stub, rw_key, "SELECT 1", transaction_id=tx)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # as an expired transaction
+    await until_engine_lets_go(capped, "tx_huge")
+    assert len((await query(capped_stub, rw_key, "SELECT 1")).rows) == 1
