@@ -397,3 +397,27 @@ async def test_keys_are_mongodbs(node: NodeProcess, db: Database[dict[str, Any]]
             assert failure.value.sqlstate == keytables.PARALLEL_ARRAYS, (paths, document)
     finally:
         await conn.close()
+
+
+def test_renamed_collections_keep_their_unique_indexes(db: Database[dict[str, Any]]) -> None:
+    coll = fresh(db, "k")
+    coll.insert_one({"_id": 1, "k": [1, 2]})
+    moved = db[coll.name + "_moved"]
+    coll.rename(moved.name)
+    refused(moved, {"_id": 2, "k": [2]})
+    # the old name is free again, with an index of the same name
+    again = db[coll.name]
+    again.create_index("k", unique=True)
+    again.insert_one({"_id": 2, "k": [2]})
+    refused(again, {"_id": 3, "k": 2})
+    # and across databases
+    other = db.client[db.name + "_x"]
+    try:
+        db.client.admin.command(
+            "renameCollection", f"{db.name}.{moved.name}", to=f"{other.name}.{moved.name}"
+        )
+        refused(other[moved.name], {"_id": 3, "k": 1})
+        db[moved.name].create_index("k", unique=True)
+        db[moved.name].insert_one({"_id": 3, "k": 1})
+    finally:
+        db.client.drop_database(other.name)

@@ -570,6 +570,40 @@ async def create_collection(
     return True
 
 
+async def rename_indexes(conn: asyncpg.Connection, db: str, collection: str) -> None:
+    """After a rename (inside its transaction, the catalog updated): give the indexes of
+    the collection now ``db.collection`` the engine names that name makes, so the old
+    one is free for a new collection; a unique index's key table and triggers are made
+    again under the new name (a pass over the documents)."""
+    from heliosdb.services.documents import keytables
+
+    for spec in await indexes(conn, db, collection):
+        name = engine_index_name(db, collection, spec.name)
+        if name == spec.engine_name:
+            continue
+        for old, new in (
+            (spec.engine_name, name),
+            (multikey_index_name(spec.engine_name), multikey_index_name(name)),
+        ):
+            await conn.execute(
+                f"ALTER INDEX IF EXISTS {qualified(db, old)} RENAME TO {quote_ident(new)}"
+            )
+        if spec.unique:
+            renamed = IndexSpec(spec.name, spec.key, spec.options, name)
+            for statement in keytables.drop_ddl(spec) + keytables.create_ddl(
+                db, collection, renamed
+            ):
+                await conn.execute(statement)
+        await conn.execute(
+            f"UPDATE {CATALOG_SCHEMA}.indexes SET engine_name = $4 "
+            "WHERE db = $1 AND collection = $2 AND name = $3",
+            db,
+            collection,
+            spec.name,
+            name,
+        )
+
+
 async def indexes(conn: asyncpg.Connection, db: str, collection: str) -> list[IndexSpec]:
     rows = await conn.fetch(
         f"SELECT name, key, options, engine_name FROM {CATALOG_SCHEMA}.indexes "

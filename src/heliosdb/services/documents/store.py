@@ -447,6 +447,7 @@ class DocumentStore:
                     to_coll,
                 )
             )
+            await self._run(catalog.rename_indexes(conn, to_db, to_coll))
         self._known.discard((db, coll))
 
     # -- writes -------------------------------------------------------------------------
