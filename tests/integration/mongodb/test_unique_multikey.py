@@ -421,3 +421,21 @@ def test_renamed_collections_keep_their_unique_indexes(db: Database[dict[str, An
         db[moved.name].insert_one({"_id": 3, "k": 1})
     finally:
         db.client.drop_database(other.name)
+
+
+def test_transactions_writing_one_key(db: Database[dict[str, Any]]) -> None:
+    coll = fresh(db, "k")
+    coll.insert_one({"_id": 0})  # the collection exists before the transactions
+    with db.client.start_session() as first, db.client.start_session() as second:
+        first.start_transaction()
+        second.start_transaction()
+        coll.insert_one({"_id": 1, "k": [1, 2]}, session=first)
+        # the key is the first's, not yet committed: the second waits for it, then
+        # gives up as MongoDB answers a transaction that meets another's write
+        with pytest.raises(OperationFailure) as conflict:
+            coll.insert_one({"_id": 2, "k": [2, 3]}, session=second)
+        assert conflict.value.code == 112
+        second.abort_transaction()
+        first.commit_transaction()
+    refused(coll, {"_id": 3, "k": 2})
+    assert sorted(d["_id"] for d in coll.find()) == [0, 1]
