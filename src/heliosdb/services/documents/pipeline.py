@@ -27,7 +27,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from heliosdb.errors import ErrorCode, HeliosError, invalid
-from heliosdb.services.documents import bsonform, group_accumulators, projection
+from heliosdb.services.documents import bsonform, buckets, group_accumulators, projection
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.expressions import accumulate_values, evaluate, field_values
 from heliosdb.services.documents.matcher import matches
@@ -155,7 +155,7 @@ async def run(
 
 
 # stages that reduce their input as it comes: run_chunks feeds them a chunk at a time
-REDUCING = ("$group", "$sortByCount", "$count")
+REDUCING = ("$group", "$sortByCount", "$bucket", "$count")
 
 
 async def run_chunks(
@@ -188,7 +188,7 @@ async def run_chunks(
         grouper = Grouper(_group_spec(name, arg), Held(name, limits))
         async for chunk in chunks:
             grouper.feed(chunk)
-        docs = grouper.rows() if name == "$group" else _by_count(grouper.rows())
+        docs = _grouped(name, arg, grouper.rows())
     else:
         held = Held(name, limits)
         docs = []
@@ -206,7 +206,16 @@ def _counted(field: Any, total: int) -> list[dict[str, Any]]:
 
 
 def _group_spec(name: str, arg: Any) -> Any:
+    if name == "$bucket":
+        return buckets.group_spec(arg)
     return arg if name == "$group" else {"_id": arg, "count": {"$sum": 1}}
+
+
+def _grouped(name: str, arg: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A reducing stage's rows as it returns them."""
+    if name == "$bucket":
+        return buckets.in_order(arg, rows)
+    return rows if name == "$group" else _by_count(rows)
 
 
 def _by_count(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -247,8 +256,10 @@ async def _stage(
         return _counted(arg, len(docs))
     if name == "$unwind":
         return list(_unwind(docs, arg))
-    if name == "$sortByCount":
-        return _by_count(group(docs, _group_spec(name, arg), Held(name, limits)))
+    if name in ("$sortByCount", "$bucket"):
+        return _grouped(name, arg, group(docs, _group_spec(name, arg), Held(name, limits)))
+    if name == "$unionWith":
+        return docs + await _union_with(arg, lookup, limits)
     if name in ("$replaceRoot", "$replaceWith"):
         expr = arg["newRoot"] if name == "$replaceRoot" else arg
         out = []
@@ -590,6 +601,34 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return ("n", float(value))
     return (type(value).__name__, repr(value))
+
+
+async def _union_with(arg: Any, lookup: Lookup, limits: Limits) -> list[dict[str, Any]]:
+    """The documents ``$unionWith`` appends: another collection's, through its own
+    pipeline (a leading ``$match`` is the read's filter), counted against the stage
+    limit as they are read."""
+    spec = {"coll": arg} if isinstance(arg, str) else arg
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("coll"), str)
+        or set(spec)
+        - {
+            "coll",
+            "pipeline",
+        }
+    ):
+        raise invalid(
+            "$unionWith needs 'coll' (a name) and an optional 'pipeline'", kind="failed_to_parse"
+        )
+    stages = spec.get("pipeline", [])
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise invalid("$unionWith's 'pipeline' must be an array of stages", kind="failed_to_parse")
+    query: dict[str, Any] = {}
+    if stages and stage_name(stages[0]) == "$match":
+        query, stages = stages[0]["$match"], stages[1:]
+    found = await lookup(spec["coll"], query)
+    Held("$unionWith", limits).add_all(found)
+    return await run(found, stages, lookup, limits)
 
 
 async def _lookup(
