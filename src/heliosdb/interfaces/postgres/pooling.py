@@ -191,7 +191,10 @@ class ServerConn:
         self.copy_syncs = 0
         self.prepared: set[str] = set()
         self.inflight: set[str] = set()
-        self.expect: deque[tuple[bool, str | None]] = deque()  # per Parse: (drop reply, name)
+        # Per Parse sent: (drop its ParseComplete, engine-side name, the count of
+        # ReadyForQuery after which it is void: its Sync's, when an error skipped it).
+        self.expect: deque[tuple[bool, str | None, int]] = deque()
+        self.answered = 0  # ReadyForQuery seen by _scan
         self.unnamed_owner: tuple[int, int] | None = None
         self.carry = b""
         self.skip = 0
@@ -211,7 +214,8 @@ class ServerConn:
     def expect_parse(self, drop: bool, name: str | None) -> None:
         """A Parse sent: its ParseComplete (dropped from the reply, or not) is expected,
         so replies take the general scan until it came."""
-        self.expect.append((drop, name))
+        # The ReadyForQuery owed now come first, then its own Sync's (or Query's).
+        self.expect.append((drop, name, self.answered + self.pending + 1))
         self.general = True
 
 
@@ -310,7 +314,7 @@ class _ServerSide(asyncio.Protocol):
                 break
             end = pos + 1 + _unpack(data, pos + 1)[0]
             if kind == 0x31:  # ParseComplete
-                drop, name = conn.expect.popleft() if conn.expect else (False, None)
+                drop, name, _ = conn.expect.popleft() if conn.expect else (False, None, 0)
                 if name is not None:
                     conn.inflight.discard(name)
                     conn.prepared.add(name)
@@ -320,8 +324,14 @@ class _ServerSide(asyncio.Protocol):
                     start = end
             elif kind == 0x5A:  # ReadyForQuery
                 conn.pending -= 1
-                conn.expect.clear()
-                conn.inflight.clear()
+                # Parses of the batch this ends that got no ParseComplete (an error made
+                # the engine skip them) are not coming; later batches' still are.
+                answered = conn.answered = conn.answered + 1
+                expect = conn.expect
+                while expect and expect[0][2] <= answered:
+                    gone = expect.popleft()[1]
+                    if gone is not None:
+                        conn.inflight.discard(gone)
                 if (
                     conn.pending <= 0
                     and data[pos + 5] == 0x49  # 'I'

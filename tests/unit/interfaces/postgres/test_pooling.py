@@ -59,7 +59,8 @@ class _Conn:
 
 def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) -> Any:
     conn = _Conn(
-        client, pending=pending, prepared=set(), inflight=set(), expect=deque(expect),
+        client, pending=pending, prepared=set(), inflight=set(), answered=0,
+        expect=deque((drop, name, 1) for drop, name in expect),  # void after the first Ready
         carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
         copy_syncs=0, general=bool(expect), reply=b"", give_back=False,
     )  # fmt: skip
@@ -320,7 +321,7 @@ def _txn_client() -> tuple[Any, Any]:
         pool=pool, transport=_Transport(), client=None, owner=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
         counted=True, pinned=False, unsynced=False, copy_syncs=0, general=False, reply=b"",
-        give_back=False,
+        give_back=False, answered=0,
     )  # fmt: skip
     pool.idle.append(conn)
     kind = next(iter(PrincipalKind))
@@ -734,7 +735,7 @@ def test_every_statement_in_flight_has_its_parse_complete_expected(steps: list[s
                 client.data_received(_CLIENT_STEPS[step])
             else:
                 _ServerSide(conn).data_received(_ENGINE_STEPS[step])
-            assert conn.inflight <= {name for _, name in conn.expect}
+            assert conn.inflight <= {entry[1] for entry in conn.expect}
 
     asyncio.run(run())
 
@@ -922,3 +923,60 @@ def test_a_reply_seen_before_inside_another_message_is_not_taken_for_one(
         assert client.parked == (conn.pending == 0)
     assert bytes(client.received) == reply * 2 + stream
     assert conn.pending == 0 and client.parked == 1
+
+
+_ERROR = _msg(b"E", b"SERROR\0C42601\0Msyntax error\0\0")
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=3), st.none() | st.integers(0, 3)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),
+)
+def test_pipelined_batches_each_keep_their_own_parse_completes(
+    batches: list[tuple[int, int | None]], whole: bool
+) -> None:
+    """Batches of named Parses, each ending in Sync, sent at once before any reply (a
+    pipeline). The engine answers each batch in turn: a ParseComplete per Parse up to an
+    error (it skips the rest of that batch), then ReadyForQuery. Each batch's ReadyForQuery
+    voids only that batch's missing ParseCompletes: afterwards the connection knows exactly
+    the statements the engine prepared, and nothing is left expected or in flight."""
+
+    async def run() -> None:
+        client, conn = _txn_client()
+        sent, replies, prepared = b"", [], set()
+        for number, (parses, error_at) in enumerate(batches):
+            names = [b"b%dp%d" % (number, i) for i in range(parses)]
+            sent += b"".join(_msg(b"P", name + b"\0SELECT 1\0\0\0") for name in names)
+            sent += _msg(b"S")
+            reply = b""
+            for i, name in enumerate(names):
+                if i == error_at:
+                    reply += _ERROR
+                    break
+                reply += _msg(b"1")
+                prepared.add(name)
+            replies.append(reply + _msg(b"Z", b"I"))
+        client.data_received(sent)
+        side = _ServerSide(conn)
+        for chunk in [b"".join(replies)] if whole else replies:
+            side.data_received(chunk)
+        assert conn.prepared == {client.statements[name][0] for name in prepared}
+        assert not conn.expect and not conn.inflight and conn.pending == 0
+
+    asyncio.run(run())
+
+
+async def test_a_parse_pipelined_behind_a_query_is_known_prepared_after_its_reply() -> None:
+    client, conn = _txn_client()
+    side = _ServerSide(conn)
+    client.data_received(_msg(b"Q", b"SELECT 1\0") + _msg(b"P", b"s1\0SELECT 2\0\0\0") + _msg(b"S"))
+    side.data_received(_msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"I"))  # the Query's
+    side.data_received(_msg(b"1") + _msg(b"Z", b"I"))  # the Parse's, then the Sync's
+    conn.transport.written.clear()
+    client.data_received(_bind(b"s1") + DESCRIBE_EXECUTE_SYNC)
+    renamed = client.statements[b"s1"][0].encode()
+    assert bytes(conn.transport.written) == _bind(renamed) + DESCRIBE_EXECUTE_SYNC  # no Parse
