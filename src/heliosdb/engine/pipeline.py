@@ -48,6 +48,7 @@ _SYNC = b"S\x00\x00\x00\x04"
 MAX_STATEMENTS = 1024  # prepared on one pipeline before they are all deallocated
 _EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
 _EXECUTE_SYNC = _EXECUTE + _SYNC
+_GATHER_BYTES = 1 << 16  # a message missing more is gathered in chunks (data_received)
 
 
 def _timestamptz(data: bytes) -> dt.datetime:
@@ -190,6 +191,8 @@ class Pipeline(asyncio.Protocol):
         self.closed = False
         self.retiring = False  # closes once its last statement is answered (retire())
         self._buffer = b""
+        self._gathered: list[bytes] = []  # a long message's chunks, until it is whole
+        self._missing = 0  # ... its bytes still to come
         self._out: list[bytes] = []
         self._flushing = False  # a _flush is scheduled
         self._before_flush: list[Callable[[], None]] = []
@@ -397,7 +400,15 @@ class Pipeline(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        if self._missing:  # a long message arriving: its chunks are joined once, at its end
+            self._gathered.append(data)
+            self._missing -= len(data)
+            if self._missing > 0:
+                return
+            buffer = b"".join(self._gathered)
+            self._gathered, self._missing = [], 0
+        else:
+            buffer = self._buffer + data if self._buffer else data
         pos, size = 0, len(buffer)
         pending = self._pending
         while size - pos >= 5:
@@ -444,6 +455,10 @@ class Pipeline(asyncio.Protocol):
             self._capped()
         elif self.retiring and not pending:
             self.close()
+        elif size - pos >= 5:
+            missing = pos + 1 + _INT.unpack_from(buffer, pos + 1)[0] - size
+            if missing > _GATHER_BYTES:  # (appending each read to the buffer: quadratic)
+                self._gathered, self._missing, self._buffer = [self._buffer], missing, b""
 
     def _done(self, entry: _Pending) -> None:
         error, self._error = self._error, None
