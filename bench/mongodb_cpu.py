@@ -15,7 +15,8 @@ per case. With ``--old-src DIR``
 second node runs that code and the two take turns slice by slice, so a change in the
 machine's load falls on both. ``--new-src DIR`` runs the "new" node from a tree too
 (for example one change applied to a commit's tree, when the checkout holds other work
-in progress).
+in progress). The process CPU clock counts in 10 ms ticks: 2,000 finds a slice
+measure in steps of 5 us per find, ``--finds 10000`` in steps of 1 us.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,7 @@ _OPEN_ON_QUERY = {
 # Whole messages waiting for the connection's loop beyond this many bytes pause reading
 # (only a client pipelining moreToCome writes gets that far ahead).
 QUEUED_LIMIT_BYTES = codec.MAX_MESSAGE_BYTES
+_LENGTH = struct.Struct("<i")  # a message's first field
 
 
 class MongoProtocol(asyncio.StreamReaderProtocol):
@@ -96,7 +98,8 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
             and not self.busy
             and not self._partial
             and not self.messages
-            and int.from_bytes(data[:4], "little", signed=True) == len(data) >= codec.HEADER.size
+            and len(data) >= codec.HEADER.size
+            and _LENGTH.unpack_from(data)[0] == len(data)
             and len(data) <= codec.MAX_MESSAGE_BYTES
         ):
             # One whole message while serve waits (so nothing waits before it): offered
@@ -116,7 +119,7 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         offset, end = 0, len(data)
         messages = self.messages
         while end - offset >= 4:
-            length = int.from_bytes(data[offset : offset + 4], "little", signed=True)
+            (length,) = _LENGTH.unpack_from(data, offset)
             if length < codec.HEADER.size or length > codec.MAX_MESSAGE_BYTES:
                 self.bad = f"message length {length} out of range"
                 self.ended = True

@@ -37,6 +37,7 @@ import orjson
 from heliosdb.engine import Engine
 from heliosdb.engine.codecs import json_default
 from heliosdb.engine.pipeline import Pipeline, Pipelines, Prepared, Unfit
+from heliosdb.engine.roles import Access
 from heliosdb.security.principals import Principal
 from heliosdb.services.documents.learned import MAX_LEARNED, Learned, run_encoded
 from heliosdb.services.documents.lookups import Batched
@@ -81,14 +82,20 @@ class _Step:
     """The finds of one loop step waiting to go out together (by _id, or by one
     equality with the same limit)."""
 
-    __slots__ = ("batch", "finds", "prepared", "principal", "sql")
+    __slots__ = ("batch", "finds", "pipeline", "prepared", "sql")
 
-    def __init__(self, principal: Principal, prepared: Prepared, sql: str, batch: Batched) -> None:
-        self.principal = principal
+    def __init__(self, pipeline: Pipeline, prepared: Prepared, sql: str, batch: Batched) -> None:
         self.batch = batch
+        self.pipeline = pipeline  # picked for the step's first find; its statements go there
         self.prepared = prepared  # the single find's statement, for a find that goes alone
         self.sql = sql
         self.finds: list[tuple[Sequence[Any], Done]] = []
+
+
+# a step's principal (id and access level), Batched's target and condition, and the
+# limit of an equality (strings: hashed in C, where a frozen dataclass's hash is a
+# Python call)
+StepKey = tuple[str, Access, str, str | None, Any]
 
 
 class PipelinedFinds:
@@ -101,9 +108,7 @@ class PipelinedFinds:
         )
         engine.closers.append(self.pipelines.close)
         self._learned = Learned()
-        # by pipeline, the Batched's target and condition (strings: hashed in C, where a
-        # frozen dataclass's hash is a Python call), and the limit of an equality
-        self._steps: dict[tuple[Pipeline, str, str | None, Any], _Step] = {}
+        self._steps: dict[StepKey, _Step] = {}
         # by equality statement: how often its scalar half alone found nothing (_first)
         self._misses: dict[str, int] = {}
         self.answered = 0  # finds answered here (serverStatus)
@@ -132,17 +137,29 @@ class PipelinedFinds:
         makes the statement for many: the finds of one loop step with the same
         ``batch`` (and limit) go out together, each answered from its own position
         (they were all in flight at once, so one snapshot for all of them is a valid
-        order)."""
+        order). The step's first find picks the pipeline, and a later one of the same
+        statement joins it without asking again (in the same loop step, nothing it
+        was picked on has changed)."""
+        if batch is not None:
+            where = batch.where
+            key = (
+                principal.id,
+                principal.access,
+                batch.target,
+                where,
+                None if where is None else values[-1],
+            )
+            step = self._steps.get(key)
+            if step is not None and (step.sql is sql or step.sql == sql):
+                step.finds.append((values, done))
+                return True
         now = self._learned.prepared_now(self.pipelines, principal, sql)
         if now is None:
             return False
         pipeline, prepared = now
         if batch is not None:
-            where = batch.where
-            key = (pipeline, batch.target, where, None if where is None else values[-1])
-            step = self._steps.get(key)
             if step is None:
-                step = self._steps[key] = _Step(principal, prepared, sql, batch)
+                step = self._steps[key] = _Step(pipeline, prepared, sql, batch)
                 pipeline.before_flush(functools.partial(self._go, key))
             step.finds.append((values, done))
             return True
@@ -179,39 +196,39 @@ class PipelinedFinds:
         self.answered += 1
         done(found)
 
-    def _go(self, key: tuple[Pipeline, str, str | None, Any]) -> None:
-        """The step's finds of one kind: several in one statement, one alone in its own."""
-        pipeline = key[0]
+    def _go(self, key: StepKey) -> None:
+        """The step's finds of one kind: several in one statement, one alone in its own,
+        on the pipeline picked for the step (where the step's other statements go, so
+        they share its write)."""
         step = self._steps.pop(key)
+        pipeline = step.pipeline
         batch_of = step.batch
         finds = step.finds
         while len(finds) > 1:
-            principal = step.principal
             most = batch_of.most
             some, rest = finds[:most], finds[most:]
             # find_ones: their scalar half first (as _first), those it misses alone after
             first = batch_of.scalar is not None and some[0][0][-1] == 1 and self._tries(step)
             sql, params = batch_of.statement([values for values, _ in some], first)
-            now = self.pipelines.prepared_now(principal.access, principal.id, sql)
-            if now is None:
+            batch = self.pipelines.ready_on(pipeline, sql)
+            if batch is None:
                 break  # prepared in the background meanwhile: each goes alone this time
-            batch_pipeline, batch = now
             try:
                 # by the parameters' types; NULL for the padding
                 encoded = [
                     None if v is None else _ENCODERS[oid](v)
                     for oid, v in zip(batch.parameters, params, strict=True)
                 ]
-                batch_pipeline.run_then(
+                pipeline.run_then(
                     batch,
                     encoded,
                     functools.partial(
                         self._batch_answered,
-                        batch_pipeline,
+                        pipeline,
                         sql,
                         some,
                         batch_of.where is not None,
-                        (pipeline, step) if first else None,
+                        step if first else None,
                     ),
                 )
             except (Unfit, TypeError, ValueError, OverflowError, KeyError, struct.error):
@@ -293,12 +310,12 @@ class PipelinedFinds:
         sql: str,
         finds: list[tuple[Sequence[Any], Done]],
         equality: bool,
-        first: tuple[Pipeline, _Step] | None,
+        first: _Step | None,
         result: tuple[list[bytes], bytes] | None,
         error: BaseException | None,
     ) -> None:
-        """``first``: the statement was the finds' scalar half (the step's pipeline and
-        the step): those it found nothing for run their own union statement now."""
+        """``first``: the statement was the finds' scalar half (the step's): those it
+        found nothing for run their own union statement now."""
         found: list[list[bytes]] | None = None
         if result is not None:
             found = [[] for _ in finds]
@@ -319,12 +336,11 @@ class PipelinedFinds:
         self.batches[equality] += 1
         self.batched[equality] += len(finds)
         if first is not None:
-            step_pipeline, step = first
             missed = [find for find, docs in zip(finds, found, strict=True) if not docs]
-            self._missed(step.sql, len(finds) - len(missed), len(missed))
+            self._missed(first.sql, len(finds) - len(missed), len(missed))
             for values, done in missed:
                 self.answered -= 1  # (counted when its union answers)
-                if not self._run(step_pipeline, step.prepared, step.sql, values, done):
+                if not self._run(pipeline, first.prepared, first.sql, values, done):
                     done(None)
         for (_, done), docs in zip(finds, found, strict=True):
             if docs or first is None:
