@@ -15,13 +15,13 @@ import pytest
 
 from heliosdb.v1 import heliosdb_pb2 as pb
 from heliosdb.v1 import heliosdb_pb2_grpc
+from tests.integration.engine_activity import until_engine_lets_go
 from tests.integration.grpc.conftest import bearer, query
 from tests.integration.wide_results import (
     MAX_BYTES,
     MEMORY_BOUND,
     capped_node,
     peak_memory,
-    until_engine_lets_go,
     wide,
 )
 from tests.nodeproc import NodeProcess

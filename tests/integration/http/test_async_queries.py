@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import httpx
 
+from tests.integration.engine_activity import until_engine_lets_go
 from tests.nodeproc import NodeProcess
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -75,20 +75,7 @@ async def test_cancel_stops_the_statement_on_the_engine(
     await _wait(api, query_id, ("running",))
     response = await api.delete(f"/query/async/{query_id}")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    conn = await asyncpg.connect(node.engine_url)
-    try:
-        for _ in range(200):
-            active = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
-                marker,
-            )
-            if active == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert active == 0
-    finally:
-        await conn.close()
+    await until_engine_lets_go(node, marker)
     final = (await api.get(f"/query/async/{query_id}")).json()
     assert final["status"] == "cancelled" and "result" not in final
     again = await api.delete(f"/query/async/{query_id}")

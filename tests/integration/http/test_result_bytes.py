@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.engine_activity import until_engine_lets_go
 from tests.integration.http.test_async_queries import TERMINAL, _wait
 from tests.integration.wide_results import (
     MAX_BYTES,
@@ -24,7 +25,6 @@ from tests.integration.wide_results import (
     ROW_BYTES,
     capped_node,
     peak_memory,
-    until_engine_lets_go,
     wide,
 )
 from tests.nodeproc import NodeProcess

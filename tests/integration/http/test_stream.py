@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-import asyncpg
 import httpx
 import psutil
 
+from tests.integration.engine_activity import until_engine_lets_go
 from tests.nodeproc import NodeProcess
 
 
@@ -78,17 +77,4 @@ async def test_client_disconnect_cancels_the_statement(
         async for line in response.aiter_lines():
             if line.startswith("["):
                 break  # leave with the statement still producing rows
-    conn = await asyncpg.connect(node.engine_url)
-    try:
-        for _ in range(400):
-            running = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' "
-                "AND state <> 'idle' AND pid <> pg_backend_pid()",
-                marker,
-            )
-            if running == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert running == 0
-    finally:
-        await conn.close()
+    await until_engine_lets_go(node, marker)

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.engine_activity import until_engine_lets_go
 from tests.integration.websocket.wsclient import connect, request
 from tests.integration.wide_results import (
     MAX_BYTES,
     MEMORY_BOUND,
     capped_node,
     peak_memory,
-    until_engine_lets_go,
     wide,
 )
 from tests.nodeproc import NodeProcess
