@@ -1,6 +1,7 @@
 """Options HeliosDB does not act on are refused with NotImplemented (238), not stored and
 ignored: a collation other than ``simple`` (which would change what a filter matches) and
-collection options that would check or shape writes (validators, capped collections)."""
+collection options that would check or shape writes (validators, capped collections).
+Change streams answer as a standalone mongod answers them."""
 
 from __future__ import annotations
 
@@ -81,3 +82,11 @@ def test_collection_options_not_acted_on_are_refused(
 def test_harmless_create_options_still_work(db: Database[dict[str, Any]]) -> None:
     db.create_collection("plain_options", validator={}, capped=False)
     assert "plain_options" in db.list_collection_names()
+
+
+def test_watch_answers_as_a_standalone_server(names: Collection[dict[str, Any]]) -> None:
+    with pytest.raises(pymongo.errors.OperationFailure) as raised:
+        names.watch()
+    assert raised.value.code == 40573
+    assert raised.value.details is not None
+    assert raised.value.details["codeName"] == "Location40573"

@@ -107,6 +107,7 @@ CODE_NAMES.update(
         261: "TooManyLogicalSessions",
         263: "OperationNotSupportedInTransaction",
         50768: "Location50768",
+        40573: "Location40573",
     }
 )
 

@@ -30,7 +30,9 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             9, "The 'cursor' option is required, except for aggregate with the explain argument"
         )
     for stage in stages:
-        stage_name(stage)
+        if stage_name(stage) == "$changeStream":
+            # what a standalone mongod answers: change streams need a replica set's oplog
+            raise CommandError(40573, "The $changeStream stage is only supported on replica sets")
     _args.simple_collation(request.body.get("collation"), request.name)
     out_target = None
     if stages and stage_name(stages[-1]) in ("$out", "$merge"):
