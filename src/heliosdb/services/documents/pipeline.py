@@ -27,7 +27,13 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from heliosdb.errors import ErrorCode, HeliosError, invalid
-from heliosdb.services.documents import bsonform, buckets, group_accumulators, projection
+from heliosdb.services.documents import (
+    bsonform,
+    buckets,
+    group_accumulators,
+    projection,
+    windows,
+)
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.expressions import accumulate_values, evaluate, field_values
 from heliosdb.services.documents.matcher import matches
@@ -260,6 +266,10 @@ async def _stage(
         return _grouped(name, arg, group(docs, _group_spec(name, arg), Held(name, limits)))
     if name == "$unionWith":
         return docs + await _union_with(arg, lookup, limits)
+    if name == "$setWindowFields":
+        if not counted:
+            Held(name, limits).add_all(docs)
+        return windows.run(docs, arg, lambda spec: Grouper(spec, Held(name, limits)), sort_docs)
     if name in ("$replaceRoot", "$replaceWith"):
         expr = arg["newRoot"] if name == "$replaceRoot" else arg
         out = []
