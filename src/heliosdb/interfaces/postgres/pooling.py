@@ -162,6 +162,10 @@ _BOUND_TAIL_BYTES = len(_BOUND_TAIL)
 # Client messages that leave no reply owed after them: Flush, and COPY data, done and
 # fail (answered within the COPY's own Query or Sync).
 _UNANSWERED = frozenset(b"Hdcf")
+# Replies that close the answer to an extended message (other than ParseComplete, counted
+# where it is matched): BindComplete, CloseComplete, RowDescription and NoData (Describe),
+# CommandComplete, EmptyQueryResponse, PortalSuspended (Execute).
+_ENDINGS = frozenset(b"23TnCIs")
 
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -184,8 +188,21 @@ class ServerConn:
         self.pending = 0  # Query and Sync messages not yet answered by ReadyForQuery
         # The client sent extended-protocol messages (Parse, Bind, Execute ...) after its
         # last Sync: their replies come after the ReadyForQuery of that Sync, and the
-        # unnamed statement or portal they made lives here; the connection stays.
+        # unnamed statement or portal they made lives here; the connection stays. A Query
+        # leaves it set: an error in the batch makes the engine skip up to its Sync,
+        # Queries too. Replies take the general scan while it is set.
         self.unsynced = False
+        # Extended messages (Parse, Bind, Describe, Execute, Close) sent since the last
+        # Query or Sync: each is answered by one closing reply (or an error).
+        self.owed = 0
+        # Queries sent inside a batch (after an extended message, before the batch's
+        # Sync), and that Sync: (the number of its ReadyForQuery, ``owed`` before it, a
+        # Query). An error of an extended message voids the batch's Queries after it.
+        self.batch: deque[tuple[int, int, bool]] = deque()
+        self.ended = 0  # closing replies (not dropped ones) since the last ReadyForQuery
+        # An extended message sent after every Query and Sync failed: the engine skips
+        # what the client sends up to its next Sync (a Query gets no ReadyForQuery).
+        self.failed = False
         # Syncs sent since the last Execute (no Query since): if that Execute started a
         # COPY FROM STDIN, the engine ignores them (and answers the Sync after CopyDone).
         self.copy_syncs = 0
@@ -217,6 +234,31 @@ class ServerConn:
         # The ReadyForQuery owed now come first, then its own Sync's (or Query's).
         self.expect.append((drop, name, self.answered + self.pending + 1))
         self.general = True
+
+    def in_batch(self, query: bool) -> None:
+        """A Query or Sync (``pending`` counting it) sent while ``unsynced``: a Query is
+        logged in ``batch``, and so is a Sync that ends a batch with Queries in flight."""
+        if query or self.batch:
+            self.batch.append((self.answered + self.pending, self.owed, query))
+            self.general = True
+        self.owed = 0
+
+    def batch_error(self) -> None:
+        """An ErrorResponse while ``batch`` is not empty. If the unit being answered is a
+        logged Query whose extended messages are not all answered, one of them failed: the
+        engine skips the rest of the batch up to its Sync, so the batch's Queries from
+        there get no ReadyForQuery; they count as answered (the numbers of the
+        ReadyForQuery after them, in ``expect`` and ``batch``, stay right)."""
+        batch = self.batch
+        number, owed, query = batch[0]
+        if number != self.answered + 1 or not query or self.ended >= owed:
+            return  # a Query's own error (no skip), or a skip that ends at this Sync
+        while batch and batch[0][2]:
+            batch.popleft()
+            self.pending -= 1
+            self.answered += 1
+        if not batch:  # the batch's Sync is not sent yet: what comes until then is skipped
+            self.failed = True
 
 
 class _ServerSide(asyncio.Protocol):
@@ -322,6 +364,8 @@ class _ServerSide(asyncio.Protocol):
                 if drop:
                     kept.append(data[start:pos])
                     start = end
+                else:
+                    conn.ended += 1
             elif kind == 0x5A:  # ReadyForQuery
                 conn.pending -= 1
                 # Parses of the batch this ends that got no ParseComplete (an error made
@@ -332,6 +376,10 @@ class _ServerSide(asyncio.Protocol):
                     gone = expect.popleft()[1]
                     if gone is not None:
                         conn.inflight.discard(gone)
+                conn.ended = 0
+                batch = conn.batch
+                while batch and batch[0][0] <= answered:
+                    batch.popleft()
                 if (
                     conn.pending <= 0
                     and data[pos + 5] == 0x49  # 'I'
@@ -341,13 +389,22 @@ class _ServerSide(asyncio.Protocol):
                     rest = data[end:]
                     n = end
                     break
+            elif kind in _ENDINGS:
+                conn.ended += 1
+            elif kind == 0x45:  # ErrorResponse
+                if conn.batch:
+                    conn.batch_error()
+                elif conn.pending <= 0 and conn.unsynced:
+                    # Of an extended message sent after every Query and Sync (their
+                    # replies all came): the engine skips up to the client's next Sync.
+                    conn.failed = True
             if end > n:
                 skip = end - n
                 pos = n
             else:
                 pos = end
         conn.skip = skip
-        conn.general = bool(skip or conn.carry or conn.expect)
+        conn.general = bool(skip or conn.carry or conn.expect or conn.unsynced or conn.batch)
         if kept:
             kept.append(data[start:n])
             return b"".join(kept), rest
@@ -562,14 +619,13 @@ class TxnClient(asyncio.Protocol):
             and not self.buffer
         ):
             shape = data.translate(_ZERO_DIGITS)
-            if shape == self.shape or shape in _plain_shapes:
+            if (shape == self.shape or shape in _plain_shapes) and not server.unsynced:
                 # The common case: one whole simple Query (its shape says so), known plain,
                 # on this client's connection: forward it as it came, no buffering, no copy.
                 # This client's last shape first: compared, not hashed.
                 self.shape = shape
                 server.client = self  # this client's connection (resumed if parked)
                 server.pending += 1
-                server.unsynced = False
                 server.copy_syncs = 0
                 server.transport.write(data)
                 return
@@ -585,11 +641,12 @@ class TxnClient(asyncio.Protocol):
                     if server is not None:
                         server.client = server.owner = self
                         self.server = server
+                elif server.unsynced:
+                    server = None  # inside a batch: pump logs it
                 elif server.client is None:
                     server.client = self  # this client's parked connection, resumed
                 if server is not None:
                     server.pending += 1
-                    server.unsynced = False
                     server.copy_syncs = 0
                     if not _plain_query(data):
                         self._check_query(server, data[5:])
@@ -610,6 +667,7 @@ class TxnClient(asyncio.Protocol):
         tail = n - _BOUND_TAIL_BYTES
         if (
             server is None
+            or server.unsynced  # inside a batch: pump logs its Sync
             or data[5] != 0  # a named portal
             or _unpack(data, 1)[0] != tail - 1  # not a Bind, then the tail alone
             or data[tail:] != _BOUND_TAIL
@@ -621,7 +679,6 @@ class TxnClient(asyncio.Protocol):
             return False  # the unnamed statement, or one to prepare here first: pump
         server.client = self  # this client's connection (resumed if parked)
         server.pending += 1  # the Sync's ReadyForQuery
-        server.unsynced = False
         server.copy_syncs = 1  # the Sync after the Execute
         encoded = entry[2]  # the Bind renamed, its length with it, then the tail as it came
         length = _int32(tail - name_end + len(encoded) + 5)
@@ -669,16 +726,24 @@ class TxnClient(asyncio.Protocol):
                     out += buffer[start:pos]
                 out += self._translate(kind, bytes(buffer[pos:end]))
                 start = end
-            if kind == 0x51 or kind == 0x53:  # Query, Sync: each gets a ReadyForQuery
+            if kind == 0x53:  # Sync: a ReadyForQuery
                 server.pending += 1
-                server.unsynced = False
-                if kind == 0x51:
+                if server.unsynced:  # the end of a batch
+                    server.in_batch(False)
+                server.unsynced = server.failed = False
+                server.copy_syncs += 1
+            elif kind == 0x51:  # Query: a ReadyForQuery, unless the engine skips it
+                if not server.failed:
+                    server.pending += 1
+                    if server.unsynced:  # inside a batch
+                        server.in_batch(True)
                     server.copy_syncs = 0
                     self._check_query(server, bytes(buffer[pos + 5 : end]))
-                else:
-                    server.copy_syncs += 1
             elif kind not in _UNANSWERED:
-                server.unsynced = True
+                if not server.unsynced and server.pending <= 0:
+                    server.ended = 0  # replies from here are this batch's (read by _scan)
+                server.unsynced = server.general = True
+                server.owed += 1
                 if kind == 0x45:  # Execute
                     server.copy_syncs = 0
             elif kind == 0x63 or kind == 0x66:  # CopyDone, CopyFail

@@ -62,7 +62,8 @@ def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) 
         client, pending=pending, prepared=set(), inflight=set(), answered=0,
         expect=deque((drop, name, 1) for drop, name in expect),  # void after the first Ready
         carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
-        copy_syncs=0, general=bool(expect), reply=b"", give_back=False,
+        copy_syncs=0, general=bool(expect), reply=b"", give_back=False, owed=0,
+        batch=deque(), ended=0, failed=False,
     )  # fmt: skip
     if client is not None:
         client.conn = conn
@@ -321,7 +322,7 @@ def _txn_client() -> tuple[Any, Any]:
         pool=pool, transport=_Transport(), client=None, owner=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
         counted=True, pinned=False, unsynced=False, copy_syncs=0, general=False, reply=b"",
-        give_back=False, answered=0,
+        give_back=False, answered=0, owed=0, batch=deque(), ended=0, failed=False,
     )  # fmt: skip
     pool.idle.append(conn)
     kind = next(iter(PrincipalKind))
@@ -980,3 +981,66 @@ async def test_a_parse_pipelined_behind_a_query_is_known_prepared_after_its_repl
     client.data_received(_bind(b"s1") + DESCRIBE_EXECUTE_SYNC)
     renamed = client.statements[b"s1"][0].encode()
     assert bytes(conn.transport.written) == _bind(renamed) + DESCRIBE_EXECUTE_SYNC  # no Parse
+
+
+# Extended batches with simple Queries inside them, as a pipelining client may send them,
+# and what the engine answers: after an error in an extended message it skips every
+# message up to the batch's Sync (Queries too: no ReadyForQuery for them); a Query's own
+# error skips nothing.
+_BATCH_MESSAGES = {
+    "parse": (_msg(b"P", b"\0SELECT 1\0\0\0"), _msg(b"1")),
+    "failing parse": (_msg(b"P", b"\0SELEC 1\0\0\0"), _ERROR),
+    "bind": (_bind(b""), _msg(b"2")),
+    "describe": (_msg(b"D", b"P\0"), _msg(b"n")),
+    "execute": (_msg(b"E", b"\0\0\0\0\0"), _msg(b"C", b"SELECT 1\0")),
+    "failing execute": (_msg(b"E", b"\0\0\0\0\0"), _ERROR),
+    "query": (_msg(b"Q", b"SELECT 1\0"), _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T")),
+    "failing query": (_msg(b"Q", b"SELECT 1/0\0"), _ERROR + _msg(b"Z", b"T")),
+    "flush": (_msg(b"H"), b""),
+    "sync": (_msg(b"S"), _msg(b"Z", b"I")),
+}
+
+
+def _engine_answers(steps: list[str]) -> list[bytes]:
+    """The engine's reply to each message of ``steps``, in order."""
+    skipping, out = False, []
+    for step in steps:
+        if step == "sync":
+            skipping = False
+        reply = b"" if skipping else _BATCH_MESSAGES[step][1]
+        out.append(reply)
+        skipping = skipping or step in ("failing execute", "failing parse")
+    return out
+
+
+@given(
+    st.lists(st.sampled_from(sorted(_BATCH_MESSAGES)), max_size=14),
+    st.lists(st.booleans(), min_size=15, max_size=15),
+    st.integers(min_value=1, max_value=40),
+)
+def test_queries_in_a_failed_batch_are_owed_what_the_engine_sends(
+    steps: list[str], answer_now: list[bool], cut: int
+) -> None:
+    """The client's messages one at a time (the engine's replies so far delivered between
+    them where ``answer_now`` says, in chunks of ``cut`` bytes), ending with a Sync: the
+    client gets every reply, and at the end the connection owes nothing, expects nothing
+    and is parked."""
+    steps = [*steps, "sync"]
+    answers = _engine_answers(steps)
+
+    async def run() -> None:
+        client, conn = _txn_client()
+        side, delivered = _ServerSide(conn), 0
+        for i, step in enumerate(steps):
+            client.data_received(_BATCH_MESSAGES[step][0])
+            if answer_now[i] or i == len(steps) - 1:
+                assert conn.client is client, (i, step)  # not parked before the last reply
+                reply = b"".join(answers[delivered : i + 1])
+                for start in range(0, len(reply), cut):
+                    side.data_received(reply[start : start + cut])
+                delivered = i + 1
+        assert bytes(client.transport.written).endswith(b"".join(answers))
+        assert conn.pending == 0 and not conn.batch and not conn.expect and not conn.unsynced
+        assert conn.client is None and conn.owner is client  # parked
+
+    asyncio.run(run())
