@@ -218,6 +218,9 @@ def test_expr_with_operators_sql_lacks(db: Database[dict[str, Any]]) -> None:
     assert sorted(d["k"] for d in coll.find(beta)) == [1, 3]
     assert coll.count_documents({"$and": [beta, {"k": {"$gt": 1}}]}) == 1
     assert coll.count_documents({"$nor": [beta]}) == 2
+    # a part the SQL form has ($gte) beside one it lacks: the whole $expr in the node
+    mixed = {"$and": [{"$gte": ["$k", 1]}, {"$regexMatch": {"input": "$name", "regex": "a$"}}]}
+    assert coll.count_documents({"$expr": mixed}) == 3
     after_group = coll.aggregate(
         [
             {"$group": {"_id": {"$toLower": "$name"}, "n": {"$sum": 1}}},

@@ -145,11 +145,15 @@ class _Compiler:
     def expression(self, value: Any) -> str | _Sql:
         """``$expr`` in SQL where the compiler knows every operator in it; else every
         document is a candidate and the node evaluates it (matcher.py, ``recheck``)."""
+        bound = len(self.params.values)
         try:
             return _Sql(_ExprCompiler(self.params).boolean(value))
         except HeliosError as exc:
             if exc.details.get("kind") != "not_implemented":
                 raise
+            # the parameters of the part that did compile are in no SQL: unbound, the
+            # engine could not tell their types
+            del self.params.values[bound:]
             return self.loose(lambda: TRUE_JP)
 
     def var(self, value: Any) -> str:
@@ -899,7 +903,8 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
         if direction not in (1, -1, 1.0, -1.0):
             raise bad_value("$sort key ordering must be 1 (for ascending) or -1 (for descending)")
         order = "ASC" if direction > 0 else "DESC"
-        if key == "$natural":
+        if key == "$natural":  # the order rows are stored in, as MongoDB's natural order
+            terms.append(f"ctid {order}")
             continue
         if key == "_id":
             terms.append(f"_id {order}")

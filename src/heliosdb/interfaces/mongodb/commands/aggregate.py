@@ -11,7 +11,7 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
-from heliosdb.services.documents import bsonform
+from heliosdb.services.documents import bsonform, variables
 from heliosdb.services.documents.pipeline import stage_name
 
 _DB_LEVEL_EMPTY = ("$currentOp", "$listLocalSessions", "$listSessions")
@@ -34,6 +34,7 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             # what a standalone mongod answers: change streams need a replica set's oplog
             raise CommandError(40573, "The $changeStream stage is only supported on replica sets")
     _args.simple_collation(request.body.get("collation"), request.name)
+    stages = variables.pipeline(stages, variables.values_of(request.body.get("let")))
     out_target = None
     if stages and stage_name(stages[-1]) in ("$out", "$merge"):
         if stage_name(stages[-1]) == "$merge":

@@ -15,7 +15,7 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
-from heliosdb.services.documents import FindQuery, bsonform
+from heliosdb.services.documents import FindQuery, bsonform, variables
 from heliosdb.services.documents.projection import project
 from heliosdb.services.documents.streaming import PROBE_ROWS
 from heliosdb.services.documents.values import MISSING
@@ -51,8 +51,9 @@ def _find_query(request: Request) -> tuple[FindQuery, int, bool]:
     _args.simple_collation(request.body.get("collation"), request.name)
     limit = _args.integer(request, "limit")
     single = bool(request.body.get("singleBatch")) or limit < 0
+    names = variables.values_of(request.body.get("let"))
     query = FindQuery(
-        filter=_args.document(request, "filter"),
+        filter=variables.filter_(_args.document(request, "filter"), names),
         sort=_args.document(request, "sort"),
         skip=_args.integer(request, "skip"),
         limit=abs(limit),
@@ -148,6 +149,7 @@ async def update(session: Session, request: Request) -> dict[str, Any]:
     coll = _args.collection(request)
     statements = _args.array(request, "updates")
     ordered = request.body.get("ordered", True)
+    names = variables.values_of(request.body.get("let"))
     matched = modified = 0
     upserted: list[dict[str, Any]] = []
     write_errors: list[dict[str, Any]] = []
@@ -164,8 +166,8 @@ async def update(session: Session, request: Request) -> dict[str, Any]:
                 _principal(session),
                 request.db,
                 coll,
-                statement.get("q") or {},
-                statement["u"],
+                variables.filter_(statement.get("q") or {}, names),
+                variables.pipeline(statement["u"], names),
                 upsert=bool(statement.get("upsert")),
                 multi=bool(statement.get("multi")),
                 array_filters=statement.get("arrayFilters"),
@@ -198,6 +200,7 @@ async def delete(session: Session, request: Request) -> dict[str, Any]:
     coll = _args.collection(request)
     statements = _args.array(request, "deletes")
     ordered = request.body.get("ordered", True)
+    names = variables.values_of(request.body.get("let"))
     removed = 0
     write_errors: list[dict[str, Any]] = []
     for index, statement in enumerate(statements):
@@ -210,7 +213,7 @@ async def delete(session: Session, request: Request) -> dict[str, Any]:
                 _principal(session),
                 request.db,
                 coll,
-                statement["q"],
+                variables.filter_(statement["q"], names),
                 limit_one=statement.get("limit", 0) == 1,
             )
             removed += n
@@ -233,7 +236,8 @@ async def find_and_modify(session: Session, request: Request) -> dict[str, Any]:
     """Update or remove one document and return it (before or after)."""
     coll = _args.collection(request)
     _args.simple_collation(request.body.get("collation"), request.name)
-    query = _args.document(request, "query") or {}
+    names = variables.values_of(request.body.get("let"))
+    query = variables.filter_(_args.document(request, "query") or {}, names)
     sort = _args.document(request, "sort")
     fields = _args.document(request, "fields")
     store = session.services.documents
@@ -252,7 +256,7 @@ async def find_and_modify(session: Session, request: Request) -> dict[str, Any]:
         request.db,
         coll,
         query,
-        request.body["update"],
+        variables.pipeline(request.body["update"], names),
         upsert=bool(request.body.get("upsert")),
         multi=False,
         array_filters=request.body.get("arrayFilters"),
