@@ -6,7 +6,7 @@ from typing import Any
 
 from heliosdb.interfaces.mongodb.commands import _args
 from heliosdb.interfaces.mongodb.commands.admin import collection_stats
-from heliosdb.interfaces.mongodb.commands.crud import lsid
+from heliosdb.interfaces.mongodb.commands.crud import check_hint, lsid
 from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
@@ -58,6 +58,7 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
         namespace = f"{request.db}.$cmd.aggregate"
     elif isinstance(target, str) and target:
         namespace = f"{request.db}.{target}"
+        await check_hint(session, request.db, target, request.body.get("hint"))
         if stages and stage_name(stages[0]) == "$collStats":
             stats = await collection_stats(session, request.db, target)
             first = {"ns": namespace, "storageStats": stats, "count": stats["count"]}

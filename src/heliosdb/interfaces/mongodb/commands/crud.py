@@ -15,7 +15,7 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
-from heliosdb.services.documents import FindQuery, bsonform, variables
+from heliosdb.services.documents import FindQuery, bsonform, values, variables
 from heliosdb.services.documents.projection import project
 from heliosdb.services.documents.streaming import PROBE_ROWS
 from heliosdb.services.documents.values import MISSING
@@ -72,6 +72,7 @@ async def find(session: Session, request: Request) -> dict[str, Any]:
     """Run a query; the first batch now, the rest through getMore."""
     coll = _args.collection(request)
     query, batch_size, single = _find_query(request)
+    await check_hint(session, request.db, coll, request.body.get("hint"))
     session.state.opcounters["query"] += 1
     # the first batch and one more: a result that has more is streamed (cursors.py)
     probe = batch_size + 1 if batch_size or not single else PROBE_ROWS
@@ -89,6 +90,28 @@ async def find(session: Session, request: Request) -> dict[str, Any]:
         connection=session.connection_id,
     )
     return {"cursor": {"firstBatch": batch, "id": cursor_id, "ns": namespace}}
+
+
+async def check_hint(session: Session, db: str, coll: str, hint: Any) -> None:
+    """A ``hint`` names an index (by name or key pattern) or is ``{$natural: 1|-1}``:
+    the engine plans for itself, so the hint only has to exist, as MongoDB requires."""
+    if hint is None or hint == "" or hint == {}:
+        return
+    if isinstance(hint, dict) and list(hint) == ["$natural"]:
+        return
+    try:
+        indexes = await session.services.documents.list_indexes(_principal(session), db, coll)
+    except HeliosError:
+        return  # no such collection: nothing to read, nothing to plan
+    for index in indexes:
+        key = index["key"]
+        if hint == index["name"] or (
+            isinstance(hint, dict)
+            and list(hint) == list(key)
+            and all(values.equal(hint[k], key[k]) for k in key)
+        ):
+            return
+    raise CommandError(2, "hint provided does not correspond to an existing index")
 
 
 def lsid(request: Request) -> bytes | None:
@@ -162,6 +185,7 @@ async def update(session: Session, request: Request) -> dict[str, Any]:
             continue
         try:
             _args.simple_collation(statement.get("collation"), "update.updates")
+            await check_hint(session, request.db, coll, statement.get("hint"))
             result = await session.services.documents.update(
                 _principal(session),
                 request.db,
@@ -209,6 +233,7 @@ async def delete(session: Session, request: Request) -> dict[str, Any]:
             if not isinstance(statement, dict) or "q" not in statement:
                 raise CommandError(9, "delete needs 'q'")
             _args.simple_collation(statement.get("collation"), "delete.deletes")
+            await check_hint(session, request.db, coll, statement.get("hint"))
             n, _ = await session.services.documents.delete(
                 _principal(session),
                 request.db,
@@ -238,6 +263,7 @@ async def find_and_modify(session: Session, request: Request) -> dict[str, Any]:
     _args.simple_collation(request.body.get("collation"), request.name)
     names = variables.values_of(request.body.get("let"))
     query = variables.filter_(_args.document(request, "query") or {}, names)
+    await check_hint(session, request.db, coll, request.body.get("hint"))
     sort = _args.document(request, "sort")
     fields = _args.document(request, "fields")
     store = session.services.documents
@@ -280,6 +306,7 @@ async def count(session: Session, request: Request) -> dict[str, Any]:
     """How many documents match."""
     coll = _args.collection(request)
     _args.simple_collation(request.body.get("collation"), request.name)
+    await check_hint(session, request.db, coll, request.body.get("hint"))
     n = await session.services.documents.count(
         _principal(session),
         request.db,
