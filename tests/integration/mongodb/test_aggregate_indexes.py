@@ -298,13 +298,34 @@ def test_unique_index_on_existing_duplicates_fails(db: Database[dict[str, Any]])
     assert failure.value.code == 11000
 
 
+def _stages(stage: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan's stages, depth first."""
+    inner = stage.get("inputStages") or ([stage["inputStage"]] if "inputStage" in stage else [])
+    return [stage, *(s for child in inner for s in _stages(child))]
+
+
 def test_explain_shows_engine_plan(db: Database[dict[str, Any]]) -> None:
     coll = db.expl
-    coll.insert_many([{"n": i} for i in range(10)])
+    coll.insert_many([{"_id": i, "n": i, "m": i} for i in range(3000)])
+    coll.create_index("n")
     plan = coll.find({"_id": 3}).explain()
     winning = plan["queryPlanner"]["winningPlan"]
-    assert winning["stage"] == "ENGINE"
-    assert "Index" in str(winning["enginePlan"])
+    assert "Index" in str(winning["enginePlan"])  # the engine's own plan, beside
+    assert [s["stage"] for s in _stages(winning)][:2] == ["FETCH", "IXSCAN"]
+    assert _stages(winning)[1]["indexName"] == "_id_"
+    assert plan["executionStats"]["nReturned"] == 1  # pymongo asks allPlansExecution
+    indexed = coll.find({"n": {"$lt": 10}}).explain()
+    names = {s.get("indexName") for s in _stages(indexed["queryPlanner"]["winningPlan"])}
+    assert names - {None} == {"n_1"}  # the field's index (and its multikey part)
+    stats = indexed["executionStats"]
+    assert stats["nReturned"] == 10 and stats["totalKeysExamined"] >= 10
+    assert stats["totalDocsExamined"] >= 10 and stats["executionStages"]["stage"] == "FETCH"
+    scan = db.command("explain", {"find": "expl", "filter": {"m": 7}}, verbosity="queryPlanner")
+    assert "COLLSCAN" in [s["stage"] for s in _stages(scan["queryPlanner"]["winningPlan"])]
+    assert "executionStats" not in scan
+    stats = db.command("explain", {"find": "expl", "filter": {"m": 7}}, verbosity="executionStats")
+    assert stats["executionStats"]["totalDocsExamined"] == 3000
+    assert stats["executionStats"]["nReturned"] == 1
 
 
 def test_queries_use_secondary_indexes(db: Database[dict[str, Any]]) -> None:

@@ -34,6 +34,7 @@ from heliosdb.security.principals import Principal
 from heliosdb.services.documents import (
     bsonform,
     catalog,
+    explained,
     inplace,
     keytables,
     matcher,
@@ -1383,18 +1384,27 @@ class DocumentStore:
         coll: str,
         query: Document | None,
         sort: Document | None = None,
-    ) -> Any:
+        *,
+        analyzed: bool = False,
+    ) -> dict[str, Any]:
+        """The engine's plan of the find in MongoDB's explain shape (explained.py);
+        ``analyzed``: run it (EXPLAIN ANALYZE) for executionStats."""
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
         order = compile_sort(sort, params)
         if order:
             sql += f" ORDER BY {order}"
+        options = "ANALYZE, FORMAT JSON" if analyzed else "FORMAT JSON"
         async with self._conn(principal) as conn:
             plan = await self._missing_ok(
-                conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *params.values), None
+                conn.fetchval(f"EXPLAIN ({options}) {sql}", *params.values), None
             )
-        return {"sql": sql, "plan": orjson.loads(plan) if isinstance(plan, str) else plan}
+            specs = await self._missing_ok(catalog.indexes(conn, db, coll), [])
+        names = {catalog.multikey_index_name(s.engine_name): s.name for s in specs}
+        names.update({s.engine_name: s.name for s in specs})
+        plan = orjson.loads(plan) if isinstance(plan, str) else plan
+        return explained.explanation(plan, sql, names, analyzed)
 
     # -- indexes ------------------------------------------------------------------------
     async def list_indexes(self, principal: Principal, db: str, coll: str) -> list[Document]:

@@ -353,17 +353,26 @@ async def explain(session: Session, request: Request) -> dict[str, Any]:
         query, sort = first.get("$match") if isinstance(first, dict) else None, None
     else:
         raise CommandError(59, f"Explain for {name} is not supported")
+    verbosity = request.body.get("verbosity", "allPlansExecution")
+    if verbosity not in ("queryPlanner", "executionStats", "allPlansExecution"):
+        raise CommandError(
+            2,
+            "verbosity string must be one of queryPlanner, executionStats, "
+            f"allPlansExecution, not {verbosity!r}",
+        )
     plan = await session.services.documents.explain(
-        _principal(session), request.db, coll, query, sort
+        _principal(session), request.db, coll, query, sort, analyzed=verbosity != "queryPlanner"
     )
-    namespace = f"{request.db}.{coll}"
-    return {
+    reply: dict[str, Any] = {
         "queryPlanner": {
-            "namespace": namespace,
+            "namespace": f"{request.db}.{coll}",
             "parsedQuery": query or {},
-            "winningPlan": {"stage": "ENGINE", "sql": plan["sql"], "enginePlan": plan["plan"]},
+            "winningPlan": plan["winningPlan"],
             "rejectedPlans": [],
         },
-        "command": inner,
-        "serverInfo": {"host": "heliosdb", "version": "7.0.12"},
     }
+    if "executionStats" in plan:
+        reply["executionStats"] = plan["executionStats"]
+    reply["command"] = inner
+    reply["serverInfo"] = {"host": "heliosdb", "version": "7.0.12"}
+    return reply
