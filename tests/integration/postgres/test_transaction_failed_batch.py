@@ -163,3 +163,25 @@ def test_txn_named_statements_skipped_after_an_error_are_not_taken_as_prepared(
             bound = _answer(client, _bind_execute(name.decode()) + SYNC, 1)
             assert _kinds(bound) == [b"2", b"D", b"C", b"Z"], bound
             assert bound[1][1].endswith(value)
+
+
+def test_txn_a_close_skipped_after_an_error_leaves_the_statement(
+    node: NodeProcess, rw_key: str
+) -> None:
+    """The Close of a named statement skipped by the engine after an error (in a batch
+    alone, or behind a Query): the statement is still there, as the engine says; the next
+    Bind of it runs. A Close the engine did make closes it."""
+    for behind in (b"", _query("SELECT 2")):
+        with RawClient(node.ports["postgres_txn"]) as client:
+            client.login(rw_key)
+            parse = message(b"P", b"s_closed\0SELECT 9\0\0\0") + SYNC
+            assert _kinds(_answer(client, parse, 1)) == [b"1", b"Z"]
+            close = message(b"C", b"Ss_closed\0")
+            assert _kinds(_answer(client, FAILING + behind + close + SYNC, 1)) == [
+                b"1", b"E", b"Z",
+            ]  # fmt: skip
+            bound = _answer(client, _bind_execute("s_closed") + SYNC, 1)
+            assert _kinds(bound) == [b"2", b"D", b"C", b"Z"], bound
+            assert _kinds(_answer(client, close + SYNC, 1)) == [b"3", b"Z"]
+            gone = _answer(client, _bind_execute("s_closed") + SYNC, 1)
+            assert _kinds(gone) == [b"E", b"Z"] and b"26000" in gone[0][1]

@@ -211,6 +211,11 @@ class ServerConn:
         # Per Parse sent: (drop its ParseComplete, engine-side name, the count of
         # ReadyForQuery after which it is void: its Sync's, when an error skipped it).
         self.expect: deque[tuple[bool, str | None, int]] = deque()
+        # Per Close sent, as ``expect`` per Parse: (for a statement's, its client, the
+        # client's name and entry, restored if the engine skipped the Close; the count of
+        # ReadyForQuery after which it is void). Its CloseComplete takes it away.
+        self.closing: deque[tuple[tuple[TxnClient, bytes, tuple[str, bytes, bytes]] | None, int]]
+        self.closing = deque()
         self.answered = 0  # ReadyForQuery seen by _scan
         self.unnamed_owner: tuple[int, int] | None = None
         self.carry = b""
@@ -235,6 +240,14 @@ class ServerConn:
         self.expect.append((drop, name, self.answered + self.pending + 1))
         self.general = True
 
+    def close_sent(
+        self, statement: tuple[TxnClient, bytes, tuple[str, bytes, bytes]] | None
+    ) -> None:
+        """A Close sent (of a portal, or of an unknown statement: ``statement`` None): its
+        CloseComplete is expected, so replies take the general scan until it came."""
+        self.closing.append((statement, self.answered + self.pending + 1))
+        self.general = True
+
     def in_batch(self, query: bool) -> None:
         """A Query or Sync (``pending`` counting it) sent while ``unsynced``: a Query is
         logged in ``batch``, and so is a Sync that ends a batch with Queries in flight."""
@@ -242,6 +255,13 @@ class ServerConn:
             self.batch.append((self.answered + self.pending, self.owed, query))
             self.general = True
         self.owed = 0
+
+    def reopen(self, client: TxnClient, name: bytes, entry: tuple[str, bytes, bytes]) -> None:
+        """The engine skipped the Close of ``client``'s statement ``name``: it still has
+        it, and so does the client (unless it prepared the name again since)."""
+        if client.statements.setdefault(name, entry) is entry:
+            self.prepared.add(entry[0])
+            self.give_back = len(self.prepared) > MAX_PREPARED_PER_CONNECTION
 
     def batch_error(self) -> None:
         """An ErrorResponse while ``batch`` is not empty. If the unit being answered is a
@@ -376,6 +396,11 @@ class _ServerSide(asyncio.Protocol):
                     gone = expect.popleft()[1]
                     if gone is not None:
                         conn.inflight.discard(gone)
+                closing = conn.closing
+                while closing and closing[0][1] <= answered:
+                    skipped = closing.popleft()[0]  # an error made the engine skip it
+                    if skipped is not None:
+                        conn.reopen(*skipped)
                 conn.ended = 0
                 batch = conn.batch
                 while batch and batch[0][0] <= answered:
@@ -391,6 +416,8 @@ class _ServerSide(asyncio.Protocol):
                     break
             elif kind in _ENDINGS:
                 conn.ended += 1
+                if kind == 0x33 and conn.closing:  # CloseComplete
+                    conn.closing.popleft()
             elif kind == 0x45:  # ErrorResponse
                 if conn.batch:
                     conn.batch_error()
@@ -404,7 +431,9 @@ class _ServerSide(asyncio.Protocol):
             else:
                 pos = end
         conn.skip = skip
-        conn.general = bool(skip or conn.carry or conn.expect or conn.unsynced or conn.batch)
+        conn.general = bool(
+            skip or conn.carry or conn.expect or conn.unsynced or conn.batch or conn.closing
+        )
         if kept:
             kept.append(data[start:n])
             return b"".join(kept), rest
@@ -746,6 +775,8 @@ class TxnClient(asyncio.Protocol):
                 server.owed += 1
                 if kind == 0x45:  # Execute
                     server.copy_syncs = 0
+                elif kind == 0x43 and (length == 4 or buffer[pos + 5] != 0x53):
+                    server.close_sent(None)  # a portal's
             elif kind == 0x63 or kind == 0x66:  # CopyDone, CopyFail
                 # The Syncs sent during the COPY get no ReadyForQuery (the engine ignores
                 # them in COPY FROM STDIN; libpq sends one after Execute and one after
@@ -799,9 +830,12 @@ class TxnClient(asyncio.Protocol):
                 return prefix + msg
             return prefix + message(b"D", b"S" + target + b"\0")
         if kind == 0x43 and msg[5:6] == b"S":  # Close statement
-            entry = self.statements.pop(msg[6:-1], None)
+            name = msg[6:-1]
+            entry = self.statements.pop(name, None)
             if entry is None:
+                server.close_sent(None)
                 return msg
+            server.close_sent((self, name, entry))
             server.prepared.discard(entry[0])
             server.give_back = len(server.prepared) > MAX_PREPARED_PER_CONNECTION
             return message(b"C", b"S" + entry[2] + b"\0")

@@ -63,7 +63,7 @@ def _conn(client: _Client, expect: list[tuple[bool, str | None]], pending: int) 
         expect=deque((drop, name, 1) for drop, name in expect),  # void after the first Ready
         carry=b"", skip=0, closed=False, pinned=False, unsynced=False,
         copy_syncs=0, general=bool(expect), reply=b"", give_back=False, owed=0,
-        batch=deque(), ended=0, failed=False,
+        batch=deque(), ended=0, failed=False, closing=deque(),
     )  # fmt: skip
     if client is not None:
         client.conn = conn
@@ -322,7 +322,7 @@ def _txn_client() -> tuple[Any, Any]:
         pool=pool, transport=_Transport(), client=None, owner=None, pending=0, prepared=set(),
         inflight=set(), expect=deque(), unnamed_owner=None, carry=b"", skip=0, closed=False,
         counted=True, pinned=False, unsynced=False, copy_syncs=0, general=False, reply=b"",
-        give_back=False, answered=0, owed=0, batch=deque(), ended=0, failed=False,
+        give_back=False, answered=0, owed=0, batch=deque(), ended=0, failed=False, closing=deque(),
     )  # fmt: skip
     pool.idle.append(conn)
     kind = next(iter(PrincipalKind))
@@ -992,6 +992,8 @@ _BATCH_MESSAGES = {
     "failing parse": (_msg(b"P", b"\0SELEC 1\0\0\0"), _ERROR),
     "bind": (_bind(b""), _msg(b"2")),
     "describe": (_msg(b"D", b"P\0"), _msg(b"n")),
+    "close portal": (_msg(b"C", b"P\0"), _msg(b"3")),
+    "close statement": (_msg(b"C", b"Sx\0"), _msg(b"3")),
     "execute": (_msg(b"E", b"\0\0\0\0\0"), _msg(b"C", b"SELECT 1\0")),
     "failing execute": (_msg(b"E", b"\0\0\0\0\0"), _ERROR),
     "query": (_msg(b"Q", b"SELECT 1\0"), _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T")),
@@ -1041,6 +1043,25 @@ def test_queries_in_a_failed_batch_are_owed_what_the_engine_sends(
                 delivered = i + 1
         assert bytes(client.transport.written).endswith(b"".join(answers))
         assert conn.pending == 0 and not conn.batch and not conn.expect and not conn.unsynced
+        assert not conn.closing and not conn.failed
         assert conn.client is None and conn.owner is client  # parked
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("skipped", [True, False])
+async def test_a_close_the_engine_skipped_leaves_the_statement_prepared(skipped: bool) -> None:
+    """A statement's Close behind a failing Execute: when the engine skips it (error, then
+    the Sync's ReadyForQuery) the client and the connection still have the statement, and
+    the next Bind goes out without its Parse; when the engine closes it, it is gone."""
+    client, conn = _txn_client()
+    side = _ServerSide(conn)
+    client.data_received(PREPARE)
+    side.data_received(_msg(b"1") + _msg(b"Z", b"I"))
+    renamed = client.statements[b"P_1"][0]
+    client.data_received(_msg(b"E", b"\0\0\0\0\0") + _msg(b"C", b"SP_1\0") + _msg(b"S"))
+    side.data_received(
+        (_ERROR if skipped else _msg(b"C", b"SELECT 1\0") + _msg(b"3")) + _msg(b"Z", b"I")
+    )
+    assert (b"P_1" in client.statements) == skipped == (renamed in conn.prepared)
+    assert not conn.closing and conn.pending == 0
