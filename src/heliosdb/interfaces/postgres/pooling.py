@@ -162,10 +162,10 @@ _BOUND_TAIL_BYTES = len(_BOUND_TAIL)
 # Client messages that leave no reply owed after them: Flush, and COPY data, done and
 # fail (answered within the COPY's own Query or Sync).
 _UNANSWERED = frozenset(b"Hdcf")
-# Replies that close the answer to an extended message (other than ParseComplete, counted
-# where it is matched): BindComplete, CloseComplete, RowDescription and NoData (Describe),
-# CommandComplete, EmptyQueryResponse, PortalSuspended (Execute).
-_ENDINGS = frozenset(b"23TnCIs")
+# Replies that close the answer to an extended message (other than ParseComplete and
+# CloseComplete, counted where they are matched): BindComplete, RowDescription and NoData
+# (Describe), CommandComplete, EmptyQueryResponse, PortalSuspended (Execute).
+_ENDINGS = frozenset(b"2TnCIs")
 
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -363,6 +363,9 @@ class _ServerSide(asyncio.Protocol):
         pos, start, skip = 0, 0, conn.skip
         kept: list[bytes] = []
         rest = None
+        # Closing replies are counted, and errors looked at, only while a batch is open
+        # (only a client's messages open one: it stays so through this scan).
+        counting = conn.unsynced or conn.batch
         while pos < n:
             if skip:
                 take = min(skip, n - pos)
@@ -384,7 +387,7 @@ class _ServerSide(asyncio.Protocol):
                 if drop:
                     kept.append(data[start:pos])
                     start = end
-                else:
+                elif counting:
                     conn.ended += 1
             elif kind == 0x5A:  # ReadyForQuery
                 conn.pending -= 1
@@ -401,10 +404,11 @@ class _ServerSide(asyncio.Protocol):
                     skipped = closing.popleft()[0]  # an error made the engine skip it
                     if skipped is not None:
                         conn.reopen(*skipped)
-                conn.ended = 0
-                batch = conn.batch
-                while batch and batch[0][0] <= answered:
-                    batch.popleft()
+                if counting:
+                    conn.ended = 0
+                    batch = conn.batch
+                    while batch and batch[0][0] <= answered:
+                        batch.popleft()
                 if (
                     conn.pending <= 0
                     and data[pos + 5] == 0x49  # 'I'
@@ -414,17 +418,20 @@ class _ServerSide(asyncio.Protocol):
                     rest = data[end:]
                     n = end
                     break
-            elif kind in _ENDINGS:
+            elif kind == 0x33:  # CloseComplete
                 conn.ended += 1
-                if kind == 0x33 and conn.closing:  # CloseComplete
+                if conn.closing:
                     conn.closing.popleft()
-            elif kind == 0x45:  # ErrorResponse
-                if conn.batch:
-                    conn.batch_error()
-                elif conn.pending <= 0 and conn.unsynced:
-                    # Of an extended message sent after every Query and Sync (their
-                    # replies all came): the engine skips up to the client's next Sync.
-                    conn.failed = True
+            elif counting:
+                if kind in _ENDINGS:
+                    conn.ended += 1
+                elif kind == 0x45:  # ErrorResponse
+                    if conn.batch:
+                        conn.batch_error()
+                    elif conn.pending <= 0 and conn.unsynced:
+                        # Of an extended message sent after every Query and Sync (their
+                        # replies all came): the engine skips up to the client's next Sync.
+                        conn.failed = True
             if end > n:
                 skip = end - n
                 pos = n
@@ -757,8 +764,9 @@ class TxnClient(asyncio.Protocol):
                 start = end
             if kind == 0x53:  # Sync: a ReadyForQuery
                 server.pending += 1
-                if server.unsynced:  # the end of a batch
+                if server.batch:  # the end of a batch with Queries in flight
                     server.in_batch(False)
+                server.owed = 0
                 server.unsynced = server.failed = False
                 server.copy_syncs += 1
             elif kind == 0x51:  # Query: a ReadyForQuery, unless the engine skips it
@@ -769,10 +777,12 @@ class TxnClient(asyncio.Protocol):
                     server.copy_syncs = 0
                     self._check_query(server, bytes(buffer[pos + 5 : end]))
             elif kind not in _UNANSWERED:
-                if not server.unsynced and server.pending <= 0:
-                    server.ended = 0  # replies from here are this batch's (read by _scan)
-                server.unsynced = server.general = True
-                server.owed += 1
+                owed = server.owed
+                if not owed:  # the first since a Query or Sync: replies take _scan
+                    server.unsynced = server.general = True
+                    if server.pending <= 0:
+                        server.ended = 0  # replies from here on are this batch's
+                server.owed = owed + 1
                 if kind == 0x45:  # Execute
                     server.copy_syncs = 0
                 elif kind == 0x43 and (length == 4 or buffer[pos + 5] != 0x53):
