@@ -9,7 +9,9 @@ sends (as through the session port, which relays the engine's bytes).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -66,10 +68,8 @@ BATCHES = {
     + SYNC
     + _parse("SELECT 3")
     + _bind_execute()
-    + _query("SELECT 4")
-    + _parse("SELECT 5")
-    + _bind_execute()
-    + SYNC,
+    + SYNC
+    + _query("SELECT 4"),
 }
 
 
@@ -96,6 +96,22 @@ def _engine_answer(node: NodeProcess, key: str, data: bytes) -> list[tuple[bytes
         return replies[:-4]  # without our Query's T, D, C, Z
 
 
+@contextlib.contextmanager
+def _last_connection(port: int, key: str) -> Iterator[tuple[RawClient, RawClient]]:
+    """Two logged-in clients of a pool of their own whose other connections are all busy
+    (``_full_pool``): the first to need one takes the last connection, and the other
+    gets one only when it is given back (or waits ``postgres.pool_timeout``, then 53300)."""
+    app = f"failed_{uuid.uuid4().hex[:8]}"
+    with (
+        _full_pool(port, key, app, POOL_SIZE - 1),
+        RawClient(port) as client,
+        RawClient(port) as other,
+    ):
+        client.login(key, application_name=app)
+        other.login(key, application_name=app)
+        yield client, other
+
+
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_txn_a_failed_batch_answers_as_the_engine_and_gives_the_connection_back(
     node: NodeProcess, rw_key: str, batch: str
@@ -106,15 +122,7 @@ def test_txn_a_failed_batch_answers_as_the_engine_and_gives_the_connection_back(
     data = BATCHES[batch]
     expected = _engine_answer(node, rw_key, data)
     readies = _kinds(expected).count(b"Z")
-    port = node.ports["postgres_txn"]
-    app = f"failed_{uuid.uuid4().hex[:8]}"
-    with (
-        _full_pool(port, rw_key, app, POOL_SIZE - 1),
-        RawClient(port) as client,
-        RawClient(port) as other,
-    ):
-        client.login(rw_key, application_name=app)
-        other.login(rw_key, application_name=app)
+    with _last_connection(node.ports["postgres_txn"], rw_key) as (client, other):
         for _ in range(2):
             pid = _pid(client)
             assert _answer(client, data, readies) == expected
@@ -185,3 +193,26 @@ def test_txn_a_close_skipped_after_an_error_leaves_the_statement(
             assert _kinds(_answer(client, close + SYNC, 1)) == [b"3", b"Z"]
             gone = _answer(client, _bind_execute("s_closed") + SYNC, 1)
             assert _kinds(gone) == [b"E", b"Z"] and b"26000" in gone[0][1]
+
+
+def test_txn_a_query_run_inside_a_batch_leaves_its_engine_state_with_the_client(
+    node: NodeProcess, rw_key: str
+) -> None:
+    """A Query run inside an extended batch (no error): the engine can end such a batch in
+    a state its next statement fails on, once (XX000 "unexpected state STARTED", whatever
+    runs next). The client sees that as the engine says it, and no other client is given
+    the connection (the client is pinned: with every other connection of the pool busy,
+    another client waits for one, in vain)."""
+    data = _parse("SELECT 3") + _bind_execute() + _query("SELECT 4") + SYNC
+    with RawClient(node.ports["postgres"]) as engine:
+        engine.login(rw_key)
+        expected = _answer(engine, data, 2)
+        after = _answer(engine, _query("SELECT 5"), 1)
+        assert _kinds(after) == [b"E", b"Z"], after  # what the engine does
+    with _last_connection(node.ports["postgres_txn"], rw_key) as (client, other):
+        assert _answer(client, data, 2) == expected
+        other.send(_query("SELECT 6"))
+        refused = other.read()
+        assert refused[0] == b"E" and b"53300" in refused[1], refused
+        assert _kinds(_answer(client, _query("SELECT 5"), 1)) == _kinds(after)
+        assert _answer(client, _query("SELECT 7"), 1)[1][1].endswith(b"7")

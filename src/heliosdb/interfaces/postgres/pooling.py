@@ -408,7 +408,12 @@ class _ServerSide(asyncio.Protocol):
                     conn.ended = 0
                     batch = conn.batch
                     while batch and batch[0][0] <= answered:
-                        batch.popleft()
+                        if batch.popleft()[2] and data[pos + 5] == 0x54:
+                            # A Query of the batch ran, in the batch's transaction ('T'):
+                            # the engine ends such a batch at its Sync in a state its
+                            # next statement fails on (XX000 "StartTransactionCommand:
+                            # unexpected state STARTED"); that stays with this client.
+                            conn.pinned = True
                 if (
                     conn.pending <= 0
                     and data[pos + 5] == 0x49  # 'I'

@@ -997,22 +997,25 @@ _BATCH_MESSAGES = {
     "execute": (_msg(b"E", b"\0\0\0\0\0"), _msg(b"C", b"SELECT 1\0")),
     "failing execute": (_msg(b"E", b"\0\0\0\0\0"), _ERROR),
     "query": (_msg(b"Q", b"SELECT 1\0"), _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T")),
-    "failing query": (_msg(b"Q", b"SELECT 1/0\0"), _ERROR + _msg(b"Z", b"T")),
+    "failing query": (_msg(b"Q", b"SELECT 1/0\0"), _ERROR + _msg(b"Z", b"I")),
     "flush": (_msg(b"H"), b""),
     "sync": (_msg(b"S"), _msg(b"Z", b"I")),
 }
 
 
-def _engine_answers(steps: list[str]) -> list[bytes]:
-    """The engine's reply to each message of ``steps``, in order."""
-    skipping, out = False, []
+def _engine_answers(steps: list[str]) -> tuple[list[bytes], bool]:
+    """The engine's reply to each message of ``steps``, in order; whether a Query ran
+    inside a batch (its client is pinned)."""
+    skipping, batch, ran, out = False, False, False, []
     for step in steps:
         if step == "sync":
-            skipping = False
+            skipping = batch = False
         reply = b"" if skipping else _BATCH_MESSAGES[step][1]
         out.append(reply)
         skipping = skipping or step in ("failing execute", "failing parse")
-    return out
+        ran = ran or (step == "query" and batch and not skipping)
+        batch = batch or step not in ("query", "failing query", "flush", "sync")
+    return out, ran
 
 
 @given(
@@ -1026,9 +1029,9 @@ def test_queries_in_a_failed_batch_are_owed_what_the_engine_sends(
     """The client's messages one at a time (the engine's replies so far delivered between
     them where ``answer_now`` says, in chunks of ``cut`` bytes), ending with a Sync: the
     client gets every reply, and at the end the connection owes nothing, expects nothing
-    and is parked."""
+    and is parked, or pinned if a Query ran inside a batch."""
     steps = [*steps, "sync"]
-    answers = _engine_answers(steps)
+    answers, pinned = _engine_answers(steps)
 
     async def run() -> None:
         client, conn = _txn_client()
@@ -1043,8 +1046,8 @@ def test_queries_in_a_failed_batch_are_owed_what_the_engine_sends(
                 delivered = i + 1
         assert bytes(client.transport.written).endswith(b"".join(answers))
         assert conn.pending == 0 and not conn.batch and not conn.expect and not conn.unsynced
-        assert not conn.closing and not conn.failed
-        assert conn.client is None and conn.owner is client  # parked
+        assert not conn.closing and not conn.failed and conn.pinned == pinned
+        assert (conn.client is None) != pinned and conn.owner is client  # parked
 
     asyncio.run(run())
 
