@@ -19,8 +19,8 @@ from tests.integration.postgres.rawclient import RawClient, message
 from tests.integration.postgres.test_transaction_pooling import (
     POOL_SIZE,
     SYNC,
+    _beside_full_pool,
     _bind_execute,
-    _full_pool,
     _parse,
     _pid,
     _replies,
@@ -102,13 +102,7 @@ def _last_connection(port: int, key: str) -> Iterator[tuple[RawClient, RawClient
     (``_full_pool``): the first to need one takes the last connection, and the other
     gets one only when it is given back (or waits ``postgres.pool_timeout``, then 53300)."""
     app = f"failed_{uuid.uuid4().hex[:8]}"
-    with (
-        _full_pool(port, key, app, POOL_SIZE - 1),
-        RawClient(port) as client,
-        RawClient(port) as other,
-    ):
-        client.login(key, application_name=app)
-        other.login(key, application_name=app)
+    with _beside_full_pool(port, key, app, 2, busy=POOL_SIZE - 1) as (_, (client, other)):
         yield client, other
 
 

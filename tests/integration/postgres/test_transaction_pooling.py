@@ -256,12 +256,12 @@ def _full_pool(port: int, key: str, app: str, busy: int) -> Iterator[list[RawCli
 
 @contextlib.contextmanager
 def _beside_full_pool(
-    port: int, key: str, app: str, clients: int
+    port: int, key: str, app: str, clients: int, busy: int = POOL_SIZE - 2
 ) -> Iterator[tuple[list[RawClient], list[RawClient]]]:
     """(holders, clients): ``clients`` logged-in clients of the pool of ``app``, whose
-    other ``POOL_SIZE - 2`` connections ``_full_pool``'s holders keep busy."""
+    other ``busy`` connections ``_full_pool``'s holders keep busy."""
     with contextlib.ExitStack() as stack:
-        holders = stack.enter_context(_full_pool(port, key, app, POOL_SIZE - 2))
+        holders = stack.enter_context(_full_pool(port, key, app, busy))
         logged = [stack.enter_context(RawClient(port)) for _ in range(clients)]
         for client in logged:
             client.login(key, application_name=app)
@@ -279,13 +279,7 @@ def test_txn_extended_protocol_copy_in_gives_the_connection_back(
     app = f"copy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(txn_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int)")
-    with (
-        _full_pool(txn_port, rw_key, app, POOL_SIZE - 1),
-        RawClient(txn_port) as client,
-        RawClient(txn_port) as other,
-    ):
-        client.login(rw_key, application_name=app)
-        other.login(rw_key, application_name=app)
+    with _beside_full_pool(txn_port, rw_key, app, 2, busy=POOL_SIZE - 1) as (_, (client, other)):
         for i in range(3):
             client.send(_parse("SELECT pg_backend_pid()") + _bind_execute()
                         + _parse(f"COPY {table} FROM STDIN") + _bind_execute() + SYNC)  # fmt: skip
