@@ -439,3 +439,16 @@ def test_transactions_writing_one_key(db: Database[dict[str, Any]]) -> None:
         first.commit_transaction()
     refused(coll, {"_id": 3, "k": 2})
     assert sorted(d["_id"] for d in coll.find()) == [0, 1]
+
+
+def test_field_names_stay_data_in_the_key_table_trigger(db: Database[dict[str, Any]]) -> None:
+    # The trigger's body is dollar-quoted SQL holding the key paths: a field name with
+    # a dollar quote and SQL in it is a name like any other, not SQL.
+    coll = db.sneaky_names
+    field = "a$fn$'); DROP TABLE sneaky_names; --$k0$"
+    coll.create_index(field, unique=True)
+    coll.insert_one({field: 1})
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({field: [1, 2]})
+    assert coll.count_documents({}) == 1
+    assert "sneaky_names" in db.list_collection_names()

@@ -252,6 +252,15 @@ END
 """
 
 
+def _dollar_quoted(body: str) -> str:
+    """``body`` between dollar quotes it does not contain: the key paths in it are the
+    client's field names (quoted as literals, which a ``$tag$`` inside would end)."""
+    n = 0
+    while f"$k{n}$" in body:
+        n += 1
+    return f"$k{n}${body}$k{n}$"
+
+
 def create_ddl(db: str, collection: str, spec: IndexSpec) -> list[str]:
     """The statements that give the unique index ``spec`` its key table, filled from
     the collection's rows (a duplicate key fails the index build: 23505), and the
@@ -270,7 +279,7 @@ def create_ddl(db: str, collection: str, spec: IndexSpec) -> list[str]:
         f"CROSS JOIN LATERAL {_all_keys(spec, 'n')} AS k WHERE {arrays}",
         f"CREATE UNIQUE INDEX {quote_ident(unique_name(spec))} ON {keys} (key, ord)",
         f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$fn${_trigger_body(spec)}$fn$",
+        f"{_dollar_quoted(_trigger_body(spec))}",
         f"CREATE TRIGGER {quote_ident(trigger + '_i')} AFTER INSERT ON {target} "
         f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         f"CREATE TRIGGER {quote_ident(trigger + '_u')} AFTER UPDATE ON {target} "
