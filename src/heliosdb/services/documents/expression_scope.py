@@ -29,6 +29,11 @@ class Scope(Protocol):
 Operator = Callable[[Any, Scope], Any]
 
 
+def present(value: Any) -> Any:
+    """``value``, or null for a path that reached nothing (MISSING)."""
+    return None if value is MISSING else value
+
+
 def nullish(value: Any) -> bool:
     """null or missing: most operators answer null for such an operand."""
     return value is None or value is MISSING

@@ -12,8 +12,19 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from heliosdb.errors import invalid
-from heliosdb.services.documents import array_expressions, date_expressions, text_expressions
-from heliosdb.services.documents.expression_scope import Operator, nullish, operands, truthy
+from heliosdb.services.documents import (
+    array_expressions,
+    bsonform,
+    date_expressions,
+    text_expressions,
+)
+from heliosdb.services.documents.expression_scope import (
+    Operator,
+    nullish,
+    operands,
+    present,
+    truthy,
+)
 from heliosdb.services.documents.values import MISSING, compare, equal, type_rank
 
 
@@ -53,7 +64,7 @@ def evaluate(expr: Any, doc: Any, variables: dict[str, Any] | None = None) -> An
             return field_values(base, rest) if rest else base
         return field_values(doc, expr[1:])
     if isinstance(expr, list):
-        return [_present(evaluate(e, doc, variables)) for e in expr]
+        return [present(evaluate(e, doc, variables)) for e in expr]
     if isinstance(expr, dict):
         if len(expr) == 1 and next(iter(expr)).startswith("$"):
             ((name, arg),) = expr.items()
@@ -65,10 +76,6 @@ def evaluate(expr: Any, doc: Any, variables: dict[str, Any] | None = None) -> An
                 out[key] = result
         return out
     return expr
-
-
-def _present(value: Any) -> Any:
-    return None if value is MISSING else value
 
 
 def _args(arg: Any, doc: Any, variables: dict[str, Any] | None) -> list[Any]:
@@ -150,10 +157,10 @@ def _operator(name: str, arg: Any, doc: Any, variables: dict[str, Any] | None) -
     if name in ("$add", "$subtract", "$multiply", "$divide", "$mod"):
         return _arith(name, _args(arg, doc, variables))
     if name in _CMP:
-        a, b = (_present(v) for v in _args(arg, doc, variables))
+        a, b = (present(v) for v in _args(arg, doc, variables))
         return _CMP[name](compare(a, b))
     if name == "$cmp":
-        a, b = (_present(v) for v in _args(arg, doc, variables))
+        a, b = (present(v) for v in _args(arg, doc, variables))
         return compare(a, b)
     if name == "$and":
         return all(truthy(v) for v in _args(arg, doc, variables))
@@ -268,7 +275,7 @@ def _operator(name: str, arg: Any, doc: Any, variables: dict[str, Any] | None) -
         for item in items:
             scope = {**(variables or {}), alias: item}
             if name == "$map":
-                out_items.append(_present(evaluate(spec["in"], doc, scope)))
+                out_items.append(present(evaluate(spec["in"], doc, scope)))
             elif truthy(evaluate(spec["cond"], doc, scope)):
                 out_items.append(item)
         return out_items
@@ -318,7 +325,7 @@ def _switch(arg: Any, scope: _Scope) -> Any:
 def _let(arg: Any, scope: _Scope) -> Any:
     if not isinstance(arg, dict) or not isinstance(arg.get("vars"), dict) or "in" not in arg:
         raise invalid("$let requires 'vars' (an object) and 'in'", kind="failed_to_parse")
-    names = {name: _present(scope(value)) for name, value in arg["vars"].items()}
+    names = {name: present(scope(value)) for name, value in arg["vars"].items()}
     return scope.bind(names)(arg["in"])
 
 
@@ -400,8 +407,7 @@ def convert(value: Any, target: str) -> Any:
         except (TypeError, ValueError):
             raise _conversion_failed(value, target) from None
     if isinstance(value, dt.datetime):
-        millis = int((value - date_expressions.to_date(0)).total_seconds() * 1000)
-        number: Any = millis
+        number: Any = bsonform.date_millis(value)
     elif isinstance(value, bool):
         number = int(value)
     elif _is_number(value):

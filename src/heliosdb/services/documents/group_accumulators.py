@@ -10,7 +10,7 @@ import math
 from typing import Any, Protocol
 
 from heliosdb.errors import invalid
-from heliosdb.services.documents.expression_scope import is_number, number
+from heliosdb.services.documents.expression_scope import is_number, number, present
 from heliosdb.services.documents.expressions import evaluate, field_values
 from heliosdb.services.documents.values import MISSING, compare
 
@@ -85,16 +85,12 @@ def _sort_key(sort: Any, op: str) -> Any:
 
     def order(a: Any, b: Any) -> int:
         for path, direction in sort.items():
-            c = compare(_present(field_values(a, path)), _present(field_values(b, path)))
+            c = compare(present(field_values(a, path)), present(field_values(b, path)))
             if c:
                 return c * int(direction)
         return 0
 
     return functools.cmp_to_key(order)
-
-
-def _present(value: Any) -> Any:
-    return None if value is MISSING else value
 
 
 class _Several:
@@ -116,7 +112,7 @@ class _Several:
         self.kept: list[tuple[Any, Any]] = []  # (what orders it, the value)
 
     def add(self, doc: Any, held: Held) -> None:
-        value = _present(evaluate(self.expr, doc))
+        value = present(evaluate(self.expr, doc))
         op, kept = self.op, self.kept
         if op == "$firstN":
             if len(kept) < self.n:

@@ -37,7 +37,14 @@ from heliosdb.services.documents import (
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.expressions import accumulate_values, evaluate, field_values
 from heliosdb.services.documents.matcher import matches
-from heliosdb.services.documents.values import MISSING, compare, get_path, path_sort_key, type_rank
+from heliosdb.services.documents.values import (
+    MISSING,
+    compare,
+    get_path,
+    hashable,
+    path_sort_key,
+    type_rank,
+)
 
 Lookup = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 # (the collection's table, its index map) -> a statement's SQL and values
@@ -493,7 +500,7 @@ class Grouper:
             key_value = evaluate(self.key, doc)
             if key_value is MISSING:
                 key_value = None
-            marker = _hashable(key_value)
+            marker = hashable(key_value)
             entry = groups.get(marker)
             if entry is None:
                 held.add(key_value)
@@ -601,16 +608,6 @@ def _accumulated(op: str, kept: list[Any]) -> Any:
         result: Any = kept[0].result()
         return result
     return accumulate_values(op, kept)
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return ("d", tuple((k, _hashable(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("l", tuple(_hashable(v) for v in value))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return ("n", float(value))
-    return (type(value).__name__, repr(value))
 
 
 async def _union_with(arg: Any, lookup: Lookup, limits: Limits) -> list[dict[str, Any]]:

@@ -130,6 +130,18 @@ def equal(a: Any, b: Any) -> bool:
 sort_key = functools.cmp_to_key(compare)
 
 
+def hashable(value: Any) -> Any:
+    """A dict key for a grouping value (a $group key, a $setWindowFields partition):
+    documents and arrays by their parts, int and double numbers alike."""
+    if isinstance(value, dict):
+        return ("d", tuple((k, hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("l", tuple(hashable(v) for v in value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("n", float(value))
+    return (type(value).__name__, repr(value))
+
+
 def path_sort_key(document: Any, path: str, descending: bool) -> tuple[int, Any]:
     """The key a sort on ``path`` orders ``document`` by, as MongoDB's sort key generator
     makes it (the keys a multikey index would hold for the path): an array at the end

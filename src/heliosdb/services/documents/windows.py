@@ -20,19 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 from heliosdb.errors import invalid
-from heliosdb.services.documents.expression_scope import is_number, number
+from heliosdb.services.documents.expression_scope import is_number, number, present
 from heliosdb.services.documents.expressions import evaluate, field_values
-from heliosdb.services.documents.values import MISSING, compare
+from heliosdb.services.documents.values import MISSING, compare, hashable
 
 # a $group over one window: its spec in, a grouper (feed, rows) out
 GroupMaker = Callable[[dict[str, Any]], Any]
 Sorter = Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
 _RANKS = ("$rank", "$denseRank", "$documentNumber")
 _UNBOUNDED = "unbounded"
-
-
-def _present(value: Any) -> Any:
-    return None if value is MISSING else value
 
 
 def _check(arg: Any) -> tuple[Any, dict[str, Any] | None, dict[str, Any]]:
@@ -60,8 +56,8 @@ def run(
     partitions: dict[Any, list[dict[str, Any]]] = {}
     keys: list[Any] = []
     for doc in ordered:
-        key = _present(evaluate(partition_by, doc)) if partition_by is not None else None
-        marker = _marker(key)
+        key = present(evaluate(partition_by, doc)) if partition_by is not None else None
+        marker = hashable(key)
         if marker not in partitions:
             partitions[marker] = []
             keys.append((key, marker))
@@ -79,16 +75,6 @@ def run(
                     _set_path(new, name, value)
             out.append(new)
     return out
-
-
-def _marker(value: Any) -> Any:
-    if isinstance(value, dict):
-        return ("d", tuple((k, _marker(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("l", tuple(_marker(v) for v in value))
-    if is_number(value) and not isinstance(value, bool):
-        return ("n", float(number(value)))
-    return (type(value).__name__, repr(value))
 
 
 def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
@@ -198,7 +184,7 @@ class _Field:
         previous: Any = MISSING
         rank = dense = 0
         for i, doc in enumerate(docs):
-            value = _present(field_values(doc, path))
+            value = present(field_values(doc, path))
             if previous is MISSING or compare(value, previous) != 0:
                 rank, dense = i + 1, dense + 1
                 previous = value
@@ -215,9 +201,7 @@ class _Field:
         default = arg.get("default")
         n = len(docs)
         return [
-            _present(evaluate(arg["output"], docs[i + int(by)]))
-            if 0 <= i + int(by) < n
-            else default
+            present(evaluate(arg["output"], docs[i + int(by)])) if 0 <= i + int(by) < n else default
             for i in range(n)
         ]
 
