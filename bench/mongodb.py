@@ -21,6 +21,11 @@ an application with a connection pool drives it):
   the statement that gives the same result. The client encodes and decodes BSON as
   pymongo does.
 
+Both sides create their table (the collection, with ``create``) and the index on ``k``
+before the timed inserts, so insert_many measures writes into an existing, indexed table
+on each side (implicit creation by the first insert would bill DDL, and with many
+connections a race of creators, to one side only).
+
 Cases: insert_many (batches of 1000), find by _id, find by an indexed field,
 update_one ($inc), and a $group aggregation over the whole collection. The direct
 update leaves the same bytes as HeliosDB's: one UPDATE of both forms through
@@ -80,6 +85,7 @@ CREATE INDEX ON bench_mongo_direct ((doc -> 'k'));
 CASES = ("insert_many (docs)", "find by _id", "find by indexed field", "update_one", "$group")
 PIPELINE = [{"$group": {"_id": "$g", "total": {"$sum": "$n"}}}]
 INCREMENT = {"$inc": {"n": 1}}
+INDEX = {"key": {"k": 1}, "name": "k_1"}
 
 
 def document(i: int) -> dict[str, Any]:
@@ -255,7 +261,7 @@ class Side:
         self.loop.run_until_complete(together())
 
     def after_insert(self) -> None:
-        """Create the index the indexed find uses (and statistics)."""
+        """Bring the statistics up to date."""
 
     def close(self) -> None:
         """Close the clients."""
@@ -269,6 +275,11 @@ class LeanSide(Side):
         super().__init__(loop, clients)
         with contextlib.suppress(RuntimeError):  # the collection may not exist yet
             loop.run_until_complete(clients[0].command("bench", {"drop": "items"}))
+        # as the direct side's table: created, with its index, before the timed inserts
+        loop.run_until_complete(clients[0].command("bench", {"create": "items"}))
+        loop.run_until_complete(
+            clients[0].command("bench", {"createIndexes": "items", "indexes": [INDEX]})
+        )
         docs = work.docs
 
         async def insert(client: LeanClient, starts: Sequence[int]) -> None:
@@ -307,13 +318,6 @@ class LeanSide(Side):
             CASES[4]: (group, range(work.groups)),
         }
 
-    def after_insert(self) -> None:
-        self.loop.run_until_complete(
-            self.clients[0].command(
-                "bench", {"createIndexes": "items", "indexes": [{"key": {"k": 1}, "name": "k_1"}]}
-            )
-        )
-
     def close(self) -> None:
         for client in self.clients:
             self.loop.run_until_complete(client.close())
@@ -333,6 +337,9 @@ class PymongoSide(Side):
         self.pool = ThreadPoolExecutor(len(work.clients))
         coll = self.coll = self.client.bench.items
         coll.drop()
+        # as the direct side's table: created, with its index, before the timed inserts
+        self.client.bench.create_collection("items")
+        coll.create_index("k")
         docs = work.docs
 
         def insert(starts: Sequence[int]) -> None:
@@ -352,9 +359,6 @@ class PymongoSide(Side):
     def run(self, case: str) -> None:
         call, items = self.calls[case]
         list(self.pool.map(call, shares(items, len(self.clients))))
-
-    def after_insert(self) -> None:
-        self.coll.create_index("k")
 
     def close(self) -> None:
         self.pool.shutdown()
