@@ -774,13 +774,17 @@ class TxnClient(asyncio.Protocol):
                 server.owed = 0
                 server.unsynced = server.failed = False
                 server.copy_syncs += 1
-            elif kind == 0x51:  # Query: a ReadyForQuery, unless the engine skips it
+            elif kind == 0x51 or kind == 0x46:
+                # Query, FunctionCall (libpq's PQfn: the large-object calls): answered by
+                # one ReadyForQuery, unless the engine skips it (as a Query, in a failed
+                # batch); neither opens a batch, nor can its error start a skip.
                 if not server.failed:
                     server.pending += 1
                     if server.unsynced:  # inside a batch
                         server.in_batch(True)
                     server.copy_syncs = 0
-                    self._check_query(server, bytes(buffer[pos + 5 : end]))
+                    if kind == 0x51:
+                        self._check_query(server, bytes(buffer[pos + 5 : end]))
             elif kind not in _UNANSWERED:
                 owed = server.owed
                 if not owed:  # the first since a Query or Sync: replies take _scan
