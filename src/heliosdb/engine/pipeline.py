@@ -640,6 +640,10 @@ class Pipelines:
     MAX_OWNERS = 8  # owners with pipelines per process (the least recently used idle
     # owner's close for a new one; when none is idle, the new one takes the pool path)
     PER_OWNER = 2
+    # True: an owner starts with one pipeline and gets another (up to PER_OWNER) each
+    # time a pick finds all of its pipelines with statements waiting, so its connection
+    # count follows how many of its clients are at work at once
+    GROWS = False
     MAX_IN_FLIGHT = 32  # statements queued on one pipeline
     BUSY_SECONDS = 0.02  # a pipeline whose oldest statement waits this long takes no more
 
@@ -667,6 +671,7 @@ class Pipelines:
         self.timeout = engine.settings.query_timeout + 5
         self._open: dict[tuple[Access, str], list[Pipeline]] = {}
         self._opening: set[tuple[Access, str]] = set()
+        self._growing: set[tuple[Access, str]] = set()
         self._used: dict[tuple[Access, str], float] = {}  # loop time of the last pick
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
@@ -698,6 +703,8 @@ class Pipelines:
                 best, fewest = pipeline, waiting
         if best is None or fewest >= self.MAX_IN_FLIGHT:
             return None
+        if fewest and self.GROWS and len(pipelines) < self.PER_OWNER:
+            self._grow(key)
         now = self._used[key] = best.loop.time()
         if fewest and best._pending[0].deadline - self.timeout + self.BUSY_SECONDS < now:
             return None  # its oldest statement is taking a while: don't queue behind it
@@ -762,9 +769,32 @@ class Pipelines:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _grow(self, key: tuple[Access, str]) -> None:
+        if key not in self._growing and not self.closed:
+            self._growing.add(key)
+            self._spawn(self._add_one(key))
+
+    async def _add_one(self, key: tuple[Access, str]) -> None:
+        try:
+            pipeline = await self._open_one(key[0])
+        except Exception as exc:  # noqa: BLE001 - the pool path serves whatever went wrong
+            log.warning(
+                "no more pipelined engine connections: %s %r", exc, getattr(exc, "error", "")
+            )
+            await asyncio.sleep(1.0)  # no new attempt at each busy pick meanwhile
+            return
+        finally:
+            self._growing.discard(key)
+        pipelines = self._open.get(key)
+        if self.closed or pipelines is None:  # dropped meanwhile
+            pipeline.close()
+            return
+        pipelines.append(pipeline)
+
     async def _connect(self, key: tuple[Access, str]) -> None:
         try:
-            opened = [await self._open_one(key[0]) for _ in range(self.PER_OWNER)]
+            count = 1 if self.GROWS else self.PER_OWNER
+            opened = [await self._open_one(key[0]) for _ in range(count)]
         except Exception as exc:  # noqa: BLE001 - the pool path serves whatever went wrong
             log.warning("no pipelined engine connection: %s %r", exc, getattr(exc, "error", ""))
             await asyncio.sleep(1.0)  # the pool path serves meanwhile

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import bson
 import httpx
 import pymongo
@@ -27,8 +28,10 @@ from pymongo.errors import OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from heliosdb.interfaces.mongodb import loneupdate
+from heliosdb.services.documents import updatelane
 from tests.integration.mongodb.conftest import found, mongo_uri
 from tests.integration.mongodb.test_hotpath import RawClient
+from tests.nodeproc import NodeProcess
 
 BASE: dict[str, Any] = {
     "a": 1,
@@ -356,3 +359,47 @@ async def test_a_document_the_engine_function_leaves_goes_the_general_path(
     done = found(reader[db][coll].find_one({"_id": "x"}))
     assert bson.decode(done.raw) == {"_id": "x", "d": 4.5, "n": 1 + bumped}
     assert type(bson.decode(done.raw)["n"]) is int
+
+
+async def test_clients_updating_at_once_each_get_a_connection_of_the_lane(
+    node: NodeProcess, mongo_port: int, rw_key: str, raw: RawClient
+) -> None:
+    # An update never queues behind another on the lane, so the principal's lane opens
+    # another connection whenever all of its are busy, up to the engine pool's size:
+    # eight clients at once end up with more than the four it had at most before.
+    db, coll = f"ul_{uuid.uuid4().hex[:8]}", "items"
+    await warm(raw, db, coll)
+    documents = [{"_id": i, "n": 0} for i in range(8)]
+    await raw.command({"insert": coll, "documents": documents}, db)
+    clients = [await RawClient.connect(mongo_port, rw_key) for _ in range(8)]
+    engine = await asyncpg.connect(node.engine_url)
+
+    async def lane_connections() -> int:
+        count = await engine.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            updatelane.APPLICATION_NAME,
+        )
+        return int(count)
+
+    async def bump(client: RawClient, i: int) -> None:
+        for _ in range(20):
+            reply = bson.decode(
+                await client.command(update_body(coll, {"_id": i}, {"$inc": {"n": 1}}), db)
+            )
+            assert reply == {"n": 1, "nModified": 1, "ok": 1.0}
+
+    try:
+        for _ in range(100):
+            await asyncio.gather(*(bump(c, i) for i, c in enumerate(clients)))
+            if await lane_connections() > 4:
+                break
+        grown = await lane_connections()
+        find = {"find": coll, "filter": {"n": {"$exists": True}}, "sort": {"_id": 1}}
+        counts = bson.decode(await raw.command(find, db))["cursor"]["firstBatch"]
+    finally:
+        await engine.close()
+        for client in clients:
+            await client.close()
+    assert 4 < grown <= 16  # the engine pool's size (engine.pool_size) is the bound
+    rounds = counts[0]["n"] // 20
+    assert counts == [{"_id": i, "n": 20 * rounds} for i in range(8)]
