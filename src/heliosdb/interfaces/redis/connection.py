@@ -39,8 +39,11 @@ from heliosdb.interfaces.redis.errors import RedisError, to_redis
 from heliosdb.interfaces.redis.hotpath import (
     BATCHED_KINDS,
     FAST,
+    FIRST_RUN,
     IDLE,
+    MAX_RUN,
     READ_CHUNK,
+    RUN_REPLY_BYTES,
     SLOW,
     WRITE_LIMIT,
     ZADD_FLAGS,
@@ -189,6 +192,8 @@ class Session:
         # The run out was a lone command (submit_lone): the parser held nothing after it,
         # and bytes received since wait in the backlog, so there is nothing to look for.
         self.lone = False
+        self.run_length = 1  # commands in the run out (when not lone)
+        self.run_cap = FIRST_RUN  # plain GET/SETs one run may take (size_runs)
 
     def peer_gone(self) -> bool:
         """The client hung up (seen even while a blocking command is not reading)."""
@@ -250,6 +255,7 @@ class Session:
             ready, self.ready = ready[:run], ready[run:]
         self.client.last_active = time.time()
         self.lone = False
+        self.run_length = run
         if batched is None:
             submit_run(self, ready)
         else:
@@ -263,6 +269,11 @@ class Session:
         """The reply of a run of one command (what _Replies gathers for longer runs), or
         the run's replies from _Replies (fast_done)."""
         client, transport = self.client, self.transport
+        size = len(replies)
+        if size > RUN_REPLY_BYTES // MAX_RUN or (
+            self.run_cap < MAX_RUN and not self.lone and self.run_length >= self.run_cap
+        ):  # replies that may call for shorter runs, or a full run of small ones
+            self.size_runs(1 if self.lone else self.run_length, size)
         if client.writer is not None and transport is not None and not transport.is_closing():
             if client.outbox:
                 client.outbox.append(replies)
@@ -281,6 +292,15 @@ class Session:
             or self.error is not None
         ):
             self.advance()
+
+    def size_runs(self, commands: int, size: int) -> None:
+        """A run of ``commands`` was answered with ``size`` bytes: the next runs of plain
+        GET/SETs take as many commands as make about RUN_REPLY_BYTES of replies at that
+        size per command, at least one; more than now only after a run as long as allowed
+        (then up to twice as many)."""
+        cap = self.run_cap
+        fit = RUN_REPLY_BYTES * commands // size if size else MAX_RUN
+        self.run_cap = max(1, min(fit, 2 * cap if commands >= cap else cap, MAX_RUN))
 
     def fill(self) -> None:
         """Parse received bytes into ``ready`` (64 KiB at a time, up to 1024 commands)."""
@@ -387,20 +407,25 @@ class Session:
         while i < len(batch):
             run = self._coalescable_run(batch, i)
             if run:
-                replies.extend(await self._run_coalesced(batch[i : i + run]))
+                answered = await self._run_coalesced(batch[i : i + run])
+                replies.extend(answered)
+                size = sum(map(len, answered))
+                self.size_runs(run, size)
                 i += run
-                continue
-            reply = await self.dispatch(batch[i])
-            encoded = encode(reply, self.client.proto)
-            replies.append(encoded)
-            if len(replies) > 64 or len(encoded) > READ_CHUNK:
+            else:
+                reply = await self.dispatch(batch[i])
+                encoded = encode(reply, self.client.proto)
+                replies.append(encoded)
+                size = len(encoded)
+                i += 1
+            if len(replies) > 64 or size > READ_CHUNK:
                 self.client.flush()
                 writer = self.client.writer
                 if writer is not None and writer.transport.get_write_buffer_size() > WRITE_LIMIT:
-                    # A client that sends without reading (a pipeline of big LRANGEs) waits
-                    # here, as between batches, instead of the node holding every reply.
+                    # A client that sends without reading (a pipeline of big LRANGEs or
+                    # GETs) waits here, as between batches, instead of the node holding
+                    # every reply.
                     await writer.drain()
-            i += 1
             if self.client.closing:
                 break
 
@@ -443,14 +468,15 @@ class Session:
         )
 
     def _coalescable_run(self, batch: list[list[bytes]], start: int) -> int:
-        """How many commands from ``start`` are plain GET/SET we may submit together."""
+        """How many commands from ``start`` are plain GET/SET we may submit together (at
+        most ``run_cap``)."""
         if self.coalescing_barred():
             return 0
         principal = self.client.principal
         read_only = principal is not None and principal.read_only
         seen_get = False
         n = 0
-        for args in batch[start:]:
+        for args in batch[start : start + self.run_cap]:
             name = args[0].lower()
             if name == b"get" and len(args) == 2:
                 seen_get = True

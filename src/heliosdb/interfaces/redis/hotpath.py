@@ -146,6 +146,14 @@ class _Replies:
 READ_CHUNK = 65536
 IDLE, FAST, SLOW = "idle", "fast", "slow"  # a Session: nothing running / a run out here / its task
 WRITE_LIMIT = 1 << 20  # replies the client has not read: past this, wait before running more
+# Plain GETs run together, up to MAX_RUN (what one fill parses), but their replies are only
+# known once the run is answered, and the run's replies are held until then: runs are sized
+# so that they come to about RUN_REPLY_BYTES, from the replies of the connection's last run
+# (Session.size_runs). A connection's first run is at most FIRST_RUN commands, and the run
+# length at most doubles from one run to the next.
+MAX_RUN = 1024
+FIRST_RUN = 16
+RUN_REPLY_BYTES = 4 << 20
 _OK = b"+OK\r\n"
 # Commands whose handler (outside MULTI) awaits one coalescer operation of this kind.
 BATCHED_KINDS = {
