@@ -123,6 +123,9 @@ class CommandError(Exception):
 
 
 def mongo_code(error: HeliosError) -> int:
+    location = error.details.get("location")
+    if isinstance(location, int):
+        return location  # the number of MongoDB's own assertion (a stage's option checks)
     kind = error.details.get("kind")
     if isinstance(kind, str) and kind in BY_KIND:
         return BY_KIND[kind]
@@ -137,7 +140,7 @@ def error_document(code: int, message: str, **extra: Any) -> dict[str, Any]:
         "ok": 0.0,
         "errmsg": message,
         "code": code,
-        "codeName": CODE_NAMES.get(code, "UnknownError"),
+        "codeName": CODE_NAMES.get(code, f"Location{code}" if code >= 10000 else "UnknownError"),
         **extra,
     }
 

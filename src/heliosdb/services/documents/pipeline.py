@@ -30,6 +30,8 @@ from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.services.documents import (
     bsonform,
     buckets,
+    fills,
+    graph_lookup,
     group_accumulators,
     projection,
     windows,
@@ -271,6 +273,12 @@ async def _stage(
         return list(_unwind(docs, arg))
     if name in ("$sortByCount", "$bucket"):
         return _grouped(name, arg, group(docs, _group_spec(name, arg), Held(name, limits)))
+    if name == "$bucketAuto":
+        if not counted:
+            Held(name, limits).add_all(docs)
+        return buckets.auto(docs, arg, lambda spec: Grouper(spec, Held(name, limits)))
+    if name == "$fill":
+        return await run(docs, fills.fill_stages(arg), lookup, limits)
     if name == "$unionWith":
         return docs + await _union_with(arg, lookup, limits)
     if name == "$setWindowFields":
@@ -292,6 +300,8 @@ async def _stage(
         return [{key: await run(list(docs), sub, lookup, limits) for key, sub in arg.items()}]
     if name == "$lookup":
         return await _lookup(docs, arg, lookup, Held(name, limits))
+    if name == "$graphLookup":
+        return await graph_lookup.run(docs, arg, lookup, Held(name, limits))
     if name == "$sample":
         if not counted:
             Held(name, limits).add_all(docs)
@@ -346,6 +356,7 @@ STREAMING = frozenset(
         "$skip",
         "$limit",
         "$lookup",  # one query per chunk; its joined arrays are counted per chunk
+        "$graphLookup",  # one query per chunk and depth
     }
 )
 _COUNTED = ("$skip", "$limit")

@@ -6,8 +6,10 @@ Window operators: ``$rank``, ``$denseRank``, ``$documentNumber``, ``$shift``, an
 $stdDevPop $stdDevSamp`` ...) over a window of ``documents: [lower, upper]`` (positions
 relative to the document: ``"unbounded"``, ``"current"`` or a number) or ``range:
 [lower, upper]`` (values of the one numeric ``sortBy`` field relative to the
-document's); without ``window``, the whole partition. The accumulators are the
-``$group`` stage's own (a ``Grouper`` fed the window's documents), so they answer alike.
+document's, or with ``unit`` of a date one in time units; found by binary search);
+without ``window``, the whole partition. The accumulators are the ``$group`` stage's
+own (a ``Grouper`` fed the window's documents), so they answer alike. ``$locf``,
+``$linearFill``, ``$expMovingAvg``, ``$derivative`` and ``$integral`` are fills.py's.
 
 The stage holds its input (counted against the stage limit by the caller) and returns
 it sorted by partition, then ``sortBy``, as MongoDB does.
@@ -15,11 +17,15 @@ it sorted by partition, then ``sortBy``, as MongoDB does.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any
 
 from heliosdb.errors import invalid
+from heliosdb.services.documents import fills
+from heliosdb.services.documents.bsonform import date_millis
 from heliosdb.services.documents.expression_scope import is_number, number, present
 from heliosdb.services.documents.expressions import evaluate, field_values
 from heliosdb.services.documents.values import MISSING, compare, hashable
@@ -113,13 +119,37 @@ class _Field:
                 raise invalid(f"{self.op} requires a 'sortBy'", kind="failed_to_parse")
             if self.op in ("$rank", "$denseRank") and len(sort) != 1:
                 raise invalid(f"{self.op} requires a 'sortBy' of one field", kind="bad_value")
-        self.kind, self.bounds = _window(window, sort, self.op)
+        if self.op in fills.WALKING:
+            if window is not None:
+                raise invalid(f"{self.op} does not accept a 'window'", kind="failed_to_parse")
+            if self.op != "$locf" and not sort:
+                raise invalid(f"{self.op} requires a 'sortBy'", kind="failed_to_parse")
+            if self.op == "$linearFill" and len(sort or {}) != 1:
+                raise invalid("$linearFill requires a 'sortBy' of one field", kind="bad_value")
+            if self.op == "$expMovingAvg":
+                fills.check_exp_moving_avg(self.arg)
+        if self.op in fills.AXIS:
+            fills.check_axis(self.arg, self.op)
+            if not sort or len(sort) != 1:
+                raise invalid(f"{self.op} requires a 'sortBy' of one field", kind="bad_value")
+            if self.op == "$derivative" and window is None:
+                raise invalid("$derivative requires explicit window bounds", kind="failed_to_parse")
+        self.kind, self.bounds, self.unit = _window(window, sort, self.op)
 
     def values(self, docs: list[dict[str, Any]], make_group: GroupMaker) -> list[Any]:
         if self.op in _RANKS:
             return self._ranks(docs)
         if self.op == "$shift":
             return self._shift(docs)
+        if self.op == "$locf":
+            return fills.locf(docs, self.arg)
+        if self.op == "$linearFill":
+            assert self.sort is not None
+            return fills.linear_fill(docs, self.arg, self.sort)
+        if self.op == "$expMovingAvg":
+            return fills.exp_moving_avg(docs, self.arg)
+        if self.op in fills.AXIS:
+            return self._axis(docs)
         spec = {"_id": None, "r": {self.op: self.arg}}
         if self.kind == "all":
             result = _folded(make_group(spec), docs, self.op)
@@ -144,36 +174,50 @@ class _Field:
                 )
                 for i in range(n)
             ]
+        return self._range_spans(docs)
+
+    def _range_spans(self, docs: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        """Each document's window of a range: the documents whose sortBy value is
+        within the bounds of its own (in sort order: a descending sortBy counts them
+        downwards), found by binary search in the partition's sorted values."""
         assert self.sort is not None
-        path = next(iter(self.sort))
-        keys = [field_values(d, path) for d in docs]
+        ((path, direction),) = self.sort.items()
+        sign = -1 if direction < 0 else 1
+        low, high = self.bounds
+        values = [present(field_values(d, path)) for d in docs]
+        keys = [sign * _range_key(v, self.unit) for v in values]
+        n = len(docs)
         spans = []
-        for i in range(n):
-            here = keys[i]
-            if not is_number(here):
-                raise invalid("a range window needs numeric 'sortBy' values", kind="type_mismatch")
+        for value, key in zip(values, keys, strict=True):
             start = (
-                0
-                if low == _UNBOUNDED
-                else next(
-                    (j for j in range(n) if _number_at(keys, j) >= float(number(here)) + low), n
-                )
+                0 if low == _UNBOUNDED else bisect_left(keys, self._moved(value, key, low, sign))
             )
             end = (
-                n
-                if high == _UNBOUNDED
-                else next(
-                    (
-                        j
-                        for j in range(n - 1, -1, -1)
-                        if _number_at(keys, j) <= float(number(here)) + high
-                    ),
-                    -1,
-                )
-                + 1
+                n if high == _UNBOUNDED else bisect_right(keys, self._moved(value, key, high, sign))
             )
             spans.append((start, max(start, end)))
         return spans
+
+    def _moved(self, value: Any, key: float, offset: float, sign: int) -> float:
+        if self.unit is None:
+            return key + offset
+        return sign * fills.shifted(value, self.unit, sign * offset)
+
+    def _axis(self, docs: list[dict[str, Any]]) -> list[Any]:
+        """``$derivative``/``$integral`` over each document's window."""
+        assert self.sort is not None
+        expr, unit = fills.check_axis(self.arg, self.op)
+        xs = [fills.axis(fills.sort_value(d, self.sort), unit, self.op) for d in docs]
+        ys = [fills.checked_input(evaluate(expr, d), self.op) for d in docs]
+
+        def over(a: int, b: int) -> Any:
+            if self.op == "$derivative":
+                return fills.derivative(docs[a:b], ys[a:b], xs[a:b])
+            return fills.integral(ys[a:b], xs[a:b])
+
+        if self.kind == "all":
+            return [over(0, len(docs))] * len(docs)
+        return [over(a, b) for a, b in self._spans(docs)]
 
     def _ranks(self, docs: list[dict[str, Any]]) -> list[Any]:
         if self.op == "$documentNumber":
@@ -206,26 +250,36 @@ class _Field:
         ]
 
 
-def _number_at(keys: list[Any], j: int) -> float:
-    value = keys[j]
-    if not is_number(value):
+def _range_key(value: Any, unit: str | None) -> float:
+    """A sortBy value as a range window measures it: a number, or (with ``unit``) a
+    date's milliseconds."""
+    if unit is not None:
+        if not isinstance(value, dt.datetime):
+            raise invalid("a range window with 'unit' needs Date 'sortBy' values", location=5429513)
+        return float(date_millis(value))
+    if not is_number(value) or isinstance(value, bool):
         raise invalid("a range window needs numeric 'sortBy' values", kind="type_mismatch")
     return float(number(value))
 
 
-def _window(window: Any, sort: dict[str, Any] | None, op: str) -> tuple[str, tuple[Any, Any]]:
+def _window(
+    window: Any, sort: dict[str, Any] | None, op: str
+) -> tuple[str, tuple[Any, Any], str | None]:
     if window is None:
-        return "all", (_UNBOUNDED, _UNBOUNDED)
-    if (
-        not isinstance(window, dict)
-        or len(window) != 1
-        or next(iter(window)) not in ("documents", "range")
-    ):
+        return "all", (_UNBOUNDED, _UNBOUNDED), None
+    kinds = [k for k in ("documents", "range") if isinstance(window, dict) and k in window]
+    if len(kinds) != 1 or set(window) - {kinds[0], "unit"}:
         raise invalid(
-            "a window takes one of 'documents' or 'range' ('unit' is not supported)",
+            "a window takes one of 'documents' or 'range' (and a 'unit' with 'range')",
             kind="failed_to_parse",
         )
-    ((kind, bounds),) = window.items()
+    kind = kinds[0]
+    bounds = window[kind]
+    unit = None
+    if "unit" in window:
+        if kind != "range":
+            raise invalid("a window's 'unit' goes with a 'range'", kind="failed_to_parse")
+        unit = fills.check_unit(window["unit"], "a window's 'unit'", fills.UNITS)
     if not isinstance(bounds, list) or len(bounds) != 2:
         raise invalid(f"a '{kind}' window needs [lower, upper]", kind="failed_to_parse")
     parsed = tuple(_bound(b, kind) for b in bounds)
@@ -237,8 +291,8 @@ def _window(window: Any, sort: dict[str, Any] | None, op: str) -> tuple[str, tup
     if low != _UNBOUNDED and high != _UNBOUNDED and low > high:
         raise invalid("a window's lower bound must not be past its upper bound", kind="bad_value")
     if parsed == (_UNBOUNDED, _UNBOUNDED):
-        return "all", parsed
-    return kind, parsed
+        return "all", parsed, unit
+    return kind, parsed, unit
 
 
 def _bound(value: Any, kind: str) -> Any:
