@@ -81,6 +81,14 @@ def ids(cursor: Any) -> list[Any]:
         ({"born": None}, [1, 2, 3, 4, 5]),
         ({"born": {"$exists": True}}, [3]),
         ({"born": {"$type": "null"}}, [3]),
+        # {$gte: null} and {$lte: null} are {$eq: null}: null or missing (MongoDB's matcher)
+        ({"born": {"$gte": None}}, [1, 2, 3, 4, 5]),
+        ({"born": {"$lte": None}}, [1, 2, 3, 4, 5]),
+        ({"born": {"$gt": None}}, []),
+        ({"city.name": {"$lte": None}}, [3]),
+        ({"age": {"$gte": None}}, []),
+        ({"born": {"$not": {"$gte": None}}}, []),
+        ({"scores": {"$elemMatch": {"x": {"$lte": None}}}}, [1, 2]),
         ({"age": {"$type": "double"}}, [4]),  # 72.5 (the others: int32, 5 an int64)
         ({"age": {"$type": ["int", "long"]}}, [1, 2, 3, 5]),
         ({"name": {"$type": 2}}, [1, 2, 3, 4, 5]),

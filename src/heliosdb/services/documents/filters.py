@@ -233,7 +233,12 @@ class _Compiler:
                 parts.append(self.negate(self.equals(target, operand, path, top=top)))
                 self.flip()
             elif op in _COMPARISONS:
-                parts.append(self.compare(target, _COMPARISONS[op], operand))
+                if operand is None and op in ("$gte", "$lte"):
+                    # as MongoDB's matcher: {$gte: null} and {$lte: null} are {$eq: null}
+                    # (null, and a missing field)
+                    parts.append(self.equals(target, None, path, top=top))
+                else:
+                    parts.append(self.compare(target, _COMPARISONS[op], operand))
             elif op in ("$in", "$nin"):
                 if not isinstance(operand, list):
                     raise bad_value(f"{op} needs an array")
@@ -437,8 +442,8 @@ class _Compiler:
         return None
 
     def compare(self, target: str, op: str, value: Any) -> str:
-        if value is None:
-            return self.items(target, "@ == null") if "=" in op else FALSE_JP
+        if value is None:  # $gt/$lt null: nothing ($gte/$lte null are equalities)
+            return FALSE_JP
         form = query_form(value)
         if isinstance(form, dict) and len(form) == 1:
             ((key, inner),) = form.items()

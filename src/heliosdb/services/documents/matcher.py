@@ -166,6 +166,8 @@ def operators_match(values: list[Any], spec: dict[str, Any], document: Any, path
             ok = _equals(values, operand, document, path)
         elif op == "$ne":
             ok = not _equals(values, operand, document, path)
+        elif op in ("$gte", "$lte") and operand is None:
+            ok = _equals(values, None, document, path)  # as {$eq: null} (filters.py)
         elif op in ("$gt", "$gte", "$lt", "$lte"):
             ok = any(_compare_op(op, v, operand) for v in values)
         elif op == "$in":
