@@ -114,6 +114,9 @@ def test_range_window_over_many_documents(db: Database[dict[str, Any]]) -> None:
     assert counts[:4] == [6, 6, 8, 8]
     assert counts[-1] == 6
     assert set(counts[4:-4]) == {10}
+    # "current" is the document itself, not the ones with its value after it
+    behind = {"$count": {}, "window": {"range": [-1, "current"]}}
+    assert window(db.many, behind, "x", partitionBy=None)[:8] == [1, 2, 3, 4, 3, 4, 3, 4]
 
 
 def test_fill_stage(prices: Collection[dict[str, Any]]) -> None:
@@ -168,6 +171,22 @@ def test_fill_stage(prices: Collection[dict[str, Any]]) -> None:
 def test_bad_window_operators(prices: Collection[dict[str, Any]], output: dict[str, Any]) -> None:
     with pytest.raises(pymongo.errors.OperationFailure):
         window(prices, output)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "code"),
+    [({"range": [-1.5, 0], "unit": "hour"}, 9), ({"range": [-1, 0], "unit": "day"}, 8947401)],
+)
+def test_bad_range_windows_over_dates(
+    meter: Collection[dict[str, Any]], bounds: dict[str, Any], code: int
+) -> None:
+    stage = {
+        "sortBy": {"at": 1 if code == 9 else -1},
+        "output": {"w": {"$sum": 1, "window": bounds}},
+    }
+    with pytest.raises(pymongo.errors.OperationFailure) as failure:
+        list(meter.aggregate([{"$setWindowFields": stage}]))
+    assert failure.value.code == code
 
 
 def test_linear_fill_needs_distinct_sort_values(prices: Collection[dict[str, Any]]) -> None:

@@ -208,8 +208,6 @@ def shifted(value: Any, unit: str, amount: float) -> float:
     """The axis key (milliseconds) of date ``value`` moved ``amount`` units."""
     if unit in UNIT_MILLIS:
         return date_millis(value) + amount * UNIT_MILLIS[unit]
-    if amount != int(amount):
-        raise invalid(f"a range window in {unit}s needs whole bounds", kind="bad_value")
     return date_millis(add_to_date(value, unit, int(amount), dt.UTC))
 
 

@@ -35,6 +35,7 @@ GroupMaker = Callable[[dict[str, Any]], Any]
 Sorter = Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
 _RANKS = ("$rank", "$denseRank", "$documentNumber")
 _UNBOUNDED = "unbounded"
+_CURRENT = "current"
 
 
 def _check(arg: Any) -> tuple[Any, dict[str, Any] | None, dict[str, Any]]:
@@ -178,30 +179,34 @@ class _Field:
 
     def _range_spans(self, docs: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Each document's window of a range: the documents whose sortBy value is
-        within the bounds of its own (in sort order: a descending sortBy counts them
-        downwards), found by binary search in the partition's sorted values."""
+        within the bounds of its own ("current": the document itself), found by binary
+        search in the partition's ascending values."""
         assert self.sort is not None
-        ((path, direction),) = self.sort.items()
-        sign = -1 if direction < 0 else 1
+        path = next(iter(self.sort))
         low, high = self.bounds
         values = [present(field_values(d, path)) for d in docs]
-        keys = [sign * _range_key(v, self.unit) for v in values]
-        n = len(docs)
+        keys = [_range_key(v, self.unit) for v in values]
         spans = []
-        for value, key in zip(values, keys, strict=True):
-            start = (
-                0 if low == _UNBOUNDED else bisect_left(keys, self._moved(value, key, low, sign))
-            )
-            end = (
-                n if high == _UNBOUNDED else bisect_right(keys, self._moved(value, key, high, sign))
-            )
+        for i, (value, key) in enumerate(zip(values, keys, strict=True)):
+            if low == _UNBOUNDED:
+                start = 0
+            elif low == _CURRENT:
+                start = i
+            else:
+                start = bisect_left(keys, self._moved(value, key, low))
+            if high == _UNBOUNDED:
+                end = len(docs)
+            elif high == _CURRENT:
+                end = i + 1
+            else:
+                end = bisect_right(keys, self._moved(value, key, high))
             spans.append((start, max(start, end)))
         return spans
 
-    def _moved(self, value: Any, key: float, offset: float, sign: int) -> float:
+    def _moved(self, value: Any, key: float, offset: float) -> float:
         if self.unit is None:
             return key + offset
-        return sign * fills.shifted(value, self.unit, sign * offset)
+        return fills.shifted(value, self.unit, offset)
 
     def _axis(self, docs: list[dict[str, Any]]) -> list[Any]:
         """``$derivative``/``$integral`` over each document's window."""
@@ -282,12 +287,14 @@ def _window(
         unit = fills.check_unit(window["unit"], "a window's 'unit'", fills.UNITS)
     if not isinstance(bounds, list) or len(bounds) != 2:
         raise invalid(f"a '{kind}' window needs [lower, upper]", kind="failed_to_parse")
-    parsed = tuple(_bound(b, kind) for b in bounds)
+    parsed = tuple(_bound(b, kind, unit) for b in bounds)
     if kind == "range" and (not sort or len(sort) != 1):
-        raise invalid("a 'range' window needs a 'sortBy' of one field", kind="bad_value")
+        raise invalid("Range-based bounds require sortBy a single field", location=5339902)
+    if kind == "range" and sort and next(iter(sort.values())) != 1:
+        raise invalid("Range-based bounds require an ascending sortBy", location=8947401)
     if kind == "documents" and not sort and parsed != (_UNBOUNDED, _UNBOUNDED):
         raise invalid("a 'documents' window needs a 'sortBy'", kind="bad_value")
-    low, high = parsed
+    low, high = (0 if b == _CURRENT else b for b in parsed)
     if low != _UNBOUNDED and high != _UNBOUNDED and low > high:
         raise invalid("a window's lower bound must not be past its upper bound", kind="bad_value")
     if parsed == (_UNBOUNDED, _UNBOUNDED):
@@ -295,17 +302,21 @@ def _window(
     return kind, parsed, unit
 
 
-def _bound(value: Any, kind: str) -> Any:
+def _bound(value: Any, kind: str, unit: str | None) -> Any:
     if value == _UNBOUNDED:
         return _UNBOUNDED
-    if value == "current":
-        return 0
+    if value == _CURRENT:
+        # a range's "current" is the document itself, not the values equal to its own
+        return _CURRENT if kind == "range" else 0
     if isinstance(value, bool) or not is_number(value):
         raise invalid(
             "a window bound is 'unbounded', 'current' or a number", kind="failed_to_parse"
         )
-    if kind == "documents" and number(value) != int(number(value)):
-        raise invalid("a 'documents' window bound must be an integer", kind="bad_value")
+    if (kind == "documents" or unit is not None) and number(value) != int(number(value)):
+        raise invalid(
+            f"a '{kind}' window bound {'with a unit ' if unit else ''}must be an integer",
+            kind="failed_to_parse",
+        )
     return float(number(value)) if kind == "range" else int(number(value))
 
 
