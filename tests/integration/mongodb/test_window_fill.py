@@ -196,17 +196,27 @@ def test_linear_fill_needs_distinct_sort_values(prices: Collection[dict[str, Any
 
 
 @pytest.mark.parametrize(
-    "spec",
+    ("spec", "code"),
     [
-        {"output": {"p": {"method": "nearest"}}, "sortBy": {"t": 1}},
-        {"output": {"p": {"method": "linear"}}},
-        {"output": {"p": {"value": 1, "method": "locf"}}},
-        {"output": {"p": {"value": 1}}, "partitionBy": "$s", "partitionByFields": ["s"]},
-        {"output": {"p": {"value": 1}}, "partitionByFields": ["$s"]},
-        {"output": {}},
-        {"output": {"p": {"value": 1}}, "bogus": 1},
+        ({"output": {"p": {"method": "nearest"}}, "sortBy": {"t": 1}}, 6050202),
+        ({"output": {"p": {"value": 1, "method": "locf"}}}, 6050201),
+        ({"output": {"p": 1}}, 6050200),
+        ({"output": {"p": {"value": 1}}, "partitionBy": "$s", "partitionByFields": ["s"]}, 6050204),
+        ({"output": {"p": {"value": 1}}, "partitionByFields": ["$s"]}, 16410),
+        ({"output": {}}, 6050203),
+        ({"sortBy": {"t": 1}}, 40414),
+        ({"output": {"p": {"value": 1}}, "bogus": 1}, 40415),
+        ({"output": {"p": {"value": 1, "bogus": 1}}}, 40415),
     ],
 )
-def test_bad_fill_stages(prices: Collection[dict[str, Any]], spec: dict[str, Any]) -> None:
-    with pytest.raises(pymongo.errors.OperationFailure):
+def test_bad_fill_stages(
+    prices: Collection[dict[str, Any]], spec: dict[str, Any], code: int
+) -> None:
+    with pytest.raises(pymongo.errors.OperationFailure) as failure:
         list(prices.aggregate([{"$fill": spec}]))
+    assert failure.value.code == code
+
+
+def test_fill_linear_needs_a_sort(prices: Collection[dict[str, Any]]) -> None:
+    with pytest.raises(pymongo.errors.OperationFailure):
+        list(prices.aggregate([{"$fill": {"output": {"p": {"method": "linear"}}}}]))

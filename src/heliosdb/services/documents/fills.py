@@ -216,57 +216,56 @@ def shifted(value: Any, unit: str, amount: float) -> float:
 
 def fill_stages(arg: Any) -> list[dict[str, Any]]:
     """The stages ``$fill`` stands for: a ``$setWindowFields`` of the ``method`` fields,
-    then an ``$addFields`` of the ``value`` ones."""
+    then an ``$addFields`` of the ``value`` ones (document_source_fill.cpp, its codes)."""
     if not isinstance(arg, dict):
-        raise invalid("$fill must be an object", kind="failed_to_parse")
-    unknown = set(arg) - {"partitionBy", "partitionByFields", "sortBy", "output"}
-    if unknown:
-        raise invalid(f"$fill got an unknown field: {sorted(unknown)[0]}", kind="failed_to_parse")
-    output = arg.get("output")
+        raise invalid("The $fill stage specification must be an object", kind="failed_to_parse")
+    _known(arg, ("partitionBy", "partitionByFields", "sortBy", "output"))
+    if "output" not in arg:
+        raise invalid("$fill missing required field 'output'", location=40414)
+    output = arg["output"]
     if not isinstance(output, dict) or not output:
-        raise invalid("$fill requires an 'output' object", kind="failed_to_parse")
+        raise invalid(
+            "The output field in '$fill' must contain an object with at least one element",
+            location=6050203,
+        )
     if "partitionBy" in arg and "partitionByFields" in arg:
         raise invalid(
-            "Only one of 'partitionBy' and 'partitionByFields' can be specified in $fill",
-            kind="failed_to_parse",
+            "Maximum one of 'partitionBy' and 'partitionByFields can be specified in '$fill'",
+            location=6050204,
         )
     partition: Any = arg.get("partitionBy")
     if "partitionByFields" in arg:
         fields = arg["partitionByFields"]
-        if not isinstance(fields, list) or not all(
-            isinstance(f, str) and f and not f.startswith("$") for f in fields
-        ):
-            raise invalid("'partitionByFields' must be an array of field names", kind="bad_value")
+        if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
+            raise invalid(
+                "'partitionByFields' must be an array of field names", kind="type_mismatch"
+            )
+        if any(f.startswith("$") for f in fields):
+            raise invalid("FieldPath field names may not start with '$'", location=16410)
         partition = {f: f"${f}" for f in fields}
     windowed: dict[str, Any] = {}
     values: dict[str, Any] = {}
     for name, spec in output.items():
-        if (
-            not isinstance(spec, dict)
-            or len(spec) != 1
-            or next(iter(spec))
-            not in (
-                "value",
-                "method",
-            )
-        ):
+        if not isinstance(spec, dict):
             raise invalid(
-                f"$fill output '{name}' takes exactly one of 'value' or 'method'",
-                kind="failed_to_parse",
+                "Each fill output specification must be an object with exactly one field",
+                location=6050200,
             )
+        _known(spec, ("value", "method"))
+        if "method" in spec:
+            if "value" in spec:
+                raise invalid(
+                    "Each fill output specification must have exactly one of 'method' or "
+                    "'value' fields, not both",
+                    location=6050201,
+                )
+            if spec["method"] not in ("locf", "linear"):
+                raise invalid("Method must be either locf or linear", location=6050202)
+            windowed[name] = {("$locf" if spec["method"] == "locf" else "$linearFill"): f"${name}"}
         if "value" in spec:
             values[name] = {"$ifNull": [f"${name}", spec["value"]]}
-            continue
-        method = spec["method"]
-        if method not in ("locf", "linear"):
-            raise invalid(
-                f"Method must be either locf or linear, not {method!r}", kind="failed_to_parse"
-            )
-        windowed[name] = {("$locf" if method == "locf" else "$linearFill"): f"${name}"}
     stages: list[dict[str, Any]] = []
     if windowed:
-        if "sortBy" not in arg and any("$linearFill" in v for v in windowed.values()):
-            raise invalid("$fill with method 'linear' requires a 'sortBy'", kind="failed_to_parse")
         window: dict[str, Any] = {"output": windowed}
         if partition is not None:
             window["partitionBy"] = partition
@@ -276,3 +275,9 @@ def fill_stages(arg: Any) -> list[dict[str, Any]]:
     if values:
         stages.append({"$addFields": values})
     return stages
+
+
+def _known(spec: dict[str, Any], fields: tuple[str, ...]) -> None:
+    unknown = [name for name in spec if name not in fields]
+    if unknown:
+        raise invalid(f"$fill: unknown field '{unknown[0]}'", location=40415)
