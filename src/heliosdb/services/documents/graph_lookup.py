@@ -17,6 +17,7 @@ value, a document without the field).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from bson.decimal128 import Decimal128
@@ -138,7 +139,7 @@ class _Found:
     async def ask(self, values: list[Any]) -> None:
         wanted: dict[Any, Any] = {}
         for value in values:
-            marker = hashable(value)
+            marker = _marker(value)
             if marker not in self.by_value:
                 wanted[marker] = value
         if not wanted:
@@ -151,11 +152,21 @@ class _Found:
         for marker in wanted:
             self.by_value[marker] = []
         for row in rows:
-            keys = {hashable(v) for v in candidates(row, self.spec.connect_to)}
+            keys = {_marker(v) for v in candidates(row, self.spec.connect_to)}
             if any(v is None for v in _plain(row, self.spec.connect_to)):
-                keys.add(hashable(None))
+                keys.add(_marker(None))
             for marker in keys & wanted.keys():
                 self.by_value[marker].append(row)
+
+
+def _marker(value: Any) -> Any:
+    """The key of a value that equality matches: numbers of every type by value (a
+    decimal that a double holds exactly as that double)."""
+    if isinstance(value, Decimal128):
+        exact = value.to_decimal()
+        if exact.is_finite() and exact == Decimal(float(exact)):
+            return hashable(float(exact))
+    return hashable(value)
 
 
 def _plain(row: dict[str, Any], path: str) -> list[Any]:
@@ -177,7 +188,7 @@ class _Search:
 
     def __init__(self, spec: Spec, start: list[Any]) -> None:
         self.spec = spec
-        self.frontier: dict[Any, Any] = {hashable(v): v for v in start}
+        self.frontier: dict[Any, Any] = {_marker(v): v for v in start}
         self.visited: dict[Any, tuple[dict[str, Any], int]] = {}
 
     def advance(self, found: _Found, depth: int) -> None:
@@ -189,7 +200,7 @@ class _Search:
                     continue
                 self.visited[key] = (row, depth)
                 for value in (v for at in _at(row, self.spec.connect_from) for v in _spread(at)):
-                    following[hashable(value)] = value
+                    following[_marker(value)] = value
         self.frontier = following
 
     def results(self) -> list[dict[str, Any]]:

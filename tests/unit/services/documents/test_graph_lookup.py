@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bson.decimal128 import Decimal128
+
 from heliosdb.services.documents import graph_lookup
 from heliosdb.services.documents.matcher import matches
 from heliosdb.services.documents.pipeline import Held, Limits
@@ -61,3 +63,22 @@ def test_nothing_to_start_from_reads_nothing() -> None:
     found, asked = search([{}, {"start": []}])
     assert found == [[], []]
     assert asked == []
+
+
+def test_numbers_of_other_types_connect() -> None:
+    # the engine matches 3 (a decimal) to n3's _id 3 (an int); so does the search
+    chained = [{"_id": i, "name": f"n{i}", "next": Decimal128(str(i + 1))} for i in range(3)]
+
+    async def lookup(coll: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        return [d for d in chained if matches(d, query)]
+
+    spec = {
+        "from": "c",
+        "startWith": 0,
+        "connectFromField": "next",
+        "connectToField": "_id",
+        "as": "found",
+    }
+    held = Held("$graphLookup", Limits())
+    (out,) = asyncio.run(graph_lookup.run([{}], spec, lookup, held))
+    assert [f["_id"] for f in out["found"]] == [0, 1, 2]
