@@ -291,6 +291,63 @@ def test_indexes(db: Database[dict[str, Any]]) -> None:
     assert list(db.never.list_indexes()) == []
 
 
+@pytest.mark.parametrize(
+    ("keys", "options", "code"),
+    [
+        ([("$**", 1)], {}, 238),  # a wildcard index: not built, so not pretended
+        ([("a.$**", 1)], {}, 238),
+        ([("$bad", 1)], {}, 67),
+        ([("a..b", 1)], {}, 67),
+        ([("s", 1)], {"collation": {"locale": "en"}}, 238),  # a locale's order
+        ([("s", 1)], {"collation": {"locale": "simple"}}, None),
+    ],
+)
+def test_index_kinds_not_built_are_refused(
+    db: Database[dict[str, Any]],
+    keys: list[tuple[str, int]],
+    options: dict[str, Any],
+    code: int | None,
+) -> None:
+    coll = db.refused_kinds
+    if code is None:
+        coll.create_index(keys, **options)
+        return
+    with pytest.raises(OperationFailure) as refused:
+        coll.create_index(keys, **options)
+    assert refused.value.code == code
+    assert all(i["name"] != "$**_1" for i in coll.list_indexes())
+
+
+def test_add_fields_into_arrays_and_scalars(db: Database[dict[str, Any]]) -> None:
+    # As MongoDB: a field set through an array is set in each element, an element (or a
+    # value on the way) that is not a document becomes one; the input stays as it was.
+    coll = db.add_into
+    coll.insert_one({"_id": 1, "tags": ["a", "b"], "docs": [{"x": 1}, 5, [{"x": 2}]], "n": 3})
+    stages: list[dict[str, Any]] = [
+        {"$addFields": {"tags.z": 1, "docs.y": "$n", "n.deep": True, "made.new": 0}},
+    ]
+    assert run(coll, stages) == [
+        {
+            "_id": 1,
+            "tags": [{"z": 1}, {"z": 1}],
+            "docs": [{"x": 1, "y": 3}, {"y": 3}, [{"x": 2, "y": 3}]],
+            "n": {"deep": True},
+            "made": {"new": 0},
+        }
+    ]
+    # the same document in two $facet branches: the first's $set does not reach the second
+    facets = run(
+        coll,
+        [
+            {"$project": {"docs": 1}},
+            {"$facet": {"set": [{"$set": {"docs.y": 1}}], "plain": []}},
+        ],
+    )
+    assert facets[0]["plain"] == [{"_id": 1, "docs": [{"x": 1}, 5, [{"x": 2}]]}]
+    removed = run(coll, [{"$set": {"docs.x": "$$REMOVE"}}, {"$project": {"docs": 1}}])
+    assert removed == [{"_id": 1, "docs": [{}, 5, [{}]]}]
+
+
 def test_unique_index_on_existing_duplicates_fails(db: Database[dict[str, Any]]) -> None:
     db.dupidx.insert_many([{"k": 1}, {"k": 1}])
     with pytest.raises(OperationFailure) as failure:

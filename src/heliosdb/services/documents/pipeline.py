@@ -397,20 +397,38 @@ def _copy_without(doc: dict[str, Any], paths: list[str]) -> dict[str, Any]:
 
 
 def _put(out: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    for part in parts[:-1]:
-        out = out.setdefault(part, {})
-    out[parts[-1]] = value
+    """Set ``path`` in ``out`` as $addFields and $project's computed fields do (MISSING
+    removes it): the embedded documents on the way are copied, never changed in place
+    (``out`` is a shallow copy of a document other stages may hold); a value on the way
+    that is not a document becomes one; an array on the way gets the field in each of
+    its elements, an element that is not a document becoming a document of it alone."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        if value is MISSING:
+            out.pop(head, None)
+        else:
+            out[head] = value
+        return
+    current = out.get(head, MISSING)
+    if value is MISSING and not isinstance(current, (dict, list)):
+        return  # nothing there to remove
+    out[head] = _put_within(current, rest, value)
+
+
+def _put_within(current: Any, path: str, value: Any) -> Any:
+    if isinstance(current, list):
+        return [_put_within(item, path, value) for item in current]
+    if not isinstance(current, dict) and value is MISSING:
+        return current
+    inner = dict(current) if isinstance(current, dict) else {}
+    _put(inner, path, value)
+    return inner
 
 
 def _add_fields(doc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     out = dict(doc)
     for key, expr in spec.items():
-        value = evaluate(expr, doc)
-        if value is MISSING:
-            out.pop(key, None)
-        else:
-            _put(out, key, value)
+        _put(out, key, evaluate(expr, doc))
     return out
 
 

@@ -31,6 +31,16 @@ def _spec(raw: Any) -> IndexSpec:
     if not isinstance(key, dict) or not key:
         raise CommandError(67, "Index keys cannot be empty.", codeName="CannotCreateIndex")
     for field, direction in key.items():
+        if field == "$**" or field.endswith(".$**"):
+            # a wildcard index would need every path indexed (not built): refused, never
+            # an index of a field literally named "$**"
+            raise CommandError(238, "wildcard indexes are not supported")
+        if field.startswith("$") or not field or ".." in field or field.endswith("."):
+            raise CommandError(
+                67,
+                f"Index key contains an illegal field name: {field!r}",
+                codeName="CannotCreateIndex",
+            )
         if isinstance(direction, str):
             raise CommandError(
                 67, f"Index type '{direction}' is not supported", codeName="CannotCreateIndex"
@@ -43,6 +53,8 @@ def _spec(raw: Any) -> IndexSpec:
             )
     if "partialFilterExpression" in raw:
         raise CommandError(238, "partialFilterExpression is not supported")
+    # an index of a locale's order would be silently the simple one
+    _args.simple_collation(raw.get("collation"), "createIndexes.indexes")
     name = raw.get("name") or default_index_name(key)
     if not isinstance(name, str):
         raise CommandError(14, "index name must be a string")
