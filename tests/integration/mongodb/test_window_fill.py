@@ -174,6 +174,35 @@ def test_bad_window_operators(prices: Collection[dict[str, Any]], output: dict[s
 
 
 @pytest.mark.parametrize(
+    ("coll", "output", "code"),
+    [
+        (
+            "prices",
+            {"$derivative": {"input": "$p", "unit": "day"}, "window": {"documents": [-1, 0]}},
+            5624900,
+        ),
+        ("meter", {"$derivative": {"input": "$km"}, "window": {"documents": [-1, 0]}}, 5624901),
+        ("prices", {"$derivative": {"input": "$p"}, "window": {"documents": [-1, 0]}}, 5624903),
+        ("meter", {"$integral": {"input": "$kw"}}, 5423902),
+        ("prices", {"$integral": {"input": "$p"}}, 5423900),
+        ("prices", {"$integral": {"input": "$t", "unit": "hour"}}, 5423901),
+    ],
+)
+def test_rates_need_numbers_and_dates_with_units(
+    db: Database[dict[str, Any]],
+    prices: Collection[dict[str, Any]],
+    meter: Collection[dict[str, Any]],
+    coll: str,
+    output: dict[str, Any],
+    code: int,
+) -> None:
+    sort = "at" if coll == "meter" else "t"
+    with pytest.raises(pymongo.errors.OperationFailure) as failure:
+        window(db[coll], output, sort)
+    assert failure.value.code == code
+
+
+@pytest.mark.parametrize(
     ("bounds", "code"),
     [({"range": [-1.5, 0], "unit": "hour"}, 9), ({"range": [-1, 0], "unit": "day"}, 8947401)],
 )

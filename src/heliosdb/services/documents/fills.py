@@ -41,23 +41,28 @@ def sort_value(doc: dict[str, Any], sort: dict[str, Any]) -> Any:
     return present(field_values(doc, next(iter(sort))))
 
 
+# MongoDB's codes for a sortBy value of the wrong type: a unit without a date, a date
+# without a unit, no number
+_AXIS_CODES = {"$derivative": (5624900, 5624901, 5624902), "$integral": (5423901, 5423902, 5423902)}
+
+
 def axis(value: Any, unit: str | None, op: str) -> float:
     """A ``sortBy`` value as a number on the x axis: a number itself, a date in
     ``unit``s since the epoch (a unit is needed for dates, and only for them)."""
-    if isinstance(value, dt.datetime):
-        if unit is None:
-            raise invalid(f"{op} where the sortBy is a Date requires an 'unit'", location=5624901)
-        return date_millis(value) / UNIT_MILLIS[unit]
-    if is_number(value) and not isinstance(value, bool):
-        if unit is not None:
+    not_date, needs_unit, not_number = _AXIS_CODES[op]
+    if unit is not None:
+        if not isinstance(value, dt.datetime):
             raise invalid(
-                f"{op} with 'unit' expects the sortBy field to be a Date", location=5624900
+                f"{op} with 'unit' expects the sortBy field to be a Date", location=not_date
             )
-        return float(number(value))
-    raise invalid(
-        f"{op} requires the sortBy field to be numeric or a Date, found {value!r}",
-        location=5624902,
-    )
+        return date_millis(value) / UNIT_MILLIS[unit]
+    if isinstance(value, dt.datetime):
+        raise invalid(f"{op} where the sortBy is a Date requires an 'unit'", location=needs_unit)
+    if not is_number(value) or isinstance(value, bool):
+        raise invalid(
+            f"{op} (with no 'unit') expects the sortBy field to be numeric", location=not_number
+        )
+    return float(number(value))
 
 
 def check_unit(value: Any, op: str, units: tuple[str, ...] = tuple(UNIT_MILLIS)) -> str:
@@ -172,13 +177,17 @@ def check_axis(arg: Any, op: str) -> tuple[Any, str | None]:
     return arg["input"], None if unit is None else check_unit(unit, op)
 
 
-def derivative(window: Docs, ys: list[Any], xs: list[float]) -> Any:
-    """The slope from the first to the last document of the window."""
-    if len(window) < 2:
+def derivative(ys: list[Any], xs: list[float]) -> Any:
+    """The slope from the first to the last point of the window (null for a window of
+    one point, or of no run); its first and last values must be numbers."""
+    if not ys:
         return None
     y0, y1 = ys[0], ys[-1]
-    if nullish(y0) or nullish(y1):
-        return None
+    for y in (y0, y1):
+        if nullish(y):
+            raise invalid("$derivative input must not be null or missing", location=5624903)
+        if not is_number(y) or isinstance(y, bool):
+            raise invalid(f"$derivative input must be numeric, found {y!r}", kind="type_mismatch")
     run = xs[-1] - xs[0]
     if run == 0:
         return None
@@ -186,22 +195,21 @@ def derivative(window: Docs, ys: list[Any], xs: list[float]) -> Any:
 
 
 def integral(ys: list[Any], xs: list[float]) -> Any:
-    """The area under the window's points, by the trapezoidal rule (null values skipped)."""
-    points = [(x, float(number(y))) for x, y in zip(xs, ys, strict=True) if not nullish(y)]
-    if not points:
+    """The area under the window's points by the trapezoidal rule (0 for one point,
+    null for none); every value must be a number."""
+    for y in ys:
+        if nullish(y) or not is_number(y) or isinstance(y, bool):
+            raise invalid(
+                "The input value of $integral window function must be a vector of 2 value, "
+                "the first value must be numeric or date type and the second must be numeric.",
+                location=5423900,
+            )
+    if not ys:
         return None
     total = 0.0
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        total += (x1 - x0) * (y0 + y1) / 2
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
+        total += (x1 - x0) * (float(number(y0)) + float(number(y1))) / 2
     return total
-
-
-def checked_input(value: Any, op: str) -> Any:
-    if nullish(value):
-        return None
-    if not is_number(value) or isinstance(value, bool):
-        raise invalid(f"{op} requires numeric 'input' values, found {value!r}", location=5624903)
-    return value
 
 
 def shifted(value: Any, unit: str, amount: float) -> float:

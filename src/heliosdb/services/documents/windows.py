@@ -213,11 +213,11 @@ class _Field:
         assert self.sort is not None
         expr, unit = fills.check_axis(self.arg, self.op)
         xs = [fills.axis(fills.sort_value(d, self.sort), unit, self.op) for d in docs]
-        ys = [fills.checked_input(evaluate(expr, d), self.op) for d in docs]
+        ys = [evaluate(expr, d) for d in docs]
 
         def over(a: int, b: int) -> Any:
             if self.op == "$derivative":
-                return fills.derivative(docs[a:b], ys[a:b], xs[a:b])
+                return fills.derivative(ys[a:b], xs[a:b])
             return fills.integral(ys[a:b], xs[a:b])
 
         if self.kind == "all":
