@@ -72,6 +72,19 @@ BY_KIND: dict[str, int] = {
     "unknown_stage": 40324,
     "write_conflict": 112,
     "exceeded_memory_no_disk": 292,
+    # views (services/documents/views.py) and $merge/$out (merges.py)
+    "command_not_supported_on_view": 166,
+    "option_not_supported_on_view": 157,
+    "graph_contains_cycle": 93,
+    "view_depth_limit_exceeded": 149,
+    "operation_not_supported_in_transaction": 263,
+    "unknown_field": 40415,
+    "missing_field": 40414,
+    "let_not_allowed": 51199,
+    "merge_no_unique_index": 51183,
+    "merge_on_field_missing": 51132,
+    "merge_on_field_array": 51185,
+    "merge_no_match": 13113,
 }
 
 # engine errors of our own SQL, by SQLSTATE
@@ -108,6 +121,18 @@ CODE_NAMES.update(
         263: "OperationNotSupportedInTransaction",
         50768: "Location50768",
         40573: "Location40573",
+        93: "GraphContainsCycle",
+        149: "ViewDepthLimitExceeded",
+        157: "OptionNotSupportedOnView",
+        166: "CommandNotSupportedOnView",
+        13113: "MergeStageNoMatchingDocument",
+        40414: "Location40414",
+        40415: "Location40415",
+        40601: "Location40601",
+        51132: "Location51132",
+        51183: "Location51183",
+        51185: "Location51185",
+        51199: "Location51199",
     }
 )
 

@@ -443,7 +443,7 @@ def leading_keys(specs: list[IndexSpec]) -> dict[str, str]:
 
 
 async def ensure_catalog(conn: asyncpg.Connection) -> None:
-    from heliosdb.services.documents import keytables
+    from heliosdb.services.documents import keytables, views
 
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.catalog'))")
@@ -451,6 +451,7 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
         await conn.execute(inplace.FUNCTION_DDL)
         await conn.execute(ORDER_DDL)
         await conn.execute(keytables.KEYS_DDL)
+        await conn.execute(views.DDL)
         await upgrade_forms(conn)
 
 
@@ -545,7 +546,11 @@ async def _rebuild_unique(conn: asyncpg.Connection, db: str, name: str, spec: In
 async def create_collection(
     conn: asyncpg.Connection, db: str, collection: str, options: dict[str, Any] | None = None
 ) -> bool:
-    """Create the table and catalog row if missing (inside the caller's transaction)."""
+    """Create the table and catalog row if missing (inside the caller's transaction). A
+    view of that name answers CommandNotSupportedOnView: a write, an index or an ``$out``
+    never makes a collection where a view is (views.py)."""
+    from heliosdb.services.documents import views
+
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))", f"helios_documents:{db}.{collection}"
     )
@@ -554,6 +559,8 @@ async def create_collection(
     )
     if exists:
         return False
+    if await views.is_view(conn, db, collection):
+        raise views.not_on_view(db, collection)
     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")
     await conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table(db, collection)} "

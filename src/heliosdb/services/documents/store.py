@@ -18,7 +18,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from heliosdb.services.documents import (
     streaming,
     transactions,
     updatelane,
+    views,
 )
 from heliosdb.services.documents.catalog import CATALOG_SCHEMA, IndexSpec, table
 from heliosdb.services.documents.filters import (
@@ -64,6 +65,7 @@ from heliosdb.services.documents.lookups import (
 from heliosdb.services.documents.parking import Parking
 from heliosdb.services.documents.pipelined import Done, PipelinedFinds
 from heliosdb.services.documents.pushdown import (
+    NotCompiled,
     Plan,
     Unordered,
     group_decoder,
@@ -202,6 +204,8 @@ class DocumentStore:
         self._ttl_task: asyncio.Task[None] | None = None
         self._parking = Parking()
         self._indexed: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        # what each name read lately is: a view resolved, or None (no view); see view()
+        self._views: dict[tuple[str, str], tuple[float, views.Resolved | None]] = {}
         self._lookups = IdLookups()
         self._pipelined = PipelinedFinds(engine)
         self._update_lane = updatelane.UpdateLane(engine)
@@ -313,6 +317,62 @@ class DocumentStore:
         async with self._conn(principal) as conn:
             return await self._index_map(conn, db, coll)
 
+    # -- views (views.py) ------------------------------------------------------------------
+    async def view(self, principal: Principal, db: str, coll: str) -> views.Resolved | None:
+        """The view ``coll`` resolved to a pipeline over a collection, or None when it is
+        none. Cached like the index map: a collection this node made or wrote is no view,
+        and another node's new view (or a view's new definition) is seen here within
+        INDEX_CACHE_SECONDS."""
+        if (db, coll) in self._known:
+            return None
+        now = time.monotonic()
+        cached = self._views.get((db, coll))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        catalog.check_db_name(db)
+        async with self._conn(principal) as conn:
+            resolved = await self._missing_ok(views.resolve(conn, db, coll), None)
+        if len(self._views) > 10_000:
+            self._views.clear()
+        self._views[(db, coll)] = (now + INDEX_CACHE_SECONDS, resolved)
+        return resolved
+
+    async def create_view(
+        self, principal: Principal, db: str, name: str, view_on: Any, stages: Any
+    ) -> None:
+        catalog.check_db_name(db)
+        catalog.check_collection_name(name)
+        async with self._conn(principal, write=True) as conn, conn.transaction():
+            await self._run(views.create(conn, db, name, view_on, stages))
+        self._forget_views(db)
+
+    async def modify_view(
+        self, principal: Principal, db: str, name: str, view_on: Any, stages: Any
+    ) -> bool:
+        """collMod of a view's ``viewOn`` and ``pipeline`` (None: as it is); False when
+        ``name`` is no view."""
+        catalog.check_db_name(db)
+        async with self._conn(principal, write=True) as conn, conn.transaction():
+            changed = await self._run(views.modify(conn, db, name, view_on, stages))
+        self._forget_views(db)
+        return changed
+
+    async def list_views(self, principal: Principal, db: str) -> list[views.View]:
+        catalog.check_db_name(db)
+        async with self._conn(principal) as conn:
+            return await self._missing_ok(views.listed(conn, db), [])
+
+    async def _refuse_view(self, principal: Principal, db: str, coll: str) -> None:
+        """After a write found nothing: CommandNotSupportedOnView if ``coll`` is a view
+        (asked only then, so writes that find documents pay nothing for views)."""
+        if (db, coll) not in self._known and await self.view(principal, db, coll) is not None:
+            raise views.not_on_view(db, coll)
+
+    def _forget_views(self, db: str) -> None:
+        # a view over this one resolves through it: every name of the database again
+        for key in [k for k in self._views if k[0] == db]:
+            del self._views[key]
+
     # -- databases and collections -----------------------------------------------------------
     async def list_databases(self, principal: Principal) -> list[Document]:
         async with self._conn(principal) as conn:
@@ -351,8 +411,13 @@ class DocumentStore:
     ) -> None:
         catalog.check_db_name(db)
         catalog.check_collection_name(coll)
-        async with self._conn(principal, write=True) as conn, conn.transaction():
-            created = await self._run(catalog.create_collection(conn, db, coll, options))
+        try:
+            async with self._conn(principal, write=True) as conn, conn.transaction():
+                created = await self._run(catalog.create_collection(conn, db, coll, options))
+        except HeliosError as exc:
+            if exc.details.get("kind") != "command_not_supported_on_view":
+                raise
+            created = False  # a view has the name
         if not created:
             raise HeliosError(
                 ErrorCode.ALREADY_EXISTS,
@@ -362,9 +427,13 @@ class DocumentStore:
         self._known.add((db, coll))
 
     async def drop_collection(self, principal: Principal, db: str, coll: str) -> int | None:
-        """Drop it; the number of indexes it had, or None when it did not exist."""
+        """Drop it (or the view of that name); the number of indexes it had, or None
+        when it did not exist (or was a view)."""
         catalog.check_db_name(db)
         async with self._conn(principal, write=True) as conn, conn.transaction():
+            if await self._run(views.drop(conn, db, coll)):
+                self._forget_views(db)
+                return None
             specs = await self._run(catalog.indexes(conn, db, coll))
             existed = await self._run(
                 conn.fetchval(
@@ -390,10 +459,18 @@ class DocumentStore:
         self._indexed.pop((db, coll), None)
         return int(count) + 1 if existed else None
 
+    async def empty_collection(self, conn: EngineConnection, db: str, coll: str) -> None:
+        """Create the collection if missing, else delete all its documents (on ``conn``,
+        inside the caller's transaction: $out, merges.py)."""
+        if not await self._run(catalog.create_collection(conn, db, coll)):
+            await self._run(conn.execute(f"DELETE FROM {table(db, coll)}"))
+
     async def drop_database(self, principal: Principal, db: str) -> None:
         catalog.check_db_name(db)
         for info in await self.list_collections(principal, db):
             await self.drop_collection(principal, db, info["name"])
+        for view in await self.list_views(principal, db):
+            await self.drop_collection(principal, db, view.name)
         async with self._conn(principal, write=True) as conn:
             # Only an empty schema goes: other interfaces may keep tables there.
             with contextlib.suppress(asyncpg.PostgresError):
@@ -765,6 +842,8 @@ class DocumentStore:
                         result.after = new
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
+        if not result.matched and result.upserted_id is MISSING:
+            await self._refuse_view(principal, db, coll)
         return result
 
     def update_soon(
@@ -983,7 +1062,10 @@ class DocumentStore:
                 return len(chosen), chosen[0][1] if limit_one and chosen else None
 
             async with self._conn(principal, write=True) as conn:
-                return await self._missing_ok(rechecked(conn), (0, None))
+                outcome = await self._missing_ok(rechecked(conn), (0, None))
+            if not outcome[0]:
+                await self._refuse_view(principal, db, coll)
+            return outcome
         if limit_one:
             order = compile_sort(sort, params)
             pick = f"SELECT _id FROM {target} WHERE {where}"
@@ -993,6 +1075,8 @@ class DocumentStore:
             sql = f"DELETE FROM {target} WHERE {where} RETURNING 1"
         async with self._conn(principal, write=True) as conn:
             rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+        if not rows:
+            await self._refuse_view(principal, db, coll)
         removed = bsonform.decode(rows[0]["bson"]) if limit_one and rows else None
         return len(rows), removed
 
@@ -1009,6 +1093,13 @@ class DocumentStore:
         ``probe - 1``, the first ``probe`` in a ``streaming.Streamed`` list whose
         ``stream`` reads the rest a batch at a time (MongoDB cursors, cursors.py)."""
         catalog.check_db_name(db)
+        if (db, coll) not in self._known:
+            view = await self.view(principal, db, coll)
+            if view is not None:
+                stages = views.find_stages(
+                    view, query.filter, query.sort, query.skip, query.limit, query.projection
+                )
+                return await self.aggregate(principal, db, view.source, stages, probe=probe)
         spec = query.filter
         if query.projection:
             projection.check(query.projection)
@@ -1214,6 +1305,11 @@ class DocumentStore:
         limit: int = 0,
     ) -> int:
         catalog.check_db_name(db)
+        view = await self.view(principal, db, coll)
+        if view is not None:
+            stages = views.count_stages(view, query, skip, limit)
+            counted = await self.aggregate(principal, db, view.source, stages)
+            return int(counted[0]["n"]) if counted else 0
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         where = compile_filter(query, params, indexed)
@@ -1240,20 +1336,20 @@ class DocumentStore:
     ) -> list[Any]:
         if not isinstance(key, str) or not key:
             raise invalid("'key' must be a non-empty string", kind="type_mismatch")
+        view = await self.view(principal, db, coll)
+        if view is not None:
+            stages = views.find_stages(view, query, None, 0, 0, None)
+            found = await self.aggregate(principal, db, view.source, stages)
+            return distinct_values((as_document(d) for d in found), key)
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
         sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
         async with self._conn(principal) as conn:
             rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
-        values: list[Any] = []
-        for row in rows:
-            document = bsonform.decode(row["bson"])
-            if params.recheck and not matcher.matches(document, query or {}):
-                continue
-            for value in _distinct_values(document, key):
-                if not any(equal(value, seen) for seen in values):
-                    values.append(value)
-        return values
+        documents = (bsonform.decode(row["bson"]) for row in rows)
+        if params.recheck:
+            documents = (d for d in documents if matcher.matches(d, query or {}))
+        return distinct_values(documents, key)
 
     async def aggregate(
         self,
@@ -1273,6 +1369,10 @@ class DocumentStore:
         limits = pipeline.Limits(self.max_stage_bytes, allow_disk_use)
         if coll is None:
             return await pipeline.run(documents or [], stages, self._lookup(principal, db), limits)
+        if (db, coll) not in self._known:
+            view = await self.view(principal, db, coll)
+            if view is not None:  # its pipeline first, over its collection
+                coll, stages = view.source, [*view.pipeline, *stages]
         lead = leading(stages)
         rest = stages[lead.rest :]
         if probe and all(pipeline.stage_name(s) in pipeline.STREAMING for s in rest):
@@ -1370,6 +1470,8 @@ class DocumentStore:
 
         async def rows(coll: str, statement: pipeline.Statement) -> list[Any]:
             catalog.check_collection_name(coll)
+            if (db, coll) not in self._known and await self.view(principal, db, coll):
+                raise NotCompiled  # a view: read through fetch (find), its pipeline first
             sql, values = statement(table(db, coll), await self._indexes_for(principal, db, coll))
             async with self._conn(principal) as conn:
                 found: list[Any] = await self._missing_ok(_fetch(conn, sql, values), [])
@@ -1820,12 +1922,20 @@ def _upsert_document(
     return new
 
 
-def _distinct_values(document: Document, key: str) -> list[Any]:
-    out = []
-    for value in candidates(document, key):
-        if not isinstance(value, list):
-            out.append(value)
-    return out
+def as_document(item: Any) -> Document:
+    """An item of a find's or aggregate's result (stored BSON or a document) as a document."""
+    return bsonform.decode(bytes(item)) if isinstance(item, (bytes, bytearray)) else item
+
+
+def distinct_values(documents: Iterable[Document], key: str) -> list[Any]:
+    """distinct's answer over ``documents``: the values at ``key``, an array's items
+    one by one, each once (by MongoDB's equality)."""
+    values: list[Any] = []
+    for document in documents:
+        for value in candidates(document, key):
+            if not isinstance(value, list) and not any(equal(value, seen) for seen in values):
+                values.append(value)
+    return values
 
 
 Callback = Callable[[], Awaitable[None]]

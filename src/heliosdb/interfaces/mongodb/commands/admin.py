@@ -33,8 +33,9 @@ async def list_databases(session: Session, request: Request) -> dict[str, Any]:
 
 @command("listCollections")
 async def list_collections(session: Session, request: Request) -> dict[str, Any]:
-    """The database's collections as a cursor."""
-    found = await session.services.documents.list_collections(_principal(session), request.db)
+    """The database's collections and views as a cursor."""
+    store = session.services.documents
+    found = await store.list_collections(_principal(session), request.db)
     items = []
     for info in found:
         if request.body.get("nameOnly"):
@@ -52,6 +53,18 @@ async def list_collections(session: Session, request: Request) -> dict[str, Any]
                     "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
                 }
             )
+    for view in await store.list_views(_principal(session), request.db):
+        items.append(
+            {"name": view.name, "type": "view"}
+            if request.body.get("nameOnly")
+            else {
+                "name": view.name,
+                "type": "view",
+                "options": view.describe(),
+                "info": {"readOnly": True},
+            }
+        )
+    items.sort(key=lambda i: str(i["name"]))
     query = _args.document(request, "filter") or {}
     if query:
         items = [i for i in items if matches(i, query)]
@@ -64,30 +77,38 @@ async def list_collections(session: Session, request: Request) -> dict[str, Any]
 
 @command("create", writes=True)
 async def create(session: Session, request: Request) -> dict[str, Any]:
-    """Create a collection (views and capped collections are not supported)."""
+    """Create a collection, or a view (``viewOn`` and ``pipeline``); capped, time-series
+    and clustered collections are not supported."""
     name = _args.collection(request)
-    if "viewOn" in request.body:
-        raise CommandError(238, "views are not supported")
     _unsupported_options(request.body)
-    options = {
-        k: v
-        for k, v in request.body.items()
-        if k
-        not in (
-            request.name,
-            "lsid",
-            "$readPreference",
-            "writeConcern",
-            "$clusterTime",
-            "txnNumber",
-            "apiVersion",
+    if "viewOn" in request.body:
+        await session.services.documents.create_view(
+            _principal(session),
+            request.db,
+            name,
+            request.body["viewOn"],
+            request.body.get("pipeline"),
         )
-    }
+        return {}
+    if "pipeline" in request.body:
+        raise CommandError(9, "'pipeline' requires 'viewOn' to also be specified")
+    options = {k: v for k, v in request.body.items() if k not in (request.name, *_ENVELOPE)}
     await session.services.documents.create_collection(
         _principal(session), request.db, name, options
     )
     return {}
 
+
+# fields of a command that are no option of it
+_ENVELOPE = (
+    "lsid",
+    "$readPreference",
+    "writeConcern",
+    "$clusterTime",
+    "txnNumber",
+    "apiVersion",
+    "$db",
+)
 
 # Options that change what a collection accepts or how it compares: refused, since
 # keeping them in the catalog without acting on them would let writes through that the
@@ -120,6 +141,30 @@ async def drop(session: Session, request: Request) -> dict[str, Any]:
     if was is None:
         return {}
     return {"nIndexesWas": was, "ns": f"{request.db}.{name}"}
+
+
+@command("collMod", writes=True)
+async def coll_mod(session: Session, request: Request) -> dict[str, Any]:
+    """Change a view's ``viewOn`` and ``pipeline`` (a collection's options: not supported)."""
+    name = _args.collection(request)
+    store = session.services.documents
+    view = await store.view(_principal(session), request.db, name)
+    changes = set(request.body) & {"viewOn", "pipeline"}
+    if view is None or not changes:
+        raise CommandError(238, "collMod is supported for a view's 'viewOn' and 'pipeline' only")
+    others = [k for k in request.body if k not in (request.name, "viewOn", "pipeline", *_ENVELOPE)]
+    if others:
+        raise CommandError(238, f"collMod option '{others[0]}' is not supported")
+    changed = await store.modify_view(
+        _principal(session),
+        request.db,
+        name,
+        request.body.get("viewOn"),
+        request.body.get("pipeline"),
+    )
+    if not changed:
+        raise CommandError(26, f"ns does not exist: {request.db}.{name}")
+    return {}
 
 
 @command("dropDatabase", writes=True)
@@ -169,7 +214,7 @@ async def db_stats(session: Session, request: Request) -> dict[str, Any]:
     return {
         "db": request.db,
         "collections": len(collections),
-        "views": 0,
+        "views": len(await store.list_views(principal, request.db)),
         "objects": objects,
         "avgObjSize": (size / objects) if objects else 0,
         "dataSize": size / scale,

@@ -11,7 +11,7 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
-from heliosdb.services.documents import bsonform, variables
+from heliosdb.services.documents import merges, variables
 from heliosdb.services.documents.pipeline import stage_name
 
 _DB_LEVEL_EMPTY = ("$currentOp", "$listLocalSessions", "$listSessions")
@@ -35,19 +35,20 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             raise CommandError(40573, "The $changeStream stage is only supported on replica sets")
     _args.simple_collation(request.body.get("collation"), request.name)
     stages = variables.pipeline(stages, variables.values_of(request.body.get("let")))
-    out_target = None
+    writer: merges.MergeSpec | tuple[str, str] | None = None
     if stages and stage_name(stages[-1]) in ("$out", "$merge"):
-        if stage_name(stages[-1]) == "$merge":
-            raise CommandError(238, "$merge is not supported")
-        out_target = stages[-1]["$out"]
-        stages = stages[:-1]
+        writer, stages = _writer(stages[-1], request.db), stages[:-1]
+    for stage in stages:
+        if stage_name(stage) in ("$out", "$merge"):
+            name = stage_name(stage)
+            raise CommandError(40601, f"{name} can only be the final stage in the pipeline")
     assert session.principal is not None
     store = session.services.documents
     disk = request.body.get("allowDiskUse") is True
     batch_size = int((cursor_spec or {}).get("batchSize", DEFAULT_FIRST_BATCH))
     # the first batch and one more: a result that has more is streamed (cursors.py);
-    # $out needs the whole result
-    probe = max(batch_size, 0) + 1 if out_target is None else 0
+    # $out and $merge need the whole result
+    probe = max(batch_size, 0) + 1 if writer is None else 0
     if target == 1 or target == 1.0:
         if stages and stage_name(stages[0]) in _DB_LEVEL_EMPTY:
             items: list[Any] = []
@@ -71,14 +72,8 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             )
     else:
         raise CommandError(73, "Invalid namespace specified")
-    if out_target is not None:
-        name = out_target if isinstance(out_target, str) else out_target.get("coll")
-        db = request.db if isinstance(out_target, str) else out_target.get("db", request.db)
-        if session.principal.read_only:
-            raise CommandError(13, "not authorized to write with $out: the key is read-only")
-        await store.drop_collection(session.principal, db, name)
-        if items:
-            await store.insert(session.principal, db, name, [bsonform.encode(d) for d in items])
+    if writer is not None:
+        await _write(session, writer, items)
         items = []
     batch, cursor_id = session.state.cursors.open(
         namespace,
@@ -89,3 +84,22 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
         connection=session.connection_id,
     )
     return {"cursor": {"firstBatch": batch, "id": cursor_id, "ns": namespace}}
+
+
+def _writer(stage: dict[str, Any], db: str) -> merges.MergeSpec | tuple[str, str]:
+    """A final ``$merge`` stage parsed, or the (db, collection) of an ``$out``."""
+    if stage_name(stage) == "$merge":
+        return merges.parse(stage["$merge"], db)
+    return merges.target_of(stage["$out"], db, "$out")
+
+
+async def _write(
+    session: Session, writer: merges.MergeSpec | tuple[str, str], items: list[Any]
+) -> None:
+    """The results written as the final ``$out`` or ``$merge`` says (merges.py)."""
+    assert session.principal is not None
+    store = session.services.documents
+    if isinstance(writer, merges.MergeSpec):
+        await merges.merge(store, session.principal, writer, items)
+    else:
+        await merges.replace(store, session.principal, *writer, items)
