@@ -640,10 +640,12 @@ class Pipelines:
     MAX_OWNERS = 8  # owners with pipelines per process (the least recently used idle
     # owner's close for a new one; when none is idle, the new one takes the pool path)
     PER_OWNER = 2
-    # True: an owner starts with one pipeline and gets another (up to PER_OWNER) each
-    # time a pick finds all of its pipelines with statements waiting, so its connection
-    # count follows how many of its clients are at work at once
+    # True: an owner starts with one pipeline and gets another (up to PER_OWNER, and
+    # while all owners' together stay under MAX_GROWN) each time a pick finds all of its
+    # pipelines with statements waiting, so its connection count follows how many of its
+    # clients are at work at once
     GROWS = False
+    MAX_GROWN = 32
     MAX_IN_FLIGHT = 32  # statements queued on one pipeline
     BUSY_SECONDS = 0.02  # a pipeline whose oldest statement waits this long takes no more
 
@@ -770,7 +772,11 @@ class Pipelines:
         task.add_done_callback(self._tasks.discard)
 
     def _grow(self, key: tuple[Access, str]) -> None:
-        if key not in self._growing and not self.closed:
+        if key in self._growing or self.closed:
+            return
+        # the engine's connections are shared with every other user of it (an external
+        # engine may allow 100 in all): many busy owners share one bound
+        if sum(len(p) for p in self._open.values()) + len(self._growing) < self.MAX_GROWN:
             self._growing.add(key)
             self._spawn(self._add_one(key))
 
