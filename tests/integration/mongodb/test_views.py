@@ -174,6 +174,22 @@ def test_drop_removes_a_view_and_drop_database_its_views(
     client.drop_database(other.name)
 
 
+def test_rename_of_a_view_or_onto_one(db: Db, client: pymongo.MongoClient[dict[str, Any]]) -> None:
+    db.rn_src.insert_one({"_id": 1})
+    db.command("create", "rn_view", viewOn="rn_src", pipeline=[])
+
+    def rename(source: str, target: str, **options: Any) -> Any:
+        to = f"{db.name}.{target}"
+        return client.admin.command("renameCollection", f"{db.name}.{source}", to=to, **options)
+
+    failed(166, lambda: rename("rn_view", "rn_other"))
+    failed(48, lambda: rename("rn_src", "rn_view"))
+    rename("rn_src", "rn_view", dropTarget=True)
+    listed = {c["name"]: c["type"] for c in db.list_collections()}
+    assert listed["rn_view"] == "collection" and "rn_src" not in listed
+    assert list(db.rn_view.find()) == [{"_id": 1}]
+
+
 def test_read_only_key_reads_a_view(
     people: Db, ro_client: pymongo.MongoClient[dict[str, Any]]
 ) -> None:

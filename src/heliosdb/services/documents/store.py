@@ -485,8 +485,11 @@ class DocumentStore:
         catalog.check_collection_name(to_coll)
         names = {c["name"] for c in await self.list_collections(principal, db)}
         if coll not in names:
+            if await self.view(principal, db, coll) is not None:
+                raise views.not_on_view(db, coll)
             raise catalog.not_found("Source collection does not exist")
         targets = {c["name"] for c in await self.list_collections(principal, to_db)}
+        targets.update(v.name for v in await self.list_views(principal, to_db))
         if to_coll in targets:
             if not drop_target:
                 raise HeliosError(
@@ -1275,6 +1278,8 @@ class DocumentStore:
                     rows, _ = await conn.run_prepared(sql, lambda _stmt: values)
                 except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
                     rows = []
+                    # dropped by another node perhaps, and the name a view now (find)
+                    self._known.discard((db, coll))
                 except asyncpg.PostgresError as exc:
                     raise from_engine(exc) from None
                 else:
