@@ -186,3 +186,35 @@ def serving_pids(port: int) -> list[int]:
     # One per socket: a process may hold a socket under several descriptors (the
     # PostgreSQL gateway keeps a duplicate to read the kernel's traffic counters).
     return [int(m.group(1)) for m in re.finditer(r"^.*?pid=(\d+)", sockets, re.M)]
+
+
+def resident_bytes(pid: int) -> int:
+    """The resident memory of process ``pid`` (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class MemoryGrowth(threading.Thread):
+    """Samples process ``pid``'s resident memory while it runs (``with``): ``growth`` is
+    the most it has grown above what it was at the start."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.before = resident_bytes(pid)
+        self.growth = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.02):
+            self.growth = max(self.growth, resident_bytes(self.pid) - self.before)
+
+    def __enter__(self) -> MemoryGrowth:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.join()

@@ -156,6 +156,14 @@ class PostgresSettings(BaseModel):
         10.0,
         description="Transaction mode: seconds a client waits for a free engine connection.",
     )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=5,
+        description="Transaction mode: the longest message the port holds whole to read it "
+        "(Query, Parse ...); a longer one gets FATAL 54000 and the connection closes. Bind, "
+        "CopyData and FunctionCall messages pass on to the engine as they arrive, up to "
+        "PostgreSQL's 1 GiB.",
+    )
     max_connections: int = Field(
         200, description="Client connections the PostgreSQL listener accepts at once."
     )

@@ -34,8 +34,9 @@ def _function_call(oid: int, *args: bytes) -> bytes:
     return message(b"F", body + struct.pack("!h", 0))
 
 
-def _oid(client: RawClient, function: str) -> int:
-    client.send(message(b"Q", f"SELECT '{function}'::regproc::oid\0".encode()))
+def _oid(client: RawClient, signature: str) -> int:
+    """The oid of the function of ``signature`` (name and argument types)."""
+    client.send(message(b"Q", f"SELECT '{signature}'::regprocedure::oid\0".encode()))
     reply = _replies(client, 1)
     assert [k for k, _ in reply] == [b"T", b"D", b"C", b"Z"], reply
     return int(reply[1][1][6:])
@@ -51,7 +52,7 @@ def test_txn_a_function_call_is_answered_by_one_ready_for_query(
     app = f"fn_{uuid.uuid4().hex[:8]}"
     port = node.ports["postgres_txn"]
     with _beside_full_pool(port, rw_key, app, 2, busy=POOL_SIZE - 1) as (_, (client, other)):
-        add = _function_call(_oid(client, "int4pl"), b"2", b"3")
+        add = _function_call(_oid(client, "int4pl(integer, integer)"), b"2", b"3")
         pid = _pid(client)
         client.send(add)
         reply = _replies(client, 1)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from tests.integration.redis.conftest import connect
-from tests.nodeproc import NodeProcess, serving_pids
+from tests.nodeproc import MemoryGrowth, serving_pids
 
 K = Callable[[str], str]
 VALUE_BYTES = 2 << 20
@@ -24,33 +22,12 @@ KEYS = 4
 GETS = 800  # 1.6 GB of replies
 
 
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-class _PeakMemory(threading.Thread):
-    """The most resident memory ``pid`` has had while it ran, sampled."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak = _rss(pid)
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.02):
-            self.peak = max(self.peak, _rss(self.pid))
-
-
 def _command(*words: bytes) -> bytes:
     return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
 
 
 def test_pipelined_big_gets_read_slowly_keep_the_node_memory_bounded(
-    node: NodeProcess, redis_port: int, rw_key: str, k: K
+    redis_port: int, rw_key: str, k: K
 ) -> None:
     """800 GETs of 2 MiB values sent at once, the replies read slowly: the node's memory
     grows by far less than the replies (bounded whatever the client sends), and every
@@ -68,20 +45,14 @@ def test_pipelined_big_gets_read_slowly_keep_the_node_memory_bounded(
         sock.sendall(_command(b"AUTH", rw_key.encode()))
         assert sock.recv(5) == b"+OK\r\n"
         (pid,) = set(serving_pids(redis_port))
-        sampler = _PeakMemory(pid)
-        before = sampler.peak
-        sampler.start()
-        try:
+        with MemoryGrowth(pid) as memory:
             sock.sendall(b"".join(_command(b"GET", keys[i].encode()) for i in order))
             stream = sock.makefile("rb", buffering=0)
             for n, i in enumerate(order):
                 header = b"$%d\r\n" % VALUE_BYTES
                 assert _read(stream, len(header)) == header, n
                 assert _read(stream, VALUE_BYTES + 2) == values[i] + b"\r\n", n
-        finally:
-            sampler.stopped.set()
-            sampler.join()
-    assert sampler.peak - before < 1 << 30
+    assert memory.growth < 1 << 30
     assert other.ping() is True  # the node goes on
     other.delete(*keys)
     other.close()

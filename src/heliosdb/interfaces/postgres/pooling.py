@@ -24,6 +24,10 @@ statement Describe on a connection that lacks it gets the Parse sent first, and 
 extra ParseComplete is dropped from the reply. The client's last unnamed Parse is
 replayed the same way (asyncpg sends Parse/Describe/Sync, then Bind/Execute/Sync).
 
+A message is held whole before it is forwarded (to read it), up to
+postgres.max_message_bytes, except a long Bind, CopyData or FunctionCall arriving in parts:
+that passes on to the client's connection as it arrives (``TxnClient._pass_through``).
+
 Not carried between connections (documented in docs/postgres.md): session SET/RESET,
 LISTEN, SQL PREPARE, temp tables, session advisory locks, WITH HOLD cursors.
 """
@@ -43,13 +47,24 @@ from typing import Any, cast
 from heliosdb.engine import Access, Engine
 from heliosdb.engine.relay import EngineLoginError, EngineSession, cancel, open_session
 from heliosdb.interfaces.postgres.codec import CancelKey, encode_error, message
-from heliosdb.interfaces.postgres.errors import PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS
+from heliosdb.interfaces.postgres.errors import (
+    PROGRAM_LIMIT_EXCEEDED,
+    PROTOCOL_VIOLATION,
+    TOO_MANY_CONNECTIONS,
+)
 from heliosdb.interfaces.postgres.traffic import SocketTraffic, Traffic, traffic_of
 from heliosdb.security.principals import Principal
 
 log = logging.getLogger("heliosdb.interfaces.postgres")
 
 MAX_MESSAGE_BYTES = 1 << 30
+# A message at least this long that arrives in parts and needs no look past its start
+# (CopyData, FunctionCall, a Bind once its portal and statement names have come) goes on to
+# the engine connection as it arrives (TxnClient._pass_through), not held whole; others
+# are held whole, up to postgres.max_message_bytes.
+PASS_ON_BYTES = 1 << 18
+_PASSED_ON = frozenset(b"dFB")
+_NAMES_WITHIN = 1 << 16  # a Bind whose names have not come in this many bytes is held
 MAX_PREPARED_PER_CONNECTION = 500  # past this, a released connection is closed
 _ids = itertools.count(1)
 _statement_names = itertools.count(1)
@@ -78,6 +93,19 @@ _FORGET_STATEMENTS = re.compile(
 _NOTABLE_START = re.compile(
     rb"\s*(?:SET|LISTEN|PREPARE|LOAD|CREATE|DECLARE|DEALLOCATE|DISCARD)\b", re.I
 )
+
+
+def _passable(buffer: bytes | bytearray, pos: int, n: int) -> bool | None:
+    """Whether the message at ``pos``, cut at ``n``, may go on before its end has come:
+    CopyData, FunctionCall, a Bind whose portal and statement names have come; None: a
+    Bind whose names may still come."""
+    kind = buffer[pos]
+    if kind != 0x42:
+        return kind in _PASSED_ON
+    portal_end = buffer.find(b"\0", pos + 5, n)
+    if portal_end >= 0 and buffer.find(b"\0", portal_end + 1, n) >= 0:
+        return True
+    return None if n - pos < _NAMES_WITHIN else False
 
 
 # Usual first words, none of them one of _NOTABLE_START's (nor whitespace): a query that
@@ -476,12 +504,18 @@ class EnginePool:
     """Engine connections for one (role, startup parameters) pair."""
 
     def __init__(
-        self, engine: Engine, access: Access, parameters: dict[str, str], max_size: int
+        self,
+        engine: Engine,
+        access: Access,
+        parameters: dict[str, str],
+        max_size: int,
+        max_message: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.engine = engine
         self.access = access
         self.parameters = parameters
         self.max_size = max_size
+        self.max_message = max_message  # the longest message held whole
         self.idle: list[ServerConn] = []  # free: attached to no client
         self.members: list[ServerConn] = []  # every open connection, parked ones included
         self.size = 0
@@ -600,6 +634,12 @@ class TxnClient(asyncio.Protocol):
         self.key = key
         self.server: ServerConn | None = None
         self.buffer = bytearray()
+        self.max_message = pool.max_message
+        # Bytes of the last message forwarded still to come from the client, passed on as
+        # they arrive (_pass_through); the data_received to go back to after them.
+        self.passing = 0
+        self.passing_copy = False  # it is CopyData
+        self.received: Callable[[bytes], None] = self.data_received
         self.acquiring = False
         # Client name -> (engine-side name, its Parse, that name encoded).
         self.statements: dict[bytes, tuple[str, bytes, bytes]] = {}
@@ -625,6 +665,7 @@ class TxnClient(asyncio.Protocol):
         if self.counted:
             # Read by the transport at set_protocol, as relay._Spliced's is.
             self.data_received = self._count_received  # type: ignore[method-assign]
+            self.received = self._count_received
         self.transport.set_protocol(self)
         if buffered:
             self.data_received(buffered)
@@ -733,14 +774,29 @@ class TxnClient(asyncio.Protocol):
         out = bytearray()
         pos, start, n = 0, 0, len(buffer)  # buffer[start:pos] passes through unchanged
         server = self.server
+        limit = self.max_message
+        passing = 0  # the last message forwarded is this many bytes short
         while n - pos >= 5:
             length = _unpack(buffer, pos + 1)[0]
-            if not 4 <= length <= MAX_MESSAGE_BYTES:
-                self._fatal(PROTOCOL_VIOLATION, "invalid message length")
-                return
+            if not 4 <= length <= limit:
+                if not 4 <= length <= MAX_MESSAGE_BYTES:
+                    self._fatal(PROTOCOL_VIOLATION, "invalid message length")
+                    return
+                if buffer[pos] not in _PASSED_ON:
+                    self._too_long(length, pos + 1 + length - n)
+                    return
             end = pos + 1 + length
             if end > n:
-                break
+                if length < PASS_ON_BYTES:
+                    break  # held until whole
+                passable = _passable(buffer, pos, n)
+                if not passable:
+                    if passable is None or length <= limit:
+                        break  # held until whole (or until a Bind's names have come)
+                    self._too_long(length, end - n)
+                    return
+                passing = end - n
+                end = n
             kind = buffer[pos]
             if kind == 0x58:  # Terminate: the session ends here, never forwarded
                 self.terminate_client()
@@ -765,7 +821,7 @@ class TxnClient(asyncio.Protocol):
             ):
                 if pos > start:
                     out += buffer[start:pos]
-                out += self._translate(kind, bytes(buffer[pos:end]))
+                out += self._translate(kind, bytes(buffer[pos:end]), passing)
                 start = end
             if kind == 0x53:  # Sync: a ReadyForQuery
                 server.pending += 1
@@ -812,8 +868,73 @@ class TxnClient(asyncio.Protocol):
             self.buffer += chunk[pos:]
         if out and server is not None:
             server.transport.write(out)
+        if passing and pos == n:  # (not waiting for a connection instead)
+            self._pass_on(passing, kind == 0x64)
 
-    def _translate(self, kind: int, msg: bytes) -> bytes:
+    def _too_long(self, length: int, rest: int) -> None:
+        """FATAL 54000 for a message longer than the port holds, of which ``rest`` bytes
+        are still to come: they are read and dropped, then the connection closes (closed
+        with them unread, it would be reset, and the client could lose the error)."""
+        self.transport.write(
+            encode_error(
+                PROGRAM_LIMIT_EXCEEDED,
+                f"message of {length + 1} bytes is longer than the {self.max_message} "
+                "bytes (postgres.max_message_bytes) this port holds",
+            )
+        )
+        if rest <= 0:
+            self.terminate_client()
+            return
+        self.passing = rest
+        self.data_received = self._drop  # type: ignore[method-assign]
+        self.transport.set_protocol(self)
+
+    def _drop(self, data: bytes) -> None:
+        self.passing -= len(data)
+        if self.passing <= 0:
+            self.terminate_client()
+
+    def _pass_on(self, rest: int, copy_data: bool) -> None:
+        """The last message forwarded is ``rest`` bytes short: the client's next bytes go
+        straight to its engine connection (``_pass_through``) until it is whole.
+
+        A FunctionCall (a ReadyForQuery owed) or a Bind (a batch open) keeps the
+        connection with the client until it is answered. CopyData outside a COPY, after
+        a Query not yet answered, would let the connection be parked, and taken by
+        another client, halfway: one more ReadyForQuery counts as owed until it is whole."""
+        server = self.server
+        assert server is not None
+        self.passing = rest
+        self.passing_copy = copy_data
+        if copy_data:
+            server.pending += 1
+        self.data_received = self._pass_through  # type: ignore[method-assign]
+        self.transport.set_protocol(self)
+
+    def _pass_through(self, data: bytes) -> None:
+        n = len(data)
+        if self.counted:
+            self.bytes_in += n
+            self.round_trips += 1
+            self.awaiting = True
+        rest = self.passing
+        server = self.server  # None once the session ended
+        if n < rest:
+            self.passing = rest - n
+            if server is not None:
+                server.transport.write(data)
+            return
+        self.passing = 0
+        if server is not None:
+            server.transport.write(data if n == rest else data[:rest])
+            if self.passing_copy:
+                server.pending -= 1  # whole: the ReadyForQuery counted as owed is not
+        self.data_received = self.received  # type: ignore[method-assign,assignment]
+        self.transport.set_protocol(self)
+        if n > rest:
+            TxnClient.data_received(self, data[rest:])
+
+    def _translate(self, kind: int, msg: bytes, to_come: int = 0) -> bytes:
         server = self.server
         assert server is not None
         if kind == 0x50:  # Parse
@@ -842,7 +963,8 @@ class TxnClient(asyncio.Protocol):
             if target is None:
                 return prefix + msg
             body = msg[5 : portal_end + 1] + target + msg[end:]
-            return prefix + message(b"B", body)
+            # (Its length with the bytes still to come of a Bind passed on.)
+            return prefix + b"B" + _int32(len(body) + 4 + to_come) + body
         if kind == 0x44 and msg[5:6] == b"S":  # Describe statement
             prefix, target = self._statement(msg[6:-1])
             if target is None:

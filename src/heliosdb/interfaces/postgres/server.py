@@ -117,7 +117,10 @@ class Gateway:
         key = (access, tuple(sorted(wanted.items())))
         pool = self.pools.get(key)
         if pool is None:
-            pool = EnginePool(self.engine, access, wanted, self.settings.pool_size)
+            pool = EnginePool(
+                self.engine, access, wanted, self.settings.pool_size,
+                self.settings.max_message_bytes,
+            )  # fmt: skip
             self.pools[key] = pool
         return pool
 
