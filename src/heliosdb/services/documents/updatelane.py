@@ -71,8 +71,9 @@ class _Pipelines(Pipelines):
     # Updates do not queue behind each other on one connection (see ``start``): a
     # principal gets another connection whenever all of its are busy, up to the engine
     # pool's size (``engine.pool_size``; all principals' together up to twice that), so
-    # each of its clients at work at once finds one free. With four at most, sixteen clients updating at once sent three in four
-    # updates down the pool path, at about 1.5x the node's CPU per update.
+    # each of its clients at work at once finds one free. With four at most, sixteen
+    # clients updating at once sent three in four updates down the pool path, at about
+    # 1.5x the node's CPU per update.
     GROWS = True
 
     def __init__(self, engine: Engine, *args: Any) -> None:
