@@ -268,6 +268,16 @@ def test_update_errors(db: Database[dict[str, Any]]) -> None:
     with pytest.raises(OperationFailure) as failure:
         coll.update_one({"_id": 1}, {"$set": {"a": 1}, "$unset": {"a": 1}})
     assert failure.value.code == 40
+    # a positional $ needs the query to have matched an element of that array
+    coll.insert_one({"_id": 2, "a": [{"b": 1}, {"b": 2}]})
+    with pytest.raises(OperationFailure) as failure:
+        coll.update_one({"_id": 2}, {"$set": {"a.$.b": 5}})
+    assert failure.value.code == 2
+    coll.update_one({"$and": [{"_id": 2}, {"a.b": 2}]}, {"$set": {"a.$.c": 5}})
+    assert found(coll.find_one({"_id": 2}))["a"] == [{"b": 1}, {"b": 2, "c": 5}]
+    with pytest.raises(OperationFailure) as failure:
+        coll.insert_one({"_id": re.compile("x")})
+    assert failure.value.code == 2
 
 
 def test_upsert_replace_multi_delete(db: Database[dict[str, Any]]) -> None:

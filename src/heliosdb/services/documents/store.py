@@ -16,6 +16,7 @@ import contextlib
 import copy
 import functools
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 from bson.objectid import ObjectId
+from bson.regex import Regex
 
 from heliosdb.engine import Access, Engine, EngineConnection
 from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
@@ -1857,6 +1859,8 @@ def _row_for_insert(raw: bytes) -> tuple[Any, bytes, Any]:
     identifier = document["_id"]
     if isinstance(identifier, list):
         raise invalid("The '_id' value cannot be of type array", kind="bad_value")
+    if isinstance(identifier, (Regex, re.Pattern)):
+        raise invalid("can't use a regex for _id", kind="bad_value")
     for key in document:
         if key.startswith("$"):
             raise invalid(
