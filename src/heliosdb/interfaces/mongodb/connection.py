@@ -70,6 +70,7 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
 
     lone: Callable[[bytes], bool] | None = None
     busy = False
+    session: Session | None = None  # whose lone message is in progress (currentOp)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,11 +162,18 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
             return False
         if taken:
             self.busy = True
+            session = self.session
+            if session is not None:  # what currentOp shows; no task to cancel (killOp)
+                session.op_data = data
+                session.op_since = time.monotonic()
+                session.op_task = None
         return taken
 
     def lone_done(self) -> None:
         """The message ``lone`` took is answered: ``serve`` goes on."""
         self.busy = False
+        if self.session is not None:
+            self.session.op_data = None
         if self.messages or self.ended:
             self._wake()
 
@@ -230,6 +238,9 @@ class ServerState:
     compressed_in: dict[int, int] = field(default_factory=dict)
     compressed_out: dict[int, int] = field(default_factory=dict)
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # the open connections by id, and the opids currentOp hands out (commands/operations.py)
+    connections: dict[int, Session] = field(default_factory=dict)
+    op_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
 @dataclass
@@ -250,6 +261,19 @@ class Session:
     compressors: list[str] = field(default_factory=list)
     # find bodies seen on this connection, around their filters (hotpath._known)
     finds: dict[tuple[bytes, bytes], tuple[str, str, int, int, bool]] = field(default_factory=dict)
+    # The message in progress and since when (time.monotonic()), for currentOp and killOp
+    # (commands/operations.py): a few stores per message; its opid is given only when a
+    # currentOp sees it (``op_id``, of the message that started at ``op_id_since``).
+    # ``op_task`` is the connection's task while it runs the message (None on the lone
+    # path: no task to cancel), ``op_killed`` the message a killOp cancelled it for.
+    op_data: bytes | None = None
+    op_since: float = 0.0
+    op_id: int = 0
+    op_id_since: float = -1.0
+    op_task: asyncio.Task[None] | None = None
+    op_killed: bytes | None = None
+    # the driver's client metadata from its first hello (appName, driver, os)
+    client_metadata: dict[str, Any] | None = None
 
     @property
     def services(self) -> Services:
@@ -279,8 +303,11 @@ async def serve(
     messages = protocol.messages
     session = Session(state, next(state.ids), f"{peer[0]}:{peer[1]}" if peer else "unknown")
     protocol.lone = functools.partial(loneupdate.take_lone, session, protocol)
+    protocol.session = session
+    task = asyncio.current_task()
     state.current += 1
     state.total_created += 1
+    state.connections[session.connection_id] = session
     try:
         while True:
             if not messages:
@@ -297,11 +324,22 @@ async def serve(
             except codec.ProtocolError as exc:
                 _closing(session, str(exc))
                 return
-            out = None
-            if hotpath.eligible(session, message):
-                out = await hotpath.answer_find(session, message, next(state.request_ids))
+            out = reply = None
+            session.op_data = data
+            session.op_since = time.monotonic()
+            session.op_task = task
+            try:
+                if hotpath.eligible(session, message):
+                    out = await hotpath.answer_find(session, message, next(state.request_ids))
+                if out is None:
+                    reply = await handle(session, message)
+            except asyncio.CancelledError:
+                if session.op_killed is not data or task is None:
+                    raise  # the node stops, or the connection's task is cancelled
+                task.uncancel()
+                reply = errors.error_document(11601, "operation was interrupted")
+            session.op_data = session.op_killed = None
             if out is None:
-                reply = await handle(session, message)
                 if reply is None or message.more_to_come:
                     continue
                 compressor = message.compressor if message.compressor else None
@@ -320,6 +358,9 @@ async def serve(
                 await writer.drain()  # only a slow reader makes us wait
     finally:
         protocol.lone = None
+        protocol.session = None
+        session.op_data = None
+        state.connections.pop(session.connection_id, None)
         state.current -= 1
         state.cursors.disconnected(session.connection_id)
 

@@ -47,6 +47,7 @@ CODE_NAMES: dict[int, str] = {
     262: "ExceededTimeLimit",
     10334: "BSONObjectTooLarge",
     11000: "DuplicateKey",
+    11601: "Interrupted",
     40324: "Location40324",
 }
 

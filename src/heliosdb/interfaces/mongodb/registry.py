@@ -24,7 +24,16 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
-_FAMILIES = ("handshake", "auth", "admin", "crud", "aggregate", "indexes", "sessions")
+_FAMILIES = (
+    "handshake",
+    "auth",
+    "admin",
+    "crud",
+    "aggregate",
+    "indexes",
+    "sessions",
+    "operations",
+)
 
 
 def command(

@@ -51,6 +51,9 @@ async def hello(session: Session, request: Request) -> dict[str, Any]:
         reply["ismaster"] = True
     if request.body.get("helloOk"):
         reply["helloOk"] = True
+    metadata = request.body.get("client")
+    if isinstance(metadata, dict):  # the connection's first hello: currentOp shows it
+        session.client_metadata = metadata
     offered = request.body.get("compression")
     if isinstance(offered, list):
         session.compressors = [c for c in offered if c in codec.COMPRESSORS]

@@ -1,0 +1,26 @@
+"""What currentOp shows of a command: its namespace, and never its credentials."""
+
+from __future__ import annotations
+
+from heliosdb.interfaces.mongodb.commands.operations import _namespace, _redacted
+
+
+def test_redacted_hides_a_scram_conversation_whole() -> None:
+    body = {"saslContinue": 1, "conversationId": 1, "payload": b"c=biws,r=secret"}
+    assert _redacted("saslContinue", body) == {"saslContinue": "###"}
+
+
+def test_redacted_hides_credential_fields_of_other_commands() -> None:
+    body = {"hello": 1, "speculativeAuthenticate": {"payload": b"n,,n=apikey"}, "client": {}}
+    assert _redacted("hello", body) == {"hello": 1, "speculativeAuthenticate": "###", "client": {}}
+    assert _redacted("find", {"find": "c", "filter": {"a": 1}}) == {
+        "find": "c",
+        "filter": {"a": 1},
+    }
+
+
+def test_namespace_of_collection_commands_and_others() -> None:
+    assert _namespace("find", "shop", {"find": "orders"}) == "shop.orders"
+    assert _namespace("getMore", "shop", {"getMore": 7, "collection": "orders"}) == "shop.orders"
+    assert _namespace("aggregate", "shop", {"aggregate": 1}) == "shop.$cmd"
+    assert _namespace("ping", "admin", {"ping": 1}) == "admin.$cmd"
