@@ -45,6 +45,7 @@ from heliosdb.interfaces.redis.hotpath import (
     READ_CHUNK,
     RUN_REPLY_BYTES,
     SLOW,
+    SMALL_RUN_REPLIES,
     WRITE_LIMIT,
     ZADD_FLAGS,
     RedisProtocol,
@@ -269,11 +270,11 @@ class Session:
         """The reply of a run of one command (what _Replies gathers for longer runs), or
         the run's replies from _Replies (fast_done)."""
         client, transport = self.client, self.transport
-        size = len(replies)
-        if size > RUN_REPLY_BYTES // MAX_RUN or (
-            self.run_cap < MAX_RUN and not self.lone and self.run_length >= self.run_cap
-        ):  # replies that may call for shorter runs, or a full run of small ones
-            self.size_runs(1 if self.lone else self.run_length, size)
+        if not self.lone:  # (a lone command says nothing of a run's length)
+            size = len(replies)
+            if size > SMALL_RUN_REPLIES or MAX_RUN > self.run_cap <= self.run_length:
+                # replies that may call for shorter runs, or a full run of small ones
+                self.size_runs(self.run_length, size)
         if client.writer is not None and transport is not None and not transport.is_closing():
             if client.outbox:
                 client.outbox.append(replies)

@@ -154,6 +154,7 @@ WRITE_LIMIT = 1 << 20  # replies the client has not read: past this, wait before
 MAX_RUN = 1024
 FIRST_RUN = 16
 RUN_REPLY_BYTES = 4 << 20
+SMALL_RUN_REPLIES = RUN_REPLY_BYTES // MAX_RUN  # a run's replies this small: no shorter runs
 _OK = b"+OK\r\n"
 # Commands whose handler (outside MULTI) awaits one coalescer operation of this kind.
 BATCHED_KINDS = {
