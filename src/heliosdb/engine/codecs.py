@@ -42,7 +42,7 @@ async def register_codecs(conn: asyncpg.Connection) -> None:
     """Per-connection codecs: JSON through orjson, interval and vector as text."""
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
-            name, schema="pg_catalog", encoder=_dump_json, decoder=orjson.loads, format="text"
+            name, schema="pg_catalog", encoder=dump_json, decoder=orjson.loads, format="text"
         )
     await conn.set_type_codec(
         "interval", schema="pg_catalog", encoder=str, decoder=str, format="text"
@@ -57,7 +57,8 @@ async def register_codecs(conn: asyncpg.Connection) -> None:
         )
 
 
-def _dump_json(value: Any) -> str:
+def dump_json(value: Any) -> str:
+    """A JSON/JSONB parameter's text, as the codec sends it."""
     return orjson.dumps(value, default=json_default).decode()
 
 

@@ -29,6 +29,7 @@ from bson.objectid import ObjectId
 from bson.regex import Regex
 
 from heliosdb.engine import Access, Engine, EngineConnection
+from heliosdb.engine.codecs import dump_json
 from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.engine.sqlstate import from_engine
 from heliosdb.errors import ErrorCode, HeliosError, denied, invalid
@@ -586,10 +587,17 @@ class DocumentStore:
     ) -> dict[int, HeliosError]:
         """Insert in one statement; on collisions, work out which documents failed."""
         target = table(db, coll)
-        columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
+        # the JSONB forms as text arrays, each element made here in one pass: asyncpg's
+        # jsonb[] encoder calls back into Python per element (about 0.7 us a document
+        # more, 1,000-document batches)
+        columns = [
+            [dump_json(r[0]) for _, r in rows],
+            [r[1] for _, r in rows],
+            [dump_json(r[2]) for _, r in rows],
+        ]
         plain = (
             f"INSERT INTO {target} (_id, bson, doc) "
-            "SELECT * FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[])"
+            "SELECT * FROM unnest($1::text[]::jsonb[], $2::bytea[], $3::text[]::jsonb[])"
         )
         try:
             try:
