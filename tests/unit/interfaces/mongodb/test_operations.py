@@ -1,8 +1,19 @@
-"""What currentOp shows of a command: its namespace, and never its credentials."""
+"""What currentOp shows of a command (its namespace, never its credentials), and the
+$currentOp stage's option checks."""
 
 from __future__ import annotations
 
-from heliosdb.interfaces.mongodb.commands.operations import _namespace, _redacted
+from typing import cast
+
+import pytest
+
+from heliosdb.interfaces.mongodb.commands.operations import (
+    _namespace,
+    _redacted,
+    current_op_stage,
+)
+from heliosdb.interfaces.mongodb.connection import Session
+from heliosdb.interfaces.mongodb.errors import CommandError
 
 
 def test_redacted_hides_a_scram_conversation_whole() -> None:
@@ -24,3 +35,16 @@ def test_namespace_of_collection_commands_and_others() -> None:
     assert _namespace("getMore", "shop", {"getMore": 7, "collection": "orders"}) == "shop.orders"
     assert _namespace("aggregate", "shop", {"aggregate": 1}) == "shop.$cmd"
     assert _namespace("ping", "admin", {"ping": 1}) == "admin.$cmd"
+
+
+def test_current_op_stage_options_are_checked() -> None:
+    nobody = cast(Session, None)  # refused before any connection is looked at
+    for db, spec, code in (
+        ("shop", {}, 73),
+        ("admin", [], 9),
+        ("admin", {"allUsers": 1}, 14),
+        ("admin", {"everything": True}, 40415),
+    ):
+        with pytest.raises(CommandError) as refused:
+            current_op_stage(nobody, db, spec)
+        assert refused.value.code == code

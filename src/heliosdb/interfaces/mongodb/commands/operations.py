@@ -181,6 +181,39 @@ def current_ops(
     return found
 
 
+def current_op_stage(session: Session, db: str, spec: Any) -> list[dict[str, Any]]:
+    """The documents a leading ``$currentOp`` stage starts an ``aggregate: 1`` on
+    ``admin`` with (mongosh's ``db.currentOp()``): ``allUsers`` (default false: the
+    key's own operations), ``idleConnections`` (default false); ``truncateOps``,
+    ``localOps`` and ``backtrace`` change nothing here."""
+    if db != "admin":
+        raise CommandError(73, "$currentOp must be run against the 'admin' database")
+    if not isinstance(spec, dict):
+        raise CommandError(9, "$currentOp options must be an object")
+    known = {
+        "allUsers",
+        "idleConnections",
+        "truncateOps",
+        "localOps",
+        "backtrace",
+        "idleSessions",
+        "idleCursors",
+    }
+    for key, value in spec.items():
+        if key not in known:
+            raise CommandError(40415, f"BSON field '$currentOp.{key}' is an unknown field.")
+        if not isinstance(value, bool):
+            raise CommandError(
+                14, f"BSON field '$currentOp.{key}' is the wrong type, expected 'bool'"
+            )
+    return current_ops(
+        session,
+        idle=spec.get("idleConnections") is True,
+        own=spec.get("allUsers") is not True,
+        query={},
+    )
+
+
 @command("currentOp")
 async def current_op(session: Session, request: Request) -> dict[str, Any]:
     """The operations in progress on this node's MongoDB connections (``$all``: and the
