@@ -170,6 +170,19 @@ def test_tls_psycopg_sslmode_require(tls_port: int, rw_key: str) -> None:
         assert conn.execute("SELECT current_user").fetchone() == ("helios_readwrite",)
 
 
+def test_tls_transaction_port_passes_a_big_bound_value_on(
+    tls_node: NodeProcess, rw_key: str
+) -> None:
+    """Over TLS, the transaction port passes a long Bind (a 3 MB bytea value, arriving in
+    parts) on to the engine as it arrives, and reads the client's next messages again."""
+    value = bytes(range(256)) * 12288
+    dsn = make_dsn(tls_node.ports["postgres_txn"], rw_key) + "?sslmode=require"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT octet_length(%b)", (value,)).fetchone() == (len(value),)
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
 def test_tls_psql_sslmode_require(tls_port: int, rw_key: str, psql: str) -> None:
     result = subprocess.run(
         [psql, "-X", "-A", "-t", "-d",

@@ -5,6 +5,7 @@ and the bytes and round trips reach the metrics. Nodes here allow 1 second idle.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +55,17 @@ def test_counted_traffic_reaches_the_metrics(hasty: NodeProcess, rw_key: str) ->
         assert sample(r'heliosdb_pg_bytes_total\{direction="in"\}') >= before_in + 3 * len(query)
         assert sample(r'heliosdb_pg_bytes_total\{direction="out"\}') >= before_out + 3 * 20000
         assert sample("heliosdb_pg_round_trips_total") >= before_trips + 3
+
+
+def test_a_big_bound_value_passes_on_and_is_counted(hasty: NodeProcess, rw_key: str) -> None:
+    """A Bind longer than what the port holds before passing it on (a 3 MB bytea value,
+    sent in parts): the engine gets it whole, the relay counts its bytes, and the
+    session goes on."""
+    before_in = hasty.metric(r'heliosdb_pg_bytes_total\{direction="in"\}') or 0.0
+    value = bytes(range(256)) * 12288
+    with psycopg.connect(make_dsn(hasty.ports["postgres_txn"], rw_key), autocommit=True) as conn:
+        row = conn.execute("SELECT octet_length(%b), md5(%b)", (value, value)).fetchone()
+        assert row == (len(value), hashlib.md5(value).hexdigest())
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        after_in = hasty.metric(r'heliosdb_pg_bytes_total\{direction="in"\}') or 0.0
+        assert after_in >= before_in + 2 * len(value)
