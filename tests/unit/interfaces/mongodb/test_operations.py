@@ -48,3 +48,8 @@ def test_current_op_stage_options_are_checked() -> None:
         with pytest.raises(CommandError) as refused:
             current_op_stage(nobody, db, spec)
         assert refused.value.code == code
+
+
+def test_redacted_keeps_fields_that_only_look_like_secrets() -> None:
+    body = {"distinct": "users", "key": "password", "query": {"password": {"$exists": True}}}
+    assert _redacted("distinct", body) == body

@@ -64,7 +64,7 @@ _OP_KINDS = {
 _SECRET_COMMANDS = frozenset(
     {"saslStart", "saslContinue", "authenticate", "createUser", "updateUser", "copydbsaslstart"}
 )
-_SECRET_FIELDS = frozenset({"payload", "pwd", "password", "speculativeAuthenticate", "key"})
+_SECRET_FIELDS = frozenset({"payload", "pwd", "password", "speculativeAuthenticate"})
 _REDACTED = "###"
 
 
