@@ -299,6 +299,9 @@ class _Transport:
     def resume_reading(self) -> None:
         self.reading = True
 
+    def set_protocol(self, protocol: object) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 
@@ -349,6 +352,40 @@ async def test_client_messages_in_any_chunking_reach_the_engine_renamed(size: in
     rebound = _msg(b"B", b"\0" + renamed + b"\0\0\0\0\x01\0\0\0\x011\0\0")
     assert bytes(conn.transport.written) == rebound + EXECUTE[len(BIND) :]
     assert conn.pending == 2 and not client.buffer
+
+
+BIG_BIND = _msg(b"B", b"\0P_1\0\0\0\0\x01" + struct.pack("!i", 600_000) + b"v" * 600_000 + b"\0\0")
+
+
+@pytest.mark.parametrize("size", [7, 4096, 65536, 300_000, len(BIG_BIND) + 20])
+async def test_a_long_bind_passes_on_renamed_in_any_chunking(size: int) -> None:
+    """A Bind longer than the port holds before passing it on: its first bytes carry the
+    statement's engine-side name (and the length that name makes), the rest goes on as
+    it comes, and the messages after it are read as before."""
+    client, conn = _txn_client()
+    client.data_received(PREPARE)
+    renamed = next(iter(client.statements.values()))[0].encode()
+    conn.transport.written.clear()
+    stream = BIG_BIND + EXECUTE[len(BIND) :]
+    for start in range(0, len(stream), size):
+        client.data_received(stream[start : start + size])
+    rebound = _msg(b"B", b"\0" + renamed + BIG_BIND[9:])
+    assert bytes(conn.transport.written) == rebound + EXECUTE[len(BIND) :]
+    assert conn.pending == 2 and conn.unsynced is False and client.passing == 0
+
+
+async def test_long_copy_data_keeps_the_connection_until_whole() -> None:
+    """CopyData passed on as it comes counts one more ReadyForQuery owed until it is
+    whole: one that comes meanwhile (of a Query before it) does not park the connection."""
+    client, conn = _txn_client()
+    data = _msg(b"d", b"x" * 600_000)
+    client.data_received(_msg(b"Q", b"SELECT 1\0") + data[:100_000])
+    assert conn.pending == 2 and client.passing == len(data) - 100_000
+    _ServerSide(conn).data_received(_msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"I"))
+    assert conn.client is client and conn.pending == 1
+    client.data_received(data[100_000:] + _msg(b"Q", b"SELECT 2\0"))
+    assert conn.pending == 1 and client.passing == 0
+    assert bytes(conn.transport.written).endswith(data + _msg(b"Q", b"SELECT 2\0"))
 
 
 @pytest.mark.parametrize("size", [1, 5, 6, 7, 40, len(PLAIN_STREAM), 4096])
