@@ -162,6 +162,28 @@ def test_merge_generates_an_id_for_documents_without_one(pair: tuple[Coll, Coll]
     assert all(isinstance(d["_id"], (int, ObjectId)) for d in target.find())
 
 
+def test_merge_results_with_one_key_meet_each_other(db: Db) -> None:
+    db.same_src.insert_many([{"_id": 1, "k": "a", "v": 1}, {"_id": 2, "k": "a", "v": 2}])
+    db.same_src.insert_one({"_id": 3, "k": "b", "v": 3})
+    by_k: list[dict[str, Any]] = [{"$sort": {"_id": 1}}, {"$project": {"_id": "$k", "v": 1}}]
+    db.same_src.aggregate([*by_k, {"$merge": "same_dst"}])
+    assert list(db.same_dst.find().sort("_id", 1)) == [{"_id": "a", "v": 2}, {"_id": "b", "v": 3}]
+    failed(
+        11000,
+        lambda: db.same_src.aggregate([*by_k, {"$merge": {"into": "x", "whenMatched": "fail"}}]),
+    )
+    assert db.x.count_documents({}) == 0
+
+
+def test_merge_of_many_on_a_unique_field(db: Db) -> None:
+    db.many_src.insert_many([{"_id": i, "n": i, "v": 0} for i in range(2500)])
+    db.many_dst.create_index("n", unique=True)
+    db.many_dst.insert_many([{"n": i, "old": True} for i in range(0, 2500, 2)])
+    db.many_src.aggregate([{"$project": {"_id": 0}}, {"$merge": {"into": "many_dst", "on": "n"}}])
+    assert db.many_dst.count_documents({}) == 2500
+    assert db.many_dst.count_documents({"old": True, "v": 0}) == 1250
+
+
 def test_merge_bad_specs(pair: tuple[Coll, Coll]) -> None:
     source, target = pair
     failed(2, lambda: merged(source, target, whenMatched="sometimes"))

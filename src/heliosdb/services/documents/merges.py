@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bson.objectid import ObjectId
 
@@ -27,10 +27,14 @@ from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.security.principals import Principal
 from heliosdb.services.documents import bsonform, catalog, transactions, variables, views
 from heliosdb.services.documents.expressions import evaluate
-from heliosdb.services.documents.values import MISSING, equal, get_path
-
-if TYPE_CHECKING:
-    from heliosdb.services.documents.store import DocumentStore
+from heliosdb.services.documents.store import (
+    DocumentStore,
+    as_document,
+    check_update_pipeline,
+    pipeline_update,
+    read_only_denied,
+)
+from heliosdb.services.documents.values import MISSING, equal, get_path, hashable
 
 Document = dict[str, Any]
 WHEN_MATCHED = ("replace", "keepExisting", "merge", "fail")
@@ -188,7 +192,10 @@ def matched_update(spec: MergeSpec, existing: Document, new: Document) -> Any:
 async def merge(
     store: DocumentStore, principal: Principal, spec: MergeSpec, documents: list[Any]
 ) -> None:
-    """Write ``documents`` (the pipeline's results) into the target as ``spec`` says."""
+    """Write ``documents`` (the pipeline's results) into the target as ``spec`` says: a
+    batch of them at a time, whose matches one statement reads and whose replacements
+    and inserts one statement each writes. A result whose ``on`` key an earlier one of
+    the batch has starts the next batch, so it meets what that one wrote."""
     await _check_target(store, principal, spec.db, spec.coll)
     if spec.on != ["_id"] and not await _unique_on(store, principal, spec):
         raise _bad(
@@ -196,38 +203,74 @@ async def merge(
             "merge_no_unique_index",
         )
     async with _transaction(store, principal):
+        batch: dict[Any, Document] = {}
         for item in documents:
-            await _merge_one(store, principal, spec, item)
+            new = as_document(item)
+            if "_id" not in new and "_id" in spec.on:
+                new = {"_id": ObjectId(), **new}
+            key_of(new, spec.on)  # refuses a missing, null or array value
+            key = _hashed(new, spec.on)
+            if key in batch or len(batch) >= MERGE_BATCH:
+                await _merge_batch(store, principal, spec, batch)
+                batch = {}
+            batch[key] = new
+        if batch:
+            await _merge_batch(store, principal, spec, batch)
 
 
-async def _merge_one(
-    store: DocumentStore, principal: Principal, spec: MergeSpec, item: Any
+# results whose matches are read (by _id in one statement) and written together
+MERGE_BATCH = 1000
+# results whose matches on other fields than _id one statement reads
+MERGE_READ = 32
+
+
+def _hashed(document: Document, on: list[str]) -> Any:
+    """The ``on`` key of a document, to find its match by (MongoDB's equality)."""
+    return tuple(hashable(get_path(document, path)) for path in on)
+
+
+async def _merge_batch(
+    store: DocumentStore, principal: Principal, spec: MergeSpec, batch: dict[Any, Document]
 ) -> None:
-    from heliosdb.services.documents.store import FindQuery, as_document
-
-    new = as_document(item)
-
-    if "_id" not in new and "_id" in spec.on:
-        new = {"_id": ObjectId(), **new}
-    found = await store.find(
-        principal, spec.db, spec.coll, FindQuery(filter=key_of(new, spec.on), limit=1)
-    )
-    if not found:
-        if spec.when_not_matched == "fail":
-            raise _bad(
-                "$merge could not find a matching document in the target collection for at "
-                "least one document in the source collection",
-                "merge_no_match",
-            )
-        if spec.when_not_matched == "insert":
-            result = await store.insert(principal, spec.db, spec.coll, [bsonform.encode(new)])
-            if result.errors:
-                raise result.errors[0].error
-        return
-    existing = as_document(found[0])
-    update = matched_update(spec, existing, new)
-    if update is not None:
-        await store.update(principal, spec.db, spec.coll, {"_id": {"$eq": existing["_id"]}}, update)
+    news = list(batch.values())
+    found: list[tuple[Document, int]] = []
+    # by the first ``on`` field (its unique index leads with it), the rest checked here;
+    # _id in one statement; another field in small ones: the engine checks its values
+    # one by one against each candidate (a jsonpath branch each)
+    first = spec.on[0]
+    step = MERGE_BATCH if first == "_id" else MERGE_READ
+    for start in range(0, len(news), step):
+        values = [get_path(new, first) for new in news[start : start + step]]
+        query: Document = {first: {"$in": values}}
+        found += await store.read_versions(principal, spec.db, spec.coll, query)
+    matched = {_hashed(old, spec.on): (old, version) for old, version in found}
+    inserts: list[bytes] = []
+    replaced: list[tuple[Document, int]] = []
+    for key, new in batch.items():
+        match = matched.get(key)
+        if match is None:
+            if spec.when_not_matched == "fail":
+                raise _bad(
+                    "$merge could not find a matching document in the target collection for "
+                    "at least one document in the source collection",
+                    "merge_no_match",
+                )
+            if spec.when_not_matched == "insert":
+                inserts.append(bsonform.encode(new))
+            continue
+        old, version = match
+        update = matched_update(spec, old, new)
+        if isinstance(update, list):
+            check_update_pipeline(update)
+            replaced.append((await pipeline_update(old, update), version))
+        elif update is not None:
+            replaced.append(({"_id": old["_id"], **update}, version))
+    if replaced:
+        await store.write_versions(principal, spec.db, spec.coll, replaced)
+    if inserts:
+        result = await store.insert(principal, spec.db, spec.coll, inserts)
+        if result.errors:
+            raise result.errors[0].error
 
 
 async def replace(
@@ -255,8 +298,6 @@ async def _check_target(store: DocumentStore, principal: Principal, db: str, col
 
 
 def denied_write() -> HeliosError:
-    from heliosdb.services.documents.store import read_only_denied
-
     return read_only_denied("write the results of $out or $merge")
 
 

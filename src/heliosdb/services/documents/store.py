@@ -739,7 +739,7 @@ class DocumentStore:
         catalog.check_collection_name(coll)
         staged = isinstance(update, list)
         if staged:
-            _check_update_pipeline(update)
+            check_update_pipeline(update)
         elif not isinstance(update, dict):
             raise invalid("update must be a document", kind="failed_to_parse")
         operator = not staged and is_operator_update(update)
@@ -786,7 +786,7 @@ class DocumentStore:
 
         async def apply(old: Document, raw: bytes) -> Document:
             if staged:
-                return await _pipeline_update(old, update)
+                return await pipeline_update(old, update)
             if operator:
                 # A second decode of the stored bytes is a private copy to change in place:
                 # cheaper than deepcopy, and ``old`` stays as it was for findAndModify.
@@ -845,7 +845,7 @@ class DocumentStore:
                 if not found and upsert:
                     if staged:
                         seed = _upsert_document(query, {}, False, None)
-                        new = await _pipeline_update(seed, update)
+                        new = await pipeline_update(seed, update)
                     else:
                         new = _upsert_document(query, update, operator, array_filters)
                     new_row = _row_for_insert(_encode_checked(new))
@@ -982,6 +982,41 @@ class DocumentStore:
             result.before, result.after = old, new
         written = await self._write_changes(conn, db, coll, changed) if changed else []
         return found, changed, written
+
+    async def read_versions(
+        self, principal: Principal, db: str, coll: str, query: Document
+    ) -> list[tuple[Document, int]]:
+        """The documents ``query`` selects, each with its row's version (for
+        ``write_versions``: $merge, merges.py), in one statement."""
+        indexed = await self._indexes_for(principal, db, coll)
+        params = Params()
+        where = compile_filter(query, params, indexed)
+        sql = f"SELECT bson, xmin::text::bigint AS v FROM {table(db, coll)} WHERE {where}"
+        async with self._conn(principal) as conn:
+            rows = await self._missing_ok(conn.fetch(sql, *params.values), [])
+        found = [(bsonform.decode(r["bson"]), int(r["v"])) for r in rows]
+        return [f for f in found if matcher.matches(f[0], query)] if params.recheck else found
+
+    async def write_versions(
+        self, principal: Principal, db: str, coll: str, documents: list[tuple[Document, int]]
+    ) -> None:
+        """Write each document over its stored one, which ``read_versions`` read at that
+        version, in one statement; a row changed since is a write conflict."""
+        changed = []
+        for document, version in documents:
+            identifier, raw, form = _row_for_insert(_encode_checked(document))
+            changed.append((identifier, raw, form, version))
+        async with self._conn(principal, write=True) as conn:
+            try:
+                written = await self._write_changes(conn, db, coll, changed)
+            except asyncpg.PostgresError as exc:
+                raise from_engine(exc) from None
+        if len(written) != len(changed):
+            raise HeliosError(
+                ErrorCode.CONFLICT,
+                "documents changed under this write; try again",
+                kind="write_conflict",
+            )
 
     async def _insert_one(
         self, conn: EngineConnection, db: str, coll: str, row: tuple[Any, bytes, Any]
@@ -1889,7 +1924,7 @@ def _replacement(old: Document, new: Document) -> Document:
 _UPDATE_STAGES = ("$addFields", "$set", "$project", "$unset", "$replaceRoot", "$replaceWith")
 
 
-def _check_update_pipeline(stages: list[Any]) -> None:
+def check_update_pipeline(stages: list[Any]) -> None:
     for stage in stages:
         name = pipeline.stage_name(stage)
         if name not in _UPDATE_STAGES:
@@ -1898,7 +1933,9 @@ def _check_update_pipeline(stages: list[Any]) -> None:
             )
 
 
-async def _pipeline_update(old: Document, stages: list[Document]) -> Document:
+async def pipeline_update(old: Document, stages: list[Document]) -> Document:
+    """``old`` through an update pipeline (its ``_id`` kept, which it may not change)."""
+
     async def no_lookup(coll: str, query: Document) -> list[Document]:
         return []
 
