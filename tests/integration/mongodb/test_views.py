@@ -124,6 +124,8 @@ def test_writes_and_indexes_on_view_are_refused(people: Db) -> None:
     failed(166, lambda: view.delete_many({}))
     failed(166, lambda: view.find_one_and_delete({"name": "ann"}))
     failed(166, lambda: view.create_index("name"))
+    failed(166, lambda: list(view.list_indexes()))
+    failed(166, lambda: view.drop_index("name_1"))
     assert people.people.count_documents({}) == 4
 
 

@@ -1563,6 +1563,7 @@ class DocumentStore:
         catalog.check_db_name(db)
         names = {c["name"] for c in await self.list_collections(principal, db)}
         if coll not in names:
+            await self._refuse_view(principal, db, coll)
             raise catalog.not_found(f"ns does not exist: {db}.{coll}")
         async with self._conn(principal) as conn:
             specs = await self._missing_ok(catalog.indexes(conn, db, coll), [])
@@ -1631,6 +1632,7 @@ class DocumentStore:
 
     async def drop_indexes(self, principal: Principal, db: str, coll: str, which: Any) -> int:
         catalog.check_db_name(db)
+        await self._refuse_view(principal, db, coll)
         async with self._conn(principal, write=True) as conn:
             try:
                 async with conn.transaction():
