@@ -105,6 +105,8 @@ _FIND = rf"""
     END LOOP;
 """
 
+# ``bson_type(bson, path)``: the BSON type of the element at ``path`` (0: none), for
+# what the query form does not tell (pushdown.py: longs and decimals in a $group).
 # ``field_order(bson, path)``: the names of the fields of every embedded document in
 # the value at ``path``, each with its NUL, in the order the BSON holds them, depth
 # first ('' when that is no document or array). Two values with equal query forms are
@@ -160,6 +162,16 @@ BEGIN
         END IF;
     END LOOP;
     RETURN names;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.bson_type(nb bytea, path text[])
+RETURNS int LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+DECLARE
+    p int; t int; n int; i int; vs int; ve int; size int; kz bytea;
+BEGIN
+    {_FIND}
+    RETURN t;
 END
 $fn$;
 
@@ -257,6 +269,7 @@ CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.array_sort_key(
 $fn$;
 
 GRANT EXECUTE ON FUNCTION {CATALOG_SCHEMA}.sort_key(jsonb, bytea, text[]),
+    {CATALOG_SCHEMA}.bson_type(bytea, text[]),
     {CATALOG_SCHEMA}.sort_cells(bytea, int, jsonb, boolean), {CATALOG_SCHEMA}.type_rank(jsonb),
     {CATALOG_SCHEMA}.sort_candidates(jsonb, text[]),
     {CATALOG_SCHEMA}.array_sort_key(jsonb, text[], boolean)

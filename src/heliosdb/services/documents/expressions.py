@@ -504,8 +504,10 @@ def accumulate_values(name: str, values: list[Any]) -> Any:
     if name == "$sum":
         if not numbers:
             return 0
-        total = sum(_num(v) for v in numbers)
-        return _result(total, *numbers)
+        nums = [_num(v) for v in numbers]
+        if any(isinstance(n, Decimal) for n in nums):  # a decimal sum is exact
+            nums = [Decimal(str(n)) for n in nums]
+        return _result(sum(nums), *numbers)
     if name == "$avg":
         if not numbers:
             return None

@@ -23,11 +23,12 @@ from typing import Any
 
 import orjson
 from bson.decimal128 import Decimal128
+from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.documents import bsonform
-from heliosdb.services.documents.catalog import key_expression
+from heliosdb.services.documents.catalog import CATALOG_SCHEMA, key_expression
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.filters import (
     TYPE_RANK,
@@ -35,6 +36,7 @@ from heliosdb.services.documents.filters import (
     compile_filter,
     compile_sort,
     order_by,
+    plain_document,
 )
 from heliosdb.services.documents.pipeline import stage_name
 from heliosdb.services.documents.values import MISSING
@@ -139,22 +141,10 @@ def plan_pipeline(
         trial = Params(list(params.values))
         grouped = _group(sql, stages[i]["$group"], trial)
         if grouped is not None:
-            text, decode, tested = grouped
+            text, decode, inexact = grouped
             fallback = Plan(sql, params.values, stages[i:])
-            # ... or a $min/$max that picked a document: JSONB's order of documents is
-            # not MongoDB's (filters.order_by), so the node picks again
-            from heliosdb.services.documents.filters import plain_document
-
-            unordered = (
-                " OR ".join(
-                    _UNORDERED.format(x=f"g.{c}")
-                    + ("" if c == "k" else f" OR {plain_document(f'g.{c}')}")
-                    for c in tested
-                )
-                or "false"
-            )
             return Plan(
-                f"SELECT g.*, {unordered} AS u FROM ({text}) AS g",
+                f"SELECT g.*, {inexact} AS u FROM ({text}) AS g",
                 trial.values,
                 stages[i + 1 :],
                 decode,
@@ -223,16 +213,28 @@ def _path(expr: Any) -> str | None:
 class _Values:
     """Each field path a group reads, taken out of the document once per row (a fenced
     subquery: the engine would otherwise look the path up again for every mention).
-    A path is JSON null where the field is missing, or SQL NULL when ``raw``."""
+    A path is JSON null where the field is missing, or SQL NULL when ``raw``.
+
+    ``typed`` paths also get the BSON type of their element (catalog's ``bson_type``)
+    where the row's stored bytes hold a long or a Decimal128 element of the path's last
+    name (the number types the query form does not keep), else SQL NULL: two byte
+    searches a row, the walk through the BSON only where one finds something."""
 
     def __init__(self, params: Params) -> None:
         self.params = params
         self.columns: dict[tuple[str, bool], str] = {}
+        self.types: dict[str, str] = {}
 
     def ref(self, path: str, *, raw: bool = False) -> str:
         column = self.columns.get((path, raw))
         if column is None:
             column = self.columns[(path, raw)] = f"v{len(self.columns)}"
+        return column
+
+    def typed(self, path: str) -> str:
+        column = self.types.get(path)
+        if column is None:
+            column = self.types[path] = f"t{len(self.types)}"
         return column
 
     def select(self, base: str) -> str:
@@ -244,14 +246,39 @@ class _Values:
             terms.append(
                 f"{value} AS {column}" if raw else f"COALESCE({value}, 'null'::jsonb) AS {column}"
             )
+        for path, column in self.types.items():
+            parts = path.split(".")
+            name = parts[-1].encode() + b"\x00"
+            hints = " OR ".join(
+                f"position({self.params.add(bytes([kind]) + name, 'bytea')} IN s.bson) > 0"
+                for kind in (_LONG, _DECIMAL)
+            )
+            walk = f"{CATALOG_SCHEMA}.bson_type(s.bson, {self.params.add(parts, 'text[]')})"
+            terms.append(f"CASE WHEN {hints} THEN {walk} END AS {column}")
         return f"SELECT {', '.join(terms)} FROM ({base}) AS s OFFSET 0"
+
+
+# BSON element types (bsonspec.org) whose values the query form holds as plain numbers
+_LONG = 0x12
+_DECIMAL = 0x13
+
+
+@dataclass(slots=True)
+class _Accumulated:
+    name: str  # the output field
+    column: str
+    kind: str  # "int", "long", "float" (a constant's count), "$sum", "$avg", "json"
+    longs: str | None = None  # the column that is true where a long was summed
 
 
 def _group(
     base: str, spec: Any, params: Params
-) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]], list[str]] | None:
-    """The SQL of a $group, the decoder of its rows, and its columns that may hold
-    embedded documents (``_UNORDERED``)."""
+) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]], str] | None:
+    """The SQL of a $group, the decoder of its rows, and the SQL condition on a row
+    ``g`` under which the group must run in Python instead (``Plan.fallback``): a key or
+    $min/$max met an embedded document (``_UNORDERED``), or a number type the query form
+    does not keep was in an accumulator's input (a Decimal128: exact sums and averages,
+    and the stored value of a $min/$max; a long that a $min/$max may have picked)."""
     if not isinstance(spec, dict) or "_id" not in spec:
         return None
     values = _Values(params)
@@ -283,7 +310,9 @@ def _group(
     else:
         key_sql = None
     columns: list[str] = []
-    decoders: list[tuple[str, str, str]] = []
+    accumulated: list[_Accumulated] = []
+    decimals: list[str] = []
+    inexact = [_UNORDERED.format(x="g.k")] if key_sql else []
     for index, (name, acc) in enumerate(spec.items()):
         if name == "_id":
             continue
@@ -291,27 +320,54 @@ def _group(
             return None
         ((op, expr),) = acc.items()
         column = f"a{index}"
+        path = _path(expr)
         if op == "$count" and expr == {}:
             columns.append(f"count(*) AS {column}")
-            decoders.append((name, column, "int"))
+            accumulated.append(_Accumulated(name, column, "int"))
         elif op == "$sum" and isinstance(expr, (int, float)) and not isinstance(expr, bool):
             columns.append(f"count(*) * {params.add(expr, 'numeric')} AS {column}")
-            decoders.append((name, column, "float" if isinstance(expr, float) else "int"))
-        elif op in ("$sum", "$avg") and _path(expr) is not None:
-            x = values.ref(_path(expr) or "")
+            kind = (
+                "float" if isinstance(expr, float) else "long" if isinstance(expr, Int64) else "int"
+            )
+            accumulated.append(_Accumulated(name, column, kind))
+        elif op in ("$sum", "$avg") and path is not None:
+            x = values.ref(path)
             fn = "sum" if op == "$sum" else "avg"
             columns.append(f"{fn}({_NUMBER.format(x=x)}) AS {column}")
-            decoders.append((name, column, op))
-        elif op in ("$min", "$max") and _path(expr) is not None:
-            x = values.ref(_path(expr) or "")
+            decimals.append(f"{values.typed(path)} = {_DECIMAL}")
+            longs = None
+            if op == "$sum":
+                longs = f"l{index}"
+                columns.append(
+                    f"COALESCE(bool_or({values.typed(path)} = {_LONG}), false) AS {longs}"
+                )
+            accumulated.append(_Accumulated(name, column, op, longs))
+        elif op in ("$min", "$max") and path is not None:
+            x = values.ref(path)
             order = "ASC" if op == "$min" else "DESC"
             columns.append(
                 f"(array_agg({x} ORDER BY {order_by(x, order)}) "
                 f"FILTER (WHERE jsonb_typeof({x}) <> 'null'))[1] AS {column}"
             )
-            decoders.append((name, column, "json"))
+            decimals.append(f"{values.typed(path)} = {_DECIMAL}")
+            longs = f"l{index}"
+            columns.append(f"COALESCE(bool_or({values.typed(path)} = {_LONG}), false) AS {longs}")
+            accumulated.append(_Accumulated(name, column, "json"))
+            g = f"g.{column}"
+            # ... or a $min/$max that picked a document: JSONB's order of documents is
+            # not MongoDB's (filters.order_by), so the node picks again; likewise a number
+            # that a long of its group may have been (a long past int32 is one as it is)
+            inexact += [
+                _UNORDERED.format(x=g),
+                plain_document(g),
+                f"(g.{longs} AND jsonb_typeof({g}) = 'number' "
+                f"AND ({g})::numeric BETWEEN -2147483648 AND 2147483647)",
+            ]
         else:
             return None
+    if decimals:
+        columns.append(f"COALESCE(bool_or({' OR '.join(dict.fromkeys(decimals))}), false) AS d")
+        inexact.append("g.d")
     select = ", ".join([f"{key_sql} AS k" if key_sql else "NULL::jsonb AS k", *columns])
     sql = f"SELECT {select} FROM ({values.select(base)}) AS v"
     sql += " GROUP BY 1" if key_sql else " HAVING count(*) > 0"
@@ -332,13 +388,12 @@ def _group(
             else:
                 group_key = bsonform.from_query_form(raw_key)
             doc: dict[str, Any] = {"_id": group_key}
-            for name, column, kind in decoders:
-                doc[name] = _decode_value(row, column, kind)
+            for value in accumulated:
+                doc[value.name] = _decode_value(row, value)
             out.append(doc)
         return out
 
-    tested = ["k"] if key_sql else []
-    return sql, decode, tested + [column for _, column, kind in decoders if kind == "json"]
+    return sql, decode, " OR ".join(inexact) or "false"
 
 
 def _scale(value: Decimal) -> int:
@@ -346,21 +401,25 @@ def _scale(value: Decimal) -> int:
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
-def _decode_value(row: Any, column: str, kind: str) -> Any:
-    value = row[column]
+def _decode_value(row: Any, value: _Accumulated) -> Any:
+    found = row[value.column]
+    kind = value.kind
     if kind == "int":
-        return bsonform.from_query_form(int(value))
+        return bsonform.from_query_form(int(found))
     if kind == "float":
-        return float(value)
+        return float(found)
     if kind == "json":
-        return bsonform.from_query_form(value)
-    if value is None:
+        return bsonform.from_query_form(found)
+    if found is None:
         return 0 if kind == "$sum" else None
     if kind == "$avg":
-        return float(value)
-    if not isinstance(value, Decimal) or _scale(value) > 0:
-        return float(value)
-    return bsonform.from_query_form(int(value))
+        return float(found)
+    if not isinstance(found, Decimal) or _scale(found) > 0:
+        return float(found)
+    if kind == "long" or (value.longs and row[value.longs]):
+        # a long in the input makes the sum a long, and one past a long's range a double
+        return Int64(int(found)) if -(2**63) <= found < 2**63 else float(found)
+    return bsonform.from_query_form(int(found))
 
 
 # -- $lookup with a pipeline ------------------------------------------------------------
