@@ -110,6 +110,35 @@ def jsonpath_of(path: str) -> str:
     return "".join(out)
 
 
+def path_from(ctx: str, path: str) -> str:
+    """The jsonpath of ``path`` from ``ctx``; a document's first part is a field name
+    even when it is a number (lax mode would read the document as an array of itself),
+    an $elemMatch operand's (``@``) a position (see docs/mongodb.md)."""
+    head, _, rest = path.partition(".")
+    if ctx == "$" and head.isdigit():
+        return ctx + quote_key(head) + jsonpath_of(rest)
+    return ctx + jsonpath_of(path)
+
+
+def position_readings(ctx: str, path: str) -> tuple[str, str, str] | None:
+    """For a path with a position after a name (``"v.0"``, ``"a.b.1.c"``; the first
+    such part), from the jsonpath ``ctx``: a test that the named value is a document,
+    the path reading the position as that document's field name, and the path reading
+    it as an array's element (nothing where the value is no array: in lax mode a filter
+    would unwrap the array, so the test sits one level up). None for other paths."""
+    parts = path.split(".")
+    at = next((i for i, part in enumerate(parts) if i and part.isdigit()), None)
+    if at is None:
+        return None
+    parent = path_from(ctx, ".".join(parts[: at - 1]))
+    name = quote_key(parts[at - 1])
+    rest = jsonpath_of(".".join(parts[at + 1 :]))
+    is_document = f'exists({parent} ? (@{name}.type() == "object"))'
+    as_field = f"{parent}{name}{quote_key(parts[at])}{rest}"
+    as_element = f'{parent} ? (@{name}.type() == "array"){name}[{parts[at]}]{rest}'
+    return is_document, as_field, as_element
+
+
 def has_position(path: str) -> bool:
     """Whether a dotted path names an array position somewhere (a part of digits):
     such paths keep the plain rules where MongoDB's reading of what lies on the way
@@ -216,7 +245,23 @@ class _Compiler:
         return parts
 
     def field(self, path: str, value: Any, ctx: str, *, top: bool) -> str | _Sql:
-        target = ctx + jsonpath_of(path)
+        readings = position_readings(ctx, path)
+        if readings is not None:
+            # a position after a name: the array's element where that is an array, the
+            # field of that name where it is a document, nothing otherwise (jsonpath's
+            # lax "[0]" would read a scalar or a document as itself)
+            is_document, as_field, as_element = readings
+            return self.disjunction(
+                [
+                    self.conjunction([is_document, self.at(as_field, value, path, top=top)]),
+                    self.conjunction(
+                        [f"!{is_document}", self.at(as_element, value, path, top=top)]
+                    ),
+                ]
+            )
+        return self.at(path_from(ctx, path), value, path, top=top)
+
+    def at(self, target: str, value: Any, path: str, *, top: bool) -> str | _Sql:
         if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
             return self.conjunction(self.operators(target, value, path, top=top))
         return self.equals(target, value, path, top=top)
@@ -896,10 +941,49 @@ def plain_document(x: str) -> str:
 
 
 def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
-    """An ORDER BY list ('' when there is nothing to sort by)."""
+    """An ORDER BY list in MongoDB's order ('' when there is nothing to sort by)."""
+    return compile_order(spec, params).terms
+
+
+@dataclass
+class Order:
+    """A sort as SQL: ``terms``, the ORDER BY list in MongoDB's order ('' for none), and
+    ``by_id``, the same list with ``_id`` as the bare primary key column, which the
+    primary key index serves, when the sort leads with ``_id`` ('' otherwise); see
+    ``sorted_select`` for when the two orders agree."""
+
+    terms: str
+    by_id: str = ""
+
+    def then_id(self) -> Order:
+        """The same order with ``_id`` last to break ties (a total order, streaming.py):
+        the bare column, which orders each kind of ``_id`` as MongoDB does and ties only
+        rows of equal sort keys, so any total order of ``_id`` does."""
+        if not self.terms:
+            return Order("_id", "")
+        return Order(f"{self.terms}, _id", f"{self.by_id}, _id" if self.by_id else "")
+
+    def select(
+        self, columns: str, target: str, where: str, offset: str = "", limit: str = ""
+    ) -> str:
+        """``SELECT columns FROM target WHERE where`` in this order, then ``offset`` and
+        ``limit`` (bigint placeholders, '' for none), as one statement."""
+        if self.by_id:
+            return sorted_select(columns, target, where, self, offset, limit)
+        sql = f"SELECT {columns} FROM {target} WHERE {where}"
+        if self.terms:
+            sql += f" ORDER BY {self.terms}"
+        if offset:
+            sql += f" OFFSET {offset}"
+        return sql + f" LIMIT {limit}" if limit else sql
+
+
+def compile_order(spec: dict[str, Any] | None, params: Params) -> Order:
+    """The ``Order`` of a sort spec (compile_sort's terms, and ``by_id``)."""
     if not spec:
-        return ""
+        return Order("")
     terms = []
+    by_id = ""
     for key, direction in spec.items():
         if isinstance(direction, dict):
             if direction.get("$meta"):
@@ -912,7 +996,8 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
             terms.append(f"ctid {order}")
             continue
         if key == "_id":
-            terms.append(f"_id {order}")
+            by_id = by_id or ("" if terms else f"_id {order}")
+            terms.append(_ID_ORDER.format(order=order))
             continue
         parts = key.split(".")
         path = params.add(parts, "text[]")
@@ -925,7 +1010,81 @@ def compile_sort(spec: dict[str, Any] | None, params: Params) -> str:
         if len(parts) == 2:  # an array of documents and a field of theirs, in SQL
             through = (f"(doc -> {params.add(parts[0], 'text')})", params.add(parts[1], "text"))
         terms.append(order_by(f"(doc #> {path})", order, path, arrays, through))
-    return ", ".join(terms)
+    if by_id:
+        by_id = ", ".join([by_id, *terms[1:]])
+    return Order(", ".join(terms), by_id)
+
+
+# MongoDB's order of ``_id``s (order_by's, shorter: an ``_id`` is never an array nor
+# missing), for a statement that cannot take the primary key's (sorted_select)
+_ID_ORDER = (
+    "("
+    + TYPE_RANK.format(x="(doc -> '_id')")
+    + ") {order}, (CASE WHEN "
+    + plain_document("(doc -> '_id')").replace("{", "{{").replace("}", "}}")
+    + " THEN COALESCE(helios_documents.sort_key(doc -> '_id', bson, '{{_id}}'), doc -> '_id')"
+    " ELSE doc -> '_id' END) {order}"
+)
+
+# The kinds of ``_id`` whose JSONB order (the primary key's) is MongoDB's among their own
+# values: strings (the engine's C.UTF-8 collation is code point order, MongoDB's binary
+# order, bsonform.query_string), numbers (a JSON number compares by value, whichever BSON
+# type it came from; NaN and the infinities are objects, no such kind), booleans, null,
+# ObjectIds ({"$oid": <24 lowercase hex digits>}, by the hex text: byte order) and dates
+# ({"$date": <millis>}, by the number, negative ones too). Not embedded documents (JSONB
+# compares objects by their number of pairs first, then keys by length), binary data
+# (by base64 text, not length first) or timestamps (by "i" before "t"). Any other ``_id``
+# has no kind (NULL).
+_ID_KIND = (
+    "CASE jsonb_typeof({x}) WHEN 'object' THEN CASE "
+    "WHEN jsonb_typeof({x} -> '$oid') = 'string' AND {x} - '$oid' = '{{}}'::jsonb THEN 'oid' "
+    "WHEN jsonb_typeof({x} -> '$date') = 'number' AND {x} - '$date' = '{{}}'::jsonb "
+    "THEN 'date' END ELSE jsonb_typeof({x}) END"
+)
+
+_SAME_KIND = f"COALESCE({_ID_KIND.format(x='e_.lo')} = {_ID_KIND.format(x='e_.hi')}, false)"
+
+
+def sorted_select(
+    columns: str, target: str, where: str, order: Order, offset: str, limit: str
+) -> str:
+    """``SELECT columns FROM target WHERE where`` ordered by ``order.by_id`` when that is
+    MongoDB's order, else by ``order.terms`` (filters.order_by), then ``offset`` and
+    ``limit``, in one statement (one snapshot).
+
+    The primary key orders ``_id``s by JSONB's order of types (null < strings < numbers
+    < booleans < objects), not MongoDB's (null < numbers < strings < objects < binary <
+    ObjectId < booleans < dates). JSONB's order keeps each JSON type together, and among
+    objects of one pair, each key together; so when the smallest and the largest ``_id``
+    of the collection are of one kind of ``_ID_KIND``, every ``_id`` between them is
+    too, and the primary key's order is MongoDB's. Two probes of the primary key tell
+    (a CTE read once), and each branch's LIMIT is 0 when the answer is not its own: a
+    Limit of 0 returns before it reads anything below it (a one-time filter in WHERE
+    would not: it sits below the Gather of a parallel sort, whose workers start
+    anyway, 15 ms). So the usual collection, all of one kind, keeps its index scan
+    (``sort({_id: 1}).limit(n)``, paging by ``{_id: {$gt: last}}``), and a collection of
+    mixed kinds is sorted in MongoDB's order (a sort of every match).
+
+    OFFSET and LIMIT are subqueries anyway: planning this statement costs the engine
+    about ten times running it, and with plain placeholders it plans every run again
+    (its custom plans, costed with the limit, look cheaper than the generic one); this
+    way both costings assume a tenth of the rows, so the generic plan is kept, and a
+    tenth of the rows still costs less through the index than a sort of them all."""
+    skip = f" OFFSET (SELECT {offset})" if offset else ""
+    rows = limit or "NULL"  # NULL: no limit
+    ends = (
+        f"SELECT (SELECT _id FROM {target} ORDER BY _id LIMIT 1) AS lo, "
+        f"(SELECT _id FROM {target} ORDER BY _id DESC LIMIT 1) AS hi OFFSET 0"
+    )
+    select = f"SELECT {columns} FROM {target} WHERE {where}"
+    return (
+        f"WITH same_kind_ AS MATERIALIZED (SELECT {_SAME_KIND} AS k "
+        f"FROM ({ends}) AS e_) "
+        f"({select} ORDER BY {order.by_id}{skip} "
+        f"LIMIT (SELECT CASE WHEN k THEN {rows} ELSE 0 END FROM same_kind_)) UNION ALL "
+        f"({select} ORDER BY {order.terms}{skip} "
+        f"LIMIT (SELECT CASE WHEN k THEN 0 ELSE {rows} END FROM same_kind_))"
+    )
 
 
 def order_by(

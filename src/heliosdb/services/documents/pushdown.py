@@ -34,6 +34,7 @@ from heliosdb.services.documents.filters import (
     TYPE_RANK,
     Params,
     compile_filter,
+    compile_order,
     compile_sort,
     order_by,
     plain_document,
@@ -117,16 +118,14 @@ def plan_pipeline(
     params = Params()
     lead = leading(stages)
     where = compile_filter(lead.query, params, indexed)
-    sql = f"SELECT _id, bson, doc FROM {target} WHERE {where}"
+    columns = "_id, bson, doc"
     if params.recheck:
         # a superset (filters.py): pipeline.py runs every stage, the $match ones again
-        return Plan(sql, params.values, stages)
-    if lead.sort is not None:
-        sql += f" ORDER BY {compile_sort(lead.sort, params)}"
-    if lead.skip:
-        sql += f" OFFSET {params.add(lead.skip, 'bigint')}"
-    if lead.limit:
-        sql += f" LIMIT {params.add(lead.limit, 'bigint')}"
+        return Plan(f"SELECT {columns} FROM {target} WHERE {where}", params.values, stages)
+    order = compile_order(lead.sort, params)
+    offset = params.add(lead.skip, "bigint") if lead.skip else ""
+    limit = params.add(lead.limit, "bigint") if lead.limit else ""
+    sql = order.select(columns, target, where, offset, limit)
     i = lead.rest
     if i < len(stages) and stage_name(stages[i]) == "$count":
         name = stages[i]["$count"]

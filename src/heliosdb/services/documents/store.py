@@ -52,6 +52,7 @@ from heliosdb.services.documents.catalog import CATALOG_SCHEMA, IndexSpec, table
 from heliosdb.services.documents.filters import (
     Params,
     compile_filter,
+    compile_order,
     compile_sort,
     equality_branches,
     equality_fields,
@@ -1543,10 +1544,8 @@ class DocumentStore:
         ``analyzed``: run it (EXPLAIN ANALYZE) for executionStats."""
         indexed = await self._indexes_for(principal, db, coll)
         params = Params()
-        sql = f"SELECT bson FROM {table(db, coll)} WHERE {compile_filter(query, params, indexed)}"
-        order = compile_sort(sort, params)
-        if order:
-            sql += f" ORDER BY {order}"
+        where = compile_filter(query, params, indexed)
+        sql = compile_order(sort, params).select("bson", table(db, coll), where)
         options = "ANALYZE, FORMAT JSON" if analyzed else "FORMAT JSON"
         async with self._conn(principal) as conn:
             plan = await self._missing_ok(
@@ -1806,19 +1805,16 @@ def _find_statement(
             )
     params = Params()
     where = compile_filter(query.filter, params, indexed)
-    sql = f"SELECT bson FROM {table(db, coll)} WHERE {where}"
-    order = compile_sort(query.sort, params)
+    order = compile_order(query.sort, params)
     if total:
-        order = f"{order}, _id" if order else "_id"
-    if order:
-        sql += f" ORDER BY {order}"
-    if params.recheck:
-        return sql, params.values, True
-    if query.skip:
-        sql += f" OFFSET {params.add(int(query.skip), 'bigint')}"
-    if query.limit:
-        sql += f" LIMIT {params.add(abs(int(query.limit)), 'bigint')}"
-    return sql, params.values, False
+        order = order.then_id()
+    skip = rows = ""  # their placeholders
+    if query.skip and not params.recheck:
+        skip = params.add(int(query.skip), "bigint")
+    if query.limit and not params.recheck:
+        rows = params.add(abs(int(query.limit)), "bigint")
+    sql = order.select("bson", table(db, coll), where, skip, rows)
+    return sql, params.values, params.recheck
 
 
 def _batched(

@@ -7,7 +7,12 @@ from bson import ObjectId
 from bson.int64 import Int64
 
 from heliosdb.errors import HeliosError
-from heliosdb.services.documents.filters import Params, compile_filter, compile_sort
+from heliosdb.services.documents.filters import (
+    Params,
+    compile_filter,
+    compile_order,
+    compile_sort,
+)
 
 
 def test_values_are_parameters() -> None:
@@ -141,10 +146,17 @@ def test_bad_filters(spec: dict[str, object]) -> None:
 
 def test_sort_terms() -> None:
     params = Params()
-    assert compile_sort({"_id": -1}, params) == "_id DESC"
     assert "ASC" in compile_sort({"a.b": 1}, params)
     # the path, its prefix (an array there), and its two names (the SQL walk through one)
     assert params.values == [["a", "b"], ["a"], "a", "b"]
+    # _id: MongoDB's order of types, and the primary key's order for sorted_select
+    order = compile_order({"_id": -1, "n": 1}, params)
+    assert order.terms.startswith("(CASE jsonb_typeof((doc -> '_id'))")
+    assert order.by_id.startswith("_id DESC, ") and order.by_id.endswith(order.terms[-40:])
+    assert compile_order({"n": 1, "_id": 1}, params).by_id == ""
+    statement = order.select("bson", "t", "a OR b", "", "$9::bigint")
+    assert statement.count("WHERE a OR b ORDER BY") == 2  # both branches
+    assert statement.count(" THEN $9::bigint ") == 1 and statement.count(" THEN 0 ") == 1
     with pytest.raises(HeliosError):
         compile_sort({"a": 2}, Params())
 

@@ -155,7 +155,7 @@ def test_only_limited_plain_equalities_on_an_indexed_top_level_field_take_two_ha
     assert values == ["x", 3]
     for query in (
         FindQuery(filter={"k": "x"}),
-        FindQuery(filter={"k": "x"}, limit=1, sort={"_id": 1}),
+        FindQuery(filter={"k": "x"}, limit=1, sort={"n": 1}),
         FindQuery(filter={"k": "x"}, limit=1, skip=1),
         FindQuery(filter={"a.b": "x"}, limit=1),
         FindQuery(filter={"k": Int64(5)}, limit=1),
