@@ -276,6 +276,78 @@ GRANT EXECUTE ON FUNCTION {CATALOG_SCHEMA}.sort_key(jsonb, bytea, text[]),
     TO {quote_ident(roles.RO)};
 """
 
+# A collection's table dropped by SQL (``DROP TABLE``, ``DROP SCHEMA ... CASCADE``) takes
+# its catalog rows and its unique indexes' key tables (keytables.py) with it, so the
+# name is free and the next write creates it again (a view on it stays, as MongoDB keeps
+# a view on a missing collection). ``forget_collection`` does that; the ``sql_drop``
+# event trigger ``helios_documents_drops`` calls it for every table a statement drops,
+# and each node start (ensure_catalog) for every catalog row whose table is gone (drops
+# from before the trigger, or by the engine superuser). The event trigger's function
+# belongs to the engine superuser, in the ``helios`` schema no client may touch; it is
+# not SECURITY DEFINER and acts only when the dropping role is the read-write one: the
+# catalog and ``forget_collection`` belong to that role, whose clients run SQL, so the
+# superuser never runs what they could have changed (a trigger on a catalog table).
+FORGET_DDL = f"""
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.forget_collection(d text, c text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+DECLARE
+    k text;
+BEGIN
+    DELETE FROM {CATALOG_SCHEMA}.collections WHERE db = d AND name = c;
+    FOR k IN DELETE FROM {CATALOG_SCHEMA}.indexes WHERE db = d AND collection = c
+             RETURNING engine_name LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS {CATALOG_SCHEMA}.%I() CASCADE', k || '_t');
+        EXECUTE format('DROP TABLE IF EXISTS {CATALOG_SCHEMA}.%I', k);
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION {CATALOG_SCHEMA}.forget_collection(text, text) FROM PUBLIC;
+"""
+# The orphans a node start finds (see FORGET_DDL).
+_FORGET_ORPHANS = (
+    f"SELECT {CATALOG_SCHEMA}.forget_collection(db, name) FROM {CATALOG_SCHEMA}.collections "
+    "WHERE to_regclass(format('%I.%I', db, name)) IS NULL"
+)
+DROP_TRIGGER = "helios_documents_drops"
+_DROP_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION helios.documents_drops() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+DECLARE
+    o record;
+BEGIN
+    IF current_user <> {quote_literal(roles.RW)}
+       OR to_regprocedure('{CATALOG_SCHEMA}.forget_collection(text, text)') IS NULL THEN
+        RETURN;
+    END IF;
+    FOR o IN SELECT DISTINCT schema_name, object_name FROM pg_event_trigger_dropped_objects()
+             WHERE object_type = 'table' AND NOT is_temporary
+               AND schema_name <> {quote_literal(CATALOG_SCHEMA)} LOOP
+        PERFORM {CATALOG_SCHEMA}.forget_collection(o.schema_name, o.object_name);
+    END LOOP;
+END
+$fn$
+"""
+
+
+async def follow_drops(conn: asyncpg.Connection) -> None:
+    """The ``sql_drop`` event trigger of FORGET_DDL (idempotent), on a connection of the
+    engine superuser; logged and left out where the engine refuses it."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('helios_documents.drops'))")
+            await conn.execute(_DROP_FUNCTION)
+            await conn.execute("REVOKE ALL ON FUNCTION helios.documents_drops() FROM PUBLIC")
+            if not await conn.fetchval(
+                "SELECT 1 FROM pg_event_trigger WHERE evtname = $1", DROP_TRIGGER
+            ):
+                await conn.execute(
+                    f"CREATE EVENT TRIGGER {DROP_TRIGGER} ON sql_drop "
+                    "EXECUTE FUNCTION helios.documents_drops()"
+                )
+    except asyncpg.PostgresError:
+        log.warning("a collection dropped through SQL stays in the catalog", exc_info=True)
+
+
 # The version of the query form (bsonform) a collection's ``doc`` and ``_id`` columns
 # hold, which ``upgrade_forms`` brings collections to once. Before 3 (NULL): NUL in a
 # string was U+FFFD and U+0001 itself, a double past 2**53 its shortest decimal text,
@@ -465,6 +537,8 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
         await conn.execute(ORDER_DDL)
         await conn.execute(keytables.KEYS_DDL)
         await conn.execute(views.DDL)
+        await conn.execute(FORGET_DDL)
+        await conn.execute(_FORGET_ORPHANS)
         await upgrade_forms(conn)
 
 
@@ -559,7 +633,8 @@ async def _rebuild_unique(conn: asyncpg.Connection, db: str, name: str, spec: In
 async def create_collection(
     conn: asyncpg.Connection, db: str, collection: str, options: dict[str, Any] | None = None
 ) -> bool:
-    """Create the table and catalog row if missing (inside the caller's transaction). A
+    """Create the table and catalog row if missing (inside the caller's transaction; a
+    catalog row whose table is gone counts as missing: FORGET_DDL). A
     view of that name answers CommandNotSupportedOnView: a write, an index or an ``$out``
     never makes a collection where a view is (views.py)."""
     from heliosdb.services.documents import views
@@ -568,10 +643,16 @@ async def create_collection(
         "SELECT pg_advisory_xact_lock(hashtext($1))", f"helios_documents:{db}.{collection}"
     )
     exists = await conn.fetchval(
-        f"SELECT 1 FROM {CATALOG_SCHEMA}.collections WHERE db = $1 AND name = $2", db, collection
+        f"SELECT to_regclass($3) IS NOT NULL FROM {CATALOG_SCHEMA}.collections "
+        "WHERE db = $1 AND name = $2",
+        db,
+        collection,
+        table(db, collection),
     )
     if exists:
         return False
+    if exists is not None:  # its table is gone (renamed through SQL, say): forgotten first
+        await conn.execute(f"SELECT {CATALOG_SCHEMA}.forget_collection($1, $2)", db, collection)
     if await views.is_view(conn, db, collection):
         raise views.not_on_view(db, collection)
     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")

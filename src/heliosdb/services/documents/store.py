@@ -243,6 +243,8 @@ class DocumentStore:
         else:
             async with self.engine.connection(Access.READ_WRITE) as own:
                 await self._run(catalog.ensure_catalog(own))
+        async with self.engine.connection(Access.SYSTEM) as system:
+            await catalog.follow_drops(system)
         self._catalog_ready = True
 
     async def begin(
@@ -264,13 +266,6 @@ class DocumentStore:
         except asyncpg.PostgresError as exc:
             raise from_engine(exc) from None
 
-    async def _ensure_collection(self, conn: EngineConnection, db: str, coll: str) -> bool:
-        """Create the collection unless known (inside the caller's transaction; the caller
-        adds it to ``_known`` once that transaction has committed)."""
-        if (db, coll) in self._known:
-            return False
-        return await catalog.create_collection(conn, db, coll)
-
     async def _create_and_run(
         self, conn: EngineConnection, db: str, coll: str, sql: str, args: list[Any]
     ) -> None:
@@ -279,6 +274,7 @@ class DocumentStore:
         collection right now and known it before committing; create_collection's lock
         waits for that creator, then finds its table."""
         self._known.discard((db, coll))
+        self._indexed.pop((db, coll), None)  # a table dropped through SQL had indexes
         async with conn.transaction():
             await catalog.create_collection(conn, db, coll)
             await conn.execute(sql, *args)
@@ -348,6 +344,7 @@ class DocumentStore:
         catalog.check_collection_name(name)
         async with self._conn(principal, write=True) as conn, conn.transaction():
             await self._run(views.create(conn, db, name, view_on, stages))
+        self._known.discard((db, name))  # a collection of that name dropped through SQL
         self._forget_views(db)
 
     async def modify_view(
@@ -1576,7 +1573,8 @@ class DocumentStore:
         async with self._conn(principal, write=True) as conn:
             try:
                 async with conn.transaction():
-                    created = await self._ensure_collection(conn, db, coll)
+                    # not _known: its table may have been dropped through SQL
+                    created = await catalog.create_collection(conn, db, coll)
                     existing = {s.name: s for s in await catalog.indexes(conn, db, coll)}
                     before = len(existing) + 1
                     for spec in specs:
