@@ -371,8 +371,14 @@ class _Compiler:
         if ordered and (kind is dict or kind is list) and order_matters(value):
             return self.loose(lambda: self.equals(target, value, path, top=top, ordered=False))
         if isinstance(value, (Regex, re.Pattern)):
-            flags = value.flags
-            return self.regex(target, value.pattern, flags)
+            # a string it matches, or the same regex stored (pattern and flags)
+            stored = query_form(value)
+            same = self.items(
+                target,
+                f'@."$regex" == {self.var(stored["$regex"])} '
+                f'&& @."$options" == {self.var(stored["$options"])}',
+            )
+            return f"({self.regex(target, value.pattern, value.flags)} || {same})"
         if value is None:
             gaps = "".join(f" || {gap}" for gap in self.gaps(target, path))
             return f"(!exists({target}) || {self.items(target, '@ == null')}{gaps})"
@@ -517,7 +523,12 @@ class _Compiler:
             if key in ("$oid", "$date") and not isinstance(inner, (dict, list)):
                 return self.items(target, f"@{quote_key(key)} {op} {self.var(inner)}")
             if key in ("$minKey", "$maxKey"):
-                return TRUE_JP if (key == "$minKey") == (">" in op) else FALSE_JP
+                # every value lies above MinKey and below MaxKey, but the key itself
+                upward = (key == "$minKey") == (">" in op)
+                itself = self.items(target, f"exists(@{quote_key(key)})")
+                if "=" in op:
+                    return TRUE_JP if upward else itself
+                return f"!{itself}" if upward else FALSE_JP
             if key == "$numberDouble":
                 return self.compare_non_finite(target, op, inner)
         if isinstance(form, dict) and list(form) == ["$timestamp"]:

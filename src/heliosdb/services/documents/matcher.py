@@ -13,9 +13,11 @@ from typing import Any
 from bson.code import Code
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
 from bson.regex import Regex
 
-from heliosdb.services.documents.bsonform import decode
+from heliosdb.services.documents.bsonform import decode, query_form
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.expressions import evaluate
 from heliosdb.services.documents.filters import bad_value, has_position
@@ -118,7 +120,13 @@ def value_matches(value: Any, spec: Any) -> bool:
 
 def _equals(values: list[Any], target: Any, document: Any = None, path: str = "") -> bool:
     if isinstance(target, (Regex, re.Pattern)):
-        return any(_regex(v, target.pattern, target.flags) for v in values)
+        # a string it matches, or the same regex stored (pattern and flags)
+        same = query_form(target)
+        return any(
+            _regex(v, target.pattern, target.flags)
+            or (isinstance(v, (Regex, re.Pattern)) and query_form(v) == same)
+            for v in values
+        )
     if target is None:
         return not values or any(v is None for v in values) or _gap(document, path)
     return any(equal(v, target) for v in values)
@@ -168,6 +176,11 @@ def operators_match(values: list[Any], spec: dict[str, Any], document: Any, path
             ok = not _equals(values, operand, document, path)
         elif op in ("$gte", "$lte") and operand is None:
             ok = _equals(values, None, document, path)  # as {$eq: null} (filters.py)
+        elif op in ("$gt", "$gte", "$lt", "$lte") and isinstance(operand, (MinKey, MaxKey)):
+            # every value lies above MinKey and below MaxKey, but the key itself
+            upward = isinstance(operand, MinKey) == (op in ("$gt", "$gte"))
+            itself = any(isinstance(v, type(operand)) for v in values)
+            ok = (True if upward else itself) if op.endswith("e") else upward and not itself
         elif op in ("$gt", "$gte", "$lt", "$lte"):
             ok = any(_compare_op(op, v, operand) for v in values)
         elif op == "$in":
