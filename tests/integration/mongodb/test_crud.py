@@ -9,7 +9,7 @@ from typing import Any
 import pymongo
 import pytest
 from bson import Decimal128, Int64, ObjectId, Regex
-from pymongo import ReturnDocument
+from pymongo import CursorType, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -186,6 +186,16 @@ def test_cursor_batches_and_getmore(db: Database[dict[str, Any]]) -> None:
     assert failure.value.code == 43
     killed = db.command("killCursors", "many", cursors=[Int64(999)])
     assert killed["cursorsNotFound"] == [999]
+    # a cursor answers getMore only on its own namespace
+    first = db.command("find", "many", batchSize=2)["cursor"]
+    with pytest.raises(OperationFailure) as failure:
+        db.command("getMore", first["id"], collection="other")
+    assert failure.value.code == 13
+    assert len(db.command("getMore", first["id"], collection="many")["cursor"]["nextBatch"]) == 98
+    # no collection here is capped: a tailable cursor is refused, not silently a plain one
+    with pytest.raises(OperationFailure) as failure:
+        list(coll.find(cursor_type=CursorType.TAILABLE))
+    assert failure.value.code == 2
 
 
 def test_insert_many_large_batches(db: Database[dict[str, Any]]) -> None:

@@ -138,6 +138,11 @@ class CursorStore:
             self._reap_soon()
         return batch, Int64(cursor_id)
 
+    def namespace_of(self, cursor_id: int, owner: str) -> str | None:
+        """The namespace of ``owner``'s open cursor ``cursor_id`` (None: no such cursor)."""
+        cursor = self._cursors.get(cursor_id)
+        return cursor.namespace if cursor is not None and cursor.owner == owner else None
+
     async def more(
         self,
         cursor_id: int,

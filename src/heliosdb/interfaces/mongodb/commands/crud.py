@@ -49,6 +49,13 @@ async def insert(session: Session, request: Request) -> dict[str, Any]:
 
 def _find_query(request: Request) -> tuple[FindQuery, int, bool]:
     _args.simple_collation(request.body.get("collation"), request.name)
+    if request.body.get("tailable"):
+        # every collection here is uncapped (create refuses capped ones), as MongoDB says
+        raise CommandError(
+            2, "error processing query: tailable cursor requested on non capped collection"
+        )
+    if request.body.get("awaitData"):
+        raise CommandError(2, "Cannot set 'awaitData' without also setting 'tailable'")
     limit = _args.integer(request, "limit")
     single = bool(request.body.get("singleBatch")) or limit < 0
     names = variables.values_of(request.body.get("let"))
@@ -132,6 +139,13 @@ async def get_more(session: Session, request: Request) -> dict[str, Any]:
     if not isinstance(coll, str):
         raise CommandError(14, "BSON field 'getMore.collection' is the wrong type")
     count = _args.integer(request, "batchSize", 0)
+    namespace = session.state.cursors.namespace_of(int(cursor_id), session.owner)
+    if namespace is not None and namespace != f"{request.db}.{coll}":
+        raise CommandError(
+            13,
+            f"Requested getMore on namespace '{request.db}.{coll}', but cursor belongs to a "
+            f"different namespace {namespace}",
+        )
     session.state.opcounters["getmore"] += 1
     found = await session.state.cursors.more(
         int(cursor_id),
