@@ -163,10 +163,9 @@ class MongoProtocol(asyncio.StreamReaderProtocol):
         if taken:
             self.busy = True
             session = self.session
-            if session is not None:  # what currentOp shows; no task to cancel (killOp)
+            if session is not None:  # what currentOp shows (no op_task: killOp waits)
                 session.op_data = data
                 session.op_since = time.monotonic()
-                session.op_task = None
         return taken
 
     def lone_done(self) -> None:
@@ -334,11 +333,14 @@ async def serve(
                 if out is None:
                     reply = await handle(session, message)
             except asyncio.CancelledError:
-                if session.op_killed is not data or task is None:
+                if session.op_killed is not data:
                     raise  # the node stops, or the connection's task is cancelled
-                task.uncancel()
                 reply = errors.error_document(11601, "operation was interrupted")
-            session.op_data = session.op_killed = None
+            if session.op_killed is not None and task is not None:
+                # a killOp's cancel is spent (answered above, or caught on the way)
+                session.op_killed = None
+                task.uncancel()
+            session.op_data = session.op_task = None
             if out is None:
                 if reply is None or message.more_to_come:
                     continue
