@@ -25,6 +25,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from heliosdb.services.documents import catalog
+from tests.integration.mongodb.conftest import found
 from tests.nodeproc import NodeProcess
 
 UTC = dt.UTC
@@ -218,3 +219,22 @@ def test_ids_of_one_kind_sort_through_the_primary_key(
     coll.insert_one({"_id": "late"})
     assert [d["_id"] for d in coll.find({}, sort=[("_id", 1)], limit=2)] == ["late", first[0]]
     _published(node, coll, lambda c: c[0] > after[0])
+
+
+def test_find_and_modify_picks_the_first_in_mongodb_order(
+    coll: Collection[dict[str, Any]],
+) -> None:
+    coll.insert_many([{"_id": "warm", "n": 0}, {"_id": 2, "n": 0}, {"_id": 1, "n": 0}])
+    first = coll.find_one_and_update({}, {"$inc": {"n": 1}}, sort=[("_id", 1)])
+    assert found(first)["_id"] == 1
+    last = coll.find_one_and_update({"n": 0}, {"$set": {"n": 5}}, sort=[("_id", -1)])
+    assert found(last)["_id"] == "warm"
+    assert found(coll.find_one_and_delete({}, sort=[("_id", 1)]))["_id"] == 1
+    assert found(coll.find_one_and_delete({}, sort=[("_id", -1)]))["_id"] == "warm"
+    assert [d["_id"] for d in coll.find()] == [2]
+    # all of one kind: the primary key's order, as before
+    coll.insert_many([{"_id": i, "n": 0} for i in (9, -4, 30)])
+    assert found(coll.find_one_and_delete({}, sort=[("_id", 1)]))["_id"] == -4
+    replaced = coll.find_one_and_replace({"n": 0}, {"n": 7}, sort=[("_id", -1)])
+    assert found(replaced)["_id"] == 30
+    assert coll.find_one({"_id": 30}) == {"_id": 30, "n": 7}

@@ -1010,6 +1010,25 @@ class Order:
             sql += f" OFFSET {offset}"
         return sql + f" LIMIT {limit}" if limit else sql
 
+    def first_id(self, target: str, where: str, *, lock: bool = False) -> str:
+        """SQL: the ``_id`` of the first row of ``target`` matching ``where`` in this
+        order (``by_id`` set), by the primary key when that is MongoDB's order, as
+        sorted_select picks; ``lock``: the row locked (FOR UPDATE), which the UNION of
+        sorted_select cannot do, so here each branch is a subquery of its own."""
+
+        def rows(same: int, mixed: int) -> str:
+            return (
+                f"(SELECT CASE WHEN {_SAME_KIND} THEN {same} ELSE {mixed} END "
+                f"FROM ({_ends(target)}) AS e_)"
+            )
+
+        pick = f"SELECT _id FROM {target} WHERE {where} ORDER BY"
+        locked = " FOR UPDATE" if lock else ""
+        return (
+            f"COALESCE(({pick} {self.by_id} LIMIT {rows(1, 0)}{locked}), "
+            f"({pick} {self.terms} LIMIT {rows(0, 1)}{locked}))"
+        )
+
 
 def compile_order(spec: dict[str, Any] | None, params: Params) -> Order:
     """The ``Order`` of a sort spec (compile_sort's terms, and ``by_id``)."""
@@ -1078,6 +1097,14 @@ _ID_KIND = (
 _SAME_KIND = f"COALESCE({_ID_KIND.format(x='e_.lo')} = {_ID_KIND.format(x='e_.hi')}, false)"
 
 
+def _ends(target: str) -> str:
+    """SQL: the row (lo, hi) of the smallest and largest ``_id`` of ``target``."""
+    return (
+        f"SELECT (SELECT _id FROM {target} ORDER BY _id LIMIT 1) AS lo, "
+        f"(SELECT _id FROM {target} ORDER BY _id DESC LIMIT 1) AS hi OFFSET 0"
+    )
+
+
 def sorted_select(
     columns: str, target: str, where: str, order: Order, offset: str, limit: str
 ) -> str:
@@ -1105,14 +1132,10 @@ def sorted_select(
     tenth of the rows still costs less through the index than a sort of them all."""
     skip = f" OFFSET (SELECT {offset})" if offset else ""
     rows = limit or "NULL"  # NULL: no limit
-    ends = (
-        f"SELECT (SELECT _id FROM {target} ORDER BY _id LIMIT 1) AS lo, "
-        f"(SELECT _id FROM {target} ORDER BY _id DESC LIMIT 1) AS hi OFFSET 0"
-    )
     select = f"SELECT {columns} FROM {target} WHERE {where}"
     return (
         f"WITH same_kind_ AS MATERIALIZED (SELECT {_SAME_KIND} AS k "
-        f"FROM ({ends}) AS e_) "
+        f"FROM ({_ends(target)}) AS e_) "
         f"({select} ORDER BY {order.by_id}{skip} "
         f"LIMIT (SELECT CASE WHEN k THEN {rows} ELSE 0 END FROM same_kind_)) UNION ALL "
         f"({select} ORDER BY {order.terms}{skip} "

@@ -768,16 +768,20 @@ class DocumentStore:
                     counts = await self._update_in_place(conn, db, coll, where, params, in_place)
                 if counts is not None and (counts[0] or not upsert):
                     return UpdateResult(counts[0], counts[1])
-        order = compile_sort(sort, params)
+        order = compile_order(sort, params)
         # Optimistic: read without locks, write back only rows still at the version read
         # (xmin), and redo the rows another writer changed in between. No transaction
         # is held open while Python applies the update.
-        sql = f"SELECT _id, bson, xmin::text::bigint AS v FROM {table(db, coll)} WHERE {where}"
-        if order:
-            sql += f" ORDER BY {order}"
-        if not multi and keep is None:
+        base = f"SELECT _id, bson, xmin::text::bigint AS v FROM {table(db, coll)} WHERE {where}"
+        sql = base
+        one = not multi and keep is None
+        if one and order.by_id:  # by the primary key where that is MongoDB's order
+            sql += f" AND _id = {order.first_id(table(db, coll), where)}"
+        elif order.terms:
+            sql += f" ORDER BY {order.terms}"
+        if one:
             sql += " LIMIT 1"
-        retry_sql = sql.replace(
+        retry_sql = (base if one and order.by_id else sql).replace(
             f" WHERE {where}", f" WHERE ({where}) AND _id = ANY(${len(params.values) + 1}::jsonb[])"
         )
         result = UpdateResult()
@@ -807,7 +811,7 @@ class DocumentStore:
                     else:
                         # Contended: lock the rows (in _id order, so two updates cannot
                         # deadlock) so this round cannot lose again.
-                        if not order:
+                        if not order.terms:
                             statement = statement.replace(" LIMIT 1", "") + " ORDER BY _id"
                             statement += "" if multi or keep else " LIMIT 1"
                         async with conn.transaction():
@@ -1113,10 +1117,13 @@ class DocumentStore:
                 await self._refuse_view(principal, db, coll)
             return outcome
         if limit_one:
-            order = compile_sort(sort, params)
+            first = compile_order(sort, params)
             pick = f"SELECT _id FROM {target} WHERE {where}"
-            pick += f" ORDER BY {order}" if order else ""
-            sql = f"DELETE FROM {target} WHERE _id = ({pick} LIMIT 1 FOR UPDATE) RETURNING bson"
+            pick += f" ORDER BY {first.terms}" if first.terms else ""
+            pick = f"({pick} LIMIT 1 FOR UPDATE)"
+            if first.by_id:  # by the primary key where that is MongoDB's order
+                pick = first.first_id(target, where, lock=True)
+            sql = f"DELETE FROM {target} WHERE _id = {pick} RETURNING bson"
         else:
             sql = f"DELETE FROM {target} WHERE {where} RETURNING 1"
         async with self._conn(principal, write=True) as conn:
