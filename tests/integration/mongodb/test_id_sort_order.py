@@ -238,3 +238,18 @@ def test_find_and_modify_picks_the_first_in_mongodb_order(
     replaced = coll.find_one_and_replace({"n": 0}, {"n": 7}, sort=[("_id", -1)])
     assert found(replaced)["_id"] == 30
     assert coll.find_one({"_id": 30}) == {"_id": 30, "n": 7}
+
+
+def test_sort_by_id_with_a_filter_checked_again_in_the_node(
+    coll: Collection[dict[str, Any]],
+) -> None:
+    # equality with a document of two fields: the engine reads a superset, the node
+    # checks each row (filters.py recheck), then skips and limits; 1,200 rows stream
+    coll.insert_many([{"_id": f"s{i:04d}", "d": {"x": 1, "y": 2}} for i in range(600)])
+    coll.insert_many([{"_id": i, "d": {"x": 1, "y": 2}} for i in range(600)])
+    coll.insert_many([{"_id": -1 - i, "d": {"y": 2, "x": 1}} for i in range(5)])
+    expected: list[Any] = [*range(600), *(f"s{i:04d}" for i in range(600))]
+    found_ids = [d["_id"] for d in coll.find({"d": {"x": 1, "y": 2}}, sort=[("_id", 1)])]
+    assert found_ids == expected
+    page = coll.find({"d": {"x": 1, "y": 2}}, sort=[("_id", -1)], skip=590, limit=20)
+    assert [d["_id"] for d in page] == expected[::-1][590:610]
