@@ -267,7 +267,7 @@ class _Accumulated:
     name: str  # the output field
     column: str
     kind: str  # "int", "long", "float" (a constant's count), "$sum", "$avg", "json"
-    longs: str | None = None  # the column that is true where a long was summed
+    longs: str | None = None  # the column that is 18 (_LONG) where a long was summed
 
 
 def _group(
@@ -310,8 +310,23 @@ def _group(
         key_sql = None
     columns: list[str] = []
     accumulated: list[_Accumulated] = []
-    decimals: list[str] = []
     inexact = [_UNORDERED.format(x="g.k")] if key_sql else []
+    widest: dict[str, str] = {}
+
+    def wide(path: str) -> str:
+        """The column of the widest of a long (18) and a Decimal128 (19) in the group's
+        values at ``path`` (NULL: neither), one aggregate however many accumulators
+        read the path."""
+        column = widest.get(path)
+        if column is None:
+            typed = values.typed(path)
+            column = widest[path] = f"w{len(widest)}"
+            columns.append(
+                f"max({typed}) FILTER (WHERE {typed} IN ({_LONG}, {_DECIMAL})) AS {column}"
+            )
+            inexact.append(f"COALESCE(g.{column} = {_DECIMAL}, false)")
+        return column
+
     for index, (name, acc) in enumerate(spec.items()):
         if name == "_id":
             continue
@@ -333,14 +348,7 @@ def _group(
             x = values.ref(path)
             fn = "sum" if op == "$sum" else "avg"
             columns.append(f"{fn}({_NUMBER.format(x=x)}) AS {column}")
-            decimals.append(f"{values.typed(path)} = {_DECIMAL}")
-            longs = None
-            if op == "$sum":
-                longs = f"l{index}"
-                columns.append(
-                    f"COALESCE(bool_or({values.typed(path)} = {_LONG}), false) AS {longs}"
-                )
-            accumulated.append(_Accumulated(name, column, op, longs))
+            accumulated.append(_Accumulated(name, column, op, wide(path)))
         elif op in ("$min", "$max") and path is not None:
             x = values.ref(path)
             order = "ASC" if op == "$min" else "DESC"
@@ -348,9 +356,7 @@ def _group(
                 f"(array_agg({x} ORDER BY {order_by(x, order)}) "
                 f"FILTER (WHERE jsonb_typeof({x}) <> 'null'))[1] AS {column}"
             )
-            decimals.append(f"{values.typed(path)} = {_DECIMAL}")
-            longs = f"l{index}"
-            columns.append(f"COALESCE(bool_or({values.typed(path)} = {_LONG}), false) AS {longs}")
+            longs = wide(path)
             accumulated.append(_Accumulated(name, column, "json"))
             g = f"g.{column}"
             # ... or a $min/$max that picked a document: JSONB's order of documents is
@@ -359,14 +365,11 @@ def _group(
             inexact += [
                 _UNORDERED.format(x=g),
                 plain_document(g),
-                f"(g.{longs} AND jsonb_typeof({g}) = 'number' "
+                f"(g.{longs} IS NOT NULL AND jsonb_typeof({g}) = 'number' "
                 f"AND ({g})::numeric BETWEEN -2147483648 AND 2147483647)",
             ]
         else:
             return None
-    if decimals:
-        columns.append(f"COALESCE(bool_or({' OR '.join(dict.fromkeys(decimals))}), false) AS d")
-        inexact.append("g.d")
     select = ", ".join([f"{key_sql} AS k" if key_sql else "NULL::jsonb AS k", *columns])
     sql = f"SELECT {select} FROM ({values.select(base)}) AS v"
     sql += " GROUP BY 1" if key_sql else " HAVING count(*) > 0"
@@ -415,7 +418,7 @@ def _decode_value(row: Any, value: _Accumulated) -> Any:
         return float(found)
     if not isinstance(found, Decimal) or _scale(found) > 0:
         return float(found)
-    if kind == "long" or (value.longs and row[value.longs]):
+    if kind == "long" or (value.longs and row[value.longs] == _LONG):
         # a long in the input makes the sum a long, and one past a long's range a double
         return Int64(int(found)) if -(2**63) <= found < 2**63 else float(found)
     return bsonform.from_query_form(int(found))
