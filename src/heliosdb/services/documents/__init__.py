@@ -2,6 +2,7 @@
 
 store.py        DocumentStore, the service interfaces call
 catalog.py      names, engine tables and indexes, the helios_documents catalog
+keytables.py    unique indexes enforced by key tables (MongoDB's multikey keys)
 bsonform.py     exact BSON bytes and the JSONB query form beside them
 filters.py      query filters and sorts compiled to SQL
 lookups.py      concurrent finds by _id batched into one statement
@@ -11,6 +12,9 @@ projection.py   find() projections
 pipeline.py     aggregation stages in Python; pushdown.py the part that runs as SQL
 expressions.py  aggregation expressions
 values.py       BSON comparison order and dotted paths
+views.py        read-only views: their catalog and the pipeline each resolves to
+merges.py       $merge and $out into a collection
+explained.py    the engine's plans in MongoDB's explain shape (reads and writes)
 """
 
 from heliosdb.services.documents.catalog import IndexSpec

@@ -2,11 +2,20 @@
 and tools look for (``COLLSCAN``, ``IXSCAN`` with the MongoDB index name, ``FETCH``,
 ``SORT``, ``LIMIT``, ``SKIP``, ``OR``), and with ``executionStats`` the counts an
 ``EXPLAIN ANALYZE`` measured (documents returned, index keys and documents examined, the
-time). The engine's own plan stays beside them (``enginePlan``)."""
+time). The engine's own plan stays beside them (``enginePlan``).
+
+An update, delete or findAndModify is explained without writing (``write_explanation``):
+its ``UPDATE`` or ``DELETE`` stage over the plan of the read of the documents it would
+change, with the engine's plan of the write statement itself; with ``executionStats``,
+that read runs (EXPLAIN ANALYZE) and the node counts what would match and change."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from heliosdb.services.documents import catalog
+from heliosdb.services.documents.catalog import IndexSpec
 
 # engine plan nodes that read the collection's rows, and the ones that only read an index
 _HEAP = ("Seq Scan", "Bitmap Heap Scan", "Index Scan", "Tid Scan", "Tid Range Scan")
@@ -110,4 +119,66 @@ def explanation(plan: Any, sql: str, index_names: dict[str, str], analyzed: bool
             "totalDocsExamined": stages.docs,
             "executionStages": winning,
         }
+    return out
+
+
+def index_names(specs: list[IndexSpec]) -> dict[str, str]:
+    """The collection's index names by the engine's names of its indexes (the expression
+    index and the array index of each)."""
+    names = {catalog.multikey_index_name(s.engine_name): s.name for s in specs}
+    names.update({s.engine_name: s.name for s in specs})
+    return names
+
+
+@dataclass
+class Write:
+    """An update (``update`` set) or a delete to explain, as its command gives it."""
+
+    query: dict[str, Any] | None
+    update: Any = None
+    sort: dict[str, Any] | None = None
+    multi: bool = False
+    upsert: bool = False
+    array_filters: list[dict[str, Any]] | None = None
+
+    @property
+    def stage(self) -> str:
+        return "DELETE" if self.update is None else "UPDATE"
+
+
+def write_explanation(
+    write: Write,
+    read_plan: Any,
+    write_plan: Any,
+    sql: str,
+    names: dict[str, str],
+    counts: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """``queryPlanner`` (and ``executionStats`` when ``counts``, the documents that would
+    match and be modified, are given: ``read_plan`` is then EXPLAIN ANALYZE's) of a write:
+    its stage over the read of its documents, ``sql`` the write statement, whose engine
+    plan is ``write_plan``."""
+    read = explanation(read_plan, sql, names, counts is not None)
+    winning = {k: v for k, v in read["winningPlan"].items() if k not in ("sql", "enginePlan")}
+    out: dict[str, Any] = {
+        "winningPlan": {
+            "stage": write.stage,
+            "inputStage": winning,
+            "sql": sql,
+            "enginePlan": write_plan,
+        }
+    }
+    if counts is not None:
+        matched, modified = counts
+        stage: dict[str, Any] = {"stage": write.stage, "nReturned": 0}
+        if write.update is None:
+            stage["nWouldDelete"] = matched
+        else:
+            stage.update(
+                nMatched=matched,
+                nWouldModify=modified,
+                nWouldUpsert=int(write.upsert and not matched),
+            )
+        stage["inputStage"] = winning
+        out["executionStats"] = {**read["executionStats"], "nReturned": 0, "executionStages": stage}
     return out

@@ -1556,10 +1556,58 @@ class DocumentStore:
                 conn.fetchval(f"EXPLAIN ({options}) {sql}", *params.values), None
             )
             specs = await self._missing_ok(catalog.indexes(conn, db, coll), [])
-        names = {catalog.multikey_index_name(s.engine_name): s.name for s in specs}
-        names.update({s.engine_name: s.name for s in specs})
         plan = orjson.loads(plan) if isinstance(plan, str) else plan
-        return explained.explanation(plan, sql, names, analyzed)
+        return explained.explanation(plan, sql, explained.index_names(specs), analyzed)
+
+    async def explain_write(
+        self, principal: Principal, db: str, coll: str, write: explained.Write, *, analyzed: bool
+    ) -> dict[str, Any]:
+        """The plan of an update or delete in MongoDB's explain shape, writing nothing
+        (explained.write_explanation): the engine's EXPLAIN of the write statement and
+        of the read of its documents; ``analyzed``: that read runs (EXPLAIN ANALYZE), and
+        its documents are read to count those that match and that the update changes."""
+        catalog.check_db_name(db)
+        await self._refuse_view(principal, db, coll)
+        indexed = await self._indexes_for(principal, db, coll)
+        params = Params()
+        where = compile_filter(write.query, params, indexed)
+        target = table(db, coll)
+        order = compile_order(write.sort, params)
+        one = "" if write.multi else "1"
+        read = order.select("_id, bson", target, where, limit="" if params.recheck else one)
+        rows = f"_id IN ({order.select('_id', target, where, limit=one)})" if one else where
+        sql = (
+            f"DELETE FROM {target} WHERE {rows}"
+            if write.update is None
+            else f"UPDATE {target} SET bson = bson WHERE {rows}"
+        )
+        options = "ANALYZE, FORMAT JSON" if analyzed else "FORMAT JSON"
+        found: list[Any] = []
+        async with self._conn(principal, write=True) as conn:
+            plans = [
+                await self._missing_ok(conn.fetchval(f"EXPLAIN ({o}) {q}", *params.values), None)
+                for o, q in (("FORMAT JSON", sql), (options, read))
+            ]
+            if analyzed:
+                found = await self._missing_ok(conn.fetch(read, *params.values), [])
+            specs = await self._missing_ok(catalog.indexes(conn, db, coll), [])
+        write_plan, read_plan = (orjson.loads(p) if isinstance(p, str) else p for p in plans)
+        counts = None
+        if analyzed:
+            matched = modified = 0
+            for row in found:
+                old = bsonform.decode(row["bson"])
+                if params.recheck and not matcher.matches(old, write.query or {}):
+                    continue
+                matched += 1
+                if write.update is not None:
+                    new = await _updated(old, row["bson"], write)
+                    modified += bsonform.encode(new) != row["bson"]
+                if one:
+                    break
+            counts = (matched, modified)
+        names = explained.index_names(specs)
+        return explained.write_explanation(write, read_plan, write_plan, sql, names, counts)
 
     # -- indexes ------------------------------------------------------------------------
     async def list_indexes(self, principal: Principal, db: str, coll: str) -> list[Document]:
@@ -1913,6 +1961,18 @@ def _row_for_insert(raw: bytes) -> tuple[Any, bytes, Any]:
                 f"Document can't have $ prefixed field names: {key}", kind="dollar_prefixed"
             )
     return bsonform.id_form(identifier), raw, bsonform.query_form(document)
+
+
+async def _updated(old: Document, raw: bytes, write: explained.Write) -> Document:
+    """``old`` (stored as ``raw``) as ``write``'s update would make it (explain)."""
+    if isinstance(write.update, list):
+        return await pipeline_update(old, write.update)
+    if is_operator_update(write.update):
+        fresh = bsonform.decode(raw)  # a private copy to change in place, as update's
+        return apply_update(
+            fresh, write.update, query=write.query, array_filters=write.array_filters, in_place=True
+        )
+    return _replacement(old, write.update)
 
 
 def _replacement(old: Document, new: Document) -> Document:

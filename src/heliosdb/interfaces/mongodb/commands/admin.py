@@ -10,6 +10,7 @@ from heliosdb.interfaces.mongodb.commands import _args
 from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
+from heliosdb.services.documents import views
 from heliosdb.services.documents.matcher import matches
 
 
@@ -247,5 +248,8 @@ async def collection_stats(session: Session, db: str, name: str) -> dict[str, An
 
 @command("collStats")
 async def coll_stats(session: Session, request: Request) -> dict[str, Any]:
-    """Size, count and indexes of one collection."""
-    return await collection_stats(session, request.db, _args.collection(request))
+    """Size, count and indexes of one collection; a view answers 166, as on a mongod."""
+    coll = _args.collection(request)
+    if await session.services.documents.view(_principal(session), request.db, coll) is not None:
+        raise views.not_on_view(request.db, coll)
+    return await collection_stats(session, request.db, coll)

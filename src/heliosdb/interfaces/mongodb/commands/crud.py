@@ -15,7 +15,14 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
-from heliosdb.services.documents import FindQuery, bsonform, values, variables
+from heliosdb.services.documents import (
+    FindQuery,
+    bsonform,
+    explained,
+    values,
+    variables,
+    views,
+)
 from heliosdb.services.documents.projection import project
 from heliosdb.services.documents.streaming import PROBE_ROWS
 from heliosdb.services.documents.values import MISSING
@@ -349,7 +356,8 @@ async def distinct(session: Session, request: Request) -> dict[str, Any]:
 
 @command("explain")
 async def explain(session: Session, request: Request) -> dict[str, Any]:
-    """The engine's plan for a find, count, distinct, update or delete filter."""
+    """The engine's plan for a find, count, distinct or aggregate (its leading $match),
+    and for an update, delete or findAndModify, which writes nothing."""
     inner = request.body.get("explain")
     if not isinstance(inner, dict) or not inner:
         raise CommandError(9, "explain needs a command document")
@@ -357,16 +365,63 @@ async def explain(session: Session, request: Request) -> dict[str, Any]:
     coll = inner.get(name)
     if not isinstance(coll, str):
         raise CommandError(73, "Invalid namespace specified")
-    if name == "find":
+    write = _explained_write(name, inner)
+    if write is not None:
+        plan = await session.services.documents.explain_write(
+            _principal(session), request.db, coll, write, analyzed=_analyzed(request)
+        )
+        return _explain_reply(request, coll, write.query, plan, inner)
+    if name not in ("find", "count", "distinct", "aggregate"):
+        raise CommandError(59, f"Explain for {name} is not supported")
+    analyzed = _analyzed(request)
+    view = await session.services.documents.view(_principal(session), request.db, coll)
+    if view is not None:  # the aggregate it runs, over the collection under the view
+        query, sort = _leading(_view_stages(name, inner, view))
+        coll = view.source
+    elif name == "find":
         query, sort = inner.get("filter"), inner.get("sort")
     elif name in ("count", "distinct"):
         query, sort = inner.get("query"), None
-    elif name == "aggregate":
-        stages = inner.get("pipeline") or []
-        first = stages[0] if stages else {}
-        query, sort = first.get("$match") if isinstance(first, dict) else None, None
     else:
-        raise CommandError(59, f"Explain for {name} is not supported")
+        query, sort = _leading(inner.get("pipeline") or [])
+    plan = await session.services.documents.explain(
+        _principal(session), request.db, coll, query, sort, analyzed=analyzed
+    )
+    return _explain_reply(request, coll, query, plan, inner)
+
+
+def _view_stages(name: str, inner: dict[str, Any], view: views.Resolved) -> list[Any]:
+    """The stages a find, count, distinct or aggregate on ``view`` runs (views.py)."""
+    if name == "find":
+        return views.find_stages(view, inner.get("filter"), inner.get("sort"), 0, 0, None)
+    if name == "count":
+        return views.count_stages(view, inner.get("query"), 0, 0)
+    if name == "distinct":
+        return [*view.pipeline, {"$match": inner.get("query") or {}}]
+    return [*view.pipeline, *(inner.get("pipeline") or [])]
+
+
+def _leading(stages: list[Any]) -> tuple[Any, Any]:
+    """The filter and sort of a pipeline's leading ``$match`` stages (one filter) and
+    ``$sort`` after them: what the engine's statement starts with."""
+    matches: list[Any] = []
+    sort = None
+    for stage in stages:
+        if not isinstance(stage, dict) or len(stage) != 1 or sort is not None:
+            break
+        if "$match" in stage:
+            if stage["$match"]:
+                matches.append(stage["$match"])
+        elif "$sort" in stage:
+            sort = stage["$sort"]
+        else:
+            break
+    query = matches[0] if len(matches) == 1 else {"$and": matches} if matches else None
+    return query, sort
+
+
+def _analyzed(request: Request) -> bool:
+    """The explain's verbosity asks for executionStats (the plan runs)."""
     verbosity = request.body.get("verbosity", "allPlansExecution")
     if verbosity not in ("queryPlanner", "executionStats", "allPlansExecution"):
         raise CommandError(
@@ -374,9 +429,12 @@ async def explain(session: Session, request: Request) -> dict[str, Any]:
             "verbosity string must be one of queryPlanner, executionStats, "
             f"allPlansExecution, not {verbosity!r}",
         )
-    plan = await session.services.documents.explain(
-        _principal(session), request.db, coll, query, sort, analyzed=verbosity != "queryPlanner"
-    )
+    return str(verbosity) != "queryPlanner"
+
+
+def _explain_reply(
+    request: Request, coll: str, query: Any, plan: dict[str, Any], inner: dict[str, Any]
+) -> dict[str, Any]:
     reply: dict[str, Any] = {
         "queryPlanner": {
             "namespace": f"{request.db}.{coll}",
@@ -390,3 +448,31 @@ async def explain(session: Session, request: Request) -> dict[str, Any]:
     reply["command"] = inner
     reply["serverInfo"] = {"host": "heliosdb", "version": "7.0.12"}
     return reply
+
+
+def _explained_write(name: str, inner: dict[str, Any]) -> explained.Write | None:
+    """The update or delete an explained ``update``, ``delete`` or ``findAndModify``
+    would run (MongoDB explains one statement of an update or delete); None for others."""
+    if name in ("update", "delete"):
+        many = inner.get(name + "s")
+        if not isinstance(many, list) or len(many) != 1 or not isinstance(many[0], dict):
+            raise CommandError(9, f"explained {name} must have exactly one {name} statement")
+        spec, query_key = many[0], "q"
+        update_key = "u" if name == "update" else None
+        multi = bool(spec.get("multi")) if update_key else spec.get("limit", 0) in (0, False)
+    elif name.lower() == "findandmodify":
+        spec, query_key, multi = inner, "query", False
+        update_key = None if inner.get("remove") else "update"
+    else:
+        return None
+    if update_key is not None and update_key not in spec:
+        raise CommandError(9, f"an explained {name} needs '{update_key}' (or remove=true)")
+    names = variables.values_of(inner.get("let"))
+    return explained.Write(
+        variables.filter_(spec.get(query_key) or {}, names),
+        None if update_key is None else variables.pipeline(spec[update_key], names),
+        sort=spec.get("sort"),
+        multi=multi,
+        upsert=bool(spec.get("upsert")),
+        array_filters=spec.get("arrayFilters"),
+    )
