@@ -28,7 +28,6 @@ from typing import Any
 
 from heliosdb.interfaces.redis import errors
 from heliosdb.interfaces.redis.codec import (
-    OK,
     QUEUED,
     ProtocolError,
     Push,
@@ -48,6 +47,7 @@ from heliosdb.interfaces.redis.hotpath import (
     SMALL_RUN_REPLIES,
     WRITE_LIMIT,
     ZADD_FLAGS,
+    Gathered,
     RedisProtocol,
     start_batched,
     submit_run,
@@ -294,6 +294,15 @@ class Session:
         ):
             self.advance()
 
+    def run_cut(self, replies: bytes, rest: list[list[bytes]]) -> None:
+        """The coalescer answered the run's commands before ``rest`` (GETs whose values
+        came past its bytes bound for one round trip): write those replies (the next runs
+        sized from them), and run ``rest`` next, once the client has read enough."""
+        self.run_length -= len(rest)
+        self.ready[0:0] = rest
+        self.server.commands_processed -= len(rest)  # (counted again when run)
+        self.answer(0, replies)
+
     def size_runs(self, commands: int, size: int) -> None:
         """A run of ``commands`` was answered with ``size`` bytes: the next runs of plain
         GET/SETs take as many commands as make about RUN_REPLY_BYTES of replies at that
@@ -408,11 +417,12 @@ class Session:
         while i < len(batch):
             run = self._coalescable_run(batch, i)
             if run:
-                answered = await self._run_coalesced(batch[i : i + run])
-                replies.extend(answered)
-                size = sum(map(len, answered))
-                self.size_runs(run, size)
-                i += run
+                answered, run = await self._run_coalesced(batch[i : i + run])
+                replies.append(answered)
+                size = len(answered)
+                if run:
+                    self.size_runs(run, size)
+                i += run  # (GETs the coalescer left for later: run again from here)
             else:
                 reply = await self.dispatch(batch[i])
                 encoded = encode(reply, self.client.proto)
@@ -488,24 +498,14 @@ class Session:
             n += 1
         return n
 
-    async def _run_coalesced(self, run: list[list[bytes]]) -> list[bytes]:
-        kv, db, proto = self.server.kv, self.client.db, self.client.proto
-        futures = [
-            kv.coalescer.get(db, args[1])
-            if len(args) == 2
-            else kv.coalescer.set(db, args[1], args[2], None)
-            for args in run
-        ]
-        self.server.commands_processed += len(run)
-        self.client.last_command = run[-1][0].decode(errors="replace").lower()
-        replies: list[bytes] = []
-        for args, future in zip(run, futures, strict=True):
-            try:
-                value = await future
-                replies.append(encode(OK if len(args) == 3 else value, proto))
-            except Exception as exc:  # noqa: BLE001 - each command gets its own error reply
-                replies.append(encode(to_redis(exc), proto))
-        return replies
+    async def _run_coalesced(self, run: list[list[bytes]]) -> tuple[bytes, int]:
+        """The run as the hot path runs it (submit_run): its replies, and how many of its
+        commands they answer (all but GETs the coalescer left for a later round trip)."""
+        gathered = Gathered(asyncio.get_running_loop().create_future())
+        submit_run(self, run, gathered)
+        replies, rest = await gathered.future
+        self.server.commands_processed -= len(rest)  # (counted again when run)
+        return replies, len(run) - len(rest)
 
     async def dispatch(self, args: list[bytes]) -> Any:
         client = self.client

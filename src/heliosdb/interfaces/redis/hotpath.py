@@ -125,22 +125,52 @@ class RedisProtocol(asyncio.StreamReaderProtocol):
         super().connection_lost(exc)
 
 
+class Gathered:
+    """Where a run's replies go when the connection's task awaits them (its ``future``:
+    the replies, and the commands from the first GET the coalescer left for later)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[tuple[bytes, list[list[bytes]]]]) -> None:
+        self.future = future
+
+    def fast_done(self, replies: bytes) -> None:
+        self.run_cut(replies, [])
+
+    def run_cut(self, replies: bytes, rest: list[list[bytes]]) -> None:
+        if not self.future.done():  # (the task was cancelled)
+            self.future.set_result((replies, rest))
+
+
 class _Replies:
-    """The replies of one coalesced run, written together when the last one is known."""
+    """The replies of one coalesced run, written together when the last one is known.
 
-    __slots__ = ("parts", "remaining", "session")
+    GETs the coalescer left for a later round trip (``defer``: values past its bytes
+    bound, coalesce.py GET_BOUNDED) end the run there: the replies before the first of
+    them are written, and the run's commands from it on are run again next."""
 
-    def __init__(self, session: Session, n: int) -> None:
+    __slots__ = ("cut", "parts", "remaining", "run", "session")
+
+    def __init__(self, session: Session | Gathered, run: list[list[bytes]]) -> None:
         self.session = session
-        self.parts: list[bytes] = [b""] * n
-        self.remaining = n
+        self.run = run
+        self.parts: list[bytes] = [b""] * len(run)
+        self.remaining = len(run)
+        self.cut = len(run)
 
     def answer(self, index: int, reply: bytes) -> None:
         self.parts[index] = reply
         self.remaining -= 1
         if self.remaining == 0:
             parts = self.parts
-            self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
+            if self.cut < len(parts):
+                self.session.run_cut(b"".join(parts[: self.cut]), self.run[self.cut :])
+            else:
+                self.session.fast_done(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def defer(self, index: int) -> None:
+        self.cut = min(self.cut, index)
+        self.answer(index, b"")
 
 
 READ_CHUNK = 65536
@@ -223,6 +253,16 @@ class _Slot(_IntSlot):
             reply = b"$%d\r\n%s\r\n" % (len(value), value)
         self.replies.answer(self.index, reply)
 
+    def defer(self) -> bool:
+        """The coalescer left this GET for a later round trip: True if the run sends it
+        again (then this slot is done); False if the coalescer must (a run of one)."""
+        replies = self.replies
+        if self._done or type(replies) is not _Replies:
+            return False
+        self._done = True
+        replies.defer(self.index)
+        return True
+
 
 def _submit_direct(session: Session, args: list[bytes], slot: _IntSlot) -> bool:
     """The common forms straight to the coalescer (what their handlers would do outside
@@ -286,7 +326,7 @@ class _Stepper:
 
 def start_batched(session: Session, commands: list[Command], run: list[list[bytes]]) -> None:
     client, server = session.client, session.server
-    replies = session if len(run) == 1 else _Replies(session, len(run))
+    replies = session if len(run) == 1 else _Replies(session, run)
     server.commands_processed += len(run)
     client.last_command = commands[-1].name
     session.starting = True
@@ -300,12 +340,16 @@ def start_batched(session: Session, commands: list[Command], run: list[list[byte
         session.starting = False
 
 
-def submit_run(session: Session, run: list[list[bytes]]) -> None:
-    """Hand a run of plain GET key / SET key value to the coalescer; replies via _Slot."""
+def submit_run(session: Session, run: list[list[bytes]], gathered: Gathered | None = None) -> None:
+    """Hand a run of plain GET key / SET key value to the coalescer; replies via _Slot
+    (to ``gathered`` when given: the connection's task awaits them)."""
     client = session.client
     coalescer = session.server.kv.coalescer
     db, proto = client.db, client.proto
-    replies = session if len(run) == 1 else _Replies(session, len(run))
+    if gathered is not None:
+        replies: _Replies | Session = _Replies(gathered, run)
+    else:
+        replies = session if len(run) == 1 else _Replies(session, run)
     session.server.commands_processed += len(run)
     for index, args in enumerate(run):
         if len(args) == 2:

@@ -78,6 +78,22 @@ _SET_ONE_STRING = (
 )
 
 
+# GETs of values bigger than 8 KiB (lane.py's GET_MANY leaves them out): their values
+# in the order of the keys up to GET_BYTES in all, at least the first; 'held' says which.
+# The others (and every key after the first of them) are read in a later round trip, so a
+# batch holds a few MiB of values, not MAX_BATCH big ones.
+GET_BYTES = 4 << 20
+GET_BOUNDED = (
+    "SELECT key, type, CASE WHEN held THEN value END, held FROM ("
+    "SELECT q.key, k.type, k.value, row_number() OVER w = 1 "
+    "OR coalesce(sum(octet_length(k.value)) OVER w, 0) <= $4 AS held "
+    "FROM unnest($2::bytea[]) WITH ORDINALITY AS q(key, n) "
+    "JOIN helios_kv.keys k ON k.db = $1 AND k.key = q.key "
+    "WHERE k.expires_at_ms IS NULL OR k.expires_at_ms > $3 "
+    "WINDOW w AS (ORDER BY q.n)) AS s"
+)
+
+
 TxWork = Callable[[Tx], Awaitable[Any]]
 
 
@@ -474,14 +490,7 @@ class Coalescer:
             for ops in by_db.values():
                 await self._run_gets(conn, ops, written)
             return
-        found: dict[bytes, tuple[str, bytes]] = {}
-        wanted = []
-        for key in dict.fromkeys([op[1] for op in gets]):
-            set_op = written.get((db, key)) if written else None
-            if set_op is None:
-                wanted.append(key)
-            elif set_op[3] is None or set_op[3] > now:
-                found[key] = ("string", cast(bytes, set_op[2]))
+        wanted, found = _to_read(db, gets, written, now)
         lane = self.lane
         if len(wanted) == 1:
             answer = None if lane is None else lane.get(db, wanted[0], now)
@@ -491,17 +500,76 @@ class Coalescer:
             answer = None if lane is None else lane.get_many(db, wanted, now)
             for r in await _lane_or_pool(answer, conn.fetch, GET_MANY, db, wanted, now):
                 found[bytes(r[0])] = (r[1], r[2])
-        for _, key, _, _, sink in gets:
-            hit = found.get(key)
-            try:  # as in _run_sets, no done() call per GET
-                if hit is None:
-                    sink.set_result(None)
-                elif hit[0] != "string":
-                    sink.set_exception(fault(Reason.WRONG_TYPE))
-                else:
-                    sink.set_result(hit[1])
-            except asyncio.InvalidStateError:
-                pass
+        big = _answer_gets(gets, found)
+        if big < len(gets):
+            await self._run_big_gets(conn, gets[big:], written)
+
+    async def _run_big_gets(
+        self, conn: Any, gets: list[Plain], written: dict[tuple[int, bytes], Plain]
+    ) -> None:
+        """The batch's GETs from its first of a value GET_MANY left out (bigger than
+        8 KiB): their values in their order up to GET_BYTES (at least one, GET_BOUNDED);
+        from the first GET left out again on, none is answered now (so a client's GETs are
+        read in the order sent): a connection's run (hotpath.py) sends them again once the
+        client has read what came before (``defer``), and the others take the next batch."""
+        now = now_ms()
+        db = gets[0][0]
+        wanted, found = _to_read(db, gets, written, now)
+        late: set[bytes] = set()
+        rows = await conn.fetch(GET_BOUNDED, db, wanted, now, GET_BYTES) if wanted else []
+        for key, type_, value, held in rows:
+            if held:
+                found[bytes(key)] = (type_, value)
+            else:
+                late.add(bytes(key))
+        if late:
+            position = {key: n for n, key in enumerate(wanted)}
+            late.update(wanted[min(position[key] for key in late) :])  # keys without rows too
+        first = next((n for n, op in enumerate(gets) if op[1] in late), len(gets))
+        _answer_gets(gets[:first], found)
+        again: list[Plain] = []
+        for op in gets[first:]:
+            defer = getattr(op[4], "defer", None)
+            if defer is None or not defer():
+                again.append(op)
+        if again:
+            self._queue.extendleft(reversed(again))
+            self._ready.set()
+
+
+def _to_read(
+    db: int, gets: list[Plain], written: dict[tuple[int, bytes], Plain], now: int
+) -> tuple[list[bytes], dict[bytes, tuple[str, bytes]]]:
+    """The keys the GETs read (each once, in the order of their first GET), and the
+    answers of those the batch's SETs wrote."""
+    found: dict[bytes, tuple[str, bytes]] = {}
+    wanted = []
+    for key in dict.fromkeys([op[1] for op in gets]):
+        set_op = written.get((db, key)) if written else None
+        if set_op is None:
+            wanted.append(key)
+        elif set_op[3] is None or set_op[3] > now:
+            found[key] = ("string", cast(bytes, set_op[2]))
+    return wanted, found
+
+
+def _answer_gets(gets: list[Plain], found: dict[bytes, tuple[str, bytes]]) -> int:
+    """Answer the GETs in order from ``found`` up to the first whose value GET_MANY left
+    out (its type says 'big'); how many were answered."""
+    for _, key, _, _, sink in gets:
+        hit = found.get(key)
+        try:  # as in _run_sets, no done() call per GET
+            if hit is None:
+                sink.set_result(None)
+            elif hit[0] != "string":
+                if hit[0] == "big":  # (the key's first GET here: an earlier one stopped)
+                    return next(n for n, op in enumerate(gets) if op[1] == key)
+                sink.set_exception(fault(Reason.WRONG_TYPE))
+            else:
+                sink.set_result(hit[1])
+        except asyncio.InvalidStateError:
+            pass
+    return len(gets)
 
 
 async def _lane_or_pool(

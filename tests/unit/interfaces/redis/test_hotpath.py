@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from heliosdb.interfaces.redis.hotpath import _IntSlot, _Replies, _submit_direct
+from heliosdb.interfaces.redis.hotpath import _IntSlot, _Replies, _Slot, _submit_direct
 
 
 class _Recorder:
@@ -38,7 +38,9 @@ def _session(recorder: _Recorder) -> Any:
         client=SimpleNamespace(db=3),
         fast_done=done.append,
         done=done,
+        cut=[],
     )
+    session.run_cut = lambda replies, rest: session.cut.append((replies, rest))
     return session
 
 
@@ -60,7 +62,7 @@ def _session(recorder: _Recorder) -> Any:
 def test_common_forms_go_straight_to_the_coalescer(args: list[bytes], call: tuple[Any]) -> None:
     recorder = _Recorder()
     session = _session(recorder)
-    slot = _IntSlot(_Replies(session, 1), 0, 2)
+    slot = _IntSlot(_Replies(session, [args]), 0, 2)
     assert _submit_direct(session, args, slot)
     assert recorder.calls == [call]
 
@@ -80,16 +82,37 @@ def test_common_forms_go_straight_to_the_coalescer(args: list[bytes], call: tupl
 def test_other_forms_run_their_handlers(args: list[bytes]) -> None:
     recorder = _Recorder()
     session = _session(recorder)
-    assert not _submit_direct(session, args, _IntSlot(_Replies(session, 1), 0, 2))
+    assert not _submit_direct(session, args, _IntSlot(_Replies(session, [args]), 0, 2))
     assert recorder.calls == []
 
 
 def test_int_slot_replies_in_order() -> None:
     session = _session(_Recorder())
-    replies = _Replies(session, 2)
+    replies = _Replies(session, [[b"INCR", b"a"], [b"INCR", b"b"]])
     second, first = _IntSlot(replies, 1, 3), _IntSlot(replies, 0, 3)
     second.set_exception(ValueError("boom"))
     assert session.done == []
     first.set_result(42)
     assert session.done[0].startswith(b":42\r\n-")
     assert first.done() and not first.cancel()
+
+
+def test_a_run_ends_at_its_first_get_the_coalescer_left_for_later() -> None:
+    """GETs past the coalescer's bytes bound for one round trip (defer): the replies
+    before the first of them are written, and the run's commands from it on run again."""
+    session = _session(_Recorder())
+    run = [[b"GET", b"a"], [b"GET", b"big"], [b"GET", b"c"], [b"GET", b"big2"]]
+    replies = _Replies(session, run)
+    slots = [_Slot(replies, n, False, 2) for n in range(len(run))]
+    assert slots[3].defer()
+    slots[2].set_result(b"c")
+    slots[0].set_result(b"a")
+    assert slots[1].defer()
+    assert session.done == []
+    assert session.cut == [(b"$1\r\na\r\n", run[1:])]
+    assert slots[1].done() and not slots[1].defer()
+
+
+def test_a_run_of_one_leaves_a_later_get_to_the_coalescer() -> None:
+    session = _session(_Recorder())
+    assert not _Slot(session, 0, False, 2).defer()
