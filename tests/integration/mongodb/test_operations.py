@@ -110,6 +110,30 @@ def test_currentop_shows_the_running_aggregate_and_killop_interrupts_it(
         slow.close()
 
 
+def test_killop_interrupts_a_find(
+    node: NodeProcess, mongo_port: int, rw_key: str, items: str
+) -> None:
+    app = f"find-{uuid.uuid4().hex[:6]}"
+    slow = connect(mongo_port, rw_key, appName=app, retryReads=False)
+    try:
+        with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
+            running = pool.submit(lambda: list(slow[items].items.find({}).sort("v", -1)))
+            for _ in range(600):
+                ops = slow.admin.command({"currentOp": 1, "appName": app, "op": "query"})
+                if ops["inprog"]:
+                    break
+                asyncio.run(asyncio.sleep(0.05))
+            (op,) = ops["inprog"]
+            assert op["ns"] == f"{items}.items" and op["command"]["sort"] == {"v": -1}
+            slow.admin.command("killOp", op=op["opid"])
+            with pytest.raises(OperationFailure) as failed:
+                running.result(timeout=60)
+            assert failed.value.code == 11601
+        assert slow[items].items.find_one({"_id": 3}) == {"_id": 3, "v": 3}
+    finally:
+        slow.close()
+
+
 def test_currentop_shows_a_key_its_own_operations_and_an_admin_key_all(
     node: NodeProcess, mongo_port: int, rw_key: str, make_key: Any, admin: Client, items: str
 ) -> None:
