@@ -5,6 +5,7 @@ on its collection's table in the engine: it runs until it is killed or the lock 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,17 +55,17 @@ def slow_aggregate(pool: ThreadPoolExecutor, c: Client, db: str) -> Future[list[
     )
 
 
-def op_of(watcher: Client, app: str, **query: Any) -> dict[str, Any]:
-    """The aggregate the client named ``app`` runs, as ``watcher``'s currentOp shows it
-    (asked until it is there: the background thread starts it when it gets to it)."""
+def op_of(watcher: Client, app: str, query: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The operation of the client named ``app`` that matches ``query`` (by default its
+    aggregate over ``items``), as ``watcher``'s currentOp shows it (asked until it is
+    there: the background thread starts it when it gets to it)."""
+    query = query or {"command.aggregate": "items"}
     for _ in range(600):
-        ops = watcher.admin.command(
-            {"currentOp": 1, "appName": app, "command.aggregate": "items", **query}
-        )
+        ops = watcher.admin.command({"currentOp": 1, "appName": app, **query})
         if ops["inprog"]:
             (op,) = ops["inprog"]
             return dict(op)
-        asyncio.run(asyncio.sleep(0.05))
+        time.sleep(0.05)
     raise AssertionError(f"no operation of {app}")
 
 
@@ -75,70 +76,68 @@ def items(db: Database[dict[str, Any]]) -> str:
     return db.name
 
 
+@pytest.fixture
+def named(mongo_port: int, rw_key: str) -> Iterator[tuple[str, Client]]:
+    """A client of the read-write key with an appName of its own, and that name."""
+    app = f"app-{uuid.uuid4().hex[:6]}"
+    c = connect(mongo_port, rw_key, appName=app, retryReads=False)
+    yield app, c
+    c.close()
+
+
 def test_currentop_shows_the_running_aggregate_and_killop_interrupts_it(
-    node: NodeProcess, mongo_port: int, rw_key: str, items: str
+    node: NodeProcess, named: tuple[str, Client], items: str
 ) -> None:
-    app = f"slow-{uuid.uuid4().hex[:6]}"
-    slow = connect(mongo_port, rw_key, appName=app, retryReads=False)
-    try:
-        with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
-            running = slow_aggregate(pool, slow, items)
-            op = op_of(slow, app)
-            assert op["active"] is True and op["type"] == "op"
-            assert op["ns"] == f"{items}.items"
-            assert op["command"]["aggregate"] == "items"
-            assert op["command"]["$db"] == items
-            assert op["secs_running"] >= 0 and op["microsecs_running"] >= 0
-            assert op["desc"] == f"conn{op['connectionId']}"
-            assert op["client"].startswith("127.0.0.1:")
-            assert op["clientMetadata"]["application"]["name"] == app
-            assert "lsid" in op
-            # the same op, asked again, keeps its opid
-            assert op_of(slow, app)["opid"] == op["opid"]
-            assert slow.admin.command("killOp", op=op["opid"])["ok"] == 1.0
-            with pytest.raises(OperationFailure) as failed:
-                running.result(timeout=60)
-            assert failed.value.code == 11601
-            assert failed.value.details is not None
-            assert failed.value.details["codeName"] == "Interrupted"
-            asyncio.run(until_engine_lets_go(node, f'"{items}"."items"'))
-        # the connection goes on
-        assert slow[items].items.count_documents({}) == 10
-        still = slow.admin.command({"currentOp": 1, "appName": app, "command.aggregate": "items"})
-        assert still["inprog"] == []
-    finally:
-        slow.close()
+    app, slow = named
+    with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
+        running = slow_aggregate(pool, slow, items)
+        op = op_of(slow, app)
+        assert op["active"] is True and op["type"] == "op"
+        assert op["ns"] == f"{items}.items"
+        assert op["command"]["aggregate"] == "items"
+        assert op["command"]["$db"] == items
+        assert op["secs_running"] >= 0 and op["microsecs_running"] >= 0
+        assert op["desc"] == f"conn{op['connectionId']}"
+        assert op["client"].startswith("127.0.0.1:")
+        assert op["clientMetadata"]["application"]["name"] == app
+        assert "lsid" in op
+        # the same op, asked again, keeps its opid
+        assert op_of(slow, app)["opid"] == op["opid"]
+        assert slow.admin.command("killOp", op=op["opid"])["ok"] == 1.0
+        with pytest.raises(OperationFailure) as failed:
+            running.result(timeout=60)
+        assert failed.value.code == 11601
+        assert failed.value.details is not None
+        assert failed.value.details["codeName"] == "Interrupted"
+        asyncio.run(until_engine_lets_go(node, f'"{items}"."items"'))
+    # the connection goes on
+    assert slow[items].items.count_documents({}) == 10
+    still = slow.admin.command({"currentOp": 1, "appName": app, "command.aggregate": "items"})
+    assert still["inprog"] == []
 
 
-def test_killop_interrupts_a_find(
-    node: NodeProcess, mongo_port: int, rw_key: str, items: str
-) -> None:
-    app = f"find-{uuid.uuid4().hex[:6]}"
-    slow = connect(mongo_port, rw_key, appName=app, retryReads=False)
-    try:
-        with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
-            running = pool.submit(lambda: list(slow[items].items.find({}).sort("v", -1)))
-            for _ in range(600):
-                ops = slow.admin.command({"currentOp": 1, "appName": app, "op": "query"})
-                if ops["inprog"]:
-                    break
-                asyncio.run(asyncio.sleep(0.05))
-            (op,) = ops["inprog"]
-            assert op["ns"] == f"{items}.items" and op["command"]["sort"] == {"v": -1}
-            slow.admin.command("killOp", op=op["opid"])
-            with pytest.raises(OperationFailure) as failed:
-                running.result(timeout=60)
-            assert failed.value.code == 11601
-        assert slow[items].items.find_one({"_id": 3}) == {"_id": 3, "v": 3}
-    finally:
-        slow.close()
+def test_killop_interrupts_a_find(node: NodeProcess, named: tuple[str, Client], items: str) -> None:
+    app, slow = named
+    with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
+        running = pool.submit(lambda: list(slow[items].items.find({}).sort("v", -1)))
+        op = op_of(slow, app, {"op": "query"})
+        assert op["ns"] == f"{items}.items" and op["command"]["sort"] == {"v": -1}
+        slow.admin.command("killOp", op=op["opid"])
+        with pytest.raises(OperationFailure) as failed:
+            running.result(timeout=60)
+        assert failed.value.code == 11601
+    assert slow[items].items.find_one({"_id": 3}) == {"_id": 3, "v": 3}
 
 
 def test_currentop_shows_a_key_its_own_operations_and_an_admin_key_all(
-    node: NodeProcess, mongo_port: int, rw_key: str, make_key: Any, admin: Client, items: str
+    node: NodeProcess,
+    mongo_port: int,
+    make_key: Any,
+    admin: Client,
+    named: tuple[str, Client],
+    items: str,
 ) -> None:
-    app = f"mine-{uuid.uuid4().hex[:6]}"
-    slow = connect(mongo_port, rw_key, appName=app, retryReads=False)
+    app, slow = named
     other = connect(mongo_port, make_key())
     try:
         with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
@@ -155,7 +154,6 @@ def test_currentop_shows_a_key_its_own_operations_and_an_admin_key_all(
                 running.result(timeout=60)
             assert failed.value.code == 11601
     finally:
-        slow.close()
         other.close()
 
 
