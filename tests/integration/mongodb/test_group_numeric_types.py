@@ -96,3 +96,9 @@ def test_every_key_form_counts_the_types(db: Db, key: Any) -> None:
     )
     assert typed(found["s"]) == (Decimal128, Decimal128("2.5"))
     assert typed(found["m"]) == (Decimal128, Decimal128("0.5"))
+
+
+def test_a_count_by_a_long_constant_is_a_long(db: Db) -> None:
+    db.counted.insert_many([{"k": "a"}, {"k": "a"}])
+    (found,) = db.counted.aggregate([{"$group": {"_id": "$k", "n": {"$sum": Int64(1)}}}])
+    assert typed(found["n"]) == (Int64, 2)
