@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ from heliosdb.services.documents.bsonform import (
 TRUE_JP = "(1 == 1)"
 FALSE_JP = "(1 == 2)"
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_BOOL_OPS: dict[str, Callable[[bool, bool], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
 _WRAPPERS = ("$oid", "$date", "$numberDouble", "$numberDecimal", "$code", "$regex")
 _TYPE_ALIASES: dict[int, str] = {
     1: "double",
@@ -544,8 +551,11 @@ class _Compiler:
             return self.items(target, f"@ {op} {self.var(form)} || {beyond}")
         if isinstance(form, str):
             return self.items(target, f"@ {op} {self.var(form)}")
-        if isinstance(form, bool):
-            return self.items(target, f"@ == {self.var(form)}") if "=" in op else FALSE_JP
+        if isinstance(form, bool):  # false < true, and nothing else is a boolean
+            meets = [b for b in (False, True) if _BOOL_OPS[op](b, form)]
+            if len(meets) == 2:
+                return self.items(target, '@.type() == "boolean"')
+            return self.items(target, f"@ == {self.var(meets[0])}") if meets else FALSE_JP
         raise bad_value(f"cannot compare with {type(value).__name__} here")
 
     def compare_non_finite(self, target: str, op: str, which: Any) -> str:
@@ -878,6 +888,15 @@ def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, s
     # estimate is about one row and the plan is the BitmapOr of the two indexes.
     out = []
     for path, value in spec.items():
+        if path == "_id" and isinstance(value, dict) and any(op in _RANGE_SQL for op in value):
+            # a range of numbers, dates or ObjectIds on the primary key ({_id: {$gt:
+            # last}}, the paging pattern): the exact test is a jsonpath filter that no
+            # index serves, so without this the engine reads the key from its start
+            conds, beyond = _sargable("_id", value, params, object_ids=True)
+            if conds:
+                also = f" OR _id = {beyond}" if beyond else ""
+                out.append(f"(({' AND '.join(conds)}){also})")
+            continue
         expr = indexed.get(path)
         if expr is None or path == "_id":
             continue
@@ -888,8 +907,9 @@ def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, s
     return out
 
 
-def _index_value(value: Any, *, ranges: bool) -> Any:
-    """The query form of a value an index condition may use, or None."""
+def _index_value(value: Any, *, ranges: bool, object_ids: bool = False) -> Any:
+    """The query form of a value an index condition may use, or None. ``object_ids``:
+    ObjectId ranges too (their forms' hex strings sort alike in every collation)."""
     if isinstance(value, (Regex, re.Pattern)) or value is None:
         return None
     form = query_form(value)
@@ -901,12 +921,22 @@ def _index_value(value: Any, *, ranges: bool) -> Any:
         return None if ranges else form  # string order depends on collation: equality only
     if isinstance(form, dict) and len(form) == 1:
         key = next(iter(form))
-        if key == "$date" or (key == "$oid" and not ranges):
+        if key == "$date" or (key == "$oid" and (object_ids or not ranges)):
             return form
     return None
 
 
-def _sargable(expr: str, value: Any, params: Params) -> tuple[list[str], str]:
+# A kind's far end for index conditions: [lower bound given] -> the other bound (_sargable)
+_KIND_ENDS: dict[str, dict[bool, str]] = {
+    "number": {False: "'-1e309'::jsonb"},
+    "$date": {True: """'{"$date": 1e30}'::jsonb""", False: """'{"$date": -1e30}'::jsonb"""},
+    "$oid": {True: """'{"$oid": "g"}'::jsonb""", False: """'{"$oid": ""}'::jsonb"""},
+}
+
+
+def _sargable(
+    expr: str, value: Any, params: Params, *, object_ids: bool = False
+) -> tuple[list[str], str]:
     """The index conditions for one path's filter ``value``, all of which it implies,
     and the query form of the infinity it may also match beyond them ('' for none):
     infinity for numeric lower bounds only, minus infinity for upper bounds only (an
@@ -917,6 +947,7 @@ def _sargable(expr: str, value: Any, params: Params) -> tuple[list[str], str]:
         return ([] if form is None else [f"{expr} = {params.add(form, 'jsonb')}"]), ""
     conds = []
     sides = set()
+    kinds: dict[str, set[bool]] = {}
     for op, operand in value.items():
         if op == "$eq":
             form = _index_value(operand, ranges=False)
@@ -927,15 +958,25 @@ def _sargable(expr: str, value: Any, params: Params) -> tuple[list[str], str]:
             if all(f is not None for f in forms):
                 conds.append(f"{expr} = ANY({params.add(forms, 'jsonb[]')})")
         elif op in _RANGE_SQL:
-            form = _index_value(operand, ranges=True)
+            form = _index_value(operand, ranges=True, object_ids=object_ids)
             if form is None:
                 continue
             conds.append(f"{expr} {_RANGE_SQL[op]} {params.add(form, 'jsonb')}")
+            lower = op in ("$gt", "$gte")
             if isinstance(form, NUMBER_FORMS):
-                lower = op in ("$gt", "$gte")
                 sides.add(lower)
                 if lower:
                     conds.append(f"{expr} < 'false'::jsonb")  # numbers sort below booleans
+            kind = "number" if isinstance(form, NUMBER_FORMS) else next(iter(form))
+            kinds.setdefault(kind, set()).add(lower)
+    # the far end of a one-sided range's kind, so it scans no further than its kind:
+    # numbers lie between every string and false (a finite number's form is above
+    # -1e309), dates' and ObjectIds' forms between the constants
+    for kind, given in kinds.items():
+        if len(given) != 1 or (kind == "number" and given == {True}):
+            continue  # both ends given, or a number's lower bound ('false' is its end)
+        (lower,) = given
+        conds.append(f"{expr} {'<' if lower else '>'} {_KIND_ENDS[kind][lower]}")
     beyond = ""
     if len(sides) == 1:
         beyond = _INFINITY_SQL if True in sides else _MINUS_INFINITY_SQL

@@ -254,8 +254,8 @@ def matches_elem(element: Any, spec: dict[str, Any]) -> bool:
 def _compare_op(op: str, value: Any, operand: Any) -> bool:
     if value is MISSING:
         return False
-    if type_rank(value) != type_rank(operand) and operand is not None:
-        return False
+    if type_rank(value) != type_rank(operand):
+        return False  # type-bracketed, null too: {$gt: null} matches nothing
     c = compare(value, operand)
     return {"$gt": c > 0, "$gte": c >= 0, "$lt": c < 0, "$lte": c <= 0}[op]
 

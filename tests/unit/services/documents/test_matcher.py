@@ -23,6 +23,8 @@ from heliosdb.services.documents.matcher import matches
         ({"a": {"b": 2}}, {"a.b": {"$gte": None}}, False),
         # {$gt: null} and {$lt: null} match nothing
         ({"a": None}, {"a": {"$gt": None}}, False),
+        ({"a": 1}, {"a": {"$gt": None}}, False),
+        ({"a": "s"}, {"a": {"$lt": None}}, False),
         ({}, {"a": {"$lt": None}}, False),
     ],
 )
