@@ -292,3 +292,21 @@ def test_mongosh_operation_helpers(mongo_port: int, rw_key: str, tmp_path: Path)
     assert out["validate"] == {"valid": True, "nrecords": 3, "nIndexes": 2}
     assert out["profiling"] == {"was": 0, "set": 1, "levelOne": 238}
     assert out["dataSize"] == 3
+
+
+def test_the_currentop_stage_shows_what_the_command_shows(
+    node: NodeProcess, named: tuple[str, Client], items: str
+) -> None:
+    # mongosh's db.currentOp() is an aggregate on admin whose first stage is $currentOp
+    app, slow = named
+    with ThreadPoolExecutor(1) as pool, locked(node, items, "items"):
+        running = pool.submit(lambda: list(slow[items].items.find({}).sort("v", -1)))
+        op = op_of(slow, app, {"op": "query"})
+        staged = list(
+            slow.admin.aggregate([{"$currentOp": {}}, {"$match": {"appName": app, "op": "query"}}])
+        )
+        assert [s["opid"] for s in staged] == [op["opid"]]
+        assert staged[0]["ns"] == f"{items}.items"
+        slow.admin.command("killOp", op=op["opid"])
+        with pytest.raises(OperationFailure):
+            running.result(timeout=60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from heliosdb.interfaces.mongodb.commands import _args
+from heliosdb.interfaces.mongodb.commands import _args, operations
 from heliosdb.interfaces.mongodb.commands.admin import collection_stats
 from heliosdb.interfaces.mongodb.commands.crud import check_hint, lsid
 from heliosdb.interfaces.mongodb.connection import Request, Session
@@ -14,7 +14,7 @@ from heliosdb.interfaces.mongodb.registry import command
 from heliosdb.services.documents import merges, variables
 from heliosdb.services.documents.pipeline import stage_name
 
-_DB_LEVEL_EMPTY = ("$currentOp", "$listLocalSessions", "$listSessions")
+_DB_LEVEL_EMPTY = ("$listLocalSessions", "$listSessions")
 
 
 @command("aggregate")
@@ -50,9 +50,14 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
     # $out and $merge need the whole result
     probe = max(batch_size, 0) + 1 if writer is None else 0
     if target == 1 or target == 1.0:
-        if stages and stage_name(stages[0]) in _DB_LEVEL_EMPTY:
-            items: list[Any] = []
-        else:
+        leading = stage_name(stages[0]) if stages else None
+        items: list[Any] = []
+        if leading == "$currentOp":  # mongosh's db.currentOp()
+            ops = operations.current_op_stage(session, request.db, stages[0]["$currentOp"])
+            items = await store.aggregate(
+                session.principal, request.db, None, stages[1:], ops, disk
+            )
+        elif leading not in _DB_LEVEL_EMPTY:
             items = await store.aggregate(
                 session.principal, request.db, None, stages, allow_disk_use=disk
             )
