@@ -781,37 +781,40 @@ class Pipelines:
             self._spawn(self._add_one(key))
 
     async def _add_one(self, key: tuple[Access, str]) -> None:
-        try:
-            pipeline = await self._open_one(key[0])
-        except Exception as exc:  # noqa: BLE001 - the pool path serves whatever went wrong
-            log.warning(
-                "no more pipelined engine connections: %s %r", exc, getattr(exc, "error", "")
-            )
-            await asyncio.sleep(1.0)  # no new attempt at each busy pick meanwhile
+        opened = await self._opened(key, 1, self._growing)
+        if opened is None:
             return
-        finally:
-            self._growing.discard(key)
         pipelines = self._open.get(key)
-        if self.closed or pipelines is None:  # dropped meanwhile
-            pipeline.close()
-            return
-        pipelines.append(pipeline)
+        if pipelines is None:  # dropped meanwhile
+            opened[0].close()
+        else:
+            pipelines.extend(opened)
 
     async def _connect(self, key: tuple[Access, str]) -> None:
+        count = 1 if self.GROWS else self.PER_OWNER
+        opened = await self._opened(key, count, self._opening)
+        if opened is not None:
+            self._open[key] = opened
+
+    async def _opened(
+        self, key: tuple[Access, str], count: int, marks: set[tuple[Access, str]]
+    ) -> list[Pipeline] | None:
+        """``count`` new pipelines for ``key``, then ``key`` off ``marks`` (the owners
+        being opened or grown); None when the engine refused one (after a second in
+        which the pool path serves, with no new attempt at each pick) or this closed."""
         try:
-            count = 1 if self.GROWS else self.PER_OWNER
             opened = [await self._open_one(key[0]) for _ in range(count)]
         except Exception as exc:  # noqa: BLE001 - the pool path serves whatever went wrong
             log.warning("no pipelined engine connection: %s %r", exc, getattr(exc, "error", ""))
-            await asyncio.sleep(1.0)  # the pool path serves meanwhile
-            return
+            await asyncio.sleep(1.0)
+            return None
         finally:
-            self._opening.discard(key)
+            marks.discard(key)
         if self.closed:
             for pipeline in opened:
                 pipeline.close()
-            return
-        self._open[key] = opened
+            return None
+        return opened
 
     async def _open_one(self, access: Access) -> Pipeline:
         session = await open_session(self.engine, access, self.parameters)

@@ -888,22 +888,23 @@ def _index_conditions(spec: dict[str, Any], params: Params, indexed: dict[str, s
     # estimate is about one row and the plan is the BitmapOr of the two indexes.
     out = []
     for path, value in spec.items():
-        if path == "_id" and isinstance(value, dict) and any(op in _RANGE_SQL for op in value):
-            # a range of numbers, dates or ObjectIds on the primary key ({_id: {$gt:
-            # last}}, the paging pattern): the exact test is a jsonpath filter that no
-            # index serves, so without this the engine reads the key from its start
-            conds, beyond = _sargable("_id", value, params, object_ids=True)
-            if conds:
-                also = f" OR _id = {beyond}" if beyond else ""
-                out.append(f"(({' AND '.join(conds)}){also})")
-            continue
-        expr = indexed.get(path)
-        if expr is None or path == "_id":
-            continue
-        conds, beyond = _sargable(expr, value, params)
+        if path == "_id":
+            # only a range of numbers, dates or ObjectIds ({_id: {$gt: last}}, the
+            # paging pattern): its exact test is a jsonpath filter that no index serves,
+            # so without this the engine reads the primary key from its start (equality
+            # and $in on _id are primary-key conditions already); an _id is no array
+            if not (isinstance(value, dict) and any(op in _RANGE_SQL for op in value)):
+                continue
+            expr, arrays = "_id", ""
+        else:
+            found = indexed.get(path)
+            if found is None:
+                continue
+            expr, arrays = found, f" OR {array_predicate(path)}"
+        conds, beyond = _sargable(expr, value, params, object_ids=path == "_id")
         if conds:
             also = f" OR {expr} = {beyond}" if beyond else ""
-            out.append(f"(({' AND '.join(conds)}){also} OR {array_predicate(path)})")
+            out.append(f"(({' AND '.join(conds)}){also}{arrays})")
     return out
 
 
@@ -1258,16 +1259,25 @@ _NO_VALUE_RANK = "ELSE 2 END"
 assert _ARRAY_RANK in TYPE_RANK and TYPE_RANK.endswith(_NO_VALUE_RANK)
 
 
-def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields an upsert takes from its filter: plain equalities and $eq."""
-    out: dict[str, Any] = {}
+def field_conditions(spec: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """A filter's (field, condition) pairs, those inside top-level ``$and`` clauses
+    included, in their order (what an upsert and a positional ``$`` read of it)."""
+    out: list[tuple[str, Any]] = []
     for key, value in (spec or {}).items():
         if key == "$and" and isinstance(value, list):
             for item in value:
-                out.update(equality_fields(item))
-        elif key.startswith("$"):
-            continue
-        elif isinstance(value, dict) and value and all(k.startswith("$") for k in value):
+                if isinstance(item, dict):
+                    out.extend(field_conditions(item))
+        elif not key.startswith("$"):
+            out.append((key, value))
+    return out
+
+
+def equality_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields an upsert takes from its filter: plain equalities and $eq."""
+    out: dict[str, Any] = {}
+    for key, value in field_conditions(spec):
+        if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
             if "$eq" in value:
                 out[key] = value["$eq"]
         elif not isinstance(value, (Regex, re.Pattern)):

@@ -17,7 +17,7 @@ from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
 from heliosdb.errors import invalid
-from heliosdb.services.documents.filters import bad_value
+from heliosdb.services.documents.filters import bad_value, field_conditions
 from heliosdb.services.documents.matcher import matches, value_matches
 from heliosdb.services.documents.values import MISSING, compare, equal, sort_key
 
@@ -165,24 +165,11 @@ def _array_filter(ident: str, array_filters: list[dict[str, Any]]) -> dict[str, 
     raise bad_value(f"No array filter found for identifier '{ident}' in path")
 
 
-def _conditions(query: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The query's field conditions, those inside top-level ``$and`` clauses included."""
-    out: list[tuple[str, Any]] = []
-    for key, value in query.items():
-        if key == "$and" and isinstance(value, list):
-            for clause in value:
-                if isinstance(clause, dict):
-                    out.extend(_conditions(clause))
-        elif not key.startswith("$"):
-            out.append((key, value))
-    return out
-
-
 def _positional(doc: Any, array_path: str, query: dict[str, Any]) -> int:
     array = _get(doc, list(array_path.split(".")) if array_path else [])
     relevant = {
         k[len(array_path) + 1 :] if k.startswith(array_path + ".") else "": v
-        for k, v in _conditions(query)
+        for k, v in field_conditions(query)
         if k == array_path or k.startswith(array_path + ".")
     }
     if not relevant:  # the query says nothing of the array: no element was matched
