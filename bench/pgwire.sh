@@ -4,6 +4,7 @@
 #   bench/pgwire.sh [SECONDS] [CLIENTS] [SCALE]      (defaults: 10 16 10)
 #   WORKERS=N bench/pgwire.sh ...                    (node processes; default 1)
 #   ROUNDS=N bench/pgwire.sh ...                     (rounds per case; default 2)
+#   NATIVE=1 bench/pgwire.sh ...                     (also the reference C relay, built with gcc)
 #
 # Starts a real node (embedded engine, temp data directory), loads pgbench tables at
 # SCALE through HeliosDB, starts PgBouncer (Debian package, pool_mode=transaction) in
@@ -14,12 +15,15 @@
 #   helios-ses the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
 #   helios-txn the node's transaction-pooling port (--pg-txn-port), pool of 20 per role
 #   pgbouncer  PgBouncer on TCP, transaction pooling, over the same Unix socket
+#   pgb-ses    the same PgBouncer configuration in session pooling: like for like with helios-ses
+#   native     (NATIVE=1) bench/native_relay.c, a bare relay in C between the client and its own
+#              engine connection (the client logs in to the engine): the floor of any session relay
 # Each case runs ROUNDS rounds, every other one in reverse order (direct, session,
-# transaction, PgBouncer, then PgBouncer, transaction, session, direct ...), so that load
+# transaction, PgBouncer ..., then ... PgBouncer, transaction, session, direct), so that load
 # from other work that rises or falls during the case weighs on every target alike; a
 # target's TPS is the mean of its rounds.
 # It prints TPS and the ratios, then the CPU time (utime + stime, node processes
-# together) per transaction of the node and of PgBouncer in each case, which load from
+# together) per transaction of the node and of the other relays in each case, which load from
 # other work distorts far less than TPS, then the whole machine's busy CPU time per
 # transaction and its idle share for every target (from /proc/stat: on a quiet machine
 # that is pgbench + proxy + engine; with no idle time left, TPS follows it). pgbench is
@@ -45,8 +49,13 @@ WORK=$(mktemp -d /tmp/heliosdb-pgwire.XXXXXX)
 chmod 755 "$WORK"
 NODE_PID=""
 BOUNCER_PID=""
+BOUNCER_SES_PID=""
+NATIVE_PID=""
 cleanup() {
-    [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+    local pid
+    for pid in "$BOUNCER_PID" "$BOUNCER_SES_PID" "$NATIVE_PID"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
     if [ -n "$NODE_PID" ]; then
         kill "$NODE_PID" 2>/dev/null || true
         wait "$NODE_PID" 2>/dev/null || true
@@ -78,7 +87,9 @@ ENGINE_PASSWORD=$(cat "$WORK/data/engine.password")
 # PgBouncer: trusts its clients (no client auth cost), logs in to the engine as the
 # engine superuser with SCRAM. It refuses to run as root, so it runs as the engine's
 # OS user when we are root.
-BOUNCER_PORT=$($PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { $PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+BOUNCER_PORT=$(free_port)
+BOUNCER_SES_PORT=$(free_port)
 cat > "$WORK/pgbouncer.ini" <<EOF
 [databases]
 heliosdb = host=$SOCKET_DIR port=5432 dbname=heliosdb user=heliosdb
@@ -92,13 +103,27 @@ pool_mode = transaction
 default_pool_size = $CLIENTS
 max_client_conn = 200
 EOF
+sed -e 's/^pool_mode = transaction$/pool_mode = session/' \
+    -e "s/^listen_port = .*/listen_port = $BOUNCER_SES_PORT/" "$WORK/pgbouncer.ini" \
+    > "$WORK/pgbouncer-ses.ini"
 printf '"heliosdb" "%s"\n' "$ENGINE_PASSWORD" > "$WORK/userlist.txt"
 BOUNCER_USER=()
-[ "$(id -u)" -eq 0 ] && BOUNCER_USER=(-u heliosdb) && chown heliosdb "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+[ "$(id -u)" -eq 0 ] && BOUNCER_USER=(-u heliosdb) && chown heliosdb "$WORK"/pgbouncer*.ini "$WORK"/userlist.txt
 "$PGBOUNCER" "${BOUNCER_USER[@]}" "$WORK/pgbouncer.ini" > "$WORK/pgbouncer.out" 2>&1 &
 BOUNCER_PID=$!
+"$PGBOUNCER" "${BOUNCER_USER[@]}" "$WORK/pgbouncer-ses.ini" > "$WORK/pgbouncer-ses.out" 2>&1 &
+BOUNCER_SES_PID=$!
+TARGETS=(direct heliosdb helios-txn pgbouncer pgb-ses)
+if [ -n "${NATIVE:-}" ]; then
+    gcc -O2 -o "$WORK/native_relay" bench/native_relay.c
+    NATIVE_PORT=$(free_port)
+    "$WORK/native_relay" "$NATIVE_PORT" "$SOCKET_DIR/.s.PGSQL.5432" &
+    NATIVE_PID=$!
+    TARGETS+=(native)
+fi
 sleep 1
 kill -0 "$BOUNCER_PID" 2>/dev/null || { cat "$WORK/pgbouncer.out" >&2; exit 1; }
+kill -0 "$BOUNCER_SES_PID" 2>/dev/null || { cat "$WORK/pgbouncer-ses.out" >&2; exit 1; }
 
 # CPU time in clock ticks: the node with its worker processes, or PgBouncer.
 node_pids() { echo "$NODE_PID" $(pgrep -P "$NODE_PID" -f 'heliosdb worker' || true); }
@@ -118,10 +143,14 @@ run() {  # target mode script -> "tps transactions cpu_ticks busy_ticks idle_tic
         heliosdb) conn=(-h 127.0.0.1 -p "$PG_PORT" -U apikey); password=$KEY ;;
         helios-txn) conn=(-h 127.0.0.1 -p "$TXN_PORT" -U apikey); password=$KEY ;;
         pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U heliosdb); password=x ;;
+        pgb-ses) conn=(-h 127.0.0.1 -p "$BOUNCER_SES_PORT" -U heliosdb); password=x ;;
+        native) conn=(-h 127.0.0.1 -p "$NATIVE_PORT" -U heliosdb); password=$ENGINE_PASSWORD ;;
     esac
     case $target in
         heliosdb|helios-txn) read -ra pids <<< "$(node_pids)" ;;
         pgbouncer) pids=("$BOUNCER_PID") ;;
+        pgb-ses) pids=("$BOUNCER_SES_PID") ;;
+        native) pids=("$NATIVE_PID") ;;
     esac
     before=$(ticks "${pids[@]}")
     read -r busy idle <<< "$(machine)"
@@ -134,14 +163,15 @@ run() {  # target mode script -> "tps transactions cpu_ticks busy_ticks idle_tic
         "$(( idle_after - idle ))"
 }
 
-TARGETS=(direct heliosdb helios-txn pgbouncer)
 measure() {  # mode script -> per target "mean_tps cpu_us_per_transaction
     #                              machine_busy_us_per_transaction idle_percent", in TARGETS order
     local mode=$1 script=$2 round i target tps txns cpu busy idle order
     declare -A sum_tps=() sum_txns=() sum_ticks=() sum_busy=() sum_idle=()
     for round in $(seq 1 "$ROUNDS"); do
         order=("${TARGETS[@]}")
-        [ $(( round % 2 )) -eq 0 ] && order=(pgbouncer helios-txn heliosdb direct)
+        [ $(( round % 2 )) -eq 0 ] && for i in "${!TARGETS[@]}"; do
+            order[i]=${TARGETS[-i-1]}
+        done
         for target in "${order[@]}"; do
             read -r tps txns cpu busy idle <<< "$(run "$target" "$mode" "$script")"
             sum_tps[$target]=$(echo "${sum_tps[$target]:-0} + ${tps:-0}" | bc -l)
@@ -188,34 +218,49 @@ for _ in $(seq 1 150); do
     [ $(( $(node_ticks) - before )) -lt $(( TICKS_PER_SECOND / 5 )) ] && break
 done
 
-printf '\n%-22s %9s %9s %9s %9s %10s %10s %10s %11s\n' case direct helios-ses helios-txn \
-    pgbouncer bncr/dir ses/dir ses/bncr txn/bncr
+# The ratios printed: the targets' throughput against each other (numerator/denominator).
+RATIOS=(pgbouncer/direct heliosdb/direct heliosdb/pgbouncer helios-txn/pgbouncer heliosdb/pgb-ses)
+[ -n "${NATIVE:-}" ] && RATIOS+=(native/pgbouncer heliosdb/native)
+header() { printf '\n%-22s' "$1"; shift; printf ' %11s' "$@"; printf '\n'; }
+TPS_LINES=()
+RATIO_LINES=()
 CPU_LINES=()
 MACHINE_LINES=()
 for case in "select-only simple:-S:simple" "select-only prepared:-S:prepared" "tpcb-like simple::simple"; do
     IFS=: read -r name script mode <<< "$case"
     mapfile -t results < <(measure "$mode" "$script")
-    read -r direct _ direct_busy direct_idle <<< "${results[0]}"
-    read -r helios helios_cpu helios_busy helios_idle <<< "${results[1]}"
-    read -r txn txn_cpu txn_busy txn_idle <<< "${results[2]}"
-    read -r bouncer bouncer_cpu bouncer_busy bouncer_idle <<< "${results[3]}"
-    MACHINE_LINES+=("$(printf '%-22s %6.1f %3.0f%% %6.1f %3.0f%% %6.1f %3.0f%% %6.1f %3.0f%%' \
-        "$name" "${direct_busy:-0}" "${direct_idle:-0}" "${helios_busy:-0}" "${helios_idle:-0}" \
-        "${txn_busy:-0}" "${txn_idle:-0}" "${bouncer_busy:-0}" "${bouncer_idle:-0}")")
-    CPU_LINES+=("$(printf '%-22s %10.1f %10.1f %10.1f' "$name" "${helios_cpu:-0}" \
-        "${txn_cpu:-0}" "${bouncer_cpu:-0}")")
-    printf '%-22s %9.0f %9.0f %9.0f %9.0f %10.2f %10.2f %10.2f %11.2f\n' "$name" \
-        "${direct:-0}" "${helios:-0}" "${txn:-0}" "${bouncer:-0}" \
-        "$(echo "${bouncer:-0} / ${direct:-1}" | bc -l)" \
-        "$(echo "${helios:-0} / ${direct:-1}" | bc -l)" \
-        "$(echo "${helios:-0} / ${bouncer:-1}" | bc -l)" \
-        "$(echo "${txn:-0} / ${bouncer:-1}" | bc -l)"
+    declare -A tps=()
+    line=$(printf '%-22s' "$name")
+    ratio_line=$line
+    cpu_line=$line
+    machine_line=$line
+    for i in "${!TARGETS[@]}"; do
+        read -r mean cpu busy idle <<< "${results[i]}"
+        tps[${TARGETS[i]}]=${mean:-0}
+        line+=$(printf ' %11.0f' "${mean:-0}")
+        [ "$i" -gt 0 ] && cpu_line+=$(printf ' %11.1f' "${cpu:-0}")
+        machine_line+=$(printf ' %6.1f %3.0f%%' "${busy:-0}" "${idle:-0}")
+    done
+    for ratio in "${RATIOS[@]}"; do
+        ratio_line+=$(printf ' %11.2f' "$(echo "${tps[${ratio%/*}]} / ${tps[${ratio#*/}]}" | bc -l)")
+    done
+    TPS_LINES+=("$line")
+    RATIO_LINES+=("$ratio_line")
+    CPU_LINES+=("$cpu_line")
+    MACHINE_LINES+=("$machine_line")
+    unset tps
 done
-printf '\nCPU us per transaction (utime + stime)\n%-22s %10s %10s %10s\n' case helios-ses \
-    helios-txn pgbouncer
+header "TPS" "${TARGETS[@]}"
+printf '%s\n' "${TPS_LINES[@]}"
+short() { sed -e 's/helios-txn/txn/g; s/heliosdb/ses/g; s/pgbouncer/bncr/g; s/pgb-ses/bses/g' \
+    -e 's/direct/dir/g' <<< "$1"; }
+labels=()
+for ratio in "${RATIOS[@]}"; do labels+=("$(short "$ratio")"); done
+header "ratio" "${labels[@]}"
+printf '%s\n' "${RATIO_LINES[@]}"
+header "CPU us/transaction" "${TARGETS[@]:1}"
 printf '%s\n' "${CPU_LINES[@]}"
-printf '\nmachine busy CPU us per transaction, idle share\n%-22s %11s %11s %11s %11s\n' case \
-    direct helios-ses helios-txn pgbouncer
+header "machine us/txn, idle" "${TARGETS[@]}"
 printf '%s\n' "${MACHINE_LINES[@]}"
 echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, $ROUNDS rounds," \
     "scale $SCALE, node processes $WORKERS, load average $(cut -d' ' -f1-3 /proc/loadavg))"
