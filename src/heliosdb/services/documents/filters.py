@@ -30,7 +30,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bson.regex import Regex
 
@@ -74,6 +74,7 @@ _TYPE_ALIASES: dict[int, str] = {
     127: "maxKey",
 }
 _NUMBER_TYPES = {"double", "int", "long", "decimal", "number"}
+_Test = TypeVar("_Test", bound="str | _Sql")  # a jsonpath test, or SQL
 # number widths the query form does not keep (every number is a JSON number there)
 _NUMBER_WIDTHS = {"double", "int", "long", "decimal"}
 # the keys of the query forms of typed values (bsonform), each an object of one key
@@ -171,7 +172,7 @@ class _Compiler:
         compile error between them leaves ``negated`` wrong but ends the compiler's use."""
         self.negated ^= negated
 
-    def loose(self, test: Callable[[], str | _Sql]) -> str | _Sql:
+    def loose(self, test: Callable[[], _Test]) -> _Test | str:
         """A test the query form can only make loosely (true for every match and some
         others): made where it is not negated, else true once negated (false here), so
         the filter selects a superset, which the caller checks again (``recheck``)."""
@@ -556,6 +557,14 @@ class _Compiler:
             if len(meets) == 2:
                 return self.items(target, '@.type() == "boolean"')
             return self.items(target, f"@ == {self.var(meets[0])}") if meets else FALSE_JP
+        if type(value) is dict:
+            # MongoDB's BSON order (field by field: type, name, value) is not JSONB's:
+            # a document bound selects the documents it can meet, the node decides
+            return self.loose(lambda: self.items(target, '@.type() == "object"'))
+        if type(value) is list:
+            # an array bound meets an array as a whole or an array inside one; lax mode
+            # reads an array's elements, so only the path's presence is tested here
+            return self.loose(lambda: f"exists({target})")
         raise bad_value(f"cannot compare with {type(value).__name__} here")
 
     def compare_non_finite(self, target: str, op: str, which: Any) -> str:

@@ -169,6 +169,10 @@ def test_sort_terms() -> None:
         {"a": {"$elemMatch": {"b": {"x": 1, "y": 2}}}},
         {"n": {"$type": "int"}},
         {"n": {"$type": [2, 18]}},
+        {"a": {"$gt": {"x": 1}}},  # BSON order of documents: field by field
+        {"_id": {"$lte": {"x": 1}}},
+        {"v": {"$lt": [1, 2]}},  # arrays whole and array elements
+        {"a": {"$elemMatch": {"$gte": {"x": 1}}}},
     ],
 )
 def test_filters_the_query_form_cannot_answer_exactly_are_checked_again(
@@ -202,6 +206,7 @@ def test_a_negated_loose_test_selects_every_candidate() -> None:
         {"a": {"$nin": [{"x": 1, "y": 2}]}},
         {"$nor": [{"a": {"x": 1, "y": 2}}]},
         {"n": {"$not": {"$type": "double"}}},
+        {"a": {"$not": {"$gt": {"x": 1}}}},
     ):
         params = Params()
         sql = compile_filter(spec, params)
