@@ -34,6 +34,7 @@ from heliosdb.services.documents import (
     graph_lookup,
     group_accumulators,
     projection,
+    stage_args,
     windows,
 )
 from heliosdb.services.documents.expression_scope import truthy
@@ -162,6 +163,7 @@ async def run(
     lookup: Lookup,
     limits: Limits = Limits(),
 ) -> list[dict[str, Any]]:
+    stage_args.check(stages)  # as MongoDB parses a pipeline: before any document
     for stage in stages:
         name = stage_name(stage)
         arg = stage[name]
@@ -262,11 +264,9 @@ async def _stage(
             Held(name, limits).add_all(docs)
         return sort_docs(docs, arg)
     if name == "$skip":
-        return docs[int(arg) :]
+        return docs[stage_args.count(name, arg) :]
     if name == "$limit":
-        if int(arg) <= 0:
-            raise invalid("the limit must be positive", kind="bad_value")
-        return docs[: int(arg)]
+        return docs[: stage_args.count(name, arg)]
     if name == "$count":
         return _counted(arg, len(docs))
     if name == "$unwind":
@@ -286,14 +286,8 @@ async def _stage(
             Held(name, limits).add_all(docs)
         return windows.run(docs, arg, lambda spec: Grouper(spec, Held(name, limits)), sort_docs)
     if name in ("$replaceRoot", "$replaceWith"):
-        expr = arg["newRoot"] if name == "$replaceRoot" else arg
-        out = []
-        for d in docs:
-            root = evaluate(expr, d)
-            if not isinstance(root, dict):
-                raise invalid("'newRoot' expression must evaluate to an object", kind="bad_value")
-            out.append(root)
-        return out
+        expr = stage_args.new_root_expression(name, arg)
+        return [stage_args.new_root(name, evaluate(expr, d), d) for d in docs]
     if name == "$facet":
         if not counted:
             Held(name, limits).add_all(docs)
@@ -305,7 +299,7 @@ async def _stage(
     if name == "$sample":
         if not counted:
             Held(name, limits).add_all(docs)
-        size = int(arg.get("size", 0))
+        size = stage_args.sample_size(arg)
         return random.sample(docs, min(size, len(docs)))
     raise unknown_stage(name)
 
@@ -317,13 +311,15 @@ class Chunked:
 
     def __init__(self, stages: list[dict[str, Any]], lookup: Lookup, limits: Limits) -> None:
         self.stages = [(stage_name(s), s[stage_name(s)]) for s in stages]
-        for name, arg in self.stages:
-            if name == "$limit" and int(arg) <= 0:
-                raise invalid("the limit must be positive", kind="bad_value")
+        stage_args.check(stages)
         self.lookup = lookup
         self.limits = limits
         # what each $skip still drops and each $limit still takes, by stage index
-        self.left = {i: int(arg) for i, (name, arg) in enumerate(self.stages) if name in _COUNTED}
+        self.left = {
+            i: stage_args.count(name, arg)
+            for i, (name, arg) in enumerate(self.stages)
+            if name in _COUNTED
+        }
         self.done = False
 
     async def __call__(self, items: list[Any]) -> list[Any]:
@@ -446,16 +442,7 @@ def sort_docs(docs: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str
 
 
 def _unwind(docs: list[dict[str, Any]], arg: Any) -> Any:
-    if isinstance(arg, str):
-        arg = {"path": arg}
-    path = arg["path"]
-    if not isinstance(path, str) or not path.startswith("$"):
-        raise invalid(
-            "path option to $unwind stage should be prefixed with a '$'", kind="bad_value"
-        )
-    field = path[1:]
-    keep_empty = arg.get("preserveNullAndEmptyArrays", False)
-    index_field = arg.get("includeArrayIndex")
+    field, keep_empty, index_field = stage_args.unwind(arg)
     for doc in docs:
         value = get_path(doc, field)
         if isinstance(value, list) and value:

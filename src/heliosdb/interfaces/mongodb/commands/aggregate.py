@@ -11,7 +11,7 @@ from heliosdb.interfaces.mongodb.connection import Request, Session
 from heliosdb.interfaces.mongodb.cursors import DEFAULT_FIRST_BATCH
 from heliosdb.interfaces.mongodb.errors import CommandError
 from heliosdb.interfaces.mongodb.registry import command
-from heliosdb.services.documents import merges, variables
+from heliosdb.services.documents import merges, stage_args, variables
 from heliosdb.services.documents.pipeline import stage_name
 
 _DB_LEVEL_EMPTY = ("$listLocalSessions", "$listSessions")
@@ -42,6 +42,7 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
         if stage_name(stage) in ("$out", "$merge"):
             name = stage_name(stage)
             raise CommandError(40601, f"{name} can only be the final stage in the pipeline")
+    stage_args.check(stages)
     assert session.principal is not None
     store = session.services.documents
     disk = request.body.get("allowDiskUse") is True
