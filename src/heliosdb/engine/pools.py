@@ -42,6 +42,12 @@ T = TypeVar("T")
 
 STATEMENT_CACHE_SIZE = 512
 ACQUIRE_TIMEOUT_SECONDS = 10.0
+# The engine superuser's sessions resolve names in the catalog only: the read-write role
+# may create schemas (one named like the superuser, "$user") and objects in public, and a
+# function there that fits an unqualified call's argument types better than the
+# catalog's (pg_advisory_xact_lock(integer) for pg_advisory_xact_lock(hashtext(...)))
+# would otherwise run as the superuser. HeliosDB's own SQL qualifies everything else.
+SUPERUSER_SEARCH_PATH = {"search_path": "pg_catalog, pg_temp"}
 
 
 class Statement:
@@ -526,7 +532,7 @@ class Engine:
             parts = urlsplit(url)
             database = parts.path.lstrip("/") or self.settings.database
             self._connect = {"dsn": url, "database": database}
-        admin = await asyncpg.connect(**self._connect)
+        admin = await asyncpg.connect(**self._connect, server_settings=SUPERUSER_SEARCH_PATH)
         try:
             if not attach:
                 await migrate(admin)
@@ -543,7 +549,10 @@ class Engine:
         }
         for access, size in sizes.items():
             login = dict(self._connect)
-            if access is not Access.SYSTEM:
+            settings = server_settings
+            if access is Access.SYSTEM:
+                settings = {**server_settings, **SUPERUSER_SEARCH_PATH}
+            else:
                 login["user"] = ROLE_FOR_ACCESS[access]
                 login["password"] = passwords[access]
             self._pools[access] = await asyncpg.create_pool(
@@ -552,7 +561,7 @@ class Engine:
                 max_size=size,
                 connection_class=EngineConnection,
                 init=register_codecs,
-                server_settings=server_settings,
+                server_settings=settings,
                 command_timeout=self.settings.query_timeout + 5,
                 statement_cache_size=STATEMENT_CACHE_SIZE,
                 reset=_reset_session,
@@ -625,6 +634,7 @@ class Engine:
                     "DateStyle": "ISO, MDY",
                     "IntervalStyle": "iso_8601",
                     "extra_float_digits": "1",
+                    **SUPERUSER_SEARCH_PATH,
                 },
                 statement_cache_size=64,
             )

@@ -144,25 +144,35 @@ _IDLE_POLL_SECONDS = 0.1
 _EXCLUDED_SCHEMAS = ("helios", "information_schema")
 _TEXT = TypeInfo("text")  # a type the catalog did not describe keeps its text
 
+# Fired by any role's DDL, and SECURITY DEFINER: only the engine superuser may add a
+# schema to the publication. It runs in the caller's session, where the caller may have
+# made temporary objects: with pg_temp last in its search_path and every name qualified,
+# a temp relation (a ``pg_namespace`` view) or type (a ``regclass`` domain whose CHECK
+# calls the caller's function) cannot stand in for the catalog's, and operators and
+# functions are never looked up in pg_temp. It acts only on the objects the command
+# created (the caller's own), through quoted names; EXECUTE is revoked from PUBLIC
+# (tests/integration/security/test_engine_functions.py tries each of these).
 _DDL_FUNCTION = """
 CREATE OR REPLACE FUNCTION helios.capture_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cmd record;
-    schema_name text;
+    schema_name pg_catalog.text;
 BEGIN
-    FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    FOR cmd IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP
         IF cmd.command_tag = 'CREATE SCHEMA' THEN
-            SELECT nspname INTO schema_name FROM pg_namespace WHERE oid = cmd.objid;
+            SELECT n.nspname INTO schema_name FROM pg_catalog.pg_namespace n
+            WHERE n.oid = cmd.objid;
             IF schema_name NOT LIKE 'pg\\_%' AND schema_name NOT LIKE 'helios\\_%'
                AND schema_name NOT IN ('helios', 'information_schema') THEN
-                EXECUTE format('ALTER PUBLICATION helios_changes ADD TABLES IN SCHEMA %I',
-                               schema_name);
+                EXECUTE pg_catalog.format(
+                    'ALTER PUBLICATION helios_changes ADD TABLES IN SCHEMA %I', schema_name);
             END IF;
         ELSIF cmd.object_type = 'table' AND cmd.schema_name <> 'helios'
               AND cmd.schema_name NOT LIKE 'helios\\_%'
               AND cmd.schema_name NOT LIKE 'pg\\_%' THEN
-            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', cmd.objid::regclass);
+            EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL',
+                                      cmd.objid::pg_catalog.regclass);
         END IF;
     END LOOP;
 END $$
