@@ -301,6 +301,8 @@ async def _stage(
             Held(name, limits).add_all(docs)
         size = stage_args.sample_size(arg)
         return random.sample(docs, min(size, len(docs)))
+    if name == "$documents":
+        raise invalid("$documents is only valid as the first stage in a pipeline", location=40602)
     raise unknown_stage(name)
 
 

@@ -1,5 +1,5 @@
-"""The arguments of ``$skip``, ``$limit``, ``$sample``, ``$unwind``, ``$replaceRoot`` and
-``$replaceWith``, checked as MongoDB checks them, with its error
+"""The arguments of ``$skip``, ``$limit``, ``$sample``, ``$unwind``, ``$replaceRoot`` /
+``$replaceWith`` and ``$documents``, checked as MongoDB checks them, with its error
 codes and messages (its ``location`` numbers: interfaces/mongodb/errors.py answers
 them as they are).
 
@@ -20,6 +20,7 @@ from bson.objectid import ObjectId
 
 from heliosdb.errors import HeliosError, invalid
 from heliosdb.services.documents.buckets import type_name
+from heliosdb.services.documents.expressions import evaluate
 from heliosdb.services.documents.values import MISSING
 
 _COUNT_CODES = {"$skip": 5107200, "$limit": 5107201}
@@ -183,6 +184,18 @@ def new_root(name: str, root: Any, document: Any) -> dict[str, Any]:
         f"Input document: {shown(document)}",
         location=40228,
     )
+
+
+def documents(arg: Any) -> list[dict[str, Any]]:
+    """What a leading ``$documents`` gives: its expression, evaluated with no current
+    document, must be an array of documents."""
+    found = evaluate(arg, {})
+    if not isinstance(found, list):
+        shown_type = type_name(found) if found is not MISSING else "missing"
+        raise invalid(
+            f"$documents expects an array of objects, found {shown_type}", location=5858203
+        )
+    return [new_root("$replaceRoot", item, {}) for item in found]
 
 
 def check(stages: list[dict[str, Any]]) -> None:

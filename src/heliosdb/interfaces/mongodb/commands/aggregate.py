@@ -58,6 +58,11 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
             items = await store.aggregate(
                 session.principal, request.db, None, stages[1:], ops, disk
             )
+        elif leading == "$documents":  # literal input: db.aggregate([{$documents: [...]}])
+            given = stage_args.documents(stages[0]["$documents"])
+            items = await store.aggregate(
+                session.principal, request.db, None, stages[1:], given, disk
+            )
         elif leading not in _DB_LEVEL_EMPTY:
             items = await store.aggregate(
                 session.principal, request.db, None, stages, allow_disk_use=disk
@@ -66,6 +71,8 @@ async def aggregate(session: Session, request: Request) -> dict[str, Any]:
     elif isinstance(target, str) and target:
         namespace = f"{request.db}.{target}"
         await check_hint(session, request.db, target, request.body.get("hint"))
+        if stages and stage_name(stages[0]) == "$documents":
+            raise CommandError(73, "'$documents' can only be run with {aggregate: 1}")
         if stages and stage_name(stages[0]) == "$collStats":
             stats = await collection_stats(session, request.db, target)
             first = {"ns": namespace, "storageStats": stats, "count": stats["count"]}
