@@ -21,7 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from heliosdb.interfaces.mongodb import codec, errors, hotpath, loneupdate, registry
+from heliosdb.interfaces.mongodb import (
+    codec,
+    errors,
+    hotpath,
+    loneupdate,
+    registry,
+    write_concern,
+)
 from heliosdb.interfaces.mongodb.cursors import CursorStore
 from heliosdb.interfaces.mongodb.transactions import SessionTable
 from heliosdb.security.principals import Principal
@@ -409,6 +416,10 @@ async def dispatch(session: Session, request: Request) -> dict[str, Any]:
             )
         session.state.opcounters["command"] += 1
         body = request.body
+        if entry.writes or request.name in write_concern.WITH_WRITE_CONCERN:
+            refused = write_concern.refusal(body)
+            if refused is not None:
+                raise refused
         if "txnNumber" in body and "lsid" in body:
             # A transaction's statement or a retryable write: sessions decide.
             reply = await session.state.sessions.run(session, request, entry.handler)

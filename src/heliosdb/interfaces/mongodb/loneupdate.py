@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from heliosdb.interfaces.mongodb import errors, hotpath
+from heliosdb.interfaces.mongodb import errors, hotpath, write_concern
 from heliosdb.services.documents import bsonform
 from heliosdb.services.documents.updatelane import Outcome
 
@@ -89,6 +89,7 @@ def _statement(data: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
         or type(statement.get("q", {})) is not dict
         or type(statement.get("upsert", False)) is not bool
         or statement.get("multi", False) is not False
+        or write_concern.refusal(body) is not None  # the loop answers it
     ):
         return None
     return body, statement
