@@ -1,6 +1,7 @@
 """``$documents``: a database-level aggregate (``db.aggregate``, ``{aggregate: 1}``) whose
 first stage gives literal documents (or an expression evaluating to an array of them),
-which the later stages read as a collection's."""
+which the later stages read as a collection's; and a ``$lookup`` or ``$unionWith``
+whose pipeline starts with it, in place of a collection."""
 
 from __future__ import annotations
 
@@ -104,3 +105,41 @@ def test_mongosh_db_aggregate_with_documents(mongo_port: int, rw_key: str, tmp_p
     ]
     assert out["sorted"] == [1, 2, 3]
     assert out["onCollection"] == 73
+
+
+def test_a_lookup_joins_documents_of_its_own(db: Db) -> None:
+    # MongoDB's example: no 'from', the pipeline's $documents matched on the fields
+    db.zips.drop()
+    db.zips.insert_many([{"_id": 1, "zip": 94301}, {"_id": 2, "zip": 10019}])
+    cities = [{"zip_id": 94301, "name": "Palo Alto, CA"}, {"zip_id": 10019, "name": "NYC"}]
+    found = db.zips.aggregate(
+        [
+            {"$match": {}},
+            {"$lookup": {"localField": "zip", "foreignField": "zip_id", "as": "city",
+                         "pipeline": [{"$documents": cities}, {"$project": {"_id": 0}}]}},
+            {"$sort": {"_id": 1}},
+        ]
+    )  # fmt: skip
+    assert [d["city"] for d in found] == [
+        [{"zip_id": 94301, "name": "Palo Alto, CA"}],
+        [{"zip_id": 10019, "name": "NYC"}],
+    ]
+    # let variables reach the $documents expression
+    found = db.zips.aggregate(
+        [
+            {"$sort": {"_id": 1}},
+            {"$lookup": {"let": {"z": "$zip"}, "as": "made",
+                         "pipeline": [{"$documents": [{"twice": {"$multiply": ["$$z", 2]}}]}]}},
+            {"$project": {"_id": 0, "made": 1}},
+        ]
+    )  # fmt: skip
+    assert list(found) == [{"made": [{"twice": 188602}]}, {"made": [{"twice": 20038}]}]
+
+
+def test_a_union_with_documents_of_its_own(db: Db) -> None:
+    db.few.drop()
+    db.few.insert_one({"_id": 1, "x": 1})
+    found = db.few.aggregate(
+        [{"$unionWith": {"pipeline": [{"$documents": [{"x": 2}, {"x": 3}]}, {"$match": {"x": 3}}]}}]
+    )
+    assert list(found) == [{"_id": 1, "x": 1}, {"x": 3}]

@@ -633,6 +633,12 @@ async def _union_with(arg: Any, lookup: Lookup, limits: Limits) -> list[dict[str
     pipeline (a leading ``$match`` is the read's filter), counted against the stage
     limit as they are read."""
     spec = {"coll": arg} if isinstance(arg, str) else arg
+    literal: Any = spec.get("pipeline") if isinstance(spec, dict) and "coll" not in spec else None
+    given = stage_args.leading_documents(literal)
+    if given is not MISSING:  # no collection: the pipeline's $documents
+        found = stage_args.documents(given)
+        Held("$unionWith", limits).add_all(found)
+        return await run(found, literal[1:], lookup, limits)
     if (
         not isinstance(spec, dict)
         or not isinstance(spec.get("coll"), str)
@@ -661,20 +667,21 @@ async def _lookup(
 ) -> list[dict[str, Any]]:
     source = arg.get("from")
     alias = arg.get("as")
+    given = stage_args.leading_documents(arg.get("pipeline"))
+    if given is not MISSING and source is None and isinstance(alias, str):
+        return await _lookup_documents(docs, arg, given, lookup, held)
     if not isinstance(source, str) or not isinstance(alias, str):
         raise invalid("$lookup needs 'from' and 'as'", kind="failed_to_parse")
     if "localField" in arg:
         local, foreign = arg["localField"], arg["foreignField"]
         keys: list[Any] = []
         for doc in docs:
-            value = field_values(doc, local)
-            keys.extend(value if isinstance(value, list) else [None if value is MISSING else value])
+            keys.extend(_local_keys(doc, local))
         found = await lookup(source, {foreign: {"$in": keys}}) if keys else []
         held.add_all(found)
         out = []
         for doc in docs:
-            value = field_values(doc, local)
-            wanted = value if isinstance(value, list) else [None if value is MISSING else value]
+            wanted = _local_keys(doc, local)
             joined = [f for f in found if matches(f, {foreign: {"$in": wanted}})]
             if len(docs) > 1:
                 held.add_all(joined)  # shared with found, but each output document copies it
@@ -703,6 +710,36 @@ async def _lookup(
 
 # input documents whose $lookup sub-pipeline runs as one statement (pushdown.LookupJoin)
 _JOINED_AT_ONCE = 1000
+
+
+def _local_keys(doc: dict[str, Any], local: Any) -> list[Any]:
+    """The values of a ``$lookup``'s ``localField`` in ``doc`` its ``foreignField`` may
+    equal: an array's elements, a missing field as null."""
+    value = field_values(doc, local)
+    return value if isinstance(value, list) else [None if value is MISSING else value]
+
+
+async def _lookup_documents(
+    docs: list[dict[str, Any]], arg: dict[str, Any], given: Any, lookup: Lookup, held: Held
+) -> list[dict[str, Any]]:
+    """A ``$lookup`` with no ``from`` whose pipeline starts with ``$documents``: each input
+    document joins those documents (evaluated with its ``let`` variables), those whose
+    ``foreignField`` equals its ``localField`` when both are given, the rest of the
+    pipeline run over them."""
+    let = arg.get("let", {})
+    if not isinstance(let, dict):
+        raise invalid("$lookup's 'let' must be a document", kind="failed_to_parse")
+    out = []
+    for doc in docs:
+        scope = {k: evaluate(v, doc) for k, v in let.items()}
+        rows = stage_args.documents(given, scope)
+        if "localField" in arg:
+            wanted = _local_keys(doc, arg["localField"])
+            rows = [r for r in rows if matches(r, {arg["foreignField"]: {"$in": wanted}})]
+        joined = await _sub_pipeline(rows, arg["pipeline"][1:], scope, lookup, held.limits)
+        held.add_all(joined)
+        out.append({**doc, arg["as"]: joined})
+    return out
 
 
 async def _joined_in_engine(

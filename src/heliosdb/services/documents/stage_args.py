@@ -186,16 +186,24 @@ def new_root(name: str, root: Any, document: Any) -> dict[str, Any]:
     )
 
 
-def documents(arg: Any) -> list[dict[str, Any]]:
+def documents(arg: Any, variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """What a leading ``$documents`` gives: its expression, evaluated with no current
-    document, must be an array of documents."""
-    found = evaluate(arg, {})
+    document (``variables``: a ``$lookup``'s ``let``), must be an array of documents."""
+    found = evaluate(arg, {}, variables)
     if not isinstance(found, list):
         shown_type = type_name(found) if found is not MISSING else "missing"
         raise invalid(
             f"$documents expects an array of objects, found {shown_type}", location=5858203
         )
     return [new_root("$replaceRoot", item, {}) for item in found]
+
+
+def leading_documents(stages: Any) -> Any:
+    """The argument of ``stages``' leading ``$documents`` (a sub-pipeline's), MISSING
+    when it has none."""
+    if isinstance(stages, list) and stages and isinstance(stages[0], dict):
+        return stages[0].get("$documents", MISSING) if len(stages[0]) == 1 else MISSING
+    return MISSING
 
 
 def check(stages: list[dict[str, Any]]) -> None:
