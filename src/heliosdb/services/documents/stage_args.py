@@ -177,11 +177,11 @@ def new_root(name: str, root: Any, document: Any) -> dict[str, Any]:
     else)."""
     if isinstance(root, dict):
         return root
+    # mongod's words, the two spaces after $replaceRoot's "expression" included
     what = "'newRoot' expression " if name == "$replaceRoot" else "'replacement document'"
     raise invalid(
         f"{what} must evaluate to an object, but resulting value was: {shown(root)}. "
-        f"Type of resulting value: '{type_name(root) if root is not MISSING else 'missing'}'. "
-        f"Input document: {shown(document)}",
+        f"Type of resulting value: '{type_name(root)}'. Input document: {shown(document)}",
         location=40228,
     )
 
@@ -191,9 +191,8 @@ def documents(arg: Any, variables: dict[str, Any] | None = None) -> list[dict[st
     document (``variables``: a ``$lookup``'s ``let``), must be an array of documents."""
     found = evaluate(arg, {}, variables)
     if not isinstance(found, list):
-        shown_type = type_name(found) if found is not MISSING else "missing"
         raise invalid(
-            f"$documents expects an array of objects, found {shown_type}", location=5858203
+            f"$documents expects an array of objects, found {type_name(found)}", location=5858203
         )
     return [new_root("$replaceRoot", item, {}) for item in found]
 
