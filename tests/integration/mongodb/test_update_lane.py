@@ -49,7 +49,9 @@ CASES: list[tuple[dict[str, Any], bool]] = [
     ({"$inc": {"a": 1}}, True),
     ({"$set": {"s": "other", "new": {"k": [1, 2]}}}, True),
     ({"$set": {"a": 1}}, True),  # no change: nModified 0
-    ({"$inc": {"near": 5, "big": -10}, "$set": {"x": None}}, True),  # int32 overflow
+    ({"$inc": {"big": -10}, "$set": {"x": None}}, True),
+    # an int32 overflow makes a long the statement did not declare: the general path
+    ({"$inc": {"near": 5}}, False),
     ({"$inc": {"ключ": 2, "missing": Int64(3)}}, True),  # appended
     ({"$inc": {"d": 1}}, False),  # a double: the engine function leaves it
     ({"$inc": {"s": 1}}, False),  # TypeMismatch (14), from the general path

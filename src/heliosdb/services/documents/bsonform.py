@@ -145,13 +145,35 @@ def ordered_form(value: Any) -> Any:
     return query_form(value)
 
 
+# The start of a statement of the node's that writes no Int64 or Decimal128: see
+# catalog.py, where the ``wide`` flag it keeps off is.
+NARROW = "/*helios:narrow*/ "
+
+# Whether query_form met a value BSON holds as an Int64 or a Decimal128 since
+# wide_form cleared it (catalog.NARROW): a flag rather than a second walk of the
+# document. Only wide_form reads it, around a query_form call with no await inside.
+_met_wide = [False]
+
+
+def wide_form(document: Any) -> tuple[Any, bool]:
+    """``document``'s query form, and whether it holds an Int64 or a Decimal128 element
+    (an ``int`` past int32's range is encoded as an Int64)."""
+    _met_wide[0] = False
+    form = query_form(document)
+    return form, _met_wide[0]
+
+
 def query_form(value: Any) -> Any:
     """The JSONB (relaxed Extended JSON) form of one BSON value."""
     # The plain types first, by exact type (every stored document passes through here).
     kind = type(value)
     if kind is str:
         return value if "\x00" not in value and "\x01" not in value else _escape(value)
-    if kind is int or kind is bool or value is None:
+    if kind is int:
+        if not -2147483648 <= value <= 2147483647:
+            _met_wide[0] = True
+        return value
+    if kind is bool or value is None:
         return value
     if kind is float:
         return value if -_EXACT < value < _EXACT else _query_form_other(value)
@@ -168,6 +190,7 @@ def _query_form_other(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
+        _met_wide[0] = _met_wide[0] or isinstance(value, Int64) or not -(2**31) <= value < 2**31
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -185,6 +208,7 @@ def _query_form_other(value: Any) -> Any:
     if isinstance(value, (dt.datetime, DatetimeMS)):
         return {"$date": date_millis(value)}
     if isinstance(value, Decimal128):
+        _met_wide[0] = True
         number = value.to_decimal()
         if not number.is_finite():
             return _non_finite(number)  # the same as a double's: equal in MongoDB

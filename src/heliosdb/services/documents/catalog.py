@@ -33,7 +33,7 @@ from heliosdb.engine import roles
 from heliosdb.engine.quoting import qualified, quote_ident, quote_literal
 from heliosdb.errors import ErrorCode, HeliosError, invalid
 from heliosdb.services.documents import bsonform, inplace
-from heliosdb.services.documents.filters import TYPE_RANK
+from heliosdb.services.documents.filters import TYPE_RANK, Params
 from heliosdb.services.documents.inplace import _SIZE as SIZE_SQL  # a BSON value's size
 
 log = logging.getLogger("heliosdb.services.documents")
@@ -64,7 +64,51 @@ CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.indexes (
     PRIMARY KEY (db, collection, name)
 );
 ALTER TABLE {CATALOG_SCHEMA}.collections ADD COLUMN IF NOT EXISTS form smallint;
+ALTER TABLE {CATALOG_SCHEMA}.collections
+    ADD COLUMN IF NOT EXISTS wide boolean NOT NULL DEFAULT true;
 """
+
+# ``wide``: the collection may hold an Int64 or a Decimal128 element, the number types
+# the query form does not keep, so an engine-run $group must read each row's BSON for
+# them (pushdown.py); false, it reads none. A collection starts false (create_collection;
+# rows from before the column are true) and once true stays so. The node's own writes
+# start with NARROW where no document they write holds such a number (the encoder's
+# pass tells: bsonform.wide_form); every other write to the table (one of the node's
+# that holds one, SQL through REST /query or the PostgreSQL port, COPY, an older node)
+# lacks it, and the statement trigger WIDEN_TRIGGER sets the flag in that write's own
+# transaction. So the flag is in the engine, read by the $group statement itself
+# (``wide_sql``): right across worker processes and nodes. A statement that starts with
+# NARROW claims to write no such number: SQL that copies it claims that too.
+NARROW = bsonform.NARROW
+WIDEN_TRIGGER = "helios_documents_widen"
+WIDEN_DDL = f"""
+CREATE OR REPLACE FUNCTION {CATALOG_SCHEMA}.widen() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+BEGIN
+    UPDATE {CATALOG_SCHEMA}.collections SET wide = true
+    WHERE db = TG_TABLE_SCHEMA AND name = TG_TABLE_NAME AND NOT wide;
+    RETURN NULL;
+END
+$fn$;
+"""
+
+
+def narrow(sql: str, wide: bool = False) -> str:
+    """``sql``, a write of the node's, marked as holding no Int64 or Decimal128 unless
+    ``wide`` (see NARROW)."""
+    return sql if wide else NARROW + sql
+
+
+def wide_sql(db: str, collection: str, params: Params) -> str:
+    """SQL true where ``db.collection`` may hold an Int64 or a Decimal128 (true for a
+    name the catalog does not hold): an uncorrelated subquery, so the engine reads it
+    once per statement (an InitPlan), with the names as ``params``."""
+    return (
+        f"COALESCE((SELECT c.wide FROM {CATALOG_SCHEMA}.collections AS c "
+        f"WHERE c.db = {params.add(db, 'text')} AND c.name = {params.add(collection, 'text')}), "
+        "true)"
+    )
+
 
 # Reading BSON in the engine, for what the query form does not keep (field order),
 # in PL/pgSQL whose every statement costs far more than the expression it runs (so
@@ -538,6 +582,7 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
         await conn.execute(keytables.KEYS_DDL)
         await conn.execute(views.DDL)
         await conn.execute(FORGET_DDL)
+        await conn.execute(WIDEN_DDL)
         await conn.execute(_FORGET_ORPHANS)
         await upgrade_forms(conn)
 
@@ -583,8 +628,10 @@ async def _upgrade_collection(conn: asyncpg.Connection, db: str, name: str, rows
             identifier = bsonform.id_form(document.get("_id"))
             if form == found["doc"] and identifier == bsonform.id_bind(found["_id"]):
                 continue  # a big int64, say: its form was right already
-            await conn.execute(
-                f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb",
+            await conn.execute(  # the stored BSON stays: narrow
+                narrow(
+                    f"UPDATE {target} SET _id = $2::jsonb, doc = $3::jsonb WHERE _id = $1::jsonb"
+                ),
                 bsonform.id_bind(found["_id"]),
                 identifier,
                 form,
@@ -655,18 +702,27 @@ async def create_collection(
         await conn.execute(f"SELECT {CATALOG_SCHEMA}.forget_collection($1, $2)", db, collection)
     if await views.is_view(conn, db, collection):
         raise views.not_on_view(db, collection)
+    # a table there already (made through SQL) may hold anything: wide
+    wide = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table(db, collection))
     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")
     await conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table(db, collection)} "
         "(_id jsonb PRIMARY KEY, bson bytea NOT NULL, doc jsonb NOT NULL)"
     )
     await conn.execute(
-        f"INSERT INTO {CATALOG_SCHEMA}.collections (db, name, options, form) "
-        "VALUES ($1, $2, $3, $4::smallint)",
+        f"CREATE OR REPLACE TRIGGER {WIDEN_TRIGGER} AFTER INSERT OR UPDATE "
+        f"ON {table(db, collection)} FOR EACH STATEMENT "
+        f"WHEN (NOT starts_with(current_query(), {quote_literal(NARROW)})) "
+        f"EXECUTE FUNCTION {CATALOG_SCHEMA}.widen()"
+    )
+    await conn.execute(
+        f"INSERT INTO {CATALOG_SCHEMA}.collections (db, name, options, form, wide) "
+        "VALUES ($1, $2, $3, $4::smallint, $5)",
         db,
         collection,
         bsonform.encode(options or {}),
         FORM_VERSION,
+        wide,
     )
     return True
 

@@ -6,11 +6,13 @@ decoded BSON and writes the row back: two round trips. The common case, a few to
 fields set to given values or integers incremented, needs no Python: the function
 below (created with the catalog, catalog.py) walks the top-level elements of the stored
 BSON, replaces or appends the elements the node encoded, adds integers with MongoDB's
-widening rule (int32 + int32 stays int32 unless it overflows, anything with an int64
-is int64), and sets the same fields in the JSONB query form. It returns NULL for what
-it does not handle (a double or decimal to increment, a value of another type, a
+widening rule (anything with an int64 is int64), and sets the same fields in the JSONB
+query form. It returns NULL for what it does not handle (a double or decimal to
+increment, a value of another type, an int32 sum that overflows into an int64, a
 document too big), and the store then takes the general path, which also produces
-every error. Field order and types come out exactly as the Python path makes them.
+every error. (The overflow too: a long the node did not send would be one the
+statement did not declare, catalog.NARROW.) Field order and types come out exactly as
+the Python path makes them.
 
 Its arguments are three scalars, no arrays (asyncpg's array encoder costs the node
 more than the rest of the statement's parameters together): ``ops``, one letter per
@@ -115,7 +117,11 @@ BEGIN
                 nb := NULL; RETURN;
             END IF;
             r := res::bigint;
-            IF t = 18 OR get_byte(el, 0) = 18 OR res < -2147483648 OR res > 2147483647 THEN
+            IF t <> 18 AND get_byte(el, 0) <> 18 AND (res < -2147483648 OR res > 2147483647)
+            THEN
+                nb := NULL; RETURN;
+            END IF;
+            IF t = 18 OR get_byte(el, 0) = 18 THEN
                 el := '\x12'::bytea || kz || '\x0000000000000000'::bytea;
                 el := {_set_bytes("el", "kl + 2", "r", 8)};
             ELSE
@@ -190,6 +196,7 @@ class InPlace:
     elements: bytes  # each field's BSON element after its length (int32)
     values: str  # a JSON array: each field's query form, or the number to add
     changes: bool  # a nonzero increment: the document surely changes (if handled)
+    wide: bool = False  # a value is an Int64 or a Decimal128 (catalog.NARROW)
 
 
 def plan(update: Any) -> InPlace | None:
@@ -201,6 +208,7 @@ def plan(update: Any) -> InPlace | None:
     elements: list[bytes] = []
     forms: list[Any] = []
     changes = False
+    wide = False
     for op, fields in update.items():
         code = _OPS.get(op)
         if code is None or type(fields) is not dict or not fields:
@@ -226,8 +234,15 @@ def plan(update: Any) -> InPlace | None:
             keys.append(key)
             elements.append(_LENGTH.pack(len(element)))
             elements.append(element)
-            forms.append(int(value) if code == "i" else bsonform.query_form(value))
-    return InPlace("".join(ops), b"".join(elements), orjson.dumps(forms).decode(), changes)
+            if code == "i":
+                forms.append(int(value))
+                wide = wide or type(value) is Int64
+            else:
+                form, holds = bsonform.wide_form(value)
+                forms.append(form)
+                wide = wide or holds
+    values = orjson.dumps(forms).decode()
+    return InPlace("".join(ops), b"".join(elements), values, changes, wide)
 
 
 def _element(key: str, value: Any) -> bytes:
@@ -261,10 +276,11 @@ BY_ID = "_id = $1::jsonb"  # filters.compile_filter's SQL for one plain _id
 
 
 @functools.lru_cache(maxsize=1024)
-def statement(target: str, where: str, first: int, plain: bool = False) -> str:
+def statement(target: str, where: str, first: int, plain: bool = False, wide: bool = False) -> str:
     """Lock the first matching row, compute its new forms, write them if they changed;
     (matched, modified, unsupported). ``first`` is the number of the first of the three
-    parameters that carry the ``InPlace`` arguments (the filter's come before).
+    parameters that carry the ``InPlace`` arguments (the filter's come before);
+    ``wide``: they hold an Int64 or a Decimal128 (``InPlace.wide``, catalog.NARROW).
 
     ``plain`` (an update that surely changes the document, ``InPlace.changes``) with a
     filter of one plain ``_id`` (at most one row, by the primary key): one ``UPDATE``,
@@ -275,14 +291,15 @@ def statement(target: str, where: str, first: int, plain: bool = False) -> str:
     ``NOT NULL`` column, so nothing is written and the caller takes the general path
     (``NotNullViolationError``)."""
     args = f"${first}::text, ${first + 1}::bytea, ${first + 2}::text::jsonb"
+    mark = "" if wide else bsonform.NARROW
     if plain and where == BY_ID:
         return (
-            f"WITH w AS (UPDATE {target} AS t SET (bson, doc) = (SELECT f.nb, f.nd FROM "
+            f"{mark}WITH w AS (UPDATE {target} AS t SET (bson, doc) = (SELECT f.nb, f.nd FROM "
             f"{SCHEMA}.bson_update(t.bson, t.doc, {args}) AS f) WHERE {where} RETURNING 1) "
             "SELECT count(*)::int AS matched, count(*)::int AS modified, 0 AS unsupported FROM w"
         )
     return (
-        f"WITH m AS (SELECT _id, bson, doc FROM {target} WHERE {where} LIMIT 1 FOR UPDATE), "
+        f"{mark}WITH m AS (SELECT _id, bson, doc FROM {target} WHERE {where} LIMIT 1 FOR UPDATE), "
         f"u AS (SELECT m._id, m.bson AS old, f.nb, f.nd FROM m, "
         f"LATERAL {SCHEMA}.bson_update(m.bson, m.doc, {args}) AS f), "
         f"w AS (UPDATE {target} AS t SET bson = u.nb, doc = u.nd FROM u "

@@ -28,7 +28,7 @@ from bson.objectid import ObjectId
 
 from heliosdb.errors import ErrorCode, HeliosError
 from heliosdb.services.documents import bsonform
-from heliosdb.services.documents.catalog import CATALOG_SCHEMA, key_expression
+from heliosdb.services.documents.catalog import CATALOG_SCHEMA, key_expression, wide_sql
 from heliosdb.services.documents.expression_scope import truthy
 from heliosdb.services.documents.filters import (
     TYPE_RANK,
@@ -113,8 +113,14 @@ def leading(stages: list[dict[str, Any]]) -> Leading:
 
 
 def plan_pipeline(
-    target: str, stages: list[dict[str, Any]], indexed: dict[str, str] | None = None
+    target: str,
+    stages: list[dict[str, Any]],
+    indexed: dict[str, str] | None = None,
+    namespace: tuple[str, str] | None = None,
 ) -> Plan:
+    """The engine's part of ``stages`` over the table ``target``; ``namespace`` (its
+    database and collection) lets a $group skip the BSON type probe where the catalog
+    says the collection never held a long or a Decimal128 (catalog's ``wide``)."""
     params = Params()
     lead = leading(stages)
     where = compile_filter(lead.query, params, indexed)
@@ -138,7 +144,7 @@ def plan_pipeline(
             )
     if i < len(stages) and stage_name(stages[i]) == "$group":
         trial = Params(list(params.values))
-        grouped = _group(sql, stages[i]["$group"], trial)
+        grouped = _group(sql, stages[i]["$group"], trial, namespace)
         if grouped is not None:
             text, decode, inexact = grouped
             fallback = Plan(sql, params.values, stages[i:])
@@ -217,10 +223,13 @@ class _Values:
     ``typed`` paths also get the BSON type of their element (catalog's ``bson_type``)
     where the row's stored bytes hold a long or a Decimal128 element of the path's last
     name (the number types the query form does not keep), else SQL NULL: two byte
-    searches a row, the walk through the BSON only where one finds something."""
+    searches a row, the walk through the BSON only where one finds something; none at
+    all where the catalog says the collection ``namespace`` never held such a number
+    (catalog.wide_sql: read once per statement)."""
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: Params, namespace: tuple[str, str] | None) -> None:
         self.params = params
+        self.namespace = namespace
         self.columns: dict[tuple[str, bool], str] = {}
         self.types: dict[str, str] = {}
 
@@ -245,6 +254,7 @@ class _Values:
             terms.append(
                 f"{value} AS {column}" if raw else f"COALESCE({value}, 'null'::jsonb) AS {column}"
             )
+        wide = wide_sql(*self.namespace, self.params) if self.namespace and self.types else ""
         for path, column in self.types.items():
             parts = path.split(".")
             name = parts[-1].encode() + b"\x00"
@@ -253,7 +263,8 @@ class _Values:
                 for kind in (_LONG, _DECIMAL)
             )
             walk = f"{CATALOG_SCHEMA}.bson_type(s.bson, {self.params.add(parts, 'text[]')})"
-            terms.append(f"CASE WHEN {hints} THEN {walk} END AS {column}")
+            skip = f"WHEN NOT {wide} THEN NULL " if wide else ""
+            terms.append(f"CASE {skip}WHEN {hints} THEN {walk} END AS {column}")
         return f"SELECT {', '.join(terms)} FROM ({base}) AS s OFFSET 0"
 
 
@@ -271,7 +282,7 @@ class _Accumulated:
 
 
 def _group(
-    base: str, spec: Any, params: Params
+    base: str, spec: Any, params: Params, namespace: tuple[str, str] | None = None
 ) -> tuple[str, Callable[[list[Any]], list[dict[str, Any]]], str] | None:
     """The SQL of a $group, the decoder of its rows, and the SQL condition on a row
     ``g`` under which the group must run in Python instead (``Plan.fallback``): a key or
@@ -280,7 +291,7 @@ def _group(
     and the stored value of a $min/$max; a long that a $min/$max may have picked)."""
     if not isinstance(spec, dict) or "_id" not in spec:
         return None
-    values = _Values(params)
+    values = _Values(params, namespace)
     key = spec["_id"]
     key_sql: str | None
     key_fields: list[str] | None = None

@@ -547,9 +547,12 @@ class DocumentStore:
         rows: list[tuple[Any, bytes, Any]] = []
         result = InsertResult()
         bad: dict[int, HeliosError] = {}
+        wide = False
         for index, raw in enumerate(documents):
             try:
-                rows.append(_row_for_insert(raw))
+                row, holds = _row_for_insert(raw)
+                rows.append(row)
+                wide = wide or holds
             except HeliosError as exc:
                 bad[index] = exc
                 rows.append((None, b"", None))
@@ -561,7 +564,7 @@ class DocumentStore:
         async with self._conn(principal, write=True) as conn:
             try:
                 if usable:
-                    errors = await self._insert_rows(conn, db, coll, usable, ordered)
+                    errors = await self._insert_rows(conn, db, coll, usable, ordered, wide)
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         for index, error in errors.items():
@@ -582,8 +585,10 @@ class DocumentStore:
         coll: str,
         rows: list[tuple[int, tuple[Any, bytes, Any]]],
         ordered: bool,
+        wide: bool,
     ) -> dict[int, HeliosError]:
-        """Insert in one statement; on collisions, work out which documents failed."""
+        """Insert in one statement; on collisions, work out which documents failed.
+        ``wide``: some hold an Int64 or a Decimal128 (catalog.NARROW)."""
         target = table(db, coll)
         # the JSONB forms as text arrays, each element made here in one pass: asyncpg's
         # jsonb[] encoder calls back into Python per element (about 0.7 us a document
@@ -593,9 +598,10 @@ class DocumentStore:
             [r[1] for _, r in rows],
             [dump_json(r[2]) for _, r in rows],
         ]
-        plain = (
+        plain = catalog.narrow(
             f"INSERT INTO {target} (_id, bson, doc) "
-            "SELECT * FROM unnest($1::text[]::jsonb[], $2::bytea[], $3::text[]::jsonb[])"
+            "SELECT * FROM unnest($1::text[]::jsonb[], $2::bytea[], $3::text[]::jsonb[])",
+            wide,
         )
         try:
             try:
@@ -611,7 +617,7 @@ class DocumentStore:
             if exc.sqlstate != keytables.PARALLEL_ARRAYS:
                 raise
         async with conn.transaction():
-            return await self._insert_colliding(conn, db, coll, rows, ordered)
+            return await self._insert_colliding(conn, db, coll, rows, ordered, wide)
 
     async def _insert_colliding(
         self,
@@ -620,6 +626,7 @@ class DocumentStore:
         coll: str,
         rows: list[tuple[int, tuple[Any, bytes, Any]]],
         ordered: bool,
+        wide: bool,
     ) -> dict[int, HeliosError]:
         target = table(db, coll)
         columns = [[r[0] for _, r in rows], [r[1] for _, r in rows], [r[2] for _, r in rows]]
@@ -627,10 +634,13 @@ class DocumentStore:
         try:
             async with conn.transaction():
                 inserted = await conn.fetch(
-                    f"INSERT INTO {target} (_id, bson, doc) SELECT s._id, s.bson, s.doc FROM "
-                    "unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) "
-                    "WITH ORDINALITY AS s(_id, bson, doc, n) "
-                    "ORDER BY s.n ON CONFLICT DO NOTHING RETURNING _id",
+                    catalog.narrow(
+                        f"INSERT INTO {target} (_id, bson, doc) SELECT s._id, s.bson, s.doc "
+                        "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[]) "
+                        "WITH ORDINALITY AS s(_id, bson, doc, n) "
+                        "ORDER BY s.n ON CONFLICT DO NOTHING RETURNING _id",
+                        wide,
+                    ),
                     *columns,
                 )
         except asyncpg.PostgresError as exc:
@@ -640,7 +650,7 @@ class DocumentStore:
                 exc.sqlstate != keytables.PARALLEL_ARRAYS
             ):
                 raise
-            return await self._insert_each(conn, db, coll, rows, ordered)
+            return await self._insert_each(conn, db, coll, rows, ordered, wide)
         done: dict[bytes, int] = {}
         for r in inserted:
             key = orjson.dumps(r["_id"], option=orjson.OPT_SORT_KEYS)
@@ -662,7 +672,7 @@ class DocumentStore:
             failed = failed[:1]
         # One that goes in on its own collided only with a document of this batch that a
         # later failure took back out: it stays.
-        return await self._insert_each(conn, db, coll, failed, ordered=False)
+        return await self._insert_each(conn, db, coll, failed, False, wide)
 
     async def _insert_each(
         self,
@@ -671,6 +681,7 @@ class DocumentStore:
         coll: str,
         rows: list[tuple[int, tuple[Any, bytes, Any]]],
         ordered: bool,
+        wide: bool,
     ) -> dict[int, HeliosError]:
         """Each document in a savepoint of its own, in order; an ordered insert stops at
         the first that fails."""
@@ -679,7 +690,11 @@ class DocumentStore:
             try:
                 async with conn.transaction():
                     await conn.execute(
-                        f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)", *row
+                        catalog.narrow(
+                            f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)",
+                            wide,
+                        ),
+                        *row,
                     )
             except asyncpg.UniqueViolationError as exc:
                 errors[index] = await self._duplicate(conn, db, coll, exc, row)
@@ -850,8 +865,8 @@ class DocumentStore:
                         new = await pipeline_update(seed, update)
                     else:
                         new = _upsert_document(query, update, operator, array_filters)
-                    new_row = _row_for_insert(_encode_checked(new))
-                    await self._insert_one(conn, db, coll, new_row)
+                    new_row, wide = _row_for_insert(_encode_checked(new))
+                    await self._insert_one(conn, db, coll, new_row, wide)
                     result.upserted_id = new["_id"]
                     if want_documents:
                         result.after = new
@@ -907,7 +922,7 @@ class DocumentStore:
         the function give up under it (then the locking statement says so without
         failing, for the next inplace.Refusals.RETRY_AFTER updates)."""
         plain = plan.changes and self._refused.plain((db, coll))
-        sql = inplace.statement(table(db, coll), where, len(params.values) + 1, plain)
+        sql = inplace.statement(table(db, coll), where, len(params.values) + 1, plain, plan.wide)
         return sql, [*params.values, plan.ops, plan.elements, plan.values]
 
     async def _update_in_place(
@@ -967,6 +982,7 @@ class DocumentStore:
             return [], [], []
         found: list[Any] = []
         changed: list[tuple[Any, bytes, Any, int]] = []
+        wide = False
         for row in rows:
             if found and not multi:
                 break
@@ -978,11 +994,11 @@ class DocumentStore:
             new = await apply(old, raw)
             encoded = _encode_checked(new)
             if encoded != raw:
-                changed.append(
-                    (bsonform.id_bind(row["_id"]), encoded, bsonform.query_form(new), row["v"])
-                )
+                form, holds = bsonform.wide_form(new)
+                wide = wide or holds
+                changed.append((bsonform.id_bind(row["_id"]), encoded, form, row["v"]))
             result.before, result.after = old, new
-        written = await self._write_changes(conn, db, coll, changed) if changed else []
+        written = await self._write_changes(conn, db, coll, changed, wide) if changed else []
         return found, changed, written
 
     async def read_versions(
@@ -1005,12 +1021,14 @@ class DocumentStore:
         """Write each document over its stored one, which ``read_versions`` read at that
         version, in one statement; a row changed since is a write conflict."""
         changed = []
+        wide = False
         for document, version in documents:
-            identifier, raw, form = _row_for_insert(_encode_checked(document))
+            (identifier, raw, form), holds = _row_for_insert(_encode_checked(document))
             changed.append((identifier, raw, form, version))
+            wide = wide or holds
         async with self._conn(principal, write=True) as conn:
             try:
-                written = await self._write_changes(conn, db, coll, changed)
+                written = await self._write_changes(conn, db, coll, changed, wide)
             except asyncpg.PostgresError as exc:
                 raise from_engine(exc) from None
         if len(written) != len(changed):
@@ -1021,9 +1039,11 @@ class DocumentStore:
             )
 
     async def _insert_one(
-        self, conn: EngineConnection, db: str, coll: str, row: tuple[Any, bytes, Any]
+        self, conn: EngineConnection, db: str, coll: str, row: tuple[Any, bytes, Any], wide: bool
     ) -> None:
-        sql = f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)"
+        sql = catalog.narrow(
+            f"INSERT INTO {table(db, coll)} (_id, bson, doc) VALUES ($1, $2, $3)", wide
+        )
         try:
             try:
                 async with transactions.guard(conn):
@@ -1039,8 +1059,10 @@ class DocumentStore:
         db: str,
         coll: str,
         changed: list[tuple[Any, bytes, Any, int]],
+        wide: bool,
     ) -> list[Any]:
-        """Write new versions of rows still at the version read; the _ids written."""
+        """Write new versions of rows still at the version read; the _ids written.
+        ``wide``: some hold an Int64 or a Decimal128 (catalog.NARROW)."""
         try:
             async with transactions.guard(conn):
                 if len(changed) == 1:
@@ -1048,8 +1070,11 @@ class DocumentStore:
                     # arrays to encode and unnest.
                     (one,) = changed
                     status = await conn.execute(
-                        f"UPDATE {table(db, coll)} SET bson = $2, doc = $3 "
-                        "WHERE _id = $1 AND xmin::text::bigint = $4",
+                        catalog.narrow(
+                            f"UPDATE {table(db, coll)} SET bson = $2, doc = $3 "
+                            "WHERE _id = $1 AND xmin::text::bigint = $4",
+                            wide,
+                        ),
                         *one,
                     )
                     return [one[0]] if status.endswith(" 1") else []
@@ -1057,10 +1082,13 @@ class DocumentStore:
                     changed, key=lambda c: orjson.dumps(c[0], option=orjson.OPT_SORT_KEYS)
                 )
                 rows = await conn.fetch(
-                    f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
-                    "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[], $4::bigint[]) "
-                    "AS s(_id, bson, doc, v) WHERE t._id = s._id AND t.xmin::text::bigint = s.v "
-                    "RETURNING t._id",
+                    catalog.narrow(
+                        f"UPDATE {table(db, coll)} AS t SET bson = s.bson, doc = s.doc "
+                        "FROM unnest($1::jsonb[], $2::bytea[], $3::jsonb[], $4::bigint[]) "
+                        "AS s(_id, bson, doc, v) "
+                        "WHERE t._id = s._id AND t.xmin::text::bigint = s.v RETURNING t._id",
+                        wide,
+                    ),
                     [c[0] for c in changed],
                     [c[1] for c in changed],
                     [c[2] for c in changed],
@@ -1438,7 +1466,7 @@ class DocumentStore:
                 return await self._streamed(principal, db, coll, query, probe, chunked)
             return found if chunked is None else await chunked(list(found))
         indexed = await self._indexes_for(principal, db, coll)
-        plan = plan_pipeline(table(db, coll), stages, indexed)
+        plan = plan_pipeline(table(db, coll), stages, indexed, (db, coll))
         streams = [pipeline.stage_name(s) in pipeline.STREAMING for s in rest] + [False]
         first_held = streams.index(False)
         # the engine does not run that stage ($group, $count): its input is read in chunks
@@ -1938,7 +1966,9 @@ def _encode_checked(document: Document) -> bytes:
     return data
 
 
-def _row_for_insert(raw: bytes) -> tuple[Any, bytes, Any]:
+def _row_for_insert(raw: bytes) -> tuple[tuple[Any, bytes, Any], bool]:
+    """The row (``_id`` form, BSON, query form) that stores the document ``raw``, and
+    whether it holds an Int64 or a Decimal128 (catalog.NARROW)."""
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise invalid(
             "object to insert exceeds the maximum size of 16 MiB", kind="document_too_large"
@@ -1960,7 +1990,8 @@ def _row_for_insert(raw: bytes) -> tuple[Any, bytes, Any]:
             raise invalid(
                 f"Document can't have $ prefixed field names: {key}", kind="dollar_prefixed"
             )
-    return bsonform.id_form(identifier), raw, bsonform.query_form(document)
+    form, wide = bsonform.wide_form(document)
+    return (bsonform.id_form(identifier), raw, form), wide
 
 
 async def _updated(old: Document, raw: bytes, write: explained.Write) -> Document:

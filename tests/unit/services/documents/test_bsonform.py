@@ -14,6 +14,7 @@ from heliosdb.services.documents.bsonform import (
     id_form,
     query_form,
     query_string,
+    wide_form,
 )
 
 # Strings made of the characters the escape is about and their neighbours.
@@ -81,3 +82,11 @@ def test_an_id_holding_a_document_of_several_fields_keeps_their_order() -> None:
     # one field all the way down: the query form, as before
     assert id_form({"a": {"b": [1]}}) == {"a": {"b": [1]}}
     assert id_form("s") == "s"
+
+
+def test_wide_form_tells_a_long_or_a_decimal_anywhere() -> None:
+    narrow = {"_id": 1, "a": 2**31 - 1, "b": -(2**31), "c": [2.5, {"d": "x"}], "e": None}
+    assert wide_form(narrow) == (query_form(narrow), False)
+    for value in (Int64(1), 2**31, -(2**31) - 1, Decimal128("1"), {"x": [Int64(0)]}):
+        assert wide_form({"a": value})[1], value
+    assert wide_form({"_id": Int64(3)})[1]

@@ -114,7 +114,8 @@ def test_plain_update_only_for_one_id_and_a_surely_changed_document() -> None:
     ] == [True, True, True, False, False, False]
     target = '"db"."c"'
     plain = inplace.statement(target, inplace.BY_ID, 2, True)
-    assert plain.startswith("WITH w AS (UPDATE ") and "FOR UPDATE" not in plain
+    assert plain.startswith(bsonform.NARROW + "WITH w AS (UPDATE ") and "FOR UPDATE" not in plain
+    assert inplace.statement(target, inplace.BY_ID, 2, True, wide=True).startswith("WITH w AS")
     for where, changes in ((inplace.BY_ID, False), ("(doc -> 'k') = $1::jsonb", True)):
         locking = inplace.statement(target, where, 2, changes)
         assert "LIMIT 1 FOR UPDATE" in locking
@@ -132,3 +133,18 @@ def test_refusals_count_down_to_the_plain_statement() -> None:
     refusals.refuse("c")  # met the document again: another round on the locking one
     assert not refusals.plain("c")
     assert refusals.plain("other")
+
+
+def test_plan_says_when_a_value_is_a_long_or_a_decimal() -> None:
+    wide = [
+        found.wide
+        for u in (
+            {"$inc": {"n": 1}, "$set": {"s": "x", "f": 1.5}},
+            {"$inc": {"n": Int64(1)}},
+            {"$set": {"n": Int64(1)}},
+            {"$set": {"n": 2**40}},
+            {"$set": {"d": {"x": Decimal128("1.5")}}},
+        )
+        if (found := inplace.plan(u)) is not None
+    ]
+    assert wide == [False, True, True, True, True]
