@@ -118,6 +118,54 @@ def test_capture_ddl_does_not_read_a_temp_pg_namespace(
     assert published == (1,)  # the new schema is captured, as every new schema is
 
 
+# Names and kinds of table an attacker might hope the trigger's ALTER TABLE misreads.
+CRAFTED = {
+    "quotes": 'CREATE TABLE {s}."t""; ALTER ROLE helios_readwrite SUPERUSER; --" (a int)',
+    "dots": 'CREATE TABLE {s}."public.t" (a int)',
+    "partition": "CREATE TABLE {s}.parent (a int) PARTITION BY LIST (a); "
+    "CREATE TABLE {s}.part PARTITION OF {s}.parent FOR VALUES IN (1)",
+    "as-select": "CREATE TABLE {s}.copy AS SELECT pg_catalog.now() AS at",
+    "temp": "CREATE TEMP TABLE scratch (a int); CREATE TABLE pg_temp.other (a int)",
+}
+
+
+@pytest.mark.parametrize("kind", list(CRAFTED))
+def test_capture_ddl_takes_crafted_names_as_names(
+    node: NodeProcess, rw_dsn: str, kind: str
+) -> None:
+    """In a schema whose name is a statement of its own, tables named to break out of
+    quoting or to look qualified, partitions and CREATE TABLE AS get REPLICA IDENTITY
+    FULL and nothing else happens; temp tables are left alone."""
+    schema = f'x"; ALTER ROLE helios_readwrite SUPERUSER; -- {uuid.uuid4().hex[:8]}'
+    quoted = sql.Identifier(schema).as_string()
+    with psycopg.connect(rw_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            conn.execute(CRAFTED[kind].format(s=quoted).encode())
+            identities = conn.execute(
+                "SELECT c.relname, c.relreplident FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND (n.nspname = %s OR n.oid = pg_my_temp_schema())",
+                (schema,),
+            ).fetchall()
+            published = conn.execute(
+                "SELECT count(*) FROM pg_catalog.pg_publication_namespace pn "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = pn.pnnspid WHERE n.nspname = %s",
+                (schema,),
+            ).fetchone()
+        finally:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with psycopg.connect(node.engine_url) as conn:
+        superuser = conn.execute(
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = %s", (RW,)
+        ).fetchone()
+    assert superuser == (False,)
+    assert published == (1,)
+    assert identities
+    expected = "d" if kind == "temp" else "f"
+    assert {identity for _, identity in identities} == {expected}
+
+
 def test_capture_ddl_leaves_tables_the_caller_did_not_create(
     node: NodeProcess, rw_dsn: str
 ) -> None:
