@@ -5,6 +5,7 @@
 #   WORKERS=N bench/pgwire.sh ...                    (node processes; default 1)
 #   ROUNDS=N bench/pgwire.sh ...                     (rounds per case; default 2)
 #   NATIVE=1 bench/pgwire.sh ...                     (also the reference C relay, built with gcc)
+#   LANES=N bench/pgwire.sh ...                      (the node's postgres.lanes; default 0)
 #
 # Starts a real node (embedded engine, temp data directory), loads pgbench tables at
 # SCALE through HeliosDB, starts PgBouncer (Debian package, pool_mode=transaction) in
@@ -13,7 +14,8 @@
 # SECONDS each against:
 #   direct     the engine's Unix socket (what a local client gets without any proxy)
 #   helios-ses the node's PostgreSQL listener (session pooling, SCRAM login with an API key)
-#   helios-txn the node's transaction-pooling port (--pg-txn-port), pool of 20 per role
+#   helios-txn the node's transaction-pooling port (--pg-txn-port), pool of 20 per role, and
+#              LANES lanes (postgres.lanes: quick SELECTs of several clients on one connection)
 #   pgbouncer  PgBouncer on TCP, transaction pooling, over the same Unix socket
 #   pgb-ses    the same PgBouncer configuration in session pooling: like for like with helios-ses
 #   native     (NATIVE=1) bench/native_relay.c, a bare relay in C between the client and its own
@@ -37,6 +39,7 @@ SECONDS_EACH=${1:-10}
 CLIENTS=${2:-16}
 SCALE=${3:-10}
 WORKERS=${WORKERS:-1}
+LANES=${LANES:-0}
 ROUNDS=${ROUNDS:-2}
 THREADS=2
 PYTHON=.venv/bin/python
@@ -70,7 +73,7 @@ PORT_FLAGS=()
 for flag in $($PYTHON -m heliosdb serve --help | grep -o -- '--[a-z-]*-port' | sort -u); do
     PORT_FLAGS+=("$flag" 0)
 done
-$PYTHON -m heliosdb serve --data-dir "$WORK/data" "${PORT_FLAGS[@]}" --workers "$WORKERS" \
+HELIOSDB_POSTGRES__LANES=$LANES $PYTHON -m heliosdb serve --data-dir "$WORK/data" "${PORT_FLAGS[@]}" --workers "$WORKERS" \
     --environment test --log-level warning > "$WORK/node.log" 2>&1 &
 NODE_PID=$!
 for _ in $(seq 1 600); do
@@ -263,4 +266,4 @@ printf '%s\n' "${CPU_LINES[@]}"
 header "machine us/txn, idle" "${TARGETS[@]}"
 printf '%s\n' "${MACHINE_LINES[@]}"
 echo "($CLIENTS clients, $THREADS pgbench threads, ${SECONDS_EACH}s each, $ROUNDS rounds," \
-    "scale $SCALE, node processes $WORKERS, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    "scale $SCALE, node processes $WORKERS, lanes $LANES, load average $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -156,6 +156,13 @@ class PostgresSettings(BaseModel):
         10.0,
         description="Transaction mode: seconds a client waits for a free engine connection.",
     )
+    lanes: int = Field(
+        0,
+        ge=0,
+        description="Transaction mode: engine connections, besides each pool, on which quick "
+        "single SELECTs of several clients run one after another (0: none). Faster on a "
+        "busy node; a query waits for the ones queued ahead of it (docs/postgres.md, Lanes).",
+    )
     max_message_bytes: int = Field(
         64 * 1024 * 1024,
         ge=5,

@@ -28,6 +28,9 @@ A message is held whole before it is forwarded (to read it), up to
 postgres.max_message_bytes, except a long Bind, CopyData or FunctionCall arriving in parts:
 that passes on to the client's connection as it arrives (``TxnClient._pass_through``).
 
+With lanes configured (lanes.py), a quick SELECT of a client at a transaction boundary
+goes down a lane shared with other clients instead (``TxnClient._to_lane``).
+
 Not carried between connections (documented in docs/postgres.md): session SET/RESET,
 LISTEN, SQL PREPARE, temp tables, session advisory locks, WITH HOLD cursors.
 """
@@ -52,6 +55,7 @@ from heliosdb.interfaces.postgres.errors import (
     PROTOCOL_VIOLATION,
     TOO_MANY_CONNECTIONS,
 )
+from heliosdb.interfaces.postgres.lanes import Lane, Lanes, remember_solo, slow_shapes, solo_shapes
 from heliosdb.interfaces.postgres.traffic import SocketTraffic, Traffic, traffic_of
 from heliosdb.security.principals import Principal
 
@@ -149,6 +153,10 @@ _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _PLAIN_SHAPES = 1024
 _PLAIN_SHAPE_BYTES = 512
 _plain_shapes: set[bytes] = set()
+_SELECTS = (b"SELECT", b"select", b"Select")
+# A row-locking SELECT may wait for another client's transaction, and the Queries queued
+# behind it on its lane with it: none of those go down a lane.
+_ROW_LOCKS = re.compile(rb"\bFOR\s+(?:NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b", re.I).search
 
 
 def _plain_query(data: bytes) -> bool:
@@ -161,6 +169,21 @@ def _plain_query(data: bytes) -> bool:
             _plain_shapes.clear()
         _plain_shapes.add(data.translate(_ZERO_DIGITS))
     return plain
+
+
+def _solo_query(data: bytes, shape: bytes) -> bool:
+    """Whether ``data`` (one whole Query of shape ``shape``) may take a lane: one plain
+    SELECT that locks no rows (remembered so in ``solo_shapes``) whose shape proves the
+    chunk whole."""
+    if (
+        not data.startswith(_SELECTS, 5)
+        or 0x30 <= data[4] <= 0x39
+        or _ROW_LOCKS(data, 5) is not None
+        or not _plain_query(data)
+    ):
+        return False
+    remember_solo(shape)
+    return True
 
 
 # Replies proven plain, remembered whole: whole messages, a ReadyForQuery the last and no
@@ -510,6 +533,7 @@ class EnginePool:
         parameters: dict[str, str],
         max_size: int,
         max_message: int = MAX_MESSAGE_BYTES,
+        lanes: int = 0,
     ) -> None:
         self.engine = engine
         self.access = access
@@ -522,6 +546,8 @@ class EnginePool:
         self.waiters: deque[asyncio.Future[ServerConn]] = deque()
         self.status: dict[str, str] = {}  # ParameterStatus of the first connection
         self.waits = 0  # acquisitions that had to wait for a connection
+        # Quick SELECTs of several clients on shared engine connections (lanes.py).
+        self.lanes = Lanes(engine, access, parameters, lanes) if lanes else None
 
     def take_idle(self) -> ServerConn | None:
         """A free connection right now, without waiting; when the pool is full, a parked
@@ -611,6 +637,8 @@ class EnginePool:
         for conn in list(self.members):
             conn.transport.abort()
         self.idle.clear()
+        if self.lanes is not None:
+            self.lanes.close()
 
 
 class TxnClient(asyncio.Protocol):
@@ -655,6 +683,11 @@ class TxnClient(asyncio.Protocol):
         self.kernel_traffic: SocketTraffic | None = None
         self.counted = True
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ended = False
+        self.lanes = pool.lanes
+        self.lane: Lane | None = None  # the lane its Queries in flight went down
+        self.in_lane = 0  # how many
+        self.paused_lane: Lane | None = None  # whose reading it paused (not reading itself)
 
     def start(self, buffered: bytes, kernel_counts: bool = False) -> None:
         """Relay from now on. ``kernel_counts``: let the kernel count the traffic if the
@@ -674,13 +707,27 @@ class TxnClient(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def pause_writing(self) -> None:
-        if self.server is not None:
+        lane = self.lane
+        if lane is not None:
+            # The lane waits for this client to read (the other clients on it too): what
+            # it holds stays bounded, and a lane that waits takes no new queries.
+            lane.transport.pause_reading()
+            self.paused_lane = lane
+        elif self.server is not None:
             self.server.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self.paused_lane is not None:
+            self._resume_lane()
         if self.server is not None:
             with contextlib.suppress(RuntimeError):
                 self.server.transport.resume_reading()
+
+    def _resume_lane(self) -> None:
+        lane, self.paused_lane = self.paused_lane, None
+        if lane is not None and not lane.closed:
+            with contextlib.suppress(RuntimeError):
+                lane.transport.resume_reading()
 
     # client -> engine
 
@@ -694,6 +741,8 @@ class TxnClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         n = len(data)
         server = self.server
+        if self.lanes is not None and self._to_lane(data, n, server):
+            return
         if (
             server is not None
             and data[0] == 0x51  # Query
@@ -739,6 +788,66 @@ class TxnClient(asyncio.Protocol):
             self.pump()
         else:
             self.pump(data)  # whole messages are taken from the chunk itself, not copied
+
+    def _to_lane(self, data: bytes, n: int, server: ServerConn | None) -> bool:
+        """Send ``data`` down a lane, or hold it behind this client's queries on one; False:
+        the pool's way."""
+        lane = self.lane
+        if lane is not None:
+            # Its earlier Queries are on that lane: what it sends now comes after their
+            # replies, so a quick SELECT follows them there, anything else waits for them.
+            if data[0] == 0x51 and n <= _PLAIN_SHAPE_BYTES and not self.buffer:
+                shape = data.translate(_ZERO_DIGITS)
+                if shape in solo_shapes:
+                    lane.send(self, data, shape)
+                    return True
+            self.buffer += data
+            self.transport.pause_reading()
+            return True
+        if (
+            data[0] != 0x51
+            or n > _PLAIN_SHAPE_BYTES
+            or self.buffer
+            or self.acquiring
+            or (server is not None and server.client is not None)  # in a transaction
+        ):
+            return False
+        shape = data.translate(_ZERO_DIGITS)
+        if shape not in solo_shapes and (shape in slow_shapes or not _solo_query(data, shape)):
+            return False
+        lane = cast(Lanes, self.lanes).pick()
+        if lane is None:
+            return False
+        lane.send(self, data, shape)
+        return True
+
+    def lane_reply(self, data: bytes) -> None:
+        """Bytes of the reply to its Query at the head of its lane."""
+        if not self.ended:
+            if self.counted:
+                self.bytes_out += len(data)
+                self.awaiting = False
+            self.transport.write(data)
+
+    def lane_done(self) -> None:
+        """Its Query at the head of its lane is answered (its ReadyForQuery sent)."""
+        self.in_lane -= 1
+        if self.in_lane:
+            return
+        self.lane = None
+        if self.buffer and not self.ended:  # held behind the lane's replies: on its way now
+            held = bytes(self.buffer)
+            self.buffer.clear()
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+            TxnClient.data_received(self, held)
+
+    def lane_lost(self) -> None:
+        """Its lane's engine connection closed with its Query unanswered."""
+        self.in_lane = 0
+        self.lane = None
+        if not self.ended:
+            self._fatal("08006", "the engine connection serving this query was lost")
 
     def _bound_execute(self, data: bytes, n: int) -> bool:
         """The common extended-protocol chunk, one Bind of a named statement to the
@@ -1073,6 +1182,10 @@ class TxnClient(asyncio.Protocol):
         if self.done.done():
             return
         self.done.set_result(None)
+        # Its Queries still on a lane run to their end (quick ones: cancelling could hit
+        # the next client's); their replies go nowhere.
+        self.ended = True
+        self._resume_lane()
         if self.kernel_traffic is not None:
             self.kernel_traffic.close()  # the last counts; the socket may go
         server, self.server = self.server, None
@@ -1097,6 +1210,10 @@ class TxnClient(asyncio.Protocol):
         self._end()
 
     async def cancel_running(self) -> None:
+        lane = self.lane
+        if lane is not None:
+            await lane.cancel_head(self)
+            return
         server = self.server
         if server is not None and server.pending > 0:
             await cancel(self.pool.engine, self.pool.access, server.engine.pid,

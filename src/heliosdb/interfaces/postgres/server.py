@@ -119,7 +119,7 @@ class Gateway:
         if pool is None:
             pool = EnginePool(
                 self.engine, access, wanted, self.settings.pool_size,
-                self.settings.max_message_bytes,
+                self.settings.max_message_bytes, self.settings.lanes,
             )  # fmt: skip
             self.pools[key] = pool
         return pool

@@ -319,7 +319,7 @@ def _txn_client() -> tuple[Any, Any]:
 
     pool = EnginePool.__new__(EnginePool)
     pool.idle, pool.waiters, pool.size, pool.max_size = [], deque(), 1, 20
-    pool.max_message = 64 << 20
+    pool.max_message, pool.lanes = 64 << 20, None
     conn = ServerConn.__new__(ServerConn)
     pool.members = [conn]
     conn.__dict__.update(
