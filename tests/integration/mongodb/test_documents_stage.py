@@ -5,7 +5,6 @@ whose pipeline starts with it, in place of a collection."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import pytest
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from tests.integration.mongodb.conftest import mongo_uri
-from tests.integration.mongodb.test_node_clients import MONGOSH, SCRIPTS, _run
+from tests.integration.mongodb.test_node_clients import MONGOSH, mongosh_script
 
 Db = Database[dict[str, Any]]
 
@@ -91,13 +89,7 @@ def test_documents_on_a_collection_is_refused(db: Db) -> None:
 
 @pytest.mark.skipif(not MONGOSH.exists(), reason="mongosh is installed by scripts/test-deps")
 def test_mongosh_db_aggregate_with_documents(mongo_port: int, rw_key: str, tmp_path: Path) -> None:
-    name = f"sh_{uuid.uuid4().hex[:8]}"
-    uri = mongo_uri(mongo_port, rw_key).replace("/?", f"/{name}?")
-    out = _run(
-        [str(MONGOSH), uri, "--quiet", "--norc", "--file", str(SCRIPTS / "mongosh_documents.js")],
-        {"HELIOS_TEST_DB": name},
-        tmp_path,
-    )
+    out = mongosh_script(mongo_port, rw_key, tmp_path, "mongosh_documents.js")
     assert out["buckets"] == [
         {"_id": {"min": 2, "max": 5}, "count": 1},
         {"_id": {"min": 5, "max": 10}, "count": 1},

@@ -36,15 +36,23 @@ def _run(command: list[str], env: dict[str, str], tmp_path: Path) -> dict[str, A
     return result
 
 
+def mongosh_script(
+    port: int, key: str, tmp_path: Path, script: str, **uri_options: str
+) -> dict[str, Any]:
+    """What ``scripts/<script>`` prints last (a JSON line), run by mongosh in a scratch
+    database of its own (HELIOS_TEST_DB)."""
+    name = f"sh_{uuid.uuid4().hex[:8]}"
+    uri = mongo_uri(port, key, **uri_options).replace("/?", f"/{name}?")
+    command = [str(MONGOSH), uri, "--quiet", "--norc", "--file", str(SCRIPTS / script)]
+    result = _run(command, {"HELIOS_TEST_DB": name}, tmp_path)
+    result["_db"] = name
+    return result
+
+
 @pytest.mark.skipif(not MONGOSH.exists(), reason="mongosh is installed by scripts/test-deps")
 def test_mongosh_script(mongo_port: int, rw_key: str, tmp_path: Path) -> None:
-    name = f"sh_{uuid.uuid4().hex[:8]}"
-    uri = mongo_uri(mongo_port, rw_key).replace("/?", f"/{name}?")
-    out = _run(
-        [str(MONGOSH), uri, "--quiet", "--norc", "--file", str(SCRIPTS / "mongosh_session.js")],
-        {"HELIOS_TEST_DB": name},
-        tmp_path,
-    )
+    out = mongosh_script(mongo_port, rw_key, tmp_path, "mongosh_session.js")
+    name = out["_db"]
     assert out["version"].startswith("7.0")
     assert name in out["dbs"]
     assert sorted(out["collections"]) == ["items", "many"]

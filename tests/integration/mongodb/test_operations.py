@@ -22,8 +22,8 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from tests.integration.engine_activity import until_engine_lets_go
-from tests.integration.mongodb.conftest import connect, mongo_uri
-from tests.integration.mongodb.test_node_clients import MONGOSH, SCRIPTS, _run
+from tests.integration.mongodb.conftest import connect
+from tests.integration.mongodb.test_node_clients import MONGOSH, mongosh_script
 from tests.nodeproc import NodeProcess
 
 Client = pymongo.MongoClient[dict[str, Any]]
@@ -280,12 +280,8 @@ def test_default_rw_concern_and_list_commands(client: Client) -> None:
 
 @pytest.mark.skipif(not MONGOSH.exists(), reason="mongosh is installed by scripts/test-deps")
 def test_mongosh_operation_helpers(mongo_port: int, rw_key: str, tmp_path: Path) -> None:
-    name = f"sh_{uuid.uuid4().hex[:8]}"
-    uri = mongo_uri(mongo_port, rw_key, appName="mongosh-ops").replace("/?", f"/{name}?")
-    out = _run(
-        [str(MONGOSH), uri, "--quiet", "--norc", "--file", str(SCRIPTS / "mongosh_operations.js")],
-        {"HELIOS_TEST_DB": name},
-        tmp_path,
+    out = mongosh_script(
+        mongo_port, rw_key, tmp_path, "mongosh_operations.js", appName="mongosh-ops"
     )
     assert out["ownOps"] == [{"op": "command", "ns": "admin.$cmd", "appName": "mongosh-ops"}]
     assert out["killed"] == "attempting to kill op"
