@@ -61,6 +61,22 @@ def _login(port: int, key: str, app: str) -> RawClient:
     return client
 
 
+def _lane_queries(node: NodeProcess) -> float:
+    return node.metric(r'heliosdb_pg_lane_queries_total\{role="[a-z_]+"\}') or 0.0
+
+
+def _warm(node: NodeProcess, client: RawClient) -> None:
+    """Quick reads until one goes down a lane: this client's pool has its lanes open."""
+    for i in range(100):
+        before = _lane_queries(node)
+        client.send(_query(f"SELECT {i}"))
+        assert _values(_answer(client)) == [str(i)]
+        if _lane_queries(node) > before:
+            return
+        select.select([], [], [], 0.02)
+    raise AssertionError("no query went down a lane")
+
+
 def _waiting(client: RawClient) -> bool:
     """Nothing has come for this client yet."""
     return not select.select([client.sock], [], [], 0)[0]
@@ -90,16 +106,21 @@ def test_many_clients_share_two_engine_connections_and_get_their_own_replies(
     assert 1 <= len(late_backends) <= 2  # the two lanes (each client its own without them)
 
 
-def test_queries_sent_together_are_answered_in_order_around_a_transaction(
-    port: int, rw_key: str
+def test_what_follows_a_lane_query_waits_for_its_reply(
+    laned: NodeProcess, port: int, rw_key: str
 ) -> None:
-    """Quick SELECTs go down a lane; the BEGIN behind them waits for their replies and
-    takes the pool's way, and its transaction stays on one connection."""
+    """A client's later messages come after its lane query: a BEGIN sent while it runs
+    waits for its reply, then takes the pool's way, and its transaction stays on one
+    connection; a quick SELECT follows it down the lane."""
     with _login(port, rw_key, f"lanes_{uuid.uuid4().hex[:8]}") as client:
+        _warm(laned, client)
+        before = _lane_queries(laned)
+        client.send(_query(f"SELECT 'a', pg_sleep(0.3), '{uuid.uuid4().hex}'"))
+        select.select([], [], [], 0.1)  # it runs on its lane
+        client.send(_query("SELECT 'b'"))
+        select.select([], [], [], 0.1)  # 'b' arrives alone: it follows 'a' down the lane
         client.send(
-            _query("SELECT 'a'")
-            + _query("SELECT 'b'")
-            + _query("BEGIN")
+            _query("BEGIN")
             + _query("SELECT 'c'")
             + _query("SELECT pg_backend_pid()::text")
             + _query("SELECT pg_backend_pid()::text")
@@ -107,6 +128,7 @@ def test_queries_sent_together_are_answered_in_order_around_a_transaction(
             + _query("SELECT 'd'")
         )
         replies = [_answer(client) for _ in range(8)]
+        assert _lane_queries(laned) >= before + 2  # 'a' and 'b'
     assert [_values(r) for r in replies[:2]] == [["a"], ["b"]]
     assert replies[2][-1] == (b"Z", b"T")
     assert _values(replies[3]) == ["c"]
@@ -115,12 +137,16 @@ def test_queries_sent_together_are_answered_in_order_around_a_transaction(
     assert _values(replies[7]) == ["d"]
 
 
-def test_a_slow_query_holds_no_other_client_up(port: int, rw_key: str) -> None:
+def test_a_slow_query_holds_no_other_client_up(laned: NodeProcess, port: int, rw_key: str) -> None:
     app = f"lanes_{uuid.uuid4().hex[:8]}"
     tag = uuid.uuid4().hex[:8]
     with _login(port, rw_key, app) as sleeper, _login(port, rw_key, app) as other:
+        _warm(laned, sleeper)
+        before = _lane_queries(laned)
         # A shape never seen: it takes a lane, which then takes no more queries.
         sleeper.send(_query(f"SELECT pg_sleep(3), '{tag}'"))
+        select.select([], [], [], 0.1)
+        assert _lane_queries(laned) == before + 1
         for i in range(30):
             other.send(_query(f"SELECT {i}"))
             assert _values(_answer(other)) == [str(i)]
@@ -135,10 +161,13 @@ def test_a_slow_query_holds_no_other_client_up(port: int, rw_key: str) -> None:
         assert _answer(sleeper)[-1] == (b"Z", b"I")
 
 
-def test_a_client_gone_mid_query_costs_the_others_nothing(port: int, rw_key: str) -> None:
+def test_a_client_gone_mid_query_costs_the_others_nothing(
+    laned: NodeProcess, port: int, rw_key: str
+) -> None:
     app = f"lanes_{uuid.uuid4().hex[:8]}"
     for _ in range(3):
         leaver = _login(port, rw_key, app)
+        _warm(laned, leaver)
         leaver.send(_query(f"SELECT pg_sleep(0.3), '{uuid.uuid4().hex}'"))
         leaver.close()
     with _login(port, rw_key, app) as client:
@@ -147,14 +176,20 @@ def test_a_client_gone_mid_query_costs_the_others_nothing(port: int, rw_key: str
             assert _values(_answer(client)) == [str(i)]
 
 
-def test_a_client_not_reading_holds_only_its_lane(port: int, rw_key: str) -> None:
+def test_a_client_not_reading_holds_only_its_lane(
+    laned: NodeProcess, port: int, rw_key: str
+) -> None:
     """A big reply the client does not read pauses the lane it came down (what the node
     holds stays bounded); the other clients go on, and so does the lane once it leaves."""
     app = f"lanes_{uuid.uuid4().hex[:8]}"
     with _login(port, rw_key, app) as other:
         hog = _login(port, rw_key, app)
         hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.send(_query("SELECT repeat('x', 50000000)"))
+        _warm(laned, hog)
+        before = _lane_queries(laned)
+        hog.send(_query(f"SELECT repeat('x', 50000000), '{uuid.uuid4().hex}'"))
+        select.select([], [], [], 0.1)
+        assert _lane_queries(laned) == before + 1
         for i in range(100):
             other.send(_query(f"SELECT {i}"))
             assert _values(_answer(other)) == [str(i)]
@@ -164,19 +199,21 @@ def test_a_client_not_reading_holds_only_its_lane(port: int, rw_key: str) -> Non
             assert _values(_answer(other)) == [str(i)]
 
 
-def test_a_cancel_stops_a_query_that_runs_long_on_a_lane(port: int, rw_key: str) -> None:
-    with _login(port, rw_key, f"lanes_{uuid.uuid4().hex[:8]}") as client:
-        client.send(_query("SELECT 1"))  # the lanes open
-        _answer(client)
-        client.sock.close()
+def test_a_cancel_stops_a_query_that_runs_long_on_a_lane(
+    laned: NodeProcess, port: int, rw_key: str
+) -> None:
     client = RawClient(port)
     with client:
-        key = next(body for kind, body in client.login(rw_key) if kind == b"K")
+        login = client.login(rw_key, application_name=f"lanes_{uuid.uuid4().hex[:8]}")
+        key = next(body for kind, body in login if kind == b"K")
+        _warm(laned, client)
+        before = _lane_queries(laned)
         client.send(_query(f"SELECT pg_sleep(30), '{uuid.uuid4().hex}'"))
         with socket.create_connection(("127.0.0.1", port)) as canceller:
             select.select([], [], [], 0.5)  # the query has started (and runs long)
             canceller.sendall(struct.pack("!ii", 16, 80877102) + key)
         reply = _answer(client)
+        assert _lane_queries(laned) == before + 1
     errors = [error_fields(body) for kind, body in reply if kind == b"E"]
     assert [e["C"] for e in errors] == ["57014"]
 
@@ -186,6 +223,8 @@ def test_a_lane_the_engine_closes_fails_only_its_queries(
 ) -> None:
     app = f"lanes_{uuid.uuid4().hex[:8]}"
     with _login(port, rw_key, app) as victim:
+        _warm(laned, victim)
+        before = _lane_queries(laned)
         victim.send(_query(f"SELECT pg_sleep(30), '{uuid.uuid4().hex}'"))
         with psycopg.connect(laned.engine_url, autocommit=True) as admin:
             for _ in range(100):
@@ -201,6 +240,7 @@ def test_a_lane_the_engine_closes_fails_only_its_queries(
             admin.execute("SELECT pg_terminate_backend(%s)", pids[0])
         kinds = [kind for kind, _ in victim.read_until_closed()]
         assert b"E" in kinds and b"D" not in kinds
+        assert _lane_queries(laned) == before + 1
     with _login(port, rw_key, app) as client:
         for i in range(20):
             client.send(_query(f"SELECT {i}"))

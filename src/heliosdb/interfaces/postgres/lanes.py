@@ -82,6 +82,7 @@ class Lane(asyncio.Protocol):
         if not queue:
             self.started = _now()
         queue.append((client, shape))
+        self.lanes.sent += 1
         client.lane = self
         client.in_lane += 1
         self.transport.write(data)
@@ -163,6 +164,7 @@ class Lanes:
         self.count = count
         self.open: list[Lane] = []
         self.opening = 0
+        self.sent = 0  # queries sent down these lanes, for the metrics
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def pick(self) -> Lane | None:

@@ -176,7 +176,8 @@ def _solo_query(data: bytes, shape: bytes) -> bool:
     SELECT that locks no rows (remembered so in ``solo_shapes``) whose shape proves the
     chunk whole."""
     if (
-        not data.startswith(_SELECTS, 5)
+        _unpack(data, 1)[0] != len(data) - 1  # not one whole Query (part of one, or several)
+        or not data.startswith(_SELECTS, 5)
         or 0x30 <= data[4] <= 0x39
         or _ROW_LOCKS(data, 5) is not None
         or not _plain_query(data)
@@ -184,6 +185,11 @@ def _solo_query(data: bytes, shape: bytes) -> bool:
         return False
     remember_solo(shape)
     return True
+
+
+def _may_take_a_lane(data: bytes, shape: bytes) -> bool:
+    """``_solo_query``, remembered: a known solo shape, or a new one that has not run slow."""
+    return shape in solo_shapes or (shape not in slow_shapes and _solo_query(data, shape))
 
 
 # Replies proven plain, remembered whole: whole messages, a ReadyForQuery the last and no
@@ -798,7 +804,7 @@ class TxnClient(asyncio.Protocol):
             # replies, so a quick SELECT follows them there, anything else waits for them.
             if data[0] == 0x51 and n <= _PLAIN_SHAPE_BYTES and not self.buffer:
                 shape = data.translate(_ZERO_DIGITS)
-                if shape in solo_shapes:
+                if _may_take_a_lane(data, shape):
                     lane.send(self, data, shape)
                     return True
             self.buffer += data
@@ -813,7 +819,7 @@ class TxnClient(asyncio.Protocol):
         ):
             return False
         shape = data.translate(_ZERO_DIGITS)
-        if shape not in solo_shapes and (shape in slow_shapes or not _solo_query(data, shape)):
+        if not _may_take_a_lane(data, shape):
             return False
         lane = cast(Lanes, self.lanes).pick()
         if lane is None:

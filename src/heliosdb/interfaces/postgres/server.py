@@ -295,6 +295,19 @@ class _Collector(Collector):
         for role, count in by_role.items():
             waits.add_metric([role], count)
         yield waits
+        laned = CounterMetricFamily(
+            "heliosdb_pg_lane_queries",
+            "Transaction-mode queries sent down a lane (postgres.lanes), by engine role.",
+            labels=["role"],
+        )
+        by_role.clear()
+        for gateway in self.gateways:
+            for pool in gateway.pools.values():
+                if pool.lanes is not None:
+                    by_role[pool.access.value] += pool.lanes.sent
+        for role, count in by_role.items():
+            laned.add_metric([role], count)
+        yield laned
 
 
 _COLLECTOR = _Collector()

@@ -112,3 +112,11 @@ def test_which_queries_may_take_a_lane(text: str, solo: bool) -> None:
     shape = data.translate(bytes.maketrans(b"123456789", b"000000000"))
     assert _solo_query(data, shape) is solo
     assert (shape in lanes_module.solo_shapes) is solo
+
+
+def test_a_chunk_of_several_queries_or_part_of_one_takes_no_lane() -> None:
+    one = _msg(b"Q", b"SELECT 'several'\0")
+    for chunk in (one + _msg(b"Q", b"BEGIN\0"), one + one, one[:-3]):
+        shape = chunk.translate(bytes.maketrans(b"123456789", b"000000000"))
+        assert not _solo_query(chunk, shape)
+        assert shape not in lanes_module.solo_shapes
