@@ -65,16 +65,31 @@ def _lane_queries(node: NodeProcess) -> float:
     return node.metric(r'heliosdb_pg_lane_queries_total\{role="[a-z_]+"\}') or 0.0
 
 
-def _warm(node: NodeProcess, client: RawClient) -> None:
-    """Quick reads until one goes down a lane: this client's pool has its lanes open."""
-    for i in range(100):
-        before = _lane_queries(node)
+def _quick_reads(client: RawClient, count: int) -> None:
+    """``count`` quick reads, each answered with its own value."""
+    for i in range(count):
         client.send(_query(f"SELECT {i}"))
         assert _values(_answer(client)) == [str(i)]
+
+
+def _warm(node: NodeProcess, client: RawClient) -> None:
+    """Quick reads until one goes down a lane: this client's pool has its lanes open."""
+    for _ in range(100):
+        before = _lane_queries(node)
+        _quick_reads(client, 1)
         if _lane_queries(node) > before:
             return
         select.select([], [], [], 0.02)
     raise AssertionError("no query went down a lane")
+
+
+def _down_a_lane(node: NodeProcess, client: RawClient, text: str) -> None:
+    """Send ``text`` (a shape never seen) once the lanes are open, and see it take one."""
+    _warm(node, client)
+    before = _lane_queries(node)
+    client.send(_query(text))
+    select.select([], [], [], 0.1)  # it runs on its lane
+    assert _lane_queries(node) == before + 1
 
 
 def _waiting(client: RawClient) -> bool:
@@ -141,22 +156,14 @@ def test_a_slow_query_holds_no_other_client_up(laned: NodeProcess, port: int, rw
     app = f"lanes_{uuid.uuid4().hex[:8]}"
     tag = uuid.uuid4().hex[:8]
     with _login(port, rw_key, app) as sleeper, _login(port, rw_key, app) as other:
-        _warm(laned, sleeper)
-        before = _lane_queries(laned)
         # A shape never seen: it takes a lane, which then takes no more queries.
-        sleeper.send(_query(f"SELECT pg_sleep(3), '{tag}'"))
-        select.select([], [], [], 0.1)
-        assert _lane_queries(laned) == before + 1
-        for i in range(30):
-            other.send(_query(f"SELECT {i}"))
-            assert _values(_answer(other)) == [str(i)]
+        _down_a_lane(laned, sleeper, f"SELECT pg_sleep(3), '{tag}'")
+        _quick_reads(other, 30)
         assert _waiting(sleeper)
         assert _values(_answer(sleeper)) == [""]
         # Now known slow: the same shape takes the pool's way, not a lane.
         sleeper.send(_query(f"SELECT pg_sleep(2), '{tag}'"))
-        for i in range(30):
-            other.send(_query(f"SELECT {i}"))
-            assert _values(_answer(other)) == [str(i)]
+        _quick_reads(other, 30)
         assert _waiting(sleeper)
         assert _answer(sleeper)[-1] == (b"Z", b"I")
 
@@ -171,9 +178,7 @@ def test_a_client_gone_mid_query_costs_the_others_nothing(
         leaver.send(_query(f"SELECT pg_sleep(0.3), '{uuid.uuid4().hex}'"))
         leaver.close()
     with _login(port, rw_key, app) as client:
-        for i in range(50):
-            client.send(_query(f"SELECT {i}"))
-            assert _values(_answer(client)) == [str(i)]
+        _quick_reads(client, 50)
 
 
 def test_a_client_not_reading_holds_only_its_lane(
@@ -185,18 +190,10 @@ def test_a_client_not_reading_holds_only_its_lane(
     with _login(port, rw_key, app) as other:
         hog = _login(port, rw_key, app)
         hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        _warm(laned, hog)
-        before = _lane_queries(laned)
-        hog.send(_query(f"SELECT repeat('x', 50000000), '{uuid.uuid4().hex}'"))
-        select.select([], [], [], 0.1)
-        assert _lane_queries(laned) == before + 1
-        for i in range(100):
-            other.send(_query(f"SELECT {i}"))
-            assert _values(_answer(other)) == [str(i)]
+        _down_a_lane(laned, hog, f"SELECT repeat('x', 50000000), '{uuid.uuid4().hex}'")
+        _quick_reads(other, 100)
         hog.close()
-        for i in range(100):
-            other.send(_query(f"SELECT {i}"))
-            assert _values(_answer(other)) == [str(i)]
+        _quick_reads(other, 100)
 
 
 def test_a_cancel_stops_a_query_that_runs_long_on_a_lane(
@@ -206,14 +203,11 @@ def test_a_cancel_stops_a_query_that_runs_long_on_a_lane(
     with client:
         login = client.login(rw_key, application_name=f"lanes_{uuid.uuid4().hex[:8]}")
         key = next(body for kind, body in login if kind == b"K")
-        _warm(laned, client)
-        before = _lane_queries(laned)
-        client.send(_query(f"SELECT pg_sleep(30), '{uuid.uuid4().hex}'"))
+        _down_a_lane(laned, client, f"SELECT pg_sleep(30), '{uuid.uuid4().hex}'")
         with socket.create_connection(("127.0.0.1", port)) as canceller:
-            select.select([], [], [], 0.5)  # the query has started (and runs long)
+            select.select([], [], [], 0.5)  # the query has run long
             canceller.sendall(struct.pack("!ii", 16, 80877102) + key)
         reply = _answer(client)
-        assert _lane_queries(laned) == before + 1
     errors = [error_fields(body) for kind, body in reply if kind == b"E"]
     assert [e["C"] for e in errors] == ["57014"]
 
@@ -223,9 +217,7 @@ def test_a_lane_the_engine_closes_fails_only_its_queries(
 ) -> None:
     app = f"lanes_{uuid.uuid4().hex[:8]}"
     with _login(port, rw_key, app) as victim:
-        _warm(laned, victim)
-        before = _lane_queries(laned)
-        victim.send(_query(f"SELECT pg_sleep(30), '{uuid.uuid4().hex}'"))
+        _down_a_lane(laned, victim, f"SELECT pg_sleep(30), '{uuid.uuid4().hex}'")
         with psycopg.connect(laned.engine_url, autocommit=True) as admin:
             for _ in range(100):
                 pids = admin.execute(
@@ -240,8 +232,5 @@ def test_a_lane_the_engine_closes_fails_only_its_queries(
             admin.execute("SELECT pg_terminate_backend(%s)", pids[0])
         kinds = [kind for kind, _ in victim.read_until_closed()]
         assert b"E" in kinds and b"D" not in kinds
-        assert _lane_queries(laned) == before + 1
     with _login(port, rw_key, app) as client:
-        for i in range(20):
-            client.send(_query(f"SELECT {i}"))
-            assert _values(_answer(client)) == [str(i)]
+        _quick_reads(client, 20)

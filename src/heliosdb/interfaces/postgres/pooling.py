@@ -689,7 +689,6 @@ class TxnClient(asyncio.Protocol):
         self.kernel_traffic: SocketTraffic | None = None
         self.counted = True
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.ended = False
         self.lanes = pool.lanes
         self.lane: Lane | None = None  # the lane its Queries in flight went down
         self.in_lane = 0  # how many
@@ -829,7 +828,7 @@ class TxnClient(asyncio.Protocol):
 
     def lane_reply(self, data: bytes) -> None:
         """Bytes of the reply to its Query at the head of its lane."""
-        if not self.ended:
+        if not self.done.done():
             if self.counted:
                 self.bytes_out += len(data)
                 self.awaiting = False
@@ -841,7 +840,7 @@ class TxnClient(asyncio.Protocol):
         if self.in_lane:
             return
         self.lane = None
-        if self.buffer and not self.ended:  # held behind the lane's replies: on its way now
+        if self.buffer and not self.done.done():  # held behind the lane's replies: on its way now
             held = bytes(self.buffer)
             self.buffer.clear()
             with contextlib.suppress(RuntimeError):
@@ -852,7 +851,7 @@ class TxnClient(asyncio.Protocol):
         """Its lane's engine connection closed with its Query unanswered."""
         self.in_lane = 0
         self.lane = None
-        if not self.ended:
+        if not self.done.done():
             self._fatal("08006", "the engine connection serving this query was lost")
 
     def _bound_execute(self, data: bytes, n: int) -> bool:
@@ -1189,8 +1188,7 @@ class TxnClient(asyncio.Protocol):
             return
         self.done.set_result(None)
         # Its Queries still on a lane run to their end (quick ones: cancelling could hit
-        # the next client's); their replies go nowhere.
-        self.ended = True
+        # the next client's); their replies go nowhere (``done`` is set).
         self._resume_lane()
         if self.kernel_traffic is not None:
             self.kernel_traffic.close()  # the last counts; the socket may go
